@@ -1,0 +1,110 @@
+//! berth's wire types: the containerd API v1 services, events and shared types, and the shim
+//! v2 task API. Package and field numbering match containerd so existing clients work unchanged.
+
+#![allow(clippy::all, missing_docs)]
+
+pub mod google {
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
+pub mod containerd {
+    pub mod types {
+        tonic::include_proto!("containerd.types");
+    }
+    pub mod v1 {
+        pub mod types {
+            tonic::include_proto!("containerd.v1.types");
+        }
+    }
+    pub mod events {
+        tonic::include_proto!("containerd.events");
+    }
+    pub mod task {
+        pub mod v2 {
+            include!(concat!(env!("OUT_DIR"), "/ttrpc/containerd.task.v2.rs"));
+        }
+    }
+    pub mod services {
+        pub mod content {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.content.v1");
+            }
+        }
+        pub mod images {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.images.v1");
+            }
+        }
+        pub mod namespaces {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.namespaces.v1");
+            }
+        }
+        pub mod leases {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.leases.v1");
+            }
+        }
+        pub mod version {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.version.v1");
+            }
+        }
+        pub mod introspection {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.introspection.v1");
+            }
+        }
+        pub mod events {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.events.v1");
+            }
+            pub mod ttrpc {
+                pub mod v1 {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/ttrpc/containerd.services.events.ttrpc.v1.rs"
+                    ));
+                }
+            }
+        }
+        pub mod containers {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.containers.v1");
+            }
+        }
+        pub mod tasks {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.tasks.v1");
+            }
+        }
+        pub mod snapshots {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.snapshots.v1");
+            }
+        }
+        pub mod diff {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.diff.v1");
+            }
+        }
+    }
+}
+
+pub use containerd::services::{
+    content::v1 as content, containers::v1 as containers, diff::v1 as diff, events::v1 as events,
+    images::v1 as images, introspection::v1 as introspection, leases::v1 as leases,
+    namespaces::v1 as namespaces, snapshots::v1 as snapshots, tasks::v1 as tasks,
+    version::v1 as version,
+};
+pub use containerd::types;
+
+/// Packs a message into an `Any` with containerd's bare type URL (no `type.googleapis.com/`).
+pub fn to_any<M: prost::Message + prost::Name>(msg: &M) -> prost_types::Any {
+    prost_types::Any {
+        type_url: M::full_name(),
+        value: msg.encode_to_vec(),
+    }
+}

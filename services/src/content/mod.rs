@@ -1,0 +1,368 @@
+//! Content service core: namespaced access to the shared blob store. A blob is visible in a
+//! namespace once that namespace has a metadata record for it; the bytes are stored once.
+
+pub mod digest;
+pub mod local;
+
+use crate::error::{blocking, Error, Kind, Result};
+use crate::events::{Event, Exchange};
+use crate::filters::{label_field, Fields, Filter};
+use crate::metadata::content::BlobRecord;
+use crate::metadata::leases::LeaseResource;
+use crate::metadata::{apply_label_path, now, validate_labels, Labels, MetadataStore};
+use crate::namespace::Namespace;
+use digest::Digest;
+use local::{IngestStatus, LocalStore, Writer};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The namespace and optional lease a request runs under.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub ns: Namespace,
+    pub lease: Option<String>,
+}
+
+impl Fields for BlobRecord {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path.first().map(String::as_str) {
+            Some("digest") => Some(self.digest.clone()),
+            Some("size") => Some(self.size.to_string()),
+            Some("labels") => label_field(&self.labels, path),
+            _ => None,
+        }
+    }
+}
+
+impl Fields for IngestStatus {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path.first().map(String::as_str) {
+            Some("ref") => Some(self.meta.reference.clone()),
+            Some("expected") => Some(self.meta.expected.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Largest ingest ref accepted; refs are names, not payloads.
+const MAX_REF_LEN: usize = 4096;
+
+fn validate_ref(reference: &str) -> Result<()> {
+    if reference.is_empty() {
+        return Err(Error::invalid("ref must not be empty"));
+    }
+    if reference.len() > MAX_REF_LEN {
+        return Err(Error::invalid(format!(
+            "ref is {} bytes; at most {MAX_REF_LEN} allowed",
+            reference.len()
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Clone)]
+pub struct Content {
+    local: Arc<LocalStore>,
+    store: MetadataStore,
+    events: Exchange,
+}
+
+/// A writer bound to its namespace and lease.
+pub struct NamespacedWriter {
+    pub inner: Writer,
+    ctx: Ctx,
+}
+
+impl NamespacedWriter {
+    pub fn reference(&self) -> &str {
+        &self.inner.meta().reference
+    }
+}
+
+impl Content {
+    pub fn open(root: &Path, store: MetadataStore, events: Exchange) -> Result<Self> {
+        Ok(Content {
+            local: Arc::new(LocalStore::open(root)?),
+            store,
+            events,
+        })
+    }
+
+    pub async fn info(&self, ns: Namespace, digest: String) -> Result<BlobRecord> {
+        let d = Digest::parse(&digest)?;
+        let store = self.store.clone();
+        let found = blocking(move || store.blob_get(&ns, &d.to_string())).await?;
+        found.ok_or_else(|| Error::not_found(format!("content {digest}")))
+    }
+
+    pub async fn list(&self, ns: Namespace, filter: Filter) -> Result<Vec<BlobRecord>> {
+        let store = self.store.clone();
+        let all = blocking(move || store.blob_list(&ns)).await?;
+        Ok(all.into_iter().filter(|b| filter.matches(b)).collect())
+    }
+
+    /// Only labels change; an empty mask replaces them all.
+    pub async fn update(
+        &self,
+        ns: Namespace,
+        digest: String,
+        labels: Labels,
+        paths: Vec<String>,
+    ) -> Result<BlobRecord> {
+        let d = Digest::parse(&digest)?;
+        validate_labels(&labels)?;
+        for p in &paths {
+            if p != "labels" && !p.starts_with("labels.") {
+                return Err(Error::invalid(format!(
+                    "cannot update {p:?} of content {digest}: only labels can change"
+                )));
+            }
+        }
+        let store = self.store.clone();
+        blocking(move || {
+            store.blob_update(&ns, &d.to_string(), |rec| {
+                if paths.is_empty() {
+                    rec.labels = labels.clone();
+                }
+                for p in &paths {
+                    apply_label_path(&mut rec.labels, &labels, p);
+                }
+                rec.updated_at = now();
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Removes the blob from the namespace, and its bytes once no namespace uses it.
+    pub async fn delete(&self, ns: Namespace, digest: String) -> Result<()> {
+        let d = Digest::parse(&digest)?;
+        let store = self.store.clone();
+        let local = self.local.clone();
+        let ns2 = ns.clone();
+        let d2 = d.clone();
+        blocking(move || {
+            if !store.blob_remove(&ns2, &d2.to_string())? {
+                local.delete_blob(&d2)?;
+            }
+            Ok(())
+        })
+        .await?;
+        self.events.publish(
+            &ns,
+            Event::ContentDelete {
+                digest: d.to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Opens a blob for reading; checks the namespace can see it and the range is sane.
+    pub async fn open_reader(
+        &self,
+        ns: Namespace,
+        digest: String,
+        offset: i64,
+        size: i64,
+    ) -> Result<(std::fs::File, i64, i64)> {
+        let rec = self.info(ns, digest.clone()).await?;
+        if offset < 0 || size < 0 {
+            return Err(Error::invalid("read offset and size must not be negative"));
+        }
+        if offset > rec.size {
+            return Err(Error::new(
+                Kind::OutOfRange,
+                format!("offset {offset} is past the end of {digest} ({} bytes)", rec.size),
+            ));
+        }
+        let d = Digest::parse(&digest)?;
+        let path = self.local.blob_path(&d);
+        let file = blocking(move || {
+            std::fs::File::open(&path).map_err(|e| Error::io(format!("open blob {d}"), e))
+        })
+        .await?;
+        let end = if size == 0 {
+            rec.size
+        } else {
+            (offset + size).min(rec.size)
+        };
+        Ok((file, offset, end))
+    }
+
+    pub async fn status(&self, ns: Namespace, reference: String) -> Result<IngestStatus> {
+        validate_ref(&reference)?;
+        let local = self.local.clone();
+        blocking(move || local.status(&ns, &reference)).await
+    }
+
+    pub async fn list_statuses(&self, ns: Namespace, filter: Filter) -> Result<Vec<IngestStatus>> {
+        let local = self.local.clone();
+        let all = blocking(move || local.statuses(&ns)).await?;
+        Ok(all.into_iter().filter(|s| filter.matches(s)).collect())
+    }
+
+    pub async fn abort(&self, ctx: Ctx, reference: String) -> Result<()> {
+        validate_ref(&reference)?;
+        let local = self.local.clone();
+        let store = self.store.clone();
+        blocking(move || {
+            local.abort(&ctx.ns, &reference)?;
+            if let Some(lease) = &ctx.lease {
+                let r = LeaseResource {
+                    kind: "ingests".into(),
+                    id: reference.clone(),
+                };
+                // The lease may be gone already; the ingest is what mattered.
+                let _ = store.lease_delete_resource(&ctx.ns, lease, &r);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Opens or resumes an ingest. AlreadyExists when `expected` is already visible in the
+    /// namespace; a blob another namespace committed is adopted without a write.
+    pub async fn writer(
+        &self,
+        ctx: Ctx,
+        reference: String,
+        total: i64,
+        expected: String,
+    ) -> Result<NamespacedWriter> {
+        validate_ref(&reference)?;
+        if total < 0 {
+            return Err(Error::invalid(format!("total {total} must not be negative")));
+        }
+        let expected = if expected.is_empty() {
+            None
+        } else {
+            Some(Digest::parse(&expected)?)
+        };
+        let local = self.local.clone();
+        let store = self.store.clone();
+        blocking(move || {
+            if let Some(lease) = &ctx.lease {
+                if store.lease_get(&ctx.ns, lease)?.is_none() {
+                    return Err(Error::not_found(format!("lease {lease:?} does not exist")));
+                }
+            }
+            if let Some(d) = &expected {
+                if store.blob_get(&ctx.ns, &d.to_string())?.is_some() {
+                    return Err(Error::already_exists(format!("content {d}")));
+                }
+                if let Some(size) = local.blob_size(d)? {
+                    adopt(&store, &ctx, d, size, Labels::new())?;
+                    return Err(Error::already_exists(format!("content {d}")));
+                }
+            }
+            let inner = local.writer(&ctx.ns, &reference, total, expected)?;
+            if let Some(lease) = &ctx.lease {
+                store.lease_add_resource(
+                    &ctx.ns,
+                    lease,
+                    &LeaseResource {
+                        kind: "ingests".into(),
+                        id: reference.clone(),
+                    },
+                )?;
+            }
+            Ok(NamespacedWriter { inner, ctx })
+        })
+        .await
+    }
+
+    /// Appends bytes off the async runtime and hands the writer back. On error the writer
+    /// is dropped: its lock is released and the bytes so far stay for a resume.
+    pub async fn write(
+        &self,
+        mut w: NamespacedWriter,
+        offset: i64,
+        data: Vec<u8>,
+    ) -> Result<NamespacedWriter> {
+        blocking(move || {
+            w.inner.write_at(offset, &data)?;
+            Ok(w)
+        })
+        .await
+    }
+
+    /// Verifies and commits; the blob becomes visible in the writer's namespace.
+    pub async fn commit(
+        &self,
+        w: NamespacedWriter,
+        size: i64,
+        expected: String,
+        labels: Labels,
+    ) -> Result<BlobRecord> {
+        validate_labels(&labels)?;
+        let expected = if expected.is_empty() {
+            None
+        } else {
+            Some(Digest::parse(&expected)?)
+        };
+        let store = self.store.clone();
+        let local = self.local.clone();
+        blocking(move || {
+            let ctx = w.ctx.clone();
+            let reference = w.reference().to_string();
+            let want = expected.clone().or_else(|| Digest::parse(&w.inner.meta().expected).ok());
+            let (digest, size) = match w.inner.commit(size, expected.as_ref()) {
+                Ok(done) => done,
+                Err(e) if e.kind() == Kind::AlreadyExists => {
+                    // Identical bytes were committed meanwhile: record them here too.
+                    let d = want.ok_or(e)?;
+                    let size = local
+                        .blob_size(&d)?
+                        .ok_or_else(|| Error::not_found(format!("content {d}")))?;
+                    (d, size)
+                }
+                Err(e) => return Err(e),
+            };
+            let rec = adopt(&store, &ctx, &digest, size, labels)?;
+            if let Some(lease) = &ctx.lease {
+                let _ = store.lease_delete_resource(
+                    &ctx.ns,
+                    lease,
+                    &LeaseResource {
+                        kind: "ingests".into(),
+                        id: reference,
+                    },
+                );
+            }
+            Ok(rec)
+        })
+        .await
+    }
+}
+
+/// Records a committed blob in the namespace (and lease) of `ctx`.
+fn adopt(
+    store: &MetadataStore,
+    ctx: &Ctx,
+    digest: &Digest,
+    size: i64,
+    labels: Labels,
+) -> Result<BlobRecord> {
+    let t = now();
+    let rec = BlobRecord {
+        digest: digest.to_string(),
+        size,
+        created_at: t,
+        updated_at: t,
+        labels,
+    };
+    store.blob_add(&ctx.ns, &rec)?;
+    if let Some(lease) = &ctx.lease {
+        store.lease_add_resource(
+            &ctx.ns,
+            lease,
+            &LeaseResource {
+                kind: "content".into(),
+                id: digest.to_string(),
+            },
+        )?;
+    }
+    store
+        .blob_get(&ctx.ns, &digest.to_string())?
+        .ok_or_else(|| Error::not_found(format!("content {digest}")))
+}

@@ -1,0 +1,168 @@
+//! Assembles berthd's core from its plugins, in dependency order, and serves it over gRPC.
+
+use crate::content::Content;
+use crate::error::{Error, Result};
+use crate::events::Exchange;
+use crate::grpc;
+use crate::images::Images;
+use crate::leases::Leases;
+use crate::metadata::MetadataStore;
+use crate::namespaces::Namespaces;
+use crate::plugins::{self, Plugin, Registry};
+use std::path::{Path, PathBuf};
+
+/// Largest gRPC message accepted or sent; containerd's clients allow 16 MiB.
+pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
+
+#[derive(Debug, Clone)]
+pub struct VersionInfo {
+    pub version: String,
+    pub revision: String,
+}
+
+pub struct Daemon {
+    pub root: PathBuf,
+    pub store: MetadataStore,
+    pub events: Exchange,
+    pub content: Content,
+    pub images: Images,
+    pub namespaces: Namespaces,
+    pub leases: Leases,
+    pub registry: Registry,
+    pub uuid: String,
+    pub version: VersionInfo,
+}
+
+fn registry(root: &Path) -> Result<Registry> {
+    let mut r = Registry::default();
+    let content_root = root.join("io.containerd.content.v1.content");
+    r.register(
+        Plugin::new(plugins::CONTENT, "content", &[])
+            .export("root", content_root.display().to_string()),
+    )?;
+    r.register(
+        Plugin::new(plugins::METADATA, "redb", &[plugins::CONTENT]).export(
+            "path",
+            root.join("io.containerd.metadata.v1.redb/meta.redb")
+                .display()
+                .to_string(),
+        ),
+    )?;
+    r.register(Plugin::new(plugins::EVENT, "exchange", &[]))?;
+    r.register(Plugin::new(plugins::LEASE, "manager", &[plugins::METADATA]))?;
+    for id in ["content-service", "images-service", "namespaces-service", "leases-service"] {
+        r.register(Plugin::new(
+            plugins::SERVICE,
+            id,
+            &[plugins::METADATA, plugins::EVENT, plugins::LEASE],
+        ))?;
+    }
+    for id in ["content", "images", "namespaces", "leases", "events", "introspection", "version", "healthcheck"] {
+        r.register(Plugin::new(plugins::GRPC, id, &[plugins::SERVICE]))?;
+    }
+    Ok(r)
+}
+
+impl Daemon {
+    /// Opens (creating if needed) every store under `root`.
+    pub fn open(root: &Path, version: VersionInfo) -> Result<Self> {
+        let registry = registry(root)?;
+        let mut store = None;
+        let mut content = None;
+        let events = Exchange::new();
+        for p in registry.ordered()? {
+            match (p.kind.as_str(), p.id.as_str()) {
+                (plugins::METADATA, _) => {
+                    let dir = root.join("io.containerd.metadata.v1.redb");
+                    std::fs::create_dir_all(&dir)
+                        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+                    store = Some(MetadataStore::open(&dir.join("meta.redb"))?);
+                }
+                (plugins::SERVICE, "content-service") => {
+                    let s = store
+                        .clone()
+                        .ok_or_else(|| Error::precondition("metadata plugin did not start"))?;
+                    content = Some(Content::open(
+                        &root.join("io.containerd.content.v1.content"),
+                        s,
+                        events.clone(),
+                    )?);
+                }
+                _ => {}
+            }
+        }
+        let store = store.ok_or_else(|| Error::precondition("metadata plugin did not start"))?;
+        let content = content.ok_or_else(|| Error::precondition("content plugin did not start"))?;
+        let uuid = store.server_uuid()?;
+        Ok(Daemon {
+            root: root.to_path_buf(),
+            images: Images::new(store.clone(), events.clone()),
+            namespaces: Namespaces::new(store.clone(), events.clone()),
+            leases: Leases::new(store.clone()),
+            content,
+            events,
+            store,
+            registry,
+            uuid,
+            version,
+        })
+    }
+
+    /// The gRPC router with every service of this daemon.
+    pub fn router(&self) -> Result<tonic::transport::server::Router> {
+        use berth_proto::{
+            content::content_server::ContentServer, events::events_server::EventsServer,
+            images::images_server::ImagesServer,
+            introspection::introspection_server::IntrospectionServer,
+            leases::leases_server::LeasesServer, namespaces::namespaces_server::NamespacesServer,
+            version::version_server::VersionServer,
+        };
+        macro_rules! sized {
+            ($svc:expr) => {
+                $svc.max_decoding_message_size(MAX_MESSAGE_SIZE)
+                    .max_encoding_message_size(MAX_MESSAGE_SIZE)
+            };
+        }
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        drop(health_reporter); // overall status "" is SERVING by default
+        let builder = tonic::transport::Server::builder().trace_fn(|req| {
+            let ns = req
+                .headers()
+                .get(grpc::NAMESPACE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            tracing::info_span!("rpc", method = %req.uri().path(), namespace = %ns)
+        });
+        let mut builder = builder;
+        Ok(builder
+            .add_service(health)
+            .add_service(sized!(VersionServer::new(grpc::version::VersionService {
+                version: self.version.version.clone(),
+                revision: self.version.revision.clone(),
+            })))
+            .add_service(sized!(IntrospectionServer::new(
+                grpc::introspection::IntrospectionService {
+                    plugins: self.registry.ordered()?,
+                    uuid: self.uuid.clone(),
+                }
+            )))
+            .add_service(sized!(NamespacesServer::new(
+                grpc::namespaces::NamespacesService {
+                    core: self.namespaces.clone(),
+                }
+            )))
+            .add_service(sized!(ImagesServer::new(grpc::images::ImagesService {
+                core: self.images.clone(),
+            })))
+            .add_service(sized!(ContentServer::new(grpc::content::ContentService {
+                core: self.content.clone(),
+            })))
+            .add_service(sized!(LeasesServer::new(grpc::leases::LeasesService {
+                core: self.leases.clone(),
+            })))
+            .add_service(sized!(EventsServer::new(grpc::events::EventsService {
+                exchange: self.events.clone(),
+            }))))
+    }
+}

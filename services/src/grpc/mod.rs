@@ -1,0 +1,131 @@
+//! The gRPC edge: tonic services that extract, convert, call the core and convert back.
+//! Errors become status codes here and only here ([`status`]).
+
+pub mod content;
+pub mod events;
+pub mod images;
+pub mod introspection;
+pub mod leases;
+pub mod namespaces;
+pub mod version;
+
+use crate::content::Ctx;
+use crate::error::{Error, Kind};
+use crate::namespace::Namespace;
+use std::collections::{BTreeMap, HashMap};
+use tonic::{Request, Status};
+
+pub const NAMESPACE_HEADER: &str = "containerd-namespace";
+pub const LEASE_HEADER: &str = "containerd-lease";
+
+/// Maps a core error to the status code containerd's clients act upon; logs it once.
+pub fn status(err: Error) -> Status {
+    let msg = err.to_string();
+    let code = match err.kind() {
+        Kind::NotFound => tonic::Code::NotFound,
+        Kind::AlreadyExists => tonic::Code::AlreadyExists,
+        Kind::InvalidArgument => tonic::Code::InvalidArgument,
+        Kind::FailedPrecondition => tonic::Code::FailedPrecondition,
+        Kind::Unavailable => tonic::Code::Unavailable,
+        Kind::OutOfRange => tonic::Code::OutOfRange,
+        Kind::Internal => tonic::Code::Internal,
+    };
+    match code {
+        tonic::Code::Internal => tracing::error!(error = %msg, "request failed"),
+        _ => tracing::debug!(error = %msg, code = ?code, "request refused"),
+    }
+    Status::new(code, msg)
+}
+
+/// The request's namespace from the `containerd-namespace` header.
+pub fn namespace<T>(req: &Request<T>) -> Result<Namespace, Status> {
+    let raw = req
+        .metadata()
+        .get(NAMESPACE_HEADER)
+        .ok_or_else(|| {
+            Status::failed_precondition(
+                "namespace is required: set the containerd-namespace header (berth --namespace, ctr -n)",
+            )
+        })?
+        .to_str()
+        .map_err(|_| Status::failed_precondition("namespace header is not valid text"))?;
+    Namespace::parse(raw).map_err(|e| Status::failed_precondition(e.to_string()))
+}
+
+/// Namespace plus the optional `containerd-lease` header.
+pub fn ctx<T>(req: &Request<T>) -> Result<Ctx, Status> {
+    let ns = namespace(req)?;
+    let lease = match req.metadata().get(LEASE_HEADER) {
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| Status::invalid_argument("lease header is not valid text"))?;
+            (!v.is_empty()).then(|| v.to_string())
+        }
+        None => None,
+    };
+    Ok(Ctx { ns, lease })
+}
+
+/// Go's zero time: what containerd sends for an unset timestamp.
+const GO_ZERO_SECONDS: i64 = -62_135_596_800;
+
+pub fn timestamp(nanos: i64) -> Option<prost_types::Timestamp> {
+    if nanos == 0 {
+        return Some(prost_types::Timestamp {
+            seconds: GO_ZERO_SECONDS,
+            nanos: 0,
+        });
+    }
+    Some(prost_types::Timestamp {
+        seconds: nanos.div_euclid(1_000_000_000),
+        nanos: nanos.rem_euclid(1_000_000_000) as i32,
+    })
+}
+
+pub fn from_timestamp(ts: Option<&prost_types::Timestamp>) -> i64 {
+    match ts {
+        Some(t) if t.seconds != GO_ZERO_SECONDS => {
+            t.seconds.saturating_mul(1_000_000_000).saturating_add(t.nanos as i64)
+        }
+        _ => 0,
+    }
+}
+
+pub fn labels_in(m: HashMap<String, String>) -> BTreeMap<String, String> {
+    m.into_iter().collect()
+}
+
+pub fn labels_out(m: &BTreeMap<String, String>) -> HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+pub fn mask_paths(mask: Option<prost_types::FieldMask>) -> Vec<String> {
+    mask.map(|m| m.paths).unwrap_or_default()
+}
+
+pub fn filter(filters: &[String]) -> Result<crate::filters::Filter, Status> {
+    crate::filters::Filter::parse_all(filters).map_err(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_and_zero_is_go_zero() {
+        let t = 1_700_000_000_123_456_789;
+        assert_eq!(from_timestamp(timestamp(t).as_ref()), t);
+        assert_eq!(timestamp(0).unwrap().seconds, GO_ZERO_SECONDS);
+        assert_eq!(from_timestamp(timestamp(0).as_ref()), 0);
+    }
+
+    #[test]
+    fn namespace_header_errors_are_failed_precondition() {
+        let req = Request::new(());
+        assert_eq!(namespace(&req).unwrap_err().code(), tonic::Code::FailedPrecondition);
+        let mut req = Request::new(());
+        req.metadata_mut().insert(NAMESPACE_HEADER, "../x".parse().unwrap());
+        assert_eq!(namespace(&req).unwrap_err().code(), tonic::Code::FailedPrecondition);
+    }
+}

@@ -1,0 +1,19 @@
+//! berthd's core. Each module owns one domain and speaks in core types; `grpc` is the only
+//! place that knows about protobuf and status codes.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod content;
+pub mod daemon;
+pub mod error;
+pub mod events;
+pub mod filters;
+pub mod grpc;
+pub mod images;
+pub mod leases;
+pub mod metadata;
+pub mod namespace;
+pub mod namespaces;
+pub mod plugins;
+
+pub use error::{Error, Kind, Result};
