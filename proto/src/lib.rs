@@ -9,6 +9,10 @@ pub mod google {
     }
 }
 
+pub mod ttrpc {
+    tonic::include_proto!("ttrpc");
+}
+
 pub mod containerd {
     pub mod types {
         tonic::include_proto!("containerd.types");
@@ -94,7 +98,7 @@ pub mod containerd {
 }
 
 pub use containerd::services::{
-    content::v1 as content, containers::v1 as containers, diff::v1 as diff, events::v1 as events,
+    containers::v1 as containers, content::v1 as content, diff::v1 as diff, events::v1 as events,
     images::v1 as images, introspection::v1 as introspection, leases::v1 as leases,
     namespaces::v1 as namespaces, snapshots::v1 as snapshots, tasks::v1 as tasks,
     version::v1 as version,

@@ -50,14 +50,28 @@ fn registry(root: &Path) -> Result<Registry> {
     )?;
     r.register(Plugin::new(plugins::EVENT, "exchange", &[]))?;
     r.register(Plugin::new(plugins::LEASE, "manager", &[plugins::METADATA]))?;
-    for id in ["content-service", "images-service", "namespaces-service", "leases-service"] {
+    for id in [
+        "content-service",
+        "images-service",
+        "namespaces-service",
+        "leases-service",
+    ] {
         r.register(Plugin::new(
             plugins::SERVICE,
             id,
             &[plugins::METADATA, plugins::EVENT, plugins::LEASE],
         ))?;
     }
-    for id in ["content", "images", "namespaces", "leases", "events", "introspection", "version", "healthcheck"] {
+    for id in [
+        "content",
+        "images",
+        "namespaces",
+        "leases",
+        "events",
+        "introspection",
+        "version",
+        "healthcheck",
+    ] {
         r.register(Plugin::new(plugins::GRPC, id, &[plugins::SERVICE]))?;
     }
     Ok(r)

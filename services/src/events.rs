@@ -10,15 +10,36 @@ use tokio::sync::broadcast;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    NamespaceCreate { name: String, labels: Labels },
-    NamespaceUpdate { name: String, labels: Labels },
-    NamespaceDelete { name: String },
-    ImageCreate { name: String, labels: Labels },
-    ImageUpdate { name: String, labels: Labels },
-    ImageDelete { name: String },
-    ContentDelete { digest: String },
+    NamespaceCreate {
+        name: String,
+        labels: Labels,
+    },
+    NamespaceUpdate {
+        name: String,
+        labels: Labels,
+    },
+    NamespaceDelete {
+        name: String,
+    },
+    ImageCreate {
+        name: String,
+        labels: Labels,
+    },
+    ImageUpdate {
+        name: String,
+        labels: Labels,
+    },
+    ImageDelete {
+        name: String,
+    },
+    ContentDelete {
+        digest: String,
+    },
     /// An already-encoded event (type URL and protobuf bytes).
-    Raw { type_url: String, value: Vec<u8> },
+    Raw {
+        type_url: String,
+        value: Vec<u8>,
+    },
 }
 
 impl Event {

@@ -70,7 +70,11 @@ impl Filter {
     }
 
     pub fn matches(&self, item: &dyn Fields) -> bool {
-        self.any_of.is_empty() || self.any_of.iter().any(|all| all.iter().all(|s| s.matches(item)))
+        self.any_of.is_empty()
+            || self
+                .any_of
+                .iter()
+                .any(|all| all.iter().all(|s| s.matches(item)))
     }
 }
 
@@ -277,7 +281,10 @@ mod tests {
 
     #[test]
     fn equality_and_labels() {
-        let a = item("docker.io/library/busybox:latest", &[("a.b", "1"), ("x", "y")]);
+        let a = item(
+            "docker.io/library/busybox:latest",
+            &[("a.b", "1"), ("x", "y")],
+        );
         let f = |s: &str| Filter::parse(s).unwrap().matches(&a);
         assert!(f("name==docker.io/library/busybox:latest"));
         assert!(!f("name==other"));
@@ -295,14 +302,24 @@ mod tests {
     #[test]
     fn list_is_or_and_empty_matches_all() {
         let a = item("a", &[]);
-        assert!(Filter::parse_all(&["name==b", "name==a"]).unwrap().matches(&a));
+        assert!(Filter::parse_all(&["name==b", "name==a"])
+            .unwrap()
+            .matches(&a));
         assert!(Filter::parse_all(&[""]).unwrap().matches(&a));
         assert!(Filter::parse_all::<&str>(&[]).unwrap().matches(&a));
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["==x", "name=x", "name==", r#"labels."open"#, "name~=(", "a,", "1abc==x"] {
+        for bad in [
+            "==x",
+            "name=x",
+            "name==",
+            r#"labels."open"#,
+            "name~=(",
+            "a,",
+            "1abc==x",
+        ] {
             assert!(Filter::parse(bad).is_err(), "{bad}");
         }
     }

@@ -121,9 +121,7 @@ impl Images {
                     }
                     match p.as_str() {
                         "target" => img.target = update.target.clone(),
-                        "annotations" => {
-                            img.target.annotations = update.target.annotations.clone()
-                        }
+                        "annotations" => img.target.annotations = update.target.annotations.clone(),
                         "name" => {}
                         other => {
                             return Err(Error::invalid(format!(

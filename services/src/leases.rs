@@ -83,12 +83,7 @@ impl Leases {
         blocking(move || store.lease_add_resource(&ns, &id, &r)).await
     }
 
-    pub async fn delete_resource(
-        &self,
-        ns: Namespace,
-        id: String,
-        r: LeaseResource,
-    ) -> Result<()> {
+    pub async fn delete_resource(&self, ns: Namespace, id: String, r: LeaseResource) -> Result<()> {
         validate_resource(&r)?;
         let store = self.store.clone();
         blocking(move || store.lease_delete_resource(&ns, &id, &r)).await

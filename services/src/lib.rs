@@ -1,7 +1,10 @@
 //! berthd's core. Each module owns one domain and speaks in core types; `grpc` is the only
 //! place that knows about protobuf and status codes.
 
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod content;
 pub mod daemon;

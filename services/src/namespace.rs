@@ -70,7 +70,17 @@ mod tests {
     #[test]
     fn rejects_bad_names() {
         let long = "a".repeat(MAX_LEN + 1);
-        for bad in ["", "-a", "a-", "a..b", "a/b", "../x", "a b", "ü", long.as_str()] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a..b",
+            "a/b",
+            "../x",
+            "a b",
+            "ü",
+            long.as_str(),
+        ] {
             assert!(Namespace::parse(bad).is_err(), "{bad}");
         }
         assert!(Namespace::parse(&"a".repeat(MAX_LEN)).is_ok());

@@ -89,9 +89,10 @@ impl Registry {
                 p.requires.iter().all(|r| {
                     if r == "*" {
                         // "*" waits for everything except other "*" plugins.
-                        pending.iter().enumerate().all(|(j, q)| {
-                            j == i || q.requires.iter().any(|x| x == "*")
-                        })
+                        pending
+                            .iter()
+                            .enumerate()
+                            .all(|(j, q)| j == i || q.requires.iter().any(|x| x == "*"))
                     } else {
                         !blocked_by(i, r)
                     }
@@ -102,7 +103,11 @@ impl Registry {
                 None => {
                     return Err(Error::precondition(format!(
                         "plugin dependency cycle among {}",
-                        pending.iter().map(|p| p.uri()).collect::<Vec<_>>().join(", ")
+                        pending
+                            .iter()
+                            .map(|p| p.uri())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )))
                 }
             }
@@ -111,7 +116,11 @@ impl Registry {
     }
 
     pub fn set_init_err(&mut self, kind: &str, id: &str, err: String) {
-        if let Some(p) = self.plugins.iter_mut().find(|p| p.kind == kind && p.id == id) {
+        if let Some(p) = self
+            .plugins
+            .iter_mut()
+            .find(|p| p.kind == kind && p.id == id)
+        {
             p.init_err = Some(err);
         }
     }
@@ -128,9 +137,12 @@ mod tests {
     #[test]
     fn orders_by_requirements() {
         let mut r = Registry::default();
-        r.register(Plugin::new(GRPC, "content", &[SERVICE])).unwrap();
-        r.register(Plugin::new(SERVICE, "content-service", &[METADATA])).unwrap();
-        r.register(Plugin::new(METADATA, "redb", &[CONTENT])).unwrap();
+        r.register(Plugin::new(GRPC, "content", &[SERVICE]))
+            .unwrap();
+        r.register(Plugin::new(SERVICE, "content-service", &[METADATA]))
+            .unwrap();
+        r.register(Plugin::new(METADATA, "redb", &[CONTENT]))
+            .unwrap();
         r.register(Plugin::new(CONTENT, "content", &[])).unwrap();
         let ids: Vec<_> = r.ordered().unwrap().into_iter().map(|p| p.kind).collect();
         assert_eq!(ids, [CONTENT, METADATA, SERVICE, GRPC]);

@@ -310,7 +310,9 @@ impl Writer {
                 self.meta.total
             )));
         }
-        self.file.seek(SeekFrom::Start(self.offset)).map_err(io("write ingest"))?;
+        self.file
+            .seek(SeekFrom::Start(self.offset))
+            .map_err(io("write ingest"))?;
         self.file.write_all(data).map_err(io("write ingest"))?;
         self.hasher.update(data);
         self.offset += data.len() as u64;
@@ -369,7 +371,9 @@ mod tests {
         let data = b"hello berth";
         let d = Digest::of(data);
         {
-            let mut w = store.writer(&ns(), "r1", data.len() as i64, Some(d.clone())).unwrap();
+            let mut w = store
+                .writer(&ns(), "r1", data.len() as i64, Some(d.clone()))
+                .unwrap();
             w.write_at(0, &data[..5]).unwrap();
             // A second writer on the same ref is refused while the first holds it.
             assert_eq!(
@@ -396,12 +400,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         let claimed = Digest::of(b"the real thing");
-        let mut w = store.writer(&ns(), "bad", 0, Some(claimed.clone())).unwrap();
+        let mut w = store
+            .writer(&ns(), "bad", 0, Some(claimed.clone()))
+            .unwrap();
         w.write_at(0, b"something else").unwrap();
         let err = w.commit(0, None).unwrap_err();
         assert_eq!(err.kind(), Kind::FailedPrecondition);
         assert!(store.blob_size(&claimed).unwrap().is_none());
-        assert!(store.blob_size(&Digest::of(b"something else")).unwrap().is_none());
+        assert!(store
+            .blob_size(&Digest::of(b"something else"))
+            .unwrap()
+            .is_none());
         store.abort(&ns(), "bad").unwrap();
         assert!(store.statuses(&ns()).unwrap().is_empty());
     }
@@ -411,6 +420,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         let mut w = store.writer(&ns(), "t", 3, None).unwrap();
-        assert_eq!(w.write_at(0, b"four").unwrap_err().kind(), Kind::InvalidArgument);
+        assert_eq!(
+            w.write_at(0, b"four").unwrap_err().kind(),
+            Kind::InvalidArgument
+        );
     }
 }

@@ -172,7 +172,10 @@ impl Content {
         if offset > rec.size {
             return Err(Error::new(
                 Kind::OutOfRange,
-                format!("offset {offset} is past the end of {digest} ({} bytes)", rec.size),
+                format!(
+                    "offset {offset} is past the end of {digest} ({} bytes)",
+                    rec.size
+                ),
             ));
         }
         let d = Digest::parse(&digest)?;
@@ -231,7 +234,9 @@ impl Content {
     ) -> Result<NamespacedWriter> {
         validate_ref(&reference)?;
         if total < 0 {
-            return Err(Error::invalid(format!("total {total} must not be negative")));
+            return Err(Error::invalid(format!(
+                "total {total} must not be negative"
+            )));
         }
         let expected = if expected.is_empty() {
             None
@@ -305,7 +310,9 @@ impl Content {
         blocking(move || {
             let ctx = w.ctx.clone();
             let reference = w.reference().to_string();
-            let want = expected.clone().or_else(|| Digest::parse(&w.inner.meta().expected).ok());
+            let want = expected
+                .clone()
+                .or_else(|| Digest::parse(&w.inner.meta().expected).ok());
             let (digest, size) = match w.inner.commit(size, expected.as_ref()) {
                 Ok(done) => done,
                 Err(e) if e.kind() == Kind::AlreadyExists => {

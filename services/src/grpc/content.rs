@@ -2,14 +2,14 @@
 
 use super::{ctx, labels_in, labels_out, mask_paths, namespace, status, timestamp};
 use crate::content::local::IngestStatus;
-use crate::content::{Content, NamespacedWriter};
+use crate::content::{Content, Ctx, NamespacedWriter};
 use crate::metadata::content::BlobRecord;
 use berth_proto::content::{
-    content_server::Content as ContentApi, AbortRequest, DeleteContentRequest, Info,
-    InfoRequest, InfoResponse, ListContentRequest, ListContentResponse, ListStatusesRequest,
+    content_server::Content as ContentApi, AbortRequest, DeleteContentRequest, Info, InfoRequest,
+    InfoResponse, ListContentRequest, ListContentResponse, ListStatusesRequest,
     ListStatusesResponse, ReadContentRequest, ReadContentResponse, Status as PbStatus,
-    StatusRequest, StatusResponse, UpdateRequest, UpdateResponse, WriteAction,
-    WriteContentRequest, WriteContentResponse,
+    StatusRequest, StatusResponse, UpdateRequest, UpdateResponse, WriteAction, WriteContentRequest,
+    WriteContentResponse,
 };
 use std::io::Read;
 use std::pin::Pin;
@@ -67,7 +67,10 @@ impl ContentApi for ContentService {
         }))
     }
 
-    async fn update(&self, req: Request<UpdateRequest>) -> Result<Response<UpdateResponse>, Status> {
+    async fn update(
+        &self,
+        req: Request<UpdateRequest>,
+    ) -> Result<Response<UpdateResponse>, Status> {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let info = req
@@ -75,7 +78,12 @@ impl ContentApi for ContentService {
             .ok_or_else(|| Status::invalid_argument("info must be set"))?;
         let b = self
             .core
-            .update(ns, info.digest, labels_in(info.labels), mask_paths(req.update_mask))
+            .update(
+                ns,
+                info.digest,
+                labels_in(info.labels),
+                mask_paths(req.update_mask),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(UpdateResponse {
@@ -151,7 +159,10 @@ impl ContentApi for ContentService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let ns = namespace(&req)?;
         let s = self
             .core
@@ -182,24 +193,13 @@ impl ContentApi for ContentService {
         req: Request<Streaming<WriteContentRequest>>,
     ) -> Result<Response<Self::WriteStream>, Status> {
         let ctx = ctx(&req)?;
-        let mut input = req.into_inner();
-        let first = match input.next().await {
-            Some(m) => m?,
-            None => return Err(Status::invalid_argument("write stream ended before its first message")),
-        };
-        if first.r#ref.is_empty() {
-            return Err(Status::invalid_argument("first message of a write must carry a ref"));
-        }
-        let writer = self
-            .core
-            .writer(ctx, first.r#ref.clone(), first.total, first.expected.clone())
-            .await
-            .map_err(status)?;
+        let input = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let core = self.core.clone();
+        // Replies start flowing before the first request is read, so clients that wait for
+        // response headers before sending (tonic) and clients that send first (Go) both work.
         tokio::spawn(async move {
-            let result = drive_write(core, writer, first, input, &tx).await;
-            if let Err(e) = result {
+            if let Err(e) = drive_write(core, ctx, input, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -220,11 +220,28 @@ impl ContentApi for ContentService {
 /// client closes. The writer (and its ref lock) lives as long as this function.
 async fn drive_write(
     core: Content,
-    mut writer: NamespacedWriter,
-    first: WriteContentRequest,
+    ctx: Ctx,
     mut input: Streaming<WriteContentRequest>,
     tx: &mpsc::Sender<Result<WriteContentResponse, Status>>,
 ) -> Result<(), Status> {
+    let first = match input.next().await {
+        Some(m) => m?,
+        None => return Ok(()),
+    };
+    if first.r#ref.is_empty() {
+        return Err(Status::invalid_argument(
+            "first message of a write must carry a ref",
+        ));
+    }
+    let mut writer: NamespacedWriter = core
+        .writer(
+            ctx,
+            first.r#ref.clone(),
+            first.total,
+            first.expected.clone(),
+        )
+        .await
+        .map_err(status)?;
     let mut total = first.total;
     let mut expected = first.expected.clone();
     let mut next = Some(first);
@@ -242,8 +259,9 @@ async fn drive_write(
         if !req.expected.is_empty() {
             expected = req.expected.clone();
         }
-        let action = WriteAction::try_from(req.action)
-            .map_err(|_| Status::invalid_argument(format!("unknown write action {}", req.action)))?;
+        let action = WriteAction::try_from(req.action).map_err(|_| {
+            Status::invalid_argument(format!("unknown write action {}", req.action))
+        })?;
         let mut reply = WriteContentResponse {
             action: action as i32,
             started_at: timestamp(writer.inner.meta().started_at),

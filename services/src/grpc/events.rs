@@ -30,9 +30,7 @@ pub mod convert {
                 name: name.clone(),
                 labels: labels_out(labels),
             }),
-            Event::NamespaceDelete { name } => {
-                to_any(&pbe::NamespaceDelete { name: name.clone() })
-            }
+            Event::NamespaceDelete { name } => to_any(&pbe::NamespaceDelete { name: name.clone() }),
             Event::ImageCreate { name, labels } => to_any(&pbi::ImageCreate {
                 name: name.clone(),
                 labels: labels_out(labels),

@@ -63,7 +63,10 @@ fn body(i: Option<Image>) -> Result<Image, Status> {
 
 #[tonic::async_trait]
 impl ImagesApi for ImagesService {
-    async fn get(&self, req: Request<GetImageRequest>) -> Result<Response<GetImageResponse>, Status> {
+    async fn get(
+        &self,
+        req: Request<GetImageRequest>,
+    ) -> Result<Response<GetImageResponse>, Status> {
         let ns = namespace(&req)?;
         let img = self
             .core

@@ -45,7 +45,11 @@ mod convert {
                 .to_string(),
                 variant: String::new(),
             }],
-            exports: p.exports.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            exports: p
+                .exports
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             capabilities: p.capabilities.clone(),
             init_err: p.init_err.as_ref().map(|e| RpcStatus {
                 code: tonic::Code::Unknown as i32,

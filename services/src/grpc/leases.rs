@@ -43,7 +43,10 @@ mod convert {
 
 #[tonic::async_trait]
 impl LeasesApi for LeasesService {
-    async fn create(&self, req: Request<CreateRequest>) -> Result<Response<CreateResponse>, Status> {
+    async fn create(
+        &self,
+        req: Request<CreateRequest>,
+    ) -> Result<Response<CreateResponse>, Status> {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let lease = self
@@ -78,7 +81,10 @@ impl LeasesApi for LeasesService {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let r = convert::resource_in(req.resource)?;
-        self.core.add_resource(ns, req.id, r).await.map_err(status)?;
+        self.core
+            .add_resource(ns, req.id, r)
+            .await
+            .map_err(status)?;
         Ok(Response::new(()))
     }
 

@@ -85,9 +85,10 @@ pub fn timestamp(nanos: i64) -> Option<prost_types::Timestamp> {
 
 pub fn from_timestamp(ts: Option<&prost_types::Timestamp>) -> i64 {
     match ts {
-        Some(t) if t.seconds != GO_ZERO_SECONDS => {
-            t.seconds.saturating_mul(1_000_000_000).saturating_add(t.nanos as i64)
-        }
+        Some(t) if t.seconds != GO_ZERO_SECONDS => t
+            .seconds
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.nanos as i64),
         _ => 0,
     }
 }
@@ -123,9 +124,16 @@ mod tests {
     #[test]
     fn namespace_header_errors_are_failed_precondition() {
         let req = Request::new(());
-        assert_eq!(namespace(&req).unwrap_err().code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            namespace(&req).unwrap_err().code(),
+            tonic::Code::FailedPrecondition
+        );
         let mut req = Request::new(());
-        req.metadata_mut().insert(NAMESPACE_HEADER, "../x".parse().unwrap());
-        assert_eq!(namespace(&req).unwrap_err().code(), tonic::Code::FailedPrecondition);
+        req.metadata_mut()
+            .insert(NAMESPACE_HEADER, "../x".parse().unwrap());
+        assert_eq!(
+            namespace(&req).unwrap_err().code(),
+            tonic::Code::FailedPrecondition
+        );
     }
 }

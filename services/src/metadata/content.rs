@@ -81,7 +81,10 @@ impl MetadataStore {
                 None => return Err(Error::not_found(format!("content {digest}"))),
             };
             edit(&mut record)?;
-            table.insert((ns.as_str(), digest), serde_json::to_vec(&record)?.as_slice())?;
+            table.insert(
+                (ns.as_str(), digest),
+                serde_json::to_vec(&record)?.as_slice(),
+            )?;
             Ok(record)
         })
     }

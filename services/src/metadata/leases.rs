@@ -87,12 +87,7 @@ impl MetadataStore {
         })
     }
 
-    pub fn lease_delete_resource(
-        &self,
-        ns: &Namespace,
-        id: &str,
-        r: &LeaseResource,
-    ) -> Result<()> {
+    pub fn lease_delete_resource(&self, ns: &Namespace, id: &str, r: &LeaseResource) -> Result<()> {
         self.write(|txn| {
             let table = txn.open_table(LEASES)?;
             if table.get((ns.as_str(), id))?.is_none() {

@@ -196,7 +196,9 @@ pub(crate) fn ensure_namespace(txn: &WriteTransaction, ns: &Namespace) -> Result
 }
 
 /// True when any record of the namespace exists in a table keyed by (ns, ...).
-pub(crate) fn namespace_has_records<T: ReadableTable<(&'static str, &'static str), &'static [u8]>>(
+pub(crate) fn namespace_has_records<
+    T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+>(
     table: &T,
     ns: &str,
 ) -> Result<bool> {

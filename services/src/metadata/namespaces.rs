@@ -1,8 +1,6 @@
 //! Namespace records.
 
-use super::{
-    namespace_has_records, Labels, MetadataStore, CONTENT, IMAGES, LEASES, NAMESPACES,
-};
+use super::{namespace_has_records, Labels, MetadataStore, CONTENT, IMAGES, LEASES, NAMESPACES};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use redb::{ReadableDatabase, ReadableTable};

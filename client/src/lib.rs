@@ -1,0 +1,299 @@
+//! A client for berthd or any daemon that speaks containerd's API: a unix-socket channel,
+//! the namespace and lease headers on every call, typed service clients and a few helpers
+//! for multi-step flows (ingesting and reading blobs).
+
+use berth_proto::content::{
+    content_client::ContentClient, ReadContentRequest, WriteAction, WriteContentRequest,
+};
+use berth_proto::{
+    containers::containers_client::ContainersClient, diff::diff_client::DiffClient,
+    events::events_client::EventsClient, images::images_client::ImagesClient,
+    introspection::introspection_client::IntrospectionClient, leases::leases_client::LeasesClient,
+    namespaces::namespaces_client::NamespacesClient, snapshots::snapshots_client::SnapshotsClient,
+    tasks::tasks_client::TasksClient, version::version_client::VersionClient,
+};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_stream::StreamExt;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Request, Status};
+
+pub use berth_proto as proto;
+
+pub const DEFAULT_ADDRESS: &str = "/run/berth/berth.sock";
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Messages up to this size are accepted, as containerd's clients do.
+pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
+/// Bytes per WRITE message during an ingest.
+pub const WRITE_CHUNK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to {path}: {source}; is berthd running? (start it with `berthd`, or pass --address)")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("{}", .0.message())]
+    Status(#[from] Status),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid header value for {0}")]
+    Header(&'static str),
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Error::Status(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Adds `containerd-namespace` and, when set, `containerd-lease` to every request.
+#[derive(Clone)]
+pub struct Headers {
+    namespace: MetadataValue<tonic::metadata::Ascii>,
+    lease: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl tonic::service::Interceptor for Headers {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        req.metadata_mut()
+            .insert("containerd-namespace", self.namespace.clone());
+        if let Some(l) = &self.lease {
+            req.metadata_mut().insert("containerd-lease", l.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type Svc = InterceptedService<Channel, Headers>;
+
+#[derive(Clone)]
+pub struct Client {
+    channel: Channel,
+    headers: Headers,
+    namespace: String,
+}
+
+macro_rules! service {
+    ($($name:ident => $client:ident),* $(,)?) => {$(
+        pub fn $name(&self) -> $client<Svc> {
+            $client::with_interceptor(self.channel.clone(), self.headers.clone())
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE)
+        }
+    )*};
+}
+
+impl Client {
+    /// Connects to the daemon's unix socket.
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let p = path.clone();
+        // The URI is ignored; every connection goes to the socket.
+        let channel = Endpoint::from_static("http://berth.invalid")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let p = p.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(p).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(stream))
+                }
+            }))
+            .await
+            .map_err(|source| Error::Connect {
+                path: path.clone(),
+                source,
+            })?;
+        Client::from_channel(channel, DEFAULT_NAMESPACE)
+    }
+
+    pub fn from_channel(channel: Channel, namespace: &str) -> Result<Self> {
+        Ok(Client {
+            channel,
+            headers: Headers {
+                namespace: namespace
+                    .parse()
+                    .map_err(|_| Error::Header("containerd-namespace"))?,
+                lease: None,
+            },
+            namespace: namespace.to_string(),
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The same connection, calling in another namespace.
+    pub fn with_namespace(&self, namespace: &str) -> Result<Self> {
+        let mut c = self.clone();
+        c.headers.namespace = namespace
+            .parse()
+            .map_err(|_| Error::Header("containerd-namespace"))?;
+        c.namespace = namespace.to_string();
+        Ok(c)
+    }
+
+    /// The same connection, with every call made under `lease`.
+    pub fn with_lease(&self, lease: Option<&str>) -> Result<Self> {
+        let mut c = self.clone();
+        c.headers.lease = match lease {
+            Some(l) => Some(l.parse().map_err(|_| Error::Header("containerd-lease"))?),
+            None => None,
+        };
+        Ok(c)
+    }
+
+    service! {
+        version => VersionClient,
+        introspection => IntrospectionClient,
+        namespaces => NamespacesClient,
+        content => ContentClient,
+        images => ImagesClient,
+        leases => LeasesClient,
+        events => EventsClient,
+        containers => ContainersClient,
+        tasks => TasksClient,
+        snapshots => SnapshotsClient,
+        diff => DiffClient,
+    }
+
+    /// Writes `data` into the content store under `reference`, resuming from whatever the
+    /// ingest already holds, and commits it. Returns the digest. An `expected` digest that
+    /// is already present is success (AlreadyExists), as containerd's clients treat it.
+    pub async fn ingest<R: AsyncRead + Unpin>(
+        &self,
+        reference: &str,
+        mut data: R,
+        total: i64,
+        expected: Option<&str>,
+        labels: HashMap<String, String>,
+    ) -> Result<String> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(4);
+        let send = |m: WriteContentRequest| {
+            let tx = tx.clone();
+            async move {
+                tx.send(m)
+                    .await
+                    .map_err(|_| Error::Protocol("write stream closed by the daemon".into()))
+            }
+        };
+        // Queued before the call: the daemon may wait for it before answering headers.
+        send(WriteContentRequest {
+            action: WriteAction::Stat as i32,
+            r#ref: reference.to_string(),
+            total,
+            expected: expected.unwrap_or_default().to_string(),
+            ..Default::default()
+        })
+        .await?;
+        let mut replies = self
+            .content()
+            .write(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let status = match replies.next().await {
+            Some(Ok(s)) => s,
+            Some(Err(s)) if s.code() == tonic::Code::AlreadyExists => {
+                return expected.map(str::to_string).ok_or_else(|| Error::Status(s));
+            }
+            Some(Err(s)) => return Err(s.into()),
+            None => return Err(Error::Protocol("no reply to STAT".into())),
+        };
+        // Skip what the daemon already has, hashing it to keep the digest whole.
+        let mut hasher = Sha256::new();
+        let mut skip = status.offset;
+        let mut offset = 0i64;
+        let mut buf = vec![0u8; WRITE_CHUNK];
+        while skip > 0 {
+            let want = (skip as usize).min(buf.len());
+            let n = data.read(&mut buf[..want]).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            skip -= n as i64;
+            offset += n as i64;
+        }
+        loop {
+            let n = read_full(&mut data, &mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            send(WriteContentRequest {
+                action: WriteAction::Write as i32,
+                offset,
+                data: buf[..n].to_vec(),
+                ..Default::default()
+            })
+            .await?;
+            offset += n as i64;
+            match replies.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(s)) => return Err(s.into()),
+                None => return Err(Error::Protocol("write stream ended early".into())),
+            }
+        }
+        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        send(WriteContentRequest {
+            action: WriteAction::Commit as i32,
+            offset,
+            total: offset,
+            expected: expected.unwrap_or(&digest).to_string(),
+            labels,
+            ..Default::default()
+        })
+        .await?;
+        drop(tx);
+        match replies.next().await {
+            Some(Ok(r)) => Ok(r.digest),
+            Some(Err(s)) if s.code() == tonic::Code::AlreadyExists => Ok(digest),
+            Some(Err(s)) => Err(s.into()),
+            None => Err(Error::Protocol("no reply to COMMIT".into())),
+        }
+    }
+
+    /// Reads a whole blob (or a range of it) into memory.
+    pub async fn read_blob(&self, digest: &str, offset: i64, size: i64) -> Result<Vec<u8>> {
+        let mut stream = self
+            .content()
+            .read(ReadContentRequest {
+                digest: digest.to_string(),
+                offset,
+                size,
+            })
+            .await?
+            .into_inner();
+        let mut out = vec![];
+        while let Some(msg) = stream.next().await {
+            out.extend_from_slice(&msg?.data);
+        }
+        Ok(out)
+    }
+}
+
+async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = r.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}

@@ -1,0 +1,168 @@
+//! berth images ls|rm|label|tag
+
+use crate::output::{labels, parse_labels, size, ListFlags, Table};
+use berth_client::Client;
+use berth_proto::images::{
+    CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, ListImagesRequest,
+    UpdateImageRequest,
+};
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// List images
+    #[command(alias = "list")]
+    Ls {
+        #[command(flatten)]
+        flags: ListFlags,
+        /// Filters, e.g. name~=busybox
+        filters: Vec<String>,
+    },
+    /// Remove images
+    #[command(alias = "remove", alias = "delete")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Wait for garbage collection
+        #[arg(long)]
+        sync: bool,
+    },
+    /// Set (key=value) or remove (key=) labels
+    Label {
+        name: String,
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+    /// Give an image another name
+    Tag {
+        source: String,
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// Replace a target that already exists
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Total size of an image: its manifest plus config and layers, when the manifest is local.
+async fn image_size(client: &Client, img: &Image) -> i64 {
+    let Some(t) = &img.target else { return 0 };
+    let is_manifest =
+        t.media_type.ends_with("manifest.v1+json") || t.media_type.ends_with("manifest.v2+json");
+    if !is_manifest {
+        return t.size;
+    }
+    let Ok(raw) = client.read_blob(&t.digest, 0, 0).await else {
+        return t.size;
+    };
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&raw) else {
+        return t.size;
+    };
+    let sz = |v: &serde_json::Value| v.get("size").and_then(|s| s.as_i64()).unwrap_or(0);
+    let layers: i64 = doc
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .map(|a| a.iter().map(sz).sum())
+        .unwrap_or(0);
+    t.size + doc.get("config").map(sz).unwrap_or(0) + layers
+}
+
+pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
+    let mut svc = client.images();
+    match cmd {
+        Cmd::Ls { flags, filters } => {
+            let resp = svc.list(ListImagesRequest { filters }).await?.into_inner();
+            let mut t = Table::new(&["REF", "TYPE", "DIGEST", "SIZE", "LABELS"]);
+            for img in resp.images {
+                let target = img.target.clone().unwrap_or_default();
+                let total = image_size(client, &img).await;
+                let json = serde_json::json!({
+                    "name": img.name, "media_type": target.media_type,
+                    "digest": target.digest, "size": total, "labels": img.labels,
+                });
+                t.row(
+                    vec![
+                        img.name.clone(),
+                        target.media_type,
+                        target.digest,
+                        size(total),
+                        labels(&img.labels),
+                    ],
+                    json,
+                );
+            }
+            t.print(flags)?;
+        }
+        Cmd::Rm { names, sync } => {
+            for name in names {
+                svc.delete(DeleteImageRequest {
+                    name: name.clone(),
+                    sync,
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot remove image {name}: {}", e.message()))?;
+                println!("{name}");
+            }
+        }
+        Cmd::Label { name, labels } => {
+            let labels = parse_labels(&labels)?;
+            let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+            let img = svc
+                .update(UpdateImageRequest {
+                    image: Some(Image {
+                        name,
+                        labels,
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                })
+                .await?
+                .into_inner()
+                .image
+                .unwrap_or_default();
+            println!("{}", crate::output::labels(&img.labels));
+        }
+        Cmd::Tag {
+            source,
+            targets,
+            force,
+        } => {
+            let src = svc
+                .get(GetImageRequest { name: source })
+                .await?
+                .into_inner()
+                .image
+                .ok_or_else(|| anyhow::anyhow!("daemon returned no image"))?;
+            for target in targets {
+                let img = Image {
+                    name: target.clone(),
+                    labels: src.labels.clone(),
+                    target: src.target.clone(),
+                    created_at: None,
+                    updated_at: None,
+                };
+                let created = svc
+                    .create(CreateImageRequest {
+                        image: Some(img.clone()),
+                    })
+                    .await;
+                match created {
+                    Ok(_) => {}
+                    Err(e) if e.code() == tonic::Code::AlreadyExists && force => {
+                        svc.update(UpdateImageRequest {
+                            image: Some(img),
+                            update_mask: None,
+                        })
+                        .await?;
+                    }
+                    Err(e) if e.code() == tonic::Code::AlreadyExists => {
+                        anyhow::bail!("image {target} already exists; pass --force to replace it")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                println!("{target}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! berth: the command line for berthd (and any containerd-compatible daemon).
+
+mod content;
+mod events;
+mod images;
+mod leases;
+mod namespaces;
+mod output;
+
+use anyhow::Context;
+use berth_client::Client;
+use clap::{Parser, Subcommand};
+use output::{ListFlags, Table};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "berth: run and manage containers through berthd"
+)]
+struct Cli {
+    /// berthd's socket
+    #[arg(long, short = 'a', global = true, env = "BERTH_ADDRESS", default_value = berth_client::DEFAULT_ADDRESS)]
+    address: PathBuf,
+    /// Namespace to work in
+    #[arg(long, short = 'n', global = true, env = "BERTH_NAMESPACE", default_value = berth_client::DEFAULT_NAMESPACE)]
+    namespace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print client and server versions
+    Version,
+    /// Daemon plugins
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Manage namespaces
+    #[command(subcommand, alias = "ns")]
+    Namespaces(namespaces::Cmd),
+    /// Manage blobs in the content store
+    #[command(subcommand)]
+    Content(content::Cmd),
+    /// Manage images
+    #[command(subcommand, alias = "i")]
+    Images(images::Cmd),
+    /// Manage leases
+    #[command(subcommand)]
+    Leases(leases::Cmd),
+    /// Print events as they happen
+    Events {
+        /// Filters, e.g. topic~=/images/ (any matches)
+        filters: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// List plugins
+    #[command(alias = "list")]
+    Ls {
+        #[command(flatten)]
+        flags: ListFlags,
+        /// Filters, e.g. type==io.containerd.grpc.v1
+        filters: Vec<String>,
+    },
+}
+
+async fn version(client: &Client) -> anyhow::Result<()> {
+    println!("Client:");
+    println!("  Version:  v{}", env!("CARGO_PKG_VERSION"));
+    println!("  Revision: {}", env!("BERTH_REVISION"));
+    let v = client.version().version(()).await?.into_inner();
+    let uuid = client.introspection().server(()).await?.into_inner().uuid;
+    println!();
+    println!("Server:");
+    println!("  Version:  {}", v.version);
+    println!("  Revision: {}", v.revision);
+    println!("  UUID: {uuid}");
+    Ok(())
+}
+
+async fn plugins(client: &Client, flags: ListFlags, filters: Vec<String>) -> anyhow::Result<()> {
+    use berth_proto::introspection::PluginsRequest;
+    let resp = client
+        .introspection()
+        .plugins(PluginsRequest { filters })
+        .await?
+        .into_inner();
+    let mut t = Table::new(&["TYPE", "ID", "PLATFORMS", "STATUS"]);
+    for p in resp.plugins {
+        let platforms: Vec<String> = p
+            .platforms
+            .iter()
+            .map(|pl| format!("{}/{}", pl.os, pl.architecture))
+            .collect();
+        let status = match &p.init_err {
+            Some(e) => format!("error: {}", e.message),
+            None => "ok".into(),
+        };
+        let uri = format!("{}.{}", p.r#type, p.id);
+        let json = serde_json::json!({
+            "type": p.r#type, "id": p.id, "requires": p.requires,
+            "platforms": platforms, "exports": p.exports, "status": status,
+        });
+        let cells = if flags.quiet {
+            vec![uri]
+        } else {
+            vec![p.r#type, p.id, platforms.join(","), status]
+        };
+        t.row(cells, json);
+    }
+    t.print(flags)?;
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::connect(&cli.address)
+        .await?
+        .with_namespace(&cli.namespace)
+        .context("invalid namespace")?;
+    match cli.command {
+        Command::Version => version(&client).await,
+        Command::Plugins(PluginsCommand::Ls { flags, filters }) => {
+            plugins(&client, flags, filters).await
+        }
+        Command::Namespaces(cmd) => namespaces::run(&client, cmd).await,
+        Command::Content(cmd) => content::run(&client, cmd).await,
+        Command::Images(cmd) => images::run(&client, cmd).await,
+        Command::Leases(cmd) => leases::run(&client, cmd).await,
+        Command::Events { filters } => events::run(&client, filters).await,
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cli)) {
+        eprintln!("berth: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,164 @@
+//! Aligned tables like ctr's, ids only with -q, or JSON for scripts.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+/// How a listing is printed, from the shared `-q` and `--format` flags.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct ListFlags {
+    /// Print only the identifiers
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+pub struct Table {
+    header: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+    json: Vec<serde_json::Value>,
+}
+
+impl Table {
+    pub fn new(header: &[&'static str]) -> Self {
+        Table {
+            header: header.to_vec(),
+            rows: vec![],
+            json: vec![],
+        }
+    }
+
+    /// Adds a row; `json` is what --format json prints for it.
+    pub fn row(&mut self, cells: Vec<String>, json: serde_json::Value) {
+        self.rows.push(cells);
+        self.json.push(json);
+    }
+
+    pub fn print(&self, flags: ListFlags) -> std::io::Result<()> {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        if flags.quiet {
+            for r in &self.rows {
+                writeln!(out, "{}", r.first().map(String::as_str).unwrap_or(""))?;
+            }
+            return Ok(());
+        }
+        if flags.format == Format::Json {
+            serde_json::to_writer_pretty(&mut out, &self.json)?;
+            return writeln!(out);
+        }
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.len()).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate() {
+                if let Some(w) = widths.get_mut(i) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let last = cells.len().saturating_sub(1);
+            let mut s = String::new();
+            for (i, c) in cells.into_iter().enumerate() {
+                s.push_str(c);
+                if i < last {
+                    let pad = widths[i].saturating_sub(c.chars().count()) + 3;
+                    s.push_str(&" ".repeat(pad));
+                }
+            }
+            s
+        };
+        writeln!(out, "{}", line(self.header.clone()))?;
+        for r in &self.rows {
+            writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn labels(l: &HashMap<String, String>) -> String {
+    if l.is_empty() {
+        return "-".into();
+    }
+    let mut v: Vec<_> = l.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    v.sort();
+    v.join(",")
+}
+
+pub fn size(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn time(ts: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
+    let ts = ts?;
+    if ts.seconds <= 0 {
+        return None;
+    }
+    Some(UNIX_EPOCH + Duration::new(ts.seconds as u64, ts.nanos.max(0) as u32))
+}
+
+pub fn age(ts: Option<&prost_types::Timestamp>) -> String {
+    let Some(t) = time(ts) else { return "-".into() };
+    let secs = SystemTime::now()
+        .duration_since(t)
+        .unwrap_or_default()
+        .as_secs();
+    match secs {
+        0..=59 => format!("{secs} seconds"),
+        60..=3599 => format!("{} minutes", secs / 60),
+        3600..=86399 => format!("{} hours", secs / 3600),
+        _ => format!("{} days", secs / 86400),
+    }
+}
+
+pub fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
+    time(ts)
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_default()
+}
+
+/// Parses `key=value` arguments; `key=` or `key` alone means "remove".
+pub fn parse_labels(args: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for a in args {
+        let (k, v) = a.split_once('=').unwrap_or((a.as_str(), ""));
+        if k.is_empty() {
+            anyhow::bail!("label {a:?} has no key; use key=value");
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_labels() {
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(1536), "1.5 KiB");
+        let l = parse_labels(&["b=2".into(), "a=1".into(), "gone".into()]).unwrap();
+        assert_eq!(l["gone"], "");
+        assert!(parse_labels(&["=x".into()]).is_err());
+    }
+}

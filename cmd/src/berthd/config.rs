@@ -1,0 +1,57 @@
+//! berthd's configuration: defaults, then the TOML file, then flags.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent data: metadata, content, snapshots.
+    pub root: PathBuf,
+    /// Runtime state: sockets, bundles; cleared on reboot.
+    pub state: PathBuf,
+    /// The gRPC unix socket.
+    pub address: PathBuf,
+    /// error, warn, info, debug or trace (or a tracing filter directive).
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("/var/lib/berth"),
+            state: PathBuf::from("/run/berth"),
+            address: PathBuf::from("/run/berth/berth.sock"),
+            log_level: "info".to_string(),
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config {} is invalid: {e}", path.display()))
+    }
+
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_round_trips_and_unknown_keys_fail() {
+        let c = Config::default();
+        let text = c.to_toml().unwrap();
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), c);
+        assert!(toml::from_str::<Config>("roots = \"/x\"").is_err());
+        let partial: Config = toml::from_str("root = \"/x\"").unwrap();
+        assert_eq!(partial.root, PathBuf::from("/x"));
+        assert_eq!(partial.state, c.state);
+    }
+}

@@ -1,0 +1,198 @@
+//! berthd: the berth daemon. Serves containerd's API on a unix socket.
+
+mod config;
+
+use anyhow::{bail, Context};
+use berth_services::daemon::{Daemon, VersionInfo};
+use clap::{Parser, Subcommand};
+use config::Config;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "berthd",
+    version,
+    about = "berth daemon: containerd's API, in Rust"
+)]
+struct Args {
+    /// TOML config file (keys: root, state, address, log_level)
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Persistent data directory [default: /var/lib/berth]
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Runtime state directory [default: /run/berth]
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// gRPC unix socket [default: /run/berth/berth.sock]
+    #[arg(long, short = 'a')]
+    address: Option<PathBuf>,
+    /// Log level: error, warn, info, debug, trace
+    #[arg(long, short = 'l')]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Configuration helpers
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the default configuration as TOML
+    Default,
+    /// Print the effective configuration (defaults, file, flags)
+    Dump,
+}
+
+fn effective(args: &Args) -> anyhow::Result<Config> {
+    let mut c = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(v) = &args.root {
+        c.root = v.clone();
+    }
+    if let Some(v) = &args.state {
+        c.state = v.clone();
+    }
+    if let Some(v) = &args.address {
+        c.address = v.clone();
+    }
+    if let Some(v) = &args.log_level {
+        c.log_level = v.clone();
+    }
+    Ok(c)
+}
+
+/// Creates `dir` if needed and makes it 0700: only root may look inside.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod 0700 {}", dir.display()))
+}
+
+/// Holds `<root>/berthd.lock` for the life of the daemon; a second daemon on the same
+/// root is refused.
+struct RootLock {
+    _file: std::fs::File,
+}
+
+fn lock_root(root: &Path) -> anyhow::Result<RootLock> {
+    use std::io::{Read, Seek, Write};
+    let path = root.join("berthd.lock");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let mut pid = String::new();
+        let _ = f.read_to_string(&mut pid);
+        bail!(
+            "another berthd (pid {}) is already using root {}; stop it or pass a different --root",
+            pid.trim(),
+            root.display()
+        );
+    }
+    f.set_len(0)?;
+    f.rewind()?;
+    write!(f, "{}", std::process::id())?;
+    Ok(RootLock { _file: f })
+}
+
+fn bind_socket(address: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(parent) = address.parent() {
+        if !parent.exists() {
+            private_dir(parent)?;
+        }
+    }
+    // The root lock is held, so a socket file left here is stale.
+    match std::fs::remove_file(address) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("remove stale {}", address.display())),
+    }
+    let listener = tokio::net::UnixListener::bind(address)
+        .with_context(|| format!("listen on {}", address.display()))?;
+    std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod 0660 {}", address.display()))?;
+    std::os::unix::fs::chown(address, Some(0), Some(0)).ok();
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the daemon runs until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    private_dir(&cfg.root)?;
+    private_dir(&cfg.state)?;
+    let _lock = lock_root(&cfg.root)?;
+    let version = VersionInfo {
+        version: format!("v{}", env!("CARGO_PKG_VERSION")),
+        revision: env!("BERTH_REVISION").to_string(),
+    };
+    let root = cfg.root.clone();
+    let daemon = tokio::task::spawn_blocking(move || Daemon::open(&root, version)).await??;
+    let router = daemon.router()?;
+    let listener = bind_socket(&cfg.address)?;
+    tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), state = %cfg.state.display(), "berthd serving");
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let result = router
+        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .await;
+    let _ = std::fs::remove_file(&cfg.address);
+    result.context("gRPC server failed")?;
+    tracing::info!("berthd stopped");
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg = effective(&args)?;
+    match &args.command {
+        Some(Command::Config { command }) => {
+            let text = match command {
+                ConfigCommand::Default => Config::default().to_toml()?,
+                ConfigCommand::Dump => cfg.to_toml()?,
+            };
+            print!("{text}");
+            return Ok(());
+        }
+        None => {}
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .with_context(|| format!("invalid log level {:?}", cfg.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(cfg))
+}

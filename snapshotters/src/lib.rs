@@ -1,0 +1,81 @@
+//! The snapshotter interface: filesystem trees kept as parent chains of committed layers,
+//! with writable (active) and read-only (view) snapshots on top. Every implementation passes
+//! the same conformance suite.
+
+use std::collections::BTreeMap;
+
+pub type Labels = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    View,
+    Active,
+    Committed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Info {
+    pub name: String,
+    pub parent: Option<String>,
+    pub kind: Kind,
+    pub labels: Labels,
+    /// Nanoseconds since the Unix epoch.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub size: i64,
+    pub inodes: i64,
+}
+
+/// A mount as handed to consumers; they choose the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub kind: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("snapshot {0:?} not found")]
+    NotFound(String),
+    #[error("snapshot {0:?} already exists")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// containerd's snapshotter semantics. Calls block (filesystem work); async callers run them
+/// on a blocking thread.
+pub trait Snapshotter: Send + Sync {
+    fn stat(&self, key: &str) -> Result<Info>;
+    /// Changes labels only; `paths` as in an update mask (`labels`, `labels.<k>`).
+    fn update(&self, info: Info, paths: &[String]) -> Result<Info>;
+    fn usage(&self, key: &str) -> Result<Usage>;
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>>;
+    /// A writable snapshot on top of the committed `parent`.
+    fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>>;
+    /// A read-only snapshot of the committed `parent`.
+    fn view(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>>;
+    /// Turns the active snapshot `key` into the committed snapshot `name`.
+    fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()>;
+    /// Removes a snapshot; refused while it has children.
+    fn remove(&self, key: &str) -> Result<()>;
+    /// Visits every snapshot until `visit` returns false.
+    fn walk(&self, visit: &mut dyn FnMut(&Info) -> bool) -> Result<()>;
+    /// Deletes directories no snapshot owns (left by a crash).
+    fn cleanup(&self) -> Result<()>;
+}

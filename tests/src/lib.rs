@@ -1,0 +1,227 @@
+//! Shared fixtures for the black-box suites: a real `berthd` on a temporary root and socket,
+//! the Rust client connected to it, and helpers to run Debian's `ctr` against it.
+
+use anyhow::{bail, Context, Result};
+use berth_client::Client;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where cargo put the workspace binaries: next to this test executable's `deps/` folder,
+/// unless BERTH_BIN_DIR says otherwise.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BERTH_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let deps = exe.parent().unwrap_or(Path::new("."));
+    deps.parent().unwrap_or(deps).to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins)",
+        p.display()
+    );
+    p
+}
+
+/// Tests that start daemons run as root, as CI does; elsewhere they fail saying so.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test runs real daemons and must run as root (CI does)"
+    );
+}
+
+pub fn require_tool(name: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("{name} is not installed: run `apt-get install containerd` (or .ci/run), which provides it")
+    })
+}
+
+/// A running berthd on its own temporary root, state and socket.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("berth.sock")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("berthd.log")
+    }
+
+    pub fn start() -> Result<Self> {
+        require_root();
+        let dir = tempfile::Builder::new().prefix("berth-test-").tempdir()?;
+        let mut d = Daemon { dir, child: None };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    /// The command line that starts this daemon (for tests that want to vary it).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(bin("berthd"));
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("--state")
+            .arg(self.state())
+            .arg("--address")
+            .arg(self.socket())
+            .arg("--log-level")
+            .arg("debug");
+        cmd
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())?;
+        let child = self
+            .command()
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start berthd")?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("berthd exited early ({status}): {}", self.log_text());
+                }
+            }
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("berthd did not listen within 20s: {}", self.log_text())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a graceful exit; returns the exit status.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut c = self.child.take().context("daemon not running")?;
+        // SAFETY: sending a signal to our own child process by pid.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = c.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                c.kill()?;
+                bail!("berthd did not stop within 20s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        self.spawn()
+    }
+
+    pub async fn client(&self) -> Result<Client> {
+        Ok(Client::connect(self.socket()).await?)
+    }
+
+    /// Runs Debian's `ctr` against this daemon.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_stdin(args, None)
+    }
+
+    pub fn ctr_stdin(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let ctr = require_tool("ctr");
+        let mut cmd = Command::new(ctr);
+        cmd.arg("--address").arg(self.socket()).args(args);
+        run_with_stdin(cmd, stdin)
+    }
+
+    /// Runs berth's own CLI against this daemon.
+    pub fn berth(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new(bin("berth"));
+        cmd.arg("--address").arg(self.socket()).args(args);
+        run_with_stdin(cmd, stdin)
+    }
+}
+
+fn run_with_stdin(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn command");
+    if let Some(data) = stdin {
+        let mut s = child.stdin.take().expect("stdin");
+        s.write_all(data).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait for command")
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// Asserts a command succeeded and returns its stdout.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({}): stdout={} stderr={}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
