@@ -2,6 +2,13 @@
 //! with writable (active) and read-only (view) snapshots on top. Every implementation passes
 //! the same conformance suite.
 
+pub mod fs;
+pub mod native;
+pub mod overlay;
+pub mod storage;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testsuite;
+
 use std::collections::BTreeMap;
 
 pub type Labels = BTreeMap<String, String>;
@@ -60,6 +67,27 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// containerd's snapshotter semantics. Calls block (filesystem work); async callers run them
 /// on a blocking thread.
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Opens the named snapshotter under `root` (its own directory).
+pub fn open(name: &str, root: &std::path::Path) -> Result<Box<dyn Snapshotter>> {
+    match name {
+        overlay::NAME => {
+            overlay::Overlay::check_support(root)?;
+            Ok(Box::new(fs::FsSnapshotter::open(root, overlay::Overlay)?))
+        }
+        native::NAME => Ok(Box::new(fs::FsSnapshotter::open(root, native::Native)?)),
+        other => Err(Error::NotFound(format!("snapshotter {other}"))),
+    }
+}
+
 pub trait Snapshotter: Send + Sync {
     fn stat(&self, key: &str) -> Result<Info>;
     /// Changes labels only; `paths` as in an update mask (`labels`, `labels.<k>`).
