@@ -3,6 +3,7 @@
 //! the same conformance suite.
 
 pub mod fs;
+pub mod layer;
 pub mod native;
 pub mod overlay;
 pub mod storage;

@@ -54,7 +54,8 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 
 /// Runs every case against snapshotters made by `make` (each gets a fresh root).
 pub fn run(make: &dyn Fn(&Path) -> Box<dyn Snapshotter>) {
-    let cases: &[(&str, fn(&dyn Snapshotter, &Path))] = &[
+    type Case = fn(&dyn Snapshotter, &Path);
+    let cases: &[(&str, Case)] = &[
         ("chain", chain),
         ("views", views),
         ("remove_order", remove_order),

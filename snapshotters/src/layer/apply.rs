@@ -1,0 +1,494 @@
+//! Applying an OCI layer (tar, tar+gzip, tar+zstd) onto a directory. Every entry is made
+//! through [`Root`], so nothing outside the directory is ever written, chmod'ed, chown'ed,
+//! linked or deleted. Whiteouts become overlay whiteouts (for an overlay upper directory) or
+//! deletions (for a full tree).
+
+use super::root::{clean, cstr, last_os_error, lstat_at, remove_at, Root};
+use crate::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// The target is an overlay upper directory: record whiteouts for the kernel.
+    Overlay,
+    /// The target is a whole tree: whiteouts delete.
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// `sha256:` digest of the uncompressed tar stream (the layer's diffID).
+    pub diff_id: String,
+    /// Bytes of the uncompressed tar stream.
+    pub size: u64,
+    pub entries: u64,
+}
+
+/// Hashes and counts everything read through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Wraps `r` in the decompressor its first bytes call for.
+pub fn decompress<'a, R: Read + 'a>(r: R) -> Result<Box<dyn Read + 'a>> {
+    let mut br = BufReader::with_capacity(1 << 20, r);
+    let head = br.fill_buf().map_err(|e| Error::io("read layer", e))?;
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::bufread::MultiGzDecoder::new(br))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(br).map_err(|e| Error::io("zstd", e))?)
+    } else {
+        Box::new(br)
+    })
+}
+
+fn entry_err(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!(
+        "layer entry {:?} refused: {what}",
+        path.display().to_string()
+    ))
+}
+
+struct Applier {
+    root: Root,
+    whiteouts: Whiteouts,
+    /// Paths this layer created, so an opaque marker deletes only what lower layers had.
+    created: HashSet<PathBuf>,
+    /// Directory times are set last: later entries would change them.
+    dir_times: Vec<(PathBuf, libc::timespec)>,
+}
+
+fn timespec(secs: u64) -> libc::timespec {
+    libc::timespec {
+        tv_sec: secs.min(i64::MAX as u64) as i64,
+        tv_nsec: 0,
+    }
+}
+
+/// Applies the layer read from `r` to the directory `target`.
+pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applied> {
+    let mut hashing = Hashing {
+        inner: decompress(r)?,
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let mut applier = Applier {
+        root: Root::open(target)?,
+        whiteouts,
+        created: HashSet::new(),
+        dir_times: vec![],
+    };
+    let mut entries = 0u64;
+    {
+        let mut archive = tar::Archive::new(&mut hashing);
+        archive.set_ignore_zeros(false);
+        let iter = archive.entries().map_err(|e| Error::io("read layer", e))?;
+        for entry in iter {
+            let mut entry = entry.map_err(|e| {
+                Error::InvalidArgument(format!("layer is not a valid tar stream: {e}"))
+            })?;
+            applier.entry(&mut entry)?;
+            entries += 1;
+        }
+    }
+    // The diffID covers the whole stream, including the end-of-archive padding.
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| Error::io("read layer", e))?;
+    applier.finish()?;
+    Ok(Applied {
+        diff_id: format!("sha256:{}", hex::encode(hashing.hasher.finalize())),
+        size: hashing.count,
+        entries,
+    })
+}
+
+impl Applier {
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let raw = entry
+            .path()
+            .map_err(|e| {
+                Error::InvalidArgument(format!("layer entry with an unreadable path: {e}"))
+            })?
+            .into_owned();
+        let Some(path) = clean(&raw) else {
+            // The root itself: only its metadata could change; keep the snapshot's.
+            return Ok(());
+        };
+        let name = path
+            .file_name()
+            .map(OsStr::to_os_string)
+            .unwrap_or_default();
+        let name_bytes = name.as_bytes();
+        if name_bytes == OPAQUE_MARKER.as_bytes() {
+            return self.opaque(path.parent().unwrap_or(Path::new("")), &raw);
+        }
+        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            if hidden.is_empty() || hidden == b"." || hidden == b".." || hidden.contains(&b'/') {
+                return Err(entry_err(&raw, "whiteout names no entry"));
+            }
+            let dir = path.parent().unwrap_or(Path::new(""));
+            return self.whiteout(dir, OsStr::from_bytes(hidden), &raw);
+        }
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        let mode = header.mode().map_err(|e| entry_err(&raw, e))? & 0o7777;
+        let uid = header.uid().map_err(|e| entry_err(&raw, e))?;
+        let gid = header.gid().map_err(|e| entry_err(&raw, e))?;
+        let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
+            (Ok(u), Ok(g)) if u != u32::MAX && g != u32::MAX => (u, g),
+            _ => return Err(entry_err(&raw, format!("owner {uid}:{gid} out of range"))),
+        };
+        let mtime = timespec(header.mtime().unwrap_or(0));
+        let xattrs = xattrs(entry)?;
+        let (dir, name) = self.root.parent_of(&path).map_err(|e| entry_err(&raw, e))?;
+        let cname = cstr(&name)?;
+        use tar::EntryType as T;
+        match kind {
+            T::Directory => {
+                match lstat_at(&dir, &name)? {
+                    Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+                    Some(_) => {
+                        remove_at(&dir, &name)?;
+                        mkdir(&dir, &cname, &raw)?;
+                    }
+                    None => mkdir(&dir, &cname, &raw)?,
+                }
+                let fd = open_at(
+                    &dir,
+                    &cname,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                    &raw,
+                )?;
+                self.finish_fd(&fd, uid, gid, mode, &xattrs, None, &raw)?;
+                self.dir_times.push((path.clone(), mtime));
+            }
+            T::Regular | T::Continuous | T::GNUSparse => {
+                remove_at(&dir, &name)?;
+                let fd = open_at(
+                    &dir,
+                    &cname,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+                    0o600,
+                    &raw,
+                )?;
+                // SAFETY: fd is owned by `fd`; the File borrows it only for the copy.
+                let mut file = std::mem::ManuallyDrop::new(unsafe {
+                    std::fs::File::from_raw_fd(fd.as_raw_fd())
+                });
+                std::io::copy(entry, &mut *file)
+                    .map_err(|e| entry_err(&raw, format!("write: {e}")))?;
+                self.finish_fd(&fd, uid, gid, mode, &xattrs, Some(mtime), &raw)?;
+            }
+            T::Symlink => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| entry_err(&raw, e))?
+                    .ok_or_else(|| entry_err(&raw, "symlink without a target"))?;
+                remove_at(&dir, &name)?;
+                let ctarget = cstr(target.as_os_str())?;
+                // SAFETY: NUL-terminated target and name; dir fd owned for the call.
+                if unsafe { libc::symlinkat(ctarget.as_ptr(), dir.as_raw_fd(), cname.as_ptr()) }
+                    != 0
+                {
+                    return Err(entry_err(&raw, last_os_error("symlink")));
+                }
+                self.finish_at(&dir, &cname, uid, gid, mtime, &raw)?;
+            }
+            T::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| entry_err(&raw, e))?
+                    .ok_or_else(|| entry_err(&raw, "hard link without a target"))?;
+                let target =
+                    clean(&target).ok_or_else(|| entry_err(&raw, "hard link to the root"))?;
+                let (tdir, tname) = self
+                    .root
+                    .parent_of(&target)
+                    .map_err(|e| entry_err(&raw, e))?;
+                match lstat_at(&tdir, &tname)? {
+                    Some(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {}
+                    Some(_) => return Err(entry_err(&raw, "hard link to a directory")),
+                    None => {
+                        return Err(entry_err(
+                            &raw,
+                            format!("hard link target {} does not exist", target.display()),
+                        ))
+                    }
+                }
+                remove_at(&dir, &name)?;
+                let ctname = cstr(&tname)?;
+                // SAFETY: both names are single components in directory fds we hold; flag 0
+                // links the entry itself, never what a symlink points to.
+                let rc = unsafe {
+                    libc::linkat(
+                        tdir.as_raw_fd(),
+                        ctname.as_ptr(),
+                        dir.as_raw_fd(),
+                        cname.as_ptr(),
+                        0,
+                    )
+                };
+                if rc != 0 {
+                    return Err(entry_err(&raw, last_os_error("link")));
+                }
+            }
+            T::Char | T::Block | T::Fifo => {
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let fmt = match kind {
+                    T::Char => libc::S_IFCHR,
+                    T::Block => libc::S_IFBLK,
+                    _ => libc::S_IFIFO,
+                };
+                remove_at(&dir, &name)?;
+                // SAFETY: mknodat of a single name in a directory fd we hold.
+                let rc = unsafe {
+                    libc::mknodat(
+                        dir.as_raw_fd(),
+                        cname.as_ptr(),
+                        fmt | 0o600,
+                        libc::makedev(major, minor),
+                    )
+                };
+                if rc != 0 {
+                    return Err(entry_err(&raw, last_os_error("mknod")));
+                }
+                self.finish_at(&dir, &cname, uid, gid, mtime, &raw)?;
+                // SAFETY: fchmodat on a name in a directory fd we hold (not a symlink).
+                if unsafe { libc::fchmodat(dir.as_raw_fd(), cname.as_ptr(), mode, 0) } != 0 {
+                    return Err(entry_err(&raw, last_os_error("chmod")));
+                }
+            }
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => return Ok(()),
+            other => return Err(entry_err(&raw, format!("unsupported entry type {other:?}"))),
+        }
+        self.created.insert(path);
+        Ok(())
+    }
+
+    /// Owner, mode, xattrs and (for files) times, set on an open descriptor.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_fd(
+        &self,
+        fd: &OwnedFd,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        xattrs: &[(OsString, Vec<u8>)],
+        mtime: Option<libc::timespec>,
+        raw: &Path,
+    ) -> Result<()> {
+        // SAFETY: plain syscalls on a descriptor we own.
+        unsafe {
+            if libc::fchown(fd.as_raw_fd(), uid, gid) != 0 {
+                return Err(entry_err(raw, last_os_error("chown")));
+            }
+            // After chown, which clears set-id bits.
+            if libc::fchmod(fd.as_raw_fd(), mode) != 0 {
+                return Err(entry_err(raw, last_os_error("chmod")));
+            }
+        }
+        for (k, v) in xattrs {
+            let ck = cstr(k)?;
+            // SAFETY: NUL-terminated name, value pointer and length from a live Vec.
+            let rc = unsafe {
+                libc::fsetxattr(fd.as_raw_fd(), ck.as_ptr(), v.as_ptr().cast(), v.len(), 0)
+            };
+            if rc != 0 {
+                let e = std::io::Error::last_os_error();
+                // Filesystems without xattr support lose only the xattr, as containerd does.
+                if e.raw_os_error() != Some(libc::ENOTSUP) {
+                    return Err(entry_err(raw, format!("set xattr {k:?}: {e}")));
+                }
+            }
+        }
+        if let Some(t) = mtime {
+            let times = [t, t];
+            // SAFETY: two timespecs for futimens on our descriptor.
+            if unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) } != 0 {
+                return Err(entry_err(raw, last_os_error("set times")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Owner and times of a name that cannot be opened (symlink, device, fifo).
+    fn finish_at(
+        &self,
+        dir: &OwnedFd,
+        name: &std::ffi::CStr,
+        uid: u32,
+        gid: u32,
+        mtime: libc::timespec,
+        raw: &Path,
+    ) -> Result<()> {
+        let times = [mtime, mtime];
+        // SAFETY: *at calls on a directory fd we hold; AT_SYMLINK_NOFOLLOW acts on the link.
+        unsafe {
+            if libc::fchownat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                uid,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) != 0
+            {
+                return Err(entry_err(raw, last_os_error("chown")));
+            }
+            if libc::utimensat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) != 0
+            {
+                return Err(entry_err(raw, last_os_error("set times")));
+            }
+        }
+        Ok(())
+    }
+
+    fn whiteout(&mut self, dir: &Path, hidden: &OsStr, raw: &Path) -> Result<()> {
+        let dfd = self.root.dir(dir, true).map_err(|e| entry_err(raw, e))?;
+        remove_at(&dfd, hidden)?;
+        if self.whiteouts == Whiteouts::Overlay {
+            let c = cstr(hidden)?;
+            // SAFETY: mknodat of a single name in a directory fd we hold.
+            if unsafe {
+                libc::mknodat(
+                    dfd.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::S_IFCHR,
+                    libc::makedev(0, 0),
+                )
+            } != 0
+            {
+                return Err(entry_err(raw, last_os_error("create overlay whiteout")));
+            }
+        }
+        Ok(())
+    }
+
+    fn opaque(&mut self, dir: &Path, raw: &Path) -> Result<()> {
+        let fd = self
+            .root
+            .open_in(dir, libc::O_RDONLY | libc::O_DIRECTORY)
+            .or_else(|_| {
+                self.root.dir(dir, true)?;
+                self.root
+                    .open_in(dir, libc::O_RDONLY | libc::O_DIRECTORY)
+                    .map_err(|e| Error::io("open", e))
+            })
+            .map_err(|e| entry_err(raw, e))?;
+        match self.whiteouts {
+            Whiteouts::Overlay => {
+                let k = c"trusted.overlay.opaque";
+                // SAFETY: NUL-terminated name and a one-byte value.
+                if unsafe {
+                    libc::fsetxattr(fd.as_raw_fd(), k.as_ptr(), b"y".as_ptr().cast(), 1, 0)
+                } != 0
+                {
+                    return Err(entry_err(raw, last_os_error("mark directory opaque")));
+                }
+            }
+            Whiteouts::Delete => {
+                // Everything a lower layer put here goes; what this layer made stays.
+                let listing = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                let names: Vec<OsString> = std::fs::read_dir(&listing)
+                    .map_err(|e| entry_err(raw, e))?
+                    .filter_map(|e| e.ok().map(|e| e.file_name()))
+                    .collect();
+                for n in names {
+                    if !self.created.contains(&dir.join(&n)) {
+                        remove_at(&fd, &n)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        // Deepest first, so setting a child's time does not disturb its parent's.
+        self.dir_times
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        for (p, t) in &self.dir_times {
+            if let Ok(fd) = self
+                .root
+                .open_in(p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            {
+                let times = [*t, *t];
+                // SAFETY: futimens on a descriptor we own.
+                unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) };
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mkdir(dir: &OwnedFd, name: &std::ffi::CStr, raw: &Path) -> Result<()> {
+    // SAFETY: mkdirat of a single name in a directory fd we hold.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) } != 0 {
+        return Err(entry_err(raw, last_os_error("mkdir")));
+    }
+    Ok(())
+}
+
+fn open_at(
+    dir: &OwnedFd,
+    name: &std::ffi::CStr,
+    flags: i32,
+    mode: u32,
+    raw: &Path,
+) -> Result<OwnedFd> {
+    // SAFETY: openat of a single name in a directory fd we hold; O_NOFOLLOW is in `flags`.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode,
+        )
+    };
+    if fd < 0 {
+        return Err(entry_err(raw, last_os_error("open")));
+    }
+    // SAFETY: a fresh descriptor from the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// PAX `SCHILY.xattr.*` records of an entry.
+fn xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Vec<(OsString, Vec<u8>)>> {
+    let mut out = vec![];
+    if let Ok(Some(exts)) = entry.pax_extensions() {
+        for ext in exts.flatten() {
+            if let Some(k) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                out.push((
+                    OsStr::from_bytes(k).to_os_string(),
+                    ext.value_bytes().to_vec(),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,9 @@
+//! Changeset layers: applying OCI layers onto snapshots and producing them from snapshots.
+
+pub mod apply;
+pub mod root;
+
+pub use apply::{apply, Applied, Whiteouts};
+
+#[cfg(test)]
+mod tests;
