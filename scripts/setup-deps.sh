@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages berth's builds, tests and demo use. Safe to run again.
 set -euo pipefail
-packages=(containerd runc)
+packages=(containerd runc docker-registry skopeo umoci busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,7 @@
 //! Assembles berthd's core from its plugins, in dependency order, and serves it over gRPC.
 
 use crate::content::Content;
+use crate::diff::Differ;
 use crate::error::{Error, Result};
 use crate::events::Exchange;
 use crate::grpc;
@@ -9,7 +10,11 @@ use crate::leases::Leases;
 use crate::metadata::MetadataStore;
 use crate::namespaces::Namespaces;
 use crate::plugins::{self, Plugin, Registry};
+use crate::snapshots::Snapshots;
+use berth_snapshotters::Snapshotter;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Largest gRPC message accepted or sent; containerd's clients allow 16 MiB.
 pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
@@ -28,6 +33,8 @@ pub struct Daemon {
     pub images: Images,
     pub namespaces: Namespaces,
     pub leases: Leases,
+    pub snapshots: Snapshots,
+    pub differ: Differ,
     pub registry: Registry,
     pub uuid: String,
     pub version: VersionInfo,
@@ -49,6 +56,16 @@ fn registry(root: &Path) -> Result<Registry> {
         ),
     )?;
     r.register(Plugin::new(plugins::EVENT, "exchange", &[]))?;
+    for name in [
+        berth_snapshotters::overlay::NAME,
+        berth_snapshotters::native::NAME,
+    ] {
+        r.register(
+            Plugin::new(plugins::SNAPSHOTTER, name, &[])
+                .export("root", snapshotter_root(root, name).display().to_string()),
+        )?;
+    }
+    r.register(Plugin::new(plugins::DIFF, "walking", &[plugins::METADATA]))?;
     r.register(Plugin::new(plugins::LEASE, "manager", &[plugins::METADATA]))?;
     for id in [
         "content-service",
@@ -77,11 +94,16 @@ fn registry(root: &Path) -> Result<Registry> {
     Ok(r)
 }
 
+pub fn snapshotter_root(root: &Path, name: &str) -> PathBuf {
+    root.join(format!("io.containerd.snapshotter.v1.{name}"))
+}
+
 impl Daemon {
     /// Opens (creating if needed) every store under `root`.
     pub fn open(root: &Path, version: VersionInfo) -> Result<Self> {
-        let registry = registry(root)?;
+        let mut registry = registry(root)?;
         let mut store = None;
+        let mut backends: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
         let mut content = None;
         let events = Exchange::new();
         for p in registry.ordered()? {
@@ -102,14 +124,34 @@ impl Daemon {
                         events.clone(),
                     )?);
                 }
+                (plugins::SNAPSHOTTER, name) => {
+                    let dir = snapshotter_root(root, name);
+                    let opened = berth_snapshotters::open(name, &dir).and_then(|s| {
+                        // Directories left by a crash mid-create or mid-remove.
+                        s.cleanup()?;
+                        Ok(s)
+                    });
+                    match opened {
+                        Ok(s) => {
+                            backends.insert(name.to_string(), Arc::from(s));
+                        }
+                        Err(e) => {
+                            tracing::warn!(snapshotter = name, error = %e, "snapshotter unavailable");
+                            registry.set_init_err(plugins::SNAPSHOTTER, name, e.to_string());
+                        }
+                    }
+                }
                 _ => {}
             }
         }
         let store = store.ok_or_else(|| Error::precondition("metadata plugin did not start"))?;
         let content = content.ok_or_else(|| Error::precondition("content plugin did not start"))?;
         let uuid = store.server_uuid()?;
+        let snapshots = Snapshots::new(backends, store.clone(), events.clone());
         Ok(Daemon {
             root: root.to_path_buf(),
+            differ: Differ::new(content.clone()),
+            snapshots,
             images: Images::new(store.clone(), events.clone()),
             namespaces: Namespaces::new(store.clone(), events.clone()),
             leases: Leases::new(store.clone()),
@@ -125,11 +167,11 @@ impl Daemon {
     /// The gRPC router with every service of this daemon.
     pub fn router(&self) -> Result<tonic::transport::server::Router> {
         use berth_proto::{
-            content::content_server::ContentServer, events::events_server::EventsServer,
-            images::images_server::ImagesServer,
+            content::content_server::ContentServer, diff::diff_server::DiffServer,
+            events::events_server::EventsServer, images::images_server::ImagesServer,
             introspection::introspection_server::IntrospectionServer,
             leases::leases_server::LeasesServer, namespaces::namespaces_server::NamespacesServer,
-            version::version_server::VersionServer,
+            snapshots::snapshots_server::SnapshotsServer, version::version_server::VersionServer,
         };
         macro_rules! sized {
             ($svc:expr) => {
@@ -174,6 +216,14 @@ impl Daemon {
             })))
             .add_service(sized!(LeasesServer::new(grpc::leases::LeasesService {
                 core: self.leases.clone(),
+            })))
+            .add_service(sized!(SnapshotsServer::new(
+                grpc::snapshots::SnapshotsService {
+                    core: self.snapshots.clone(),
+                }
+            )))
+            .add_service(sized!(DiffServer::new(grpc::diff::DiffService {
+                core: self.differ.clone(),
             })))
             .add_service(sized!(EventsServer::new(grpc::events::EventsService {
                 exchange: self.events.clone(),

@@ -115,3 +115,16 @@ where
         .await
         .map_err(|e| Error::new(Kind::Internal, format!("blocking task failed: {e}")))?
 }
+
+impl From<berth_snapshotters::Error> for Error {
+    fn from(e: berth_snapshotters::Error) -> Self {
+        use berth_snapshotters::Error as S;
+        match e {
+            S::NotFound(what) => Error::not_found(format!("snapshot {what}")),
+            S::AlreadyExists(what) => Error::already_exists(format!("snapshot {what}")),
+            S::InvalidArgument(m) => Error::invalid(m),
+            S::FailedPrecondition(m) => Error::precondition(m),
+            S::Io { context, source } => Error::Io { context, source },
+        }
+    }
+}

@@ -35,6 +35,17 @@ pub enum Event {
     ContentDelete {
         digest: String,
     },
+    SnapshotPrepare {
+        key: String,
+        parent: String,
+    },
+    SnapshotCommit {
+        key: String,
+        name: String,
+    },
+    SnapshotRemove {
+        key: String,
+    },
     /// An already-encoded event (type URL and protobuf bytes).
     Raw {
         type_url: String,
@@ -53,6 +64,9 @@ impl Event {
             Event::ImageUpdate { .. } => "/images/update",
             Event::ImageDelete { .. } => "/images/delete",
             Event::ContentDelete { .. } => "/content/delete",
+            Event::SnapshotPrepare { .. } => "/snapshot/prepare",
+            Event::SnapshotCommit { .. } => "/snapshot/commit",
+            Event::SnapshotRemove { .. } => "/snapshot/remove",
             Event::Raw { .. } => return None,
         })
     }
@@ -69,6 +83,12 @@ impl Event {
                 "name",
             ) => Some(n.clone()),
             (Event::ContentDelete { digest }, "digest") => Some(digest.clone()),
+            (
+                Event::SnapshotPrepare { key, .. }
+                | Event::SnapshotCommit { key, .. }
+                | Event::SnapshotRemove { key },
+                "key",
+            ) => Some(key.clone()),
             _ => None,
         }
     }

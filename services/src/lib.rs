@@ -8,6 +8,7 @@
 
 pub mod content;
 pub mod daemon;
+pub mod diff;
 pub mod error;
 pub mod events;
 pub mod filters;
@@ -18,5 +19,6 @@ pub mod metadata;
 pub mod namespace;
 pub mod namespaces;
 pub mod plugins;
+pub mod snapshots;
 
 pub use error::{Error, Kind, Result};

@@ -10,6 +10,8 @@ pub const EVENT: &str = "io.containerd.event.v1";
 pub const LEASE: &str = "io.containerd.lease.v1";
 pub const SERVICE: &str = "io.containerd.service.v1";
 pub const GRPC: &str = "io.containerd.grpc.v1";
+pub const SNAPSHOTTER: &str = "io.containerd.snapshotter.v1";
+pub const DIFF: &str = "io.containerd.differ.v1";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plugin {

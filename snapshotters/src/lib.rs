@@ -4,6 +4,7 @@
 
 pub mod fs;
 pub mod layer;
+pub mod mount;
 pub mod native;
 pub mod overlay;
 pub mod storage;

@@ -185,7 +185,15 @@ fn main() -> anyhow::Result<()> {
         }
         None => {}
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+    // A bare level applies to berth's own crates; libraries stay at warn. A full directive
+    // (containing '=' or ',') is used as given.
+    let directive = if cfg.log_level.contains(['=', ',']) {
+        cfg.log_level.clone()
+    } else {
+        let l = &cfg.log_level;
+        format!("warn,berthd={l},berth_services={l},berth_snapshotters={l}")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directive)
         .with_context(|| format!("invalid log level {:?}", cfg.log_level))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -192,6 +192,68 @@ impl Content {
         Ok((file, offset, end))
     }
 
+    /// Opens a blob the namespace can see, for blocking readers (apply, unpack).
+    pub fn open_blob_sync(
+        &self,
+        ns: &Namespace,
+        digest: &str,
+    ) -> Result<(std::fs::File, BlobRecord)> {
+        let d = Digest::parse(digest)?;
+        let rec = self
+            .store
+            .blob_get(ns, &d.to_string())?
+            .ok_or_else(|| Error::not_found(format!("content {digest}")))?;
+        let file = std::fs::File::open(self.local.blob_path(&d))
+            .map_err(|e| Error::io(format!("open blob {d}"), e))?;
+        Ok((file, rec))
+    }
+
+    /// Ingests what `produce` writes as one blob, for blocking producers (diff). The blob
+    /// is verified and recorded like any other commit.
+    pub fn ingest_sync(
+        &self,
+        ctx: &Ctx,
+        reference: &str,
+        labels: Labels,
+        produce: impl FnOnce(&mut dyn std::io::Write) -> Result<()>,
+    ) -> Result<BlobRecord> {
+        validate_ref(reference)?;
+        validate_labels(&labels)?;
+        let mut w = self.local.writer(&ctx.ns, reference, 0, None)?;
+        if w.offset() > 0 {
+            w.write_at(0, &[])?;
+        }
+        let produced = {
+            let mut sink = IngestSink { w: &mut w };
+            produce(&mut sink)
+        };
+        if let Err(e) = produced {
+            drop(w);
+            let _ = self.local.abort(&ctx.ns, reference);
+            return Err(e);
+        }
+        let digest = w.digest_so_far();
+        let (digest, size) = match w.commit(0, None) {
+            Ok(done) => done,
+            Err(e) if e.kind() == Kind::AlreadyExists => {
+                let size = self.local.blob_size(&digest)?.unwrap_or_default();
+                (digest, size)
+            }
+            Err(e) => return Err(e),
+        };
+        adopt(&self.store, ctx, &digest, size, labels)
+    }
+
+    /// Adds labels to a blob, for blocking callers.
+    pub fn label_sync(&self, ns: &Namespace, digest: &str, labels: Labels) -> Result<BlobRecord> {
+        validate_labels(&labels)?;
+        self.store.blob_update(ns, digest, |rec| {
+            rec.labels.extend(labels);
+            rec.updated_at = now();
+            Ok(())
+        })
+    }
+
     pub async fn status(&self, ns: Namespace, reference: String) -> Result<IngestStatus> {
         validate_ref(&reference)?;
         let local = self.local.clone();
@@ -339,6 +401,24 @@ impl Content {
             Ok(rec)
         })
         .await
+    }
+}
+
+/// `std::io::Write` over an ingest writer.
+struct IngestSink<'a> {
+    w: &'a mut Writer,
+}
+
+impl std::io::Write for IngestSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let at = self.w.offset();
+        self.w
+            .write_at(at, buf)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -43,6 +43,15 @@ pub mod convert {
             Event::ContentDelete { digest } => to_any(&pbe::ContentDelete {
                 digest: digest.clone(),
             }),
+            Event::SnapshotPrepare { key, parent } => to_any(&pbe::SnapshotPrepare {
+                key: key.clone(),
+                parent: parent.clone(),
+            }),
+            Event::SnapshotCommit { key, name } => to_any(&pbe::SnapshotCommit {
+                key: key.clone(),
+                name: name.clone(),
+            }),
+            Event::SnapshotRemove { key } => to_any(&pbe::SnapshotRemove { key: key.clone() }),
             Event::Raw { type_url, value } => prost_types::Any {
                 type_url: type_url.clone(),
                 value: value.clone(),

@@ -2,11 +2,13 @@
 //! Errors become status codes here and only here ([`status`]).
 
 pub mod content;
+pub mod diff;
 pub mod events;
 pub mod images;
 pub mod introspection;
 pub mod leases;
 pub mod namespaces;
+pub mod snapshots;
 pub mod version;
 
 use crate::content::Ctx;

@@ -1,0 +1,271 @@
+//! Snapshots service core: the snapshotters by name, with namespaced keys. Inside a
+//! snapshotter a key is stored as `<namespace>/<key>`; namespaces contain no `/`, so keys of
+//! different namespaces never meet.
+
+use crate::content::Ctx;
+use crate::error::{blocking, Error, Result};
+use crate::events::{Event, Exchange};
+use crate::filters::{label_field, Fields, Filter};
+use crate::metadata::leases::LeaseResource;
+use crate::metadata::{validate_labels, Labels, MetadataStore};
+use crate::namespace::Namespace;
+use berth_snapshotters::{Info, Kind, Mount, Snapshotter, Usage};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A snapshot as a namespace sees it (names without the namespace prefix).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotInfo(pub Info);
+
+impl Fields for SnapshotInfo {
+    fn field(&self, path: &[String]) -> Option<String> {
+        match path.first().map(String::as_str) {
+            Some("name") => Some(self.0.name.clone()),
+            Some("parent") => Some(self.0.parent.clone().unwrap_or_default()),
+            Some("kind") => Some(
+                match self.0.kind {
+                    Kind::View => "view",
+                    Kind::Active => "active",
+                    Kind::Committed => "committed",
+                }
+                .into(),
+            ),
+            Some("labels") => label_field(&self.0.labels, path),
+            _ => None,
+        }
+    }
+}
+
+fn scoped(ns: &Namespace, key: &str) -> String {
+    format!("{ns}/{key}")
+}
+
+fn unscoped(ns: &Namespace, mut info: Info) -> Option<Info> {
+    let prefix = format!("{ns}/");
+    info.name = info.name.strip_prefix(&prefix)?.to_string();
+    info.parent = match info.parent {
+        Some(p) => Some(p.strip_prefix(&prefix)?.to_string()),
+        None => None,
+    };
+    Some(info)
+}
+
+#[derive(Clone)]
+pub struct Snapshots {
+    backends: Arc<BTreeMap<String, Arc<dyn Snapshotter>>>,
+    store: MetadataStore,
+    events: Exchange,
+}
+
+impl Snapshots {
+    pub fn new(
+        backends: BTreeMap<String, Arc<dyn Snapshotter>>,
+        store: MetadataStore,
+        events: Exchange,
+    ) -> Self {
+        Snapshots {
+            backends: Arc::new(backends),
+            store,
+            events,
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.backends.keys().cloned().collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<dyn Snapshotter>> {
+        let name = if name.is_empty() { "overlayfs" } else { name };
+        self.backends.get(name).cloned().ok_or_else(|| {
+            Error::not_found(format!(
+                "snapshotter {name:?} is not available here; available: {}",
+                self.names().join(", ")
+            ))
+        })
+    }
+
+    fn lease(&self, ctx: &Ctx, snapshotter: &str, key: &str) -> Result<()> {
+        if let Some(lease) = &ctx.lease {
+            self.store.lease_add_resource(
+                &ctx.ns,
+                lease,
+                &LeaseResource {
+                    kind: format!("snapshots/{snapshotter}"),
+                    id: key.to_string(),
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    pub async fn stat(
+        &self,
+        ns: Namespace,
+        snapshotter: &str,
+        key: String,
+    ) -> Result<SnapshotInfo> {
+        let s = self.get(snapshotter)?;
+        blocking(move || {
+            let info = s.stat(&scoped(&ns, &key))?;
+            unscoped(&ns, info)
+                .map(SnapshotInfo)
+                .ok_or_else(|| Error::not_found(format!("snapshot {key}")))
+        })
+        .await
+    }
+
+    async fn create(
+        &self,
+        ctx: Ctx,
+        snapshotter: &str,
+        key: String,
+        parent: String,
+        labels: Labels,
+        kind: Kind,
+    ) -> Result<Vec<Mount>> {
+        validate_labels(&labels)?;
+        let s = self.get(snapshotter)?;
+        let this = self.clone();
+        let name = snapshotter.to_string();
+        let (k, p) = (key.clone(), parent.clone());
+        let c = ctx.clone();
+        let mounts = blocking(move || {
+            let parent = (!p.is_empty()).then(|| scoped(&c.ns, &p));
+            let sk = scoped(&c.ns, &k);
+            if let Some(lease) = &c.lease {
+                if this.store.lease_get(&c.ns, lease)?.is_none() {
+                    return Err(Error::not_found(format!("lease {lease:?} does not exist")));
+                }
+            }
+            let m = match kind {
+                Kind::View => s.view(&sk, parent.as_deref(), labels)?,
+                _ => s.prepare(&sk, parent.as_deref(), labels)?,
+            };
+            this.lease(&c, &name, &k)?;
+            Ok(m)
+        })
+        .await?;
+        if kind == Kind::Active {
+            self.events
+                .publish(&ctx.ns, Event::SnapshotPrepare { key, parent });
+        }
+        Ok(mounts)
+    }
+
+    pub async fn prepare(
+        &self,
+        ctx: Ctx,
+        snapshotter: &str,
+        key: String,
+        parent: String,
+        labels: Labels,
+    ) -> Result<Vec<Mount>> {
+        self.create(ctx, snapshotter, key, parent, labels, Kind::Active)
+            .await
+    }
+
+    pub async fn view(
+        &self,
+        ctx: Ctx,
+        snapshotter: &str,
+        key: String,
+        parent: String,
+        labels: Labels,
+    ) -> Result<Vec<Mount>> {
+        self.create(ctx, snapshotter, key, parent, labels, Kind::View)
+            .await
+    }
+
+    pub async fn mounts(
+        &self,
+        ns: Namespace,
+        snapshotter: &str,
+        key: String,
+    ) -> Result<Vec<Mount>> {
+        let s = self.get(snapshotter)?;
+        blocking(move || Ok(s.mounts(&scoped(&ns, &key))?)).await
+    }
+
+    pub async fn commit(
+        &self,
+        ctx: Ctx,
+        snapshotter: &str,
+        name: String,
+        key: String,
+        labels: Labels,
+    ) -> Result<()> {
+        validate_labels(&labels)?;
+        let s = self.get(snapshotter)?;
+        let this = self.clone();
+        let sn = snapshotter.to_string();
+        let (n, k, c) = (name.clone(), key.clone(), ctx.clone());
+        blocking(move || {
+            s.commit(&scoped(&c.ns, &n), &scoped(&c.ns, &k), labels)?;
+            this.lease(&c, &sn, &n)
+        })
+        .await?;
+        self.events
+            .publish(&ctx.ns, Event::SnapshotCommit { key, name });
+        Ok(())
+    }
+
+    pub async fn remove(&self, ns: Namespace, snapshotter: &str, key: String) -> Result<()> {
+        let s = self.get(snapshotter)?;
+        let (k, n) = (key.clone(), ns.clone());
+        blocking(move || Ok(s.remove(&scoped(&n, &k))?)).await?;
+        self.events.publish(&ns, Event::SnapshotRemove { key });
+        Ok(())
+    }
+
+    pub async fn update(
+        &self,
+        ns: Namespace,
+        snapshotter: &str,
+        mut info: Info,
+        paths: Vec<String>,
+    ) -> Result<SnapshotInfo> {
+        validate_labels(&info.labels)?;
+        let s = self.get(snapshotter)?;
+        blocking(move || {
+            info.name = scoped(&ns, &info.name);
+            let updated = s.update(info, &paths)?;
+            unscoped(&ns, updated)
+                .map(SnapshotInfo)
+                .ok_or_else(|| Error::not_found("snapshot"))
+        })
+        .await
+    }
+
+    pub async fn list(
+        &self,
+        ns: Namespace,
+        snapshotter: &str,
+        filter: Filter,
+    ) -> Result<Vec<Info>> {
+        let s = self.get(snapshotter)?;
+        blocking(move || {
+            let mut out = vec![];
+            s.walk(&mut |i| {
+                if let Some(i) = unscoped(&ns, i.clone()) {
+                    let si = SnapshotInfo(i);
+                    if filter.matches(&si) {
+                        out.push(si.0);
+                    }
+                }
+                true
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn usage(&self, ns: Namespace, snapshotter: &str, key: String) -> Result<Usage> {
+        let s = self.get(snapshotter)?;
+        blocking(move || Ok(s.usage(&scoped(&ns, &key))?)).await
+    }
+
+    pub async fn cleanup(&self, snapshotter: &str) -> Result<()> {
+        let s = self.get(snapshotter)?;
+        blocking(move || Ok(s.cleanup()?)).await
+    }
+}

@@ -1,0 +1,194 @@
+//! Mounting what snapshotters hand out (for the differ when it cannot work on the
+//! directories directly), and reading mounts back into the directories they stand for.
+
+use crate::layer::Whiteouts;
+use crate::{Error, Mount, Result};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Splits mount options into flags and the data string the filesystem gets.
+fn parse_options(options: &[String]) -> (libc::c_ulong, bool, String) {
+    let mut flags: libc::c_ulong = 0;
+    let mut ro = false;
+    let mut data = vec![];
+    for o in options {
+        match o.as_str() {
+            "ro" => ro = true,
+            "rw" => ro = false,
+            "bind" => flags |= libc::MS_BIND,
+            "rbind" => flags |= libc::MS_BIND | libc::MS_REC,
+            "nosuid" => flags |= libc::MS_NOSUID,
+            "nodev" => flags |= libc::MS_NODEV,
+            "noexec" => flags |= libc::MS_NOEXEC,
+            other => data.push(other.to_string()),
+        }
+    }
+    (flags, ro, data.join(","))
+}
+
+fn c(s: &[u8]) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::InvalidArgument("mount argument contains a NUL byte".into()))
+}
+
+/// Mounts `m` on `target`.
+pub fn mount(m: &Mount, target: &Path) -> Result<()> {
+    let (mut flags, ro, data) = parse_options(&m.options);
+    let kind = if m.kind == "bind" {
+        flags |= libc::MS_BIND;
+        "none"
+    } else {
+        m.kind.as_str()
+    };
+    let src = c(m.source.as_bytes())?;
+    let tgt = c(target.as_os_str().as_bytes())?;
+    let fstype = c(kind.as_bytes())?;
+    let cdata = c(data.as_bytes())?;
+    if ro && flags & libc::MS_BIND == 0 {
+        flags |= libc::MS_RDONLY;
+    }
+    // SAFETY: all pointers are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            cdata.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(Error::io(
+            format!("mount {} ({}) on {}", m.source, m.kind, target.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if ro && flags & libc::MS_BIND != 0 {
+        // A bind mount becomes read-only only by remounting it.
+        // SAFETY: as above.
+        let rc = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                tgt.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            unmount(target);
+            return Err(Error::io("remount read-only", e));
+        }
+    }
+    Ok(())
+}
+
+/// Detaches whatever is mounted on `target`; failures only leave a mount behind.
+pub fn unmount(target: &Path) {
+    if let Ok(t) = CString::new(target.as_os_str().as_bytes()) {
+        // SAFETY: NUL-terminated path; MNT_DETACH never blocks on busy mounts.
+        unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// A mount on a temporary directory, undone on drop.
+pub struct TempMount {
+    dir: tempfile::TempDir,
+}
+
+impl TempMount {
+    pub fn new(mounts: &[Mount]) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-mount-")
+            .tempdir()
+            .map_err(|e| Error::io("create mount point", e))?;
+        for m in mounts {
+            mount(m, dir.path())?;
+        }
+        Ok(TempMount { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TempMount {
+    fn drop(&mut self) {
+        unmount(self.dir.path());
+    }
+}
+
+fn option<'a>(m: &'a Mount, key: &str) -> Option<&'a str> {
+    m.options
+        .iter()
+        .find_map(|o| o.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// Where a layer applied to `mounts` should be written, without mounting when the mounts
+/// are berth's own shapes: an overlay's upper directory, or a bind mount's source.
+pub fn apply_target(mounts: &[Mount]) -> Option<(PathBuf, Whiteouts)> {
+    match mounts {
+        [m] if m.kind == "overlay" => {
+            option(m, "upperdir").map(|u| (PathBuf::from(u), Whiteouts::Overlay))
+        }
+        [m] if m.kind == "bind" => Some((PathBuf::from(&m.source), Whiteouts::Delete)),
+        _ => None,
+    }
+}
+
+/// The overlay upper directory of an active overlay snapshot's mounts.
+pub fn overlay_upper(mounts: &[Mount]) -> Option<PathBuf> {
+    match mounts {
+        [m] if m.kind == "overlay" => option(m, "upperdir").map(PathBuf::from),
+        _ => None,
+    }
+}
+
+/// The directory a single bind mount shows.
+pub fn bind_source(mounts: &[Mount]) -> Option<PathBuf> {
+    match mounts {
+        [m] if m.kind == "bind" => Some(PathBuf::from(&m.source)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split() {
+        let (f, ro, d) = parse_options(&["ro".into(), "rbind".into(), "lowerdir=/a:/b".into()]);
+        assert!(ro);
+        assert_eq!(f, libc::MS_BIND | libc::MS_REC);
+        assert_eq!(d, "lowerdir=/a:/b");
+    }
+
+    #[test]
+    fn targets() {
+        let ov = Mount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![
+                "workdir=/w".into(),
+                "upperdir=/u".into(),
+                "lowerdir=/l".into(),
+            ],
+        };
+        assert_eq!(
+            apply_target(std::slice::from_ref(&ov)),
+            Some((PathBuf::from("/u"), Whiteouts::Overlay))
+        );
+        let b = Mount {
+            kind: "bind".into(),
+            source: "/s".into(),
+            options: vec!["rw".into()],
+        };
+        assert_eq!(
+            apply_target(&[b]),
+            Some((PathBuf::from("/s"), Whiteouts::Delete))
+        );
+    }
+}
