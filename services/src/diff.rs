@@ -72,7 +72,9 @@ pub fn apply_blob(
 ) -> Result<Descriptor> {
     let (file, rec) = content.open_blob_sync(ns, &desc.digest)?;
     let mut reader = Hashing::new(std::io::BufReader::with_capacity(1 << 20, file));
-    let applied = layer::apply_to_mounts(&mut reader, mounts)?;
+    let applied = layer::apply_to_mounts(&mut reader, mounts);
+    // Read to the end either way: a failed apply of a corrupted blob is reported as the
+    // corruption it is.
     std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| Error::io("read layer", e))?;
     let got = reader.digest();
     if got != desc.digest || reader.count as i64 != rec.size {
@@ -81,6 +83,7 @@ pub fn apply_blob(
             desc.digest, reader.count
         )));
     }
+    let applied = applied?;
     Ok(Descriptor {
         media_type: MEDIA_TAR.into(),
         digest: applied.diff_id,

@@ -1,6 +1,8 @@
 //! Shared fixtures for the black-box suites: a real `berthd` on a temporary root and socket,
 //! the Rust client connected to it, and helpers to run Debian's `ctr` against it.
 
+pub mod oci;
+
 use anyhow::{bail, Context, Result};
 use berth_client::Client;
 use std::path::{Path, PathBuf};

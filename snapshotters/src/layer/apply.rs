@@ -151,8 +151,9 @@ impl Applier {
         let header = entry.header().clone();
         let kind = header.entry_type();
         let mode = header.mode().map_err(|e| entry_err(&raw, e))? & 0o7777;
-        let uid = header.uid().map_err(|e| entry_err(&raw, e))?;
-        let gid = header.gid().map_err(|e| entry_err(&raw, e))?;
+        let old = header.as_old();
+        let uid = numeric_or_blank(header.uid(), &old.uid).map_err(|e| entry_err(&raw, e))?;
+        let gid = numeric_or_blank(header.gid(), &old.gid).map_err(|e| entry_err(&raw, e))?;
         let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
             (Ok(u), Ok(g)) if u != u32::MAX && g != u32::MAX => (u, g),
             _ => return Err(entry_err(&raw, format!("owner {uid}:{gid} out of range"))),
@@ -443,6 +444,14 @@ impl Applier {
             }
         }
         Ok(())
+    }
+}
+
+/// Some writers leave owner fields blank (all NUL or spaces): that means 0, as in GNU tar.
+fn numeric_or_blank(parsed: std::io::Result<u64>, raw: &[u8]) -> std::io::Result<u64> {
+    match parsed {
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        other => other,
     }
 }
 

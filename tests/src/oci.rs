@@ -1,0 +1,240 @@
+//! Test images built from scratch: OCI layouts and archives with chosen layers, and a real
+//! registry (Debian's docker-registry) on loopback to push them to.
+
+use anyhow::{bail, Context, Result};
+use sha2::Digest;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// One layer entry.
+pub enum Entry<'a> {
+    File(&'a str, &'a [u8], u32),
+    Dir(&'a str, u32),
+    Symlink(&'a str, &'a str),
+    /// A whiteout of the named path (`dir/.wh.name`).
+    Whiteout(&'a str),
+    /// An opaque marker for the directory.
+    Opaque(&'a str),
+}
+
+/// An uncompressed tar layer.
+pub fn layer(entries: &[Entry<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let header = |kind: tar::EntryType, size: u64, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    };
+    for e in entries {
+        match e {
+            Entry::File(p, data, mode) => {
+                let mut h = header(tar::EntryType::Regular, data.len() as u64, *mode);
+                b.append_data(&mut h, p, *data).unwrap();
+            }
+            Entry::Dir(p, mode) => {
+                let mut h = header(tar::EntryType::Directory, 0, *mode);
+                b.append_data(&mut h, p, std::io::empty()).unwrap();
+            }
+            Entry::Symlink(p, target) => {
+                let mut h = header(tar::EntryType::Symlink, 0, 0o777);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+            Entry::Whiteout(p) => {
+                let path = Path::new(p);
+                let name = format!(".wh.{}", path.file_name().unwrap().to_string_lossy());
+                let wh = path.parent().unwrap_or(Path::new("")).join(name);
+                let mut h = header(tar::EntryType::Regular, 0, 0o644);
+                b.append_data(&mut h, wh, std::io::empty()).unwrap();
+            }
+            Entry::Opaque(dir) => {
+                let mut h = header(tar::EntryType::Regular, 0, 0o644);
+                b.append_data(
+                    &mut h,
+                    Path::new(dir).join(".wh..wh..opq"),
+                    std::io::empty(),
+                )
+                .unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// What a built image is made of.
+pub struct Built {
+    pub manifest_digest: String,
+    pub manifest_size: usize,
+    pub diff_ids: Vec<String>,
+    pub chain_ids: Vec<String>,
+}
+
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => sha256(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Writes an OCI image layout with one image tagged `tag`, from uncompressed tar layers
+/// (stored gzip-compressed).
+pub fn layout(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> Built {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let d = sha256(data);
+        std::fs::write(blobs.join(d.trim_start_matches("sha256:")), data).unwrap();
+        (d, data.len())
+    };
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let mut descs = vec![];
+    for l in layers {
+        let (d, size) = put(&gzip(l));
+        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": size}));
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": descs,
+    });
+    let mbytes = manifest.to_string();
+    let (md, ms) = put(mbytes.as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+            "platform": {"architecture": "amd64", "os": "linux"},
+        }],
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    Built {
+        manifest_digest: md,
+        manifest_size: ms,
+        chain_ids: chain_ids(&diff_ids),
+        diff_ids,
+    }
+}
+
+/// Tars a layout directory into an OCI archive file.
+pub fn archive(layout_dir: &Path, out: &Path) {
+    let f = std::fs::File::create(out).unwrap();
+    let mut b = tar::Builder::new(f);
+    b.append_dir_all(".", layout_dir).unwrap();
+    b.finish().unwrap();
+}
+
+/// A docker-registry on a free loopback port, storing under a temporary directory.
+pub struct Registry {
+    child: Child,
+    pub addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Result<Self> {
+        let bin = super::require_tool("docker-registry");
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start docker-registry")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                return Ok(Registry {
+                    child,
+                    addr,
+                    _dir: dir,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("docker-registry did not listen on {addr}")
+    }
+
+    /// Pushes the image tagged `tag` in an OCI layout to `repo:tag` with skopeo.
+    pub fn push(&self, layout_dir: &Path, tag: &str, repo: &str) -> Result<String> {
+        let skopeo = super::require_tool("skopeo");
+        let reference = format!("{}/{repo}:{tag}", self.addr);
+        let out = Command::new(skopeo)
+            .args([
+                "copy",
+                "--quiet",
+                "--insecure-policy",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("oci:{}:{tag}", layout_dir.display()))
+            .arg(format!("docker://{reference}"))
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "skopeo push failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(reference)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Mounts what `ctr snapshots mounts` prints for `key` on `target`; returns a guard that
+/// unmounts.
+pub struct Mounted(pub PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}

@@ -1,0 +1,460 @@
+//! Layers into filesystems and back: ctr's import and pull unpacking through berthd's
+//! Snapshots and Diff services, the snapshot API's rules, and the differ's round trip.
+
+use berth_client::proto::content::InfoRequest;
+use berth_client::proto::diff::{ApplyRequest, DiffRequest};
+use berth_client::proto::snapshots::{
+    CommitSnapshotRequest, ListSnapshotsRequest, MountsRequest, PrepareSnapshotRequest,
+    RemoveSnapshotRequest, StatSnapshotRequest, UsageRequest, ViewSnapshotRequest,
+};
+use berth_client::proto::types::Descriptor;
+use berth_tests::oci::{self, Entry, Mounted};
+use berth_tests::{ok, Daemon};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+/// Two layers: the second deletes a file, replaces a directory (opaque) and adds a file.
+fn two_layers() -> Vec<Vec<u8>> {
+    let l1 = oci::layer(&[
+        Entry::Dir("etc", 0o755),
+        Entry::File("etc/motd", b"hello", 0o644),
+        Entry::File("etc/remove-me", b"x", 0o644),
+        Entry::Dir("bin", 0o755),
+        Entry::File("bin/tool", b"#!/bin/sh\n", 0o755),
+        Entry::Dir("var/cache", 0o755),
+        Entry::File("var/cache/old", b"old", 0o644),
+        Entry::Symlink("etc/link", "motd"),
+    ]);
+    let l2 = oci::layer(&[
+        Entry::Whiteout("etc/remove-me"),
+        Entry::Dir("var/cache", 0o755),
+        Entry::Opaque("var/cache"),
+        Entry::File("var/cache/new", b"new", 0o644),
+        Entry::File("etc/added", b"added", 0o600),
+    ]);
+    vec![l1, l2]
+}
+
+/// Mounts what ctr reports for `key` (ctr prints a mount command) at `target`.
+fn ctr_mount(d: &Daemon, snapshotter: &str, key: &str, target: &Path) -> Mounted {
+    std::fs::create_dir_all(target).unwrap();
+    let cmd = ok(&d.ctr(&[
+        "snapshots",
+        "--snapshotter",
+        snapshotter,
+        "mounts",
+        target.to_str().unwrap(),
+        key,
+    ]));
+    let st = Command::new("sh").arg("-c").arg(&cmd).status().unwrap();
+    assert!(st.success(), "{cmd}");
+    Mounted(target.to_path_buf())
+}
+
+fn check_tree(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/motd")).unwrap(),
+        "hello"
+    );
+    assert!(!root.join("etc/remove-me").exists(), "whiteout not applied");
+    assert!(
+        !root.join("var/cache/old").exists(),
+        "opaque directory kept lower content"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("var/cache/new")).unwrap(),
+        "new"
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("etc/link")).unwrap(),
+        Path::new("motd")
+    );
+    let mode = std::fs::metadata(root.join("bin/tool"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    let mode = std::fs::metadata(root.join("etc/added"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+fn import_and_check(snapshotter: &str) {
+    let d = Daemon::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let built = oci::layout(&layout, "v1", &two_layers());
+    let archive = work.path().join("image.tar");
+    oci::archive(&layout, &archive);
+    ok(&d.ctr(&[
+        "images",
+        "import",
+        "--snapshotter",
+        snapshotter,
+        "--base-name",
+        "test.local/two",
+        archive.to_str().unwrap(),
+    ]));
+    let ls = ok(&d.ctr(&["snapshots", "--snapshotter", snapshotter, "ls"]));
+    for chain in &built.chain_ids {
+        assert!(ls.contains(chain.as_str()), "{chain} missing:\n{ls}");
+    }
+    assert_eq!(ls.matches("Committed").count(), 2, "{ls}");
+    let top = built.chain_ids.last().unwrap();
+    ok(&d.ctr(&[
+        "snapshots",
+        "--snapshotter",
+        snapshotter,
+        "prepare",
+        "check",
+        top,
+    ]));
+    {
+        let _m = ctr_mount(&d, snapshotter, "check", &work.path().join("mnt"));
+        check_tree(&work.path().join("mnt"));
+    }
+    // The config records the unpacked top snapshot for garbage collection, as clients expect.
+    let content = ok(&d.ctr(&["content", "ls"]));
+    assert!(
+        content.contains(&format!(
+            "containerd.io/gc.ref.snapshot.{snapshotter}={top}"
+        )),
+        "{content}"
+    );
+    assert!(
+        content.contains(&format!("containerd.io/uncompressed={}", built.diff_ids[0])),
+        "{content}"
+    );
+    ok(&d.ctr(&["snapshots", "--snapshotter", snapshotter, "rm", "check"]));
+    // A parent with children cannot go.
+    let rm = d.ctr(&[
+        "snapshots",
+        "--snapshotter",
+        snapshotter,
+        "rm",
+        &built.chain_ids[0],
+    ]);
+    assert!(!rm.status.success());
+}
+
+#[test]
+fn ctr_import_unpacks_with_overlayfs() {
+    import_and_check("overlayfs");
+}
+
+#[test]
+fn ctr_import_unpacks_with_native() {
+    import_and_check("native");
+}
+
+#[test]
+fn ctr_pull_plain_http_from_a_loopback_registry() {
+    let d = Daemon::start().unwrap();
+    let reg = oci::Registry::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let built = oci::layout(&layout, "v1", &two_layers());
+    let reference = reg.push(&layout, "v1", "berth/two").unwrap();
+    ok(&d.ctr(&["images", "pull", "--plain-http", &reference]));
+    let images = ok(&d.ctr(&["images", "ls", "-q"]));
+    assert!(images.contains(&reference), "{images}");
+    let top = built.chain_ids.last().unwrap();
+    ok(&d.ctr(&["snapshots", "prepare", "pulled", top]));
+    let _m = ctr_mount(&d, "overlayfs", "pulled", &work.path().join("mnt"));
+    check_tree(&work.path().join("mnt"));
+}
+
+#[tokio::test]
+async fn snapshot_api_rules_and_isolation() {
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let mut s = c.snapshots();
+    let prep = |key: &str, parent: &str| PrepareSnapshotRequest {
+        snapshotter: "overlayfs".into(),
+        key: key.into(),
+        parent: parent.into(),
+        labels: HashMap::new(),
+    };
+    let mounts = s.prepare(prep("a", "")).await.unwrap().into_inner().mounts;
+    assert_eq!(mounts[0].r#type, "bind");
+    assert_eq!(
+        s.prepare(prep("a", "")).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+    assert_eq!(
+        s.prepare(prep("b", "missing")).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        s.prepare(prep("b", "a")).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    s.commit(CommitSnapshotRequest {
+        snapshotter: "overlayfs".into(),
+        name: "A".into(),
+        key: "a".into(),
+        labels: HashMap::new(),
+    })
+    .await
+    .unwrap();
+    let m = s.prepare(prep("b", "A")).await.unwrap().into_inner().mounts;
+    assert_eq!(m[0].r#type, "overlay");
+    let v = s
+        .view(ViewSnapshotRequest {
+            snapshotter: "overlayfs".into(),
+            key: "v".into(),
+            parent: "A".into(),
+            labels: HashMap::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    assert!(v[0].options.contains(&"ro".to_string()), "{v:?}");
+    let e = s
+        .remove(RemoveSnapshotRequest {
+            snapshotter: "overlayfs".into(),
+            key: "A".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let e = s
+        .stat(StatSnapshotRequest {
+            snapshotter: "zfs".into(),
+            key: "A".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("overlayfs"), "{}", e.message());
+
+    // Another namespace sees none of it, and may use the same names.
+    let other = c.with_namespace("other").unwrap();
+    let e = other
+        .snapshots()
+        .stat(StatSnapshotRequest {
+            snapshotter: "overlayfs".into(),
+            key: "A".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    other.snapshots().prepare(prep("a", "")).await.unwrap();
+    let mut list = s
+        .list(ListSnapshotsRequest {
+            snapshotter: "overlayfs".into(),
+            filters: vec!["kind==active".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<String> = list
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .info
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["b"]);
+    let u = s
+        .usage(UsageRequest {
+            snapshotter: "overlayfs".into(),
+            key: "A".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(u.size >= 0 && u.inodes >= 0);
+    let m = s
+        .mounts(MountsRequest {
+            snapshotter: "overlayfs".into(),
+            key: "b".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    assert_eq!(m[0].r#type, "overlay");
+}
+
+#[tokio::test]
+async fn diff_round_trip_and_corrupted_blob() {
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let layer = oci::gzip(&two_layers()[0]);
+    let digest = c
+        .ingest("l1", layer.as_slice(), 0, None, HashMap::new())
+        .await
+        .unwrap();
+    let desc = Descriptor {
+        media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        digest: digest.clone(),
+        size: layer.len() as i64,
+        annotations: HashMap::new(),
+    };
+    let mut s = c.snapshots();
+    let mounts = s
+        .prepare(PrepareSnapshotRequest {
+            snapshotter: "overlayfs".into(),
+            key: "x".into(),
+            parent: String::new(),
+            labels: HashMap::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    let applied = c
+        .diff()
+        .apply(ApplyRequest {
+            diff: Some(desc.clone()),
+            mounts: mounts.clone(),
+            payloads: HashMap::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .applied
+        .unwrap();
+    assert_eq!(applied.digest, oci::sha256(&two_layers()[0]));
+    assert_eq!(applied.media_type, "application/vnd.oci.image.layer.v1.tar");
+
+    // Diff of the snapshot against nothing reproduces the same files in a new layer.
+    let out = c
+        .diff()
+        .diff(DiffRequest {
+            left: vec![],
+            right: mounts.clone(),
+            media_type: String::new(),
+            r#ref: "diff-x".into(),
+            labels: HashMap::from([("made-by".into(), "test".into())]),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .diff
+        .unwrap();
+    assert_eq!(
+        out.media_type,
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let info = c
+        .content()
+        .info(InfoRequest {
+            digest: out.digest.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .unwrap();
+    assert_eq!(info.labels["made-by"], "test");
+    let raw = c.read_blob(&out.digest, 0, 0).await.unwrap();
+    let mut plain = vec![];
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(raw.as_slice()),
+        &mut plain,
+    )
+    .unwrap();
+    assert_eq!(
+        info.labels["containerd.io/uncompressed"],
+        oci::sha256(&plain)
+    );
+    let names: Vec<String> = tar::Archive::new(plain.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.contains(&"etc/motd".to_string()), "{names:?}");
+
+    // A blob corrupted at rest fails with a digest error, naming the layer.
+    let blob = d
+        .root()
+        .join("io.containerd.content.v1.content/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 9;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let mounts = s
+        .prepare(PrepareSnapshotRequest {
+            snapshotter: "overlayfs".into(),
+            key: "y".into(),
+            parent: String::new(),
+            labels: HashMap::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    let e = c
+        .diff()
+        .apply(ApplyRequest {
+            diff: Some(desc),
+            mounts,
+            payloads: HashMap::new(),
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains(&digest), "{}", e.message());
+    c.version().version(()).await.unwrap();
+}
+
+#[tokio::test]
+async fn hostile_layer_through_the_api_changes_nothing_outside() {
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "secret").unwrap();
+    let evil = oci::layer(&[
+        Entry::Symlink("escape", outside.path().to_str().unwrap()),
+        Entry::File("escape/secret", b"pwned", 0o644),
+    ]);
+    let layer = oci::gzip(&evil);
+    let digest = c
+        .ingest("evil", layer.as_slice(), 0, None, HashMap::new())
+        .await
+        .unwrap();
+    let mounts = c
+        .snapshots()
+        .prepare(PrepareSnapshotRequest {
+            snapshotter: "overlayfs".into(),
+            key: "evil".into(),
+            parent: String::new(),
+            labels: HashMap::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    let e = c
+        .diff()
+        .apply(ApplyRequest {
+            diff: Some(Descriptor {
+                media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                digest,
+                size: layer.len() as i64,
+                annotations: HashMap::new(),
+            }),
+            mounts,
+            payloads: HashMap::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("escape/secret"), "{}", e.message());
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("secret")).unwrap(),
+        "secret"
+    );
+    c.version().version(()).await.unwrap();
+}
