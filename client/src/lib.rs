@@ -2,6 +2,7 @@
 //! the namespace and lease headers on every call, typed service clients and a few helpers
 //! for multi-step flows (ingesting and reading blobs).
 
+use berth_proto::berth::services::unpack::v1::unpack_client::UnpackClient;
 use berth_proto::content::{
     content_client::ContentClient, ReadContentRequest, WriteAction, WriteContentRequest,
 };
@@ -169,6 +170,7 @@ impl Client {
         tasks => TasksClient,
         snapshots => SnapshotsClient,
         diff => DiffClient,
+        unpack => UnpackClient,
     }
 
     /// Writes `data` into the content store under `reference`, resuming from whatever the

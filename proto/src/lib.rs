@@ -9,6 +9,16 @@ pub mod google {
     }
 }
 
+pub mod berth {
+    pub mod services {
+        pub mod unpack {
+            pub mod v1 {
+                tonic::include_proto!("berth.services.unpack.v1");
+            }
+        }
+    }
+}
+
 pub mod ttrpc {
     tonic::include_proto!("ttrpc");
 }
@@ -65,6 +75,16 @@ pub mod containerd {
             pub mod v1 {
                 tonic::include_proto!("containerd.services.events.v1");
             }
+            pub mod berth {
+                pub mod services {
+                    pub mod unpack {
+                        pub mod v1 {
+                            tonic::include_proto!("berth.services.unpack.v1");
+                        }
+                    }
+                }
+            }
+
             pub mod ttrpc {
                 pub mod v1 {
                     include!(concat!(

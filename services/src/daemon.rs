@@ -11,6 +11,7 @@ use crate::metadata::MetadataStore;
 use crate::namespaces::Namespaces;
 use crate::plugins::{self, Plugin, Registry};
 use crate::snapshots::Snapshots;
+use crate::unpack::Unpacker;
 use berth_snapshotters::Snapshotter;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ pub struct Daemon {
     pub leases: Leases,
     pub snapshots: Snapshots,
     pub differ: Differ,
+    pub unpacker: Unpacker,
     pub registry: Registry,
     pub uuid: String,
     pub version: VersionInfo,
@@ -151,6 +153,12 @@ impl Daemon {
         Ok(Daemon {
             root: root.to_path_buf(),
             differ: Differ::new(content.clone()),
+            unpacker: Unpacker::new(
+                content.clone(),
+                snapshots.clone(),
+                store.clone(),
+                events.clone(),
+            ),
             snapshots,
             images: Images::new(store.clone(), events.clone()),
             namespaces: Namespaces::new(store.clone(), events.clone()),
@@ -225,6 +233,13 @@ impl Daemon {
             .add_service(sized!(DiffServer::new(grpc::diff::DiffService {
                 core: self.differ.clone(),
             })))
+            .add_service(sized!(
+                berth_proto::berth::services::unpack::v1::unpack_server::UnpackServer::new(
+                    grpc::unpack::UnpackService {
+                        core: self.unpacker.clone(),
+                    }
+                )
+            ))
             .add_service(sized!(EventsServer::new(grpc::events::EventsService {
                 exchange: self.events.clone(),
             }))))

@@ -70,9 +70,19 @@ pub fn apply_blob(
     desc: &Descriptor,
     mounts: &[Mount],
 ) -> Result<Descriptor> {
+    apply_blob_with(content, ns, desc, |r| layer::apply_to_mounts(r, mounts))
+}
+
+/// Streams the blob `desc` through `apply`, verifying its digest and size on the way.
+pub fn apply_blob_with(
+    content: &Content,
+    ns: &Namespace,
+    desc: &Descriptor,
+    apply: impl FnOnce(&mut dyn Read) -> berth_snapshotters::Result<layer::Applied>,
+) -> Result<Descriptor> {
     let (file, rec) = content.open_blob_sync(ns, &desc.digest)?;
     let mut reader = Hashing::new(std::io::BufReader::with_capacity(1 << 20, file));
-    let applied = layer::apply_to_mounts(&mut reader, mounts);
+    let applied = apply(&mut reader);
     // Read to the end either way: a failed apply of a corrupted blob is reported as the
     // corruption it is.
     std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| Error::io("read layer", e))?;

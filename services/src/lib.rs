@@ -18,7 +18,9 @@ pub mod leases;
 pub mod metadata;
 pub mod namespace;
 pub mod namespaces;
+pub mod oci;
 pub mod plugins;
 pub mod snapshots;
+pub mod unpack;
 
 pub use error::{Error, Kind, Result};

@@ -14,6 +14,10 @@ pub trait Driver: Send + Sync + 'static {
     fn populate(&self, dir: &Path, kind: Kind, parent: Option<&Path>) -> Result<()>;
     /// Mounts of an active or view snapshot; `lowers` are ancestor directories, nearest first.
     fn mounts(&self, dir: &Path, kind: Kind, lowers: &[PathBuf]) -> Vec<Mount>;
+    /// Whether a committed snapshot holds only its own layer (so layers can be staged).
+    fn independent_layers(&self) -> bool {
+        false
+    }
 }
 
 pub struct FsSnapshotter<D: Driver> {
@@ -149,9 +153,9 @@ impl<D: Driver> FsSnapshotter<D> {
             .mounts(&self.dir(id), kind, &self.lowers(parent)?))
     }
 
-    /// Internal: a committed snapshot made from an already-filled directory, used by
-    /// parallel unpack (each layer is extracted on its own, then stacked in order).
-    pub fn commit_dir(
+    /// A committed snapshot made from an already-filled directory: parallel unpack extracts
+    /// each layer on its own, then stacks them in order.
+    fn commit_dir(
         &self,
         name: &str,
         parent: Option<&str>,
@@ -197,11 +201,6 @@ impl<D: Driver> FsSnapshotter<D> {
             fs::rename(filled, &dir).map_err(io("place snapshot dir"))?;
             Ok(())
         })
-    }
-
-    /// A scratch directory on the snapshotter's filesystem (so it can be renamed in).
-    pub fn scratch_dir(&self) -> Result<PathBuf> {
-        tempdir_in(&self.root.join("snapshots"))
     }
 }
 
@@ -395,6 +394,30 @@ impl<D: Driver> Snapshotter for FsSnapshotter<D> {
             }
         }
         Ok(())
+    }
+
+    fn stage(&self) -> Option<Result<crate::Staged>> {
+        if !self.driver.independent_layers() {
+            return None;
+        }
+        Some(tempdir_in(&self.root.join("snapshots")).and_then(|dir| {
+            fs::create_dir(dir.join("fs")).map_err(io("create staging fs"))?;
+            Ok(crate::Staged { dir })
+        }))
+    }
+
+    fn commit_staged(
+        &self,
+        staged: crate::Staged,
+        name: &str,
+        parent: Option<&str>,
+        labels: Labels,
+    ) -> Result<()> {
+        let r = self.commit_dir(name, parent, &staged.dir, labels);
+        if r.is_err() {
+            staged.discard();
+        }
+        r
     }
 
     fn cleanup(&self) -> Result<()> {

@@ -108,4 +108,44 @@ pub trait Snapshotter: Send + Sync {
     fn walk(&self, visit: &mut dyn FnMut(&Info) -> bool) -> Result<()>;
     /// Deletes directories no snapshot owns (left by a crash).
     fn cleanup(&self) -> Result<()>;
+
+    /// For snapshotters whose committed layers hold only their own changes (overlayfs):
+    /// a fresh staging directory whose `fs` a caller fills with one layer, independently of
+    /// its parents, so layers can be extracted in parallel. None: layers must be applied
+    /// in order on a prepared snapshot.
+    fn stage(&self) -> Option<Result<Staged>> {
+        None
+    }
+
+    /// Commits a filled staging directory as snapshot `name` on top of `parent`.
+    fn commit_staged(
+        &self,
+        staged: Staged,
+        name: &str,
+        parent: Option<&str>,
+        labels: Labels,
+    ) -> Result<()> {
+        let _ = (name, parent, labels);
+        let _ = std::fs::remove_dir_all(&staged.dir);
+        Err(Error::FailedPrecondition(
+            "this snapshotter does not stage layers".into(),
+        ))
+    }
+}
+
+/// A staging directory from [`Snapshotter::stage`]; fill `fs()` with one layer.
+#[derive(Debug)]
+pub struct Staged {
+    pub dir: std::path::PathBuf,
+}
+
+impl Staged {
+    pub fn fs(&self) -> std::path::PathBuf {
+        self.dir.join("fs")
+    }
+
+    /// Drops an unused staging directory.
+    pub fn discard(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -45,6 +45,10 @@ impl Driver for Overlay {
         Ok(())
     }
 
+    fn independent_layers(&self) -> bool {
+        true
+    }
+
     fn mounts(&self, dir: &Path, kind: Kind, lowers: &[PathBuf]) -> Vec<Mount> {
         let fs = dir.join("fs");
         let bind = |src: &Path, rw: &str| Mount {

@@ -458,3 +458,201 @@ async fn hostile_layer_through_the_api_changes_nothing_outside() {
     );
     c.version().version(()).await.unwrap();
 }
+
+fn import_no_unpack(d: &Daemon, work: &Path, layers: &[Vec<u8>], name: &str) -> oci::Built {
+    let layout = work.join(format!("layout-{}", name.replace(['/', ':'], "_")));
+    let built = oci::layout(&layout, "v1", layers);
+    let archive = work.join("image.tar");
+    oci::archive(&layout, &archive);
+    ok(&d.ctr(&[
+        "images",
+        "import",
+        "--no-unpack",
+        "--base-name",
+        name,
+        archive.to_str().unwrap(),
+    ]));
+    built
+}
+
+#[test]
+fn berth_unpacks_in_the_daemon() {
+    let d = Daemon::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut layers = two_layers();
+    // More layers than workers, so the parallel path stacks out-of-order completions.
+    for i in 0..6 {
+        let name = format!("extra/{i}");
+        let body = format!("layer {i}");
+        layers.push(oci::layer(&[Entry::File(&name, body.as_bytes(), 0o644)]));
+    }
+    let built = import_no_unpack(&d, work.path(), &layers, "test.local/many");
+    for snapshotter in ["overlayfs", "native"] {
+        let out = ok(&d.berth(
+            &[
+                "images",
+                "unpack",
+                "--snapshotter",
+                snapshotter,
+                "test.local/many:v1",
+            ],
+            None,
+        ));
+        assert!(out.contains("8 of 8 layers"), "{out}");
+        let again = ok(&d.berth(
+            &[
+                "images",
+                "unpack",
+                "--snapshotter",
+                snapshotter,
+                "test.local/many:v1",
+            ],
+            None,
+        ));
+        assert!(again.contains("0 of 8 layers"), "{again}");
+        let ls = ok(&d.berth(
+            &[
+                "snapshots",
+                "--snapshotter",
+                snapshotter,
+                "ls",
+                "--format",
+                "json",
+            ],
+            None,
+        ));
+        let v: serde_json::Value = serde_json::from_str(&ls).unwrap();
+        let top = built.chain_ids.last().unwrap();
+        let entry = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["Name"] == top.as_str())
+            .unwrap();
+        assert_eq!(entry["Parent"], built.chain_ids[6].as_str());
+        ok(&d.berth(
+            &[
+                "snapshots",
+                "--snapshotter",
+                snapshotter,
+                "prepare",
+                "c",
+                top,
+            ],
+            None,
+        ));
+        let target = work.path().join(format!("mnt-{snapshotter}"));
+        let _m = ctr_mount(&d, snapshotter, "c", &target);
+        check_tree(&target);
+        for i in 0..6 {
+            assert_eq!(
+                std::fs::read_to_string(target.join(format!("extra/{i}"))).unwrap(),
+                format!("layer {i}")
+            );
+        }
+    }
+    let content = ok(&d.ctr(&["content", "ls"]));
+    assert!(
+        content.contains("containerd.io/gc.ref.snapshot.overlayfs="),
+        "{content}"
+    );
+}
+
+#[test]
+fn unpack_refuses_a_layer_that_does_not_match_its_diff_id() {
+    let d = Daemon::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let layers = two_layers();
+    oci::layout(&layout, "v1", &layers);
+    // Rewrite the config so it claims a different diffID for layer 0.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blobs = layout.join("blobs/sha256");
+    let mdig = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(&mdig)).unwrap()).unwrap();
+    let cdig = manifest["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(&cdig)).unwrap()).unwrap();
+    config["rootfs"]["diff_ids"][0] = serde_json::json!(oci::sha256(b"not this layer"));
+    let cbytes = config.to_string();
+    let new_c = oci::sha256(cbytes.as_bytes());
+    std::fs::write(blobs.join(new_c.trim_start_matches("sha256:")), &cbytes).unwrap();
+    manifest["config"]["digest"] = serde_json::json!(new_c);
+    manifest["config"]["size"] = serde_json::json!(cbytes.len());
+    let mbytes = manifest.to_string();
+    let new_m = oci::sha256(mbytes.as_bytes());
+    std::fs::write(blobs.join(new_m.trim_start_matches("sha256:")), &mbytes).unwrap();
+    let mut index = index;
+    index["manifests"][0]["digest"] = serde_json::json!(new_m);
+    index["manifests"][0]["size"] = serde_json::json!(mbytes.len());
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    let archive = work.path().join("bad.tar");
+    oci::archive(&layout, &archive);
+    ok(&d.ctr(&[
+        "images",
+        "import",
+        "--no-unpack",
+        "--base-name",
+        "test.local/bad",
+        archive.to_str().unwrap(),
+    ]));
+    let out = d.berth(&["images", "unpack", "test.local/bad:v1"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("inconsistent"), "{err}");
+    let ls = ok(&d.berth(&["snapshots", "ls", "-q"], None));
+    assert!(ls.trim().is_empty(), "half an unpack left behind: {ls}");
+    let staged = std::fs::read_dir(
+        d.root()
+            .join("io.containerd.snapshotter.v1.overlayfs/snapshots"),
+    )
+    .unwrap()
+    .count();
+    assert_eq!(staged, 0, "staging directories left behind");
+}
+
+#[test]
+fn cli_snapshot_commands() {
+    let d = Daemon::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let built = import_no_unpack(&d, work.path(), &two_layers(), "test.local/cli");
+    ok(&d.berth(&["images", "unpack", "test.local/cli:v1"], None));
+    let top = built.chain_ids.last().unwrap().clone();
+    let tree = ok(&d.berth(&["snapshots", "tree"], None));
+    assert!(tree.contains(&format!("\\_ {top}")), "{tree}");
+    let mounts = ok(&d.berth(
+        &["snapshots", "prepare", "work", &top, "--target", "/x"],
+        None,
+    ));
+    assert!(
+        mounts.starts_with("mount -t overlay overlay /x -o"),
+        "{mounts}"
+    );
+    let target = work.path().join("mnt");
+    {
+        let _m = ctr_mount(&d, "overlayfs", "work", &target);
+        std::fs::write(target.join("etc/changed"), "yes").unwrap();
+    }
+    let digest = ok(&d.berth(&["snapshots", "diff", "work"], None));
+    let content = ok(&d.berth(&["content", "ls"], None));
+    assert!(content.contains(digest.trim()), "{content}");
+    ok(&d.berth(&["snapshots", "label", "work", "purpose=test"], None));
+    let info = ok(&d.berth(&["snapshots", "info", "work"], None));
+    assert!(info.contains("\"purpose\": \"test\""), "{info}");
+    let usage = ok(&d.berth(&["snapshots", "usage", "work"], None));
+    assert!(usage.contains("work"), "{usage}");
+    ok(&d.berth(&["snapshots", "commit", "done", "work"], None));
+    let ls = ok(&d.berth(&["snapshots", "ls"], None));
+    assert!(ls.contains("done") && !ls.contains("work "), "{ls}");
+    ok(&d.berth(&["snapshots", "rm", "done"], None));
+}

@@ -33,6 +33,16 @@ pub enum Cmd {
         #[arg(required = true)]
         labels: Vec<String>,
     },
+    /// Unpack an image's layers into snapshots (in parallel where the snapshotter allows)
+    Unpack {
+        name: String,
+        /// Snapshotter to unpack into
+        #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
+        snapshotter: String,
+        /// Platform (os/arch[/variant]) to pick from a multi-platform image
+        #[arg(long, default_value = "")]
+        platform: String,
+    },
     /// Give an image another name
     Tag {
         source: String,
@@ -121,6 +131,29 @@ pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
                 .image
                 .unwrap_or_default();
             println!("{}", crate::output::labels(&img.labels));
+        }
+        Cmd::Unpack {
+            name,
+            snapshotter,
+            platform,
+        } => {
+            let started = std::time::Instant::now();
+            let r = client
+                .unpack()
+                .unpack(berth_proto::berth::services::unpack::v1::UnpackRequest {
+                    name: name.clone(),
+                    snapshotter,
+                    platform,
+                })
+                .await?
+                .into_inner();
+            println!(
+                "unpacked {name}: {} of {} layers extracted in {:.2?} (top snapshot {})",
+                r.extracted,
+                r.layers,
+                started.elapsed(),
+                r.chain_id
+            );
         }
         Cmd::Tag {
             source,

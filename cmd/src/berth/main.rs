@@ -6,6 +6,7 @@ mod images;
 mod leases;
 mod namespaces;
 mod output;
+mod snapshots;
 
 use anyhow::Context;
 use berth_client::Client;
@@ -46,6 +47,9 @@ enum Command {
     /// Manage images
     #[command(subcommand, alias = "i")]
     Images(images::Cmd),
+    /// Manage snapshots
+    #[command(alias = "snapshot")]
+    Snapshots(snapshots::Snapshots),
     /// Manage leases
     #[command(subcommand)]
     Leases(leases::Cmd),
@@ -130,6 +134,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Content(cmd) => content::run(&client, cmd).await,
         Command::Images(cmd) => images::run(&client, cmd).await,
         Command::Leases(cmd) => leases::run(&client, cmd).await,
+        Command::Snapshots(args) => snapshots::run(&client, args).await,
         Command::Events { filters } => events::run(&client, filters).await,
     }
 }

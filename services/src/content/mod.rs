@@ -244,6 +244,41 @@ impl Content {
         adopt(&self.store, ctx, &digest, size, labels)
     }
 
+    /// Reads a small document (manifest, index, config) whole, refusing anything larger than
+    /// `max` and anything whose bytes do not match `digest` and `size`.
+    pub fn read_document_sync(
+        &self,
+        ns: &Namespace,
+        digest: &str,
+        size: i64,
+        max: i64,
+    ) -> Result<Vec<u8>> {
+        if size > max {
+            return Err(Error::invalid(format!(
+                "{digest} is {size} bytes; documents larger than {max} bytes are refused"
+            )));
+        }
+        let (file, rec) = self.open_blob_sync(ns, digest)?;
+        if rec.size > max {
+            return Err(Error::invalid(format!(
+                "{digest} is larger than {max} bytes"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(rec.size as usize);
+        use std::io::Read;
+        file.take(max as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(format!("read {digest}"), e))?;
+        let got = Digest::of(&bytes);
+        if got.to_string() != digest || (size > 0 && bytes.len() as i64 != size) {
+            return Err(Error::precondition(format!(
+                "{digest} is corrupted in the content store (read {got}, {} bytes); remove it and pull again",
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    }
+
     /// Adds labels to a blob, for blocking callers.
     pub fn label_sync(&self, ns: &Namespace, digest: &str, labels: Labels) -> Result<BlobRecord> {
         validate_labels(&labels)?;

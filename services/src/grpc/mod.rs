@@ -9,6 +9,7 @@ pub mod introspection;
 pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
+pub mod unpack;
 pub mod version;
 
 use crate::content::Ctx;

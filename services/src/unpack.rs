@@ -1,0 +1,352 @@
+//! Unpack: an image's layers into a chain of committed snapshots named by chain ID, as
+//! containerd's clients expect to find them. With a snapshotter whose layers are independent
+//! (overlayfs) every missing layer is extracted at once, in parallel, then stacked in order.
+
+use crate::content::{Content, Ctx};
+use crate::diff::{apply_blob, apply_blob_with, UNCOMPRESSED_LABEL};
+use crate::error::{blocking, Error, Kind, Result};
+use crate::events::{Event, Exchange};
+use crate::metadata::leases::LeaseResource;
+use crate::metadata::{Labels, MetadataStore};
+use crate::namespace::Namespace;
+use crate::oci::{self, DocDescriptor, Document, Platform, MAX_DOCUMENT};
+use crate::snapshots::Snapshots;
+use berth_snapshotters::layer::{self, Whiteouts};
+use berth_snapshotters::{Snapshotter, Staged};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unpacked {
+    pub chain_id: String,
+    pub layers: usize,
+    /// Layers extracted by this call (the rest were already there).
+    pub extracted: usize,
+}
+
+/// An image resolved to one platform's manifest.
+pub struct Resolved {
+    pub manifest: DocDescriptor,
+    pub config: DocDescriptor,
+    pub layers: Vec<DocDescriptor>,
+    pub diff_ids: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Unpacker {
+    content: Content,
+    snapshots: Snapshots,
+    store: MetadataStore,
+    events: Exchange,
+}
+
+/// Resolves `target` (index or manifest) to the manifest for `platform`.
+pub fn resolve(
+    content: &Content,
+    ns: &Namespace,
+    target: &crate::images::Descriptor,
+    platform: &Platform,
+) -> Result<Resolved> {
+    let mut desc = target.clone();
+    for _ in 0..4 {
+        let bytes = content.read_document_sync(ns, &desc.digest, desc.size, MAX_DOCUMENT)?;
+        match oci::parse_document(&desc, &bytes)? {
+            Document::Index(manifests) => {
+                let chosen = manifests
+                    .iter()
+                    .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
+                    .or_else(|| manifests.iter().find(|m| m.platform.is_none()))
+                    .ok_or_else(|| {
+                        Error::not_found(format!("image has no manifest for platform {platform}"))
+                    })?;
+                desc = chosen.descriptor();
+            }
+            Document::Manifest { config, layers } => {
+                let cbytes =
+                    content.read_document_sync(ns, &config.digest, config.size, MAX_DOCUMENT)?;
+                let cfg = oci::parse_config(&config, &cbytes)?;
+                if cfg.rootfs.diff_ids.len() != layers.len() {
+                    return Err(Error::invalid(format!(
+                        "config {} lists {} diff_ids for {} layers",
+                        config.digest,
+                        cfg.rootfs.diff_ids.len(),
+                        layers.len()
+                    )));
+                }
+                return Ok(Resolved {
+                    manifest: DocDescriptor {
+                        media_type: desc.media_type.clone(),
+                        digest: desc.digest.clone(),
+                        size: desc.size,
+                        annotations: desc.annotations.clone(),
+                        platform: None,
+                    },
+                    config,
+                    layers,
+                    diff_ids: cfg.rootfs.diff_ids,
+                });
+            }
+        }
+    }
+    Err(Error::invalid("image indexes nest too deeply"))
+}
+
+fn scoped(ns: &Namespace, key: &str) -> String {
+    format!("{ns}/{key}")
+}
+
+impl Unpacker {
+    pub fn new(
+        content: Content,
+        snapshots: Snapshots,
+        store: MetadataStore,
+        events: Exchange,
+    ) -> Self {
+        Unpacker {
+            content,
+            snapshots,
+            store,
+            events,
+        }
+    }
+
+    pub async fn unpack(
+        &self,
+        ctx: Ctx,
+        image: String,
+        snapshotter: String,
+        platform: Option<Platform>,
+    ) -> Result<Unpacked> {
+        let this = self.clone();
+        blocking(move || {
+            this.unpack_sync(
+                &ctx,
+                &image,
+                &snapshotter,
+                &platform.unwrap_or_else(Platform::host),
+            )
+        })
+        .await
+    }
+
+    fn unpack_sync(
+        &self,
+        ctx: &Ctx,
+        image: &str,
+        snapshotter: &str,
+        platform: &Platform,
+    ) -> Result<Unpacked> {
+        let record = self.store.image_get(&ctx.ns, image)?;
+        let resolved = resolve(&self.content, &ctx.ns, &record.target, platform)?;
+        let name = if snapshotter.is_empty() {
+            "overlayfs"
+        } else {
+            snapshotter
+        };
+        let snap = self.snapshots.get(name)?;
+        let chains = oci::chain_ids(&resolved.diff_ids);
+        let present = chains
+            .iter()
+            .take_while(|c| snap.stat(&scoped(&ctx.ns, c)).is_ok())
+            .count();
+        let missing: Vec<usize> = (present..chains.len()).collect();
+        if !missing.is_empty() {
+            match snap.stage() {
+                Some(Ok(first)) if missing.len() > 1 => self.parallel(
+                    ctx,
+                    name,
+                    snap.as_ref(),
+                    first,
+                    &resolved,
+                    &chains,
+                    &missing,
+                )?,
+                Some(staged) => {
+                    if let Ok(s) = staged {
+                        s.discard();
+                    }
+                    self.sequential(ctx, name, snap.as_ref(), &resolved, &chains, &missing)?
+                }
+                None => self.sequential(ctx, name, snap.as_ref(), &resolved, &chains, &missing)?,
+            }
+        }
+        for (l, d) in resolved.layers.iter().zip(&resolved.diff_ids) {
+            self.content.label_sync(
+                &ctx.ns,
+                &l.digest,
+                Labels::from([(UNCOMPRESSED_LABEL.to_string(), d.clone())]),
+            )?;
+        }
+        let top = chains.last().cloned().unwrap_or_default();
+        if !top.is_empty() {
+            self.content.label_sync(
+                &ctx.ns,
+                &resolved.config.digest,
+                Labels::from([(format!("containerd.io/gc.ref.snapshot.{name}"), top.clone())]),
+            )?;
+        }
+        Ok(Unpacked {
+            chain_id: top,
+            layers: chains.len(),
+            extracted: missing.len(),
+        })
+    }
+
+    fn committed(&self, ctx: &Ctx, snapshotter: &str, chain: &str) -> Result<()> {
+        if let Some(lease) = &ctx.lease {
+            self.store.lease_add_resource(
+                &ctx.ns,
+                lease,
+                &LeaseResource {
+                    kind: format!("snapshots/{snapshotter}"),
+                    id: chain.to_string(),
+                },
+            )?;
+        }
+        self.events.publish(
+            &ctx.ns,
+            Event::SnapshotCommit {
+                key: chain.to_string(),
+                name: chain.to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    fn check_diff_id(&self, i: usize, resolved: &Resolved, got: &str) -> Result<()> {
+        if got != resolved.diff_ids[i] {
+            return Err(Error::precondition(format!(
+                "layer {} unpacks to {got}, but the image config says {}; the image is inconsistent",
+                resolved.layers[i].digest, resolved.diff_ids[i]
+            )));
+        }
+        Ok(())
+    }
+
+    /// One layer at a time: prepare on the parent, apply, commit.
+    fn sequential(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        snap: &dyn Snapshotter,
+        resolved: &Resolved,
+        chains: &[String],
+        missing: &[usize],
+    ) -> Result<()> {
+        for &i in missing {
+            let parent = (i > 0).then(|| scoped(&ctx.ns, &chains[i - 1]));
+            let key = scoped(
+                &ctx.ns,
+                &format!("extract-{} {}", uuid::Uuid::new_v4().simple(), chains[i]),
+            );
+            let mounts = snap.prepare(&key, parent.as_deref(), Labels::new())?;
+            let result = apply_blob(
+                &self.content,
+                &ctx.ns,
+                &resolved.layers[i].descriptor(),
+                &mounts,
+            )
+            .and_then(|applied| self.check_diff_id(i, resolved, &applied.digest))
+            .and_then(|()| {
+                match snap.commit(&scoped(&ctx.ns, &chains[i]), &key, Labels::new()) {
+                    Err(berth_snapshotters::Error::AlreadyExists(_)) => Ok(()),
+                    other => other.map_err(Error::from),
+                }
+            });
+            if let Err(e) = result {
+                let _ = snap.remove(&key);
+                return Err(e);
+            }
+            if snap.stat(&key).is_ok() {
+                let _ = snap.remove(&key);
+            }
+            self.committed(ctx, name, &chains[i])?;
+        }
+        Ok(())
+    }
+
+    /// Every missing layer extracted at once into its own staging directory, then
+    /// committed bottom-up. A failure discards every staged layer.
+    #[allow(clippy::too_many_arguments)]
+    fn parallel(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        snap: &dyn Snapshotter,
+        first: Staged,
+        resolved: &Resolved,
+        chains: &[String],
+        missing: &[usize],
+    ) -> Result<()> {
+        let mut staged: Vec<Option<Staged>> = vec![Some(first)];
+        for _ in 1..missing.len() {
+            match snap.stage() {
+                Some(Ok(s)) => staged.push(Some(s)),
+                Some(Err(e)) => {
+                    staged.into_iter().flatten().for_each(Staged::discard);
+                    return Err(e.into());
+                }
+                None => {
+                    staged.into_iter().flatten().for_each(Staged::discard);
+                    return Err(Error::new(
+                        Kind::Internal,
+                        "snapshotter stopped staging layers",
+                    ));
+                }
+            }
+        }
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(2, 8)
+            .min(missing.len());
+        let next = AtomicUsize::new(0);
+        let errors: Mutex<Vec<Error>> = Mutex::new(vec![]);
+        let dirs: Vec<std::path::PathBuf> = staged.iter().flatten().map(Staged::fs).collect();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let j = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = missing.get(j) else { break };
+                    let dir = &dirs[j];
+                    let r = apply_blob_with(
+                        &self.content,
+                        &ctx.ns,
+                        &resolved.layers[i].descriptor(),
+                        |rd| layer::apply(rd, dir, Whiteouts::Overlay),
+                    )
+                    .and_then(|applied| self.check_diff_id(i, resolved, &applied.digest));
+                    if let Err(e) = r {
+                        if let Ok(mut v) = errors.lock() {
+                            v.push(e);
+                        }
+                        break;
+                    }
+                });
+            }
+        });
+        let mut errs = errors.into_inner().unwrap_or_default();
+        if let Some(e) = errs.pop() {
+            staged.into_iter().flatten().for_each(Staged::discard);
+            return Err(e);
+        }
+        for (j, &i) in missing.iter().enumerate() {
+            let Some(s) = staged[j].take() else { continue };
+            let parent = (i > 0).then(|| scoped(&ctx.ns, &chains[i - 1]));
+            match snap.commit_staged(
+                s,
+                &scoped(&ctx.ns, &chains[i]),
+                parent.as_deref(),
+                Labels::new(),
+            ) {
+                Ok(()) | Err(berth_snapshotters::Error::AlreadyExists(_)) => {}
+                Err(e) => {
+                    staged.into_iter().flatten().for_each(Staged::discard);
+                    return Err(e.into());
+                }
+            }
+            self.committed(ctx, name, &chains[i])?;
+        }
+        Ok(())
+    }
+}
