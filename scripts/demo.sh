@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # berth's main job, as far as it goes today: start berthd on its default root, state and
 # socket (if it is not running already), import an OCI image archive with containerd's own
-# ctr, and inspect it with berth's CLI.
+# ctr, unpack it into snapshots inside berthd, and look at the image's files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release
@@ -41,10 +41,22 @@ echo
 echo "== ctr images import (containerd's client, talking to berthd)"
 ctr --address "$SOCK" images import --no-unpack --base-name demo.local/hello "$work/hello.tar"
 echo
+echo "== berth images unpack (layers into overlayfs snapshots, inside berthd)"
+"$BIN/berth" images unpack demo.local/hello:latest
+echo
 echo "== berth images ls"
 "$BIN/berth" images ls
 echo
-echo "== berth content ls"
-"$BIN/berth" content ls
+echo "== berth snapshots tree"
+"$BIN/berth" snapshots tree
+echo
+echo "== the image's files, through a writable snapshot"
+top=$("$BIN/berth" snapshots ls -q | head -1)
+"$BIN/berth" snapshots rm demo-rootfs >/dev/null 2>&1 || true
+mkdir -p "$work/rootfs-mnt"
+sh -c "$("$BIN/berth" snapshots prepare demo-rootfs "$top" --target "$work/rootfs-mnt")"
+echo "/etc/motd: $(cat "$work/rootfs-mnt/etc/motd")"
+umount "$work/rootfs-mnt"
+"$BIN/berth" snapshots rm demo-rootfs >/dev/null
 echo
 echo "demo: berthd keeps running; stop it with: kill \$(cat /var/lib/berth/berthd.lock)"

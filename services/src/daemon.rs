@@ -1,5 +1,6 @@
 //! Assembles berthd's core from its plugins, in dependency order, and serves it over gRPC.
 
+use crate::containers::Containers;
 use crate::content::Content;
 use crate::diff::Differ;
 use crate::error::{Error, Result};
@@ -34,6 +35,7 @@ pub struct Daemon {
     pub images: Images,
     pub namespaces: Namespaces,
     pub leases: Leases,
+    pub containers: Containers,
     pub snapshots: Snapshots,
     pub differ: Differ,
     pub unpacker: Unpacker,
@@ -74,6 +76,7 @@ fn registry(root: &Path) -> Result<Registry> {
         "images-service",
         "namespaces-service",
         "leases-service",
+        "containers-service",
     ] {
         r.register(Plugin::new(
             plugins::SERVICE,
@@ -163,6 +166,7 @@ impl Daemon {
             images: Images::new(store.clone(), events.clone()),
             namespaces: Namespaces::new(store.clone(), events.clone()),
             leases: Leases::new(store.clone()),
+            containers: Containers::new(store.clone(), events.clone()),
             content,
             events,
             store,
@@ -225,6 +229,13 @@ impl Daemon {
             .add_service(sized!(LeasesServer::new(grpc::leases::LeasesService {
                 core: self.leases.clone(),
             })))
+            .add_service(sized!(
+                berth_proto::containers::containers_server::ContainersServer::new(
+                    grpc::containers::ContainersService {
+                        core: self.containers.clone(),
+                    }
+                )
+            ))
             .add_service(sized!(SnapshotsServer::new(
                 grpc::snapshots::SnapshotsService {
                     core: self.snapshots.clone(),

@@ -35,6 +35,21 @@ pub enum Event {
     ContentDelete {
         digest: String,
     },
+    ContainerCreate {
+        id: String,
+        image: String,
+        runtime: String,
+        runtime_options: Option<crate::metadata::containers::AnyValue>,
+    },
+    ContainerUpdate {
+        id: String,
+        image: String,
+        labels: Labels,
+        snapshot_key: String,
+    },
+    ContainerDelete {
+        id: String,
+    },
     SnapshotPrepare {
         key: String,
         parent: String,
@@ -64,6 +79,9 @@ impl Event {
             Event::ImageUpdate { .. } => "/images/update",
             Event::ImageDelete { .. } => "/images/delete",
             Event::ContentDelete { .. } => "/content/delete",
+            Event::ContainerCreate { .. } => "/containers/create",
+            Event::ContainerUpdate { .. } => "/containers/update",
+            Event::ContainerDelete { .. } => "/containers/delete",
             Event::SnapshotPrepare { .. } => "/snapshot/prepare",
             Event::SnapshotCommit { .. } => "/snapshot/commit",
             Event::SnapshotRemove { .. } => "/snapshot/remove",
@@ -83,6 +101,12 @@ impl Event {
                 "name",
             ) => Some(n.clone()),
             (Event::ContentDelete { digest }, "digest") => Some(digest.clone()),
+            (
+                Event::ContainerCreate { id, .. }
+                | Event::ContainerUpdate { id, .. }
+                | Event::ContainerDelete { id },
+                "id",
+            ) => Some(id.clone()),
             (
                 Event::SnapshotPrepare { key, .. }
                 | Event::SnapshotCommit { key, .. }

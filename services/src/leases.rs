@@ -4,7 +4,9 @@ use crate::error::{blocking, Error, Result};
 use crate::filters::{label_field, Fields, Filter};
 use crate::metadata::leases::{LeaseRecord, LeaseResource};
 use crate::metadata::{now, validate_labels, Labels, MetadataStore};
-use crate::namespace::{validate_identifier, Namespace};
+use crate::namespace::Namespace;
+
+const MAX_LEASE_ID: usize = 1024;
 
 impl Fields for LeaseRecord {
     fn field(&self, path: &[String]) -> Option<String> {
@@ -49,7 +51,12 @@ impl Leases {
         let id = if id.is_empty() {
             format!("berth-{}", uuid::Uuid::new_v4().simple())
         } else {
-            validate_identifier("lease id", &id)?;
+            // containerd takes any name here (ctr uses mount paths); only keep it sane.
+            if id.len() > MAX_LEASE_ID || id.chars().any(char::is_control) {
+                return Err(Error::invalid(format!(
+                    "lease id must be at most {MAX_LEASE_ID} bytes without control characters"
+                )));
+            }
             id
         };
         validate_labels(&labels)?;

@@ -6,6 +6,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod containers;
 pub mod content;
 pub mod daemon;
 pub mod diff;

@@ -213,8 +213,17 @@ impl Unpacker {
         Ok(())
     }
 
-    fn check_diff_id(&self, i: usize, resolved: &Resolved, got: &str) -> Result<()> {
+    fn check_diff_id(
+        &self,
+        ns: &Namespace,
+        i: usize,
+        resolved: &Resolved,
+        got: &str,
+    ) -> Result<()> {
         if got != resolved.diff_ids[i] {
+            // A blob damaged at rest says so; otherwise the image itself is inconsistent.
+            self.content
+                .verify_blob_sync(ns, &resolved.layers[i].digest)?;
             return Err(Error::precondition(format!(
                 "layer {} unpacks to {got}, but the image config says {}; the image is inconsistent",
                 resolved.layers[i].digest, resolved.diff_ids[i]
@@ -246,7 +255,7 @@ impl Unpacker {
                 &resolved.layers[i].descriptor(),
                 &mounts,
             )
-            .and_then(|applied| self.check_diff_id(i, resolved, &applied.digest))
+            .and_then(|applied| self.check_diff_id(&ctx.ns, i, resolved, &applied.digest))
             .and_then(|()| {
                 match snap.commit(&scoped(&ctx.ns, &chains[i]), &key, Labels::new()) {
                     Err(berth_snapshotters::Error::AlreadyExists(_)) => Ok(()),
@@ -315,7 +324,7 @@ impl Unpacker {
                         &resolved.layers[i].descriptor(),
                         |rd| layer::apply(rd, dir, Whiteouts::Overlay),
                     )
-                    .and_then(|applied| self.check_diff_id(i, resolved, &applied.digest));
+                    .and_then(|applied| self.check_diff_id(&ctx.ns, i, resolved, &applied.digest));
                     if let Err(e) = r {
                         if let Ok(mut v) = errors.lock() {
                             v.push(e);

@@ -3,6 +3,7 @@
 //! the same conformance suite.
 
 pub mod fs;
+pub mod hash;
 pub mod layer;
 pub mod mount;
 pub mod native;

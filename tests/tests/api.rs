@@ -623,7 +623,7 @@ async fn leases_record_resources() {
     assert!(!generated.id.is_empty());
     let e = l
         .create(CreateRequest {
-            id: "bad id!".into(),
+            id: "bad\nid".into(),
             labels: HashMap::new(),
         })
         .await

@@ -1,7 +1,7 @@
 //! Digest strings are validated before any path is built from them.
 
 use crate::error::{Error, Result};
-use sha2::{Digest as _, Sha256};
+use berth_snapshotters::hash::Sha256;
 
 /// A validated `sha256:<64 lowercase hex>` digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -31,14 +31,14 @@ impl Digest {
         })
     }
 
-    pub fn from_hasher(h: Sha256) -> Self {
-        Digest {
-            hex: hex::encode(h.finalize()),
-        }
+    pub fn from_hasher(h: &Sha256) -> Self {
+        Digest { hex: h.hex() }
     }
 
     pub fn of(data: &[u8]) -> Self {
-        Digest::from_hasher(Sha256::new_with_prefix(data))
+        let mut h = Sha256::new();
+        h.update(data);
+        Digest::from_hasher(&h)
     }
 
     pub fn hex(&self) -> &str {

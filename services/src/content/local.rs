@@ -12,8 +12,8 @@ use super::digest::Digest;
 use crate::error::{Error, Kind, Result};
 use crate::metadata::{now, Timestamp};
 use crate::namespace::Namespace;
+use berth_snapshotters::hash::Sha256;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -103,9 +103,9 @@ impl LocalStore {
     fn ingest_dir(&self, ns: &Namespace, reference: &str) -> PathBuf {
         let mut h = Sha256::new();
         h.update(ns.as_str().as_bytes());
-        h.update([0u8]);
+        h.update(&[0u8]);
         h.update(reference.as_bytes());
-        self.root.join("ingest").join(hex::encode(h.finalize()))
+        self.root.join("ingest").join(h.hex())
     }
 
     fn read_status(dir: &Path) -> Result<IngestStatus> {
@@ -268,7 +268,7 @@ impl Writer {
         &self.meta
     }
     pub fn digest_so_far(&self) -> Digest {
-        Digest::from_hasher(self.hasher.clone())
+        Digest::from_hasher(&self.hasher)
     }
     pub fn updated_at(&self) -> Timestamp {
         self.file
@@ -329,7 +329,7 @@ impl Writer {
                 self.offset
             )));
         }
-        let digest = Digest::from_hasher(self.hasher.clone());
+        let digest = Digest::from_hasher(&self.hasher);
         let expected = match expected {
             Some(d) => Some(d.clone()),
             None if !self.meta.expected.is_empty() => Some(Digest::parse(&self.meta.expected)?),

@@ -279,6 +279,32 @@ impl Content {
         Ok(bytes)
     }
 
+    /// Re-reads a blob and checks its bytes still match its digest and size.
+    pub fn verify_blob_sync(&self, ns: &Namespace, digest: &str) -> Result<()> {
+        use std::io::Read;
+        let (mut file, rec) = self.open_blob_sync(ns, digest)?;
+        let mut h = berth_snapshotters::hash::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0i64;
+        loop {
+            let k = file
+                .read(&mut buf)
+                .map_err(|e| Error::io(format!("read {digest}"), e))?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k as i64;
+        }
+        let got = h.digest();
+        if got != digest || n != rec.size {
+            return Err(Error::precondition(format!(
+                "blob {digest} is corrupted in the content store (read {got}, {n} bytes); remove it and pull the image again"
+            )));
+        }
+        Ok(())
+    }
+
     /// Adds labels to a blob, for blocking callers.
     pub fn label_sync(&self, ns: &Namespace, digest: &str, labels: Labels) -> Result<BlobRecord> {
         validate_labels(&labels)?;

@@ -43,6 +43,34 @@ pub mod convert {
             Event::ContentDelete { digest } => to_any(&pbe::ContentDelete {
                 digest: digest.clone(),
             }),
+            Event::ContainerCreate {
+                id,
+                image,
+                runtime,
+                runtime_options,
+            } => to_any(&pbe::ContainerCreate {
+                id: id.clone(),
+                image: image.clone(),
+                runtime: Some(pbe::container_create::Runtime {
+                    name: runtime.clone(),
+                    options: runtime_options.as_ref().map(|a| prost_types::Any {
+                        type_url: a.type_url.clone(),
+                        value: a.value.clone(),
+                    }),
+                }),
+            }),
+            Event::ContainerUpdate {
+                id,
+                image,
+                labels,
+                snapshot_key,
+            } => to_any(&pbe::ContainerUpdate {
+                id: id.clone(),
+                image: image.clone(),
+                labels: labels_out(labels),
+                snapshot_key: snapshot_key.clone(),
+            }),
+            Event::ContainerDelete { id } => to_any(&pbe::ContainerDelete { id: id.clone() }),
             Event::SnapshotPrepare { key, parent } => to_any(&pbe::SnapshotPrepare {
                 key: key.clone(),
                 parent: parent.clone(),

@@ -2,7 +2,7 @@
 //! `<root>/io.containerd.metadata.v1.redb/meta.redb`. Each write commits durably (fsync)
 //! before the RPC that caused it answers.
 //!
-//! Schema, version 1 (keys are tuples; values are JSON documents):
+//! Schema, version 2 (keys are tuples; values are JSON documents):
 //! ```text
 //! meta             "schema_version"                -> u32 (little endian)
 //!                  "server_uuid"                   -> utf-8 uuid
@@ -11,9 +11,12 @@
 //! content          (ns, digest)                    -> BlobRecord {size, created_at, updated_at, labels}
 //! leases           (ns, lease id)                  -> LeaseRecord {created_at, labels}
 //! lease_resources  (ns, lease id, type, resource)  -> ()
+//! containers       (ns, container id)              -> ContainerRecord        (since v2)
 //! ```
-//! A schema change bumps [`SCHEMA_VERSION`] and adds a step to [`migrate`] with its test.
+//! A schema change bumps [`SCHEMA_VERSION`] and adds a step to `migrate` with its test.
+//! v1 -> v2: the containers table is created; nothing else changes.
 
+pub mod containers;
 pub mod content;
 pub mod images;
 pub mod leases;
@@ -27,13 +30,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespaces");
 pub(crate) const IMAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("images");
 pub(crate) const CONTENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("content");
 pub(crate) const LEASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("leases");
+pub(crate) const CONTAINERS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("containers");
 pub(crate) const LEASE_RESOURCES: TableDefinition<(&str, &str, &str, &str), ()> =
     TableDefinition::new("lease_resources");
 
@@ -116,7 +121,7 @@ impl MetadataStore {
     /// Creates every table and brings an older database up to [`SCHEMA_VERSION`].
     fn migrate(&self) -> Result<()> {
         let txn = self.db.begin_write()?;
-        {
+        let found = {
             let mut meta = txn.open_table(META)?;
             let found = meta
                 .get("schema_version")?
@@ -131,12 +136,17 @@ impl MetadataStore {
                 )));
             }
             meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
-        }
+            found
+        };
         txn.open_table(NAMESPACES)?;
         txn.open_table(IMAGES)?;
         txn.open_table(CONTENT)?;
         txn.open_table(LEASES)?;
         txn.open_table(LEASE_RESOURCES)?;
+        if found < 2 {
+            // v2: containers.
+            txn.open_table(CONTAINERS)?;
+        }
         txn.commit()?;
         Ok(())
     }
@@ -242,6 +252,31 @@ mod tests {
         }
         let err = MetadataStore::open(&path).err().unwrap();
         assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn migrates_v1_to_v2_keeping_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        {
+            // A v1 database: its tables, no containers table, version 1.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert("schema_version", 1u32.to_le_bytes().as_slice())
+                    .unwrap();
+                let mut ns = txn.open_table(NAMESPACES).unwrap();
+                ns.insert("kept", br#"{"labels":{"a":"b"}}"#.as_slice())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = MetadataStore::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 2);
+        let ns = Namespace::parse("kept").unwrap();
+        assert_eq!(store.namespace_get(&ns).unwrap().unwrap().labels["a"], "b");
+        assert!(store.container_list(&ns).unwrap().is_empty());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Namespace records.
 
-use super::{namespace_has_records, Labels, MetadataStore, CONTENT, IMAGES, LEASES, NAMESPACES};
+use super::{
+    namespace_has_records, Labels, MetadataStore, CONTAINERS, CONTENT, IMAGES, LEASES, NAMESPACES,
+};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
 use redb::{ReadableDatabase, ReadableTable};
@@ -69,7 +71,12 @@ impl MetadataStore {
             if table.get(ns.as_str())?.is_none() {
                 return Err(Error::not_found(format!("namespace {ns}")));
             }
-            for (what, def) in [("images", IMAGES), ("content", CONTENT), ("leases", LEASES)] {
+            for (what, def) in [
+                ("images", IMAGES),
+                ("content", CONTENT),
+                ("leases", LEASES),
+                ("containers", CONTAINERS),
+            ] {
                 if namespace_has_records(&txn.open_table(def)?, ns.as_str())? {
                     return Err(Error::precondition(format!(
                         "namespace {ns} must be empty, but it still has {what}; remove them first"

@@ -4,8 +4,8 @@
 //! deletions (for a full tree).
 
 use super::root::{clean, cstr, last_os_error, lstat_at, remove_at, Root};
+use crate::hash::Sha256;
 use crate::{Error, Result};
-use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
@@ -76,6 +76,10 @@ struct Applier {
     created: HashSet<PathBuf>,
     /// Directory times are set last: later entries would change them.
     dir_times: Vec<(PathBuf, libc::timespec)>,
+    /// The directory of the previous entry: consecutive files in one directory (the common
+    /// case) reuse it instead of resolving it again.
+    parent_cache: Option<(PathBuf, OwnedFd)>,
+    buf: Vec<u8>,
 }
 
 fn timespec(secs: u64) -> libc::timespec {
@@ -97,6 +101,8 @@ pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applie
         whiteouts,
         created: HashSet::new(),
         dir_times: vec![],
+        parent_cache: None,
+        buf: vec![0u8; 256 << 10],
     };
     let mut entries = 0u64;
     {
@@ -115,7 +121,7 @@ pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applie
     std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| Error::io("read layer", e))?;
     applier.finish()?;
     Ok(Applied {
-        diff_id: format!("sha256:{}", hex::encode(hashing.hasher.finalize())),
+        diff_id: hashing.hasher.digest(),
         size: hashing.count,
         entries,
     })
@@ -160,34 +166,81 @@ impl Applier {
         };
         let mtime = timespec(header.mtime().unwrap_or(0));
         let xattrs = xattrs(entry)?;
-        let (dir, name) = self.root.parent_of(&path).map_err(|e| entry_err(&raw, e))?;
+        use tar::EntryType as T;
+        // Anything but a plain file may change what a cached directory path resolves to.
+        let keeps_dirs = matches!(
+            kind,
+            T::Regular | T::Continuous | T::GNUSparse | T::Link | T::Char | T::Block | T::Fifo
+        );
+        if !keeps_dirs
+            || self
+                .parent_cache
+                .as_ref()
+                .is_some_and(|(p, _)| p.starts_with(&path))
+        {
+            self.parent_cache = None;
+        }
+        let parent_path = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let (dir, name) = match self.parent_cache.take() {
+            Some((p, fd)) if p == parent_path => (fd, name.clone()),
+            _ => self.root.parent_of(&path).map_err(|e| entry_err(&raw, e))?,
+        };
         let cname = cstr(&name)?;
+        let result = self.make(
+            entry, kind, &raw, &path, &dir, &name, &cname, mode, uid, gid, mtime, &xattrs,
+        );
+        if keeps_dirs {
+            self.parent_cache = Some((parent_path, dir));
+        }
+        result?;
+        self.created.insert(path);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        kind: tar::EntryType,
+        raw: &Path,
+        path: &Path,
+        dir: &OwnedFd,
+        name: &OsStr,
+        cname: &std::ffi::CStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime: libc::timespec,
+        xattrs: &[(OsString, Vec<u8>)],
+    ) -> Result<()> {
+        let header = entry.header().clone();
+        let raw = raw.to_path_buf();
         use tar::EntryType as T;
         match kind {
             T::Directory => {
-                match lstat_at(&dir, &name)? {
+                match lstat_at(dir, name)? {
                     Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
                     Some(_) => {
-                        remove_at(&dir, &name)?;
-                        mkdir(&dir, &cname, &raw)?;
+                        remove_at(dir, name)?;
+                        mkdir(dir, cname, &raw)?;
                     }
-                    None => mkdir(&dir, &cname, &raw)?,
+                    None => mkdir(dir, cname, &raw)?,
                 }
                 let fd = open_at(
-                    &dir,
-                    &cname,
+                    dir,
+                    cname,
                     libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
                     0,
                     &raw,
                 )?;
-                self.finish_fd(&fd, uid, gid, mode, &xattrs, None, &raw)?;
-                self.dir_times.push((path.clone(), mtime));
+                self.finish_fd(&fd, uid, gid, mode, xattrs, None, &raw)?;
+                self.dir_times.push((path.to_path_buf(), mtime));
             }
             T::Regular | T::Continuous | T::GNUSparse => {
-                remove_at(&dir, &name)?;
+                remove_at(dir, name)?;
                 let fd = open_at(
-                    &dir,
-                    &cname,
+                    dir,
+                    cname,
                     libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
                     0o600,
                     &raw,
@@ -196,16 +249,24 @@ impl Applier {
                 let mut file = std::mem::ManuallyDrop::new(unsafe {
                     std::fs::File::from_raw_fd(fd.as_raw_fd())
                 });
-                std::io::copy(entry, &mut *file)
-                    .map_err(|e| entry_err(&raw, format!("write: {e}")))?;
-                self.finish_fd(&fd, uid, gid, mode, &xattrs, Some(mtime), &raw)?;
+                loop {
+                    let n = entry
+                        .read(&mut self.buf)
+                        .map_err(|e| entry_err(&raw, format!("read: {e}")))?;
+                    if n == 0 {
+                        break;
+                    }
+                    std::io::Write::write_all(&mut *file, &self.buf[..n])
+                        .map_err(|e| entry_err(&raw, format!("write: {e}")))?;
+                }
+                self.finish_fd(&fd, uid, gid, mode, xattrs, Some(mtime), &raw)?;
             }
             T::Symlink => {
                 let target = entry
                     .link_name()
                     .map_err(|e| entry_err(&raw, e))?
                     .ok_or_else(|| entry_err(&raw, "symlink without a target"))?;
-                remove_at(&dir, &name)?;
+                remove_at(dir, name)?;
                 let ctarget = cstr(target.as_os_str())?;
                 // SAFETY: NUL-terminated target and name; dir fd owned for the call.
                 if unsafe { libc::symlinkat(ctarget.as_ptr(), dir.as_raw_fd(), cname.as_ptr()) }
@@ -213,7 +274,7 @@ impl Applier {
                 {
                     return Err(entry_err(&raw, last_os_error("symlink")));
                 }
-                self.finish_at(&dir, &cname, uid, gid, mtime, &raw)?;
+                self.finish_at(dir, cname, uid, gid, mtime, &raw)?;
             }
             T::Link => {
                 let target = entry
@@ -236,7 +297,7 @@ impl Applier {
                         ))
                     }
                 }
-                remove_at(&dir, &name)?;
+                remove_at(dir, name)?;
                 let ctname = cstr(&tname)?;
                 // SAFETY: both names are single components in directory fds we hold; flag 0
                 // links the entry itself, never what a symlink points to.
@@ -261,7 +322,7 @@ impl Applier {
                     T::Block => libc::S_IFBLK,
                     _ => libc::S_IFIFO,
                 };
-                remove_at(&dir, &name)?;
+                remove_at(dir, name)?;
                 // SAFETY: mknodat of a single name in a directory fd we hold.
                 let rc = unsafe {
                     libc::mknodat(
@@ -274,7 +335,7 @@ impl Applier {
                 if rc != 0 {
                     return Err(entry_err(&raw, last_os_error("mknod")));
                 }
-                self.finish_at(&dir, &cname, uid, gid, mtime, &raw)?;
+                self.finish_at(dir, cname, uid, gid, mtime, &raw)?;
                 // SAFETY: fchmodat on a name in a directory fd we hold (not a symlink).
                 if unsafe { libc::fchmodat(dir.as_raw_fd(), cname.as_ptr(), mode, 0) } != 0 {
                     return Err(entry_err(&raw, last_os_error("chmod")));
@@ -283,7 +344,6 @@ impl Applier {
             T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => return Ok(()),
             other => return Err(entry_err(&raw, format!("unsupported entry type {other:?}"))),
         }
-        self.created.insert(path);
         Ok(())
     }
 

@@ -1,0 +1,88 @@
+# Shared by the bench scripts: starting berthd and containerd side by side on private
+# roots and sockets, and building a large test image from this machine's own files.
+# Source it; it expects WORK to be set.
+
+BERTH_SOCK="$WORK/berth.sock"
+CTRD_SOCK="$WORK/containerd.sock"
+PIDS=()
+
+cleanup_daemons() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+
+wait_socket() {
+  for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done
+  echo "bench: $1 did not appear" >&2; return 1
+}
+
+start_berthd() {
+  rm -rf "$WORK/berth"
+  target/release/berthd --root "$WORK/berth/root" --state "$WORK/berth/state" --address "$BERTH_SOCK" \
+    --log-level warn >"$WORK/berthd.log" 2>&1 &
+  PIDS+=($!)
+  wait_socket "$BERTH_SOCK"
+}
+
+start_containerd() {
+  command -v containerd >/dev/null || { echo "bench: containerd not installed (apt-get install containerd)" >&2; return 1; }
+  rm -rf "$WORK/containerd"
+  mkdir -p "$WORK/containerd"
+  cat >"$WORK/containerd.toml" <<TOML
+version = 2
+root = "$WORK/containerd/root"
+state = "$WORK/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$CTRD_SOCK"
+[ttrpc]
+  address = "$CTRD_SOCK.ttrpc"
+[debug]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$WORK/containerd/opt"
+TOML
+  containerd --config "$WORK/containerd.toml" >"$WORK/containerd.log" 2>&1 &
+  PIDS+=($!)
+  wait_socket "$CTRD_SOCK"
+}
+
+# make_image OUT.tar DIR... : one gzip layer per directory (relative to /), as an OCI archive.
+make_image() {
+  local out=$1; shift
+  local lay="$WORK/layout"
+  rm -rf "$lay"; mkdir -p "$lay/blobs/sha256"
+  local layers="" diffs=""
+  for d in "$@"; do
+    echo "bench: layer from /$d" >&2
+    tar --sort=name -C / -cf - "$d" 2>/dev/null | tee >(sha256sum | cut -d' ' -f1 >"$WORK/diffid") | gzip -6 >"$WORK/layer.gz"
+    sleep 0.2
+    local dg; dg=$(sha256sum "$WORK/layer.gz" | cut -d' ' -f1)
+    local sz; sz=$(stat -c %s "$WORK/layer.gz")
+    mv "$WORK/layer.gz" "$lay/blobs/sha256/$dg"
+    layers+="${layers:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$dg\",\"size\":$sz}"
+    diffs+="${diffs:+,}\"sha256:$(cat "$WORK/diffid")\""
+  done
+  local cfg="{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Cmd\":[\"/bin/sh\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[$diffs]}}"
+  local cd; cd=$(printf '%s' "$cfg" | sha256sum | cut -d' ' -f1)
+  printf '%s' "$cfg" >"$lay/blobs/sha256/$cd"
+  local man="{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:$cd\",\"size\":${#cfg}},\"layers\":[$layers]}"
+  local md; md=$(printf '%s' "$man" | sha256sum | cut -d' ' -f1)
+  printf '%s' "$man" >"$lay/blobs/sha256/$md"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"latest"},"platform":{"architecture":"amd64","os":"linux"}}]}' "$md" "${#man}" >"$lay/index.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$lay/oci-layout"
+  tar -C "$lay" -cf "$out" oci-layout index.json blobs
+  rm -rf "$lay"
+}
+
+# remove_snapshots SOCK : removes every snapshot, children before parents.
+remove_snapshots() {
+  for _ in $(seq 64); do
+    local keys; keys=$(ctr -a "$1" snapshots ls 2>/dev/null | awk 'NR>1 {print $1}')
+    [ -z "$keys" ] && return 0
+    for k in $keys; do ctr -a "$1" snapshots rm "$k" >/dev/null 2>&1 || true; done
+  done
+}
+
+now() { date +%s.%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }

@@ -1,0 +1,119 @@
+//! Container records: what a container is (spec, runtime, snapshot), not what runs.
+
+use super::{ensure_namespace, Labels, MetadataStore, Timestamp, CONTAINERS};
+use crate::error::{Error, Result};
+use crate::namespace::Namespace;
+use redb::{ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A protobuf `Any`, kept opaque: type URL and encoded bytes (hex in the JSON record).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AnyValue {
+    pub type_url: String,
+    #[serde(with = "hex_bytes")]
+    pub value: Vec<u8>,
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Runtime {
+    pub name: String,
+    pub options: Option<AnyValue>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub labels: Labels,
+    pub image: String,
+    pub runtime: Runtime,
+    pub spec: Option<AnyValue>,
+    pub snapshotter: String,
+    pub snapshot_key: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub extensions: BTreeMap<String, AnyValue>,
+}
+
+impl MetadataStore {
+    pub fn container_get(&self, ns: &Namespace, id: &str) -> Result<ContainerRecord> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(CONTAINERS)?;
+        let found = table.get((ns.as_str(), id))?;
+        match found {
+            Some(v) => Ok(serde_json::from_slice(v.value())?),
+            None => Err(Error::not_found(format!("container {id:?}"))),
+        }
+    }
+
+    pub fn container_list(&self, ns: &Namespace) -> Result<Vec<ContainerRecord>> {
+        let txn = self.db().begin_read()?;
+        let table = txn.open_table(CONTAINERS)?;
+        let mut out = vec![];
+        for entry in table.range((ns.as_str(), "")..)? {
+            let (k, v) = entry?;
+            if k.value().0 != ns.as_str() {
+                break;
+            }
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn container_create(&self, ns: &Namespace, c: &ContainerRecord) -> Result<()> {
+        self.write(|txn| {
+            ensure_namespace(txn, ns)?;
+            let mut table = txn.open_table(CONTAINERS)?;
+            if table.get((ns.as_str(), c.id.as_str()))?.is_some() {
+                return Err(Error::already_exists(format!("container {:?}", c.id)));
+            }
+            table.insert(
+                (ns.as_str(), c.id.as_str()),
+                serde_json::to_vec(c)?.as_slice(),
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn container_update(
+        &self,
+        ns: &Namespace,
+        id: &str,
+        edit: impl FnOnce(&mut ContainerRecord) -> Result<()>,
+    ) -> Result<ContainerRecord> {
+        self.write(|txn| {
+            let mut table = txn.open_table(CONTAINERS)?;
+            let mut c: ContainerRecord = match table.get((ns.as_str(), id))? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => return Err(Error::not_found(format!("container {id:?}"))),
+            };
+            edit(&mut c)?;
+            table.insert((ns.as_str(), id), serde_json::to_vec(&c)?.as_slice())?;
+            Ok(c)
+        })
+    }
+
+    pub fn container_delete(&self, ns: &Namespace, id: &str) -> Result<ContainerRecord> {
+        self.write(|txn| {
+            let mut table = txn.open_table(CONTAINERS)?;
+            let removed = table.remove((ns.as_str(), id))?;
+            match removed {
+                Some(v) => Ok(serde_json::from_slice(v.value())?),
+                None => Err(Error::not_found(format!("container {id:?}"))),
+            }
+        })
+    }
+}
