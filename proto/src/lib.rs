@@ -23,6 +23,8 @@ pub mod ttrpc {
     tonic::include_proto!("ttrpc");
 }
 
+pub mod ttrpc_wire;
+
 pub mod containerd {
     pub mod types {
         tonic::include_proto!("containerd.types");
@@ -34,6 +36,11 @@ pub mod containerd {
     }
     pub mod events {
         tonic::include_proto!("containerd.events");
+    }
+    pub mod runc {
+        pub mod v1 {
+            tonic::include_proto!("containerd.runc.v1");
+        }
     }
     pub mod task {
         pub mod v2 {

@@ -11,6 +11,7 @@ use crate::leases::Leases;
 use crate::metadata::MetadataStore;
 use crate::namespaces::Namespaces;
 use crate::plugins::{self, Plugin, Registry};
+use crate::runtime::{RuntimeConfig, Tasks};
 use crate::snapshots::Snapshots;
 use crate::unpack::Unpacker;
 use berth_snapshotters::Snapshotter;
@@ -39,6 +40,8 @@ pub struct Daemon {
     pub snapshots: Snapshots,
     pub differ: Differ,
     pub unpacker: Unpacker,
+    pub tasks: Tasks,
+    pub runtime: RuntimeConfig,
     pub registry: Registry,
     pub uuid: String,
     pub version: VersionInfo,
@@ -70,6 +73,11 @@ fn registry(root: &Path) -> Result<Registry> {
         )?;
     }
     r.register(Plugin::new(plugins::DIFF, "walking", &[plugins::METADATA]))?;
+    r.register(Plugin::new(
+        plugins::RUNTIME,
+        "task",
+        &[plugins::METADATA, plugins::EVENT],
+    ))?;
     r.register(Plugin::new(plugins::LEASE, "manager", &[plugins::METADATA]))?;
     for id in [
         "content-service",
@@ -105,7 +113,9 @@ pub fn snapshotter_root(root: &Path, name: &str) -> PathBuf {
 
 impl Daemon {
     /// Opens (creating if needed) every store under `root`.
-    pub fn open(root: &Path, version: VersionInfo) -> Result<Self> {
+    pub fn open(runtime: RuntimeConfig, version: VersionInfo) -> Result<Self> {
+        let root = runtime.root.clone();
+        let root = root.as_path();
         let mut registry = registry(root)?;
         let mut store = None;
         let mut backends: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
@@ -162,6 +172,8 @@ impl Daemon {
                 store.clone(),
                 events.clone(),
             ),
+            tasks: Tasks::new(runtime.clone(), store.clone(), snapshots.clone()),
+            runtime,
             snapshots,
             images: Images::new(store.clone(), events.clone()),
             namespaces: Namespaces::new(store.clone(), events.clone()),
@@ -236,6 +248,11 @@ impl Daemon {
                     }
                 )
             ))
+            .add_service(sized!(berth_proto::tasks::tasks_server::TasksServer::new(
+                grpc::tasks::TasksService {
+                    core: self.tasks.clone(),
+                }
+            )))
             .add_service(sized!(SnapshotsServer::new(
                 grpc::snapshots::SnapshotsService {
                     core: self.snapshots.clone(),

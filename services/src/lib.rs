@@ -21,6 +21,7 @@ pub mod namespace;
 pub mod namespaces;
 pub mod oci;
 pub mod plugins;
+pub mod runtime;
 pub mod snapshots;
 pub mod unpack;
 

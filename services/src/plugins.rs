@@ -12,6 +12,7 @@ pub const SERVICE: &str = "io.containerd.service.v1";
 pub const GRPC: &str = "io.containerd.grpc.v1";
 pub const SNAPSHOTTER: &str = "io.containerd.snapshotter.v1";
 pub const DIFF: &str = "io.containerd.differ.v1";
+pub const RUNTIME: &str = "io.containerd.runtime.v2";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plugin {

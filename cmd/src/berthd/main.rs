@@ -156,16 +156,27 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         version: format!("v{}", env!("CARGO_PKG_VERSION")),
         revision: env!("BERTH_REVISION").to_string(),
     };
-    let root = cfg.root.clone();
-    let daemon = tokio::task::spawn_blocking(move || Daemon::open(&root, version)).await??;
+    let runtime = berth_services::runtime::RuntimeConfig {
+        root: cfg.root.clone(),
+        state: cfg.state.clone(),
+        address: cfg.address.clone(),
+    };
+    let daemon = tokio::task::spawn_blocking(move || Daemon::open(runtime, version)).await??;
     let router = daemon.router()?;
     let listener = bind_socket(&cfg.address)?;
+    // Shims forward their task events here.
+    let _events = berth_services::runtime::ttrpc::serve_events(
+        &daemon.runtime.ttrpc_address(),
+        daemon.events.clone(),
+    )?;
+    daemon.tasks.recover().await;
     tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), state = %cfg.state.display(), "berthd serving");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let result = router
         .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await;
     let _ = std::fs::remove_file(&cfg.address);
+    let _ = std::fs::remove_file(daemon.runtime.ttrpc_address());
     result.context("gRPC server failed")?;
     tracing::info!("berthd stopped");
     Ok(())
