@@ -51,10 +51,14 @@ pub fn require_tool(name: &str) -> PathBuf {
     })
 }
 
+/// Adjusts a daemon's command line or environment before it starts.
+type Customize = Box<dyn Fn(&mut Command)>;
+
 /// A running berthd on its own temporary root, state and socket.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    customize: Option<Customize>,
 }
 
 impl Daemon {
@@ -72,9 +76,18 @@ impl Daemon {
     }
 
     pub fn start() -> Result<Self> {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts a daemon whose command line or environment `customize` adjusts.
+    pub fn start_with(customize: impl Fn(&mut Command) + 'static) -> Result<Self> {
         require_root();
         let dir = tempfile::Builder::new().prefix("berth-test-").tempdir()?;
-        let mut d = Daemon { dir, child: None };
+        let mut d = Daemon {
+            dir,
+            child: None,
+            customize: Some(Box::new(customize)),
+        };
         d.spawn()?;
         Ok(d)
     }
@@ -98,8 +111,11 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(self.log())?;
-        let child = self
-            .command()
+        let mut cmd = self.command();
+        if let Some(c) = &self.customize {
+            c(&mut cmd);
+        }
+        let child = cmd
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

@@ -238,3 +238,35 @@ impl Drop for Mounted {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// A layer with Debian's static busybox as /bin/busybox, the usual applets linked to it,
+/// and a minimal /etc/passwd and /etc/group.
+pub fn busybox_layer() -> Vec<u8> {
+    let busybox = std::fs::read("/bin/busybox")
+        .expect("/bin/busybox is missing: apt-get install busybox-static (or run .ci/run)");
+    let mut entries = vec![
+        Entry::Dir("bin", 0o755),
+        Entry::File("bin/busybox", &busybox, 0o755),
+        Entry::Dir("etc", 0o755),
+        Entry::File(
+            "etc/passwd",
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+            0o644,
+        ),
+        Entry::File("etc/group", b"root:x:0:\nnogroup:x:65534:\n", 0o644),
+        Entry::Dir("proc", 0o755),
+        Entry::Dir("sys", 0o755),
+        Entry::Dir("dev", 0o755),
+        Entry::Dir("tmp", 0o1777),
+        Entry::Dir("root", 0o700),
+    ];
+    let applets = [
+        "sh", "echo", "cat", "ls", "sleep", "true", "false", "id", "hostname", "ps", "touch",
+        "mkdir", "rm", "wc", "head", "dd", "env", "pwd", "kill",
+    ];
+    let links: Vec<String> = applets.iter().map(|a| format!("bin/{a}")).collect();
+    for l in &links {
+        entries.push(Entry::Symlink(l, "busybox"));
+    }
+    layer(&entries)
+}

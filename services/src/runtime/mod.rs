@@ -86,12 +86,15 @@ pub struct CreateTask {
     pub options: Option<prost_types::Any>,
 }
 
+/// Running tasks by (namespace, container id).
+type TaskTable = HashMap<(String, String), Arc<ShimTask>>;
+
 #[derive(Clone)]
 pub struct Tasks {
     cfg: Arc<RuntimeConfig>,
     store: MetadataStore,
     snapshots: Snapshots,
-    tasks: Arc<Mutex<HashMap<(String, String), Arc<ShimTask>>>>,
+    tasks: Arc<Mutex<TaskTable>>,
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {

@@ -1,0 +1,179 @@
+//! Real containers through berthd's Containers and Tasks services, run by Debian's
+//! containerd-shim-runc-v2 and runc, driven by Debian's ctr.
+
+use berth_tests::oci;
+use berth_tests::{ok, Daemon};
+use std::path::Path;
+
+const IMAGE: &str = "test.local/busybox:latest";
+
+/// Imports (and unpacks) a busybox image into the daemon.
+fn with_busybox(d: &Daemon) -> tempfile::TempDir {
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    oci::layout(&layout, "latest", &[oci::busybox_layer()]);
+    let archive = work.path().join("busybox.tar");
+    oci::archive(&layout, &archive);
+    ok(&d.ctr(&[
+        "images",
+        "import",
+        "--base-name",
+        "test.local/busybox",
+        archive.to_str().unwrap(),
+    ]));
+    work
+}
+
+fn bundles(d: &Daemon) -> usize {
+    std::fs::read_dir(d.state().join("io.containerd.runtime.v2.task/default"))
+        .map(|r| r.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn ctr_run_rm_prints_output_and_returns_the_exit_code() {
+    let d = Daemon::start().unwrap();
+    let _w = with_busybox(&d);
+    let out = ok(&d.ctr(&[
+        "run",
+        "--rm",
+        IMAGE,
+        "hello",
+        "/bin/echo",
+        "hello from berth",
+    ]));
+    assert_eq!(out.trim(), "hello from berth");
+    let out = d.ctr(&["run", "--rm", IMAGE, "fails", "/bin/sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = ok(&d.ctr(&["run", "--rm", IMAGE, "who", "/bin/id", "-u"]));
+    assert_eq!(out.trim(), "0");
+    // Everything is cleaned up: no task, no container, no bundle, no container snapshot.
+    assert!(!ok(&d.ctr(&["containers", "ls", "-q"])).contains("hello"));
+    assert_eq!(bundles(&d), 0);
+    assert_eq!(
+        ok(&d.ctr(&["snapshots", "ls"])).lines().count(),
+        2,
+        "only the image layer should remain"
+    );
+    // runc's state lives under berthd's state directory.
+    assert!(d.state().join("runc/default").is_dir());
+}
+
+#[test]
+fn detached_task_lifecycle() {
+    let d = Daemon::start().unwrap();
+    let _w = with_busybox(&d);
+    ok(&d.ctr(&["run", "-d", IMAGE, "bg", "/bin/sleep", "1000"]));
+    let ls = ok(&d.ctr(&["tasks", "ls"]));
+    assert!(ls.contains("bg") && ls.contains("RUNNING"), "{ls}");
+    let ps = ok(&d.ctr(&["tasks", "ps", "bg"]));
+    assert_eq!(ps.lines().count(), 2, "{ps}");
+    let out = ok(&d.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "e1",
+        "bg",
+        "/bin/echo",
+        "exec works",
+    ]));
+    assert_eq!(out.trim(), "exec works");
+    ok(&d.ctr(&["tasks", "pause", "bg"]));
+    assert!(ok(&d.ctr(&["tasks", "ls"])).contains("PAUSED"));
+    ok(&d.ctr(&["tasks", "resume", "bg"]));
+    assert!(ok(&d.ctr(&["tasks", "ls"])).contains("RUNNING"));
+    let metrics = ok(&d.ctr(&["tasks", "metrics", "bg"]));
+    assert!(
+        metrics.contains("memory") || metrics.contains("pids"),
+        "{metrics}"
+    );
+    // A running task cannot be deleted; a killed one can.
+    assert!(!d.ctr(&["tasks", "rm", "bg"]).status.success());
+    ok(&d.ctr(&["tasks", "kill", "-s", "SIGKILL", "bg"]));
+    for _ in 0..50 {
+        if ok(&d.ctr(&["tasks", "ls"])).contains("STOPPED") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    ok(&d.ctr(&["tasks", "rm", "bg"]));
+    ok(&d.ctr(&["containers", "rm", "bg"]));
+    assert_eq!(bundles(&d), 0);
+}
+
+fn sleepers() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| c.starts_with(b"/bin/sleep\x00424242"))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[test]
+fn containers_survive_a_daemon_crash() {
+    let mut d = Daemon::start().unwrap();
+    let _w = with_busybox(&d);
+    ok(&d.ctr(&["run", "-d", IMAGE, "survivor", "/bin/sleep", "424242"]));
+    assert_eq!(sleepers(), 1);
+    d.kill().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(sleepers(), 1, "the container died with the daemon");
+    d.restart().unwrap();
+    let ls = ok(&d.ctr(&["tasks", "ls"]));
+    assert!(ls.contains("survivor") && ls.contains("RUNNING"), "{ls}");
+    ok(&d.ctr(&["tasks", "kill", "-s", "SIGKILL", "survivor"]));
+    for _ in 0..50 {
+        if sleepers() == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(sleepers(), 0);
+    ok(&d.ctr(&["tasks", "rm", "survivor"]));
+    ok(&d.ctr(&["containers", "rm", "survivor"]));
+}
+
+#[test]
+fn missing_shim_or_runc_is_a_clear_error() {
+    let d = Daemon::start().unwrap();
+    let _w = with_busybox(&d);
+    let out = d.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "io.containerd.nope.v2",
+        IMAGE,
+        "x",
+        "/bin/true",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("containerd-shim-nope-v2 not found"), "{err}");
+    assert_eq!(bundles(&d), 0);
+
+    // A daemon whose PATH has the shim but no runc.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        berth_tests::require_tool("containerd-shim-runc-v2"),
+        dir.path().join("containerd-shim-runc-v2"),
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    let mut d2 = Daemon::start_with(move |cmd| {
+        cmd.env("PATH", &path);
+    })
+    .unwrap();
+    let _w2 = with_busybox(&d2);
+    let out = d2.ctr(&["run", "--rm", IMAGE, "norunc", "/bin/true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("runc"), "{err}");
+    assert_eq!(bundles(&d2), 0, "a failed create leaves no bundle");
+    ok(&d2.ctr(&["version"]));
+    let _ = d2.kill();
+    let _ = Path::new("");
+}
