@@ -26,6 +26,8 @@ use tonic::{Request, Status};
 
 pub use berth_proto as proto;
 
+pub mod spec;
+
 pub const DEFAULT_ADDRESS: &str = "/run/berth/berth.sock";
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// Messages up to this size are accepted, as containerd's clients do.

@@ -6,6 +6,7 @@ mod images;
 mod leases;
 mod namespaces;
 mod output;
+mod run;
 mod snapshots;
 
 use anyhow::Context;
@@ -35,6 +36,8 @@ struct Cli {
 enum Command {
     /// Print client and server versions
     Version,
+    /// Run a container from an image (exit code = the container's)
+    Run(run::Run),
     /// Daemon plugins
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -127,6 +130,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .context("invalid namespace")?;
     match cli.command {
         Command::Version => version(&client).await,
+        Command::Run(r) => {
+            let code = run::run(&client, r).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Plugins(PluginsCommand::Ls { flags, filters }) => {
             plugins(&client, flags, filters).await
         }

@@ -1,0 +1,448 @@
+//! berth run: an image's rootfs as a new snapshot, a container with the default spec and the
+//! image's config, a task with stdio wired to this terminal; exits with the container's code.
+
+use anyhow::{anyhow, bail, Context};
+use berth_client::spec::{self, Options, SPEC_TYPE_URL};
+use berth_client::Client;
+use berth_proto::berth::services::unpack::v1::UnpackRequest;
+use berth_proto::containers::{
+    container::Runtime, Container, CreateContainerRequest, DeleteContainerRequest,
+};
+use berth_proto::images::GetImageRequest;
+use berth_proto::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
+use berth_proto::tasks::{
+    CreateTaskRequest, DeleteTaskRequest, KillRequest, StartRequest, WaitRequest,
+};
+use berth_snapshotters::layer::root::Root;
+use berth_snapshotters::mount::TempMount;
+use clap::Args;
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct Run {
+    /// Remove the container, its task and its snapshot when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Start it and return; do not wait or attach
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Environment variables (KEY=VALUE)
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(long)]
+    cwd: Option<String>,
+    /// User: name, uid, or uid:gid (names are looked up in the image's /etc/passwd)
+    #[arg(long, short = 'u')]
+    user: Option<String>,
+    /// Bind mounts: type=bind,src=/host,dst=/ctr,options=rbind:ro
+    #[arg(long = "mount")]
+    mounts: Vec<String>,
+    /// Memory limit (e.g. 256m)
+    #[arg(long)]
+    memory: Option<String>,
+    /// CPU limit (e.g. 1.5)
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Largest number of processes
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// Use the host's network namespace
+    #[arg(long)]
+    net_host: bool,
+    /// Runtime (shim) name
+    #[arg(long, default_value = "io.containerd.runc.v2")]
+    runtime: String,
+    /// Snapshotter for the container's rootfs
+    #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
+    snapshotter: String,
+    image: String,
+    id: String,
+    /// Command and arguments (default: the image's)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn parse_mount(s: &str) -> anyhow::Result<(String, String, Vec<String>)> {
+    let mut kind = "bind";
+    let (mut src, mut dst, mut opts) = (None, None, vec![]);
+    for part in s.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow!("mount {s:?}: {part:?} is not key=value"))?;
+        match k {
+            "type" => kind = v,
+            "src" | "source" => src = Some(v.to_string()),
+            "dst" | "destination" | "target" => dst = Some(v.to_string()),
+            "options" => opts = v.split(':').map(str::to_string).collect(),
+            other => bail!("mount {s:?}: unknown key {other:?}"),
+        }
+    }
+    if kind != "bind" {
+        bail!("mount {s:?}: only type=bind is supported here");
+    }
+    let src = src.ok_or_else(|| anyhow!("mount {s:?} needs src="))?;
+    let dst = dst.ok_or_else(|| anyhow!("mount {s:?} needs dst="))?;
+    if !Path::new(&src).is_absolute() || !dst.starts_with('/') {
+        bail!("mount {s:?}: src and dst must be absolute paths");
+    }
+    Ok((src, dst, opts))
+}
+
+/// Reads a file inside the rootfs, resolved by the kernel within it.
+fn read_in_root(root: &Path, rel: &str) -> Option<String> {
+    let r = Root::open(root).ok()?;
+    let fd = r.open_in(Path::new(rel), libc::O_RDONLY).ok()?;
+    let mut s = String::new();
+    std::fs::File::from(fd)
+        .take(4 << 20)
+        .read_to_string(&mut s)
+        .ok()?;
+    Some(s)
+}
+
+fn parse_id(s: &str, what: &str) -> anyhow::Result<u32> {
+    let n: u64 = s
+        .parse()
+        .map_err(|_| anyhow!("{what} {s:?} is not a number"))?;
+    if n >= u32::MAX as u64 {
+        bail!("{what} {n} is out of range");
+    }
+    Ok(n as u32)
+}
+
+/// Resolves `user` against the rootfs: (uid, gid, supplementary gids including the primary).
+fn resolve_user(rootfs: &Path, user: &str) -> anyhow::Result<(u32, u32, Vec<u32>)> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = read_in_root(rootfs, "etc/passwd").unwrap_or_default();
+    let group = read_in_root(rootfs, "etc/group").unwrap_or_default();
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && (f[0] == u || f[2] == u));
+    let (uid, name, mut gid) = match (&entry, u.chars().all(|c| c.is_ascii_digit())) {
+        (Some(f), _) => (
+            parse_id(f[2], "uid")?,
+            f[0].to_string(),
+            parse_id(f[3], "gid")?,
+        ),
+        (None, true) => (parse_id(u, "uid")?, String::new(), 0),
+        (None, false) => bail!("user {u:?} is not in the image's /etc/passwd"),
+    };
+    if let Some(g) = g {
+        gid = match group
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 3 && (f[0] == g || f[2] == g))
+        {
+            Some(f) => parse_id(f[2], "gid")?,
+            None if g.chars().all(|c| c.is_ascii_digit()) => parse_id(g, "gid")?,
+            None => bail!("group {g:?} is not in the image's /etc/group"),
+        };
+    }
+    let mut extra = vec![gid];
+    if !name.is_empty() {
+        for f in group.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
+            if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
+                if let Ok(id) = parse_id(f[2], "gid") {
+                    if !extra.contains(&id) {
+                        extra.push(id);
+                    }
+                }
+            }
+        }
+    }
+    Ok((uid, gid, extra))
+}
+
+/// The image's config, for the daemon's platform.
+async fn image_config(client: &Client, name: &str) -> anyhow::Result<serde_json::Value> {
+    let img = client
+        .images()
+        .get(GetImageRequest {
+            name: name.to_string(),
+        })
+        .await
+        .map_err(|e| anyhow!("image {name}: {}; pull or import it first", e.message()))?
+        .into_inner()
+        .image
+        .ok_or_else(|| anyhow!("daemon returned no image"))?;
+    let mut desc = img
+        .target
+        .ok_or_else(|| anyhow!("image {name} has no target"))?;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    for _ in 0..4 {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&client.read_blob(&desc.digest, 0, 0).await?)?;
+        if let Some(ms) = doc["manifests"].as_array() {
+            let m = ms
+                .iter()
+                .find(|m| m["platform"]["architecture"] == arch && m["platform"]["os"] == "linux")
+                .or_else(|| ms.first())
+                .ok_or_else(|| anyhow!("image {name} has an empty index"))?;
+            desc.digest = m["digest"].as_str().unwrap_or_default().to_string();
+            continue;
+        }
+        let cfg = doc["config"]["digest"]
+            .as_str()
+            .ok_or_else(|| anyhow!("manifest has no config"))?;
+        return Ok(serde_json::from_slice(&client.read_blob(cfg, 0, 0).await?)?);
+    }
+    bail!("image {name}: indexes nest too deeply")
+}
+
+/// Opens a FIFO in a thread (opening blocks until the shim opens the other end) and copies.
+fn pump_out(
+    path: PathBuf,
+    mut to: impl std::io::Write + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        if let Ok(mut f) = std::fs::File::open(&path) {
+            let _ = std::io::copy(&mut f, &mut to);
+            let _ = to.flush();
+        }
+    })
+}
+
+fn mkfifo(p: &Path) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
+    // SAFETY: mkfifo with a NUL-terminated path.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("mkfifo {}", p.display()));
+    }
+    Ok(())
+}
+
+pub async fn run(client: &Client, r: Run) -> anyhow::Result<i32> {
+    let unpacked = client
+        .unpack()
+        .unpack(UnpackRequest {
+            name: r.image.clone(),
+            snapshotter: r.snapshotter.clone(),
+            platform: String::new(),
+        })
+        .await
+        .map_err(|e| anyhow!("image {}: {}", r.image, e.message()))?
+        .into_inner();
+    let config = image_config(client, &r.image).await?;
+    let mounts = client
+        .snapshots()
+        .prepare(PrepareSnapshotRequest {
+            snapshotter: r.snapshotter.clone(),
+            key: r.id.clone(),
+            parent: unpacked.chain_id,
+            labels: HashMap::new(),
+        })
+        .await
+        .map_err(|e| anyhow!("container {}: {}", r.id, e.message()))?
+        .into_inner()
+        .mounts;
+    let result = create_and_run(client, &r, &config, &mounts).await;
+    if result.is_err() || r.rm {
+        let _ = client
+            .containers()
+            .delete(DeleteContainerRequest { id: r.id.clone() })
+            .await;
+        let _ = client
+            .snapshots()
+            .remove(RemoveSnapshotRequest {
+                snapshotter: r.snapshotter.clone(),
+                key: r.id.clone(),
+            })
+            .await;
+    }
+    result
+}
+
+async fn create_and_run(
+    client: &Client,
+    r: &Run,
+    config: &serde_json::Value,
+    mounts: &[berth_proto::types::Mount],
+) -> anyhow::Result<i32> {
+    let user = r.user.clone().or_else(|| {
+        config["config"]["User"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    });
+    let (uid, gid, extra) = match &user {
+        Some(u) => {
+            let ms: Vec<berth_snapshotters::Mount> = mounts
+                .iter()
+                .map(|m| berth_snapshotters::Mount {
+                    kind: m.r#type.clone(),
+                    source: m.source.clone(),
+                    options: m.options.clone(),
+                })
+                .collect();
+            let mounted = TempMount::new(&ms).context("mount the rootfs to resolve the user")?;
+            resolve_user(mounted.path(), u)?
+        }
+        None => (0, 0, vec![0]),
+    };
+    let opts = Options {
+        id: r.id.clone(),
+        namespace: client.namespace().to_string(),
+        args: r.args.clone(),
+        env: r.env.clone(),
+        cwd: r.cwd.clone(),
+        uid,
+        gid,
+        additional_gids: extra,
+        terminal: false,
+        memory: match &r.memory {
+            Some(m) => Some(
+                spec::parse_size(m)
+                    .ok_or_else(|| anyhow!("--memory {m:?} is not a size like 256m"))?,
+            ),
+            None => None,
+        },
+        cpus: r.cpus,
+        pids: r.pids_limit,
+        host_network: r.net_host,
+        binds: r
+            .mounts
+            .iter()
+            .map(|m| parse_mount(m))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    if spec::args(config, &r.args).is_empty() {
+        bail!("no command: the image has none and none was given");
+    }
+    let spec = spec::build(config, &opts);
+    client
+        .containers()
+        .create(CreateContainerRequest {
+            container: Some(Container {
+                id: r.id.clone(),
+                image: r.image.clone(),
+                runtime: Some(Runtime {
+                    name: r.runtime.clone(),
+                    options: None,
+                }),
+                spec: Some(prost_types::Any {
+                    type_url: SPEC_TYPE_URL.into(),
+                    value: serde_json::to_vec(&spec)?,
+                }),
+                snapshotter: r.snapshotter.clone(),
+                snapshot_key: r.id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .map_err(|e| anyhow!("container {}: {}", r.id, e.message()))?;
+
+    let fifo_dir = tempfile::Builder::new()
+        .prefix("berth-io-")
+        .tempdir_in(std::env::temp_dir())?;
+    let (stdin, stdout, stderr) = if r.detach {
+        (String::new(), String::new(), String::new())
+    } else {
+        let p = |n: &str| fifo_dir.path().join(format!("{}-{n}", r.id));
+        for n in ["stdout", "stderr"] {
+            mkfifo(&p(n))?;
+        }
+        (
+            String::new(),
+            p("stdout").display().to_string(),
+            p("stderr").display().to_string(),
+        )
+    };
+    let pumps = if r.detach {
+        vec![]
+    } else {
+        vec![
+            pump_out(PathBuf::from(&stdout), std::io::stdout()),
+            pump_out(PathBuf::from(&stderr), std::io::stderr()),
+        ]
+    };
+    let mut tasks = client.tasks();
+    tasks
+        .create(CreateTaskRequest {
+            container_id: r.id.clone(),
+            rootfs: mounts.to_vec(),
+            stdin,
+            stdout,
+            stderr,
+            terminal: false,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow!("task {}: {}", r.id, e.message()))?;
+    let waiter = {
+        let mut t = client.tasks();
+        let id = r.id.clone();
+        tokio::spawn(async move {
+            t.wait(WaitRequest {
+                container_id: id,
+                exec_id: String::new(),
+            })
+            .await
+        })
+    };
+    tasks
+        .start(StartRequest {
+            container_id: r.id.clone(),
+            exec_id: String::new(),
+        })
+        .await
+        .map_err(|e| anyhow!("start {}: {}", r.id, e.message()))?;
+    if r.detach {
+        println!("{}", r.id);
+        return Ok(0);
+    }
+    // Ctrl-C and SIGTERM go to the container.
+    let forward = {
+        let mut t = client.tasks();
+        let id = r.id.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            loop {
+                let sig = tokio::select! { _ = int.recv() => libc::SIGINT, _ = term.recv() => libc::SIGTERM };
+                let _ = t
+                    .kill(KillRequest {
+                        container_id: id.clone(),
+                        exec_id: String::new(),
+                        signal: sig as u32,
+                        all: false,
+                    })
+                    .await;
+            }
+        })
+    };
+    let status = waiter
+        .await?
+        .map_err(|e| anyhow!("wait {}: {}", r.id, e.message()))?
+        .into_inner();
+    forward.abort();
+    for p in pumps {
+        let _ = tokio::task::spawn_blocking(move || p.join()).await;
+    }
+    if r.rm {
+        tasks
+            .delete(DeleteTaskRequest {
+                container_id: r.id.clone(),
+            })
+            .await
+            .map_err(|e| anyhow!("delete task {}: {}", r.id, e.message()))?;
+    }
+    Ok(status.exit_status as i32)
+}

@@ -1,0 +1,173 @@
+//! berth run: the default spec, the image's config, resource limits, bind mounts and exit
+//! codes, with real containers.
+
+use berth_tests::oci;
+use berth_tests::{ok, Daemon};
+
+const IMAGE: &str = "test.local/busybox:latest";
+
+fn daemon_with_busybox() -> (Daemon, tempfile::TempDir) {
+    let d = Daemon::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    oci::layout(&layout, "latest", &[oci::busybox_layer()]);
+    let archive = work.path().join("busybox.tar");
+    oci::archive(&layout, &archive);
+    // Imported without unpacking: berth run unpacks in the daemon itself.
+    ok(&d.ctr(&[
+        "images",
+        "import",
+        "--no-unpack",
+        "--base-name",
+        "test.local/busybox",
+        archive.to_str().unwrap(),
+    ]));
+    (d, work)
+}
+
+fn run(d: &Daemon, args: &[&str]) -> std::process::Output {
+    let mut a = vec!["run"];
+    a.extend_from_slice(args);
+    d.berth(&a, None)
+}
+
+#[test]
+fn run_output_exit_codes_and_config() {
+    let (d, _w) = daemon_with_busybox();
+    let out = ok(&run(
+        &d,
+        &["--rm", IMAGE, "c1", "/bin/echo", "hello", "from", "berth"],
+    ));
+    assert_eq!(out.trim(), "hello from berth");
+    let out = run(
+        &d,
+        &[
+            "--rm",
+            IMAGE,
+            "c2",
+            "/bin/sh",
+            "-c",
+            "echo oops >&2; exit 42",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(42));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "oops");
+    let out = ok(&run(
+        &d,
+        &[
+            "--rm",
+            "--env",
+            "GREETING=hi",
+            "--cwd",
+            "/tmp",
+            IMAGE,
+            "c3",
+            "/bin/sh",
+            "-c",
+            "echo $GREETING $(pwd) $(hostname) $PATH",
+        ],
+    ));
+    assert_eq!(out.trim(), "hi /tmp c3 /bin");
+    let out = ok(&run(
+        &d,
+        &["--rm", "--user", "nobody", IMAGE, "c4", "/bin/id"],
+    ));
+    assert!(
+        out.contains("uid=65534(nobody) gid=65534(nogroup)"),
+        "{out}"
+    );
+    let out = ok(&run(
+        &d,
+        &["--rm", "--user", "1234:5678", IMAGE, "c5", "/bin/id", "-u"],
+    ));
+    assert_eq!(out.trim(), "1234");
+    // No container, task or snapshot stays behind after --rm.
+    assert!(ok(&d.ctr(&["containers", "ls", "-q"])).trim().is_empty());
+    assert_eq!(
+        ok(&d.berth(&["snapshots", "ls", "-q"], None))
+            .lines()
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn run_refuses_bad_users_and_reused_ids() {
+    let (d, _w) = daemon_with_busybox();
+    let out = run(
+        &d,
+        &["--rm", "--user", "nosuchuser", IMAGE, "u1", "/bin/true"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the image's /etc/passwd"));
+    let out = run(
+        &d,
+        &["--rm", "--user", "4294967296", IMAGE, "u2", "/bin/true"],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("out of range"));
+    ok(&run(&d, &["-d", IMAGE, "dup", "/bin/sleep", "100"]));
+    let out = run(&d, &["--rm", IMAGE, "dup", "/bin/true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    ok(&d.ctr(&["tasks", "kill", "-s", "SIGKILL", "dup"]));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ok(&d.ctr(&["tasks", "rm", "dup"]));
+    ok(&d.ctr(&["containers", "rm", "dup"]));
+}
+
+#[test]
+fn run_limits_and_bind_mounts() {
+    let (d, w) = daemon_with_busybox();
+    let out = ok(&run(&d, &["--rm", "--memory", "64m", "--pids-limit", "32", IMAGE, "lim", "/bin/sh", "-c",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"]));
+    assert_eq!(out.trim(), (64u64 << 20).to_string());
+    let host = w.path().join("shared");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("from-host"), "host data").unwrap();
+    let m = format!("type=bind,src={},dst=/data", host.display());
+    let out = ok(&run(
+        &d,
+        &[
+            "--rm",
+            "--mount",
+            &m,
+            IMAGE,
+            "bind",
+            "/bin/sh",
+            "-c",
+            "cat /data/from-host; echo written > /data/from-container",
+        ],
+    ));
+    assert_eq!(out.trim(), "host data");
+    assert_eq!(
+        std::fs::read_to_string(host.join("from-container"))
+            .unwrap()
+            .trim(),
+        "written"
+    );
+    let ro = format!(
+        "type=bind,src={},dst=/data,options=rbind:ro",
+        host.display()
+    );
+    let out = run(
+        &d,
+        &[
+            "--rm",
+            "--mount",
+            &ro,
+            IMAGE,
+            "ro",
+            "/bin/sh",
+            "-c",
+            "echo x > /data/nope",
+        ],
+    );
+    assert!(!out.status.success(), "a read-only bind mount was writable");
+    // Without --net-host the container has only loopback.
+    let out = ok(&run(
+        &d,
+        &["--rm", IMAGE, "net", "/bin/cat", "/proc/net/dev"],
+    ));
+    assert_eq!(out.lines().filter(|l| l.contains(':')).count(), 1, "{out}");
+}
