@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# berth's main job, as far as it goes today: start berthd on its default root, state and
-# socket (if it is not running already), import an OCI image archive with containerd's own
-# ctr, unpack it into snapshots inside berthd, and look at the image's files.
+# berth's main job: start berthd on its default root, state and socket (if it is not
+# running already), import an OCI image (made here from Debian's static busybox) with
+# containerd's own ctr, unpack it inside berthd, and run containers from it with berth.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release
@@ -18,9 +18,13 @@ fi
 # A one-layer OCI image archive, made here from scratch.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/rootfs/etc" "$work/oci/blobs/sha256"
+mkdir -p "$work/rootfs/etc" "$work/rootfs/bin" "$work/rootfs/proc" "$work/rootfs/sys" "$work/rootfs/dev" "$work/rootfs/tmp" "$work/oci/blobs/sha256"
 echo "hello from berth" > "$work/rootfs/etc/motd"
-tar --sort=name --mtime=@0 --owner=0 --group=0 -C "$work/rootfs" -cf - etc | gzip -n > "$work/layer.tgz"
+echo "root:x:0:0:root:/root:/bin/sh" > "$work/rootfs/etc/passwd"
+echo "root:x:0:" > "$work/rootfs/etc/group"
+cp /bin/busybox "$work/rootfs/bin/busybox"
+for a in sh cat echo ls id hostname uname; do ln -s busybox "$work/rootfs/bin/$a"; done
+tar --sort=name --mtime=@0 --owner=0 --group=0 -C "$work/rootfs" -cf - . | gzip -n > "$work/layer.tgz"
 blob() { # file media-type -> stores it, prints a descriptor
   local d s; d=$(sha256sum "$1" | cut -d' ' -f1); s=$(stat -c %s "$1")
   cp "$1" "$work/oci/blobs/sha256/$d"
@@ -28,7 +32,7 @@ blob() { # file media-type -> stores it, prints a descriptor
 }
 diff_id=$(gunzip -c "$work/layer.tgz" | sha256sum | cut -d' ' -f1)
 layer=$(blob "$work/layer.tgz" application/vnd.oci.image.layer.v1.tar+gzip)
-printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$diff_id" > "$work/config.json"
+printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/cat","/etc/motd"],"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$diff_id" > "$work/config.json"
 config=$(blob "$work/config.json" application/vnd.oci.image.config.v1+json)
 printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":%s,"layers":[%s]}' "$config" "$layer" > "$work/manifest.json"
 manifest=$(blob "$work/manifest.json" application/vnd.oci.image.manifest.v1+json)
@@ -50,13 +54,13 @@ echo
 echo "== berth snapshots tree"
 "$BIN/berth" snapshots tree
 echo
-echo "== the image's files, through a writable snapshot"
-top=$("$BIN/berth" snapshots ls -q | head -1)
-"$BIN/berth" snapshots rm demo-rootfs >/dev/null 2>&1 || true
-mkdir -p "$work/rootfs-mnt"
-sh -c "$("$BIN/berth" snapshots prepare demo-rootfs "$top" --target "$work/rootfs-mnt")"
-echo "/etc/motd: $(cat "$work/rootfs-mnt/etc/motd")"
-umount "$work/rootfs-mnt"
-"$BIN/berth" snapshots rm demo-rootfs >/dev/null
+echo "== berth run --rm demo.local/hello:latest (the image's own command)"
+"$BIN/berth" run --rm demo.local/hello:latest demo-hello
+echo
+echo "== berth run --rm ... /bin/sh -c 'id; hostname; uname -r; exit 3'"
+set +e
+"$BIN/berth" run --rm demo.local/hello:latest demo-sh /bin/sh -c 'id; hostname; uname -r; exit 3'
+echo "exit code: $?"
+set -e
 echo
 echo "demo: berthd keeps running; stop it with: kill \$(cat /var/lib/berth/berthd.lock)"

@@ -8,7 +8,7 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: need root to install ${missing[*]} (run with sudo)" >&2
+    echo "setup: need root to install ${missing[*]} (run this as root)" >&2
     exit 1
   fi
   echo "setup: installing ${missing[*]}"
