@@ -30,25 +30,28 @@ fn bundles(d: &Daemon) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn ctr_run_rm_prints_output_and_returns_the_exit_code() {
+const RUNC_SHIM: &str = "io.containerd.runc.v2";
+const BERTH_SHIM: &str = "io.containerd.berth.v2";
+
+fn run_rm_output_and_exit_code(runtime: &str) {
     let d = Daemon::start().unwrap();
     let _w = with_busybox(&d);
-    let out = ok(&d.ctr(&[
-        "run",
-        "--rm",
-        IMAGE,
-        "hello",
-        "/bin/echo",
-        "hello from berth",
-    ]));
+    let rt = ["run", "--rm", "--runtime", runtime, IMAGE];
+    // Ids differ per runtime: tests run in parallel and cgroup paths follow the id.
+    let sfx = runtime.split('.').nth(2).unwrap_or("x");
+    let (hello, fails, who) = (
+        format!("hello-{sfx}"),
+        format!("fails-{sfx}"),
+        format!("who-{sfx}"),
+    );
+    let out = ok(&d.ctr(&[&rt[..], &[hello.as_str(), "/bin/echo", "hello from berth"]].concat()));
     assert_eq!(out.trim(), "hello from berth");
-    let out = d.ctr(&["run", "--rm", IMAGE, "fails", "/bin/sh", "-c", "exit 3"]);
+    let out = d.ctr(&[&rt[..], &[fails.as_str(), "/bin/sh", "-c", "exit 3"]].concat());
     assert_eq!(out.status.code(), Some(3));
-    let out = ok(&d.ctr(&["run", "--rm", IMAGE, "who", "/bin/id", "-u"]));
+    let out = ok(&d.ctr(&[&rt[..], &[who.as_str(), "/bin/id", "-u"]].concat()));
     assert_eq!(out.trim(), "0");
     // Everything is cleaned up: no task, no container, no bundle, no container snapshot.
-    assert!(!ok(&d.ctr(&["containers", "ls", "-q"])).contains("hello"));
+    assert!(!ok(&d.ctr(&["containers", "ls", "-q"])).contains(&hello));
     assert_eq!(bundles(&d), 0);
     assert_eq!(
         ok(&d.ctr(&["snapshots", "ls"])).lines().count(),
@@ -60,45 +63,77 @@ fn ctr_run_rm_prints_output_and_returns_the_exit_code() {
 }
 
 #[test]
-fn detached_task_lifecycle() {
+fn run_rm_with_runc_shim() {
+    run_rm_output_and_exit_code(RUNC_SHIM);
+}
+
+#[test]
+fn run_rm_with_berth_shim() {
+    run_rm_output_and_exit_code(BERTH_SHIM);
+}
+
+fn detached_task_lifecycle(runtime: &str) {
     let d = Daemon::start().unwrap();
     let _w = with_busybox(&d);
-    ok(&d.ctr(&["run", "-d", IMAGE, "bg", "/bin/sleep", "1000"]));
+    // Ids differ per runtime: tests run in parallel and cgroup paths follow the id.
+    let bg = format!("bg-{}", runtime.split('.').nth(2).unwrap_or("x"));
+    ok(&d.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        runtime,
+        IMAGE,
+        &bg,
+        "/bin/sleep",
+        "1000",
+    ]));
     let ls = ok(&d.ctr(&["tasks", "ls"]));
-    assert!(ls.contains("bg") && ls.contains("RUNNING"), "{ls}");
-    let ps = ok(&d.ctr(&["tasks", "ps", "bg"]));
+    assert!(ls.contains(&bg) && ls.contains("RUNNING"), "{ls}");
+    let ps = ok(&d.ctr(&["tasks", "ps", &bg]));
     assert_eq!(ps.lines().count(), 2, "{ps}");
     let out = ok(&d.ctr(&[
         "tasks",
         "exec",
         "--exec-id",
         "e1",
-        "bg",
+        &bg,
         "/bin/echo",
         "exec works",
     ]));
     assert_eq!(out.trim(), "exec works");
-    ok(&d.ctr(&["tasks", "pause", "bg"]));
+    ok(&d.ctr(&["tasks", "pause", &bg]));
     assert!(ok(&d.ctr(&["tasks", "ls"])).contains("PAUSED"));
-    ok(&d.ctr(&["tasks", "resume", "bg"]));
+    ok(&d.ctr(&["tasks", "resume", &bg]));
     assert!(ok(&d.ctr(&["tasks", "ls"])).contains("RUNNING"));
-    let metrics = ok(&d.ctr(&["tasks", "metrics", "bg"]));
-    assert!(
-        metrics.contains("memory") || metrics.contains("pids"),
-        "{metrics}"
-    );
+    if runtime == RUNC_SHIM {
+        let metrics = ok(&d.ctr(&["tasks", "metrics", &bg]));
+        assert!(
+            metrics.contains("memory") || metrics.contains("pids"),
+            "{metrics}"
+        );
+    }
     // A running task cannot be deleted; a killed one can.
-    assert!(!d.ctr(&["tasks", "rm", "bg"]).status.success());
-    ok(&d.ctr(&["tasks", "kill", "-s", "SIGKILL", "bg"]));
+    assert!(!d.ctr(&["tasks", "rm", &bg]).status.success());
+    ok(&d.ctr(&["tasks", "kill", "-s", "SIGKILL", &bg]));
     for _ in 0..50 {
         if ok(&d.ctr(&["tasks", "ls"])).contains("STOPPED") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    ok(&d.ctr(&["tasks", "rm", "bg"]));
-    ok(&d.ctr(&["containers", "rm", "bg"]));
+    ok(&d.ctr(&["tasks", "rm", &bg]));
+    ok(&d.ctr(&["containers", "rm", &bg]));
     assert_eq!(bundles(&d), 0);
+}
+
+#[test]
+fn detached_lifecycle_with_runc_shim() {
+    detached_task_lifecycle(RUNC_SHIM);
+}
+
+#[test]
+fn detached_lifecycle_with_berth_shim() {
+    detached_task_lifecycle(BERTH_SHIM);
 }
 
 fn sleepers() -> usize {
@@ -113,11 +148,19 @@ fn sleepers() -> usize {
         .count()
 }
 
-#[test]
-fn containers_survive_a_daemon_crash() {
+fn survive_a_daemon_crash(runtime: &str) {
     let mut d = Daemon::start().unwrap();
     let _w = with_busybox(&d);
-    ok(&d.ctr(&["run", "-d", IMAGE, "survivor", "/bin/sleep", "424242"]));
+    ok(&d.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        runtime,
+        IMAGE,
+        "survivor",
+        "/bin/sleep",
+        "424242",
+    ]));
     assert_eq!(sleepers(), 1);
     d.kill().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -135,6 +178,13 @@ fn containers_survive_a_daemon_crash() {
     assert_eq!(sleepers(), 0);
     ok(&d.ctr(&["tasks", "rm", "survivor"]));
     ok(&d.ctr(&["containers", "rm", "survivor"]));
+}
+
+// Both variants use the same sleeper command line, so they must not overlap.
+#[test]
+fn containers_survive_a_daemon_crash() {
+    survive_a_daemon_crash(RUNC_SHIM);
+    survive_a_daemon_crash(BERTH_SHIM);
 }
 
 #[test]

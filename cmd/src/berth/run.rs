@@ -52,8 +52,8 @@ pub struct Run {
     /// Use the host's network namespace
     #[arg(long)]
     net_host: bool,
-    /// Runtime (shim) name
-    #[arg(long, default_value = "io.containerd.runc.v2")]
+    /// Runtime (shim): berth's own by default; io.containerd.runc.v2 for containerd's
+    #[arg(long, default_value = "io.containerd.berth.v2")]
     runtime: String,
     /// Snapshotter for the container's rootfs
     #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]

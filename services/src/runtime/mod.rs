@@ -261,9 +261,11 @@ impl Tasks {
             }
         };
         let launch = self.launch(&binary, &ns, &id, &bundle);
+        let mut connected: Option<Arc<ttrpc::Client>> = None;
         let started = async {
             let socket = launch.start().await?;
-            let client = ttrpc::Client::connect(&socket).await?;
+            let client = Arc::new(ttrpc::Client::connect(&socket).await?);
+            connected = Some(client.clone());
             let options =
                 self.runc_options(req.options.clone(), container.runtime.options.as_ref());
             let resp: shimapi::CreateTaskResponse = client
@@ -288,6 +290,14 @@ impl Tasks {
             Ok::<_, Error>((client, resp.pid))
         }
         .await;
+        if started.is_ok() {
+            connected = None;
+        }
+        let started = started.and_then(|(c, pid)| {
+            Arc::try_unwrap(c)
+                .map(|c| (c, pid))
+                .map_err(|_| Error::new(Kind::Internal, "shim client still shared"))
+        });
         match started {
             Ok((client, pid)) => {
                 let task = Arc::new(ShimTask {
@@ -305,6 +315,19 @@ impl Tasks {
             Err(e) => {
                 // Nothing half-created stays behind: the shim is told to clean up and go.
                 log.abort();
+                if let Some(c) = connected.take() {
+                    let _: Result<()> = c
+                        .call(
+                            TASK,
+                            "Shutdown",
+                            &shimapi::ShutdownRequest {
+                                id: id.clone(),
+                                now: true,
+                            },
+                            Some(Duration::from_secs(5)),
+                        )
+                        .await;
+                }
                 let _ = launch.delete().await;
                 let _ = std::fs::remove_dir_all(&bundle);
                 let _ = std::fs::remove_dir_all(&work);

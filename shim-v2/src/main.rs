@@ -1,0 +1,199 @@
+//! containerd-shim-berth-v2: `start` (launch a detached shim and print its address),
+//! `delete` (clean up after a shim that is gone), and the shim itself (`serve`).
+
+use berth_proto::containerd::task::v2::DeleteResponse;
+use berth_shim::events::Publisher;
+use berth_shim::reaper::Reaper;
+use berth_shim::runc::{Runc, Stdio3};
+use berth_shim::service::{unmount_rootfs, Service};
+use prost::Message;
+use std::io::Write;
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+struct Args {
+    namespace: String,
+    id: String,
+    address: String,
+    publish_binary: String,
+    bundle: Option<PathBuf>,
+    action: String,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        namespace: String::new(),
+        id: String::new(),
+        address: String::new(),
+        publish_binary: String::new(),
+        bundle: None,
+        action: String::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let flag = arg.trim_start_matches('-');
+        let (key, inline) = match flag.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (flag.to_string(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or(format!("-{key} needs a value"))
+        };
+        if !arg.starts_with('-') {
+            a.action = arg;
+            continue;
+        }
+        match key.as_str() {
+            "namespace" => a.namespace = value()?,
+            "id" => a.id = value()?,
+            "address" => a.address = value()?,
+            "publish-binary" => a.publish_binary = value()?,
+            "bundle" => a.bundle = Some(PathBuf::from(value()?)),
+            "debug" | "v" => {}
+            other => return Err(format!("unknown flag -{other}")),
+        }
+    }
+    if a.id.is_empty() || a.namespace.is_empty() {
+        return Err("-namespace and -id are required".into());
+    }
+    Ok(a)
+}
+
+/// `<state>` from `<state>/io.containerd.runtime.v2.task/<ns>/<id>`.
+fn state_dir(bundle: &Path) -> PathBuf {
+    bundle
+        .ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/run/berth"))
+}
+
+/// The shim's socket: in its bundle when the path fits a sockaddr, else under the state dir.
+fn socket_path(bundle: &Path, ns: &str, id: &str) -> PathBuf {
+    let p = bundle.join("shim.sock");
+    if p.as_os_str().len() < 100 {
+        return p;
+    }
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in format!("{ns}/{id}").bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    state_dir(bundle).join("s").join(format!("{h:016x}"))
+}
+
+/// runc's state for this namespace, under berthd's state directory (as runc's own shim
+/// lays it out under the root it is given).
+fn runc_for(bundle: &Path, namespace: &str) -> Runc {
+    Runc {
+        binary: "runc".into(),
+        root: state_dir(bundle).join("runc").join(namespace),
+        reaper: Reaper::start(),
+    }
+}
+
+fn start(a: &Args) -> Result<(), String> {
+    let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
+    let sock = socket_path(&bundle, &a.namespace, &a.id);
+    let _ = std::fs::remove_file(bundle.join("address"));
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "-namespace",
+        &a.namespace,
+        "-id",
+        &a.id,
+        "-address",
+        &a.address,
+        "-publish-binary",
+        &a.publish_binary,
+        "serve",
+    ])
+    .current_dir(&bundle)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    // SAFETY: setsid is async-signal-safe; the child leaves the daemon's session and group.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| format!("spawn shim: {e}"))?;
+    for _ in 0..500 {
+        if bundle.join("address").exists() {
+            print!("unix://{}", sock.display());
+            let _ = std::io::stdout().flush();
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Err("the shim did not come up within 5s".into())
+}
+
+fn serve(a: &Args) -> Result<(), String> {
+    let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
+    let sock = socket_path(&bundle, &a.namespace, &a.id);
+    if let Some(parent) = sock.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    let _ = std::fs::remove_file(&sock);
+    let listener =
+        UnixListener::bind(&sock).map_err(|e| format!("listen on {}: {e}", sock.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
+    let ttrpc = std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| format!("{}.ttrpc", a.address));
+    let runc = runc_for(&bundle, &a.namespace);
+    let reaper = runc.reaper.clone();
+    let service = Service::new(
+        a.id.clone(),
+        bundle.clone(),
+        runc,
+        reaper,
+        Publisher::new(ttrpc, a.namespace.clone()),
+    );
+    std::fs::write(bundle.join("address"), format!("unix://{}", sock.display()))
+        .map_err(|e| e.to_string())?;
+    berth_shim::server::serve(listener, service);
+    Ok(())
+}
+
+fn delete(a: &Args) -> Result<(), String> {
+    let bundle = match &a.bundle {
+        Some(b) => b.clone(),
+        None => std::env::current_dir().map_err(|e| e.to_string())?,
+    };
+    let runc = runc_for(&bundle, &a.namespace);
+    let _ = runc.run(&["delete", "--force", &a.id], Stdio3::default());
+    unmount_rootfs(&bundle);
+    let _ = std::fs::remove_file(socket_path(&bundle, &a.namespace, &a.id));
+    let resp = DeleteResponse {
+        pid: 0,
+        exit_status: 128 + libc::SIGKILL as u32,
+        exited_at: Some(berth_shim::now()),
+    };
+    std::io::stdout()
+        .write_all(&resp.encode_to_vec())
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn main() {
+    let result = parse().and_then(|a| match a.action.as_str() {
+        "start" => start(&a),
+        "serve" => serve(&a),
+        "delete" => delete(&a),
+        other => Err(format!(
+            "unknown action {other:?}; expected start or delete"
+        )),
+    });
+    if let Err(e) = result {
+        eprintln!("containerd-shim-berth-v2: {e}");
+        std::process::exit(1);
+    }
+}

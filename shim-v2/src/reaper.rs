@@ -1,0 +1,102 @@
+//! The subreaper: every child and orphaned descendant that exits is reaped here, and its
+//! status kept until someone asks. Nothing else in the shim calls wait, so no exit status
+//! is ever lost to a race.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Exit {
+    pub status: i32,
+    pub at: prost_types::Timestamp,
+}
+
+type Hook = Box<dyn Fn(i32, Exit) + Send + Sync>;
+
+#[derive(Default)]
+pub struct Reaper {
+    exits: Mutex<HashMap<i32, Exit>>,
+    cv: Condvar,
+    hook: Mutex<Option<Hook>>,
+}
+
+fn status_code(raw: i32) -> i32 {
+    if libc::WIFEXITED(raw) {
+        libc::WEXITSTATUS(raw)
+    } else if libc::WIFSIGNALED(raw) {
+        128 + libc::WTERMSIG(raw)
+    } else {
+        raw
+    }
+}
+
+impl Reaper {
+    /// Makes this process a subreaper and starts reaping.
+    pub fn start() -> Arc<Reaper> {
+        // SAFETY: prctl with an integer argument; no memory is passed.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        let r = Arc::new(Reaper::default());
+        let r2 = r.clone();
+        std::thread::Builder::new()
+            .name("reaper".into())
+            .stack_size(64 << 10)
+            .spawn(move || r2.run())
+            .ok();
+        r
+    }
+
+    /// Called for every exit, after it is recorded.
+    pub fn on_exit(&self, hook: impl Fn(i32, Exit) + Send + Sync + 'static) {
+        if let Ok(mut h) = self.hook.lock() {
+            *h = Some(Box::new(hook));
+        }
+    }
+
+    fn run(&self) {
+        loop {
+            let mut raw = 0;
+            // SAFETY: waitpid writes the status into a local integer.
+            let pid = unsafe { libc::waitpid(-1, &mut raw, 0) };
+            if pid <= 0 {
+                // No children right now.
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let exit = Exit {
+                status: status_code(raw),
+                at: crate::now(),
+            };
+            if let Ok(mut m) = self.exits.lock() {
+                m.insert(pid, exit);
+            }
+            self.cv.notify_all();
+            if let Ok(h) = self.hook.lock() {
+                if let Some(h) = h.as_ref() {
+                    h(pid, exit);
+                }
+            }
+        }
+    }
+
+    /// Blocks until `pid` has exited; returns its status.
+    pub fn wait(&self, pid: i32) -> Exit {
+        let mut m = match self.exits.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        loop {
+            if let Some(e) = m.get(&pid) {
+                return *e;
+            }
+            m = match self.cv.wait(m) {
+                Ok(m) => m,
+                Err(p) => p.into_inner(),
+            };
+        }
+    }
+
+    pub fn exited(&self, pid: i32) -> Option<Exit> {
+        self.exits.lock().ok().and_then(|m| m.get(&pid).copied())
+    }
+}

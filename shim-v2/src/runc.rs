@@ -1,0 +1,126 @@
+//! Driving the runc binary. Exit statuses come from the reaper, which owns waiting.
+
+use crate::reaper::Reaper;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+pub struct Runc {
+    pub binary: String,
+    pub root: PathBuf,
+    pub reaper: Arc<Reaper>,
+}
+
+/// Where a runc'd process's stdio goes.
+#[derive(Default)]
+pub struct Stdio3 {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+#[derive(Debug)]
+pub struct Failed(pub String);
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Runc {
+    /// Runs `runc --root R <args>`; returns stdout, or the error runc printed.
+    pub fn run(&self, args: &[&str], stdio: Stdio3) -> Result<Vec<u8>, Failed> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root").arg(&self.root).args(args);
+        let capture_out = stdio.stdout.is_none();
+        cmd.stdin(stdio.stdin.map(Stdio::from).unwrap_or_else(Stdio::null));
+        cmd.stdout(stdio.stdout.map(Stdio::from).unwrap_or_else(Stdio::piped));
+        cmd.stderr(stdio.stderr.map(Stdio::from).unwrap_or_else(Stdio::piped));
+        let mut child = cmd.spawn().map_err(|e| {
+            Failed(format!(
+                "cannot run {}: {e}; is runc installed (apt-get install runc)?",
+                self.binary
+            ))
+        })?;
+        let err_pipe = child.stderr.take();
+        let err_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut p) = err_pipe {
+                let _ = p.read_to_string(&mut s);
+            }
+            s
+        });
+        let mut out = vec![];
+        if capture_out {
+            if let Some(mut p) = child.stdout.take() {
+                let _ = p.read_to_end(&mut out);
+            }
+        }
+        let exit = self.reaper.wait(child.id() as i32);
+        let err = err_reader.join().unwrap_or_default();
+        if exit.status != 0 {
+            let msg = err.trim();
+            return Err(Failed(format!(
+                "runc {} failed (exit {}): {}",
+                args.first().copied().unwrap_or(""),
+                exit.status,
+                if msg.is_empty() { "no message" } else { msg }
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Runs a runc command that starts a container process (create, exec). The process
+    /// inherits runc's stdio, so nothing is captured from it: missing stdio is /dev/null and
+    /// runc reports errors through its JSON log at `log`.
+    pub fn launch(&self, args: &[&str], stdio: Stdio3, log: &Path) -> Result<(), Failed> {
+        let _ = std::fs::remove_file(log);
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(log)
+            .args(["--log-format", "json"])
+            .args(args);
+        cmd.stdin(stdio.stdin.map(Stdio::from).unwrap_or_else(Stdio::null));
+        cmd.stdout(stdio.stdout.map(Stdio::from).unwrap_or_else(Stdio::null));
+        cmd.stderr(stdio.stderr.map(Stdio::from).unwrap_or_else(Stdio::null));
+        let child = cmd.spawn().map_err(|e| {
+            Failed(format!(
+                "cannot run {}: {e}; is runc installed (apt-get install runc)?",
+                self.binary
+            ))
+        })?;
+        let exit = self.reaper.wait(child.id() as i32);
+        if exit.status == 0 {
+            return Ok(());
+        }
+        let msgs: Vec<String> = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["level"] == "error")
+            .filter_map(|v| v["msg"].as_str().map(str::to_string))
+            .collect();
+        Err(Failed(format!(
+            "runc {} failed (exit {}): {}",
+            args.first().copied().unwrap_or(""),
+            exit.status,
+            if msgs.is_empty() {
+                "no message".to_string()
+            } else {
+                msgs.join("; ")
+            }
+        )))
+    }
+
+    pub fn read_pid(path: &Path) -> Result<i32, Failed> {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| Failed(format!("runc wrote no pid to {}", path.display())))
+    }
+}

@@ -1,0 +1,113 @@
+//! The ttrpc server: a thread per connection reads requests; each request runs on its own
+//! thread (Wait blocks until an exit), and responses are written back under a lock.
+
+use crate::wire::{self, FrameType};
+use berth_proto::google::rpc::Status;
+use berth_proto::ttrpc::{Request, Response};
+use prost::Message;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::{Arc, Mutex};
+
+/// gRPC status codes the daemon maps back to its error kinds.
+pub mod code {
+    pub const INVALID_ARGUMENT: i32 = 3;
+    pub const NOT_FOUND: i32 = 5;
+    pub const ALREADY_EXISTS: i32 = 6;
+    pub const FAILED_PRECONDITION: i32 = 9;
+    pub const UNIMPLEMENTED: i32 = 12;
+    pub const INTERNAL: i32 = 13;
+}
+
+pub type Reply = Result<Vec<u8>, (i32, String)>;
+
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, method: &str, payload: &[u8]) -> Reply;
+}
+
+pub fn serve(listener: UnixListener, handler: Arc<dyn Handler>) {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        if peer_uid(&conn) != Some(me) {
+            continue; // only our own user may drive the shim
+        }
+        let h = handler.clone();
+        let _ = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || connection(conn, h));
+    }
+}
+
+fn peer_uid(s: &UnixStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
+}
+
+fn connection(conn: UnixStream, handler: Arc<dyn Handler>) {
+    let Ok(writer) = conn.try_clone() else { return };
+    let writer = Arc::new(Mutex::new(writer));
+    let mut reader = conn;
+    while let Ok((h, payload)) = wire::read_frame(&mut reader) {
+        if h.kind != FrameType::Request {
+            continue;
+        }
+        let (handler, writer) = (handler.clone(), writer.clone());
+        let _ = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let reply = match Request::decode(payload.as_slice()) {
+                    Ok(req) if req.service == "containerd.task.v2.Task" => {
+                        handler.handle(&req.method, &req.payload)
+                    }
+                    Ok(req) => Err((
+                        code::UNIMPLEMENTED,
+                        format!("service {} is not served here", req.service),
+                    )),
+                    Err(e) => Err((code::INVALID_ARGUMENT, format!("bad request: {e}"))),
+                };
+                let resp = match reply {
+                    Ok(payload) => Response {
+                        status: Some(Status {
+                            code: 0,
+                            message: String::new(),
+                            details: vec![],
+                        }),
+                        payload,
+                    },
+                    Err((code, message)) => Response {
+                        status: Some(Status {
+                            code,
+                            message,
+                            details: vec![],
+                        }),
+                        payload: vec![],
+                    },
+                };
+                if let Ok(mut w) = writer.lock() {
+                    let _ = wire::write_frame(
+                        &mut *w,
+                        h.stream_id,
+                        FrameType::Response,
+                        &resp.encode_to_vec(),
+                    );
+                }
+            });
+    }
+}

@@ -1,0 +1,679 @@
+//! The shim v2 Task service for one container, on runc.
+
+use crate::events::Publisher;
+use crate::reaper::{Exit, Reaper};
+use crate::runc::{Runc, Stdio3};
+use crate::server::{code, Handler, Reply};
+use berth_proto::containerd::events as ev;
+use berth_proto::containerd::task::v2 as api;
+use berth_proto::containerd::v1::types::{ProcessInfo, Status};
+use berth_proto::types::Mount;
+use prost::Message;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Default)]
+struct Proc {
+    pid: i32,
+    status: i32,
+    exit: Option<Exit>,
+    stdin: String,
+    stdout: String,
+    stderr: String,
+    terminal: bool,
+}
+
+#[derive(Default)]
+struct State {
+    init: Option<Proc>,
+    execs: HashMap<String, Proc>,
+}
+
+pub struct Service {
+    pub id: String,
+    pub bundle: PathBuf,
+    runc: Runc,
+    reaper: Arc<Reaper>,
+    events: Arc<Publisher>,
+    state: Arc<Mutex<State>>,
+    /// Signalled whenever a process of this task exits.
+    exited: Arc<std::sync::Condvar>,
+}
+
+type R<T> = Result<T, (i32, String)>;
+
+fn err(code: i32, msg: impl Into<String>) -> (i32, String) {
+    (code, msg.into())
+}
+
+fn ts(e: &Option<Exit>) -> Option<prost_types::Timestamp> {
+    e.map(|e| e.at)
+}
+
+/// Opens a stdio FIFO (or file) the client named; empty means none.
+fn open_io(path: &str, write: bool) -> R<Option<OwnedFd>> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let c =
+        CString::new(path).map_err(|_| err(code::INVALID_ARGUMENT, "stdio path has a NUL byte"))?;
+    // Neither end may wait for the client: writers open read-write, the reader opens
+    // non-blocking (the client may open its end only after Create returns) and then
+    // switches to blocking reads for the container.
+    let flags = if write {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY | libc::O_NONBLOCK
+    } | libc::O_CLOEXEC;
+    // SAFETY: open with a NUL-terminated path; the fd is owned below.
+    let fd = unsafe { libc::open(c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(err(
+            code::INVALID_ARGUMENT,
+            format!("open {path}: {}", std::io::Error::last_os_error()),
+        ));
+    }
+    if !write {
+        // SAFETY: fcntl on the descriptor just opened.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    // SAFETY: a fresh descriptor from open.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Mounts the rootfs mounts onto `target` (bind and overlay; options as mount(8) takes them).
+pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> R<()> {
+    for m in mounts {
+        let mut flags: libc::c_ulong = 0;
+        let mut data = vec![];
+        let mut ro = false;
+        for o in &m.options {
+            match o.as_str() {
+                "ro" => ro = true,
+                "rw" => {}
+                "bind" => flags |= libc::MS_BIND,
+                "rbind" => flags |= libc::MS_BIND | libc::MS_REC,
+                other => data.push(other.to_string()),
+            }
+        }
+        let fstype = if m.r#type == "bind" {
+            flags |= libc::MS_BIND;
+            "none".to_string()
+        } else {
+            m.r#type.clone()
+        };
+        if ro && flags & libc::MS_BIND == 0 {
+            flags |= libc::MS_RDONLY;
+        }
+        let c = |s: &[u8]| {
+            CString::new(s)
+                .map_err(|_| err(code::INVALID_ARGUMENT, "mount argument has a NUL byte"))
+        };
+        let (src, tgt, ty, d) = (
+            c(m.source.as_bytes())?,
+            c(target.as_os_str().as_bytes())?,
+            c(fstype.as_bytes())?,
+            c(data.join(",").as_bytes())?,
+        );
+        // SAFETY: NUL-terminated strings that outlive the call.
+        if unsafe {
+            libc::mount(
+                src.as_ptr(),
+                tgt.as_ptr(),
+                ty.as_ptr(),
+                flags,
+                d.as_ptr().cast(),
+            )
+        } != 0
+        {
+            return Err(err(
+                code::INTERNAL,
+                format!(
+                    "mount rootfs ({}): {}",
+                    m.r#type,
+                    std::io::Error::last_os_error()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn unmount_rootfs(bundle: &Path) {
+    if let Ok(c) = CString::new(bundle.join("rootfs").as_os_str().as_bytes()) {
+        // SAFETY: umount2 with a NUL-terminated path; DETACH never blocks.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+impl Service {
+    pub fn new(
+        id: String,
+        bundle: PathBuf,
+        runc: Runc,
+        reaper: Arc<Reaper>,
+        events: Publisher,
+    ) -> Arc<Self> {
+        let s = Arc::new(Service {
+            id,
+            bundle,
+            runc,
+            reaper: reaper.clone(),
+            events: Arc::new(events),
+            state: Arc::default(),
+            exited: Arc::default(),
+        });
+        let (state, events, cid, cv) = (
+            s.state.clone(),
+            s.events.clone(),
+            s.id.clone(),
+            s.exited.clone(),
+        );
+        reaper.on_exit(move |pid, exit| {
+            let exec = {
+                let Ok(mut st) = state.lock() else { return };
+                let mut found = None;
+                if let Some(p) = st
+                    .init
+                    .as_mut()
+                    .filter(|p| p.pid == pid && p.exit.is_none())
+                {
+                    p.exit = Some(exit);
+                    p.status = Status::Stopped as i32;
+                    found = Some(cid.clone());
+                }
+                for (id, p) in st.execs.iter_mut() {
+                    if p.pid == pid && p.exit.is_none() {
+                        p.exit = Some(exit);
+                        p.status = Status::Stopped as i32;
+                        found = Some(id.clone());
+                    }
+                }
+                found
+            };
+            cv.notify_all();
+            if let Some(id) = exec {
+                events.publish(
+                    "/tasks/exit",
+                    &ev::TaskExit {
+                        container_id: cid.clone(),
+                        id,
+                        pid: pid as u32,
+                        exit_status: exit.status as u32,
+                        exited_at: Some(exit.at),
+                    },
+                );
+            }
+        });
+        s
+    }
+
+    fn proc(&self, exec_id: &str) -> R<Proc> {
+        let st = self
+            .state
+            .lock()
+            .map_err(|_| err(code::INTERNAL, "state poisoned"))?;
+        let p = if exec_id.is_empty() {
+            st.init.clone()
+        } else {
+            st.execs.get(exec_id).cloned()
+        };
+        p.ok_or_else(|| err(code::NOT_FOUND, format!("process {exec_id:?} not found")))
+    }
+
+    fn update(&self, exec_id: &str, f: impl FnOnce(&mut Proc)) {
+        if let Ok(mut st) = self.state.lock() {
+            let p = if exec_id.is_empty() {
+                st.init.as_mut()
+            } else {
+                st.execs.get_mut(exec_id)
+            };
+            if let Some(p) = p {
+                f(p);
+            }
+        }
+    }
+
+    fn runc(&self, args: &[&str], stdio: Stdio3) -> R<Vec<u8>> {
+        self.runc
+            .run(args, stdio)
+            .map_err(|e| err(code::INTERNAL, e.0))
+    }
+
+    fn create(&self, r: api::CreateTaskRequest) -> R<api::CreateTaskResponse> {
+        if r.terminal {
+            return Err(err(code::INVALID_ARGUMENT, "terminals are not supported by containerd-shim-berth-v2 yet; use --runtime io.containerd.runc.v2"));
+        }
+        if self.proc("").is_ok() {
+            return Err(err(
+                code::ALREADY_EXISTS,
+                format!("task {} already exists", self.id),
+            ));
+        }
+        mount_rootfs(&r.rootfs, &self.bundle.join("rootfs"))?;
+        let stdio = Stdio3 {
+            stdin: open_io(&r.stdin, false)?,
+            stdout: open_io(&r.stdout, true)?,
+            stderr: open_io(&r.stderr, true)?,
+        };
+        let pid_file = self.bundle.join("init.pid");
+        let bundle = self.bundle.display().to_string();
+        let pf = pid_file.display().to_string();
+        let log = self.bundle.join("runc.log");
+        if let Err(e) = self.runc.launch(
+            &["create", "--bundle", &bundle, "--pid-file", &pf, &self.id],
+            stdio,
+            &log,
+        ) {
+            unmount_rootfs(&self.bundle);
+            return Err(err(code::INTERNAL, e.0));
+        }
+        let pid = Runc::read_pid(&pid_file).map_err(|e| err(code::INTERNAL, e.0))?;
+        if let Ok(mut st) = self.state.lock() {
+            st.init = Some(Proc {
+                pid,
+                status: Status::Created as i32,
+                exit: None,
+                stdin: r.stdin.clone(),
+                stdout: r.stdout.clone(),
+                stderr: r.stderr.clone(),
+                terminal: false,
+            });
+        }
+        self.events.publish(
+            "/tasks/create",
+            &ev::TaskCreate {
+                container_id: self.id.clone(),
+                bundle,
+                rootfs: r.rootfs,
+                io: Some(ev::TaskIo {
+                    stdin: r.stdin,
+                    stdout: r.stdout,
+                    stderr: r.stderr,
+                    terminal: false,
+                }),
+                checkpoint: String::new(),
+                pid: pid as u32,
+            },
+        );
+        Ok(api::CreateTaskResponse { pid: pid as u32 })
+    }
+
+    fn start(&self, r: api::StartRequest) -> R<api::StartResponse> {
+        let p = self.proc(&r.exec_id)?;
+        if p.status != Status::Created as i32 {
+            return Err(err(
+                code::FAILED_PRECONDITION,
+                format!("process {:?} is not in the created state", r.exec_id),
+            ));
+        }
+        if r.exec_id.is_empty() {
+            self.runc(&["start", &self.id], Stdio3::default())?;
+            self.update("", |p| {
+                if p.exit.is_none() {
+                    p.status = Status::Running as i32
+                }
+            });
+            self.events.publish(
+                "/tasks/start",
+                &ev::TaskStart {
+                    container_id: self.id.clone(),
+                    pid: p.pid as u32,
+                },
+            );
+            return Ok(api::StartResponse { pid: p.pid as u32 });
+        }
+        let spec = self.bundle.join(format!("exec-{}.json", r.exec_id));
+        let pid_file = self.bundle.join(format!("exec-{}.pid", r.exec_id));
+        let stdio = Stdio3 {
+            stdin: open_io(&p.stdin, false)?,
+            stdout: open_io(&p.stdout, true)?,
+            stderr: open_io(&p.stderr, true)?,
+        };
+        let (sp, pf) = (spec.display().to_string(), pid_file.display().to_string());
+        let log = self.bundle.join(format!("exec-{}.log", r.exec_id));
+        self.runc
+            .launch(
+                &[
+                    "exec",
+                    "--detach",
+                    "--pid-file",
+                    &pf,
+                    "--process",
+                    &sp,
+                    &self.id,
+                ],
+                stdio,
+                &log,
+            )
+            .map_err(|e| err(code::INTERNAL, e.0))?;
+        let pid = Runc::read_pid(&pid_file).map_err(|e| err(code::INTERNAL, e.0))?;
+        let early = self.reaper.exited(pid);
+        self.update(&r.exec_id, |p| {
+            p.pid = pid;
+            p.status = Status::Running as i32;
+            if let Some(e) = early {
+                p.exit = Some(e);
+                p.status = Status::Stopped as i32;
+            }
+        });
+        self.exited.notify_all();
+        self.events.publish(
+            "/tasks/exec-started",
+            &ev::TaskExecStarted {
+                container_id: self.id.clone(),
+                exec_id: r.exec_id.clone(),
+                pid: pid as u32,
+            },
+        );
+        if let Some(e) = early {
+            self.events.publish(
+                "/tasks/exit",
+                &ev::TaskExit {
+                    container_id: self.id.clone(),
+                    id: r.exec_id,
+                    pid: pid as u32,
+                    exit_status: e.status as u32,
+                    exited_at: Some(e.at),
+                },
+            );
+        }
+        Ok(api::StartResponse { pid: pid as u32 })
+    }
+
+    fn state_of(&self, r: api::StateRequest) -> R<api::StateResponse> {
+        let p = self.proc(&r.exec_id)?;
+        Ok(api::StateResponse {
+            id: self.id.clone(),
+            bundle: self.bundle.display().to_string(),
+            pid: p.pid as u32,
+            status: p.status,
+            stdin: p.stdin,
+            stdout: p.stdout,
+            stderr: p.stderr,
+            terminal: p.terminal,
+            exit_status: p.exit.map(|e| e.status as u32).unwrap_or(0),
+            exited_at: ts(&p.exit),
+            exec_id: r.exec_id,
+        })
+    }
+
+    /// Waits for the process to exit, even one that has not been started yet.
+    fn wait(&self, r: api::WaitRequest) -> R<api::WaitResponse> {
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| err(code::INTERNAL, "state poisoned"))?;
+        loop {
+            let p = if r.exec_id.is_empty() {
+                st.init.as_ref()
+            } else {
+                st.execs.get(&r.exec_id)
+            };
+            let Some(p) = p else {
+                return Err(err(
+                    code::NOT_FOUND,
+                    format!("process {:?} not found", r.exec_id),
+                ));
+            };
+            if let Some(exit) = p.exit {
+                return Ok(api::WaitResponse {
+                    exit_status: exit.status as u32,
+                    exited_at: Some(exit.at),
+                });
+            }
+            st = self
+                .exited
+                .wait(st)
+                .map_err(|_| err(code::INTERNAL, "state poisoned"))?;
+        }
+    }
+
+    fn kill(&self, r: api::KillRequest) -> R<()> {
+        let p = self.proc(&r.exec_id)?;
+        if p.exit.is_some() {
+            return Err(err(code::NOT_FOUND, "process already finished"));
+        }
+        if r.exec_id.is_empty() {
+            let sig = r.signal.to_string();
+            let mut args = vec!["kill"];
+            if r.all {
+                args.push("--all");
+            }
+            args.extend([self.id.as_str(), sig.as_str()]);
+            self.runc(&args, Stdio3::default())?;
+        } else {
+            // SAFETY: kill(2) on a pid this shim started and has not reaped.
+            if unsafe { libc::kill(p.pid, r.signal as i32) } != 0 {
+                return Err(err(
+                    code::INTERNAL,
+                    format!("kill {}: {}", p.pid, std::io::Error::last_os_error()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&self, r: api::DeleteRequest) -> R<api::DeleteResponse> {
+        let p = self.proc(&r.exec_id)?;
+        if p.status == Status::Running as i32 || p.status == Status::Paused as i32 {
+            return Err(err(
+                code::FAILED_PRECONDITION,
+                format!(
+                    "task must be stopped before deletion: process {:?} is running",
+                    r.exec_id
+                ),
+            ));
+        }
+        if r.exec_id.is_empty() {
+            self.runc(&["delete", "--force", &self.id], Stdio3::default())?;
+            unmount_rootfs(&self.bundle);
+            if let Ok(mut st) = self.state.lock() {
+                st.init = None;
+            }
+        } else if let Ok(mut st) = self.state.lock() {
+            st.execs.remove(&r.exec_id);
+        }
+        let exit = p.exit.unwrap_or(Exit {
+            status: 0,
+            at: crate::now(),
+        });
+        self.events.publish(
+            "/tasks/delete",
+            &ev::TaskDelete {
+                container_id: self.id.clone(),
+                pid: p.pid as u32,
+                exit_status: exit.status as u32,
+                exited_at: Some(exit.at),
+                id: if r.exec_id.is_empty() {
+                    self.id.clone()
+                } else {
+                    r.exec_id
+                },
+            },
+        );
+        Ok(api::DeleteResponse {
+            pid: p.pid as u32,
+            exit_status: exit.status as u32,
+            exited_at: Some(exit.at),
+        })
+    }
+
+    fn exec(&self, r: api::ExecProcessRequest) -> R<()> {
+        if r.terminal {
+            return Err(err(
+                code::INVALID_ARGUMENT,
+                "terminals are not supported by containerd-shim-berth-v2 yet",
+            ));
+        }
+        let init = self.proc("")?;
+        if init.exit.is_some() {
+            return Err(err(code::FAILED_PRECONDITION, "the container has exited"));
+        }
+        let spec = r
+            .spec
+            .ok_or_else(|| err(code::INVALID_ARGUMENT, "exec needs a process spec"))?;
+        serde_json::from_slice::<serde_json::Value>(&spec.value).map_err(|e| {
+            err(
+                code::INVALID_ARGUMENT,
+                format!("process spec is not JSON: {e}"),
+            )
+        })?;
+        if r.exec_id.is_empty() || r.exec_id.contains('/') || r.exec_id.len() > 76 {
+            return Err(err(
+                code::INVALID_ARGUMENT,
+                "exec id must be a short name without '/'",
+            ));
+        }
+        let mut st = self
+            .state
+            .lock()
+            .map_err(|_| err(code::INTERNAL, "state poisoned"))?;
+        if st.execs.contains_key(&r.exec_id) {
+            return Err(err(
+                code::ALREADY_EXISTS,
+                format!("exec {} already exists", r.exec_id),
+            ));
+        }
+        std::fs::write(
+            self.bundle.join(format!("exec-{}.json", r.exec_id)),
+            &spec.value,
+        )
+        .map_err(|e| err(code::INTERNAL, e.to_string()))?;
+        st.execs.insert(
+            r.exec_id.clone(),
+            Proc {
+                pid: 0,
+                status: Status::Created as i32,
+                exit: None,
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+                terminal: false,
+            },
+        );
+        drop(st);
+        self.events.publish(
+            "/tasks/exec-added",
+            &ev::TaskExecAdded {
+                container_id: self.id.clone(),
+                exec_id: r.exec_id,
+            },
+        );
+        Ok(())
+    }
+
+    fn pids(&self) -> R<api::PidsResponse> {
+        let out = self.runc(&["ps", "--format", "json", &self.id], Stdio3::default())?;
+        let pids: Vec<u32> = serde_json::from_slice(&out).unwrap_or_default();
+        Ok(api::PidsResponse {
+            processes: pids
+                .into_iter()
+                .map(|pid| ProcessInfo { pid, info: None })
+                .collect(),
+        })
+    }
+
+    fn pause(&self, pause: bool) -> R<()> {
+        self.runc(
+            &[if pause { "pause" } else { "resume" }, &self.id],
+            Stdio3::default(),
+        )?;
+        let status = if pause {
+            Status::Paused
+        } else {
+            Status::Running
+        } as i32;
+        self.update("", |p| p.status = status);
+        if pause {
+            self.events.publish(
+                "/tasks/paused",
+                &ev::TaskPaused {
+                    container_id: self.id.clone(),
+                },
+            );
+        } else {
+            self.events.publish(
+                "/tasks/resumed",
+                &ev::TaskResumed {
+                    container_id: self.id.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn update_resources(&self, r: api::UpdateTaskRequest) -> R<()> {
+        let res = r
+            .resources
+            .ok_or_else(|| err(code::INVALID_ARGUMENT, "resources must be set"))?;
+        let f = self.bundle.join("update.json");
+        std::fs::write(&f, &res.value).map_err(|e| err(code::INTERNAL, e.to_string()))?;
+        let fs = f.display().to_string();
+        self.runc(&["update", "--resources", &fs, &self.id], Stdio3::default())?;
+        Ok(())
+    }
+
+    fn live(&self) -> bool {
+        self.state
+            .lock()
+            .map(|st| {
+                st.init.as_ref().is_some_and(|p| p.exit.is_none())
+                    || st.execs.values().any(|p| p.pid > 0 && p.exit.is_none())
+            })
+            .unwrap_or(false)
+    }
+}
+
+fn decode<M: Message + Default>(payload: &[u8]) -> R<M> {
+    M::decode(payload).map_err(|e| err(code::INVALID_ARGUMENT, format!("bad request: {e}")))
+}
+
+fn ok<M: Message>(m: M) -> Reply {
+    Ok(m.encode_to_vec())
+}
+
+impl Handler for Service {
+    fn handle(&self, method: &str, p: &[u8]) -> Reply {
+        match method {
+            "Create" => ok(self.create(decode(p)?)?),
+            "Start" => ok(self.start(decode(p)?)?),
+            "State" => ok(self.state_of(decode(p)?)?),
+            "Wait" => ok(self.wait(decode(p)?)?),
+            "Kill" => ok(self.kill(decode(p)?)?),
+            "Delete" => ok(self.delete(decode(p)?)?),
+            "Exec" => ok(self.exec(decode(p)?)?),
+            "Pids" => ok(self.pids()?),
+            "Pause" => ok(self.pause(true)?),
+            "Resume" => ok(self.pause(false)?),
+            "Update" => ok(self.update_resources(decode(p)?)?),
+            "ResizePty" | "CloseIO" => ok(()),
+            "Connect" => ok(api::ConnectResponse {
+                shim_pid: std::process::id(),
+                task_pid: self.proc("").map(|p| p.pid as u32).unwrap_or(0),
+                version: concat!("berth ", env!("CARGO_PKG_VERSION")).into(),
+            }),
+            "Shutdown" => {
+                let r: api::ShutdownRequest = decode(p)?;
+                if r.now || !self.live() {
+                    // Answer first, then go.
+                    std::thread::spawn(|| {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        std::process::exit(0);
+                    });
+                }
+                ok(())
+            }
+            "Stats" => Err(err(code::UNIMPLEMENTED, "stats are not reported by containerd-shim-berth-v2 yet; use io.containerd.runc.v2 for metrics")),
+            "Checkpoint" => Err(err(code::UNIMPLEMENTED, "checkpoint needs CRIU, which berth does not drive")),
+            other => Err(err(code::UNIMPLEMENTED, format!("method {other} is not implemented"))),
+        }
+    }
+}
