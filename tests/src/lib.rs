@@ -243,3 +243,66 @@ pub fn sha256(data: &[u8]) -> String {
     use sha2::Digest;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
+
+/// Debian's containerd on its own temporary root, state and socket (never the system one),
+/// with this workspace's binaries first on its PATH so it can find berth's shim.
+pub struct Containerd {
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Containerd {
+    pub fn start() -> Result<Self> {
+        require_root();
+        let bin = require_tool("containerd");
+        let dir = tempfile::Builder::new().prefix("berth-ctrd-").tempdir()?;
+        let d = dir.path();
+        let sock = d.join("containerd.sock");
+        std::fs::write(
+            d.join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n[debug]\n  address = \"\"\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
+                root = d.join("root").display(),
+                state = d.join("state").display(),
+                sock = sock.display(),
+                opt = d.join("opt").display(),
+            ),
+        )?;
+        let path = format!(
+            "{}:{}",
+            bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(d.join("containerd.log"))?;
+        let child = Command::new(bin)
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                return Ok(Containerd { dir, child });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!("containerd did not listen within 20s")
+    }
+
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(require_tool("ctr"));
+        cmd.arg("--address")
+            .arg(self.dir.path().join("containerd.sock"))
+            .args(args);
+        run_with_stdin(cmd, None)
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

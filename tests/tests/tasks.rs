@@ -227,3 +227,43 @@ fn missing_shim_or_runc_is_a_clear_error() {
     let _ = d2.kill();
     let _ = Path::new("");
 }
+
+#[test]
+fn containerd_drives_berths_shim() {
+    let c = berth_tests::Containerd::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    oci::layout(&layout, "latest", &[oci::busybox_layer()]);
+    let archive = work.path().join("busybox.tar");
+    oci::archive(&layout, &archive);
+    ok(&c.ctr(&[
+        "images",
+        "import",
+        "--base-name",
+        "test.local/busybox",
+        archive.to_str().unwrap(),
+    ]));
+    let out = ok(&c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        BERTH_SHIM,
+        IMAGE,
+        "via-containerd",
+        "/bin/echo",
+        "containerd drives berth",
+    ]));
+    assert_eq!(out.trim(), "containerd drives berth");
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        BERTH_SHIM,
+        IMAGE,
+        "via-containerd-2",
+        "/bin/sh",
+        "-c",
+        "exit 9",
+    ]);
+    assert_eq!(out.status.code(), Some(9));
+}
