@@ -117,24 +117,48 @@ fn start(a: &Args) -> Result<(), String> {
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe; the child leaves the daemon's session and group.
+    // The serving shim says it is listening by writing a byte to fd 3.
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
+    }
+    let (rd, wr) = (fds[0], fds[1]);
+    // SAFETY: between fork and exec only async-signal-safe calls: setsid, dup2, close.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::setsid();
+            if libc::dup2(wr, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| format!("spawn shim: {e}"))?;
-    for _ in 0..500 {
-        if bundle.join("address").exists() {
-            print!("unix://{}", sock.display());
-            let _ = std::io::stdout().flush();
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    let spawned = cmd.spawn();
+    // SAFETY: closing our copy of the write end, which we own.
+    unsafe { libc::close(wr) };
+    spawned.map_err(|e| format!("spawn shim: {e}"))?;
+    let mut pfd = libc::pollfd {
+        fd: rd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: poll on one descriptor we own, then a one-byte read into a local.
+    let ready = unsafe {
+        let mut b = 0u8;
+        libc::poll(&mut pfd, 1, 5000) == 1 && libc::read(rd, (&mut b as *mut u8).cast(), 1) == 1
+    };
+    // SAFETY: closing the read end we own.
+    unsafe { libc::close(rd) };
+    if !ready {
+        return Err("the shim did not come up within 5s".into());
     }
-    Err("the shim did not come up within 5s".into())
+    print!("unix://{}", sock.display());
+    let _ = std::io::stdout().flush();
+    Ok(())
 }
+
+const READY_FD: i32 = 3;
 
 fn serve(a: &Args) -> Result<(), String> {
     let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
@@ -159,6 +183,11 @@ fn serve(a: &Args) -> Result<(), String> {
     );
     std::fs::write(bundle.join("address"), format!("unix://{}", sock.display()))
         .map_err(|e| e.to_string())?;
+    // SAFETY: fd 3 is the readiness pipe from `start` (if any); a failed write is harmless.
+    unsafe {
+        libc::write(READY_FD, b"1".as_ptr().cast(), 1);
+        libc::close(READY_FD);
+    }
     berth_shim::server::serve(listener, service);
     Ok(())
 }

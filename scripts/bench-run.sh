@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Container start benchmark: `run --rm IMAGE ID /bin/true` latency and N containers started
+# at once, berth (berthd + containerd-shim-berth-v2) against containerd (+ its runc shim),
+# side by side, alternating. Also reports shim and daemon memory (RSS). Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-15}
+N=${N:-10}
+WORK=${BENCH_DIR:-/var/tmp/berth-bench-run}
+mkdir -p "$WORK"
+source scripts/bench-lib.sh
+trap cleanup_daemons EXIT
+cargo build --release --workspace --bins >&2
+export PATH="$PWD/target/release:$PATH"
+
+# A busybox image, made here.
+img="$WORK/busybox.tar"
+if [ ! -f "$img" ]; then
+  r="$WORK/rootfs"; rm -rf "$r"; mkdir -p "$r/bin" "$r/etc" "$r/proc" "$r/sys" "$r/dev" "$r/tmp"
+  cp /bin/busybox "$r/bin/"; for a in sh true sleep echo; do ln -s busybox "$r/bin/$a"; done
+  echo "root:x:0:0:root:/root:/bin/sh" >"$r/etc/passwd"; echo "root:x:0:" >"$r/etc/group"
+  lay="$WORK/oci"; rm -rf "$lay"; mkdir -p "$lay/blobs/sha256"
+  tar -C "$r" -cf "$WORK/l.tar" .; gzip -c "$WORK/l.tar" >"$WORK/l.tgz"
+  ld=$(sha256sum "$WORK/l.tgz" | cut -d' ' -f1); di=$(sha256sum "$WORK/l.tar" | cut -d' ' -f1); cp "$WORK/l.tgz" "$lay/blobs/sha256/$ld"
+  cfg="{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":[\"PATH=/bin\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:$di\"]}}"
+  cd_=$(printf '%s' "$cfg" | sha256sum | cut -d' ' -f1); printf '%s' "$cfg" >"$lay/blobs/sha256/$cd_"
+  man="{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:$cd_\",\"size\":${#cfg}},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$ld\",\"size\":$(stat -c %s "$WORK/l.tgz")}]}"
+  md=$(printf '%s' "$man" | sha256sum | cut -d' ' -f1); printf '%s' "$man" >"$lay/blobs/sha256/$md"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}' "$md" "${#man}" >"$lay/index.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$lay/oci-layout"; tar -C "$lay" -cf "$img" oci-layout index.json blobs
+fi
+
+start_berthd
+start_containerd
+REF=bench.local/busybox:latest
+for s in "$BERTH_SOCK" "$CTRD_SOCK"; do ctr -a "$s" images import --base-name bench.local/busybox "$img" >/dev/null; done
+
+c=(); b=(); bc=()
+for i in $(seq "$RUNS"); do
+  t0=$(now); ctr -a "$CTRD_SOCK" run --rm "$REF" "c$i" /bin/true; t1=$(now); c+=("$(echo "$t1 - $t0" | bc)")
+  t0=$(now); target/release/berth -a "$BERTH_SOCK" run --rm "$REF" "b$i" /bin/true; t1=$(now); b+=("$(echo "$t1 - $t0" | bc)")
+  t0=$(now); ctr -a "$BERTH_SOCK" run --rm --runtime io.containerd.berth.v2 "$REF" "x$i" /bin/true; t1=$(now); bc+=("$(echo "$t1 - $t0" | bc)")
+done
+mc=$(printf '%s\n' "${c[@]}" | median); mb=$(printf '%s\n' "${b[@]}" | median); mx=$(printf '%s\n' "${bc[@]}" | median)
+echo "run --rm /bin/true, median of $RUNS:"
+echo "  containerd + runc shim (ctr run):          ${mc}s"
+echo "  berthd + berth shim (berth run):           ${mb}s   ratio $(echo "scale=2; $mb / $mc" | bc)x   (target <= 0.5x)"
+echo "  berthd + berth shim (the same ctr run):    ${mx}s   ratio $(echo "scale=2; $mx / $mc" | bc)x"
+
+rss_sum() { # pattern -> total RSS in kB of matching processes
+  local t=0; for p in $(pgrep -f "$1" || true); do t=$((t + $(awk '/VmRSS/ {print $2}' /proc/$p/status))); done; echo $t
+}
+# (wait on the runs only: the daemons are background jobs of this shell too)
+t0=$(now); jobs_=()
+for i in $(seq "$N"); do ctr -a "$CTRD_SOCK" run -d "$REF" "cn$i" /bin/sleep 1000 >/dev/null & jobs_+=($!); done
+wait "${jobs_[@]}"
+t1=$(now); jobs_=()
+for i in $(seq "$N"); do target/release/berth -a "$BERTH_SOCK" run -d "$REF" "bn$i" /bin/sleep 1000 >/dev/null & jobs_+=($!); done
+wait "${jobs_[@]}"
+t2=$(now)
+sc=$(rss_sum "containerd-shim-runc-v2 -namespace default -id cn"); sb=$(rss_sum "containerd-shim-berth-v2 -namespace default -id bn")
+dc=$(rss_sum "containerd --config $WORK"); db=$(rss_sum "berthd --root $WORK")
+echo "$N containers started at once:"
+echo "  containerd: $(echo "$t1 - $t0" | bc)s   berth: $(echo "$t2 - $t1" | bc)s   ratio $(echo "scale=2; ($t2 - $t1) / ($t1 - $t0)" | bc)x"
+echo "  RSS per shim: containerd-shim-runc-v2 $((sc / N)) kB, containerd-shim-berth-v2 $((sb / N)) kB   (target < 3072 kB)"
+echo "  daemon RSS with $N containers: containerd $dc kB, berthd $db kB"
+for i in $(seq "$N"); do
+  ctr -a "$CTRD_SOCK" tasks kill -s SIGKILL "cn$i" >/dev/null 2>&1 || true
+  ctr -a "$BERTH_SOCK" tasks kill -s SIGKILL "bn$i" >/dev/null 2>&1 || true
+done
+sleep 1
+for i in $(seq "$N"); do
+  ctr -a "$CTRD_SOCK" tasks rm "cn$i" >/dev/null 2>&1 || true; ctr -a "$CTRD_SOCK" containers rm "cn$i" >/dev/null 2>&1 || true
+  ctr -a "$BERTH_SOCK" tasks rm "bn$i" >/dev/null 2>&1 || true; ctr -a "$BERTH_SOCK" containers rm "bn$i" >/dev/null 2>&1 || true
+done
