@@ -11,12 +11,24 @@ cleanup_daemons() {
   wait 2>/dev/null || true
 }
 
+# Leftovers of an interrupted run: shims and mounts under WORK.
+clear_leftovers() {
+  pkill -f "containerd-shim-.* -address $WORK/" 2>/dev/null || true
+  # containerd's runc shim keeps runc state in the shared /run/containerd/runc: drop the
+  # bench's own containers (ids cN, cnN) left there.
+  for id in $(runc --root /run/containerd/runc/default list -q 2>/dev/null | grep -E '^cn?[0-9]+$' || true); do
+    runc --root /run/containerd/runc/default delete --force "$id" 2>/dev/null || true
+  done
+  awk -v w="$WORK" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+
 wait_socket() {
   for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done
   echo "bench: $1 did not appear" >&2; return 1
 }
 
 start_berthd() {
+  clear_leftovers
   rm -rf "$WORK/berth"
   target/release/berthd --root "$WORK/berth/root" --state "$WORK/berth/state" --address "$BERTH_SOCK" \
     --log-level warn >"$WORK/berthd.log" 2>&1 &
@@ -26,6 +38,7 @@ start_berthd() {
 
 start_containerd() {
   command -v containerd >/dev/null || { echo "bench: containerd not installed (apt-get install containerd)" >&2; return 1; }
+  clear_leftovers
   rm -rf "$WORK/containerd"
   mkdir -p "$WORK/containerd"
   cat >"$WORK/containerd.toml" <<TOML

@@ -171,3 +171,54 @@ fn run_limits_and_bind_mounts() {
     ));
     assert_eq!(out.lines().filter(|l| l.contains(':')).count(), 1, "{out}");
 }
+
+#[test]
+fn cli_containers_and_tasks() {
+    let (d, _w) = daemon_with_busybox();
+    ok(&run(&d, &["-d", IMAGE, "svc", "/bin/sleep", "1000"]));
+    let ls = ok(&d.berth(&["containers", "ls"], None));
+    assert!(
+        ls.contains("svc") && ls.contains("io.containerd.berth.v2"),
+        "{ls}"
+    );
+    let info = ok(&d.berth(&["containers", "info", "svc"], None));
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(v["Spec"]["process"]["args"][0], "/bin/sleep");
+    ok(&d.berth(&["containers", "label", "svc", "tier=web"], None));
+    assert!(ok(&d.berth(&["containers", "ls"], None)).contains("tier=web"));
+    let tasks = ok(&d.berth(&["tasks", "ls"], None));
+    assert!(
+        tasks.contains("svc") && tasks.contains("RUNNING"),
+        "{tasks}"
+    );
+    assert_eq!(
+        ok(&d.berth(&["tasks", "ps", "svc"], None)).lines().count(),
+        2
+    );
+    ok(&d.berth(&["tasks", "pause", "svc"], None));
+    assert!(ok(&d.berth(&["tasks", "ls"], None)).contains("PAUSED"));
+    ok(&d.berth(&["tasks", "resume", "svc"], None));
+    // A container with a live task is not removed.
+    let rm = d.berth(&["containers", "rm", "svc"], None);
+    assert!(!rm.status.success());
+    assert!(String::from_utf8_lossy(&rm.stderr).contains("still has a task"));
+    ok(&d.berth(&["tasks", "kill", "-s", "KILL", "svc"], None));
+    for _ in 0..50 {
+        if ok(&d.berth(&["tasks", "ls"], None)).contains("STOPPED") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = ok(&d.berth(&["tasks", "rm", "svc"], None));
+    assert!(out.contains("exit status 137"), "{out}");
+    ok(&d.berth(&["containers", "rm", "svc"], None));
+    assert!(ok(&d.berth(&["containers", "ls", "-q"], None))
+        .trim()
+        .is_empty());
+    assert_eq!(
+        ok(&d.berth(&["snapshots", "ls", "-q"], None))
+            .lines()
+            .count(),
+        1
+    );
+}

@@ -1,5 +1,6 @@
 //! berth: the command line for berthd (and any containerd-compatible daemon).
 
+mod containers;
 mod content;
 mod events;
 mod images;
@@ -50,6 +51,12 @@ enum Command {
     /// Manage images
     #[command(subcommand, alias = "i")]
     Images(images::Cmd),
+    /// Manage containers
+    #[command(subcommand, alias = "c")]
+    Containers(containers::Containers),
+    /// Manage running tasks
+    #[command(subcommand, alias = "t")]
+    Tasks(containers::Tasks),
     /// Manage snapshots
     #[command(alias = "snapshot")]
     Snapshots(snapshots::Snapshots),
@@ -145,6 +152,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Images(cmd) => images::run(&client, cmd).await,
         Command::Leases(cmd) => leases::run(&client, cmd).await,
         Command::Snapshots(args) => snapshots::run(&client, args).await,
+        Command::Containers(cmd) => containers::containers(&client, cmd).await,
+        Command::Tasks(cmd) => containers::tasks(&client, cmd).await,
         Command::Events { filters } => events::run(&client, filters).await,
     }
 }
@@ -164,5 +173,14 @@ fn main() {
     if let Err(e) = rt.block_on(run(cli)) {
         eprintln!("berth: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }
