@@ -172,7 +172,12 @@ impl Daemon {
                 store.clone(),
                 events.clone(),
             ),
-            tasks: Tasks::new(runtime.clone(), store.clone(), snapshots.clone()),
+            tasks: Tasks::new(
+                runtime.clone(),
+                store.clone(),
+                snapshots.clone(),
+                events.clone(),
+            ),
             runtime,
             snapshots,
             images: Images::new(store.clone(), events.clone()),

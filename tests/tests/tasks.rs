@@ -267,3 +267,70 @@ fn containerd_drives_berths_shim() {
     ]);
     assert_eq!(out.status.code(), Some(9));
 }
+
+fn pids_matching(needle: &[u8]) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            cmd.windows(needle.len())
+                .any(|w| w == needle)
+                .then_some(pid)
+        })
+        .collect()
+}
+
+fn shim_killed(runtime: &str, id: &str, marker: &str) {
+    let d = Daemon::start().unwrap();
+    let _w = with_busybox(&d);
+    ok(&d.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        runtime,
+        IMAGE,
+        id,
+        "/bin/sleep",
+        marker,
+    ]));
+    let shim = pids_matching(format!("-id\x00{id}\x00").as_bytes());
+    assert_eq!(shim.len(), 1, "one shim for {id}");
+    // SAFETY: SIGKILL to the shim process found above.
+    unsafe { libc::kill(shim[0], libc::SIGKILL) };
+    let mut stopped = false;
+    for _ in 0..100 {
+        let ls = ok(&d.ctr(&["tasks", "ls"]));
+        if ls.contains(id) && ls.contains("STOPPED") {
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(stopped, "task not reported exited after its shim died");
+    ok(&d.ctr(&["tasks", "rm", id]));
+    ok(&d.ctr(&["containers", "rm", id]));
+    ok(&d.ctr(&["version"]));
+    for _ in 0..50 {
+        if pids_matching(format!("/bin/sleep\x00{marker}").as_bytes()).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        pids_matching(format!("/bin/sleep\x00{marker}").as_bytes()).is_empty(),
+        "container outlived its cleanup"
+    );
+    assert_eq!(bundles(&d), 0);
+}
+
+#[test]
+fn a_killed_berth_shim_reports_its_task_exited() {
+    shim_killed(BERTH_SHIM, "orphan-berth", "515151");
+}
+
+#[test]
+fn a_killed_runc_shim_reports_its_task_exited() {
+    shim_killed(RUNC_SHIM, "orphan-runc", "525252");
+}

@@ -58,6 +58,9 @@ struct ShimTask {
     bundle: PathBuf,
     binary: PathBuf,
     log: Option<tokio::task::JoinHandle<()>>,
+    /// Set when the shim died under a running task: how the task ended.
+    dead: Mutex<Option<Deleted>>,
+    dead_tx: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for ShimTask {
@@ -94,6 +97,7 @@ pub struct Tasks {
     cfg: Arc<RuntimeConfig>,
     store: MetadataStore,
     snapshots: Snapshots,
+    events: crate::events::Exchange,
     tasks: Arc<Mutex<TaskTable>>,
 }
 
@@ -109,13 +113,105 @@ fn private_dir(p: &Path) -> Result<()> {
 }
 
 impl Tasks {
-    pub fn new(cfg: RuntimeConfig, store: MetadataStore, snapshots: Snapshots) -> Self {
+    pub fn new(
+        cfg: RuntimeConfig,
+        store: MetadataStore,
+        snapshots: Snapshots,
+        events: crate::events::Exchange,
+    ) -> Self {
         Tasks {
             cfg: Arc::new(cfg),
             store,
             snapshots,
+            events,
             tasks: Arc::default(),
         }
+    }
+
+    fn shim_task(
+        client: ttrpc::Client,
+        bundle: PathBuf,
+        binary: PathBuf,
+        log: Option<tokio::task::JoinHandle<()>>,
+    ) -> Arc<ShimTask> {
+        let (dead_tx, _) = tokio::sync::watch::channel(false);
+        Arc::new(ShimTask {
+            client,
+            bundle,
+            binary,
+            log,
+            dead: Mutex::new(None),
+            dead_tx,
+        })
+    }
+
+    /// Registers a task and watches its shim: a shim that dies while the task is still
+    /// registered is cleaned up with `<shim> delete`, and the task reported exited.
+    fn register(&self, ns: &Namespace, id: &str, task: Arc<ShimTask>) -> Result<()> {
+        self.tasks
+            .lock()
+            .map_err(|_| Error::new(Kind::Internal, "task table poisoned"))?
+            .insert((ns.to_string(), id.to_string()), task.clone());
+        let this = self.clone();
+        let (ns, id) = (ns.clone(), id.to_string());
+        tokio::spawn(async move {
+            task.client.closed().await;
+            let still_ours = this
+                .get(&ns, &id)
+                .map(|t| Arc::ptr_eq(&t, &task))
+                .unwrap_or(false);
+            if !still_ours {
+                return; // deleted on purpose
+            }
+            tracing::warn!(namespace = %ns, id = %id, "shim died; cleaning up and reporting the task exited");
+            let out = this
+                .launch(&task.binary, &ns, &id, &task.bundle)
+                .delete()
+                .await
+                .unwrap_or_default();
+            let r = shimapi::DeleteResponse::decode(out.as_slice()).unwrap_or_default();
+            let exited_at = r
+                .exited_at
+                .or_else(|| crate::grpc::timestamp(crate::metadata::now()));
+            let d = Deleted {
+                pid: r.pid,
+                exit_status: if r.exit_status == 0 {
+                    137
+                } else {
+                    r.exit_status
+                },
+                exited_at,
+            };
+            if let Ok(mut dead) = task.dead.lock() {
+                *dead = Some(d.clone());
+            }
+            let _ = task.dead_tx.send(true);
+            let ev = berth_proto::containerd::events::TaskExit {
+                container_id: id.clone(),
+                id: id.clone(),
+                pid: d.pid,
+                exit_status: d.exit_status,
+                exited_at: d.exited_at,
+            };
+            let env = crate::events::Envelope {
+                timestamp: crate::metadata::now(),
+                namespace: ns.to_string(),
+                topic: "/tasks/exit".into(),
+                event: crate::events::Event::Raw {
+                    type_url: <berth_proto::containerd::events::TaskExit as prost::Name>::full_name(
+                    ),
+                    value: ev.encode_to_vec(),
+                },
+            };
+            let _ = this.events.forward(env);
+        });
+        Ok(())
+    }
+
+    fn dead(&self, ns: &Namespace, id: &str) -> Option<Deleted> {
+        self.get(ns, id)
+            .ok()
+            .and_then(|t| t.dead.lock().ok().and_then(|d| d.clone()))
     }
 
     fn get(&self, ns: &Namespace, id: &str) -> Result<Arc<ShimTask>> {
@@ -173,17 +269,8 @@ impl Tasks {
                     (Ok(client), Some(binary)) => {
                         tracing::info!(namespace = %ns, id = %id, "reconnected to shim");
                         let log = follow_log(&bundle.join("log"), &id).ok();
-                        if let Ok(mut m) = self.tasks.lock() {
-                            m.insert(
-                                (ns.to_string(), id.clone()),
-                                Arc::new(ShimTask {
-                                    client,
-                                    bundle,
-                                    binary,
-                                    log,
-                                }),
-                            );
-                        }
+                        let _ =
+                            self.register(&ns, &id, Self::shim_task(client, bundle, binary, log));
                     }
                     (_, binary) => {
                         tracing::info!(namespace = %ns, id = %id, "shim gone; cleaning up its bundle");
@@ -300,16 +387,7 @@ impl Tasks {
         });
         match started {
             Ok((client, pid)) => {
-                let task = Arc::new(ShimTask {
-                    client,
-                    bundle,
-                    binary,
-                    log: Some(log),
-                });
-                self.tasks
-                    .lock()
-                    .map_err(|_| Error::new(Kind::Internal, "task table poisoned"))?
-                    .insert((ns.to_string(), id), task);
+                self.register(&ns, &id, Self::shim_task(client, bundle, binary, Some(log)))?;
                 Ok(pid)
             }
             Err(e) => {
@@ -408,6 +486,17 @@ impl Tasks {
         id: String,
         exec_id: String,
     ) -> Result<shimapi::StateResponse> {
+        if let Some(d) = self.dead(&ns, &id) {
+            return Ok(shimapi::StateResponse {
+                id: id.clone(),
+                pid: d.pid,
+                status: berth_proto::containerd::v1::types::Status::Stopped as i32,
+                exit_status: d.exit_status,
+                exited_at: d.exited_at,
+                exec_id,
+                ..Default::default()
+            });
+        }
         self.call(
             &ns,
             &id,
@@ -434,6 +523,15 @@ impl Tasks {
 
     pub async fn delete(&self, ns: Namespace, id: String) -> Result<Deleted> {
         let task = self.get(&ns, &id)?;
+        let dead = task.dead.lock().ok().and_then(|d| d.clone());
+        if let Some(d) = dead {
+            if let Ok(mut m) = self.tasks.lock() {
+                m.remove(&(ns.to_string(), id.clone()));
+            }
+            let _ = std::fs::remove_dir_all(&task.bundle);
+            let _ = std::fs::remove_dir_all(self.cfg.work(ns.as_str(), &id));
+            return Ok(d);
+        }
         let resp: Result<shimapi::DeleteResponse> = task
             .client
             .call(
@@ -521,6 +619,9 @@ impl Tasks {
         signal: u32,
         all: bool,
     ) -> Result<()> {
+        if self.dead(&ns, &id).is_some() {
+            return Err(Error::not_found("process already finished: its shim died"));
+        }
         let _: () = self
             .call(
                 &ns,
@@ -637,17 +738,31 @@ impl Tasks {
         id: String,
         exec_id: String,
     ) -> Result<shimapi::WaitResponse> {
-        self.call(
-            &ns,
-            &id,
-            "Wait",
-            &shimapi::WaitRequest {
-                id: id.clone(),
-                exec_id,
-            },
-            None,
-        )
-        .await
+        let task = self.get(&ns, &id)?;
+        let mut dead_rx = task.dead_tx.subscribe();
+        if let Some(d) = self.dead(&ns, &id) {
+            return Ok(shimapi::WaitResponse {
+                exit_status: d.exit_status,
+                exited_at: d.exited_at,
+            });
+        }
+        let req = shimapi::WaitRequest {
+            id: id.clone(),
+            exec_id: exec_id.clone(),
+        };
+        match self.call(&ns, &id, "Wait", &req, None).await {
+            Err(e) if e.kind() == Kind::Unavailable && exec_id.is_empty() => {
+                // The shim died and took the task with it: report that once cleaned up.
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(30), dead_rx.wait_for(|d| *d)).await;
+                let d = task.dead.lock().ok().and_then(|d| d.clone()).ok_or(e)?;
+                Ok(shimapi::WaitResponse {
+                    exit_status: d.exit_status,
+                    exited_at: d.exited_at,
+                })
+            }
+            other => other,
+        }
     }
 }
 

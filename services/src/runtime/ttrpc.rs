@@ -70,6 +70,8 @@ pub struct Client {
     pending: Pending,
     next: AtomicU32,
     reader: tokio::task::JoinHandle<()>,
+    /// Becomes true when the shim's connection is gone.
+    closed: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Drop for Client {
@@ -86,6 +88,7 @@ impl Client {
         let (mut r, w) = stream.into_split();
         let pending: Pending = Arc::default();
         let p = pending.clone();
+        let (closed_tx, closed) = tokio::sync::watch::channel(false);
         let reader = tokio::spawn(async move {
             while let Ok((h, payload)) = read_frame(&mut r).await {
                 if h.kind != FrameType::Response {
@@ -103,13 +106,21 @@ impl Client {
             if let Ok(mut m) = p.lock() {
                 m.clear();
             }
+            let _ = closed_tx.send(true);
         });
         Ok(Client {
             writer: tokio::sync::Mutex::new(w),
             pending,
             next: AtomicU32::new(1),
             reader,
+            closed,
         })
+    }
+
+    /// Resolves when the connection to the shim is gone.
+    pub async fn closed(&self) {
+        let mut rx = self.closed.clone();
+        let _ = rx.wait_for(|c| *c).await;
     }
 
     /// Calls `service/method`; `timeout` None waits as long as the shim takes (Wait).
