@@ -334,3 +334,28 @@ fn a_killed_berth_shim_reports_its_task_exited() {
 fn a_killed_runc_shim_reports_its_task_exited() {
     shim_killed(RUNC_SHIM, "orphan-runc", "525252");
 }
+
+#[test]
+fn an_exit_while_the_daemon_is_down_is_still_reported() {
+    let mut d = Daemon::start().unwrap();
+    let _w = with_busybox(&d);
+    ok(&d.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        BERTH_SHIM,
+        IMAGE,
+        "brief",
+        "/bin/sh",
+        "-c",
+        "sleep 1; exit 7",
+    ]));
+    d.kill().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    d.restart().unwrap();
+    let ls = ok(&d.ctr(&["tasks", "ls"]));
+    assert!(ls.contains("brief") && ls.contains("STOPPED"), "{ls}");
+    let out = ok(&d.berth(&["tasks", "rm", "brief"], None));
+    assert!(out.contains("exit status 7"), "{out}");
+    ok(&d.ctr(&["containers", "rm", "brief"]));
+}
