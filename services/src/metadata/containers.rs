@@ -3,7 +3,7 @@
 use super::{ensure_namespace, Labels, MetadataStore, Timestamp, CONTAINERS};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -50,27 +50,12 @@ pub struct ContainerRecord {
 
 impl MetadataStore {
     pub fn container_get(&self, ns: &Namespace, id: &str) -> Result<ContainerRecord> {
-        let txn = self.db().begin_read()?;
-        let table = txn.open_table(CONTAINERS)?;
-        let found = table.get((ns.as_str(), id))?;
-        match found {
-            Some(v) => Ok(serde_json::from_slice(v.value())?),
-            None => Err(Error::not_found(format!("container {id:?}"))),
-        }
+        self.ns_get(CONTAINERS, ns, id)?
+            .ok_or_else(|| Error::not_found(format!("container {id:?}")))
     }
 
     pub fn container_list(&self, ns: &Namespace) -> Result<Vec<ContainerRecord>> {
-        let txn = self.db().begin_read()?;
-        let table = txn.open_table(CONTAINERS)?;
-        let mut out = vec![];
-        for entry in table.range((ns.as_str(), "")..)? {
-            let (k, v) = entry?;
-            if k.value().0 != ns.as_str() {
-                break;
-            }
-            out.push(serde_json::from_slice(v.value())?);
-        }
-        Ok(out)
+        self.ns_list(CONTAINERS, ns)
     }
 
     pub fn container_create(&self, ns: &Namespace, c: &ContainerRecord) -> Result<()> {

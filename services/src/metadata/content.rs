@@ -18,27 +18,11 @@ pub struct BlobRecord {
 
 impl MetadataStore {
     pub fn blob_get(&self, ns: &Namespace, digest: &str) -> Result<Option<BlobRecord>> {
-        let txn = self.db().begin_read()?;
-        let table = txn.open_table(CONTENT)?;
-        let found = table.get((ns.as_str(), digest))?;
-        Ok(match found {
-            Some(v) => Some(serde_json::from_slice(v.value())?),
-            None => None,
-        })
+        self.ns_get(CONTENT, ns, digest)
     }
 
     pub fn blob_list(&self, ns: &Namespace) -> Result<Vec<BlobRecord>> {
-        let txn = self.db().begin_read()?;
-        let table = txn.open_table(CONTENT)?;
-        let mut out = vec![];
-        for entry in table.range((ns.as_str(), "")..)? {
-            let (k, v) = entry?;
-            if k.value().0 != ns.as_str() {
-                break;
-            }
-            out.push(serde_json::from_slice(v.value())?);
-        }
-        Ok(out)
+        self.ns_list(CONTENT, ns)
     }
 
     /// Records a committed blob in a namespace. Returns Ok(false) if it was already there

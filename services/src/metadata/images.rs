@@ -3,7 +3,7 @@
 use super::{ensure_namespace, Labels, MetadataStore, Timestamp, IMAGES};
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -26,27 +26,12 @@ pub struct ImageRecord {
 
 impl MetadataStore {
     pub fn image_get(&self, ns: &Namespace, name: &str) -> Result<ImageRecord> {
-        let txn = self.db().begin_read()?;
-        let table = txn.open_table(IMAGES)?;
-        let found = table.get((ns.as_str(), name))?;
-        match found {
-            Some(v) => Ok(serde_json::from_slice(v.value())?),
-            None => Err(Error::not_found(format!("image {name:?}"))),
-        }
+        self.ns_get(IMAGES, ns, name)?
+            .ok_or_else(|| Error::not_found(format!("image {name:?}")))
     }
 
     pub fn image_list(&self, ns: &Namespace) -> Result<Vec<ImageRecord>> {
-        let txn = self.db().begin_read()?;
-        let table = txn.open_table(IMAGES)?;
-        let mut out = vec![];
-        for entry in table.range((ns.as_str(), "")..)? {
-            let (k, v) = entry?;
-            if k.value().0 != ns.as_str() {
-                break;
-            }
-            out.push(serde_json::from_slice(v.value())?);
-        }
-        Ok(out)
+        self.ns_list(IMAGES, ns)
     }
 
     /// Stores a new image; returns whether the namespace was created by this write.

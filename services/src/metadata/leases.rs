@@ -36,27 +36,11 @@ impl MetadataStore {
     }
 
     pub fn lease_get(&self, ns: &Namespace, id: &str) -> Result<Option<LeaseRecord>> {
-        let txn = self.db().begin_read()?;
-        let table = txn.open_table(LEASES)?;
-        let found = table.get((ns.as_str(), id))?;
-        Ok(match found {
-            Some(v) => Some(serde_json::from_slice(v.value())?),
-            None => None,
-        })
+        self.ns_get(LEASES, ns, id)
     }
 
     pub fn lease_list(&self, ns: &Namespace) -> Result<Vec<LeaseRecord>> {
-        let txn = self.db().begin_read()?;
-        let table = txn.open_table(LEASES)?;
-        let mut out = vec![];
-        for entry in table.range((ns.as_str(), "")..)? {
-            let (k, v) = entry?;
-            if k.value().0 != ns.as_str() {
-                break;
-            }
-            out.push(serde_json::from_slice(v.value())?);
-        }
-        Ok(out)
+        self.ns_list(LEASES, ns)
     }
 
     /// Deletes the lease and its resource records together.

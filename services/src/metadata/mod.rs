@@ -205,6 +205,46 @@ pub(crate) fn ensure_namespace(txn: &WriteTransaction, ns: &Namespace) -> Result
     Ok(true)
 }
 
+/// A namespaced JSON record table: (namespace, key) -> document.
+pub(crate) type NsTable = TableDefinition<'static, (&'static str, &'static str), &'static [u8]>;
+
+impl MetadataStore {
+    /// One record of a namespaced table, if present.
+    pub(crate) fn ns_get<T: serde::de::DeserializeOwned>(
+        &self,
+        table: NsTable,
+        ns: &Namespace,
+        key: &str,
+    ) -> Result<Option<T>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table)?;
+        let found = t.get((ns.as_str(), key))?;
+        Ok(match found {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        })
+    }
+
+    /// Every record of a namespace in a namespaced table, in key order.
+    pub(crate) fn ns_list<T: serde::de::DeserializeOwned>(
+        &self,
+        table: NsTable,
+        ns: &Namespace,
+    ) -> Result<Vec<T>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table)?;
+        let mut out = vec![];
+        for entry in t.range((ns.as_str(), "")..)? {
+            let (k, v) = entry?;
+            if k.value().0 != ns.as_str() {
+                break;
+            }
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
+    }
+}
+
 /// True when any record of the namespace exists in a table keyed by (ns, ...).
 pub(crate) fn namespace_has_records<
     T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
