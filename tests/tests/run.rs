@@ -222,3 +222,27 @@ fn cli_containers_and_tasks() {
         1
     );
 }
+
+#[test]
+fn run_with_a_terminal() {
+    let (d, _w) = daemon_with_busybox();
+    // script(1) gives berth a real terminal to put in raw mode and to size.
+    let cmd = format!(
+        "{} --address {} run --rm -t {IMAGE} tty1 /bin/sh -c 'tty; stty size; exit 3'",
+        berth_tests::bin("berth").display(),
+        d.socket().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .env("COLUMNS", "100")
+        .env("LINES", "40")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/dev/pts/"),
+        "no terminal in the container: {text}"
+    );
+    assert_eq!(out.status.code(), Some(3), "{text}");
+}

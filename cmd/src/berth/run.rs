@@ -28,6 +28,9 @@ pub struct Run {
     /// Start it and return; do not wait or attach
     #[arg(long, short = 'd')]
     detach: bool,
+    /// Give the container a terminal wired to this one (an interactive shell)
+    #[arg(long, short = 't')]
+    tty: bool,
     /// Environment variables (KEY=VALUE)
     #[arg(long = "env", short = 'e')]
     env: Vec<String>,
@@ -213,6 +216,62 @@ fn pump_out(
     })
 }
 
+/// Copies this process's stdin into the container's stdin FIFO (opening waits for the
+/// shim to open its end).
+fn pump_in(path: PathBuf) {
+    std::thread::spawn(move || {
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&path) {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut f);
+        }
+    });
+}
+
+/// The runtime to use: a terminal needs a shim with console support (runc's, for now).
+fn runtime_for(r: &Run) -> String {
+    if r.tty && r.runtime == "io.containerd.berth.v2" {
+        "io.containerd.runc.v2".into()
+    } else {
+        r.runtime.clone()
+    }
+}
+
+fn window_size() -> Option<(u32, u32)> {
+    // SAFETY: TIOCGWINSZ fills a winsize struct we own.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: ioctl on stdin with a pointer to our struct.
+    let ok = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_col > 0).then_some((ws.ws_col as u32, ws.ws_row as u32))
+}
+
+/// This terminal in raw mode until dropped.
+struct RawMode(libc::termios);
+
+impl RawMode {
+    fn enter() -> Option<Self> {
+        // SAFETY: isatty/tcgetattr/tcsetattr on stdin with termios structs we own.
+        unsafe {
+            if libc::isatty(0) != 1 {
+                return None;
+            }
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            Some(RawMode(saved))
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restoring the saved attributes on stdin.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.0) };
+    }
+}
+
 fn mkfifo(p: &Path) -> anyhow::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
@@ -301,7 +360,7 @@ async fn create_and_run(
         uid,
         gid,
         additional_gids: extra,
-        terminal: false,
+        terminal: r.tty,
         memory: match &r.memory {
             Some(m) => Some(
                 spec::parse_size(m)
@@ -329,7 +388,7 @@ async fn create_and_run(
                 id: r.id.clone(),
                 image: r.image.clone(),
                 runtime: Some(Runtime {
-                    name: r.runtime.clone(),
+                    name: runtime_for(r),
                     options: None,
                 }),
                 spec: Some(prost_types::Any {
@@ -349,6 +408,16 @@ async fn create_and_run(
         .tempdir_in(std::env::temp_dir())?;
     let (stdin, stdout, stderr) = if r.detach {
         (String::new(), String::new(), String::new())
+    } else if r.tty {
+        let p = |n: &str| fifo_dir.path().join(format!("{}-{n}", r.id));
+        for n in ["stdin", "stdout"] {
+            mkfifo(&p(n))?;
+        }
+        (
+            p("stdin").display().to_string(),
+            p("stdout").display().to_string(),
+            String::new(),
+        )
     } else {
         let p = |n: &str| fifo_dir.path().join(format!("{}-{n}", r.id));
         for n in ["stdout", "stderr"] {
@@ -362,6 +431,9 @@ async fn create_and_run(
     };
     let pumps = if r.detach {
         vec![]
+    } else if r.tty {
+        pump_in(PathBuf::from(&stdin));
+        vec![pump_out(PathBuf::from(&stdout), std::io::stdout())]
     } else {
         vec![
             pump_out(PathBuf::from(&stdout), std::io::stdout()),
@@ -376,7 +448,7 @@ async fn create_and_run(
             stdin,
             stdout,
             stderr,
-            terminal: false,
+            terminal: r.tty,
             ..Default::default()
         })
         .await
@@ -403,6 +475,34 @@ async fn create_and_run(
         println!("{}", r.id);
         return Ok(0);
     }
+    // With a terminal: this one goes raw (restored on return) and its size follows along.
+    let _raw = if r.tty { RawMode::enter() } else { None };
+    let resizer = r.tty.then(|| {
+        let mut t = client.tasks();
+        let id = r.id.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut winch = signal(SignalKind::window_change()).ok();
+            loop {
+                if let Some((width, height)) = window_size() {
+                    let _ = t
+                        .resize_pty(berth_proto::tasks::ResizePtyRequest {
+                            container_id: id.clone(),
+                            exec_id: String::new(),
+                            width,
+                            height,
+                        })
+                        .await;
+                }
+                match winch.as_mut() {
+                    Some(w) => {
+                        w.recv().await;
+                    }
+                    None => return,
+                }
+            }
+        })
+    });
     // Ctrl-C and SIGTERM go to the container.
     let forward = {
         let mut t = client.tasks();
@@ -433,6 +533,9 @@ async fn create_and_run(
         .map_err(|e| anyhow!("wait {}: {}", r.id, e.message()))?
         .into_inner();
     forward.abort();
+    if let Some(r) = resizer {
+        r.abort();
+    }
     for p in pumps {
         let _ = tokio::task::spawn_blocking(move || p.join()).await;
     }
