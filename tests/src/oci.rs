@@ -270,3 +270,14 @@ pub fn busybox_layer() -> Vec<u8> {
     }
     layer(&entries)
 }
+
+/// An OCI archive of the busybox image (`<base>:latest`) in a new temporary directory,
+/// which the caller keeps alive while the archive is used.
+pub fn busybox_archive() -> (tempfile::TempDir, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let layout_path = work.path().join("layout");
+    layout(&layout_path, "latest", &[busybox_layer()]);
+    let out = work.path().join("busybox.tar");
+    archive(&layout_path, &out);
+    (work, out)
+}

@@ -8,11 +8,7 @@ const IMAGE: &str = "test.local/busybox:latest";
 
 fn daemon_with_busybox() -> (Daemon, tempfile::TempDir) {
     let d = Daemon::start().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    oci::layout(&layout, "latest", &[oci::busybox_layer()]);
-    let archive = work.path().join("busybox.tar");
-    oci::archive(&layout, &archive);
+    let (work, archive) = oci::busybox_archive();
     // Imported without unpacking: berth run unpacks in the daemon itself.
     ok(&d.ctr(&[
         "images",

@@ -3,17 +3,12 @@
 
 use berth_tests::oci;
 use berth_tests::{ok, Daemon};
-use std::path::Path;
 
 const IMAGE: &str = "test.local/busybox:latest";
 
 /// Imports (and unpacks) a busybox image into the daemon.
 fn with_busybox(d: &Daemon) -> tempfile::TempDir {
-    let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    oci::layout(&layout, "latest", &[oci::busybox_layer()]);
-    let archive = work.path().join("busybox.tar");
-    oci::archive(&layout, &archive);
+    let (work, archive) = oci::busybox_archive();
     ok(&d.ctr(&[
         "images",
         "import",
@@ -225,17 +220,12 @@ fn missing_shim_or_runc_is_a_clear_error() {
     assert_eq!(bundles(&d2), 0, "a failed create leaves no bundle");
     ok(&d2.ctr(&["version"]));
     let _ = d2.kill();
-    let _ = Path::new("");
 }
 
 #[test]
 fn containerd_drives_berths_shim() {
     let c = berth_tests::Containerd::start().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    oci::layout(&layout, "latest", &[oci::busybox_layer()]);
-    let archive = work.path().join("busybox.tar");
-    oci::archive(&layout, &archive);
+    let (_work, archive) = oci::busybox_archive();
     ok(&c.ctr(&[
         "images",
         "import",
