@@ -86,7 +86,7 @@ impl Registry {
                 pending
                     .iter()
                     .enumerate()
-                    .any(|(j, q)| j != i && (kind == "*" || q.kind == kind))
+                    .any(|(j, q)| j != i && q.kind == kind)
             };
             let ready = pending.iter().enumerate().position(|(i, p)| {
                 p.requires.iter().all(|r| {

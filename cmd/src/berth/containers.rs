@@ -191,7 +191,7 @@ pub async fn containers(client: &Client, cmd: Containers) -> anyhow::Result<()> 
         }
         Containers::Label { id, labels: l } => {
             let l = parse_labels(&l)?;
-            let paths = l.keys().map(|k| format!("labels.{k}")).collect();
+            let mask = crate::output::label_mask(&l);
             let c = svc
                 .update(UpdateContainerRequest {
                     container: Some(Container {
@@ -199,7 +199,7 @@ pub async fn containers(client: &Client, cmd: Containers) -> anyhow::Result<()> 
                         labels: l,
                         ..Default::default()
                     }),
-                    update_mask: Some(prost_types::FieldMask { paths }),
+                    update_mask: Some(mask),
                 })
                 .await?
                 .into_inner()

@@ -123,7 +123,7 @@ pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Label { digest, labels } => {
             let labels = parse_labels(&labels)?;
-            let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+            let mask = crate::output::label_mask(&labels);
             let info = svc
                 .update(UpdateRequest {
                     info: Some(Info {
@@ -131,7 +131,7 @@ pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
                         labels,
                         ..Default::default()
                     }),
-                    update_mask: Some(prost_types::FieldMask { paths }),
+                    update_mask: Some(mask),
                 })
                 .await?
                 .into_inner()

@@ -116,7 +116,7 @@ pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Label { name, labels } => {
             let labels = parse_labels(&labels)?;
-            let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+            let mask = crate::output::label_mask(&labels);
             let img = svc
                 .update(UpdateImageRequest {
                     image: Some(Image {
@@ -124,7 +124,7 @@ pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
                         labels,
                         ..Default::default()
                     }),
-                    update_mask: Some(prost_types::FieldMask { paths }),
+                    update_mask: Some(mask),
                 })
                 .await?
                 .into_inner()

@@ -74,10 +74,10 @@ pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Label { name, labels } => {
             let labels = parse_labels(&labels)?;
-            let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+            let mask = crate::output::label_mask(&labels);
             svc.update(UpdateNamespaceRequest {
                 namespace: Some(Namespace { name, labels }),
-                update_mask: Some(prost_types::FieldMask { paths }),
+                update_mask: Some(mask),
             })
             .await?;
         }

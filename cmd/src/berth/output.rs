@@ -149,6 +149,13 @@ pub fn parse_labels(args: &[String]) -> anyhow::Result<HashMap<String, String>> 
     Ok(out)
 }
 
+/// The update mask that sets or removes exactly the given labels.
+pub fn label_mask(labels: &HashMap<String, String>) -> prost_types::FieldMask {
+    prost_types::FieldMask {
+        paths: labels.keys().map(|k| format!("labels.{k}")).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -277,7 +277,7 @@ pub async fn run(client: &Client, args: Snapshots) -> anyhow::Result<()> {
         }
         Cmd::Label { key, labels: l } => {
             let l = parse_labels(&l)?;
-            let paths = l.keys().map(|k| format!("labels.{k}")).collect();
+            let mask = crate::output::label_mask(&l);
             let info = svc
                 .update(UpdateSnapshotRequest {
                     snapshotter: sn,
@@ -286,7 +286,7 @@ pub async fn run(client: &Client, args: Snapshots) -> anyhow::Result<()> {
                         labels: l,
                         ..Default::default()
                     }),
-                    update_mask: Some(prost_types::FieldMask { paths }),
+                    update_mask: Some(mask),
                 })
                 .await?
                 .into_inner()
