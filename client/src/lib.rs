@@ -11,7 +11,8 @@ use berth_proto::{
     events::events_client::EventsClient, images::images_client::ImagesClient,
     introspection::introspection_client::IntrospectionClient, leases::leases_client::LeasesClient,
     namespaces::namespaces_client::NamespacesClient, snapshots::snapshots_client::SnapshotsClient,
-    tasks::tasks_client::TasksClient, version::version_client::VersionClient,
+    streaming::streaming_client::StreamingClient, tasks::tasks_client::TasksClient,
+    transfer::transfer_client::TransferClient, version::version_client::VersionClient,
 };
 use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
@@ -27,6 +28,7 @@ use tonic::{Request, Status};
 pub use berth_proto as proto;
 
 pub mod spec;
+pub mod transfer;
 
 pub const DEFAULT_ADDRESS: &str = "/run/berth/berth.sock";
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -173,6 +175,8 @@ impl Client {
         snapshots => SnapshotsClient,
         diff => DiffClient,
         unpack => UnpackClient,
+        transfer => TransferClient,
+        streaming => StreamingClient,
     }
 
     /// Writes `data` into the content store under `reference`, resuming from whatever the

@@ -28,6 +28,9 @@ pub mod ttrpc_wire;
 pub mod containerd {
     pub mod types {
         tonic::include_proto!("containerd.types");
+        pub mod transfer {
+            tonic::include_proto!("containerd.types.transfer");
+        }
     }
     pub mod v1 {
         pub mod types {
@@ -121,14 +124,24 @@ pub mod containerd {
                 tonic::include_proto!("containerd.services.diff.v1");
             }
         }
+        pub mod transfer {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.transfer.v1");
+            }
+        }
+        pub mod streaming {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.streaming.v1");
+            }
+        }
     }
 }
 
 pub use containerd::services::{
     containers::v1 as containers, content::v1 as content, diff::v1 as diff, events::v1 as events,
     images::v1 as images, introspection::v1 as introspection, leases::v1 as leases,
-    namespaces::v1 as namespaces, snapshots::v1 as snapshots, tasks::v1 as tasks,
-    version::v1 as version,
+    namespaces::v1 as namespaces, snapshots::v1 as snapshots, streaming::v1 as streaming,
+    tasks::v1 as tasks, transfer::v1 as transfer, version::v1 as version,
 };
 pub use containerd::types;
 

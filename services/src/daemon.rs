@@ -11,6 +11,9 @@ use crate::leases::Leases;
 use crate::metadata::MetadataStore;
 use crate::namespaces::Namespaces;
 use crate::plugins::{self, Plugin, Registry};
+use crate::pull::Puller;
+use crate::push::Pusher;
+use crate::registry::RegistryConfig;
 use crate::runtime::{RuntimeConfig, Tasks};
 use crate::snapshots::Snapshots;
 use crate::unpack::Unpacker;
@@ -40,6 +43,9 @@ pub struct Daemon {
     pub snapshots: Snapshots,
     pub differ: Differ,
     pub unpacker: Unpacker,
+    pub puller: Puller,
+    pub pusher: Pusher,
+    pub streams: grpc::streaming::StreamRegistry,
     pub tasks: Tasks,
     pub runtime: RuntimeConfig,
     pub registry: Registry,
@@ -100,6 +106,8 @@ fn registry(root: &Path) -> Result<Registry> {
         "events",
         "introspection",
         "version",
+        "transfer",
+        "streaming",
         "healthcheck",
     ] {
         r.register(Plugin::new(plugins::GRPC, id, &[plugins::SERVICE]))?;
@@ -113,7 +121,11 @@ pub fn snapshotter_root(root: &Path, name: &str) -> PathBuf {
 
 impl Daemon {
     /// Opens (creating if needed) every store under `root`.
-    pub fn open(runtime: RuntimeConfig, version: VersionInfo) -> Result<Self> {
+    pub fn open(
+        runtime: RuntimeConfig,
+        registry_config: RegistryConfig,
+        version: VersionInfo,
+    ) -> Result<Self> {
         let root = runtime.root.clone();
         let root = root.as_path();
         let mut registry = registry(root)?;
@@ -163,15 +175,28 @@ impl Daemon {
         let content = content.ok_or_else(|| Error::precondition("content plugin did not start"))?;
         let uuid = store.server_uuid()?;
         let snapshots = Snapshots::new(backends, store.clone(), events.clone());
+        let unpacker = Unpacker::new(
+            content.clone(),
+            snapshots.clone(),
+            store.clone(),
+            events.clone(),
+        );
+        let images = Images::new(store.clone(), events.clone());
+        let leases = Leases::new(store.clone());
         Ok(Daemon {
             root: root.to_path_buf(),
             differ: Differ::new(content.clone()),
-            unpacker: Unpacker::new(
+            puller: Puller::new(
                 content.clone(),
+                images.clone(),
+                leases.clone(),
                 snapshots.clone(),
-                store.clone(),
-                events.clone(),
+                unpacker.clone(),
+                registry_config.clone(),
             ),
+            pusher: Pusher::new(content.clone(), images.clone(), registry_config),
+            streams: Default::default(),
+            unpacker,
             tasks: Tasks::new(
                 runtime.clone(),
                 store.clone(),
@@ -180,9 +205,9 @@ impl Daemon {
             ),
             runtime,
             snapshots,
-            images: Images::new(store.clone(), events.clone()),
+            images,
             namespaces: Namespaces::new(store.clone(), events.clone()),
-            leases: Leases::new(store.clone()),
+            leases,
             containers: Containers::new(store.clone(), events.clone()),
             content,
             events,
@@ -270,6 +295,22 @@ impl Daemon {
                 berth_proto::berth::services::unpack::v1::unpack_server::UnpackServer::new(
                     grpc::unpack::UnpackService {
                         core: self.unpacker.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(
+                berth_proto::streaming::streaming_server::StreamingServer::new(
+                    grpc::streaming::StreamingService {
+                        streams: self.streams.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(
+                berth_proto::transfer::transfer_server::TransferServer::new(
+                    grpc::transfer::TransferService {
+                        puller: self.puller.clone(),
+                        pusher: self.pusher.clone(),
+                        streams: self.streams.clone(),
                     }
                 )
             ))

@@ -13,6 +13,8 @@ pub enum Kind {
     /// The resource is busy (a locked ingest ref); the client may retry.
     Unavailable,
     OutOfRange,
+    /// A registry wants credentials the caller did not give (or refused them).
+    Unauthenticated,
     Internal,
 }
 
@@ -25,6 +27,7 @@ impl fmt::Display for Kind {
             Kind::FailedPrecondition => "failed precondition",
             Kind::Unavailable => "unavailable",
             Kind::OutOfRange => "out of range",
+            Kind::Unauthenticated => "unauthenticated",
             Kind::Internal => "internal",
         };
         f.write_str(s)

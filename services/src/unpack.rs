@@ -25,11 +25,45 @@ pub struct Unpacked {
 }
 
 /// An image resolved to one platform's manifest.
+#[derive(Clone)]
 pub struct Resolved {
     pub manifest: DocDescriptor,
     pub config: DocDescriptor,
     pub layers: Vec<DocDescriptor>,
     pub diff_ids: Vec<String>,
+}
+
+impl Resolved {
+    /// The manifest `desc` with its config (`config_bytes`) parsed and checked: one diffID
+    /// per layer.
+    pub fn new(
+        desc: &crate::images::Descriptor,
+        config: DocDescriptor,
+        layers: Vec<DocDescriptor>,
+        config_bytes: &[u8],
+    ) -> Result<Self> {
+        let cfg = oci::parse_config(&config, config_bytes)?;
+        if cfg.rootfs.diff_ids.len() != layers.len() {
+            return Err(Error::invalid(format!(
+                "config {} lists {} diff_ids for {} layers",
+                config.digest,
+                cfg.rootfs.diff_ids.len(),
+                layers.len()
+            )));
+        }
+        Ok(Resolved {
+            manifest: DocDescriptor {
+                media_type: desc.media_type.clone(),
+                digest: desc.digest.clone(),
+                size: desc.size,
+                annotations: desc.annotations.clone(),
+                platform: None,
+            },
+            config,
+            layers,
+            diff_ids: cfg.rootfs.diff_ids,
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -64,34 +98,14 @@ pub fn resolve(
             Document::Manifest { config, layers } => {
                 let cbytes =
                     content.read_document_sync(ns, &config.digest, config.size, MAX_DOCUMENT)?;
-                let cfg = oci::parse_config(&config, &cbytes)?;
-                if cfg.rootfs.diff_ids.len() != layers.len() {
-                    return Err(Error::invalid(format!(
-                        "config {} lists {} diff_ids for {} layers",
-                        config.digest,
-                        cfg.rootfs.diff_ids.len(),
-                        layers.len()
-                    )));
-                }
-                return Ok(Resolved {
-                    manifest: DocDescriptor {
-                        media_type: desc.media_type.clone(),
-                        digest: desc.digest.clone(),
-                        size: desc.size,
-                        annotations: desc.annotations.clone(),
-                        platform: None,
-                    },
-                    config,
-                    layers,
-                    diff_ids: cfg.rootfs.diff_ids,
-                });
+                return Resolved::new(&desc, config, layers, &cbytes);
             }
         }
     }
     Err(Error::invalid("image indexes nest too deeply"))
 }
 
-fn scoped(ns: &Namespace, key: &str) -> String {
+pub(crate) fn scoped(ns: &Namespace, key: &str) -> String {
     format!("{ns}/{key}")
 }
 
@@ -170,6 +184,23 @@ impl Unpacker {
                 None => self.sequential(ctx, name, snap.as_ref(), &resolved, &chains, &missing)?,
             }
         }
+        let top = self.label_unpacked(ctx, name, &resolved, &chains)?;
+        Ok(Unpacked {
+            chain_id: top,
+            layers: chains.len(),
+            extracted: missing.len(),
+        })
+    }
+
+    /// Labels the layers with their diffIDs and the config with the top snapshot (so the
+    /// snapshots are kept with the image); returns the top chain ID.
+    pub(crate) fn label_unpacked(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        resolved: &Resolved,
+        chains: &[String],
+    ) -> Result<String> {
         for (l, d) in resolved.layers.iter().zip(&resolved.diff_ids) {
             self.content.label_sync(
                 &ctx.ns,
@@ -185,11 +216,7 @@ impl Unpacker {
                 Labels::from([(format!("containerd.io/gc.ref.snapshot.{name}"), top.clone())]),
             )?;
         }
-        Ok(Unpacked {
-            chain_id: top,
-            layers: chains.len(),
-            extracted: missing.len(),
-        })
+        Ok(top)
     }
 
     fn committed(&self, ctx: &Ctx, snapshotter: &str, chain: &str) -> Result<()> {
@@ -339,6 +366,20 @@ impl Unpacker {
             staged.into_iter().flatten().for_each(Staged::discard);
             return Err(e);
         }
+        self.commit_staged(ctx, name, snap, staged, chains, missing)
+    }
+
+    /// Commits staged layers bottom-up (`staged[j]` holds layer `missing[j]`); a failure
+    /// discards the rest.
+    pub(crate) fn commit_staged(
+        &self,
+        ctx: &Ctx,
+        name: &str,
+        snap: &dyn Snapshotter,
+        mut staged: Vec<Option<Staged>>,
+        chains: &[String],
+        missing: &[usize],
+    ) -> Result<()> {
         for (j, &i) in missing.iter().enumerate() {
             let Some(s) = staged[j].take() else { continue };
             let parent = (i > 0).then(|| scoped(&ctx.ns, &chains[i - 1]));

@@ -196,6 +196,19 @@ impl Daemon {
         run_with_stdin(cmd, stdin)
     }
 
+    /// Starts berth's own CLI against this daemon without waiting for it.
+    pub fn berth_spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(bin("berth"))
+            .arg("--address")
+            .arg(self.socket())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn berth")
+    }
+
     /// Runs berth's own CLI against this daemon.
     pub fn berth(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut cmd = Command::new(bin("berth"));

@@ -163,6 +163,26 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Result<Self> {
+        Self::start_inner(None)
+    }
+
+    /// A registry that wants HTTP basic auth (htpasswd, bcrypt) for `user`/`password`.
+    pub fn start_with_auth(user: &str, password: &str) -> Result<Self> {
+        Self::start_inner(Some((user, password)))
+    }
+
+    /// Where the registry keeps the blob `digest` (to damage it in tests).
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self._dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    fn start_inner(auth: Option<(&str, &str)>) -> Result<Self> {
         let bin = super::require_tool("docker-registry");
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -170,13 +190,20 @@ impl Registry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.path().join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )?;
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = auth {
+            let hash = bcrypt::hash(password, 5)?;
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, format!("{user}:{hash}\n"))?;
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        std::fs::write(&cfg, text)?;
         let child = Command::new(bin)
             .arg("serve")
             .arg(&cfg)
@@ -280,4 +307,90 @@ pub fn busybox_archive() -> (tempfile::TempDir, PathBuf) {
     let out = work.path().join("busybox.tar");
     archive(&layout_path, &out);
     (work, out)
+}
+
+/// What a [`Proxy`] does to a connection once it has passed `after` response bytes.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Fault {
+    /// Close both sides (a dropped connection).
+    Cut,
+    /// Stop forwarding and keep the connection open (a stalled registry).
+    Stall,
+}
+
+/// A TCP proxy in front of a registry that breaks the first `max` connections which carry
+/// more than `after` bytes of response.
+pub struct Proxy {
+    pub addr: String,
+    pub faults: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str, after: usize, max: usize, fault: Fault) -> Result<Self> {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?.to_string();
+        let faults = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let upstream = upstream.to_string();
+        let counter = faults.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { continue };
+                let upstream = upstream.clone();
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let Ok(mut up) = std::net::TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), up.try_clone()) else {
+                        return;
+                    };
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut c2, &mut u2);
+                        let _ = u2.shutdown(std::net::Shutdown::Write);
+                    });
+                    let mut buf = vec![0u8; 64 << 10];
+                    let mut passed = 0usize;
+                    loop {
+                        let n = match std::io::Read::read(&mut up, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if passed + n > after && counter.load(Ordering::SeqCst) < max {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let keep = after.saturating_sub(passed);
+                            let _ = client.write_all(&buf[..keep]);
+                            match fault {
+                                Fault::Cut => {
+                                    let _ = client.shutdown(std::net::Shutdown::Both);
+                                    let _ = up.shutdown(std::net::Shutdown::Both);
+                                }
+                                Fault::Stall => std::thread::sleep(Duration::from_secs(3600)),
+                            }
+                            return;
+                        }
+                        passed += n;
+                        if client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Ok(Proxy { addr, faults })
+    }
+}
+
+/// `n` bytes that do not compress (so a gzip layer is about `n` bytes too).
+pub fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }

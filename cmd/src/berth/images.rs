@@ -1,4 +1,4 @@
-//! berth images ls|rm|label|tag
+//! berth images pull|push|ls|rm|label|tag|unpack
 
 use crate::output::{labels, parse_labels, size, ListFlags, Table};
 use berth_client::Client;
@@ -8,8 +8,71 @@ use berth_proto::images::{
 };
 use clap::Subcommand;
 
+/// How to reach a registry, shared by pull and push.
+#[derive(clap::Args, Clone)]
+pub struct RegistryFlags {
+    /// Talk plain HTTP to the registry (for registries without TLS)
+    #[arg(long)]
+    plain_http: bool,
+    /// Credentials, sent only if the registry asks: USER:PASSWORD (or USER, then the
+    /// password is read from BERTH_PASSWORD)
+    #[arg(long, short = 'u')]
+    user: Option<String>,
+}
+
+impl RegistryFlags {
+    fn options(&self) -> anyhow::Result<berth_client::transfer::RegistryOptions> {
+        let credentials = match &self.user {
+            None => None,
+            Some(u) => match u.split_once(':') {
+                Some((user, pass)) => Some((user.to_string(), pass.to_string())),
+                None => Some((
+                    u.clone(),
+                    std::env::var("BERTH_PASSWORD").map_err(|_| {
+                        anyhow::anyhow!(
+                            "--user {u} has no password: give USER:PASSWORD or set BERTH_PASSWORD"
+                        )
+                    })?,
+                )),
+            },
+        };
+        Ok(berth_client::transfer::RegistryOptions {
+            plain_http: self.plain_http,
+            credentials,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 pub enum Cmd {
+    /// Pull an image from a registry (berthd downloads and unpacks it)
+    Pull {
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryFlags,
+        /// Platform (os/arch[/variant]) to pull; repeatable; the daemon's by default
+        #[arg(long)]
+        platform: Vec<String>,
+        /// Fetch every platform's manifest and layers
+        #[arg(long)]
+        all_platforms: bool,
+        /// Snapshotter to unpack into
+        #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
+        snapshotter: String,
+        /// Fetch content only; do not unpack
+        #[arg(long)]
+        no_unpack: bool,
+    },
+    /// Push an image to a registry (to REFERENCE, or under its own name)
+    Push {
+        image: String,
+        reference: Option<String>,
+        #[command(flatten)]
+        registry: RegistryFlags,
+        /// Push only this platform's manifest (os/arch[/variant])
+        #[arg(long)]
+        platform: Vec<String>,
+    },
     /// List images
     #[command(alias = "list")]
     Ls {
@@ -80,6 +143,70 @@ async fn image_size(client: &Client, img: &Image) -> i64 {
 pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
     let mut svc = client.images();
     match cmd {
+        Cmd::Pull {
+            reference,
+            registry,
+            platform,
+            all_platforms,
+            snapshotter,
+            no_unpack,
+        } => {
+            let opts = berth_client::transfer::PullOptions {
+                registry: registry.options()?,
+                platforms: platform,
+                all_platforms,
+                unpack: (!no_unpack).then_some(snapshotter),
+                name: None,
+            };
+            let started = std::time::Instant::now();
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let view = tokio::spawn(crate::progress::render(rx));
+            let r = client.pull(&reference, &opts, Some(tx)).await;
+            let totals = view.await.unwrap_or_default();
+            r.map_err(|e| anyhow::anyhow!("cannot pull {reference}: {e}"))?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "pulled {reference} in {secs:.2}s: {} blobs fetched ({}, {}/s), {} already present",
+                totals.blobs,
+                size(totals.bytes),
+                size((totals.bytes as f64 / secs.max(0.001)) as i64),
+                totals.existing
+            );
+        }
+        Cmd::Push {
+            image,
+            reference,
+            registry,
+            platform,
+        } => {
+            let reference = reference.unwrap_or_default();
+            let started = std::time::Instant::now();
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let view = tokio::spawn(crate::progress::render(rx));
+            let r = client
+                .push(
+                    &image,
+                    &reference,
+                    &registry.options()?,
+                    &platform,
+                    Some(tx),
+                )
+                .await;
+            let totals = view.await.unwrap_or_default();
+            r.map_err(|e| anyhow::anyhow!("cannot push {image}: {e}"))?;
+            println!(
+                "pushed {} in {:.2}s: {} blobs uploaded ({}), {} already there",
+                if reference.is_empty() {
+                    &image
+                } else {
+                    &reference
+                },
+                started.elapsed().as_secs_f64(),
+                totals.blobs,
+                size(totals.bytes),
+                totals.existing
+            );
+        }
         Cmd::Ls { flags, filters } => {
             let resp = svc.list(ListImagesRequest { filters }).await?.into_inner();
             let mut t = Table::new(&["REF", "TYPE", "DIGEST", "SIZE", "LABELS"]);

@@ -7,6 +7,7 @@ mod images;
 mod leases;
 mod namespaces;
 mod output;
+mod progress;
 mod run;
 mod snapshots;
 

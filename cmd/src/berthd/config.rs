@@ -14,6 +14,8 @@ pub struct Config {
     pub address: PathBuf,
     /// error, warn, info, debug or trace (or a tracing filter directive).
     pub log_level: String,
+    /// Registries: concurrent downloads, and per host mirrors, plain HTTP, TLS verification.
+    pub registry: berth_services::registry::RegistryConfig,
 }
 
 impl Default for Config {
@@ -23,6 +25,7 @@ impl Default for Config {
             state: PathBuf::from("/run/berth"),
             address: PathBuf::from("/run/berth/berth.sock"),
             log_level: "info".to_string(),
+            registry: Default::default(),
         }
     }
 }
@@ -53,5 +56,12 @@ mod tests {
         let partial: Config = toml::from_str("root = \"/x\"").unwrap();
         assert_eq!(partial.root, PathBuf::from("/x"));
         assert_eq!(partial.state, c.state);
+        let hosts: Config = toml::from_str(
+            "[registry]\nmax_concurrent_downloads = 5\n[registry.hosts.\"127.0.0.1:5000\"]\nplain_http = true\nmirrors = [\"127.0.0.1:5001\"]\n",
+        )
+        .unwrap();
+        assert_eq!(hosts.registry.max_concurrent_downloads, 5);
+        assert!(hosts.registry.hosts["127.0.0.1:5000"].plain_http);
+        assert!(toml::from_str::<Config>("[registry.hosts.x]\nplaintext = true\n").is_err());
     }
 }

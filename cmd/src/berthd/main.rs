@@ -161,7 +161,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         state: cfg.state.clone(),
         address: cfg.address.clone(),
     };
-    let daemon = tokio::task::spawn_blocking(move || Daemon::open(runtime, version)).await??;
+    let registry = cfg.registry.clone();
+    let daemon =
+        tokio::task::spawn_blocking(move || Daemon::open(runtime, registry, version)).await??;
     let router = daemon.router()?;
     let listener = bind_socket(&cfg.address)?;
     // Shims forward their task events here.

@@ -267,6 +267,11 @@ impl Writer {
     pub fn meta(&self) -> &IngestMeta {
         &self.meta
     }
+    /// The bytes received so far, read from the start (to replay them on a resume).
+    pub fn received(&self) -> Result<std::io::Take<File>> {
+        let f = File::open(self.dir.join("data")).map_err(io("open ingest data"))?;
+        Ok(f.take(self.offset))
+    }
     pub fn digest_so_far(&self) -> Digest {
         Digest::from_hasher(&self.hasher)
     }

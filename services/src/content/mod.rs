@@ -77,6 +77,9 @@ impl NamespacedWriter {
     pub fn reference(&self) -> &str {
         &self.inner.meta().reference
     }
+    pub fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
 }
 
 impl Content {
@@ -422,46 +425,64 @@ impl Content {
         expected: String,
         labels: Labels,
     ) -> Result<BlobRecord> {
+        let this = self.clone();
+        blocking(move || this.commit_sync(w, size, &expected, labels)).await
+    }
+
+    /// [`Content::commit`] for blocking callers; `expected` may be empty.
+    pub fn commit_sync(
+        &self,
+        w: NamespacedWriter,
+        size: i64,
+        expected: &str,
+        labels: Labels,
+    ) -> Result<BlobRecord> {
         validate_labels(&labels)?;
         let expected = if expected.is_empty() {
             None
         } else {
-            Some(Digest::parse(&expected)?)
+            Some(Digest::parse(expected)?)
         };
-        let store = self.store.clone();
-        let local = self.local.clone();
-        blocking(move || {
-            let ctx = w.ctx.clone();
-            let reference = w.reference().to_string();
-            let want = expected
-                .clone()
-                .or_else(|| Digest::parse(&w.inner.meta().expected).ok());
-            let (digest, size) = match w.inner.commit(size, expected.as_ref()) {
-                Ok(done) => done,
-                Err(e) if e.kind() == Kind::AlreadyExists => {
-                    // Identical bytes were committed meanwhile: record them here too.
-                    let d = want.ok_or(e)?;
-                    let size = local
-                        .blob_size(&d)?
-                        .ok_or_else(|| Error::not_found(format!("content {d}")))?;
-                    (d, size)
-                }
-                Err(e) => return Err(e),
-            };
-            let rec = adopt(&store, &ctx, &digest, size, labels)?;
-            if let Some(lease) = &ctx.lease {
-                let _ = store.lease_delete_resource(
-                    &ctx.ns,
-                    lease,
-                    &LeaseResource {
-                        kind: "ingests".into(),
-                        id: reference,
-                    },
-                );
+        let ctx = w.ctx.clone();
+        let reference = w.reference().to_string();
+        let want = expected
+            .clone()
+            .or_else(|| Digest::parse(&w.inner.meta().expected).ok());
+        let (digest, size) = match w.inner.commit(size, expected.as_ref()) {
+            Ok(done) => done,
+            Err(e) if e.kind() == Kind::AlreadyExists => {
+                // Identical bytes were committed meanwhile: record them here too.
+                let d = want.ok_or(e)?;
+                let size = self
+                    .local
+                    .blob_size(&d)?
+                    .ok_or_else(|| Error::not_found(format!("content {d}")))?;
+                (d, size)
             }
-            Ok(rec)
-        })
-        .await
+            Err(e) => return Err(e),
+        };
+        let rec = adopt(&self.store, &ctx, &digest, size, labels)?;
+        if let Some(lease) = &ctx.lease {
+            let _ = self.store.lease_delete_resource(
+                &ctx.ns,
+                lease,
+                &LeaseResource {
+                    kind: "ingests".into(),
+                    id: reference,
+                },
+            );
+        }
+        Ok(rec)
+    }
+
+    /// Drops an ingest and its bytes, for blocking callers.
+    pub fn abort_sync(&self, ns: &Namespace, reference: &str) -> Result<()> {
+        self.local.abort(ns, reference)
+    }
+
+    /// Whether the namespace can see `digest`.
+    pub fn has_blob_sync(&self, ns: &Namespace, digest: &str) -> Result<bool> {
+        Ok(self.store.blob_get(ns, digest)?.is_some())
     }
 }
 

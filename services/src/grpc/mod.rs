@@ -10,7 +10,9 @@ pub mod introspection;
 pub mod leases;
 pub mod namespaces;
 pub mod snapshots;
+pub mod streaming;
 pub mod tasks;
+pub mod transfer;
 pub mod unpack;
 pub mod version;
 
@@ -33,6 +35,7 @@ pub fn status(err: Error) -> Status {
         Kind::FailedPrecondition => tonic::Code::FailedPrecondition,
         Kind::Unavailable => tonic::Code::Unavailable,
         Kind::OutOfRange => tonic::Code::OutOfRange,
+        Kind::Unauthenticated => tonic::Code::Unauthenticated,
         Kind::Internal => tonic::Code::Internal,
     };
     match code {
