@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # berth's main job: start berthd on its default root, state and socket (if it is not
-# running already), import an OCI image (made here from Debian's static busybox) with
-# containerd's own ctr, unpack it inside berthd, and run containers from it with berth.
+# running already), import an OCI image (made here from Debian's static busybox), run
+# containers from it, push it to a docker-registry on loopback and pull it back (berthd
+# talks to the registry itself), and run it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release
@@ -42,11 +43,8 @@ echo '{"imageLayoutVersion":"1.0.0"}' > "$work/oci/oci-layout"
 tar -C "$work/oci" -cf "$work/hello.tar" oci-layout index.json blobs
 
 echo
-echo "== ctr images import (containerd's client, talking to berthd)"
-ctr --address "$SOCK" images import --no-unpack --base-name demo.local/hello "$work/hello.tar"
-echo
-echo "== berth images unpack (layers into overlayfs snapshots, inside berthd)"
-"$BIN/berth" images unpack demo.local/hello:latest
+echo "== berth images import (the archive's blobs into berthd's content store, then unpacked)"
+"$BIN/berth" images import --base-name demo.local/hello "$work/hello.tar"
 echo
 echo "== berth images ls"
 "$BIN/berth" images ls
@@ -62,5 +60,19 @@ set +e
 "$BIN/berth" run --rm demo.local/hello:latest demo-sh /bin/sh -c 'id; hostname; uname -r; exit 3'
 echo "exit code: $?"
 set -e
+
+echo
+echo "== a docker-registry on loopback; berth images push, rm, pull (server-side), run"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$work/registry" "$port" > "$work/registry.yml"
+docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
+reg_pid=$!
+trap 'kill $reg_pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+remote="127.0.0.1:$port/demo/hello:v1"
+"$BIN/berth" images push --plain-http demo.local/hello:latest "$remote"
+"$BIN/berth" images rm "$remote" >/dev/null 2>&1 || true
+"$BIN/berth" images pull --plain-http "$remote"
+"$BIN/berth" run --rm "$remote" demo-pulled /bin/echo "pulled from $remote and running"
 echo
 echo "demo: berthd keeps running; stop it with: kill \$(cat /var/lib/berth/berthd.lock)"

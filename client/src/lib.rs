@@ -27,6 +27,7 @@ use tonic::{Request, Status};
 
 pub use berth_proto as proto;
 
+pub mod archive;
 pub mod spec;
 pub mod transfer;
 
@@ -292,6 +293,11 @@ impl Client {
         }
         Ok(out)
     }
+}
+
+/// `sha256:<hex>` of `data`.
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
 async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {

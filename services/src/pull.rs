@@ -376,6 +376,8 @@ impl Puller {
             }
         }
 
+        // Largest first: the biggest layer is the longest pipeline.
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.desc.size));
         let downloads = Arc::new(tokio::sync::Semaphore::new(
             self.config.max_concurrent_downloads.max(1),
         ));
@@ -700,42 +702,65 @@ async fn backoff(attempt: u32) {
     tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(5))).await;
 }
 
-/// The blocking end of a download: every chunk goes into the ingest, and through the
-/// decompressor into `unpack_dir` when there is one. The blob commits only if its digest
-/// and size match; a mismatch drops the ingest, so nothing is stored under that digest.
+/// The blocking end of a download: every chunk goes into the ingest (hashed as it is
+/// written) and, when there is an `unpack_dir`, on to a second thread that decompresses and
+/// applies it, so writing and unpacking overlap. The blob commits only if its digest and
+/// size match; a mismatch drops the ingest, so nothing is stored under that digest.
 fn consume(
     content: Content,
     mut writer: NamespacedWriter,
-    rx: mpsc::Receiver<std::result::Result<bytes::Bytes, String>>,
+    mut rx: mpsc::Receiver<std::result::Result<bytes::Bytes, String>>,
     unpack_dir: Option<std::path::PathBuf>,
     digest: &str,
     size: i64,
     labels: Labels,
 ) -> Result<Option<String>> {
     let reference = writer.reference().to_string();
-    let ns = writer_ns(&writer);
-    let prefix = writer.inner.received()?;
-    let result = {
-        let mut tee = Tee {
-            prefix: Some(prefix),
-            rx,
-            writer: &mut writer,
-            chunk: bytes::Bytes::new(),
-            failed: None,
-        };
-        let applied = match &unpack_dir {
-            Some(dir) => layer::apply(&mut tee, dir, Whiteouts::Overlay)
-                .map(|a| Some(a.diff_id))
-                .map_err(Error::from),
-            None => Ok(None),
-        };
-        // Read to the end even when the unpack failed: a blob that is not what its digest
-        // says is reported as exactly that, rather than as whatever broke in the unpack.
-        let drained = std::io::copy(&mut tee, &mut std::io::sink());
-        let transport = tee.failed.take();
-        (applied, drained, transport)
+    let ns = writer.ctx().ns.clone();
+    let (atx, arx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
+    let applier = match unpack_dir {
+        Some(dir) => {
+            let prefix = writer.inner.received()?;
+            Some(std::thread::spawn(move || {
+                let mut rd = ChannelReader {
+                    prefix: Some(prefix),
+                    rx: arx,
+                    chunk: bytes::Bytes::new(),
+                };
+                layer::apply(&mut rd, &dir, Whiteouts::Overlay).map(|a| a.diff_id)
+            }))
+        }
+        None => None,
     };
-    let (applied, drained, transport) = result;
+    let mut to_apply = applier.is_some().then_some(atx);
+    let mut transport = None;
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Ok(b) => {
+                let at = writer.inner.offset();
+                if let Err(e) = writer.inner.write_at(at, &b) {
+                    transport = Some(e);
+                    break;
+                }
+                // An unpack that failed stops listening; the download still completes so
+                // a blob that is not what its digest says is reported as exactly that.
+                if to_apply.as_ref().is_some_and(|t| t.send(b).is_err()) {
+                    to_apply = None;
+                }
+            }
+            Err(m) => {
+                transport = Some(Error::new(Kind::Unavailable, m));
+                break;
+            }
+        }
+    }
+    drop(rx);
+    drop(to_apply);
+    let applied = applier.map(|h| {
+        h.join()
+            .map_err(|_| Error::new(Kind::Internal, format!("unpack of {digest} panicked")))
+            .and_then(|r| r.map_err(Error::from))
+    });
     let complete = writer.inner.offset() == size;
     let got = writer.inner.digest_so_far().to_string();
     if writer.inner.offset() > size || (complete && got != digest) {
@@ -750,13 +775,6 @@ fn consume(
     if let Some(e) = transport {
         return Err(e);
     }
-    let diff_id = match applied {
-        Ok(d) => d,
-        Err(e) => return Err(Error::new(e.kind(), format!("layer {digest}: {e}"))),
-    };
-    if let Err(e) = drained {
-        return Err(Error::io(format!("read blob {digest}"), e));
-    }
     if !complete {
         return Err(Error::new(
             Kind::Unavailable,
@@ -766,25 +784,23 @@ fn consume(
             ),
         ));
     }
+    let diff_id = match applied {
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => return Err(Error::new(e.kind(), format!("layer {digest}: {e}"))),
+        None => None,
+    };
     content.commit_sync(writer, size, digest, labels)?;
     Ok(diff_id)
 }
 
-fn writer_ns(w: &NamespacedWriter) -> crate::namespace::Namespace {
-    w.ctx().ns.clone()
-}
-
-/// Replays the bytes an ingest already holds, then appends what arrives on `rx` to the
-/// ingest while handing it to the reader.
-struct Tee<'a> {
+/// Replays the bytes an ingest already holds, then reads the chunks that arrive.
+struct ChannelReader {
     prefix: Option<std::io::Take<std::fs::File>>,
-    rx: mpsc::Receiver<std::result::Result<bytes::Bytes, String>>,
-    writer: &'a mut NamespacedWriter,
+    rx: std::sync::mpsc::Receiver<bytes::Bytes>,
     chunk: bytes::Bytes,
-    failed: Option<Error>,
 }
 
-impl Read for Tee<'_> {
+impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if let Some(p) = &mut self.prefix {
             let n = p.read(buf)?;
@@ -794,21 +810,9 @@ impl Read for Tee<'_> {
             self.prefix = None;
         }
         while self.chunk.is_empty() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(Ok(b)) => {
-                    let at = self.writer.inner.offset();
-                    if let Err(e) = self.writer.inner.write_at(at, &b) {
-                        let msg = e.to_string();
-                        self.failed = Some(e);
-                        return Err(std::io::Error::other(msg));
-                    }
-                    self.chunk = b;
-                }
-                Some(Err(m)) => {
-                    self.failed = Some(Error::new(Kind::Unavailable, m.clone()));
-                    return Err(std::io::Error::other(m));
-                }
+            match self.rx.recv() {
+                Ok(b) => self.chunk = b,
+                Err(_) => return Ok(0),
             }
         }
         let n = buf.len().min(self.chunk.len());

@@ -1,4 +1,4 @@
-//! berth images pull|push|ls|rm|label|tag|unpack
+//! berth images pull|push|import|export|inspect|check|ls|rm|label|tag|unpack
 
 use crate::output::{labels, parse_labels, size, ListFlags, Table};
 use berth_client::Client;
@@ -63,6 +63,43 @@ pub enum Cmd {
         #[arg(long)]
         no_unpack: bool,
     },
+    /// Import images from an OCI layout archive or a `docker save` tarball
+    Import {
+        file: std::path::PathBuf,
+        /// Name for images the archive does not name (NAME:TAG or NAME@DIGEST)
+        #[arg(long)]
+        base_name: Option<String>,
+        /// Snapshotter to unpack into
+        #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
+        snapshotter: String,
+        /// Import content only; do not unpack
+        #[arg(long)]
+        no_unpack: bool,
+    },
+    /// Export images into one archive (OCI layout with docker's manifest.json)
+    Export {
+        file: std::path::PathBuf,
+        #[arg(required = true)]
+        images: Vec<String>,
+        /// Platform (os/arch) to export; repeatable; the host's by default
+        #[arg(long)]
+        platform: Vec<String>,
+        /// Export every platform whose content is local
+        #[arg(long)]
+        all_platforms: bool,
+    },
+    /// Show an image: its record, the manifest for this platform, and the config
+    Inspect { name: String },
+    /// Check that images' content is complete and whether they are unpacked
+    Check {
+        #[command(flatten)]
+        flags: ListFlags,
+        /// Snapshotter to look for unpacked layers in
+        #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
+        snapshotter: String,
+        /// Filters, e.g. name~=busybox
+        filters: Vec<String>,
+    },
     /// Push an image to a registry (to REFERENCE, or under its own name)
     Push {
         image: String,
@@ -115,6 +152,107 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
+}
+
+fn host_platform() -> (String, String) {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    };
+    (std::env::consts::OS.to_string(), arch.to_string())
+}
+
+#[derive(Default)]
+struct Checked {
+    present: usize,
+    missing: usize,
+    size: i64,
+    unpacked: bool,
+}
+
+/// Walks an image for this platform: which blobs are local, and whether its top layer is
+/// a committed snapshot.
+async fn check(client: &Client, img: &Image, snapshotter: &str) -> Checked {
+    let mut c = Checked::default();
+    let Some(t) = &img.target else { return c };
+    let mut digest = t.digest.clone();
+    for _ in 0..4 {
+        let Ok(raw) = client.read_blob(&digest, 0, 0).await else {
+            c.missing += 1;
+            return c;
+        };
+        c.present += 1;
+        c.size += raw.len() as i64;
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&raw) else {
+            return c;
+        };
+        if let Some(list) = v["manifests"].as_array() {
+            let (os, arch) = host_platform();
+            match list.iter().find(|m| {
+                m["platform"]["os"] == os.as_str() && m["platform"]["architecture"] == arch.as_str()
+            }) {
+                Some(m) => digest = m["digest"].as_str().unwrap_or_default().to_string(),
+                None => return c,
+            }
+            continue;
+        }
+        let mut descs = vec![v["config"].clone()];
+        descs.extend(v["layers"].as_array().cloned().unwrap_or_default());
+        for d in &descs {
+            let dg = d["digest"].as_str().unwrap_or_default().to_string();
+            match client
+                .content()
+                .info(berth_proto::content::InfoRequest { digest: dg })
+                .await
+            {
+                Ok(_) => {
+                    c.present += 1;
+                    c.size += d["size"].as_i64().unwrap_or(0);
+                }
+                Err(_) => c.missing += 1,
+            }
+        }
+        let cfg = v["config"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Ok(raw) = client.read_blob(&cfg, 0, 0).await {
+            let cv: serde_json::Value = serde_json::from_slice(&raw).unwrap_or_default();
+            let diffs: Vec<String> = cv["rootfs"]["diff_ids"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|d| d.as_str().map(str::to_string))
+                .collect();
+            if let Some(top) = chain_id(&diffs) {
+                c.unpacked = client
+                    .snapshots()
+                    .stat(berth_proto::snapshots::StatSnapshotRequest {
+                        snapshotter: snapshotter.to_string(),
+                        key: top,
+                    })
+                    .await
+                    .is_ok();
+            }
+        }
+        return c;
+    }
+    c
+}
+
+/// The top chain ID of a diffID list.
+fn chain_id(diff_ids: &[String]) -> Option<String> {
+    let mut out: Option<String> = None;
+    for d in diff_ids {
+        out = Some(match out {
+            None => d.clone(),
+            Some(prev) => berth_client::sha256_digest(format!("{prev} {d}").as_bytes()),
+        });
+    }
+    out
 }
 
 /// Total size of an image: its manifest plus config and layers, when the manifest is local.
@@ -172,6 +310,158 @@ pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
                 size((totals.bytes as f64 / secs.max(0.001)) as i64),
                 totals.existing
             );
+        }
+        Cmd::Import {
+            file,
+            base_name,
+            snapshotter,
+            no_unpack,
+        } => {
+            let started = std::time::Instant::now();
+            let quiet = !std::io::IsTerminal::is_terminal(&std::io::stdout());
+            let imported = client
+                .import_archive(&file, base_name.as_deref(), |line| {
+                    if !quiet || !line.contains(" importing ") {
+                        println!("{line}");
+                    }
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot import {}: {e}", file.display()))?;
+            if !no_unpack {
+                for (name, _) in &imported.images {
+                    let r = client
+                        .unpack()
+                        .unpack(berth_proto::berth::services::unpack::v1::UnpackRequest {
+                            name: name.clone(),
+                            snapshotter: snapshotter.clone(),
+                            platform: String::new(),
+                        })
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!("imported {name} but cannot unpack it: {}", e.message())
+                        })?
+                        .into_inner();
+                    println!(
+                        "{name} unpacked ({} of {} layers extracted)",
+                        r.extracted, r.layers
+                    );
+                }
+            }
+            println!(
+                "imported {} image(s), {} blobs, in {:.2}s",
+                imported.images.len(),
+                imported.blobs,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Cmd::Export {
+            file,
+            images,
+            platform,
+            all_platforms,
+        } => {
+            let platforms: Vec<(String, String)> = if all_platforms {
+                vec![]
+            } else if platform.is_empty() {
+                vec![host_platform()]
+            } else {
+                platform
+                    .iter()
+                    .map(|p| {
+                        let mut parts = p.split('/');
+                        match (parts.next(), parts.next()) {
+                            (Some(os), Some(arch)) => Ok((os.to_string(), arch.to_string())),
+                            _ => Err(anyhow::anyhow!("platform {p:?} is not os/arch")),
+                        }
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            };
+            let n = client
+                .export_archive(&file, &images, &platforms, |_| {})
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot export to {}: {e}", file.display()))?;
+            println!(
+                "exported {} image(s), {n} blobs, to {}",
+                images.len(),
+                file.display()
+            );
+        }
+        Cmd::Inspect { name } => {
+            let img = svc
+                .get(GetImageRequest { name: name.clone() })
+                .await
+                .map_err(|e| anyhow::anyhow!("image {name}: {}", e.message()))?
+                .into_inner()
+                .image
+                .unwrap_or_default();
+            let target = img.target.clone().unwrap_or_default();
+            let mut doc = serde_json::json!({
+                "name": img.name,
+                "labels": img.labels,
+                "target": {"mediaType": target.media_type, "digest": target.digest, "size": target.size},
+            });
+            let mut desc = (target.media_type.clone(), target.digest.clone());
+            for _ in 0..4 {
+                let raw = client.read_blob(&desc.1, 0, 0).await?;
+                let v: serde_json::Value = serde_json::from_slice(&raw)?;
+                if let Some(list) = v["manifests"].as_array() {
+                    doc["index"] = v.clone();
+                    let (os, arch) = host_platform();
+                    let pick = list
+                        .iter()
+                        .find(|m| {
+                            m["platform"]["os"] == os.as_str()
+                                && m["platform"]["architecture"] == arch.as_str()
+                        })
+                        .or_else(|| list.first())
+                        .ok_or_else(|| anyhow::anyhow!("index {} lists no manifests", desc.1))?;
+                    desc = (
+                        pick["mediaType"].as_str().unwrap_or_default().to_string(),
+                        pick["digest"].as_str().unwrap_or_default().to_string(),
+                    );
+                    continue;
+                }
+                let cfg_digest = v["config"]["digest"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                doc["manifest"] = v;
+                if let Ok(raw) = client.read_blob(&cfg_digest, 0, 0).await {
+                    doc["config"] = serde_json::from_slice(&raw).unwrap_or_default();
+                }
+                break;
+            }
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Cmd::Check {
+            flags,
+            snapshotter,
+            filters,
+        } => {
+            let resp = svc.list(ListImagesRequest { filters }).await?.into_inner();
+            let mut t = Table::new(&["REF", "STATUS", "LAYERS", "SIZE", "UNPACKED"]);
+            for img in resp.images {
+                let c = check(client, &img, &snapshotter).await;
+                let json = serde_json::json!({
+                    "name": img.name, "complete": c.missing == 0, "present": c.present,
+                    "total": c.present + c.missing, "size": c.size, "unpacked": c.unpacked,
+                });
+                t.row(
+                    vec![
+                        img.name.clone(),
+                        if c.missing == 0 {
+                            "complete".into()
+                        } else {
+                            format!("incomplete ({} missing)", c.missing)
+                        },
+                        format!("{}/{}", c.present, c.present + c.missing),
+                        size(c.size),
+                        c.unpacked.to_string(),
+                    ],
+                    json,
+                );
+            }
+            t.print(flags)?;
         }
         Cmd::Push {
             image,

@@ -283,7 +283,28 @@ fn mkfifo(p: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(client: &Client, r: Run) -> anyhow::Result<i32> {
+/// The image's stored name: as given, or docker's short form made whole
+/// (`busybox` is `docker.io/library/busybox:latest`), as `berth images pull` stores it.
+async fn resolve_image(client: &Client, name: &str) -> String {
+    let exists = |n: String| async move {
+        client
+            .images()
+            .get(GetImageRequest { name: n })
+            .await
+            .is_ok()
+    };
+    if exists(name.to_string()).await {
+        return name.to_string();
+    }
+    let full = berth_client::archive::normalize_name(name);
+    if full != name && exists(full.clone()).await {
+        return full;
+    }
+    name.to_string()
+}
+
+pub async fn run(client: &Client, mut r: Run) -> anyhow::Result<i32> {
+    r.image = resolve_image(client, &r.image).await;
     let unpacked = client
         .unpack()
         .unpack(UnpackRequest {

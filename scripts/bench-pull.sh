@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Pull benchmark: a multi-layer image (hundreds of MB gzip, tens of thousands of files, made
+# from this machine's /usr) pushed to a loopback docker-registry, then pulled and unpacked
+#   containerd  `ctr images pull --plain-http` against containerd (client-side pull + unpack)
+#   berth       `berth images pull --plain-http` (server-side, Transfer service)
+# each from an empty root, alternating. Prints the median of RUNS runs, the ratio, and berth's
+# throughput next to this machine's raw single-stream gzip decode speed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+WORK=${BENCH_DIR:-/var/tmp/berth-bench}
+mkdir -p "$WORK"
+source scripts/bench-lib.sh
+REG_PID=""
+stop_all() { cleanup_daemons; [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null; wait 2>/dev/null || true; }
+trap stop_all EXIT
+
+cargo build --release --workspace --bins >&2
+IMAGE="$WORK/unpack-image.tar"
+if [ ! -f "$IMAGE" ]; then
+  make_image "$IMAGE" usr/include usr/share/doc usr/share/locale usr/bin usr/share/man usr/lib/python3
+fi
+compressed=0
+for b in $(tar -tf "$IMAGE" | grep 'blobs/sha256/.'); do
+  compressed=$((compressed + $(tar -xOf "$IMAGE" "$b" | wc -c)))
+done
+echo "image: $((compressed / 1048576)) MiB in blobs, $(($(tar -tf "$IMAGE" | grep -c 'blobs/sha256/.') - 2)) layers"
+
+# The registry, on loopback, with the image pushed once.
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+rm -rf "$WORK/registry"; mkdir -p "$WORK/registry"
+cat >"$WORK/registry/config.yml" <<YML
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry/data
+http:
+  addr: 127.0.0.1:$PORT
+YML
+docker-registry serve "$WORK/registry/config.yml" >"$WORK/registry.log" 2>&1 &
+REG_PID=$!
+for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+REF="127.0.0.1:$PORT/bench/pull:latest"
+skopeo copy --quiet --insecure-policy --dest-tls-verify=false "oci-archive:$IMAGE:latest" "docker://$REF"
+
+# Raw decode speed: every layer gunzipped by one process, serially.
+blobdir="$WORK/blobs"; rm -rf "$blobdir"; mkdir -p "$blobdir"
+tar -C "$blobdir" -xf "$IMAGE" blobs
+t0=$(now)
+for f in "$blobdir"/blobs/sha256/*; do gzip -dc "$f" >/dev/null 2>&1 || true; done
+t1=$(now)
+gz=$(echo "$t1 - $t0" | bc)
+rm -rf "$blobdir"
+
+time_pull() { # containerd|berth
+  local t0 t1
+  if [ "$1" = containerd ]; then
+    start_containerd
+    t0=$(now); ctr -a "$CTRD_SOCK" images pull --plain-http "$REF" >/dev/null; t1=$(now)
+  else
+    start_berthd
+    t0=$(now); target/release/berth -a "$BERTH_SOCK" images pull --plain-http "$REF" >/dev/null; t1=$(now)
+  fi
+  cleanup_daemons; PIDS=()
+  clear_leftovers
+  sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  echo "$t1 - $t0" | bc
+}
+
+c=(); b=()
+for i in $(seq "$RUNS"); do
+  c+=("$(time_pull containerd)")
+  b+=("$(time_pull berth)")
+  echo "run $i: containerd ${c[-1]}s  berth ${b[-1]}s" >&2
+done
+mc=$(printf '%s\n' "${c[@]}" | median)
+mb=$(printf '%s\n' "${b[@]}" | median)
+mib=$(echo "scale=1; $compressed / 1048576" | bc)
+echo "containerd (ctr images pull):      ${mc}s"
+echo "berth images pull (server-side):   ${mb}s   ratio $(echo "scale=2; $mb / $mc" | bc)x   (target <= 0.3x)"
+echo "berth throughput:                  $(echo "scale=1; $mib / $mb" | bc) MiB/s of gzip, pulled + verified + unpacked"
+echo "raw gzip -dc, one stream:          $(echo "scale=1; $mib / $gz" | bc) MiB/s of gzip (${gz}s for all layers, decode only)"

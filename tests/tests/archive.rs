@@ -1,0 +1,233 @@
+//! Image archives both ways: berth imports what containerd's ctr exports and `docker save`
+//! tarballs; ctr imports what berth exports; several images per archive; hostile archives
+//! are refused with a clear error and leave nothing behind.
+
+use berth_tests::oci::{self, sha256};
+use berth_tests::{ok, Daemon};
+use std::path::Path;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A `docker save` tarball: two images sharing the busybox layer (the second through a
+/// symlink, as docker writes it).
+fn docker_save(out: &Path) {
+    let layer = oci::busybox_layer();
+    let diff = sha256(&layer);
+    let config = |cmd: &str| {
+        serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Cmd": [cmd], "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff]},
+        })
+        .to_string()
+    };
+    let (c1, c2) = (config("/bin/sh"), config("/bin/true"));
+    let (h1, h2) = (sha256(c1.as_bytes()), sha256(c2.as_bytes()));
+    let (h1, h2) = (
+        h1.trim_start_matches("sha256:"),
+        h2.trim_start_matches("sha256:"),
+    );
+    let manifest = serde_json::json!([
+        {"Config": format!("{h1}.json"), "RepoTags": ["busybox:saved"], "Layers": ["aaaa/layer.tar"]},
+        {"Config": format!("{h2}.json"), "RepoTags": ["me/second:v2"], "Layers": ["bbbb/layer.tar"]},
+    ])
+    .to_string();
+    let f = std::fs::File::create(out).unwrap();
+    let mut b = tar::Builder::new(f);
+    let mut add = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    add(&format!("{h1}.json"), c1.as_bytes());
+    add(&format!("{h2}.json"), c2.as_bytes());
+    add("aaaa/layer.tar", &layer);
+    add("manifest.json", manifest.as_bytes());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "bbbb/layer.tar", "../aaaa/layer.tar")
+        .unwrap();
+    b.finish().unwrap();
+}
+
+#[test]
+fn ctr_export_imports_into_berth_and_berth_export_imports_into_ctr() {
+    let (_w, busybox) = oci::busybox_archive();
+    let work = tempfile::tempdir().unwrap();
+    // containerd's client imports and exports against one daemon...
+    let d1 = Daemon::start().unwrap();
+    ok(&d1.ctr(&[
+        "images",
+        "import",
+        "--base-name",
+        "example.com/bb",
+        busybox.to_str().unwrap(),
+    ]));
+    let from_ctr = work.path().join("from-ctr.tar");
+    ok(&d1.ctr(&[
+        "images",
+        "export",
+        from_ctr.to_str().unwrap(),
+        "example.com/bb:latest",
+    ]));
+    // ...berth imports that, runs it, and exports it again...
+    let d2 = Daemon::start().unwrap();
+    let out = ok(&d2.berth(&["images", "import", from_ctr.to_str().unwrap()], None));
+    assert!(out.contains("example.com/bb:latest"), "{out}");
+    let echo = ok(&d2.berth(
+        &[
+            "run",
+            "--rm",
+            "example.com/bb:latest",
+            "arch-run",
+            "echo",
+            "imported",
+        ],
+        None,
+    ));
+    assert_eq!(echo, "imported\n");
+    let check = ok(&d2.berth(&["images", "check"], None));
+    assert!(
+        check.contains("complete") && check.contains("true"),
+        "{check}"
+    );
+    let inspect = ok(&d2.berth(&["images", "inspect", "example.com/bb:latest"], None));
+    assert!(inspect.contains("diff_ids"), "{inspect}");
+    let from_berth = work.path().join("from-berth.tar");
+    ok(&d2.berth(
+        &[
+            "images",
+            "export",
+            from_berth.to_str().unwrap(),
+            "example.com/bb:latest",
+        ],
+        None,
+    ));
+    // ...and ctr imports berth's archive into a third daemon, which runs it.
+    let d3 = Daemon::start().unwrap();
+    ok(&d3.ctr(&["images", "import", from_berth.to_str().unwrap()]));
+    let names = ok(&d3.ctr(&["images", "ls", "-q"]));
+    assert!(names.contains("example.com/bb:latest"), "{names}");
+    let echo = ok(&d3.berth(
+        &[
+            "run",
+            "--rm",
+            "example.com/bb:latest",
+            "arch-run3",
+            "echo",
+            "round trip",
+        ],
+        None,
+    ));
+    assert_eq!(echo, "round trip\n");
+}
+
+#[test]
+fn docker_save_archives_import_and_several_images_export_together() {
+    let work = tempfile::tempdir().unwrap();
+    let saved = work.path().join("saved.tar");
+    docker_save(&saved);
+    let d = Daemon::start().unwrap();
+    let out = ok(&d.berth(&["images", "import", saved.to_str().unwrap()], None));
+    assert!(out.contains("docker.io/library/busybox:saved"), "{out}");
+    assert!(out.contains("docker.io/me/second:v2"), "{out}");
+    let echo = ok(&d.berth(
+        &[
+            "run",
+            "--rm",
+            "busybox:saved",
+            "saved-run",
+            "echo",
+            "docker",
+        ],
+        None,
+    ));
+    assert_eq!(echo, "docker\n");
+    // Both images in one archive, read back by a fresh daemon.
+    let both = work.path().join("both.tar");
+    ok(&d.berth(
+        &[
+            "images",
+            "export",
+            both.to_str().unwrap(),
+            "docker.io/library/busybox:saved",
+            "docker.io/me/second:v2",
+        ],
+        None,
+    ));
+    let d2 = Daemon::start().unwrap();
+    let out = ok(&d2.berth(
+        &["images", "import", "--no-unpack", both.to_str().unwrap()],
+        None,
+    ));
+    assert!(out.contains("imported 2 image(s)"), "{out}");
+    let names = ok(&d2.berth(&["images", "ls", "-q"], None));
+    assert!(
+        names.contains("docker.io/me/second:v2") && names.contains("busybox:saved"),
+        "{names}"
+    );
+}
+
+#[test]
+fn hostile_archives_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let d = Daemon::start().unwrap();
+    // A blob whose bytes do not match its name.
+    let lay = work.path().join("lay");
+    let built = oci::layout(&lay, "v1", &[oci::busybox_layer()]);
+    let blobs = lay.join("blobs/sha256");
+    let victim = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::metadata(p).unwrap().len() > 100_000)
+        .unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&victim, &bytes).unwrap();
+    let bad = work.path().join("bad.tar");
+    oci::archive(&lay, &bad);
+    let out = d.berth(
+        &[
+            "images",
+            "import",
+            "--base-name",
+            "x/y",
+            bad.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let name = victim.file_name().unwrap().to_string_lossy().to_string();
+    assert!(stderr(&out).contains(&name), "{}", stderr(&out));
+    assert!(ok(&d.berth(&["images", "ls", "-q"], None))
+        .trim()
+        .is_empty());
+    assert!(!ok(&d.berth(&["content", "ls", "-q"], None)).contains(&name));
+    let _ = built;
+    // Compressed archives, and docker manifests naming files that are not there.
+    let gz = work.path().join("x.tar.gz");
+    std::fs::write(&gz, oci::gzip(&std::fs::read(&bad).unwrap())).unwrap();
+    let out = d.berth(&["images", "import", gz.to_str().unwrap()], None);
+    assert!(stderr(&out).contains("gzip"), "{}", stderr(&out));
+    let lying = work.path().join("lying.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&lying).unwrap());
+        let m = br#"[{"Config":"nope.json","RepoTags":["a:b"],"Layers":["../../etc/shadow"]}]"#;
+        let mut h = tar::Header::new_gnu();
+        h.set_size(m.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "manifest.json", &m[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let out = d.berth(&["images", "import", lying.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("lacks"), "{}", stderr(&out));
+    ok(&d.berth(&["version"], None));
+}
