@@ -3,6 +3,7 @@
 //! for multi-step flows (ingesting and reading blobs).
 
 use berth_proto::berth::services::unpack::v1::unpack_client::UnpackClient;
+use berth_proto::berth::services::volumes::v1::volumes_client::VolumesClient;
 use berth_proto::content::{
     content_client::ContentClient, ReadContentRequest, WriteAction, WriteContentRequest,
 };
@@ -178,6 +179,7 @@ impl Client {
         unpack => UnpackClient,
         transfer => TransferClient,
         streaming => StreamingClient,
+        volumes => VolumesClient,
     }
 
     /// Writes `data` into the content store under `reference`, resuming from whatever the

@@ -16,6 +16,11 @@ pub mod berth {
                 tonic::include_proto!("berth.services.unpack.v1");
             }
         }
+        pub mod volumes {
+            pub mod v1 {
+                tonic::include_proto!("berth.services.volumes.v1");
+            }
+        }
     }
 }
 

@@ -46,6 +46,7 @@ pub struct Daemon {
     pub puller: Puller,
     pub pusher: Pusher,
     pub streams: grpc::streaming::StreamRegistry,
+    pub volumes: crate::volumes::Volumes,
     pub tasks: Tasks,
     pub runtime: RuntimeConfig,
     pub registry: Registry,
@@ -108,6 +109,7 @@ fn registry(root: &Path) -> Result<Registry> {
         "version",
         "transfer",
         "streaming",
+        "volumes",
         "healthcheck",
     ] {
         r.register(Plugin::new(plugins::GRPC, id, &[plugins::SERVICE]))?;
@@ -196,6 +198,10 @@ impl Daemon {
             ),
             pusher: Pusher::new(content.clone(), images.clone(), registry_config),
             streams: Default::default(),
+            volumes: crate::volumes::Volumes::open(
+                store.clone(),
+                &root.join("io.berth.volumes.v1"),
+            )?,
             unpacker,
             tasks: Tasks::new(
                 runtime.clone(),
@@ -311,6 +317,13 @@ impl Daemon {
                         puller: self.puller.clone(),
                         pusher: self.pusher.clone(),
                         streams: self.streams.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(
+                berth_proto::berth::services::volumes::v1::volumes_server::VolumesServer::new(
+                    grpc::volumes::VolumesService {
+                        core: self.volumes.clone(),
                     }
                 )
             ))

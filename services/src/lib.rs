@@ -27,5 +27,6 @@ pub mod registry;
 pub mod runtime;
 pub mod snapshots;
 pub mod unpack;
+pub mod volumes;
 
 pub use error::{Error, Kind, Result};

@@ -100,6 +100,21 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 /// Writes an OCI image layout with one image tagged `tag`, from uncompressed tar layers
 /// (stored gzip-compressed).
 pub fn layout(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> Built {
+    layout_with(
+        dir,
+        tag,
+        layers,
+        serde_json::json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]}),
+    )
+}
+
+/// [`layout`] with the image config's `config` section given (Cmd, Env, Volumes, ...).
+pub fn layout_with(
+    dir: &Path,
+    tag: &str,
+    layers: &[Vec<u8>],
+    image_config: serde_json::Value,
+) -> Built {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |data: &[u8]| {
@@ -115,7 +130,7 @@ pub fn layout(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> Built {
     }
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
     let (cd, cs) = put(config.to_string().as_bytes());

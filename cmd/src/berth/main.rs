@@ -10,6 +10,7 @@ mod output;
 mod progress;
 mod run;
 mod snapshots;
+mod volumes;
 
 use anyhow::Context;
 use berth_client::Client;
@@ -64,6 +65,9 @@ enum Command {
     /// Manage leases
     #[command(subcommand)]
     Leases(leases::Cmd),
+    /// Manage volumes (data that outlives containers)
+    #[command(subcommand, alias = "volume")]
+    Volumes(volumes::Cmd),
     /// Print events as they happen
     Events {
         /// Filters, e.g. topic~=/images/ (any matches)
@@ -152,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Content(cmd) => content::run(&client, cmd).await,
         Command::Images(cmd) => images::run(&client, cmd).await,
         Command::Leases(cmd) => leases::run(&client, cmd).await,
+        Command::Volumes(cmd) => volumes::run(&client, cmd).await,
         Command::Snapshots(args) => snapshots::run(&client, args).await,
         Command::Containers(cmd) => containers::containers(&client, cmd).await,
         Command::Tasks(cmd) => containers::tasks(&client, cmd).await,

@@ -5,6 +5,9 @@ use anyhow::{anyhow, bail, Context};
 use berth_client::spec::{self, Options, SPEC_TYPE_URL};
 use berth_client::Client;
 use berth_proto::berth::services::unpack::v1::UnpackRequest;
+use berth_proto::berth::services::volumes::v1::{
+    CreateVolumeRequest, GetVolumeRequest, RemoveVolumeRequest,
+};
 use berth_proto::containers::{
     container::Runtime, Container, CreateContainerRequest, DeleteContainerRequest,
 };
@@ -40,9 +43,14 @@ pub struct Run {
     /// User: name, uid, or uid:gid (names are looked up in the image's /etc/passwd)
     #[arg(long, short = 'u')]
     user: Option<String>,
-    /// Bind mounts: type=bind,src=/host,dst=/ctr,options=rbind:ro
+    /// Mounts: type=bind,src=/host,dst=/ctr[,options=rbind:ro] or
+    /// type=volume,src=NAME,dst=/ctr[,options=ro] (a named volume, created on first use;
+    /// without src, an anonymous one)
     #[arg(long = "mount")]
     mounts: Vec<String>,
+    /// Volumes: /host/dir:/ctr[:ro] (bind) or NAME:/ctr[:ro] (named volume)
+    #[arg(long = "volume", short = 'v')]
+    volumes: Vec<String>,
     /// Memory limit (e.g. 256m)
     #[arg(long)]
     memory: Option<String>,
@@ -68,30 +76,98 @@ pub struct Run {
     args: Vec<String>,
 }
 
-fn parse_mount(s: &str) -> anyhow::Result<(String, String, Vec<String>)> {
+/// A mount asked for on the command line, before volumes are resolved.
+#[derive(Debug, Clone, PartialEq)]
+enum Wanted {
+    Bind {
+        src: String,
+        dst: String,
+        opts: Vec<String>,
+    },
+    /// A named volume, or an anonymous one when `name` is None.
+    Volume {
+        name: Option<String>,
+        dst: String,
+        opts: Vec<String>,
+    },
+}
+
+impl Wanted {
+    fn dst(&self) -> &str {
+        match self {
+            Wanted::Bind { dst, .. } | Wanted::Volume { dst, .. } => dst,
+        }
+    }
+}
+
+fn parse_mount(s: &str) -> anyhow::Result<Wanted> {
     let mut kind = "bind";
     let (mut src, mut dst, mut opts) = (None, None, vec![]);
     for part in s.split(',') {
-        let (k, v) = part
-            .split_once('=')
-            .ok_or_else(|| anyhow!("mount {s:?}: {part:?} is not key=value"))?;
+        let (k, v) = match part.split_once('=') {
+            Some(kv) => kv,
+            None if part == "ro" || part == "readonly" => ("options", "ro"),
+            None => bail!("mount {s:?}: {part:?} is not key=value"),
+        };
         match k {
             "type" => kind = v,
             "src" | "source" => src = Some(v.to_string()),
             "dst" | "destination" | "target" => dst = Some(v.to_string()),
-            "options" => opts = v.split(':').map(str::to_string).collect(),
+            "options" => opts.extend(v.split(':').map(str::to_string)),
             other => bail!("mount {s:?}: unknown key {other:?}"),
         }
     }
-    if kind != "bind" {
-        bail!("mount {s:?}: only type=bind is supported here");
-    }
-    let src = src.ok_or_else(|| anyhow!("mount {s:?} needs src="))?;
     let dst = dst.ok_or_else(|| anyhow!("mount {s:?} needs dst="))?;
-    if !Path::new(&src).is_absolute() || !dst.starts_with('/') {
-        bail!("mount {s:?}: src and dst must be absolute paths");
+    if !dst.starts_with('/') {
+        bail!("mount {s:?}: dst must be an absolute path");
     }
-    Ok((src, dst, opts))
+    match kind {
+        "bind" => {
+            let src = src.ok_or_else(|| anyhow!("mount {s:?} needs src="))?;
+            if !Path::new(&src).is_absolute() {
+                bail!("mount {s:?}: src must be an absolute path");
+            }
+            Ok(Wanted::Bind { src, dst, opts })
+        }
+        "volume" => Ok(Wanted::Volume {
+            name: src.filter(|n| !n.is_empty()),
+            dst,
+            opts,
+        }),
+        other => bail!("mount {s:?}: type {other:?} is not bind or volume"),
+    }
+}
+
+/// `-v SRC:DST[:ro|rw]`: an absolute SRC is a host directory, anything else a volume name.
+fn parse_volume(s: &str) -> anyhow::Result<Wanted> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [dst] => ("", *dst, None),
+        [src, dst] => (*src, *dst, None),
+        [src, dst, mode] => (*src, *dst, Some(*mode)),
+        _ => bail!("-v {s:?}: use SRC:DST[:ro]"),
+    };
+    if !dst.starts_with('/') {
+        bail!("-v {s:?}: the container path must be absolute");
+    }
+    let opts = match mode {
+        None | Some("rw") => vec![],
+        Some("ro") => vec!["ro".to_string()],
+        Some(m) => bail!("-v {s:?}: mode {m:?} is not ro or rw"),
+    };
+    Ok(if src.starts_with('/') {
+        Wanted::Bind {
+            src: src.into(),
+            dst: dst.into(),
+            opts,
+        }
+    } else {
+        Wanted::Volume {
+            name: (!src.is_empty()).then(|| src.to_string()),
+            dst: dst.into(),
+            opts,
+        }
+    })
 }
 
 /// Reads a file inside the rootfs, resolved by the kernel within it.
@@ -328,12 +404,7 @@ pub async fn run(client: &Client, mut r: Run) -> anyhow::Result<i32> {
         .map_err(|e| anyhow!("container {}: {}", r.id, e.message()))?
         .into_inner()
         .mounts;
-    let result = create_and_run(client, &r, &config, &mounts).await;
-    if result.is_err() || r.rm {
-        let _ = client
-            .containers()
-            .delete(DeleteContainerRequest { id: r.id.clone() })
-            .await;
+    let remove_snapshot = || async {
         let _ = client
             .snapshots()
             .remove(RemoveSnapshotRequest {
@@ -341,8 +412,119 @@ pub async fn run(client: &Client, mut r: Run) -> anyhow::Result<i32> {
                 key: r.id.clone(),
             })
             .await;
+    };
+    let (binds, anonymous) = match volume_binds(client, &r, &config, &mounts).await {
+        Ok(v) => v,
+        Err(e) => {
+            remove_snapshot().await;
+            return Err(e);
+        }
+    };
+    let result = create_and_run(client, &r, &config, &mounts, binds).await;
+    if result.is_err() || r.rm {
+        let _ = client
+            .containers()
+            .delete(DeleteContainerRequest { id: r.id.clone() })
+            .await;
+        remove_snapshot().await;
+        // Anonymous volumes go with the container; named ones never do.
+        for name in anonymous {
+            let _ = client
+                .volumes()
+                .remove(RemoveVolumeRequest { name, force: false })
+                .await;
+        }
     }
     result
+}
+
+/// Resolves --mount, -v and the image's VOLUME entries into bind mounts. Volumes are made
+/// on first use and seeded with what the image holds at their path; returns the binds and
+/// the anonymous volumes made for this container.
+async fn volume_binds(
+    client: &Client,
+    r: &Run,
+    config: &serde_json::Value,
+    rootfs: &[berth_proto::types::Mount],
+) -> anyhow::Result<(Vec<(String, String, Vec<String>)>, Vec<String>)> {
+    let mut wanted = r
+        .mounts
+        .iter()
+        .map(|m| parse_mount(m))
+        .chain(r.volumes.iter().map(|v| parse_volume(v)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(vols) = config["config"]["Volumes"].as_object() {
+        for path in vols.keys() {
+            if path.starts_with('/') && !wanted.iter().any(|w| w.dst() == path) {
+                wanted.push(Wanted::Volume {
+                    name: None,
+                    dst: path.clone(),
+                    opts: vec![],
+                });
+            }
+        }
+    }
+    let mut binds = vec![];
+    let mut anonymous = vec![];
+    for w in wanted {
+        match w {
+            Wanted::Bind { src, dst, opts } => binds.push((src, dst, opts)),
+            Wanted::Volume { name, dst, opts } => {
+                let mut labels = HashMap::new();
+                if name.is_none() {
+                    labels.insert("berth.container".to_string(), r.id.clone());
+                }
+                let created = client
+                    .volumes()
+                    .create(CreateVolumeRequest {
+                        name: name.clone().unwrap_or_default(),
+                        labels,
+                        seed_mounts: rootfs.to_vec(),
+                        seed_path: dst.clone(),
+                    })
+                    .await;
+                let volume = match created {
+                    Ok(v) => v.into_inner().volume,
+                    Err(e) if e.code() == tonic::Code::AlreadyExists => {
+                        client
+                            .volumes()
+                            .get(GetVolumeRequest {
+                                name: name.clone().unwrap_or_default(),
+                                usage: false,
+                            })
+                            .await
+                            .map_err(|e| {
+                                anyhow!(
+                                    "volume {}: {}",
+                                    name.clone().unwrap_or_default(),
+                                    e.message()
+                                )
+                            })?
+                            .into_inner()
+                            .volume
+                    }
+                    Err(e) => {
+                        for n in anonymous {
+                            let _ = client
+                                .volumes()
+                                .remove(RemoveVolumeRequest {
+                                    name: n,
+                                    force: true,
+                                })
+                                .await;
+                        }
+                        bail!("volume for {dst}: {}", e.message())
+                    }
+                }
+                .ok_or_else(|| anyhow!("daemon returned no volume"))?;
+                if name.is_none() {
+                    anonymous.push(volume.name.clone());
+                }
+                binds.push((volume.mountpoint, dst, opts));
+            }
+        }
+    }
+    Ok((binds, anonymous))
 }
 
 async fn create_and_run(
@@ -350,6 +532,7 @@ async fn create_and_run(
     r: &Run,
     config: &serde_json::Value,
     mounts: &[berth_proto::types::Mount],
+    binds: Vec<(String, String, Vec<String>)>,
 ) -> anyhow::Result<i32> {
     let user = r.user.clone().or_else(|| {
         config["config"]["User"]
@@ -392,11 +575,7 @@ async fn create_and_run(
         cpus: r.cpus,
         pids: r.pids_limit,
         host_network: r.net_host,
-        binds: r
-            .mounts
-            .iter()
-            .map(|m| parse_mount(m))
-            .collect::<anyhow::Result<_>>()?,
+        binds,
     };
     if spec::args(config, &r.args).is_empty() {
         bail!("no command: the image has none and none was given");

@@ -15,6 +15,7 @@ pub mod tasks;
 pub mod transfer;
 pub mod unpack;
 pub mod version;
+pub mod volumes;
 
 use crate::content::Ctx;
 use crate::error::{Error, Kind};

@@ -2,7 +2,7 @@
 //! `<root>/io.containerd.metadata.v1.redb/meta.redb`. Each write commits durably (fsync)
 //! before the RPC that caused it answers.
 //!
-//! Schema, version 2 (keys are tuples; values are JSON documents):
+//! Schema, version 3 (keys are tuples; values are JSON documents):
 //! ```text
 //! meta             "schema_version"                -> u32 (little endian)
 //!                  "server_uuid"                   -> utf-8 uuid
@@ -12,15 +12,18 @@
 //! leases           (ns, lease id)                  -> LeaseRecord {created_at, labels}
 //! lease_resources  (ns, lease id, type, resource)  -> ()
 //! containers       (ns, container id)              -> ContainerRecord        (since v2)
+//! volumes          (ns, volume name)               -> VolumeRecord           (since v3)
 //! ```
 //! A schema change bumps [`SCHEMA_VERSION`] and adds a step to `migrate` with its test.
 //! v1 -> v2: the containers table is created; nothing else changes.
+//! v2 -> v3: the volumes table is created; nothing else changes.
 
 pub mod containers;
 pub mod content;
 pub mod images;
 pub mod leases;
 pub mod namespaces;
+pub mod volumes;
 
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
@@ -30,7 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespaces");
@@ -39,6 +42,7 @@ pub(crate) const CONTENT: TableDefinition<(&str, &str), &[u8]> = TableDefinition
 pub(crate) const LEASES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("leases");
 pub(crate) const CONTAINERS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("containers");
+pub(crate) const VOLUMES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("volumes");
 pub(crate) const LEASE_RESOURCES: TableDefinition<(&str, &str, &str, &str), ()> =
     TableDefinition::new("lease_resources");
 
@@ -146,6 +150,10 @@ impl MetadataStore {
         if found < 2 {
             // v2: containers.
             txn.open_table(CONTAINERS)?;
+        }
+        if found < 3 {
+            // v3: volumes.
+            txn.open_table(VOLUMES)?;
         }
         txn.commit()?;
         Ok(())
@@ -313,10 +321,11 @@ mod tests {
             txn.commit().unwrap();
         }
         let store = MetadataStore::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 2);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         let ns = Namespace::parse("kept").unwrap();
         assert_eq!(store.namespace_get(&ns).unwrap().unwrap().labels["a"], "b");
         assert!(store.container_list(&ns).unwrap().is_empty());
+        assert!(store.volume_list(&ns).unwrap().is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use super::{
     namespace_has_records, Labels, MetadataStore, CONTAINERS, CONTENT, IMAGES, LEASES, NAMESPACES,
+    VOLUMES,
 };
 use crate::error::{Error, Result};
 use crate::namespace::Namespace;
@@ -76,6 +77,7 @@ impl MetadataStore {
                 ("content", CONTENT),
                 ("leases", LEASES),
                 ("containers", CONTAINERS),
+                ("volumes", VOLUMES),
             ] {
                 if namespace_has_records(&txn.open_table(def)?, ns.as_str())? {
                     return Err(Error::precondition(format!(

@@ -33,22 +33,6 @@ pub struct Applied {
     pub entries: u64,
 }
 
-/// Hashes and counts everything read through it.
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
 /// Wraps `r` in the decompressor its first bytes call for.
 pub fn decompress<'a, R: Read + 'a>(r: R) -> Result<Box<dyn Read + 'a>> {
     let mut br = BufReader::with_capacity(1 << 20, r);
@@ -89,13 +73,11 @@ fn timespec(secs: u64) -> libc::timespec {
     }
 }
 
-/// Applies the layer read from `r` to the directory `target`.
+/// Applies the layer read from `r` to the directory `target`. Decompressing and hashing
+/// run on this thread while another parses the tar and writes the files, so one large layer
+/// keeps two cores busy.
 pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applied> {
-    let mut hashing = Hashing {
-        inner: decompress(r)?,
-        hasher: Sha256::new(),
-        count: 0,
-    };
+    let mut stream = decompress(r)?;
     let mut applier = Applier {
         root: Root::open(target)?,
         whiteouts,
@@ -104,27 +86,100 @@ pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applie
         parent_cache: None,
         buf: vec![0u8; 256 << 10],
     };
-    let mut entries = 0u64;
-    {
-        let mut archive = tar::Archive::new(&mut hashing);
-        archive.set_ignore_zeros(false);
-        let iter = archive.entries().map_err(|e| Error::io("read layer", e))?;
-        for entry in iter {
-            let mut entry = entry.map_err(|e| {
-                Error::InvalidArgument(format!("layer is not a valid tar stream: {e}"))
-            })?;
-            applier.entry(&mut entry)?;
-            entries += 1;
+    let mut hasher = Sha256::new();
+    let mut count = 0u64;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let (read, parsed) = std::thread::scope(|scope| {
+        let failed = &failed;
+        let parser = scope.spawn(move || -> Result<u64> {
+            let r = parse(rx, &mut applier);
+            if r.is_err() {
+                failed.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            r
+        });
+        fn parse(rx: std::sync::mpsc::Receiver<Vec<u8>>, applier: &mut Applier) -> Result<u64> {
+            let mut chunks = Chunks {
+                rx,
+                cur: vec![],
+                pos: 0,
+            };
+            let mut entries = 0u64;
+            let mut archive = tar::Archive::new(&mut chunks);
+            archive.set_ignore_zeros(false);
+            let iter = archive.entries().map_err(|e| Error::io("read layer", e))?;
+            for entry in iter {
+                let mut entry = entry.map_err(|e| {
+                    Error::InvalidArgument(format!("layer is not a valid tar stream: {e}"))
+                })?;
+                applier.entry(&mut entry)?;
+                entries += 1;
+            }
+            applier.finish()?;
+            Ok(entries)
         }
-    }
-    // The diffID covers the whole stream, including the end-of-archive padding.
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|e| Error::io("read layer", e))?;
-    applier.finish()?;
+        // The diffID covers the whole stream, including the end-of-archive padding, so
+        // this side reads to the end even after the parser is done.
+        let mut parser_gone = false;
+        let read = loop {
+            let mut buf = vec![0u8; 256 << 10];
+            let n = match stream.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(Error::io("read layer", e)),
+            };
+            buf.truncate(n);
+            hasher.update(&buf);
+            count += n as u64;
+            if !parser_gone && tx.send(buf).is_err() {
+                parser_gone = true;
+            }
+            if parser_gone && failed.load(std::sync::atomic::Ordering::SeqCst) {
+                break Ok(()); // refused: the rest of the stream does not matter
+            }
+        };
+        drop(tx);
+        let parsed = parser
+            .join()
+            .unwrap_or_else(|_| Err(Error::InvalidArgument("layer parser panicked".into())));
+        (read, parsed)
+    });
+    // A broken stream (bad compression, a failed read) is reported as such: the parser
+    // only saw it end early.
+    read?;
+    let entries = parsed?;
     Ok(Applied {
-        diff_id: hashing.hasher.digest(),
-        size: hashing.count,
+        diff_id: hasher.digest(),
+        size: count,
         entries,
     })
+}
+
+/// Reads the chunks another thread sends.
+struct Chunks {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 impl Applier {

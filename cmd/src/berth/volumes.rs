@@ -1,0 +1,144 @@
+//! berth volumes create|ls|inspect|rm|prune
+
+use crate::output::{labels, parse_labels, rfc3339, size, ListFlags, Table};
+use berth_client::Client;
+use berth_proto::berth::services::volumes::v1::{
+    CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, PruneVolumesRequest,
+    RemoveVolumeRequest, Volume,
+};
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Create a named volume (an anonymous one without a name); prints its name
+    Create {
+        name: Option<String>,
+        /// Labels (key=value)
+        #[arg(long = "label", short = 'l')]
+        labels: Vec<String>,
+    },
+    /// List volumes
+    #[command(alias = "list")]
+    Ls {
+        #[command(flatten)]
+        flags: ListFlags,
+        /// Also compute each volume's size (walks every volume)
+        #[arg(long, short = 's')]
+        size: bool,
+        /// Filters, e.g. name~=data, anonymous==true, labels.k==v
+        filters: Vec<String>,
+    },
+    /// Show volumes as JSON: mountpoint, labels, users, size
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes (refused while a container uses one, unless --force)
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+    /// Remove volumes no container uses: anonymous ones, every one with --all
+    Prune {
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn json(v: &Volume) -> serde_json::Value {
+    serde_json::json!({
+        "name": v.name, "mountpoint": v.mountpoint, "labels": v.labels,
+        "anonymous": v.anonymous, "used_by": v.used_by,
+        "created_at": rfc3339(v.created_at.as_ref()),
+        "size": (v.usage >= 0).then_some(v.usage),
+    })
+}
+
+pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
+    let mut svc = client.volumes();
+    match cmd {
+        Cmd::Create { name, labels } => {
+            let v = svc
+                .create(CreateVolumeRequest {
+                    name: name.unwrap_or_default(),
+                    labels: parse_labels(&labels)?.into_iter().collect(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create volume: {}", e.message()))?
+                .into_inner()
+                .volume
+                .unwrap_or_default();
+            println!("{}", v.name);
+        }
+        Cmd::Ls {
+            flags,
+            size: with_size,
+            filters,
+        } => {
+            let resp = svc
+                .list(ListVolumesRequest {
+                    filters,
+                    usage: with_size,
+                })
+                .await?
+                .into_inner();
+            let mut t = Table::new(&["NAME", "SIZE", "USED BY", "LABELS"]);
+            for v in resp.volumes {
+                t.row(
+                    vec![
+                        v.name.clone(),
+                        if v.usage >= 0 {
+                            size(v.usage)
+                        } else {
+                            "-".into()
+                        },
+                        v.used_by.join(","),
+                        labels(&v.labels),
+                    ],
+                    json(&v),
+                );
+            }
+            t.print(flags)?;
+        }
+        Cmd::Inspect { names } => {
+            let mut out = vec![];
+            for name in names {
+                let v = svc
+                    .get(GetVolumeRequest {
+                        name: name.clone(),
+                        usage: true,
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("volume {name}: {}", e.message()))?
+                    .into_inner()
+                    .volume
+                    .unwrap_or_default();
+                out.push(json(&v));
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Cmd::Rm { names, force } => {
+            for name in names {
+                svc.remove(RemoveVolumeRequest {
+                    name: name.clone(),
+                    force,
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot remove volume {name}: {}", e.message()))?;
+                println!("{name}");
+            }
+        }
+        Cmd::Prune { all } => {
+            let r = svc.prune(PruneVolumesRequest { all }).await?.into_inner();
+            for n in &r.removed {
+                println!("{n}");
+            }
+            println!("reclaimed {}", size(r.reclaimed));
+        }
+    }
+    Ok(())
+}
