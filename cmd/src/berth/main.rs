@@ -1,5 +1,6 @@
 //! berth: the command line for berthd (and any containerd-compatible daemon).
 
+mod commit;
 mod containers;
 mod content;
 mod events;
@@ -41,6 +42,8 @@ enum Command {
     Version,
     /// Run a container from an image (exit code = the container's)
     Run(run::Run),
+    /// Make a new image from a container's changes (one new layer)
+    Commit(commit::Commit),
     /// Daemon plugins
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -156,6 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Content(cmd) => content::run(&client, cmd).await,
         Command::Images(cmd) => images::run(&client, cmd).await,
         Command::Leases(cmd) => leases::run(&client, cmd).await,
+        Command::Commit(c) => commit::run(&client, c).await,
         Command::Volumes(cmd) => volumes::run(&client, cmd).await,
         Command::Snapshots(args) => snapshots::run(&client, args).await,
         Command::Containers(cmd) => containers::containers(&client, cmd).await,

@@ -1,0 +1,380 @@
+//! berth commit: a container's changes (its snapshot against its parent) as a new layer on
+//! top of its image, with a new config (diffID, history, --change) and manifest.
+
+use berth_client::Client;
+use berth_proto::containers::GetContainerRequest;
+use berth_proto::content::InfoRequest;
+use berth_proto::diff::DiffRequest;
+use berth_proto::images::{CreateImageRequest, GetImageRequest, Image, UpdateImageRequest};
+use berth_proto::snapshots::{
+    MountsRequest, RemoveSnapshotRequest, StatSnapshotRequest, ViewSnapshotRequest,
+};
+use berth_proto::types::Descriptor;
+use clap::Args;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+#[derive(Args)]
+pub struct Commit {
+    /// Container whose changes become the new layer
+    container: String,
+    /// Name of the new image (a tag defaults to latest)
+    image: String,
+    /// Config changes: CMD=, ENTRYPOINT= (JSON array or a shell string), ENV=K=V,
+    /// WORKDIR=, USER=, LABEL=k=v, EXPOSE=80/tcp, VOLUME=/p, STOPSIGNAL=
+    #[arg(long, short = 'c')]
+    change: Vec<String>,
+    /// Comment recorded in the image history
+    #[arg(long, short = 'm', default_value = "")]
+    message: String,
+}
+
+fn now_rfc3339() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
+        .to_string()
+}
+
+/// `["a","b"]` as JSON, anything else as `/bin/sh -c <it>`.
+fn command(v: &str) -> anyhow::Result<Value> {
+    if v.trim_start().starts_with('[') {
+        let parsed: Vec<String> = serde_json::from_str(v)
+            .map_err(|e| anyhow::anyhow!("{v:?} is not a JSON array of strings: {e}"))?;
+        return Ok(json!(parsed));
+    }
+    Ok(json!(["/bin/sh", "-c", v]))
+}
+
+/// Applies one `--change` to the image config's `config` section.
+pub fn apply_change(cfg: &mut Value, change: &str) -> anyhow::Result<()> {
+    let (key, value) = change
+        .split_once('=')
+        .or_else(|| change.split_once(' '))
+        .ok_or_else(|| anyhow::anyhow!("--change {change:?} is not INSTRUCTION=VALUE"))?;
+    if !cfg.is_object() {
+        *cfg = json!({});
+    }
+    match key.trim().to_ascii_uppercase().as_str() {
+        "CMD" => cfg["Cmd"] = command(value)?,
+        "ENTRYPOINT" => cfg["Entrypoint"] = command(value)?,
+        "WORKDIR" => cfg["WorkingDir"] = json!(value),
+        "USER" => cfg["User"] = json!(value),
+        "STOPSIGNAL" => cfg["StopSignal"] = json!(value),
+        "ENV" => {
+            let (k, _) = value
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("ENV {value:?} is not K=V"))?;
+            let mut env: Vec<Value> = cfg["Env"].as_array().cloned().unwrap_or_default();
+            env.retain(|e| e.as_str().and_then(|s| s.split_once('=')).map(|(ek, _)| ek) != Some(k));
+            env.push(json!(value));
+            cfg["Env"] = json!(env);
+        }
+        "LABEL" => {
+            let (k, v) = value
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("LABEL {value:?} is not k=v"))?;
+            if !cfg["Labels"].is_object() {
+                cfg["Labels"] = json!({});
+            }
+            cfg["Labels"][k] = json!(v);
+        }
+        "EXPOSE" => {
+            if !cfg["ExposedPorts"].is_object() {
+                cfg["ExposedPorts"] = json!({});
+            }
+            let port = if value.contains('/') {
+                value.to_string()
+            } else {
+                format!("{value}/tcp")
+            };
+            cfg["ExposedPorts"][port] = json!({});
+        }
+        "VOLUME" => {
+            if !value.starts_with('/') {
+                anyhow::bail!("VOLUME {value:?} must be an absolute path");
+            }
+            if !cfg["Volumes"].is_object() {
+                cfg["Volumes"] = json!({});
+            }
+            cfg["Volumes"][value] = json!({});
+        }
+        other => anyhow::bail!(
+            "--change {other} is not supported; use CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL, EXPOSE, VOLUME or STOPSIGNAL"
+        ),
+    }
+    Ok(())
+}
+
+/// The image's manifest for this machine, and its config.
+async fn manifest_and_config(client: &Client, image: &str) -> anyhow::Result<(Value, Value)> {
+    let img = client
+        .images()
+        .get(GetImageRequest {
+            name: image.to_string(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("image {image}: {}", e.message()))?
+        .into_inner()
+        .image
+        .unwrap_or_default();
+    let mut digest = img.target.unwrap_or_default().digest;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    for _ in 0..4 {
+        let doc: Value = serde_json::from_slice(&client.read_blob(&digest, 0, 0).await?)?;
+        if let Some(list) = doc["manifests"].as_array() {
+            digest = list
+                .iter()
+                .find(|m| m["platform"]["architecture"] == arch)
+                .or_else(|| list.first())
+                .and_then(|m| m["digest"].as_str())
+                .ok_or_else(|| anyhow::anyhow!("image {image} has no manifest for {arch}"))?
+                .to_string();
+            continue;
+        }
+        let cfg_digest = doc["config"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let config: Value = serde_json::from_slice(&client.read_blob(&cfg_digest, 0, 0).await?)?;
+        return Ok((doc, config));
+    }
+    anyhow::bail!("image {image}: indexes nest too deeply")
+}
+
+fn image_name(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') || name.contains('@') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+pub async fn run(client: &Client, c: Commit) -> anyhow::Result<()> {
+    for ch in &c.change {
+        apply_change(&mut json!({}), ch)?;
+    }
+    let container = client
+        .containers()
+        .get(GetContainerRequest {
+            id: c.container.clone(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("container {}: {}", c.container, e.message()))?
+        .into_inner()
+        .container
+        .unwrap_or_default();
+    if container.snapshot_key.is_empty() || container.image.is_empty() {
+        anyhow::bail!(
+            "container {} has no snapshot or image to commit",
+            c.container
+        );
+    }
+    let snapshotter = container.snapshotter.clone();
+    let info = client
+        .snapshots()
+        .stat(StatSnapshotRequest {
+            snapshotter: snapshotter.clone(),
+            key: container.snapshot_key.clone(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("snapshot of {}: {}", c.container, e.message()))?
+        .into_inner()
+        .info
+        .unwrap_or_default();
+    let upper = client
+        .snapshots()
+        .mounts(MountsRequest {
+            snapshotter: snapshotter.clone(),
+            key: container.snapshot_key.clone(),
+        })
+        .await?
+        .into_inner()
+        .mounts;
+    let view_key = format!("commit-{}-{}", c.container, std::process::id());
+    let lower = client
+        .snapshots()
+        .view(ViewSnapshotRequest {
+            snapshotter: snapshotter.clone(),
+            key: view_key.clone(),
+            parent: info.parent.clone(),
+            labels: HashMap::new(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("view of the parent: {}", e.message()))?
+        .into_inner()
+        .mounts;
+    let diffed = client
+        .diff()
+        .diff(DiffRequest {
+            left: lower,
+            right: upper,
+            media_type: LAYER_GZIP.into(),
+            r#ref: format!("commit-{}", c.container),
+            labels: HashMap::new(),
+        })
+        .await;
+    let _ = client
+        .snapshots()
+        .remove(RemoveSnapshotRequest {
+            snapshotter: snapshotter.clone(),
+            key: view_key,
+        })
+        .await;
+    let layer = diffed
+        .map_err(|e| anyhow::anyhow!("diff of {}: {}", c.container, e.message()))?
+        .into_inner()
+        .diff
+        .ok_or_else(|| anyhow::anyhow!("the daemon returned no layer"))?;
+    let diff_id = client
+        .content()
+        .info(InfoRequest {
+            digest: layer.digest.clone(),
+        })
+        .await?
+        .into_inner()
+        .info
+        .and_then(|i| i.labels.get("containerd.io/uncompressed").cloned())
+        .ok_or_else(|| {
+            anyhow::anyhow!("layer {} has no uncompressed digest label", layer.digest)
+        })?;
+
+    let (base_manifest, mut config) = manifest_and_config(client, &container.image).await?;
+    let mut diffs = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    diffs.push(json!(diff_id));
+    config["rootfs"] = json!({"type": "layers", "diff_ids": diffs});
+    for ch in &c.change {
+        apply_change(&mut config["config"], ch)?;
+    }
+    let created = now_rfc3339();
+    let mut history = config["history"].as_array().cloned().unwrap_or_default();
+    history.push(json!({
+        "created": created,
+        "created_by": format!("berth commit {}", c.container),
+        "comment": c.message,
+    }));
+    config["history"] = json!(history);
+    config["created"] = json!(created);
+    let config_bytes = serde_json::to_vec(&config)?;
+    let config_digest = berth_client::sha256_digest(&config_bytes);
+    client
+        .ingest(
+            &format!("commit-config-{config_digest}"),
+            config_bytes.as_slice(),
+            config_bytes.len() as i64,
+            Some(&config_digest),
+            HashMap::new(),
+        )
+        .await?;
+    let mut layers = base_manifest["layers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    layers.push(json!({"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_bytes.len()},
+        "layers": layers,
+    });
+    let mbytes = serde_json::to_vec(&manifest)?;
+    let mdigest = berth_client::sha256_digest(&mbytes);
+    let mut gc = HashMap::from([(
+        "containerd.io/gc.ref.content.config".to_string(),
+        config_digest.clone(),
+    )]);
+    for (i, l) in layers.iter().enumerate() {
+        gc.insert(
+            format!("containerd.io/gc.ref.content.l.{i}"),
+            l["digest"].as_str().unwrap_or_default().to_string(),
+        );
+    }
+    client
+        .ingest(
+            &format!("commit-manifest-{mdigest}"),
+            mbytes.as_slice(),
+            mbytes.len() as i64,
+            Some(&mdigest),
+            gc,
+        )
+        .await?;
+    let name = image_name(&c.image);
+    let image = Image {
+        name: name.clone(),
+        target: Some(Descriptor {
+            media_type: OCI_MANIFEST.into(),
+            digest: mdigest.clone(),
+            size: mbytes.len() as i64,
+            annotations: HashMap::new(),
+        }),
+        ..Default::default()
+    };
+    match client
+        .images()
+        .create(CreateImageRequest {
+            image: Some(image.clone()),
+        })
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if e.code() == tonic::Code::AlreadyExists => {
+            client
+                .images()
+                .update(UpdateImageRequest {
+                    image: Some(image),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["target".into()],
+                    }),
+                })
+                .await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    println!(
+        "{name} {mdigest} (new layer {}, {} bytes)",
+        layer.digest, layer.size
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_edit_the_config() {
+        let mut cfg = json!({"Env": ["PATH=/bin", "A=1"]});
+        apply_change(&mut cfg, r#"CMD=["echo","hi"]"#).unwrap();
+        apply_change(&mut cfg, "ENTRYPOINT=/bin/app --flag").unwrap();
+        apply_change(&mut cfg, "ENV=A=2").unwrap();
+        apply_change(&mut cfg, "WORKDIR /srv").unwrap();
+        apply_change(&mut cfg, "EXPOSE=8080").unwrap();
+        apply_change(&mut cfg, "LABEL=team=core").unwrap();
+        assert_eq!(cfg["Cmd"], json!(["echo", "hi"]));
+        assert_eq!(
+            cfg["Entrypoint"],
+            json!(["/bin/sh", "-c", "/bin/app --flag"])
+        );
+        assert_eq!(cfg["Env"], json!(["PATH=/bin", "A=2"]));
+        assert_eq!(cfg["WorkingDir"], "/srv");
+        assert!(cfg["ExposedPorts"]["8080/tcp"].is_object());
+        assert_eq!(cfg["Labels"]["team"], "core");
+        assert!(apply_change(&mut cfg, "RUN=rm -rf /").is_err());
+        assert!(apply_change(&mut cfg, "VOLUME=relative").is_err());
+        assert!(apply_change(&mut cfg, "CMD=[not json").is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! berth commit: a container's changes become one new layer; the new image runs with them
+//! (files added, files deleted through whiteouts) and with the config changes asked for.
+
+use berth_tests::oci;
+use berth_tests::{ok, Daemon};
+
+#[test]
+fn commit_round_trip() {
+    let d = Daemon::start().unwrap();
+    let (_w, archive) = oci::busybox_archive();
+    ok(&d.berth(
+        &[
+            "images",
+            "import",
+            "--base-name",
+            "test.local/base",
+            archive.to_str().unwrap(),
+        ],
+        None,
+    ));
+    // A container that adds a file and deletes one of the image's.
+    ok(&d.berth(
+        &[
+            "run",
+            "test.local/base:latest",
+            "changer",
+            "sh",
+            "-c",
+            "echo committed > /etc/motd2; rm /bin/ls",
+        ],
+        None,
+    ));
+    ok(&d.berth(&["tasks", "rm", "changer"], None));
+    let out = ok(&d.berth(
+        &[
+            "commit",
+            "changer",
+            "test.local/committed:v1",
+            "--change",
+            r#"CMD=["cat","/etc/motd2"]"#,
+            "--change",
+            "ENV=STAGE=committed",
+            "-m",
+            "test commit",
+        ],
+        None,
+    ));
+    assert!(out.starts_with("test.local/committed:v1 sha256:"), "{out}");
+    // The image's own command now prints the added file.
+    let motd = ok(&d.berth(&["run", "--rm", "test.local/committed:v1", "after1"], None));
+    assert_eq!(motd, "committed\n");
+    let gone = d.berth(
+        &[
+            "run",
+            "--rm",
+            "test.local/committed:v1",
+            "after2",
+            "ls",
+            "/",
+        ],
+        None,
+    );
+    assert!(!gone.status.success(), "the deleted file came back");
+    let env = ok(&d.berth(
+        &["run", "--rm", "test.local/committed:v1", "after3", "env"],
+        None,
+    ));
+    assert!(env.contains("STAGE=committed"), "{env}");
+    let inspect = ok(&d.berth(&["images", "inspect", "test.local/committed:v1"], None));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(
+        v["config"]["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(v["manifest"]["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        v["config"]["history"].as_array().unwrap().last().unwrap()["comment"],
+        "test commit"
+    );
+    // The base image is untouched.
+    let base = ok(&d.berth(
+        &[
+            "run",
+            "--rm",
+            "test.local/base:latest",
+            "base1",
+            "ls",
+            "/bin/ls",
+        ],
+        None,
+    ));
+    assert!(base.contains("/bin/ls"), "{base}");
+    // Committing a container that does not exist says so.
+    let missing = d.berth(&["commit", "nope", "x:y"], None);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+}
