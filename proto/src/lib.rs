@@ -28,6 +28,16 @@ pub mod ttrpc {
     tonic::include_proto!("ttrpc");
 }
 
+/// cgroup statistics, as containerd's Tasks.Metrics carries them.
+pub mod cgroups {
+    pub mod v1 {
+        tonic::include_proto!("io.containerd.cgroups.v1");
+    }
+    pub mod v2 {
+        tonic::include_proto!("io.containerd.cgroups.v2");
+    }
+}
+
 pub mod ttrpc_wire;
 
 pub mod containerd {

@@ -3,6 +3,8 @@
 //! forwards task events to the daemon. Plain threads and blocking calls: no async runtime,
 //! so the shim stays a few megabytes.
 
+pub mod cgroups;
+pub mod console;
 pub mod events;
 pub mod reaper;
 pub mod runc;

@@ -1,5 +1,7 @@
 //! The shim v2 Task service for one container, on runc.
 
+use crate::cgroups::Cgroup;
+use crate::console::{self, ConsoleSocket};
 use crate::events::Publisher;
 use crate::reaper::{Exit, Reaper};
 use crate::runc::{Runc, Stdio3};
@@ -25,12 +27,16 @@ struct Proc {
     stdout: String,
     stderr: String,
     terminal: bool,
+    /// The pty master, when the process has a terminal.
+    console: Option<Arc<OwnedFd>>,
 }
 
 #[derive(Default)]
 struct State {
     init: Option<Proc>,
     execs: HashMap<String, Proc>,
+    /// The container's cgroup, found once its init exists.
+    cgroup: Option<Cgroup>,
 }
 
 pub struct Service {
@@ -58,6 +64,21 @@ fn ts(e: &Option<Exit>) -> Option<prost_types::Timestamp> {
 fn open_io(path: &str, write: bool) -> R<Option<OwnedFd>> {
     if path.is_empty() {
         return Ok(None);
+    }
+    // `file:///abs/path`: output appended to a log file, created if needed.
+    if let Some(file) = path.strip_prefix("file://") {
+        if !write || !file.starts_with('/') {
+            return Err(err(
+                code::INVALID_ARGUMENT,
+                format!("{path}: file:// takes an absolute path, for stdout and stderr only"),
+            ));
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .map_err(|e| err(code::INVALID_ARGUMENT, format!("open {file}: {e}")))?;
+        return Ok(Some(OwnedFd::from(f)));
     }
     let c =
         CString::new(path).map_err(|_| err(code::INVALID_ARGUMENT, "stdio path has a NUL byte"))?;
@@ -248,9 +269,6 @@ impl Service {
     }
 
     fn create(&self, r: api::CreateTaskRequest) -> R<api::CreateTaskResponse> {
-        if r.terminal {
-            return Err(err(code::INVALID_ARGUMENT, "terminals are not supported by containerd-shim-berth-v2 yet; use --runtime io.containerd.runc.v2"));
-        }
         if self.proc("").is_ok() {
             return Err(err(
                 code::ALREADY_EXISTS,
@@ -258,25 +276,40 @@ impl Service {
             ));
         }
         mount_rootfs(&r.rootfs, &self.bundle.join("rootfs"))?;
-        let stdio = Stdio3 {
-            stdin: open_io(&r.stdin, false)?,
-            stdout: open_io(&r.stdout, true)?,
-            stderr: open_io(&r.stderr, true)?,
-        };
+        let (stdio, socket) = self.stdio_for("init", r.terminal, &r.stdin, &r.stdout, &r.stderr)?;
         let pid_file = self.bundle.join("init.pid");
         let bundle = self.bundle.display().to_string();
         let pf = pid_file.display().to_string();
         let log = self.bundle.join("runc.log");
-        if let Err(e) = self.runc.launch(
-            &["create", "--bundle", &bundle, "--pid-file", &pf, &self.id],
-            stdio,
-            &log,
-        ) {
+        let sock_path = socket.as_ref().map(|c| c.path().display().to_string());
+        let mut args = vec!["create", "--bundle", &bundle, "--pid-file", &pf];
+        if let Some(p) = &sock_path {
+            args.extend(["--console-socket", p.as_str()]);
+        }
+        args.push(&self.id);
+        if let Err(e) = self.runc.launch(&args, stdio, &log) {
             unmount_rootfs(&self.bundle);
             return Err(err(code::INTERNAL, e.0));
         }
+        let console = match &socket {
+            Some(sock) => Some(self.attach_console(sock, &r.stdin, &r.stdout)?),
+            None => None,
+        };
         let pid = Runc::read_pid(&pid_file).map_err(|e| err(code::INTERNAL, e.0))?;
+        let cgroup = Cgroup::of_pid(pid);
+        if let Some(cg) = &cgroup {
+            let (events, id) = (self.events.clone(), self.id.clone());
+            cg.watch_oom(move || {
+                events.publish(
+                    "/tasks/oom",
+                    &ev::TaskOom {
+                        container_id: id.clone(),
+                    },
+                )
+            });
+        }
         if let Ok(mut st) = self.state.lock() {
+            st.cgroup = cgroup;
             st.init = Some(Proc {
                 pid,
                 status: Status::Created as i32,
@@ -284,7 +317,8 @@ impl Service {
                 stdin: r.stdin.clone(),
                 stdout: r.stdout.clone(),
                 stderr: r.stderr.clone(),
-                terminal: false,
+                terminal: r.terminal,
+                console,
             });
         }
         self.events.publish(
@@ -297,7 +331,7 @@ impl Service {
                     stdin: r.stdin,
                     stdout: r.stdout,
                     stderr: r.stderr,
-                    terminal: false,
+                    terminal: r.terminal,
                 }),
                 checkpoint: String::new(),
                 pid: pid as u32,
@@ -332,32 +366,33 @@ impl Service {
         }
         let spec = self.bundle.join(format!("exec-{}.json", r.exec_id));
         let pid_file = self.bundle.join(format!("exec-{}.pid", r.exec_id));
-        let stdio = Stdio3 {
-            stdin: open_io(&p.stdin, false)?,
-            stdout: open_io(&p.stdout, true)?,
-            stderr: open_io(&p.stderr, true)?,
-        };
+        let (stdio, socket) = self.stdio_for(
+            &format!("exec-{}", r.exec_id),
+            p.terminal,
+            &p.stdin,
+            &p.stdout,
+            &p.stderr,
+        )?;
         let (sp, pf) = (spec.display().to_string(), pid_file.display().to_string());
         let log = self.bundle.join(format!("exec-{}.log", r.exec_id));
+        let sock_path = socket.as_ref().map(|c| c.path().display().to_string());
+        let mut args = vec!["exec", "--detach", "--pid-file", &pf, "--process", &sp];
+        if let Some(path) = &sock_path {
+            args.extend(["--console-socket", path.as_str()]);
+        }
+        args.push(&self.id);
         self.runc
-            .launch(
-                &[
-                    "exec",
-                    "--detach",
-                    "--pid-file",
-                    &pf,
-                    "--process",
-                    &sp,
-                    &self.id,
-                ],
-                stdio,
-                &log,
-            )
+            .launch(&args, stdio, &log)
             .map_err(|e| err(code::INTERNAL, e.0))?;
+        let console = match &socket {
+            Some(sock) => Some(self.attach_console(sock, &p.stdin, &p.stdout)?),
+            None => None,
+        };
         let pid = Runc::read_pid(&pid_file).map_err(|e| err(code::INTERNAL, e.0))?;
         let early = self.reaper.exited(pid);
         self.update(&r.exec_id, |p| {
             p.pid = pid;
+            p.console = console;
             p.status = Status::Running as i32;
             if let Some(e) = early {
                 p.exit = Some(e);
@@ -507,12 +542,6 @@ impl Service {
     }
 
     fn exec(&self, r: api::ExecProcessRequest) -> R<()> {
-        if r.terminal {
-            return Err(err(
-                code::INVALID_ARGUMENT,
-                "terminals are not supported by containerd-shim-berth-v2 yet",
-            ));
-        }
         let init = self.proc("")?;
         if init.exit.is_some() {
             return Err(err(code::FAILED_PRECONDITION, "the container has exited"));
@@ -556,7 +585,8 @@ impl Service {
                 stdin: r.stdin,
                 stdout: r.stdout,
                 stderr: r.stderr,
-                terminal: false,
+                terminal: r.terminal,
+                console: None,
             },
         );
         drop(st);
@@ -621,6 +651,60 @@ impl Service {
         Ok(())
     }
 
+    /// runc's stdio: the client's FIFOs, or none and a console socket for a terminal.
+    fn stdio_for(
+        &self,
+        name: &str,
+        terminal: bool,
+        stdin: &str,
+        stdout: &str,
+        stderr: &str,
+    ) -> R<(Stdio3, Option<ConsoleSocket>)> {
+        if terminal {
+            let sock = ConsoleSocket::bind(&self.bundle, name)
+                .map_err(|e| err(code::INTERNAL, format!("console socket: {e}")))?;
+            return Ok((Stdio3::default(), Some(sock)));
+        }
+        let stdio = Stdio3 {
+            stdin: open_io(stdin, false)?,
+            stdout: open_io(stdout, true)?,
+            stderr: open_io(stderr, true)?,
+        };
+        Ok((stdio, None))
+    }
+
+    /// Takes the pty master runc sent and wires it to the client's FIFOs.
+    fn attach_console(&self, sock: &ConsoleSocket, stdin: &str, stdout: &str) -> R<Arc<OwnedFd>> {
+        let master = sock
+            .receive()
+            .map_err(|e| err(code::INTERNAL, format!("terminal: {e}")))?;
+        console::copy(&master, open_io(stdin, false)?, open_io(stdout, true)?)
+            .map_err(|e| err(code::INTERNAL, format!("terminal: {e}")))?;
+        Ok(Arc::new(master))
+    }
+
+    fn resize_pty(&self, r: api::ResizePtyRequest) -> R<()> {
+        let p = self.proc(&r.exec_id)?;
+        match &p.console {
+            Some(m) => console::resize(m, r.width, r.height)
+                .map_err(|e| err(code::INTERNAL, format!("resize: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn stats(&self) -> R<api::StatsResponse> {
+        let cg = self
+            .state
+            .lock()
+            .map_err(|_| err(code::INTERNAL, "state poisoned"))?
+            .cgroup
+            .clone()
+            .ok_or_else(|| err(code::NOT_FOUND, format!("task {} has no cgroup", self.id)))?;
+        Ok(api::StatsResponse {
+            stats: Some(cg.metrics()),
+        })
+    }
+
     fn live(&self) -> bool {
         self.state
             .lock()
@@ -654,7 +738,8 @@ impl Handler for Service {
             "Pause" => ok(self.pause(true)?),
             "Resume" => ok(self.pause(false)?),
             "Update" => ok(self.update_resources(decode(p)?)?),
-            "ResizePty" | "CloseIO" => ok(()),
+            "ResizePty" => ok(self.resize_pty(decode(p)?)?),
+            "CloseIO" => ok(()),
             "Connect" => ok(api::ConnectResponse {
                 shim_pid: std::process::id(),
                 task_pid: self.proc("").map(|p| p.pid as u32).unwrap_or(0),
@@ -671,9 +756,15 @@ impl Handler for Service {
                 }
                 ok(())
             }
-            "Stats" => Err(err(code::UNIMPLEMENTED, "stats are not reported by containerd-shim-berth-v2 yet; use io.containerd.runc.v2 for metrics")),
-            "Checkpoint" => Err(err(code::UNIMPLEMENTED, "checkpoint needs CRIU, which berth does not drive")),
-            other => Err(err(code::UNIMPLEMENTED, format!("method {other} is not implemented"))),
+            "Stats" => ok(self.stats()?),
+            "Checkpoint" => Err(err(
+                code::UNIMPLEMENTED,
+                "checkpoint needs CRIU, which berth does not drive",
+            )),
+            other => Err(err(
+                code::UNIMPLEMENTED,
+                format!("method {other} is not implemented"),
+            )),
         }
     }
 }

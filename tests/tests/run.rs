@@ -242,3 +242,152 @@ fn run_with_a_terminal() {
     );
     assert_eq!(out.status.code(), Some(3), "{text}");
 }
+
+#[test]
+fn exec_attach_and_the_images_stop_signal() {
+    let d = Daemon::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let lay = work.path().join("layout");
+    oci::layout_with(
+        &lay,
+        "latest",
+        &[oci::busybox_layer()],
+        serde_json::json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "StopSignal": "SIGUSR1"}),
+    );
+    let archive = work.path().join("img.tar");
+    oci::archive(&lay, &archive);
+    ok(&d.berth(
+        &[
+            "images",
+            "import",
+            "--base-name",
+            "test.local/stopsig",
+            archive.to_str().unwrap(),
+        ],
+        None,
+    ));
+    let log = work.path().join("svc.log");
+    ok(&d.berth(
+        &[
+            "run",
+            "-d",
+            "--log",
+            log.to_str().unwrap(),
+            "test.local/stopsig:latest",
+            "svc2",
+            "sh",
+            "-c",
+            "echo started; trap 'echo got usr1; exit 5' USR1; while true; do sleep 0.1; done",
+        ],
+        None,
+    ));
+    // exec: output, exit code, extra environment.
+    let out = d.berth(
+        &["tasks", "exec", "svc2", "sh", "-c", "echo in-exec; exit 3"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "in-exec\n");
+    let env = ok(&d.berth(
+        &[
+            "tasks",
+            "exec",
+            "-e",
+            "FOO=bar",
+            "svc2",
+            "sh",
+            "-c",
+            "echo $FOO",
+        ],
+        None,
+    ));
+    assert_eq!(env, "bar\n");
+    let ps = ok(&d.berth(&["tasks", "ps", "svc2"], None));
+    assert!(ps.lines().count() >= 2, "{ps}");
+    // attach follows the log until the task exits; kill sends the image's STOPSIGNAL.
+    let attach = d.berth_spawn(&["tasks", "attach", "svc2"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    ok(&d.berth(&["tasks", "kill", "svc2"], None));
+    let out = attach.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("started") && text.contains("got usr1"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    ok(&d.berth(&["tasks", "rm", "svc2"], None));
+    ok(&d.berth(&["containers", "rm", "svc2"], None));
+    // A task started without a log cannot be attached, and says how to.
+    ok(&d.berth(
+        &[
+            "run",
+            "-d",
+            "test.local/stopsig:latest",
+            "nolog",
+            "sleep",
+            "30",
+        ],
+        None,
+    ));
+    let no = d.berth(&["tasks", "attach", "nolog"], None);
+    assert!(String::from_utf8_lossy(&no.stderr).contains("--log"));
+    ok(&d.berth(&["tasks", "kill", "-s", "KILL", "nolog"], None));
+}
+
+#[test]
+fn metrics_and_oom_events_from_berths_shim() {
+    let (d, _w) = daemon_with_busybox();
+    ok(&run(
+        &d,
+        &[
+            "-d",
+            "--memory",
+            "32m",
+            "--pids-limit",
+            "50",
+            IMAGE,
+            "meter",
+            "sleep",
+            "300",
+        ],
+    ));
+    let m = ok(&d.berth(&["tasks", "metrics", "meter"], None));
+    let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+    assert_eq!(v["memory"]["limit"], 32u64 << 20, "{m}");
+    assert_eq!(v["pids"]["limit"], 50, "{m}");
+    assert!(v["pids"]["current"].as_u64().unwrap() >= 1, "{m}");
+    assert!(v["memory"]["usage"].as_u64().unwrap() > 0, "{m}");
+    ok(&d.berth(&["tasks", "kill", "-s", "KILL", "meter"], None));
+
+    // A container that outgrows its memory limit is OOM-killed and /tasks/oom is published.
+    let events = d.berth_spawn(&["events", "topic==\"/tasks/oom\""]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = run(
+        &d,
+        &[
+            "--rm",
+            "--memory",
+            "16m",
+            IMAGE,
+            "hog",
+            "sh",
+            "-c",
+            "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(events.id() as i32, libc::SIGTERM) };
+    let seen = String::from_utf8_lossy(&events.wait_with_output().unwrap().stdout).into_owned();
+    assert!(
+        seen.contains("/tasks/oom") && seen.contains("hog"),
+        "{seen}\n{}",
+        d.log_text()
+    );
+}

@@ -9,8 +9,8 @@ use berth_proto::containers::{
 };
 use berth_proto::snapshots::RemoveSnapshotRequest;
 use berth_proto::tasks::{
-    DeleteTaskRequest, KillRequest, ListPidsRequest, ListTasksRequest, MetricsRequest,
-    PauseTaskRequest, ResumeTaskRequest,
+    DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, KillRequest, ListPidsRequest,
+    ListTasksRequest, MetricsRequest, PauseTaskRequest, ResumeTaskRequest, StartRequest,
 };
 use clap::Subcommand;
 
@@ -48,12 +48,12 @@ pub enum Tasks {
         #[command(flatten)]
         flags: ListFlags,
     },
-    /// Send a signal (default SIGTERM) to a task
+    /// Send a signal to a task (default: the image's STOPSIGNAL, else SIGTERM)
     Kill {
         id: String,
         /// Signal number or name (TERM, KILL, INT, HUP, ...)
-        #[arg(long, short = 's', default_value = "TERM")]
-        signal: String,
+        #[arg(long, short = 's')]
+        signal: Option<String>,
         /// Signal every process in the container
         #[arg(long)]
         all: bool,
@@ -78,6 +78,85 @@ pub enum Tasks {
     Metrics {
         id: String,
     },
+    /// Run another process in a running task (exit code = the process's)
+    Exec {
+        /// Give the process a terminal wired to this one
+        #[arg(long, short = 't')]
+        tty: bool,
+        /// Id of the process within the task (default: generated)
+        #[arg(long)]
+        exec_id: Option<String>,
+        /// More environment variables (KEY=VALUE)
+        #[arg(long = "env", short = 'e')]
+        env: Vec<String>,
+        /// Working directory (default: the task's)
+        #[arg(long)]
+        cwd: Option<String>,
+        /// uid[:gid] (default: the task's user)
+        #[arg(long, short = 'u')]
+        user: Option<String>,
+        id: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Start a created task's init process
+    Start {
+        id: String,
+    },
+    /// Follow a task's log (berth run -d --log FILE) until it exits; Ctrl-C is forwarded
+    Attach {
+        id: String,
+    },
+}
+
+/// containerd's type URL for an OCI process spec.
+const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+
+/// The container's process spec with the exec's changes.
+fn exec_process(
+    spec: &[u8],
+    args: &[String],
+    tty: bool,
+    env: &[String],
+    cwd: Option<&str>,
+    user: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let spec: serde_json::Value = serde_json::from_slice(spec)
+        .map_err(|e| anyhow::anyhow!("the container's spec is not JSON: {e}"))?;
+    let mut p = spec["process"].clone();
+    if !p.is_object() {
+        anyhow::bail!("the container's spec has no process");
+    }
+    p["args"] = serde_json::json!(args);
+    p["terminal"] = serde_json::json!(tty);
+    if !env.is_empty() {
+        let mut e = p["env"].as_array().cloned().unwrap_or_default();
+        e.extend(env.iter().map(|x| serde_json::json!(x)));
+        p["env"] = serde_json::json!(e);
+    }
+    if let Some(c) = cwd {
+        p["cwd"] = serde_json::json!(c);
+    }
+    if let Some(u) = user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((a, b)) => (a, Some(b)),
+            None => (u, None),
+        };
+        let uid: u32 = uid
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--user {u:?}: give a numeric uid[:gid]"))?;
+        p["user"]["uid"] = serde_json::json!(uid);
+        if let Some(g) = gid {
+            let gid: u32 = g
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--user {u:?}: give a numeric uid[:gid]"))?;
+            p["user"]["gid"] = serde_json::json!(gid);
+        }
+    }
+    if tty {
+        p.as_object_mut().map(|o| o.remove("consoleSize"));
+    }
+    Ok(p)
 }
 
 fn status_name(s: i32) -> &'static str {
@@ -235,6 +314,17 @@ pub async fn tasks(client: &Client, cmd: Tasks) -> anyhow::Result<()> {
             t.print(flags)?;
         }
         Tasks::Kill { id, signal, all } => {
+            let signal = match signal {
+                Some(s) => s,
+                None => client
+                    .containers()
+                    .get(GetContainerRequest { id: id.clone() })
+                    .await
+                    .ok()
+                    .and_then(|c| c.into_inner().container)
+                    .and_then(|c| c.labels.get(crate::run::STOP_SIGNAL_LABEL).cloned())
+                    .unwrap_or_else(|| "TERM".into()),
+            };
             let signal = parse_signal(&signal)?;
             svc.kill(KillRequest {
                 container_id: id,
@@ -273,6 +363,69 @@ pub async fn tasks(client: &Client, cmd: Tasks) -> anyhow::Result<()> {
                 println!("{id} (exit status {})", d.exit_status);
             }
         }
+        Tasks::Exec {
+            tty,
+            exec_id,
+            env,
+            cwd,
+            user,
+            id,
+            args,
+        } => {
+            let c = container(client, &id).await?;
+            let spec = c.spec.map(|a| a.value).unwrap_or_default();
+            let process = exec_process(&spec, &args, tty, &env, cwd.as_deref(), user.as_deref())?;
+            let exec_id = exec_id.unwrap_or_else(|| format!("exec-{}", std::process::id()));
+            let dir = tempfile::Builder::new().prefix("berth-io-").tempdir()?;
+            let (stdin, stdout, stderr, pumps) =
+                crate::run::stdio(dir.path(), &format!("{id}-{exec_id}"), tty)?;
+            svc.exec(ExecProcessRequest {
+                container_id: id.clone(),
+                stdin,
+                stdout,
+                stderr,
+                terminal: tty,
+                spec: Some(prost_types::Any {
+                    type_url: PROCESS_TYPE_URL.into(),
+                    value: serde_json::to_vec(&process)?,
+                }),
+                exec_id: exec_id.clone(),
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("exec in {id}: {}", e.message()))?;
+            let status = crate::run::start_and_wait(client, &id, &exec_id, tty, pumps).await;
+            let _ = svc
+                .delete_process(DeleteProcessRequest {
+                    container_id: id.clone(),
+                    exec_id,
+                })
+                .await;
+            let status = status?;
+            if status != 0 {
+                std::process::exit(status as i32);
+            }
+        }
+        Tasks::Start { id } => {
+            svc.start(StartRequest {
+                container_id: id.clone(),
+                exec_id: String::new(),
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("start {id}: {}", e.message()))?;
+            println!("{id}");
+        }
+        Tasks::Attach { id } => {
+            let c = container(client, &id).await?;
+            let log = c.labels.get(crate::run::LOG_LABEL).cloned().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "task {id} was started without a log; start it with berth run -d --log FILE to attach later"
+                )
+            })?;
+            let status = crate::run::follow(client, &id, std::path::Path::new(&log)).await?;
+            if status != 0 {
+                std::process::exit(status as i32);
+            }
+        }
         Tasks::Metrics { id } => {
             let m = svc
                 .metrics(MetricsRequest {
@@ -288,9 +441,59 @@ pub async fn tasks(client: &Client, cmd: Tasks) -> anyhow::Result<()> {
             let data = m.data.unwrap_or_default();
             println!(
                 "{}",
-                serde_json::json!({"id": m.id, "type": data.type_url, "bytes": data.value.len()})
+                serde_json::to_string_pretty(&metrics_json(&m.id, &data)?)?
             );
         }
     }
     Ok(())
+}
+
+/// The essentials of containerd's cgroup metrics (v1 or v2) as JSON.
+fn metrics_json(id: &str, data: &prost_types::Any) -> anyhow::Result<serde_json::Value> {
+    use berth_proto::cgroups::{v1, v2};
+    use prost::Message;
+    let t = data.type_url.rsplit('/').next().unwrap_or_default();
+    Ok(match t {
+        "io.containerd.cgroups.v1.Metrics" => {
+            let m = v1::Metrics::decode(data.value.as_slice())?;
+            let mem = m.memory.unwrap_or_default();
+            let usage = mem.usage.unwrap_or_default();
+            let cpu = m.cpu.unwrap_or_default().usage.unwrap_or_default();
+            let pids = m.pids.unwrap_or_default();
+            serde_json::json!({
+                "id": id, "cgroup": "v1",
+                "pids": {"current": pids.current, "limit": pids.limit},
+                "cpu": {"usage_ns": cpu.total, "user_ns": cpu.user, "kernel_ns": cpu.kernel},
+                "memory": {"usage": usage.usage, "limit": usage.limit, "max_usage": usage.max,
+                           "rss": mem.rss, "cache": mem.cache},
+                "oom_kills": m.memory_oom_control.unwrap_or_default().oom_kill,
+            })
+        }
+        "io.containerd.cgroups.v2.Metrics" => {
+            let m = v2::Metrics::decode(data.value.as_slice())?;
+            let mem = m.memory.unwrap_or_default();
+            let cpu = m.cpu.unwrap_or_default();
+            let pids = m.pids.unwrap_or_default();
+            serde_json::json!({
+                "id": id, "cgroup": "v2",
+                "pids": {"current": pids.current, "limit": pids.limit},
+                "cpu": {"usage_usec": cpu.usage_usec, "user_usec": cpu.user_usec, "system_usec": cpu.system_usec},
+                "memory": {"usage": mem.usage, "limit": mem.usage_limit, "max_usage": mem.max_usage,
+                           "anon": mem.anon, "file": mem.file},
+                "oom_kills": m.memory_events.unwrap_or_default().oom_kill,
+            })
+        }
+        other => serde_json::json!({"id": id, "type": other, "bytes": data.value.len()}),
+    })
+}
+
+async fn container(client: &Client, id: &str) -> anyhow::Result<Container> {
+    Ok(client
+        .containers()
+        .get(GetContainerRequest { id: id.to_string() })
+        .await
+        .map_err(|e| anyhow::anyhow!("container {id}: {}", e.message()))?
+        .into_inner()
+        .container
+        .unwrap_or_default())
 }

@@ -31,6 +31,10 @@ pub struct Run {
     /// Start it and return; do not wait or attach
     #[arg(long, short = 'd')]
     detach: bool,
+    /// With -d: append the container's stdout and stderr to this file (`berth tasks
+    /// attach` follows it)
+    #[arg(long, requires = "detach")]
+    log: Option<PathBuf>,
     /// Give the container a terminal wired to this one (an interactive shell)
     #[arg(long, short = 't')]
     tty: bool,
@@ -280,6 +284,42 @@ async fn image_config(client: &Client, name: &str) -> anyhow::Result<serde_json:
 }
 
 /// Opens a FIFO in a thread (opening blocks until the shim opens the other end) and copies.
+/// FIFOs for a process's stdio in `dir` and the threads that copy them to this terminal:
+/// stdin and stdout with a terminal, stdout and stderr without. Returns the paths (stdin,
+/// stdout, stderr; empty for none) and the output pumps.
+pub fn stdio(
+    dir: &Path,
+    name: &str,
+    tty: bool,
+) -> anyhow::Result<(String, String, String, Vec<std::thread::JoinHandle<()>>)> {
+    let p = |n: &str| dir.join(format!("{name}-{n}"));
+    if tty {
+        for n in ["stdin", "stdout"] {
+            mkfifo(&p(n))?;
+        }
+        pump_in(p("stdin"));
+        Ok((
+            p("stdin").display().to_string(),
+            p("stdout").display().to_string(),
+            String::new(),
+            vec![pump_out(p("stdout"), std::io::stdout())],
+        ))
+    } else {
+        for n in ["stdout", "stderr"] {
+            mkfifo(&p(n))?;
+        }
+        Ok((
+            String::new(),
+            p("stdout").display().to_string(),
+            p("stderr").display().to_string(),
+            vec![
+                pump_out(p("stdout"), std::io::stdout()),
+                pump_out(p("stderr"), std::io::stderr()),
+            ],
+        ))
+    }
+}
+
 fn pump_out(
     path: PathBuf,
     mut to: impl std::io::Write + Send + 'static,
@@ -303,14 +343,6 @@ fn pump_in(path: PathBuf) {
 }
 
 /// The runtime to use: a terminal needs a shim with console support (runc's, for now).
-fn runtime_for(r: &Run) -> String {
-    if r.tty && r.runtime == "io.containerd.berth.v2" {
-        "io.containerd.runc.v2".into()
-    } else {
-        r.runtime.clone()
-    }
-}
-
 fn window_size() -> Option<(u32, u32)> {
     // SAFETY: TIOCGWINSZ fills a winsize struct we own.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
@@ -588,7 +620,7 @@ async fn create_and_run(
                 id: r.id.clone(),
                 image: r.image.clone(),
                 runtime: Some(Runtime {
-                    name: runtime_for(r),
+                    name: r.runtime.clone(),
                     options: None,
                 }),
                 spec: Some(prost_types::Any {
@@ -597,6 +629,7 @@ async fn create_and_run(
                 }),
                 snapshotter: r.snapshotter.clone(),
                 snapshot_key: r.id.clone(),
+                labels: container_labels(r, config)?,
                 ..Default::default()
             }),
         })
@@ -606,39 +639,18 @@ async fn create_and_run(
     let fifo_dir = tempfile::Builder::new()
         .prefix("berth-io-")
         .tempdir_in(std::env::temp_dir())?;
-    let (stdin, stdout, stderr) = if r.detach {
-        (String::new(), String::new(), String::new())
-    } else if r.tty {
-        let p = |n: &str| fifo_dir.path().join(format!("{}-{n}", r.id));
-        for n in ["stdin", "stdout"] {
-            mkfifo(&p(n))?;
-        }
-        (
-            p("stdin").display().to_string(),
-            p("stdout").display().to_string(),
-            String::new(),
-        )
+    let (stdin, stdout, stderr, pumps) = if let Some(log) = &r.log {
+        let abs = if log.is_absolute() {
+            log.clone()
+        } else {
+            std::env::current_dir()?.join(log)
+        };
+        let uri = format!("file://{}", abs.display());
+        (String::new(), uri.clone(), uri, vec![])
+    } else if r.detach {
+        (String::new(), String::new(), String::new(), vec![])
     } else {
-        let p = |n: &str| fifo_dir.path().join(format!("{}-{n}", r.id));
-        for n in ["stdout", "stderr"] {
-            mkfifo(&p(n))?;
-        }
-        (
-            String::new(),
-            p("stdout").display().to_string(),
-            p("stderr").display().to_string(),
-        )
-    };
-    let pumps = if r.detach {
-        vec![]
-    } else if r.tty {
-        pump_in(PathBuf::from(&stdin));
-        vec![pump_out(PathBuf::from(&stdout), std::io::stdout())]
-    } else {
-        vec![
-            pump_out(PathBuf::from(&stdout), std::io::stdout()),
-            pump_out(PathBuf::from(&stderr), std::io::stderr()),
-        ]
+        stdio(fifo_dir.path(), &r.id, r.tty)?
     };
     let mut tasks = client.tasks();
     tasks
@@ -653,33 +665,63 @@ async fn create_and_run(
         })
         .await
         .map_err(|e| anyhow!("task {}: {}", r.id, e.message()))?;
+    if r.detach {
+        tasks
+            .start(StartRequest {
+                container_id: r.id.clone(),
+                exec_id: String::new(),
+            })
+            .await
+            .map_err(|e| anyhow!("start {}: {}", r.id, e.message()))?;
+        println!("{}", r.id);
+        return Ok(0);
+    }
+    let status = start_and_wait(client, &r.id, "", r.tty, pumps).await?;
+    if r.rm {
+        tasks
+            .delete(DeleteTaskRequest {
+                container_id: r.id.clone(),
+            })
+            .await
+            .map_err(|e| anyhow!("delete task {}: {}", r.id, e.message()))?;
+    }
+    Ok(status as i32)
+}
+
+/// Starts the task's process (`exec_id` empty: its init) and waits for it, with a terminal
+/// in raw mode and its size followed when `tty`, Ctrl-C and SIGTERM forwarded, and the
+/// output pumps drained. Returns the exit status.
+pub async fn start_and_wait(
+    client: &Client,
+    id: &str,
+    exec_id: &str,
+    tty: bool,
+    pumps: Vec<std::thread::JoinHandle<()>>,
+) -> anyhow::Result<u32> {
+    let mut tasks = client.tasks();
     let waiter = {
         let mut t = client.tasks();
-        let id = r.id.clone();
+        let (id, exec_id) = (id.to_string(), exec_id.to_string());
         tokio::spawn(async move {
             t.wait(WaitRequest {
                 container_id: id,
-                exec_id: String::new(),
+                exec_id,
             })
             .await
         })
     };
     tasks
         .start(StartRequest {
-            container_id: r.id.clone(),
-            exec_id: String::new(),
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
         })
         .await
-        .map_err(|e| anyhow!("start {}: {}", r.id, e.message()))?;
-    if r.detach {
-        println!("{}", r.id);
-        return Ok(0);
-    }
+        .map_err(|e| anyhow!("start {id}: {}", e.message()))?;
     // With a terminal: this one goes raw (restored on return) and its size follows along.
-    let _raw = if r.tty { RawMode::enter() } else { None };
-    let resizer = r.tty.then(|| {
+    let _raw = if tty { RawMode::enter() } else { None };
+    let resizer = tty.then(|| {
         let mut t = client.tasks();
-        let id = r.id.clone();
+        let (id, exec_id) = (id.to_string(), exec_id.to_string());
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let mut winch = signal(SignalKind::window_change()).ok();
@@ -688,7 +730,7 @@ async fn create_and_run(
                     let _ = t
                         .resize_pty(berth_proto::tasks::ResizePtyRequest {
                             container_id: id.clone(),
-                            exec_id: String::new(),
+                            exec_id: exec_id.clone(),
                             width,
                             height,
                         })
@@ -703,34 +745,10 @@ async fn create_and_run(
             }
         })
     });
-    // Ctrl-C and SIGTERM go to the container.
-    let forward = {
-        let mut t = client.tasks();
-        let id = r.id.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
-            };
-            loop {
-                let sig = tokio::select! { _ = int.recv() => libc::SIGINT, _ = term.recv() => libc::SIGTERM };
-                let _ = t
-                    .kill(KillRequest {
-                        container_id: id.clone(),
-                        exec_id: String::new(),
-                        signal: sig as u32,
-                        all: false,
-                    })
-                    .await;
-            }
-        })
-    };
+    let forward = forward_signals(client, id, exec_id);
     let status = waiter
         .await?
-        .map_err(|e| anyhow!("wait {}: {}", r.id, e.message()))?
+        .map_err(|e| anyhow!("wait {id}: {}", e.message()))?
         .into_inner();
     forward.abort();
     if let Some(r) = resizer {
@@ -739,13 +757,110 @@ async fn create_and_run(
     for p in pumps {
         let _ = tokio::task::spawn_blocking(move || p.join()).await;
     }
-    if r.rm {
-        tasks
-            .delete(DeleteTaskRequest {
-                container_id: r.id.clone(),
+    Ok(status.exit_status)
+}
+
+/// Forwards Ctrl-C and SIGTERM to the process until aborted.
+fn forward_signals(client: &Client, id: &str, exec_id: &str) -> tokio::task::JoinHandle<()> {
+    let mut t = client.tasks();
+    let (id, exec_id) = (id.to_string(), exec_id.to_string());
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        loop {
+            let sig =
+                tokio::select! { _ = int.recv() => libc::SIGINT, _ = term.recv() => libc::SIGTERM };
+            let _ = t
+                .kill(KillRequest {
+                    container_id: id.clone(),
+                    exec_id: exec_id.clone(),
+                    signal: sig as u32,
+                    all: false,
+                })
+                .await;
+        }
+    })
+}
+
+/// Label carrying the image's STOPSIGNAL, as containerd names it; `berth tasks kill`
+/// sends it by default.
+pub const STOP_SIGNAL_LABEL: &str = "io.containerd.image.config.stop-signal";
+
+fn container_labels(
+    r: &Run,
+    config: &serde_json::Value,
+) -> anyhow::Result<HashMap<String, String>> {
+    let mut labels = HashMap::new();
+    if let Some(sig) = config["config"]["StopSignal"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    {
+        labels.insert(STOP_SIGNAL_LABEL.to_string(), sig.to_string());
+    }
+    if let Some(log) = &r.log {
+        let abs = if log.is_absolute() {
+            log.clone()
+        } else {
+            std::env::current_dir()?.join(log)
+        };
+        labels.insert(LOG_LABEL.to_string(), abs.display().to_string());
+    }
+    Ok(labels)
+}
+
+/// Label naming the log file of a task started with `--log`.
+pub const LOG_LABEL: &str = "berth.log";
+
+/// Prints the log so far and what the task appends to it until the task exits (signals
+/// forwarded); returns its exit status.
+pub async fn follow(client: &Client, id: &str, log: &Path) -> anyhow::Result<u32> {
+    use std::io::Write;
+    let mut waiter = {
+        let mut t = client.tasks();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            t.wait(WaitRequest {
+                container_id: id,
+                exec_id: String::new(),
             })
             .await
-            .map_err(|e| anyhow!("delete task {}: {}", r.id, e.message()))?;
+        })
+    };
+    let forward = forward_signals(client, id, "");
+    let mut f = tokio::fs::File::open(log)
+        .await
+        .with_context(|| format!("open the log {}", log.display()))?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut out = std::io::stdout();
+    let status = loop {
+        let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf).await?;
+        if n > 0 {
+            out.write_all(&buf[..n])?;
+            out.flush()?;
+            continue;
+        }
+        tokio::select! {
+            done = &mut waiter => break done?,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+        }
+    };
+    // What the task wrote last.
+    loop {
+        let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
     }
-    Ok(status.exit_status as i32)
+    out.flush()?;
+    forward.abort();
+    Ok(status
+        .map_err(|e| anyhow!("wait {id}: {}", e.message()))?
+        .into_inner()
+        .exit_status)
 }
