@@ -241,6 +241,25 @@ fn run_with_a_terminal() {
         "no terminal in the container: {text}"
     );
     assert_eq!(out.status.code(), Some(3), "{text}");
+    // exec -t: a second terminal, in a running container, through berth's shim.
+    ok(&run(&d, &["-d", IMAGE, "tty2", "sleep", "300"]));
+    let cmd = format!(
+        "{} --address {} tasks exec -t tty2 /bin/sh -c 'tty; echo exec-tty; exit 4'",
+        berth_tests::bin("berth").display(),
+        d.socket().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/dev/pts/") && text.contains("exec-tty"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    ok(&d.berth(&["tasks", "kill", "-s", "KILL", "tty2"], None));
 }
 
 #[test]

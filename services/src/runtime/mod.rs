@@ -236,11 +236,14 @@ impl Tasks {
     }
 
     /// Reconnects to shims that outlived a previous berthd; cleans up after those that did not.
+    /// Reconnects to every shim a previous daemon left (all at once), and cleans up the
+    /// bundles of shims that are gone (their exits are reported through `<shim> delete`).
     pub async fn recover(&self) {
         let base = self.cfg.state.join("io.containerd.runtime.v2.task");
         let Ok(namespaces) = std::fs::read_dir(&base) else {
             return;
         };
+        let mut found = vec![];
         for ns_entry in namespaces.flatten() {
             let ns_name = ns_entry.file_name().to_string_lossy().into_owned();
             let Ok(ns) = Namespace::parse(&ns_name) else {
@@ -250,37 +253,48 @@ impl Tasks {
                 continue;
             };
             for b in bundles.flatten() {
-                let id = b.file_name().to_string_lossy().into_owned();
-                let bundle = b.path();
-                let runtime = self
-                    .store
-                    .container_get(&ns, &id)
-                    .map(|c| c.runtime.name)
-                    .ok();
-                let binary = runtime.as_deref().and_then(|r| shim::find_binary(r).ok());
-                let address = std::fs::read_to_string(bundle.join("address")).unwrap_or_default();
-                let path = PathBuf::from(
-                    address
-                        .trim()
-                        .strip_prefix("unix://")
-                        .unwrap_or(address.trim()),
-                );
-                match (ttrpc::Client::connect(&path).await, binary) {
-                    (Ok(client), Some(binary)) => {
-                        tracing::info!(namespace = %ns, id = %id, "reconnected to shim");
-                        let log = follow_log(&bundle.join("log"), &id).ok();
-                        let _ =
-                            self.register(&ns, &id, Self::shim_task(client, bundle, binary, log));
-                    }
-                    (_, binary) => {
-                        tracing::info!(namespace = %ns, id = %id, "shim gone; cleaning up its bundle");
-                        if let Some(binary) = binary {
-                            let _ = self.launch(&binary, &ns, &id, &bundle).delete().await;
-                        }
-                        let _ = std::fs::remove_dir_all(&bundle);
-                        let _ = std::fs::remove_dir_all(self.cfg.work(ns.as_str(), &id));
-                    }
+                found.push((
+                    ns.clone(),
+                    b.file_name().to_string_lossy().into_owned(),
+                    b.path(),
+                ));
+            }
+        }
+        futures::future::join_all(
+            found
+                .into_iter()
+                .map(|(ns, id, bundle)| async move { self.recover_one(ns, id, bundle).await }),
+        )
+        .await;
+    }
+
+    async fn recover_one(&self, ns: Namespace, id: String, bundle: PathBuf) {
+        let runtime = self
+            .store
+            .container_get(&ns, &id)
+            .map(|c| c.runtime.name)
+            .ok();
+        let binary = runtime.as_deref().and_then(|r| shim::find_binary(r).ok());
+        let address = std::fs::read_to_string(bundle.join("address")).unwrap_or_default();
+        let path = PathBuf::from(
+            address
+                .trim()
+                .strip_prefix("unix://")
+                .unwrap_or(address.trim()),
+        );
+        match (ttrpc::Client::connect(&path).await, binary) {
+            (Ok(client), Some(binary)) => {
+                tracing::info!(namespace = %ns, id = %id, "reconnected to shim");
+                let log = follow_log(&bundle.join("log"), &id).ok();
+                let _ = self.register(&ns, &id, Self::shim_task(client, bundle, binary, log));
+            }
+            (_, binary) => {
+                tracing::info!(namespace = %ns, id = %id, "shim gone; cleaning up its bundle");
+                if let Some(binary) = binary {
+                    let _ = self.launch(&binary, &ns, &id, &bundle).delete().await;
                 }
+                let _ = std::fs::remove_dir_all(&bundle);
+                let _ = std::fs::remove_dir_all(self.cfg.work(ns.as_str(), &id));
             }
         }
     }
