@@ -2,6 +2,7 @@
 //! the namespace and lease headers on every call, typed service clients and a few helpers
 //! for multi-step flows (ingesting and reading blobs).
 
+use berth_proto::berth::services::build::v1::build_client::BuildClient;
 use berth_proto::berth::services::unpack::v1::unpack_client::UnpackClient;
 use berth_proto::berth::services::volumes::v1::volumes_client::VolumesClient;
 use berth_proto::content::{
@@ -29,7 +30,6 @@ use tonic::{Request, Status};
 pub use berth_proto as proto;
 
 pub mod archive;
-pub mod spec;
 pub mod transfer;
 
 pub const DEFAULT_ADDRESS: &str = "/run/berth/berth.sock";
@@ -180,6 +180,7 @@ impl Client {
         transfer => TransferClient,
         streaming => StreamingClient,
         volumes => VolumesClient,
+        build => BuildClient,
     }
 
     /// Writes `data` into the content store under `reference`, resuming from whatever the

@@ -47,6 +47,7 @@ pub struct Daemon {
     pub pusher: Pusher,
     pub streams: grpc::streaming::StreamRegistry,
     pub volumes: crate::volumes::Volumes,
+    pub builder: crate::build::Builder,
     pub tasks: Tasks,
     pub runtime: RuntimeConfig,
     pub registry: Registry,
@@ -110,6 +111,7 @@ fn registry(root: &Path) -> Result<Registry> {
         "transfer",
         "streaming",
         "volumes",
+        "build",
         "healthcheck",
     ] {
         r.register(Plugin::new(plugins::GRPC, id, &[plugins::SERVICE]))?;
@@ -185,17 +187,38 @@ impl Daemon {
         );
         let images = Images::new(store.clone(), events.clone());
         let leases = Leases::new(store.clone());
+        let puller = Puller::new(
+            content.clone(),
+            images.clone(),
+            leases.clone(),
+            snapshots.clone(),
+            unpacker.clone(),
+            registry_config.clone(),
+        );
+        let containers = Containers::new(store.clone(), events.clone());
+        let tasks = Tasks::new(
+            runtime.clone(),
+            store.clone(),
+            snapshots.clone(),
+            events.clone(),
+        );
+        let builder = crate::build::Builder {
+            content: content.clone(),
+            images: images.clone(),
+            snapshots: snapshots.clone(),
+            unpacker: unpacker.clone(),
+            puller: puller.clone(),
+            differ: Differ::new(content.clone()),
+            containers: containers.clone(),
+            tasks: tasks.clone(),
+            root: root.join("io.berth.build.v1"),
+            state: runtime.state.join("io.berth.build.v1"),
+        };
         Ok(Daemon {
             root: root.to_path_buf(),
             differ: Differ::new(content.clone()),
-            puller: Puller::new(
-                content.clone(),
-                images.clone(),
-                leases.clone(),
-                snapshots.clone(),
-                unpacker.clone(),
-                registry_config.clone(),
-            ),
+            puller,
+            builder,
             pusher: Pusher::new(content.clone(), images.clone(), registry_config),
             streams: Default::default(),
             volumes: crate::volumes::Volumes::open(
@@ -203,18 +226,13 @@ impl Daemon {
                 &root.join("io.berth.volumes.v1"),
             )?,
             unpacker,
-            tasks: Tasks::new(
-                runtime.clone(),
-                store.clone(),
-                snapshots.clone(),
-                events.clone(),
-            ),
+            tasks,
             runtime,
             snapshots,
             images,
             namespaces: Namespaces::new(store.clone(), events.clone()),
             leases,
-            containers: Containers::new(store.clone(), events.clone()),
+            containers,
             content,
             events,
             store,
@@ -324,6 +342,13 @@ impl Daemon {
                 berth_proto::berth::services::volumes::v1::volumes_server::VolumesServer::new(
                     grpc::volumes::VolumesService {
                         core: self.volumes.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(
+                berth_proto::berth::services::build::v1::build_server::BuildServer::new(
+                    grpc::build::BuildService {
+                        core: self.builder.clone(),
                     }
                 )
             ))

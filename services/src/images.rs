@@ -146,6 +146,18 @@ impl Images {
         Ok(image)
     }
 
+    /// Creates the image, or points an existing one of that name at the new target (and
+    /// labels): what a pull, an import or a build does with its result.
+    pub async fn put(&self, ns: Namespace, image: ImageRecord) -> Result<ImageRecord> {
+        match self.create(ns.clone(), image.clone()).await {
+            Err(e) if e.kind() == crate::error::Kind::AlreadyExists => {
+                self.update(ns, image, vec!["target".into(), "labels".into()])
+                    .await
+            }
+            other => other,
+        }
+    }
+
     pub async fn delete(&self, ns: Namespace, name: String) -> Result<()> {
         let store = self.store.clone();
         let ns2 = ns.clone();

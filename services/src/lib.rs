@@ -6,6 +6,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod build;
 pub mod containers;
 pub mod content;
 pub mod daemon;
@@ -26,6 +27,7 @@ pub mod push;
 pub mod registry;
 pub mod runtime;
 pub mod snapshots;
+pub mod spec;
 pub mod unpack;
 pub mod volumes;
 

@@ -473,13 +473,7 @@ impl Puller {
             created_at: 0,
             updated_at: 0,
         };
-        match self.images.create(ctx.ns.clone(), record.clone()).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == Kind::AlreadyExists => {
-                self.images.update(ctx.ns.clone(), record, vec![]).await?;
-            }
-            Err(e) => return Err(e),
-        }
+        self.images.put(ctx.ns.clone(), record).await?;
         if sequential_unpack {
             let u = self
                 .unpacker
@@ -863,10 +857,15 @@ pub fn detect_media_type(bytes: &[u8]) -> String {
 
 /// RFC 3339 in UTC, as containerd's gc.expire label wants.
 fn time_rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    rfc3339(
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    )
+}
+
+/// Seconds since the epoch as RFC 3339 in UTC.
+pub fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86400);
     let rem = secs.rem_euclid(86400);
     // Civil date from days since the epoch (Howard Hinnant's algorithm).

@@ -240,6 +240,30 @@ impl Drop for Daemon {
     }
 }
 
+/// A daemon with the busybox test image imported (not unpacked) as `<base>:latest`; keep
+/// the directory alive while the daemon runs.
+pub fn daemon_with_busybox(base: &str) -> (Daemon, tempfile::TempDir) {
+    let d = Daemon::start().unwrap();
+    let (work, archive) = oci::busybox_archive();
+    ok(&d.berth(
+        &[
+            "images",
+            "import",
+            "--no-unpack",
+            "--base-name",
+            base,
+            archive.to_str().unwrap(),
+        ],
+        None,
+    ));
+    (d, work)
+}
+
+/// A command's stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Asserts a command succeeded and returns its stdout.
 pub fn ok(out: &Output) -> String {
     assert!(

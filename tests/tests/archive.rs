@@ -3,12 +3,8 @@
 //! are refused with a clear error and leave nothing behind.
 
 use berth_tests::oci::{self, sha256};
-use berth_tests::{ok, Daemon};
+use berth_tests::{ok, stderr, Daemon};
 use std::path::Path;
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// A `docker save` tarball: two images sharing the busybox layer (the second through a
 /// symlink, as docker writes it).

@@ -4,7 +4,7 @@
 //! what berth pushed.
 
 use berth_tests::oci::{self, Entry, Fault, Proxy, Registry};
-use berth_tests::{ok, Daemon};
+use berth_tests::{ok, stderr, Daemon};
 use std::path::Path;
 
 /// busybox plus a layer with /etc/motd and `big` bytes of noise in /data/blob.
@@ -24,10 +24,6 @@ fn pushed(reg: &Registry, repo: &str, big: usize) -> (tempfile::TempDir, oci::Bu
     let built = image(&work.path().join("layout"), "v1", big);
     let reference = reg.push(&work.path().join("layout"), "v1", repo).unwrap();
     (work, built, reference)
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

@@ -2,24 +2,9 @@
 //! codes, with real containers.
 
 use berth_tests::oci;
-use berth_tests::{ok, Daemon};
+use berth_tests::{daemon_with_busybox, ok, Daemon};
 
 const IMAGE: &str = "test.local/busybox:latest";
-
-fn daemon_with_busybox() -> (Daemon, tempfile::TempDir) {
-    let d = Daemon::start().unwrap();
-    let (work, archive) = oci::busybox_archive();
-    // Imported without unpacking: berth run unpacks in the daemon itself.
-    ok(&d.ctr(&[
-        "images",
-        "import",
-        "--no-unpack",
-        "--base-name",
-        "test.local/busybox",
-        archive.to_str().unwrap(),
-    ]));
-    (d, work)
-}
 
 fn run(d: &Daemon, args: &[&str]) -> std::process::Output {
     let mut a = vec!["run"];
@@ -29,7 +14,7 @@ fn run(d: &Daemon, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn run_output_exit_codes_and_config() {
-    let (d, _w) = daemon_with_busybox();
+    let (d, _w) = daemon_with_busybox("test.local/busybox");
     let out = ok(&run(
         &d,
         &["--rm", IMAGE, "c1", "/bin/echo", "hello", "from", "berth"],
@@ -89,7 +74,7 @@ fn run_output_exit_codes_and_config() {
 
 #[test]
 fn run_refuses_bad_users_and_reused_ids() {
-    let (d, _w) = daemon_with_busybox();
+    let (d, _w) = daemon_with_busybox("test.local/busybox");
     let out = run(
         &d,
         &["--rm", "--user", "nosuchuser", IMAGE, "u1", "/bin/true"],
@@ -114,7 +99,7 @@ fn run_refuses_bad_users_and_reused_ids() {
 
 #[test]
 fn run_limits_and_bind_mounts() {
-    let (d, w) = daemon_with_busybox();
+    let (d, w) = daemon_with_busybox("test.local/busybox");
     let out = ok(&run(&d, &["--rm", "--memory", "64m", "--pids-limit", "32", IMAGE, "lim", "/bin/sh", "-c",
         "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"]));
     assert_eq!(out.trim(), (64u64 << 20).to_string());
@@ -170,7 +155,7 @@ fn run_limits_and_bind_mounts() {
 
 #[test]
 fn cli_containers_and_tasks() {
-    let (d, _w) = daemon_with_busybox();
+    let (d, _w) = daemon_with_busybox("test.local/busybox");
     ok(&run(&d, &["-d", IMAGE, "svc", "/bin/sleep", "1000"]));
     let ls = ok(&d.berth(&["containers", "ls"], None));
     assert!(
@@ -221,7 +206,7 @@ fn cli_containers_and_tasks() {
 
 #[test]
 fn run_with_a_terminal() {
-    let (d, _w) = daemon_with_busybox();
+    let (d, _w) = daemon_with_busybox("test.local/busybox");
     // script(1) gives berth a real terminal to put in raw mode and to size.
     let cmd = format!(
         "{} --address {} run --rm -t {IMAGE} tty1 /bin/sh -c 'tty; stty size; exit 3'",
@@ -355,7 +340,7 @@ fn exec_attach_and_the_images_stop_signal() {
 
 #[test]
 fn metrics_and_oom_events_from_berths_shim() {
-    let (d, _w) = daemon_with_busybox();
+    let (d, _w) = daemon_with_busybox("test.local/busybox");
     ok(&run(
         &d,
         &[

@@ -3,7 +3,7 @@
 //! anonymous volumes seeded from the image and confined to it, and the API's errors.
 
 use berth_tests::oci::{self, Entry};
-use berth_tests::{ok, Daemon};
+use berth_tests::{ok, stderr, Daemon};
 
 const IMAGE: &str = "test.local/vol:latest";
 
@@ -40,10 +40,6 @@ fn daemon_with_image() -> (Daemon, tempfile::TempDir) {
         None,
     ));
     (d, work)
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

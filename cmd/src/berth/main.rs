@@ -1,5 +1,6 @@
 //! berth: the command line for berthd (and any containerd-compatible daemon).
 
+mod build;
 mod commit;
 mod containers;
 mod content;
@@ -44,6 +45,8 @@ enum Command {
     Run(run::Run),
     /// Make a new image from a container's changes (one new layer)
     Commit(commit::Commit),
+    /// Build an image from a Dockerfile (inside berthd)
+    Build(build::Build),
     /// Daemon plugins
     #[command(subcommand)]
     Plugins(PluginsCommand),
@@ -160,6 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Images(cmd) => images::run(&client, cmd).await,
         Command::Leases(cmd) => leases::run(&client, cmd).await,
         Command::Commit(c) => commit::run(&client, c).await,
+        Command::Build(b) => build::run(&client, b).await,
         Command::Volumes(cmd) => volumes::run(&client, cmd).await,
         Command::Snapshots(args) => snapshots::run(&client, args).await,
         Command::Containers(cmd) => containers::containers(&client, cmd).await,
@@ -169,6 +173,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() {
+    // Output piped into `head` and the like ends quietly, as in other command-line tools.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,7 +2,6 @@
 //! image's config, a task with stdio wired to this terminal; exits with the container's code.
 
 use anyhow::{anyhow, bail, Context};
-use berth_client::spec::{self, Options, SPEC_TYPE_URL};
 use berth_client::Client;
 use berth_proto::berth::services::unpack::v1::UnpackRequest;
 use berth_proto::berth::services::volumes::v1::{
@@ -16,11 +15,10 @@ use berth_proto::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
 use berth_proto::tasks::{
     CreateTaskRequest, DeleteTaskRequest, KillRequest, StartRequest, WaitRequest,
 };
-use berth_snapshotters::layer::root::Root;
+use berth_services::spec::{self, resolve_user, Options, SPEC_TYPE_URL};
 use berth_snapshotters::mount::TempMount;
 use clap::Args;
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
@@ -172,75 +170,6 @@ fn parse_volume(s: &str) -> anyhow::Result<Wanted> {
             opts,
         }
     })
-}
-
-/// Reads a file inside the rootfs, resolved by the kernel within it.
-fn read_in_root(root: &Path, rel: &str) -> Option<String> {
-    let r = Root::open(root).ok()?;
-    let fd = r.open_in(Path::new(rel), libc::O_RDONLY).ok()?;
-    let mut s = String::new();
-    std::fs::File::from(fd)
-        .take(4 << 20)
-        .read_to_string(&mut s)
-        .ok()?;
-    Some(s)
-}
-
-fn parse_id(s: &str, what: &str) -> anyhow::Result<u32> {
-    let n: u64 = s
-        .parse()
-        .map_err(|_| anyhow!("{what} {s:?} is not a number"))?;
-    if n >= u32::MAX as u64 {
-        bail!("{what} {n} is out of range");
-    }
-    Ok(n as u32)
-}
-
-/// Resolves `user` against the rootfs: (uid, gid, supplementary gids including the primary).
-fn resolve_user(rootfs: &Path, user: &str) -> anyhow::Result<(u32, u32, Vec<u32>)> {
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let passwd = read_in_root(rootfs, "etc/passwd").unwrap_or_default();
-    let group = read_in_root(rootfs, "etc/group").unwrap_or_default();
-    let entry = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() >= 4 && (f[0] == u || f[2] == u));
-    let (uid, name, mut gid) = match (&entry, u.chars().all(|c| c.is_ascii_digit())) {
-        (Some(f), _) => (
-            parse_id(f[2], "uid")?,
-            f[0].to_string(),
-            parse_id(f[3], "gid")?,
-        ),
-        (None, true) => (parse_id(u, "uid")?, String::new(), 0),
-        (None, false) => bail!("user {u:?} is not in the image's /etc/passwd"),
-    };
-    if let Some(g) = g {
-        gid = match group
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() >= 3 && (f[0] == g || f[2] == g))
-        {
-            Some(f) => parse_id(f[2], "gid")?,
-            None if g.chars().all(|c| c.is_ascii_digit()) => parse_id(g, "gid")?,
-            None => bail!("group {g:?} is not in the image's /etc/group"),
-        };
-    }
-    let mut extra = vec![gid];
-    if !name.is_empty() {
-        for f in group.lines().map(|l| l.split(':').collect::<Vec<_>>()) {
-            if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
-                if let Ok(id) = parse_id(f[2], "gid") {
-                    if !extra.contains(&id) {
-                        extra.push(id);
-                    }
-                }
-            }
-        }
-    }
-    Ok((uid, gid, extra))
 }
 
 /// The image's config, for the daemon's platform.
