@@ -546,35 +546,48 @@ impl Puller {
         let blob_lock = self.lock_for(&format!("blob {digest}"));
         let _held = blob_lock.lock().await;
         let ref_name = format!("layer-{digest}");
-        let writer = match self
-            .content
-            .writer(ctx.clone(), ref_name.clone(), size, digest.clone())
-            .await
-        {
-            Ok(w) => Some(w),
-            Err(e) if e.kind() == Kind::AlreadyExists => None,
-            Err(e) => return Err(e),
-        };
-        let Some(writer) = writer else {
-            report(progress, "already exists", &digest, parents, size, size);
+        let mut repaired = false;
+        let writer = loop {
+            match self
+                .content
+                .writer(ctx.clone(), ref_name.clone(), size, digest.clone())
+                .await
+            {
+                Ok(w) => break w,
+                Err(e) if e.kind() == Kind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            // Present already: only its snapshot may be missing.
             let diff_id = match &job.unpack {
                 Some((_, dir)) => {
                     let content = self.content.clone();
                     let ns = ctx.ns.clone();
                     let desc = job.desc.descriptor();
-                    let dir = dir.clone();
-                    Some(
-                        blocking(move || {
-                            apply_blob_with(&content, &ns, &desc, |rd| {
-                                layer::apply(rd, &dir, Whiteouts::Overlay)
-                            })
+                    let staged = dir.clone();
+                    let applied = blocking(move || {
+                        apply_blob_with(&content, &ns, &desc, |rd| {
+                            layer::apply(rd, &staged, Whiteouts::Overlay)
                         })
-                        .await?
-                        .digest,
-                    )
+                    })
+                    .await;
+                    match applied {
+                        Ok(d) => Some(d.digest),
+                        // Damaged at rest: dropped and fetched again (a re-pull repairs it).
+                        Err(e)
+                            if !repaired
+                                && e.to_string().contains("corrupted in the content store") =>
+                        {
+                            tracing::warn!(blob = %digest, "stored blob is corrupted; fetching it again");
+                            self.refetch(ctx, &digest, dir).await?;
+                            repaired = true;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 None => None,
             };
+            report(progress, "already exists", &digest, parents, size, size);
             return Ok(LayerOutcome {
                 fetched: 0,
                 diff_id,
@@ -683,6 +696,24 @@ impl Puller {
             fetched: (sent - resumed).max(1),
             diff_id,
         })
+    }
+}
+
+impl Puller {
+    /// Clears a corrupted blob and the staging directory its failed unpack wrote into.
+    async fn refetch(&self, ctx: &Ctx, digest: &str, dir: &std::path::Path) -> Result<()> {
+        let (content, ns, d, dir) = (
+            self.content.clone(),
+            ctx.ns.clone(),
+            digest.to_string(),
+            dir.to_path_buf(),
+        );
+        blocking(move || {
+            content.discard_corrupt_sync(&ns, &d)?;
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("recreate a staging directory", e))
+        })
+        .await
     }
 }
 

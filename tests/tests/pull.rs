@@ -312,3 +312,62 @@ fn mirrors_serve_when_the_registry_is_down() {
     let out = ok(&d.berth(&["images", "pull", "127.0.0.1:9/library/app:v1"], None));
     assert!(out.contains("pulled"), "{out}");
 }
+
+#[test]
+fn a_blob_corrupted_at_rest_is_repaired_by_a_pull() {
+    let d = Daemon::start().unwrap();
+    let reg = Registry::start().unwrap();
+    let (w, _built, reference) = pushed(&reg, "berth/repair", 128 << 10);
+    ok(&d.berth(&["images", "pull", "--plain-http", &reference], None));
+    // Damage the big layer in berth's content store.
+    let layout = w.path().join("layout");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mdigest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(mdigest.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = manifest["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = d
+        .root()
+        .join("io.containerd.content.v1.content/blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    // Another namespace needs it unpacked: the damage is found, the blob fetched again.
+    let out = ok(&d.berth(
+        &["-n", "other", "images", "pull", "--plain-http", &reference],
+        None,
+    ));
+    assert!(out.contains("pulled"), "{out}");
+    assert!(d.log_text().contains("corrupted"), "{}", d.log_text());
+    let motd = ok(&d.berth(
+        &[
+            "-n",
+            "other",
+            "run",
+            "--rm",
+            &reference,
+            "repaired",
+            "cat",
+            "/etc/motd",
+        ],
+        None,
+    ));
+    assert_eq!(motd, "pulled by berth\n");
+    assert_eq!(berth_tests::sha256(&std::fs::read(&blob).unwrap()), layer);
+}

@@ -480,6 +480,21 @@ impl Content {
         self.local.abort(ns, reference)
     }
 
+    /// Drops a blob whose bytes no longer match its digest, so it can be fetched again:
+    /// the file goes (it is wrong for everyone) and so does this namespace's record. A blob
+    /// that verifies is left alone and reported as such.
+    pub fn discard_corrupt_sync(&self, ns: &Namespace, digest: &str) -> Result<()> {
+        if self.verify_blob_sync(ns, digest).is_ok() {
+            return Err(Error::precondition(format!(
+                "blob {digest} verifies; it is not discarded"
+            )));
+        }
+        let d = Digest::parse(digest)?;
+        self.local.delete_blob(&d)?;
+        self.store.blob_remove(ns, &d.to_string())?;
+        Ok(())
+    }
+
     /// Whether the namespace can see `digest`.
     pub fn has_blob_sync(&self, ns: &Namespace, digest: &str) -> Result<bool> {
         Ok(self.store.blob_get(ns, digest)?.is_some())
