@@ -5,7 +5,7 @@
 
 use berth_tests::oci::{self, Entry, Fault, Proxy, Registry};
 use berth_tests::{ok, stderr, Daemon};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// busybox plus a layer with /etc/motd and `big` bytes of noise in /data/blob.
 fn image(dir: &Path, tag: &str, big: usize) -> oci::Built {
@@ -24,6 +24,24 @@ fn pushed(reg: &Registry, repo: &str, big: usize) -> (tempfile::TempDir, oci::Bu
     let built = image(&work.path().join("layout"), "v1", big);
     let reference = reg.push(&work.path().join("layout"), "v1", repo).unwrap();
     (work, built, reference)
+}
+
+/// Digest of layer `i` of the image in an OCI layout `image` wrote.
+fn layer_digest(layout: &Path, i: usize) -> String {
+    let read = |p: PathBuf| {
+        serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let index = read(layout.join("index.json"));
+    let m = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest = read(
+        layout
+            .join("blobs/sha256")
+            .join(m.trim_start_matches("sha256:")),
+    );
+    manifest["layers"][i]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -174,26 +192,7 @@ fn a_registry_serving_wrong_bytes_stores_nothing() {
     let reg = Registry::start().unwrap();
     let (w, _built, reference) = pushed(&reg, "berth/evil", 256 << 10);
     // Damage the big layer inside the registry: same size, different bytes.
-    let layout = w.path().join("layout");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let mdigest = index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            layout
-                .join("blobs/sha256")
-                .join(mdigest.trim_start_matches("sha256:")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let layer = manifest["layers"][1]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let layer = layer_digest(&w.path().join("layout"), 1);
     let path = reg.blob_path(&layer);
     let original = std::fs::read(&path).unwrap();
     let mut evil = original.clone();
@@ -320,26 +319,7 @@ fn a_blob_corrupted_at_rest_is_repaired_by_a_pull() {
     let (w, _built, reference) = pushed(&reg, "berth/repair", 128 << 10);
     ok(&d.berth(&["images", "pull", "--plain-http", &reference], None));
     // Damage the big layer in berth's content store.
-    let layout = w.path().join("layout");
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let mdigest = index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            layout
-                .join("blobs/sha256")
-                .join(mdigest.trim_start_matches("sha256:")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let layer = manifest["layers"][1]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let layer = layer_digest(&w.path().join("layout"), 1);
     let blob = d
         .root()
         .join("io.containerd.content.v1.content/blobs/sha256")
