@@ -241,6 +241,19 @@ impl Client {
         &self,
         archive: &Path,
         base_name: Option<&str>,
+        progress: impl FnMut(&str),
+    ) -> Result<Imported> {
+        // Blobs land before the images that refer to them: a lease keeps them meanwhile.
+        let (leased, lease) = self.temporary_lease().await?;
+        let r = leased.import_leased(archive, base_name, progress).await;
+        let _ = self.release_lease(&lease).await;
+        r
+    }
+
+    async fn import_leased(
+        &self,
+        archive: &Path,
+        base_name: Option<&str>,
         mut progress: impl FnMut(&str),
     ) -> Result<Imported> {
         let path = archive.to_path_buf();

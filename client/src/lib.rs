@@ -164,6 +164,36 @@ impl Client {
         Ok(c)
     }
 
+    /// A client whose writes a new lease protects from garbage collection until
+    /// [`Client::release_lease`] (or for an hour, if it is never released).
+    pub async fn temporary_lease(&self) -> Result<(Client, String)> {
+        let expire = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        let lease = self
+            .leases()
+            .create(berth_proto::leases::CreateRequest {
+                id: String::new(),
+                labels: HashMap::from([(
+                    "containerd.io/gc.expire".to_string(),
+                    humantime::format_rfc3339_seconds(expire).to_string(),
+                )]),
+            })
+            .await?
+            .into_inner()
+            .lease
+            .ok_or_else(|| Error::Protocol("the daemon created no lease".into()))?;
+        Ok((self.with_lease(Some(&lease.id))?, lease.id))
+    }
+
+    pub async fn release_lease(&self, id: &str) -> Result<()> {
+        self.leases()
+            .delete(berth_proto::leases::DeleteRequest {
+                id: id.to_string(),
+                sync: false,
+            })
+            .await?;
+        Ok(())
+    }
+
     service! {
         version => VersionClient,
         introspection => IntrospectionClient,

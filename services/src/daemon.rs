@@ -48,6 +48,7 @@ pub struct Daemon {
     pub streams: grpc::streaming::StreamRegistry,
     pub volumes: crate::volumes::Volumes,
     pub builder: crate::build::Builder,
+    pub gc: crate::gc::Gc,
     pub tasks: Tasks,
     pub runtime: RuntimeConfig,
     pub registry: Registry,
@@ -219,6 +220,7 @@ impl Daemon {
             differ: Differ::new(content.clone()),
             puller,
             builder,
+            gc: crate::gc::Gc::new(store.clone(), content.clone(), snapshots.clone()),
             pusher: Pusher::new(content.clone(), images.clone(), registry_config),
             streams: Default::default(),
             volumes: crate::volumes::Volumes::open(
@@ -288,17 +290,20 @@ impl Daemon {
             )))
             .add_service(sized!(ImagesServer::new(grpc::images::ImagesService {
                 core: self.images.clone(),
+                gc: self.gc.clone(),
             })))
             .add_service(sized!(ContentServer::new(grpc::content::ContentService {
                 core: self.content.clone(),
             })))
             .add_service(sized!(LeasesServer::new(grpc::leases::LeasesService {
                 core: self.leases.clone(),
+                gc: self.gc.clone(),
             })))
             .add_service(sized!(
                 berth_proto::containers::containers_server::ContainersServer::new(
                     grpc::containers::ContainersService {
                         core: self.containers.clone(),
+                        gc: self.gc.clone(),
                     }
                 )
             ))

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod error;
 pub mod events;
 pub mod filters;
+pub mod gc;
 pub mod grpc;
 pub mod images;
 pub mod leases;

@@ -14,7 +14,19 @@ fn cli_namespaces_content_images_leases() {
     assert_eq!(v[0]["name"], "cli-ns");
 
     let data = b"cli blob".to_vec();
-    let digest = ok(&d.berth(&["-n", "cli-ns", "content", "ingest", "r1"], Some(&data)));
+    // Referenced by nothing, so a root for garbage collection.
+    let digest = ok(&d.berth(
+        &[
+            "-n",
+            "cli-ns",
+            "content",
+            "ingest",
+            "r1",
+            "--label",
+            "containerd.io/gc.root=cli",
+        ],
+        Some(&data),
+    ));
     assert_eq!(digest.trim(), sha256(&data));
     let q = ok(&d.berth(&["-n", "cli-ns", "content", "ls", "-q"], None));
     assert_eq!(q.trim(), sha256(&data));

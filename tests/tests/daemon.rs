@@ -174,8 +174,10 @@ async fn sigkill_mid_ingest_then_resume() {
 async fn metadata_survives_sigkill() {
     let mut d = Daemon::start().unwrap();
     let c = d.client().await.unwrap();
+    // A gc root: nothing else refers to it, and the restarted daemon collects garbage.
+    let root = HashMap::from([("containerd.io/gc.root".to_string(), "test".to_string())]);
     let digest = c
-        .ingest("durable", &b"durable bytes"[..], 0, None, HashMap::new())
+        .ingest("durable", &b"durable bytes"[..], 0, None, root)
         .await
         .unwrap();
     // The RPC answered, so the write is durable: a crash right now loses nothing.

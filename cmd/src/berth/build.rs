@@ -132,6 +132,14 @@ fn context_tar(context: &Path, out: &Path) -> anyhow::Result<usize> {
 }
 
 pub async fn run(client: &Client, b: Build) -> anyhow::Result<()> {
+    // The context blob, and all the build writes, are kept by a lease until it ends.
+    let (leased, lease) = client.temporary_lease().await?;
+    let r = build(&leased, b).await;
+    let _ = client.release_lease(&lease).await;
+    r
+}
+
+async fn build(client: &Client, b: Build) -> anyhow::Result<()> {
     let dockerfile_path = b
         .file
         .clone()

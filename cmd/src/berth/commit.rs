@@ -165,6 +165,14 @@ pub async fn run(client: &Client, c: Commit) -> anyhow::Result<()> {
     for ch in &c.change {
         apply_change(&mut json!({}), ch)?;
     }
+    // The new layer, config and manifest land before the image: a lease keeps them.
+    let (leased, lease) = client.temporary_lease().await?;
+    let r = commit(&leased, c).await;
+    let _ = client.release_lease(&lease).await;
+    r
+}
+
+async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
     let container = client
         .containers()
         .get(GetContainerRequest {

@@ -172,6 +172,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         daemon.events.clone(),
     )?;
     daemon.tasks.recover().await;
+    // Collect what a previous run left unreferenced, then whenever deletions ask for it.
+    let _gc = daemon.gc.run();
     tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), state = %cfg.state.display(), "berthd serving");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let result = router

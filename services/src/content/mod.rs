@@ -495,6 +495,11 @@ impl Content {
         Ok(())
     }
 
+    /// Deletes a blob's bytes (garbage collection, once no namespace records it).
+    pub fn delete_bytes_sync(&self, digest: &Digest) -> Result<()> {
+        self.local.delete_blob(digest)
+    }
+
     /// Whether the namespace can see `digest`.
     pub fn has_blob_sync(&self, ns: &Namespace, digest: &str) -> Result<bool> {
         Ok(self.store.blob_get(ns, digest)?.is_some())

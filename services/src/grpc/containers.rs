@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 pub struct ContainersService {
     pub core: Containers,
+    pub gc: crate::gc::Gc,
 }
 
 pub mod convert {
@@ -169,6 +170,7 @@ impl ContainersApi for ContainersService {
             .delete(ns, req.into_inner().id)
             .await
             .map_err(status)?;
+        self.gc.schedule();
         Ok(Response::new(()))
     }
 }

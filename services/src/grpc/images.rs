@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 pub struct ImagesService {
     pub core: Images,
+    pub gc: crate::gc::Gc,
 }
 
 pub mod convert {
@@ -121,10 +122,14 @@ impl ImagesApi for ImagesService {
 
     async fn delete(&self, req: Request<DeleteImageRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
-        self.core
-            .delete(ns, req.into_inner().name)
-            .await
-            .map_err(status)?;
+        let r = req.into_inner();
+        self.core.delete(ns, r.name).await.map_err(status)?;
+        // What only this image held goes: now with `sync`, soon otherwise.
+        if r.sync {
+            self.gc.collect().await.map_err(status)?;
+        } else {
+            self.gc.schedule();
+        }
         Ok(Response::new(()))
     }
 }

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 pub struct LeasesService {
     pub core: Leases,
+    pub gc: crate::gc::Gc,
 }
 
 mod convert {
@@ -61,10 +62,13 @@ impl LeasesApi for LeasesService {
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
-        self.core
-            .delete(ns, req.into_inner().id)
-            .await
-            .map_err(status)?;
+        let r = req.into_inner();
+        self.core.delete(ns, r.id).await.map_err(status)?;
+        if r.sync {
+            self.gc.collect().await.map_err(status)?;
+        } else {
+            self.gc.schedule();
+        }
         Ok(Response::new(()))
     }
 

@@ -1,0 +1,368 @@
+//! Garbage collection, per namespace, mark and sweep. Roots: image targets, live leases
+//! (expired ones are deleted first) and what they hold, containers' snapshots, content
+//! labelled `containerd.io/gc.root`, and every snapshot that is not committed (in use by
+//! something running). From content it follows `containerd.io/gc.ref.content.*` and
+//! `containerd.io/gc.ref.snapshot.<snapshotter>` labels, and also the documents themselves
+//! (index -> manifests -> config and layers; a config's diffIDs name the snapshots unpacked
+//! from it), so images imported by any client are kept whole. Snapshots keep their parents.
+//! What is not marked goes: content records (and the bytes once no namespace uses them) and
+//! committed snapshots, children before parents. Ingests are left alone.
+
+use crate::content::Content;
+use crate::error::{blocking, Result};
+use crate::metadata::MetadataStore;
+use crate::namespace::Namespace;
+use crate::oci;
+use crate::snapshots::Snapshots;
+use berth_snapshotters::Kind;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+const ROOT_LABEL: &str = "containerd.io/gc.root";
+const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
+const CONTENT_REF: &str = "containerd.io/gc.ref.content";
+const SNAPSHOT_REF: &str = "containerd.io/gc.ref.snapshot.";
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Collected {
+    pub content: usize,
+    pub snapshots: usize,
+    pub leases: usize,
+}
+
+#[derive(Clone)]
+pub struct Gc {
+    store: MetadataStore,
+    content: Content,
+    snapshots: Snapshots,
+    wake: Arc<Notify>,
+    /// One collection at a time.
+    running: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// RFC 3339 (as containerd writes gc.expire) to seconds since the epoch.
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let time = time.trim_end_matches('Z');
+    let (time, offset) = match time.rfind(['+', '-']) {
+        Some(i) => {
+            let (t, o) = time.split_at(i);
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            let mut p = o[1..].split(':').map(|x| x.parse::<i64>().ok());
+            (
+                t,
+                sign * (p.next()?? * 3600 + p.next().flatten().unwrap_or(0) * 60),
+            )
+        }
+        None => (time, 0),
+    };
+    let mut t = time.split(':');
+    let (hh, mm) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let ss = t.next()?.split('.').next()?.parse::<i64>().ok()?;
+    // Days from the civil date (the inverse of pull::rfc3339).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
+}
+
+impl Gc {
+    pub fn new(store: MetadataStore, content: Content, snapshots: Snapshots) -> Self {
+        Gc {
+            store,
+            content,
+            snapshots,
+            wake: Arc::default(),
+            running: Arc::default(),
+        }
+    }
+
+    /// Asks for a collection soon (deletions call this); collections run in the background
+    /// task started by [`Gc::run`].
+    pub fn schedule(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The background collector: first what a previous run left, then after each wake-up
+    /// (waiting briefly, so a burst of deletions is collected once).
+    pub fn run(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        let started = crate::metadata::now();
+        tokio::spawn(async move {
+            match this.collect_older_than(Some(started)).await {
+                Ok(c) if c != Collected::default() => {
+                    tracing::info!(
+                        content = c.content,
+                        snapshots = c.snapshots,
+                        leases = c.leases,
+                        "collected what the last run left"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+            }
+            loop {
+                this.wake.notified().await;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                match this.collect().await {
+                    Ok(c) if c != Collected::default() => {
+                        tracing::info!(
+                            content = c.content,
+                            snapshots = c.snapshots,
+                            leases = c.leases,
+                            "garbage collected"
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+                }
+            }
+        })
+    }
+
+    /// Collects now, in every namespace.
+    pub async fn collect(&self) -> Result<Collected> {
+        self.collect_older_than(None).await
+    }
+
+    /// Collects what a previous run of the daemon left: only records older than `cutoff`
+    /// (nanoseconds), so a client busy since this start is not raced.
+    pub async fn collect_older_than(&self, cutoff: Option<i64>) -> Result<Collected> {
+        let _one = self.running.lock().await;
+        let this = self.clone();
+        blocking(move || {
+            let mut total = Collected::default();
+            for (name, _) in this.store.namespace_list()? {
+                let Ok(ns) = Namespace::parse(&name) else {
+                    continue;
+                };
+                let c = this.collect_namespace(&ns, cutoff.unwrap_or(i64::MAX))?;
+                total.content += c.content;
+                total.snapshots += c.snapshots;
+                total.leases += c.leases;
+            }
+            Ok(total)
+        })
+        .await
+    }
+
+    fn collect_namespace(&self, ns: &Namespace, cutoff: i64) -> Result<Collected> {
+        let mut out = Collected::default();
+        let now = crate::metadata::now() / 1_000_000_000;
+        let mut content_roots: Vec<String> = vec![];
+        let mut snapshot_roots: Vec<(String, String)> = vec![];
+        for lease in self.store.lease_list(ns)? {
+            let expired = lease
+                .labels
+                .get(EXPIRE_LABEL)
+                .and_then(|t| parse_rfc3339(t))
+                .is_some_and(|t| t <= now);
+            if expired {
+                self.store.lease_delete(ns, &lease.id)?;
+                out.leases += 1;
+                continue;
+            }
+            for r in self.store.lease_resources(ns, &lease.id)? {
+                if r.kind == "content" {
+                    content_roots.push(r.id);
+                } else if let Some(sn) = r.kind.strip_prefix("snapshots/") {
+                    snapshot_roots.push((sn.to_string(), r.id));
+                }
+            }
+        }
+        for image in self.store.image_list(ns)? {
+            content_roots.push(image.target.digest);
+        }
+        let blobs = self.store.blob_list(ns)?;
+        for b in &blobs {
+            if b.labels.contains_key(ROOT_LABEL) {
+                content_roots.push(b.digest.clone());
+            }
+        }
+        for c in self.store.container_list(ns)? {
+            if !c.snapshot_key.is_empty() {
+                snapshot_roots.push((c.snapshotter, c.snapshot_key));
+            }
+        }
+        let labels: HashMap<&str, &crate::metadata::Labels> = blobs
+            .iter()
+            .map(|b| (b.digest.as_str(), &b.labels))
+            .collect();
+
+        // Mark content, collecting the snapshots it names.
+        let mut marked: HashSet<String> = HashSet::new();
+        let mut chains: Vec<String> = vec![];
+        while let Some(d) = content_roots.pop() {
+            if !marked.insert(d.clone()) {
+                continue;
+            }
+            let Some(l) = labels.get(d.as_str()) else {
+                continue;
+            };
+            for (k, v) in l.iter() {
+                if k.starts_with(CONTENT_REF) {
+                    content_roots.push(v.clone());
+                } else if let Some(sn) = k.strip_prefix(SNAPSHOT_REF) {
+                    snapshot_roots.push((sn.to_string(), v.clone()));
+                }
+            }
+            let size = blobs
+                .iter()
+                .find(|b| b.digest == d)
+                .map(|b| b.size)
+                .unwrap_or(0);
+            if size > 0 && size <= oci::MAX_DOCUMENT {
+                if let Ok(bytes) = self
+                    .content
+                    .read_document_sync(ns, &d, size, oci::MAX_DOCUMENT)
+                {
+                    follow_document(&bytes, &mut content_roots, &mut chains);
+                }
+            }
+        }
+
+        // Mark snapshots (per snapshotter) and sweep the committed ones nobody needs.
+        let prefix = format!("{ns}/");
+        for name in self.snapshots.names() {
+            let Ok(snap) = self.snapshots.get(&name) else {
+                continue;
+            };
+            let mut infos: BTreeMap<String, berth_snapshotters::Info> = BTreeMap::new();
+            snap.walk(&mut |i| {
+                if i.name.starts_with(&prefix) {
+                    infos.insert(i.name.clone(), i.clone());
+                }
+                true
+            })?;
+            let mut keep: HashSet<String> = HashSet::new();
+            let mut stack: Vec<String> = snapshot_roots
+                .iter()
+                .filter(|(sn, _)| sn == &name)
+                .map(|(_, k)| format!("{prefix}{k}"))
+                .chain(chains.iter().map(|c| format!("{prefix}{c}")))
+                .chain(
+                    infos
+                        .values()
+                        .filter(|i| i.kind != Kind::Committed)
+                        .map(|i| i.name.clone()),
+                )
+                .collect();
+            while let Some(k) = stack.pop() {
+                if !keep.insert(k.clone()) {
+                    continue;
+                }
+                if let Some(p) = infos.get(&k).and_then(|i| i.parent.clone()) {
+                    stack.push(p);
+                }
+            }
+            // Children first: a snapshot goes once nothing left depends on it.
+            let mut doomed: Vec<String> = infos
+                .values()
+                .filter(|i| !keep.contains(&i.name) && i.created_at < cutoff)
+                .map(|i| i.name.clone())
+                .collect();
+            while !doomed.is_empty() {
+                let parents: HashSet<String> = doomed
+                    .iter()
+                    .filter_map(|k| infos.get(k).and_then(|i| i.parent.clone()))
+                    .collect();
+                let (now_, later): (Vec<String>, Vec<String>) =
+                    doomed.into_iter().partition(|k| !parents.contains(k));
+                if now_.is_empty() {
+                    break;
+                }
+                for k in now_ {
+                    match snap.remove(&k) {
+                        Ok(()) => out.snapshots += 1,
+                        Err(e) => {
+                            tracing::warn!(snapshot = k, error = %e, "cannot collect snapshot")
+                        }
+                    }
+                }
+                doomed = later;
+            }
+        }
+
+        for b in blobs {
+            if !marked.contains(&b.digest) && b.created_at < cutoff {
+                if !self.store.blob_remove(ns, &b.digest)? {
+                    if let Ok(d) = crate::content::digest::Digest::parse(&b.digest) {
+                        self.content.delete_bytes_sync(&d)?;
+                    }
+                }
+                out.content += 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The content and snapshots an image document refers to.
+fn follow_document(bytes: &[u8], content: &mut Vec<String>, chains: &mut Vec<String>) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return;
+    };
+    let digest_of = |d: &serde_json::Value| d["digest"].as_str().map(str::to_string);
+    for m in v["manifests"].as_array().into_iter().flatten() {
+        content.extend(digest_of(m));
+    }
+    if v["config"].is_object() {
+        content.extend(digest_of(&v["config"]));
+    }
+    if let Some(layers) = v["layers"].as_array() {
+        content.extend(layers.iter().filter_map(digest_of));
+    }
+    if let Some(diffs) = v["rootfs"]["diff_ids"].as_array() {
+        let diffs: Vec<String> = diffs
+            .iter()
+            .filter_map(|d| d.as_str().map(str::to_string))
+            .collect();
+        if let Some(top) = oci::chain_ids(&diffs).pop() {
+            chains.push(top);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_times_parse() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2026-11-18T11:06:40Z"), Some(1_795_000_000));
+        assert_eq!(
+            parse_rfc3339("2026-11-18T12:06:40+01:00"),
+            Some(1_795_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-18T11:06:40.123456Z"),
+            Some(1_795_000_000)
+        );
+        assert_eq!(parse_rfc3339("not a time"), None);
+    }
+
+    #[test]
+    fn documents_name_their_parts() {
+        let (mut c, mut s) = (vec![], vec![]);
+        follow_document(
+            br#"{"config":{"digest":"sha256:c"},"layers":[{"digest":"sha256:l1"}]}"#,
+            &mut c,
+            &mut s,
+        );
+        assert_eq!(c, vec!["sha256:c", "sha256:l1"]);
+        follow_document(br#"{"rootfs":{"diff_ids":["sha256:a"]}}"#, &mut c, &mut s);
+        assert_eq!(s, vec!["sha256:a"]);
+    }
+}
