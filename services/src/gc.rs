@@ -100,33 +100,11 @@ impl Gc {
         let this = self.clone();
         let started = crate::metadata::now();
         tokio::spawn(async move {
-            match this.collect_older_than(Some(started)).await {
-                Ok(c) if c != Collected::default() => {
-                    tracing::info!(
-                        content = c.content,
-                        snapshots = c.snapshots,
-                        leases = c.leases,
-                        "collected what the last run left"
-                    )
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
-            }
+            log(this.collect_older_than(Some(started)).await);
             loop {
                 this.wake.notified().await;
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                match this.collect().await {
-                    Ok(c) if c != Collected::default() => {
-                        tracing::info!(
-                            content = c.content,
-                            snapshots = c.snapshots,
-                            leases = c.leases,
-                            "garbage collected"
-                        )
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
-                }
+                log(this.collect().await);
             }
         })
     }
@@ -305,6 +283,19 @@ impl Gc {
             }
         }
         Ok(out)
+    }
+}
+
+fn log(result: Result<Collected>) {
+    match result {
+        Ok(c) if c != Collected::default() => tracing::info!(
+            content = c.content,
+            snapshots = c.snapshots,
+            leases = c.leases,
+            "garbage collected"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
     }
 }
 
