@@ -12,7 +12,8 @@ WORK=${BENCH_DIR:-/var/tmp/berth-bench}
 mkdir -p "$WORK"
 source scripts/bench-lib.sh
 REG_PID=""
-stop_all() { cleanup_daemons; [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null; wait 2>/dev/null || true; }
+# The registry first: cleanup_daemons waits for every background job.
+stop_all() { if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; fi; cleanup_daemons; }
 trap stop_all EXIT
 
 cargo build --release --workspace --bins >&2

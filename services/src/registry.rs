@@ -382,7 +382,9 @@ impl Remote {
             ..Default::default()
         };
         let what = format!("blob {digest}");
-        let (stream, ranged): (SizedStream, bool) = if offset == 0 {
+        // Always a range request when there are bytes to ask for: a 206 answer is not hashed
+        // by oci-client, and berth hashes every byte into the ingest anyway.
+        let (stream, ranged): (SizedStream, bool) = if size == 0 {
             let s = self
                 .client
                 .pull_blob_stream(&self.reference, &desc)
