@@ -188,6 +188,7 @@ impl Daemon {
         );
         let images = Images::new(store.clone(), events.clone());
         let leases = Leases::new(store.clone());
+        let gc = crate::gc::Gc::new(store.clone(), content.clone(), snapshots.clone());
         let puller = Puller::new(
             content.clone(),
             images.clone(),
@@ -195,6 +196,7 @@ impl Daemon {
             snapshots.clone(),
             unpacker.clone(),
             registry_config.clone(),
+            gc.clone(),
         );
         let containers = Containers::new(store.clone(), events.clone());
         let tasks = Tasks::new(
@@ -220,7 +222,7 @@ impl Daemon {
             differ: Differ::new(content.clone()),
             puller,
             builder,
-            gc: crate::gc::Gc::new(store.clone(), content.clone(), snapshots.clone()),
+            gc,
             pusher: Pusher::new(content.clone(), images.clone(), registry_config),
             streams: Default::default(),
             volumes: crate::volumes::Volumes::open(

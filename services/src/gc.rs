@@ -39,6 +39,30 @@ pub struct Gc {
     wake: Arc<Notify>,
     /// One collection at a time.
     running: Arc<tokio::sync::Mutex<()>>,
+    /// Daemon operations that rely on what they found (a pull, a build) and collections
+    /// exclude each other: an operation never sees a snapshot or blob vanish under it.
+    activity: Arc<std::sync::Mutex<Activity>>,
+    changed: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Activity {
+    operations: usize,
+    collecting: bool,
+}
+
+/// Held by an operation for its whole length; collections wait for it.
+pub struct Operation {
+    gc: Gc,
+}
+
+impl Drop for Operation {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.gc.activity.lock() {
+            a.operations -= 1;
+        }
+        self.gc.changed.notify_waiters();
+    }
 }
 
 /// RFC 3339 (as containerd writes gc.expire) to seconds since the epoch.
@@ -85,7 +109,48 @@ impl Gc {
             snapshots,
             wake: Arc::default(),
             running: Arc::default(),
+            activity: Arc::default(),
+            changed: Arc::default(),
         }
+    }
+
+    /// Starts an operation (waiting for a collection in progress to end). Operations nest.
+    pub async fn operation(&self) -> Operation {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Ok(mut a) = self.activity.lock() {
+                if !a.collecting {
+                    a.operations += 1;
+                    return Operation { gc: self.clone() };
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until no operation runs, and keeps new ones out until `end_collecting`.
+    async fn begin_collecting(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Ok(mut a) = self.activity.lock() {
+                if a.operations == 0 {
+                    a.collecting = true;
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn end_collecting(&self) {
+        if let Ok(mut a) = self.activity.lock() {
+            a.collecting = false;
+        }
+        self.changed.notify_waiters();
     }
 
     /// Asks for a collection soon (deletions call this); collections run in the background
@@ -118,8 +183,9 @@ impl Gc {
     /// (nanoseconds), so a client busy since this start is not raced.
     pub async fn collect_older_than(&self, cutoff: Option<i64>) -> Result<Collected> {
         let _one = self.running.lock().await;
+        self.begin_collecting().await;
         let this = self.clone();
-        blocking(move || {
+        let result = blocking(move || {
             let mut total = Collected::default();
             for (name, _) in this.store.namespace_list()? {
                 let Ok(ns) = Namespace::parse(&name) else {
@@ -132,7 +198,9 @@ impl Gc {
             }
             Ok(total)
         })
-        .await
+        .await;
+        self.end_collecting();
+        result
     }
 
     fn collect_namespace(&self, ns: &Namespace, cutoff: i64) -> Result<Collected> {

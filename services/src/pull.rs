@@ -84,6 +84,7 @@ pub struct Puller {
     snapshots: Snapshots,
     unpacker: Unpacker,
     config: Arc<RegistryConfig>,
+    gc: crate::gc::Gc,
     /// One lock per image name and per blob: concurrent pulls share the work.
     inflight: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
@@ -103,6 +104,7 @@ impl Puller {
         snapshots: Snapshots,
         unpacker: Unpacker,
         config: RegistryConfig,
+        gc: crate::gc::Gc,
     ) -> Self {
         Puller {
             content,
@@ -111,6 +113,7 @@ impl Puller {
             snapshots,
             unpacker,
             config: Arc::new(config),
+            gc,
             inflight: Arc::default(),
         }
     }
@@ -132,6 +135,8 @@ impl Puller {
         F: FnOnce(Ctx) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
+        // No collection runs meanwhile: what the operation found present stays.
+        let _op = self.gc.operation().await;
         if ctx.lease.is_some() {
             return f(ctx).await;
         }
