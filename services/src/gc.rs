@@ -241,10 +241,8 @@ impl Gc {
                 snapshot_roots.push((c.snapshotter, c.snapshot_key));
             }
         }
-        let labels: HashMap<&str, &crate::metadata::Labels> = blobs
-            .iter()
-            .map(|b| (b.digest.as_str(), &b.labels))
-            .collect();
+        let records: HashMap<&str, &crate::metadata::content::BlobRecord> =
+            blobs.iter().map(|b| (b.digest.as_str(), b)).collect();
 
         // Mark content, collecting the snapshots it names.
         let mut marked: HashSet<String> = HashSet::new();
@@ -253,25 +251,22 @@ impl Gc {
             if !marked.insert(d.clone()) {
                 continue;
             }
-            let Some(l) = labels.get(d.as_str()) else {
+            let Some(rec) = records.get(d.as_str()) else {
                 continue;
             };
-            for (k, v) in l.iter() {
+            for (k, v) in rec.labels.iter() {
                 if k.starts_with(CONTENT_REF) {
                     content_roots.push(v.clone());
                 } else if let Some(sn) = k.strip_prefix(SNAPSHOT_REF) {
                     snapshot_roots.push((sn.to_string(), v.clone()));
                 }
             }
-            let size = blobs
-                .iter()
-                .find(|b| b.digest == d)
-                .map(|b| b.size)
-                .unwrap_or(0);
-            if size > 0 && size <= oci::MAX_DOCUMENT {
-                if let Ok(bytes) = self
-                    .content
-                    .read_document_sync(ns, &d, size, oci::MAX_DOCUMENT)
+            // Layers (labelled with their diffID) are not documents: never read them.
+            let layer = rec.labels.contains_key(crate::diff::UNCOMPRESSED_LABEL);
+            if !layer && rec.size > 0 && rec.size <= oci::MAX_DOCUMENT {
+                if let Ok(bytes) =
+                    self.content
+                        .read_document_sync(ns, &d, rec.size, oci::MAX_DOCUMENT)
                 {
                     follow_document(&bytes, &mut content_roots, &mut chains);
                 }

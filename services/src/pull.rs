@@ -14,7 +14,7 @@ use crate::metadata::Labels;
 use crate::oci::{self, DocDescriptor, Document, Platform, MAX_DOCUMENT};
 use crate::registry::{self, Access, RegistryConfig, Remote};
 use crate::snapshots::Snapshots;
-use crate::unpack::{scoped, Resolved, Unpacker};
+use crate::unpack::{scoped, stage_n, Resolved, Unpacker};
 use berth_snapshotters::layer::{self, Whiteouts};
 use berth_snapshotters::Staged;
 use futures::StreamExt;
@@ -343,21 +343,9 @@ impl Puller {
                 .take_while(|c| snap.stat(&scoped(&ctx.ns, c)).is_ok())
                 .count();
             missing = (present..chains.len()).collect();
-            for _ in &missing {
-                match snap.stage() {
-                    Some(Ok(s)) => staged.push(Some(s)),
-                    Some(Err(e)) => {
-                        staged.into_iter().flatten().for_each(Staged::discard);
-                        return Err(e.into());
-                    }
-                    None => {
-                        sequential_unpack = true;
-                        break;
-                    }
-                }
-            }
-            if sequential_unpack {
-                staged.drain(..).flatten().for_each(Staged::discard);
+            match stage_n(snap.as_ref(), missing.len())? {
+                Some(dirs) => staged = dirs.into_iter().map(Some).collect(),
+                None => sequential_unpack = true,
             }
         }
         let mut jobs: Vec<LayerJob> = vec![];

@@ -105,6 +105,26 @@ pub fn resolve(
     Err(Error::invalid("image indexes nest too deeply"))
 }
 
+/// `n` staging directories, or None when the snapshotter does not stage layers; on an
+/// error the ones already made are discarded.
+pub(crate) fn stage_n(snap: &dyn Snapshotter, n: usize) -> Result<Option<Vec<Staged>>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        match snap.stage() {
+            Some(Ok(s)) => out.push(s),
+            Some(Err(e)) => {
+                out.into_iter().for_each(Staged::discard);
+                return Err(e.into());
+            }
+            None => {
+                out.into_iter().for_each(Staged::discard);
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
 pub(crate) fn scoped(ns: &Namespace, key: &str) -> String {
     format!("{ns}/{key}")
 }
@@ -314,23 +334,21 @@ impl Unpacker {
         chains: &[String],
         missing: &[usize],
     ) -> Result<()> {
-        let mut staged: Vec<Option<Staged>> = vec![Some(first)];
-        for _ in 1..missing.len() {
-            match snap.stage() {
-                Some(Ok(s)) => staged.push(Some(s)),
-                Some(Err(e)) => {
-                    staged.into_iter().flatten().for_each(Staged::discard);
-                    return Err(e.into());
-                }
-                None => {
-                    staged.into_iter().flatten().for_each(Staged::discard);
-                    return Err(Error::new(
-                        Kind::Internal,
-                        "snapshotter stopped staging layers",
-                    ));
-                }
+        let rest = match stage_n(snap, missing.len() - 1) {
+            Ok(Some(rest)) => rest,
+            Ok(None) => {
+                first.discard();
+                return Err(Error::new(
+                    Kind::Internal,
+                    "snapshotter stopped staging layers",
+                ));
             }
-        }
+            Err(e) => {
+                first.discard();
+                return Err(e);
+            }
+        };
+        let staged: Vec<Option<Staged>> = std::iter::once(first).chain(rest).map(Some).collect();
         let workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2)

@@ -259,6 +259,16 @@ pub fn daemon_with_busybox(base: &str) -> (Daemon, tempfile::TempDir) {
     (d, work)
 }
 
+/// Waits (up to 5 s) until `berth tasks ls` shows a stopped task.
+pub fn wait_stopped(d: &Daemon) {
+    for _ in 0..50 {
+        if ok(&d.berth(&["tasks", "ls"], None)).contains("STOPPED") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A command's stderr as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

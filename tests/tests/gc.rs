@@ -67,12 +67,7 @@ fn removing_images_collects_only_what_nothing_else_needs() {
     let ps = ok(&d.berth(&["tasks", "ps", "keeper"], None));
     assert!(ps.lines().count() >= 2, "{ps}");
     ok(&d.berth(&["tasks", "kill", "-s", "KILL", "keeper"], None));
-    for _ in 0..50 {
-        if ok(&d.berth(&["tasks", "ls"], None)).contains("STOPPED") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    berth_tests::wait_stopped(&d);
     ok(&d.berth(&["tasks", "rm", "keeper"], None));
     // Removing the container (and its snapshot) asks for a collection in the background.
     ok(&d.berth(&["containers", "rm", "keeper"], None));

@@ -184,12 +184,7 @@ fn cli_containers_and_tasks() {
     assert!(!rm.status.success());
     assert!(String::from_utf8_lossy(&rm.stderr).contains("still has a task"));
     ok(&d.berth(&["tasks", "kill", "-s", "KILL", "svc"], None));
-    for _ in 0..50 {
-        if ok(&d.berth(&["tasks", "ls"], None)).contains("STOPPED") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    berth_tests::wait_stopped(&d);
     let out = ok(&d.berth(&["tasks", "rm", "svc"], None));
     assert!(out.contains("exit status 137"), "{out}");
     ok(&d.berth(&["containers", "rm", "svc"], None));

@@ -135,12 +135,7 @@ fn named_volumes_outlive_containers_and_restarts() {
         "{mountpoint}"
     );
     ok(&d.berth(&["tasks", "kill", "-s", "KILL", "v5"], None));
-    for _ in 0..50 {
-        if ok(&d.berth(&["tasks", "ls"], None)).contains("STOPPED") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    berth_tests::wait_stopped(&d);
     ok(&d.berth(&["tasks", "rm", "v5"], None));
     ok(&d.berth(&["containers", "rm", "v5"], None));
     // Removing the container left the named volume (and its data) alone.
