@@ -225,5 +225,27 @@ fn hostile_archives_are_refused() {
     let out = d.berth(&["images", "import", lying.to_str().unwrap()], None);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("lacks"), "{}", stderr(&out));
+    // A layout blob whose name is not a sha256 digest never becomes a content path.
+    let misnamed = work.path().join("misnamed.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&misnamed).unwrap());
+        for (name, data) in [
+            ("index.json", &br#"{"schemaVersion":2,"manifests":[]}"#[..]),
+            ("blobs/sha256/..%2f..%2fetc", &b"x"[..]),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    let out = d.berth(&["images", "import", misnamed.to_str().unwrap()], None);
+    assert!(
+        stderr(&out).contains("not named by a sha256 digest"),
+        "{}",
+        stderr(&out)
+    );
     ok(&d.berth(&["version"], None));
 }
