@@ -180,15 +180,16 @@ impl Daemon {
         let content = content.ok_or_else(|| Error::precondition("content plugin did not start"))?;
         let uuid = store.server_uuid()?;
         let snapshots = Snapshots::new(backends, store.clone(), events.clone());
+        let gc = crate::gc::Gc::new(store.clone(), content.clone(), snapshots.clone());
         let unpacker = Unpacker::new(
             content.clone(),
             snapshots.clone(),
             store.clone(),
             events.clone(),
+            gc.clone(),
         );
         let images = Images::new(store.clone(), events.clone());
         let leases = Leases::new(store.clone());
-        let gc = crate::gc::Gc::new(store.clone(), content.clone(), snapshots.clone());
         let puller = Puller::new(
             content.clone(),
             images.clone(),

@@ -72,6 +72,7 @@ pub struct Unpacker {
     snapshots: Snapshots,
     store: MetadataStore,
     events: Exchange,
+    gc: crate::gc::Gc,
 }
 
 /// Resolves `target` (index or manifest) to the manifest for `platform`.
@@ -135,12 +136,14 @@ impl Unpacker {
         snapshots: Snapshots,
         store: MetadataStore,
         events: Exchange,
+        gc: crate::gc::Gc,
     ) -> Self {
         Unpacker {
             content,
             snapshots,
             store,
             events,
+            gc,
         }
     }
 
@@ -151,6 +154,9 @@ impl Unpacker {
         snapshotter: String,
         platform: Option<Platform>,
     ) -> Result<Unpacked> {
+        // Layers committed one after another are unreferenced until the top one exists:
+        // no collection runs meanwhile.
+        let _op = self.gc.operation().await;
         let this = self.clone();
         blocking(move || {
             this.unpack_sync(
