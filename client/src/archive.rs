@@ -15,14 +15,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 /// Largest index, manifest or config read from an archive.
 const MAX_DOCUMENT: u64 = 4 << 20;
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-const NAME_ANNOTATION: &str = "io.containerd.image.name";
+use berth_proto::vocab::labels::IMAGE_NAME_ANNOTATION as NAME_ANNOTATION;
+use berth_proto::vocab::media::{
+    DOCKER_CONFIG, DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX,
+    OCI_MANIFEST,
+};
 const REF_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
 fn bad(msg: impl Into<String>) -> Error {

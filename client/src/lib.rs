@@ -173,8 +173,8 @@ impl Client {
             .create(berth_proto::leases::CreateRequest {
                 id: String::new(),
                 labels: HashMap::from([(
-                    "containerd.io/gc.expire".to_string(),
-                    humantime::format_rfc3339_seconds(expire).to_string(),
+                    berth_proto::vocab::labels::GC_EXPIRE.to_string(),
+                    berth_proto::vocab::time::rfc3339(expire),
                 )]),
             })
             .await?

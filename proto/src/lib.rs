@@ -165,6 +165,8 @@ pub use containerd::services::{
 };
 pub use containerd::types;
 
+pub mod vocab;
+
 /// Packs a message into an `Any` with containerd's bare type URL (no `type.googleapis.com/`).
 pub fn to_any<M: prost::Message + prost::Name>(msg: &M) -> prost_types::Any {
     prost_types::Any {

@@ -185,7 +185,6 @@ impl Daemon {
             content.clone(),
             snapshots.clone(),
             store.clone(),
-            events.clone(),
             gc.clone(),
         );
         let images = Images::new(store.clone(), events.clone());

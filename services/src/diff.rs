@@ -10,11 +10,11 @@ use berth_snapshotters::hash::Sha256;
 use berth_snapshotters::{layer, Mount};
 use std::io::{Read, Write};
 
-pub const UNCOMPRESSED_LABEL: &str = "containerd.io/uncompressed";
-pub const MEDIA_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-pub const MEDIA_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-pub const MEDIA_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-pub const MEDIA_DOCKER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub use berth_proto::vocab::labels::UNCOMPRESSED as UNCOMPRESSED_LABEL;
+pub use berth_proto::vocab::media::{
+    DOCKER_LAYER_GZIP as MEDIA_DOCKER_GZIP, OCI_LAYER as MEDIA_TAR,
+    OCI_LAYER_GZIP as MEDIA_TAR_GZIP, OCI_LAYER_ZSTD as MEDIA_TAR_ZSTD,
+};
 
 /// Hashes and counts what passes through, either way.
 pub struct Hashing<T> {

@@ -118,27 +118,3 @@ where
         .await
         .map_err(|e| Error::new(Kind::Internal, format!("blocking task failed: {e}")))?
 }
-
-/// Snapshot keys travel as `<namespace>/<key>` inside snapshotters; clients know the key.
-fn unscope(what: &str) -> String {
-    what.split(' ')
-        .map(|w| match w.split_once('/') {
-            Some((ns, key)) if crate::namespace::Namespace::parse(ns).is_ok() => key,
-            _ => w,
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-impl From<berth_snapshotters::Error> for Error {
-    fn from(e: berth_snapshotters::Error) -> Self {
-        use berth_snapshotters::Error as S;
-        match e {
-            S::NotFound(what) => Error::not_found(format!("snapshot {}", unscope(&what))),
-            S::AlreadyExists(what) => Error::already_exists(format!("snapshot {}", unscope(&what))),
-            S::InvalidArgument(m) => Error::invalid(m),
-            S::FailedPrecondition(m) => Error::precondition(m),
-            S::Io { context, source } => Error::Io { context, source },
-        }
-    }
-}

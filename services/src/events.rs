@@ -61,6 +61,13 @@ pub enum Event {
     SnapshotRemove {
         key: String,
     },
+    TaskExit {
+        container_id: String,
+        id: String,
+        pid: u32,
+        exit_status: u32,
+        exited_at: Timestamp,
+    },
     /// An already-encoded event (type URL and protobuf bytes).
     Raw {
         type_url: String,
@@ -85,6 +92,7 @@ impl Event {
             Event::SnapshotPrepare { .. } => "/snapshot/prepare",
             Event::SnapshotCommit { .. } => "/snapshot/commit",
             Event::SnapshotRemove { .. } => "/snapshot/remove",
+            Event::TaskExit { .. } => "/tasks/exit",
             Event::Raw { .. } => return None,
         })
     }
@@ -107,6 +115,8 @@ impl Event {
                 | Event::ContainerDelete { id },
                 "id",
             ) => Some(id.clone()),
+            (Event::TaskExit { id, .. }, "id") => Some(id.clone()),
+            (Event::TaskExit { container_id, .. }, "container_id") => Some(container_id.clone()),
             (
                 Event::SnapshotPrepare { key, .. }
                 | Event::SnapshotCommit { key, .. }

@@ -13,16 +13,16 @@ use crate::error::{blocking, Result};
 use crate::metadata::MetadataStore;
 use crate::namespace::Namespace;
 use crate::oci;
-use crate::snapshots::Snapshots;
+use crate::snapshots::{scoped, unscope, Snapshots};
 use berth_snapshotters::Kind;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-const ROOT_LABEL: &str = "containerd.io/gc.root";
-const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
-const CONTENT_REF: &str = "containerd.io/gc.ref.content";
-const SNAPSHOT_REF: &str = "containerd.io/gc.ref.snapshot.";
+use berth_proto::vocab::labels::{
+    GC_EXPIRE as EXPIRE_LABEL, GC_REF_CONTENT as CONTENT_REF, GC_REF_SNAPSHOT as SNAPSHOT_REF,
+    GC_ROOT as ROOT_LABEL,
+};
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Collected {
@@ -63,42 +63,6 @@ impl Drop for Operation {
         }
         self.gc.changed.notify_waiters();
     }
-}
-
-/// RFC 3339 (as containerd writes gc.expire) to seconds since the epoch.
-fn parse_rfc3339(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let time = time.trim_end_matches('Z');
-    let (time, offset) = match time.rfind(['+', '-']) {
-        Some(i) => {
-            let (t, o) = time.split_at(i);
-            let sign = if o.starts_with('-') { -1 } else { 1 };
-            let mut p = o[1..].split(':').map(|x| x.parse::<i64>().ok());
-            (
-                t,
-                sign * (p.next()?? * 3600 + p.next().flatten().unwrap_or(0) * 60),
-            )
-        }
-        None => (time, 0),
-    };
-    let mut t = time.split(':');
-    let (hh, mm) = (
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?.parse::<i64>().ok()?,
-    );
-    let ss = t.next()?.split('.').next()?.parse::<i64>().ok()?;
-    // Days from the civil date (the inverse of pull::rfc3339).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mm * 60 + ss - offset)
 }
 
 impl Gc {
@@ -212,7 +176,7 @@ impl Gc {
             let expired = lease
                 .labels
                 .get(EXPIRE_LABEL)
-                .and_then(|t| parse_rfc3339(t))
+                .and_then(|t| berth_proto::vocab::time::parse_rfc3339(t))
                 .is_some_and(|t| t <= now);
             if expired {
                 self.store.lease_delete(ns, &lease.id)?;
@@ -274,14 +238,13 @@ impl Gc {
         }
 
         // Mark snapshots (per snapshotter) and sweep the committed ones nobody needs.
-        let prefix = format!("{ns}/");
         for name in self.snapshots.names() {
             let Ok(snap) = self.snapshots.get(&name) else {
                 continue;
             };
             let mut infos: BTreeMap<String, berth_snapshotters::Info> = BTreeMap::new();
             snap.walk(&mut |i| {
-                if i.name.starts_with(&prefix) {
+                if unscope(ns, &i.name).is_some() {
                     infos.insert(i.name.clone(), i.clone());
                 }
                 true
@@ -290,8 +253,8 @@ impl Gc {
             let mut stack: Vec<String> = snapshot_roots
                 .iter()
                 .filter(|(sn, _)| sn == &name)
-                .map(|(_, k)| format!("{prefix}{k}"))
-                .chain(chains.iter().map(|c| format!("{prefix}{c}")))
+                .map(|(_, k)| scoped(ns, k))
+                .chain(chains.iter().map(|c| scoped(ns, c)))
                 .chain(
                     infos
                         .values()
@@ -391,21 +354,6 @@ fn follow_document(bytes: &[u8], content: &mut Vec<String>, chains: &mut Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expiry_times_parse() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2026-11-18T11:06:40Z"), Some(1_795_000_000));
-        assert_eq!(
-            parse_rfc3339("2026-11-18T12:06:40+01:00"),
-            Some(1_795_000_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2026-11-18T11:06:40.123456Z"),
-            Some(1_795_000_000)
-        );
-        assert_eq!(parse_rfc3339("not a time"), None);
-    }
 
     #[test]
     fn documents_name_their_parts() {

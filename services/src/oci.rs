@@ -11,20 +11,11 @@ use std::collections::BTreeMap;
 /// Largest manifest, index or config read into memory.
 pub const MAX_DOCUMENT: i64 = 4 << 20;
 
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-
-pub fn is_index(media_type: &str) -> bool {
-    media_type == OCI_INDEX || media_type == DOCKER_LIST
-}
-
-pub fn is_manifest(media_type: &str) -> bool {
-    media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
-}
+pub use berth_proto::vocab::chain::chain_ids;
+pub use berth_proto::vocab::media::{
+    is_index, is_manifest, DOCKER_CONFIG, DOCKER_LIST, DOCKER_MANIFEST, OCI_CONFIG, OCI_INDEX,
+    OCI_MANIFEST,
+};
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 pub struct Platform {
@@ -229,20 +220,6 @@ pub fn parse_config(desc: &DocDescriptor, bytes: &[u8]) -> Result<ImageConfig> {
         Digest::parse(d)?;
     }
     Ok(c)
-}
-
-/// containerd's chain IDs: the first is the first diffID; each next one is
-/// sha256("<previous chainID> <diffID>").
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => Digest::of(format!("{prev} {d}").as_bytes()).to_string(),
-        };
-        out.push(next);
-    }
-    out
 }
 
 #[cfg(test)]

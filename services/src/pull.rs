@@ -13,8 +13,9 @@ use crate::metadata::images::ImageRecord;
 use crate::metadata::Labels;
 use crate::oci::{self, DocDescriptor, Document, Platform, MAX_DOCUMENT};
 use crate::registry::{self, Access, RegistryConfig, Remote};
+use crate::snapshots::scoped;
 use crate::snapshots::Snapshots;
-use crate::unpack::{scoped, stage_n, Resolved, Unpacker};
+use crate::unpack::{stage_n, Resolved, Unpacker};
 use berth_snapshotters::layer::{self, Whiteouts};
 use berth_snapshotters::Staged;
 use futures::StreamExt;
@@ -141,13 +142,14 @@ impl Puller {
             return f(ctx).await;
         }
         let id = format!("berth-transfer-{}", uuid::Uuid::new_v4().simple());
-        let expire =
-            time_rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+        let expire = berth_proto::vocab::time::rfc3339(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+        );
         self.leases
             .create(
                 ctx.ns.clone(),
                 id.clone(),
-                Labels::from([("containerd.io/gc.expire".to_string(), expire)]),
+                Labels::from([(berth_proto::vocab::labels::GC_EXPIRE.to_string(), expire)]),
             )
             .await?;
         let leased = Ctx {
@@ -207,7 +209,11 @@ impl Puller {
         };
         report(&progress, "resolved", &name, &[], 0, 0);
         let source = Labels::from([(
-            format!("containerd.io/distribution.source.{}", reference.registry()),
+            format!(
+                "{}{}",
+                berth_proto::vocab::labels::DISTRIBUTION_SOURCE,
+                reference.registry()
+            ),
             reference.repository().to_string(),
         )]);
         let platforms = if req.platforms.is_empty() {
@@ -261,7 +267,7 @@ impl Puller {
                     let mut labels = source.clone();
                     for (i, c) in chosen.iter().enumerate() {
                         labels.insert(
-                            format!("containerd.io/gc.ref.content.m.{i}"),
+                            berth_proto::vocab::labels::gc_ref_manifest(i),
                             c.digest.clone(),
                         );
                     }
@@ -291,12 +297,12 @@ impl Puller {
                     let resolved = Resolved::new(&desc, config.clone(), layers.clone(), &cbytes)?;
                     let mut labels = source.clone();
                     labels.insert(
-                        "containerd.io/gc.ref.content.config".into(),
+                        berth_proto::vocab::labels::gc_ref_config(),
                         config.digest.clone(),
                     );
                     for (i, l) in layers.iter().enumerate() {
                         labels.insert(
-                            format!("containerd.io/gc.ref.content.l.{i}"),
+                            berth_proto::vocab::labels::gc_ref_layer(i),
                             l.digest.clone(),
                         );
                     }
@@ -879,48 +885,9 @@ pub fn detect_media_type(bytes: &[u8]) -> String {
     }
 }
 
-/// RFC 3339 in UTC, as containerd's gc.expire label wants.
-fn time_rfc3339(t: std::time::SystemTime) -> String {
-    rfc3339(
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    )
-}
-
-/// Seconds since the epoch as RFC 3339 in UTC.
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_dates() {
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
-        assert_eq!(time_rfc3339(t), "2026-11-18T11:06:40Z");
-        assert_eq!(time_rfc3339(std::time::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-    }
 
     #[test]
     fn media_types_detected() {

@@ -1,6 +1,7 @@
 //! Snapshots service core: the snapshotters by name, with namespaced keys. Inside a
 //! snapshotter a key is stored as `<namespace>/<key>`; namespaces contain no `/`, so keys of
-//! different namespaces never meet.
+//! different namespaces never meet. This module is the one place keys are scoped and
+//! unscoped, and snapshots recorded in leases; pull and unpack use it.
 
 use crate::content::Ctx;
 use crate::error::{blocking, Error, Result};
@@ -36,18 +37,49 @@ impl Fields for SnapshotInfo {
     }
 }
 
-fn scoped(ns: &Namespace, key: &str) -> String {
+/// The key a snapshotter stores for `key` in namespace `ns`.
+pub(crate) fn scoped(ns: &Namespace, key: &str) -> String {
     format!("{ns}/{key}")
 }
 
+/// The namespace's own key for a snapshotter key (None for other namespaces' keys).
+pub(crate) fn unscope<'a>(ns: &Namespace, stored: &'a str) -> Option<&'a str> {
+    stored.strip_prefix(ns.as_str())?.strip_prefix('/')
+}
+
 fn unscoped(ns: &Namespace, mut info: Info) -> Option<Info> {
-    let prefix = format!("{ns}/");
-    info.name = info.name.strip_prefix(&prefix)?.to_string();
+    info.name = unscope(ns, &info.name)?.to_string();
     info.parent = match info.parent {
-        Some(p) => Some(p.strip_prefix(&prefix)?.to_string()),
+        Some(p) => Some(unscope(ns, &p)?.to_string()),
         None => None,
     };
     Some(info)
+}
+
+/// Errors name snapshots by the client's key, never the scoped one.
+fn unscope_message(what: &str) -> String {
+    what.split(' ')
+        .map(|w| match w.split_once('/') {
+            Some((ns, key)) if Namespace::parse(ns).is_ok() => key,
+            _ => w,
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl From<berth_snapshotters::Error> for Error {
+    fn from(e: berth_snapshotters::Error) -> Self {
+        use berth_snapshotters::Error as S;
+        match e {
+            S::NotFound(what) => Error::not_found(format!("snapshot {}", unscope_message(&what))),
+            S::AlreadyExists(what) => {
+                Error::already_exists(format!("snapshot {}", unscope_message(&what)))
+            }
+            S::InvalidArgument(m) => Error::invalid(m),
+            S::FailedPrecondition(m) => Error::precondition(m),
+            S::Io { context, source } => Error::io(context, source),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -84,7 +116,8 @@ impl Snapshots {
         })
     }
 
-    fn lease(&self, ctx: &Ctx, snapshotter: &str, key: &str) -> Result<()> {
+    /// Records the snapshot `key` in the context's lease, if any (blocking: a redb write).
+    pub(crate) fn record_in_lease(&self, ctx: &Ctx, snapshotter: &str, key: &str) -> Result<()> {
         if let Some(lease) = &ctx.lease {
             self.store.lease_add_resource(
                 &ctx.ns,
@@ -141,7 +174,7 @@ impl Snapshots {
                 Kind::View => s.view(&sk, parent.as_deref(), labels)?,
                 _ => s.prepare(&sk, parent.as_deref(), labels)?,
             };
-            this.lease(&c, &name, &k)?;
+            this.record_in_lease(&c, &name, &k)?;
             Ok(m)
         })
         .await?;
@@ -201,11 +234,28 @@ impl Snapshots {
         let (n, k, c) = (name.clone(), key.clone(), ctx.clone());
         blocking(move || {
             s.commit(&scoped(&c.ns, &n), &scoped(&c.ns, &k), labels)?;
-            this.lease(&c, &sn, &n)
+            this.committed(&c, &sn, &k, &n)
         })
-        .await?;
-        self.events
-            .publish(&ctx.ns, Event::SnapshotCommit { key, name });
+        .await
+    }
+
+    /// What follows a commit done here or by unpack: the lease records the committed
+    /// snapshot, and subscribers hear of it (blocking: a redb write).
+    pub(crate) fn committed(
+        &self,
+        ctx: &Ctx,
+        snapshotter: &str,
+        key: &str,
+        name: &str,
+    ) -> Result<()> {
+        self.record_in_lease(ctx, snapshotter, name)?;
+        self.events.publish(
+            &ctx.ns,
+            Event::SnapshotCommit {
+                key: key.to_string(),
+                name: name.to_string(),
+            },
+        );
         Ok(())
     }
 

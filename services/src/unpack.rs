@@ -5,12 +5,10 @@
 use crate::content::{Content, Ctx};
 use crate::diff::{apply_blob, apply_blob_with, UNCOMPRESSED_LABEL};
 use crate::error::{blocking, Error, Kind, Result};
-use crate::events::{Event, Exchange};
-use crate::metadata::leases::LeaseResource;
 use crate::metadata::{Labels, MetadataStore};
 use crate::namespace::Namespace;
 use crate::oci::{self, DocDescriptor, Document, Platform, MAX_DOCUMENT};
-use crate::snapshots::Snapshots;
+use crate::snapshots::{scoped, Snapshots};
 use berth_snapshotters::layer::{self, Whiteouts};
 use berth_snapshotters::{Snapshotter, Staged};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,7 +69,6 @@ pub struct Unpacker {
     content: Content,
     snapshots: Snapshots,
     store: MetadataStore,
-    events: Exchange,
     gc: crate::gc::Gc,
 }
 
@@ -126,23 +123,17 @@ pub(crate) fn stage_n(snap: &dyn Snapshotter, n: usize) -> Result<Option<Vec<Sta
     Ok(Some(out))
 }
 
-pub(crate) fn scoped(ns: &Namespace, key: &str) -> String {
-    format!("{ns}/{key}")
-}
-
 impl Unpacker {
     pub fn new(
         content: Content,
         snapshots: Snapshots,
         store: MetadataStore,
-        events: Exchange,
         gc: crate::gc::Gc,
     ) -> Self {
         Unpacker {
             content,
             snapshots,
             store,
-            events,
             gc,
         }
     }
@@ -239,31 +230,13 @@ impl Unpacker {
             self.content.label_sync(
                 &ctx.ns,
                 &resolved.config.digest,
-                Labels::from([(format!("containerd.io/gc.ref.snapshot.{name}"), top.clone())]),
+                Labels::from([(
+                    berth_proto::vocab::labels::gc_ref_snapshot(name),
+                    top.clone(),
+                )]),
             )?;
         }
         Ok(top)
-    }
-
-    fn committed(&self, ctx: &Ctx, snapshotter: &str, chain: &str) -> Result<()> {
-        if let Some(lease) = &ctx.lease {
-            self.store.lease_add_resource(
-                &ctx.ns,
-                lease,
-                &LeaseResource {
-                    kind: format!("snapshots/{snapshotter}"),
-                    id: chain.to_string(),
-                },
-            )?;
-        }
-        self.events.publish(
-            &ctx.ns,
-            Event::SnapshotCommit {
-                key: chain.to_string(),
-                name: chain.to_string(),
-            },
-        );
-        Ok(())
     }
 
     fn check_diff_id(
@@ -322,7 +295,8 @@ impl Unpacker {
             if snap.stat(&key).is_ok() {
                 let _ = snap.remove(&key);
             }
-            self.committed(ctx, name, &chains[i])?;
+            self.snapshots
+                .committed(ctx, name, &chains[i], &chains[i])?;
         }
         Ok(())
     }
@@ -419,7 +393,8 @@ impl Unpacker {
                     return Err(e.into());
                 }
             }
-            self.committed(ctx, name, &chains[i])?;
+            self.snapshots
+                .committed(ctx, name, &chains[i], &chains[i])?;
         }
         Ok(())
     }

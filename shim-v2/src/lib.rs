@@ -5,21 +5,18 @@
 
 pub mod cgroups;
 pub mod console;
+pub mod error;
 pub mod events;
 pub mod reaper;
+pub mod rootfs;
 pub mod runc;
 pub mod server;
 pub mod service;
+pub mod stdio;
 
 pub use berth_proto::ttrpc_wire as wire;
 
-/// Nanoseconds since the epoch as a protobuf timestamp.
+/// Now, as a protobuf timestamp.
 pub fn now() -> prost_types::Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
+    berth_proto::vocab::time::to_proto(berth_proto::vocab::time::now_nanos())
 }

@@ -4,8 +4,9 @@
 use berth_proto::containerd::task::v2::DeleteResponse;
 use berth_shim::events::Publisher;
 use berth_shim::reaper::Reaper;
+use berth_shim::rootfs::unmount_rootfs;
 use berth_shim::runc::{Runc, Stdio3};
-use berth_shim::service::{unmount_rootfs, Service};
+use berth_shim::service::Service;
 use prost::Message;
 use std::io::Write;
 use std::os::unix::net::UnixListener;

@@ -1,6 +1,7 @@
 //! The ttrpc server: a thread per connection reads requests; each request runs on its own
 //! thread (Wait blocks until an exit), and responses are written back under a lock.
 
+use crate::error::Error;
 use crate::wire::{self, FrameType};
 use berth_proto::google::rpc::Status;
 use berth_proto::ttrpc::{Request, Response};
@@ -8,17 +9,7 @@ use prost::Message;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex};
 
-/// gRPC status codes the daemon maps back to its error kinds.
-pub mod code {
-    pub const INVALID_ARGUMENT: i32 = 3;
-    pub const NOT_FOUND: i32 = 5;
-    pub const ALREADY_EXISTS: i32 = 6;
-    pub const FAILED_PRECONDITION: i32 = 9;
-    pub const UNIMPLEMENTED: i32 = 12;
-    pub const INTERNAL: i32 = 13;
-}
-
-pub type Reply = Result<Vec<u8>, (i32, String)>;
+pub type Reply = Result<Vec<u8>, Error>;
 
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, method: &str, payload: &[u8]) -> Reply;
@@ -76,11 +67,11 @@ fn connection(conn: UnixStream, handler: Arc<dyn Handler>) {
                     Ok(req) if req.service == "containerd.task.v2.Task" => {
                         handler.handle(&req.method, &req.payload)
                     }
-                    Ok(req) => Err((
-                        code::UNIMPLEMENTED,
-                        format!("service {} is not served here", req.service),
-                    )),
-                    Err(e) => Err((code::INVALID_ARGUMENT, format!("bad request: {e}"))),
+                    Ok(req) => Err(Error::unimplemented(format!(
+                        "service {} is not served here",
+                        req.service
+                    ))),
+                    Err(e) => Err(Error::invalid(format!("bad request: {e}"))),
                 };
                 let resp = match reply {
                     Ok(payload) => Response {
@@ -91,10 +82,10 @@ fn connection(conn: UnixStream, handler: Arc<dyn Handler>) {
                         }),
                         payload,
                     },
-                    Err((code, message)) => Response {
+                    Err(e) => Response {
                         status: Some(Status {
-                            code,
-                            message,
+                            code: e.code(),
+                            message: e.to_string(),
                             details: vec![],
                         }),
                         payload: vec![],

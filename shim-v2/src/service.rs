@@ -2,20 +2,20 @@
 
 use crate::cgroups::Cgroup;
 use crate::console::{self, ConsoleSocket};
+use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::reaper::{Exit, Reaper};
+use crate::rootfs::{mount_rootfs, unmount_rootfs};
 use crate::runc::{Runc, Stdio3};
-use crate::server::{code, Handler, Reply};
+use crate::server::{Handler, Reply};
+use crate::stdio::open_io;
 use berth_proto::containerd::events as ev;
 use berth_proto::containerd::task::v2 as api;
 use berth_proto::containerd::v1::types::{ProcessInfo, Status};
-use berth_proto::types::Mount;
 use prost::Message;
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Default)]
@@ -50,128 +50,10 @@ pub struct Service {
     exited: Arc<std::sync::Condvar>,
 }
 
-type R<T> = Result<T, (i32, String)>;
-
-fn err(code: i32, msg: impl Into<String>) -> (i32, String) {
-    (code, msg.into())
-}
+type R<T> = Result<T>;
 
 fn ts(e: &Option<Exit>) -> Option<prost_types::Timestamp> {
     e.map(|e| e.at)
-}
-
-/// Opens a stdio FIFO (or file) the client named; empty means none.
-fn open_io(path: &str, write: bool) -> R<Option<OwnedFd>> {
-    if path.is_empty() {
-        return Ok(None);
-    }
-    // `file:///abs/path`: output appended to a log file, created if needed.
-    if let Some(file) = path.strip_prefix("file://") {
-        if !write || !file.starts_with('/') {
-            return Err(err(
-                code::INVALID_ARGUMENT,
-                format!("{path}: file:// takes an absolute path, for stdout and stderr only"),
-            ));
-        }
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .map_err(|e| err(code::INVALID_ARGUMENT, format!("open {file}: {e}")))?;
-        return Ok(Some(OwnedFd::from(f)));
-    }
-    let c =
-        CString::new(path).map_err(|_| err(code::INVALID_ARGUMENT, "stdio path has a NUL byte"))?;
-    // Neither end may wait for the client: writers open read-write, the reader opens
-    // non-blocking (the client may open its end only after Create returns) and then
-    // switches to blocking reads for the container.
-    let flags = if write {
-        libc::O_RDWR
-    } else {
-        libc::O_RDONLY | libc::O_NONBLOCK
-    } | libc::O_CLOEXEC;
-    // SAFETY: open with a NUL-terminated path; the fd is owned below.
-    let fd = unsafe { libc::open(c.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(err(
-            code::INVALID_ARGUMENT,
-            format!("open {path}: {}", std::io::Error::last_os_error()),
-        ));
-    }
-    if !write {
-        // SAFETY: fcntl on the descriptor just opened.
-        unsafe {
-            let fl = libc::fcntl(fd, libc::F_GETFL);
-            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
-        }
-    }
-    // SAFETY: a fresh descriptor from open.
-    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
-/// Mounts the rootfs mounts onto `target` (bind and overlay; options as mount(8) takes them).
-pub fn mount_rootfs(mounts: &[Mount], target: &Path) -> R<()> {
-    for m in mounts {
-        let mut flags: libc::c_ulong = 0;
-        let mut data = vec![];
-        let mut ro = false;
-        for o in &m.options {
-            match o.as_str() {
-                "ro" => ro = true,
-                "rw" => {}
-                "bind" => flags |= libc::MS_BIND,
-                "rbind" => flags |= libc::MS_BIND | libc::MS_REC,
-                other => data.push(other.to_string()),
-            }
-        }
-        let fstype = if m.r#type == "bind" {
-            flags |= libc::MS_BIND;
-            "none".to_string()
-        } else {
-            m.r#type.clone()
-        };
-        if ro && flags & libc::MS_BIND == 0 {
-            flags |= libc::MS_RDONLY;
-        }
-        let c = |s: &[u8]| {
-            CString::new(s)
-                .map_err(|_| err(code::INVALID_ARGUMENT, "mount argument has a NUL byte"))
-        };
-        let (src, tgt, ty, d) = (
-            c(m.source.as_bytes())?,
-            c(target.as_os_str().as_bytes())?,
-            c(fstype.as_bytes())?,
-            c(data.join(",").as_bytes())?,
-        );
-        // SAFETY: NUL-terminated strings that outlive the call.
-        if unsafe {
-            libc::mount(
-                src.as_ptr(),
-                tgt.as_ptr(),
-                ty.as_ptr(),
-                flags,
-                d.as_ptr().cast(),
-            )
-        } != 0
-        {
-            return Err(err(
-                code::INTERNAL,
-                format!(
-                    "mount rootfs ({}): {}",
-                    m.r#type,
-                    std::io::Error::last_os_error()
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-pub fn unmount_rootfs(bundle: &Path) {
-    if let Ok(c) = CString::new(bundle.join("rootfs").as_os_str().as_bytes()) {
-        // SAFETY: umount2 with a NUL-terminated path; DETACH never blocks.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    }
 }
 
 impl Service {
@@ -240,13 +122,13 @@ impl Service {
         let st = self
             .state
             .lock()
-            .map_err(|_| err(code::INTERNAL, "state poisoned"))?;
+            .map_err(|_| Error::internal("state poisoned"))?;
         let p = if exec_id.is_empty() {
             st.init.clone()
         } else {
             st.execs.get(exec_id).cloned()
         };
-        p.ok_or_else(|| err(code::NOT_FOUND, format!("process {exec_id:?} not found")))
+        p.ok_or_else(|| Error::not_found(format!("process {exec_id:?} not found")))
     }
 
     fn update(&self, exec_id: &str, f: impl FnOnce(&mut Proc)) {
@@ -263,17 +145,15 @@ impl Service {
     }
 
     fn runc(&self, args: &[&str], stdio: Stdio3) -> R<Vec<u8>> {
-        self.runc
-            .run(args, stdio)
-            .map_err(|e| err(code::INTERNAL, e.0))
+        self.runc.run(args, stdio).map_err(|e| Error::internal(e.0))
     }
 
     fn create(&self, r: api::CreateTaskRequest) -> R<api::CreateTaskResponse> {
         if self.proc("").is_ok() {
-            return Err(err(
-                code::ALREADY_EXISTS,
-                format!("task {} already exists", self.id),
-            ));
+            return Err(Error::already_exists(format!(
+                "task {} already exists",
+                self.id
+            )));
         }
         mount_rootfs(&r.rootfs, &self.bundle.join("rootfs"))?;
         let (stdio, socket) = self.stdio_for("init", r.terminal, &r.stdin, &r.stdout, &r.stderr)?;
@@ -289,13 +169,13 @@ impl Service {
         args.push(&self.id);
         if let Err(e) = self.runc.launch(&args, stdio, &log) {
             unmount_rootfs(&self.bundle);
-            return Err(err(code::INTERNAL, e.0));
+            return Err(Error::internal(e.0));
         }
         let console = match &socket {
             Some(sock) => Some(self.attach_console(sock, &r.stdin, &r.stdout)?),
             None => None,
         };
-        let pid = Runc::read_pid(&pid_file).map_err(|e| err(code::INTERNAL, e.0))?;
+        let pid = Runc::read_pid(&pid_file).map_err(|e| Error::internal(e.0))?;
         let cgroup = Cgroup::of_pid(pid);
         if let Some(cg) = &cgroup {
             let (events, id) = (self.events.clone(), self.id.clone());
@@ -343,10 +223,10 @@ impl Service {
     fn start(&self, r: api::StartRequest) -> R<api::StartResponse> {
         let p = self.proc(&r.exec_id)?;
         if p.status != Status::Created as i32 {
-            return Err(err(
-                code::FAILED_PRECONDITION,
-                format!("process {:?} is not in the created state", r.exec_id),
-            ));
+            return Err(Error::precondition(format!(
+                "process {:?} is not in the created state",
+                r.exec_id
+            )));
         }
         if r.exec_id.is_empty() {
             self.runc(&["start", &self.id], Stdio3::default())?;
@@ -383,12 +263,12 @@ impl Service {
         args.push(&self.id);
         self.runc
             .launch(&args, stdio, &log)
-            .map_err(|e| err(code::INTERNAL, e.0))?;
+            .map_err(|e| Error::internal(e.0))?;
         let console = match &socket {
             Some(sock) => Some(self.attach_console(sock, &p.stdin, &p.stdout)?),
             None => None,
         };
-        let pid = Runc::read_pid(&pid_file).map_err(|e| err(code::INTERNAL, e.0))?;
+        let pid = Runc::read_pid(&pid_file).map_err(|e| Error::internal(e.0))?;
         let early = self.reaper.exited(pid);
         self.update(&r.exec_id, |p| {
             p.pid = pid;
@@ -445,7 +325,7 @@ impl Service {
         let mut st = self
             .state
             .lock()
-            .map_err(|_| err(code::INTERNAL, "state poisoned"))?;
+            .map_err(|_| Error::internal("state poisoned"))?;
         loop {
             let p = if r.exec_id.is_empty() {
                 st.init.as_ref()
@@ -453,10 +333,10 @@ impl Service {
                 st.execs.get(&r.exec_id)
             };
             let Some(p) = p else {
-                return Err(err(
-                    code::NOT_FOUND,
-                    format!("process {:?} not found", r.exec_id),
-                ));
+                return Err(Error::not_found(format!(
+                    "process {:?} not found",
+                    r.exec_id
+                )));
             };
             if let Some(exit) = p.exit {
                 return Ok(api::WaitResponse {
@@ -467,14 +347,14 @@ impl Service {
             st = self
                 .exited
                 .wait(st)
-                .map_err(|_| err(code::INTERNAL, "state poisoned"))?;
+                .map_err(|_| Error::internal("state poisoned"))?;
         }
     }
 
     fn kill(&self, r: api::KillRequest) -> R<()> {
         let p = self.proc(&r.exec_id)?;
         if p.exit.is_some() {
-            return Err(err(code::NOT_FOUND, "process already finished"));
+            return Err(Error::not_found("process already finished"));
         }
         if r.exec_id.is_empty() {
             let sig = r.signal.to_string();
@@ -487,10 +367,11 @@ impl Service {
         } else {
             // SAFETY: kill(2) on a pid this shim started and has not reaped.
             if unsafe { libc::kill(p.pid, r.signal as i32) } != 0 {
-                return Err(err(
-                    code::INTERNAL,
-                    format!("kill {}: {}", p.pid, std::io::Error::last_os_error()),
-                ));
+                return Err(Error::internal(format!(
+                    "kill {}: {}",
+                    p.pid,
+                    std::io::Error::last_os_error()
+                )));
             }
         }
         Ok(())
@@ -499,13 +380,10 @@ impl Service {
     fn delete(&self, r: api::DeleteRequest) -> R<api::DeleteResponse> {
         let p = self.proc(&r.exec_id)?;
         if p.status == Status::Running as i32 || p.status == Status::Paused as i32 {
-            return Err(err(
-                code::FAILED_PRECONDITION,
-                format!(
-                    "task must be stopped before deletion: process {:?} is running",
-                    r.exec_id
-                ),
-            ));
+            return Err(Error::precondition(format!(
+                "task must be stopped before deletion: process {:?} is running",
+                r.exec_id
+            )));
         }
         if r.exec_id.is_empty() {
             self.runc(&["delete", "--force", &self.id], Stdio3::default())?;
@@ -544,38 +422,31 @@ impl Service {
     fn exec(&self, r: api::ExecProcessRequest) -> R<()> {
         let init = self.proc("")?;
         if init.exit.is_some() {
-            return Err(err(code::FAILED_PRECONDITION, "the container has exited"));
+            return Err(Error::precondition("the container has exited"));
         }
         let spec = r
             .spec
-            .ok_or_else(|| err(code::INVALID_ARGUMENT, "exec needs a process spec"))?;
-        serde_json::from_slice::<serde_json::Value>(&spec.value).map_err(|e| {
-            err(
-                code::INVALID_ARGUMENT,
-                format!("process spec is not JSON: {e}"),
-            )
-        })?;
+            .ok_or_else(|| Error::invalid("exec needs a process spec"))?;
+        serde_json::from_slice::<serde_json::Value>(&spec.value)
+            .map_err(|e| Error::invalid(format!("process spec is not JSON: {e}")))?;
         if r.exec_id.is_empty() || r.exec_id.contains('/') || r.exec_id.len() > 76 {
-            return Err(err(
-                code::INVALID_ARGUMENT,
-                "exec id must be a short name without '/'",
-            ));
+            return Err(Error::invalid("exec id must be a short name without '/'"));
         }
         let mut st = self
             .state
             .lock()
-            .map_err(|_| err(code::INTERNAL, "state poisoned"))?;
+            .map_err(|_| Error::internal("state poisoned"))?;
         if st.execs.contains_key(&r.exec_id) {
-            return Err(err(
-                code::ALREADY_EXISTS,
-                format!("exec {} already exists", r.exec_id),
-            ));
+            return Err(Error::already_exists(format!(
+                "exec {} already exists",
+                r.exec_id
+            )));
         }
         std::fs::write(
             self.bundle.join(format!("exec-{}.json", r.exec_id)),
             &spec.value,
         )
-        .map_err(|e| err(code::INTERNAL, e.to_string()))?;
+        .map_err(|e| Error::internal(e.to_string()))?;
         st.execs.insert(
             r.exec_id.clone(),
             Proc {
@@ -643,9 +514,9 @@ impl Service {
     fn update_resources(&self, r: api::UpdateTaskRequest) -> R<()> {
         let res = r
             .resources
-            .ok_or_else(|| err(code::INVALID_ARGUMENT, "resources must be set"))?;
+            .ok_or_else(|| Error::invalid("resources must be set"))?;
         let f = self.bundle.join("update.json");
-        std::fs::write(&f, &res.value).map_err(|e| err(code::INTERNAL, e.to_string()))?;
+        std::fs::write(&f, &res.value).map_err(|e| Error::internal(e.to_string()))?;
         let fs = f.display().to_string();
         self.runc(&["update", "--resources", &fs, &self.id], Stdio3::default())?;
         Ok(())
@@ -662,7 +533,7 @@ impl Service {
     ) -> R<(Stdio3, Option<ConsoleSocket>)> {
         if terminal {
             let sock = ConsoleSocket::bind(&self.bundle, name)
-                .map_err(|e| err(code::INTERNAL, format!("console socket: {e}")))?;
+                .map_err(|e| Error::internal(format!("console socket: {e}")))?;
             return Ok((Stdio3::default(), Some(sock)));
         }
         let stdio = Stdio3 {
@@ -677,9 +548,9 @@ impl Service {
     fn attach_console(&self, sock: &ConsoleSocket, stdin: &str, stdout: &str) -> R<Arc<OwnedFd>> {
         let master = sock
             .receive()
-            .map_err(|e| err(code::INTERNAL, format!("terminal: {e}")))?;
+            .map_err(|e| Error::internal(format!("terminal: {e}")))?;
         console::copy(&master, open_io(stdin, false)?, open_io(stdout, true)?)
-            .map_err(|e| err(code::INTERNAL, format!("terminal: {e}")))?;
+            .map_err(|e| Error::internal(format!("terminal: {e}")))?;
         Ok(Arc::new(master))
     }
 
@@ -687,7 +558,7 @@ impl Service {
         let p = self.proc(&r.exec_id)?;
         match &p.console {
             Some(m) => console::resize(m, r.width, r.height)
-                .map_err(|e| err(code::INTERNAL, format!("resize: {e}"))),
+                .map_err(|e| Error::internal(format!("resize: {e}"))),
             None => Ok(()),
         }
     }
@@ -696,10 +567,10 @@ impl Service {
         let cg = self
             .state
             .lock()
-            .map_err(|_| err(code::INTERNAL, "state poisoned"))?
+            .map_err(|_| Error::internal("state poisoned"))?
             .cgroup
             .clone()
-            .ok_or_else(|| err(code::NOT_FOUND, format!("task {} has no cgroup", self.id)))?;
+            .ok_or_else(|| Error::not_found(format!("task {} has no cgroup", self.id)))?;
         Ok(api::StatsResponse {
             stats: Some(cg.metrics()),
         })
@@ -717,7 +588,7 @@ impl Service {
 }
 
 fn decode<M: Message + Default>(payload: &[u8]) -> R<M> {
-    M::decode(payload).map_err(|e| err(code::INVALID_ARGUMENT, format!("bad request: {e}")))
+    M::decode(payload).map_err(|e| Error::invalid(format!("bad request: {e}")))
 }
 
 fn ok<M: Message>(m: M) -> Reply {
@@ -757,14 +628,12 @@ impl Handler for Service {
                 ok(())
             }
             "Stats" => ok(self.stats()?),
-            "Checkpoint" => Err(err(
-                code::UNIMPLEMENTED,
+            "Checkpoint" => Err(Error::unimplemented(
                 "checkpoint needs CRIU, which berth does not drive",
             )),
-            other => Err(err(
-                code::UNIMPLEMENTED,
-                format!("method {other} is not implemented"),
-            )),
+            other => Err(Error::unimplemented(format!(
+                "method {other} is not implemented"
+            ))),
         }
     }
 }

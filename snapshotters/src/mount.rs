@@ -84,6 +84,19 @@ pub fn mount(m: &Mount, target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Mounts each of `mounts` on `target` in order; on failure, what was mounted is undone.
+pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
+    for (i, m) in mounts.iter().enumerate() {
+        if let Err(e) = mount(m, target) {
+            for _ in 0..i {
+                unmount(target);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Detaches whatever is mounted on `target`; failures only leave a mount behind.
 pub fn unmount(target: &Path) {
     if let Ok(t) = CString::new(target.as_os_str().as_bytes()) {
@@ -103,9 +116,7 @@ impl TempMount {
             .prefix("berth-mount-")
             .tempdir()
             .map_err(|e| Error::io("create mount point", e))?;
-        for m in mounts {
-            mount(m, dir.path())?;
-        }
+        mount_all(mounts, dir.path())?;
         Ok(TempMount { dir })
     }
 
@@ -151,6 +162,28 @@ pub fn bind_source(mounts: &[Mount]) -> Option<PathBuf> {
     match mounts {
         [m] if m.kind == "bind" => Some(PathBuf::from(&m.source)),
         _ => None,
+    }
+}
+
+/// The one conversion between wire mounts (`containerd.types.Mount`) and core mounts.
+impl From<berth_proto::types::Mount> for Mount {
+    fn from(m: berth_proto::types::Mount) -> Self {
+        Mount {
+            kind: m.r#type,
+            source: m.source,
+            options: m.options,
+        }
+    }
+}
+
+impl From<Mount> for berth_proto::types::Mount {
+    fn from(m: Mount) -> Self {
+        berth_proto::types::Mount {
+            r#type: m.kind,
+            source: m.source,
+            target: String::new(),
+            options: m.options,
+        }
     }
 }
 

@@ -11,7 +11,10 @@ fn allowed() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             "berth-services",
             BTreeSet::from(["berth-proto", "berth-snapshotters"]),
         ),
-        ("berth-shim", BTreeSet::from(["berth-proto"])),
+        (
+            "berth-shim",
+            BTreeSet::from(["berth-proto", "berth-snapshotters"]),
+        ),
         ("berth-client", BTreeSet::from(["berth-proto"])),
         (
             "berth-cmd",
@@ -71,4 +74,55 @@ fn workspace_dependencies_follow_the_layout() {
             }
         }
     }
+}
+
+/// Inside `services/`, the wire stays at the edges: only the gRPC layer (`grpc/`), the
+/// daemon's wiring (`daemon.rs`) and the runtime's ttrpc edge name protobuf, tonic or the gRPC
+/// layer. Everything else speaks core types (the shared vocabulary `berth_proto::vocab` aside).
+#[test]
+fn services_core_names_no_wire_types() {
+    const EDGES: &[&str] = &[
+        "grpc/",
+        "daemon.rs",
+        "runtime/ttrpc.rs",
+        "runtime/shim_client.rs",
+    ];
+    const WIRE: &[&str] = &["crate::grpc", "berth_proto::", "prost", "tonic"];
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../services/src");
+    let mut files = vec![];
+    let mut dirs = vec![src.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(
+        files.len() > 20,
+        "services/src not found at {}",
+        src.display()
+    );
+    let mut offences = vec![];
+    for f in files {
+        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+        if EDGES.iter().any(|e| rel.starts_with(e)) {
+            continue;
+        }
+        for (n, line) in std::fs::read_to_string(&f).unwrap().lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            let code = code.replace("berth_proto::vocab", "");
+            if let Some(w) = WIRE.iter().find(|w| code.contains(*w)) {
+                offences.push(format!("services/src/{rel}:{}: names {w}", n + 1));
+            }
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "core modules must not name wire types (convert at the edge):\n{}",
+        offences.join("\n")
+    );
 }

@@ -14,9 +14,7 @@ use clap::Args;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+use berth_proto::vocab::media::{OCI_CONFIG, OCI_LAYER_GZIP as LAYER_GZIP, OCI_MANIFEST};
 
 #[derive(Args)]
 pub struct Commit {
@@ -34,12 +32,7 @@ pub struct Commit {
 }
 
 fn now_rfc3339() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
-        .to_string()
+    berth_proto::vocab::time::rfc3339(std::time::SystemTime::now())
 }
 
 /// `["a","b"]` as JSON, anything else as `/bin/sh -c <it>`.
@@ -253,7 +246,11 @@ async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
         .await?
         .into_inner()
         .info
-        .and_then(|i| i.labels.get("containerd.io/uncompressed").cloned())
+        .and_then(|i| {
+            i.labels
+                .get(berth_proto::vocab::labels::UNCOMPRESSED)
+                .cloned()
+        })
         .ok_or_else(|| {
             anyhow::anyhow!("layer {} has no uncompressed digest label", layer.digest)
         })?;
@@ -302,12 +299,12 @@ async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
     let mbytes = serde_json::to_vec(&manifest)?;
     let mdigest = berth_client::sha256_digest(&mbytes);
     let mut gc = HashMap::from([(
-        "containerd.io/gc.ref.content.config".to_string(),
+        berth_proto::vocab::labels::gc_ref_config(),
         config_digest.clone(),
     )]);
     for (i, l) in layers.iter().enumerate() {
         gc.insert(
-            format!("containerd.io/gc.ref.content.l.{i}"),
+            berth_proto::vocab::labels::gc_ref_layer(i),
             l["digest"].as_str().unwrap_or_default().to_string(),
         );
     }

@@ -227,7 +227,7 @@ async fn check(client: &Client, img: &Image, snapshotter: &str) -> Checked {
                 .iter()
                 .filter_map(|d| d.as_str().map(str::to_string))
                 .collect();
-            if let Some(top) = chain_id(&diffs) {
+            if let Some(top) = berth_proto::vocab::chain::chain_id(&diffs) {
                 c.unpacked = client
                     .snapshots()
                     .stat(berth_proto::snapshots::StatSnapshotRequest {
@@ -241,18 +241,6 @@ async fn check(client: &Client, img: &Image, snapshotter: &str) -> Checked {
         return c;
     }
     c
-}
-
-/// The top chain ID of a diffID list.
-fn chain_id(diff_ids: &[String]) -> Option<String> {
-    let mut out: Option<String> = None;
-    for d in diff_ids {
-        out = Some(match out {
-            None => d.clone(),
-            Some(prev) => berth_client::sha256_digest(format!("{prev} {d}").as_bytes()),
-        });
-    }
-    out
 }
 
 /// Total size of an image: its manifest plus config and layers, when the manifest is local.

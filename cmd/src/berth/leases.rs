@@ -7,7 +7,6 @@ use clap::Subcommand;
 use std::time::{Duration, SystemTime};
 
 /// The label garbage collection reads to expire a lease.
-pub const EXPIRE_LABEL: &str = "containerd.io/gc.expire";
 
 #[derive(Subcommand)]
 pub enum Cmd {
@@ -66,8 +65,8 @@ pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
             if !d.is_zero() {
                 let at = SystemTime::now() + d;
                 labels.insert(
-                    EXPIRE_LABEL.into(),
-                    humantime::format_rfc3339_seconds(at).to_string(),
+                    berth_proto::vocab::labels::GC_EXPIRE.into(),
+                    berth_proto::vocab::time::rfc3339(at),
                 );
             }
             let lease = svc

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Format {
@@ -109,11 +109,7 @@ pub fn size(bytes: i64) -> String {
 }
 
 pub fn time(ts: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
-    let ts = ts?;
-    if ts.seconds <= 0 {
-        return None;
-    }
-    Some(UNIX_EPOCH + Duration::new(ts.seconds as u64, ts.nanos.max(0) as u32))
+    berth_proto::vocab::time::proto_system_time(ts)
 }
 
 pub fn age(ts: Option<&prost_types::Timestamp>) -> String {
@@ -132,7 +128,7 @@ pub fn age(ts: Option<&prost_types::Timestamp>) -> String {
 
 pub fn rfc3339(ts: Option<&prost_types::Timestamp>) -> String {
     time(ts)
-        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+        .map(berth_proto::vocab::time::rfc3339)
         .unwrap_or_default()
 }
 

@@ -718,7 +718,7 @@ fn forward_signals(client: &Client, id: &str, exec_id: &str) -> tokio::task::Joi
 
 /// Label carrying the image's STOPSIGNAL, as containerd names it; `berth tasks kill`
 /// sends it by default.
-pub const STOP_SIGNAL_LABEL: &str = "io.containerd.image.config.stop-signal";
+pub use berth_proto::vocab::labels::STOP_SIGNAL as STOP_SIGNAL_LABEL;
 
 fn container_labels(
     r: &Run,

@@ -19,7 +19,7 @@ use crate::metadata::Labels;
 use crate::oci::{self, Platform, MAX_DOCUMENT};
 use crate::pull::{PullRequest, Puller};
 use crate::registry;
-use crate::runtime::{CreateTask, Tasks};
+use crate::runtime::{CreateTask, ProcessRef, Stdio, Tasks};
 use crate::snapshots::Snapshots;
 use crate::unpack::{resolve, Unpacker};
 use dockerfile::Instruction;
@@ -114,26 +114,11 @@ impl Stage {
 }
 
 fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    crate::pull::rfc3339(secs as i64)
+    berth_proto::vocab::time::rfc3339(std::time::SystemTime::now())
 }
 
 fn sha256_hex(data: &[u8]) -> String {
     crate::content::digest::Digest::of(data).hex().to_string()
-}
-
-fn chain_of(parent: &str, diff_id: &str) -> String {
-    if parent.is_empty() {
-        diff_id.to_string()
-    } else {
-        format!(
-            "sha256:{}",
-            sha256_hex(format!("{parent} {diff_id}").as_bytes())
-        )
-    }
 }
 
 impl Builder {
@@ -418,7 +403,7 @@ impl Builder {
                 .await
             {
                 let (desc, diff_id) = hit;
-                let chain = chain_of(&stage.chain, &diff_id);
+                let chain = berth_proto::vocab::chain::chain_next(&stage.chain, &diff_id);
                 stage.push_layer(&desc, &diff_id, chain);
                 stage.history(ins, false);
                 return Ok(true);
@@ -503,7 +488,11 @@ impl Builder {
             .await
             .ok()?;
         self.snapshots
-            .stat(ctx.ns.clone(), snapshotter, chain_of(parent, &diff_id))
+            .stat(
+                ctx.ns.clone(),
+                snapshotter,
+                berth_proto::vocab::chain::chain_next(parent, &diff_id),
+            )
             .await
             .ok()?;
         Some((desc, diff_id))
@@ -570,30 +559,23 @@ impl Builder {
                     ctx.ns.clone(),
                     CreateTask {
                         container_id: id.to_string(),
-                        rootfs: mounts
-                            .iter()
-                            .map(|m| berth_proto::types::Mount {
-                                r#type: m.kind.clone(),
-                                source: m.source.clone(),
-                                target: String::new(),
-                                options: m.options.clone(),
-                            })
-                            .collect(),
-                        stdin: String::new(),
-                        stdout: uri.clone(),
-                        stderr: uri,
-                        terminal: false,
+                        rootfs: mounts.to_vec(),
+                        io: Stdio {
+                            stdout: uri.clone(),
+                            stderr: uri,
+                            ..Default::default()
+                        },
                         options: None,
                     },
                 )
                 .await?;
             let waited = async {
-                self.tasks
-                    .start(ctx.ns.clone(), id.to_string(), String::new())
-                    .await?;
-                self.tasks
-                    .wait(ctx.ns.clone(), id.to_string(), String::new())
-                    .await
+                let init = ProcessRef {
+                    container_id: id.to_string(),
+                    exec_id: String::new(),
+                };
+                self.tasks.start(ctx.ns.clone(), init.clone()).await?;
+                self.tasks.wait(ctx.ns.clone(), init).await
             }
             .await;
             let deleted = self.tasks.delete(ctx.ns.clone(), id.to_string()).await;
@@ -661,7 +643,7 @@ impl Builder {
             .get(UNCOMPRESSED_LABEL)
             .cloned()
             .ok_or_else(|| Error::new(Kind::Internal, "the new layer has no diffID label"))?;
-        let chain = chain_of(parent, &diff_id);
+        let chain = berth_proto::vocab::chain::chain_next(parent, &diff_id);
         match self
             .snapshots
             .commit(
@@ -740,7 +722,7 @@ impl Builder {
         let diff_id = blocking(move || layer::write_copy_layer(&ctxdir, &plan, &tp))
             .await
             .map_err(|e| ins.error(e))?;
-        let chain = chain_of(&stage.chain, &diff_id);
+        let chain = berth_proto::vocab::chain::chain_next(&stage.chain, &diff_id);
         let (content, c2, tp2, d2) = (
             self.content.clone(),
             ctx.clone(),
@@ -826,12 +808,12 @@ impl Builder {
         let config_bytes = serde_json::to_vec(&config)?;
         let config_digest = format!("sha256:{}", sha256_hex(&config_bytes));
         let mut gc = Labels::from([(
-            "containerd.io/gc.ref.content.config".to_string(),
+            berth_proto::vocab::labels::gc_ref_config(),
             config_digest.clone(),
         )]);
         for (i, l) in stage.layers.iter().enumerate() {
             gc.insert(
-                format!("containerd.io/gc.ref.content.l.{i}"),
+                berth_proto::vocab::labels::gc_ref_layer(i),
                 l["digest"].as_str().unwrap_or_default().to_string(),
             );
         }

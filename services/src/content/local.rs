@@ -115,8 +115,7 @@ impl LocalStore {
         let updated_at = data
             .modified()
             .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos() as i64)
+            .map(berth_proto::vocab::time::nanos)
             .unwrap_or(meta.started_at);
         Ok(IngestStatus {
             meta,
@@ -280,8 +279,7 @@ impl Writer {
             .metadata()
             .ok()
             .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos() as i64)
+            .map(berth_proto::vocab::time::nanos)
             .unwrap_or(self.meta.started_at)
     }
 

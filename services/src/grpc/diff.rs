@@ -1,7 +1,6 @@
 //! containerd.services.diff.v1.Diff
 
 use super::images::convert::{descriptor_in, descriptor_out};
-use super::snapshots::convert::mount_in;
 use super::{ctx, labels_in, namespace, status};
 use crate::diff::Differ;
 use berth_proto::diff::{
@@ -26,7 +25,7 @@ impl DiffApi for DiffService {
             .apply(
                 ns,
                 descriptor_in(desc),
-                r.mounts.into_iter().map(mount_in).collect(),
+                r.mounts.into_iter().map(Into::into).collect(),
             )
             .await
             .map_err(status)?;
@@ -42,8 +41,8 @@ impl DiffApi for DiffService {
             .core
             .diff(
                 ctx,
-                r.left.into_iter().map(mount_in).collect(),
-                r.right.into_iter().map(mount_in).collect(),
+                r.left.into_iter().map(Into::into).collect(),
+                r.right.into_iter().map(Into::into).collect(),
                 r.media_type,
                 r.r#ref,
                 labels_in(r.labels),

@@ -80,6 +80,19 @@ pub mod convert {
                 name: name.clone(),
             }),
             Event::SnapshotRemove { key } => to_any(&pbe::SnapshotRemove { key: key.clone() }),
+            Event::TaskExit {
+                container_id,
+                id,
+                pid,
+                exit_status,
+                exited_at,
+            } => to_any(&pbe::TaskExit {
+                container_id: container_id.clone(),
+                id: id.clone(),
+                pid: *pid,
+                exit_status: *exit_status,
+                exited_at: timestamp(*exited_at),
+            }),
             Event::Raw { type_url, value } => prost_types::Any {
                 type_url: type_url.clone(),
                 value: value.clone(),

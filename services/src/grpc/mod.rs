@@ -77,31 +77,12 @@ pub fn ctx<T>(req: &Request<T>) -> Result<Ctx, Status> {
     Ok(Ctx { ns, lease })
 }
 
-/// Go's zero time: what containerd sends for an unset timestamp.
-const GO_ZERO_SECONDS: i64 = -62_135_596_800;
-
+/// A core timestamp (nanoseconds, 0 = unset) as the protobuf field containerd sends.
 pub fn timestamp(nanos: i64) -> Option<prost_types::Timestamp> {
-    if nanos == 0 {
-        return Some(prost_types::Timestamp {
-            seconds: GO_ZERO_SECONDS,
-            nanos: 0,
-        });
-    }
-    Some(prost_types::Timestamp {
-        seconds: nanos.div_euclid(1_000_000_000),
-        nanos: nanos.rem_euclid(1_000_000_000) as i32,
-    })
+    Some(berth_proto::vocab::time::to_proto(nanos))
 }
 
-pub fn from_timestamp(ts: Option<&prost_types::Timestamp>) -> i64 {
-    match ts {
-        Some(t) if t.seconds != GO_ZERO_SECONDS => t
-            .seconds
-            .saturating_mul(1_000_000_000)
-            .saturating_add(t.nanos as i64),
-        _ => 0,
-    }
-}
+pub use berth_proto::vocab::time::from_proto as from_timestamp;
 
 pub fn labels_in(m: HashMap<String, String>) -> BTreeMap<String, String> {
     m.into_iter().collect()
@@ -122,14 +103,6 @@ pub fn filter(filters: &[String]) -> Result<crate::filters::Filter, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_round_trip_and_zero_is_go_zero() {
-        let t = 1_700_000_000_123_456_789;
-        assert_eq!(from_timestamp(timestamp(t).as_ref()), t);
-        assert_eq!(timestamp(0).unwrap().seconds, GO_ZERO_SECONDS);
-        assert_eq!(from_timestamp(timestamp(0).as_ref()), 0);
-    }
 
     #[test]
     fn namespace_header_errors_are_failed_precondition() {

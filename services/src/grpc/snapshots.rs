@@ -26,25 +26,8 @@ pub mod convert {
     use berth_proto::types::Mount as PbMount;
     use berth_snapshotters::Mount;
 
-    pub fn mount_out(m: Mount) -> PbMount {
-        PbMount {
-            r#type: m.kind,
-            source: m.source,
-            target: String::new(),
-            options: m.options,
-        }
-    }
-
-    pub fn mount_in(m: PbMount) -> Mount {
-        Mount {
-            kind: m.r#type,
-            source: m.source,
-            options: m.options,
-        }
-    }
-
     pub fn mounts_out(v: Vec<Mount>) -> Vec<PbMount> {
-        v.into_iter().map(mount_out).collect()
+        v.into_iter().map(Into::into).collect()
     }
 
     pub fn info_out(i: Info) -> PbInfo {

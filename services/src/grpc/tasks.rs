@@ -1,9 +1,12 @@
 //! containerd.services.tasks.v1.Tasks, forwarded to each container's shim.
 
-use super::{namespace, status};
-use crate::runtime::{CreateTask, Tasks};
-use berth_proto::containerd::task::v2 as shimapi;
-use berth_proto::containerd::v1::types::{Process, Status as ProcStatus};
+use super::{namespace, status, timestamp};
+use crate::metadata::containers::AnyValue;
+use crate::runtime::shim_client::status_out;
+use crate::runtime::{
+    CreateTask, ExecProcess, Exited, ProcessRef, ProcessState, Resize, Stdio, Tasks, UpdateTask,
+};
+use berth_proto::containerd::v1::types::{Process, ProcessInfo};
 use berth_proto::tasks::{
     tasks_server::Tasks as TasksApi, CheckpointTaskRequest, CheckpointTaskResponse, CloseIoRequest,
     CreateTaskRequest, CreateTaskResponse, DeleteProcessRequest, DeleteResponse, DeleteTaskRequest,
@@ -22,31 +25,52 @@ pub struct TasksService {
 mod convert {
     use super::*;
 
-    pub fn process(container_id: &str, s: shimapi::StateResponse) -> Process {
-        Process {
-            container_id: container_id.to_string(),
-            id: if s.exec_id.is_empty() {
-                s.id.clone()
-            } else {
-                s.exec_id.clone()
-            },
-            pid: s.pid,
-            status: ProcStatus::try_from(s.status).unwrap_or(ProcStatus::Unknown) as i32,
-            stdin: s.stdin,
-            stdout: s.stdout,
-            stderr: s.stderr,
-            terminal: s.terminal,
-            exit_status: s.exit_status,
-            exited_at: s.exited_at.or_else(|| super::super::timestamp(0)),
+    pub fn any_in(a: Option<prost_types::Any>) -> Option<AnyValue> {
+        a.map(|a| AnyValue {
+            type_url: a.type_url,
+            value: a.value,
+        })
+    }
+
+    pub fn any_out(a: AnyValue) -> prost_types::Any {
+        prost_types::Any {
+            type_url: a.type_url,
+            value: a.value,
         }
     }
 
-    pub fn deleted(id: String, d: crate::runtime::Deleted) -> DeleteResponse {
+    pub fn process(s: ProcessState) -> Process {
+        Process {
+            id: if s.exec_id.is_empty() {
+                s.container_id.clone()
+            } else {
+                s.exec_id
+            },
+            container_id: s.container_id,
+            pid: s.pid,
+            status: status_out(s.status),
+            stdin: s.io.stdin,
+            stdout: s.io.stdout,
+            stderr: s.io.stderr,
+            terminal: s.io.terminal,
+            exit_status: s.exit_status,
+            exited_at: timestamp(s.exited_at),
+        }
+    }
+
+    pub fn deleted(id: String, d: Exited) -> DeleteResponse {
         DeleteResponse {
             id,
             pid: d.pid,
             exit_status: d.exit_status,
-            exited_at: d.exited_at.or_else(|| super::super::timestamp(0)),
+            exited_at: timestamp(d.exited_at),
+        }
+    }
+
+    pub fn process_info(p: crate::runtime::ProcessInfo) -> ProcessInfo {
+        ProcessInfo {
+            pid: p.pid,
+            info: p.info.map(any_out),
         }
     }
 }
@@ -56,6 +80,13 @@ fn id(s: &str) -> Result<String, Status> {
         return Err(Status::invalid_argument("container id must be set"));
     }
     Ok(s.to_string())
+}
+
+fn process(container_id: &str, exec_id: String) -> Result<ProcessRef, Status> {
+    Ok(ProcessRef {
+        container_id: id(container_id)?,
+        exec_id,
+    })
 }
 
 #[tonic::async_trait]
@@ -78,12 +109,14 @@ impl TasksApi for TasksService {
                 ns,
                 CreateTask {
                     container_id: cid.clone(),
-                    rootfs: r.rootfs,
-                    stdin: r.stdin,
-                    stdout: r.stdout,
-                    stderr: r.stderr,
-                    terminal: r.terminal,
-                    options: r.options,
+                    rootfs: r.rootfs.into_iter().map(Into::into).collect(),
+                    io: Stdio {
+                        stdin: r.stdin,
+                        stdout: r.stdout,
+                        stderr: r.stderr,
+                        terminal: r.terminal,
+                    },
+                    options: convert::any_in(r.options),
                 },
             )
             .await
@@ -99,7 +132,7 @@ impl TasksApi for TasksService {
         let r = req.into_inner();
         let pid = self
             .core
-            .start(ns, id(&r.container_id)?, r.exec_id)
+            .start(ns, process(&r.container_id, r.exec_id)?)
             .await
             .map_err(status)?;
         Ok(Response::new(StartResponse { pid }))
@@ -123,7 +156,7 @@ impl TasksApi for TasksService {
         let r = req.into_inner();
         let d = self
             .core
-            .delete_process(ns, id(&r.container_id)?, r.exec_id.clone())
+            .delete_process(ns, process(&r.container_id, r.exec_id.clone())?)
             .await
             .map_err(status)?;
         Ok(Response::new(convert::deleted(r.exec_id, d)))
@@ -132,14 +165,13 @@ impl TasksApi for TasksService {
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let cid = id(&r.container_id)?;
         let s = self
             .core
-            .state(ns, cid.clone(), r.exec_id)
+            .state(ns, process(&r.container_id, r.exec_id)?)
             .await
             .map_err(status)?;
         Ok(Response::new(GetResponse {
-            process: Some(convert::process(&cid, s)),
+            process: Some(convert::process(s)),
         }))
     }
 
@@ -149,13 +181,7 @@ impl TasksApi for TasksService {
     ) -> Result<Response<ListTasksResponse>, Status> {
         let ns = namespace(&req)?;
         let all = self.core.list(ns).await.map_err(status)?;
-        let tasks = all
-            .into_iter()
-            .map(|s| {
-                let cid = s.id.clone();
-                convert::process(&cid, s)
-            })
-            .collect();
+        let tasks = all.into_iter().map(convert::process).collect();
         Ok(Response::new(ListTasksResponse { tasks }))
     }
 
@@ -163,7 +189,7 @@ impl TasksApi for TasksService {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         self.core
-            .kill(ns, id(&r.container_id)?, r.exec_id, r.signal, r.all)
+            .kill(ns, process(&r.container_id, r.exec_id)?, r.signal, r.all)
             .await
             .map_err(status)?;
         Ok(Response::new(()))
@@ -172,20 +198,19 @@ impl TasksApi for TasksService {
     async fn exec(&self, req: Request<ExecProcessRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        if r.exec_id.is_empty() {
-            return Err(Status::invalid_argument("exec id must be set"));
-        }
         self.core
             .exec(
                 ns,
-                shimapi::ExecProcessRequest {
-                    id: id(&r.container_id)?,
+                ExecProcess {
+                    container_id: id(&r.container_id)?,
                     exec_id: r.exec_id,
-                    terminal: r.terminal,
-                    stdin: r.stdin,
-                    stdout: r.stdout,
-                    stderr: r.stderr,
-                    spec: r.spec,
+                    io: Stdio {
+                        stdin: r.stdin,
+                        stdout: r.stdout,
+                        stderr: r.stderr,
+                        terminal: r.terminal,
+                    },
+                    spec: convert::any_in(r.spec),
                 },
             )
             .await
@@ -199,9 +224,8 @@ impl TasksApi for TasksService {
         self.core
             .resize(
                 ns,
-                shimapi::ResizePtyRequest {
-                    id: id(&r.container_id)?,
-                    exec_id: r.exec_id,
+                Resize {
+                    process: process(&r.container_id, r.exec_id)?,
                     width: r.width,
                     height: r.height,
                 },
@@ -214,17 +238,10 @@ impl TasksApi for TasksService {
     async fn close_io(&self, req: Request<CloseIoRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        self.core
-            .close_io(
-                ns,
-                shimapi::CloseIoRequest {
-                    id: id(&r.container_id)?,
-                    exec_id: r.exec_id,
-                    stdin: r.stdin,
-                },
-            )
-            .await
-            .map_err(status)?;
+        let p = process(&r.container_id, r.exec_id)?;
+        if r.stdin {
+            self.core.close_stdin(ns, p).await.map_err(status)?;
+        }
         Ok(Response::new(()))
     }
 
@@ -256,7 +273,9 @@ impl TasksApi for TasksService {
             .pids(ns, id(&req.into_inner().container_id)?)
             .await
             .map_err(status)?;
-        Ok(Response::new(ListPidsResponse { processes }))
+        Ok(Response::new(ListPidsResponse {
+            processes: processes.into_iter().map(convert::process_info).collect(),
+        }))
     }
 
     async fn checkpoint(
@@ -274,10 +293,10 @@ impl TasksApi for TasksService {
         self.core
             .update(
                 ns,
-                shimapi::UpdateTaskRequest {
-                    id: id(&r.container_id)?,
-                    resources: r.resources,
-                    annotations: r.annotations,
+                UpdateTask {
+                    container_id: id(&r.container_id)?,
+                    resources: convert::any_in(r.resources),
+                    annotations: r.annotations.into_iter().collect(),
                 },
             )
             .await
@@ -292,7 +311,7 @@ impl TasksApi for TasksService {
         let ns = namespace(&req)?;
         let filter = super::filter(&req.into_inner().filters)?;
         let mut metrics = vec![];
-        for cid in self.core.running(&ns).await {
+        for cid in self.core.running(&ns) {
             struct Id<'a>(&'a str);
             impl crate::filters::Fields for Id<'_> {
                 fn field(&self, path: &[String]) -> Option<String> {
@@ -304,9 +323,9 @@ impl TasksApi for TasksService {
             }
             if let Ok(Some(data)) = self.core.stats(ns.clone(), cid.clone()).await {
                 metrics.push(Metric {
-                    timestamp: super::timestamp(crate::metadata::now()),
+                    timestamp: timestamp(crate::metadata::now()),
                     id: cid,
-                    data: Some(data),
+                    data: Some(convert::any_out(data)),
                 });
             }
         }
@@ -318,12 +337,12 @@ impl TasksApi for TasksService {
         let r = req.into_inner();
         let w = self
             .core
-            .wait(ns, id(&r.container_id)?, r.exec_id)
+            .wait(ns, process(&r.container_id, r.exec_id)?)
             .await
             .map_err(status)?;
         Ok(Response::new(WaitResponse {
             exit_status: w.exit_status,
-            exited_at: w.exited_at.or_else(|| super::timestamp(0)),
+            exited_at: timestamp(w.exited_at),
         }))
     }
 }

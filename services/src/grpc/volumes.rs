@@ -1,6 +1,5 @@
 //! berth.services.volumes.v1.Volumes
 
-use super::snapshots::convert::mount_in;
 use super::{filter, labels_in, labels_out, namespace, status, timestamp};
 use crate::volumes::{Seed, VolumeInfo, Volumes};
 use berth_proto::berth::services::volumes::v1::{
@@ -35,7 +34,7 @@ impl VolumesApi for VolumesService {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         let seed = (!r.seed_mounts.is_empty()).then(|| Seed {
-            mounts: r.seed_mounts.into_iter().map(mount_in).collect(),
+            mounts: r.seed_mounts.into_iter().map(Into::into).collect(),
             path: r.seed_path,
         });
         let v = self

@@ -31,7 +31,6 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const SCHEMA_VERSION: u32 = 3;
 
@@ -52,10 +51,7 @@ pub type Labels = BTreeMap<String, String>;
 pub type Timestamp = i64;
 
 pub fn now() -> Timestamp {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
+    berth_proto::vocab::time::now_nanos()
 }
 
 /// Largest key plus value of one label, as containerd enforces.

@@ -1,6 +1,8 @@
 //! Launching a shim with containerd's shim v2 start protocol, and cleaning up after one
 //! that is gone (`<shim> delete`).
 
+use super::shim_client::decode_deleted;
+use super::types::Exited;
 use crate::error::{Error, Kind, Result};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -53,7 +55,7 @@ pub struct Launch<'a> {
     pub bundle: &'a Path,
     /// berthd's gRPC socket.
     pub address: &'a Path,
-    pub ttrpc_address: &'a Path,
+    pub ttrpc_address: PathBuf,
 }
 
 impl Launch<'_> {
@@ -73,7 +75,7 @@ impl Launch<'_> {
         }
         cmd.arg(action)
             .current_dir(self.bundle)
-            .env("TTRPC_ADDRESS", self.ttrpc_address)
+            .env("TTRPC_ADDRESS", &self.ttrpc_address)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -110,8 +112,8 @@ impl Launch<'_> {
         Ok(PathBuf::from(path))
     }
 
-    /// Runs `<shim> delete` for a shim that is gone; returns its encoded DeleteResponse.
-    pub async fn delete(&self) -> Result<Vec<u8>> {
+    /// Runs `<shim> delete` for a shim that is gone; returns how its task ended.
+    pub async fn delete(&self) -> Result<Exited> {
         let child = self
             .command("delete")
             .spawn()
@@ -130,7 +132,7 @@ impl Launch<'_> {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        Ok(out.stdout)
+        Ok(decode_deleted(&out.stdout))
     }
 }
 

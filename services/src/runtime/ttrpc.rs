@@ -244,7 +244,7 @@ fn forward(exchange: &Exchange, req: &Request) -> Option<(i32, String)> {
     let Some(env) = f.envelope else {
         return Some((3, "envelope must be set".into()));
     };
-    let ts = crate::grpc::from_timestamp(env.timestamp.as_ref());
+    let ts = berth_proto::vocab::time::from_proto(env.timestamp.as_ref());
     let event = match env.event {
         Some(a) => Event::Raw {
             type_url: a.type_url,

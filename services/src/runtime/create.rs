@@ -1,0 +1,79 @@
+//! Creating a task: the bundle is written, the shim started and asked to Create; on any
+//! failure the shim is told to go and nothing half-created stays behind.
+
+use super::shim_client::{runc_options, ShimClient};
+use super::{bundle, CreateTask, ShimTask, Tasks};
+use crate::error::{Error, Result};
+use crate::namespace::Namespace;
+
+impl Tasks {
+    pub async fn create(&self, ns: Namespace, mut req: CreateTask) -> Result<u32> {
+        let id = req.container_id.clone();
+        if self.get(&ns, &id).is_ok() {
+            return Err(Error::already_exists(format!("task for container {id:?}")));
+        }
+        let container = self.store.container_get(&ns, &id)?;
+        let spec = container
+            .spec
+            .as_ref()
+            .ok_or_else(|| Error::precondition(format!("container {id} has no spec")))?;
+        let binary = super::shim::find_binary(&container.runtime.name)?;
+        if req.rootfs.is_empty() && !container.snapshot_key.is_empty() {
+            req.rootfs = self
+                .snapshots
+                .mounts(
+                    ns.clone(),
+                    &container.snapshotter,
+                    container.snapshot_key.clone(),
+                )
+                .await?;
+        }
+        let given = req.options.take().or(container.runtime.options.clone());
+        req.options = Some(runc_options(given, &self.cfg.runc_root()));
+
+        let bundle = self.cfg.bundle(ns.as_str(), &id);
+        let work = self.cfg.work(ns.as_str(), &id);
+        if bundle.exists() {
+            return Err(Error::already_exists(format!(
+                "bundle {} exists: a task for {id} is still being cleaned up; delete it first",
+                bundle.display()
+            )));
+        }
+        bundle::private_dir(&bundle)?;
+        bundle::private_dir(&work)?;
+        let log = match bundle::prepare(&bundle, &work, &spec.value)
+            .and_then(|()| bundle::open_log(&bundle, &id))
+        {
+            Ok(log) => log,
+            Err(e) => {
+                bundle::remove(&bundle, &work);
+                return Err(e);
+            }
+        };
+        let launch = self.launch(&binary, &ns, &id, &bundle);
+        let mut connected: Option<ShimClient> = None;
+        let created = async {
+            let socket = launch.start().await?;
+            let client = connected.insert(ShimClient::connect(&socket).await?);
+            client.create(&bundle, req).await
+        }
+        .await;
+        match (created, connected) {
+            (Ok(pid), Some(client)) => {
+                self.register(&ns, &id, ShimTask::new(client, bundle, binary, Some(log)))?;
+                Ok(pid)
+            }
+            (created, connected) => {
+                log.abort();
+                if let Some(c) = connected {
+                    c.shutdown(&id, true).await;
+                }
+                let _ = launch.delete().await;
+                bundle::remove(&bundle, &work);
+                Err(created.err().unwrap_or_else(|| {
+                    Error::new(crate::error::Kind::Internal, "shim connection lost")
+                }))
+            }
+        }
+    }
+}
