@@ -64,6 +64,20 @@ impl Resolved {
     }
 }
 
+/// An image's layers on their way into one snapshotter: what the sequential, parallel and
+/// staged (pull) unpacks share.
+#[derive(Clone, Copy)]
+pub(crate) struct Stack<'a> {
+    pub ctx: &'a Ctx,
+    pub snapshotter: &'a str,
+    pub snap: &'a dyn Snapshotter,
+    pub resolved: &'a Resolved,
+    /// The chain ID of every layer.
+    pub chains: &'a [String],
+    /// The layers whose snapshots are missing, bottom-up.
+    pub missing: &'a [usize],
+}
+
 #[derive(Clone)]
 pub struct Unpacker {
     content: Content,
@@ -181,24 +195,24 @@ impl Unpacker {
             .take_while(|c| snap.stat(&scoped(&ctx.ns, c)).is_ok())
             .count();
         let missing: Vec<usize> = (present..chains.len()).collect();
+        let stack = Stack {
+            ctx,
+            snapshotter: name,
+            snap: snap.as_ref(),
+            resolved: &resolved,
+            chains: &chains,
+            missing: &missing,
+        };
         if !missing.is_empty() {
             match snap.stage() {
-                Some(Ok(first)) if missing.len() > 1 => self.parallel(
-                    ctx,
-                    name,
-                    snap.as_ref(),
-                    first,
-                    &resolved,
-                    &chains,
-                    &missing,
-                )?,
+                Some(Ok(first)) if missing.len() > 1 => self.parallel(&stack, first)?,
                 Some(staged) => {
                     if let Ok(s) = staged {
                         s.discard();
                     }
-                    self.sequential(ctx, name, snap.as_ref(), &resolved, &chains, &missing)?
+                    self.sequential(&stack)?
                 }
-                None => self.sequential(ctx, name, snap.as_ref(), &resolved, &chains, &missing)?,
+                None => self.sequential(&stack)?,
             }
         }
         let top = self.label_unpacked(ctx, name, &resolved, &chains)?;
@@ -259,15 +273,15 @@ impl Unpacker {
     }
 
     /// One layer at a time: prepare on the parent, apply, commit.
-    fn sequential(
-        &self,
-        ctx: &Ctx,
-        name: &str,
-        snap: &dyn Snapshotter,
-        resolved: &Resolved,
-        chains: &[String],
-        missing: &[usize],
-    ) -> Result<()> {
+    fn sequential(&self, stack: &Stack<'_>) -> Result<()> {
+        let Stack {
+            ctx,
+            snapshotter: name,
+            snap,
+            resolved,
+            chains,
+            missing,
+        } = *stack;
         for &i in missing {
             let parent = (i > 0).then(|| scoped(&ctx.ns, &chains[i - 1]));
             let key = scoped(
@@ -303,17 +317,14 @@ impl Unpacker {
 
     /// Every missing layer extracted at once into its own staging directory, then
     /// committed bottom-up. A failure discards every staged layer.
-    #[allow(clippy::too_many_arguments)]
-    fn parallel(
-        &self,
-        ctx: &Ctx,
-        name: &str,
-        snap: &dyn Snapshotter,
-        first: Staged,
-        resolved: &Resolved,
-        chains: &[String],
-        missing: &[usize],
-    ) -> Result<()> {
+    fn parallel(&self, stack: &Stack<'_>, first: Staged) -> Result<()> {
+        let Stack {
+            ctx,
+            snap,
+            resolved,
+            missing,
+            ..
+        } = *stack;
         let rest = match stage_n(snap, missing.len() - 1) {
             Ok(Some(rest)) => rest,
             Ok(None) => {
@@ -364,20 +375,24 @@ impl Unpacker {
             staged.into_iter().flatten().for_each(Staged::discard);
             return Err(e);
         }
-        self.commit_staged(ctx, name, snap, staged, chains, missing)
+        self.commit_staged(stack, staged)
     }
 
     /// Commits staged layers bottom-up (`staged[j]` holds layer `missing[j]`); a failure
     /// discards the rest.
     pub(crate) fn commit_staged(
         &self,
-        ctx: &Ctx,
-        name: &str,
-        snap: &dyn Snapshotter,
+        stack: &Stack<'_>,
         mut staged: Vec<Option<Staged>>,
-        chains: &[String],
-        missing: &[usize],
     ) -> Result<()> {
+        let Stack {
+            ctx,
+            snapshotter: name,
+            snap,
+            chains,
+            missing,
+            ..
+        } = *stack;
         for (j, &i) in missing.iter().enumerate() {
             let Some(s) = staged[j].take() else { continue };
             let parent = (i > 0).then(|| scoped(&ctx.ns, &chains[i - 1]));

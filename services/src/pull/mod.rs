@@ -23,7 +23,7 @@ use crate::metadata::Labels;
 use crate::oci::{Platform, MAX_DOCUMENT};
 use crate::registry::{self, Access, RegistryConfig};
 use crate::snapshots::Snapshots;
-use crate::unpack::{Resolved, Unpacker};
+use crate::unpack::{Resolved, Stack, Unpacker};
 use fetch::LayerFetch;
 use plan::{layer_jobs, UnpackPlan};
 use std::collections::HashMap;
@@ -289,20 +289,16 @@ impl Puller {
         let ctx = ctx.clone();
         let resolved = first.clone();
         blocking(move || {
-            let staged = plan
-                .staged
-                .unwrap_or_default()
-                .into_iter()
-                .map(Some)
-                .collect();
-            unpacker.commit_staged(
-                &ctx,
-                &plan.snapshotter,
-                plan.snap.as_ref(),
-                staged,
-                &plan.chains,
-                &plan.missing,
-            )?;
+            let stack = Stack {
+                ctx: &ctx,
+                snapshotter: &plan.snapshotter,
+                snap: plan.snap.as_ref(),
+                resolved: &resolved,
+                chains: &plan.chains,
+                missing: &plan.missing,
+            };
+            let staged = plan.staged.into_iter().flatten().map(Some).collect();
+            unpacker.commit_staged(&stack, staged)?;
             unpacker.label_unpacked(&ctx, &plan.snapshotter, &resolved, &plan.chains)
         })
         .await

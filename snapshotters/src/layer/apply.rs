@@ -157,6 +157,27 @@ pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applie
     })
 }
 
+/// Where an entry goes: its path in the layer and the directory it is created in.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    /// The path as the tar names it (for errors).
+    raw: &'a Path,
+    path: &'a Path,
+    /// The parent directory, opened inside the root.
+    dir: &'a OwnedFd,
+    name: &'a OsStr,
+    cname: &'a std::ffi::CStr,
+}
+
+/// What an entry carries besides its contents.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: libc::timespec,
+    xattrs: Vec<(OsString, Vec<u8>)>,
+}
+
 /// Reads the chunks another thread sends.
 struct Chunks {
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
@@ -241,9 +262,21 @@ impl Applier {
             _ => self.root.parent_of(&path).map_err(|e| entry_err(&raw, e))?,
         };
         let cname = cstr(&name)?;
-        let result = self.make(
-            entry, kind, &raw, &path, &dir, &name, &cname, mode, uid, gid, mtime, &xattrs,
-        );
+        let place = Place {
+            raw: &raw,
+            path: &path,
+            dir: &dir,
+            name: &name,
+            cname: &cname,
+        };
+        let meta = Meta {
+            mode,
+            uid,
+            gid,
+            mtime,
+            xattrs,
+        };
+        let result = self.make(entry, kind, &place, &meta);
         if keeps_dirs {
             self.parent_cache = Some((parent_path, dir));
         }
@@ -252,22 +285,21 @@ impl Applier {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn make<R: Read>(
         &mut self,
         entry: &mut tar::Entry<'_, R>,
         kind: tar::EntryType,
-        raw: &Path,
-        path: &Path,
-        dir: &OwnedFd,
-        name: &OsStr,
-        cname: &std::ffi::CStr,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        mtime: libc::timespec,
-        xattrs: &[(OsString, Vec<u8>)],
+        place: &Place<'_>,
+        meta: &Meta,
     ) -> Result<()> {
+        let Place {
+            raw,
+            path,
+            dir,
+            name,
+            cname,
+        } = *place;
+        let (mode, uid, gid, mtime) = (meta.mode, meta.uid, meta.gid, meta.mtime);
         let header = entry.header().clone();
         let raw = raw.to_path_buf();
         use tar::EntryType as T;
@@ -288,7 +320,7 @@ impl Applier {
                     0,
                     &raw,
                 )?;
-                self.finish_fd(&fd, uid, gid, mode, xattrs, None, &raw)?;
+                self.finish_fd(&fd, meta, None, &raw)?;
                 self.dir_times.push((path.to_path_buf(), mtime));
             }
             T::Regular | T::Continuous | T::GNUSparse => {
@@ -314,7 +346,7 @@ impl Applier {
                     std::io::Write::write_all(&mut *file, &self.buf[..n])
                         .map_err(|e| entry_err(&raw, format!("write: {e}")))?;
                 }
-                self.finish_fd(&fd, uid, gid, mode, xattrs, Some(mtime), &raw)?;
+                self.finish_fd(&fd, meta, Some(mtime), &raw)?;
             }
             T::Symlink => {
                 let target = entry
@@ -403,17 +435,14 @@ impl Applier {
     }
 
     /// Owner, mode, xattrs and (for files) times, set on an open descriptor.
-    #[allow(clippy::too_many_arguments)]
     fn finish_fd(
         &self,
         fd: &OwnedFd,
-        uid: u32,
-        gid: u32,
-        mode: u32,
-        xattrs: &[(OsString, Vec<u8>)],
+        meta: &Meta,
         mtime: Option<libc::timespec>,
         raw: &Path,
     ) -> Result<()> {
+        let (uid, gid, mode, xattrs) = (meta.uid, meta.gid, meta.mode, &meta.xattrs);
         // SAFETY: plain syscalls on a descriptor we own.
         unsafe {
             if libc::fchown(fd.as_raw_fd(), uid, gid) != 0 {
