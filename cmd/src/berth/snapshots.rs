@@ -58,8 +58,15 @@ enum Cmd {
         #[arg(long, default_value = "/mnt")]
         target: String,
     },
-    /// Commit the active snapshot KEY as NAME
-    Commit { name: String, key: String },
+    /// Commit the active snapshot KEY as NAME (unreferenced committed snapshots are garbage:
+    /// give `--label containerd.io/gc.root=<anything>` to keep one, or commit under a lease)
+    Commit {
+        name: String,
+        key: String,
+        /// key=value labels for the committed snapshot
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
     /// Remove snapshots
     #[command(alias = "remove", alias = "delete")]
     Rm {
@@ -228,12 +235,12 @@ pub async fn run(client: &Client, args: Snapshots) -> anyhow::Result<()> {
                 .mounts;
             print_mounts(&m, &target);
         }
-        Cmd::Commit { name, key } => {
+        Cmd::Commit { name, key, labels } => {
             svc.commit(CommitSnapshotRequest {
                 snapshotter: sn,
                 name,
                 key,
-                labels: HashMap::new(),
+                labels: parse_labels(&labels)?,
             })
             .await?;
         }
