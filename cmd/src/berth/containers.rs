@@ -18,95 +18,139 @@ use clap::Subcommand;
 pub enum Containers {
     /// List containers
     #[command(alias = "list")]
-    Ls {
-        #[command(flatten)]
-        flags: ListFlags,
-        /// Filters, e.g. image~=busybox
-        filters: Vec<String>,
-    },
+    Ls(ContainerLsArgs),
     /// Show a container as JSON (its spec decoded)
-    Info { id: String },
+    Info(ContainerInfoArgs),
     /// Remove containers (and their snapshots); their tasks must be gone
     #[command(alias = "remove", alias = "delete")]
-    Rm {
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
+    Rm(ContainerRmArgs),
     /// Set (key=value) or remove (key=) labels
-    Label {
-        id: String,
-        #[arg(required = true)]
-        labels: Vec<String>,
-    },
+    Label(ContainerLabelArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ContainerLsArgs {
+    #[command(flatten)]
+    pub flags: ListFlags,
+    /// Filters, e.g. image~=busybox
+    pub filters: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct ContainerInfoArgs {
+    pub id: String,
+}
+
+#[derive(clap::Args)]
+pub struct ContainerRmArgs {
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct ContainerLabelArgs {
+    pub id: String,
+    #[arg(required = true)]
+    pub labels: Vec<String>,
 }
 
 #[derive(Subcommand)]
 pub enum Tasks {
     /// List tasks
     #[command(alias = "list")]
-    Ls {
-        #[command(flatten)]
-        flags: ListFlags,
-    },
+    Ls(TaskLsArgs),
     /// Send a signal to a task (default: the image's STOPSIGNAL, else SIGTERM)
-    Kill {
-        id: String,
-        /// Signal number or name (TERM, KILL, INT, HUP, ...)
-        #[arg(long, short = 's')]
-        signal: Option<String>,
-        /// Signal every process in the container
-        #[arg(long)]
-        all: bool,
-    },
+    Kill(TaskKillArgs),
     /// Processes of a task
-    Ps {
-        id: String,
-    },
-    Pause {
-        id: String,
-    },
-    Resume {
-        id: String,
-    },
+    Ps(TaskPsArgs),
+    Pause(TaskPauseArgs),
+    Resume(TaskResumeArgs),
     /// Delete stopped tasks
     #[command(alias = "remove", alias = "delete")]
-    Rm {
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
+    Rm(TaskRmArgs),
     /// Resource usage of a task, as JSON
-    Metrics {
-        id: String,
-    },
+    Metrics(TaskMetricsArgs),
     /// Run another process in a running task (exit code = the process's)
-    Exec {
-        /// Give the process a terminal wired to this one
-        #[arg(long, short = 't')]
-        tty: bool,
-        /// Id of the process within the task (default: generated)
-        #[arg(long)]
-        exec_id: Option<String>,
-        /// More environment variables (KEY=VALUE)
-        #[arg(long = "env", short = 'e')]
-        env: Vec<String>,
-        /// Working directory (default: the task's)
-        #[arg(long)]
-        cwd: Option<String>,
-        /// uid[:gid] (default: the task's user)
-        #[arg(long, short = 'u')]
-        user: Option<String>,
-        id: String,
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    Exec(TaskExecArgs),
     /// Start a created task's init process
-    Start {
-        id: String,
-    },
+    Start(TaskStartArgs),
     /// Follow a task's log (berth run -d --log FILE) until it exits; Ctrl-C is forwarded
-    Attach {
-        id: String,
-    },
+    Attach(TaskAttachArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TaskLsArgs {
+    #[command(flatten)]
+    pub flags: ListFlags,
+}
+
+#[derive(clap::Args)]
+pub struct TaskKillArgs {
+    pub id: String,
+    /// Signal number or name (TERM, KILL, INT, HUP, ...)
+    #[arg(long, short = 's')]
+    pub signal: Option<String>,
+    /// Signal every process in the container
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(clap::Args)]
+pub struct TaskPsArgs {
+    pub id: String,
+}
+
+#[derive(clap::Args)]
+pub struct TaskPauseArgs {
+    pub id: String,
+}
+
+#[derive(clap::Args)]
+pub struct TaskResumeArgs {
+    pub id: String,
+}
+
+#[derive(clap::Args)]
+pub struct TaskRmArgs {
+    #[arg(required = true)]
+    pub ids: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct TaskMetricsArgs {
+    pub id: String,
+}
+
+#[derive(clap::Args)]
+pub struct TaskExecArgs {
+    /// Give the process a terminal wired to this one
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// Id of the process within the task (default: generated)
+    #[arg(long)]
+    pub exec_id: Option<String>,
+    /// More environment variables (KEY=VALUE)
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// Working directory (default: the task's)
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// uid[:gid] (default: the task's user)
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    pub id: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct TaskStartArgs {
+    pub id: String,
+}
+
+#[derive(clap::Args)]
+pub struct TaskAttachArgs {
+    pub id: String,
 }
 
 /// containerd's type URL for an OCI process spec.
@@ -190,260 +234,27 @@ pub fn parse_signal(s: &str) -> anyhow::Result<u32> {
 }
 
 pub async fn containers(client: &Client, cmd: Containers) -> anyhow::Result<()> {
-    let mut svc = client.containers();
     match cmd {
-        Containers::Ls { flags, filters } => {
-            let list = svc
-                .list(ListContainersRequest { filters })
-                .await?
-                .into_inner()
-                .containers;
-            let mut t = Table::new(&["CONTAINER", "IMAGE", "RUNTIME", "LABELS"]);
-            for c in list {
-                let runtime = c
-                    .runtime
-                    .as_ref()
-                    .map(|r| r.name.clone())
-                    .unwrap_or_default();
-                let json = serde_json::json!({"id": c.id, "image": c.image, "runtime": runtime, "labels": c.labels});
-                t.row(
-                    vec![c.id.clone(), c.image.clone(), runtime, labels(&c.labels)],
-                    json,
-                );
-            }
-            t.print(flags)?;
-        }
-        Containers::Info { id } => {
-            let c = svc
-                .get(GetContainerRequest { id })
-                .await?
-                .into_inner()
-                .container
-                .unwrap_or_default();
-            let spec: serde_json::Value = c
-                .spec
-                .as_ref()
-                .and_then(|s| serde_json::from_slice(&s.value).ok())
-                .unwrap_or_default();
-            let json = serde_json::json!({
-                "ID": c.id, "Image": c.image, "Labels": c.labels,
-                "Runtime": c.runtime.as_ref().map(|r| r.name.clone()),
-                "Snapshotter": c.snapshotter, "SnapshotKey": c.snapshot_key,
-                "CreatedAt": crate::output::rfc3339(c.created_at.as_ref()),
-                "Spec": spec,
-            });
-            println!("{}", serde_json::to_string_pretty(&json)?);
-        }
-        Containers::Rm { ids } => {
-            for id in ids {
-                let c = svc
-                    .get(GetContainerRequest { id: id.clone() })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("container {id}: {}", e.message()))?
-                    .into_inner()
-                    .container
-                    .unwrap_or_default();
-                if client
-                    .tasks()
-                    .get(berth_proto::tasks::GetRequest {
-                        container_id: id.clone(),
-                        exec_id: String::new(),
-                    })
-                    .await
-                    .is_ok()
-                {
-                    anyhow::bail!("container {id} still has a task; kill it and run `berth tasks rm {id}` first");
-                }
-                svc.delete(DeleteContainerRequest { id: id.clone() })
-                    .await?;
-                if !c.snapshot_key.is_empty() {
-                    let _ = client
-                        .snapshots()
-                        .remove(RemoveSnapshotRequest {
-                            snapshotter: c.snapshotter.clone(),
-                            key: c.snapshot_key.clone(),
-                        })
-                        .await;
-                }
-                println!("{id}");
-            }
-        }
-        Containers::Label { id, labels: l } => {
-            let l = parse_labels(&l)?;
-            let mask = crate::output::label_mask(&l);
-            let c = svc
-                .update(UpdateContainerRequest {
-                    container: Some(Container {
-                        id,
-                        labels: l,
-                        ..Default::default()
-                    }),
-                    update_mask: Some(mask),
-                })
-                .await?
-                .into_inner()
-                .container
-                .unwrap_or_default();
-            println!("{}", labels(&c.labels));
-        }
+        Containers::Ls(a) => container_ls(client, a).await?,
+        Containers::Info(a) => container_info(client, a).await?,
+        Containers::Rm(a) => container_rm(client, a).await?,
+        Containers::Label(a) => container_label(client, a).await?,
     }
     Ok(())
 }
 
 pub async fn tasks(client: &Client, cmd: Tasks) -> anyhow::Result<()> {
-    let mut svc = client.tasks();
     match cmd {
-        Tasks::Ls { flags } => {
-            let list = svc
-                .list(ListTasksRequest::default())
-                .await?
-                .into_inner()
-                .tasks;
-            let mut t = Table::new(&["TASK", "PID", "STATUS"]);
-            for p in list {
-                let json = serde_json::json!({"id": p.id, "pid": p.pid, "status": status_name(p.status), "exit_status": p.exit_status});
-                t.row(
-                    vec![
-                        p.id.clone(),
-                        p.pid.to_string(),
-                        status_name(p.status).into(),
-                    ],
-                    json,
-                );
-            }
-            t.print(flags)?;
-        }
-        Tasks::Kill { id, signal, all } => {
-            let signal = match signal {
-                Some(s) => s,
-                None => client
-                    .containers()
-                    .get(GetContainerRequest { id: id.clone() })
-                    .await
-                    .ok()
-                    .and_then(|c| c.into_inner().container)
-                    .and_then(|c| c.labels.get(crate::run::STOP_SIGNAL_LABEL).cloned())
-                    .unwrap_or_else(|| "TERM".into()),
-            };
-            let signal = parse_signal(&signal)?;
-            svc.kill(KillRequest {
-                container_id: id,
-                exec_id: String::new(),
-                signal,
-                all,
-            })
-            .await?;
-        }
-        Tasks::Ps { id } => {
-            let ps = svc
-                .list_pids(ListPidsRequest { container_id: id })
-                .await?
-                .into_inner()
-                .processes;
-            println!("PID");
-            for p in ps {
-                println!("{}", p.pid);
-            }
-        }
-        Tasks::Pause { id } => {
-            svc.pause(PauseTaskRequest { container_id: id }).await?;
-        }
-        Tasks::Resume { id } => {
-            svc.resume(ResumeTaskRequest { container_id: id }).await?;
-        }
-        Tasks::Rm { ids } => {
-            for id in ids {
-                let d = svc
-                    .delete(DeleteTaskRequest {
-                        container_id: id.clone(),
-                    })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("task {id}: {}", e.message()))?
-                    .into_inner();
-                println!("{id} (exit status {})", d.exit_status);
-            }
-        }
-        Tasks::Exec {
-            tty,
-            exec_id,
-            env,
-            cwd,
-            user,
-            id,
-            args,
-        } => {
-            let c = container(client, &id).await?;
-            let spec = c.spec.map(|a| a.value).unwrap_or_default();
-            let process = exec_process(&spec, &args, tty, &env, cwd.as_deref(), user.as_deref())?;
-            let exec_id = exec_id.unwrap_or_else(|| format!("exec-{}", std::process::id()));
-            let dir = tempfile::Builder::new().prefix("berth-io-").tempdir()?;
-            let (stdin, stdout, stderr, pumps) =
-                crate::run::stdio(dir.path(), &format!("{id}-{exec_id}"), tty)?;
-            svc.exec(ExecProcessRequest {
-                container_id: id.clone(),
-                stdin,
-                stdout,
-                stderr,
-                terminal: tty,
-                spec: Some(prost_types::Any {
-                    type_url: PROCESS_TYPE_URL.into(),
-                    value: serde_json::to_vec(&process)?,
-                }),
-                exec_id: exec_id.clone(),
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("exec in {id}: {}", e.message()))?;
-            let status = crate::run::start_and_wait(client, &id, &exec_id, tty, pumps).await;
-            let _ = svc
-                .delete_process(DeleteProcessRequest {
-                    container_id: id.clone(),
-                    exec_id,
-                })
-                .await;
-            let status = status?;
-            if status != 0 {
-                std::process::exit(status as i32);
-            }
-        }
-        Tasks::Start { id } => {
-            svc.start(StartRequest {
-                container_id: id.clone(),
-                exec_id: String::new(),
-            })
-            .await
-            .map_err(|e| anyhow::anyhow!("start {id}: {}", e.message()))?;
-            println!("{id}");
-        }
-        Tasks::Attach { id } => {
-            let c = container(client, &id).await?;
-            let log = c.labels.get(crate::run::LOG_LABEL).cloned().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "task {id} was started without a log; start it with berth run -d --log FILE to attach later"
-                )
-            })?;
-            let status = crate::run::follow(client, &id, std::path::Path::new(&log)).await?;
-            if status != 0 {
-                std::process::exit(status as i32);
-            }
-        }
-        Tasks::Metrics { id } => {
-            let m = svc
-                .metrics(MetricsRequest {
-                    filters: vec![format!("id=={id}")],
-                })
-                .await?
-                .into_inner()
-                .metrics;
-            let m = m
-                .into_iter()
-                .next()
-                .ok_or_else(|| anyhow::anyhow!("no metrics for task {id}"))?;
-            let data = m.data.unwrap_or_default();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&metrics_json(&m.id, &data)?)?
-            );
-        }
+        Tasks::Ls(a) => task_ls(client, a).await?,
+        Tasks::Kill(a) => task_kill(client, a).await?,
+        Tasks::Ps(a) => task_ps(client, a).await?,
+        Tasks::Pause(a) => task_pause(client, a).await?,
+        Tasks::Resume(a) => task_resume(client, a).await?,
+        Tasks::Rm(a) => task_rm(client, a).await?,
+        Tasks::Exec(a) => task_exec(client, a).await?,
+        Tasks::Start(a) => task_start(client, a).await?,
+        Tasks::Attach(a) => task_attach(client, a).await?,
+        Tasks::Metrics(a) => task_metrics(client, a).await?,
     }
     Ok(())
 }
@@ -496,4 +307,306 @@ async fn container(client: &Client, id: &str) -> anyhow::Result<Container> {
         .into_inner()
         .container
         .unwrap_or_default())
+}
+
+async fn container_ls(client: &Client, args: ContainerLsArgs) -> anyhow::Result<()> {
+    let ContainerLsArgs { flags, filters } = args;
+    let mut svc = client.containers();
+    let list = svc
+        .list(ListContainersRequest { filters })
+        .await?
+        .into_inner()
+        .containers;
+    let mut t = Table::new(&["CONTAINER", "IMAGE", "RUNTIME", "LABELS"]);
+    for c in list {
+        let runtime = c
+            .runtime
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or_default();
+        let json = serde_json::json!({"id": c.id, "image": c.image, "runtime": runtime, "labels": c.labels});
+        t.row(
+            vec![c.id.clone(), c.image.clone(), runtime, labels(&c.labels)],
+            json,
+        );
+    }
+    t.print(flags)?;
+    Ok(())
+}
+
+async fn container_info(client: &Client, args: ContainerInfoArgs) -> anyhow::Result<()> {
+    let ContainerInfoArgs { id } = args;
+    let mut svc = client.containers();
+    let c = svc
+        .get(GetContainerRequest { id })
+        .await?
+        .into_inner()
+        .container
+        .unwrap_or_default();
+    let spec: serde_json::Value = c
+        .spec
+        .as_ref()
+        .and_then(|s| serde_json::from_slice(&s.value).ok())
+        .unwrap_or_default();
+    let json = serde_json::json!({
+        "ID": c.id, "Image": c.image, "Labels": c.labels,
+        "Runtime": c.runtime.as_ref().map(|r| r.name.clone()),
+        "Snapshotter": c.snapshotter, "SnapshotKey": c.snapshot_key,
+        "CreatedAt": crate::output::rfc3339(c.created_at.as_ref()),
+        "Spec": spec,
+    });
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
+}
+
+async fn container_rm(client: &Client, args: ContainerRmArgs) -> anyhow::Result<()> {
+    let ContainerRmArgs { ids } = args;
+    let mut svc = client.containers();
+    for id in ids {
+        let c = svc
+            .get(GetContainerRequest { id: id.clone() })
+            .await
+            .map_err(|e| anyhow::anyhow!("container {id}: {}", e.message()))?
+            .into_inner()
+            .container
+            .unwrap_or_default();
+        if client
+            .tasks()
+            .get(berth_proto::tasks::GetRequest {
+                container_id: id.clone(),
+                exec_id: String::new(),
+            })
+            .await
+            .is_ok()
+        {
+            anyhow::bail!(
+                "container {id} still has a task; kill it and run `berth tasks rm {id}` first"
+            );
+        }
+        svc.delete(DeleteContainerRequest { id: id.clone() })
+            .await?;
+        if !c.snapshot_key.is_empty() {
+            let _ = client
+                .snapshots()
+                .remove(RemoveSnapshotRequest {
+                    snapshotter: c.snapshotter.clone(),
+                    key: c.snapshot_key.clone(),
+                })
+                .await;
+        }
+        println!("{id}");
+    }
+    Ok(())
+}
+
+async fn container_label(client: &Client, args: ContainerLabelArgs) -> anyhow::Result<()> {
+    let ContainerLabelArgs { id, labels: l } = args;
+    let mut svc = client.containers();
+    let l = parse_labels(&l)?;
+    let mask = crate::output::label_mask(&l);
+    let c = svc
+        .update(UpdateContainerRequest {
+            container: Some(Container {
+                id,
+                labels: l,
+                ..Default::default()
+            }),
+            update_mask: Some(mask),
+        })
+        .await?
+        .into_inner()
+        .container
+        .unwrap_or_default();
+    println!("{}", labels(&c.labels));
+    Ok(())
+}
+
+async fn task_ls(client: &Client, args: TaskLsArgs) -> anyhow::Result<()> {
+    let TaskLsArgs { flags } = args;
+    let mut svc = client.tasks();
+    let list = svc
+        .list(ListTasksRequest::default())
+        .await?
+        .into_inner()
+        .tasks;
+    let mut t = Table::new(&["TASK", "PID", "STATUS"]);
+    for p in list {
+        let json = serde_json::json!({"id": p.id, "pid": p.pid, "status": status_name(p.status), "exit_status": p.exit_status});
+        t.row(
+            vec![
+                p.id.clone(),
+                p.pid.to_string(),
+                status_name(p.status).into(),
+            ],
+            json,
+        );
+    }
+    t.print(flags)?;
+    Ok(())
+}
+
+async fn task_kill(client: &Client, args: TaskKillArgs) -> anyhow::Result<()> {
+    let TaskKillArgs { id, signal, all } = args;
+    let mut svc = client.tasks();
+    let signal = match signal {
+        Some(s) => s,
+        None => client
+            .containers()
+            .get(GetContainerRequest { id: id.clone() })
+            .await
+            .ok()
+            .and_then(|c| c.into_inner().container)
+            .and_then(|c| c.labels.get(crate::run::STOP_SIGNAL_LABEL).cloned())
+            .unwrap_or_else(|| "TERM".into()),
+    };
+    let signal = parse_signal(&signal)?;
+    svc.kill(KillRequest {
+        container_id: id,
+        exec_id: String::new(),
+        signal,
+        all,
+    })
+    .await?;
+    Ok(())
+}
+
+async fn task_ps(client: &Client, args: TaskPsArgs) -> anyhow::Result<()> {
+    let TaskPsArgs { id } = args;
+    let mut svc = client.tasks();
+    let ps = svc
+        .list_pids(ListPidsRequest { container_id: id })
+        .await?
+        .into_inner()
+        .processes;
+    println!("PID");
+    for p in ps {
+        println!("{}", p.pid);
+    }
+    Ok(())
+}
+
+async fn task_pause(client: &Client, args: TaskPauseArgs) -> anyhow::Result<()> {
+    let TaskPauseArgs { id } = args;
+    let mut svc = client.tasks();
+    svc.pause(PauseTaskRequest { container_id: id }).await?;
+    Ok(())
+}
+
+async fn task_resume(client: &Client, args: TaskResumeArgs) -> anyhow::Result<()> {
+    let TaskResumeArgs { id } = args;
+    let mut svc = client.tasks();
+    svc.resume(ResumeTaskRequest { container_id: id }).await?;
+    Ok(())
+}
+
+async fn task_rm(client: &Client, args: TaskRmArgs) -> anyhow::Result<()> {
+    let TaskRmArgs { ids } = args;
+    let mut svc = client.tasks();
+    for id in ids {
+        let d = svc
+            .delete(DeleteTaskRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("task {id}: {}", e.message()))?
+            .into_inner();
+        println!("{id} (exit status {})", d.exit_status);
+    }
+    Ok(())
+}
+
+async fn task_exec(client: &Client, args: TaskExecArgs) -> anyhow::Result<()> {
+    let TaskExecArgs {
+        tty,
+        exec_id,
+        env,
+        cwd,
+        user,
+        id,
+        args,
+    } = args;
+    let mut svc = client.tasks();
+    let c = container(client, &id).await?;
+    let spec = c.spec.map(|a| a.value).unwrap_or_default();
+    let process = exec_process(&spec, &args, tty, &env, cwd.as_deref(), user.as_deref())?;
+    let exec_id = exec_id.unwrap_or_else(|| format!("exec-{}", std::process::id()));
+    let dir = tempfile::Builder::new().prefix("berth-io-").tempdir()?;
+    let (stdin, stdout, stderr, pumps) =
+        crate::run::stdio(dir.path(), &format!("{id}-{exec_id}"), tty)?;
+    svc.exec(ExecProcessRequest {
+        container_id: id.clone(),
+        stdin,
+        stdout,
+        stderr,
+        terminal: tty,
+        spec: Some(prost_types::Any {
+            type_url: PROCESS_TYPE_URL.into(),
+            value: serde_json::to_vec(&process)?,
+        }),
+        exec_id: exec_id.clone(),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("exec in {id}: {}", e.message()))?;
+    let status = crate::run::start_and_wait(client, &id, &exec_id, tty, pumps).await;
+    let _ = svc
+        .delete_process(DeleteProcessRequest {
+            container_id: id.clone(),
+            exec_id,
+        })
+        .await;
+    let status = status?;
+    if status != 0 {
+        std::process::exit(status as i32);
+    }
+    Ok(())
+}
+
+async fn task_start(client: &Client, args: TaskStartArgs) -> anyhow::Result<()> {
+    let TaskStartArgs { id } = args;
+    let mut svc = client.tasks();
+    svc.start(StartRequest {
+        container_id: id.clone(),
+        exec_id: String::new(),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("start {id}: {}", e.message()))?;
+    println!("{id}");
+    Ok(())
+}
+
+async fn task_attach(client: &Client, args: TaskAttachArgs) -> anyhow::Result<()> {
+    let TaskAttachArgs { id } = args;
+    let c = container(client, &id).await?;
+    let log = c.labels.get(crate::run::LOG_LABEL).cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "task {id} was started without a log; start it with berth run -d --log FILE to attach later"
+        )
+    })?;
+    let status = crate::run::follow(client, &id, std::path::Path::new(&log)).await?;
+    if status != 0 {
+        std::process::exit(status as i32);
+    }
+    Ok(())
+}
+
+async fn task_metrics(client: &Client, args: TaskMetricsArgs) -> anyhow::Result<()> {
+    let TaskMetricsArgs { id } = args;
+    let mut svc = client.tasks();
+    let m = svc
+        .metrics(MetricsRequest {
+            filters: vec![format!("id=={id}")],
+        })
+        .await?
+        .into_inner()
+        .metrics;
+    let m = m
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no metrics for task {id}"))?;
+    let data = m.data.unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&metrics_json(&m.id, &data)?)?
+    );
+    Ok(())
 }

@@ -46,112 +46,147 @@ impl RegistryFlags {
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Pull an image from a registry (berthd downloads and unpacks it)
-    Pull {
-        reference: String,
-        #[command(flatten)]
-        registry: RegistryFlags,
-        /// Platform (os/arch[/variant]) to pull; repeatable; the daemon's by default
-        #[arg(long)]
-        platform: Vec<String>,
-        /// Fetch every platform's manifest and layers
-        #[arg(long)]
-        all_platforms: bool,
-        /// Snapshotter to unpack into
-        #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
-        snapshotter: String,
-        /// Fetch content only; do not unpack
-        #[arg(long)]
-        no_unpack: bool,
-    },
+    Pull(PullArgs),
     /// Import images from an OCI layout archive or a `docker save` tarball
-    Import {
-        file: std::path::PathBuf,
-        /// Name for images the archive does not name (NAME:TAG or NAME@DIGEST)
-        #[arg(long)]
-        base_name: Option<String>,
-        /// Snapshotter to unpack into
-        #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
-        snapshotter: String,
-        /// Import content only; do not unpack
-        #[arg(long)]
-        no_unpack: bool,
-    },
+    Import(ImportArgs),
     /// Export images into one archive (OCI layout with docker's manifest.json)
-    Export {
-        file: std::path::PathBuf,
-        #[arg(required = true)]
-        images: Vec<String>,
-        /// Platform (os/arch) to export; repeatable; the host's by default
-        #[arg(long)]
-        platform: Vec<String>,
-        /// Export every platform whose content is local
-        #[arg(long)]
-        all_platforms: bool,
-    },
+    Export(ExportArgs),
     /// Show an image: its record, the manifest for this platform, and the config
-    Inspect { name: String },
+    Inspect(InspectArgs),
     /// Check that images' content is complete and whether they are unpacked
-    Check {
-        #[command(flatten)]
-        flags: ListFlags,
-        /// Snapshotter to look for unpacked layers in
-        #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
-        snapshotter: String,
-        /// Filters, e.g. name~=busybox
-        filters: Vec<String>,
-    },
+    Check(CheckArgs),
     /// Push an image to a registry (to REFERENCE, or under its own name)
-    Push {
-        image: String,
-        reference: Option<String>,
-        #[command(flatten)]
-        registry: RegistryFlags,
-        /// Push only this platform's manifest (os/arch[/variant])
-        #[arg(long)]
-        platform: Vec<String>,
-    },
+    Push(PushArgs),
     /// List images
     #[command(alias = "list")]
-    Ls {
-        #[command(flatten)]
-        flags: ListFlags,
-        /// Filters, e.g. name~=busybox
-        filters: Vec<String>,
-    },
+    Ls(LsArgs),
     /// Remove images
     #[command(alias = "remove", alias = "delete")]
-    Rm {
-        #[arg(required = true)]
-        names: Vec<String>,
-        /// Wait for garbage collection
-        #[arg(long)]
-        sync: bool,
-    },
+    Rm(RmArgs),
     /// Set (key=value) or remove (key=) labels
-    Label {
-        name: String,
-        #[arg(required = true)]
-        labels: Vec<String>,
-    },
+    Label(LabelArgs),
     /// Unpack an image's layers into snapshots (in parallel where the snapshotter allows)
-    Unpack {
-        name: String,
-        /// Snapshotter to unpack into
-        #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
-        snapshotter: String,
-        /// Platform (os/arch[/variant]) to pick from a multi-platform image
-        #[arg(long, default_value = "")]
-        platform: String,
-    },
+    Unpack(UnpackArgs),
     /// Give an image another name
-    Tag {
-        source: String,
-        #[arg(required = true)]
-        targets: Vec<String>,
-        /// Replace a target that already exists
-        #[arg(long)]
-        force: bool,
-    },
+    Tag(TagArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PullArgs {
+    pub reference: String,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    /// Platform (os/arch[/variant]) to pull; repeatable; the daemon's by default
+    #[arg(long)]
+    pub platform: Vec<String>,
+    /// Fetch every platform's manifest and layers
+    #[arg(long)]
+    pub all_platforms: bool,
+    /// Snapshotter to unpack into
+    #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
+    pub snapshotter: String,
+    /// Fetch content only; do not unpack
+    #[arg(long)]
+    pub no_unpack: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    pub file: std::path::PathBuf,
+    /// Name for images the archive does not name (NAME:TAG or NAME@DIGEST)
+    #[arg(long)]
+    pub base_name: Option<String>,
+    /// Snapshotter to unpack into
+    #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
+    pub snapshotter: String,
+    /// Import content only; do not unpack
+    #[arg(long)]
+    pub no_unpack: bool,
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    pub file: std::path::PathBuf,
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Platform (os/arch) to export; repeatable; the host's by default
+    #[arg(long)]
+    pub platform: Vec<String>,
+    /// Export every platform whose content is local
+    #[arg(long)]
+    pub all_platforms: bool,
+}
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    pub name: String,
+}
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub flags: ListFlags,
+    /// Snapshotter to look for unpacked layers in
+    #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
+    pub snapshotter: String,
+    /// Filters, e.g. name~=busybox
+    pub filters: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct PushArgs {
+    pub image: String,
+    pub reference: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+    /// Push only this platform's manifest (os/arch[/variant])
+    #[arg(long)]
+    pub platform: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub flags: ListFlags,
+    /// Filters, e.g. name~=busybox
+    pub filters: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct RmArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Wait for garbage collection
+    #[arg(long)]
+    pub sync: bool,
+}
+
+#[derive(clap::Args)]
+pub struct LabelArgs {
+    pub name: String,
+    #[arg(required = true)]
+    pub labels: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct UnpackArgs {
+    pub name: String,
+    /// Snapshotter to unpack into
+    #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
+    pub snapshotter: String,
+    /// Platform (os/arch[/variant]) to pick from a multi-platform image
+    #[arg(long, default_value = "")]
+    pub platform: String,
+}
+
+#[derive(clap::Args)]
+pub struct TagArgs {
+    pub source: String,
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// Replace a target that already exists
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn host_platform() -> (String, String) {
@@ -174,7 +209,7 @@ struct Checked {
 
 /// Walks an image for this platform: which blobs are local, and whether its top layer is
 /// a committed snapshot.
-async fn check(client: &Client, img: &Image, snapshotter: &str) -> Checked {
+async fn check_image(client: &Client, img: &Image, snapshotter: &str) -> Checked {
     let mut c = Checked::default();
     let Some(t) = &img.target else { return c };
     let mut digest = t.digest.clone();
@@ -267,340 +302,400 @@ async fn image_size(client: &Client, img: &Image) -> i64 {
 }
 
 pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
-    let mut svc = client.images();
     match cmd {
-        Cmd::Pull {
-            reference,
-            registry,
-            platform,
-            all_platforms,
-            snapshotter,
-            no_unpack,
-        } => {
-            let opts = berth_client::transfer::PullOptions {
-                registry: registry.options()?,
-                platforms: platform,
-                all_platforms,
-                unpack: (!no_unpack).then_some(snapshotter),
-                name: None,
-            };
-            let started = std::time::Instant::now();
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let view = tokio::spawn(crate::progress::render(rx));
-            let r = client.pull(&reference, &opts, Some(tx)).await;
-            let totals = view.await.unwrap_or_default();
-            r.map_err(|e| anyhow::anyhow!("cannot pull {reference}: {e}"))?;
-            let secs = started.elapsed().as_secs_f64();
-            println!(
-                "pulled {reference} in {secs:.2}s: {} blobs fetched ({}, {}/s), {} already present",
-                totals.blobs,
-                size(totals.bytes),
-                size((totals.bytes as f64 / secs.max(0.001)) as i64),
-                totals.existing
-            );
-        }
-        Cmd::Import {
-            file,
-            base_name,
-            snapshotter,
-            no_unpack,
-        } => {
-            let started = std::time::Instant::now();
-            let quiet = !std::io::IsTerminal::is_terminal(&std::io::stdout());
-            let imported = client
-                .import_archive(&file, base_name.as_deref(), |line| {
-                    if !quiet || !line.contains(" importing ") {
-                        println!("{line}");
-                    }
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot import {}: {e}", file.display()))?;
-            if !no_unpack {
-                for (name, _) in &imported.images {
-                    let r = client
-                        .unpack()
-                        .unpack(berth_proto::berth::services::unpack::v1::UnpackRequest {
-                            name: name.clone(),
-                            snapshotter: snapshotter.clone(),
-                            platform: String::new(),
-                        })
-                        .await
-                        .map_err(|e| {
-                            anyhow::anyhow!("imported {name} but cannot unpack it: {}", e.message())
-                        })?
-                        .into_inner();
-                    println!(
-                        "{name} unpacked ({} of {} layers extracted)",
-                        r.extracted, r.layers
-                    );
-                }
+        Cmd::Pull(a) => pull(client, a).await?,
+        Cmd::Import(a) => import(client, a).await?,
+        Cmd::Export(a) => export(client, a).await?,
+        Cmd::Inspect(a) => inspect(client, a).await?,
+        Cmd::Check(a) => check(client, a).await?,
+        Cmd::Push(a) => push(client, a).await?,
+        Cmd::Ls(a) => ls(client, a).await?,
+        Cmd::Rm(a) => rm(client, a).await?,
+        Cmd::Label(a) => label(client, a).await?,
+        Cmd::Unpack(a) => unpack(client, a).await?,
+        Cmd::Tag(a) => tag(client, a).await?,
+    }
+    Ok(())
+}
+
+async fn pull(client: &Client, args: PullArgs) -> anyhow::Result<()> {
+    let PullArgs {
+        reference,
+        registry,
+        platform,
+        all_platforms,
+        snapshotter,
+        no_unpack,
+    } = args;
+
+    let opts = berth_client::transfer::PullOptions {
+        registry: registry.options()?,
+        platforms: platform,
+        all_platforms,
+        unpack: (!no_unpack).then_some(snapshotter),
+        name: None,
+    };
+    let started = std::time::Instant::now();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let view = tokio::spawn(crate::progress::render(rx));
+    let r = client.pull(&reference, &opts, Some(tx)).await;
+    let totals = view.await.unwrap_or_default();
+    r.map_err(|e| anyhow::anyhow!("cannot pull {reference}: {e}"))?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "pulled {reference} in {secs:.2}s: {} blobs fetched ({}, {}/s), {} already present",
+        totals.blobs,
+        size(totals.bytes),
+        size((totals.bytes as f64 / secs.max(0.001)) as i64),
+        totals.existing
+    );
+    Ok(())
+}
+
+async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
+    let ImportArgs {
+        file,
+        base_name,
+        snapshotter,
+        no_unpack,
+    } = args;
+
+    let started = std::time::Instant::now();
+    let quiet = !std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let imported = client
+        .import_archive(&file, base_name.as_deref(), |line| {
+            if !quiet || !line.contains(" importing ") {
+                println!("{line}");
             }
-            println!(
-                "imported {} image(s), {} blobs, in {:.2}s",
-                imported.images.len(),
-                imported.blobs,
-                started.elapsed().as_secs_f64()
-            );
-        }
-        Cmd::Export {
-            file,
-            images,
-            platform,
-            all_platforms,
-        } => {
-            let platforms: Vec<(String, String)> = if all_platforms {
-                vec![]
-            } else if platform.is_empty() {
-                vec![host_platform()]
-            } else {
-                platform
-                    .iter()
-                    .map(|p| {
-                        let mut parts = p.split('/');
-                        match (parts.next(), parts.next()) {
-                            (Some(os), Some(arch)) => Ok((os.to_string(), arch.to_string())),
-                            _ => Err(anyhow::anyhow!("platform {p:?} is not os/arch")),
-                        }
-                    })
-                    .collect::<anyhow::Result<_>>()?
-            };
-            let n = client
-                .export_archive(&file, &images, &platforms, |_| {})
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot export to {}: {e}", file.display()))?;
-            println!(
-                "exported {} image(s), {n} blobs, to {}",
-                images.len(),
-                file.display()
-            );
-        }
-        Cmd::Inspect { name } => {
-            let img = svc
-                .get(GetImageRequest { name: name.clone() })
-                .await
-                .map_err(|e| anyhow::anyhow!("image {name}: {}", e.message()))?
-                .into_inner()
-                .image
-                .unwrap_or_default();
-            let target = img.target.clone().unwrap_or_default();
-            let mut doc = serde_json::json!({
-                "name": img.name,
-                "labels": img.labels,
-                "target": {"mediaType": target.media_type, "digest": target.digest, "size": target.size},
-            });
-            let mut desc = (target.media_type.clone(), target.digest.clone());
-            for _ in 0..4 {
-                let raw = client.read_blob(&desc.1, 0, 0).await?;
-                let v: serde_json::Value = serde_json::from_slice(&raw)?;
-                if let Some(list) = v["manifests"].as_array() {
-                    doc["index"] = v.clone();
-                    let (os, arch) = host_platform();
-                    let pick = list
-                        .iter()
-                        .find(|m| {
-                            m["platform"]["os"] == os.as_str()
-                                && m["platform"]["architecture"] == arch.as_str()
-                        })
-                        .or_else(|| list.first())
-                        .ok_or_else(|| anyhow::anyhow!("index {} lists no manifests", desc.1))?;
-                    desc = (
-                        pick["mediaType"].as_str().unwrap_or_default().to_string(),
-                        pick["digest"].as_str().unwrap_or_default().to_string(),
-                    );
-                    continue;
-                }
-                let cfg_digest = v["config"]["digest"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                doc["manifest"] = v;
-                if let Ok(raw) = client.read_blob(&cfg_digest, 0, 0).await {
-                    doc["config"] = serde_json::from_slice(&raw).unwrap_or_default();
-                }
-                break;
-            }
-            println!("{}", serde_json::to_string_pretty(&doc)?);
-        }
-        Cmd::Check {
-            flags,
-            snapshotter,
-            filters,
-        } => {
-            let resp = svc.list(ListImagesRequest { filters }).await?.into_inner();
-            let mut t = Table::new(&["REF", "STATUS", "LAYERS", "SIZE", "UNPACKED"]);
-            for img in resp.images {
-                let c = check(client, &img, &snapshotter).await;
-                let json = serde_json::json!({
-                    "name": img.name, "complete": c.missing == 0, "present": c.present,
-                    "total": c.present + c.missing, "size": c.size, "unpacked": c.unpacked,
-                });
-                t.row(
-                    vec![
-                        img.name.clone(),
-                        if c.missing == 0 {
-                            "complete".into()
-                        } else {
-                            format!("incomplete ({} missing)", c.missing)
-                        },
-                        format!("{}/{}", c.present, c.present + c.missing),
-                        size(c.size),
-                        c.unpacked.to_string(),
-                    ],
-                    json,
-                );
-            }
-            t.print(flags)?;
-        }
-        Cmd::Push {
-            image,
-            reference,
-            registry,
-            platform,
-        } => {
-            let reference = reference.unwrap_or_default();
-            let started = std::time::Instant::now();
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let view = tokio::spawn(crate::progress::render(rx));
-            let r = client
-                .push(
-                    &image,
-                    &reference,
-                    &registry.options()?,
-                    &platform,
-                    Some(tx),
-                )
-                .await;
-            let totals = view.await.unwrap_or_default();
-            r.map_err(|e| anyhow::anyhow!("cannot push {image}: {e}"))?;
-            println!(
-                "pushed {} in {:.2}s: {} blobs uploaded ({}), {} already there",
-                if reference.is_empty() {
-                    &image
-                } else {
-                    &reference
-                },
-                started.elapsed().as_secs_f64(),
-                totals.blobs,
-                size(totals.bytes),
-                totals.existing
-            );
-        }
-        Cmd::Ls { flags, filters } => {
-            let resp = svc.list(ListImagesRequest { filters }).await?.into_inner();
-            let mut t = Table::new(&["REF", "TYPE", "DIGEST", "SIZE", "LABELS"]);
-            for img in resp.images {
-                let target = img.target.clone().unwrap_or_default();
-                let total = image_size(client, &img).await;
-                let json = serde_json::json!({
-                    "name": img.name, "media_type": target.media_type,
-                    "digest": target.digest, "size": total, "labels": img.labels,
-                });
-                t.row(
-                    vec![
-                        img.name.clone(),
-                        target.media_type,
-                        target.digest,
-                        size(total),
-                        labels(&img.labels),
-                    ],
-                    json,
-                );
-            }
-            t.print(flags)?;
-        }
-        Cmd::Rm { names, sync } => {
-            for name in names {
-                svc.delete(DeleteImageRequest {
-                    name: name.clone(),
-                    sync,
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot remove image {name}: {}", e.message()))?;
-                println!("{name}");
-            }
-        }
-        Cmd::Label { name, labels } => {
-            let labels = parse_labels(&labels)?;
-            let mask = crate::output::label_mask(&labels);
-            let img = svc
-                .update(UpdateImageRequest {
-                    image: Some(Image {
-                        name,
-                        labels,
-                        ..Default::default()
-                    }),
-                    update_mask: Some(mask),
-                })
-                .await?
-                .into_inner()
-                .image
-                .unwrap_or_default();
-            println!("{}", crate::output::labels(&img.labels));
-        }
-        Cmd::Unpack {
-            name,
-            snapshotter,
-            platform,
-        } => {
-            let started = std::time::Instant::now();
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot import {}: {e}", file.display()))?;
+    if !no_unpack {
+        for (name, _) in &imported.images {
             let r = client
                 .unpack()
                 .unpack(berth_proto::berth::services::unpack::v1::UnpackRequest {
                     name: name.clone(),
-                    snapshotter,
-                    platform,
+                    snapshotter: snapshotter.clone(),
+                    platform: String::new(),
                 })
-                .await?
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("imported {name} but cannot unpack it: {}", e.message())
+                })?
                 .into_inner();
             println!(
-                "unpacked {name}: {} of {} layers extracted in {:.2?} (top snapshot {})",
-                r.extracted,
-                r.layers,
-                started.elapsed(),
-                r.chain_id
+                "{name} unpacked ({} of {} layers extracted)",
+                r.extracted, r.layers
             );
         }
-        Cmd::Tag {
-            source,
-            targets,
-            force,
-        } => {
-            let src = svc
-                .get(GetImageRequest { name: source })
-                .await?
-                .into_inner()
-                .image
-                .ok_or_else(|| anyhow::anyhow!("daemon returned no image"))?;
-            for target in targets {
-                let img = Image {
-                    name: target.clone(),
-                    labels: src.labels.clone(),
-                    target: src.target.clone(),
-                    created_at: None,
-                    updated_at: None,
-                };
-                let created = svc
-                    .create(CreateImageRequest {
-                        image: Some(img.clone()),
-                    })
-                    .await;
-                match created {
-                    Ok(_) => {}
-                    Err(e) if e.code() == tonic::Code::AlreadyExists && force => {
-                        svc.update(UpdateImageRequest {
-                            image: Some(img),
-                            update_mask: None,
-                        })
-                        .await?;
-                    }
-                    Err(e) if e.code() == tonic::Code::AlreadyExists => {
-                        anyhow::bail!("image {target} already exists; pass --force to replace it")
-                    }
-                    Err(e) => return Err(e.into()),
+    }
+    println!(
+        "imported {} image(s), {} blobs, in {:.2}s",
+        imported.images.len(),
+        imported.blobs,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<()> {
+    let ExportArgs {
+        file,
+        images,
+        platform,
+        all_platforms,
+    } = args;
+
+    let platforms: Vec<(String, String)> = if all_platforms {
+        vec![]
+    } else if platform.is_empty() {
+        vec![host_platform()]
+    } else {
+        platform
+            .iter()
+            .map(|p| {
+                let mut parts = p.split('/');
+                match (parts.next(), parts.next()) {
+                    (Some(os), Some(arch)) => Ok((os.to_string(), arch.to_string())),
+                    _ => Err(anyhow::anyhow!("platform {p:?} is not os/arch")),
                 }
-                println!("{target}");
-            }
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let n = client
+        .export_archive(&file, &images, &platforms, |_| {})
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot export to {}: {e}", file.display()))?;
+    println!(
+        "exported {} image(s), {n} blobs, to {}",
+        images.len(),
+        file.display()
+    );
+    Ok(())
+}
+
+async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
+    let InspectArgs { name } = args;
+    let mut svc = client.images();
+
+    let img = svc
+        .get(GetImageRequest { name: name.clone() })
+        .await
+        .map_err(|e| anyhow::anyhow!("image {name}: {}", e.message()))?
+        .into_inner()
+        .image
+        .unwrap_or_default();
+    let target = img.target.clone().unwrap_or_default();
+    let mut doc = serde_json::json!({
+        "name": img.name,
+        "labels": img.labels,
+        "target": {"mediaType": target.media_type, "digest": target.digest, "size": target.size},
+    });
+    let mut desc = (target.media_type.clone(), target.digest.clone());
+    for _ in 0..4 {
+        let raw = client.read_blob(&desc.1, 0, 0).await?;
+        let v: serde_json::Value = serde_json::from_slice(&raw)?;
+        if let Some(list) = v["manifests"].as_array() {
+            doc["index"] = v.clone();
+            let (os, arch) = host_platform();
+            let pick = list
+                .iter()
+                .find(|m| {
+                    m["platform"]["os"] == os.as_str()
+                        && m["platform"]["architecture"] == arch.as_str()
+                })
+                .or_else(|| list.first())
+                .ok_or_else(|| anyhow::anyhow!("index {} lists no manifests", desc.1))?;
+            desc = (
+                pick["mediaType"].as_str().unwrap_or_default().to_string(),
+                pick["digest"].as_str().unwrap_or_default().to_string(),
+            );
+            continue;
         }
+        let cfg_digest = v["config"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        doc["manifest"] = v;
+        if let Ok(raw) = client.read_blob(&cfg_digest, 0, 0).await {
+            doc["config"] = serde_json::from_slice(&raw).unwrap_or_default();
+        }
+        break;
+    }
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
+
+async fn check(client: &Client, args: CheckArgs) -> anyhow::Result<()> {
+    let CheckArgs {
+        flags,
+        snapshotter,
+        filters,
+    } = args;
+    let mut svc = client.images();
+
+    let resp = svc.list(ListImagesRequest { filters }).await?.into_inner();
+    let mut t = Table::new(&["REF", "STATUS", "LAYERS", "SIZE", "UNPACKED"]);
+    for img in resp.images {
+        let c = check_image(client, &img, &snapshotter).await;
+        let json = serde_json::json!({
+            "name": img.name, "complete": c.missing == 0, "present": c.present,
+            "total": c.present + c.missing, "size": c.size, "unpacked": c.unpacked,
+        });
+        t.row(
+            vec![
+                img.name.clone(),
+                if c.missing == 0 {
+                    "complete".into()
+                } else {
+                    format!("incomplete ({} missing)", c.missing)
+                },
+                format!("{}/{}", c.present, c.present + c.missing),
+                size(c.size),
+                c.unpacked.to_string(),
+            ],
+            json,
+        );
+    }
+    t.print(flags)?;
+    Ok(())
+}
+
+async fn push(client: &Client, args: PushArgs) -> anyhow::Result<()> {
+    let PushArgs {
+        image,
+        reference,
+        registry,
+        platform,
+    } = args;
+
+    let reference = reference.unwrap_or_default();
+    let started = std::time::Instant::now();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let view = tokio::spawn(crate::progress::render(rx));
+    let r = client
+        .push(
+            &image,
+            &reference,
+            &registry.options()?,
+            &platform,
+            Some(tx),
+        )
+        .await;
+    let totals = view.await.unwrap_or_default();
+    r.map_err(|e| anyhow::anyhow!("cannot push {image}: {e}"))?;
+    println!(
+        "pushed {} in {:.2}s: {} blobs uploaded ({}), {} already there",
+        if reference.is_empty() {
+            &image
+        } else {
+            &reference
+        },
+        started.elapsed().as_secs_f64(),
+        totals.blobs,
+        size(totals.bytes),
+        totals.existing
+    );
+    Ok(())
+}
+
+async fn ls(client: &Client, args: LsArgs) -> anyhow::Result<()> {
+    let LsArgs { flags, filters } = args;
+    let mut svc = client.images();
+
+    let resp = svc.list(ListImagesRequest { filters }).await?.into_inner();
+    let mut t = Table::new(&["REF", "TYPE", "DIGEST", "SIZE", "LABELS"]);
+    for img in resp.images {
+        let target = img.target.clone().unwrap_or_default();
+        let total = image_size(client, &img).await;
+        let json = serde_json::json!({
+            "name": img.name, "media_type": target.media_type,
+            "digest": target.digest, "size": total, "labels": img.labels,
+        });
+        t.row(
+            vec![
+                img.name.clone(),
+                target.media_type,
+                target.digest,
+                size(total),
+                labels(&img.labels),
+            ],
+            json,
+        );
+    }
+    t.print(flags)?;
+    Ok(())
+}
+
+async fn rm(client: &Client, args: RmArgs) -> anyhow::Result<()> {
+    let RmArgs { names, sync } = args;
+    let mut svc = client.images();
+
+    for name in names {
+        svc.delete(DeleteImageRequest {
+            name: name.clone(),
+            sync,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot remove image {name}: {}", e.message()))?;
+        println!("{name}");
+    }
+    Ok(())
+}
+
+async fn label(client: &Client, args: LabelArgs) -> anyhow::Result<()> {
+    let LabelArgs { name, labels } = args;
+    let mut svc = client.images();
+
+    let labels = parse_labels(&labels)?;
+    let mask = crate::output::label_mask(&labels);
+    let img = svc
+        .update(UpdateImageRequest {
+            image: Some(Image {
+                name,
+                labels,
+                ..Default::default()
+            }),
+            update_mask: Some(mask),
+        })
+        .await?
+        .into_inner()
+        .image
+        .unwrap_or_default();
+    println!("{}", crate::output::labels(&img.labels));
+    Ok(())
+}
+
+async fn unpack(client: &Client, args: UnpackArgs) -> anyhow::Result<()> {
+    let UnpackArgs {
+        name,
+        snapshotter,
+        platform,
+    } = args;
+
+    let started = std::time::Instant::now();
+    let r = client
+        .unpack()
+        .unpack(berth_proto::berth::services::unpack::v1::UnpackRequest {
+            name: name.clone(),
+            snapshotter,
+            platform,
+        })
+        .await?
+        .into_inner();
+    println!(
+        "unpacked {name}: {} of {} layers extracted in {:.2?} (top snapshot {})",
+        r.extracted,
+        r.layers,
+        started.elapsed(),
+        r.chain_id
+    );
+    Ok(())
+}
+
+async fn tag(client: &Client, args: TagArgs) -> anyhow::Result<()> {
+    let TagArgs {
+        source,
+        targets,
+        force,
+    } = args;
+    let mut svc = client.images();
+
+    let src = svc
+        .get(GetImageRequest { name: source })
+        .await?
+        .into_inner()
+        .image
+        .ok_or_else(|| anyhow::anyhow!("daemon returned no image"))?;
+    for target in targets {
+        let img = Image {
+            name: target.clone(),
+            labels: src.labels.clone(),
+            target: src.target.clone(),
+            created_at: None,
+            updated_at: None,
+        };
+        let created = svc
+            .create(CreateImageRequest {
+                image: Some(img.clone()),
+            })
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e) if e.code() == tonic::Code::AlreadyExists && force => {
+                svc.update(UpdateImageRequest {
+                    image: Some(img),
+                    update_mask: None,
+                })
+                .await?;
+            }
+            Err(e) if e.code() == tonic::Code::AlreadyExists => {
+                anyhow::bail!("image {target} already exists; pass --force to replace it")
+            }
+            Err(e) => return Err(e.into()),
+        }
+        println!("{target}");
     }
     Ok(())
 }

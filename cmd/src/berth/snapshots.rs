@@ -32,65 +32,102 @@ pub struct Snapshots {
 enum Cmd {
     /// List snapshots
     #[command(alias = "list")]
-    Ls {
-        #[command(flatten)]
-        flags: ListFlags,
-        /// Filters, e.g. kind==committed or labels.k==v
-        filters: Vec<String>,
-    },
+    Ls(LsArgs),
     /// Show one snapshot as JSON
-    Info { key: String },
+    Info(InfoArgs),
     /// Show snapshots as a tree of parents and children
     Tree,
     /// Print the mount commands for a snapshot at TARGET
-    Mounts { target: String, key: String },
+    Mounts(MountsArgs),
     /// Make a writable snapshot on PARENT; prints its mounts at --target
-    Prepare {
-        key: String,
-        parent: Option<String>,
-        #[arg(long, default_value = "/mnt")]
-        target: String,
-    },
+    Prepare(PrepareArgs),
     /// Make a read-only snapshot of PARENT; prints its mounts at --target
-    View {
-        key: String,
-        parent: String,
-        #[arg(long, default_value = "/mnt")]
-        target: String,
-    },
+    View(ViewArgs),
     /// Commit the active snapshot KEY as NAME (unreferenced committed snapshots are garbage:
     /// give `--label containerd.io/gc.root=<anything>` to keep one, or commit under a lease)
-    Commit {
-        name: String,
-        key: String,
-        /// key=value labels for the committed snapshot
-        #[arg(long = "label")]
-        labels: Vec<String>,
-    },
+    Commit(CommitArgs),
     /// Remove snapshots
     #[command(alias = "remove", alias = "delete")]
-    Rm {
-        #[arg(required = true)]
-        keys: Vec<String>,
-    },
+    Rm(RmArgs),
     /// Disk usage of snapshots
-    Usage { keys: Vec<String> },
+    Usage(UsageArgs),
     /// Set (key=value) or remove (key=) labels
-    Label {
-        key: String,
-        #[arg(required = true)]
-        labels: Vec<String>,
-    },
+    Label(LabelArgs),
     /// Write the changes of snapshot KEY against its parent as a layer; prints its digest
-    Diff {
-        key: String,
-        /// Layer media type
-        #[arg(long, default_value = "application/vnd.oci.image.layer.v1.tar+gzip")]
-        media_type: String,
-        /// Content ingest ref
-        #[arg(long, default_value = "")]
-        r#ref: String,
-    },
+    Diff(DiffArgs),
+}
+
+#[derive(clap::Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub flags: ListFlags,
+    /// Filters, e.g. kind==committed or labels.k==v
+    pub filters: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct InfoArgs {
+    pub key: String,
+}
+
+#[derive(clap::Args)]
+pub struct MountsArgs {
+    pub target: String,
+    pub key: String,
+}
+
+#[derive(clap::Args)]
+pub struct PrepareArgs {
+    pub key: String,
+    pub parent: Option<String>,
+    #[arg(long, default_value = "/mnt")]
+    pub target: String,
+}
+
+#[derive(clap::Args)]
+pub struct ViewArgs {
+    pub key: String,
+    pub parent: String,
+    #[arg(long, default_value = "/mnt")]
+    pub target: String,
+}
+
+#[derive(clap::Args)]
+pub struct CommitArgs {
+    pub name: String,
+    pub key: String,
+    /// key=value labels for the committed snapshot
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct RmArgs {
+    #[arg(required = true)]
+    pub keys: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct UsageArgs {
+    pub keys: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct LabelArgs {
+    pub key: String,
+    #[arg(required = true)]
+    pub labels: Vec<String>,
+}
+
+#[derive(clap::Args)]
+pub struct DiffArgs {
+    pub key: String,
+    /// Layer media type
+    #[arg(long, default_value = "application/vnd.oci.image.layer.v1.tar+gzip")]
+    pub media_type: String,
+    /// Content ingest ref
+    #[arg(long, default_value = "")]
+    r#ref: String,
 }
 
 fn kind(k: i32) -> &'static str {
@@ -146,219 +183,271 @@ fn info_json(i: &Info) -> serde_json::Value {
 
 pub async fn run(client: &Client, args: Snapshots) -> anyhow::Result<()> {
     let sn = args.snapshotter;
-    let mut svc = client.snapshots();
     match args.cmd {
-        Cmd::Ls { flags, filters } => {
-            let mut t = Table::new(&["KEY", "PARENT", "KIND"]);
-            for i in list(client, &sn, filters).await? {
-                let json = info_json(&i);
-                t.row(vec![i.name, i.parent, kind(i.kind).into()], json);
-            }
-            t.print(flags)?;
-        }
-        Cmd::Info { key } => {
-            let i = svc
-                .stat(StatSnapshotRequest {
-                    snapshotter: sn,
-                    key,
-                })
-                .await?
-                .into_inner()
-                .info
-                .unwrap_or_default();
-            println!("{}", serde_json::to_string_pretty(&info_json(&i))?);
-        }
-        Cmd::Tree => {
-            let all = list(client, &sn, vec![]).await?;
-            let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for i in &all {
-                children
-                    .entry(i.parent.clone())
-                    .or_default()
-                    .push(i.name.clone());
-            }
-            fn walk(children: &BTreeMap<String, Vec<String>>, node: &str, depth: usize) {
-                for c in children.get(node).into_iter().flatten() {
-                    let lead = if depth == 0 {
-                        String::new()
-                    } else {
-                        format!("{}\\_ ", "  ".repeat(depth))
-                    };
-                    println!("{lead}{c}");
-                    walk(children, c, depth + 1);
-                }
-            }
-            walk(&children, "", 0);
-        }
-        Cmd::Mounts { target, key } => {
-            let m = svc
-                .mounts(MountsRequest {
-                    snapshotter: sn,
-                    key,
-                })
-                .await?
-                .into_inner()
-                .mounts;
-            print_mounts(&m, &target);
-        }
-        Cmd::Prepare {
+        Cmd::Ls(a) => ls(client, sn.clone(), a).await?,
+        Cmd::Info(a) => info(client, sn.clone(), a).await?,
+        Cmd::Tree => tree(client, &sn).await?,
+        Cmd::Mounts(a) => mounts(client, sn.clone(), a).await?,
+        Cmd::Prepare(a) => prepare(client, sn.clone(), a).await?,
+        Cmd::View(a) => view(client, sn.clone(), a).await?,
+        Cmd::Commit(a) => commit(client, sn.clone(), a).await?,
+        Cmd::Rm(a) => rm(client, sn.clone(), a).await?,
+        Cmd::Usage(a) => usage(client, sn.clone(), a).await?,
+        Cmd::Label(a) => label(client, sn.clone(), a).await?,
+        Cmd::Diff(a) => diff(client, sn.clone(), a).await?,
+    }
+    Ok(())
+}
+
+async fn ls(client: &Client, sn: String, args: LsArgs) -> anyhow::Result<()> {
+    let LsArgs { flags, filters } = args;
+    let mut t = Table::new(&["KEY", "PARENT", "KIND"]);
+    for i in list(client, &sn, filters).await? {
+        let json = info_json(&i);
+        t.row(vec![i.name, i.parent, kind(i.kind).into()], json);
+    }
+    t.print(flags)?;
+    Ok(())
+}
+
+async fn info(client: &Client, sn: String, args: InfoArgs) -> anyhow::Result<()> {
+    let InfoArgs { key } = args;
+    let mut svc = client.snapshots();
+    let i = svc
+        .stat(StatSnapshotRequest {
+            snapshotter: sn,
+            key,
+        })
+        .await?
+        .into_inner()
+        .info
+        .unwrap_or_default();
+    println!("{}", serde_json::to_string_pretty(&info_json(&i))?);
+    Ok(())
+}
+
+async fn mounts(client: &Client, sn: String, args: MountsArgs) -> anyhow::Result<()> {
+    let MountsArgs { target, key } = args;
+    let mut svc = client.snapshots();
+    let m = svc
+        .mounts(MountsRequest {
+            snapshotter: sn,
+            key,
+        })
+        .await?
+        .into_inner()
+        .mounts;
+    print_mounts(&m, &target);
+    Ok(())
+}
+
+async fn prepare(client: &Client, sn: String, args: PrepareArgs) -> anyhow::Result<()> {
+    let PrepareArgs {
+        key,
+        parent,
+        target,
+    } = args;
+    let mut svc = client.snapshots();
+    let m = svc
+        .prepare(PrepareSnapshotRequest {
+            snapshotter: sn,
+            key,
+            parent: parent.unwrap_or_default(),
+            labels: HashMap::new(),
+        })
+        .await?
+        .into_inner()
+        .mounts;
+    print_mounts(&m, &target);
+    Ok(())
+}
+
+async fn view(client: &Client, sn: String, args: ViewArgs) -> anyhow::Result<()> {
+    let ViewArgs {
+        key,
+        parent,
+        target,
+    } = args;
+    let mut svc = client.snapshots();
+    let m = svc
+        .view(ViewSnapshotRequest {
+            snapshotter: sn,
             key,
             parent,
-            target,
-        } => {
-            let m = svc
-                .prepare(PrepareSnapshotRequest {
-                    snapshotter: sn,
-                    key,
-                    parent: parent.unwrap_or_default(),
-                    labels: HashMap::new(),
-                })
-                .await?
-                .into_inner()
-                .mounts;
-            print_mounts(&m, &target);
-        }
-        Cmd::View {
-            key,
-            parent,
-            target,
-        } => {
-            let m = svc
-                .view(ViewSnapshotRequest {
-                    snapshotter: sn,
-                    key,
-                    parent,
-                    labels: HashMap::new(),
-                })
-                .await?
-                .into_inner()
-                .mounts;
-            print_mounts(&m, &target);
-        }
-        Cmd::Commit { name, key, labels } => {
-            svc.commit(CommitSnapshotRequest {
-                snapshotter: sn,
-                name,
-                key,
-                labels: parse_labels(&labels)?,
+            labels: HashMap::new(),
+        })
+        .await?
+        .into_inner()
+        .mounts;
+    print_mounts(&m, &target);
+    Ok(())
+}
+
+async fn commit(client: &Client, sn: String, args: CommitArgs) -> anyhow::Result<()> {
+    let CommitArgs { name, key, labels } = args;
+    let mut svc = client.snapshots();
+    svc.commit(CommitSnapshotRequest {
+        snapshotter: sn,
+        name,
+        key,
+        labels: parse_labels(&labels)?,
+    })
+    .await?;
+    Ok(())
+}
+
+async fn rm(client: &Client, sn: String, args: RmArgs) -> anyhow::Result<()> {
+    let RmArgs { keys } = args;
+    let mut svc = client.snapshots();
+    for key in keys {
+        svc.remove(RemoveSnapshotRequest {
+            snapshotter: sn.clone(),
+            key: key.clone(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot remove snapshot {key}: {}", e.message()))?;
+        println!("{key}");
+    }
+    Ok(())
+}
+
+async fn usage(client: &Client, sn: String, args: UsageArgs) -> anyhow::Result<()> {
+    let UsageArgs { keys } = args;
+    let mut svc = client.snapshots();
+    let keys = if keys.is_empty() {
+        list(client, &sn, vec![])
+            .await?
+            .into_iter()
+            .map(|i| i.name)
+            .collect()
+    } else {
+        keys
+    };
+    let mut t = Table::new(&["KEY", "SIZE", "INODES"]);
+    for key in keys {
+        let u = svc
+            .usage(UsageRequest {
+                snapshotter: sn.clone(),
+                key: key.clone(),
             })
-            .await?;
-        }
-        Cmd::Rm { keys } => {
-            for key in keys {
-                svc.remove(RemoveSnapshotRequest {
-                    snapshotter: sn.clone(),
-                    key: key.clone(),
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot remove snapshot {key}: {}", e.message()))?;
-                println!("{key}");
-            }
-        }
-        Cmd::Usage { keys } => {
-            let keys = if keys.is_empty() {
-                list(client, &sn, vec![])
-                    .await?
-                    .into_iter()
-                    .map(|i| i.name)
-                    .collect()
-            } else {
-                keys
-            };
-            let mut t = Table::new(&["KEY", "SIZE", "INODES"]);
-            for key in keys {
-                let u = svc
-                    .usage(UsageRequest {
-                        snapshotter: sn.clone(),
-                        key: key.clone(),
-                    })
-                    .await?
-                    .into_inner();
-                let json = serde_json::json!({"key": key, "size": u.size, "inodes": u.inodes});
-                t.row(vec![key, size(u.size), u.inodes.to_string()], json);
-            }
-            t.print(ListFlags {
-                quiet: false,
-                format: Default::default(),
-            })?;
-        }
-        Cmd::Label { key, labels: l } => {
-            let l = parse_labels(&l)?;
-            let mask = crate::output::label_mask(&l);
-            let info = svc
-                .update(UpdateSnapshotRequest {
-                    snapshotter: sn,
-                    info: Some(Info {
-                        name: key,
-                        labels: l,
-                        ..Default::default()
-                    }),
-                    update_mask: Some(mask),
-                })
-                .await?
-                .into_inner()
-                .info
-                .unwrap_or_default();
-            println!("{}", labels(&info.labels));
-        }
-        Cmd::Diff {
-            key,
+            .await?
+            .into_inner();
+        let json = serde_json::json!({"key": key, "size": u.size, "inodes": u.inodes});
+        t.row(vec![key, size(u.size), u.inodes.to_string()], json);
+    }
+    t.print(ListFlags {
+        quiet: false,
+        format: Default::default(),
+    })?;
+    Ok(())
+}
+
+async fn label(client: &Client, sn: String, args: LabelArgs) -> anyhow::Result<()> {
+    let LabelArgs { key, labels: l } = args;
+    let mut svc = client.snapshots();
+    let l = parse_labels(&l)?;
+    let mask = crate::output::label_mask(&l);
+    let info = svc
+        .update(UpdateSnapshotRequest {
+            snapshotter: sn,
+            info: Some(Info {
+                name: key,
+                labels: l,
+                ..Default::default()
+            }),
+            update_mask: Some(mask),
+        })
+        .await?
+        .into_inner()
+        .info
+        .unwrap_or_default();
+    println!("{}", labels(&info.labels));
+    Ok(())
+}
+
+async fn diff(client: &Client, sn: String, args: DiffArgs) -> anyhow::Result<()> {
+    let DiffArgs {
+        key,
+        media_type,
+        r#ref,
+    } = args;
+    let mut svc = client.snapshots();
+    let info = svc
+        .stat(StatSnapshotRequest {
+            snapshotter: sn.clone(),
+            key: key.clone(),
+        })
+        .await?
+        .into_inner()
+        .info
+        .unwrap_or_default();
+    let right = svc
+        .mounts(MountsRequest {
+            snapshotter: sn.clone(),
+            key: key.clone(),
+        })
+        .await?
+        .into_inner()
+        .mounts;
+    // The parent, seen through a temporary view.
+    let view_key = format!("{key}-diff-view-{}", std::process::id());
+    let left = if info.parent.is_empty() {
+        vec![]
+    } else {
+        svc.view(ViewSnapshotRequest {
+            snapshotter: sn.clone(),
+            key: view_key.clone(),
+            parent: info.parent.clone(),
+            labels: HashMap::new(),
+        })
+        .await?
+        .into_inner()
+        .mounts
+    };
+    let result = client
+        .diff()
+        .diff(DiffRequest {
+            left,
+            right,
             media_type,
             r#ref,
-        } => {
-            let info = svc
-                .stat(StatSnapshotRequest {
-                    snapshotter: sn.clone(),
-                    key: key.clone(),
-                })
-                .await?
-                .into_inner()
-                .info
-                .unwrap_or_default();
-            let right = svc
-                .mounts(MountsRequest {
-                    snapshotter: sn.clone(),
-                    key: key.clone(),
-                })
-                .await?
-                .into_inner()
-                .mounts;
-            // The parent, seen through a temporary view.
-            let view_key = format!("{key}-diff-view-{}", std::process::id());
-            let left = if info.parent.is_empty() {
-                vec![]
+            labels: HashMap::new(),
+        })
+        .await;
+    if !info.parent.is_empty() {
+        let _ = svc
+            .remove(RemoveSnapshotRequest {
+                snapshotter: sn,
+                key: view_key,
+            })
+            .await;
+    }
+    let d = result?.into_inner().diff.unwrap_or_default();
+    println!("{}", d.digest);
+    Ok(())
+}
+
+/// The snapshots as a tree, each under its parent.
+async fn tree(client: &Client, sn: &str) -> anyhow::Result<()> {
+    let all = list(client, sn, vec![]).await?;
+    let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in &all {
+        children
+            .entry(i.parent.clone())
+            .or_default()
+            .push(i.name.clone());
+    }
+    fn walk(children: &BTreeMap<String, Vec<String>>, node: &str, depth: usize) {
+        for c in children.get(node).into_iter().flatten() {
+            let lead = if depth == 0 {
+                String::new()
             } else {
-                svc.view(ViewSnapshotRequest {
-                    snapshotter: sn.clone(),
-                    key: view_key.clone(),
-                    parent: info.parent.clone(),
-                    labels: HashMap::new(),
-                })
-                .await?
-                .into_inner()
-                .mounts
+                format!("{}\\_ ", "  ".repeat(depth))
             };
-            let result = client
-                .diff()
-                .diff(DiffRequest {
-                    left,
-                    right,
-                    media_type,
-                    r#ref,
-                    labels: HashMap::new(),
-                })
-                .await;
-            if !info.parent.is_empty() {
-                let _ = svc
-                    .remove(RemoveSnapshotRequest {
-                        snapshotter: sn,
-                        key: view_key,
-                    })
-                    .await;
-            }
-            let d = result?.into_inner().diff.unwrap_or_default();
-            println!("{}", d.digest);
+            println!("{lead}{c}");
+            walk(children, c, depth + 1);
         }
     }
+    walk(&children, "", 0);
     Ok(())
 }
