@@ -1,11 +1,11 @@
 //! Containers service core: validated container records and their events.
 
+use crate::context::{validate_identifier, Namespace};
 use crate::error::{blocking, Error, Result};
 use crate::events::{Event, Exchange};
 use crate::filters::{label_field, Fields, Filter};
 use crate::metadata::containers::ContainerRecord;
 use crate::metadata::{apply_label_path, now, validate_labels, MetadataStore};
-use crate::namespace::{validate_identifier, Namespace};
 
 impl Fields for ContainerRecord {
     fn field(&self, path: &[String]) -> Option<String> {

@@ -10,7 +10,7 @@ use crate::images::Images;
 use crate::leases::Leases;
 use crate::metadata::MetadataStore;
 use crate::namespaces::Namespaces;
-use crate::plugins::{self, Plugin, Registry};
+use crate::plugins::{self, Plugin, PluginSet};
 use crate::pull::Puller;
 use crate::push::Pusher;
 use crate::registry::RegistryConfig;
@@ -45,19 +45,19 @@ pub struct Daemon {
     pub unpacker: Unpacker,
     pub puller: Puller,
     pub pusher: Pusher,
-    pub streams: grpc::streaming::StreamRegistry,
+    pub streams: grpc::streaming::OpenStreams,
     pub volumes: crate::volumes::Volumes,
     pub builder: crate::build::Builder,
     pub gc: crate::gc::Gc,
     pub tasks: Tasks,
     pub runtime: RuntimeConfig,
-    pub registry: Registry,
+    pub plugins: PluginSet,
     pub uuid: String,
     pub version: VersionInfo,
 }
 
-fn registry(root: &Path) -> Result<Registry> {
-    let mut r = Registry::default();
+fn plugin_set(root: &Path) -> Result<PluginSet> {
+    let mut r = PluginSet::default();
     let content_root = root.join("io.containerd.content.v1.content");
     r.register(
         Plugin::new(plugins::CONTENT, "content", &[])
@@ -133,12 +133,12 @@ impl Daemon {
     ) -> Result<Self> {
         let root = runtime.root.clone();
         let root = root.as_path();
-        let mut registry = registry(root)?;
+        let mut plugins = plugin_set(root)?;
         let mut store = None;
         let mut backends: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
         let mut content = None;
         let events = Exchange::new();
-        for p in registry.ordered()? {
+        for p in plugins.ordered()? {
             match (p.kind.as_str(), p.id.as_str()) {
                 (plugins::METADATA, _) => {
                     let dir = root.join("io.containerd.metadata.v1.redb");
@@ -169,7 +169,7 @@ impl Daemon {
                         }
                         Err(e) => {
                             tracing::warn!(snapshotter = name, error = %e, "snapshotter unavailable");
-                            registry.set_init_err(plugins::SNAPSHOTTER, name, e.to_string());
+                            plugins.set_init_err(plugins::SNAPSHOTTER, name, e.to_string());
                         }
                     }
                 }
@@ -240,7 +240,7 @@ impl Daemon {
             content,
             events,
             store,
-            registry,
+            plugins,
             uuid,
             version,
         })
@@ -281,7 +281,7 @@ impl Daemon {
             })))
             .add_service(sized!(IntrospectionServer::new(
                 grpc::introspection::IntrospectionService {
-                    plugins: self.registry.ordered()?,
+                    plugins: self.plugins.ordered()?,
                     uuid: self.uuid.clone(),
                 }
             )))

@@ -1,11 +1,12 @@
 //! Diff service core: apply a layer from the content store onto mounts, and write the change
 //! between two mount sets into the content store as a new layer.
 
-use crate::content::{Content, Ctx};
+use crate::content::Content;
+use crate::context::Ctx;
+use crate::context::Namespace;
 use crate::error::{blocking, Error, Result};
 use crate::images::Descriptor;
 use crate::metadata::Labels;
-use crate::namespace::Namespace;
 use berth_snapshotters::hash::Sha256;
 use berth_snapshotters::{layer, Mount};
 use std::io::{Read, Write};

@@ -2,10 +2,10 @@
 //! match their filters. Core events are typed; events forwarded from outside (shims, clients)
 //! travel as raw `Any` payloads and are never decoded here.
 
+use crate::context::Namespace;
 use crate::error::{Error, Result};
 use crate::filters::{Fields, Filter};
 use crate::metadata::{now, Labels, Timestamp};
-use crate::namespace::Namespace;
 use tokio::sync::broadcast;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -9,9 +9,9 @@
 //! committed snapshots, children before parents. Ingests are left alone.
 
 use crate::content::Content;
+use crate::context::Namespace;
 use crate::error::{blocking, Result};
 use crate::metadata::MetadataStore;
-use crate::namespace::Namespace;
 use crate::oci;
 use crate::snapshots::{scoped, unscope, Snapshots};
 use berth_snapshotters::Kind;

@@ -1,12 +1,12 @@
 //! Images service core: named references to a root descriptor.
 
 use crate::content::digest::Digest;
+use crate::context::Namespace;
 use crate::error::{blocking, Error, Result};
 use crate::events::{Event, Exchange};
 use crate::filters::{label_field, Fields, Filter};
 use crate::metadata::images::ImageRecord;
 use crate::metadata::{apply_label_path, now, validate_labels, MetadataStore};
-use crate::namespace::Namespace;
 
 pub use crate::metadata::images::Descriptor;
 

@@ -1,10 +1,10 @@
 //! Leases service core.
 
+use crate::context::Namespace;
 use crate::error::{blocking, Error, Result};
 use crate::filters::{label_field, Fields, Filter};
 use crate::metadata::leases::{LeaseRecord, LeaseResource};
 use crate::metadata::{now, validate_labels, Labels, MetadataStore};
-use crate::namespace::Namespace;
 
 const MAX_LEASE_ID: usize = 1024;
 

@@ -9,6 +9,7 @@
 pub mod build;
 pub mod containers;
 pub mod content;
+pub mod context;
 pub mod daemon;
 pub mod diff;
 pub mod error;
@@ -19,7 +20,6 @@ pub mod grpc;
 pub mod images;
 pub mod leases;
 pub mod metadata;
-pub mod namespace;
 pub mod namespaces;
 pub mod oci;
 pub mod plugins;

@@ -1,11 +1,11 @@
 //! Namespaces service core: records, labels, and the emptiness rule for deletion.
 
+use crate::context::Namespace;
 use crate::error::{blocking, Result};
 use crate::events::{Event, Exchange};
 use crate::filters::{label_field, Fields, Filter};
 use crate::metadata::namespaces::NamespaceRecord;
 use crate::metadata::{apply_label_path, validate_labels, Labels, MetadataStore};
-use crate::namespace::Namespace;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamespaceInfo {

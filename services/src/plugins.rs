@@ -1,4 +1,4 @@
-//! The plugin registry: what berthd runs, keyed by type and id, each started after the
+//! The plugin set: what berthd runs, keyed by type and id, each started after the
 //! plugins whose types it requires. Introspection reports it, including init errors.
 
 use crate::error::{Error, Result};
@@ -48,11 +48,11 @@ impl Plugin {
 }
 
 #[derive(Debug, Default, Clone)]
-pub struct Registry {
+pub struct PluginSet {
     plugins: Vec<Plugin>,
 }
 
-impl Registry {
+impl PluginSet {
     pub fn register(&mut self, plugin: Plugin) -> Result<()> {
         if self
             .plugins
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn orders_by_requirements() {
-        let mut r = Registry::default();
+        let mut r = PluginSet::default();
         r.register(Plugin::new(GRPC, "content", &[SERVICE]))
             .unwrap();
         r.register(Plugin::new(SERVICE, "content-service", &[METADATA]))
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn reports_missing_and_cycles() {
-        let mut r = Registry::default();
+        let mut r = PluginSet::default();
         r.register(Plugin::new("a", "1", &["b"])).unwrap();
         assert!(r.ordered().unwrap_err().to_string().contains("requires b"));
         r.register(Plugin::new("b", "1", &["a"])).unwrap();

@@ -1,7 +1,8 @@
 //! Push: an image's blobs (layers, then configs), then its manifests, then the index, to a
 //! registry. Blobs the registry already has are skipped; blobs stream from the content store.
 
-use crate::content::{Content, Ctx};
+use crate::content::Content;
+use crate::context::Ctx;
 use crate::error::{blocking, Error, Result};
 use crate::images::{Descriptor, Images};
 use crate::oci::{self, Document, Platform, MAX_DOCUMENT};

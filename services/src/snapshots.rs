@@ -3,13 +3,13 @@
 //! different namespaces never meet. This module is the one place keys are scoped and
 //! unscoped, and snapshots recorded in leases; pull and unpack use it.
 
-use crate::content::Ctx;
+use crate::context::Ctx;
+use crate::context::Namespace;
 use crate::error::{blocking, Error, Result};
 use crate::events::{Event, Exchange};
 use crate::filters::{label_field, Fields, Filter};
 use crate::metadata::leases::LeaseResource;
 use crate::metadata::{validate_labels, Labels, MetadataStore};
-use crate::namespace::Namespace;
 use berth_snapshotters::{Info, Kind, Mount, Snapshotter, Usage};
 use std::collections::BTreeMap;
 use std::sync::Arc;

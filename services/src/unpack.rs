@@ -2,11 +2,12 @@
 //! containerd's clients expect to find them. With a snapshotter whose layers are independent
 //! (overlayfs) every missing layer is extracted at once, in parallel, then stacked in order.
 
-use crate::content::{Content, Ctx};
+use crate::content::Content;
+use crate::context::Ctx;
+use crate::context::Namespace;
 use crate::diff::{apply_blob, apply_blob_with, UNCOMPRESSED_LABEL};
 use crate::error::{blocking, Error, Kind, Result};
 use crate::metadata::{Labels, MetadataStore};
-use crate::namespace::Namespace;
 use crate::oci::{self, DocDescriptor, Document, Platform, MAX_DOCUMENT};
 use crate::snapshots::{scoped, Snapshots};
 use berth_snapshotters::layer::{self, Whiteouts};

@@ -4,11 +4,11 @@
 //! exists before its record commits and is removed after its record is deleted: a crash
 //! leaves only orphan directories, which `cleanup` removes at start.
 
+use crate::context::Namespace;
 use crate::error::{blocking, Error, Kind, Result};
 use crate::filters::{label_field, Fields, Filter};
 use crate::metadata::volumes::VolumeRecord;
 use crate::metadata::{now, validate_labels, Labels, MetadataStore};
-use crate::namespace::Namespace;
 use berth_snapshotters::layer::root::{clean, Root};
 use berth_snapshotters::mount::TempMount;
 use berth_snapshotters::Mount;

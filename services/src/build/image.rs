@@ -4,7 +4,7 @@
 use super::stage::Stage;
 use super::stage::{now_rfc3339, sha256_hex};
 use super::Builder;
-use crate::content::Ctx;
+use crate::context::Ctx;
 use crate::error::{blocking, Error, Result};
 use crate::images::Descriptor;
 use crate::metadata::images::ImageRecord;

@@ -2,12 +2,13 @@
 //! directory, and COPY/ADD written as layer tars straight from it. Source paths are resolved
 //! inside the context: one that climbs out of it is refused.
 
-use crate::content::{Content, Ctx};
+use crate::content::Content;
+use crate::context::Ctx;
+use crate::context::Namespace;
 use crate::diff::{Hashing, UNCOMPRESSED_LABEL};
 use crate::error::{Error, Result};
 use crate::metadata::content::BlobRecord;
 use crate::metadata::Labels;
-use crate::namespace::Namespace;
 use berth_snapshotters::layer::{self, root::clean, Whiteouts};
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};

@@ -15,7 +15,8 @@ mod run;
 mod stage;
 
 use crate::containers::Containers;
-use crate::content::{Content, Ctx};
+use crate::content::Content;
+use crate::context::Ctx;
 use crate::diff::Differ;
 use crate::error::{blocking, Error, Result};
 use crate::images::Images;

@@ -6,7 +6,7 @@ use super::stage::sha256_hex;
 use super::stage::Stage;
 use super::Progress;
 use super::{Builder, StepCtx};
-use crate::content::Ctx;
+use crate::context::Ctx;
 use crate::diff::{MEDIA_TAR_GZIP, UNCOMPRESSED_LABEL};
 use crate::error::{blocking, Error, Kind, Result};
 use crate::images::Descriptor;

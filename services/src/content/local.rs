@@ -9,9 +9,9 @@
 //! and verified or absent.
 
 use super::digest::Digest;
+use crate::context::Namespace;
 use crate::error::{Error, Kind, Result};
 use crate::metadata::{now, Timestamp};
-use crate::namespace::Namespace;
 use berth_snapshotters::hash::Sha256;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;

@@ -4,24 +4,17 @@
 pub mod digest;
 pub mod local;
 
+use crate::context::{Ctx, Namespace};
 use crate::error::{blocking, Error, Kind, Result};
 use crate::events::{Event, Exchange};
 use crate::filters::{label_field, Fields, Filter};
 use crate::metadata::content::BlobRecord;
 use crate::metadata::leases::LeaseResource;
 use crate::metadata::{apply_label_path, now, validate_labels, Labels, MetadataStore};
-use crate::namespace::Namespace;
 use digest::Digest;
 use local::{IngestStatus, LocalStore, Writer};
 use std::path::Path;
 use std::sync::Arc;
-
-/// The namespace and optional lease a request runs under.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    pub ns: Namespace,
-    pub lease: Option<String>,
-}
 
 impl Fields for BlobRecord {
     fn field(&self, path: &[String]) -> Option<String> {

@@ -2,7 +2,8 @@
 
 use super::{ctx, labels_in, labels_out, mask_paths, namespace, status, timestamp};
 use crate::content::local::IngestStatus;
-use crate::content::{Content, Ctx, NamespacedWriter};
+use crate::content::{Content, NamespacedWriter};
+use crate::context::Ctx;
 use crate::metadata::content::BlobRecord;
 use berth_proto::content::{
     content_server::Content as ContentApi, AbortRequest, DeleteContentRequest, Info, InfoRequest,

@@ -18,9 +18,9 @@ pub mod unpack;
 pub mod version;
 pub mod volumes;
 
-use crate::content::Ctx;
+use crate::context::Ctx;
+use crate::context::Namespace;
 use crate::error::{Error, Kind};
-use crate::namespace::Namespace;
 use std::collections::{BTreeMap, HashMap};
 use tonic::{Request, Status};
 

@@ -1,7 +1,7 @@
 //! containerd.services.namespaces.v1.Namespaces
 
 use super::{labels_in, labels_out, mask_paths, status};
-use crate::namespace::Namespace;
+use crate::context::Namespace;
 use crate::namespaces::{NamespaceInfo, Namespaces};
 use berth_proto::namespaces::{
     namespaces_server::Namespaces as NamespacesApi, CreateNamespaceRequest,

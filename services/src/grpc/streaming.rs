@@ -34,11 +34,11 @@ impl Stream {
 
 /// Streams opened and not yet taken, by namespace and id.
 #[derive(Clone, Default)]
-pub struct StreamRegistry {
+pub struct OpenStreams {
     open: Arc<Mutex<HashMap<String, Stream>>>,
 }
 
-impl StreamRegistry {
+impl OpenStreams {
     /// Takes the stream `id` of `ns` for one call; the stream ends when it is dropped.
     pub fn take(&self, ns: &str, id: &str) -> Result<Stream, Status> {
         self.open
@@ -72,7 +72,7 @@ pub fn decode<M: prost::Message + prost::Name + Default>(any: &Any) -> Result<M,
 }
 
 pub struct StreamingService {
-    pub streams: StreamRegistry,
+    pub streams: OpenStreams,
 }
 
 #[tonic::async_trait]

@@ -1,7 +1,7 @@
 //! containerd.services.transfer.v1.Transfer: registry pull (OCIRegistry -> ImageStore) and push
 //! (ImageStore -> OCIRegistry), with progress and credentials on Streaming streams.
 
-use super::streaming::{decode, is, Stream, StreamRegistry};
+use super::streaming::{decode, is, OpenStreams, Stream};
 use super::{ctx, labels_in, status};
 use crate::error::Kind;
 use crate::oci::Platform;
@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 pub struct TransferService {
     pub puller: Puller,
     pub pusher: Pusher,
-    pub streams: StreamRegistry,
+    pub streams: OpenStreams,
 }
 
 fn platform_of(p: &berth_proto::types::Platform) -> Platform {
@@ -87,7 +87,7 @@ fn progress_pump(stream: Stream) -> (mpsc::UnboundedSender<Progress>, tokio::tas
     (tx, task)
 }
 
-fn access(streams: &StreamRegistry, ns: &str, reg: &OciRegistry) -> Result<Access, Status> {
+fn access(streams: &OpenStreams, ns: &str, reg: &OciRegistry) -> Result<Access, Status> {
     let resolver = reg.resolver.clone().unwrap_or_default();
     let credentials = if resolver.auth_stream.is_empty() {
         None

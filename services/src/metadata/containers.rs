@@ -1,8 +1,8 @@
 //! Container records: what a container is (spec, runtime, snapshot), not what runs.
 
 use super::{ensure_namespace, Labels, MetadataStore, Timestamp, CONTAINERS};
+use crate::context::Namespace;
 use crate::error::{Error, Result};
-use crate::namespace::Namespace;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

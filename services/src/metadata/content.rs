@@ -2,8 +2,8 @@
 //! store on disk, shared by all namespaces.
 
 use super::{ensure_namespace, Labels, MetadataStore, Timestamp, CONTENT, NAMESPACES};
+use crate::context::Namespace;
 use crate::error::{Error, Result};
-use crate::namespace::Namespace;
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 

@@ -1,8 +1,8 @@
 //! Image records: a name pointing at a root descriptor.
 
 use super::{ensure_namespace, Labels, MetadataStore, Timestamp, IMAGES};
+use crate::context::Namespace;
 use crate::error::{Error, Result};
-use crate::namespace::Namespace;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 

@@ -1,8 +1,8 @@
 //! Leases and the resources they hold.
 
 use super::{ensure_namespace, Labels, MetadataStore, Timestamp, LEASES, LEASE_RESOURCES};
+use crate::context::Namespace;
 use crate::error::{Error, Result};
-use crate::namespace::Namespace;
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 

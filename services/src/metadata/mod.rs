@@ -25,8 +25,8 @@ pub mod leases;
 pub mod namespaces;
 pub mod volumes;
 
+use crate::context::Namespace;
 use crate::error::{Error, Result};
-use crate::namespace::Namespace;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -4,8 +4,8 @@ use super::{
     namespace_has_records, Labels, MetadataStore, CONTAINERS, CONTENT, IMAGES, LEASES, NAMESPACES,
     VOLUMES,
 };
+use crate::context::Namespace;
 use crate::error::{Error, Result};
-use crate::namespace::Namespace;
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 

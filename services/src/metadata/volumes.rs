@@ -1,8 +1,8 @@
 //! Volume records: a name, labels, and whether the engine made it for one container.
 
 use super::{ensure_namespace, Labels, MetadataStore, Timestamp, VOLUMES};
+use crate::context::Namespace;
 use crate::error::{Error, Result};
-use crate::namespace::Namespace;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 

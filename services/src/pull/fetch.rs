@@ -4,7 +4,8 @@
 
 use super::plan::LayerJob;
 use super::{report, ProgressTx, Puller, MAX_ATTEMPTS};
-use crate::content::{Content, Ctx, NamespacedWriter};
+use crate::content::{Content, NamespacedWriter};
+use crate::context::Ctx;
 use crate::diff::apply_blob_with;
 use crate::error::{blocking, Error, Kind, Result};
 use crate::metadata::Labels;

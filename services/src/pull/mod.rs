@@ -14,7 +14,8 @@ mod resolve;
 
 pub use resolve::detect_media_type;
 
-use crate::content::{Content, Ctx};
+use crate::content::Content;
+use crate::context::Ctx;
 use crate::error::{blocking, Error, Result};
 use crate::images::{Descriptor, Images};
 use crate::leases::Leases;

@@ -2,7 +2,7 @@
 //! which staging directory while they download, and which blobs are fetched at all.
 
 use super::Puller;
-use crate::content::Ctx;
+use crate::context::Ctx;
 use crate::error::Result;
 use crate::oci::{self, DocDescriptor};
 use crate::snapshots::scoped;

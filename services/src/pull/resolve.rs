@@ -2,7 +2,8 @@
 //! platforms, each manifest with its config, all verified and capped in size; then stored.
 
 use super::{Puller, MAX_DOCUMENT};
-use crate::content::{Content, Ctx};
+use crate::content::Content;
+use crate::context::Ctx;
 use crate::error::{blocking, Error, Result};
 use crate::images::Descriptor;
 use crate::metadata::Labels;

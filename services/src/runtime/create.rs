@@ -3,8 +3,8 @@
 
 use super::shim_client::{runc_options, ShimClient};
 use super::{bundle, CreateTask, ShimTask, Tasks};
+use crate::context::Namespace;
 use crate::error::{Error, Result};
-use crate::namespace::Namespace;
 
 impl Tasks {
     pub async fn create(&self, ns: Namespace, mut req: CreateTask) -> Result<u32> {

@@ -18,11 +18,11 @@ pub mod types;
 pub use bundle::RuntimeConfig;
 pub use types::*;
 
+use crate::context::Namespace;
 use crate::error::{Error, Kind, Result};
 use crate::events::{Event, Exchange};
 use crate::metadata::containers::AnyValue;
 use crate::metadata::MetadataStore;
-use crate::namespace::Namespace;
 use crate::snapshots::Snapshots;
 use shim_client::ShimClient;
 use std::collections::HashMap;

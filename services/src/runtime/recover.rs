@@ -4,7 +4,7 @@
 
 use super::shim_client::ShimClient;
 use super::{bundle, ShimTask, Tasks};
-use crate::namespace::Namespace;
+use crate::context::Namespace;
 use std::path::PathBuf;
 
 impl Tasks {

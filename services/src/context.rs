@@ -1,4 +1,5 @@
-//! The validated namespace name every core API takes.
+//! What every core call runs in: the validated [`Namespace`] every core API takes, and the
+//! [`Ctx`] of a request (its namespace and, optionally, the lease that holds what it writes).
 
 use crate::error::{Error, Result};
 use std::fmt;
@@ -28,6 +29,13 @@ impl fmt::Display for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A request's namespace and the lease (if any) that what it creates is added to.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub ns: Namespace,
+    pub lease: Option<String>,
 }
 
 fn is_valid(name: &str) -> bool {
