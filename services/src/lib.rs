@@ -1,11 +1,6 @@
 //! berthd's core. Each module owns one domain and speaks in core types; `grpc` is the only
 //! place that knows about protobuf and status codes.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
-
 pub mod build;
 pub mod containers;
 pub mod content;

@@ -1,5 +1,6 @@
 //! The daemon's API driven through the Rust client: every service of the foundation, its
 //! error codes, and hostile requests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_client::proto::content::{
     AbortRequest, InfoRequest, ListContentRequest, ListStatusesRequest, ReadContentRequest,

@@ -1,6 +1,7 @@
 //! Image archives both ways: berth imports what containerd's ctr exports and `docker save`
 //! tarballs; ctr imports what berth exports; several images per archive; hostile archives
 //! are refused with a clear error and leave nothing behind.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_tests::oci::{self, sha256};
 use berth_tests::{ok, stderr, Daemon};

@@ -1,6 +1,7 @@
 //! berth build: a Dockerfile of every supported instruction builds inside berthd, runs,
 //! rebuilds entirely from cache to the same image, is pushed to a loopback registry and
 //! pulled and run by containerd itself; errors name the Dockerfile line.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_tests::oci::Registry;
 use berth_tests::{daemon_with_busybox, ok, stderr, Containerd};

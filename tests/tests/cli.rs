@@ -1,4 +1,5 @@
 //! berth's own CLI against a real daemon.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_tests::{ok, sha256, Daemon};
 

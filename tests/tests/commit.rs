@@ -1,5 +1,6 @@
 //! berth commit: a container's changes become one new layer; the new image runs with them
 //! (files added, files deleted through whiteouts) and with the config changes asked for.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_tests::oci;
 use berth_tests::{ok, Daemon};

@@ -1,4 +1,5 @@
 //! Debian's containerd `ctr`, an independent client, against berthd.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_tests::{ok, sha256, Daemon};
 

@@ -1,5 +1,6 @@
 //! berthd as a process: flags and config, permissions, the root lock, graceful shutdown,
 //! and crash recovery of ingests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_client::proto::content::{InfoRequest, StatusRequest, WriteAction, WriteContentRequest};
 use berth_tests::{bin, require_root, sha256, Daemon};

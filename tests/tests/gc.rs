@@ -1,6 +1,7 @@
 //! Garbage collection: removing an image collects what only it held (content and
 //! snapshots) and keeps what another image, a container or a lease still needs; expired
 //! leases go with what they held.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_client::proto::leases::{CreateRequest, DeleteRequest};
 use berth_tests::oci::{self, Entry, Registry};

@@ -2,6 +2,7 @@
 //! loopback: unpack while downloading, resume after dropped connections and a daemon
 //! restart, a registry serving wrong bytes, basic auth, mirrors, and containerd's ctr pulling
 //! what berth pushed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_tests::oci::{self, Entry, Fault, Proxy, Registry};
 use berth_tests::{ok, stderr, Daemon};

@@ -1,5 +1,6 @@
 //! berth run: the default spec, the image's config, resource limits, bind mounts and exit
 //! codes, with real containers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_tests::oci;
 use berth_tests::{daemon_with_busybox, ok, Daemon};

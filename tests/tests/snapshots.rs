@@ -1,5 +1,6 @@
 //! Layers into filesystems and back: ctr's import and pull unpacking through berthd's
 //! Snapshots and Diff services, the snapshot API's rules, and the differ's round trip.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_client::proto::content::InfoRequest;
 use berth_client::proto::diff::{ApplyRequest, DiffRequest};

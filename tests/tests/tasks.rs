@@ -1,5 +1,6 @@
 //! Real containers through berthd's Containers and Tasks services, run by Debian's
 //! containerd-shim-runc-v2 and runc, driven by Debian's ctr.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_tests::oci;
 use berth_tests::{ok, Daemon};

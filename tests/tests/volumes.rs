@@ -1,6 +1,7 @@
 //! Volumes with real containers: named volumes outlive containers and daemon restarts, a
 //! volume in use cannot be removed (also after a restart), image VOLUME entries become
 //! anonymous volumes seeded from the image and confined to it, and the API's errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_tests::oci::{self, Entry};
 use berth_tests::{ok, stderr, Daemon};

@@ -61,8 +61,8 @@ impl Root {
         if fd < 0 {
             return Err(last_os_error(format!("open layer root {}", path.display())));
         }
-        // SAFETY: fd was just returned by open and is owned by nobody else.
         Ok(Root {
+            // SAFETY: fd was just returned by open and is owned by nobody else.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             path: path.to_path_buf(),
         })
