@@ -5,7 +5,7 @@ use berth_proto::containerd::task::v2::DeleteResponse;
 use berth_shim::events::Publisher;
 use berth_shim::reaper::Reaper;
 use berth_shim::rootfs::unmount_rootfs;
-use berth_shim::runc::{Runc, Stdio3};
+use berth_shim::runc::{Runc, Runtime, Stdio3};
 use berth_shim::service::Service;
 use prost::Message;
 use std::io::Write;
@@ -178,7 +178,7 @@ fn serve(a: &Args) -> Result<(), String> {
     let service = Service::new(
         a.id.clone(),
         bundle.clone(),
-        runc,
+        Box::new(runc),
         reaper,
         Publisher::new(ttrpc, a.namespace.clone()),
     );

@@ -63,18 +63,25 @@ impl Reaper {
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             }
-            let exit = Exit {
-                status: status_code(raw),
-                at: crate::now(),
-            };
-            if let Ok(mut m) = self.exits.lock() {
-                m.insert(pid, exit);
-            }
-            self.cv.notify_all();
-            if let Ok(h) = self.hook.lock() {
-                if let Some(h) = h.as_ref() {
-                    h(pid, exit);
-                }
+            self.record(
+                pid,
+                Exit {
+                    status: status_code(raw),
+                    at: crate::now(),
+                },
+            );
+        }
+    }
+
+    /// Keeps `pid`'s exit for whoever waits, then tells the hook.
+    pub fn record(&self, pid: i32, exit: Exit) {
+        if let Ok(mut m) = self.exits.lock() {
+            m.insert(pid, exit);
+        }
+        self.cv.notify_all();
+        if let Ok(h) = self.hook.lock() {
+            if let Some(h) = h.as_ref() {
+                h(pid, exit);
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Driving the runc binary. Exit statuses come from the reaper, which owns waiting.
+//! Driving the low-level runtime: the [`Runtime`] trait the task service calls, and [`Runc`],
+//! which runs the runc binary. Exit statuses come from the reaper, which owns waiting.
 
 use crate::reaper::Reaper;
 use std::io::Read;
@@ -30,9 +31,27 @@ impl std::fmt::Display for Failed {
     }
 }
 
-impl Runc {
+/// What the task service asks of a low-level runtime (runc's command line). A double in the
+/// tests stands in for runc, so the service's state machine is tested without root.
+pub trait Runtime: Send + Sync {
+    /// Runs a command to completion; returns its stdout, or the error it printed.
+    fn run(&self, args: &[&str], stdio: Stdio3) -> Result<Vec<u8>, Failed>;
+    /// Runs a command that starts a container process (create, exec) with `stdio`; errors
+    /// come from its JSON log at `log`. The process's pid is written to `--pid-file`.
+    fn launch(&self, args: &[&str], stdio: Stdio3, log: &Path) -> Result<(), Failed>;
+}
+
+/// The pid a runtime wrote to its `--pid-file`.
+pub fn read_pid(path: &Path) -> Result<i32, Failed> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| Failed(format!("runc wrote no pid to {}", path.display())))
+}
+
+impl Runtime for Runc {
     /// Runs `runc --root R <args>`; returns stdout, or the error runc printed.
-    pub fn run(&self, args: &[&str], stdio: Stdio3) -> Result<Vec<u8>, Failed> {
+    fn run(&self, args: &[&str], stdio: Stdio3) -> Result<Vec<u8>, Failed> {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root").arg(&self.root).args(args);
         let capture_out = stdio.stdout.is_none();
@@ -76,7 +95,7 @@ impl Runc {
     /// Runs a runc command that starts a container process (create, exec). The process
     /// inherits runc's stdio, so nothing is captured from it: missing stdio is /dev/null and
     /// runc reports errors through its JSON log at `log`.
-    pub fn launch(&self, args: &[&str], stdio: Stdio3, log: &Path) -> Result<(), Failed> {
+    fn launch(&self, args: &[&str], stdio: Stdio3, log: &Path) -> Result<(), Failed> {
         let _ = std::fs::remove_file(log);
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root")
@@ -115,12 +134,5 @@ impl Runc {
                 msgs.join("; ")
             }
         )))
-    }
-
-    pub fn read_pid(path: &Path) -> Result<i32, Failed> {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or_else(|| Failed(format!("runc wrote no pid to {}", path.display())))
     }
 }

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::events::Publisher;
 use crate::reaper::{Exit, Reaper};
 use crate::rootfs::{mount_rootfs, unmount_rootfs};
-use crate::runc::{Runc, Stdio3};
+use crate::runc::{read_pid, Runtime, Stdio3};
 use crate::server::{Handler, Reply};
 use crate::stdio::open_io;
 use berth_proto::containerd::events as ev;
@@ -42,7 +42,7 @@ struct State {
 pub struct Service {
     pub id: String,
     pub bundle: PathBuf,
-    runc: Runc,
+    runc: Box<dyn Runtime>,
     reaper: Arc<Reaper>,
     events: Arc<Publisher>,
     state: Arc<Mutex<State>>,
@@ -60,7 +60,7 @@ impl Service {
     pub fn new(
         id: String,
         bundle: PathBuf,
-        runc: Runc,
+        runc: Box<dyn Runtime>,
         reaper: Arc<Reaper>,
         events: Publisher,
     ) -> Arc<Self> {
@@ -175,7 +175,7 @@ impl Service {
             Some(sock) => Some(self.attach_console(sock, &r.stdin, &r.stdout)?),
             None => None,
         };
-        let pid = Runc::read_pid(&pid_file).map_err(|e| Error::internal(e.0))?;
+        let pid = read_pid(&pid_file).map_err(|e| Error::internal(e.0))?;
         let cgroup = Cgroup::of_pid(pid);
         if let Some(cg) = &cgroup {
             let (events, id) = (self.events.clone(), self.id.clone());
@@ -268,7 +268,7 @@ impl Service {
             Some(sock) => Some(self.attach_console(sock, &p.stdin, &p.stdout)?),
             None => None,
         };
-        let pid = Runc::read_pid(&pid_file).map_err(|e| Error::internal(e.0))?;
+        let pid = read_pid(&pid_file).map_err(|e| Error::internal(e.0))?;
         let early = self.reaper.exited(pid);
         self.update(&r.exec_id, |p| {
             p.pid = pid;
@@ -635,5 +635,223 @@ impl Handler for Service {
                 "method {other} is not implemented"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runc::Failed;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    /// Stands in for runc: records every command, writes pids for create and exec, and
+    /// can make a launched process exit at once (as a crashing exec would).
+    #[derive(Default)]
+    struct FakeRuntime {
+        calls: Mutex<Vec<String>>,
+        next_pid: AtomicI32,
+        exit_at_launch: Mutex<Option<(Arc<Reaper>, i32)>>,
+    }
+
+    struct Shared(Arc<FakeRuntime>);
+
+    impl Runtime for Shared {
+        fn run(&self, args: &[&str], _stdio: Stdio3) -> Result<Vec<u8>, Failed> {
+            self.0.calls.lock().unwrap().push(args.join(" "));
+            Ok(b"[]".to_vec())
+        }
+        fn launch(&self, args: &[&str], _stdio: Stdio3, _log: &Path) -> Result<(), Failed> {
+            self.0.calls.lock().unwrap().push(args.join(" "));
+            let pid = 4_000_000 + self.0.next_pid.fetch_add(1, Ordering::SeqCst);
+            let at = args.iter().position(|a| *a == "--pid-file").unwrap();
+            std::fs::write(args[at + 1], pid.to_string()).unwrap();
+            if let Some((reaper, status)) = self.0.exit_at_launch.lock().unwrap().take() {
+                reaper.record(
+                    pid,
+                    Exit {
+                        status,
+                        at: crate::now(),
+                    },
+                );
+            }
+            Ok(())
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        service: Arc<Service>,
+        runtime: Arc<FakeRuntime>,
+        reaper: Arc<Reaper>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Arc::new(FakeRuntime::default());
+        let reaper = Arc::new(Reaper::default());
+        let service = Service::new(
+            "c1".into(),
+            dir.path().to_path_buf(),
+            Box::new(Shared(runtime.clone())),
+            reaper.clone(),
+            Publisher::new(
+                dir.path().join("no-daemon").display().to_string(),
+                "default".into(),
+            ),
+        );
+        Fixture {
+            _dir: dir,
+            service,
+            runtime,
+            reaper,
+        }
+    }
+
+    fn create(s: &Service) -> R<u32> {
+        s.create(api::CreateTaskRequest {
+            id: "c1".into(),
+            ..Default::default()
+        })
+        .map(|r| r.pid)
+    }
+
+    fn state(s: &Service, exec_id: &str) -> R<api::StateResponse> {
+        s.state_of(api::StateRequest {
+            id: "c1".into(),
+            exec_id: exec_id.into(),
+        })
+    }
+
+    fn start(s: &Service, exec_id: &str) -> R<u32> {
+        s.start(api::StartRequest {
+            id: "c1".into(),
+            exec_id: exec_id.into(),
+        })
+        .map(|r| r.pid)
+    }
+
+    #[test]
+    fn init_lifecycle_create_start_exit_wait_delete() {
+        let f = fixture();
+        let pid = create(&f.service).unwrap();
+        assert_eq!(
+            state(&f.service, "").unwrap().status,
+            Status::Created as i32
+        );
+        assert!(matches!(create(&f.service), Err(Error::AlreadyExists(_))));
+
+        assert_eq!(start(&f.service, "").unwrap(), pid);
+        assert_eq!(
+            state(&f.service, "").unwrap().status,
+            Status::Running as i32
+        );
+        assert!(matches!(
+            start(&f.service, ""),
+            Err(Error::FailedPrecondition(_))
+        ));
+        let refused = f.service.delete(api::DeleteRequest {
+            id: "c1".into(),
+            exec_id: String::new(),
+        });
+        assert!(matches!(refused, Err(Error::FailedPrecondition(_))));
+
+        // Wait blocks until the reaper sees the exit.
+        let svc = f.service.clone();
+        let waiter = std::thread::spawn(move || {
+            svc.wait(api::WaitRequest {
+                id: "c1".into(),
+                exec_id: String::new(),
+            })
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished());
+        f.reaper.record(
+            pid as i32,
+            Exit {
+                status: 3,
+                at: crate::now(),
+            },
+        );
+        assert_eq!(waiter.join().unwrap().unwrap().exit_status, 3);
+        let s = state(&f.service, "").unwrap();
+        assert_eq!((s.status, s.exit_status), (Status::Stopped as i32, 3));
+        let kill = f.service.kill(api::KillRequest {
+            id: "c1".into(),
+            signal: 9,
+            ..Default::default()
+        });
+        assert!(matches!(kill, Err(Error::NotFound(_))));
+
+        let deleted = f
+            .service
+            .delete(api::DeleteRequest {
+                id: "c1".into(),
+                exec_id: String::new(),
+            })
+            .unwrap();
+        assert_eq!((deleted.pid, deleted.exit_status), (pid, 3));
+        assert!(matches!(state(&f.service, ""), Err(Error::NotFound(_))));
+        let calls = f.runtime.calls.lock().unwrap().clone();
+        assert!(calls[0].starts_with("create --bundle "), "{calls:?}");
+        assert_eq!(&calls[1..], ["start c1", "delete --force c1"]);
+    }
+
+    #[test]
+    fn execs_are_validated_once_each_and_an_early_exit_is_kept() {
+        let f = fixture();
+        create(&f.service).unwrap();
+        start(&f.service, "").unwrap();
+        let exec = |id: &str, spec: &[u8]| {
+            f.service.exec(api::ExecProcessRequest {
+                id: "c1".into(),
+                exec_id: id.into(),
+                spec: Some(prost_types::Any {
+                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                    value: spec.to_vec(),
+                }),
+                ..Default::default()
+            })
+        };
+        assert!(matches!(
+            exec("e1", b"not json"),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(exec("a/b", b"{}"), Err(Error::InvalidArgument(_))));
+        exec("e1", b"{}").unwrap();
+        assert!(matches!(exec("e1", b"{}"), Err(Error::AlreadyExists(_))));
+        assert_eq!(
+            state(&f.service, "e1").unwrap().status,
+            Status::Created as i32
+        );
+
+        // The process exits before `start` has read its pid: the exit is not lost.
+        *f.runtime.exit_at_launch.lock().unwrap() = Some((f.reaper.clone(), 7));
+        let pid = start(&f.service, "e1").unwrap();
+        let s = state(&f.service, "e1").unwrap();
+        assert_eq!(
+            (s.pid, s.status, s.exit_status),
+            (pid, Status::Stopped as i32, 7)
+        );
+        let calls = f.runtime.calls.lock().unwrap().clone();
+        assert!(
+            calls
+                .last()
+                .unwrap()
+                .starts_with("exec --detach --pid-file "),
+            "{calls:?}"
+        );
+        f.service
+            .delete(api::DeleteRequest {
+                id: "c1".into(),
+                exec_id: "e1".into(),
+            })
+            .unwrap();
+        assert!(matches!(state(&f.service, "e1"), Err(Error::NotFound(_))));
+        // The init process is untouched by the exec's deletion.
+        assert_eq!(
+            state(&f.service, "").unwrap().status,
+            Status::Running as i32
+        );
     }
 }
