@@ -355,3 +355,103 @@ impl Tasks {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filters::Filter;
+    use shim_client::fake::{self, Mode};
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        tasks: Tasks,
+        events: Exchange,
+        ns: Namespace,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(&dir.path().join("meta.redb")).unwrap();
+        let events = Exchange::new();
+        let snapshots = Snapshots::new(Default::default(), store.clone(), events.clone());
+        let cfg = RuntimeConfig {
+            root: dir.path().join("root"),
+            state: dir.path().join("state"),
+            address: dir.path().join("berthd.sock"),
+        };
+        let tasks = Tasks::new(cfg, store, snapshots, events.clone());
+        Fixture {
+            dir,
+            tasks,
+            events,
+            ns: Namespace::parse("default").unwrap(),
+        }
+    }
+
+    /// Registers task `c1` on a fake shim behaving as `mode`.
+    async fn task_on_fake_shim(f: &Fixture, mode: Mode) {
+        let socket = f.dir.path().join("shim.sock");
+        fake::serve(&socket, mode);
+        let client = ShimClient::connect(&socket).await.unwrap();
+        let bundle = f.dir.path().join("bundle");
+        std::fs::create_dir_all(&bundle).unwrap();
+        // A shim binary whose `delete` fails: the daemon falls back to its own report.
+        let task = ShimTask::new(client, bundle, PathBuf::from("/bin/false"), None);
+        f.tasks.register(&f.ns, "c1", task).unwrap();
+    }
+
+    async fn next_exit(
+        sub: &mut crate::events::Subscription,
+        within: Duration,
+    ) -> Option<(u32, u32)> {
+        loop {
+            let env = tokio::time::timeout(within, sub.next()).await.ok()??;
+            if let Event::TaskExit {
+                pid, exit_status, ..
+            } = env.event
+            {
+                return Some((pid, exit_status));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_shim_reports_its_task_exited_once() {
+        let f = fixture();
+        let mut sub = f.events.subscribe(Filter::parse_all::<&str>(&[]).unwrap());
+        task_on_fake_shim(&f, Mode::Die).await;
+        let exit = next_exit(&mut sub, Duration::from_secs(5)).await;
+        assert_eq!(exit, Some((0, KILLED_EXIT_STATUS)));
+        assert_eq!(next_exit(&mut sub, Duration::from_millis(300)).await, None);
+
+        let p = init("c1");
+        let state = f.tasks.state(f.ns.clone(), p.clone()).await.unwrap();
+        assert_eq!(
+            (state.status, state.exit_status),
+            (Status::Stopped, KILLED_EXIT_STATUS)
+        );
+        assert!(state.exited_at > 0);
+        let waited = f.tasks.wait(f.ns.clone(), p.clone()).await.unwrap();
+        assert_eq!(waited.exit_status, KILLED_EXIT_STATUS);
+        assert!(f.tasks.kill(f.ns.clone(), p, 9, false).await.is_err());
+        f.tasks.delete(f.ns.clone(), "c1".into()).await.unwrap();
+        assert!(f.tasks.running(&f.ns).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_deleted_task_is_not_reported_exited_by_its_closing_shim() {
+        let f = fixture();
+        let mut sub = f.events.subscribe(Filter::parse_all::<&str>(&[]).unwrap());
+        task_on_fake_shim(&f, Mode::Serve).await;
+        let state = f.tasks.state(f.ns.clone(), init("c1")).await.unwrap();
+        assert_eq!((state.pid, state.status), (fake::PID, Status::Running));
+
+        // The shim closes its connection on Shutdown, before the task leaves the table.
+        let deleted = f.tasks.delete(f.ns.clone(), "c1".into()).await.unwrap();
+        assert_eq!(deleted.pid, fake::PID);
+        assert_eq!(next_exit(&mut sub, Duration::from_millis(500)).await, None);
+        assert!(f.tasks.running(&f.ns).is_empty());
+        let gone = f.tasks.state(f.ns.clone(), init("c1")).await.unwrap_err();
+        assert_eq!(gone.kind(), Kind::NotFound);
+    }
+}

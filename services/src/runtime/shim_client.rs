@@ -338,6 +338,69 @@ impl ShimClient {
     }
 }
 
+/// A stand-in shim for the runtime's tests: speaks ttrpc on a unix socket, answers the Task
+/// calls a task's life needs, and can die on purpose.
+#[cfg(test)]
+pub(crate) mod fake {
+    use berth_proto::containerd::task::v2 as api;
+    use berth_proto::ttrpc::{Request, Response};
+    use berth_proto::ttrpc_wire::{read_frame, write_frame, FrameType};
+    use prost::Message;
+    use std::path::Path;
+
+    pub enum Mode {
+        /// Accepts the connection and closes it: the shim died.
+        Die,
+        /// Answers until asked to Shutdown, then closes the connection (as a shim exits).
+        Serve,
+    }
+
+    pub const PID: u32 = 42;
+
+    pub fn serve(path: &Path, mode: Mode) -> std::thread::JoinHandle<()> {
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            if matches!(mode, Mode::Die) {
+                return;
+            }
+            while let Ok((h, payload)) = read_frame(&mut conn) {
+                let req = Request::decode(payload.as_slice()).unwrap();
+                let body = match req.method.as_str() {
+                    "Delete" => api::DeleteResponse {
+                        pid: PID,
+                        exit_status: 0,
+                        exited_at: Some(berth_proto::vocab::time::to_proto(1)),
+                    }
+                    .encode_to_vec(),
+                    "State" => api::StateResponse {
+                        id: "c1".into(),
+                        pid: PID,
+                        status: berth_proto::containerd::v1::types::Status::Running as i32,
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                    _ => vec![],
+                };
+                let resp = Response {
+                    status: None,
+                    payload: body,
+                };
+                write_frame(
+                    &mut conn,
+                    h.stream_id,
+                    FrameType::Response,
+                    &resp.encode_to_vec(),
+                )
+                .unwrap();
+                if req.method == "Shutdown" {
+                    return;
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
