@@ -372,6 +372,18 @@ impl Content {
             }
             if let Some(d) = &expected {
                 if store.blob_get(&ctx.ns, &d.to_string())?.is_some() {
+                    // The caller is about to reference it: its lease holds it from now on,
+                    // so a collection cannot take it first (containerd does the same).
+                    if let Some(lease) = &ctx.lease {
+                        store.lease_add_resource(
+                            &ctx.ns,
+                            lease,
+                            &LeaseResource {
+                                kind: "content".into(),
+                                id: d.to_string(),
+                            },
+                        )?;
+                    }
                     return Err(Error::already_exists(format!("content {d}")));
                 }
                 if let Some(size) = local.blob_size(d)? {
@@ -438,14 +450,14 @@ impl Content {
         };
         let ctx = w.ctx.clone();
         let reference = w.reference().to_string();
-        let want = expected
-            .clone()
-            .or_else(|| Digest::parse(&w.inner.meta().expected).ok());
+        // What the bytes hash to; when they are committed already (by another namespace,
+        // or meanwhile), that is the blob this namespace gets.
+        let written = w.inner.digest_so_far();
         let (digest, size) = match w.inner.commit(size, expected.as_ref()) {
             Ok(done) => done,
             Err(e) if e.kind() == Kind::AlreadyExists => {
                 // Identical bytes were committed meanwhile: record them here too.
-                let d = want.ok_or(e)?;
+                let d = written;
                 let size = self
                     .local
                     .blob_size(&d)?
@@ -547,4 +559,116 @@ fn adopt(
     store
         .blob_get(&ctx.ns, &digest.to_string())?
         .ok_or_else(|| Error::not_found(format!("content {digest}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::leases::LeaseRecord;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        content: Content,
+        store: MetadataStore,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(&dir.path().join("meta.redb")).unwrap();
+        let content =
+            Content::open(&dir.path().join("content"), store.clone(), Exchange::new()).unwrap();
+        Fixture {
+            _dir: dir,
+            content,
+            store,
+        }
+    }
+
+    fn ctx(ns: &str, lease: Option<&str>) -> Ctx {
+        Ctx {
+            ns: Namespace::parse(ns).unwrap(),
+            lease: lease.map(str::to_string),
+        }
+    }
+
+    async fn put(c: &Content, ctx: Ctx, data: &[u8], expected: &str) -> Result<BlobRecord> {
+        let w = c
+            .writer(ctx, "ref-1".into(), data.len() as i64, expected.into())
+            .await?;
+        let w = c.write(w, 0, data.to_vec()).await?;
+        c.commit(w, data.len() as i64, expected.into(), Labels::new())
+            .await
+    }
+
+    #[tokio::test]
+    async fn blobs_are_per_namespace_and_adopted_without_a_second_write() {
+        let f = fixture();
+        let data = b"one blob";
+        let d = Digest::of(data).to_string();
+        put(&f.content, ctx("a", None), data, &d).await.unwrap();
+        let b = Namespace::parse("b").unwrap();
+        let missing = f.content.info(b.clone(), d.clone()).await.unwrap_err();
+        assert_eq!(missing.kind(), Kind::NotFound);
+        // Another namespace asking to write the same digest gets it recorded, not rewritten.
+        let again = put(&f.content, ctx("b", None), data, &d).await.unwrap_err();
+        assert_eq!(again.kind(), Kind::AlreadyExists);
+        assert_eq!(f.content.info(b, d).await.unwrap().size, data.len() as i64);
+    }
+
+    #[tokio::test]
+    async fn known_bytes_written_without_a_digest_are_recorded_in_the_writing_namespace() {
+        let f = fixture();
+        let data = b"a docker archive layer";
+        let d = Digest::of(data).to_string();
+        put(&f.content, ctx("a", None), data, "").await.unwrap();
+        let rec = put(&f.content, ctx("b", None), data, "").await.unwrap();
+        assert_eq!(rec.digest, d);
+        let b = Namespace::parse("b").unwrap();
+        assert!(f.content.info(b, d).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn existing_content_written_under_a_lease_joins_the_lease() {
+        let f = fixture();
+        let data = b"shared layer";
+        let d = Digest::of(data).to_string();
+        put(&f.content, ctx("a", None), data, &d).await.unwrap();
+        let ns = Namespace::parse("a").unwrap();
+        f.store
+            .lease_create(
+                &ns,
+                &LeaseRecord {
+                    id: "l1".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let again = put(&f.content, ctx("a", Some("l1")), data, &d)
+            .await
+            .unwrap_err();
+        assert_eq!(again.kind(), Kind::AlreadyExists);
+        let held = f.store.lease_resources(&ns, "l1").unwrap();
+        assert!(
+            held.iter().any(|r| r.kind == "content" && r.id == d),
+            "{held:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_digest_stores_nothing() {
+        let f = fixture();
+        let wrong = Digest::of(b"something else").to_string();
+        let e = put(&f.content, ctx("a", None), b"bytes", &wrong)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), Kind::FailedPrecondition);
+        let ns = Namespace::parse("a").unwrap();
+        assert!(f.content.info(ns.clone(), wrong).await.is_err());
+        let blobs = f
+            .content
+            .list(ns, Filter::parse_all::<&str>(&[]).unwrap())
+            .await
+            .unwrap();
+        assert!(blobs.is_empty());
+    }
 }
