@@ -226,7 +226,9 @@ impl Puller {
             .ok_or_else(|| Error::not_found(format!("{name} has no manifest")))?;
 
         let plan = self.plan_unpack(&ctx, req.unpack.clone(), first)?;
-        let jobs = layer_jobs(&resolution.manifests, plan.as_ref());
+        let jobs = layer_jobs(&resolution.manifests, |i| {
+            plan.as_ref().and_then(|p| p.staging_dir(i))
+        });
         let fetch = LayerFetch {
             puller: self.clone(),
             ctx: ctx.clone(),
