@@ -1,7 +1,7 @@
 //! The snapshotter both drivers share: metadata, ids, directories, usage, cleanup. A driver
 //! only decides how a snapshot directory is filled and how it is mounted.
 
-use crate::storage::{now, Record, Storage, StoredKind};
+use crate::storage::{now, Record, Storage, StoredKind, Txn};
 use crate::{Error, Info, Kind, Labels, Mount, Result, Snapshotter, Usage};
 use std::collections::HashSet;
 use std::fs;
@@ -117,29 +117,7 @@ impl<D: Driver> FsSnapshotter<D> {
             if txn.get(key)?.is_some() {
                 return Err(Error::AlreadyExists(key.to_string()));
             }
-            let id = txn.next_id()?;
-            let t = now();
-            txn.put(
-                key,
-                &Record {
-                    id,
-                    kind: kind.into(),
-                    parent: parent.map(str::to_string),
-                    labels,
-                    created_at: t,
-                    updated_at: t,
-                },
-            )?;
-            if let Some(p) = parent {
-                txn.link(p, key)?;
-            }
-            let dir = self.dir(id);
-            // An id is never handed out twice, so anything here is a crash's leftover.
-            if dir.exists() {
-                fs::remove_dir_all(&dir).map_err(io("remove orphan snapshot dir"))?;
-            }
-            fs::rename(&tmp, &dir).map_err(io("place snapshot dir"))?;
-            Ok(id)
+            self.place(txn, key, kind.into(), parent, labels, &tmp)
         });
         let id = match result {
             Ok(id) => id,
@@ -178,29 +156,45 @@ impl<D: Driver> FsSnapshotter<D> {
                     None => return Err(Error::NotFound(format!("parent {p}"))),
                 }
             }
-            let id = txn.next_id()?;
-            let t = now();
-            txn.put(
-                name,
-                &Record {
-                    id,
-                    kind: StoredKind::Committed,
-                    parent: parent.map(str::to_string),
-                    labels,
-                    created_at: t,
-                    updated_at: t,
-                },
-            )?;
-            if let Some(p) = parent {
-                txn.link(p, name)?;
-            }
-            let dir = self.dir(id);
-            if dir.exists() {
-                fs::remove_dir_all(&dir).map_err(io("remove orphan snapshot dir"))?;
-            }
-            fs::rename(filled, &dir).map_err(io("place snapshot dir"))?;
-            Ok(())
+            self.place(txn, name, StoredKind::Committed, parent, labels, filled)
+                .map(|_| ())
         })
+    }
+
+    /// Records a new snapshot `key` in `txn` and renames its filled directory into place;
+    /// returns its id. The record only commits with the transaction, after the rename.
+    fn place(
+        &self,
+        txn: &mut Txn<'_>,
+        key: &str,
+        kind: StoredKind,
+        parent: Option<&str>,
+        labels: Labels,
+        filled: &Path,
+    ) -> Result<u64> {
+        let id = txn.next_id()?;
+        let t = now();
+        txn.put(
+            key,
+            &Record {
+                id,
+                kind,
+                parent: parent.map(str::to_string),
+                labels,
+                created_at: t,
+                updated_at: t,
+            },
+        )?;
+        if let Some(p) = parent {
+            txn.link(p, key)?;
+        }
+        let dir = self.dir(id);
+        // An id is never handed out twice, so anything here is a crash's leftover.
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io("remove orphan snapshot dir"))?;
+        }
+        fs::rename(filled, &dir).map_err(io("place snapshot dir"))?;
+        Ok(id)
     }
 }
 

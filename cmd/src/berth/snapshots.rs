@@ -123,7 +123,7 @@ pub struct LabelArgs {
 pub struct DiffArgs {
     pub key: String,
     /// Layer media type
-    #[arg(long, default_value = "application/vnd.oci.image.layer.v1.tar+gzip")]
+    #[arg(long, default_value = berth_proto::vocab::media::OCI_LAYER_GZIP)]
     pub media_type: String,
     /// Content ingest ref
     #[arg(long, default_value = "")]
