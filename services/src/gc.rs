@@ -1,7 +1,7 @@
 //! Garbage collection, per namespace, mark and sweep. Roots: image targets, live leases
-//! (expired ones are deleted first) and what they hold, containers' snapshots, content
-//! labelled `containerd.io/gc.root`, and every snapshot that is not committed (in use by
-//! something running). From content it follows `containerd.io/gc.ref.content.*` and
+//! (expired ones are deleted first) and what they hold, containers' snapshots, content and
+//! snapshots labelled `containerd.io/gc.root`, and every snapshot that is not committed (in
+//! use by something running). From content it follows `containerd.io/gc.ref.content.*` and
 //! `containerd.io/gc.ref.snapshot.<snapshotter>` labels, and also the documents themselves
 //! (index -> manifests -> config and layers; a config's diffIDs name the snapshots unpacked
 //! from it), so images imported by any client are kept whole. Snapshots keep their parents.
@@ -258,7 +258,7 @@ impl Gc {
                 .chain(
                     infos
                         .values()
-                        .filter(|i| i.kind != Kind::Committed)
+                        .filter(|i| i.kind != Kind::Committed || i.labels.contains_key(ROOT_LABEL))
                         .map(|i| i.name.clone()),
                 )
                 .collect();

@@ -1,6 +1,8 @@
 //! Files for a build: the context tar unpacked (confined, like any layer) into a private
 //! directory, and COPY/ADD written as layer tars straight from it. Source paths are resolved
-//! inside the context: one that climbs out of it is refused.
+//! by the kernel inside the context, as Docker does: `..` that climbs out is refused, and a
+//! symlink in the context (`evil -> /etc`, `up -> ../../..`) leads to the context's own
+//! files, never the host's. Trees are walked without following symlinks.
 
 use crate::content::Content;
 use crate::context::Ctx;
@@ -30,8 +32,8 @@ pub struct CopyPlan {
     pub extract_archives: bool,
 }
 
-/// A source path inside the context, refusing `..` that would leave it.
-fn inside(context: &Path, src: &str) -> Result<PathBuf> {
+/// A source path relative to the context, refusing `..` that would leave it.
+fn relative(src: &str) -> Result<PathBuf> {
     let mut rel = PathBuf::new();
     for c in Path::new(src).components() {
         match c {
@@ -45,7 +47,18 @@ fn inside(context: &Path, src: &str) -> Result<PathBuf> {
             _ => {}
         }
     }
-    Ok(context.join(rel))
+    Ok(rel)
+}
+
+/// Where `src` leads inside the context, every symlink resolved by the kernel within it.
+fn resolve(context: &layer::root::Root, src: &str) -> Result<PathBuf> {
+    let rel = relative(src)?;
+    context.resolve(&rel).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP) => Error::invalid(format!(
+            "{src}: no such file or directory in the build context"
+        )),
+        _ => Error::io(format!("resolve {src} in the build context"), e),
+    })
 }
 
 fn is_url(s: &str) -> bool {
@@ -63,6 +76,8 @@ pub fn write_copy_layer(context: &Path, plan: &CopyPlan, out: &Path) -> Result<S
     let dest_rel = clean(Path::new(&dest)).unwrap_or_default();
     let file = std::fs::File::create(out).map_err(|e| Error::io("create a layer", e))?;
     let mut hashing = Hashing::new(std::io::BufWriter::new(file));
+    let root = layer::root::Root::open(context)
+        .map_err(|e| Error::invalid(format!("the build context cannot be opened: {e}")))?;
     {
         let mut b = tar::Builder::new(&mut hashing);
         b.follow_symlinks(false);
@@ -88,7 +103,7 @@ pub fn write_copy_layer(context: &Path, plan: &CopyPlan, out: &Path) -> Result<S
                     "{src}: remote sources are not supported; put the file in the context"
                 )));
             }
-            let path = inside(context, src)?;
+            let path = resolve(&root, src)?;
             let md = std::fs::symlink_metadata(&path).map_err(|_| {
                 Error::invalid(format!(
                     "{src}: no such file or directory in the build context"
@@ -262,10 +277,76 @@ mod tests {
 
     #[test]
     fn sources_cannot_leave_the_context() {
-        let ctx = Path::new("/ctx");
-        assert_eq!(inside(ctx, "a/../b").unwrap(), Path::new("/ctx/b"));
-        assert_eq!(inside(ctx, "/abs/x").unwrap(), Path::new("/ctx/abs/x"));
-        assert!(inside(ctx, "../etc/passwd").is_err());
-        assert!(inside(ctx, "a/../../x").is_err());
+        assert_eq!(relative("a/../b").unwrap(), Path::new("b"));
+        assert_eq!(relative("/abs/x").unwrap(), Path::new("abs/x"));
+        assert!(relative("../etc/passwd").is_err());
+        assert!(relative("a/../../x").is_err());
+    }
+
+    /// Every file name in a layer tar, with its contents.
+    fn entries(tar_path: &Path) -> Vec<(String, Vec<u8>)> {
+        let mut a = tar::Archive::new(std::fs::File::open(tar_path).unwrap());
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let name = e.path().unwrap().display().to_string();
+                let mut data = vec![];
+                e.read_to_end(&mut data).unwrap();
+                (name, data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn symlinks_in_the_context_never_reach_host_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        let host = dir.path().join("host");
+        std::fs::create_dir_all(ctx.join("etc")).unwrap();
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join("shadow"), "host secret").unwrap();
+        std::fs::write(ctx.join("etc/shadow"), "context file").unwrap();
+        std::fs::write(ctx.join("plain"), "plain").unwrap();
+        std::os::unix::fs::symlink(&host, ctx.join("abs")).unwrap();
+        std::os::unix::fs::symlink("/etc", ctx.join("evil")).unwrap();
+        std::os::unix::fs::symlink("../../../../../..", ctx.join("up")).unwrap();
+        std::os::unix::fs::symlink("plain", ctx.join("link")).unwrap();
+        let hostname = std::fs::read("/etc/hostname").ok();
+
+        let copy = |src: &str, add: bool| {
+            let out = dir.path().join("layer.tar");
+            let plan = CopyPlan {
+                sources: vec![src.into()],
+                dest: "/x".into(),
+                workdir: "/".into(),
+                chown: None,
+                extract_archives: add,
+            };
+            write_copy_layer(&ctx, &plan, &out).map(|_| entries(&out))
+        };
+        // Absolute and relative symlinks resolve inside the context...
+        for src in ["evil/shadow", "up/etc/shadow"] {
+            let got = copy(src, false).unwrap();
+            assert_eq!(got, [("x".to_string(), b"context file".to_vec())], "{src}");
+        }
+        // ...where the host's paths do not exist.
+        let abs = copy("abs/shadow", false).unwrap_err();
+        assert!(abs.to_string().contains("no such file"), "{abs}");
+        let hostname_copy = copy("evil/hostname", true);
+        assert!(hostname_copy.is_err());
+        if let (Some(h), Ok(got)) = (hostname, &hostname_copy) {
+            assert!(got.iter().all(|(_, d)| d != &h));
+        }
+        // A symlink inside the context to a file inside it is followed, as Docker does.
+        let got = copy("link", false).unwrap();
+        assert_eq!(got, [("x".to_string(), b"plain".to_vec())]);
+        // A directory copied whole keeps its symlinks as symlinks.
+        let got = copy(".", false).unwrap();
+        assert!(
+            got.iter().any(|(n, d)| n == "x/evil" && d.is_empty()),
+            "{got:?}"
+        );
+        assert!(!got.iter().any(|(_, d)| d == b"host secret"));
     }
 }

@@ -104,6 +104,20 @@ impl Root {
         Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
     }
 
+    /// Where `rel` leads once the kernel has resolved it inside the root, every symlink on
+    /// the way (the last one too) taken as if the root were `/`: a path inside the root with
+    /// no symlinks left. For reading a tree nobody else writes to meanwhile (a build context).
+    pub fn resolve(&self, rel: &Path) -> std::io::Result<PathBuf> {
+        let fd = self.open_in(rel, libc::O_PATH)?;
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+        let root = std::fs::read_link(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))?;
+        if !real.starts_with(&root) {
+            // Cannot happen with RESOLVE_IN_ROOT; refuse rather than trust it.
+            return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
+        }
+        Ok(real)
+    }
+
     /// The directory that holds `rel`'s last component, created (0755, root-owned) where
     /// missing, and that component's name.
     pub fn parent_of(&self, rel: &Path) -> Result<(OwnedFd, OsString)> {
