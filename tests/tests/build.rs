@@ -189,6 +189,25 @@ fn build_errors_name_the_line() {
     );
     let out = build("FROM test.local/busybox:latest\nADD http://example.com/x /x\n");
     assert!(stderr(&out).contains("remote sources"), "{}", stderr(&out));
+    // Hostile: a variable doubling itself (4 GB from a few hundred bytes) and symlinks in the
+    // context that point at the host. A clear error each, and berthd keeps serving.
+    let doubling = format!(
+        "FROM test.local/busybox:latest\nENV A=0123456789abcdef\n{}",
+        "ENV A=$A$A\n".repeat(40)
+    );
+    let e = stderr(&build(&doubling));
+    assert!(e.contains("more than") && e.contains("bytes"), "{e}");
+    std::os::unix::fs::symlink("/etc", ctx.join("evil")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../etc", ctx.join("up")).unwrap();
+    for src in ["evil/hostname", "up/hostname", "evil/shadow"] {
+        let e = stderr(&build(&format!(
+            "FROM test.local/busybox:latest\nCOPY {src} /x\n"
+        )));
+        assert!(e.contains("no such file"), "{src}: {e}");
+    }
+    std::fs::remove_file(ctx.join("evil")).unwrap();
+    std::fs::remove_file(ctx.join("up")).unwrap();
+    ok(&d.berth(&["version"], None));
     // Nothing half-made: no image, no containers, no snapshots left from the failed steps.
     assert!(!ok(&d.berth(&["images", "ls", "-q"], None)).contains("bad"));
     assert!(ok(&d.berth(&["containers", "ls", "-q"], None))

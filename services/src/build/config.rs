@@ -12,7 +12,7 @@ pub(super) fn arg_of(
     given: &BTreeMap<String, String>,
     known: &BTreeMap<String, String>,
 ) -> Result<(String, String)> {
-    let text = dockerfile::expand(&ins.rest, known);
+    let text = dockerfile::expand(&ins.rest, known).map_err(|e| ins.error(e))?;
     let (name, default) = match text.split_once('=') {
         Some((n, d)) => (n.trim().to_string(), dockerfile::words(d)?.join(" ")),
         None => (text.trim().to_string(), String::new()),
@@ -34,7 +34,7 @@ pub(super) fn metadata_step(
     if !stage.config["config"].is_object() {
         stage.config["config"] = json!({});
     }
-    let expanded = dockerfile::expand(&ins.rest, &vars);
+    let expanded = dockerfile::expand(&ins.rest, &vars).map_err(|e| ins.error(e))?;
     let cfg = &mut stage.config["config"];
     let command = |ins: &Instruction| match ins.json() {
         Some(a) => json!(a),
@@ -51,7 +51,7 @@ pub(super) fn metadata_step(
         "ENV" => {
             let mut env: Vec<Value> = cfg["Env"].as_array().cloned().unwrap_or_default();
             for (k, v) in dockerfile::pairs(&ins.rest)? {
-                let v = dockerfile::expand(&v, &vars);
+                let v = dockerfile::expand(&v, &vars).map_err(|e| ins.error(e))?;
                 env.retain(|e| {
                     e.as_str().and_then(|s| s.split_once('=')).map(|(ek, _)| ek) != Some(k.as_str())
                 });

@@ -29,7 +29,7 @@ impl Builder {
             let flag = words.remove(0);
             match flag.split_once('=') {
                 Some(("--chown", v)) => {
-                    let v = dockerfile::expand(v, &vars);
+                    let v = dockerfile::expand(v, &vars).map_err(|e| ins.error(e))?;
                     let (u, g) = v.split_once(':').unwrap_or((&v, &v));
                     let (u, g) = (u.parse().ok(), g.parse().ok());
                     match (u, g) {
@@ -47,8 +47,12 @@ impl Builder {
         if words.len() < 2 {
             return Err(ins.error("give at least one source and a destination"));
         }
-        let dest = dockerfile::expand(&words.pop().unwrap_or_default(), &vars);
-        let sources: Vec<String> = words.iter().map(|w| dockerfile::expand(w, &vars)).collect();
+        let dest = dockerfile::expand(&words.pop().unwrap_or_default(), &vars)
+            .map_err(|e| ins.error(e))?;
+        let sources: Vec<String> = words
+            .iter()
+            .map(|w| dockerfile::expand(w, &vars).map_err(|e| ins.error(e)))
+            .collect::<Result<_>>()?;
         let workdir = stage.config["config"]["WorkingDir"]
             .as_str()
             .unwrap_or("/")

@@ -111,37 +111,61 @@ pub fn parse(text: &str) -> Result<Vec<Instruction>> {
     }
 }
 
+/// The most one expansion may produce: a variable that doubles itself line after line
+/// (`ENV A=$A$A`) would otherwise ask for gigabytes from a few kilobytes of Dockerfile.
+pub const MAX_EXPANSION: usize = 1 << 20;
+
 /// Replaces `$NAME`, `${NAME}` and `${NAME:-default}` with their values (unknown: empty).
-/// `\$` stays a literal `$`.
-pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
+/// `\$` stays a literal `$`. Linear in the input and the output; an output past
+/// [`MAX_EXPANSION`] is an error.
+pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> Result<String> {
     let chars: Vec<char> = s.chars().collect();
+    // The next `}` at or after each position, found once (not once per `${`).
+    let mut next_close = vec![usize::MAX; chars.len() + 1];
+    for i in (0..chars.len()).rev() {
+        next_close[i] = if chars[i] == '}' {
+            i
+        } else {
+            next_close[i + 1]
+        };
+    }
     let mut out = String::new();
+    let push = |out: &mut String, piece: &str| -> Result<()> {
+        if out.len() + piece.len() > MAX_EXPANSION {
+            return Err(Error::invalid(format!(
+                "variable substitution would produce more than {MAX_EXPANSION} bytes"
+            )));
+        }
+        out.push_str(piece);
+        Ok(())
+    };
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
         if c == '\\' && chars.get(i + 1) == Some(&'$') {
-            out.push('$');
+            push(&mut out, "$")?;
             i += 2;
             continue;
         }
         if c != '$' {
-            out.push(c);
+            push(&mut out, c.encode_utf8(&mut [0u8; 4]))?;
             i += 1;
             continue;
         }
         if chars.get(i + 1) == Some(&'{') {
-            if let Some(end) = chars[i + 2..].iter().position(|&x| x == '}') {
-                let inner: String = chars[i + 2..i + 2 + end].iter().collect();
+            let end = next_close[i + 2];
+            if end != usize::MAX {
+                let inner: String = chars[i + 2..end].iter().collect();
                 let (name, default) = match inner.split_once(":-") {
-                    Some((n, d)) => (n.to_string(), Some(d.to_string())),
-                    None => (inner.clone(), None),
+                    Some((n, d)) => (n, Some(d)),
+                    None => (inner.as_str(), None),
                 };
-                match (vars.get(&name).filter(|v| !v.is_empty()), default) {
-                    (Some(v), _) => out.push_str(v),
-                    (None, Some(d)) => out.push_str(&d),
+                match (vars.get(name).filter(|v| !v.is_empty()), default) {
+                    (Some(v), _) => push(&mut out, v)?,
+                    (None, Some(d)) => push(&mut out, d)?,
                     (None, None) => {}
                 }
-                i += 3 + end;
+                i = end + 1;
                 continue;
             }
         }
@@ -150,17 +174,17 @@ pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
             j += 1;
         }
         if j == i + 1 {
-            out.push('$');
+            push(&mut out, "$")?;
             i += 1;
             continue;
         }
         let name: String = chars[i + 1..j].iter().collect();
         if let Some(v) = vars.get(&name) {
-            out.push_str(v);
+            push(&mut out, v)?;
         }
         i = j;
     }
-    out
+    Ok(out)
 }
 
 /// Splits `K=V K2="v 2"` (or the legacy `K V`) into pairs, honouring quotes.
@@ -254,7 +278,7 @@ mod tests {
     fn substitution() {
         let vars = BTreeMap::from([("A".to_string(), "x".to_string())]);
         assert_eq!(
-            expand("$A/${A}/${B:-d}/${A:-d}/\\$A/$", &vars),
+            expand("$A/${A}/${B:-d}/${A:-d}/\\$A/$", &vars).unwrap(),
             "x/x/d/x/$A/$"
         );
         assert_eq!(
@@ -265,5 +289,34 @@ mod tests {
             words("a 'b c' \"d\\\"e\"").unwrap(),
             vec!["a", "b c", "d\"e"]
         );
+    }
+
+    #[test]
+    fn expansion_is_bounded_and_linear() {
+        // Doubling: 21 lines of `ENV A=$A$A` would be 2 MiB from one byte.
+        let mut vars = BTreeMap::from([("A".to_string(), "x".to_string())]);
+        let mut refused = false;
+        for _ in 0..25 {
+            match expand("$A$A", &vars) {
+                Ok(v) => {
+                    vars.insert("A".into(), v);
+                }
+                Err(e) => {
+                    assert!(e.to_string().contains("more than"), "{e}");
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        assert!(refused);
+        assert!(vars["A"].len() <= MAX_EXPANSION);
+        // 200 KB of unclosed `${`: once quadratic, now one pass.
+        let hostile = "${".repeat(100_000);
+        let started = std::time::Instant::now();
+        assert_eq!(
+            expand(&hostile, &BTreeMap::new()).unwrap().len(),
+            hostile.len()
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }

@@ -23,7 +23,8 @@ impl Builder {
         stage: &mut Stage,
     ) -> Result<bool> {
         let (ctx, req, snapshotter, progress) = (sc.ctx, sc.req, sc.snapshotter, sc.progress);
-        let words = dockerfile::words(&dockerfile::expand(&ins.rest, args))?;
+        let words =
+            dockerfile::words(&dockerfile::expand(&ins.rest, args).map_err(|e| ins.error(e))?)?;
         let base = match words.as_slice() {
             [b] => b.clone(),
             [b, as_, _] if as_.eq_ignore_ascii_case("as") => b.clone(),

@@ -102,7 +102,9 @@ impl Builder {
             .iter()
             .map(|t| registry::parse_reference(t).map(|r| registry::image_name(&r)))
             .collect::<Result<Vec<_>>>()?;
-        let instructions = dockerfile::parse(&req.dockerfile)?;
+        // Parsing is CPU work on client input: off the executor's threads.
+        let text = req.dockerfile.clone();
+        let instructions = blocking(move || dockerfile::parse(&text)).await?;
         let this = self.clone();
         self.puller
             .with_lease(ctx, move |ctx| async move {
@@ -184,10 +186,18 @@ impl Builder {
                     "RUN" => self.run_step(&sc, ins, &mut stage, step).await?,
                     "COPY" | "ADD" => self.copy_step(&sc, ins, &mut stage).await?,
                     _ => {
-                        metadata_step(ins, &mut stage, &req.build_args)?;
+                        // Substitution is CPU work on client input: off the executor too.
+                        let (i, args) = (ins.clone(), req.build_args.clone());
+                        let mut moved = std::mem::replace(&mut stage, Stage::new());
+                        stage = blocking(move || {
+                            metadata_step(&i, &mut moved, &args)?;
+                            Ok(moved)
+                        })
+                        .await?;
                         false
                     }
                 };
+                stage.check_size().map_err(|e| ins.error(e))?;
                 let _ = progress
                     .send(Progress {
                         step,

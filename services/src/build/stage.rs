@@ -58,6 +58,26 @@ pub(super) fn sha256_hex(data: &[u8]) -> String {
 }
 
 impl Stage {
+    /// Refuses a config larger than a registry or any client would take (4 MiB, the
+    /// document cap every pull applies).
+    pub fn check_size(&self) -> crate::error::Result<()> {
+        let size = serde_json::to_vec(&self.config)
+            .map(|v| v.len())
+            .unwrap_or(0)
+            + self
+                .history
+                .iter()
+                .map(|h| h.to_string().len())
+                .sum::<usize>();
+        if size as i64 > crate::oci::MAX_DOCUMENT {
+            return Err(crate::error::Error::invalid(format!(
+                "the image config would be {size} bytes; at most {} are allowed",
+                crate::oci::MAX_DOCUMENT
+            )));
+        }
+        Ok(())
+    }
+
     /// The empty stage a build starts with.
     pub fn new() -> Self {
         Stage {
