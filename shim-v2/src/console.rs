@@ -10,25 +10,49 @@ use std::path::{Path, PathBuf};
 pub struct ConsoleSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// The private directory made for the socket when the bundle's path is too long.
+    private: Option<PathBuf>,
 }
 
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        if let Some(d) = &self.private {
+            let _ = std::fs::remove_dir(d);
+        }
     }
 }
 
+/// Longest socket path that fits `sockaddr_un` with room to spare.
+const MAX_SOCKET_PATH: usize = 100;
+
 impl ConsoleSocket {
-    /// Listens in `dir`, or under /tmp when that path would not fit a socket address.
+    /// Listens in `dir` (the bundle, which only root can enter), or, when that path would not
+    /// fit a socket address, in a fresh directory of mode 0700 with an unpredictable name
+    /// (mkdtemp): nobody else can squat or hijack the socket either way.
     pub fn bind(dir: &Path, name: &str) -> std::io::Result<Self> {
         let mut path = dir.join(format!("{name}.console.sock"));
-        if path.as_os_str().len() > 100 {
-            path = std::env::temp_dir()
-                .join(format!("berth-console-{}-{name}.sock", std::process::id()));
+        let mut private = None;
+        if path.as_os_str().len() > MAX_SOCKET_PATH {
+            let d = private_dir(&std::env::temp_dir())?;
+            path = d.join("console.sock");
+            private = Some(d);
         }
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path)?;
-        Ok(ConsoleSocket { listener, path })
+        let listener = match UnixListener::bind(&path) {
+            Ok(l) => l,
+            Err(e) => {
+                if let Some(d) = &private {
+                    let _ = std::fs::remove_dir(d);
+                }
+                return Err(e);
+            }
+        };
+        Ok(ConsoleSocket {
+            listener,
+            path,
+            private,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -47,6 +71,23 @@ impl ConsoleSocket {
         conn.set_nonblocking(false)?;
         recv_fd(conn.as_raw_fd())
     }
+}
+
+/// A new directory of mode 0700 under `parent`, its name chosen and created atomically by
+/// mkdtemp(3).
+fn private_dir(parent: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let template = parent.join("berth-console-XXXXXX");
+    let mut raw = template.as_os_str().as_bytes().to_vec();
+    raw.push(0);
+    // SAFETY: mkdtemp rewrites the XXXXXX of the NUL-terminated buffer in place; the
+    // buffer lives across the call.
+    let made = unsafe { libc::mkdtemp(raw.as_mut_ptr().cast()) };
+    if made.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    raw.pop();
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(&raw)))
 }
 
 /// Receives one descriptor passed with SCM_RIGHTS.
@@ -133,4 +174,29 @@ pub fn resize(master: &OwnedFd, width: u32, height: u32) -> std::io::Result<()> 
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn long_bundle_paths_get_a_private_directory_not_a_predictable_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = dir.path().join("b".repeat(120));
+        std::fs::create_dir_all(&long).unwrap();
+        let a = ConsoleSocket::bind(&long, "exec-1").unwrap();
+        let b = ConsoleSocket::bind(&long, "exec-1").unwrap();
+        assert_ne!(a.path(), b.path());
+        let parent = a.path().parent().unwrap().to_path_buf();
+        assert!(!parent.starts_with(&long));
+        let mode = std::fs::metadata(&parent).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        drop(a);
+        assert!(!parent.exists());
+
+        let short = ConsoleSocket::bind(dir.path(), "init").unwrap();
+        assert_eq!(short.path(), dir.path().join("init.console.sock"));
+    }
 }

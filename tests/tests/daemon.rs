@@ -67,6 +67,19 @@ fn permissions_lock_and_graceful_shutdown() {
     let sock = std::fs::metadata(d.socket()).unwrap();
     assert_eq!(sock.permissions().mode() & 0o777, 0o660);
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&sock), 0);
+    let mut ttrpc = d.socket().into_os_string();
+    ttrpc.push(".ttrpc");
+    let ttrpc = std::fs::metadata(&ttrpc).unwrap();
+    assert_eq!(ttrpc.permissions().mode() & 0o777, 0o600);
+    // The soft limit on open files is raised to the hard one (1024 runs out under load).
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid().unwrap())).unwrap();
+    let nofile: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(nofile[3], nofile[4], "soft limit not raised: {limits}");
 
     // A second daemon on the same root refuses to start and says why.
     let out = Command::new(bin("berthd"))

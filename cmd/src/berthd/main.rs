@@ -125,12 +125,54 @@ fn bind_socket(address: &Path) -> anyhow::Result<tokio::net::UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("remove stale {}", address.display())),
     }
-    let listener = tokio::net::UnixListener::bind(address)
-        .with_context(|| format!("listen on {}", address.display()))?;
+    // Created 0660 from the start (no window in which a looser socket exists); startup is
+    // single-minded here, so the process-wide umask is briefly ours.
+    // SAFETY: umask only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o117) };
+    let bound = tokio::net::UnixListener::bind(address);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound.with_context(|| format!("listen on {}", address.display()))?;
     std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod 0660 {}", address.display()))?;
     std::os::unix::fs::chown(address, Some(0), Some(0)).ok();
     Ok(listener)
+}
+
+/// Connections as they arrive. An accept that fails (out of descriptors above all) backs off
+/// instead of spinning a core, and the daemon keeps serving the connections it has.
+fn accept_loop(
+    listener: tokio::net::UnixListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::UnixStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        loop {
+            match listener.accept().await {
+                Ok((conn, _)) => return Some((Ok(conn), listener)),
+                Err(e) => {
+                    let exhausted = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                    tracing::warn!(error = %e, "cannot accept a connection; backing off");
+                    let pause = if exhausted { 100 } else { 10 };
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+            }
+        }
+    })
+}
+
+/// Raises the soft limit on open files to the hard one: every Write session, shim
+/// connection and blob holds descriptors, and 1024 is soon reached.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed; it lives across both.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -175,7 +217,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Collect what a previous run left unreferenced, then whenever deletions ask for it.
     let _gc = daemon.gc.run();
     tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), state = %cfg.state.display(), "berthd serving");
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let incoming = accept_loop(listener);
     let result = router
         .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await;
@@ -214,6 +256,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    raise_nofile_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

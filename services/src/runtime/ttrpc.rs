@@ -180,8 +180,13 @@ impl Client {
 /// Serves `containerd.services.events.ttrpc.v1.Events/Forward` to shims on `path`.
 pub fn serve_events(path: &Path, exchange: Exchange) -> Result<tokio::task::JoinHandle<()>> {
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)
-        .map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
+    // Created 0600 from the start: no window with a looser socket. (Called once, at start.)
+    // SAFETY: umask only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     Ok(tokio::spawn(async move {
