@@ -71,15 +71,6 @@ fn permissions_lock_and_graceful_shutdown() {
     ttrpc.push(".ttrpc");
     let ttrpc = std::fs::metadata(&ttrpc).unwrap();
     assert_eq!(ttrpc.permissions().mode() & 0o777, 0o600);
-    // The soft limit on open files is raised to the hard one (1024 runs out under load).
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid().unwrap())).unwrap();
-    let nofile: Vec<&str> = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    assert_eq!(nofile[3], nofile[4], "soft limit not raised: {limits}");
 
     // A second daemon on the same root refuses to start and says why.
     let out = Command::new(bin("berthd"))
@@ -199,4 +190,34 @@ async fn metadata_survives_sigkill() {
     d.restart().unwrap();
     let c = d.client().await.unwrap();
     assert_eq!(c.read_blob(&digest, 0, 0).await.unwrap(), b"durable bytes");
+}
+
+/// Started with the common soft limit of 1024 open files, berthd raises it to the hard one.
+#[test]
+fn open_file_soft_limit_is_raised_to_the_hard_one() {
+    use std::os::unix::process::CommandExt;
+    let d = Daemon::start_with(|cmd| {
+        // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut lim = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+                lim.rlim_cur = lim.rlim_max.min(1024);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                Ok(())
+            });
+        }
+    })
+    .unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid().unwrap())).unwrap();
+    let nofile: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(nofile[3], nofile[4], "soft limit not raised: {limits}");
 }
