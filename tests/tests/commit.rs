@@ -95,3 +95,60 @@ fn commit_round_trip() {
     let missing = d.berth(&["commit", "nope", "x:y"], None);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
 }
+
+/// A running container is paused while its files are read, then runs on.
+#[test]
+fn commit_of_a_running_container_pauses_it_and_resumes() {
+    let d = Daemon::start().unwrap();
+    let (_w, archive) = oci::busybox_archive();
+    ok(&d.berth(
+        &[
+            "images",
+            "import",
+            "--base-name",
+            "test.local/base",
+            archive.to_str().unwrap(),
+        ],
+        None,
+    ));
+    ok(&d.berth(
+        &[
+            "run",
+            "-d",
+            "test.local/base:latest",
+            "live",
+            "sh",
+            "-c",
+            "echo live > /etc/state; exec sleep 300",
+        ],
+        None,
+    ));
+    let mut written = false;
+    for _ in 0..100 {
+        let ps = ok(&d.berth(&["tasks", "ls"], None));
+        if ps.contains("RUNNING") {
+            written = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(written, "the container did not start");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let out = ok(&d.berth(&["commit", "live", "test.local/live:v1"], None));
+    assert!(out.starts_with("test.local/live:v1 sha256:"), "{out}");
+    let ls = ok(&d.berth(&["tasks", "ls"], None));
+    assert!(ls.contains("RUNNING") && !ls.contains("PAUSED"), "{ls}");
+    let state = ok(&d.berth(
+        &[
+            "run",
+            "--rm",
+            "test.local/live:v1",
+            "check",
+            "cat",
+            "/etc/state",
+        ],
+        None,
+    ));
+    assert_eq!(state, "live\n");
+    ok(&d.berth(&["tasks", "kill", "live", "--signal", "KILL"], None));
+}

@@ -14,6 +14,8 @@ use clap::Args;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
+use berth_proto::containerd::v1::types::Status;
+use berth_proto::tasks::{GetRequest, PauseTaskRequest, ResumeTaskRequest};
 use berth_proto::vocab::media::{OCI_CONFIG, OCI_LAYER_GZIP as LAYER_GZIP, OCI_MANIFEST};
 
 #[derive(Args)]
@@ -29,6 +31,11 @@ pub struct Commit {
     /// Comment recorded in the image history
     #[arg(long, short = 'm', default_value = "")]
     message: String,
+    /// Pause the container's processes while its files are read (as Docker does), so the
+    /// layer is one consistent moment and nothing swaps files under the reader; --pause=false
+    /// to keep it running
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pause: bool,
 }
 
 fn now_rfc3339() -> String {
@@ -165,6 +172,35 @@ pub async fn run(client: &Client, c: Commit) -> anyhow::Result<()> {
     r
 }
 
+/// Pauses the container's task if it runs; whether it did.
+async fn pause_if_running(client: &Client, id: &str) -> anyhow::Result<bool> {
+    let task = client
+        .tasks()
+        .get(GetRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        })
+        .await;
+    let running = match task {
+        Ok(t) => t
+            .into_inner()
+            .process
+            .is_some_and(|p| p.status == Status::Running as i32),
+        Err(e) if e.code() == tonic::Code::NotFound => false,
+        Err(e) => anyhow::bail!("task of {id}: {}", e.message()),
+    };
+    if running {
+        client
+            .tasks()
+            .pause(PauseTaskRequest {
+                container_id: id.to_string(),
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot pause {id} to commit it: {}", e.message()))?;
+    }
+    Ok(running)
+}
+
 async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
     let container = client
         .containers()
@@ -216,6 +252,7 @@ async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("view of the parent: {}", e.message()))?
         .into_inner()
         .mounts;
+    let paused = c.pause && pause_if_running(client, &c.container).await?;
     let diffed = client
         .diff()
         .diff(DiffRequest {
@@ -226,6 +263,22 @@ async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
             labels: HashMap::new(),
         })
         .await;
+    if paused {
+        client
+            .tasks()
+            .resume(ResumeTaskRequest {
+                container_id: c.container.clone(),
+            })
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "committed, but cannot resume {}: {}; run berth tasks resume {}",
+                    c.container,
+                    e.message(),
+                    c.container
+                )
+            })?;
+    }
     let _ = client
         .snapshots()
         .remove(RemoveSnapshotRequest {

@@ -6,6 +6,7 @@
 //! compared entry by entry.
 
 use super::apply::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use super::root::Root;
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -99,6 +100,11 @@ fn is_overlay_whiteout(m: &Metadata) -> bool {
 
 struct Writer<W: Write> {
     tar: tar::Builder<W>,
+    /// The upper tree, opened once: file contents are read through it with every path
+    /// resolved by the kernel inside it, so a running container that swaps a file or a
+    /// directory for a symlink (`-> /etc/shadow`) between our stat and our open never makes
+    /// us read a host file.
+    root: Root,
     /// (dev, ino) of files already written, for hard links.
     inodes: HashMap<(u64, u64), PathBuf>,
     written_dirs: HashSet<PathBuf>,
@@ -156,7 +162,26 @@ impl<W: Write> Writer<W> {
         if ft.is_file() {
             let mut h = Self::header(m, tar::EntryType::Regular);
             h.set_size(m.len());
-            let f = fs::File::open(src).map_err(io(format!("open {}", src.display())))?;
+            let changed = || {
+                Error::FailedPrecondition(format!(
+                    "{} changed while it was read; pause the container to commit it",
+                    name.display()
+                ))
+            };
+            let fd = self
+                .root
+                .open_in(name, libc::O_RDONLY | libc::O_NOFOLLOW)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::ELOOP) | Some(libc::ENOENT) | Some(libc::ENOTDIR) => changed(),
+                    _ => Error::io(format!("open {}", src.display()), e),
+                })?;
+            let f = fs::File::from(fd);
+            let now = f
+                .metadata()
+                .map_err(io(format!("stat {}", src.display())))?;
+            if !now.is_file() || now.len() != m.len() {
+                return Err(changed());
+            }
             self.tar.append_data(&mut h, name, f).map_err(err)
         } else if ft.is_symlink() {
             let target = fs::read_link(src).map_err(io(format!("readlink {}", src.display())))?;
@@ -216,8 +241,12 @@ impl<W: Write> Writer<W> {
 
 /// Writes the change set as an uncompressed tar stream into `out`.
 pub fn write_changes<W: Write>(changes: Changes<'_>, out: W) -> Result<W> {
+    let upper = match changes {
+        Changes::OverlayUpper(upper) | Changes::Trees { upper, .. } => upper,
+    };
     let mut w = Writer {
         tar: tar::Builder::new(out),
+        root: Root::open(upper)?,
         inodes: HashMap::new(),
         written_dirs: HashSet::new(),
     };
@@ -477,5 +506,37 @@ mod tests {
         assert!(cp.success());
         apply(layer.as_slice(), &replay, Whiteouts::Delete).unwrap();
         assert_eq!(fingerprint(&replay), want);
+    }
+
+    /// What a container racing a commit could do: the walk saw a regular file, and by the
+    /// time it is opened the file (or a directory above it) is a symlink to a host file.
+    #[test]
+    fn a_file_swapped_for_a_symlink_never_reads_the_host() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (upper, host) = (tmp.path().join("upper"), tmp.path().join("host"));
+        fs::create_dir_all(&upper).unwrap();
+        fs::create_dir_all(&host).unwrap();
+        fs::write(host.join("shadow"), "host secret").unwrap();
+        fs::write(upper.join("plain"), "host secret".replace("host", "ctr!")).unwrap();
+        let seen = fs::symlink_metadata(upper.join("plain")).unwrap();
+        std::os::unix::fs::symlink(host.join("shadow"), upper.join("swapped")).unwrap();
+        std::os::unix::fs::symlink(&host, upper.join("dir")).unwrap();
+        for name in ["swapped", "dir/shadow"] {
+            let mut w = Writer {
+                tar: tar::Builder::new(Vec::new()),
+                root: Root::open(&upper).unwrap(),
+                inodes: HashMap::new(),
+                written_dirs: HashSet::new(),
+            };
+            let err = w
+                .entry(&upper.join(name), Path::new(name), &seen)
+                .unwrap_err();
+            assert!(err.to_string().contains("changed while"), "{name}: {err}");
+            let bytes = w.tar.into_inner().unwrap();
+            assert!(
+                !bytes.windows(11).any(|x| x == b"host secret"),
+                "{name}: host bytes in the layer"
+            );
+        }
     }
 }
