@@ -224,4 +224,27 @@ mod tests {
             Some((PathBuf::from("/s"), Whiteouts::Delete))
         );
     }
+
+    /// The shim mounts rootfs with this code too: a read-only bind (a native View) must
+    /// really be read-only.
+    #[test]
+    fn read_only_binds_are_read_only() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "mounting needs root");
+        let dir = tempfile::tempdir().unwrap();
+        let (src, target) = (dir.path().join("src"), dir.path().join("target"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&target).unwrap();
+        let ro = Mount {
+            kind: "bind".into(),
+            source: src.display().to_string(),
+            options: vec!["rbind".into(), "ro".into()],
+        };
+        mount_all(std::slice::from_ref(&ro), &target).unwrap();
+        let write = std::fs::write(target.join("x"), "x");
+        unmount(&target);
+        let err = write.unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        assert!(!src.join("x").exists());
+    }
 }
