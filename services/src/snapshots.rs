@@ -42,6 +42,14 @@ pub(crate) fn scoped(ns: &Namespace, key: &str) -> String {
     format!("{ns}/{key}")
 }
 
+/// A key a client names a new snapshot by: anything but empty.
+fn check_new_key(what: &str, key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid(format!("{what} must be set")));
+    }
+    Ok(())
+}
+
 /// The namespace's own key for a snapshotter key (None for other namespaces' keys).
 pub(crate) fn unscope<'a>(ns: &Namespace, stored: &'a str) -> Option<&'a str> {
     stored.strip_prefix(ns.as_str())?.strip_prefix('/')
@@ -157,6 +165,7 @@ impl Snapshots {
         kind: Kind,
     ) -> Result<Vec<Mount>> {
         validate_labels(&labels)?;
+        check_new_key("snapshot key", &key)?;
         let s = self.get(snapshotter)?;
         let this = self.clone();
         let name = snapshotter.to_string();
@@ -228,6 +237,8 @@ impl Snapshots {
         labels: Labels,
     ) -> Result<()> {
         validate_labels(&labels)?;
+        check_new_key("snapshot name", &name)?;
+        check_new_key("active snapshot key", &key)?;
         let s = self.get(snapshotter)?;
         let this = self.clone();
         let sn = snapshotter.to_string();

@@ -196,6 +196,11 @@ async fn snapshot_api_rules_and_isolation() {
         s.prepare(prep("b", "a")).await.unwrap_err().code(),
         Code::InvalidArgument
     );
+    assert_eq!(
+        s.prepare(prep("", "")).await.unwrap_err().code(),
+        Code::InvalidArgument,
+        "an empty key names no snapshot"
+    );
     s.commit(CommitSnapshotRequest {
         snapshotter: "overlayfs".into(),
         name: "A".into(),

@@ -152,16 +152,15 @@ async fn manifest_and_config(client: &Client, image: &str) -> anyhow::Result<(Va
     anyhow::bail!("image {image}: indexes nest too deeply")
 }
 
-fn image_name(name: &str) -> String {
-    let last = name.rsplit('/').next().unwrap_or(name);
-    if last.contains(':') || name.contains('@') {
-        name.to_string()
-    } else {
-        format!("{name}:latest")
-    }
+/// The name the image is stored under, normalized as pulls and builds store theirs
+/// (`app` -> `docker.io/library/app:latest`).
+fn image_name(name: &str) -> anyhow::Result<String> {
+    use berth_services::registry::{image_name, parse_reference};
+    Ok(image_name(&parse_reference(name)?))
 }
 
 pub async fn run(client: &Client, c: Commit) -> anyhow::Result<()> {
+    image_name(&c.image)?;
     for ch in &c.change {
         apply_change(&mut json!({}), ch)?;
     }
@@ -370,7 +369,7 @@ async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
             gc,
         )
         .await?;
-    let name = image_name(&c.image);
+    let name = image_name(&c.image)?;
     let image = Image {
         name: name.clone(),
         target: Some(Descriptor {

@@ -27,9 +27,27 @@ use tonic::{Request, Status};
 pub const NAMESPACE_HEADER: &str = "containerd-namespace";
 pub const LEASE_HEADER: &str = "containerd-lease";
 
+/// Longest message a status carries: errors quote client input, and grpc clients refuse
+/// oversized `grpc-message` headers (grpcio rejects ~8 KiB), so a hostile request must not
+/// get its own bytes echoed back whole.
+const MAX_STATUS_MESSAGE: usize = 1024;
+
+/// `msg` cut to at most `max` bytes on a character boundary, marked where cut.
+fn bounded(mut msg: String, max: usize) -> String {
+    if msg.len() > max {
+        let mut end = max;
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        msg.truncate(end);
+        msg.push_str("… (truncated)");
+    }
+    msg
+}
+
 /// Maps a core error to the status code containerd's clients act upon; logs it once.
 pub fn status(err: Error) -> Status {
-    let msg = err.to_string();
+    let msg = bounded(err.to_string(), MAX_STATUS_MESSAGE);
     let code = match err.kind() {
         Kind::NotFound => tonic::Code::NotFound,
         Kind::AlreadyExists => tonic::Code::AlreadyExists,
@@ -59,7 +77,8 @@ pub fn namespace<T>(req: &Request<T>) -> Result<Namespace, Status> {
         })?
         .to_str()
         .map_err(|_| Status::failed_precondition("namespace header is not valid text"))?;
-    Namespace::parse(raw).map_err(|e| Status::failed_precondition(e.to_string()))
+    Namespace::parse(raw)
+        .map_err(|e| Status::failed_precondition(bounded(e.to_string(), MAX_STATUS_MESSAGE)))
 }
 
 /// Namespace plus the optional `containerd-lease` header.
@@ -103,6 +122,19 @@ pub fn filter(filters: &[String]) -> Result<crate::filters::Filter, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_messages_are_bounded() {
+        let long = "ü".repeat(5000);
+        let st = status(Error::invalid(format!("name {long:?} is invalid")));
+        assert!(st.message().len() <= MAX_STATUS_MESSAGE + 20);
+        assert!(st.message().ends_with("(truncated)"));
+        assert_eq!(st.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            status(Error::invalid("short")).message(),
+            "short: invalid argument"
+        );
+    }
 
     #[test]
     fn namespace_header_errors_are_failed_precondition() {
