@@ -5,8 +5,8 @@
 use berth_tests::oci;
 use berth_tests::{ok, Daemon};
 
-#[test]
-fn commit_round_trip() {
+/// A daemon with busybox imported as `test.local/base:latest`.
+fn daemon_with_base() -> Daemon {
     let d = Daemon::start().unwrap();
     let (_w, archive) = oci::busybox_archive();
     ok(&d.berth(
@@ -19,6 +19,12 @@ fn commit_round_trip() {
         ],
         None,
     ));
+    d
+}
+
+#[test]
+fn commit_round_trip() {
+    let d = daemon_with_base();
     // A container that adds a file and deletes one of the image's.
     ok(&d.berth(
         &[
@@ -99,18 +105,7 @@ fn commit_round_trip() {
 /// A running container is paused while its files are read, then runs on.
 #[test]
 fn commit_of_a_running_container_pauses_it_and_resumes() {
-    let d = Daemon::start().unwrap();
-    let (_w, archive) = oci::busybox_archive();
-    ok(&d.berth(
-        &[
-            "images",
-            "import",
-            "--base-name",
-            "test.local/base",
-            archive.to_str().unwrap(),
-        ],
-        None,
-    ));
+    let d = daemon_with_base();
     ok(&d.berth(
         &[
             "run",
