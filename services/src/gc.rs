@@ -24,6 +24,9 @@ use berth_proto::vocab::labels::{
     GC_ROOT as ROOT_LABEL,
 };
 
+/// Keys unpacks (berth's and containerd's clients') give the snapshots they extract into.
+const INTERRUPTED_UNPACK_PREFIX: &str = "extract-";
+
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Collected {
     pub content: usize,
@@ -155,7 +158,7 @@ impl Gc {
                 let Ok(ns) = Namespace::parse(&name) else {
                     continue;
                 };
-                let c = this.collect_namespace(&ns, cutoff.unwrap_or(i64::MAX))?;
+                let c = this.collect_namespace(&ns, cutoff)?;
                 total.content += c.content;
                 total.snapshots += c.snapshots;
                 total.leases += c.leases;
@@ -167,7 +170,11 @@ impl Gc {
         result
     }
 
-    fn collect_namespace(&self, ns: &Namespace, cutoff: i64) -> Result<Collected> {
+    /// One namespace. `after_restart` (the run at start, over what a previous daemon left)
+    /// also takes the active `extract-*` snapshots of unpacks that daemon was killed in:
+    /// nothing can still be writing them, and unless a lease holds them nothing ever will.
+    fn collect_namespace(&self, ns: &Namespace, after_restart: Option<i64>) -> Result<Collected> {
+        let cutoff = after_restart.unwrap_or(i64::MAX);
         let mut out = Collected::default();
         let now = crate::metadata::now() / 1_000_000_000;
         let mut content_roots: Vec<String> = vec![];
@@ -258,7 +265,14 @@ impl Gc {
                 .chain(
                     infos
                         .values()
-                        .filter(|i| i.kind != Kind::Committed || i.labels.contains_key(ROOT_LABEL))
+                        .filter(|i| {
+                            let interrupted_unpack = after_restart.is_some()
+                                && i.created_at < cutoff
+                                && unscope(ns, &i.name)
+                                    .is_some_and(|k| k.starts_with(INTERRUPTED_UNPACK_PREFIX));
+                            (i.kind != Kind::Committed && !interrupted_unpack)
+                                || i.labels.contains_key(ROOT_LABEL)
+                        })
                         .map(|i| i.name.clone()),
                 )
                 .collect();

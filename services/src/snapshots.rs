@@ -179,6 +179,7 @@ impl Snapshots {
                     return Err(Error::not_found(format!("lease {lease:?} does not exist")));
                 }
             }
+            this.store.namespace_ensure(&c.ns)?;
             let m = match kind {
                 Kind::View => s.view(&sk, parent.as_deref(), labels)?,
                 _ => s.prepare(&sk, parent.as_deref(), labels)?,

@@ -161,3 +161,25 @@ async fn leases_protect_until_they_end_or_expire() {
         .trim()
         .is_empty());
 }
+
+/// An unpack interrupted by a daemon crash leaves its active `extract-*` snapshot; the
+/// collection at the next start takes it, and leaves every other active snapshot alone.
+#[test]
+fn snapshots_of_interrupted_unpacks_go_at_the_next_start() {
+    let mut d = Daemon::start().unwrap();
+    for key in ["extract-1700000000-abc sha256:0123", "kept-active"] {
+        ok(&d.berth(&["snapshots", "prepare", key], None));
+    }
+    d.kill().unwrap();
+    d.restart().unwrap();
+    let mut left = String::new();
+    for _ in 0..100 {
+        left = ok(&d.berth(&["snapshots", "ls", "-q"], None));
+        if !left.contains("extract-") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!left.contains("extract-"), "{left}");
+    assert!(left.contains("kept-active"), "{left}");
+}

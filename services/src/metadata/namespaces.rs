@@ -36,6 +36,15 @@ impl MetadataStore {
         Ok(out)
     }
 
+    /// Records `ns` if it is not yet known (a write only the first time): everything a
+    /// namespace holds, snapshots included, is found through this table (`ctr ns ls`, GC).
+    pub fn namespace_ensure(&self, ns: &Namespace) -> Result<()> {
+        if self.namespace_get(ns)?.is_some() {
+            return Ok(());
+        }
+        self.write(|txn| super::ensure_namespace(txn, ns).map(|_| ()))
+    }
+
     pub fn namespace_create(&self, ns: &Namespace, record: &NamespaceRecord) -> Result<()> {
         self.write(|txn| {
             let mut table = txn.open_table(NAMESPACES)?;
