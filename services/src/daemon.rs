@@ -217,6 +217,7 @@ impl Daemon {
             root: root.join("io.berth.build.v1"),
             state: runtime.state.join("io.berth.build.v1"),
         };
+        builder.remove_leftovers();
         Ok(Daemon {
             root: root.to_path_buf(),
             differ: Differ::new(content.clone()),

@@ -6,7 +6,8 @@
 //! (index -> manifests -> config and layers; a config's diffIDs name the snapshots unpacked
 //! from it), so images imported by any client are kept whole. Snapshots keep their parents.
 //! What is not marked goes: content records (and the bytes once no namespace uses them) and
-//! committed snapshots, children before parents. Ingests are left alone.
+//! committed snapshots, children before parents. Ingests no lease holds and nobody wrote to
+//! for [`INGEST_EXPIRY`] are removed: an abandoned upload does not stay for ever.
 
 use crate::content::Content;
 use crate::context::Namespace;
@@ -24,6 +25,10 @@ use berth_proto::vocab::labels::{
     GC_ROOT as ROOT_LABEL,
 };
 
+/// How long an ingest nobody writes to and no lease holds is kept (containerd's clients hold
+/// theirs with leases; a client that went away leaves its upload behind).
+pub const INGEST_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Keys unpacks (berth's and containerd's clients') give the snapshots they extract into.
 const INTERRUPTED_UNPACK_PREFIX: &str = "extract-";
 
@@ -32,6 +37,7 @@ pub struct Collected {
     pub content: usize,
     pub snapshots: usize,
     pub leases: usize,
+    pub ingests: usize,
 }
 
 #[derive(Clone)]
@@ -162,6 +168,7 @@ impl Gc {
                 total.content += c.content;
                 total.snapshots += c.snapshots;
                 total.leases += c.leases;
+                total.ingests += c.ingests;
             }
             Ok(total)
         })
@@ -179,6 +186,7 @@ impl Gc {
         let now = crate::metadata::now() / 1_000_000_000;
         let mut content_roots: Vec<String> = vec![];
         let mut snapshot_roots: Vec<(String, String)> = vec![];
+        let mut held_ingests: HashSet<String> = HashSet::new();
         for lease in self.store.lease_list(ns)? {
             let expired = lease
                 .labels
@@ -193,6 +201,8 @@ impl Gc {
             for r in self.store.lease_resources(ns, &lease.id)? {
                 if r.kind == "content" {
                     content_roots.push(r.id);
+                } else if r.kind == "ingests" {
+                    held_ingests.insert(r.id);
                 } else if let Some(sn) = r.kind.strip_prefix("snapshots/") {
                     snapshot_roots.push((sn.to_string(), r.id));
                 }
@@ -322,6 +332,10 @@ impl Gc {
                 out.content += 1;
             }
         }
+        let stale = crate::metadata::now().saturating_sub(INGEST_EXPIRY.as_nanos() as i64);
+        out.ingests += self
+            .content
+            .expire_ingests_sync(ns, stale.min(cutoff), &held_ingests)?;
         Ok(out)
     }
 }
@@ -332,6 +346,7 @@ fn log(result: Result<Collected>) {
             content = c.content,
             snapshots = c.snapshots,
             leases = c.leases,
+            ingests = c.ingests,
             "garbage collected"
         ),
         Ok(_) => {}

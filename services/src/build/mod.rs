@@ -86,6 +86,20 @@ pub(super) struct StepCtx<'a> {
 }
 
 impl Builder {
+    /// Removes the work directories of builds a previous daemon was killed in (contexts,
+    /// layer tars, logs: nothing a later build reads). Called at start, before any build.
+    pub fn remove_leftovers(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.state) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("build-") {
+                tracing::info!(dir = %e.path().display(), "removing an interrupted build's work");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
     pub async fn build(
         &self,
         ctx: Ctx,

@@ -480,6 +480,32 @@ impl Content {
         Ok(rec)
     }
 
+    /// Removes the namespace's ingests nobody wrote to since `before` (nanoseconds) and no
+    /// lease holds (`held` refs): abandoned uploads would otherwise stay for ever. One in use
+    /// right now (its ref locked) is left alone. Returns how many went.
+    pub fn expire_ingests_sync(
+        &self,
+        ns: &Namespace,
+        before: crate::metadata::Timestamp,
+        held: &std::collections::HashSet<String>,
+    ) -> Result<usize> {
+        let mut removed = 0;
+        for st in self.local.statuses(ns)? {
+            if st.updated_at >= before || held.contains(&st.meta.reference) {
+                continue;
+            }
+            match self.local.abort(ns, &st.meta.reference) {
+                Ok(()) => {
+                    tracing::info!(namespace = %ns, reference = %st.meta.reference, "expired an abandoned ingest");
+                    removed += 1;
+                }
+                Err(e) if e.kind() == Kind::Unavailable || e.kind() == Kind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Drops an ingest and its bytes, for blocking callers.
     pub fn abort_sync(&self, ns: &Namespace, reference: &str) -> Result<()> {
         self.local.abort(ns, reference)
@@ -652,6 +678,42 @@ mod tests {
             held.iter().any(|r| r.kind == "content" && r.id == d),
             "{held:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn abandoned_ingests_expire_unless_held_or_in_use() {
+        let f = fixture();
+        let ns = Namespace::parse("a").unwrap();
+        for r in ["old", "held", "fresh"] {
+            let w = f
+                .content
+                .writer(ctx("a", None), r.into(), 10, String::new())
+                .await
+                .unwrap();
+            f.content.write(w, 0, b"12345".to_vec()).await.unwrap();
+        }
+        let in_use = f
+            .content
+            .writer(ctx("a", None), "in-use".into(), 10, String::new())
+            .await
+            .unwrap();
+        // "Now" is later than every write: all but the exceptions are stale.
+        let later = now() + 1;
+        let held = std::collections::HashSet::from(["held".to_string()]);
+        let removed = f.content.expire_ingests_sync(&ns, later, &held).unwrap();
+        assert_eq!(removed, 2, "old and fresh (both older than `later`)");
+        let left: Vec<String> = f
+            .content
+            .list_statuses(ns.clone(), Filter::parse_all::<&str>(&[]).unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.meta.reference)
+            .collect();
+        assert_eq!(left, ["held", "in-use"]);
+        drop(in_use);
+        // Nothing is older than the epoch: nothing goes.
+        assert_eq!(f.content.expire_ingests_sync(&ns, 0, &held).unwrap(), 0);
     }
 
     #[tokio::test]
