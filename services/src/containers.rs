@@ -130,7 +130,7 @@ impl Containers {
                     c.snapshot_key = update.snapshot_key.clone();
                 }
                 for p in &paths {
-                    if apply_label_path(&mut c.labels, &update.labels, p) {
+                    if apply_label_path(&mut c.labels, &update.labels, p)? {
                         continue;
                     }
                     if let Some(k) = p.strip_prefix("extensions.") {

@@ -116,7 +116,7 @@ impl Images {
                     img.target = update.target.clone();
                 }
                 for p in &paths {
-                    if apply_label_path(&mut img.labels, &update.labels, p) {
+                    if apply_label_path(&mut img.labels, &update.labels, p)? {
                         continue;
                     }
                     match p.as_str() {

@@ -102,7 +102,7 @@ impl Namespaces {
                     rec.labels = labels.clone();
                 }
                 for p in &paths {
-                    apply_label_path(&mut rec.labels, &labels, p);
+                    apply_label_path(&mut rec.labels, &labels, p)?;
                 }
                 Ok(())
             })

@@ -121,7 +121,7 @@ impl Content {
                     rec.labels = labels.clone();
                 }
                 for p in &paths {
-                    apply_label_path(&mut rec.labels, &labels, p);
+                    apply_label_path(&mut rec.labels, &labels, p)?;
                 }
                 rec.updated_at = now();
                 Ok(())
@@ -714,6 +714,39 @@ mod tests {
         drop(in_use);
         // Nothing is older than the epoch: nothing goes.
         assert_eq!(f.content.expire_ingests_sync(&ns, 0, &held).unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn label_updates_past_the_record_bound_are_refused_and_not_committed() {
+        let f = fixture();
+        let data = b"labelled";
+        let d = Digest::of(data).to_string();
+        put(&f.content, ctx("a", None), data, &d).await.unwrap();
+        let ns = Namespace::parse("a").unwrap();
+        let value = "v".repeat(4000);
+        let mut refused = None;
+        for i in 0..100 {
+            let key = format!("k{i}");
+            let r = f
+                .content
+                .update(
+                    ns.clone(),
+                    d.clone(),
+                    Labels::from([(key.clone(), value.clone())]),
+                    vec![format!("labels.{key}")],
+                )
+                .await;
+            if let Err(e) = r {
+                refused = Some((i, e));
+                break;
+            }
+        }
+        let (i, e) = refused.expect("the record grew without bound");
+        assert_eq!(e.kind(), Kind::InvalidArgument);
+        let rec = f.content.info(ns, d).await.unwrap();
+        assert_eq!(rec.labels.len(), i, "the refused update was committed");
+        let total: usize = rec.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(total <= crate::metadata::MAX_LABELS_TOTAL);
     }
 
     #[tokio::test]

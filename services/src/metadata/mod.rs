@@ -54,10 +54,20 @@ pub fn now() -> Timestamp {
     berth_proto::vocab::time::now_nanos()
 }
 
+/// Largest total of one record's labels (keys plus values). containerd has no such bound; an
+/// unbounded record (85 MB was seen) breaks every listing of its namespace.
+pub const MAX_LABELS_TOTAL: usize = 256 << 10;
+
 /// Largest key plus value of one label, as containerd enforces.
 pub const MAX_LABEL_SIZE: usize = 4096;
 
 pub fn validate_labels(labels: &Labels) -> Result<()> {
+    let total: usize = labels.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_LABELS_TOTAL {
+        return Err(Error::invalid(format!(
+            "labels would total {total} bytes; a record holds at most {MAX_LABELS_TOTAL}"
+        )));
+    }
     for (k, v) in labels {
         if k.is_empty() {
             return Err(Error::invalid("label key must not be empty"));
@@ -80,13 +90,12 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 /// Applies an update mask to a label map: `labels` replaces all, `labels.<k>` sets or
-/// removes one key. Returns false when a path is not about labels.
-pub fn apply_label_path(current: &mut Labels, update: &Labels, path: &str) -> bool {
+/// removes one key. Returns false when a path is not about labels; an error when the
+/// result would break the bounds, so the update is refused before anything is committed.
+pub fn apply_label_path(current: &mut Labels, update: &Labels, path: &str) -> Result<bool> {
     if path == "labels" {
         *current = update.clone();
-        return true;
-    }
-    if let Some(key) = path.strip_prefix("labels.") {
+    } else if let Some(key) = path.strip_prefix("labels.") {
         match update.get(key) {
             Some(v) if !v.is_empty() => {
                 current.insert(key.to_string(), v.clone());
@@ -95,9 +104,11 @@ pub fn apply_label_path(current: &mut Labels, update: &Labels, path: &str) -> bo
                 current.remove(key);
             }
         }
-        return true;
+    } else {
+        return Ok(false);
     }
-    false
+    validate_labels(current)?;
+    Ok(true)
 }
 
 #[derive(Clone)]
@@ -328,10 +339,10 @@ mod tests {
     fn label_paths() {
         let mut cur: Labels = [("a".into(), "1".into()), ("b".into(), "2".into())].into();
         let upd: Labels = [("a".into(), "9".into())].into();
-        assert!(apply_label_path(&mut cur, &upd, "labels.a"));
-        assert!(apply_label_path(&mut cur, &upd, "labels.b"));
+        assert!(apply_label_path(&mut cur, &upd, "labels.a").unwrap());
+        assert!(apply_label_path(&mut cur, &upd, "labels.b").unwrap());
         assert_eq!(cur, upd);
-        assert!(!apply_label_path(&mut cur, &upd, "target"));
+        assert!(!apply_label_path(&mut cur, &upd, "target").unwrap());
         let big: Labels = [("k".into(), "v".repeat(MAX_LABEL_SIZE))].into();
         assert!(validate_labels(&big).is_err());
     }
