@@ -38,6 +38,9 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
 /// Bytes per WRITE message during an ingest.
 pub const WRITE_CHUNK: usize = 1 << 20;
+/// How long an ingest waits for another writer of the same ref, and how often it looks.
+const LOCKED_REF_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+const LOCKED_REF_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -224,7 +227,49 @@ impl Client {
         expected: Option<&str>,
         labels: HashMap<String, String>,
     ) -> Result<String> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(4);
+        // Another writer holding the same ref (a second import of the same archive) is
+        // waited for, not failed on: once it is done the content exists.
+        let mut waited = std::time::Duration::ZERO;
+        let (tx, mut replies, status) = loop {
+            let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(4);
+            // Queued before the call: the daemon may wait for it before answering headers.
+            tx.send(WriteContentRequest {
+                action: WriteAction::Stat as i32,
+                r#ref: reference.to_string(),
+                total,
+                expected: expected.unwrap_or_default().to_string(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|_| Error::Protocol("write stream closed by the daemon".into()))?;
+            let opened = self
+                .content()
+                .write(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await;
+            let mut replies = match opened {
+                Ok(r) => r.into_inner(),
+                Err(s) if s.code() == tonic::Code::Unavailable && waited < LOCKED_REF_WAIT => {
+                    waited += LOCKED_REF_POLL;
+                    tokio::time::sleep(LOCKED_REF_POLL).await;
+                    continue;
+                }
+                Err(s) => return Err(s.into()),
+            };
+            match replies.next().await {
+                Some(Ok(st)) => break (tx, replies, st),
+                Some(Err(s)) if s.code() == tonic::Code::AlreadyExists => {
+                    return expected.map(str::to_string).ok_or_else(|| Error::Status(s));
+                }
+                Some(Err(s))
+                    if s.code() == tonic::Code::Unavailable && waited < LOCKED_REF_WAIT =>
+                {
+                    waited += LOCKED_REF_POLL;
+                    tokio::time::sleep(LOCKED_REF_POLL).await;
+                }
+                Some(Err(s)) => return Err(s.into()),
+                None => return Err(Error::Protocol("no reply to STAT".into())),
+            }
+        };
         let send = |m: WriteContentRequest| {
             let tx = tx.clone();
             async move {
@@ -232,28 +277,6 @@ impl Client {
                     .await
                     .map_err(|_| Error::Protocol("write stream closed by the daemon".into()))
             }
-        };
-        // Queued before the call: the daemon may wait for it before answering headers.
-        send(WriteContentRequest {
-            action: WriteAction::Stat as i32,
-            r#ref: reference.to_string(),
-            total,
-            expected: expected.unwrap_or_default().to_string(),
-            ..Default::default()
-        })
-        .await?;
-        let mut replies = self
-            .content()
-            .write(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        let status = match replies.next().await {
-            Some(Ok(s)) => s,
-            Some(Err(s)) if s.code() == tonic::Code::AlreadyExists => {
-                return expected.map(str::to_string).ok_or_else(|| Error::Status(s));
-            }
-            Some(Err(s)) => return Err(s.into()),
-            None => return Err(Error::Protocol("no reply to STAT".into())),
         };
         // Skip what the daemon already has, hashing it to keep the digest whole.
         let mut hasher = Sha256::new();

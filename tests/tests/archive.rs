@@ -250,3 +250,38 @@ fn hostile_archives_are_refused() {
     );
     ok(&d.berth(&["version"], None));
 }
+
+/// Two imports of one archive at once both succeed: the second waits for the first's
+/// ingests instead of failing on their locked refs.
+#[test]
+fn concurrent_imports_of_one_archive_both_succeed() {
+    let d = Daemon::start().unwrap();
+    let (_w, busybox) = oci::busybox_archive();
+    let path = busybox.to_str().unwrap();
+    for round in 0..3 {
+        let ns = format!("round{round}");
+        let import = || {
+            d.berth_spawn(&[
+                "--namespace",
+                &ns,
+                "images",
+                "import",
+                "--no-unpack",
+                "--base-name",
+                "test.local/same",
+                path,
+            ])
+        };
+        let (a, b) = (import(), import());
+        for child in [a, b] {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let ls = ok(&d.berth(&["--namespace", &ns, "images", "ls", "-q"], None));
+        assert!(ls.contains("test.local/same"), "{ls}");
+    }
+}
