@@ -4,6 +4,7 @@ mod config;
 
 use anyhow::{bail, Context};
 use berth_services::daemon::{Daemon, VersionInfo};
+use berth_services::grpc::authority::AnyAuthority;
 use clap::{Parser, Subcommand};
 use config::Config;
 use std::os::unix::fs::PermissionsExt;
@@ -141,13 +142,15 @@ fn bind_socket(address: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 
 /// Connections as they arrive. An accept that fails (out of descriptors above all) backs off
 /// instead of spinning a core, and the daemon keeps serving the connections it has.
+/// Every connection reads through [`AnyAuthority`]: any `:authority` a client sends over the
+/// socket is accepted (grpcio's percent-encoded path too).
 fn accept_loop(
     listener: tokio::net::UnixListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::UnixStream>> {
+) -> impl futures::Stream<Item = std::io::Result<AnyAuthority<tokio::net::UnixStream>>> {
     futures::stream::unfold(listener, |listener| async move {
         loop {
             match listener.accept().await {
-                Ok((conn, _)) => return Some((Ok(conn), listener)),
+                Ok((conn, _)) => return Some((Ok(AnyAuthority::new(conn)), listener)),
                 Err(e) => {
                     let exhausted = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
                     tracing::warn!(error = %e, "cannot accept a connection; backing off");

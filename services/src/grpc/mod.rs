@@ -1,6 +1,7 @@
 //! The gRPC edge: tonic services that extract, convert, call the core and convert back.
 //! Errors become status codes here and only here ([`status`]).
 
+pub mod authority;
 pub mod build;
 pub mod containers;
 pub mod content;

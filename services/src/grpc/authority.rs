@@ -1,0 +1,446 @@
+//! Any `:authority` a gRPC client sends over a unix socket is accepted. Clients name a unix
+//! socket's authority as they please — grpcio sends the percent-encoded path
+//! (`tmp%2Fberth.sock`), grpc-go `localhost`, others the socket path — and hyper's HTTP/2
+//! server resets every stream whose `:authority` is not a URI authority (h2 answers
+//! RST_STREAM PROTOCOL_ERROR before any service sees the request). Over a unix socket the
+//! socket is the authority, so a connection's incoming bytes pass through [`AnyAuthority`],
+//! which rewrites each request's unusable `:authority` to `localhost` and leaves every other
+//! byte as it came.
+//!
+//! How: HTTP/2 frames are passed through one by one; header blocks (HEADERS plus any
+//! CONTINUATION frames) are decoded with the client's HPACK state and re-encoded as
+//! literals without indexing, so the server's HPACK decoder never depends on table state
+//! the client built (RFC 7541 §6.2.2). Nothing else is touched: DATA, SETTINGS, WINDOW_UPDATE
+//! and the server's writes go through as they are.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+const PREFACE_LEN: usize = 24;
+const FRAME_HEADER_LEN: usize = 9;
+const HEADERS: u8 = 0x1;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const PADDED: u8 = 0x8;
+const PRIORITY: u8 = 0x20;
+/// The largest frame a peer must accept without asking (SETTINGS_MAX_FRAME_SIZE default).
+const MAX_FRAME: usize = 16_384;
+/// Header blocks larger than this are refused by any sensible server anyway.
+const MAX_HEADER_BLOCK: usize = 1 << 20;
+/// What `:authority` becomes when a client's value is not a URI authority.
+const LOCAL_AUTHORITY: &[u8] = b"localhost";
+
+/// A header block being collected from a HEADERS frame and its CONTINUATIONs.
+struct PendingBlock {
+    stream: u32,
+    end_stream: bool,
+    priority: Option<[u8; 5]>,
+    block: Vec<u8>,
+}
+
+/// An IO stream whose reads rewrite unusable `:authority` values (see the module's text).
+pub struct AnyAuthority<S> {
+    inner: S,
+    /// Bytes read from `inner` that do not make a whole frame yet.
+    raw: Vec<u8>,
+    /// Bytes ready for the reader, from `out_pos` on.
+    out: Vec<u8>,
+    out_pos: usize,
+    preface_left: usize,
+    pending: Option<PendingBlock>,
+    decoder: loona_hpack::Decoder<'static>,
+    eof: bool,
+}
+
+impl<S> AnyAuthority<S> {
+    pub fn new(inner: S) -> Self {
+        AnyAuthority {
+            inner,
+            raw: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            preface_left: PREFACE_LEN,
+            pending: None,
+            decoder: loona_hpack::Decoder::new(),
+            eof: false,
+        }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Moves every whole frame in `raw` to `out`, rewriting header blocks.
+    fn process(&mut self) -> io::Result<()> {
+        let mut at = 0;
+        if self.preface_left > 0 {
+            let n = self.preface_left.min(self.raw.len());
+            self.out.extend_from_slice(&self.raw[..n]);
+            self.preface_left -= n;
+            at = n;
+        }
+        while self.preface_left == 0 && self.raw.len() - at >= FRAME_HEADER_LEN {
+            let h = &self.raw[at..at + FRAME_HEADER_LEN];
+            let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+            if self.raw.len() - at < FRAME_HEADER_LEN + len {
+                break;
+            }
+            let (kind, flags) = (h[3], h[4]);
+            let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+            let payload = at + FRAME_HEADER_LEN..at + FRAME_HEADER_LEN + len;
+            match kind {
+                HEADERS => {
+                    let p = &self.raw[payload];
+                    let block = header_fragment(p, flags)
+                        .ok_or_else(|| invalid("malformed HEADERS frame"))?;
+                    let priority = (flags & PRIORITY != 0).then(|| {
+                        let off = usize::from(flags & PADDED != 0);
+                        let mut b = [0u8; 5];
+                        b.copy_from_slice(&p[off..off + 5]);
+                        b
+                    });
+                    self.pending = Some(PendingBlock {
+                        stream,
+                        end_stream: flags & END_STREAM != 0,
+                        priority,
+                        block: block.to_vec(),
+                    });
+                }
+                CONTINUATION if self.pending.as_ref().is_some_and(|b| b.stream == stream) => {
+                    if let Some(b) = self.pending.as_mut() {
+                        b.block.extend_from_slice(&self.raw[payload]);
+                        if b.block.len() > MAX_HEADER_BLOCK {
+                            return Err(invalid("header block too large"));
+                        }
+                    }
+                }
+                _ => {
+                    // Anything else between a HEADERS and its CONTINUATION is the client's
+                    // protocol error; the server will say so.
+                    let whole = at..at + FRAME_HEADER_LEN + len;
+                    self.out.extend_from_slice(&self.raw[whole]);
+                }
+            }
+            if matches!(kind, HEADERS | CONTINUATION) && flags & END_HEADERS != 0 {
+                if let Some(b) = self.pending.take() {
+                    self.emit(b)?;
+                }
+            }
+            at += FRAME_HEADER_LEN + len;
+        }
+        self.raw.drain(..at);
+        Ok(())
+    }
+
+    /// Writes a whole header block as HEADERS (+ CONTINUATION) frames, re-encoded.
+    fn emit(&mut self, b: PendingBlock) -> io::Result<()> {
+        let headers = self
+            .decoder
+            .decode(&b.block)
+            .map_err(|e| invalid(&format!("undecodable header block: {e}")))?;
+        let mut block = Vec::with_capacity(b.block.len() + 64);
+        for (name, value) in &headers {
+            let value = if name.as_slice() == b":authority" && !is_authority(value) {
+                LOCAL_AUTHORITY
+            } else {
+                value.as_slice()
+            };
+            encode_literal(name, value, &mut block);
+        }
+        let mut first = true;
+        let mut rest: &[u8] = &block;
+        loop {
+            let room = if first && b.priority.is_some() {
+                MAX_FRAME - 5
+            } else {
+                MAX_FRAME
+            };
+            let (chunk, more) = rest.split_at(rest.len().min(room));
+            let last = more.is_empty();
+            let mut flags = if last { END_HEADERS } else { 0 };
+            let kind = if first { HEADERS } else { CONTINUATION };
+            let mut payload_len = chunk.len();
+            if first {
+                if b.end_stream {
+                    flags |= END_STREAM;
+                }
+                if b.priority.is_some() {
+                    flags |= PRIORITY;
+                    payload_len += 5;
+                }
+            }
+            let len = u32::try_from(payload_len).map_err(|_| invalid("frame too large"))?;
+            self.out.extend_from_slice(&len.to_be_bytes()[1..]);
+            self.out.push(kind);
+            self.out.push(flags);
+            self.out.extend_from_slice(&b.stream.to_be_bytes());
+            if first {
+                if let Some(p) = b.priority {
+                    self.out.extend_from_slice(&p);
+                }
+            }
+            self.out.extend_from_slice(chunk);
+            if last {
+                return Ok(());
+            }
+            first = false;
+            rest = more;
+        }
+    }
+}
+
+/// The header block fragment of a HEADERS frame's payload (padding and priority removed).
+fn header_fragment(p: &[u8], flags: u8) -> Option<&[u8]> {
+    let (pad, mut start) = if flags & PADDED != 0 {
+        (usize::from(*p.first()?), 1)
+    } else {
+        (0, 0)
+    };
+    if flags & PRIORITY != 0 {
+        start += 5;
+    }
+    let end = p.len().checked_sub(pad)?;
+    p.get(start..end)
+}
+
+/// Whether hyper would take `v` as an `:authority`.
+fn is_authority(v: &[u8]) -> bool {
+    http::uri::Authority::try_from(v).is_ok()
+}
+
+/// A header as a literal without indexing, name and value as raw strings (RFC 7541 §6.2.2).
+fn encode_literal(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    out.push(0x00);
+    for s in [name, value] {
+        encode_integer(s.len(), 7, 0x00, out);
+        out.extend_from_slice(s);
+    }
+}
+
+/// An HPACK integer with an `n`-bit prefix, the prefix's other bits from `high` (§5.1).
+fn encode_integer(mut v: usize, n: u8, high: u8, out: &mut Vec<u8>) {
+    let max = (1usize << n) - 1;
+    if v < max {
+        out.push(high | v as u8);
+        return;
+    }
+    out.push(high | max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128) as u8 | 0x80);
+        v /= 128;
+    }
+    out.push(v as u8);
+}
+
+fn invalid(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for AnyAuthority<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.out_pos < this.out.len() {
+                let n = buf.remaining().min(this.out.len() - this.out_pos);
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                return Poll::Ready(Ok(()));
+            }
+            this.out.clear();
+            this.out_pos = 0;
+            if this.eof {
+                // What is left is not a whole frame; the server gets it as it is.
+                let rest = std::mem::take(&mut this.raw);
+                if rest.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                this.out = rest;
+                continue;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let mut rb = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                this.eof = true;
+                continue;
+            }
+            this.raw.extend_from_slice(rb.filled());
+            this.process()?;
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for AnyAuthority<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for AnyAuthority<tokio::net::UnixStream> {
+    type ConnectInfo = <tokio::net::UnixStream as tonic::transport::server::Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn request(authority: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/containerd.services.version.v1.Version/Version"),
+            (":authority", authority),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect()
+    }
+
+    /// Feeds `input` through the rewriter in small pieces; returns what it reads out.
+    async fn rewrite(input: Vec<u8>) -> Vec<u8> {
+        let (mut client, server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for piece in input.chunks(7) {
+                client.write_all(piece).await.unwrap();
+            }
+        });
+        let mut out = vec![];
+        AnyAuthority::new(server)
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
+        writer.await.unwrap();
+        out
+    }
+
+    /// Splits frames; returns (kind, flags, stream, payload) each.
+    fn frames(mut b: &[u8]) -> Vec<(u8, u8, u32, Vec<u8>)> {
+        let mut v = vec![];
+        while !b.is_empty() {
+            let len = (usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]);
+            let stream = u32::from_be_bytes([b[5], b[6], b[7], b[8]]);
+            v.push((b[3], b[4], stream, b[9..9 + len].to_vec()));
+            b = &b[9 + len..];
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn unusable_authorities_become_localhost_and_all_else_passes() {
+        let mut enc = loona_hpack::Encoder::new();
+        let first = request("tmp%2Fberth.sock");
+        let block1 = enc.encode(first.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        // The second request leans on the client's dynamic table (indexed fields).
+        let second = request("tmp%2Fberth.sock");
+        let block2 = enc.encode(second.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        let good = request("localhost:1234");
+        let block3 = enc.encode(good.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+        input.extend(frame(HEADERS, END_HEADERS, 1, &block1));
+        input.extend(frame(0x0, END_STREAM, 1, b"\0\0\0\0\0")); // DATA
+                                                                // A block split over HEADERS (padded, with priority) and a CONTINUATION.
+        let (a, b) = block2.split_at(block2.len() / 2);
+        let mut padded = vec![3u8];
+        padded.extend([0, 0, 0, 0, 16]);
+        padded.extend_from_slice(a);
+        padded.extend([0, 0, 0]);
+        input.extend(frame(HEADERS, PADDED | PRIORITY | END_STREAM, 3, &padded));
+        input.extend(frame(CONTINUATION, END_HEADERS, 3, b));
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 5, &block3));
+
+        let out = rewrite(input).await;
+        assert_eq!(&out[..PREFACE_LEN], PREFACE);
+        let f = frames(&out[PREFACE_LEN..]);
+        assert_eq!(f.len(), 5, "{f:?}");
+        assert_eq!((f[0].0, f[0].3.len()), (0x4, 0));
+        assert_eq!(f[2], (0x0, END_STREAM, 1, b"\0\0\0\0\0".to_vec()));
+        let mut dec = loona_hpack::Decoder::new();
+        let decoded = |d: &mut loona_hpack::Decoder, p: &[u8]| d.decode(p).unwrap();
+        let authority = |h: &[(Vec<u8>, Vec<u8>)]| {
+            h.iter()
+                .find(|(k, _)| k == b":authority")
+                .map(|(_, v)| String::from_utf8(v.clone()).unwrap())
+        };
+        let h1 = decoded(&mut dec, &f[1].3);
+        assert_eq!(authority(&h1).as_deref(), Some("localhost"));
+        assert_eq!(h1.len(), first.len());
+        assert_eq!(h1[2], first[2]);
+        // Padding and the CONTINUATION are gone; priority and END_STREAM are kept.
+        assert_eq!(f[3].0, HEADERS);
+        assert_eq!(f[3].1, END_HEADERS | END_STREAM | PRIORITY);
+        assert_eq!(&f[3].3[..5], &[0, 0, 0, 0, 16]);
+        let h2 = decoded(&mut dec, &f[3].3[5..]);
+        assert_eq!(authority(&h2).as_deref(), Some("localhost"));
+        let h3 = decoded(&mut dec, &f[4].3);
+        assert_eq!(authority(&h3).as_deref(), Some("localhost:1234"));
+    }
+
+    #[tokio::test]
+    async fn large_header_blocks_are_split_into_continuations() {
+        let mut enc = loona_hpack::Encoder::new();
+        let mut headers = request("a%2Fb");
+        headers.push((b"x-big".to_vec(), vec![b'v'; 40_000]));
+        let block = enc.encode(headers.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, 0, 1, &block[..10_000]));
+        input.extend(frame(CONTINUATION, 0, 1, &block[10_000..30_000]));
+        input.extend(frame(CONTINUATION, END_HEADERS, 1, &block[30_000..]));
+        let out = rewrite(input).await;
+        let f = frames(&out[PREFACE_LEN..]);
+        assert!(f.len() >= 3);
+        assert!(f.iter().all(|x| x.3.len() <= MAX_FRAME));
+        assert_eq!(f[0].0, HEADERS);
+        assert!(f[1..].iter().all(|x| x.0 == CONTINUATION));
+        assert_eq!(f.last().unwrap().1 & END_HEADERS, END_HEADERS);
+        let block: Vec<u8> = f.iter().flat_map(|x| x.3.clone()).collect();
+        let h = loona_hpack::Decoder::new().decode(&block).unwrap();
+        assert_eq!(h.last().unwrap().1.len(), 40_000);
+    }
+}
