@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages berth's builds, tests and demo use. Safe to run again.
 set -euo pipefail
-packages=(containerd runc docker-registry skopeo umoci busybox-static)
+packages=(containerd runc docker-registry skopeo umoci busybox-static python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,4 +17,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # containerd's own daemon is never used; only its ctr client and shim binaries.
 systemctl disable --now containerd >/dev/null 2>&1 || true
-
+# grpcio, a real third-party gRPC client, for the wire-compatibility tests (PyPI).
+venv=/opt/berth-test/grpcio
+if ! "$venv/bin/python" -c 'import grpc' >/dev/null 2>&1; then
+  echo "setup: installing grpcio into $venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check grpcio
+fi
