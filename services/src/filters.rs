@@ -1,15 +1,17 @@
-//! containerd's filter language, parsed once and used by every List.
+//! containerd's filter language, as containerd parses it, once, for every List and Subscribe.
 //!
 //! ```text
-//! filters   := conj ('|' conj)*          (a list of filter strings is also an OR)
-//! conj      := selector (',' selector)*
+//! filters   := a list of filter strings, any of which may match (an empty one matches all)
+//! selectors := selector (',' selector)*  (all must match)
 //! selector  := fieldpath [op value]      (no op: the field is present and non-empty)
 //! fieldpath := field ('.' field)*
-//! field     := quoted | [A-Za-z_][A-Za-z0-9_]*
+//! field     := "quoted" | [A-Za-z0-9_]+
 //! op        := '==' | '!=' | '~='
-//! value     := quoted | [^,|]+
+//! value     := quoted | [^\s,]+          (spaces between tokens are ignored)
+//! quoted    := "…" (Go escapes: \n \t \xhh \u1234 …); for '~=' also /…/ and |…|
 //! ```
-//! Quoted strings use `"…"` with backslash escapes, or `/…/` for a regex value.
+//! dockerd subscribes with `topic~=|^/tasks/|`; ctr filters with `labels."a.b"==c`. An
+//! absent field compares as the empty string for '!=' and '~=', as in containerd.
 
 use crate::error::{Error, Result};
 use regex::Regex;
@@ -40,7 +42,7 @@ impl Selector {
             Op::Present => value.is_some_and(|v| !v.is_empty()),
             Op::Equal(want) => value.as_deref() == Some(want.as_str()),
             Op::NotEqual(want) => value.as_deref() != Some(want.as_str()),
-            Op::Matches(re) => value.is_some_and(|v| re.is_match(&v)),
+            Op::Matches(re) => re.is_match(value.as_deref().unwrap_or("")),
         }
     }
 }
@@ -111,7 +113,6 @@ impl<'a> Parser<'a> {
     }
 
     fn parse(mut self) -> Result<Vec<Vec<Selector>>> {
-        let mut any_of = vec![];
         let mut all = vec![];
         loop {
             all.push(self.selector()?);
@@ -119,15 +120,10 @@ impl<'a> Parser<'a> {
             match self.peek() {
                 None => break,
                 Some(',') => self.pos += 1,
-                Some('|') => {
-                    self.pos += 1;
-                    any_of.push(std::mem::take(&mut all));
-                }
-                Some(_) => return Err(self.error("expected ',' or '|'")),
+                Some(_) => return Err(self.error("expected ',' between selectors")),
             }
         }
-        any_of.push(all);
-        Ok(any_of)
+        Ok(vec![all])
     }
 
     fn selector(&mut self) -> Result<Selector> {
@@ -141,7 +137,7 @@ impl<'a> Parser<'a> {
             (Some('='), Some('=')) => "==",
             (Some('!'), Some('=')) => "!=",
             (Some('~'), Some('=')) => "~=",
-            (None | Some(',') | Some('|'), _) => {
+            (None | Some(','), _) => {
                 return Ok(Selector {
                     path,
                     op: Op::Present,
@@ -151,7 +147,7 @@ impl<'a> Parser<'a> {
         };
         self.pos += 2;
         self.skip_space();
-        let value = self.value()?;
+        let value = self.value(op == "~=")?;
         let op = match op {
             "==" => Op::Equal(value),
             "!=" => Op::NotEqual(value),
@@ -167,12 +163,9 @@ impl<'a> Parser<'a> {
         self.skip_space();
         match self.peek() {
             Some('"') => self.quoted('"'),
-            Some(c) if c.is_ascii_alphabetic() || c == '_' => {
+            Some(c) if c.is_alphanumeric() || c == '_' => {
                 let start = self.pos;
-                while self
-                    .peek()
-                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
+                while self.peek().is_some_and(|c| c.is_alphanumeric() || c == '_') {
                     self.pos += 1;
                 }
                 Ok(self.chars[start..self.pos].iter().collect())
@@ -181,23 +174,40 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn value(&mut self) -> Result<String> {
+    /// A value; `regex` allows the regular-expression quotes `/…/` and `|…|`.
+    fn value(&mut self, regex: bool) -> Result<String> {
         match self.peek() {
             Some('"') => self.quoted('"'),
-            Some('/') => self.quoted('/'),
+            Some(q @ ('/' | '|')) if regex => self.quoted(q),
+            Some('/' | '|') => Err(self.error("/…/ and |…| quote regular expressions (~=) only")),
             _ => {
                 let start = self.pos;
-                while self.peek().is_some_and(|c| c != ',' && c != '|') {
+                while self.peek().is_some_and(|c| c != ',' && !c.is_whitespace()) {
                     self.pos += 1;
                 }
                 let v: String = self.chars[start..self.pos].iter().collect();
-                let v = v.trim_end().to_string();
                 if v.is_empty() {
                     return Err(self.error("expected a value"));
                 }
                 Ok(v)
             }
         }
+    }
+
+    /// `n` hex digits of an escape, as a character.
+    fn hex_escape(&mut self, n: usize) -> Result<char> {
+        let digits: String = self
+            .chars
+            .get(self.pos..self.pos + n)
+            .unwrap_or(&[])
+            .iter()
+            .collect();
+        let code = u32::from_str_radix(&digits, 16)
+            .ok()
+            .filter(|_| digits.len() == n)
+            .ok_or_else(|| self.error("bad hexadecimal escape"))?;
+        self.pos += n;
+        char::from_u32(code).ok_or_else(|| self.error("escape names no character"))
     }
 
     fn quoted(&mut self, quote: char) -> Result<String> {
@@ -217,9 +227,17 @@ impl<'a> Parser<'a> {
                     match c {
                         'n' => out.push('\n'),
                         't' => out.push('\t'),
+                        'r' => out.push('\r'),
+                        'a' if quote == '"' => out.push('\u{7}'),
+                        'b' if quote == '"' => out.push('\u{8}'),
+                        'f' if quote == '"' => out.push('\u{c}'),
+                        'v' if quote == '"' => out.push('\u{b}'),
+                        'x' if quote == '"' => out.push(self.hex_escape(2)?),
+                        'u' if quote == '"' => out.push(self.hex_escape(4)?),
+                        'U' if quote == '"' => out.push(self.hex_escape(8)?),
                         c if c == quote || c == '\\' => out.push(c),
                         // Regex escapes pass through untouched.
-                        c if quote == '/' => {
+                        c if quote != '"' => {
                             out.push('\\');
                             out.push(c);
                         }
@@ -295,8 +313,61 @@ mod tests {
         assert!(!f("labels.missing"));
         assert!(f("name~=^docker\\.io/,labels.x==y"));
         assert!(!f("name~=^quay,labels.x==y"));
-        assert!(f("name~=/^quay/|labels.x==y"));
         assert!(f(r#"name=="docker.io/library/busybox:latest""#));
+    }
+
+    /// The filter strings real clients send, as containerd reads them.
+    #[test]
+    fn what_real_clients_send() {
+        struct Env(&'static str, &'static str);
+        impl Fields for Env {
+            fn field(&self, path: &[String]) -> Option<String> {
+                match path.first().map(String::as_str) {
+                    Some("topic") => Some(self.0.into()),
+                    Some("namespace") => Some(self.1.into()),
+                    _ => None,
+                }
+            }
+        }
+        let exit = Env("/tasks/exit", "moby");
+        let image = Env("/images/create", "default");
+        let m = |f: &[&str], e: &Env| Filter::parse_all(f).unwrap().matches(e);
+        // dockerd 20.10: its namespace's events, or any task event.
+        let dockerd = ["namespace==moby", "topic~=|^/tasks/|"];
+        assert!(m(&dockerd, &exit));
+        assert!(!m(&dockerd, &image));
+        assert!(m(&dockerd, &Env("/containers/create", "moby")));
+        // ctr events, ctr content ls, crictl-style labels, nerdctl names.
+        assert!(m(&[r#"topic~="/tasks/.*""#], &exit));
+        assert!(m(&[r"topic~=/^\/tasks\//"], &exit));
+        assert!(m(&["topic~=^/images/,namespace==default"], &image));
+        assert!(m(
+            &[r#"  topic == "/tasks/exit" , namespace==moby "#],
+            &exit
+        ));
+        // As in containerd, a leading '/' quotes: a path is given in "…" to '=='.
+        assert!(Filter::parse("topic==/tasks/exit").is_err());
+        let a = item(
+            "docker.io/library/busybox:latest",
+            &[
+                ("containerd.io/uncompressed", "sha256:1"),
+                ("io.kubernetes.pod.uid", "u-1"),
+                ("nerdctl/name", "web"),
+            ],
+        );
+        let f = |s: &str| Filter::parse(s).unwrap().matches(&a);
+        assert!(f(r#"labels."containerd.io/uncompressed""#));
+        assert!(f(r#"labels."io.kubernetes.pod.uid"==u-1"#));
+        assert!(f(r#"labels."nerdctl/name"=="web""#));
+        assert!(f(r#"name=="docker.io\x2flibrary\u002fbusybox:latest""#));
+        // An absent field is the empty string to != and ~=.
+        assert!(f("labels.missing!=x"));
+        assert!(f("labels.missing~=^$"));
+        // `|` quotes a regex; it is not an OR.
+        assert!(!f("name~=|^quay|"));
+        assert!(Filter::parse("name==a|name==b")
+            .unwrap()
+            .matches(&item("a|name==b", &[])));
     }
 
     #[test]
@@ -318,7 +389,10 @@ mod tests {
             r#"labels."open"#,
             "name~=(",
             "a,",
-            "1abc==x",
+            "name==/x/",
+            "name~=|unterminated",
+            r#"name=="\xZZ""#,
+            "a==b c==d",
         ] {
             assert!(Filter::parse(bad).is_err(), "{bad}");
         }
