@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages berth's builds, tests and demo use. Safe to run again.
 set -euo pipefail
-packages=(containerd runc docker-registry skopeo umoci busybox-static python3 python3-venv)
+packages=(containerd runc docker-registry skopeo umoci busybox-static python3 python3-venv docker.io)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -13,10 +13,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   echo "setup: installing ${missing[*]}"
   apt-get update -qq
+  # Services are not started by the install (docker.io's and containerd's daemons are never
+  # berth's: the tests start their own dockerd against a test berthd).
+  made_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -z "$made_policy" ] || rm -f /usr/sbin/policy-rc.d
 fi
 # containerd's own daemon is never used; only its ctr client and shim binaries.
-systemctl disable --now containerd >/dev/null 2>&1 || true
+for unit in containerd docker.socket docker; do
+  systemctl disable --now "$unit" >/dev/null 2>&1 || true
+done
 # grpcio, a real third-party gRPC client, for the wire-compatibility tests (PyPI).
 venv=/opt/berth-test/grpcio
 if ! "$venv/bin/python" -c 'import grpc' >/dev/null 2>&1; then
