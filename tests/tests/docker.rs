@@ -20,6 +20,10 @@ struct Dockerd {
 
 impl Dockerd {
     fn start(dir: &Path, containerd: &Path) -> Dockerd {
+        Self::start_with(dir, containerd, &[])
+    }
+
+    fn start_with(dir: &Path, containerd: &Path, extra: &[&str]) -> Dockerd {
         assert!(
             Path::new(DOCKERD).exists() && Path::new(DOCKER).exists(),
             "Docker Engine is missing: run scripts/setup-deps.sh (it installs docker.io without starting it)"
@@ -36,6 +40,7 @@ impl Dockerd {
             .arg("-H")
             .arg(format!("unix://{}", dir.join("docker.sock").display()))
             .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .args(extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -87,9 +92,9 @@ impl Dockerd {
     }
 }
 
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let _ = self.docker(&["rm", "-f", "web", "live"]);
+impl Dockerd {
+    /// SIGTERM, and wait for dockerd to go.
+    fn stop(&mut self) {
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -101,6 +106,13 @@ impl Drop for Dockerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let _ = self.docker(&["rm", "-f", "web", "live", "kept"]);
+        self.stop();
     }
 }
 
@@ -220,4 +232,36 @@ fn docker_engine_runs_its_whole_container_lifecycle_on_berthd() {
     d.ok(&["stop", "-t", "1", "live"]);
     d.ok(&["rm", "live"]);
     assert_eq!(d.ok(&["run", "--rm", img, "echo", "again"]), "again\n");
+}
+
+/// `docker run -it` gets a terminal (through script(1)); `--live-restore` keeps containers
+/// running while dockerd restarts, and the restarted dockerd finds them through berthd.
+#[test]
+fn docker_terminals_and_live_restore() {
+    let berthd = Daemon::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut d = Dockerd::start_with(work.path(), &berthd.socket(), &["--live-restore"]);
+    import_busybox(&d, work.path());
+    let img = "test/busybox:latest";
+    let sock = format!("unix://{}", work.path().join("docker.sock").display());
+    let out = Command::new("timeout")
+        .args(["60", "script", "-qec"])
+        .arg(format!("{DOCKER} run --rm -it {img} sh -c 'tty; exit 5'"))
+        .arg("/dev/null")
+        .env("DOCKER_HOST", &sock)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert_eq!(out.status.code(), Some(5), "{text}");
+
+    d.ok(&["run", "-d", "--name", "kept", img, "sleep", "300"]);
+    d.stop();
+    let d = Dockerd::start_with(work.path(), &berthd.socket(), &["--live-restore"]);
+    assert!(d
+        .ok(&["ps", "--format", "{{.Names}} {{.Status}}"])
+        .contains("kept Up"));
+    assert_eq!(d.ok(&["exec", "kept", "echo", "restored"]), "restored\n");
+    d.ok(&["rm", "-f", "kept"]);
 }
