@@ -15,6 +15,8 @@ pub enum Kind {
     OutOfRange,
     /// A registry wants credentials the caller did not give (or refused them).
     Unauthenticated,
+    /// A request or a client's backlog is larger than berthd keeps for anyone.
+    ResourceExhausted,
     Internal,
 }
 
@@ -28,6 +30,7 @@ impl fmt::Display for Kind {
             Kind::Unavailable => "unavailable",
             Kind::OutOfRange => "out of range",
             Kind::Unauthenticated => "unauthenticated",
+            Kind::ResourceExhausted => "resource exhausted",
             Kind::Internal => "internal",
         };
         f.write_str(s)

@@ -3,10 +3,12 @@
 //! travel as raw `Any` payloads and are never decoded here.
 
 use crate::context::Namespace;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::filters::{Fields, Filter};
 use crate::metadata::{now, Labels, Timestamp};
-use tokio::sync::broadcast;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -170,21 +172,43 @@ pub fn validate_topic(topic: &str) -> Result<()> {
     Ok(())
 }
 
-#[derive(Clone)]
-pub struct Exchange {
-    tx: broadcast::Sender<Envelope>,
+/// The largest event payload berthd takes (Publish, Forward, shims): containerd's events
+/// are a few hundred bytes; a 16 MB "event" is an attack on every subscriber's memory.
+pub const MAX_EVENT_SIZE: usize = 1 << 20;
+
+/// What one subscriber may leave unread before it is dropped.
+pub const MAX_UNREAD_BYTES: usize = 16 << 20;
+
+impl Envelope {
+    /// Roughly what the envelope holds in memory.
+    fn size(&self) -> usize {
+        let payload = match &self.event {
+            Event::Raw { type_url, value } => type_url.len() + value.len(),
+            _ => 256,
+        };
+        self.topic.len() + self.namespace.len() + payload
+    }
 }
 
-impl Default for Exchange {
-    fn default() -> Self {
-        Self::new()
-    }
+/// One subscriber: its filter, its queue, and how many bytes wait in that queue.
+struct Subscriber {
+    filter: Filter,
+    tx: mpsc::UnboundedSender<Arc<Envelope>>,
+    unread: Arc<AtomicUsize>,
+    dropped: Arc<AtomicBool>,
+}
+
+/// Delivers every event to the subscribers whose filters match. Each subscriber has its own
+/// queue, bounded by bytes: one that stops reading is dropped (and told so) once
+/// [`MAX_UNREAD_BYTES`] wait for it, instead of making berthd hold everything for it.
+#[derive(Clone, Default)]
+pub struct Exchange {
+    subscribers: Arc<Mutex<Vec<Subscriber>>>,
 }
 
 impl Exchange {
     pub fn new() -> Self {
-        let (tx, _) = broadcast::channel(4096);
-        Exchange { tx }
+        Self::default()
     }
 
     /// Publishes a core event under its own topic.
@@ -203,42 +227,89 @@ impl Exchange {
     pub fn forward(&self, envelope: Envelope) -> Result<()> {
         validate_topic(&envelope.topic)?;
         Namespace::parse(&envelope.namespace)?;
+        if let Event::Raw { value, .. } = &envelope.event {
+            if value.len() > MAX_EVENT_SIZE {
+                return Err(Error::new(
+                    Kind::ResourceExhausted,
+                    format!(
+                        "event of {} bytes on {}: events are at most {MAX_EVENT_SIZE} bytes",
+                        value.len(),
+                        envelope.topic
+                    ),
+                ));
+            }
+        }
         self.send(envelope);
         Ok(())
     }
 
     fn send(&self, envelope: Envelope) {
         tracing::debug!(topic = %envelope.topic, namespace = %envelope.namespace, "event");
-        // No subscribers is not an error.
-        let _ = self.tx.send(envelope);
+        let size = envelope.size();
+        let envelope = Arc::new(envelope);
+        let Ok(mut subs) = self.subscribers.lock() else {
+            return;
+        };
+        subs.retain(|s| {
+            if !s.filter.matches(envelope.as_ref()) {
+                return !s.tx.is_closed();
+            }
+            let unread = s.unread.load(Ordering::SeqCst);
+            if unread + size > MAX_UNREAD_BYTES {
+                tracing::warn!(unread, "event subscriber too slow; dropping it");
+                s.dropped.store(true, Ordering::SeqCst);
+                return false; // its queue closes: the subscription ends with an error
+            }
+            s.unread.fetch_add(size, Ordering::SeqCst);
+            s.tx.send(envelope.clone()).is_ok()
+        });
     }
 
     pub fn subscribe(&self, filter: Filter) -> Subscription {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let unread = Arc::new(AtomicUsize::new(0));
+        let dropped = Arc::new(AtomicBool::new(false));
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.push(Subscriber {
+                filter,
+                tx,
+                unread: unread.clone(),
+                dropped: dropped.clone(),
+            });
+        }
         Subscription {
-            rx: self.tx.subscribe(),
-            filter,
+            rx,
+            unread,
+            dropped,
         }
     }
 }
 
 pub struct Subscription {
-    rx: broadcast::Receiver<Envelope>,
-    filter: Filter,
+    rx: mpsc::UnboundedReceiver<Arc<Envelope>>,
+    unread: Arc<AtomicUsize>,
+    dropped: Arc<AtomicBool>,
 }
 
 impl Subscription {
-    /// The next matching envelope; None once the exchange is gone.
+    /// The next matching envelope; None once the subscription ended (see [`Self::ended`]).
     pub async fn next(&mut self) -> Option<Envelope> {
-        loop {
-            match self.rx.recv().await {
-                Ok(env) if self.filter.matches(&env) => return Some(env),
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(skipped = n, "event subscriber too slow; events dropped");
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
+        let env = self.rx.recv().await?;
+        self.unread.fetch_sub(env.size(), Ordering::SeqCst);
+        Some(Arc::unwrap_or_clone(env))
+    }
+
+    /// Why the subscription ended: Err when it was dropped for falling behind.
+    pub fn ended(&self) -> Result<()> {
+        if self.dropped.load(Ordering::SeqCst) {
+            return Err(Error::new(
+                Kind::ResourceExhausted,
+                format!(
+                    "event subscriber dropped: more than {MAX_UNREAD_BYTES} bytes of events were left unread; read faster or filter more"
+                ),
+            ));
         }
+        Ok(())
     }
 }
 
@@ -258,6 +329,48 @@ mod tests {
         let got = sub.next().await.unwrap();
         assert_eq!(got.namespace, "b");
         assert_eq!(got.event, Event::ImageDelete { name: "y".into() });
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_never_reads_is_dropped_by_bytes_not_kept() {
+        let ex = Exchange::new();
+        let all = || Filter::parse_all::<&str>(&[]).unwrap();
+        let mut slow = ex.subscribe(all());
+        let mut fast = ex.subscribe(all());
+        let big = vec![0u8; MAX_EVENT_SIZE];
+        let raw = |n: usize| Envelope {
+            timestamp: 1,
+            namespace: "a".into(),
+            topic: format!("/test/{n}"),
+            event: Event::Raw {
+                type_url: "x".into(),
+                value: big.clone(),
+            },
+        };
+        for n in 0..40 {
+            ex.forward(raw(n)).unwrap();
+            // The fast subscriber keeps up.
+            assert_eq!(fast.next().await.unwrap().topic, format!("/test/{n}"));
+        }
+        // The slow one got what fit, then its queue ended with a clear error.
+        let mut got = 0;
+        while slow.next().await.is_some() {
+            got += 1;
+        }
+        assert!(got > 0 && got < 40, "{got}");
+        let e = slow.ended().unwrap_err();
+        assert_eq!(e.kind(), Kind::ResourceExhausted);
+        assert!(fast.ended().is_ok());
+        // Oversized events are refused.
+        let mut huge = raw(99);
+        huge.event = Event::Raw {
+            type_url: "x".into(),
+            value: vec![0; MAX_EVENT_SIZE + 1],
+        };
+        assert_eq!(
+            ex.forward(huge).unwrap_err().kind(),
+            Kind::ResourceExhausted
+        );
     }
 
     #[test]

@@ -167,7 +167,12 @@ impl EventsApi for EventsService {
                     // The client went away: stop forwarding.
                     _ = tx.closed() => break,
                 };
-                let Some(env) = env else { break };
+                let Some(env) = env else {
+                    if let Err(e) = sub.ended() {
+                        let _ = tx.send(Err(status(e))).await;
+                    }
+                    break;
+                };
                 if tx.send(Ok(convert::envelope_out(&env))).await.is_err() {
                     break;
                 }

@@ -57,6 +57,7 @@ pub fn status(err: Error) -> Status {
         Kind::Unavailable => tonic::Code::Unavailable,
         Kind::OutOfRange => tonic::Code::OutOfRange,
         Kind::Unauthenticated => tonic::Code::Unauthenticated,
+        Kind::ResourceExhausted => tonic::Code::ResourceExhausted,
         Kind::Internal => tonic::Code::Internal,
     };
     match code {

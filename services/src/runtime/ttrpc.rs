@@ -58,6 +58,7 @@ fn code_kind(code: i32) -> Kind {
         9 => Kind::FailedPrecondition,
         14 => Kind::Unavailable,
         11 => Kind::OutOfRange,
+        8 => Kind::ResourceExhausted,
         _ => Kind::Internal,
     }
 }
