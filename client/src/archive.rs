@@ -4,7 +4,9 @@
 //! `docker load` and berth all read it.
 
 use crate::{Client, Error, Result};
-use berth_proto::images::{CreateImageRequest, GetImageRequest, Image, UpdateImageRequest};
+use berth_proto::images::{
+    CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, UpdateImageRequest,
+};
 use berth_proto::types::Descriptor;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -232,6 +234,40 @@ impl Client {
         }
     }
 
+    /// Records every image of an import, or none: a name the daemon refuses undoes the ones
+    /// recorded before it (new names removed, replaced ones restored to their old target).
+    async fn put_images(&self, images: &[(String, Descriptor)]) -> Result<()> {
+        let mut done: Vec<(String, Option<Descriptor>)> = vec![];
+        for (name, target) in images {
+            let before = self
+                .images()
+                .get(GetImageRequest { name: name.clone() })
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().image)
+                .and_then(|i| i.target);
+            if let Err(e) = self.put_image(name, target.clone()).await {
+                for (n, prev) in done.into_iter().rev() {
+                    let _ = match prev {
+                        Some(t) => self.put_image(&n, t).await,
+                        None => self
+                            .images()
+                            .delete(DeleteImageRequest {
+                                name: n,
+                                sync: false,
+                            })
+                            .await
+                            .map(|_| ())
+                            .map_err(Error::from),
+                    };
+                }
+                return Err(bad(format!("image {name}: {e}; nothing was imported")));
+            }
+            done.push((name.clone(), before));
+        }
+        Ok(())
+    }
+
     /// Imports every image of an OCI layout or `docker save` archive. Images without a name
     /// in the archive are named `<base_name>:<tag>` or `<base_name>@<digest>`.
     pub async fn import_archive(
@@ -284,8 +320,26 @@ impl Client {
                 out.blobs += 1;
             }
             let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+            let mut images = vec![];
             for e in entries {
                 let desc: Descriptor = descriptor_of(&e)?;
+                // An entry whose document is neither in the archive nor already stored would
+                // make an image that can never be used: refused, as containerd does.
+                let file = format!("blobs/sha256/{}", desc.digest.trim_start_matches("sha256:"));
+                if !toc.files.contains_key(&file)
+                    && self
+                        .content()
+                        .info(berth_proto::content::InfoRequest {
+                            digest: desc.digest.clone(),
+                        })
+                        .await
+                        .is_err()
+                {
+                    return Err(bad(format!(
+                        "index.json names {}, which is neither in the archive nor stored here; nothing was imported",
+                        desc.digest
+                    )));
+                }
                 let annotations = e["annotations"].as_object();
                 let get = |k: &str| {
                     annotations
@@ -307,7 +361,10 @@ impl Client {
                         )))
                     }
                 };
-                self.put_image(&name, desc.clone()).await?;
+                images.push((name, desc));
+            }
+            self.put_images(&images).await?;
+            for (name, desc) in images {
                 progress(&format!("{name} imported ({})", desc.digest));
                 out.images.push((name, desc.digest));
             }
@@ -321,6 +378,7 @@ impl Client {
             .await?;
         let list: Vec<Value> = serde_json::from_slice(&raw)
             .map_err(|e| bad(format!("manifest.json is not a docker save manifest: {e}")))?;
+        let mut images = vec![];
         for item in list {
             let file = |p: &str| {
                 toc.files
@@ -388,10 +446,13 @@ impl Client {
                 names.push(format!("{}@{mdigest}", base_name.unwrap_or("import")));
             }
             for name in names {
-                self.put_image(&name, target.clone()).await?;
-                progress(&format!("{name} imported ({mdigest})"));
-                out.images.push((name, mdigest.clone()));
+                images.push((name, target.clone()));
             }
+        }
+        self.put_images(&images).await?;
+        for (name, target) in images {
+            progress(&format!("{name} imported ({})", target.digest));
+            out.images.push((name, target.digest));
         }
         Ok(out)
     }

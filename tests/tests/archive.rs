@@ -285,3 +285,89 @@ fn concurrent_imports_of_one_archive_both_succeed() {
         assert!(ls.contains("test.local/same"), "{ls}");
     }
 }
+
+/// An import records all its images or none: a refused name undoes the names before it, and
+/// an index entry whose manifest is nowhere makes no image.
+#[test]
+fn imports_are_all_or_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let d = Daemon::start().unwrap();
+    // A docker archive whose third name the daemon refuses (a control character).
+    let layer = oci::busybox_layer();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
+    })
+    .to_string();
+    let cfg_name = format!(
+        "{}.json",
+        sha256(config.as_bytes()).trim_start_matches("sha256:")
+    );
+    let manifest = serde_json::json!([{
+        "Config": cfg_name, "Layers": ["l/layer.tar"],
+        "RepoTags": ["first:a", "second:b", "third:bad\u{1}tag"],
+    }])
+    .to_string();
+    let tags = work.path().join("tags.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&tags).unwrap());
+        for (path, data) in [
+            (cfg_name.as_str(), config.as_bytes()),
+            ("l/layer.tar", layer.as_slice()),
+            ("manifest.json", manifest.as_bytes()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, path, data).unwrap();
+        }
+        b.finish().unwrap();
+    }
+    let out = d.berth(
+        &["images", "import", "--no-unpack", tags.to_str().unwrap()],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("nothing was imported"),
+        "{}",
+        stderr(&out)
+    );
+    let ls = ok(&d.berth(&["images", "ls", "-q"], None));
+    assert!(ls.trim().is_empty(), "{ls}");
+
+    // An OCI layout whose index also names a manifest that exists nowhere.
+    let lay = work.path().join("lay");
+    oci::layout(&lay, "v1", &[oci::busybox_layer()]);
+    let index_path = lay.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let ghost = format!("sha256:{}", "ab".repeat(32));
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": ghost, "size": 500,
+            "annotations": {"io.containerd.image.name": "ghost:latest"},
+        }));
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    let ghostly = work.path().join("ghost.tar");
+    oci::archive(&lay, &ghostly);
+    let out = d.berth(
+        &[
+            "images",
+            "import",
+            "--no-unpack",
+            "--base-name",
+            "test.local/lay",
+            ghostly.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(&ghost), "{}", stderr(&out));
+    let ls = ok(&d.berth(&["images", "ls", "-q"], None));
+    assert!(ls.trim().is_empty(), "{ls}");
+}
