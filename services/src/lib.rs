@@ -2,6 +2,7 @@
 //! place that knows about protobuf and status codes.
 
 pub mod build;
+pub mod check;
 pub mod containers;
 pub mod content;
 pub mod context;

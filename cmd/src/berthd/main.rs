@@ -44,6 +44,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Audit the root while berthd is stopped: every blob hashed, records against files,
+    /// snapshots, ingests, leftover mounts. Exits 1 when something is corrupt
+    Check {
+        /// Remove what is safe to remove (leftovers, corrupt bytes, records of lost bytes)
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -231,6 +238,44 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `berthd check`: holds the root lock (no daemon may run meanwhile), prints each finding;
+/// returns whether anything was corrupt.
+fn check(cfg: &Config, repair: bool) -> anyhow::Result<bool> {
+    use berth_services::check::{self, Layout, Severity};
+    let _lock = lock_root(&cfg.root).context(
+        "berthd check audits a root no daemon is using: stop berthd first (systemctl stop berthd)",
+    )?;
+    let report = check::check(
+        &Layout {
+            root: cfg.root.clone(),
+            state: cfg.state.clone(),
+        },
+        repair,
+    )?;
+    for f in &report.findings {
+        let kind = match f.severity {
+            Severity::Corrupt => "CORRUPT ",
+            Severity::Leftover => "leftover",
+        };
+        let fixed = if f.repaired { " (repaired)" } else { "" };
+        println!("{kind} {}{fixed}", f.what);
+    }
+    let corrupt = report.corrupt();
+    println!(
+        "checked {} blobs, {} records, {} snapshots: {} findings, {}",
+        report.blobs,
+        report.records,
+        report.snapshots,
+        report.findings.len(),
+        if corrupt {
+            "corruption found"
+        } else {
+            "no corruption"
+        }
+    );
+    Ok(corrupt)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = effective(&args)?;
@@ -242,6 +287,10 @@ fn main() -> anyhow::Result<()> {
             };
             print!("{text}");
             return Ok(());
+        }
+        Some(Command::Check { repair }) => {
+            let corrupt = check(&cfg, *repair)?;
+            std::process::exit(if corrupt { 1 } else { 0 });
         }
         None => {}
     }
