@@ -1,0 +1,172 @@
+//! Load: 32 clients at once, for a fixed time (BERTH_LOAD_SECS, default 20), doing imports,
+//! pulls, runs, execs, label updates and deletes against one berthd over loopback. No
+//! unexpected error; berthd's memory flat after warm-up; no descriptor or mount left behind.
+//! Prints the figures (operations, RSS, descriptors) for the README.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
+
+use berth_tests::oci::{self, Registry};
+use berth_tests::{bin, ok, Daemon};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 32;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn mounts_under(d: &Daemon) -> usize {
+    let (root, state) = (d.root(), d.state());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(root.to_str().unwrap()) || p.starts_with(state.to_str().unwrap()))
+        .count()
+}
+
+#[test]
+fn thirty_two_clients_at_once_leave_nothing_behind() {
+    let secs = std::env::var("BERTH_LOAD_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20u64);
+    let d = Daemon::start().unwrap();
+    let socket = d.socket();
+    let pid = d.pid().unwrap();
+    let reg = Registry::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    oci::layout(&layout, "v1", &[oci::busybox_layer()]);
+    let reference = reg.push(&layout, "v1", "load/busybox").unwrap();
+    let archive = work.path().join("busybox.tar");
+    oci::archive(&layout, &archive);
+    ok(&d.berth(
+        &[
+            "images",
+            "import",
+            "--base-name",
+            "test.local/base",
+            archive.to_str().unwrap(),
+        ],
+        None,
+    ));
+    ok(&d.berth(
+        &["run", "-d", "test.local/base:v1", "svc", "sleep", "3600"],
+        None,
+    ));
+    let (fds_before, mounts_before) = (fds(pid), mounts_under(&d));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let started = Instant::now();
+    let mut threads = vec![];
+    for c in 0..CLIENTS {
+        let (socket, stop, done, errors) =
+            (socket.clone(), stop.clone(), done.clone(), errors.clone());
+        let (arch, reference) = (archive.to_str().unwrap().to_string(), reference.clone());
+        threads.push(std::thread::spawn(move || {
+            let ns = format!("load{c}");
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let tag = format!("test.local/t{c}:{i}");
+                let (run_id, exec_id) = (format!("c{c}-{i}"), format!("e{c}-{i}"));
+                let old_tag = format!("test.local/t{c}:{}", i.saturating_sub(2));
+                let op: Vec<String> = match (c + i as usize) % 6 {
+                    0 => vec![
+                        "--namespace",
+                        &ns,
+                        "images",
+                        "import",
+                        "--no-unpack",
+                        "--base-name",
+                        "test.local/imp",
+                        &arch,
+                    ],
+                    1 => vec![
+                        "--namespace",
+                        &ns,
+                        "images",
+                        "pull",
+                        "--plain-http",
+                        &reference,
+                    ],
+                    2 => vec!["run", "--rm", "test.local/base:v1", &run_id, "true"],
+                    3 => vec!["tasks", "exec", "--exec-id", &exec_id, "svc", "true"],
+                    4 => vec!["images", "tag", "test.local/base:v1", &tag],
+                    _ => vec!["images", "rm", &old_tag],
+                }
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+                let args: Vec<&str> = op.iter().map(String::as_str).collect();
+                let out = std::process::Command::new(bin("berth"))
+                    .arg("--address")
+                    .arg(&socket)
+                    .args(&args)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                // Removing a tag another step has not made yet is an expected "not found".
+                let expected =
+                    out.status.success() || (args.contains(&"rm") && err.contains("not found"));
+                if !expected {
+                    errors.lock().unwrap().push(format!("{args:?}: {err}"));
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+                i += 1;
+            }
+        }));
+    }
+    let warm = secs / 4;
+    std::thread::sleep(Duration::from_secs(warm));
+    let rss_warm = rss_kib(pid);
+    std::thread::sleep(Duration::from_secs(secs - warm));
+    let rss_end = rss_kib(pid);
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let errors = errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "{} unexpected errors, first: {}",
+        errors.len(),
+        errors[0]
+    );
+    // Let deletions' collections finish, then count what is held.
+    std::thread::sleep(Duration::from_secs(2));
+    let (fds_after, mounts_after) = (fds(pid), mounts_under(&d));
+    let ops = done.load(Ordering::SeqCst);
+    eprintln!(
+        "load: {CLIENTS} clients, {ops} operations in {elapsed:.1}s ({:.1}/s); berthd RSS {} MiB after warm-up, {} MiB at the end; fds {fds_before} -> {fds_after}; mounts {mounts_before} -> {mounts_after}",
+        ops as f64 / elapsed,
+        rss_warm / 1024,
+        rss_end / 1024
+    );
+    assert!(
+        rss_end <= rss_warm + rss_warm / 2 + 16 * 1024,
+        "berthd memory grew from {rss_warm} KiB to {rss_end} KiB"
+    );
+    assert!(
+        fds_after <= fds_before + 4,
+        "descriptors {fds_before} -> {fds_after}"
+    );
+    assert_eq!(mounts_after, mounts_before, "mounts left behind");
+    ok(&d.berth(&["tasks", "kill", "svc", "--signal", "KILL"], None));
+}
