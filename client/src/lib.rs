@@ -3,6 +3,7 @@
 //! for multi-step flows (ingesting and reading blobs).
 
 use berth_proto::berth::services::build::v1::build_client::BuildClient;
+use berth_proto::berth::services::check::v1::check_client::CheckClient;
 use berth_proto::berth::services::unpack::v1::unpack_client::UnpackClient;
 use berth_proto::berth::services::volumes::v1::volumes_client::VolumesClient;
 use berth_proto::content::{
@@ -214,6 +215,7 @@ impl Client {
         streaming => StreamingClient,
         volumes => VolumesClient,
         build => BuildClient,
+        check => CheckClient,
     }
 
     /// Writes `data` into the content store under `reference`, resuming from whatever the

@@ -26,6 +26,11 @@ pub mod berth {
                 tonic::include_proto!("berth.services.build.v1");
             }
         }
+        pub mod check {
+            pub mod v1 {
+                tonic::include_proto!("berth.services.check.v1");
+            }
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! `berthd check`: an audit of a root no daemon is using. Every blob is hashed against its
+//! `berthd check` (a stopped root) and `berth check` (a running daemon, read-only): an
+//! audit of berthd's root. Every blob is hashed against its
 //! name and sized against its records; records without bytes, bytes without records, images
 //! whose target is gone, containers whose snapshot is gone, snapshots whose parent or
 //! directory is gone, half-made or abandoned ingests, interrupted build work and mounts left
@@ -11,6 +12,7 @@ use crate::context::Namespace;
 use crate::error::{Error, Result};
 use crate::gc::INGEST_EXPIRY;
 use crate::metadata::MetadataStore;
+use berth_snapshotters::Snapshotter;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -74,11 +76,62 @@ impl Layout {
 /// Audits `layout`; with `repair`, removes what is safe to remove. The caller makes sure no
 /// daemon uses the root (berthd holds `<root>/berthd.lock`).
 pub fn check(layout: &Layout, repair: bool) -> Result<Report> {
-    let mut report = Report::default();
     if !layout.metadata().exists() {
-        return Ok(report);
+        return Ok(Report::default());
     }
     let store = MetadataStore::open(&layout.metadata())?;
+    let mut snapshotters: Vec<(String, Box<dyn Snapshotter>)> = vec![];
+    let mut report = Report::default();
+    for name in [
+        berth_snapshotters::overlay::NAME,
+        berth_snapshotters::native::NAME,
+    ] {
+        let dir = crate::daemon::snapshotter_root(&layout.root, name);
+        if !dir.exists() {
+            continue;
+        }
+        match berth_snapshotters::open(name, &dir) {
+            Ok(s) => snapshotters.push((name.to_string(), s)),
+            Err(e) => report.add(Severity::Corrupt, format!("snapshotter {name}: {e}"), false),
+        }
+    }
+    let snaps: Vec<(String, &dyn Snapshotter)> = snapshotters
+        .iter()
+        .map(|(n, s)| (n.clone(), s.as_ref()))
+        .collect();
+    audit(layout, &store, &snaps, Mode::Stopped { repair }, report)
+}
+
+/// Audits a running daemon's root through its own open stores; read-only. What is in flight
+/// (ingests, builds, containers' mounts) is not looked at.
+pub fn check_running(
+    layout: &Layout,
+    store: &MetadataStore,
+    snapshotters: &[(String, &dyn Snapshotter)],
+) -> Result<Report> {
+    audit(
+        layout,
+        store,
+        snapshotters,
+        Mode::Running,
+        Report::default(),
+    )
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Stopped { repair: bool },
+    Running,
+}
+
+fn audit(
+    layout: &Layout,
+    store: &MetadataStore,
+    snapshotters: &[(String, &dyn Snapshotter)],
+    mode: Mode,
+    mut report: Report,
+) -> Result<Report> {
+    let repair = mode == Mode::Stopped { repair: true };
     let namespaces: Vec<Namespace> = store
         .namespace_list()?
         .into_iter()
@@ -92,6 +145,11 @@ pub fn check(layout: &Layout, repair: bool) -> Result<Report> {
             report.records += 1;
             match bytes.get(&rec.digest) {
                 Some(size) if *size == rec.size => {
+                    referenced.insert(rec.digest.clone());
+                    recorded.insert(rec.digest);
+                }
+                // Committed while the blobs were being hashed (a running daemon).
+                None if mode == Mode::Running && blob_path(layout, &rec.digest).exists() => {
                     referenced.insert(rec.digest.clone());
                     recorded.insert(rec.digest);
                 }
@@ -114,7 +172,11 @@ pub fn check(layout: &Layout, repair: bool) -> Result<Report> {
         }
         for img in store.image_list(ns)? {
             report.records += 1;
-            if !recorded.contains(&img.target.digest) {
+            // (Re-read: a running daemon may have recorded it since the list was taken.)
+            let since = mode == Mode::Running
+                && store.blob_get(ns, &img.target.digest)?.is_some()
+                && blob_path(layout, &img.target.digest).exists();
+            if !recorded.contains(&img.target.digest) && !since {
                 report.add(
                     Severity::Corrupt,
                     format!(
@@ -125,7 +187,7 @@ pub fn check(layout: &Layout, repair: bool) -> Result<Report> {
                 );
             }
         }
-        check_containers(&store, ns, layout, &mut report)?;
+        check_containers(store, ns, snapshotters, &mut report)?;
     }
     for (digest, _) in bytes.iter().filter(|(d, _)| !referenced.contains(*d)) {
         let path = blob_path(layout, digest);
@@ -136,10 +198,13 @@ pub fn check(layout: &Layout, repair: bool) -> Result<Report> {
             repaired,
         );
     }
-    check_ingests(layout, repair, &mut report)?;
-    check_snapshots(layout, repair, &mut report)?;
-    check_build_work(layout, repair, &mut report);
-    check_mounts(layout, repair, &mut report);
+    check_snapshots(snapshotters, repair, &mut report)?;
+    if mode != Mode::Running {
+        // A running daemon has ingests, builds and mounts in flight.
+        check_ingests(layout, repair, &mut report)?;
+        check_build_work(layout, repair, &mut report);
+        check_mounts(layout, repair, &mut report);
+    }
     Ok(report)
 }
 
@@ -208,7 +273,7 @@ fn hash_file(path: &Path) -> Result<(String, i64)> {
 fn check_containers(
     store: &MetadataStore,
     ns: &Namespace,
-    layout: &Layout,
+    snapshotters: &[(String, &dyn Snapshotter)],
     report: &mut Report,
 ) -> Result<()> {
     for c in store.container_list(ns)? {
@@ -221,10 +286,10 @@ fn check_containers(
         } else {
             c.snapshotter.as_str()
         };
-        let dir = crate::daemon::snapshotter_root(&layout.root, name);
-        let present = berth_snapshotters::open(name, &dir)
-            .and_then(|s| s.stat(&crate::snapshots::scoped(ns, &c.snapshot_key)))
-            .is_ok();
+        let key = crate::snapshots::scoped(ns, &c.snapshot_key);
+        let present = snapshotters
+            .iter()
+            .any(|(n, s)| n == name && s.stat(&key).is_ok());
         if !present {
             report.add(
                 Severity::Corrupt,
@@ -272,22 +337,12 @@ fn check_ingests(layout: &Layout, repair: bool, report: &mut Report) -> Result<(
 
 /// Every snapshot's parent exists and its directory is there; with `repair`, directories no
 /// record owns go (the snapshotter's own cleanup).
-fn check_snapshots(layout: &Layout, repair: bool, report: &mut Report) -> Result<()> {
-    for name in [
-        berth_snapshotters::overlay::NAME,
-        berth_snapshotters::native::NAME,
-    ] {
-        let dir = crate::daemon::snapshotter_root(&layout.root, name);
-        if !dir.exists() {
-            continue;
-        }
-        let snap = match berth_snapshotters::open(name, &dir) {
-            Ok(s) => s,
-            Err(e) => {
-                report.add(Severity::Corrupt, format!("snapshotter {name}: {e}"), false);
-                continue;
-            }
-        };
+fn check_snapshots(
+    snapshotters: &[(String, &dyn Snapshotter)],
+    repair: bool,
+    report: &mut Report,
+) -> Result<()> {
+    for (name, snap) in snapshotters {
         let mut infos = vec![];
         snap.walk(&mut |i| {
             infos.push(i.clone());
@@ -296,8 +351,11 @@ fn check_snapshots(layout: &Layout, repair: bool, report: &mut Report) -> Result
         let keys: BTreeSet<&str> = infos.iter().map(|i| i.name.as_str()).collect();
         for i in &infos {
             report.snapshots += 1;
+            // A running daemon may remove a snapshot (GC) while it is looked at: what is
+            // gone by the time it would be reported was removed, not lost.
+            let still_there = |key: &str| snap.stat(key).is_ok();
             if let Some(p) = &i.parent {
-                if !keys.contains(p.as_str()) {
+                if !keys.contains(p.as_str()) && !still_there(p) && still_there(&i.name) {
                     report.add(
                         Severity::Corrupt,
                         format!("snapshot {} ({name}): its parent {p} is gone", i.name),
@@ -305,7 +363,13 @@ fn check_snapshots(layout: &Layout, repair: bool, report: &mut Report) -> Result
                     );
                 }
             }
-            if let Err(e) = snap.usage(&i.name) {
+            if let Err(e) = snap.usage(&i.name).or_else(|e| {
+                if still_there(&i.name) {
+                    Err(e)
+                } else {
+                    Ok(Default::default())
+                }
+            }) {
                 report.add(
                     Severity::Corrupt,
                     format!(

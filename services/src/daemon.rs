@@ -113,6 +113,7 @@ fn plugin_set(root: &Path) -> Result<PluginSet> {
         "streaming",
         "volumes",
         "build",
+        "check",
         "healthcheck",
     ] {
         r.register(Plugin::new(plugins::GRPC, id, &[plugins::SERVICE]))?;
@@ -350,6 +351,16 @@ impl Daemon {
                 berth_proto::berth::services::volumes::v1::volumes_server::VolumesServer::new(
                     grpc::volumes::VolumesService {
                         core: self.volumes.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(
+                berth_proto::berth::services::check::v1::check_server::CheckServer::new(
+                    grpc::check::CheckService {
+                        root: self.root.clone(),
+                        state: self.runtime.state.clone(),
+                        store: self.store.clone(),
+                        snapshots: self.snapshots.clone(),
                     }
                 )
             ))

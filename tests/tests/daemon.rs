@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_client::proto::content::{InfoRequest, StatusRequest, WriteAction, WriteContentRequest};
-use berth_tests::{bin, require_root, sha256, Daemon};
+use berth_tests::{bin, ok, require_root, sha256, stderr, Daemon};
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -220,4 +220,57 @@ fn open_file_soft_limit_is_raised_to_the_hard_one() {
         .split_whitespace()
         .collect();
     assert_eq!(nofile[3], nofile[4], "soft limit not raised: {limits}");
+}
+
+/// `berth check` audits a running daemon (read-only); `berthd check` refuses a root in use,
+/// and with the daemon stopped reports and repairs.
+#[test]
+fn check_finds_corruption_live_and_offline_and_repairs() {
+    let mut d = Daemon::start().unwrap();
+    let clean = ok(&d.berth(&["check"], None));
+    assert!(clean.contains("no corruption"), "{clean}");
+    let digest = ok(&d.berth(&["content", "ingest", "precious"], Some(b"precious bytes")));
+    let digest = digest.trim().to_string();
+    let blob = d
+        .root()
+        .join("io.containerd.content.v1.content/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    std::fs::write(&blob, b"rotted bytes!!").unwrap();
+
+    let live = d.berth(&["check"], None);
+    assert_eq!(live.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&live.stdout);
+    assert!(text.contains("CORRUPT") && text.contains(&digest), "{text}");
+
+    let (root, state) = (d.root(), d.state());
+    let offline = |extra: &[&str]| {
+        Command::new(bin("berthd"))
+            .arg("--root")
+            .arg(&root)
+            .arg("--state")
+            .arg(&state)
+            .arg("check")
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let refused = offline(&[]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("berth check"),
+        "{}",
+        stderr(&refused)
+    );
+    d.terminate().unwrap();
+    let repaired = offline(&["--repair"]);
+    assert_eq!(repaired.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&repaired.stdout).contains("(repaired)"));
+    let after = offline(&[]);
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stdout)
+    );
+    d.restart().unwrap();
+    assert!(!ok(&d.berth(&["content", "ls", "-q"], None)).contains(&digest));
 }

@@ -32,8 +32,15 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Stops the daemon gracefully, runs `berthd check` on its root, starts it again.
+/// `berth check` on the running daemon, then stops it gracefully, runs `berthd check` on its
+/// root, and starts it again.
 fn check_root(d: &mut Daemon, round: u64, seed: u64) {
+    let live = d.berth(&["check"], None);
+    let report = String::from_utf8_lossy(&live.stdout);
+    assert!(
+        live.status.success() && !report.contains("CORRUPT"),
+        "round {round} (seed {seed}): berth check (live) found corruption:\n{report}"
+    );
     let st = d.terminate().unwrap();
     assert!(
         st.success(),

@@ -74,6 +74,9 @@ enum Command {
     /// Manage volumes (data that outlives containers)
     #[command(subcommand, alias = "volume")]
     Volumes(volumes::Cmd),
+    /// Audit the running daemon's root (read-only; `berthd check --repair` with the daemon
+    /// stopped repairs). Exits 1 when something is corrupt
+    Check,
     /// Print events as they happen
     Events {
         /// Filters, e.g. topic~=/images/ (any matches)
@@ -169,7 +172,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Containers(cmd) => containers::containers(&client, cmd).await,
         Command::Tasks(cmd) => containers::tasks(&client, cmd).await,
         Command::Events { filters } => events::run(&client, filters).await,
+        Command::Check => check(&client).await,
     }
+}
+
+async fn check(client: &Client) -> anyhow::Result<()> {
+    let r = client
+        .check()
+        .run(berth_proto::berth::services::check::v1::RunCheckRequest {})
+        .await
+        .map_err(|e| anyhow::anyhow!("check: {}", e.message()))?
+        .into_inner();
+    let mut corrupt = false;
+    for f in &r.findings {
+        corrupt |= f.severity == "corrupt";
+        let kind = if f.severity == "corrupt" {
+            "CORRUPT "
+        } else {
+            "leftover"
+        };
+        println!("{kind} {}", f.what);
+    }
+    println!(
+        "checked {} blobs, {} records, {} snapshots: {} findings, {}",
+        r.blobs,
+        r.records,
+        r.snapshots,
+        r.findings.len(),
+        if corrupt {
+            "corruption found"
+        } else {
+            "no corruption"
+        }
+    );
+    if corrupt {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn main() {

@@ -243,7 +243,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 fn check(cfg: &Config, repair: bool) -> anyhow::Result<bool> {
     use berth_services::check::{self, Layout, Severity};
     let _lock = lock_root(&cfg.root).context(
-        "berthd check audits a root no daemon is using: stop berthd first (systemctl stop berthd)",
+        "berthd check audits a root no daemon is using: stop berthd first, or run `berth check` for a read-only audit of the running one",
     )?;
     let report = check::check(
         &Layout {

@@ -3,6 +3,7 @@
 
 pub mod authority;
 pub mod build;
+pub mod check;
 pub mod containers;
 pub mod content;
 pub mod diff;
