@@ -242,6 +242,42 @@ impl Drop for Daemon {
     }
 }
 
+/// The busybox test image three ways: pushed to a loopback registry as `reference`, as an
+/// OCI archive, and imported (and unpacked) into a daemon as `test.local/base:v1`.
+pub struct Busybox {
+    pub registry: oci::Registry,
+    pub reference: String,
+    pub archive: PathBuf,
+    _work: tempfile::TempDir,
+}
+
+/// [`Busybox`] for `d`, pushed to the registry under `repo`.
+pub fn busybox_everywhere(d: &Daemon, repo: &str) -> Busybox {
+    let registry = oci::Registry::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    oci::layout(&layout, "v1", &[oci::busybox_layer()]);
+    let reference = registry.push(&layout, "v1", repo).unwrap();
+    let archive = work.path().join("busybox.tar");
+    oci::archive(&layout, &archive);
+    ok(&d.berth(
+        &[
+            "images",
+            "import",
+            "--base-name",
+            "test.local/base",
+            archive.to_str().unwrap(),
+        ],
+        None,
+    ));
+    Busybox {
+        registry,
+        reference,
+        archive,
+        _work: work,
+    }
+}
+
 /// A daemon with the busybox test image imported (not unpacked) as `<base>:latest`; keep
 /// the directory alive while the daemon runs.
 pub fn daemon_with_busybox(base: &str) -> (Daemon, tempfile::TempDir) {

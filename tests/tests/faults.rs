@@ -5,8 +5,7 @@
 //! the clock); the seed is printed so a failure can be replayed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
-use berth_tests::oci::{self, Registry};
-use berth_tests::{bin, ok, Daemon};
+use berth_tests::{bin, busybox_everywhere, ok, Daemon};
 use std::process::Command;
 use std::time::Duration;
 
@@ -78,24 +77,9 @@ fn sigkill_at_random_moments_loses_and_half_makes_nothing() {
     let mut rng = Rng(seed);
 
     let mut d = Daemon::start().unwrap();
-    let reg = Registry::start().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    oci::layout(&layout, "v1", &[oci::busybox_layer()]);
-    let reference = reg.push(&layout, "v1", "faults/busybox").unwrap();
-    let archive = work.path().join("busybox.tar");
-    oci::archive(&layout, &archive);
-    // A base image that every round keeps: it must survive every crash whole.
-    ok(&d.berth(
-        &[
-            "images",
-            "import",
-            "--base-name",
-            "test.local/base",
-            archive.to_str().unwrap(),
-        ],
-        None,
-    ));
+    // test.local/base:v1, which every round keeps: it must survive every crash whole.
+    let image = busybox_everywhere(&d, "faults/busybox");
+    let (reference, archive) = (image.reference.clone(), image.archive.clone());
 
     for round in 0..rounds {
         let ns = format!("round{round}");

@@ -4,8 +4,7 @@
 //! Prints the figures (operations, RSS, descriptors) for the README.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
-use berth_tests::oci::{self, Registry};
-use berth_tests::{bin, ok, Daemon};
+use berth_tests::{bin, busybox_everywhere, ok, Daemon};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,23 +45,8 @@ fn thirty_two_clients_at_once_leave_nothing_behind() {
     let d = Daemon::start().unwrap();
     let socket = d.socket();
     let pid = d.pid().unwrap();
-    let reg = Registry::start().unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    oci::layout(&layout, "v1", &[oci::busybox_layer()]);
-    let reference = reg.push(&layout, "v1", "load/busybox").unwrap();
-    let archive = work.path().join("busybox.tar");
-    oci::archive(&layout, &archive);
-    ok(&d.berth(
-        &[
-            "images",
-            "import",
-            "--base-name",
-            "test.local/base",
-            archive.to_str().unwrap(),
-        ],
-        None,
-    ));
+    let image = busybox_everywhere(&d, "load/busybox");
+    let (reference, archive) = (image.reference.clone(), image.archive.clone());
     ok(&d.berth(
         &["run", "-d", "test.local/base:v1", "svc", "sleep", "3600"],
         None,

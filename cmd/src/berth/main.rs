@@ -1,6 +1,8 @@
 //! berth: the command line for berthd (and any containerd-compatible daemon).
 
 mod build;
+#[path = "../check_report.rs"]
+mod check_report;
 mod commit;
 mod containers;
 mod content;
@@ -183,27 +185,15 @@ async fn check(client: &Client) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("check: {}", e.message()))?
         .into_inner();
-    let mut corrupt = false;
-    for f in &r.findings {
-        corrupt |= f.severity == "corrupt";
-        let kind = if f.severity == "corrupt" {
-            "CORRUPT "
-        } else {
-            "leftover"
-        };
-        println!("{kind} {}", f.what);
-    }
-    println!(
-        "checked {} blobs, {} records, {} snapshots: {} findings, {}",
+    let corrupt = check_report::print(
+        r.findings.iter().map(|f| check_report::Line {
+            corrupt: f.severity == "corrupt",
+            what: &f.what,
+            repaired: false,
+        }),
         r.blobs,
         r.records,
         r.snapshots,
-        r.findings.len(),
-        if corrupt {
-            "corruption found"
-        } else {
-            "no corruption"
-        }
     );
     if corrupt {
         std::process::exit(1);

@@ -1,5 +1,7 @@
 //! berthd: the berth daemon. Serves containerd's API on a unix socket.
 
+#[path = "../check_report.rs"]
+mod check_report;
 mod config;
 
 use anyhow::{bail, Context};
@@ -252,26 +254,15 @@ fn check(cfg: &Config, repair: bool) -> anyhow::Result<bool> {
         },
         repair,
     )?;
-    for f in &report.findings {
-        let kind = match f.severity {
-            Severity::Corrupt => "CORRUPT ",
-            Severity::Leftover => "leftover",
-        };
-        let fixed = if f.repaired { " (repaired)" } else { "" };
-        println!("{kind} {}{fixed}", f.what);
-    }
-    let corrupt = report.corrupt();
-    println!(
-        "checked {} blobs, {} records, {} snapshots: {} findings, {}",
-        report.blobs,
-        report.records,
-        report.snapshots,
-        report.findings.len(),
-        if corrupt {
-            "corruption found"
-        } else {
-            "no corruption"
-        }
+    let corrupt = check_report::print(
+        report.findings.iter().map(|f| check_report::Line {
+            corrupt: f.severity == Severity::Corrupt,
+            what: &f.what,
+            repaired: f.repaired,
+        }),
+        report.blobs as u64,
+        report.records as u64,
+        report.snapshots as u64,
     );
     Ok(corrupt)
 }
