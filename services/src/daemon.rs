@@ -25,6 +25,17 @@ use std::sync::Arc;
 /// Largest gRPC message accepted or sent; containerd's clients allow 16 MiB.
 pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
 
+type ResponseMap = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+
+/// The gRPC server berthd serves: every service, behind the response mapping of
+/// [`grpc::too_large_is_resource_exhausted`].
+pub type GrpcRouter = tonic::transport::server::Router<
+    tower::layer::util::Stack<
+        tower::util::MapResponseLayer<ResponseMap>,
+        tower::layer::util::Identity,
+    >,
+>;
+
 #[derive(Debug, Clone)]
 pub struct VersionInfo {
     pub version: String,
@@ -249,7 +260,7 @@ impl Daemon {
     }
 
     /// The gRPC router with every service of this daemon.
-    pub fn router(&self) -> Result<tonic::transport::server::Router> {
+    pub fn router(&self) -> Result<GrpcRouter> {
         use berth_proto::{
             content::content_server::ContentServer, diff::diff_server::DiffServer,
             events::events_server::EventsServer, images::images_server::ImagesServer,
@@ -274,7 +285,9 @@ impl Daemon {
                 .to_string();
             tracing::info_span!("rpc", method = %req.uri().path(), namespace = %ns)
         });
-        let mut builder = builder;
+        let mut builder = builder.layer(tower::util::MapResponseLayer::new(
+            grpc::too_large_is_resource_exhausted as ResponseMap,
+        ));
         Ok(builder
             .add_service(health)
             .add_service(sized!(VersionServer::new(grpc::version::VersionService {

@@ -1,5 +1,6 @@
 //! Python's grpcio, with its default channel options, on both of its unix target forms: it
-//! sends the percent-encoded socket path as `:authority`, which berthd must accept.
+//! sends the percent-encoded socket path as `:authority`, which berthd must accept; and a
+//! request over the size limit gets RESOURCE_EXHAUSTED, as from any gRPC server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_tests::{ok, Daemon};
@@ -32,6 +33,23 @@ for target in ["unix://" + sock, "unix:" + sock]:
     except grpc.RpcError as e:
         assert e.code() == grpc.StatusCode.NOT_FOUND, e
     print("ok", target)
+# A request over berthd's 16 MiB limit: RESOURCE_EXHAUSTED, as gRPC servers answer it.
+big = grpc.insecure_channel("unix://" + sock, options=[("grpc.max_send_message_length", 64 << 20)])
+get = big.unary_unary("/containerd.services.images.v1.Images/Get",
+                      request_serializer=ident, response_deserializer=ident)
+name = b"x" * (17 << 20)
+size, prefix = len(name), b""
+while True:
+    prefix += bytes([(size & 0x7f) | (0x80 if size >> 7 else 0)])
+    size >>= 7
+    if not size:
+        break
+try:
+    get(b"\n" + prefix + name, timeout=20, metadata=(("containerd-namespace", "grpcio-ns"),))
+    raise SystemExit("an oversized request succeeded")
+except grpc.RpcError as e:
+    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, (e.code(), e.details())
+print("ok oversized")
 "#;
 
 #[test]
@@ -55,4 +73,5 @@ fn grpcio_with_default_options_on_both_unix_target_forms() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stdout.matches("ok unix:").count(), 2, "{stdout}");
+    assert!(stdout.contains("ok oversized"), "{stdout}");
 }

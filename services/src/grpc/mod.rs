@@ -68,6 +68,24 @@ pub fn status(err: Error) -> Status {
     Status::new(code, msg)
 }
 
+/// tonic refuses a request larger than the limit with OUT_OF_RANGE; gRPC's own servers (and
+/// so containerd) say RESOURCE_EXHAUSTED, which is what clients act on. Applied to every
+/// response whose status travels in its headers (a unary call refused before it ran).
+pub fn too_large_is_resource_exhausted(
+    mut resp: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let h = resp.headers_mut();
+    let out_of_range = h.get("grpc-status").is_some_and(|v| v == "11");
+    let too_large = h
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .is_some_and(|m| m.contains("length%20too%20large") || m.contains("length too large"));
+    if out_of_range && too_large {
+        h.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+    resp
+}
+
 /// The request's namespace from the `containerd-namespace` header.
 pub fn namespace<T>(req: &Request<T>) -> Result<Namespace, Status> {
     let raw = req
