@@ -1,5 +1,6 @@
 //! Fault injection: berthd is SIGKILLed at a random moment while it imports, pulls, deletes
-//! images and runs containers, for several rounds. After every restart it must serve, and
+//! images, commits, builds and runs containers (create, start, delete), for several rounds.
+//! (A killed shim is the `tasks` suite's.) After every restart it must serve, and
 //! `berthd check` on the stopped root must find nothing corrupt; an image that is listed is
 //! complete. Rounds and seed: BERTH_FAULT_ROUNDS (default 5) and BERTH_FAULT_SEED (default:
 //! the clock); the seed is printed so a failure can be replayed.
@@ -81,9 +82,32 @@ fn sigkill_at_random_moments_loses_and_half_makes_nothing() {
     let image = busybox_everywhere(&d, "faults/busybox");
     let (reference, archive) = (image.reference.clone(), image.archive.clone());
 
+    // A build context whose RUN step makes a container and a layer.
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM test.local/base:v1\nRUN echo built > /built\n",
+    )
+    .unwrap();
+    let ctx = context.path().to_str().unwrap().to_string();
+
     for round in 0..rounds {
         let ns = format!("round{round}");
         let arch = archive.to_str().unwrap().to_string();
+        // A stopped container to commit while the daemon is killed.
+        let changed = format!("cm{round}");
+        ok(&d.berth(
+            &[
+                "run",
+                "test.local/base:v1",
+                &changed,
+                "sh",
+                "-c",
+                "echo c > /c",
+            ],
+            None,
+        ));
+        let _ = d.berth(&["tasks", "rm", &changed], None);
         let ops: Vec<Vec<String>> = vec![
             vec![
                 "--namespace",
@@ -103,6 +127,14 @@ fn sigkill_at_random_moments_loses_and_half_makes_nothing() {
                 &reference,
             ],
             vec!["images", "rm", "--sync", "test.local/gone:latest"],
+            vec!["commit", &changed, &format!("test.local/committed:{round}")],
+            vec![
+                "build",
+                "--no-cache",
+                "-t",
+                &format!("test.local/built:{round}"),
+                &ctx,
+            ],
             vec![
                 "run",
                 "--rm",
@@ -163,6 +195,7 @@ fn sigkill_at_random_moments_loses_and_half_makes_nothing() {
         std::thread::sleep(Duration::from_millis(200));
         let _ = d.berth(&["tasks", "rm", &format!("r{round}")], None);
         let _ = d.berth(&["containers", "rm", &format!("r{round}")], None);
+        let _ = d.berth(&["containers", "rm", &changed], None);
         check_root(&mut d, round, seed);
     }
     // The image every round relied on still runs.
