@@ -269,16 +269,27 @@ impl Service {
             None => None,
         };
         let pid = read_pid(&pid_file).map_err(|e| Error::internal(e.0))?;
-        let early = self.reaper.exited(pid);
-        self.update(&r.exec_id, |p| {
-            p.pid = pid;
-            p.console = console;
-            p.status = Status::Running as i32;
-            if let Some(e) = early {
-                p.exit = Some(e);
-                p.status = Status::Stopped as i32;
+        // The pid is published and an exit already reaped is looked for under the state lock,
+        // which the reaper's hook also takes: an exit lands either before (found here) or
+        // after (the hook then finds the pid). Without the lock, an exit between the look and
+        // the pid's assignment was lost, and Wait never returned.
+        let early = {
+            let mut st = self
+                .state
+                .lock()
+                .map_err(|_| Error::internal("state poisoned"))?;
+            let early = self.reaper.exited(pid);
+            if let Some(p) = st.execs.get_mut(&r.exec_id) {
+                p.pid = pid;
+                p.console = console;
+                p.status = Status::Running as i32;
+                if let Some(e) = early {
+                    p.exit = Some(e);
+                    p.status = Status::Stopped as i32;
+                }
             }
-        });
+            early
+        };
         self.exited.notify_all();
         self.events.publish(
             "/tasks/exec-started",
@@ -652,6 +663,8 @@ mod tests {
         calls: Mutex<Vec<String>>,
         next_pid: AtomicI32,
         exit_at_launch: Mutex<Option<(Arc<Reaper>, i32)>>,
+        /// Set: every launched process exits from another thread right after the launch.
+        exit_after_launch: Mutex<Option<Arc<Reaper>>>,
     }
 
     struct Shared(Arc<FakeRuntime>);
@@ -674,6 +687,14 @@ mod tests {
                         at: crate::now(),
                     },
                 );
+            }
+            if let Some(reaper) = self.0.exit_after_launch.lock().unwrap().clone() {
+                std::thread::spawn(move || {
+                    let pause = std::time::Duration::from_micros((pid % 50) as u64);
+                    std::thread::sleep(pause);
+                    let at = crate::now();
+                    reaper.record(pid, Exit { status: 0, at });
+                });
             }
             Ok(())
         }
@@ -853,5 +874,40 @@ mod tests {
             state(&f.service, "").unwrap().status,
             Status::Running as i32
         );
+    }
+
+    /// Execs that exit the moment they start: wherever the exit lands, Wait returns.
+    #[test]
+    fn an_exec_exiting_while_start_records_it_is_never_lost() {
+        let f = fixture();
+        create(&f.service).unwrap();
+        start(&f.service, "").unwrap();
+        *f.runtime.exit_after_launch.lock().unwrap() = Some(f.reaper.clone());
+        for i in 0..300 {
+            let id = format!("e{i}");
+            f.service
+                .exec(api::ExecProcessRequest {
+                    id: "c1".into(),
+                    exec_id: id.clone(),
+                    spec: Some(prost_types::Any {
+                        type_url: String::new(),
+                        value: b"{}".to_vec(),
+                    }),
+                    ..Default::default()
+                })
+                .unwrap();
+            start(&f.service, &id).unwrap();
+            let svc = f.service.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let waited = id.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(svc.wait(api::WaitRequest {
+                    id: "c1".into(),
+                    exec_id: waited,
+                }));
+            });
+            let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+            assert!(got.is_ok(), "exec {id}: its exit was lost");
+        }
     }
 }
