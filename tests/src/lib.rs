@@ -212,9 +212,14 @@ impl Daemon {
     }
 
     /// Runs berth's own CLI against this daemon.
+    /// (Under `timeout 300`: a hang fails the test instead of stalling the whole run.)
     pub fn berth(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut cmd = Command::new(bin("berth"));
-        cmd.arg("--address").arg(self.socket()).args(args);
+        let mut cmd = Command::new("timeout");
+        cmd.arg("300")
+            .arg(bin("berth"))
+            .arg("--address")
+            .arg(self.socket())
+            .args(args);
         run_with_stdin(cmd, stdin)
     }
 }

@@ -48,7 +48,14 @@ fn thirty_two_clients_at_once_leave_nothing_behind() {
     let image = busybox_everywhere(&d, "load/busybox");
     let (reference, archive) = (image.reference.clone(), image.archive.clone());
     ok(&d.berth(
-        &["run", "-d", "test.local/base:v1", "svc", "sleep", "3600"],
+        &[
+            "run",
+            "-d",
+            "test.local/base:v1",
+            "load-svc",
+            "sleep",
+            "3600",
+        ],
         None,
     ));
     let (fds_before, mounts_before) = (fds(pid), mounts_under(&d));
@@ -89,7 +96,7 @@ fn thirty_two_clients_at_once_leave_nothing_behind() {
                         &reference,
                     ],
                     2 => vec!["run", "--rm", "test.local/base:v1", &run_id, "true"],
-                    3 => vec!["tasks", "exec", "--exec-id", &exec_id, "svc", "true"],
+                    3 => vec!["tasks", "exec", "--exec-id", &exec_id, "load-svc", "true"],
                     4 => vec!["images", "tag", "test.local/base:v1", &tag],
                     _ => vec!["images", "rm", &old_tag],
                 }
@@ -97,7 +104,10 @@ fn thirty_two_clients_at_once_leave_nothing_behind() {
                 .map(str::to_string)
                 .collect();
                 let args: Vec<&str> = op.iter().map(String::as_str).collect();
-                let out = std::process::Command::new(bin("berth"))
+                // A hang is a failure, not a stuck run: every command has 120 s.
+                let out = std::process::Command::new("timeout")
+                    .arg("120")
+                    .arg(bin("berth"))
                     .arg("--address")
                     .arg(&socket)
                     .args(&args)
@@ -152,5 +162,5 @@ fn thirty_two_clients_at_once_leave_nothing_behind() {
         "descriptors {fds_before} -> {fds_after}"
     );
     assert_eq!(mounts_after, mounts_before, "mounts left behind");
-    ok(&d.berth(&["tasks", "kill", "svc", "--signal", "KILL"], None));
+    ok(&d.berth(&["tasks", "kill", "load-svc", "--signal", "KILL"], None));
 }
