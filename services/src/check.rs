@@ -208,11 +208,13 @@ fn audit(
     Ok(report)
 }
 
+/// The content store's own layout (digests here come from records and file names, both
+/// checked, so an unparsable one has no path).
 fn blob_path(layout: &Layout, digest: &str) -> PathBuf {
-    layout
-        .content()
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
+    match Digest::parse(digest) {
+        Ok(d) => crate::content::local::blob_path_in(&layout.content(), &d),
+        Err(_) => layout.content().join("blobs/sha256/invalid"),
+    }
 }
 
 /// Hashes every blob; returns the good ones' digests and sizes.

@@ -265,6 +265,17 @@ pub fn busybox_everywhere(d: &Daemon, repo: &str) -> Busybox {
     let reference = registry.push(&layout, "v1", repo).unwrap();
     let archive = work.path().join("busybox.tar");
     oci::archive(&layout, &archive);
+    import_as_base(d, &archive);
+    Busybox {
+        registry,
+        reference,
+        archive,
+        _work: work,
+    }
+}
+
+/// Imports (and unpacks) `archive` into `d` under the base name `test.local/base`.
+pub fn import_as_base(d: &Daemon, archive: &std::path::Path) {
     ok(&d.berth(
         &[
             "images",
@@ -275,12 +286,6 @@ pub fn busybox_everywhere(d: &Daemon, repo: &str) -> Busybox {
         ],
         None,
     ));
-    Busybox {
-        registry,
-        reference,
-        archive,
-        _work: work,
-    }
 }
 
 /// A daemon with the busybox test image imported (not unpacked) as `<base>:latest`; keep

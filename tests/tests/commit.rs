@@ -3,22 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_tests::oci;
-use berth_tests::{ok, Daemon};
+use berth_tests::{import_as_base, ok, Daemon};
 
 /// A daemon with busybox imported as `test.local/base:latest`.
 fn daemon_with_base() -> Daemon {
     let d = Daemon::start().unwrap();
     let (_w, archive) = oci::busybox_archive();
-    ok(&d.berth(
-        &[
-            "images",
-            "import",
-            "--base-name",
-            "test.local/base",
-            archive.to_str().unwrap(),
-        ],
-        None,
-    ));
+    import_as_base(&d, &archive);
     d
 }
 

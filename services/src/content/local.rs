@@ -37,6 +37,11 @@ pub struct IngestStatus {
     pub updated_at: Timestamp,
 }
 
+/// Where a content store rooted at `root` keeps the bytes of `digest`.
+pub fn blob_path_in(root: &Path, digest: &Digest) -> PathBuf {
+    root.join("blobs/sha256").join(digest.hex())
+}
+
 pub struct LocalStore {
     root: PathBuf,
     locks: Arc<Mutex<HashSet<PathBuf>>>,
@@ -80,7 +85,7 @@ impl LocalStore {
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(digest.hex())
+        blob_path_in(&self.root, digest)
     }
 
     /// Size of a committed blob, or None when it is not on disk.

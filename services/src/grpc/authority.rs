@@ -69,10 +69,6 @@ impl<S> AnyAuthority<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// Moves every whole frame in `raw` to `out`, rewriting header blocks.
     fn process(&mut self) -> io::Result<()> {
         let mut at = 0;
