@@ -34,6 +34,13 @@ pub mod berth {
     }
 }
 
+/// The Kubernetes Container Runtime Interface (`runtime.v1`), served by berthd's CRI adapter.
+pub mod cri {
+    pub mod v1 {
+        tonic::include_proto!("runtime.v1");
+    }
+}
+
 pub mod ttrpc {
     tonic::include_proto!("ttrpc");
 }

@@ -65,6 +65,8 @@ pub struct Daemon {
     pub plugins: PluginSet,
     pub uuid: String,
     pub version: VersionInfo,
+    /// The Kubernetes CRI adapter, when enabled.
+    pub cri: Option<crate::cri::Cri>,
 }
 
 fn plugin_set(root: &Path) -> Result<PluginSet> {
@@ -126,6 +128,7 @@ fn plugin_set(root: &Path) -> Result<PluginSet> {
         "build",
         "check",
         "healthcheck",
+        "cri",
     ] {
         r.register(Plugin::new(plugins::GRPC, id, &[plugins::SERVICE]))?;
     }
@@ -141,6 +144,7 @@ impl Daemon {
     pub fn open(
         runtime: RuntimeConfig,
         registry_config: RegistryConfig,
+        cri: crate::cri::config::CriConfig,
         version: VersionInfo,
     ) -> Result<Self> {
         let root = runtime.root.clone();
@@ -230,7 +234,30 @@ impl Daemon {
             state: runtime.state.join("io.berth.build.v1"),
         };
         builder.remove_leftovers();
+        let cri = if cri.enable {
+            Some(crate::cri::Cri::new(
+                cri,
+                crate::cri::Parts {
+                    root: root.to_path_buf(),
+                    state: runtime.state.clone(),
+                    content: content.clone(),
+                    images: images.clone(),
+                    puller: puller.clone(),
+                    unpacker: unpacker.clone(),
+                    containers: containers.clone(),
+                    snapshots: snapshots.clone(),
+                    tasks: tasks.clone(),
+                    store: store.clone(),
+                    events: events.clone(),
+                    gc: gc.clone(),
+                    version: version.version.clone(),
+                },
+            )?)
+        } else {
+            None
+        };
         Ok(Daemon {
+            cri,
             root: root.to_path_buf(),
             differ: Differ::new(content.clone()),
             puller,
@@ -386,6 +413,48 @@ impl Daemon {
             ))
             .add_service(sized!(EventsServer::new(grpc::events::EventsService {
                 exchange: self.events.clone(),
-            }))))
+            })))
+            .add_optional_service(self.cri.clone().map(|c| {
+                sized!(
+                    berth_proto::cri::v1::runtime_service_server::RuntimeServiceServer::new(
+                        crate::cri::server::CriService { cri: c }
+                    )
+                )
+            }))
+            .add_optional_service(self.cri.clone().map(|c| {
+                sized!(
+                    berth_proto::cri::v1::image_service_server::ImageServiceServer::new(
+                        crate::cri::server::CriService { cri: c }
+                    )
+                )
+            })))
+    }
+
+    /// A router with only the CRI services (for a separate `--cri-address`).
+    pub fn cri_router(&self) -> Option<GrpcRouter> {
+        let c = self.cri.clone()?;
+        macro_rules! sized {
+            ($svc:expr) => {
+                $svc.max_decoding_message_size(MAX_MESSAGE_SIZE)
+                    .max_encoding_message_size(MAX_MESSAGE_SIZE)
+            };
+        }
+        let mut builder =
+            tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(
+                grpc::too_large_is_resource_exhausted as ResponseMap,
+            ));
+        Some(
+            builder
+                .add_service(sized!(
+                    berth_proto::cri::v1::runtime_service_server::RuntimeServiceServer::new(
+                        crate::cri::server::CriService { cri: c.clone() }
+                    )
+                ))
+                .add_service(sized!(
+                    berth_proto::cri::v1::image_service_server::ImageServiceServer::new(
+                        crate::cri::server::CriService { cri: c }
+                    )
+                )),
+        )
     }
 }

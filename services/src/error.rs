@@ -17,6 +17,8 @@ pub enum Kind {
     Unauthenticated,
     /// A request or a client's backlog is larger than berthd keeps for anyone.
     ResourceExhausted,
+    /// The caller's deadline (or a timeout it gave) passed first.
+    DeadlineExceeded,
     Internal,
 }
 
@@ -31,6 +33,7 @@ impl fmt::Display for Kind {
             Kind::OutOfRange => "out of range",
             Kind::Unauthenticated => "unauthenticated",
             Kind::ResourceExhausted => "resource exhausted",
+            Kind::DeadlineExceeded => "deadline exceeded",
             Kind::Internal => "internal",
         };
         f.write_str(s)

@@ -6,6 +6,7 @@ pub mod check;
 pub mod containers;
 pub mod content;
 pub mod context;
+pub mod cri;
 pub mod daemon;
 pub mod diff;
 pub mod error;

@@ -33,6 +33,9 @@ pub struct RegistryConfig {
     pub max_concurrent_downloads: usize,
     /// Per-registry settings, keyed by host[:port] as written in references ("docker.io").
     pub hosts: BTreeMap<String, HostConfig>,
+    /// A directory of `<host>/hosts.toml` files in containerd's layout (server, mirrors,
+    /// plain HTTP, skip_verify, capabilities); read at each pull, so edits apply at once.
+    pub config_path: std::path::PathBuf,
 }
 
 impl Default for RegistryConfig {
@@ -40,6 +43,7 @@ impl Default for RegistryConfig {
         RegistryConfig {
             max_concurrent_downloads: DEFAULT_CONCURRENT_DOWNLOADS,
             hosts: BTreeMap::new(),
+            config_path: std::path::PathBuf::new(),
         }
     }
 }
@@ -199,13 +203,17 @@ pub async fn connect(
 ) -> Result<Remote> {
     install_crypto();
     let registry = reference.registry().to_string();
+    let (config, upstream) = with_hosts_dir(config, &registry, op)?;
+    let config = &config;
     let host_cfg = config.hosts.get(&registry).cloned().unwrap_or_default();
     let mut candidates: Vec<String> = if op == RegistryOperation::Pull {
         host_cfg.mirrors.clone()
     } else {
         vec![]
     };
-    candidates.push(registry.clone());
+    if upstream {
+        candidates.push(registry.clone());
+    }
     let mut last = None;
     for host in candidates {
         match connect_host(config, reference, access, op, &host, host != registry).await {
@@ -217,6 +225,91 @@ pub async fn connect(
         }
     }
     Err(last.unwrap_or_else(|| Error::not_found(format!("no host serves {reference}"))))
+}
+
+/// `config` with `<config_path>/<registry>/hosts.toml` applied: its `[host."URL"]` entries
+/// (that may pull) become mirrors tried first, an `http://` URL means plain HTTP, and a
+/// `server` other than the registry itself replaces it. Returns whether the registry itself
+/// is still tried.
+fn with_hosts_dir(
+    config: &RegistryConfig,
+    registry: &str,
+    op: RegistryOperation,
+) -> Result<(RegistryConfig, bool)> {
+    let mut out = config.clone();
+    if config.config_path.as_os_str().is_empty() {
+        return Ok((out, true));
+    }
+    let dir_name = if registry == "docker.io" {
+        "docker.io"
+    } else {
+        registry
+    };
+    let file = config.config_path.join(dir_name).join("hosts.toml");
+    let file = if file.exists() {
+        file
+    } else {
+        config.config_path.join("_default").join("hosts.toml")
+    };
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return Ok((out, true));
+    };
+    let doc: toml::Table =
+        toml::from_str(&text).map_err(|e| Error::invalid(format!("{}: {e}", file.display())))?;
+    // "http://127.0.0.1:5000/v2" -> ("127.0.0.1:5000", plain)
+    let split = |url: &str| -> (String, bool) {
+        let (plain, rest) = match url.split_once("://") {
+            Some(("http", r)) => (true, r),
+            Some((_, r)) => (false, r),
+            None => (false, url),
+        };
+        (rest.split('/').next().unwrap_or(rest).to_string(), plain)
+    };
+    let wanted = if op == RegistryOperation::Pull {
+        "pull"
+    } else {
+        "push"
+    };
+    let mut mirrors = Vec::new();
+    if let Some(hosts) = doc.get("host").and_then(|h| h.as_table()) {
+        for (url, h) in hosts {
+            let caps: Vec<&str> = h
+                .get("capabilities")
+                .and_then(|c| c.as_array())
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_else(|| vec!["pull", "resolve"]);
+            if !caps.contains(&wanted) {
+                continue;
+            }
+            let (host, plain) = split(url);
+            let entry = out.hosts.entry(host.clone()).or_default();
+            entry.plain_http |= plain;
+            entry.skip_verify |= h
+                .get("skip_verify")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            if host != registry {
+                mirrors.push(host);
+            }
+        }
+    }
+    let mut upstream = true;
+    if let Some(server) = doc.get("server").and_then(|v| v.as_str()) {
+        let (host, plain) = split(server);
+        let same = host == registry || (registry == "docker.io" && host == "registry-1.docker.io");
+        if !same {
+            upstream = false;
+            if !mirrors.contains(&host) {
+                mirrors.push(host.clone());
+            }
+        }
+        out.hosts.entry(host).or_default().plain_http |= plain;
+    }
+    let reg = out.hosts.entry(registry.to_string()).or_default();
+    let mut all = mirrors;
+    all.extend(reg.mirrors.iter().cloned());
+    reg.mirrors = all;
+    Ok((out, upstream))
 }
 
 fn client_for(config: &RegistryConfig, host: &str, plain_http: bool) -> Result<Client> {
@@ -474,6 +567,36 @@ pub fn image_name(r: &Reference) -> String {
         (None, None) => s.push_str(":latest"),
     }
     s
+}
+
+#[cfg(test)]
+mod hosts_dir_tests {
+    use super::*;
+
+    #[test]
+    fn hosts_toml_mirrors_and_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("registry.k8s.io");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("hosts.toml"),
+            "server = \"http://127.0.0.1:5000\"\n[host.\"http://127.0.0.1:5000\"]\ncapabilities = [\"pull\", \"resolve\"]\n",
+        )
+        .unwrap();
+        let cfg = RegistryConfig {
+            config_path: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let (eff, upstream) =
+            with_hosts_dir(&cfg, "registry.k8s.io", RegistryOperation::Pull).unwrap();
+        assert!(!upstream);
+        assert_eq!(eff.hosts["registry.k8s.io"].mirrors, vec!["127.0.0.1:5000"]);
+        assert!(eff.hosts["127.0.0.1:5000"].plain_http);
+        let (_, upstream) = with_hosts_dir(&cfg, "docker.io", RegistryOperation::Pull).unwrap();
+        assert!(upstream);
+        std::fs::write(d.join("hosts.toml"), "server = [").unwrap();
+        assert!(with_hosts_dir(&cfg, "registry.k8s.io", RegistryOperation::Pull).is_err());
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ pub struct Config {
     pub log_level: String,
     /// Registries: concurrent downloads, and per host mirrors, plain HTTP, TLS verification.
     pub registry: berth_services::registry::RegistryConfig,
+    /// The Kubernetes CRI: sandbox image, CNI, streaming server, cgroup driver.
+    pub cri: berth_services::cri::config::CriConfig,
 }
 
 impl Default for Config {
@@ -26,6 +28,7 @@ impl Default for Config {
             address: PathBuf::from("/run/berth/berth.sock"),
             log_level: "info".to_string(),
             registry: Default::default(),
+            cri: Default::default(),
         }
     }
 }
@@ -63,5 +66,23 @@ mod tests {
         assert_eq!(hosts.registry.max_concurrent_downloads, 5);
         assert!(hosts.registry.hosts["127.0.0.1:5000"].plain_http);
         assert!(toml::from_str::<Config>("[registry.hosts.x]\nplaintext = true\n").is_err());
+        let cri: Config = toml::from_str(
+            "[cri]\nsandbox_image = \"127.0.0.1:5000/pause:3.9\"\ncni_conf_dir = \"/x\"\n",
+        )
+        .unwrap();
+        assert_eq!(cri.cri.sandbox_image, "127.0.0.1:5000/pause:3.9");
+        assert_eq!(cri.cri.cni_bin_dir, c.cri.cni_bin_dir);
+        assert!(toml::from_str::<Config>("[cri]\nsandbox = \"x\"\n").is_err());
+        for key in [
+            "sandbox_image",
+            "cni_bin_dir",
+            "cni_conf_dir",
+            "stream_server_address",
+            "stream_server_port",
+            "restrict_oom_score_adj",
+            "cgroup_driver",
+        ] {
+            assert!(text.contains(key), "{key} missing from the defaults");
+        }
     }
 }

@@ -35,6 +35,9 @@ struct Args {
     /// Log level: error, warn, info, debug, trace
     #[arg(long, short = 'l')]
     log_level: Option<String>,
+    /// Also serve the Kubernetes CRI alone on this unix socket (it is always on --address)
+    #[arg(long)]
+    cri_address: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -79,6 +82,9 @@ fn effective(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(v) = &args.log_level {
         c.log_level = v.clone();
+    }
+    if let Some(v) = &args.cri_address {
+        c.cri.address = v.clone();
     }
     Ok(c)
 }
@@ -216,16 +222,34 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         address: cfg.address.clone(),
     };
     let registry = cfg.registry.clone();
-    let daemon =
-        tokio::task::spawn_blocking(move || Daemon::open(runtime, registry, version)).await??;
+    let cri = cfg.cri.clone();
+    let daemon = tokio::task::spawn_blocking(move || Daemon::open(runtime, registry, cri, version))
+        .await??;
     let router = daemon.router()?;
     let listener = bind_socket(&cfg.address)?;
+    let cri_listener = match (&daemon.cri, cfg.cri.address.as_os_str().is_empty()) {
+        (Some(_), false) => Some(bind_socket(&cfg.cri.address)?),
+        _ => None,
+    };
     // Shims forward their task events here.
     let _events = berth_services::runtime::ttrpc::serve_events(
         &daemon.runtime.ttrpc_address(),
         daemon.events.clone(),
     )?;
     daemon.tasks.recover().await;
+    if let Some(cri) = &daemon.cri {
+        cri.recover()
+            .await
+            .context("recover the CRI's pods and containers")?;
+    }
+    let _cri_server = match (cri_listener, daemon.cri_router()) {
+        (Some(l), Some(r)) => Some(tokio::spawn(async move {
+            if let Err(e) = r.serve_with_incoming(accept_loop(l)).await {
+                tracing::error!(error = %e, "the CRI socket failed");
+            }
+        })),
+        _ => None,
+    };
     // Collect what a previous run left unreferenced, then whenever deletions ask for it.
     let _gc = daemon.gc.run();
     tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), state = %cfg.state.display(), "berthd serving");
@@ -234,6 +258,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await;
     let _ = std::fs::remove_file(&cfg.address);
+    if !cfg.cri.address.as_os_str().is_empty() {
+        let _ = std::fs::remove_file(&cfg.cri.address);
+    }
     let _ = std::fs::remove_file(daemon.runtime.ttrpc_address());
     result.context("gRPC server failed")?;
     tracing::info!("berthd stopped");

@@ -56,6 +56,11 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// RFC 3339 in UTC with nanoseconds, as the kubelet's container logs carry it.
+pub fn rfc3339_nanos(t: SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
 /// Parses RFC 3339 with any offset (`Z`, `+02:00`) and optional fractions, to seconds since
 /// the epoch.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {

@@ -59,6 +59,7 @@ pub fn status(err: Error) -> Status {
         Kind::OutOfRange => tonic::Code::OutOfRange,
         Kind::Unauthenticated => tonic::Code::Unauthenticated,
         Kind::ResourceExhausted => tonic::Code::ResourceExhausted,
+        Kind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
         Kind::Internal => tonic::Code::Internal,
     };
     match code {

@@ -104,6 +104,8 @@ pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applie
                 rx,
                 cur: vec![],
                 pos: 0,
+                total: 0,
+                tail: None,
             };
             let mut entries = 0u64;
             let mut archive = tar::Archive::new(&mut chunks);
@@ -179,26 +181,44 @@ struct Meta {
 }
 
 /// Reads the chunks another thread sends.
+/// The layer's bytes as the parser reads them. A stream that stops without its last
+/// block's padding or the end-of-archive blocks (some image builders write such layers, and
+/// containerd reads them) is completed with zeros: the bytes that are there were hashed into
+/// the diffID, which the caller checks, so nothing unauthenticated is added.
 struct Chunks {
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
+    /// Bytes handed out so far.
+    total: u64,
+    /// Zero bytes still to hand out once the stream has ended (None: not ended yet).
+    tail: Option<u64>,
 }
 
 impl Read for Chunks {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pos >= self.cur.len() {
+            if let Some(left) = self.tail.as_mut() {
+                let n = (buf.len() as u64).min(*left) as usize;
+                buf[..n].fill(0);
+                *left -= n as u64;
+                return Ok(n);
+            }
             match self.rx.recv() {
                 Ok(c) => {
                     self.cur = c;
                     self.pos = 0;
                 }
-                Err(_) => return Ok(0),
+                Err(_) => {
+                    let pad = (512 - self.total % 512) % 512;
+                    self.tail = Some(pad + 1024);
+                }
             }
         }
         let n = buf.len().min(self.cur.len() - self.pos);
         buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
         self.pos += n;
+        self.total += n as u64;
         Ok(n)
     }
 }

@@ -1,0 +1,187 @@
+//! Container and pod statistics from the shims' cgroup metrics (v1 or v2), and the writable
+//! layer's usage from the snapshotter.
+
+use super::{Container, Cri};
+use crate::error::Result;
+use berth_proto::cri::v1 as cri;
+use prost::Message;
+
+fn u64v(value: u64) -> Option<cri::UInt64Value> {
+    Some(cri::UInt64Value { value })
+}
+
+/// (cpu ns, memory usage, working set, rss, page faults, major faults)
+fn decode(any: &crate::metadata::containers::AnyValue) -> Option<(u64, u64, u64, u64, u64, u64)> {
+    if any.type_url.ends_with("io.containerd.cgroups.v1.Metrics") {
+        let m = berth_proto::cgroups::v1::Metrics::decode(any.value.as_slice()).ok()?;
+        let cpu = m.cpu.and_then(|c| c.usage).map(|u| u.total).unwrap_or(0);
+        let mem = m.memory.unwrap_or_default();
+        let usage = mem.usage.map(|u| u.usage).unwrap_or(0);
+        let ws = usage.saturating_sub(mem.total_inactive_file);
+        return Some((
+            cpu,
+            usage,
+            ws,
+            mem.total_rss,
+            mem.total_pg_fault,
+            mem.total_pg_maj_fault,
+        ));
+    }
+    let m = berth_proto::cgroups::v2::Metrics::decode(any.value.as_slice()).ok()?;
+    let cpu = m.cpu.map(|c| c.usage_usec * 1000).unwrap_or(0);
+    let mem = m.memory.unwrap_or_default();
+    let ws = mem.usage.saturating_sub(mem.inactive_file);
+    Some((cpu, mem.usage, ws, mem.anon, mem.pgfault, mem.pgmajfault))
+}
+
+impl Cri {
+    pub async fn container_stats(&self, c: &Container) -> Result<cri::ContainerStats> {
+        let now = crate::metadata::now();
+        let mut out = cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: c.id.clone(),
+                metadata: c.config.metadata.clone(),
+                labels: c.config.labels.clone(),
+                annotations: c.config.annotations.clone(),
+            }),
+            ..Default::default()
+        };
+        let running = Self::container_state(c) == cri::ContainerState::ContainerRunning;
+        if running {
+            if let Ok(Some(any)) = self.tasks.stats(self.ns.clone(), c.id.clone()).await {
+                if let Some((cpu, usage, ws, rss, pf, pmf)) = decode(&any) {
+                    let nano_cores = {
+                        let mut st = self.st();
+                        let prev = st.cpu_samples.insert(c.id.clone(), (now, cpu));
+                        match prev {
+                            Some((t, v)) if now > t && cpu >= v => {
+                                ((cpu - v) as f64 / (now - t) as f64 * 1e9) as u64
+                            }
+                            _ => 0,
+                        }
+                    };
+                    out.cpu = Some(cri::CpuUsage {
+                        timestamp: now,
+                        usage_core_nano_seconds: u64v(cpu),
+                        usage_nano_cores: u64v(nano_cores),
+                        psi: None,
+                    });
+                    out.memory = Some(cri::MemoryUsage {
+                        timestamp: now,
+                        working_set_bytes: u64v(ws),
+                        available_bytes: None,
+                        usage_bytes: u64v(usage),
+                        rss_bytes: u64v(rss),
+                        page_faults: u64v(pf),
+                        major_page_faults: u64v(pmf),
+                        psi: None,
+                    });
+                }
+            }
+        }
+        if out.cpu.is_none() {
+            out.cpu = Some(cri::CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: u64v(0),
+                usage_nano_cores: u64v(0),
+                psi: None,
+            });
+            out.memory = Some(cri::MemoryUsage {
+                timestamp: now,
+                working_set_bytes: u64v(0),
+                ..Default::default()
+            });
+        }
+        let usage = self
+            .snapshots
+            .usage(self.ns.clone(), &self.cfg.snapshotter, c.id.clone())
+            .await
+            .ok();
+        let (root, _, _) = self.image_fs_usage_root();
+        out.writable_layer = Some(cri::FilesystemUsage {
+            timestamp: now,
+            fs_id: Some(cri::FilesystemIdentifier { mountpoint: root }),
+            used_bytes: u64v(usage.as_ref().map(|u| u.size.max(0) as u64).unwrap_or(0)),
+            inodes_used: u64v(usage.as_ref().map(|u| u.inodes.max(0) as u64).unwrap_or(0)),
+        });
+        Ok(out)
+    }
+
+    pub async fn sandbox_stats(&self, s: &super::Sandbox) -> Result<cri::PodSandboxStats> {
+        let now = crate::metadata::now();
+        let members: Vec<Container> = self
+            .st()
+            .containers
+            .values()
+            .filter(|c| c.meta.sandbox_id == s.id)
+            .cloned()
+            .collect();
+        let mut containers = Vec::new();
+        for c in &members {
+            containers.push(self.container_stats(c).await?);
+        }
+        let (mut cpu, mut nano, mut ws, mut usage) = (0u64, 0u64, 0u64, 0u64);
+        for c in &containers {
+            if let Some(x) = &c.cpu {
+                cpu += x
+                    .usage_core_nano_seconds
+                    .as_ref()
+                    .map(|v| v.value)
+                    .unwrap_or(0);
+                nano += x.usage_nano_cores.as_ref().map(|v| v.value).unwrap_or(0);
+            }
+            if let Some(m) = &c.memory {
+                ws += m.working_set_bytes.as_ref().map(|v| v.value).unwrap_or(0);
+                usage += m.usage_bytes.as_ref().map(|v| v.value).unwrap_or(0);
+            }
+        }
+        let procs = if s.meta.pid != 0 {
+            self.tasks
+                .pids(self.ns.clone(), s.id.clone())
+                .await
+                .map(|p| p.len() as u64)
+                .unwrap_or(0)
+                + members.iter().filter(|c| c.meta.pid != 0).count() as u64
+        } else {
+            0
+        };
+        Ok(cri::PodSandboxStats {
+            attributes: Some(cri::PodSandboxAttributes {
+                id: s.id.clone(),
+                metadata: s.config.metadata.clone(),
+                labels: s.config.labels.clone(),
+                annotations: s.config.annotations.clone(),
+            }),
+            linux: Some(cri::LinuxPodSandboxStats {
+                cpu: Some(cri::CpuUsage {
+                    timestamp: now,
+                    usage_core_nano_seconds: u64v(cpu),
+                    usage_nano_cores: u64v(nano),
+                    psi: None,
+                }),
+                memory: Some(cri::MemoryUsage {
+                    timestamp: now,
+                    working_set_bytes: u64v(ws),
+                    usage_bytes: u64v(usage),
+                    ..Default::default()
+                }),
+                network: None,
+                process: Some(cri::ProcessUsage {
+                    timestamp: now,
+                    process_count: u64v(procs),
+                }),
+                containers,
+                io: None,
+            }),
+            windows: None,
+        })
+    }
+
+    fn image_fs_usage_root(&self) -> (String, u64, u64) {
+        let dir = crate::daemon::snapshotter_root(
+            self.root.parent().unwrap_or(&self.root),
+            &self.cfg.snapshotter,
+        );
+        (dir.display().to_string(), 0, 0)
+    }
+}
