@@ -131,6 +131,12 @@ impl Client {
         Client::from_channel(channel, DEFAULT_NAMESPACE)
     }
 
+    /// The connection itself, for services this client has no wrapper for (the CRI's
+    /// `runtime.v1` on the same socket, say).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
     pub fn from_channel(channel: Channel, namespace: &str) -> Result<Self> {
         Ok(Client {
             channel,

@@ -1,0 +1,757 @@
+//! The Kubernetes CRI (runtime.v1) through berthd's socket, with a CRI client generated from
+//! berth's own proto: pods on a real CNI bridge, containers with logs in the kubelet's format,
+//! ExecSync (and its timeout), stats, hostPort, a SIGKILLed daemon, and bad input.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
+
+use berth_proto::cri::v1 as cri;
+use berth_tests::{oci, require_root, Daemon};
+use cri::image_service_client::ImageServiceClient;
+use cri::runtime_service_client::RuntimeServiceClient;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// A berthd with the CRI configured: a loopback registry holding a pause image and busybox
+/// (reached through a hosts.toml tree), and a CNI bridge network of its own.
+struct Kit {
+    d: Daemon,
+    _registry: oci::Registry,
+    work: tempfile::TempDir,
+    pause: String,
+    busybox: String,
+    subnet_prefix: String,
+}
+
+fn cni_usable() -> bool {
+    Path::new("/usr/lib/cni/bridge").exists() && Path::new("/usr/lib/cni/host-local").exists()
+}
+
+impl Kit {
+    fn start() -> Kit {
+        require_root();
+        assert!(
+            cni_usable(),
+            "the CNI plugins are missing: apt-get install containernetworking-plugins"
+        );
+        let registry = oci::Registry::start().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let layer = oci::busybox_layer();
+        let pause_layout = work.path().join("pause");
+        oci::layout_with(
+            &pause_layout,
+            "v1",
+            std::slice::from_ref(&layer),
+            serde_json::json!({"Cmd": ["/bin/sleep", "1000000"]}),
+        );
+        let pause = registry.push(&pause_layout, "v1", "pause").unwrap();
+        let bb_layout = work.path().join("busybox");
+        oci::layout_with(
+            &bb_layout,
+            "v1",
+            &[layer],
+            serde_json::json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "User": "0"}),
+        );
+        let busybox = registry.push(&bb_layout, "v1", "busybox").unwrap();
+        let host = pause.split('/').next().unwrap().to_string();
+        let certs = work.path().join("certs.d").join(&host);
+        std::fs::create_dir_all(&certs).unwrap();
+        std::fs::write(
+            certs.join("hosts.toml"),
+            format!("server = \"http://{host}\"\n[host.\"http://{host}\"]\ncapabilities = [\"pull\", \"resolve\"]\n"),
+        )
+        .unwrap();
+        // A bridge and subnet of this test's own (the pid keeps parallel runs apart).
+        let n = std::process::id() % 200 + 20;
+        let subnet_prefix = format!("10.213.{n}.");
+        let net = work.path().join("net.d");
+        std::fs::create_dir_all(&net).unwrap();
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "berth-cri-test",
+            "plugins": [
+                {"type": "bridge", "bridge": format!("bt{n}"), "isGateway": true, "ipMasq": false, "hairpinMode": true,
+                 "ipam": {"type": "host-local", "dataDir": work.path().join("ipam"), "ranges": [[{"subnet": format!("10.213.{n}.0/24")}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "loopback"}
+            ]
+        });
+        std::fs::write(net.join("10-test.conflist"), conflist.to_string()).unwrap();
+        let config = work.path().join("berthd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[registry]\nconfig_path = \"{}\"\n[cri]\nsandbox_image = \"{pause}\"\ncni_conf_dir = \"{}\"\nrestrict_oom_score_adj = true\n",
+                work.path().join("certs.d").display(),
+                net.display()
+            ),
+        )
+        .unwrap();
+        let d = Daemon::start_with(move |cmd| {
+            cmd.arg("--config").arg(&config);
+        })
+        .unwrap();
+        Kit {
+            d,
+            _registry: registry,
+            work,
+            pause,
+            busybox,
+            subnet_prefix,
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        self.d.client().await.unwrap().channel()
+    }
+
+    async fn rt(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel().await)
+    }
+
+    async fn img(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel().await)
+    }
+
+    fn logs(&self) -> PathBuf {
+        self.work.path().join("pod-logs")
+    }
+
+    fn pod_config(&self, name: &str) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: format!("{name}-host"),
+            log_directory: self.logs().join(name).display().to_string(),
+            dns_config: Some(cri::DnsConfig {
+                servers: vec!["10.0.0.10".into()],
+                searches: vec!["svc.cluster.local".into()],
+                options: vec!["ndots:5".into()],
+            }),
+            labels: [("app".to_string(), name.to_string())].into(),
+            linux: Some(cri::LinuxPodSandboxConfig::default()),
+            ..Default::default()
+        }
+    }
+
+    fn container_config(&self, name: &str, script: &str) -> cri::ContainerConfig {
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: self.busybox.clone(),
+                ..Default::default()
+            }),
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            log_path: format!("{name}.log"),
+            linux: Some(cri::LinuxContainerConfig::default()),
+            ..Default::default()
+        }
+    }
+}
+
+async fn run_pod(k: &Kit, name: &str) -> (String, cri::PodSandboxConfig) {
+    let config = k.pod_config(name);
+    let id = k
+        .rt()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    (id, config)
+}
+
+async fn run_container(
+    k: &Kit,
+    pod: &str,
+    pod_config: &cri::PodSandboxConfig,
+    c: cri::ContainerConfig,
+) -> String {
+    let mut rt = k.rt().await;
+    let id = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(c),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    id
+}
+
+async fn status(k: &Kit, id: &str) -> cri::ContainerStatus {
+    k.rt()
+        .await
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+async fn pod_status(k: &Kit, id: &str) -> cri::PodSandboxStatus {
+    k.rt()
+        .await
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+async fn exec(
+    k: &Kit,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<cri::ExecSyncResponse, tonic::Status> {
+    k.rt()
+        .await
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Polls until `f` holds (10 s at most).
+async fn until<F: FnMut() -> Fut, Fut: std::future::Future<Output = bool>>(what: &str, mut f: F) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn http_get(addr: &str) -> std::io::Result<String> {
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[tokio::test]
+async fn pod_lifecycle_logs_exec_stats_network() {
+    let k = Kit::start();
+    let mut img = k.img().await;
+    // Images: pulled through the hosts.toml tree, found by tag, by id and by digest.
+    let pulled = img
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: k.busybox.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    assert!(pulled.starts_with("sha256:"), "{pulled}");
+    for name in [k.busybox.clone(), pulled.clone(), pulled[7..19].to_string()] {
+        let st = img
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: name.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .unwrap_or_else(|| panic!("image {name} not found"));
+        assert_eq!(st.id, pulled);
+        assert_eq!(st.repo_tags, vec![k.busybox.clone()]);
+        assert_eq!(st.repo_digests.len(), 1);
+        assert_eq!(st.uid.map(|u| u.value), Some(0));
+    }
+    let digest_ref = img
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: k.busybox.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap()
+        .repo_digests[0]
+        .clone();
+    assert!(img
+        .image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: digest_ref,
+                ..Default::default()
+            }),
+            verbose: false
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .is_some());
+
+    // A pod: ready, with an address on the test bridge, its DNS and hostname in place.
+    let (pod, pod_config) = run_pod(&k, "web").await;
+    let ps = pod_status(&k, &pod).await;
+    assert_eq!(ps.state, cri::PodSandboxState::SandboxReady as i32);
+    let ip = ps.network.unwrap().ip;
+    assert!(ip.starts_with(&k.subnet_prefix), "pod ip {ip}");
+    // ctr sees the CRI's objects in namespace k8s.io.
+    let listed = berth_tests::ok(&k.d.ctr(&["-n", "k8s.io", "containers", "ls", "-q"]));
+    assert!(listed.contains(&pod), "{listed}");
+
+    // A container whose output goes to the kubelet's log, serving HTTP on the pod's address.
+    let script = "echo to-stdout; echo to-stderr >&2; hostname; cat /etc/resolv.conf; echo hello-pod > /tmp/index.html; exec /bin/busybox httpd -f -p 8080 -h /tmp";
+    let mut cfg = k.container_config("server", script);
+    cfg.envs = vec![cri::KeyValue {
+        key: "GREETING".into(),
+        value: "hi".into(),
+    }];
+    let c = run_container(&k, &pod, &pod_config, cfg).await;
+    let log = k.logs().join("web").join("server.log");
+    until("the container's log", || async {
+        std::fs::read_to_string(&log)
+            .map(|t| t.contains("ndots:5"))
+            .unwrap_or(false)
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let first: Vec<&str> = lines[0].splitn(4, ' ').collect();
+    assert!(first[0].contains('T') && first[0].ends_with('Z'), "{text}");
+    assert!(
+        lines.iter().any(|l| l.ends_with(" stdout F to-stdout")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with(" stderr F to-stderr")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with(" stdout F web-host")),
+        "{text}"
+    );
+    assert!(
+        text.contains("nameserver 10.0.0.10") && text.contains("search svc.cluster.local"),
+        "{text}"
+    );
+
+    // The pod's address answers from the host.
+    let addr = format!("{ip}:8080");
+    let mut got = String::new();
+    for _ in 0..50 {
+        if let Ok(r) = http_get(&addr) {
+            got = r;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(got.contains("hello-pod"), "GET {addr}: {got:?}");
+
+    // ExecSync: output, exit code, environment; a timeout kills the command.
+    let r = exec(
+        &k,
+        &c,
+        &["/bin/sh", "-c", "echo $GREETING; echo oops >&2; exit 7"],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"hi\n"[..], &b"oops\n"[..], 7)
+    );
+    let t0 = Instant::now();
+    let err = exec(&k, &c, &["/bin/sleep", "30"], 1).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the timeout took {:?}",
+        t0.elapsed()
+    );
+    let ps_out = exec(&k, &c, &["/bin/ps"], 10).await.unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ps_out.stdout).contains("sleep 30"),
+        "the timed-out exec still runs"
+    );
+
+    // Stats of a running container and its pod.
+    let stats = k
+        .rt()
+        .await
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: c.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    let pstats = k
+        .rt()
+        .await
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(pstats.len(), 1);
+    assert_eq!(pstats[0].linux.as_ref().unwrap().containers.len(), 1);
+
+    // Stop with a timeout: SIGTERM ends httpd; the exit is recorded.
+    let mut rt = k.rt().await;
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: c.clone(),
+        timeout: 5,
+    })
+    .await
+    .unwrap();
+    let st = status(&k, &c).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    assert!(st.finished_at >= st.started_at && st.started_at > 0);
+    assert_eq!(st.image_id, pulled);
+    assert_eq!(st.log_path, log.display().to_string());
+
+    // Stop and Remove are idempotent; unknown ids are fine for them.
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: c.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: c.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_container(cri::RemoveContainerRequest {
+        container_id: c.clone(),
+    })
+    .await
+    .unwrap();
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        pod_status(&k, &pod).await.state,
+        cri::PodSandboxState::SandboxNotready as i32
+    );
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: "0123456789ab".into(),
+    })
+    .await
+    .unwrap();
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: "0123456789ab".into(),
+    })
+    .await
+    .unwrap();
+    assert!(rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+    // The address went back to the pool and the namespace is gone.
+    let ipam = k.work.path().join("ipam").join("berth-cri-test");
+    let held: Vec<String> = std::fs::read_dir(&ipam)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!held.contains(&ip), "IP {ip} still allocated: {held:?}");
+    let netns_dir = k.d.state().join("io.berth.cri.v1/netns");
+    let left: Vec<_> = std::fs::read_dir(&netns_dir)
+        .map(|rd| rd.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "network namespaces left: {left:?}");
+
+    // Removing the image removes every name of it.
+    img.remove_image(cri::RemoveImageRequest {
+        image: Some(cri::ImageSpec {
+            image: pulled.clone(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    img.remove_image(cri::RemoveImageRequest {
+        image: Some(cri::ImageSpec {
+            image: pulled.clone(),
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    let left = img
+        .list_images(cri::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(left.iter().all(|i| i.id != pulled), "{left:?}");
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors() {
+    let k = Kit::start();
+    let mut rt = k.rt().await;
+    let e = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: "nope".into(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = rt
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: "nope".into(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let e = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(cri::PodSandboxConfig::default()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    let e = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(k.pod_config("h")),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+
+    let (pod, pod_config) = run_pod(&k, "bad").await;
+    // The same pod name twice is refused.
+    let e = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    // An image that was never pulled.
+    let mut cfg = k.container_config("c", "true");
+    cfg.image = Some(cri::ImageSpec {
+        image: "127.0.0.1:1/never/pulled:v1".into(),
+        ..Default::default()
+    });
+    let e = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(cfg),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    // A Localhost seccomp profile that does not exist.
+    k.img()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: k.busybox.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut cfg = k.container_config("c", "true");
+    cfg.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            seccomp: Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                localhost_ref: "/nonexistent/profile.json".into(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let e = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(cfg),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("/nonexistent/profile.json"), "{e:?}");
+    // A container in an unknown pod; an image that no registry has.
+    let e = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: "nope".into(),
+            config: Some(k.container_config("x", "true")),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let host = k.pause.split('/').next().unwrap();
+    let e = k
+        .img()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: format!("{host}/missing:v1"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    // After all that, the daemon still serves and the pod is still ready.
+    assert_eq!(
+        pod_status(&k, &pod).await.state,
+        cri::PodSandboxState::SandboxReady as i32
+    );
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn pods_survive_a_sigkilled_berthd() {
+    let mut k = Kit::start();
+    k.img()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: k.busybox.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (pod, pod_config) = run_pod(&k, "keep").await;
+    let ip = pod_status(&k, &pod).await.network.unwrap().ip;
+    let long = run_container(
+        &k,
+        &pod,
+        &pod_config,
+        k.container_config("long", "echo before; sleep 1000"),
+    )
+    .await;
+    let short = run_container(
+        &k,
+        &pod,
+        &pod_config,
+        k.container_config("short", "echo done; sleep 2; exit 3"),
+    )
+    .await;
+    let short_log = k.logs().join("keep").join("short.log");
+    until("the short container's output", || async {
+        std::fs::read_to_string(&short_log)
+            .map(|t| t.contains(" stdout F done"))
+            .unwrap_or(false)
+    })
+    .await;
+    k.d.kill().unwrap();
+    // The short container ends while berthd is down.
+    std::thread::sleep(Duration::from_secs(3));
+    k.d.restart().unwrap();
+    let ps = pod_status(&k, &pod).await;
+    assert_eq!(ps.state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(ps.network.unwrap().ip, ip, "the pod keeps its address");
+    assert_eq!(
+        status(&k, &long).await.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    let st = status(&k, &short).await;
+    assert_eq!(
+        (st.state, st.exit_code),
+        (cri::ContainerState::ContainerExited as i32, 3),
+        "{st:?}"
+    );
+    let out = exec(&k, &long, &["/bin/echo", "still-here"], 10)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"still-here\n");
+    let log = std::fs::read_to_string(k.logs().join("keep").join("short.log")).unwrap();
+    assert!(log.contains(" stdout F done"), "{log}");
+    let mut rt = k.rt().await;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert!(rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .is_empty());
+}
