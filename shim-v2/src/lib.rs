@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod reaper;
 pub mod rootfs;
+pub mod rro;
 pub mod runc;
 pub mod server;
 pub mod service;

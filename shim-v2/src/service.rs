@@ -176,6 +176,11 @@ impl Service {
             None => None,
         };
         let pid = read_pid(&pid_file).map_err(|e| Error::internal(e.0))?;
+        if let Err(e) = crate::rro::apply(pid, &crate::rro::from_bundle(&self.bundle)) {
+            let _ = self.runc(&["delete", "--force", &self.id], Stdio3::default());
+            unmount_rootfs(&self.bundle);
+            return Err(e);
+        }
         let cgroup = Cgroup::of_pid(pid);
         if let Some(cg) = &cgroup {
             let (events, id) = (self.events.clone(), self.id.clone());

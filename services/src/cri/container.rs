@@ -281,6 +281,11 @@ impl Cri {
             .as_ref()
             .and_then(|l| l.security_context.clone())
             .unwrap_or_default();
+        if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+            return Err(Error::invalid(
+                "run_as_group needs run_as_user or run_as_username",
+            ));
+        }
         let image_user = image.config["config"]["User"]
             .as_str()
             .unwrap_or("")

@@ -398,7 +398,7 @@ impl RuntimeService for CriService {
             );
         }
         let features = cri::RuntimeHandlerFeatures {
-            recursive_read_only_mounts: false,
+            recursive_read_only_mounts: super::spec::kernel_has_mount_setattr(),
             user_namespaces: false,
         };
         Ok(Response::new(cri::StatusResponse {

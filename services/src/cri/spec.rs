@@ -196,6 +196,17 @@ fn resources_json(r: &cri::LinuxContainerResources) -> Value {
     out
 }
 
+/// Whether the kernel has mount_setattr (Linux 5.12), which recursive read-only mounts use.
+pub fn kernel_has_mount_setattr() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (major, minor) >= (5, 12)
+}
+
 /// The OCI LinuxResources for UpdateContainerResources.
 pub fn update_resources(r: &cri::LinuxContainerResources) -> Value {
     resources_json(r)
@@ -212,15 +223,16 @@ fn cap_name(c: &str) -> String {
 }
 
 /// The capability set from defaults, add and drop (either may say ALL).
-pub fn capabilities(c: Option<&cri::Capability>, privileged: bool) -> Vec<String> {
+pub fn capabilities(c: Option<&cri::Capability>, privileged: bool) -> Result<Vec<String>> {
+    let bounding = all_caps();
     if privileged {
-        return all_caps();
+        return Ok(bounding);
     }
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
     if let Some(c) = c {
         let all = |v: &[String]| v.iter().any(|x| x.eq_ignore_ascii_case("ALL"));
         if all(&c.add_capabilities) {
-            caps = all_caps();
+            caps = bounding.clone();
         }
         if all(&c.drop_capabilities) {
             caps.clear();
@@ -231,6 +243,14 @@ pub fn capabilities(c: Option<&cri::Capability>, privileged: bool) -> Vec<String
             .filter(|x| !x.eq_ignore_ascii_case("ALL"))
         {
             let n = cap_name(a);
+            if !ALL_CAPS.iter().any(|(name, _)| *name == n) {
+                return Err(Error::invalid(format!("unknown capability {a:?}")));
+            }
+            if !bounding.contains(&n) {
+                return Err(Error::invalid(format!(
+                    "capability {n} is outside berthd's own bounding set, so no container can have it"
+                )));
+            }
             if !caps.contains(&n) {
                 caps.push(n);
             }
@@ -244,7 +264,7 @@ pub fn capabilities(c: Option<&cri::Capability>, privileged: bool) -> Vec<String
             caps.retain(|x| *x != n);
         }
     }
-    caps
+    Ok(caps)
 }
 
 /// The seccomp section for a profile choice; None is unconfined.
@@ -329,7 +349,7 @@ pub fn sandbox(s: &SandboxSpec<'_>) -> Result<Value> {
             namespaces.push(json!({"type": "network", "path": p}));
         }
     }
-    let caps = capabilities(None, sc.privileged);
+    let caps = capabilities(None, sc.privileged)?;
     let uid = sc.run_as_user.as_ref().map(|v| v.value).unwrap_or(0);
     let gid = sc.run_as_group.as_ref().map(|v| v.value).unwrap_or(0);
     let mut spec = json!({
@@ -503,7 +523,7 @@ pub fn container(s: &ContainerSpec<'_>) -> Result<Value> {
             .unwrap_or("/")
             .to_string()
     };
-    let caps = capabilities(sc.capabilities.as_ref(), sc.privileged);
+    let caps = capabilities(sc.capabilities.as_ref(), sc.privileged)?;
     let mut mounts = base_mounts(sc.privileged);
     let user_dsts: Vec<&str> = cfg
         .mounts
@@ -550,10 +570,18 @@ pub fn container(s: &ContainerSpec<'_>) -> Result<Value> {
             ));
         }
         if m.recursive_read_only {
-            return Err(Error::invalid(format!(
-                "mount {}: recursive read-only mounts need runc 1.2; this host's runtime does not support them",
-                m.container_path
-            )));
+            if !m.readonly {
+                return Err(Error::invalid(format!(
+                    "mount {}: recursive read-only needs readonly too",
+                    m.container_path
+                )));
+            }
+            if m.propagation != cri::MountPropagation::PropagationPrivate as i32 {
+                return Err(Error::invalid(format!(
+                    "mount {}: recursive read-only needs private propagation",
+                    m.container_path
+                )));
+            }
         }
         let src = Path::new(&m.host_path);
         if !src.exists() {
@@ -568,7 +596,11 @@ pub fn container(s: &ContainerSpec<'_>) -> Result<Value> {
         {
             rootfs_propagation = rootfs_prop;
         }
-        let opts = vec!["rbind", prop, if m.readonly { "ro" } else { "rw" }];
+        let mut opts = vec!["rbind", prop, if m.readonly { "ro" } else { "rw" }];
+        if m.recursive_read_only {
+            // Read by the shim (and by runc 1.2 itself).
+            opts.push("rro");
+        }
         mounts.push(json!({"destination": m.container_path, "type": "bind", "source": src, "options": opts}));
     }
     let mut namespaces = vec![json!({"type": "mount"})];
@@ -720,7 +752,7 @@ mod tests {
             drop_capabilities: vec!["CAP_CHOWN".into()],
             ..Default::default()
         };
-        let caps = capabilities(Some(&c), false);
+        let caps = capabilities(Some(&c), false).unwrap();
         assert!(caps.contains(&"CAP_SYS_ADMIN".to_string()));
         assert!(!caps.contains(&"CAP_CHOWN".to_string()));
         let c = cri::Capability {
@@ -728,16 +760,28 @@ mod tests {
             drop_capabilities: vec!["ALL".into()],
             ..Default::default()
         };
-        assert_eq!(capabilities(Some(&c), false), vec!["CAP_NET_ADMIN"]);
+        assert_eq!(
+            capabilities(Some(&c), false).unwrap(),
+            vec!["CAP_NET_ADMIN"]
+        );
         let c = cri::Capability {
             add_capabilities: vec!["ALL".into()],
             drop_capabilities: vec!["KILL".into()],
             ..Default::default()
         };
-        let caps = capabilities(Some(&c), false);
+        let caps = capabilities(Some(&c), false).unwrap();
         assert!(
             caps.contains(&"CAP_SYS_MODULE".to_string()) && !caps.contains(&"CAP_KILL".to_string())
         );
+    }
+
+    #[test]
+    fn unknown_capabilities_are_refused() {
+        let c = cri::Capability {
+            add_capabilities: vec!["CAP_TELEPORT".into()],
+            ..Default::default()
+        };
+        assert!(capabilities(Some(&c), false).is_err());
     }
 
     #[test]

@@ -1,0 +1,135 @@
+//! Recursive read-only mounts: a bind mount whose options say `rro` is made read-only with
+//! every mount beneath it (mount_setattr with AT_RECURSIVE), inside the container's mount
+//! namespace once runc has created it and before the process starts. runc 1.2 does this
+//! itself; runc 1.1 ignores the option, so the shim finishes the job.
+
+use crate::error::{Error, Result};
+use std::ffi::CString;
+use std::path::Path;
+
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// The destinations of the spec's mounts that ask for `rro`.
+pub fn targets(spec: &serde_json::Value) -> Vec<String> {
+    spec["mounts"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| {
+                    m["options"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|x| x == "rro"))
+                })
+                .filter_map(|m| m["destination"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Makes each of `targets` (paths inside the container) recursively read-only, from a child
+/// process that joins the mount namespace of `pid`.
+pub fn apply(pid: i32, targets: &[String]) -> Result<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let ns =
+        CString::new(format!("/proc/{pid}/ns/mnt")).map_err(|_| Error::internal("pid path"))?;
+    let paths: Vec<CString> = targets
+        .iter()
+        .map(|t| {
+            CString::new(t.as_str())
+                .map_err(|_| Error::invalid(format!("mount path {t:?} has a NUL")))
+        })
+        .collect::<Result<_>>()?;
+    // SAFETY: the child only makes async-signal-safe system calls (open, setns, syscall,
+    // _exit) on memory prepared before the fork, then exits.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(Error::internal(format!(
+            "fork: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    if child == 0 {
+        // SAFETY: see above; every pointer is into `ns`, `paths` or the stack.
+        unsafe {
+            let fd = libc::open(ns.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::setns(fd, libc::CLONE_NEWNS) != 0 {
+                libc::_exit(100);
+            }
+            for (i, p) in paths.iter().enumerate() {
+                let attr = MountAttr {
+                    attr_set: MOUNT_ATTR_RDONLY,
+                    attr_clr: 0,
+                    propagation: 0,
+                    userns_fd: 0,
+                };
+                let rc = libc::syscall(
+                    libc::SYS_mount_setattr,
+                    libc::AT_FDCWD,
+                    p.as_ptr(),
+                    AT_RECURSIVE,
+                    &attr as *const MountAttr,
+                    std::mem::size_of::<MountAttr>(),
+                );
+                if rc != 0 {
+                    libc::_exit(1 + i.min(98) as i32);
+                }
+            }
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waitpid on the child just forked.
+    unsafe { libc::waitpid(child, &mut status, 0) };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        255
+    };
+    match code {
+        0 => Ok(()),
+        100 => Err(Error::internal(format!(
+            "cannot enter the mount namespace of pid {pid}"
+        ))),
+        n if (1..=99).contains(&n) => Err(Error::invalid(format!(
+            "cannot make {} recursively read-only (mount_setattr needs Linux 5.12)",
+            targets[(n - 1) as usize]
+        ))),
+        _ => Err(Error::internal("the recursive read-only helper died")),
+    }
+}
+
+/// Reads the bundle's spec for [`targets`].
+pub fn from_bundle(bundle: &Path) -> Vec<String> {
+    std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .map(|v: serde_json::Value| targets(&v))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rro_mounts_are_targets() {
+        let spec = serde_json::json!({"mounts": [
+            {"destination": "/a", "options": ["rbind", "ro", "rro"]},
+            {"destination": "/b", "options": ["rbind", "ro"]},
+            {"destination": "/proc"}
+        ]});
+        assert_eq!(targets(&spec), vec!["/a"]);
+        assert!(targets(&serde_json::json!({})).is_empty());
+    }
+}
