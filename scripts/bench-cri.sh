@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# bench-cri.sh — the CRI pod lifecycle timed through crictl, berth beside containerd 1.6 on
+# this machine: runp, create, start, exec -s (ExecSync), stop, stopp, rmp; medians over ROUNDS
+# and berth/containerd ratios. Streaming exec is left out until berth has a streaming server.
+#
+# Usage (root): CRICTL=/path/to/crictl scripts/bench-cri.sh [ROUNDS]
+#   KIT       the CRI test kit (registry, images, containerd anchor) [/work/shared/cri]
+#   BERTHD    the berthd binary [target/release/berthd]
+# crictl is cri-tools v1.36.0, built by you; nothing of it lives in this repository.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-10}
+KIT=${KIT:-/work/shared/cri}
+BERTHD=${BERTHD:-target/release/berthd}
+CRICTL=${CRICTL:-$(command -v crictl || true)}
+[ -x "$CRICTL" ] || { echo "set CRICTL to a crictl binary (cri-tools v1.36.0)" >&2; exit 2; }
+[ -x "$BERTHD" ] || { echo "$BERTHD is missing: cargo build --release" >&2; exit 2; }
+export CRI_TEST_DIR=${CRI_TEST_DIR:-/tmp/berth-cri-test}
+"$KIT/write-runtime-config.sh" >/dev/null
+"$KIT/prepare-images.sh" >/dev/null 2>&1 || true
+IMG=registry.k8s.io/e2e-test-images/busybox:1.29-2
+
+W=$(mktemp -d /tmp/bench-cri.XXXXXX)
+BPID=
+cleanup() {
+    [ -n "$BPID" ] && kill "$BPID" 2>/dev/null && wait "$BPID" 2>/dev/null
+    "$KIT/stop-containerd-anchor.sh" >/dev/null 2>&1 || true
+    rm -rf "$W"
+}
+trap cleanup EXIT
+
+cat >"$W/berthd.toml" <<CFG
+root = "$W/root"
+state = "$W/state"
+address = "$W/berth.sock"
+log_level = "warn"
+[registry]
+config_path = "$CRI_TEST_DIR/certs.d"
+[cri]
+sandbox_image = "registry.k8s.io/pause:3.6"
+cni_conf_dir = "$CRI_TEST_DIR/cni/net.d"
+restrict_oom_score_adj = true
+CFG
+"$BERTHD" -c "$W/berthd.toml" >"$W/berthd.log" 2>&1 &
+BPID=$!
+for _ in $(seq 100); do [ -S "$W/berth.sock" ] && break; sleep 0.05; done
+
+now() { date +%s.%N; }
+# rounds ENDPOINT OUTFILE: one "step seconds" line per step and round.
+rounds() {
+    local ep=$1 out=$2 c=("$CRICTL" --runtime-endpoint "$1" --image-endpoint "$1" --timeout 60)
+    "${c[@]}" pull "$IMG" >/dev/null
+    "${c[@]}" pull registry.k8s.io/pause:3.6 >/dev/null
+    for i in $(seq "$ROUNDS"); do
+        printf '{"metadata":{"name":"bench-%s","namespace":"default","uid":"bench-%s-%s","attempt":1},"log_directory":"%s/logs-%s","linux":{}}' \
+            "$i" "$i" "$$" "$W" "$i" >"$W/pod.json"
+        printf '{"metadata":{"name":"c"},"image":{"image":"%s"},"command":["sh","-c","trap \\"exit 0\\" TERM; sleep 3600 & wait"],"log_path":"c.log","linux":{}}' \
+            "$IMG" >"$W/ctr.json"
+        local s pod cid
+        s=$(now); pod=$("${c[@]}" runp "$W/pod.json" 2>/dev/null); echo "runp $(echo "$(now) - $s" | bc)" >>"$out"
+        s=$(now); cid=$("${c[@]}" create "$pod" "$W/ctr.json" "$W/pod.json" 2>/dev/null); echo "create $(echo "$(now) - $s" | bc)" >>"$out"
+        s=$(now); "${c[@]}" start "$cid" >/dev/null 2>&1; echo "start $(echo "$(now) - $s" | bc)" >>"$out"
+        s=$(now); [ "$("${c[@]}" exec -s "$cid" echo hi 2>/dev/null)" = hi ]; echo "exec-sync $(echo "$(now) - $s" | bc)" >>"$out"
+        s=$(now); "${c[@]}" stop --timeout 10 "$cid" >/dev/null 2>&1; echo "stop $(echo "$(now) - $s" | bc)" >>"$out"
+        s=$(now); "${c[@]}" stopp "$pod" >/dev/null 2>&1; echo "stopp $(echo "$(now) - $s" | bc)" >>"$out"
+        s=$(now); "${c[@]}" rmp "$pod" >/dev/null 2>&1; echo "rmp $(echo "$(now) - $s" | bc)" >>"$out"
+    done
+}
+median() { grep "^$1 " "$2" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
+
+rounds "unix://$W/berth.sock" "$W/berth.txt"
+ANCHOR=$("$KIT/start-containerd-anchor.sh" | tail -1)
+rounds "$ANCHOR" "$W/containerd.txt"
+echo "load: $(cut -d' ' -f1-3 /proc/loadavg); rounds: $ROUNDS (each figure includes crictl's own start-up)"
+printf '%-10s %10s %14s %8s\n' step berth containerd ratio
+for k in runp create start exec-sync stop stopp rmp; do
+    b=$(median "$k" "$W/berth.txt"); c=$(median "$k" "$W/containerd.txt")
+    printf '%-10s %10.3f %14.3f %8.2f\n' "$k" "$b" "$c" "$(echo "$b / $c" | bc -l)"
+done
