@@ -7,6 +7,7 @@ pub mod cgroups;
 pub mod console;
 pub mod error;
 pub mod events;
+pub mod idmap;
 pub mod reaper;
 pub mod rootfs;
 pub mod rro;

@@ -155,7 +155,23 @@ impl Service {
                 self.id
             )));
         }
-        mount_rootfs(&r.rootfs, &self.bundle.join("rootfs"))?;
+        let spec: Option<serde_json::Value> = std::fs::read(self.bundle.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        match spec.as_ref().and_then(crate::idmap::mappings) {
+            Some((uids, gids)) => {
+                let mounts: Vec<berth_snapshotters::Mount> =
+                    r.rootfs.iter().cloned().map(Into::into).collect();
+                crate::idmap::mount_rootfs(
+                    &mounts,
+                    &self.bundle.join("rootfs"),
+                    &self.bundle.join("idmap"),
+                    &uids,
+                    &gids,
+                )?
+            }
+            None => mount_rootfs(&r.rootfs, &self.bundle.join("rootfs"))?,
+        }
         let (stdio, socket) = self.stdio_for("init", r.terminal, &r.stdin, &r.stdout, &r.stderr)?;
         let pid_file = self.bundle.join("init.pid");
         let bundle = self.bundle.display().to_string();

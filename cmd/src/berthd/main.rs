@@ -211,6 +211,10 @@ async fn shutdown_signal() {
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     private_dir(&cfg.root)?;
     private_dir(&cfg.state)?;
+    // Passable (not listable) by others: a user-namespaced container's root is another host
+    // uid and must reach its bundle's rootfs, as with containerd's /run/containerd.
+    std::fs::set_permissions(&cfg.state, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("chmod 0711 {}", cfg.state.display()))?;
     let _lock = lock_root(&cfg.root)?;
     let version = VersionInfo {
         version: format!("v{}", env!("CARGO_PKG_VERSION")),

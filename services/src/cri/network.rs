@@ -61,6 +61,35 @@ pub fn create_netns(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Pins an existing network namespace (`/proc/<pid>/ns/net`) at `path`.
+pub fn pin_netns(ns: &str, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    std::fs::File::create(path).map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    let (src, target) = (cstr(Path::new(ns))?, cstr(path)?);
+    // SAFETY: a bind mount between two NUL-terminated paths.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        let _ = std::fs::remove_file(path);
+        return Err(Error::io(
+            format!("pin network namespace {ns} at {}", path.display()),
+            e,
+        ));
+    }
+    Ok(())
+}
+
 /// Unpins and removes a network namespace made by [`create_netns`]; absent is fine.
 pub fn remove_netns(path: &Path) -> Result<()> {
     if !path.exists() {

@@ -152,15 +152,14 @@ impl Cri {
                 "runtime handler {handler:?}: this runtime has \"runc\" (the default)"
             )));
         }
-        if config
+        if let Some(u) = config
             .linux
             .as_ref()
             .and_then(|l| l.security_context.as_ref())
             .and_then(|s| s.namespace_options.as_ref())
             .and_then(|n| n.userns_options.as_ref())
-            .is_some_and(|u| u.mode == cri::NamespaceMode::Pod as i32)
         {
-            return Err(Error::invalid("user namespaces are not supported by this runtime (runc 1.2 is needed for idmapped mounts)"));
+            spec::check_userns(u)?;
         }
         let name = sandbox_name(&md);
         let id = super::new_id();
@@ -277,18 +276,13 @@ impl Cri {
             mount_shm(shm)?;
         }
 
-        if !host_net {
-            let netns = self.netns_path(id);
-            network::create_netns(&netns)?;
-            self.persist_sandbox(&sb).await?;
-            let net = network::load(&self.cfg.cni_conf_dir)?;
-            let result = net
-                .add(&self.cfg.cni_bin_dir, &self.attachment(&sb))
-                .await?;
-            sb.meta.ips = network::pod_ips(&result);
-            sb.meta.cni_result = Some(result);
-            sb.meta.network_ready = true;
-            self.persist_sandbox(&sb).await?;
+        // A user-namespaced pod's network namespace must belong to its user namespace (or
+        // sysfs cannot be mounted in it): the pause container makes it, and it is pinned and
+        // wired between create and start. Other pods get theirs first.
+        let userns_pod = spec::pod_userns(&config);
+        if !host_net && !userns_pod {
+            network::create_netns(&self.netns_path(id))?;
+            self.network_up(&mut sb).await?;
         }
 
         let cgroup = spec::cgroup_path(
@@ -300,7 +294,7 @@ impl Cri {
             id,
             self.cfg.systemd_cgroup(),
         );
-        let netns = (!host_net).then(|| self.netns_path(id));
+        let netns = (!host_net && !userns_pod).then(|| self.netns_path(id));
         let oci = spec::sandbox(&spec::SandboxSpec {
             id,
             config: &config,
@@ -333,11 +327,27 @@ impl Cri {
                 },
             )
             .await?;
+        if !host_net && userns_pod {
+            network::pin_netns(&format!("/proc/{pid}/ns/net"), &self.netns_path(id))?;
+            self.network_up(&mut sb).await?;
+        }
         self.tasks.start(self.ns.clone(), init_ref(id)).await?;
         sb.meta.pid = pid;
         self.persist_sandbox(&sb).await?;
         self.watch_sandbox(id);
         Ok(())
+    }
+
+    /// CNI ADD into the sandbox's pinned network namespace; the result is recorded first
+    /// and after, so a crash in between leaves what DEL needs.
+    async fn network_up(&self, sb: &mut Sandbox) -> Result<()> {
+        self.persist_sandbox(sb).await?;
+        let net = network::load(&self.cfg.cni_conf_dir)?;
+        let result = net.add(&self.cfg.cni_bin_dir, &self.attachment(sb)).await?;
+        sb.meta.ips = network::pod_ips(&result);
+        sb.meta.cni_result = Some(result);
+        sb.meta.network_ready = true;
+        self.persist_sandbox(sb).await
     }
 
     /// runc options for every CRI task: the systemd cgroup driver when configured.

@@ -399,7 +399,7 @@ impl RuntimeService for CriService {
         }
         let features = cri::RuntimeHandlerFeatures {
             recursive_read_only_mounts: super::spec::kernel_has_mount_setattr(),
-            user_namespaces: false,
+            user_namespaces: true,
         };
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),

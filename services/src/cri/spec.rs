@@ -302,6 +302,60 @@ pub struct SandboxFiles {
     pub shm: Option<PathBuf>,
 }
 
+/// Checks a pod's user namespace request: NODE (the host's) or POD with exactly one uid and
+/// one gid mapping, each mapping container id 0.
+pub fn check_userns(u: &cri::UserNamespace) -> Result<()> {
+    match cri::NamespaceMode::try_from(u.mode).unwrap_or(cri::NamespaceMode::Node) {
+        cri::NamespaceMode::Node => Ok(()),
+        cri::NamespaceMode::Pod => {
+            for (what, m) in [("uid", &u.uids), ("gid", &u.gids)] {
+                if m.len() != 1 {
+                    return Err(Error::invalid(format!(
+                        "a pod's user namespace takes exactly one {what} mapping, not {}",
+                        m.len()
+                    )));
+                }
+                if m[0].container_id != 0 || m[0].length == 0 {
+                    return Err(Error::invalid(format!(
+                        "the {what} mapping must map container id 0 (it maps {}+{})",
+                        m[0].container_id, m[0].length
+                    )));
+                }
+            }
+            Ok(())
+        }
+        other => Err(Error::invalid(format!(
+            "user namespace mode {other:?} is not supported for pods: use POD or NODE"
+        ))),
+    }
+}
+
+/// The spec's user namespace entries for a pod's userns options: the namespace (joined at
+/// `path` when given) and its mappings; None for the host's.
+fn userns_entries(ns: Option<&cri::NamespaceOption>) -> Option<(Value, Value)> {
+    let u = ns?.userns_options.as_ref()?;
+    if u.mode != cri::NamespaceMode::Pod as i32 {
+        return None;
+    }
+    let maps = |m: &[cri::IdMapping]| -> Value {
+        m.iter()
+            .map(|x| json!({"containerID": x.container_id, "hostID": x.host_id, "size": x.length}))
+            .collect()
+    };
+    Some((maps(&u.uids), maps(&u.gids)))
+}
+
+/// Whether the pod asks for a user namespace of its own.
+pub fn pod_userns(config: &cri::PodSandboxConfig) -> bool {
+    config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .and_then(|n| n.userns_options.as_ref())
+        .is_some_and(|u| u.mode == cri::NamespaceMode::Pod as i32)
+}
+
 /// The pause container's spec.
 pub struct SandboxSpec<'a> {
     pub id: &'a str,
@@ -337,6 +391,10 @@ pub fn sandbox(s: &SandboxSpec<'_>) -> Result<Value> {
         );
     }
     let mut namespaces = vec![json!({"type": "mount"})];
+    let userns = userns_entries(sc.namespace_options.as_ref());
+    if userns.is_some() {
+        namespaces.push(json!({"type": "user"}));
+    }
     if pid != node {
         namespaces.push(json!({"type": "pid"}));
     }
@@ -345,8 +403,10 @@ pub fn sandbox(s: &SandboxSpec<'_>) -> Result<Value> {
     }
     if net != node {
         namespaces.push(json!({"type": "uts"}));
-        if let Some(p) = s.netns {
-            namespaces.push(json!({"type": "network", "path": p}));
+        match s.netns {
+            Some(p) => namespaces.push(json!({"type": "network", "path": p})),
+            // A user-namespaced pod makes its own (owned by its user namespace).
+            None => namespaces.push(json!({"type": "network"})),
         }
     }
     let caps = capabilities(None, sc.privileged)?;
@@ -381,6 +441,10 @@ pub fn sandbox(s: &SandboxSpec<'_>) -> Result<Value> {
     });
     if net != node && !s.config.hostname.is_empty() {
         spec["hostname"] = json!(s.config.hostname);
+    }
+    if let Some((uids, gids)) = userns {
+        spec["linux"]["uidMappings"] = uids;
+        spec["linux"]["gidMappings"] = gids;
     }
     if !sc.privileged {
         spec["linux"]["maskedPaths"] = json!(MASKED);
@@ -605,6 +669,10 @@ pub fn container(s: &ContainerSpec<'_>) -> Result<Value> {
     }
     let mut namespaces = vec![json!({"type": "mount"})];
     let proc_ns = |kind: &str| format!("/proc/{}/ns/{kind}", s.sandbox_pid);
+    let userns = userns_entries(pod_sc.namespace_options.as_ref());
+    if userns.is_some() {
+        namespaces.push(json!({"type": "user", "path": proc_ns("user")}));
+    }
     if pod_net != node {
         match s.netns {
             Some(p) => namespaces.push(json!({"type": "network", "path": p})),
@@ -686,6 +754,10 @@ pub fn container(s: &ContainerSpec<'_>) -> Result<Value> {
     }
     if !rootfs_propagation.is_empty() {
         spec["linux"]["rootfsPropagation"] = json!(rootfs_propagation);
+    }
+    if let Some((uids, gids)) = userns {
+        spec["linux"]["uidMappings"] = uids;
+        spec["linux"]["gidMappings"] = gids;
     }
     if !sc.privileged {
         let masked: Vec<String> = if sc.masked_paths.is_empty() {
@@ -782,6 +854,30 @@ mod tests {
             ..Default::default()
         };
         assert!(capabilities(Some(&c), false).is_err());
+    }
+
+    #[test]
+    fn user_namespace_requests_are_checked() {
+        let m = |c: u32, h: u32, l: u32| cri::IdMapping {
+            container_id: c,
+            host_id: h,
+            length: l,
+        };
+        let pod = |u: Vec<cri::IdMapping>| cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: u.clone(),
+            gids: u,
+        };
+        assert!(check_userns(&pod(vec![m(0, 1000, 65536)])).is_ok());
+        assert!(check_userns(&pod(vec![m(0, 1000, 10), m(0, 2000, 10)])).is_err());
+        assert!(check_userns(&pod(vec![m(1, 1000, 10)])).is_err());
+        let mode = |n: cri::NamespaceMode| cri::UserNamespace {
+            mode: n as i32,
+            ..Default::default()
+        };
+        assert!(check_userns(&mode(cri::NamespaceMode::Node)).is_ok());
+        assert!(check_userns(&mode(cri::NamespaceMode::Container)).is_err());
+        assert!(check_userns(&mode(cri::NamespaceMode::Target)).is_err());
     }
 
     #[test]

@@ -48,12 +48,31 @@ pub(super) fn private_dir(p: &Path) -> Result<()> {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).map_err(io("chmod 0700"))
 }
 
+/// A bundle directory: others may pass through (a user-namespaced container's root, a
+/// different host uid, must reach its rootfs) but not list it; what is secret in it (the
+/// spec) is readable by root alone.
+pub(super) fn bundle_dir(p: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(p).map_err(io(format!("create {}", p.display())))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o711)).map_err(io("chmod 0711"))
+}
+
 /// Writes the bundle a shim is started in: the spec, an empty rootfs mount point, and a link
 /// to the work directory.
 pub(super) fn prepare(bundle: &Path, work: &Path, spec: &[u8]) -> Result<()> {
     serde_json::from_slice::<serde_json::Value>(spec)
         .map_err(|e| Error::invalid(format!("container spec is not valid JSON: {e}")))?;
-    std::fs::write(bundle.join("config.json"), spec).map_err(io("write config.json"))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(bundle.join("config.json"))
+            .map_err(io("write config.json"))?;
+        f.write_all(spec).map_err(io("write config.json"))?;
+    }
     std::fs::create_dir(bundle.join("rootfs")).map_err(io("create rootfs"))?;
     std::os::unix::fs::symlink(work, bundle.join("work")).map_err(io("link work dir"))?;
     Ok(())

@@ -39,7 +39,7 @@ impl Tasks {
                 bundle.display()
             )));
         }
-        bundle::private_dir(&bundle)?;
+        bundle::bundle_dir(&bundle)?;
         bundle::private_dir(&work)?;
         let log = match bundle::prepare(&bundle, &work, &spec.value)
             .and_then(|()| bundle::open_log(&bundle, &id))
