@@ -755,3 +755,194 @@ async fn pods_survive_a_sigkilled_berthd() {
         .containers
         .is_empty());
 }
+
+#[tokio::test]
+async fn user_namespaced_pods_and_recursive_read_only_mounts() {
+    let k = Kit::start();
+    k.img()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: k.busybox.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut rt = k.rt().await;
+    let st = rt
+        .status(cri::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st
+        .runtime_handlers
+        .iter()
+        .all(|h| h.features.unwrap().user_namespaces));
+
+    // A pod in a user namespace: root inside is uid 200000 outside, the image's files are
+    // root's inside, the rootfs is writable.
+    let map = vec![cri::IdMapping {
+        host_id: 200000,
+        container_id: 0,
+        length: 65536,
+    }];
+    let userns = cri::NamespaceOption {
+        userns_options: Some(cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: map.clone(),
+            gids: map,
+        }),
+        ..Default::default()
+    };
+    let mut pod_config = k.pod_config("userns");
+    pod_config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(userns.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let ip = pod_status(&k, &pod).await.network.unwrap().ip;
+    assert!(
+        ip.starts_with(&k.subnet_prefix),
+        "a user-namespaced pod has a network too: {ip}"
+    );
+    let mut c = k.container_config(
+        "inside",
+        "cat /proc/self/uid_map; echo uid=$(id -u); touch /new && echo rootfs-writable; ls -ln /bin/busybox",
+    );
+    c.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            namespace_options: Some(userns),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    run_container(&k, &pod, &pod_config, c).await;
+    let log = k.logs().join("userns").join("inside.log");
+    until("the user-namespaced container's output", || async {
+        std::fs::read_to_string(&log)
+            .map(|t| t.contains("busybox"))
+            .unwrap_or(false)
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mapped = text.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().skip(3).collect();
+        f == ["0", "200000", "65536"]
+    });
+    assert!(mapped, "{text}");
+    assert!(
+        text.contains("uid=0") && text.contains("rootfs-writable"),
+        "{text}"
+    );
+    assert!(
+        text.contains(" 0        0 ") || text.contains(" 0 0 "),
+        "image files are root's inside: {text}"
+    );
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+
+    // Other user namespace modes are refused.
+    let mut bad = k.pod_config("bad-userns");
+    bad.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                userns_options: Some(cri::UserNamespace {
+                    mode: cri::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let e = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(bad),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    // A recursive read-only hostPath: the mount below it is read-only too.
+    let host = k.work.path().join("rro");
+    std::fs::create_dir_all(host.join("sub")).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "rro-test",
+            host.join("sub").to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let (pod, pod_config) = run_pod(&k, "rro").await;
+    let mut c = k.container_config(
+        "reader",
+        "touch /mnt/sub/x && echo sub-writable || echo sub-readonly; touch /mnt/y && echo top-writable || echo top-readonly",
+    );
+    c.mounts = vec![cri::Mount {
+        container_path: "/mnt".into(),
+        host_path: host.display().to_string(),
+        readonly: true,
+        recursive_read_only: true,
+        ..Default::default()
+    }];
+    run_container(&k, &pod, &pod_config, c).await;
+    let log = k.logs().join("rro").join("reader.log");
+    until("the rro container's output", || async {
+        std::fs::read_to_string(&log)
+            .map(|t| t.contains("top-"))
+            .unwrap_or(false)
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(host.join("sub"))
+        .status();
+    assert!(
+        text.contains("sub-readonly") && text.contains("top-readonly"),
+        "{text}"
+    );
+    // rro without readonly is refused.
+    let mut c = k.container_config("bad-rro", "true");
+    c.mounts = vec![cri::Mount {
+        container_path: "/mnt".into(),
+        host_path: host.display().to_string(),
+        recursive_read_only: true,
+        ..Default::default()
+    }];
+    let e = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(c),
+            sandbox_config: Some(pod_config),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}
