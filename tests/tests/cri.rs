@@ -332,7 +332,30 @@ async fn pod_lifecycle_logs_exec_stats_network() {
         .is_some());
 
     // A pod: ready, with an address on the test bridge, its DNS and hostname in place.
-    let (pod, pod_config) = run_pod(&k, "web").await;
+    // hostPort: a free port on this machine, mapped by CNI's portmap plugin.
+    let host_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut pod_config = k.pod_config("web");
+    pod_config.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: host_port as i32,
+        host_ip: String::new(),
+    }];
+    let pod = k
+        .rt()
+        .await
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
     let ps = pod_status(&k, &pod).await;
     assert_eq!(ps.state, cri::PodSandboxState::SandboxReady as i32);
     let ip = ps.network.unwrap().ip;
@@ -388,6 +411,10 @@ async fn pod_lifecycle_logs_exec_stats_network() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(got.contains("hello-pod"), "GET {addr}: {got:?}");
+    // The same server through the hostPort on 127.0.0.1.
+    let local = format!("127.0.0.1:{host_port}");
+    let via_host = http_get(&local).unwrap_or_else(|e| format!("error: {e}"));
+    assert!(via_host.contains("hello-pod"), "GET {local}: {via_host:?}");
 
     // ExecSync: output, exit code, environment; a timeout kills the command.
     let r = exec(
