@@ -48,7 +48,7 @@ for _ in $(seq 100); do [ -S "$W/berth.sock" ] && break; sleep 0.05; done
 now() { date +%s.%N; }
 # rounds ENDPOINT OUTFILE: one "step seconds" line per step and round.
 rounds() {
-    local ep=$1 out=$2 c=("$CRICTL" --runtime-endpoint "$1" --image-endpoint "$1" --timeout 60)
+    local ep=$1 out=$2 c=("$CRICTL" --runtime-endpoint "$1" --image-endpoint "$1" --timeout 60s)
     "${c[@]}" pull "$IMG" >/dev/null
     "${c[@]}" pull registry.k8s.io/pause:3.6 >/dev/null
     for i in $(seq "$ROUNDS"); do

@@ -280,9 +280,11 @@ impl Cri {
         // sysfs cannot be mounted in it): the pause container makes it, and it is pinned and
         // wired between create and start. Other pods get theirs first.
         let userns_pod = spec::pod_userns(&config);
-        if !host_net && !userns_pod {
+        let early_net = !host_net && !userns_pod;
+        if early_net {
             network::create_netns(&self.netns_path(id))?;
-            self.network_up(&mut sb).await?;
+            // Recorded before anything is wired, so a crash leaves what cleanup needs.
+            self.persist_sandbox(&sb).await?;
         }
 
         let cgroup = spec::cgroup_path(
@@ -316,17 +318,24 @@ impl Cri {
         self.containers
             .update(self.ns.clone(), rec, vec!["spec".into()])
             .await?;
-        let pid = self
-            .tasks
-            .create(
-                self.ns.clone(),
-                CreateTask {
-                    container_id: id.to_string(),
-                    options: self.runtime_options(),
-                    ..Default::default()
-                },
-            )
-            .await?;
+        // The pause container is created while CNI wires its (already pinned) namespace:
+        // neither waits for the other.
+        let create = self.tasks.create(
+            self.ns.clone(),
+            CreateTask {
+                container_id: id.to_string(),
+                options: self.runtime_options(),
+                ..Default::default()
+            },
+        );
+        let (pid, wired) = if early_net {
+            let (pid, wired) = tokio::join!(create, self.network_up(&mut sb));
+            (pid, wired)
+        } else {
+            (create.await, Ok(()))
+        };
+        let pid = pid?;
+        wired?;
         if !host_net && userns_pod {
             network::pin_netns(&format!("/proc/{pid}/ns/net"), &self.netns_path(id))?;
             self.network_up(&mut sb).await?;
