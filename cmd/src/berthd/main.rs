@@ -245,6 +245,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         cri.recover()
             .await
             .context("recover the CRI's pods and containers")?;
+        cri.start_streaming().await.context(
+            "start the CRI streaming server (stream_server_address, stream_server_port)",
+        )?;
     }
     let _cri_server = match (cri_listener, daemon.cri_router()) {
         (Some(l), Some(r)) => Some(tokio::spawn(async move {

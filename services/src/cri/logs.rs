@@ -16,7 +16,12 @@ pub const MAX_RECORD: usize = 16 * 1024;
 pub struct LogFile {
     path: PathBuf,
     file: Arc<Mutex<Option<std::fs::File>>>,
+    /// Attached clients: each gets the raw output with its stream's name.
+    taps: Arc<Mutex<Vec<Tap>>>,
 }
+
+/// An attached client's share of the output; dropped when it falls behind.
+pub type Tap = tokio::sync::mpsc::Sender<(&'static str, Vec<u8>)>;
 
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
     if let Some(dir) = path.parent() {
@@ -33,6 +38,7 @@ impl LogFile {
         Ok(LogFile {
             path: path.to_path_buf(),
             file: Arc::new(Mutex::new(Some(open_append(path)?))),
+            taps: Arc::default(),
         })
     }
 
@@ -41,7 +47,28 @@ impl LogFile {
         LogFile {
             path: PathBuf::new(),
             file: Arc::new(Mutex::new(None)),
+            taps: Arc::default(),
         }
+    }
+
+    /// Output from now on also goes to the returned receiver (an attach); the receiver ends
+    /// with the container's output, or when it falls 256 chunks behind.
+    pub fn tap(&self) -> tokio::sync::mpsc::Receiver<(&'static str, Vec<u8>)> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        self.taps.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        rx
+    }
+
+    fn to_taps(&self, stream: &'static str, data: &[u8]) {
+        let mut taps = self.taps.lock().unwrap_or_else(|e| e.into_inner());
+        if !taps.is_empty() {
+            taps.retain(|t| t.try_send((stream, data.to_vec())).is_ok());
+        }
+    }
+
+    /// Ends every attached client's share (the output is over).
+    fn close_taps(&self) {
+        self.taps.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Opens the path anew (after the kubelet renamed the old file away).
@@ -127,6 +154,7 @@ pub async fn copy(mut rx: tokio::net::unix::pipe::Receiver, stream: &'static str
         match rx.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => {
+                log.to_taps(stream, &buf[..n]);
                 split.push(&buf[..n], &mut out);
                 for (partial, text) in out.drain(..) {
                     log.write_record(stream, partial, &text);
@@ -142,6 +170,7 @@ pub async fn copy(mut rx: tokio::net::unix::pipe::Receiver, stream: &'static str
     if let Some(rest) = split.finish() {
         log.write_record(stream, false, &rest);
     }
+    log.close_taps();
 }
 
 #[cfg(test)]

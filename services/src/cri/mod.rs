@@ -17,6 +17,7 @@ pub mod seccomp;
 pub mod server;
 mod spec;
 mod stats;
+pub mod stream;
 
 use crate::containers::Containers;
 use crate::content::Content;
@@ -100,6 +101,8 @@ pub struct Container {
     pub meta: ContainerMeta,
 }
 
+type StdinPipe = Arc<tokio::sync::Mutex<Option<tokio::net::unix::pipe::Sender>>>;
+
 #[derive(Default)]
 struct State {
     sandboxes: HashMap<String, Sandbox>,
@@ -110,6 +113,9 @@ struct State {
     logs: HashMap<String, (logs::LogFile, Vec<tokio::task::JoinHandle<()>>)>,
     /// Containers whose cgroup reported an OOM kill.
     oom: std::collections::HashSet<String>,
+    /// Write ends of the stdin FIFOs of running containers that have one (attach writes
+    /// here; closed for stdin_once when the first attach ends, and at exit).
+    stdin: HashMap<String, StdinPipe>,
     /// The last CPU sample of each container (time, cumulative ns), for usage_nano_cores.
     cpu_samples: HashMap<String, (i64, u64)>,
 }
@@ -136,6 +142,8 @@ pub struct Cri {
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Subscribers of GetContainerEvents.
     watchers: Arc<Mutex<Vec<tokio::sync::mpsc::Sender<cri::ContainerEventResponse>>>>,
+    /// The streaming server, once started.
+    streaming: Arc<std::sync::OnceLock<stream::StreamServer>>,
     version: String,
 }
 
@@ -198,6 +206,7 @@ impl Cri {
             state: Arc::default(),
             locks: Arc::default(),
             watchers: Arc::default(),
+            streaming: Arc::default(),
             version: p.version,
         })
     }
@@ -384,6 +393,38 @@ impl Cri {
         }
         self.watch_oom();
         Ok(())
+    }
+
+    /// Starts the streaming server on the configured address.
+    pub async fn start_streaming(&self) -> Result<()> {
+        let server = stream::StreamServer::start(
+            self.clone(),
+            &self.cfg.stream_server_address,
+            &self.cfg.stream_server_port,
+        )
+        .await?;
+        let _ = self.streaming.set(server);
+        Ok(())
+    }
+
+    /// A single-use streaming URL for `p`.
+    pub fn stream_url(&self, p: stream::Pending) -> Result<String> {
+        self.streaming
+            .get()
+            .map(|s| s.url_for(p))
+            .ok_or_else(|| Error::precondition("the streaming server is not running"))
+    }
+
+    fn stdin_of(&self, id: &str) -> Option<StdinPipe> {
+        self.st().stdin.get(id).cloned()
+    }
+
+    /// Closes a container's stdin (its process reads the end).
+    async fn close_stdin(&self, id: &str) {
+        let pipe = self.st().stdin.remove(id);
+        if let Some(p) = pipe {
+            p.lock().await.take();
+        }
     }
 
     /// Tells every GetContainerEvents subscriber.

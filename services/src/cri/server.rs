@@ -280,19 +280,74 @@ impl RuntimeService for CriService {
         }))
     }
 
-    async fn exec(&self, _r: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
-        Err(unimplemented("Exec (the streaming server)"))
+    async fn exec(&self, r: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        let r = r.into_inner();
+        if r.cmd.is_empty() {
+            return Err(Status::invalid_argument("Exec needs a command"));
+        }
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Status::invalid_argument(
+                "Exec needs at least one of stdin, stdout and stderr",
+            ));
+        }
+        let c = self.cri.container(&r.container_id).map_err(status)?;
+        if Cri::container_state(&c) != cri::ContainerState::ContainerRunning {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let r = cri::ExecRequest {
+            container_id: c.id,
+            ..r
+        };
+        let url = self
+            .cri
+            .stream_url(super::stream::Pending::Exec(r))
+            .map_err(status)?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
-    async fn attach(&self, _r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
-        Err(unimplemented("Attach (the streaming server)"))
+    async fn attach(&self, r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
+        let r = r.into_inner();
+        let c = self.cri.container(&r.container_id).map_err(status)?;
+        if Cri::container_state(&c) != cri::ContainerState::ContainerRunning {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        if r.tty != c.config.tty {
+            return Err(Status::invalid_argument(
+                "attach's tty must match the container's",
+            ));
+        }
+        let r = cri::AttachRequest {
+            container_id: c.id,
+            ..r
+        };
+        let url = self
+            .cri
+            .stream_url(super::stream::Pending::Attach(r))
+            .map_err(status)?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(
         &self,
-        _r: Request<cri::PortForwardRequest>,
+        r: Request<cri::PortForwardRequest>,
     ) -> R<cri::PortForwardResponse> {
-        Err(unimplemented("PortForward (the streaming server)"))
+        let r = r.into_inner();
+        let s = self.cri.sandbox(&r.pod_sandbox_id).map_err(status)?;
+        let r = cri::PortForwardRequest {
+            pod_sandbox_id: s.id,
+            ..r
+        };
+        let url = self
+            .cri
+            .stream_url(super::stream::Pending::PortForward(r))
+            .map_err(status)?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(
