@@ -4,6 +4,7 @@
 //! port-forward protocol over it.
 
 pub mod spdy;
+mod ws;
 
 use super::Cri;
 use crate::error::{Error, Result};
@@ -135,6 +136,9 @@ impl StreamServer {
             .await;
         };
         let upgrade = req.header("upgrade").unwrap_or("").to_ascii_lowercase();
+        if upgrade == "websocket" {
+            return ws::serve(conn, rest, &req, pending, cri).await;
+        }
         if upgrade != "spdy/3.1" {
             return respond(
                 &mut conn,
@@ -169,6 +173,7 @@ impl StreamServer {
             "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\n\r\n"
         );
         conn.write_all(reply.as_bytes()).await?;
+        tracing::debug!(protocol, "streaming session over SPDY");
         let (tx, streams) = spdy::serve(Rewind {
             pre: rest,
             pos: 0,
@@ -184,10 +189,10 @@ impl StreamServer {
 }
 
 /// A connection whose first bytes were already read with the request head.
-struct Rewind {
-    pre: Vec<u8>,
-    pos: usize,
-    inner: TcpStream,
+pub(super) struct Rewind {
+    pub(super) pre: Vec<u8>,
+    pub(super) pos: usize,
+    pub(super) inner: TcpStream,
 }
 
 impl AsyncRead for Rewind {
@@ -242,13 +247,13 @@ async fn read_head(conn: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> 
     }
 }
 
-struct Head {
+pub(super) struct Head {
     path: String,
-    headers: Vec<(String, String)>,
+    pub(super) headers: Vec<(String, String)>,
 }
 
 impl Head {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -273,7 +278,7 @@ fn parse_head(head: &[u8]) -> Option<Head> {
     Some(Head { path, headers })
 }
 
-async fn respond(conn: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+pub(super) async fn respond(conn: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
     let r = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -383,6 +388,24 @@ async fn resizes(cri: Cri, p: crate::runtime::ProcessRef, mut s: spdy::Stream) {
     }
 }
 
+/// The streams an exec or attach uses, by type.
+fn wanted(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Vec<&'static str> {
+    let mut want = vec!["error"];
+    if stdin {
+        want.push("stdin");
+    }
+    if stdout {
+        want.push("stdout");
+    }
+    if stderr && !tty {
+        want.push("stderr");
+    }
+    if tty {
+        want.push("resize");
+    }
+    want
+}
+
 async fn remote_exec(
     cri: Cri,
     r: cri::ExecRequest,
@@ -390,23 +413,21 @@ async fn remote_exec(
     tx: spdy::Sender,
     mut streams: tokio::sync::mpsc::Receiver<spdy::Stream>,
 ) {
-    let mut want = vec!["error"];
-    if r.stdin {
-        want.push("stdin");
+    let want = wanted(r.stdin, r.stdout, r.stderr, r.tty);
+    match gather(&mut streams, &want).await {
+        Some(got) => run_exec(cri, r, got, tx).await,
+        None => tx.go_away().await,
     }
-    if r.stdout {
-        want.push("stdout");
-    }
-    if r.stderr && !r.tty {
-        want.push("stderr");
-    }
-    if r.tty {
-        want.push("resize");
-    }
-    let Some(mut got) = gather(&mut streams, &want).await else {
-        tx.go_away().await;
-        return;
-    };
+}
+
+/// Runs an exec over the client's streams, then reports its status on the error stream
+/// and closes the session.
+pub(super) async fn run_exec(
+    cri: Cri,
+    r: cri::ExecRequest,
+    mut got: HashMap<String, spdy::Stream>,
+    tx: spdy::Sender,
+) {
     let error_id = got.get("error").map(|s| s.id).unwrap_or(0);
     let result = exec_with(&cri, &r, &mut got, &tx).await;
     let body = match &result {
@@ -561,23 +582,19 @@ async fn remote_attach(
     tx: spdy::Sender,
     mut streams: tokio::sync::mpsc::Receiver<spdy::Stream>,
 ) {
-    let mut want = vec!["error"];
-    if r.stdin {
-        want.push("stdin");
+    let want = wanted(r.stdin, r.stdout, r.stderr, r.tty);
+    match gather(&mut streams, &want).await {
+        Some(got) => run_attach(cri, r, got, tx).await,
+        None => tx.go_away().await,
     }
-    if r.stdout {
-        want.push("stdout");
-    }
-    if r.stderr && !r.tty {
-        want.push("stderr");
-    }
-    if r.tty {
-        want.push("resize");
-    }
-    let Some(mut got) = gather(&mut streams, &want).await else {
-        tx.go_away().await;
-        return;
-    };
+}
+
+pub(super) async fn run_attach(
+    cri: Cri,
+    r: cri::AttachRequest,
+    mut got: HashMap<String, spdy::Stream>,
+    tx: spdy::Sender,
+) {
     let error_id = got.get("error").map(|s| s.id).unwrap_or(0);
     let result = cri.attach(&r, &mut got, &tx).await;
     let body = match &result {
@@ -658,7 +675,7 @@ impl Cri {
     }
 }
 
-async fn port_forward(
+pub(super) async fn port_forward(
     cri: Cri,
     r: cri::PortForwardRequest,
     tx: spdy::Sender,

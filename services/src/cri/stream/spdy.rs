@@ -429,6 +429,11 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// A sender whose frames go to `tx` (another transport carries them).
+    pub fn from_channel(tx: mpsc::Sender<Frame>) -> Self {
+        Sender { tx }
+    }
+
     /// Data on a stream; an empty `data` with `fin` half-closes it.
     pub async fn data(&self, stream_id: u32, data: Vec<u8>, fin: bool) -> bool {
         self.tx
