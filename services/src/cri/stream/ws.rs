@@ -194,11 +194,7 @@ async fn tunnel(ws: WebSocketStream<Rewind>, io: tokio::io::DuplexStream) {
     let up = async move {
         while let Some(Ok(m)) = source.next().await {
             match m {
-                Message::Binary(b) => {
-                    if wr.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Binary(b) if wr.write_all(&b).await.is_err() => break,
                 Message::Close(_) => break,
                 _ => {}
             }
