@@ -973,3 +973,345 @@ async fn user_namespaced_pods_and_recursive_read_only_mounts() {
     .await
     .unwrap();
 }
+
+// ---- streaming: a SPDY/3.1 client and a WebSocket client of the tests' own ----
+
+/// Opens the streaming URL's connection and upgrades it; returns the socket after the 101.
+async fn upgrade(url: &str, extra: &str) -> Result<tokio::net::TcpStream, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut c = tokio::net::TcpStream::connect(host).await.unwrap();
+    let req =
+        format!("POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n{extra}\r\n");
+    c.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if c.read(&mut b).await.unwrap() == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    if head.starts_with("HTTP/1.1 101") {
+        Ok(c)
+    } else {
+        Err(head)
+    }
+}
+
+struct Spdy {
+    conn: tokio::net::TcpStream,
+    z: flate2::Compress,
+}
+
+impl Spdy {
+    async fn open(url: &str, protocol: &str) -> Result<Spdy, String> {
+        let conn = upgrade(
+            url,
+            &format!("Upgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: {protocol}\r\n"),
+        )
+        .await?;
+        Ok(Spdy {
+            conn,
+            z: flate2::Compress::new(flate2::Compression::fast(), true),
+        })
+    }
+
+    /// SYN_STREAM with the given headers (compressed without SPDY's dictionary, which the
+    /// format allows).
+    async fn syn(&mut self, id: u32, headers: &[(&str, &str)]) {
+        use tokio::io::AsyncWriteExt;
+        let mut raw = (headers.len() as u32).to_be_bytes().to_vec();
+        for (k, v) in headers {
+            raw.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            raw.extend_from_slice(k.as_bytes());
+            raw.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            raw.extend_from_slice(v.as_bytes());
+        }
+        let mut block = Vec::with_capacity(raw.len() + 128);
+        self.z
+            .compress_vec(&raw, &mut block, flate2::FlushCompress::Sync)
+            .unwrap();
+        let mut body = id.to_be_bytes().to_vec();
+        body.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        body.extend(block);
+        let mut f = vec![0x80, 3, 0, 1, 0];
+        f.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        f.extend(body);
+        self.conn.write_all(&f).await.unwrap();
+    }
+
+    async fn data(&mut self, id: u32, data: &[u8], fin: bool) {
+        use tokio::io::AsyncWriteExt;
+        let mut f = id.to_be_bytes().to_vec();
+        f.push(u8::from(fin));
+        f.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+        f.extend_from_slice(data);
+        self.conn.write_all(&f).await.unwrap();
+    }
+
+    /// Data per stream until every stream in `until` has ended (or the connection has).
+    async fn collect(&mut self, until: &[u32]) -> HashMap<u32, Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut out: HashMap<u32, Vec<u8>> = HashMap::new();
+        let mut ended = std::collections::HashSet::new();
+        while until.iter().any(|u| !ended.contains(u)) {
+            let mut h = [0u8; 8];
+            if self.conn.read_exact(&mut h).await.is_err() {
+                break;
+            }
+            let len = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
+            let mut body = vec![0u8; len];
+            self.conn.read_exact(&mut body).await.unwrap();
+            if h[0] & 0x80 == 0 {
+                let id = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+                out.entry(id).or_default().extend(body);
+                if h[4] & 1 != 0 {
+                    ended.insert(id);
+                }
+            }
+        }
+        out
+    }
+}
+
+use std::collections::HashMap;
+
+async fn exec_url(k: &Kit, c: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
+    k.rt()
+        .await
+        .exec(cri::ExecRequest {
+            container_id: c.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr: !tty,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url
+}
+
+async fn ws_open(
+    url: &str,
+    protocol: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ws_url = url.replacen("http://", "ws://", 1);
+    let mut req = ws_url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+    let host = url
+        .strip_prefix("http://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let conn = tokio::net::TcpStream::connect(host).await.unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(req, conn).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
+    ws
+}
+
+/// (stdout, stderr, status JSON) of a v5 WebSocket exec, after sending `stdin` and closing it.
+async fn ws_exec(url: &str, stdin: Option<&[u8]>) -> (Vec<u8>, Vec<u8>, serde_json::Value) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut ws = ws_open(url, "v5.channel.k8s.io").await;
+    if let Some(input) = stdin {
+        let mut m = vec![0u8];
+        m.extend_from_slice(input);
+        ws.send(Message::Binary(m.into())).await.unwrap();
+        ws.send(Message::Binary(vec![255u8, 0].into()))
+            .await
+            .unwrap();
+    }
+    let (mut out, mut err, mut status) = (Vec::new(), Vec::new(), serde_json::Value::Null);
+    while let Some(Ok(m)) = ws.next().await {
+        if let Message::Binary(b) = m {
+            match b.first() {
+                Some(1) => out.extend_from_slice(&b[1..]),
+                Some(2) => err.extend_from_slice(&b[1..]),
+                Some(3) => status = serde_json::from_slice(&b[1..]).unwrap(),
+                _ => {}
+            }
+        }
+    }
+    (out, err, status)
+}
+
+#[tokio::test]
+async fn streaming_exec_attach_and_port_forward() {
+    let k = Kit::start();
+    k.img()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: k.busybox.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (pod, pod_config) = run_pod(&k, "stream").await;
+    let c = run_container(
+        &k,
+        &pod,
+        &pod_config,
+        k.container_config(
+            "srv",
+            "echo hello-pf > /tmp/index.html; exec /bin/busybox httpd -f -p 8080 -h /tmp",
+        ),
+    )
+    .await;
+
+    // SPDY exec: stdout, stderr and the exit code as a Kubernetes Status.
+    let url = exec_url(
+        &k,
+        &c,
+        &["/bin/sh", "-c", "echo out; echo err >&2; exit 3"],
+        false,
+        false,
+    )
+    .await;
+    let mut s = Spdy::open(&url, "v4.channel.k8s.io").await.unwrap();
+    s.syn(1, &[("streamtype", "error")]).await;
+    s.syn(3, &[("streamtype", "stdout")]).await;
+    s.syn(5, &[("streamtype", "stderr")]).await;
+    let got = s.collect(&[1, 3, 5]).await;
+    assert_eq!(got.get(&3).map(Vec::as_slice), Some(&b"out\n"[..]));
+    assert_eq!(got.get(&5).map(Vec::as_slice), Some(&b"err\n"[..]));
+    let exit: serde_json::Value = serde_json::from_slice(&got[&1]).unwrap();
+    assert_eq!(exit["reason"], "NonZeroExitCode", "{exit}");
+    assert_eq!(exit["details"]["causes"][0]["message"], "3");
+
+    // A URL works once; unknown tokens are refused.
+    let err = Spdy::open(&url, "v4.channel.k8s.io").await.err().unwrap();
+    assert!(err.starts_with("HTTP/1.1 404"), "{err}");
+    let bogus = format!(
+        "{}/exec/0123456789abcdef",
+        url.rsplitn(3, '/').nth(2).unwrap()
+    );
+    assert!(Spdy::open(&bogus, "v4.channel.k8s.io")
+        .await
+        .err()
+        .unwrap()
+        .starts_with("HTTP/1.1 404"));
+
+    // SPDY exec with stdin: the client's FIN closes it.
+    let url = exec_url(&k, &c, &["/bin/cat"], true, false).await;
+    let mut s = Spdy::open(&url, "v4.channel.k8s.io").await.unwrap();
+    s.syn(1, &[("streamtype", "error")]).await;
+    s.syn(3, &[("streamtype", "stdin")]).await;
+    s.syn(5, &[("streamtype", "stdout")]).await;
+    s.syn(7, &[("streamtype", "stderr")]).await;
+    s.data(3, b"through stdin\n", true).await;
+    let got = s.collect(&[1, 5]).await;
+    assert_eq!(
+        got.get(&5).map(Vec::as_slice),
+        Some(&b"through stdin\n"[..])
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&got[&1]).unwrap()["status"],
+        "Success"
+    );
+
+    // WebSocket v5 exec with stdin and its close signal.
+    let url = exec_url(&k, &c, &["/bin/cat"], true, false).await;
+    let (out, err, st) = ws_exec(&url, Some(b"over websocket")).await;
+    assert_eq!(
+        (out.as_slice(), err.as_slice()),
+        (&b"over websocket"[..], &b""[..])
+    );
+    assert_eq!(st["status"], "Success", "{st}");
+
+    // 50 execs at once.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let url = exec_url(&k, &c, &["/bin/echo", &format!("n{i}")], false, false).await;
+        tasks.push(tokio::spawn(async move { ws_exec(&url, None).await }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let (out, _, st) = t.await.unwrap();
+        assert_eq!(out, format!("n{i}\n").into_bytes());
+        assert_eq!(st["status"], "Success");
+    }
+
+    // Port-forward over SPDY into the pod's network namespace.
+    let url = k
+        .rt()
+        .await
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.clone(),
+            port: vec![8080],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut s = Spdy::open(&url, "portforward.k8s.io").await.unwrap();
+    s.syn(
+        1,
+        &[
+            ("streamtype", "error"),
+            ("port", "8080"),
+            ("requestid", "0"),
+        ],
+    )
+    .await;
+    s.syn(
+        3,
+        &[("streamtype", "data"), ("port", "8080"), ("requestid", "0")],
+    )
+    .await;
+    s.data(3, b"GET /index.html HTTP/1.0\r\n\r\n", false).await;
+    let got = s.collect(&[3]).await;
+    let page =
+        String::from_utf8_lossy(got.get(&3).map(Vec::as_slice).unwrap_or_default()).into_owned();
+    assert!(page.contains("hello-pf"), "{page:?}");
+
+    // Attach to a shell container's stdin and output.
+    let mut shell = k.container_config("shell", "");
+    shell.command = vec!["/bin/sh".into()];
+    shell.stdin = true;
+    shell.stdin_once = true;
+    let sh = run_container(&k, &pod, &pod_config, shell).await;
+    let url = k
+        .rt()
+        .await
+        .attach(cri::AttachRequest {
+            container_id: sh.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut s = Spdy::open(&url, "v4.channel.k8s.io").await.unwrap();
+    s.syn(1, &[("streamtype", "error")]).await;
+    s.syn(3, &[("streamtype", "stdin")]).await;
+    s.syn(5, &[("streamtype", "stdout")]).await;
+    s.syn(7, &[("streamtype", "stderr")]).await;
+    s.data(3, b"echo attached\n", true).await;
+    let got = s.collect(&[5]).await;
+    assert_eq!(got.get(&5).map(Vec::as_slice), Some(&b"attached\n"[..]));
+    until("the shell to end with its stdin", || async {
+        status(&k, &sh).await.state == cri::ContainerState::ContainerExited as i32
+    })
+    .await;
+    k.rt()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
