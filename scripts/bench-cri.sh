@@ -60,7 +60,12 @@ rounds() {
         s=$(now); pod=$("${c[@]}" runp "$W/pod.json" 2>/dev/null); echo "runp $(echo "$(now) - $s" | bc)" >>"$out"
         s=$(now); cid=$("${c[@]}" create "$pod" "$W/ctr.json" "$W/pod.json" 2>/dev/null); echo "create $(echo "$(now) - $s" | bc)" >>"$out"
         s=$(now); "${c[@]}" start "$cid" >/dev/null 2>&1; echo "start $(echo "$(now) - $s" | bc)" >>"$out"
+        s=$(now); [ "$("${c[@]}" exec "$cid" echo hi 2>/dev/null)" = hi ]; echo "exec $(echo "$(now) - $s" | bc)" >>"$out"
         s=$(now); [ "$("${c[@]}" exec -s "$cid" echo hi 2>/dev/null)" = hi ]; echo "exec-sync $(echo "$(now) - $s" | bc)" >>"$out"
+        if [ "$i" = 1 ]; then
+            s=$(now); n=$("${c[@]}" exec "$cid" head -c 1073741824 /dev/zero 2>/dev/null | wc -c)
+            echo "gib $(echo "$(now) - $s" | bc) $n" >>"$out"
+        fi
         s=$(now); "${c[@]}" stop --timeout 10 "$cid" >/dev/null 2>&1; echo "stop $(echo "$(now) - $s" | bc)" >>"$out"
         s=$(now); "${c[@]}" stopp "$pod" >/dev/null 2>&1; echo "stopp $(echo "$(now) - $s" | bc)" >>"$out"
         s=$(now); "${c[@]}" rmp "$pod" >/dev/null 2>&1; echo "rmp $(echo "$(now) - $s" | bc)" >>"$out"
@@ -73,7 +78,11 @@ ANCHOR=$("$KIT/start-containerd-anchor.sh" | tail -1)
 rounds "$ANCHOR" "$W/containerd.txt"
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg); rounds: $ROUNDS (each figure includes crictl's own start-up)"
 printf '%-10s %10s %14s %8s\n' step berth containerd ratio
-for k in runp create start exec-sync stop stopp rmp; do
+for k in runp create start exec exec-sync stop stopp rmp; do
     b=$(median "$k" "$W/berth.txt"); c=$(median "$k" "$W/containerd.txt")
     printf '%-10s %10.3f %14.3f %8.2f\n' "$k" "$b" "$c" "$(echo "$b / $c" | bc -l)"
+done
+for f in berth containerd; do
+    read -r _ secs bytes < <(grep '^gib ' "$W/$f.txt")
+    printf '1 GiB through exec, %s: %s bytes in %.2f s (%.0f MiB/s)\n' "$f" "$bytes" "$secs" "$(echo "$bytes / 1048576 / $secs" | bc -l)"
 done

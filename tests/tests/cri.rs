@@ -63,7 +63,11 @@ impl Kit {
         )
         .unwrap();
         // A bridge and subnet of this test's own (the pid keeps parallel runs apart).
-        let n = std::process::id() % 200 + 20;
+        // Each kit its own bridge and /24: tests of one run share a pid, so a counter
+        // tells them apart.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let n = 20 + (std::process::id() % 38 * 6 + k) % 230;
         let subnet_prefix = format!("10.213.{n}.");
         let net = work.path().join("net.d");
         std::fs::create_dir_all(&net).unwrap();
