@@ -369,13 +369,10 @@ impl Cri {
 
     /// Bytes and inodes the snapshotter's directory holds.
     pub async fn image_fs_usage(&self) -> Result<(String, u64, u64)> {
-        let dir = crate::daemon::snapshotter_root(
-            self.root.parent().unwrap_or(&self.root),
-            &self.cfg.snapshotter,
-        );
-        let d2 = dir.clone();
+        let dir = self.snapshotter_root();
+        let d2 = std::path::PathBuf::from(&dir);
         let (bytes, inodes) = blocking(move || Ok(du(&d2))).await?;
-        Ok((dir.display().to_string(), bytes, inodes))
+        Ok((dir, bytes, inodes))
     }
 }
 

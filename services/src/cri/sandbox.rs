@@ -434,31 +434,40 @@ impl Cri {
         }
         let lock = self.lock_for(&sb.id);
         let _held = lock.lock().await;
-        let mut sb = self.sandbox(&sb.id)?;
-        if sb.meta.pid != 0 {
-            match self
-                .tasks
-                .kill(
-                    self.ns.clone(),
-                    init_ref(&sb.id),
-                    libc::SIGKILL as u32,
-                    true,
-                )
-                .await
-            {
-                Ok(()) => {
-                    let _ = self.tasks.wait(self.ns.clone(), init_ref(&sb.id)).await;
+        let before = self.sandbox(&sb.id)?;
+        // The pause process goes while CNI unwires its namespace.
+        let kill = async {
+            if before.meta.pid != 0 {
+                match self
+                    .tasks
+                    .kill(
+                        self.ns.clone(),
+                        init_ref(&before.id),
+                        libc::SIGKILL as u32,
+                        true,
+                    )
+                    .await
+                {
+                    Ok(()) => {
+                        let _ = self.tasks.wait(self.ns.clone(), init_ref(&before.id)).await;
+                    }
+                    Err(e) if e.kind() == Kind::NotFound => {}
+                    Err(e) => tracing::debug!(sandbox = before.id, error = %e, "kill pause"),
                 }
-                Err(e) if e.kind() == Kind::NotFound => {}
-                Err(e) => tracing::debug!(sandbox = sb.id, error = %e, "kill pause"),
             }
-        }
-        self.sandbox_exited(&sb.id).await;
-        sb = self.sandbox(&sb.id)?;
-        if sb.meta.network_ready {
-            self.network_down(&sb).await?;
-            sb.meta.network_ready = false;
-        }
+            self.sandbox_exited(&before.id).await;
+        };
+        let unwire = async {
+            if before.meta.network_ready {
+                self.network_down(&before).await
+            } else {
+                Ok(())
+            }
+        };
+        let ((), unwired) = tokio::join!(kill, unwire);
+        unwired?;
+        let mut sb = self.sandbox(&before.id)?;
+        sb.meta.network_ready = false;
         if !sb.meta.netns.is_empty() {
             network::remove_netns(Path::new(&sb.meta.netns))?;
         }
@@ -511,12 +520,7 @@ impl Cri {
         st.sandboxes.remove(&sb.id);
         st.names.remove(&sb.meta.name);
         drop(st);
-        self.notify_sandbox_gone(&sb);
         Ok(())
-    }
-
-    fn notify_sandbox_gone(&self, sb: &Sandbox) {
-        let _ = sb;
     }
 
     /// Removes whatever of a sandbox exists: task, network, netns, shm, files, snapshot,

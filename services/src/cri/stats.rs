@@ -97,7 +97,7 @@ impl Cri {
             .usage(self.ns.clone(), &self.cfg.snapshotter, c.id.clone())
             .await
             .ok();
-        let (root, _, _) = self.image_fs_usage_root();
+        let root = self.snapshotter_root();
         out.writable_layer = Some(cri::FilesystemUsage {
             timestamp: now,
             fs_id: Some(cri::FilesystemIdentifier { mountpoint: root }),
@@ -177,11 +177,13 @@ impl Cri {
         })
     }
 
-    fn image_fs_usage_root(&self) -> (String, u64, u64) {
-        let dir = crate::daemon::snapshotter_root(
+    /// Where the snapshotter keeps its layers and writable layers.
+    pub(super) fn snapshotter_root(&self) -> String {
+        crate::daemon::snapshotter_root(
             self.root.parent().unwrap_or(&self.root),
             &self.cfg.snapshotter,
-        );
-        (dir.display().to_string(), 0, 0)
+        )
+        .display()
+        .to_string()
     }
 }
