@@ -370,8 +370,15 @@ impl Cri {
     /// Bytes and inodes the snapshotter's directory holds.
     pub async fn image_fs_usage(&self) -> Result<(String, u64, u64)> {
         let dir = self.snapshotter_root();
+        // The kubelet asks every few seconds; a walk of a big store is not free.
+        if let Some((at, bytes, inodes)) = self.st().fs_usage {
+            if at.elapsed() < std::time::Duration::from_secs(10) {
+                return Ok((dir, bytes, inodes));
+            }
+        }
         let d2 = std::path::PathBuf::from(&dir);
         let (bytes, inodes) = blocking(move || Ok(du(&d2))).await?;
+        self.st().fs_usage = Some((std::time::Instant::now(), bytes, inodes));
         Ok((dir, bytes, inodes))
     }
 }

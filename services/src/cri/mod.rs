@@ -116,6 +116,8 @@ struct State {
     /// Write ends of the stdin FIFOs of running containers that have one (attach writes
     /// here; closed for stdin_once when the first attach ends, and at exit).
     stdin: HashMap<String, StdinPipe>,
+    /// The image filesystem's last measured usage (when, bytes, inodes).
+    fs_usage: Option<(std::time::Instant, u64, u64)>,
     /// The last CPU sample of each container (time, cumulative ns), for usage_nano_cores.
     cpu_samples: HashMap<String, (i64, u64)>,
 }
