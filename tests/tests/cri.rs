@@ -1319,3 +1319,160 @@ async fn streaming_exec_attach_and_port_forward() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn events_log_rotation_and_resource_updates() {
+    use futures::StreamExt;
+    let k = Kit::start();
+    k.img()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: k.busybox.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut events = k
+        .rt()
+        .await
+        .get_container_events(cri::GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let (pod, pod_config) = run_pod(&k, "ev").await;
+    let c = run_container(
+        &k,
+        &pod,
+        &pod_config,
+        k.container_config(
+            "ticker",
+            "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done",
+        ),
+    )
+    .await;
+
+    // The kubelet rotates: rename, then ReopenContainerLog; new lines go to the new file.
+    let log = k.logs().join("ev").join("ticker.log");
+    until("the first ticks", || async {
+        std::fs::read_to_string(&log)
+            .map(|t| t.contains("tick-1"))
+            .unwrap_or(false)
+    })
+    .await;
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    k.rt()
+        .await
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: c.clone(),
+        })
+        .await
+        .unwrap();
+    until("ticks in the reopened log", || async {
+        std::fs::read_to_string(&log)
+            .map(|t| t.contains("tick-"))
+            .unwrap_or(false)
+    })
+    .await;
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    let new = std::fs::read_to_string(&log).unwrap();
+    let first_new = new
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        !old.contains(&format!(" {first_new}\n")),
+        "a line in both files: {first_new}"
+    );
+
+    // UpdateContainerResources reaches the running container's cgroup.
+    k.rt()
+        .await
+        .update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: c.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let limit = exec(
+        &k,
+        &c,
+        &["/bin/cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"],
+        10,
+    )
+    .await
+    .unwrap();
+    let limit_v2 = exec(&k, &c, &["/bin/cat", "/sys/fs/cgroup/memory.max"], 10)
+        .await
+        .unwrap();
+    let seen = format!(
+        "{}{}",
+        String::from_utf8_lossy(&limit.stdout),
+        String::from_utf8_lossy(&limit_v2.stdout)
+    );
+    assert!(
+        seen.contains(&(64u64 << 20).to_string()),
+        "cgroup says {seen:?}"
+    );
+    let st = status(&k, &c).await;
+    assert_eq!(
+        st.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
+        64 << 20
+    );
+
+    // The event stream saw the container created, started; then stopped and deleted.
+    k.rt()
+        .await
+        .stop_container(cri::StopContainerRequest {
+            container_id: c.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+    k.rt()
+        .await
+        .remove_container(cri::RemoveContainerRequest {
+            container_id: c.clone(),
+        })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let ev = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if ev.container_id == c {
+            seen.push(ev.container_event_type);
+        }
+    }
+    use cri::ContainerEventType as E;
+    assert_eq!(
+        seen,
+        vec![
+            E::ContainerCreatedEvent as i32,
+            E::ContainerStartedEvent as i32,
+            E::ContainerStoppedEvent as i32,
+            E::ContainerDeletedEvent as i32
+        ]
+    );
+    k.rt()
+        .await
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
