@@ -29,6 +29,10 @@ struct Proc {
     terminal: bool,
     /// The pty master, when the process has a terminal.
     console: Option<Arc<OwnedFd>>,
+    /// A write end of the stdin FIFO, held until CloseIO (as containerd's shim holds it): the
+    /// process reads the end of its input when the client says so, not when a client (or
+    /// berthd itself, restarting) closes its own end.
+    stdin_hold: Option<Arc<OwnedFd>>,
 }
 
 #[derive(Default)]
@@ -191,6 +195,7 @@ impl Service {
             Some(sock) => Some(self.attach_console(sock, &r.stdin, &r.stdout)?),
             None => None,
         };
+        let stdin_hold = crate::stdio::hold_stdin(&r.stdin).map(Arc::new);
         let pid = read_pid(&pid_file).map_err(|e| Error::internal(e.0))?;
         if let Err(e) = crate::rro::apply(pid, &crate::rro::from_bundle(&self.bundle)) {
             let _ = self.runc(&["delete", "--force", &self.id], Stdio3::default());
@@ -220,6 +225,7 @@ impl Service {
                 stderr: r.stderr.clone(),
                 terminal: r.terminal,
                 console,
+                stdin_hold,
             });
         }
         self.events.publish(
@@ -274,6 +280,13 @@ impl Service {
             &p.stdout,
             &p.stderr,
         )?;
+        // Non-terminal: the reader above exists, so the holder can open before the process
+        // runs. With a terminal the reader opens with the console, below.
+        let mut stdin_hold = if p.terminal {
+            None
+        } else {
+            crate::stdio::hold_stdin(&p.stdin).map(Arc::new)
+        };
         let (sp, pf) = (spec.display().to_string(), pid_file.display().to_string());
         let log = self.bundle.join(format!("exec-{}.log", r.exec_id));
         let sock_path = socket.as_ref().map(|c| c.path().display().to_string());
@@ -289,6 +302,9 @@ impl Service {
             Some(sock) => Some(self.attach_console(sock, &p.stdin, &p.stdout)?),
             None => None,
         };
+        if p.terminal {
+            stdin_hold = crate::stdio::hold_stdin(&p.stdin).map(Arc::new);
+        }
         let pid = read_pid(&pid_file).map_err(|e| Error::internal(e.0))?;
         // The pid is published and an exit already reaped is looked for under the state lock,
         // which the reaper's hook also takes: an exit lands either before (found here) or
@@ -303,6 +319,7 @@ impl Service {
             if let Some(p) = st.execs.get_mut(&r.exec_id) {
                 p.pid = pid;
                 p.console = console;
+                p.stdin_hold = stdin_hold;
                 p.status = Status::Running as i32;
                 if let Some(e) = early {
                     p.exit = Some(e);
@@ -490,6 +507,7 @@ impl Service {
                 stderr: r.stderr,
                 terminal: r.terminal,
                 console: None,
+                stdin_hold: None,
             },
         );
         drop(st);
@@ -642,7 +660,13 @@ impl Handler for Service {
             "Resume" => ok(self.pause(false)?),
             "Update" => ok(self.update_resources(decode(p)?)?),
             "ResizePty" => ok(self.resize_pty(decode(p)?)?),
-            "CloseIO" => ok(()),
+            "CloseIO" => {
+                let r: api::CloseIoRequest = decode(p)?;
+                if r.stdin {
+                    self.update(&r.exec_id, |p| p.stdin_hold = None);
+                }
+                ok(())
+            }
             "Connect" => ok(api::ConnectResponse {
                 shim_pid: std::process::id(),
                 task_pid: self.proc("").map(|p| p.pid as u32).unwrap_or(0),

@@ -51,3 +51,21 @@ pub fn open_io(path: &str, write: bool) -> Result<Option<OwnedFd>> {
     // SAFETY: a fresh descriptor from open.
     Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
+
+/// A write end of a stdin FIFO whose reader is open, held so the reader does not see the
+/// end of input until it is dropped. None for no stdin, a file, or no reader.
+pub fn hold_stdin(path: &str) -> Option<OwnedFd> {
+    if path.is_empty() || path.contains("://") {
+        return None;
+    }
+    let c = CString::new(path).ok()?;
+    // SAFETY: open with a NUL-terminated path; the fd is owned below.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    // SAFETY: a fresh descriptor from open.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}

@@ -742,6 +742,11 @@ async fn pods_survive_a_sigkilled_berthd() {
         k.container_config("short", "echo done; sleep 2; exit 3"),
     )
     .await;
+    // A shell reading its stdin: berthd's death must not end its input.
+    let mut shell = k.container_config("shell", "");
+    shell.command = vec!["/bin/sh".into()];
+    shell.stdin = true;
+    let sh = run_container(&k, &pod, &pod_config, shell).await;
     let short_log = k.logs().join("keep").join("short.log");
     until("the short container's output", || async {
         std::fs::read_to_string(&short_log)
@@ -772,6 +777,33 @@ async fn pods_survive_a_sigkilled_berthd() {
     assert_eq!(out.stdout, b"still-here\n");
     let log = std::fs::read_to_string(k.logs().join("keep").join("short.log")).unwrap();
     assert!(log.contains(" stdout F done"), "{log}");
+    assert_eq!(
+        status(&k, &sh).await.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "the shell lost its stdin with berthd"
+    );
+    let url = k
+        .rt()
+        .await
+        .attach(cri::AttachRequest {
+            container_id: sh.clone(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut s = Spdy::open(&url, "v4.channel.k8s.io").await.unwrap();
+    s.syn(1, &[("streamtype", "error")]).await;
+    s.syn(3, &[("streamtype", "stdin")]).await;
+    s.syn(5, &[("streamtype", "stdout")]).await;
+    s.syn(7, &[("streamtype", "stderr")]).await;
+    s.data(3, b"echo alive; exit 0\n", true).await;
+    let got = s.collect(&[5]).await;
+    assert_eq!(got.get(&5).map(Vec::as_slice), Some(&b"alive\n"[..]));
     let mut rt = k.rt().await;
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod,

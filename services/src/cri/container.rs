@@ -363,24 +363,17 @@ impl Cri {
             terminal: c.config.tty,
         };
         let holds = self.attach_logs(&c);
-        if c.config.stdin {
-            // Held from before the process starts: it must not read the end of its input
-            // until an attach (or stdin_once) says so.
-            match tokio::net::unix::pipe::OpenOptions::new()
+        // The shim holds stdin open from create until CloseIO; this end only covers the
+        // moment before it does.
+        let stdin_hold = if c.config.stdin {
+            tokio::net::unix::pipe::OpenOptions::new()
                 .read_write(true)
                 .open_sender(dir.join("stdin"))
-            {
-                Ok(w) => {
-                    self.st().stdin.insert(
-                        c.id.clone(),
-                        std::sync::Arc::new(tokio::sync::Mutex::new(Some(w))),
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(container = c.id, error = %e, "cannot open the container's stdin")
-                }
-            }
-        }
+                .map_err(|e| tracing::warn!(container = c.id, error = %e, "cannot open the container's stdin"))
+                .ok()
+        } else {
+            None
+        };
         let created = self
             .tasks
             .create(
@@ -409,6 +402,7 @@ impl Cri {
         };
         let started = self.tasks.start(self.ns.clone(), init_ref(&c.id)).await;
         drop(holds);
+        drop(stdin_hold);
         if let Err(e) = started {
             let _ = self.tasks.delete(self.ns.clone(), c.id.clone()).await;
             self.detach_logs(&c.id).await;
@@ -542,7 +536,6 @@ impl Cri {
             (None, Err(_)) => (crate::runtime::KILLED_EXIT_STATUS, 0),
         };
         self.detach_logs(id).await;
-        self.close_stdin(id).await;
         c.meta.finished_at = if at > 0 { at } else { crate::metadata::now() };
         c.meta.exit_code = status as i32;
         c.meta.pid = 0;

@@ -101,8 +101,6 @@ pub struct Container {
     pub meta: ContainerMeta,
 }
 
-type StdinPipe = Arc<tokio::sync::Mutex<Option<tokio::net::unix::pipe::Sender>>>;
-
 #[derive(Default)]
 struct State {
     sandboxes: HashMap<String, Sandbox>,
@@ -113,9 +111,6 @@ struct State {
     logs: HashMap<String, (logs::LogFile, Vec<tokio::task::JoinHandle<()>>)>,
     /// Containers whose cgroup reported an OOM kill.
     oom: std::collections::HashSet<String>,
-    /// Write ends of the stdin FIFOs of running containers that have one (attach writes
-    /// here; closed for stdin_once when the first attach ends, and at exit).
-    stdin: HashMap<String, StdinPipe>,
     /// The image filesystem's last measured usage (when, bytes, inodes).
     fs_usage: Option<(std::time::Instant, u64, u64)>,
     /// The last CPU sample of each container (time, cumulative ns), for usage_nano_cores.
@@ -417,15 +412,10 @@ impl Cri {
             .ok_or_else(|| Error::precondition("the streaming server is not running"))
     }
 
-    fn stdin_of(&self, id: &str) -> Option<StdinPipe> {
-        self.st().stdin.get(id).cloned()
-    }
-
-    /// Closes a container's stdin (its process reads the end).
-    async fn close_stdin(&self, id: &str) {
-        let pipe = self.st().stdin.remove(id);
-        if let Some(p) = pipe {
-            p.lock().await.take();
+    /// Closes a process's stdin: the shim lets go of its end (CloseIO).
+    async fn close_stdin(&self, p: crate::runtime::ProcessRef) {
+        if let Err(e) = self.tasks.close_stdin(self.ns.clone(), p).await {
+            tracing::debug!(error = %e, "close stdin");
         }
     }
 

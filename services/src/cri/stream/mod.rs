@@ -553,7 +553,11 @@ async fn exec_in(
     }
     let mut side = Vec::new();
     if let (Some(w), Some(s)) = (stdin, got.remove("stdin")) {
-        side.push(tokio::spawn(pump_in(s, w)));
+        let (cri, p) = (cri.clone(), p.clone());
+        side.push(tokio::spawn(async move {
+            pump_in(s, w).await;
+            cri.close_stdin(p).await;
+        }));
     }
     if let Some(s) = got.remove("resize") {
         side.push(tokio::spawn(resizes(cri.clone(), p.clone(), s)));
@@ -631,20 +635,23 @@ impl Cri {
             })?;
             log.tap()
         };
-        let stdin_task = match (got.remove("stdin"), self.stdin_of(&c.id)) {
-            (Some(mut s), Some(w)) => {
+        let fifo = self.container_state_dir(&c.id).join("stdin");
+        let stdin_task = match got.remove("stdin") {
+            Some(mut s) if c.config.stdin => {
+                let mut w = tokio::net::unix::pipe::OpenOptions::new()
+                    .open_sender(&fifo)
+                    .map_err(|e| Error::io(format!("open {}", fifo.display()), e))?;
                 let once = c.config.stdin_once;
                 let (cri, id) = (self.clone(), c.id.clone());
                 Some(tokio::spawn(async move {
                     while let Some(chunk) = s.data.recv().await {
-                        let mut g = w.lock().await;
-                        let Some(pipe) = g.as_mut() else { break };
-                        if pipe.write_all(&chunk).await.is_err() {
+                        if w.write_all(&chunk).await.is_err() {
                             break;
                         }
                     }
+                    drop(w);
                     if once {
-                        cri.close_stdin(&id).await;
+                        cri.close_stdin(super::init_ref(&id)).await;
                     }
                 }))
             }
