@@ -457,8 +457,11 @@ impl Cri {
             }
             self.sandbox_exited(&before.id).await;
         };
+        // DEL also when ADD may have been cut short (berthd died mid-ADD): CNI's DEL is
+        // idempotent, and an address half-allocated is released.
+        let half_wired = !before.meta.netns.is_empty() && !before.meta.stopped;
         let unwire = async {
-            if before.meta.network_ready {
+            if before.meta.network_ready || half_wired {
                 self.network_down(&before).await
             } else {
                 Ok(())
