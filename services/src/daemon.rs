@@ -247,7 +247,6 @@ impl Daemon {
                     containers: containers.clone(),
                     snapshots: snapshots.clone(),
                     tasks: tasks.clone(),
-                    store: store.clone(),
                     events: events.clone(),
                     gc: gc.clone(),
                     version: version.version.clone(),

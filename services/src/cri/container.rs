@@ -225,15 +225,19 @@ impl Cri {
                 .to_string(),
             ..Default::default()
         };
-        let dir = self.container_state_dir(id);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        for f in ["stdout", "stderr"] {
-            mkfifo(&dir.join(f))?;
-        }
-        if config.stdin {
-            mkfifo(&dir.join("stdin"))?;
-        }
+        let (dir, stdin) = (self.container_state_dir(id), config.stdin);
+        blocking(move || {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+            for f in ["stdout", "stderr"] {
+                mkfifo(&dir.join(f))?;
+            }
+            if stdin {
+                mkfifo(&dir.join("stdin"))?;
+            }
+            Ok(())
+        })
+        .await?;
         let mut labels: Labels = config.labels.clone().into_iter().collect();
         labels.insert(KIND_LABEL.into(), "container".into());
         labels.insert("io.kubernetes.sandbox.id".into(), sb.id.clone());
@@ -770,7 +774,7 @@ impl Cri {
         let mut c = self.container(&c.id)?;
         let resources = spec::update_resources(r);
         // The stored spec and config change too, so a restart keeps the new limits.
-        let rec = self.store.container_get(&self.ns, &c.id)?;
+        let rec = self.containers.get(self.ns.clone(), c.id.clone()).await?;
         if let Some(s) = &rec.spec {
             let mut v: serde_json::Value = serde_json::from_slice(&s.value)?;
             let devices = v["linux"]["resources"]["devices"].clone();

@@ -45,7 +45,7 @@ impl Cri {
                 c.id
             )));
         }
-        let rec = self.store.container_get(&self.ns, &c.id)?;
+        let rec = self.containers.get(self.ns.clone(), c.id.clone()).await?;
         let oci: serde_json::Value = rec
             .spec
             .as_ref()

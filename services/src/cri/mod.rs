@@ -26,7 +26,6 @@ use crate::error::{Error, Result};
 use crate::events::Exchange;
 use crate::images::Images;
 use crate::metadata::containers::{AnyValue, ContainerRecord};
-use crate::metadata::MetadataStore;
 use crate::pull::Puller;
 use crate::runtime::Tasks;
 use crate::snapshots::Snapshots;
@@ -131,7 +130,6 @@ pub struct Cri {
     containers: Containers,
     snapshots: Snapshots,
     tasks: Tasks,
-    store: MetadataStore,
     events: Exchange,
     gc: crate::gc::Gc,
     state: Arc<Mutex<State>>,
@@ -155,7 +153,6 @@ pub struct Parts {
     pub containers: Containers,
     pub snapshots: Snapshots,
     pub tasks: Tasks,
-    pub store: MetadataStore,
     pub events: Exchange,
     pub gc: crate::gc::Gc,
     pub version: String,
@@ -197,7 +194,6 @@ impl Cri {
             containers: p.containers,
             snapshots: p.snapshots,
             tasks: p.tasks,
-            store: p.store,
             events: p.events,
             gc: p.gc,
             state: Arc::default(),
@@ -317,7 +313,10 @@ impl Cri {
     /// missed while berthd was down are recorded, running containers get their log copiers
     /// and exit waiters back.
     pub async fn recover(&self) -> Result<()> {
-        let records = self.store.container_list(&self.ns)?;
+        let records = self
+            .containers
+            .list(self.ns.clone(), Default::default())
+            .await?;
         for r in records {
             let kind = r.labels.get(KIND_LABEL).cloned().unwrap_or_default();
             let (Some(meta), Some(conf)) =

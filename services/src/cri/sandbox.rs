@@ -7,7 +7,7 @@ use super::spec::{self, SandboxFiles};
 use super::{
     ext_json, ext_proto, init_ref, Cri, Sandbox, SandboxMeta, CONFIG_EXT, KIND_LABEL, META_EXT,
 };
-use crate::error::{Error, Kind, Result};
+use crate::error::{blocking, Error, Kind, Result};
 use crate::metadata::containers::{AnyValue, ContainerRecord, Runtime};
 use crate::metadata::Labels;
 use crate::runtime::CreateTask;
@@ -249,40 +249,48 @@ impl Cri {
         self.containers.create(self.ns.clone(), record).await?;
         self.st().sandboxes.insert(id.to_string(), sb.clone());
 
-        let files = self.sandbox_files(&sb);
-        let dir = self.sandbox_dir(id);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        let hostname = if host_net {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        } else {
-            config.hostname.clone()
-        };
-        let write = |p: &Path, text: &str| {
-            std::fs::write(p, text).map_err(|e| Error::io(format!("write {}", p.display()), e))
-        };
-        write(&files.hostname, &format!("{hostname}\n"))?;
-        let hosts = if host_net {
-            std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| DEFAULT_HOSTS.into())
-        } else {
-            DEFAULT_HOSTS.to_string()
-        };
-        write(&files.hosts, &hosts)?;
-        write(&files.resolv, &resolv_conf(config.dns_config.as_ref())?)?;
-        if let Some(shm) = &files.shm {
-            mount_shm(shm)?;
-        }
-
-        // A user-namespaced pod's network namespace must belong to its user namespace (or
-        // sysfs cannot be mounted in it): the pause container makes it, and it is pinned and
-        // wired between create and start. Other pods get theirs first.
+        // The pod's files, its /dev/shm and (most pods) its network namespace: filesystem and
+        // mount work, off the async workers.
         let userns_pod = spec::pod_userns(&config);
         let early_net = !host_net && !userns_pod;
+        let files = self.sandbox_files(&sb);
+        let (dir, netns) = (self.sandbox_dir(id), self.netns_path(id));
+        let (hostname, dns) = (config.hostname.clone(), config.dns_config.clone());
+        blocking(move || {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+            let hostname = if host_net {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            } else {
+                hostname
+            };
+            let write = |p: &Path, text: &str| {
+                std::fs::write(p, text).map_err(|e| Error::io(format!("write {}", p.display()), e))
+            };
+            write(&files.hostname, &format!("{hostname}\n"))?;
+            let hosts = if host_net {
+                std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| DEFAULT_HOSTS.into())
+            } else {
+                DEFAULT_HOSTS.to_string()
+            };
+            write(&files.hosts, &hosts)?;
+            write(&files.resolv, &resolv_conf(dns.as_ref())?)?;
+            if let Some(shm) = &files.shm {
+                mount_shm(shm)?;
+            }
+            // A user-namespaced pod's network namespace must belong to its user namespace
+            // (or sysfs cannot be mounted in it): its pause container makes it, pinned and
+            // wired between create and start. Other pods get theirs now.
+            if early_net {
+                network::create_netns(&netns)?;
+            }
+            Ok(())
+        })
+        .await?;
         if early_net {
-            network::create_netns(&self.netns_path(id))?;
             // Recorded before anything is wired, so a crash leaves what cleanup needs.
             self.persist_sandbox(&sb).await?;
         }
@@ -337,7 +345,8 @@ impl Cri {
         let pid = pid?;
         wired?;
         if !host_net && userns_pod {
-            network::pin_netns(&format!("/proc/{pid}/ns/net"), &self.netns_path(id))?;
+            let (ns, at) = (format!("/proc/{pid}/ns/net"), self.netns_path(id));
+            blocking(move || network::pin_netns(&ns, &at)).await?;
             self.network_up(&mut sb).await?;
         }
         self.tasks.start(self.ns.clone(), init_ref(id)).await?;
@@ -471,12 +480,17 @@ impl Cri {
         unwired?;
         let mut sb = self.sandbox(&before.id)?;
         sb.meta.network_ready = false;
-        if !sb.meta.netns.is_empty() {
-            network::remove_netns(Path::new(&sb.meta.netns))?;
-        }
-        if let Some(shm) = self.sandbox_files(&sb).shm {
-            unmount(&shm);
-        }
+        let (netns, shm) = (sb.meta.netns.clone(), self.sandbox_files(&sb).shm);
+        blocking(move || {
+            if !netns.is_empty() {
+                network::remove_netns(Path::new(&netns))?;
+            }
+            if let Some(shm) = shm {
+                unmount(&shm);
+            }
+            Ok(())
+        })
+        .await?;
         sb.meta.stopped = true;
         self.persist_sandbox(&sb).await?;
         Ok(())
@@ -541,11 +555,19 @@ impl Cri {
                 }
             }
         }
-        let _ = network::remove_netns(&self.netns_path(id));
-        let shm = self.sandbox_state_dir(id).join("shm");
-        unmount(&shm);
-        let _ = std::fs::remove_dir_all(self.sandbox_state_dir(id));
-        let _ = std::fs::remove_dir_all(self.sandbox_dir(id));
+        let (netns, state, dir) = (
+            self.netns_path(id),
+            self.sandbox_state_dir(id),
+            self.sandbox_dir(id),
+        );
+        let _ = blocking(move || {
+            let _ = network::remove_netns(&netns);
+            unmount(&state.join("shm"));
+            let _ = std::fs::remove_dir_all(&state);
+            let _ = std::fs::remove_dir_all(&dir);
+            Ok(())
+        })
+        .await;
         match self
             .snapshots
             .remove(self.ns.clone(), &self.cfg.snapshotter, id.to_string())

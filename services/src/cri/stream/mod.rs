@@ -448,7 +448,7 @@ async fn exec_with(
     tx: &spdy::Sender,
 ) -> Result<i32> {
     let c = cri.container(&r.container_id)?;
-    let rec = cri.store.container_get(&cri.ns, &c.id)?;
+    let rec = cri.containers.get(cri.ns.clone(), c.id.clone()).await?;
     let oci: serde_json::Value = rec
         .spec
         .as_ref()
