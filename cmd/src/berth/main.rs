@@ -43,6 +43,10 @@ struct Cli {
 enum Command {
     /// Print client and server versions
     Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion { shell: clap_complete::Shell },
+    /// Write man pages (berth.1 and one per subcommand) into DIR, or print berth(1)
+    Man { dir: Option<PathBuf> },
     /// Run a container from an image (exit code = the container's)
     Run(run::Run),
     /// Make a new image from a container's changes (one new layer)
@@ -146,13 +150,44 @@ async fn plugins(client: &Client, flags: ListFlags, filters: Vec<String>) -> any
     Ok(())
 }
 
+/// Completions and man pages come from the CLI definition itself; no daemon is needed.
+fn generate(cmd: &Command) -> Option<anyhow::Result<()>> {
+    use clap::CommandFactory;
+    match cmd {
+        Command::Completion { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "berth", &mut std::io::stdout());
+            Some(Ok(()))
+        }
+        Command::Man { dir } => Some(man_pages(dir.as_deref())),
+        _ => None,
+    }
+}
+
+fn man_pages(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    match dir {
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+            clap_mangen::generate_to(cmd, d)
+                .with_context(|| format!("write man pages into {}", d.display()))?;
+        }
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(done) = generate(&cli.command) {
+        return done;
+    }
     let client = Client::connect(&cli.address)
         .await?
         .with_namespace(&cli.namespace)
         .context("invalid namespace")?;
     match cli.command {
         Command::Version => version(&client).await,
+        Command::Completion { .. } | Command::Man { .. } => Ok(()),
         Command::Run(r) => {
             let code = run::run(&client, r).await?;
             if code != 0 {

@@ -56,6 +56,10 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion { shell: clap_complete::Shell },
+    /// Write man pages (berthd.1 and one per subcommand) into DIR, or print berthd(1)
+    Man { dir: Option<PathBuf> },
 }
 
 #[derive(Subcommand)]
@@ -311,6 +315,28 @@ fn main() -> anyhow::Result<()> {
                 ConfigCommand::Dump => cfg.to_toml()?,
             };
             print!("{text}");
+            return Ok(());
+        }
+        Some(Command::Completion { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Args::command(),
+                "berthd",
+                &mut std::io::stdout(),
+            );
+            return Ok(());
+        }
+        Some(Command::Man { dir }) => {
+            use clap::CommandFactory;
+            match dir {
+                None => clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout())?,
+                Some(d) => {
+                    std::fs::create_dir_all(d)
+                        .with_context(|| format!("create {}", d.display()))?;
+                    clap_mangen::generate_to(Args::command(), d)?;
+                }
+            }
             return Ok(());
         }
         Some(Command::Check { repair }) => {
