@@ -130,40 +130,40 @@ fn cli_images_tag_and_label() {
 
 #[test]
 fn completions_and_man_pages_come_without_a_daemon() {
-    let nowhere = "/nonexistent/berth.sock";
-    let out = std::process::Command::new(berth_tests::bin("berth"))
-        .args(["--address", nowhere, "completion", "bash"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let dir = tempfile::tempdir().unwrap();
+    // No berthd anywhere: these come from the CLI definition alone.
+    let run = |bin: &str, args: &[&str]| -> String {
+        let out = std::process::Command::new(berth_tests::bin(bin))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{bin} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let script = run(
+        "berth",
+        &["--address", "/nonexistent/berth.sock", "completion", "bash"],
     );
-    let script = String::from_utf8_lossy(&out.stdout);
     assert!(
         script.contains("_berth()") && script.contains("complete -F"),
         "{script}"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(berth_tests::bin("berth"))
-        .args(["--address", nowhere, "man"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run(
+        "berth",
+        &[
+            "--address",
+            "/nonexistent/berth.sock",
+            "man",
+            dir.path().to_str().unwrap(),
+        ],
     );
     for page in ["berth.1", "berth-run.1", "berth-images-pull.1"] {
         let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
         assert!(text.contains(".TH"), "{page}: {text}");
     }
-    let out = std::process::Command::new(berth_tests::bin("berthd"))
-        .args(["completion", "fish"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("complete -c berthd"));
+    assert!(run("berthd", &["completion", "fish"]).contains("complete -c berthd"));
 }
