@@ -10,7 +10,8 @@ use std::path::Path;
 /// containerd's type URL for a runtime spec inside an `Any`.
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 
-const DEFAULT_CAPS: &[&str] = &[
+/// The capabilities a container gets unless told otherwise.
+pub const DEFAULT_CAPS: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",
@@ -27,7 +28,8 @@ const DEFAULT_CAPS: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
-const MASKED: &[&str] = &[
+/// Paths hidden from an unprivileged container.
+pub const MASKED: &[&str] = &[
     "/proc/acpi",
     "/proc/asound",
     "/proc/kcore",
@@ -40,7 +42,8 @@ const MASKED: &[&str] = &[
     "/sys/firmware",
 ];
 
-const READONLY: &[&str] = &[
+/// Paths an unprivileged container sees read-only.
+pub const READONLY: &[&str] = &[
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
@@ -70,17 +73,45 @@ pub struct Options {
     pub binds: Vec<(String, String, Vec<String>)>,
 }
 
+/// A JSON array of strings (an image config's Cmd, Env, ...); anything else is empty.
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The image config's environment, with a default PATH when it sets none.
+pub fn image_env(image_config: &Value) -> Vec<String> {
+    let mut env = strings(&image_config["config"]["Env"]);
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
+    env
+}
+
+/// The kernel filesystems every container gets (`/dev/shm` aside: where it comes from
+/// differs); privileged ones see /sys and cgroups read-write.
+pub fn base_mounts(privileged: bool) -> Vec<Value> {
+    let rw = if privileged { "rw" } else { "ro" };
+    vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", rw]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": [rw, "nosuid", "noexec", "nodev"]}),
+    ]
+}
+
 /// The process arguments: the image's Entrypoint then Cmd, or the caller's args for Cmd.
 pub fn args(image_config: &Value, given: &[String]) -> Vec<String> {
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let cfg = &image_config["config"];
     let mut out = strings(&cfg["Entrypoint"]);
     if given.is_empty() {
@@ -93,20 +124,7 @@ pub fn args(image_config: &Value, given: &[String]) -> Vec<String> {
 
 pub fn build(image_config: &Value, o: &Options) -> Value {
     let cfg = &image_config["config"];
-    let mut env: Vec<String> = cfg["Env"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(
-            0,
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        );
-    }
+    let mut env = image_env(image_config);
     for e in &o.env {
         let key = e.split('=').next().unwrap_or_default();
         env.retain(|x| x.split('=').next() != Some(key));
@@ -140,15 +158,11 @@ pub fn build(image_config: &Value, o: &Options) -> Value {
     if !o.host_network {
         namespaces.push(json!({"type": "network"}));
     }
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+    let mut mounts = base_mounts(false);
+    mounts.insert(
+        3,
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid", "noexec", "nodev"]}),
-    ];
+    );
     if o.host_network {
         for f in ["/etc/resolv.conf", "/etc/hosts"] {
             mounts.push(

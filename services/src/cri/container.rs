@@ -1,7 +1,7 @@
 //! CRI containers: created from the full ContainerConfig in a pod's namespaces, their output
 //! in the kubelet's log format, their exit (code, reason, times) recorded when it happens.
 
-use super::logs::{self, LogFile};
+use super::logs::{self, mkfifo, LogFile};
 use super::spec;
 use super::{
     ext_json, ext_proto, init_ref, Container, ContainerMeta, Cri, CONFIG_EXT, KIND_LABEL, META_EXT,
@@ -13,20 +13,6 @@ use crate::runtime::{CreateTask, Stdio};
 use berth_proto::cri::v1 as cri;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-fn mkfifo(p: &Path) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| Error::invalid("NUL in path"))?;
-    // SAFETY: mkfifo with a NUL-terminated path.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::AlreadyExists {
-            return Err(Error::io(format!("mkfifo {}", p.display()), e));
-        }
-    }
-    Ok(())
-}
 
 /// Signal numbers of the CRI's Signal enum.
 fn signal_number(s: i32) -> Option<u32> {
@@ -123,16 +109,7 @@ impl Cri {
             "{}_{}_{}_{}_{}",
             md.name, pm.name, pm.namespace, pm.uid, md.attempt
         );
-        let id = super::new_id();
-        {
-            let mut st = self.st();
-            if let Some(other) = st.names.get(&name) {
-                return Err(Error::already_exists(format!(
-                    "container name {name:?} is reserved by {other}"
-                )));
-            }
-            st.names.insert(name.clone(), id.clone());
-        }
+        let id = self.reserve("container", &name)?;
         let made = self
             .create_container_inner(&id, &name, &sb, config, image, image_ref)
             .await;
@@ -394,13 +371,7 @@ impl Cri {
             Ok(pid) => pid,
             Err(e) => {
                 drop(holds);
-                self.detach_logs(&c.id).await;
-                c.meta.started_at = crate::metadata::now();
-                c.meta.finished_at = c.meta.started_at;
-                c.meta.exit_code = 128;
-                c.meta.reason = "StartError".into();
-                c.meta.message = e.to_string();
-                let _ = self.persist_container(&c).await;
+                self.start_failed(&mut c, &e).await;
                 return Err(e);
             }
         };
@@ -409,13 +380,7 @@ impl Cri {
         drop(stdin_hold);
         if let Err(e) = started {
             let _ = self.tasks.delete(self.ns.clone(), c.id.clone()).await;
-            self.detach_logs(&c.id).await;
-            c.meta.started_at = crate::metadata::now();
-            c.meta.finished_at = c.meta.started_at;
-            c.meta.exit_code = 128;
-            c.meta.reason = "StartError".into();
-            c.meta.message = e.to_string();
-            let _ = self.persist_container(&c).await;
+            self.start_failed(&mut c, &e).await;
             return Err(e);
         }
         c.meta.pid = pid;
@@ -424,6 +389,17 @@ impl Cri {
         self.watch_container(&c.id);
         self.event(&c, cri::ContainerEventType::ContainerStartedEvent);
         Ok(())
+    }
+
+    /// A start that failed: the container ends as exited with StartError and the reason.
+    async fn start_failed(&self, c: &mut Container, e: &Error) {
+        self.detach_logs(&c.id).await;
+        c.meta.started_at = crate::metadata::now();
+        c.meta.finished_at = c.meta.started_at;
+        c.meta.exit_code = 128;
+        c.meta.reason = "StartError".into();
+        c.meta.message = e.to_string();
+        let _ = self.persist_container(c).await;
     }
 
     /// Starts copying the container's FIFOs into its log (when it has one); returns the write
@@ -464,13 +440,7 @@ impl Cri {
         let entry = self.st().logs.remove(id);
         if let Some((_, handles)) = entry {
             for h in handles {
-                let abort = h.abort_handle();
-                if tokio::time::timeout(Duration::from_secs(5), h)
-                    .await
-                    .is_err()
-                {
-                    abort.abort();
-                }
+                logs::finish(h).await;
             }
         }
     }

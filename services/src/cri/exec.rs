@@ -34,6 +34,24 @@ async fn collect(mut rx: tokio::net::unix::pipe::Receiver) -> Vec<u8> {
 }
 
 impl Cri {
+    /// The process spec of a command run in container `id`: its own process (user, env,
+    /// cwd, capabilities) with `cmd` as the arguments.
+    pub(super) async fn exec_spec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        tty: bool,
+    ) -> Result<serde_json::Value> {
+        let rec = self.containers.get(self.ns.clone(), id.to_string()).await?;
+        let oci: serde_json::Value = rec
+            .spec
+            .as_ref()
+            .map(|s| serde_json::from_slice(&s.value))
+            .transpose()?
+            .unwrap_or_default();
+        Ok(spec::exec_process(&oci, cmd, tty))
+    }
+
     pub async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout: i64) -> Result<ExecOutput> {
         if cmd.is_empty() {
             return Err(Error::invalid("exec needs a command"));
@@ -45,14 +63,7 @@ impl Cri {
                 c.id
             )));
         }
-        let rec = self.containers.get(self.ns.clone(), c.id.clone()).await?;
-        let oci: serde_json::Value = rec
-            .spec
-            .as_ref()
-            .map(|s| serde_json::from_slice(&s.value))
-            .transpose()?
-            .unwrap_or_default();
-        let process = spec::exec_process(&oci, &cmd, false);
+        let process = self.exec_spec(&c.id, &cmd, false).await?;
         let exec_id = format!("exec-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
         let dir = self.container_state_dir(&c.id).join(&exec_id);
         std::fs::create_dir_all(&dir)
@@ -71,16 +82,7 @@ impl Cri {
         timeout: i64,
     ) -> Result<ExecOutput> {
         for f in ["stdout", "stderr"] {
-            let p = dir.join(f);
-            let c = std::ffi::CString::new(p.display().to_string())
-                .map_err(|_| Error::invalid("NUL in path"))?;
-            // SAFETY: mkfifo with a NUL-terminated path.
-            if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-                return Err(Error::io(
-                    format!("mkfifo {}", p.display()),
-                    std::io::Error::last_os_error(),
-                ));
-            }
+            super::logs::mkfifo(&dir.join(f))?;
         }
         let p = ProcessRef {
             container_id: id.to_string(),
@@ -161,19 +163,9 @@ impl Cri {
         if let Err(e) = deleted {
             tracing::debug!(container = id, exec = exec_id, error = %e, "delete exec");
         }
-        let bounded = |h: tokio::task::JoinHandle<Vec<u8>>| async move {
-            let abort = h.abort_handle();
-            match tokio::time::timeout(Duration::from_secs(5), h).await {
-                Ok(Ok(v)) => v,
-                _ => {
-                    abort.abort();
-                    Vec::new()
-                }
-            }
-        };
         Ok(ExecOutput {
-            stdout: bounded(out).await,
-            stderr: bounded(err).await,
+            stdout: super::logs::finish(out).await.unwrap_or_default(),
+            stderr: super::logs::finish(err).await.unwrap_or_default(),
             exit_code: exited.exit_status as i32,
         })
     }

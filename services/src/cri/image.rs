@@ -191,6 +191,10 @@ impl Cri {
             .images
             .list(self.ns.clone(), Default::default())
             .await?;
+        // What no record points at any more leaves the cache.
+        self.st()
+            .described
+            .retain(|digest, _| records.iter().any(|r| r.target.digest == *digest));
         let mut by_id: BTreeMap<String, ImageInfo> = BTreeMap::new();
         for r in records {
             let Ok(info) = self.describe(&r).await else {
@@ -206,8 +210,23 @@ impl Cri {
         Ok(by_id.into_values().collect())
     }
 
-    /// The image `r` refers to, resolved for this host's platform.
+    /// The image `r` refers to, resolved for this host's platform. Targets are
+    /// content-addressed, so what one resolves to is read once and kept.
     async fn describe(&self, r: &ImageRecord) -> Result<ImageInfo> {
+        if let Some(known) = self.st().described.get(&r.target.digest) {
+            return Ok(ImageInfo {
+                names: vec![r.name.clone()],
+                ..known.clone()
+            });
+        }
+        let info = self.resolve_image(r).await?;
+        self.st()
+            .described
+            .insert(r.target.digest.clone(), info.clone());
+        Ok(info)
+    }
+
+    async fn resolve_image(&self, r: &ImageRecord) -> Result<ImageInfo> {
         let content = self.content.clone();
         let ns = self.ns.clone();
         let target = r.target.clone();

@@ -132,6 +132,35 @@ impl Splitter {
     }
 }
 
+/// Makes a FIFO (one already there is fine).
+pub fn mkfifo(p: &Path) -> crate::error::Result<()> {
+    use crate::error::Error;
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::invalid("NUL in path"))?;
+    // SAFETY: mkfifo with a NUL-terminated path.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(Error::io(format!("mkfifo {}", p.display()), e));
+        }
+    }
+    Ok(())
+}
+
+/// Waits a bounded time for a copier to reach the end of its FIFO; one that does not is
+/// stopped (a process it was reading for may still hold the FIFO open).
+pub async fn finish<T>(h: tokio::task::JoinHandle<T>) -> Option<T> {
+    let abort = h.abort_handle();
+    match tokio::time::timeout(std::time::Duration::from_secs(5), h).await {
+        Ok(Ok(v)) => Some(v),
+        _ => {
+            abort.abort();
+            None
+        }
+    }
+}
+
 /// Opens a FIFO's read end, and a write end held until the process has its own: a reader
 /// that opened before any writer would otherwise see the end of the output at once.
 pub fn open_fifo(

@@ -110,6 +110,8 @@ struct State {
     logs: HashMap<String, (logs::LogFile, Vec<tokio::task::JoinHandle<()>>)>,
     /// Containers whose cgroup reported an OOM kill.
     oom: std::collections::HashSet<String>,
+    /// What each image target (a manifest or index digest) resolves to on this host.
+    described: HashMap<String, image::ImageInfo>,
     /// The image filesystem's last measured usage (when, bytes, inodes).
     fs_usage: Option<(std::time::Instant, u64, u64)>,
     /// The last CPU sample of each container (time, cumulative ns), for usage_nano_cores.
@@ -281,6 +283,29 @@ impl Cri {
                 "container id prefix {id:?} is ambiguous"
             ))),
         }
+    }
+
+    /// Reserves `name` for a new sandbox or container (`what`); returns the new object's id.
+    fn reserve(&self, what: &str, name: &str) -> Result<String> {
+        let mut st = self.st();
+        if let Some(other) = st.names.get(name) {
+            return Err(Error::already_exists(format!(
+                "{what} name {name:?} is reserved by {other}"
+            )));
+        }
+        let id = new_id();
+        st.names.insert(name.to_string(), id.clone());
+        Ok(id)
+    }
+
+    /// The containers of a pod.
+    fn members(&self, sandbox_id: &str) -> Vec<Container> {
+        self.st()
+            .containers
+            .values()
+            .filter(|c| c.meta.sandbox_id == sandbox_id)
+            .cloned()
+            .collect()
     }
 
     async fn persist_sandbox(&self, s: &Sandbox) -> Result<()> {

@@ -19,56 +19,31 @@ fn cstr(p: &Path) -> Result<CString> {
         .map_err(|_| Error::invalid(format!("{} has a NUL byte", p.display())))
 }
 
-/// Creates a new network namespace and pins it at `path` (a bind mount of the namespace
-/// file), from a thread of its own so no other thread changes namespace.
-pub fn create_netns(path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-    }
-    std::fs::File::create(path).map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-    let target = cstr(path)?;
-    let made = std::thread::spawn(move || -> std::io::Result<()> {
-        // SAFETY: unshare only changes this (short-lived, dedicated) thread's namespace.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let src = CString::new("/proc/thread-self/ns/net").unwrap_or_default();
-        // SAFETY: a bind mount between two NUL-terminated paths.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    })
-    .join()
-    .map_err(|_| Error::new(Kind::Internal, "the network namespace thread panicked"))?;
-    if let Err(e) = made {
-        let _ = std::fs::remove_file(path);
-        return Err(Error::io(
-            format!("create network namespace {}", path.display()),
-            e,
-        ));
-    }
-    Ok(())
-}
-
-/// Pins an existing network namespace (`/proc/<pid>/ns/net`) at `path`.
-pub fn pin_netns(ns: &str, path: &Path) -> Result<()> {
+/// Pins the namespace file `ns` at `path` (a bind mount onto a file made for it); the file
+/// goes again if the mount fails. `bind` runs the mount (on a thread of its own for a
+/// namespace that only that thread is in).
+fn pin(
+    ns: &str,
+    path: &Path,
+    bind: impl FnOnce(CString, CString) -> std::io::Result<()>,
+) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     }
     std::fs::File::create(path).map_err(|e| Error::io(format!("create {}", path.display()), e))?;
     let (src, target) = (cstr(Path::new(ns))?, cstr(path)?);
+    if let Err(e) = bind(src, target) {
+        let _ = std::fs::remove_file(path);
+        return Err(Error::io(
+            format!("pin network namespace {ns} at {}", path.display()),
+            e,
+        ));
+    }
+    Ok(())
+}
+
+fn bind_mount(src: &CString, target: &CString) -> std::io::Result<()> {
     // SAFETY: a bind mount between two NUL-terminated paths.
     let rc = unsafe {
         libc::mount(
@@ -80,14 +55,30 @@ pub fn pin_netns(ns: &str, path: &Path) -> Result<()> {
         )
     };
     if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        let _ = std::fs::remove_file(path);
-        return Err(Error::io(
-            format!("pin network namespace {ns} at {}", path.display()),
-            e,
-        ));
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Creates a new network namespace and pins it at `path`, from a thread of its own so no
+/// other thread changes namespace.
+pub fn create_netns(path: &Path) -> Result<()> {
+    pin("/proc/thread-self/ns/net", path, |src, target| {
+        std::thread::spawn(move || {
+            // SAFETY: unshare only changes this (short-lived, dedicated) thread's namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            bind_mount(&src, &target)
+        })
+        .join()
+        .map_err(|_| std::io::Error::other("the network namespace thread panicked"))?
+    })
+}
+
+/// Pins an existing network namespace (`/proc/<pid>/ns/net`) at `path`.
+pub fn pin_netns(ns: &str, path: &Path) -> Result<()> {
+    pin(ns, path, |src, target| bind_mount(&src, &target))
 }
 
 /// Unpins and removes a network namespace made by [`create_netns`]; absent is fine.
@@ -379,6 +370,18 @@ mod tests {
             "ips": [{"interface": 2, "address": "fd00::5/64"}, {"interface": 2, "address": "10.88.0.5/16"}, {"interface": 0, "address": "10.88.0.1/16"}]
         });
         assert_eq!(pod_ips(&r), vec!["10.88.0.5", "fd00::5"]);
+    }
+
+    #[tokio::test]
+    async fn plugin_types_cannot_name_paths() {
+        let a = Attachment::default();
+        for kind in ["../../bin/sh", "/bin/sh", ""] {
+            let plugin = json!({"type": kind});
+            let e = exec(Path::new("/usr/lib/cni"), "ADD", &plugin, &plugin, &a)
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), Kind::InvalidArgument, "{kind}");
+        }
     }
 
     #[test]

@@ -162,16 +162,7 @@ impl Cri {
             spec::check_userns(u)?;
         }
         let name = sandbox_name(&md);
-        let id = super::new_id();
-        {
-            let mut st = self.st();
-            if let Some(other) = st.names.get(&name) {
-                return Err(Error::already_exists(format!(
-                    "pod sandbox name {name:?} is reserved by {other}"
-                )));
-            }
-            st.names.insert(name.clone(), id.clone());
-        }
+        let id = self.reserve("pod sandbox", &name)?;
         let lock = self.lock_for(&id);
         let _held = lock.lock().await;
         let made = self.run_sandbox_inner(&id, &name, config, handler).await;
@@ -431,15 +422,8 @@ impl Cri {
             Err(e) if e.kind() == Kind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
-        let members: Vec<String> = self
-            .st()
-            .containers
-            .values()
-            .filter(|c| c.meta.sandbox_id == sb.id)
-            .map(|c| c.id.clone())
-            .collect();
-        for c in members {
-            self.stop_container(&c, 0).await?;
+        for c in self.members(&sb.id) {
+            self.stop_container(&c.id, 0).await?;
         }
         let lock = self.lock_for(&sb.id);
         let _held = lock.lock().await;
@@ -520,15 +504,8 @@ impl Cri {
             Err(e) => return Err(e),
         };
         self.stop_sandbox(&sb.id).await?;
-        let members: Vec<String> = self
-            .st()
-            .containers
-            .values()
-            .filter(|c| c.meta.sandbox_id == sb.id)
-            .map(|c| c.id.clone())
-            .collect();
-        for c in members {
-            self.remove_container(&c).await?;
+        for c in self.members(&sb.id) {
+            self.remove_container(&c.id).await?;
         }
         let lock = self.lock_for(&sb.id);
         let _held = lock.lock().await;

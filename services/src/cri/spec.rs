@@ -3,27 +3,11 @@
 
 use super::seccomp;
 use crate::error::{Error, Result};
+use crate::spec::{base_mounts, image_env, strings, DEFAULT_CAPS, MASKED, READONLY};
 use berth_proto::cri::v1 as cri;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 /// Every capability by name and number (linux/capability.h).
 const ALL_CAPS: &[(&str, u32)] = &[
@@ -72,68 +56,25 @@ const ALL_CAPS: &[(&str, u32)] = &[
 
 /// The capabilities berthd itself may hand out: "all" means all of these (a container
 /// cannot get what the daemon's bounding set lacks, e.g. CAP_SYS_RESOURCE inside another
-/// container).
+/// container). Read once: a process's bounding set only ever shrinks, and berthd never
+/// drops from it.
 fn all_caps() -> Vec<String> {
-    let bounding = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapBnd:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(u64::MAX);
-    ALL_CAPS
-        .iter()
-        .filter(|(_, bit)| bounding & (1u64 << bit) != 0)
-        .map(|(n, _)| n.to_string())
-        .collect()
-}
-
-const MASKED: &[&str] = &[
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-];
-
-const READONLY: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn base_mounts(privileged: bool) -> Vec<Value> {
-    let sys_opts = if privileged {
-        json!(["nosuid", "noexec", "nodev", "rw"])
-    } else {
-        json!(["nosuid", "noexec", "nodev", "ro"])
-    };
-    vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_opts}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", if privileged { "rw" } else { "ro" }]}),
-    ]
+    static BOUNDED: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let bounding = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapBnd:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .unwrap_or(u64::MAX);
+        ALL_CAPS
+            .iter()
+            .filter(|(_, bit)| bounding & (1u64 << bit) != 0)
+            .map(|(n, _)| n.to_string())
+            .collect()
+    });
+    BOUNDED.clone()
 }
 
 /// The cgroup path of `id` under the pod's parent, for the configured driver.
@@ -198,13 +139,16 @@ fn resources_json(r: &cri::LinuxContainerResources) -> Value {
 
 /// Whether the kernel has mount_setattr (Linux 5.12), which recursive read-only mounts use.
 pub fn kernel_has_mount_setattr() -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut it = release
-        .trim()
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-    (major, minor) >= (5, 12)
+    static HAS: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut it = release
+            .trim()
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        (major, minor) >= (5, 12)
+    });
+    *HAS
 }
 
 /// The OCI LinuxResources for UpdateContainerResources.
@@ -383,13 +327,7 @@ pub fn sandbox(s: &SandboxSpec<'_>) -> Result<Value> {
     if args.is_empty() {
         args.push("/pause".into());
     }
-    let mut env = strings(&cfg["Env"]);
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(
-            0,
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        );
-    }
+    let env = image_env(s.image_config);
     let mut namespaces = vec![json!({"type": "mount"})];
     let userns = userns_entries(sc.namespace_options.as_ref());
     if userns.is_some() {
@@ -564,13 +502,7 @@ pub fn container(s: &ContainerSpec<'_>) -> Result<Value> {
             "the container has no command: the image sets none and the config gives none",
         ));
     }
-    let mut env = strings(&ic["Env"]);
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(
-            0,
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        );
-    }
+    let mut env = image_env(s.image_config);
     for kv in &cfg.envs {
         env.retain(|x| x.split('=').next() != Some(kv.key.as_str()));
         env.push(format!("{}={}", kv.key, kv.value));

@@ -109,13 +109,7 @@ impl Cri {
 
     pub async fn sandbox_stats(&self, s: &super::Sandbox) -> Result<cri::PodSandboxStats> {
         let now = crate::metadata::now();
-        let members: Vec<Container> = self
-            .st()
-            .containers
-            .values()
-            .filter(|c| c.meta.sandbox_id == s.id)
-            .cloned()
-            .collect();
+        let members = self.members(&s.id);
         let mut containers = Vec::new();
         for c in &members {
             containers.push(self.container_stats(c).await?);

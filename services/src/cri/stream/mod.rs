@@ -147,26 +147,12 @@ impl StreamServer {
             )
             .await;
         }
-        let offered: Vec<String> = req
-            .headers
-            .iter()
-            .filter(|(k, _)| k == "x-stream-protocol-version")
-            .flat_map(|(_, v)| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let supported: &[&str] = match pending {
+        // The remote-command protocol spoken here is v4's; older clients are turned away.
+        let supported: &[&'static str] = match pending {
             Pending::PortForward(_) => &["portforward.k8s.io"],
-            _ => &[
-                "v4.channel.k8s.io",
-                "v3.channel.k8s.io",
-                "v2.channel.k8s.io",
-                "channel.k8s.io",
-            ],
+            _ => &["v4.channel.k8s.io"],
         };
-        let Some(protocol) = supported.iter().find(|p| offered.iter().any(|o| o == *p)) else {
+        let Some(protocol) = req.choose("x-stream-protocol-version", supported) else {
             return respond(&mut conn, "403 Forbidden", "no common stream protocol\n").await;
         };
         let reply = format!(
@@ -180,8 +166,8 @@ impl StreamServer {
             inner: conn,
         });
         match pending {
-            Pending::Exec(r) => remote_exec(cri, r, protocol, tx, streams).await,
-            Pending::Attach(r) => remote_attach(cri, r, protocol, tx, streams).await,
+            Pending::Exec(r) => remote_exec(cri, r, tx, streams).await,
+            Pending::Attach(r) => remote_attach(cri, r, tx, streams).await,
             Pending::PortForward(r) => port_forward(cri, r, tx, streams).await,
         }
         Ok(())
@@ -258,6 +244,18 @@ impl Head {
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// The first of `supported` (in this side's order of preference) that the client offers
+    /// in `header` (repeated, or comma-separated).
+    pub(super) fn choose(&self, header: &str, supported: &[&'static str]) -> Option<&'static str> {
+        let offered: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k == header)
+            .flat_map(|(_, v)| v.split(',').map(str::trim))
+            .collect();
+        supported.iter().copied().find(|p| offered.contains(p))
     }
 }
 
@@ -345,19 +343,6 @@ async fn pump_in(mut s: spdy::Stream, mut w: tokio::net::unix::pipe::Sender) {
     }
 }
 
-fn mkfifo(p: &Path) -> Result<()> {
-    let c = std::ffi::CString::new(p.display().to_string())
-        .map_err(|_| Error::invalid("NUL in path"))?;
-    // SAFETY: mkfifo with a NUL-terminated path.
-    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
-        return Err(Error::io(
-            format!("mkfifo {}", p.display()),
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
-}
-
 /// Resize messages (`{"Width":W,"Height":H}`) into the process's terminal.
 async fn resizes(cri: Cri, p: crate::runtime::ProcessRef, mut s: spdy::Stream) {
     let mut pending = Vec::new();
@@ -409,7 +394,6 @@ fn wanted(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Vec<&'static st
 async fn remote_exec(
     cri: Cri,
     r: cri::ExecRequest,
-    _protocol: &str,
     tx: spdy::Sender,
     mut streams: tokio::sync::mpsc::Receiver<spdy::Stream>,
 ) {
@@ -448,14 +432,7 @@ async fn exec_with(
     tx: &spdy::Sender,
 ) -> Result<i32> {
     let c = cri.container(&r.container_id)?;
-    let rec = cri.containers.get(cri.ns.clone(), c.id.clone()).await?;
-    let oci: serde_json::Value = rec
-        .spec
-        .as_ref()
-        .map(|s| serde_json::from_slice(&s.value))
-        .transpose()?
-        .unwrap_or_default();
-    let process = super::spec::exec_process(&oci, &r.cmd, r.tty);
+    let process = cri.exec_spec(&c.id, &r.cmd, r.tty).await?;
     let exec_id = format!(
         "stream-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..16]
@@ -486,7 +463,7 @@ async fn exec_in(
         ("stderr", use_err),
     ] {
         if on {
-            mkfifo(&path(f))?;
+            super::logs::mkfifo(&path(f))?;
         }
     }
     let name = |f: &str, on: bool| {
@@ -568,13 +545,7 @@ async fn exec_in(
     }
     let _ = cri.tasks.delete_process(cri.ns.clone(), p).await;
     for h in pumps {
-        let abort = h.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), h)
-            .await
-            .is_err()
-        {
-            abort.abort();
-        }
+        super::logs::finish(h).await;
     }
     Ok(waited?.exit_status as i32)
 }
@@ -582,7 +553,6 @@ async fn exec_in(
 async fn remote_attach(
     cri: Cri,
     r: cri::AttachRequest,
-    _protocol: &str,
     tx: spdy::Sender,
     mut streams: tokio::sync::mpsc::Receiver<spdy::Stream>,
 ) {
@@ -801,6 +771,42 @@ mod tests {
         assert_eq!(h.header("upgrade"), Some("SPDY/3.1"));
         assert!(parse_head(b"DELETE / HTTP/1.1\r\n\r\n").is_none());
         assert!(parse_head(&[0xff, 0xfe]).is_none());
+    }
+
+    #[test]
+    fn protocols_are_chosen_by_this_side_and_only_v4_over_spdy() {
+        let h = parse_head(b"POST /exec/t HTTP/1.1\r\nX-Stream-Protocol-Version: v5.channel.k8s.io\r\nX-Stream-Protocol-Version: v3.channel.k8s.io, v4.channel.k8s.io\r\n\r\n").unwrap();
+        assert_eq!(
+            h.choose("x-stream-protocol-version", &["v4.channel.k8s.io"]),
+            Some("v4.channel.k8s.io")
+        );
+        let old = parse_head(
+            b"POST /exec/t HTTP/1.1\r\nX-Stream-Protocol-Version: v3.channel.k8s.io\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            old.choose("x-stream-protocol-version", &["v4.channel.k8s.io"]),
+            None
+        );
+    }
+
+    #[test]
+    fn tokens_are_single_use_and_bound_to_their_kind() {
+        let s = StreamServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+            pending: Arc::default(),
+        };
+        let url = s.url_for(Pending::Exec(cri::ExecRequest::default()));
+        let token = url.rsplit('/').next().unwrap().to_string();
+        assert!(
+            s.take("attach", &token).is_none(),
+            "an exec token opens no attach"
+        );
+        let url = s.url_for(Pending::Exec(cri::ExecRequest::default()));
+        let token = url.rsplit('/').next().unwrap().to_string();
+        assert!(s.take("exec", &token).is_some());
+        assert!(s.take("exec", &token).is_none(), "spent");
+        assert!(s.take("exec", "0123").is_none());
     }
 
     #[test]

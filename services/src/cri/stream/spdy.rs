@@ -635,9 +635,26 @@ mod tests {
         let mut r = std::io::Cursor::new(vec![0, 0, 0, 1, 0, 0xff, 0xff, 0xff]);
         assert!(read_frame(&mut r, &mut codec).await.is_err());
         // a header block that is not zlib
-        let mut f = control(SYN_STREAM, 0, &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
-        f.truncate(f.len());
+        let f = control(SYN_STREAM, 0, &[0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
         let mut r = std::io::Cursor::new(f);
         assert!(read_frame(&mut r, &mut codec).await.is_err());
+    }
+
+    #[test]
+    fn header_blocks_that_expand_too_far_or_claim_too_much_are_refused() {
+        // 4 MiB of zeros compresses to a few KiB: the decoder stops at MAX_FRAME.
+        let mut z = Compress::new(Compression::best(), true);
+        let bomb = vec![0u8; 4 << 20];
+        let mut block = Vec::with_capacity(64 << 10);
+        z.compress_vec(&bomb, &mut block, FlushCompress::Finish)
+            .unwrap();
+        assert!(block.len() < 64 << 10);
+        assert!(HeaderCodec::default().decode(&block).is_err());
+        // A count of pairs beyond the limit, and a length that runs past the block.
+        assert!(parse_headers(&2000u32.to_be_bytes()).is_err());
+        let mut raw = 1u32.to_be_bytes().to_vec();
+        raw.extend_from_slice(&100u32.to_be_bytes());
+        raw.extend_from_slice(b"short");
+        assert!(parse_headers(&raw).is_err());
     }
 }

@@ -34,21 +34,11 @@ pub(super) async fn serve(
     let Some(key) = req.header("sec-websocket-key").map(str::to_string) else {
         return respond(&mut conn, "400 Bad Request", "missing Sec-WebSocket-Key\n").await;
     };
-    let offered: Vec<String> = req
-        .headers
-        .iter()
-        .filter(|(k, _)| k == "sec-websocket-protocol")
-        .flat_map(|(_, v)| {
-            v.split(',')
-                .map(|s| s.trim().to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let supported: &[&str] = match pending {
+    let supported: &[&'static str] = match pending {
         Pending::PortForward(_) => &[TUNNEL],
         _ => &["v5.channel.k8s.io", "v4.channel.k8s.io"],
     };
-    let Some(protocol) = supported.iter().find(|p| offered.iter().any(|o| o == *p)) else {
+    let Some(protocol) = req.choose("sec-websocket-protocol", supported) else {
         return respond(&mut conn, "403 Forbidden", "no common stream protocol\n").await;
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
@@ -76,12 +66,12 @@ pub(super) async fn serve(
         }
         Pending::Exec(r) => {
             let want = super::wanted(r.stdin, r.stdout, r.stderr, r.tty);
-            let (got, tx) = channels(ws, &want, *protocol == "v5.channel.k8s.io");
+            let (got, tx) = channels(ws, &want, protocol == "v5.channel.k8s.io");
             super::run_exec(cri, r, got, tx).await;
         }
         Pending::Attach(r) => {
             let want = super::wanted(r.stdin, r.stdout, r.stderr, r.tty);
-            let (got, tx) = channels(ws, &want, *protocol == "v5.channel.k8s.io");
+            let (got, tx) = channels(ws, &want, protocol == "v5.channel.k8s.io");
             super::run_attach(cri, r, got, tx).await;
         }
     }
