@@ -143,6 +143,15 @@ impl Kit {
         }
     }
 
+    /// A shell reading its stdin (`stdin_once`: it ends with the first attach's input).
+    fn shell(&self, stdin_once: bool) -> cri::ContainerConfig {
+        let mut c = self.container_config("shell", "");
+        c.command = vec!["/bin/sh".into()];
+        c.stdin = true;
+        c.stdin_once = stdin_once;
+        c
+    }
+
     fn container_config(&self, name: &str, script: &str) -> cri::ContainerConfig {
         cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
@@ -159,6 +168,21 @@ impl Kit {
             ..Default::default()
         }
     }
+}
+
+/// PullImage; the image id on success.
+async fn pull(k: &Kit, image: &str) -> Result<String, tonic::Status> {
+    k.img()
+        .await
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().image_ref)
 }
 
 async fn run_pod(k: &Kit, name: &str) -> (String, cri::PodSandboxConfig) {
@@ -274,18 +298,7 @@ async fn pod_lifecycle_logs_exec_stats_network() {
     let k = Kit::start();
     let mut img = k.img().await;
     // Images: pulled through the hosts.toml tree, found by tag, by id and by digest.
-    let pulled = img
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: k.busybox.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref;
+    let pulled = pull(&k, &k.busybox).await.unwrap();
     assert!(pulled.starts_with("sha256:"), "{pulled}");
     for name in [k.busybox.clone(), pulled.clone(), pulled[7..19].to_string()] {
         let st = img
@@ -644,17 +657,7 @@ async fn bad_input_gets_clear_errors() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     // A Localhost seccomp profile that does not exist.
-    k.img()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: k.busybox.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    pull(&k, &k.busybox).await.unwrap();
     let mut cfg = k.container_config("c", "true");
     cfg.linux = Some(cri::LinuxContainerConfig {
         security_context: Some(cri::LinuxContainerSecurityContext {
@@ -687,18 +690,7 @@ async fn bad_input_gets_clear_errors() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     let host = k.pause.split('/').next().unwrap();
-    let e = k
-        .img()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: format!("{host}/missing:v1"),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = pull(&k, &format!("{host}/missing:v1")).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     // After all that, the daemon still serves and the pod is still ready.
     assert_eq!(
@@ -715,17 +707,7 @@ async fn bad_input_gets_clear_errors() {
 #[tokio::test]
 async fn pods_survive_a_sigkilled_berthd() {
     let mut k = Kit::start();
-    k.img()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: k.busybox.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    pull(&k, &k.busybox).await.unwrap();
     let (pod, pod_config) = run_pod(&k, "keep").await;
     let ip = pod_status(&k, &pod).await.network.unwrap().ip;
     let long = run_container(
@@ -743,10 +725,7 @@ async fn pods_survive_a_sigkilled_berthd() {
     )
     .await;
     // A shell reading its stdin: berthd's death must not end its input.
-    let mut shell = k.container_config("shell", "");
-    shell.command = vec!["/bin/sh".into()];
-    shell.stdin = true;
-    let sh = run_container(&k, &pod, &pod_config, shell).await;
+    let sh = run_container(&k, &pod, &pod_config, k.shell(false)).await;
     let short_log = k.logs().join("keep").join("short.log");
     until("the short container's output", || async {
         std::fs::read_to_string(&short_log)
@@ -782,28 +761,8 @@ async fn pods_survive_a_sigkilled_berthd() {
         cri::ContainerState::ContainerRunning as i32,
         "the shell lost its stdin with berthd"
     );
-    let url = k
-        .rt()
-        .await
-        .attach(cri::AttachRequest {
-            container_id: sh.clone(),
-            stdin: true,
-            tty: false,
-            stdout: true,
-            stderr: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
-    let mut s = Spdy::open(&url, "v4.channel.k8s.io").await.unwrap();
-    s.syn(1, &[("streamtype", "error")]).await;
-    s.syn(3, &[("streamtype", "stdin")]).await;
-    s.syn(5, &[("streamtype", "stdout")]).await;
-    s.syn(7, &[("streamtype", "stderr")]).await;
-    s.data(3, b"echo alive; exit 0\n", true).await;
-    let got = s.collect(&[5]).await;
-    assert_eq!(got.get(&5).map(Vec::as_slice), Some(&b"alive\n"[..]));
+    let out = attach_stdin(&k, &sh, b"echo alive; exit 0\n").await;
+    assert_eq!(Some(out.as_slice()), Some(&b"alive\n"[..]));
     let mut rt = k.rt().await;
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod,
@@ -822,17 +781,7 @@ async fn pods_survive_a_sigkilled_berthd() {
 #[tokio::test]
 async fn user_namespaced_pods_and_recursive_read_only_mounts() {
     let k = Kit::start();
-    k.img()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: k.busybox.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    pull(&k, &k.busybox).await.unwrap();
     let mut rt = k.rt().await;
     let st = rt
         .status(cri::StatusRequest { verbose: false })
@@ -1132,6 +1081,32 @@ async fn exec_url(k: &Kit, c: &str, cmd: &[&str], stdin: bool, tty: bool) -> Str
         .url
 }
 
+/// Attaches over SPDY, writes `input` to the container's stdin and closes it; returns the
+/// output until the container's output ends.
+async fn attach_stdin(k: &Kit, id: &str, input: &[u8]) -> Vec<u8> {
+    let url = k
+        .rt()
+        .await
+        .attach(cri::AttachRequest {
+            container_id: id.into(),
+            stdin: true,
+            tty: false,
+            stdout: true,
+            stderr: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut s = Spdy::open(&url, "v4.channel.k8s.io").await.unwrap();
+    s.syn(1, &[("streamtype", "error")]).await;
+    s.syn(3, &[("streamtype", "stdin")]).await;
+    s.syn(5, &[("streamtype", "stdout")]).await;
+    s.syn(7, &[("streamtype", "stderr")]).await;
+    s.data(3, input, true).await;
+    s.collect(&[5]).await.remove(&5).unwrap_or_default()
+}
+
 async fn ws_open(
     url: &str,
     protocol: &str,
@@ -1183,17 +1158,7 @@ async fn ws_exec(url: &str, stdin: Option<&[u8]>) -> (Vec<u8>, Vec<u8>, serde_js
 #[tokio::test]
 async fn streaming_exec_attach_and_port_forward() {
     let k = Kit::start();
-    k.img()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: k.busybox.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    pull(&k, &k.busybox).await.unwrap();
     let (pod, pod_config) = run_pod(&k, "stream").await;
     let c = run_container(
         &k,
@@ -1312,33 +1277,9 @@ async fn streaming_exec_attach_and_port_forward() {
     assert!(page.contains("hello-pf"), "{page:?}");
 
     // Attach to a shell container's stdin and output.
-    let mut shell = k.container_config("shell", "");
-    shell.command = vec!["/bin/sh".into()];
-    shell.stdin = true;
-    shell.stdin_once = true;
-    let sh = run_container(&k, &pod, &pod_config, shell).await;
-    let url = k
-        .rt()
-        .await
-        .attach(cri::AttachRequest {
-            container_id: sh.clone(),
-            stdin: true,
-            tty: false,
-            stdout: true,
-            stderr: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
-    let mut s = Spdy::open(&url, "v4.channel.k8s.io").await.unwrap();
-    s.syn(1, &[("streamtype", "error")]).await;
-    s.syn(3, &[("streamtype", "stdin")]).await;
-    s.syn(5, &[("streamtype", "stdout")]).await;
-    s.syn(7, &[("streamtype", "stderr")]).await;
-    s.data(3, b"echo attached\n", true).await;
-    let got = s.collect(&[5]).await;
-    assert_eq!(got.get(&5).map(Vec::as_slice), Some(&b"attached\n"[..]));
+    let sh = run_container(&k, &pod, &pod_config, k.shell(true)).await;
+    let out = attach_stdin(&k, &sh, b"echo attached\n").await;
+    assert_eq!(Some(out.as_slice()), Some(&b"attached\n"[..]));
     until("the shell to end with its stdin", || async {
         status(&k, &sh).await.state == cri::ContainerState::ContainerExited as i32
     })
@@ -1356,17 +1297,7 @@ async fn streaming_exec_attach_and_port_forward() {
 async fn events_log_rotation_and_resource_updates() {
     use futures::StreamExt;
     let k = Kit::start();
-    k.img()
-        .await
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: k.busybox.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    pull(&k, &k.busybox).await.unwrap();
     let mut events = k
         .rt()
         .await
