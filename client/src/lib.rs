@@ -4,6 +4,7 @@
 
 use berth_proto::berth::services::build::v1::build_client::BuildClient;
 use berth_proto::berth::services::check::v1::check_client::CheckClient;
+use berth_proto::berth::services::networks::v1::networks_client::NetworksClient;
 use berth_proto::berth::services::unpack::v1::unpack_client::UnpackClient;
 use berth_proto::berth::services::volumes::v1::volumes_client::VolumesClient;
 use berth_proto::content::{
@@ -220,6 +221,7 @@ impl Client {
         transfer => TransferClient,
         streaming => StreamingClient,
         volumes => VolumesClient,
+        networks => NetworksClient,
         build => BuildClient,
         check => CheckClient,
     }

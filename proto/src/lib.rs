@@ -21,6 +21,11 @@ pub mod berth {
                 tonic::include_proto!("berth.services.volumes.v1");
             }
         }
+        pub mod networks {
+            pub mod v1 {
+                tonic::include_proto!("berth.services.networks.v1");
+            }
+        }
         pub mod build {
             pub mod v1 {
                 tonic::include_proto!("berth.services.build.v1");

@@ -31,8 +31,11 @@ type ResponseMap = fn(http::Response<tonic::body::Body>) -> http::Response<tonic
 /// [`grpc::too_large_is_resource_exhausted`].
 pub type GrpcRouter = tonic::transport::server::Router<
     tower::layer::util::Stack<
-        tower::util::MapResponseLayer<ResponseMap>,
-        tower::layer::util::Identity,
+        crate::metrics::RpcMetricsLayer,
+        tower::layer::util::Stack<
+            tower::util::MapResponseLayer<ResponseMap>,
+            tower::layer::util::Identity,
+        >,
     >,
 >;
 
@@ -65,6 +68,10 @@ pub struct Daemon {
     pub plugins: PluginSet,
     pub uuid: String,
     pub version: VersionInfo,
+    /// Registry settings, replaced on SIGHUP.
+    pub registry: crate::registry::SharedConfig,
+    /// Container networks (`berth run --network`, `berth network`).
+    pub networks: crate::network::Networks,
     /// The Kubernetes CRI adapter, when enabled.
     pub cri: Option<crate::cri::Cri>,
 }
@@ -125,6 +132,7 @@ fn plugin_set(root: &Path) -> Result<PluginSet> {
         "transfer",
         "streaming",
         "volumes",
+        "networks",
         "build",
         "check",
         "healthcheck",
@@ -145,6 +153,7 @@ impl Daemon {
         runtime: RuntimeConfig,
         registry_config: RegistryConfig,
         cri: crate::cri::config::CriConfig,
+        network: crate::network::NetworkConfig,
         version: VersionInfo,
     ) -> Result<Self> {
         let root = runtime.root.clone();
@@ -205,6 +214,7 @@ impl Daemon {
         );
         let images = Images::new(store.clone(), events.clone());
         let leases = Leases::new(store.clone());
+        let registry_config = crate::registry::SharedConfig::new(registry_config);
         let puller = Puller::new(
             content.clone(),
             images.clone(),
@@ -215,12 +225,14 @@ impl Daemon {
             gc.clone(),
         );
         let containers = Containers::new(store.clone(), events.clone());
+        let networks = crate::network::Networks::open(&network, root, &runtime.state)?;
         let tasks = Tasks::new(
             runtime.clone(),
             store.clone(),
             snapshots.clone(),
             events.clone(),
-        );
+        )
+        .with_networks(networks.clone());
         let builder = crate::build::Builder {
             content: content.clone(),
             images: images.clone(),
@@ -257,12 +269,14 @@ impl Daemon {
         };
         Ok(Daemon {
             cri,
+            networks,
             root: root.to_path_buf(),
             differ: Differ::new(content.clone()),
             puller,
             builder,
             gc,
-            pusher: Pusher::new(content.clone(), images.clone(), registry_config),
+            pusher: Pusher::new(content.clone(), images.clone(), registry_config.clone()),
+            registry: registry_config,
             streams: Default::default(),
             volumes: crate::volumes::Volumes::open(
                 store.clone(),
@@ -311,9 +325,11 @@ impl Daemon {
                 .to_string();
             tracing::info_span!("rpc", method = %req.uri().path(), namespace = %ns)
         });
-        let mut builder = builder.layer(tower::util::MapResponseLayer::new(
-            grpc::too_large_is_resource_exhausted as ResponseMap,
-        ));
+        let mut builder = builder
+            .layer(tower::util::MapResponseLayer::new(
+                grpc::too_large_is_resource_exhausted as ResponseMap,
+            ))
+            .layer(crate::metrics::RpcMetricsLayer);
         Ok(builder
             .add_service(health)
             .add_service(sized!(VersionServer::new(grpc::version::VersionService {
@@ -394,6 +410,13 @@ impl Daemon {
                 )
             ))
             .add_service(sized!(
+                berth_proto::berth::services::networks::v1::networks_server::NetworksServer::new(
+                    grpc::networks::NetworksService {
+                        core: self.networks.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(
                 berth_proto::berth::services::check::v1::check_server::CheckServer::new(
                     grpc::check::CheckService {
                         root: self.root.clone(),
@@ -438,10 +461,11 @@ impl Daemon {
                     .max_encoding_message_size(MAX_MESSAGE_SIZE)
             };
         }
-        let mut builder =
-            tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(
+        let mut builder = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
                 grpc::too_large_is_resource_exhausted as ResponseMap,
-            ));
+            ))
+            .layer(crate::metrics::RpcMetricsLayer);
         Some(
             builder
                 .add_service(sized!(

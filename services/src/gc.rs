@@ -35,6 +35,8 @@ const INTERRUPTED_UNPACK_PREFIX: &str = "extract-";
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Collected {
     pub content: usize,
+    /// Bytes of content deleted from disk (blobs no namespace held any more).
+    pub reclaimed: u64,
     pub snapshots: usize,
     pub leases: usize,
     pub ingests: usize,
@@ -166,6 +168,7 @@ impl Gc {
                 };
                 let c = this.collect_namespace(&ns, cutoff)?;
                 total.content += c.content;
+                total.reclaimed += c.reclaimed;
                 total.snapshots += c.snapshots;
                 total.leases += c.leases;
                 total.ingests += c.ingests;
@@ -174,6 +177,9 @@ impl Gc {
         })
         .await;
         self.end_collecting();
+        if let Ok(c) = &result {
+            crate::metrics::registry().gc_done(c.content, c.snapshots, c.reclaimed);
+        }
         result
     }
 
@@ -327,6 +333,7 @@ impl Gc {
                 if !self.store.blob_remove(ns, &b.digest)? {
                     if let Ok(d) = crate::content::digest::Digest::parse(&b.digest) {
                         self.content.delete_bytes_sync(&d)?;
+                        out.reclaimed += b.size.max(0) as u64;
                     }
                 }
                 out.content += 1;

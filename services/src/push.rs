@@ -7,9 +7,8 @@ use crate::error::{blocking, Error, Result};
 use crate::images::{Descriptor, Images};
 use crate::oci::{self, Document, Platform, MAX_DOCUMENT};
 use crate::pull::{Progress, ProgressTx};
-use crate::registry::{self, Access, RegistryConfig};
+use crate::registry::{self, Access};
 use futures::StreamExt;
-use std::sync::Arc;
 
 #[derive(Clone, Default)]
 pub struct PushRequest {
@@ -35,7 +34,7 @@ pub struct Pushed {
 pub struct Pusher {
     content: Content,
     images: Images,
-    config: Arc<RegistryConfig>,
+    config: crate::registry::SharedConfig,
 }
 
 fn send(tx: &Option<ProgressTx>, event: &str, name: &str, p: i64, t: i64) {
@@ -51,11 +50,11 @@ fn send(tx: &Option<ProgressTx>, event: &str, name: &str, p: i64, t: i64) {
 }
 
 impl Pusher {
-    pub fn new(content: Content, images: Images, config: RegistryConfig) -> Self {
+    pub fn new(content: Content, images: Images, config: crate::registry::SharedConfig) -> Self {
         Pusher {
             content,
             images,
-            config: Arc::new(config),
+            config,
         }
     }
 
@@ -141,7 +140,7 @@ impl Pusher {
             }
         }
         let remote = registry::connect(
-            &self.config,
+            &self.config.get(),
             &reference,
             &req.access,
             oci_client::RegistryOperation::Push,

@@ -38,6 +38,25 @@ pub struct RegistryConfig {
     pub config_path: std::path::PathBuf,
 }
 
+/// The registry settings pulls and pushes read, replaceable while berthd runs (SIGHUP): each
+/// operation takes the settings current when it starts.
+#[derive(Clone, Default)]
+pub struct SharedConfig(Arc<std::sync::RwLock<Arc<RegistryConfig>>>);
+
+impl SharedConfig {
+    pub fn new(c: RegistryConfig) -> Self {
+        SharedConfig(Arc::new(std::sync::RwLock::new(Arc::new(c))))
+    }
+
+    pub fn get(&self) -> Arc<RegistryConfig> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, c: RegistryConfig) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+    }
+}
+
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {

@@ -164,7 +164,8 @@ impl Unpacker {
         // no collection runs meanwhile.
         let _op = self.gc.operation().await;
         let this = self.clone();
-        blocking(move || {
+        let start = std::time::Instant::now();
+        let unpacked = blocking(move || {
             this.unpack_sync(
                 &ctx,
                 &image,
@@ -172,7 +173,11 @@ impl Unpacker {
                 &platform.unwrap_or_else(Platform::host),
             )
         })
-        .await
+        .await;
+        if let Ok(u) = &unpacked {
+            crate::metrics::registry().unpack_done(u.extracted, start.elapsed());
+        }
+        unpacked
     }
 
     fn unpack_sync(

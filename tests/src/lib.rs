@@ -244,6 +244,27 @@ fn run_with_stdin(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.kill();
+        // The bridges of its networks outlive a daemon by design; a test's daemon takes its
+        // own along.
+        for b in self.bridges() {
+            let _ = Command::new("ip").args(["link", "delete", &b]).output();
+        }
+    }
+}
+
+impl Daemon {
+    /// The Linux bridges of the networks this daemon made.
+    pub fn bridges(&self) -> Vec<String> {
+        let dir = self.root().join("io.berth.network.v1").join("net.d");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return vec![];
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter_map(|v| v["berth"]["bridge"].as_str().map(str::to_string))
+            .collect()
     }
 }
 

@@ -203,7 +203,7 @@ fn exec_process(
     Ok(p)
 }
 
-fn status_name(s: i32) -> &'static str {
+pub(crate) fn status_name(s: i32) -> &'static str {
     match Status::try_from(s) {
         Ok(Status::Created) => "CREATED",
         Ok(Status::Running) => "RUNNING",
@@ -260,7 +260,7 @@ pub async fn tasks(client: &Client, cmd: Tasks) -> anyhow::Result<()> {
 }
 
 /// The essentials of containerd's cgroup metrics (v1 or v2) as JSON.
-fn metrics_json(id: &str, data: &prost_types::Any) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn metrics_json(id: &str, data: &prost_types::Any) -> anyhow::Result<serde_json::Value> {
     use berth_proto::cgroups::{v1, v2};
     use prost::Message;
     let t = data.type_url.rsplit('/').next().unwrap_or_default();
@@ -383,18 +383,27 @@ async fn container_rm(client: &Client, args: ContainerRmArgs) -> anyhow::Result<
                 "container {id} still has a task; kill it and run `berth tasks rm {id}` first"
             );
         }
-        svc.delete(DeleteContainerRequest { id: id.clone() })
-            .await?;
-        if !c.snapshot_key.is_empty() {
-            let _ = client
-                .snapshots()
-                .remove(RemoveSnapshotRequest {
-                    snapshotter: c.snapshotter.clone(),
-                    key: c.snapshot_key.clone(),
-                })
-                .await;
-        }
+        remove_container(client, &c).await?;
         println!("{id}");
+    }
+    Ok(())
+}
+
+/// Deletes a container record (its task must be gone) and its snapshot.
+pub(crate) async fn remove_container(client: &Client, c: &Container) -> anyhow::Result<()> {
+    client
+        .containers()
+        .delete(DeleteContainerRequest { id: c.id.clone() })
+        .await
+        .map_err(|e| anyhow::anyhow!("remove container {}: {}", c.id, e.message()))?;
+    if !c.snapshot_key.is_empty() {
+        let _ = client
+            .snapshots()
+            .remove(RemoveSnapshotRequest {
+                snapshotter: c.snapshotter.clone(),
+                key: c.snapshot_key.clone(),
+            })
+            .await;
     }
     Ok(())
 }
@@ -515,7 +524,7 @@ async fn task_rm(client: &Client, args: TaskRmArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn task_exec(client: &Client, args: TaskExecArgs) -> anyhow::Result<()> {
+pub(crate) async fn task_exec(client: &Client, args: TaskExecArgs) -> anyhow::Result<()> {
     let TaskExecArgs {
         tty,
         exec_id,

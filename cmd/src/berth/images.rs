@@ -436,11 +436,19 @@ async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<()> {
 }
 
 async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
-    let InspectArgs { name } = args;
+    let doc = inspect_json(client, &args.name).await?;
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
+
+/// An image as JSON: its record, the index (if any), this platform's manifest and config.
+pub async fn inspect_json(client: &Client, name: &str) -> anyhow::Result<serde_json::Value> {
     let mut svc = client.images();
 
     let img = svc
-        .get(GetImageRequest { name: name.clone() })
+        .get(GetImageRequest {
+            name: name.to_string(),
+        })
         .await
         .map_err(|e| anyhow::anyhow!("image {name}: {}", e.message()))?
         .into_inner()
@@ -483,8 +491,7 @@ async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
         }
         break;
     }
-    println!("{}", serde_json::to_string_pretty(&doc)?);
-    Ok(())
+    Ok(doc)
 }
 
 async fn check(client: &Client, args: CheckArgs) -> anyhow::Result<()> {

@@ -6,10 +6,12 @@ mod check_report;
 mod commit;
 mod containers;
 mod content;
+mod docker;
 mod events;
 mod images;
 mod leases;
 mod namespaces;
+mod networks;
 mod output;
 mod progress;
 mod run;
@@ -29,8 +31,8 @@ use std::path::PathBuf;
     about = "berth: run and manage containers through berthd"
 )]
 struct Cli {
-    /// berthd's socket
-    #[arg(long, short = 'a', global = true, env = "BERTH_ADDRESS", default_value = berth_client::DEFAULT_ADDRESS)]
+    /// berthd's socket (before the command: `berth -a SOCK ps -a`)
+    #[arg(long, short = 'a', env = "BERTH_ADDRESS", default_value = berth_client::DEFAULT_ADDRESS)]
     address: PathBuf,
     /// Namespace to work in
     #[arg(long, short = 'n', global = true, env = "BERTH_NAMESPACE", default_value = berth_client::DEFAULT_NAMESPACE)]
@@ -48,7 +50,33 @@ enum Command {
     /// Write man pages (berth.1 and one per subcommand) into DIR, or print berth(1)
     Man { dir: Option<PathBuf> },
     /// Run a container from an image (exit code = the container's)
-    Run(run::Run),
+    Run(Box<run::Run>),
+    /// List containers, Docker-style (running ones; -a for all)
+    Ps(docker::PsArgs),
+    /// Print a container's log (-f to follow)
+    Logs(docker::LogsArgs),
+    /// Run a command in a running container (-it for a shell)
+    Exec(docker::ExecArgs),
+    /// Stop containers: the stop signal, then SIGKILL after -t seconds
+    Stop(docker::StopArgs),
+    /// Start stopped containers again (output appended to their logs)
+    Start(docker::StartArgs),
+    /// Remove containers (-f: kill running ones first)
+    Rm(docker::RmArgs),
+    /// Show containers or images as JSON
+    Inspect(docker::InspectArgs),
+    /// Live CPU, memory and process counts of running containers
+    Stats(docker::StatsArgs),
+    /// Processes of a container
+    Top(docker::TopArgs),
+    /// Remove images (= images rm)
+    Rmi(images::RmArgs),
+    /// Pull an image (= images pull)
+    Pull(images::PullArgs),
+    /// Push an image (= images push)
+    Push(images::PushArgs),
+    /// Give an image another name (= images tag)
+    Tag(images::TagArgs),
     /// Make a new image from a container's changes (one new layer)
     Commit(commit::Commit),
     /// Build an image from a Dockerfile (inside berthd)
@@ -62,9 +90,9 @@ enum Command {
     /// Manage blobs in the content store
     #[command(subcommand)]
     Content(content::Cmd),
-    /// Manage images
-    #[command(subcommand, alias = "i")]
-    Images(images::Cmd),
+    /// Manage images; alone, lists them as `docker images` does
+    #[command(alias = "image", alias = "i", args_conflicts_with_subcommands = true)]
+    Images(ImagesArgs),
     /// Manage containers
     #[command(subcommand, alias = "c")]
     Containers(containers::Containers),
@@ -80,6 +108,9 @@ enum Command {
     /// Manage volumes (data that outlives containers)
     #[command(subcommand, alias = "volume")]
     Volumes(volumes::Cmd),
+    /// Manage container networks (CNI bridges with subnets of their own)
+    #[command(subcommand, alias = "networks")]
+    Network(networks::Cmd),
     /// Audit the running daemon's root (read-only; `berthd check --repair` with the daemon
     /// stopped repairs). Exits 1 when something is corrupt
     Check,
@@ -88,6 +119,15 @@ enum Command {
         /// Filters, e.g. topic~=/images/ (any matches)
         filters: Vec<String>,
     },
+}
+
+/// `berth images SUBCOMMAND`, or `berth images [ls flags]` for the listing.
+#[derive(clap::Args)]
+struct ImagesArgs {
+    #[command(subcommand)]
+    cmd: Option<images::Cmd>,
+    #[command(flatten)]
+    ls: images::LsArgs,
 }
 
 #[derive(Subcommand)]
@@ -188,8 +228,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Version => version(&client).await,
         Command::Completion { .. } | Command::Man { .. } => Ok(()),
-        Command::Run(r) => {
-            let code = run::run(&client, r).await?;
+        Command::Run(mut r) => {
+            r.address = cli.address.clone();
+            let code = run::run(&client, *r).await?;
             if code != 0 {
                 std::process::exit(code);
             }
@@ -200,11 +241,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Namespaces(cmd) => namespaces::run(&client, cmd).await,
         Command::Content(cmd) => content::run(&client, cmd).await,
-        Command::Images(cmd) => images::run(&client, cmd).await,
+        Command::Images(ImagesArgs { cmd, ls }) => {
+            images::run(&client, cmd.unwrap_or(images::Cmd::Ls(ls))).await
+        }
+        Command::Ps(a) => docker::ps(&client, a).await,
+        Command::Logs(a) => docker::logs(&client, a).await,
+        Command::Exec(a) => docker::exec(&client, a).await,
+        Command::Stop(a) => docker::stop(&client, a).await,
+        Command::Start(a) => docker::start(&client, a).await,
+        Command::Rm(a) => docker::rm(&client, a).await,
+        Command::Inspect(a) => docker::inspect(&client, a).await,
+        Command::Stats(a) => docker::stats(&client, a).await,
+        Command::Top(a) => docker::top(&client, a).await,
+        Command::Rmi(a) => images::run(&client, images::Cmd::Rm(a)).await,
+        Command::Pull(a) => images::run(&client, images::Cmd::Pull(a)).await,
+        Command::Push(a) => images::run(&client, images::Cmd::Push(a)).await,
+        Command::Tag(a) => images::run(&client, images::Cmd::Tag(a)).await,
         Command::Leases(cmd) => leases::run(&client, cmd).await,
         Command::Commit(c) => commit::run(&client, c).await,
         Command::Build(b) => build::run(&client, b).await,
         Command::Volumes(cmd) => volumes::run(&client, cmd).await,
+        Command::Network(cmd) => networks::run(&client, cmd).await,
         Command::Snapshots(args) => snapshots::run(&client, args).await,
         Command::Containers(cmd) => containers::containers(&client, cmd).await,
         Command::Tasks(cmd) => containers::tasks(&client, cmd).await,

@@ -12,7 +12,7 @@ pub enum Format {
 }
 
 /// How a listing is printed, from the shared `-q` and `--format` flags.
-#[derive(clap::Args, Debug, Clone, Copy)]
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
 pub struct ListFlags {
     /// Print only the identifiers
     #[arg(short, long)]
@@ -150,6 +150,29 @@ pub fn label_mask(labels: &HashMap<String, String>) -> prost_types::FieldMask {
     prost_types::FieldMask {
         paths: labels.keys().map(|k| format!("labels.{k}")).collect(),
     }
+}
+
+/// Runs `op` on each id in turn, printing the id when it succeeds and the error when it
+/// does not (the others still run), and exits 1 if any failed — as `docker rm a b` does.
+pub async fn each_id<F, Fut>(ids: &[String], op: F) -> anyhow::Result<()>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut failed = false;
+    for id in ids {
+        match op(id.clone()).await {
+            Ok(()) => println!("{id}"),
+            Err(e) => {
+                eprintln!("berth: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

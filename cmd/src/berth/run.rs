@@ -15,6 +15,7 @@ use berth_proto::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
 use berth_proto::tasks::{
     CreateTaskRequest, DeleteTaskRequest, KillRequest, StartRequest, WaitRequest,
 };
+use berth_services::network::{DNS_LABEL, NETWORKS_LABEL, PORTS_LABEL};
 use berth_services::spec::{self, resolve_user, Options, SPEC_TYPE_URL};
 use berth_snapshotters::mount::TempMount;
 use clap::Args;
@@ -29,10 +30,14 @@ pub struct Run {
     /// Start it and return; do not wait or attach
     #[arg(long, short = 'd')]
     detach: bool,
-    /// With -d: append the container's stdout and stderr to this file (`berth tasks
-    /// attach` follows it)
+    /// With -d: append the container's stdout and stderr to this file (`berth logs` and
+    /// `berth tasks attach` read it) [default: /var/log/berth/NS/ID.log for the default
+    /// daemon, beside its socket for another, or under $BERTH_LOG_DIR]
     #[arg(long, requires = "detach")]
     log: Option<PathBuf>,
+    /// berthd's socket, to place the default log (set by main, not a flag)
+    #[arg(skip)]
+    pub address: PathBuf,
     /// Give the container a terminal wired to this one (an interactive shell)
     #[arg(long, short = 't')]
     tty: bool,
@@ -62,9 +67,19 @@ pub struct Run {
     /// Largest number of processes
     #[arg(long)]
     pids_limit: Option<i64>,
-    /// Use the host's network namespace
-    #[arg(long)]
+    /// Network: bridge (the default network, made on first use), host, none (loopback
+    /// only), or a network made with `berth network create`; several comma-separated
+    #[arg(long = "network", alias = "net", default_value = "bridge")]
+    network: String,
+    /// Same as --network host
+    #[arg(long, hide = true)]
     net_host: bool,
+    /// Publish a port: [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp], ranges as 8000-8009:80-89
+    #[arg(long = "publish", short = 'p')]
+    publish: Vec<String>,
+    /// Nameservers for the container's resolv.conf (default: the host's)
+    #[arg(long)]
+    dns: Vec<String>,
     /// Runtime (shim): berth's own by default; io.containerd.runc.v2 for containerd's
     #[arg(long, default_value = "io.containerd.berth.v2")]
     runtime: String,
@@ -76,6 +91,101 @@ pub struct Run {
     /// Command and arguments (default: the image's)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+impl Run {
+    fn host_network(&self) -> bool {
+        self.net_host || self.network == "host"
+    }
+
+    /// The labels that ask berthd to join the container to its networks.
+    fn network_labels(&self) -> anyhow::Result<Vec<(&'static str, String)>> {
+        if self.host_network() || self.network == "none" {
+            if !self.publish.is_empty() {
+                bail!(
+                    "-p needs a network to publish from; --network {} has none",
+                    if self.host_network() { "host" } else { "none" }
+                );
+            }
+            if !self.dns.is_empty() {
+                bail!(
+                    "--dns needs a network of berth's; --network {} has none",
+                    if self.host_network() { "host" } else { "none" }
+                );
+            }
+            return Ok(vec![]);
+        }
+        let mut ports = vec![];
+        for p in &self.publish {
+            ports.extend(parse_publish(p)?);
+        }
+        let mut labels = vec![(NETWORKS_LABEL, self.network.clone())];
+        if !ports.is_empty() {
+            labels.push((PORTS_LABEL, serde_json::to_string(&ports)?));
+        }
+        if !self.dns.is_empty() {
+            labels.push((DNS_LABEL, self.dns.join(",")));
+        }
+        Ok(labels)
+    }
+}
+
+/// `-p [IP:]HOST:CONTAINER[/PROTO]` as CNI port mappings; `[::1]:80:80` for IPv6; equal-length
+/// ranges map port by port.
+fn parse_publish(s: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let (spec, proto) = match s.rsplit_once('/') {
+        Some((a, p)) => (a, p),
+        None => (s, "tcp"),
+    };
+    if !["tcp", "udp", "sctp"].contains(&proto) {
+        bail!("-p {s:?}: protocol {proto:?} is not tcp, udp or sctp");
+    }
+    let (ip, rest) = if let Some(r) = spec.strip_prefix('[') {
+        let (ip, rest) = r
+            .split_once("]:")
+            .ok_or_else(|| anyhow!("-p {s:?}: use [IPv6]:HOST:CONTAINER"))?;
+        (ip.to_string(), rest)
+    } else {
+        let parts: Vec<&str> = spec.split(':').collect();
+        match parts.len() {
+            2 => (String::new(), spec),
+            3 => (parts[0].to_string(), &spec[parts[0].len() + 1..]),
+            _ => bail!("-p {s:?}: use [IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]"),
+        }
+    };
+    if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+        bail!("-p {s:?}: {ip:?} is not an IP address");
+    }
+    let (host, ctr) = rest
+        .split_once(':')
+        .ok_or_else(|| anyhow!("-p {s:?}: use [IP:]HOST_PORT:CONTAINER_PORT"))?;
+    let range = |r: &str| -> anyhow::Result<(i32, i32)> {
+        let port = |p: &str| -> anyhow::Result<i32> {
+            match p.parse::<i32>() {
+                Ok(n) if (1..=65535).contains(&n) => Ok(n),
+                _ => bail!("-p {s:?}: {p:?} is not a port (1-65535)"),
+            }
+        };
+        match r.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (port(a)?, port(b)?);
+                if b < a {
+                    bail!("-p {s:?}: range {r:?} runs backwards");
+                }
+                Ok((a, b))
+            }
+            None => port(r).map(|p| (p, p)),
+        }
+    };
+    let ((h0, h1), (c0, c1)) = (range(host)?, range(ctr)?);
+    if h1 - h0 != c1 - c0 {
+        bail!("-p {s:?}: the host and container ranges differ in length");
+    }
+    Ok((0..=h1 - h0)
+        .map(|i| {
+            serde_json::json!({"hostPort": h0 + i, "containerPort": c0 + i, "protocol": proto, "hostIP": ip})
+        })
+        .collect())
 }
 
 /// A mount asked for on the command line, before volumes are resolved.
@@ -389,6 +499,15 @@ async fn resolve_image(client: &Client, name: &str) -> String {
 }
 
 pub async fn run(client: &Client, mut r: Run) -> anyhow::Result<i32> {
+    r.network_labels()?;
+    if r.detach && r.log.is_none() {
+        let log = default_log(&r.address, client.namespace(), &r.id);
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("create the log directory {}", dir.display()))?;
+        }
+        r.log = Some(log);
+    }
     r.image = resolve_image(client, &r.image).await;
     let unpacked = client
         .unpack()
@@ -583,7 +702,7 @@ async fn create_and_run(
         },
         cpus: r.cpus,
         pids: r.pids_limit,
-        host_network: r.net_host,
+        host_network: r.host_network(),
         binds,
     };
     if spec::args(config, &r.args).is_empty() {
@@ -776,7 +895,11 @@ fn container_labels(
     r: &Run,
     config: &serde_json::Value,
 ) -> anyhow::Result<HashMap<String, String>> {
-    let mut labels = HashMap::new();
+    let mut labels: HashMap<String, String> = r
+        .network_labels()?
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     if let Some(sig) = config["config"]["StopSignal"]
         .as_str()
         .filter(|s| !s.is_empty())
@@ -792,6 +915,20 @@ fn container_labels(
         labels.insert(LOG_LABEL.to_string(), abs.display().to_string());
     }
     Ok(labels)
+}
+
+/// Where `run -d` keeps a container's output when no --log is given: under $BERTH_LOG_DIR;
+/// else /var/log/berth for the default daemon, or a `logs` directory beside another
+/// daemon's socket (so two daemons' containers of one name never share a log).
+pub fn default_log(address: &Path, ns: &str, id: &str) -> PathBuf {
+    let dir = match std::env::var_os("BERTH_LOG_DIR") {
+        Some(d) => PathBuf::from(d),
+        None if address == Path::new(berth_client::DEFAULT_ADDRESS) => {
+            PathBuf::from("/var/log/berth")
+        }
+        None => address.parent().unwrap_or(Path::new("/")).join("logs"),
+    };
+    dir.join(ns).join(format!("{id}.log"))
 }
 
 /// Label naming the log file of a task started with `--log`.
@@ -844,4 +981,42 @@ pub async fn follow(client: &Client, id: &str, log: &Path) -> anyhow::Result<u32
         .map_err(|e| anyhow!("wait {id}: {}", e.message()))?
         .into_inner()
         .exit_status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_specs() {
+        let one = parse_publish("127.0.0.1:18080:80").unwrap();
+        assert_eq!(
+            one,
+            vec![
+                serde_json::json!({"hostPort": 18080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"})
+            ]
+        );
+        let udp = parse_publish("53:5353/udp").unwrap();
+        assert_eq!(udp[0]["protocol"], "udp");
+        assert_eq!(udp[0]["hostIP"], "");
+        let v6 = parse_publish("[::1]:8080:80").unwrap();
+        assert_eq!(v6[0]["hostIP"], "::1");
+        let range = parse_publish("8000-8002:80-82").unwrap();
+        assert_eq!(range.len(), 3);
+        assert_eq!(range[2]["hostPort"], 8002);
+        assert_eq!(range[2]["containerPort"], 82);
+        for bad in [
+            "80",
+            "0:80",
+            "80:70000",
+            "x:80",
+            "1.2.3:80:80",
+            "80:80/icmp",
+            "8000-8001:80",
+            "9-8:9-8",
+            "a:b:c:d",
+        ] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -12,12 +12,28 @@ pub struct Config {
     pub state: PathBuf,
     /// The gRPC unix socket.
     pub address: PathBuf,
-    /// error, warn, info, debug or trace (or a tracing filter directive).
+    /// Drop-in files merged over this one, in order (a `*` in a file name matches many,
+    /// taken in name order): `imports = ["/etc/berth/conf.d/*.toml"]`.
+    pub imports: Vec<String>,
+    /// error, warn, info, debug or trace (or a tracing filter directive). SIGHUP reloads it.
     pub log_level: String,
+    /// `text` (for people) or `json` (one object per line, for log collectors).
+    pub log_format: String,
     /// Registries: concurrent downloads, and per host mirrors, plain HTTP, TLS verification.
     pub registry: berth_services::registry::RegistryConfig,
     /// The Kubernetes CRI: sandbox image, CNI, streaming server, cgroup driver.
     pub cri: berth_services::cri::config::CriConfig,
+    /// Container networks: where berth keeps its CNI conflists, where the plugins are.
+    pub network: berth_services::network::NetworkConfig,
+    /// Prometheus metrics over HTTP.
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// host:port to serve `/metrics` on; empty: no endpoint.
+    pub address: String,
 }
 
 impl Default for Config {
@@ -26,19 +42,109 @@ impl Default for Config {
             root: PathBuf::from("/var/lib/berth"),
             state: PathBuf::from("/run/berth"),
             address: PathBuf::from("/run/berth/berth.sock"),
+            imports: vec![],
             log_level: "info".to_string(),
+            log_format: "text".to_string(),
             registry: Default::default(),
             cri: Default::default(),
+            network: Default::default(),
+            metrics: Default::default(),
         }
     }
 }
 
+fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {} is invalid: {e}", path.display()))
+}
+
+/// `over`'s keys replace `base`'s; tables merge key by key.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// The files an import names: itself, or with a `*` in its file name, the matches in name
+/// order (none is fine, as for a conf.d directory still empty).
+fn expand(pattern: &str, relative_to: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let p = Path::new(pattern);
+    let p = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        relative_to.join(p)
+    };
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !name.contains('*') {
+        return Ok(vec![p]);
+    }
+    let (prefix, suffix) = name.split_once('*').unwrap_or((&name, ""));
+    if suffix.contains('*') {
+        anyhow::bail!("import {pattern:?}: one * per file name");
+    }
+    let dir = p.parent().unwrap_or(Path::new("/"));
+    let mut out: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|f| {
+                let n = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                n.len() >= prefix.len() + suffix.len()
+                    && n.starts_with(prefix)
+                    && n.ends_with(suffix)
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => anyhow::bail!("import {pattern:?}: cannot read {}: {e}", dir.display()),
+    };
+    out.sort();
+    Ok(out)
+}
+
 impl Config {
+    /// The file, then each of its imports merged over it.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
-        toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("config {} is invalid: {e}", path.display()))
+        let mut table = read_table(path)?;
+        let imports: Vec<String> = match table.get("imports") {
+            Some(v) => v.clone().try_into().map_err(|e| {
+                anyhow::anyhow!(
+                    "config {}: imports must be a list of paths: {e}",
+                    path.display()
+                )
+            })?,
+            None => vec![],
+        };
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        for pattern in &imports {
+            for f in expand(pattern, dir)? {
+                let mut over = read_table(&f)?;
+                if over.remove("imports").is_some() {
+                    anyhow::bail!(
+                        "config {}: an imported file cannot import more",
+                        f.display()
+                    );
+                }
+                merge(&mut table, over);
+            }
+        }
+        toml::Value::Table(table).try_into().map_err(|e| {
+            anyhow::anyhow!(
+                "config {} (with its imports) is invalid: {e}",
+                path.display()
+            )
+        })
     }
 
     pub fn to_toml(&self) -> anyhow::Result<String> {
@@ -49,6 +155,41 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imports_merge_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("conf.d")).unwrap();
+        std::fs::write(
+            d.join("config.toml"),
+            "imports = [\"conf.d/*.toml\", \"/nonexistent/*.toml\"]\nlog_level = \"warn\"\nroot = \"/r\"\n[registry]\nmax_concurrent_downloads = 2\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("conf.d/10-a.toml"),
+            "log_level = \"debug\"\n[metrics]\naddress = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("conf.d/20-b.toml"),
+            "[metrics]\naddress = \"127.0.0.1:2\"\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("conf.d/ignored.conf"), "nonsense").unwrap();
+        let c = Config::load(&d.join("config.toml")).unwrap();
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.metrics.address, "127.0.0.1:2");
+        assert_eq!(c.root, PathBuf::from("/r"));
+        assert_eq!(c.registry.max_concurrent_downloads, 2);
+        std::fs::write(d.join("conf.d/30-bad.toml"), "roots = 1\n").unwrap();
+        let e = Config::load(&d.join("config.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("roots"), "{e}");
+        std::fs::write(d.join("conf.d/30-bad.toml"), "imports = []\n").unwrap();
+        assert!(Config::load(&d.join("config.toml")).is_err());
+    }
 
     #[test]
     fn default_round_trips_and_unknown_keys_fail() {

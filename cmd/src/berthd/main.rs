@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
     about = "berth daemon: containerd's API, in Rust"
 )]
 struct Args {
-    /// TOML config file (keys: root, state, address, log_level)
+    /// TOML config file (`berthd config default` prints every key) [default:
+    /// /etc/berth/config.toml when it exists]
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
     /// Persistent data directory [default: /var/lib/berth]
@@ -70,9 +71,20 @@ enum ConfigCommand {
     Dump,
 }
 
+/// Read when no --config is given and it exists.
+const DEFAULT_CONFIG: &str = "/etc/berth/config.toml";
+
+/// The config file in use, if any.
+fn config_path(args: &Args) -> Option<PathBuf> {
+    args.config.clone().or_else(|| {
+        let p = PathBuf::from(DEFAULT_CONFIG);
+        p.exists().then_some(p)
+    })
+}
+
 fn effective(args: &Args) -> anyhow::Result<Config> {
-    let mut c = match &args.config {
-        Some(p) => Config::load(p)?,
+    let mut c = match config_path(args) {
+        Some(p) => Config::load(&p)?,
         None => Config::default(),
     };
     if let Some(v) = &args.root {
@@ -212,7 +224,88 @@ async fn shutdown_signal() {
     }
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+type LogReload =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// A bare level applies to berth's own crates; libraries stay at warn. A full directive
+/// (containing '=' or ',') is used as given.
+fn log_filter(level: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    let directive = if level.contains(['=', ',']) {
+        level.to_string()
+    } else {
+        format!("warn,berthd={level},berth_services={level},berth_snapshotters={level}")
+    };
+    tracing_subscriber::EnvFilter::try_new(&directive)
+        .with_context(|| format!("invalid log level {level:?}"))
+}
+
+fn init_logging(cfg: &Config) -> anyhow::Result<LogReload> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(&cfg.log_level)?);
+    let base = tracing_subscriber::registry().with(filter);
+    match cfg.log_format.as_str() {
+        "text" | "" => base
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init(),
+        "json" => base
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+        other => bail!("log_format {other:?}: use text or json"),
+    }
+    Ok(handle)
+}
+
+/// On SIGHUP: the config file is read again and what can change while running does — the
+/// log level and the registry settings; anything else waits for a restart (and says so).
+async fn reload_on_hangup(
+    args: Args,
+    running: Config,
+    logs: LogReload,
+    registry: berth_services::registry::SharedConfig,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    let mut current = running;
+    while hup.recv().await.is_some() {
+        let next = match effective(&args) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "SIGHUP: the config cannot be read; keeping the current one");
+                continue;
+            }
+        };
+        if next.log_level != current.log_level {
+            match log_filter(&next.log_level).map(|f| logs.reload(f)) {
+                Ok(Ok(())) => tracing::info!(level = next.log_level, "SIGHUP: log level changed"),
+                Ok(Err(e)) => tracing::error!(error = %e, "SIGHUP: cannot change the log level"),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: keeping the log level")
+                }
+            }
+        }
+        if next.registry != current.registry {
+            registry.set(next.registry.clone());
+            tracing::info!("SIGHUP: registry settings reloaded");
+        }
+        let mut rest = next.clone();
+        rest.log_level = current.log_level.clone();
+        rest.registry = current.registry.clone();
+        if rest != current {
+            tracing::warn!("SIGHUP: other settings changed; they apply at the next start");
+        }
+        current = next;
+    }
+}
+
+async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
     private_dir(&cfg.root)?;
     private_dir(&cfg.state)?;
     // Passable (not listable) by others: a user-namespaced container's root is another host
@@ -231,8 +324,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     let registry = cfg.registry.clone();
     let cri = cfg.cri.clone();
-    let daemon = tokio::task::spawn_blocking(move || Daemon::open(runtime, registry, cri, version))
-        .await??;
+    let network = cfg.network.clone();
+    let daemon =
+        tokio::task::spawn_blocking(move || Daemon::open(runtime, registry, cri, network, version))
+            .await??;
     let router = daemon.router()?;
     let listener = bind_socket(&cfg.address)?;
     let cri_listener = match (&daemon.cri, cfg.cri.address.as_os_str().is_empty()) {
@@ -245,6 +340,22 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         daemon.events.clone(),
     )?;
     daemon.tasks.recover().await;
+    daemon.networks.watch_exits(&daemon.events);
+    // Networks of containers that stopped while no berthd watched: left in the background.
+    let (tasks, networks) = (daemon.tasks.clone(), daemon.networks.clone());
+    tokio::spawn(async move {
+        networks
+            .recover(|ns, id| {
+                let tasks = tasks.clone();
+                async move {
+                    match berth_services::context::Namespace::parse(&ns) {
+                        Ok(ns) => tasks.is_running(&ns, &id).await,
+                        Err(_) => false,
+                    }
+                }
+            })
+            .await
+    });
     if let Some(cri) = &daemon.cri {
         cri.recover()
             .await
@@ -263,6 +374,30 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
     // Collect what a previous run left unreferenced, then whenever deletions ask for it.
     let _gc = daemon.gc.run();
+    let _metrics = if cfg.metrics.address.is_empty() {
+        None
+    } else {
+        let sources = berth_services::metrics_endpoint::Sources {
+            store: daemon.store.clone(),
+            tasks: daemon.tasks.clone(),
+        };
+        Some(
+            berth_services::metrics_endpoint::serve(&cfg.metrics.address, sources)
+                .await
+                .with_context(|| {
+                    format!(
+                        "serve metrics on {} ([metrics] address)",
+                        cfg.metrics.address
+                    )
+                })?,
+        )
+    };
+    let _reload = tokio::spawn(reload_on_hangup(
+        args,
+        cfg.clone(),
+        logs,
+        daemon.registry.clone(),
+    ));
     tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), state = %cfg.state.display(), "berthd serving");
     let incoming = accept_loop(listener);
     let result = router
@@ -345,23 +480,10 @@ fn main() -> anyhow::Result<()> {
         }
         None => {}
     }
-    // A bare level applies to berth's own crates; libraries stay at warn. A full directive
-    // (containing '=' or ',') is used as given.
-    let directive = if cfg.log_level.contains(['=', ',']) {
-        cfg.log_level.clone()
-    } else {
-        let l = &cfg.log_level;
-        format!("warn,berthd={l},berth_services={l},berth_snapshotters={l}")
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&directive)
-        .with_context(|| format!("invalid log level {:?}", cfg.log_level))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let logs = init_logging(&cfg)?;
     raise_nofile_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(serve(cfg))
+    rt.block_on(serve(cfg, args, logs))
 }

@@ -11,7 +11,6 @@ mod container;
 mod exec;
 mod image;
 pub mod logs;
-pub mod network;
 mod sandbox;
 pub mod seccomp;
 pub mod server;

@@ -2,7 +2,6 @@
 //! network namespace wired by CNI), and the files its containers share (hostname, hosts,
 //! resolv.conf, /dev/shm).
 
-use super::network::{self, Attachment};
 use super::spec::{self, SandboxFiles};
 use super::{
     ext_json, ext_proto, init_ref, Cri, Sandbox, SandboxMeta, CONFIG_EXT, KIND_LABEL, META_EXT,
@@ -10,6 +9,8 @@ use super::{
 use crate::error::{blocking, Error, Kind, Result};
 use crate::metadata::containers::{AnyValue, ContainerRecord, Runtime};
 use crate::metadata::Labels;
+use crate::network::cni::{self, Attachment, PortMapping};
+use crate::network::netns;
 use crate::runtime::CreateTask;
 use berth_proto::cri::v1 as cri;
 use std::path::{Path, PathBuf};
@@ -105,11 +106,14 @@ impl Cri {
     fn attachment(&self, s: &Sandbox) -> Attachment {
         let m = s.config.metadata.clone().unwrap_or_default();
         Attachment {
-            sandbox_id: s.id.clone(),
+            id: s.id.clone(),
             netns: PathBuf::from(&s.meta.netns),
-            pod_name: m.name,
-            pod_namespace: m.namespace,
-            pod_uid: m.uid,
+            args: format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
+                m.namespace, m.name, s.id, m.uid
+            ),
+            ipam_data_dir: None,
+            ifname: String::new(),
             port_mappings: s
                 .config
                 .port_mappings
@@ -122,12 +126,12 @@ impl Cri {
                             cri::Protocol::Udp => "udp",
                             cri::Protocol::Sctp => "sctp",
                         };
-                    (
-                        p.host_port,
-                        p.container_port,
-                        proto.to_string(),
-                        p.host_ip.clone(),
-                    )
+                    PortMapping {
+                        host_port: p.host_port,
+                        container_port: p.container_port,
+                        protocol: proto.to_string(),
+                        host_ip: p.host_ip.clone(),
+                    }
                 })
                 .collect(),
         }
@@ -276,7 +280,7 @@ impl Cri {
             // (or sysfs cannot be mounted in it): its pause container makes it, pinned and
             // wired between create and start. Other pods get theirs now.
             if early_net {
-                network::create_netns(&netns)?;
+                netns::create_netns(&netns)?;
             }
             Ok(())
         })
@@ -337,7 +341,7 @@ impl Cri {
         wired?;
         if !host_net && userns_pod {
             let (ns, at) = (format!("/proc/{pid}/ns/net"), self.netns_path(id));
-            blocking(move || network::pin_netns(&ns, &at)).await?;
+            blocking(move || netns::pin_netns(&ns, &at)).await?;
             self.network_up(&mut sb).await?;
         }
         self.tasks.start(self.ns.clone(), init_ref(id)).await?;
@@ -351,9 +355,9 @@ impl Cri {
     /// and after, so a crash in between leaves what DEL needs.
     async fn network_up(&self, sb: &mut Sandbox) -> Result<()> {
         self.persist_sandbox(sb).await?;
-        let net = network::load(&self.cfg.cni_conf_dir)?;
+        let net = cni::load(&self.cfg.cni_conf_dir)?;
         let result = net.add(&self.cfg.cni_bin_dir, &self.attachment(sb)).await?;
-        sb.meta.ips = network::pod_ips(&result);
+        sb.meta.ips = cni::ips(&result);
         sb.meta.cni_result = Some(result);
         sb.meta.network_ready = true;
         self.persist_sandbox(sb).await
@@ -467,7 +471,7 @@ impl Cri {
         let (netns, shm) = (sb.meta.netns.clone(), self.sandbox_files(&sb).shm);
         blocking(move || {
             if !netns.is_empty() {
-                network::remove_netns(Path::new(&netns))?;
+                netns::remove_netns(Path::new(&netns))?;
             }
             if let Some(shm) = shm {
                 unmount(&shm);
@@ -481,7 +485,7 @@ impl Cri {
     }
 
     async fn network_down(&self, sb: &Sandbox) -> Result<()> {
-        let net = match network::load(&self.cfg.cni_conf_dir) {
+        let net = match cni::load(&self.cfg.cni_conf_dir) {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(sandbox = sb.id, error = %e, "no CNI configuration to tear the pod's network down with");
@@ -538,7 +542,7 @@ impl Cri {
             self.sandbox_dir(id),
         );
         let _ = blocking(move || {
-            let _ = network::remove_netns(&netns);
+            let _ = netns::remove_netns(&netns);
             unmount(&state.join("shm"));
             let _ = std::fs::remove_dir_all(&state);
             let _ = std::fs::remove_dir_all(&dir);

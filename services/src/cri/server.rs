@@ -426,7 +426,7 @@ impl RuntimeService for CriService {
 
     async fn status(&self, r: Request<cri::StatusRequest>) -> R<cri::StatusResponse> {
         let verbose = r.into_inner().verbose;
-        let net = super::network::load(&self.cri.cfg.cni_conf_dir);
+        let net = crate::network::cni::load(&self.cri.cfg.cni_conf_dir);
         let mut conditions = vec![cri::RuntimeCondition {
             r#type: "RuntimeReady".into(),
             status: true,

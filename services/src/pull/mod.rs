@@ -91,7 +91,7 @@ pub struct Puller {
     leases: Leases,
     snapshots: Snapshots,
     unpacker: Unpacker,
-    config: Arc<RegistryConfig>,
+    config: crate::registry::SharedConfig,
     gc: crate::gc::Gc,
     /// One lock per image name and per blob: concurrent pulls share the work.
     inflight: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
@@ -104,7 +104,7 @@ impl Puller {
         leases: Leases,
         snapshots: Snapshots,
         unpacker: Unpacker,
-        config: RegistryConfig,
+        config: crate::registry::SharedConfig,
         gc: crate::gc::Gc,
     ) -> Self {
         Puller {
@@ -113,14 +113,14 @@ impl Puller {
             leases,
             snapshots,
             unpacker,
-            config: Arc::new(config),
+            config,
             gc,
             inflight: Arc::default(),
         }
     }
 
-    pub fn config(&self) -> &RegistryConfig {
-        &self.config
+    pub fn config(&self) -> Arc<RegistryConfig> {
+        self.config.get()
     }
 
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -178,10 +178,18 @@ impl Puller {
         let image_lock = self.lock_for(&format!("image {} {name}", ctx.ns));
         let _held = image_lock.lock().await;
         let this = self.clone();
-        self.with_lease(ctx, move |ctx| async move {
-            this.pull_leased(ctx, req, reference, name, progress).await
-        })
-        .await
+        let start = std::time::Instant::now();
+        let pulled = self
+            .with_lease(ctx, move |ctx| async move {
+                this.pull_leased(ctx, req, reference, name, progress).await
+            })
+            .await;
+        crate::metrics::registry().pull_done(
+            pulled.as_ref().map(|p| p.bytes).unwrap_or(0),
+            start.elapsed(),
+            pulled.is_ok(),
+        );
+        pulled
     }
 
     /// A pull in steps: resolve the documents, store them, plan the layers, fetch (and
@@ -196,7 +204,7 @@ impl Puller {
     ) -> Result<Pulled> {
         report(&progress, "resolving", &name, &[], 0, 0);
         let remote = registry::connect(
-            &self.config,
+            &self.config.get(),
             &reference,
             &req.access,
             oci_client::RegistryOperation::Pull,
@@ -234,7 +242,7 @@ impl Puller {
             ctx: ctx.clone(),
             remote,
             downloads: Arc::new(tokio::sync::Semaphore::new(
-                self.config.max_concurrent_downloads.max(1),
+                self.config.get().max_concurrent_downloads.max(1),
             )),
             progress: progress.clone(),
             parents: vec![first.manifest.digest.clone()],

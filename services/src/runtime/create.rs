@@ -39,14 +39,23 @@ impl Tasks {
                 bundle.display()
             )));
         }
-        bundle::bundle_dir(&bundle)?;
-        bundle::private_dir(&work)?;
-        let log = match bundle::prepare(&bundle, &work, &spec.value)
+        let networked = match &self.networks {
+            Some(n) => n.attach(&ns, &container, &spec.value).await?,
+            None => None,
+        };
+        let spec = networked.as_deref().unwrap_or(&spec.value);
+        let made = bundle::bundle_dir(&bundle).and_then(|()| bundle::private_dir(&work));
+        if let Err(e) = made {
+            self.leave_networks(&ns, &id).await;
+            return Err(e);
+        }
+        let log = match bundle::prepare(&bundle, &work, spec)
             .and_then(|()| bundle::open_log(&bundle, &id))
         {
             Ok(log) => log,
             Err(e) => {
                 bundle::remove(&bundle, &work);
+                self.leave_networks(&ns, &id).await;
                 return Err(e);
             }
         };
@@ -70,6 +79,7 @@ impl Tasks {
                 }
                 let _ = launch.delete().await;
                 bundle::remove(&bundle, &work);
+                self.leave_networks(&ns, &id).await;
                 Err(created.err().unwrap_or_else(|| {
                     Error::new(crate::error::Kind::Internal, "shim connection lost")
                 }))

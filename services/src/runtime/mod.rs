@@ -89,6 +89,8 @@ pub struct Tasks {
     snapshots: Snapshots,
     events: Exchange,
     tasks: Arc<Mutex<TaskTable>>,
+    /// Joins containers that ask for networks to them at create, leaves them at delete.
+    networks: Option<crate::network::Networks>,
 }
 
 fn init(id: &str) -> ProcessRef {
@@ -111,6 +113,21 @@ impl Tasks {
             snapshots,
             events,
             tasks: Arc::default(),
+            networks: None,
+        }
+    }
+
+    /// Containers labelled with networks join them when their task is created.
+    pub fn with_networks(mut self, networks: crate::network::Networks) -> Self {
+        self.networks = Some(networks);
+        self
+    }
+
+    /// Whether the container's task is there and its init has not exited.
+    pub async fn is_running(&self, ns: &Namespace, id: &str) -> bool {
+        match self.state(ns.clone(), init(id)).await {
+            Ok(s) => !matches!(s.status, Status::Stopped | Status::Unknown),
+            Err(_) => false,
         }
     }
 
@@ -261,6 +278,7 @@ impl Tasks {
         let task = self.get(&ns, &id)?;
         if let Some(d) = task.dead() {
             self.unregister(&ns, &id, &task);
+            self.leave_networks(&ns, &id).await;
             return Ok(d);
         }
         task.deleting.store(true, Ordering::SeqCst);
@@ -280,7 +298,17 @@ impl Tasks {
             }
         };
         self.unregister(&ns, &id, &task);
+        self.leave_networks(&ns, &id).await;
         Ok(exited)
+    }
+
+    /// A deleted task's container leaves its networks (if its exit did not already).
+    async fn leave_networks(&self, ns: &Namespace, id: &str) {
+        if let Some(n) = &self.networks {
+            if let Err(e) = n.detach(ns.as_str(), id, None).await {
+                tracing::warn!(namespace = %ns, id, error = %e, "cannot leave the networks");
+            }
+        }
     }
 
     pub async fn delete_process(&self, ns: Namespace, p: ProcessRef) -> Result<Exited> {

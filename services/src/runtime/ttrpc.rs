@@ -266,3 +266,22 @@ fn forward(exchange: &Exchange, req: &Request) -> Option<(i32, String)> {
     };
     exchange.forward(envelope).err().map(|e| (3, e.to_string()))
 }
+
+/// The (container id, process id, exited at) of a task exit, whether the core published it
+/// (a dead shim's) or a shim forwarded it as containerd's `TaskExit` message.
+pub fn task_exit(event: &Event) -> Option<(String, String, i64)> {
+    match event {
+        Event::TaskExit {
+            container_id,
+            id,
+            exited_at,
+            ..
+        } => Some((container_id.clone(), id.clone(), *exited_at)),
+        Event::Raw { type_url, value } if type_url.ends_with("containerd.events.TaskExit") => {
+            let e = berth_proto::containerd::events::TaskExit::decode(value.as_slice()).ok()?;
+            let at = berth_proto::vocab::time::from_proto(e.exited_at.as_ref());
+            Some((e.container_id, e.id, at))
+        }
+        _ => None,
+    }
+}

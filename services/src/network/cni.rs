@@ -1,106 +1,17 @@
-//! Pod networking: network namespaces of berth's own (bind-mounted under the state directory,
-//! so they outlive berthd restarts), and the CNI plugins that wire them (ADD on run, DEL on
-//! stop and remove, with the ADD result kept for the DEL).
+//! CNI: network configurations (conflists) and the plugins that wire a network namespace
+//! into them (ADD when it comes up, DEL when it goes, with the ADD result kept for the DEL).
+//! Both the CRI's pods and `berth run`'s containers go through here.
 
 use crate::error::{Error, Kind, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// The interface name inside every pod.
+/// The interface name inside every pod and container.
 pub const IFNAME: &str = "eth0";
 
 /// Longest a CNI plugin may take before it is killed.
 const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-fn cstr(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| Error::invalid(format!("{} has a NUL byte", p.display())))
-}
-
-/// Pins the namespace file `ns` at `path` (a bind mount onto a file made for it); the file
-/// goes again if the mount fails. `bind` runs the mount (on a thread of its own for a
-/// namespace that only that thread is in).
-fn pin(
-    ns: &str,
-    path: &Path,
-    bind: impl FnOnce(CString, CString) -> std::io::Result<()>,
-) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-    }
-    std::fs::File::create(path).map_err(|e| Error::io(format!("create {}", path.display()), e))?;
-    let (src, target) = (cstr(Path::new(ns))?, cstr(path)?);
-    if let Err(e) = bind(src, target) {
-        let _ = std::fs::remove_file(path);
-        return Err(Error::io(
-            format!("pin network namespace {ns} at {}", path.display()),
-            e,
-        ));
-    }
-    Ok(())
-}
-
-fn bind_mount(src: &CString, target: &CString) -> std::io::Result<()> {
-    // SAFETY: a bind mount between two NUL-terminated paths.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            target.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Creates a new network namespace and pins it at `path`, from a thread of its own so no
-/// other thread changes namespace.
-pub fn create_netns(path: &Path) -> Result<()> {
-    pin("/proc/thread-self/ns/net", path, |src, target| {
-        std::thread::spawn(move || {
-            // SAFETY: unshare only changes this (short-lived, dedicated) thread's namespace.
-            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            bind_mount(&src, &target)
-        })
-        .join()
-        .map_err(|_| std::io::Error::other("the network namespace thread panicked"))?
-    })
-}
-
-/// Pins an existing network namespace (`/proc/<pid>/ns/net`) at `path`.
-pub fn pin_netns(ns: &str, path: &Path) -> Result<()> {
-    pin(ns, path, |src, target| bind_mount(&src, &target))
-}
-
-/// Unpins and removes a network namespace made by [`create_netns`]; absent is fine.
-pub fn remove_netns(path: &Path) -> Result<()> {
-    if !path.exists() {
-        return Ok(());
-    }
-    let c = cstr(path)?;
-    // SAFETY: umount2 on a NUL-terminated path; EINVAL means "not a mount point".
-    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINVAL) {
-            return Err(Error::io(format!("unmount {}", path.display()), e));
-        }
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("remove {}", path.display()), e)),
-    }
-}
 
 /// A CNI network: the conflist (or a single .conf, wrapped) found in the conf dir.
 #[derive(Debug, Clone)]
@@ -109,6 +20,8 @@ pub struct Network {
     pub version: String,
     pub plugins: Vec<Value>,
     pub file: PathBuf,
+    /// The whole file, as read.
+    pub conf: Value,
 }
 
 /// The pod network from `conf_dir`: the first `.conflist`, `.conf` or `.json` by name.
@@ -128,66 +41,80 @@ pub fn load(conf_dir: &Path) -> Result<Network> {
             conf_dir.display()
         ))
     })?;
-    let text =
-        std::fs::read(&file).map_err(|e| Error::io(format!("read {}", file.display()), e))?;
-    let v: Value = serde_json::from_slice(&text)
-        .map_err(|e| Error::invalid(format!("CNI config {}: {e}", file.display())))?;
-    let version = v["cniVersion"].as_str().unwrap_or("0.4.0").to_string();
-    let name = v["name"].as_str().unwrap_or_default().to_string();
-    let plugins = match v["plugins"].as_array() {
-        Some(p) => p.clone(),
-        None if v["type"].is_string() => vec![v.clone()],
-        None => {
-            return Err(Error::invalid(format!(
-                "CNI config {} has neither plugins nor a type",
-                file.display()
-            )))
-        }
-    };
-    if name.is_empty() || plugins.is_empty() {
-        return Err(Error::invalid(format!(
-            "CNI config {} needs a name and at least one plugin",
-            file.display()
-        )));
-    }
-    Ok(Network {
-        name,
-        version,
-        plugins,
-        file,
-    })
+    load_file(&file)
 }
 
-/// What a pod brings to its network: identity for CNI_ARGS and the port mappings.
+/// A network from one CNI configuration file: a `.conflist`, or a single plugin's `.conf`.
+pub fn load_file(file: &Path) -> Result<Network> {
+    let text = std::fs::read(file).map_err(|e| Error::io(format!("read {}", file.display()), e))?;
+    let v: Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::invalid(format!("CNI config {}: {e}", file.display())))?;
+    Network::parse(v, file)
+}
+
+impl Network {
+    /// A network from its configuration as JSON (read from `file`).
+    pub fn parse(v: Value, file: &Path) -> Result<Network> {
+        let version = v["cniVersion"].as_str().unwrap_or("0.4.0").to_string();
+        let name = v["name"].as_str().unwrap_or_default().to_string();
+        let plugins = match v["plugins"].as_array() {
+            Some(p) => p.clone(),
+            None if v["type"].is_string() => vec![v.clone()],
+            None => {
+                return Err(Error::invalid(format!(
+                    "CNI config {} has neither plugins nor a type",
+                    file.display()
+                )))
+            }
+        };
+        if name.is_empty() || plugins.is_empty() {
+            return Err(Error::invalid(format!(
+                "CNI config {} needs a name and at least one plugin",
+                file.display()
+            )));
+        }
+        Ok(Network {
+            name,
+            version,
+            plugins,
+            file: file.to_path_buf(),
+            conf: v,
+        })
+    }
+}
+
+/// A published port: CNI's `portMappings` entry, which the portmap plugin reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: i32,
+    pub container_port: i32,
+    pub protocol: String,
+    #[serde(rename = "hostIP", default, skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
+}
+
+/// What a namespace brings to a network: who it is (CNI_CONTAINERID, CNI_ARGS), where it
+/// is, the ports it publishes.
 #[derive(Debug, Clone, Default)]
 pub struct Attachment {
-    pub sandbox_id: String,
+    pub id: String,
     pub netns: PathBuf,
-    pub pod_name: String,
-    pub pod_namespace: String,
-    pub pod_uid: String,
-    /// (host_port, container_port, protocol, host_ip)
-    pub port_mappings: Vec<(i32, i32, String, String)>,
+    /// CNI_ARGS, `K=V;K=V`.
+    pub args: String,
+    pub port_mappings: Vec<PortMapping>,
+    /// The interface inside the namespace; empty: [`IFNAME`].
+    pub ifname: String,
+    /// Where host-local IPAM keeps its leases, when the network does not say.
+    pub ipam_data_dir: Option<PathBuf>,
 }
 
 impl Attachment {
-    fn cni_args(&self) -> String {
-        format!(
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
-            self.pod_namespace, self.pod_name, self.sandbox_id, self.pod_uid
-        )
-    }
-
     fn runtime_config(&self, plugin: &Value) -> Option<Value> {
         let caps = &plugin["capabilities"];
         let mut rc = serde_json::Map::new();
         if caps["portMappings"].as_bool() == Some(true) && !self.port_mappings.is_empty() {
-            let maps: Vec<Value> = self
-                .port_mappings
-                .iter()
-                .map(|(h, c, p, ip)| json!({"hostPort": h, "containerPort": c, "protocol": p, "hostIP": ip}))
-                .collect();
-            rc.insert("portMappings".into(), Value::Array(maps));
+            rc.insert("portMappings".into(), json!(self.port_mappings));
         }
         (!rc.is_empty()).then_some(Value::Object(rc))
     }
@@ -206,6 +133,12 @@ impl Network {
         }
         if let Some(m) = conf.as_object_mut() {
             m.remove("capabilities");
+        }
+        if let Some(dir) = &a.ipam_data_dir {
+            let ipam = &mut conf["ipam"];
+            if ipam["type"] == "host-local" && ipam.get("dataDir").is_none() {
+                ipam["dataDir"] = json!(dir);
+            }
         }
         conf
     }
@@ -243,7 +176,7 @@ impl Network {
         for plugin in self.plugins[..n].iter().rev() {
             let conf = self.plugin_conf(plugin, a, result);
             if let Err(e) = exec(bin_dir, "DEL", plugin, &conf, a).await {
-                tracing::warn!(sandbox = a.sandbox_id, error = %e, "CNI DEL failed");
+                tracing::warn!(id = a.id, error = %e, "CNI DEL failed");
                 first_err.get_or_insert(e);
             }
         }
@@ -274,11 +207,18 @@ async fn exec(
     let mut child = tokio::process::Command::new(&bin)
         .env_clear()
         .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", &a.sandbox_id)
+        .env("CNI_CONTAINERID", &a.id)
         .env("CNI_NETNS", &a.netns)
-        .env("CNI_IFNAME", IFNAME)
+        .env(
+            "CNI_IFNAME",
+            if a.ifname.is_empty() {
+                IFNAME
+            } else {
+                &a.ifname
+            },
+        )
         .env("CNI_PATH", bin_dir)
-        .env("CNI_ARGS", a.cni_args())
+        .env("CNI_ARGS", &a.args)
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -332,9 +272,14 @@ async fn exec(
     })
 }
 
-/// The pod's addresses from a CNI result: those on [`IFNAME`] (or on no named interface),
-/// without their prefix length, IPv4 first.
-pub fn pod_ips(result: &Value) -> Vec<String> {
+/// The namespace's addresses from a CNI result: those on [`IFNAME`] (or on no named
+/// interface), without their prefix length, IPv4 first.
+pub fn ips(result: &Value) -> Vec<String> {
+    ips_on(result, IFNAME)
+}
+
+/// As [`ips`], for the interface `ifname`.
+pub fn ips_on(result: &Value, ifname: &str) -> Vec<String> {
     let ifaces = result["interfaces"].as_array().cloned().unwrap_or_default();
     let mut ips: Vec<String> = result["ips"]
         .as_array()
@@ -344,7 +289,7 @@ pub fn pod_ips(result: &Value) -> Vec<String> {
                     Some(i) => ifaces
                         .get(i as usize)
                         .map(|f| {
-                            f["name"] == IFNAME
+                            f["name"] == ifname
                                 && f["sandbox"].as_str().is_some_and(|s| !s.is_empty())
                         })
                         .unwrap_or(true),
@@ -369,7 +314,7 @@ mod tests {
             "interfaces": [{"name": "cni0"}, {"name": "veth1"}, {"name": "eth0", "sandbox": "/run/netns/x"}],
             "ips": [{"interface": 2, "address": "fd00::5/64"}, {"interface": 2, "address": "10.88.0.5/16"}, {"interface": 0, "address": "10.88.0.1/16"}]
         });
-        assert_eq!(pod_ips(&r), vec!["10.88.0.5", "fd00::5"]);
+        assert_eq!(ips(&r), vec!["10.88.0.5", "fd00::5"]);
     }
 
     #[tokio::test]
@@ -387,7 +332,12 @@ mod tests {
     #[test]
     fn port_mappings_only_for_plugins_that_ask() {
         let a = Attachment {
-            port_mappings: vec![(8080, 80, "tcp".into(), "".into())],
+            port_mappings: vec![PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: "tcp".into(),
+                host_ip: String::new(),
+            }],
             ..Default::default()
         };
         let net = Network {
@@ -395,6 +345,7 @@ mod tests {
             version: "1.0.0".into(),
             plugins: vec![],
             file: PathBuf::new(),
+            conf: Value::Null,
         };
         let pm = json!({"type": "portmap", "capabilities": {"portMappings": true}});
         let c = net.plugin_conf(&pm, &a, None);
@@ -405,40 +356,5 @@ mod tests {
             .plugin_conf(&br, &a, None)
             .get("runtimeConfig")
             .is_none());
-    }
-}
-
-#[cfg(test)]
-mod netns_tests {
-    use super::*;
-
-    #[test]
-    fn netns_is_pinned_and_removed() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("ns1");
-        create_netns(&p).unwrap();
-        let out = std::process::Command::new("nsenter")
-            .arg(format!("--net={}", p.display()))
-            .args(["ip", "-o", "link"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let links = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            links.lines().count(),
-            1,
-            "a new namespace has only lo: {links}"
-        );
-        remove_netns(&p).unwrap();
-        assert!(!p.exists());
-        remove_netns(&p).unwrap();
     }
 }

@@ -1,0 +1,154 @@
+//! berth network create|ls|inspect|rm
+
+use crate::output::{each_id, labels, parse_labels, rfc3339, ListFlags, Table};
+use anyhow::anyhow;
+use berth_client::Client;
+use berth_proto::berth::services::networks::v1::{
+    CreateNetworkRequest, GetNetworkRequest, ListNetworksRequest, Network, RemoveNetworkRequest,
+};
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Create a bridge network with a subnet of its own; prints its name
+    Create {
+        name: String,
+        /// IPv4 subnet (default: the first free 10.213.N.0/24)
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Gateway address (default: the subnet's first)
+        #[arg(long)]
+        gateway: Option<String>,
+        /// No masquerade and no default route: containers reach each other and the host only
+        #[arg(long)]
+        internal: bool,
+        /// Labels (key=value)
+        #[arg(long = "label", short = 'l')]
+        labels: Vec<String>,
+    },
+    /// List networks
+    #[command(alias = "list")]
+    Ls {
+        #[command(flatten)]
+        flags: ListFlags,
+    },
+    /// Show networks as JSON: subnet, gateway, bridge, containers and their addresses
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks (refused while a container is on one)
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+fn json(n: &Network) -> serde_json::Value {
+    let containers: Vec<serde_json::Value> = n
+        .endpoints
+        .iter()
+        .map(|e| {
+            let ports: Vec<serde_json::Value> = e
+                .ports
+                .iter()
+                .map(|p| serde_json::json!({"host_ip": p.host_ip, "host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol}))
+                .collect();
+            serde_json::json!({"namespace": e.namespace, "id": e.container_id, "interface": e.ifname, "ips": e.ips, "ports": ports})
+        })
+        .collect();
+    serde_json::json!({
+        "name": n.name, "subnet": n.subnet, "gateway": n.gateway, "bridge": n.bridge,
+        "internal": n.internal, "labels": n.labels, "managed": n.managed, "file": n.file,
+        "created_at": n.created_at.as_ref().map(|t| rfc3339(Some(t))),
+        "containers": containers,
+    })
+}
+
+pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
+    let mut svc = client.networks();
+    match cmd {
+        Cmd::Create {
+            name,
+            subnet,
+            gateway,
+            internal,
+            labels,
+        } => {
+            let n = svc
+                .create(CreateNetworkRequest {
+                    name: name.clone(),
+                    subnet: subnet.unwrap_or_default(),
+                    gateway: gateway.unwrap_or_default(),
+                    internal,
+                    labels: parse_labels(&labels)?,
+                })
+                .await
+                .map_err(|e| anyhow!("cannot create network {name}: {}", e.message()))?
+                .into_inner()
+                .network
+                .unwrap_or_default();
+            println!("{}", n.name);
+        }
+        Cmd::Ls { flags } => {
+            let all = svc
+                .list(ListNetworksRequest {})
+                .await
+                .map_err(|e| anyhow!("cannot list networks: {}", e.message()))?
+                .into_inner()
+                .networks;
+            let mut t = Table::new(&[
+                "NAME",
+                "SUBNET",
+                "GATEWAY",
+                "BRIDGE",
+                "CONTAINERS",
+                "LABELS",
+            ]);
+            for n in &all {
+                let cells = if flags.quiet {
+                    vec![n.name.clone()]
+                } else {
+                    vec![
+                        n.name.clone(),
+                        n.subnet.clone(),
+                        n.gateway.clone(),
+                        n.bridge.clone(),
+                        n.endpoints.len().to_string(),
+                        labels(&n.labels),
+                    ]
+                };
+                t.row(cells, json(n));
+            }
+            t.print(flags)?;
+        }
+        Cmd::Inspect { names } => {
+            let mut out = vec![];
+            for name in names {
+                let n = svc
+                    .get(GetNetworkRequest { name: name.clone() })
+                    .await
+                    .map_err(|e| anyhow!("network {name}: {}", e.message()))?
+                    .into_inner()
+                    .network
+                    .unwrap_or_default();
+                out.push(json(&n));
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Cmd::Rm { names } => {
+            each_id(&names, |name| {
+                let mut svc = client.networks();
+                async move {
+                    svc.remove(RemoveNetworkRequest { name: name.clone() })
+                        .await
+                        .map_err(|e| anyhow!("cannot remove network {name}: {}", e.message()))?;
+                    Ok(())
+                }
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! `[metrics] address`: an HTTP endpoint serving Prometheus text at `/metrics` — every
+//! running container's cgroup figures (as containerd's task metrics: cpu, memory, pids, io,
+//! OOM events), the content store's size, and the counters of [`crate::metrics`].
+
+use crate::context::Namespace;
+use crate::metadata::MetadataStore;
+use crate::metrics::{escape, header, registry};
+use crate::runtime::Tasks;
+use prost::Message;
+use std::fmt::Write;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What a scrape reads.
+#[derive(Clone)]
+pub struct Sources {
+    pub store: MetadataStore,
+    pub tasks: Tasks,
+}
+
+/// Longest a request may take to arrive; a scraper that dawdles is dropped.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `/metrics` on `address` (host:port) until the process ends.
+pub async fn serve(
+    address: &str,
+    sources: Sources,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(address, "metrics endpoint listening");
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            let sources = sources.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(READ_TIMEOUT, answer(conn, sources)).await;
+            });
+        }
+    }))
+}
+
+async fn answer(mut conn: tokio::net::TcpStream, sources: Sources) -> std::io::Result<()> {
+    // The request head only; a scrape has no body. 8 KiB is plenty for one.
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).await?;
+        if n == 0 || head.len() + n > 8192 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, body, kind) = match (method, path.split('?').next().unwrap_or("")) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            scrape(&sources).await,
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        ("GET", _) => (
+            "404 Not Found",
+            "not found: try /metrics\n".to_string(),
+            "text/plain",
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "only GET\n".to_string(),
+            "text/plain",
+        ),
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(resp.as_bytes()).await?;
+    conn.shutdown().await
+}
+
+/// One container's figures, each as (metric, value).
+fn container_figures(data: &crate::metadata::containers::AnyValue) -> Vec<(&'static str, f64)> {
+    use berth_proto::cgroups::{v1, v2};
+    let t = data.type_url.rsplit('/').next().unwrap_or_default();
+    match t {
+        "io.containerd.cgroups.v2.Metrics" => {
+            let Ok(m) = v2::Metrics::decode(data.value.as_slice()) else {
+                return vec![];
+            };
+            let (mem, cpu, pids) = (
+                m.memory.unwrap_or_default(),
+                m.cpu.unwrap_or_default(),
+                m.pids.unwrap_or_default(),
+            );
+            let io = m.io.unwrap_or_default();
+            let (rb, wb) = io
+                .usage
+                .iter()
+                .fold((0u64, 0u64), |(r, w), e| (r + e.rbytes, w + e.wbytes));
+            let events = m.memory_events.unwrap_or_default();
+            vec![
+                (
+                    "container_cpu_usage_seconds_total",
+                    cpu.usage_usec as f64 / 1e6,
+                ),
+                (
+                    "container_cpu_user_seconds_total",
+                    cpu.user_usec as f64 / 1e6,
+                ),
+                (
+                    "container_cpu_system_seconds_total",
+                    cpu.system_usec as f64 / 1e6,
+                ),
+                (
+                    "container_cpu_throttled_periods_total",
+                    cpu.nr_throttled as f64,
+                ),
+                ("container_memory_usage_bytes", mem.usage as f64),
+                ("container_memory_limit_bytes", mem.usage_limit as f64),
+                ("container_memory_anon_bytes", mem.anon as f64),
+                ("container_memory_file_bytes", mem.file as f64),
+                ("container_memory_oom_events_total", events.oom as f64),
+                ("container_memory_oom_kills_total", events.oom_kill as f64),
+                ("container_pids_current", pids.current as f64),
+                ("container_pids_limit", pids.limit as f64),
+                ("container_io_read_bytes_total", rb as f64),
+                ("container_io_write_bytes_total", wb as f64),
+            ]
+        }
+        "io.containerd.cgroups.v1.Metrics" => {
+            let Ok(m) = v1::Metrics::decode(data.value.as_slice()) else {
+                return vec![];
+            };
+            let mem = m.memory.unwrap_or_default();
+            let usage = mem.usage.unwrap_or_default();
+            let cpu = m.cpu.unwrap_or_default().usage.unwrap_or_default();
+            let pids = m.pids.unwrap_or_default();
+            vec![
+                ("container_cpu_usage_seconds_total", cpu.total as f64 / 1e9),
+                ("container_cpu_user_seconds_total", cpu.user as f64 / 1e9),
+                (
+                    "container_cpu_system_seconds_total",
+                    cpu.kernel as f64 / 1e9,
+                ),
+                ("container_memory_usage_bytes", usage.usage as f64),
+                ("container_memory_limit_bytes", usage.limit as f64),
+                (
+                    "container_memory_oom_kills_total",
+                    m.memory_oom_control.unwrap_or_default().oom_kill as f64,
+                ),
+                ("container_pids_current", pids.current as f64),
+                ("container_pids_limit", pids.limit as f64),
+            ]
+        }
+        _ => vec![],
+    }
+}
+
+/// Kind of each container metric, for its TYPE line.
+fn kind(metric: &str) -> &'static str {
+    if metric.ends_with("_total") {
+        "counter"
+    } else {
+        "gauge"
+    }
+}
+
+pub async fn scrape(s: &Sources) -> String {
+    let mut out = String::new();
+    let namespaces: Vec<String> = s
+        .store
+        .namespace_list()
+        .map(|l| l.into_iter().map(|(n, _)| n).collect())
+        .unwrap_or_default();
+    // metric -> lines, so each metric's samples sit under one TYPE line.
+    let mut by_metric: std::collections::BTreeMap<&'static str, Vec<String>> = Default::default();
+    let mut running = 0u64;
+    for name in &namespaces {
+        let Ok(ns) = Namespace::parse(name) else {
+            continue;
+        };
+        for id in s.tasks.running(&ns) {
+            let Ok(Some(data)) = s.tasks.stats(ns.clone(), id.clone()).await else {
+                continue;
+            };
+            running += 1;
+            for (metric, v) in container_figures(&data) {
+                by_metric.entry(metric).or_default().push(format!(
+                    "{metric}{{namespace=\"{}\",id=\"{}\"}} {v}",
+                    escape(name),
+                    escape(&id)
+                ));
+            }
+        }
+    }
+    header(
+        &mut out,
+        "berth_containers_running",
+        "gauge",
+        "Containers whose task berthd holds",
+    );
+    let _ = writeln!(out, "berth_containers_running {running}");
+    for (metric, lines) in by_metric {
+        header(
+            &mut out,
+            metric,
+            kind(metric),
+            "Per container, from its cgroup (as containerd's task metrics)",
+        );
+        for l in lines {
+            let _ = writeln!(out, "{l}");
+        }
+    }
+    let store = s.store.clone();
+    let content = crate::error::blocking(move || {
+        let mut seen = std::collections::HashMap::new();
+        for (name, _) in store.namespace_list()? {
+            let Ok(ns) = Namespace::parse(&name) else {
+                continue;
+            };
+            for b in store.blob_list(&ns)? {
+                seen.insert(b.digest, b.size.max(0) as u64);
+            }
+        }
+        Ok((seen.len() as u64, seen.values().sum::<u64>()))
+    })
+    .await
+    .unwrap_or((0, 0));
+    header(
+        &mut out,
+        "berth_content_blobs",
+        "gauge",
+        "Distinct blobs in the content store",
+    );
+    let _ = writeln!(out, "berth_content_blobs {}", content.0);
+    header(
+        &mut out,
+        "berth_content_bytes",
+        "gauge",
+        "Bytes in the content store",
+    );
+    let _ = writeln!(out, "berth_content_bytes {}", content.1);
+    header(
+        &mut out,
+        "berth_build_info",
+        "gauge",
+        "Always 1; the version is a label",
+    );
+    let _ = writeln!(
+        out,
+        "berth_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    registry().render(&mut out);
+    out
+}

@@ -1,0 +1,353 @@
+//! Container networks through real CNI plugins: `berth run -p` reached from the host, two
+//! containers talking over a bridge, `berth network create|ls|inspect|rm`, the files a
+//! networked container sees, bad input, and teardown that leaves no veth, lease or rule —
+//! after an exit, and after a berthd SIGKILL during which the container died.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
+
+use berth_tests::{daemon_with_busybox, ok, require_tool, stderr, Daemon};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "test.local/net:latest";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `path` from 127.0.0.1:`port`, retried for up to 10 s while the server comes up.
+fn http_get(port: u16, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let got = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).and_then(
+            |mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                write!(s, "GET {path} HTTP/1.0\r\n\r\n")?;
+                let mut out = String::new();
+                s.read_to_string(&mut out)?;
+                Ok(out)
+            },
+        );
+        match got {
+            Ok(body) if body.contains("200 OK") => return body,
+            other if Instant::now() > deadline => panic!("GET {path} on port {port}: {other:?}"),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn inspect(d: &Daemon, network: &str) -> serde_json::Value {
+    let out = ok(&d.berth(&["network", "inspect", network], None));
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()[0].clone()
+}
+
+/// The container's first address on `network`.
+fn ip_of(d: &Daemon, network: &str, id: &str) -> String {
+    let n = inspect(d, network);
+    let c = n["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("{id} is not on {network}: {n}"));
+    c["ips"][0].as_str().unwrap().to_string()
+}
+
+fn iptables_lines(needle: &str) -> usize {
+    let out = std::process::Command::new(require_tool("iptables-save"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// veths on `bridge` (the host ends of containers' interfaces).
+fn ports_of(bridge: &str) -> usize {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+fn leases(d: &Daemon, network: &str) -> Vec<String> {
+    let dir = d.state().join("io.berth.network.v1/ipam").join(network);
+    std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn attachments(d: &Daemon) -> usize {
+    std::fs::read_dir(d.state().join("io.berth.network.v1/attachments/default"))
+        .map(|e| e.count())
+        .unwrap_or(0)
+}
+
+/// Waits up to 10 s for `cond`.
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn bridge_of(d: &Daemon, network: &str) -> String {
+    inspect(d, network)["bridge"].as_str().unwrap().to_string()
+}
+
+fn httpd(d: &Daemon, id: &str, extra: &[&str]) {
+    let mut args = vec!["run", "-d"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        IMAGE,
+        id,
+        "/bin/busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/etc",
+    ]);
+    ok(&d.berth(&args, None));
+}
+
+fn kill_and_remove(d: &Daemon, id: &str) {
+    ok(&d.berth(&["tasks", "kill", "-s", "KILL", id], None));
+    eventually(&format!("{id} stopped"), || {
+        ok(&d.berth(&["tasks", "ls"], None))
+            .lines()
+            .any(|l| l.starts_with(id) && l.contains("STOPPED"))
+    });
+    ok(&d.berth(&["tasks", "rm", id], None));
+    ok(&d.berth(&["containers", "rm", id], None));
+}
+
+#[test]
+fn published_port_two_containers_and_clean_teardown() {
+    require_tool("/usr/lib/cni/bridge");
+    let (d, _img) = daemon_with_busybox("test.local/net");
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    httpd(&d, "web", &["-p", &publish]);
+
+    // The host reaches the container's httpd through the published port.
+    assert!(http_get(port, "/passwd").contains("root:x:0:0"));
+    let net = inspect(&d, "bridge");
+    assert_eq!(net["managed"], true);
+    let web_ip = ip_of(&d, "bridge", "web");
+    let subnet = net["subnet"].as_str().unwrap().to_string();
+    assert!(
+        web_ip.starts_with(subnet.rsplit_once('.').unwrap().0),
+        "{web_ip} in {subnet}"
+    );
+    assert_eq!(net["containers"][0]["ports"][0]["host_port"], port);
+    let bridge = bridge_of(&d, "bridge");
+    assert_eq!(ports_of(&bridge), 1);
+    assert!(
+        iptables_lines("default-web") > 0,
+        "the bridge's masquerade rules name it"
+    );
+    let listed = ok(&d.berth(&["network", "ls"], None));
+    assert!(
+        listed.contains("bridge") && listed.contains(&subnet),
+        "{listed}"
+    );
+
+    // A second container on the same network reaches the first by address, and sees its
+    // own name in /etc/hosts and the nameserver it was given.
+    let out = ok(&d.berth(
+        &[
+            "run", "--rm", "--dns", "192.0.2.53", IMAGE, "client", "/bin/sh", "-c",
+            &format!("/bin/busybox wget -qO- http://{web_ip}/group; cat /etc/hosts /etc/resolv.conf /etc/hostname"),
+        ],
+        None,
+    ));
+    assert!(out.contains("root:x:0:"), "{out}");
+    assert!(out.contains("\tclient\n"), "{out}");
+    assert!(out.contains("nameserver 192.0.2.53\n"), "{out}");
+    assert!(out.ends_with("client\n"), "{out}");
+    // --rm: its veth, lease and rules went with it.
+    eventually("the client left", || ports_of(&bridge) == 1);
+    assert_eq!(iptables_lines("default-client"), 0);
+
+    // --network none: loopback only, no attachment.
+    let out = ok(&d.berth(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            IMAGE,
+            "iso",
+            "cat",
+            "/proc/net/dev",
+        ],
+        None,
+    ));
+    assert!(!out.contains("eth0"), "{out}");
+
+    // Its init exits: veth, lease, rules and records go, without anyone deleting the task.
+    assert_eq!(leases(&d, "bridge"), vec![web_ip.clone()]);
+    ok(&d.berth(&["tasks", "kill", "-s", "KILL", "web"], None));
+    eventually("web's network is gone", || attachments(&d) == 0);
+    assert_eq!(ports_of(&bridge), 0);
+    assert!(leases(&d, "bridge").is_empty());
+    assert_eq!(iptables_lines("default-web"), 0);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+
+    ok(&d.berth(&["tasks", "rm", "web"], None));
+    ok(&d.berth(&["containers", "rm", "web"], None));
+}
+
+#[test]
+fn user_networks_and_bad_input() {
+    require_tool("/usr/lib/cni/bridge");
+    let (d, _img) = daemon_with_busybox("test.local/net");
+    let third = 100 + std::process::id() % 100;
+    let subnet = format!("10.214.{third}.0/24");
+    ok(&d.berth(
+        &[
+            "network", "create", "backend", "--subnet", &subnet, "-l", "tier=db",
+        ],
+        None,
+    ));
+    let n = inspect(&d, "backend");
+    assert_eq!(n["subnet"], subnet.as_str());
+    assert_eq!(n["gateway"], format!("10.214.{third}.1").as_str());
+    assert_eq!(n["labels"]["tier"], "db");
+    let bridge = n["bridge"].as_str().unwrap().to_string();
+    assert!(bridge.starts_with("br-"), "{bridge}");
+
+    // Refused: the same name, an overlapping subnet, reserved or malformed names and subnets.
+    for (args, says) in [
+        (vec!["backend"], "exists"),
+        (vec!["other", "--subnet", &subnet], "overlaps"),
+        (vec!["host"], "network name"),
+        (vec!["../x"], "network name"),
+        (vec!["x1", "--subnet", "10.214.0.5/24"], "host bits"),
+        (vec!["x2", "--subnet", "nonsense"], "IPv4 prefix"),
+        (
+            vec!["x3", "--subnet", "10.215.0.0/24", "--gateway", "10.9.9.9"],
+            "not a host address",
+        ),
+    ] {
+        let mut a = vec!["network", "create"];
+        a.extend(args.iter().copied());
+        let out = d.berth(&a, None);
+        assert!(!out.status.success(), "{a:?} succeeded");
+        assert!(stderr(&out).contains(says), "{a:?}: {}", stderr(&out));
+    }
+
+    httpd(&d, "db", &["--network", "backend"]);
+    let db_ip = ip_of(&d, "backend", "db");
+    assert!(db_ip.starts_with(&format!("10.214.{third}.")), "{db_ip}");
+    let out = ok(&d.berth(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "backend",
+            IMAGE,
+            "app",
+            "/bin/busybox",
+            "wget",
+            "-qO-",
+            &format!("http://{db_ip}/passwd"),
+        ],
+        None,
+    ));
+    assert!(out.contains("root:x:0:0"), "{out}");
+
+    // In use: not removable.
+    let out = d.berth(&["network", "rm", "backend"], None);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("in use by container db"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Bad run flags fail before anything is made; an unknown network leaves nothing behind.
+    for (args, says) in [
+        (vec!["--network", "nosuch"], "does not exist"),
+        (vec!["-p", "80"], "HOST_PORT:CONTAINER_PORT"),
+        (vec!["-p", "70000:80"], "not a port"),
+        (
+            vec!["--network", "none", "-p", "8080:80"],
+            "needs a network",
+        ),
+        (vec!["--dns", "not-an-ip"], "not an IP address"),
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend(args.iter().copied());
+        a.extend([IMAGE, "bad", "/bin/true"]);
+        let out = d.berth(&a, None);
+        assert!(!out.status.success(), "{a:?} succeeded");
+        assert!(stderr(&out).contains(says), "{a:?}: {}", stderr(&out));
+    }
+    let listed = ok(&d.berth(&["containers", "ls", "-q"], None));
+    assert_eq!(listed.trim(), "db");
+
+    kill_and_remove(&d, "db");
+    ok(&d.berth(&["network", "rm", "backend"], None));
+    let out = std::process::Command::new("ip")
+        .args(["link", "show", &bridge])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "bridge {bridge} is still there");
+    let out = d.berth(&["network", "inspect", "backend"], None);
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_container_that_dies_while_berthd_is_down_leaves_nothing() {
+    require_tool("/usr/lib/cni/bridge");
+    let (mut d, _img) = daemon_with_busybox("test.local/net");
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    httpd(&d, "dies", &[]);
+    httpd(&d, "lives", &["-p", &publish]);
+    let dies_ip = ip_of(&d, "bridge", "dies");
+    let bridge = bridge_of(&d, "bridge");
+    assert_eq!(ports_of(&bridge), 2);
+    let pid: i32 = ok(&d.berth(&["tasks", "ls"], None))
+        .lines()
+        .find(|l| l.starts_with("dies "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    d.kill().unwrap();
+    // SAFETY: SIGKILL to the container's init, a process this test's daemon started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    d.restart().unwrap();
+
+    eventually("the dead container's network is gone", || {
+        attachments(&d) == 1 && ports_of(&bridge) == 1
+    });
+    assert_eq!(leases(&d, "bridge").len(), 1);
+    assert!(!leases(&d, "bridge").contains(&dies_ip));
+    assert_eq!(iptables_lines("default-dies"), 0);
+    // The one that lived through the restart keeps its network and published port.
+    assert!(http_get(port, "/group").contains("root:x:0:"));
+    kill_and_remove(&d, "lives");
+    ok(&d.berth(&["tasks", "rm", "dies"], None));
+    ok(&d.berth(&["containers", "rm", "dies"], None));
+    assert_eq!(attachments(&d), 0);
+    assert_eq!(iptables_lines("default-lives"), 0);
+}
