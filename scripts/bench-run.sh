@@ -38,7 +38,7 @@ for s in "$BERTH_SOCK" "$CTRD_SOCK"; do ctr -a "$s" images import --base-name be
 c=(); b=(); bc=()
 for i in $(seq "$RUNS"); do
   t0=$(now); ctr -a "$CTRD_SOCK" run --rm "$REF" "c$i" /bin/true; t1=$(now); c+=("$(echo "$t1 - $t0" | bc)")
-  t0=$(now); target/release/berth -a "$BERTH_SOCK" run --rm "$REF" "b$i" /bin/true; t1=$(now); b+=("$(echo "$t1 - $t0" | bc)")
+  t0=$(now); target/release/berth -a "$BERTH_SOCK" run --rm --network none "$REF" "b$i" /bin/true; t1=$(now); b+=("$(echo "$t1 - $t0" | bc)")
   t0=$(now); ctr -a "$BERTH_SOCK" run --rm --runtime io.containerd.berth.v2 "$REF" "x$i" /bin/true; t1=$(now); bc+=("$(echo "$t1 - $t0" | bc)")
 done
 mc=$(printf '%s\n' "${c[@]}" | median); mb=$(printf '%s\n' "${b[@]}" | median); mx=$(printf '%s\n' "${bc[@]}" | median)
@@ -55,7 +55,7 @@ t0=$(now); jobs_=()
 for i in $(seq "$N"); do ctr -a "$CTRD_SOCK" run -d "$REF" "cn$i" /bin/sleep 1000 >/dev/null & jobs_+=($!); done
 wait "${jobs_[@]}"
 t1=$(now); jobs_=()
-for i in $(seq "$N"); do target/release/berth -a "$BERTH_SOCK" run -d "$REF" "bn$i" /bin/sleep 1000 >/dev/null & jobs_+=($!); done
+for i in $(seq "$N"); do target/release/berth -a "$BERTH_SOCK" run -d --network none "$REF" "bn$i" /bin/sleep 1000 >/dev/null & jobs_+=($!); done
 wait "${jobs_[@]}"
 t2=$(now)
 sc=$(rss_sum "containerd-shim-runc-v2 -namespace default -id cn"); sb=$(rss_sum "containerd-shim-berth-v2 -namespace default -id bn")

@@ -62,6 +62,26 @@ echo "exit code: $?"
 set -e
 
 echo
+echo "== berth run -d -p 127.0.0.1:PORT:80 (busybox httpd on the default bridge network), reached from here"
+web=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$BIN/berth" rm -f demo-web >/dev/null 2>&1 || true
+"$BIN/berth" run -d -p "127.0.0.1:$web:80" demo.local/hello:latest demo-web /bin/busybox httpd -f -p 80 -h /etc
+"$BIN/berth" ps
+python3 - "$web" <<'PY'
+import sys, time, urllib.request
+for _ in range(50):
+    try:
+        print("GET /motd ->", urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/motd", timeout=2).read().decode().strip())
+        break
+    except OSError:
+        time.sleep(0.1)
+else:
+    sys.exit("the published port never answered")
+PY
+"$BIN/berth" network ls
+"$BIN/berth" rm -f demo-web
+
+echo
 echo "== a docker-registry on loopback; berth images push, rm, pull (server-side), run"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: 127.0.0.1:%s\n' "$work/registry" "$port" > "$work/registry.yml"
