@@ -243,6 +243,20 @@ fn run_with_stdin(mut cmd: Command, stdin: Option<&[u8]>) -> Output {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Containers a test left go with their daemon, so their networks' veths, leases and
+        // rules do not outlive the test.
+        if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+            let ids = self.berth(&["ps", "-aq"], None);
+            let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids.iter().map(String::as_str));
+                let _ = self.berth(&args, None);
+            }
+        }
         let _ = self.kill();
         // The bridges of its networks outlive a daemon by design; a test's daemon takes its
         // own along.

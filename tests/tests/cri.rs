@@ -22,6 +22,17 @@ struct Kit {
     pause: String,
     busybox: String,
     subnet_prefix: String,
+    bridge: String,
+}
+
+impl Drop for Kit {
+    /// The daemon first (no more ADDs), then the test's bridge.
+    fn drop(&mut self) {
+        let _ = self.d.kill();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .output();
+    }
 }
 
 fn cni_usable() -> bool {
@@ -68,7 +79,11 @@ impl Kit {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let n = 20 + (std::process::id() % 38 * 6 + k) % 230;
-        let subnet_prefix = format!("10.213.{n}.");
+        let subnet_prefix = format!("10.215.{n}.");
+        // A bridge of this name left by an earlier, killed run would carry its old address.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", &format!("bt{n}")])
+            .output();
         let net = work.path().join("net.d");
         std::fs::create_dir_all(&net).unwrap();
         let conflist = serde_json::json!({
@@ -76,7 +91,7 @@ impl Kit {
             "name": "berth-cri-test",
             "plugins": [
                 {"type": "bridge", "bridge": format!("bt{n}"), "isGateway": true, "ipMasq": false, "hairpinMode": true,
-                 "ipam": {"type": "host-local", "dataDir": work.path().join("ipam"), "ranges": [[{"subnet": format!("10.213.{n}.0/24")}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+                 "ipam": {"type": "host-local", "dataDir": work.path().join("ipam"), "ranges": [[{"subnet": format!("10.215.{n}.0/24")}]], "routes": [{"dst": "0.0.0.0/0"}]}},
                 {"type": "portmap", "capabilities": {"portMappings": true}},
                 {"type": "loopback"}
             ]
@@ -103,6 +118,7 @@ impl Kit {
             pause,
             busybox,
             subnet_prefix,
+            bridge: format!("bt{n}"),
         }
     }
 

@@ -160,6 +160,10 @@ fn published_port_two_containers_and_clean_teardown() {
         iptables_lines("default-web") > 0,
         "the bridge's masquerade rules name it"
     );
+    assert!(
+        iptables_lines(&format!("--dport {port} ")) > 0,
+        "portmap's DNAT rule"
+    );
     let listed = ok(&d.berth(&["network", "ls"], None));
     assert!(
         listed.contains("bridge") && listed.contains(&subnet),
@@ -206,6 +210,16 @@ fn published_port_two_containers_and_clean_teardown() {
     assert_eq!(ports_of(&bridge), 0);
     assert!(leases(&d, "bridge").is_empty());
     assert_eq!(iptables_lines("default-web"), 0);
+    assert_eq!(
+        iptables_lines(&format!("{web_ip}:80")),
+        0,
+        "a DNAT rule to it is left"
+    );
+    assert_eq!(
+        iptables_lines(&format!("--dport {port} ")),
+        0,
+        "its host port is still mapped"
+    );
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 
     ok(&d.berth(&["tasks", "rm", "web"], None));
@@ -343,6 +357,7 @@ fn a_container_that_dies_while_berthd_is_down_leaves_nothing() {
     assert_eq!(leases(&d, "bridge").len(), 1);
     assert!(!leases(&d, "bridge").contains(&dies_ip));
     assert_eq!(iptables_lines("default-dies"), 0);
+    assert_eq!(iptables_lines(&format!("{dies_ip}/32")), 0);
     // The one that lived through the restart keeps its network and published port.
     assert!(http_get(port, "/group").contains("root:x:0:"));
     kill_and_remove(&d, "lives");

@@ -104,6 +104,108 @@ fn container_verbs_follow_docker() {
 }
 
 #[test]
+fn cp_both_ways_and_never_out_of_the_container() {
+    let (d, _img) = daemon_with_busybox("test.local/verbs");
+    ok(&d.berth(
+        &[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            IMAGE,
+            "box",
+            "sleep",
+            "300",
+        ],
+        None,
+    ));
+    let host = tempfile::tempdir().unwrap();
+    let h = host.path();
+    std::fs::create_dir_all(h.join("tree/sub")).unwrap();
+    std::fs::write(h.join("tree/a.txt"), "alpha\n").unwrap();
+    std::fs::write(h.join("tree/sub/b.txt"), "beta\n").unwrap();
+    std::os::unix::fs::symlink("a.txt", h.join("tree/link")).unwrap();
+    let hs = |p: &str| h.join(p).to_str().unwrap().to_string();
+
+    // Host to container: a directory into an existing one lands under its own name.
+    ok(&d.berth(&["cp", &hs("tree"), "box:/tmp"], None));
+    let got = ok(&d.berth(
+        &[
+            "exec",
+            "box",
+            "sh",
+            "-c",
+            "cat /tmp/tree/a.txt /tmp/tree/sub/b.txt; /bin/busybox readlink /tmp/tree/link",
+        ],
+        None,
+    ));
+    assert_eq!(got, "alpha\nbeta\na.txt\n");
+    // A file to a new name.
+    ok(&d.berth(&["cp", &hs("tree/a.txt"), "box:/tmp/renamed"], None));
+    assert_eq!(
+        ok(&d.berth(&["exec", "box", "cat", "/tmp/renamed"], None)),
+        "alpha\n"
+    );
+
+    // Container to host.
+    ok(&d.berth(&["cp", "box:/etc/passwd", &hs("passwd")], None));
+    assert!(std::fs::read_to_string(h.join("passwd"))
+        .unwrap()
+        .starts_with("root:x:0:0"));
+    std::fs::create_dir(h.join("back")).unwrap();
+    ok(&d.berth(&["cp", "box:/tmp/tree", &hs("back")], None));
+    assert_eq!(
+        std::fs::read_to_string(h.join("back/tree/sub/b.txt")).unwrap(),
+        "beta\n"
+    );
+
+    // A symlink the container made to a host path: what is written through it stays in the
+    // container (its own /etc), and what is read through it comes from the container.
+    let marker = format!("berth-cp-escape-{}", std::process::id());
+    ok(&d.berth(
+        &[
+            "exec",
+            "box",
+            "sh",
+            "-c",
+            "/bin/busybox ln -s /etc /tmp/evil; /bin/busybox ln -s ../../../../../etc /tmp/evil2",
+        ],
+        None,
+    ));
+    std::fs::write(h.join(&marker), "x\n").unwrap();
+    for via in ["/tmp/evil", "/tmp/evil2"] {
+        ok(&d.berth(&["cp", &hs(&marker), &format!("box:{via}/{marker}")], None));
+        assert!(
+            !std::path::Path::new("/etc").join(&marker).exists(),
+            "cp through {via} wrote on the host"
+        );
+    }
+    assert_eq!(
+        ok(&d.berth(&["exec", "box", "cat", &format!("/etc/{marker}")], None)),
+        "x\n"
+    );
+    ok(&d.berth(&["cp", "box:/tmp/evil/group", &hs("group")], None));
+    assert_eq!(
+        std::fs::read_to_string(h.join("group")).unwrap(),
+        "root:x:0:\nnogroup:x:65534:\n"
+    );
+
+    // A stopped container: through its snapshot.
+    ok(&d.berth(&["stop", "-t", "1", "box"], None));
+    ok(&d.berth(&["cp", "box:/tmp/renamed", &hs("from-stopped")], None));
+    assert_eq!(
+        std::fs::read_to_string(h.join("from-stopped")).unwrap(),
+        "alpha\n"
+    );
+
+    let out = d.berth(&["cp", "box:/nonexistent", &hs("x")], None);
+    assert_eq!(out.status.code(), Some(1));
+    let out = d.berth(&["cp", &hs("passwd"), &hs("x")], None);
+    assert!(stderr(&out).contains("CONTAINER:PATH"), "{}", stderr(&out));
+    ok(&d.berth(&["rm", "-f", "box"], None));
+}
+
+#[test]
 fn image_verbs_are_the_images_group() {
     let (d, _img) = daemon_with_busybox("test.local/verbs");
     let listed = ok(&d.berth(&["images"], None));

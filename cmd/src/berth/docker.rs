@@ -217,7 +217,7 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn container(client: &Client, id: &str) -> anyhow::Result<Container> {
+pub(crate) async fn container(client: &Client, id: &str) -> anyhow::Result<Container> {
     client
         .containers()
         .get(GetContainerRequest { id: id.to_string() })

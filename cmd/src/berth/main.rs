@@ -6,6 +6,7 @@ mod check_report;
 mod commit;
 mod containers;
 mod content;
+mod cp;
 mod docker;
 mod events;
 mod images;
@@ -69,6 +70,8 @@ enum Command {
     Stats(docker::StatsArgs),
     /// Processes of a container
     Top(docker::TopArgs),
+    /// Copy files between a container and the host: cp CONTAINER:PATH HOSTPATH, or back
+    Cp(cp::CpArgs),
     /// Remove images (= images rm)
     Rmi(images::RmArgs),
     /// Pull an image (= images pull)
@@ -253,6 +256,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => docker::inspect(&client, a).await,
         Command::Stats(a) => docker::stats(&client, a).await,
         Command::Top(a) => docker::top(&client, a).await,
+        Command::Cp(a) => cp::run(&client, a).await,
         Command::Rmi(a) => images::run(&client, images::Cmd::Rm(a)).await,
         Command::Pull(a) => images::run(&client, images::Cmd::Pull(a)).await,
         Command::Push(a) => images::run(&client, images::Cmd::Push(a)).await,

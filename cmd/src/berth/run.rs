@@ -478,6 +478,18 @@ fn mkfifo(p: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A snapshot's mounts as the daemon sent them, to mount here.
+pub fn local_mounts(mounts: &[berth_proto::types::Mount]) -> Vec<berth_snapshotters::Mount> {
+    mounts
+        .iter()
+        .map(|m| berth_snapshotters::Mount {
+            kind: m.r#type.clone(),
+            source: m.source.clone(),
+            options: m.options.clone(),
+        })
+        .collect()
+}
+
 /// The image's stored name: as given, or docker's short form made whole
 /// (`busybox` is `docker.io/library/busybox:latest`), as `berth images pull` stores it.
 async fn resolve_image(client: &Client, name: &str) -> String {
@@ -670,15 +682,8 @@ async fn create_and_run(
     });
     let (uid, gid, extra) = match &user {
         Some(u) => {
-            let ms: Vec<berth_snapshotters::Mount> = mounts
-                .iter()
-                .map(|m| berth_snapshotters::Mount {
-                    kind: m.r#type.clone(),
-                    source: m.source.clone(),
-                    options: m.options.clone(),
-                })
-                .collect();
-            let mounted = TempMount::new(&ms).context("mount the rootfs to resolve the user")?;
+            let mounted = TempMount::new(&local_mounts(mounts))
+                .context("mount the rootfs to resolve the user")?;
             resolve_user(mounted.path(), u)?
         }
         None => (0, 0, vec![0]),

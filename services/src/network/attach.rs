@@ -128,7 +128,7 @@ impl Networks {
 
     fn cni_attachment(&self, r: &Record, j: &Joined, first: bool) -> cni::Attachment {
         cni::Attachment {
-            id: format!("{}-{}", r.namespace, r.id),
+            id: format!("{}-{}-{}", r.namespace, r.id, self.inner.tag),
             netns: r.netns.clone(),
             args: "IgnoreUnknown=1".into(),
             port_mappings: if first { r.ports.clone() } else { vec![] },

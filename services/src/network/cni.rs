@@ -200,7 +200,7 @@ async fn exec(
     let bin = bin_dir.join(kind);
     if !bin.exists() {
         return Err(Error::precondition(format!(
-            "CNI plugin {} is missing: install containernetworking-plugins or set cni_bin_dir",
+            "CNI plugin {} is missing: install containernetworking-plugins or set cni_bin_dir ([cri] or [network]); berth run --network none needs no plugin",
             bin.display()
         )));
     }

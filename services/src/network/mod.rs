@@ -89,6 +89,10 @@ struct Inner {
     conf_dir: PathBuf,
     bin_dir: PathBuf,
     dir: PathBuf,
+    /// Part of every CNI container id: this daemon's, so that two berthds on one host with a
+    /// container of the same namespace and name never share the plugins' per-container
+    /// chains and leases.
+    tag: String,
     /// Serialises changes to the set of networks (create, remove, the default's first use).
     defs: tokio::sync::Mutex<()>,
     /// One lock per attached container, so attach and detach of one never interleave.
@@ -107,11 +111,16 @@ impl Networks {
         let dir = state.join("io.berth.network.v1");
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let tag = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes()))[..8].to_string()
+        };
         Ok(Networks {
             inner: Arc::new(Inner {
                 conf_dir,
                 bin_dir: cfg.cni_bin_dir.clone(),
                 dir,
+                tag,
                 defs: Default::default(),
                 locks: Default::default(),
             }),
