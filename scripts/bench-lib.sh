@@ -99,3 +99,21 @@ remove_snapshots() {
 
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# make_busybox OUT.tar : a one-layer busybox image (sh, true, sleep, echo), made here once.
+make_busybox() {
+  local img=$1 r lay ld di cfg cd_ man md
+  [ -f "$img" ] && return 0
+  r="$WORK/rootfs"; rm -rf "$r"; mkdir -p "$r/bin" "$r/etc" "$r/proc" "$r/sys" "$r/dev" "$r/tmp"
+  cp /bin/busybox "$r/bin/"; for a in sh true sleep echo; do ln -s busybox "$r/bin/$a"; done
+  echo "root:x:0:0:root:/root:/bin/sh" >"$r/etc/passwd"; echo "root:x:0:" >"$r/etc/group"
+  lay="$WORK/oci"; rm -rf "$lay"; mkdir -p "$lay/blobs/sha256"
+  tar -C "$r" -cf "$WORK/l.tar" .; gzip -c "$WORK/l.tar" >"$WORK/l.tgz"
+  ld=$(sha256sum "$WORK/l.tgz" | cut -d' ' -f1); di=$(sha256sum "$WORK/l.tar" | cut -d' ' -f1); cp "$WORK/l.tgz" "$lay/blobs/sha256/$ld"
+  cfg="{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":[\"PATH=/bin\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:$di\"]}}"
+  cd_=$(printf '%s' "$cfg" | sha256sum | cut -d' ' -f1); printf '%s' "$cfg" >"$lay/blobs/sha256/$cd_"
+  man="{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:$cd_\",\"size\":${#cfg}},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$ld\",\"size\":$(stat -c %s "$WORK/l.tgz")}]}"
+  md=$(printf '%s' "$man" | sha256sum | cut -d' ' -f1); printf '%s' "$man" >"$lay/blobs/sha256/$md"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}' "$md" "${#man}" >"$lay/index.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$lay/oci-layout"; tar -C "$lay" -cf "$img" oci-layout index.json blobs
+}

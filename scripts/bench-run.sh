@@ -13,22 +13,8 @@ trap cleanup_daemons EXIT
 cargo build --release --workspace --bins >&2
 export PATH="$PWD/target/release:$PATH"
 
-# A busybox image, made here.
 img="$WORK/busybox.tar"
-if [ ! -f "$img" ]; then
-  r="$WORK/rootfs"; rm -rf "$r"; mkdir -p "$r/bin" "$r/etc" "$r/proc" "$r/sys" "$r/dev" "$r/tmp"
-  cp /bin/busybox "$r/bin/"; for a in sh true sleep echo; do ln -s busybox "$r/bin/$a"; done
-  echo "root:x:0:0:root:/root:/bin/sh" >"$r/etc/passwd"; echo "root:x:0:" >"$r/etc/group"
-  lay="$WORK/oci"; rm -rf "$lay"; mkdir -p "$lay/blobs/sha256"
-  tar -C "$r" -cf "$WORK/l.tar" .; gzip -c "$WORK/l.tar" >"$WORK/l.tgz"
-  ld=$(sha256sum "$WORK/l.tgz" | cut -d' ' -f1); di=$(sha256sum "$WORK/l.tar" | cut -d' ' -f1); cp "$WORK/l.tgz" "$lay/blobs/sha256/$ld"
-  cfg="{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":[\"PATH=/bin\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"sha256:$di\"]}}"
-  cd_=$(printf '%s' "$cfg" | sha256sum | cut -d' ' -f1); printf '%s' "$cfg" >"$lay/blobs/sha256/$cd_"
-  man="{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:$cd_\",\"size\":${#cfg}},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$ld\",\"size\":$(stat -c %s "$WORK/l.tgz")}]}"
-  md=$(printf '%s' "$man" | sha256sum | cut -d' ' -f1); printf '%s' "$man" >"$lay/blobs/sha256/$md"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}' "$md" "${#man}" >"$lay/index.json"
-  echo '{"imageLayoutVersion":"1.0.0"}' >"$lay/oci-layout"; tar -C "$lay" -cf "$img" oci-layout index.json blobs
-fi
+make_busybox "$img"
 
 start_berthd
 start_containerd

@@ -177,22 +177,28 @@ pub async fn scrape(s: &Sources) -> String {
     // metric -> lines, so each metric's samples sit under one TYPE line.
     let mut by_metric: std::collections::BTreeMap<&'static str, Vec<String>> = Default::default();
     let mut running = 0u64;
+    // Every shim asked at once.
+    let mut asks = vec![];
     for name in &namespaces {
         let Ok(ns) = Namespace::parse(name) else {
             continue;
         };
         for id in s.tasks.running(&ns) {
-            let Ok(Some(data)) = s.tasks.stats(ns.clone(), id.clone()).await else {
-                continue;
-            };
-            running += 1;
-            for (metric, v) in container_figures(&data) {
-                by_metric.entry(metric).or_default().push(format!(
-                    "{metric}{{namespace=\"{}\",id=\"{}\"}} {v}",
-                    escape(name),
-                    escape(&id)
-                ));
-            }
+            let (tasks, ns, name) = (s.tasks.clone(), ns.clone(), name.clone());
+            asks.push(async move { (name, id.clone(), tasks.stats(ns, id).await) });
+        }
+    }
+    for (name, id, stats) in futures::future::join_all(asks).await {
+        let Ok(Some(data)) = stats else {
+            continue;
+        };
+        running += 1;
+        for (metric, v) in container_figures(&data) {
+            by_metric.entry(metric).or_default().push(format!(
+                "{metric}{{namespace=\"{}\",id=\"{}\"}} {v}",
+                escape(&name),
+                escape(&id)
+            ));
         }
     }
     header(

@@ -262,10 +262,18 @@ impl Tasks {
         task.client.state(&p).await
     }
 
+    /// Every task's state, asked of all their shims at once.
     pub async fn list(&self, ns: Namespace) -> Result<Vec<ProcessState>> {
+        let mut ids = self.running(&ns);
+        ids.sort();
+        let states = futures::future::join_all(ids.iter().map(|id| {
+            let ns = ns.clone();
+            async move { (id, self.state(ns, init(id)).await) }
+        }))
+        .await;
         let mut out = vec![];
-        for id in self.running(&ns) {
-            match self.state(ns.clone(), init(&id)).await {
+        for (id, s) in states {
+            match s {
                 Ok(s) => out.push(s),
                 Err(e) => tracing::warn!(id = %id, error = %e, "task state unavailable"),
             }
