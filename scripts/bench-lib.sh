@@ -16,7 +16,7 @@ clear_leftovers() {
   pkill -f "containerd-shim-.* -address $WORK/" 2>/dev/null || true
   # containerd's runc shim keeps runc state in the shared /run/containerd/runc: drop the
   # bench's own containers (ids cN, cnN) left there.
-  for id in $(runc --root /run/containerd/runc/default list -q 2>/dev/null | grep -E '^cn?[0-9]+$' || true); do
+  for id in $(runc --root /run/containerd/runc/default list -q 2>/dev/null | grep -E '^(cn?|rc)[0-9]+$' || true); do
     runc --root /run/containerd/runc/default delete --force "$id" 2>/dev/null || true
   done
   awk -v w="$WORK" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done

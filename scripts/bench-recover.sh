@@ -31,12 +31,13 @@ cleanup_all() {
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-# restart_daemon NAME : SIGKILL it and start it again on the same root; prints seconds until
-# `ctr tasks ls` lists N running tasks.
+# restart_daemon NAME : SIGKILL it and start it again on the same root; sets TOOK to the
+# seconds until `ctr tasks ls` lists N running tasks.
 restart_daemon() {
   local name=$1 sock pid t0 t1
   if [ "$name" = berth ]; then sock=$BERTH_SOCK; pid=${PIDS[0]}; else sock=$CTRD_SOCK; pid=${PIDS[1]}; fi
   kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+  while [ -e "/proc/$pid" ]; do sleep 0.01; done
   t0=$(now)
   if [ "$name" = berth ]; then
     target/release/berthd --root "$WORK/berth/root" --state "$WORK/berth/state" --address "$BERTH_SOCK" \
@@ -48,7 +49,7 @@ restart_daemon() {
   fi
   while [ "$(ctr -a "$sock" tasks ls 2>/dev/null | grep -c RUNNING || true)" -lt "$N" ]; do sleep 0.01; done
   t1=$(now)
-  echo "$t1 - $t0" | bc
+  TOOK=$(echo "$t1 - $t0" | bc)
 }
 
 img="$WORK/busybox.tar"
@@ -62,8 +63,8 @@ for s in "$BERTH_SOCK" "$CTRD_SOCK"; do ctr -a "$s" images import --base-name be
 
 echo "bench: starting $N containers in each" >&2
 for i in $(seq "$N"); do
-  ctr -a "$CTRD_SOCK" run -d "$REF" "r$i" /bin/sleep 100000 >/dev/null &
-  ctr -a "$BERTH_SOCK" run -d --runtime io.containerd.berth.v2 "$REF" "r$i" /bin/sleep 100000 >/dev/null &
+  ctr -a "$CTRD_SOCK" run -d "$REF" "rc$i" /bin/sleep 100000 >/dev/null &
+  ctr -a "$BERTH_SOCK" run -d --runtime io.containerd.berth.v2 "$REF" "rc$i" /bin/sleep 100000 >/dev/null &
   if (( i % 10 == 0 )); then wait "${!}"; sleep 0.2; fi
 done
 while [ "$(ctr -a "$BERTH_SOCK" tasks ls | grep -c RUNNING)" -lt "$N" ] || [ "$(ctr -a "$CTRD_SOCK" tasks ls | grep -c RUNNING)" -lt "$N" ]; do sleep 0.2; done
@@ -71,8 +72,8 @@ busy_b=$(rss "${PIDS[0]}"); busy_c=$(rss "${PIDS[1]}")
 
 rb=(); rc=()
 for _ in $(seq "$ROUNDS"); do
-  rb+=("$(restart_daemon berth)")
-  rc+=("$(restart_daemon containerd)")
+  restart_daemon berth; rb+=("$TOOK")
+  restart_daemon containerd; rc+=("$TOOK")
 done
 mb=$(printf '%s\n' "${rb[@]}" | median); mc=$(printf '%s\n' "${rc[@]}" | median)
 echo "restart with $N running containers, SIGKILL to all $N listed RUNNING (median of $ROUNDS):"

@@ -128,8 +128,17 @@ fn lock_root(root: &Path) -> anyhow::Result<RootLock> {
         .write(true)
         .open(&path)
         .with_context(|| format!("open {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    // A predecessor just SIGKILLed may still be exiting (kill returns before the process has
+    // closed its files): give it a second before calling the root taken.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let rc = loop {
+        // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 || std::time::Instant::now() > deadline {
+            break rc;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     if rc != 0 {
         let mut pid = String::new();
         let _ = f.read_to_string(&mut pid);

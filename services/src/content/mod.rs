@@ -75,6 +75,19 @@ impl NamespacedWriter {
     }
 }
 
+/// A range of a blob to send: already read, or an open file to read from `offset` to `end`.
+pub enum BlobRange {
+    Read {
+        offset: i64,
+        data: Vec<u8>,
+    },
+    File {
+        file: std::fs::File,
+        offset: i64,
+        end: i64,
+    },
+}
+
 impl Content {
     pub fn open(root: &Path, store: MetadataStore, events: Exchange) -> Result<Self> {
         Ok(Content {
@@ -84,11 +97,13 @@ impl Content {
         })
     }
 
+    /// One record read: a redb point lookup, done in place (a hop to the blocking pool and
+    /// back would cost more than the read; `ctr images ls` makes thousands of these).
     pub async fn info(&self, ns: Namespace, digest: String) -> Result<BlobRecord> {
         let d = Digest::parse(&digest)?;
-        let store = self.store.clone();
-        let found = blocking(move || store.blob_get(&ns, &d.to_string())).await?;
-        found.ok_or_else(|| Error::not_found(format!("content {digest}")))
+        self.store
+            .blob_get(&ns, &d.to_string())?
+            .ok_or_else(|| Error::not_found(format!("content {digest}")))
     }
 
     pub async fn list(&self, ns: Namespace, filter: Filter) -> Result<Vec<BlobRecord>> {
@@ -153,14 +168,17 @@ impl Content {
         Ok(())
     }
 
-    /// Opens a blob for reading; checks the namespace can see it and the range is sane.
+    /// Opens a blob for reading; checks the namespace can see it and the range is sane. A
+    /// range of at most `inline` bytes comes back read, in the same trip to the blocking pool
+    /// (manifests and configs: one hop per Read instead of three).
     pub async fn open_reader(
         &self,
         ns: Namespace,
         digest: String,
         offset: i64,
         size: i64,
-    ) -> Result<(std::fs::File, i64, i64)> {
+        inline: usize,
+    ) -> Result<BlobRange> {
         let rec = self.info(ns, digest.clone()).await?;
         if offset < 0 || size < 0 {
             return Err(Error::invalid("read offset and size must not be negative"));
@@ -176,16 +194,26 @@ impl Content {
         }
         let d = Digest::parse(&digest)?;
         let path = self.local.blob_path(&d);
-        let file = blocking(move || {
-            std::fs::File::open(&path).map_err(|e| Error::io(format!("open blob {d}"), e))
-        })
-        .await?;
         let end = if size == 0 {
             rec.size
         } else {
             (offset + size).min(rec.size)
         };
-        Ok((file, offset, end))
+        blocking(move || {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut file =
+                std::fs::File::open(&path).map_err(|e| Error::io(format!("open blob {d}"), e))?;
+            let len = (end - offset) as usize;
+            if len > inline {
+                return Ok(BlobRange::File { file, offset, end });
+            }
+            let mut data = vec![0u8; len];
+            file.seek(SeekFrom::Start(offset as u64))
+                .and_then(|_| file.read_exact(&mut data))
+                .map_err(|e| Error::io(format!("read blob {d}"), e))?;
+            Ok(BlobRange::Read { offset, data })
+        })
+        .await
     }
 
     /// Opens a blob the namespace can see, for blocking readers (apply, unpack).

@@ -2,7 +2,7 @@
 
 use super::{ctx, labels_in, labels_out, mask_paths, namespace, status, timestamp};
 use crate::content::local::IngestStatus;
-use crate::content::{Content, NamespacedWriter};
+use crate::content::{BlobRange, Content, NamespacedWriter};
 use crate::context::Ctx;
 use crate::metadata::content::BlobRecord;
 use berth_proto::content::{
@@ -128,11 +128,18 @@ impl ContentApi for ContentService {
     ) -> Result<Response<Self::ReadStream>, Status> {
         let ns = namespace(&req)?;
         let req = req.into_inner();
-        let (mut file, start, end) = self
+        let range = self
             .core
-            .open_reader(ns, req.digest, req.offset, req.size)
+            .open_reader(ns, req.digest, req.offset, req.size, READ_CHUNK)
             .await
             .map_err(status)?;
+        let (mut file, start, end) = match range {
+            BlobRange::Read { offset, data } => {
+                let one = ReadContentResponse { offset, data };
+                return Ok(Response::new(Box::pin(futures::stream::iter([Ok(one)]))));
+            }
+            BlobRange::File { file, offset, end } => (file, offset, end),
+        };
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
             use std::io::{Seek, SeekFrom};
