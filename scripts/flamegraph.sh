@@ -64,9 +64,10 @@ run)
 *) echo "flamegraph: pull or run" >&2; exit 2 ;;
 esac
 
-# For `run`, every process on the machine was sampled: keep berth's, runc and the kernel
+# For `run`, every process on the machine was sampled: keep berth's (berthd's threads are
+# tokio-rt-worker, the shim's reaper), runc's and the container's, kernel
 # work done on their behalf.
 filter=cat
-if [ "$what" = run ]; then filter="grep -E '^(berth|tokio-runtime|containerd-shim|runc|true|exe)'"; fi
+if [ "$what" = run ]; then filter="grep -E '^(berth|tokio-r|reaper|containerd-shim|runc|true|exe)'"; fi
 perf script -i "$data" 2>/dev/null | inferno-collapse-perf | eval "$filter" | inferno-flamegraph --title "berth $what ($(date -u +%F), $(nproc) cores)" >"$out"
 echo "$out"
