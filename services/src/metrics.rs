@@ -73,6 +73,7 @@ pub struct Registry {
     pull_failures: AtomicU64,
     unpacks: Mutex<Histogram>,
     unpacked_layers: AtomicU64,
+    unpacked_bytes: AtomicU64,
     gc_runs: AtomicU64,
     gc_reclaimed_bytes: AtomicU64,
     gc_removed_blobs: AtomicU64,
@@ -118,9 +119,10 @@ impl Registry {
         }
     }
 
-    pub fn unpack_done(&self, extracted: usize, took: Duration) {
+    pub fn unpack_done(&self, extracted: usize, bytes: u64, took: Duration) {
         self.unpacked_layers
             .fetch_add(extracted as u64, Ordering::Relaxed);
+        self.unpacked_bytes.fetch_add(bytes, Ordering::Relaxed);
         if let Ok(mut h) = self.unpacks.lock() {
             h.observe(took);
         }
@@ -212,6 +214,12 @@ impl Registry {
             "berth_unpack_layers_total",
             "Layers extracted into snapshots",
             self.unpacked_layers.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "berth_unpack_layer_bytes_total",
+            "Compressed bytes of the layers extracted",
+            self.unpacked_bytes.load(Ordering::Relaxed),
         );
         counter(
             out,

@@ -21,6 +21,8 @@ pub struct Unpacked {
     pub layers: usize,
     /// Layers extracted by this call (the rest were already there).
     pub extracted: usize,
+    /// Their compressed bytes.
+    pub extracted_bytes: u64,
 }
 
 /// An image resolved to one platform's manifest.
@@ -175,7 +177,7 @@ impl Unpacker {
         })
         .await;
         if let Ok(u) = &unpacked {
-            crate::metrics::registry().unpack_done(u.extracted, start.elapsed());
+            crate::metrics::registry().unpack_done(u.extracted, u.extracted_bytes, start.elapsed());
         }
         unpacked
     }
@@ -222,10 +224,15 @@ impl Unpacker {
             }
         }
         let top = self.label_unpacked(ctx, name, &resolved, &chains)?;
+        let extracted_bytes = missing
+            .iter()
+            .map(|&i| resolved.layers[i].size.max(0) as u64)
+            .sum();
         Ok(Unpacked {
             chain_id: top,
             layers: chains.len(),
             extracted: missing.len(),
+            extracted_bytes,
         })
     }
 

@@ -161,6 +161,7 @@ fn metrics_endpoint_json_logs_and_imports() {
     );
     assert!(find("berth_grpc_request_duration_seconds_count", "Tasks/Create") >= 1.0);
     assert!(find("berth_unpack_layers_total", "") >= 1.0);
+    assert!(find("berth_unpack_layer_bytes_total", "") > 0.0);
     // A refused call is counted under its code (5: NotFound).
     let _ = d.berth(&["containers", "info", "nosuch"], None);
     let (_, body) = http_get(port, "/metrics");
