@@ -352,19 +352,7 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
     daemon.networks.watch_exits(&daemon.events);
     // Networks of containers that stopped while no berthd watched: left in the background.
     let (tasks, networks) = (daemon.tasks.clone(), daemon.networks.clone());
-    tokio::spawn(async move {
-        networks
-            .recover(|ns, id| {
-                let tasks = tasks.clone();
-                async move {
-                    match berth_services::context::Namespace::parse(&ns) {
-                        Ok(ns) => tasks.is_running(&ns, &id).await,
-                        Err(_) => false,
-                    }
-                }
-            })
-            .await
-    });
+    tokio::spawn(async move { networks.recover(&tasks).await });
     if let Some(cri) = &daemon.cri {
         cri.recover()
             .await

@@ -113,7 +113,7 @@ impl Cri {
                 m.namespace, m.name, s.id, m.uid
             ),
             ipam_data_dir: None,
-            ifname: String::new(),
+            ifname: cni::IFNAME.into(),
             port_mappings: s
                 .config
                 .port_mappings
@@ -357,7 +357,7 @@ impl Cri {
         self.persist_sandbox(sb).await?;
         let net = cni::load(&self.cfg.cni_conf_dir)?;
         let result = net.add(&self.cfg.cni_bin_dir, &self.attachment(sb)).await?;
-        sb.meta.ips = cni::ips(&result);
+        sb.meta.ips = cni::ips_on(&result, cni::IFNAME);
         sb.meta.cni_result = Some(result);
         sb.meta.network_ready = true;
         self.persist_sandbox(sb).await

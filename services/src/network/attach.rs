@@ -34,6 +34,16 @@ struct Joined {
     result: Option<Value>,
 }
 
+impl Joined {
+    /// The container's addresses on this network, from ADD's result.
+    fn ips(&self) -> Vec<String> {
+        self.result
+            .as_ref()
+            .map(|r| cni::ips_on(r, &self.ifname))
+            .unwrap_or_default()
+    }
+}
+
 /// What a container asks of the network, from its labels.
 struct Wanted {
     networks: Vec<String>,
@@ -209,8 +219,7 @@ impl Networks {
             spec["hostname"] = json!(rec.hostname);
         }
         let dir = self.files_dir(ns.as_str(), &c.id);
-        let mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
-        let mut mounts = mounts;
+        let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
         for f in ["hosts", "resolv.conf", "hostname"] {
             let dst = format!("/etc/{f}");
             if !mounts.iter().any(|m| m["destination"] == dst.as_str()) {
@@ -253,11 +262,7 @@ impl Networks {
             r.joined[i].result = Some(result);
             self.save(r).await?;
         }
-        let ips: Vec<String> = r
-            .joined
-            .iter()
-            .flat_map(|j| cni::ips_on(j.result.as_ref().unwrap_or(&Value::Null), &j.ifname))
-            .collect();
+        let ips: Vec<String> = r.joined.iter().flat_map(Joined::ips).collect();
         let dir = self.files_dir(&r.namespace, &r.id);
         let hosts = files::hosts(&r.hostname, &ips);
         let hostname = format!("{}\n", r.hostname);
@@ -379,28 +384,24 @@ impl Networks {
             Ok(Some(r)) => r
                 .joined
                 .iter()
-                .map(|j| {
-                    (
-                        j.network.clone(),
-                        cni::ips_on(j.result.as_ref().unwrap_or(&Value::Null), &j.ifname),
-                    )
-                })
+                .map(|j| (j.network.clone(), j.ips()))
                 .collect(),
             _ => vec![],
         }
     }
 
-    /// Leaves the network of each container on record that `running` says is not running:
+    /// Leaves the networks of each container on record whose task is no longer running:
     /// what a berthd that died before seeing an exit left behind.
-    pub async fn recover<F, Fut>(&self, running: F)
-    where
-        F: Fn(String, String) -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let stale = futures::future::join_all(self.attached().await.into_iter().map(|(ns, id)| {
-            let alive = running(ns.clone(), id.clone());
-            async move { (!alive.await).then_some((ns, id)) }
-        }))
+    pub async fn recover(&self, tasks: &crate::runtime::Tasks) {
+        let stale = futures::future::join_all(self.attached().await.into_iter().map(
+            |(ns, id)| async move {
+                let alive = match Namespace::parse(&ns) {
+                    Ok(n) => tasks.is_running(&n, &id).await,
+                    Err(_) => false,
+                };
+                (!alive).then_some((ns, id))
+            },
+        ))
         .await;
         futures::future::join_all(stale.into_iter().flatten().map(|(ns, id)| async move {
             tracing::info!(
@@ -415,32 +416,40 @@ impl Networks {
         .await;
     }
 
-    /// Leaves a container's networks when its init process exits.
+    /// Leaves a container's networks when its init process exits. A subscription the
+    /// exchange drops (a burst left it too far behind) is made again: the exits missed
+    /// meanwhile are caught by task delete or the next start.
     pub fn watch_exits(&self, events: &crate::events::Exchange) {
         let Ok(filter) = crate::filters::Filter::parse_all(&["topic==\"/tasks/exit\""]) else {
             return;
         };
-        let mut sub = events.subscribe(filter);
+        let (this, events) = (self.clone(), events.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut sub = events.subscribe(filter.clone());
+                while let Some(env) = sub.next().await {
+                    this.on_exit(env);
+                }
+                tracing::warn!("exit subscription ended; subscribing again");
+            }
+        });
+    }
+
+    fn on_exit(&self, env: crate::events::Envelope) {
+        let Some((container, process, exited_at)) = crate::runtime::ttrpc::task_exit(&env.event)
+        else {
+            return;
+        };
+        if container != process {
+            return; // an exec'd process
+        }
         let this = self.clone();
         tokio::spawn(async move {
-            while let Some(env) = sub.next().await {
-                let Some((container, process, exited_at)) =
-                    crate::runtime::ttrpc::task_exit(&env.event)
-                else {
-                    continue;
-                };
-                if container != process {
-                    continue; // an exec'd process
-                }
-                let this = this.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = this
-                        .detach(&env.namespace, &container, Some(exited_at))
-                        .await
-                    {
-                        tracing::warn!(namespace = env.namespace, id = container, error = %e, "cannot leave the networks after exit");
-                    }
-                });
+            if let Err(e) = this
+                .detach(&env.namespace, &container, Some(exited_at))
+                .await
+            {
+                tracing::warn!(namespace = env.namespace, id = container, error = %e, "cannot leave the networks after exit");
             }
         });
     }
@@ -484,7 +493,7 @@ pub(super) fn endpoints(dir: &Path) -> Vec<(String, Endpoint)> {
                             namespace: r.namespace.clone(),
                             container_id: r.id.clone(),
                             ifname: j.ifname.clone(),
-                            ips: cni::ips_on(j.result.as_ref().unwrap_or(&Value::Null), &j.ifname),
+                            ips: j.ips(),
                             ports: if i == 0 { r.ports.clone() } else { vec![] },
                         },
                     )

@@ -103,7 +103,7 @@ pub struct Attachment {
     /// CNI_ARGS, `K=V;K=V`.
     pub args: String,
     pub port_mappings: Vec<PortMapping>,
-    /// The interface inside the namespace; empty: [`IFNAME`].
+    /// The interface inside the namespace ([`IFNAME`] for the first).
     pub ifname: String,
     /// Where host-local IPAM keeps its leases, when the network does not say.
     pub ipam_data_dir: Option<PathBuf>,
@@ -209,14 +209,7 @@ async fn exec(
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", &a.id)
         .env("CNI_NETNS", &a.netns)
-        .env(
-            "CNI_IFNAME",
-            if a.ifname.is_empty() {
-                IFNAME
-            } else {
-                &a.ifname
-            },
-        )
+        .env("CNI_IFNAME", &a.ifname)
         .env("CNI_PATH", bin_dir)
         .env("CNI_ARGS", &a.args)
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -272,13 +265,8 @@ async fn exec(
     })
 }
 
-/// The namespace's addresses from a CNI result: those on [`IFNAME`] (or on no named
+/// The namespace's addresses from a CNI result: those on `ifname` (or on no named
 /// interface), without their prefix length, IPv4 first.
-pub fn ips(result: &Value) -> Vec<String> {
-    ips_on(result, IFNAME)
-}
-
-/// As [`ips`], for the interface `ifname`.
 pub fn ips_on(result: &Value, ifname: &str) -> Vec<String> {
     let ifaces = result["interfaces"].as_array().cloned().unwrap_or_default();
     let mut ips: Vec<String> = result["ips"]
@@ -314,7 +302,7 @@ mod tests {
             "interfaces": [{"name": "cni0"}, {"name": "veth1"}, {"name": "eth0", "sandbox": "/run/netns/x"}],
             "ips": [{"interface": 2, "address": "fd00::5/64"}, {"interface": 2, "address": "10.88.0.5/16"}, {"interface": 0, "address": "10.88.0.1/16"}]
         });
-        assert_eq!(ips(&r), vec!["10.88.0.5", "fd00::5"]);
+        assert_eq!(ips_on(&r, IFNAME), vec!["10.88.0.5", "fd00::5"]);
     }
 
     #[tokio::test]

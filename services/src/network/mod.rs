@@ -135,32 +135,16 @@ impl Networks {
         self.inner.conf_dir.join(format!("{name}.conflist"))
     }
 
-    /// Every network in the conf dir, by name.
+    /// Every network in the conf dir, by name, with the containers on each.
     pub async fn list(&self) -> Result<Vec<NetworkInfo>> {
         let conf_dir = self.inner.conf_dir.clone();
         let dir = self.inner.dir.clone();
         blocking(move || {
             let endpoints = attach::endpoints(&dir);
-            let mut out = vec![];
-            let entries = std::fs::read_dir(&conf_dir)
-                .map_err(|e| Error::io(format!("read {}", conf_dir.display()), e))?;
-            for e in entries.flatten() {
-                let p = e.path();
-                if !p
-                    .extension()
-                    .is_some_and(|x| x == "conflist" || x == "conf")
-                {
-                    continue;
-                }
-                match cni::load_file(&p) {
-                    Ok(net) => out.push(info(net, &endpoints)),
-                    Err(e) => {
-                        tracing::warn!(file = %p.display(), error = %e, "skipping a CNI config")
-                    }
-                }
-            }
-            out.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(out)
+            Ok(conflists(&conf_dir)?
+                .into_iter()
+                .map(|net| info(net, &endpoints))
+                .collect())
         })
         .await
     }
@@ -182,27 +166,27 @@ impl Networks {
     async fn create_locked(&self, req: CreateNetwork) -> Result<NetworkInfo> {
         // Subnets and bridges are the host's: every berthd on it takes this lock to choose.
         let _host = blocking(hostlock::take).await?;
-        let existing = self.list().await?;
-        if existing.iter().any(|n| n.name == req.name) {
-            return Err(Error::already_exists(format!(
-                "network {:?} exists; remove it first or pick another name",
-                req.name
-            )));
-        }
-        let taken: Vec<Subnet> = existing
-            .iter()
-            .filter_map(|n| n.definition.as_ref().map(|d| d.subnet))
-            .collect();
+        let conf_dir = self.inner.conf_dir.clone();
+        let existing: Vec<(String, Definition)> = blocking(move || conflists(&conf_dir))
+            .await?
+            .into_iter()
+            .map(|n| (n.name.clone(), Definition::from_conflist(&n.conf)))
+            .filter_map(|(name, d)| {
+                if name == req.name {
+                    return Some(Err(Error::already_exists(format!(
+                        "network {name:?} exists; remove it first or pick another name"
+                    ))));
+                }
+                d.map(|d| Ok((name, d)))
+            })
+            .collect::<Result<_>>()?;
+        let taken: Vec<Subnet> = existing.iter().map(|(_, d)| d.subnet).collect();
         let subnet = match &req.subnet {
             Some(s) => {
                 let s = Subnet::parse(s)?;
-                if let Some(n) = existing
-                    .iter()
-                    .find(|n| n.definition.as_ref().is_some_and(|d| d.subnet.overlaps(&s)))
-                {
+                if let Some((name, _)) = existing.iter().find(|(_, d)| d.subnet.overlaps(&s)) {
                     return Err(Error::already_exists(format!(
-                        "subnet {s} overlaps network {:?}'s",
-                        n.name
+                        "subnet {s} overlaps network {name:?}'s"
                     )));
                 }
                 s
@@ -223,10 +207,7 @@ impl Networks {
             }
             None => subnet.first_host(),
         };
-        let used: Vec<String> = existing
-            .iter()
-            .filter_map(|n| n.definition.as_ref().map(|d| d.bridge.clone()))
-            .collect();
+        let used: Vec<String> = existing.iter().map(|(_, d)| d.bridge.clone()).collect();
         let bridge = claim_bridge(
             define::bridge_names(&req.name, &self.inner.conf_dir)
                 .into_iter()
@@ -285,29 +266,40 @@ impl Networks {
 
     /// The network to join: made first if it is the default one and missing.
     async fn ensure(&self, name: &str) -> Result<cni::Network> {
-        let path = self.file(name);
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return blocking(move || cni::load_file(&path)).await;
+        if let Some(net) = self.find(name).await? {
+            return Ok(net);
         }
-        if name == DEFAULT_NETWORK {
-            let _g = self.inner.defs.lock().await;
-            if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-                self.create_locked(CreateNetwork {
-                    name: name.to_string(),
-                    ..Default::default()
-                })
-                .await?;
+        if name != DEFAULT_NETWORK {
+            return Err(not_found(name));
+        }
+        let _g = self.inner.defs.lock().await;
+        // Another container may have made it while this one waited.
+        if let Some(net) = self.find(name).await? {
+            return Ok(net);
+        }
+        self.create_locked(CreateNetwork {
+            name: name.to_string(),
+            ..Default::default()
+        })
+        .await?;
+        self.find(name).await?.ok_or_else(|| not_found(name))
+    }
+
+    /// The network called `name`: its own `<name>.conflist`, else a conflist berth did not
+    /// write that names it inside.
+    async fn find(&self, name: &str) -> Result<Option<cni::Network>> {
+        let (path, conf_dir, name) = (
+            self.file(name),
+            self.inner.conf_dir.clone(),
+            name.to_string(),
+        );
+        blocking(move || {
+            if path.exists() {
+                return cni::load_file(&path).map(Some);
             }
-            return blocking(move || cni::load_file(&path)).await;
-        }
-        // A conflist berth did not write, named inside rather than by its file.
-        self.list()
-            .await?
-            .into_iter()
-            .find(|n| n.name == name)
-            .map(|n| n.file)
-            .ok_or_else(|| not_found(name))
-            .and_then(|f| cni::load_file(&f))
+            Ok(conflists(&conf_dir)?.into_iter().find(|n| n.name == name))
+        })
+        .await
     }
 
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -321,6 +313,29 @@ impl Networks {
             locks.remove(key);
         }
     }
+}
+
+/// The networks in `conf_dir` (`.conflist` and `.conf` files), by name; a file that does not
+/// parse is skipped and logged.
+fn conflists(conf_dir: &Path) -> Result<Vec<cni::Network>> {
+    let entries = std::fs::read_dir(conf_dir)
+        .map_err(|e| Error::io(format!("read {}", conf_dir.display()), e))?;
+    let mut out = vec![];
+    for e in entries.flatten() {
+        let p = e.path();
+        if !p
+            .extension()
+            .is_some_and(|x| x == "conflist" || x == "conf")
+        {
+            continue;
+        }
+        match cni::load_file(&p) {
+            Ok(net) => out.push(net),
+            Err(e) => tracing::warn!(file = %p.display(), error = %e, "skipping a CNI config"),
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 fn not_found(name: &str) -> Error {
