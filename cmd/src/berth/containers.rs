@@ -298,7 +298,7 @@ pub(crate) fn metrics_json(id: &str, data: &prost_types::Any) -> anyhow::Result<
     })
 }
 
-async fn container(client: &Client, id: &str) -> anyhow::Result<Container> {
+pub(crate) async fn container(client: &Client, id: &str) -> anyhow::Result<Container> {
     Ok(client
         .containers()
         .get(GetContainerRequest { id: id.to_string() })
@@ -343,11 +343,7 @@ async fn container_info(client: &Client, args: ContainerInfoArgs) -> anyhow::Res
         .into_inner()
         .container
         .unwrap_or_default();
-    let spec: serde_json::Value = c
-        .spec
-        .as_ref()
-        .and_then(|s| serde_json::from_slice(&s.value).ok())
-        .unwrap_or_default();
+    let spec = spec_json(&c);
     let json = serde_json::json!({
         "ID": c.id, "Image": c.image, "Labels": c.labels,
         "Runtime": c.runtime.as_ref().map(|r| r.name.clone()),
@@ -387,6 +383,24 @@ async fn container_rm(client: &Client, args: ContainerRmArgs) -> anyhow::Result<
         println!("{id}");
     }
     Ok(())
+}
+
+/// The container's OCI spec as JSON (Null when it has none or it does not parse).
+pub(crate) fn spec_json(c: &Container) -> serde_json::Value {
+    c.spec
+        .as_ref()
+        .and_then(|s| serde_json::from_slice(&s.value).ok())
+        .unwrap_or_default()
+}
+
+/// The signal that stops the container: its image's STOPSIGNAL, else SIGTERM.
+pub(crate) fn stop_signal(c: &Container) -> anyhow::Result<u32> {
+    parse_signal(
+        c.labels
+            .get(crate::run::STOP_SIGNAL_LABEL)
+            .map(String::as_str)
+            .unwrap_or("TERM"),
+    )
 }
 
 /// Deletes a container record (its task must be gone) and its snapshot.
@@ -458,17 +472,12 @@ async fn task_kill(client: &Client, args: TaskKillArgs) -> anyhow::Result<()> {
     let TaskKillArgs { id, signal, all } = args;
     let mut svc = client.tasks();
     let signal = match signal {
-        Some(s) => s,
-        None => client
-            .containers()
-            .get(GetContainerRequest { id: id.clone() })
-            .await
-            .ok()
-            .and_then(|c| c.into_inner().container)
-            .and_then(|c| c.labels.get(crate::run::STOP_SIGNAL_LABEL).cloned())
-            .unwrap_or_else(|| "TERM".into()),
+        Some(s) => parse_signal(&s)?,
+        None => match container(client, &id).await {
+            Ok(c) => stop_signal(&c)?,
+            Err(_) => libc::SIGTERM as u32,
+        },
     };
-    let signal = parse_signal(&signal)?;
     svc.kill(KillRequest {
         container_id: id,
         exec_id: String::new(),

@@ -32,15 +32,7 @@ fn container_side(s: &str) -> Option<(&str, &str)> {
 
 /// The container's root, and the mount that keeps it there for a stopped container.
 async fn open_root(client: &Client, id: &str) -> anyhow::Result<(Root, Option<TempMount>)> {
-    let task = client
-        .tasks()
-        .get(berth_proto::tasks::GetRequest {
-            container_id: id.to_string(),
-            exec_id: String::new(),
-        })
-        .await
-        .ok()
-        .and_then(|r| r.into_inner().process);
+    let task = crate::docker::task_of(client, id).await;
     if let Some(p) =
         task.filter(|p| p.pid > 0 && crate::containers::status_name(p.status) != "STOPPED")
     {
@@ -48,7 +40,7 @@ async fn open_root(client: &Client, id: &str) -> anyhow::Result<(Root, Option<Te
             .map_err(|e| anyhow!("container {id}: cannot open its root: {e}"))?;
         return Ok((root, None));
     }
-    let c = crate::docker::container(client, id).await?;
+    let c = crate::containers::container(client, id).await?;
     if c.snapshot_key.is_empty() {
         bail!("container {id} has no snapshot to copy from or to");
     }

@@ -2,17 +2,20 @@
 //! stop, start, rm, inspect, stats, top. (images, rmi, pull, push and tag are the images
 //! group's own commands under Docker's names; see main.rs.)
 
-use crate::containers::{metrics_json, parse_signal, status_name, TaskExecArgs};
+use crate::containers::{
+    container, metrics_json, spec_json, status_name, stop_signal, TaskExecArgs,
+};
 use crate::output::{age, each_id, rfc3339, ListFlags, Table};
 use anyhow::{anyhow, bail};
 use berth_client::Client;
 use berth_proto::berth::services::networks::v1::AddressesRequest;
 use berth_proto::containerd::v1::types::Process;
-use berth_proto::containers::{Container, GetContainerRequest, ListContainersRequest};
+use berth_proto::containers::{Container, ListContainersRequest};
 use berth_proto::tasks::{
-    CreateTaskRequest, DeleteTaskRequest, GetRequest, KillRequest, ListPidsRequest, MetricsRequest,
-    StartRequest, WaitRequest,
+    CreateTaskRequest, DeleteTaskRequest, GetRequest, KillRequest, ListPidsRequest,
+    ListTasksRequest, MetricsRequest, StartRequest, WaitRequest,
 };
+use berth_services::network::cni::PortMapping;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -99,8 +102,8 @@ pub struct TopArgs {
     id: String,
 }
 
-/// A container's task as `ps` shows it: (status word, pid, exit status); None without one.
-async fn task_of(client: &Client, id: &str) -> Option<Process> {
+/// The container's task (its last run), None without one.
+pub(crate) async fn task_of(client: &Client, id: &str) -> Option<Process> {
     client
         .tasks()
         .get(GetRequest {
@@ -126,11 +129,7 @@ fn status_text(task: Option<&Process>) -> String {
 }
 
 fn command_of(c: &Container) -> String {
-    let spec: serde_json::Value = c
-        .spec
-        .as_ref()
-        .and_then(|s| serde_json::from_slice(&s.value).ok())
-        .unwrap_or_default();
+    let spec = spec_json(c);
     let args: Vec<&str> = spec["process"]["args"]
         .as_array()
         .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
@@ -144,7 +143,7 @@ fn command_of(c: &Container) -> String {
 
 /// Published ports from the container's label, as Docker prints them.
 fn ports_of(c: &Container) -> String {
-    let ports: Vec<serde_json::Value> = c
+    let ports: Vec<PortMapping> = c
         .labels
         .get(berth_services::network::PORTS_LABEL)
         .and_then(|p| serde_json::from_str(p).ok())
@@ -152,16 +151,12 @@ fn ports_of(c: &Container) -> String {
     ports
         .iter()
         .map(|p| {
-            let ip = p["hostIP"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("0.0.0.0");
-            format!(
-                "{ip}:{}->{}/{}",
-                p["hostPort"],
-                p["containerPort"],
-                p["protocol"].as_str().unwrap_or("tcp")
-            )
+            let ip = if p.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                &p.host_ip
+            };
+            format!("{ip}:{}->{}/{}", p.host_port, p.container_port, p.protocol)
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -175,6 +170,17 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("cannot list containers: {}", e.message()))?
         .into_inner()
         .containers;
+    // Every task in one call, not one call per container.
+    let tasks: std::collections::HashMap<String, Process> = client
+        .tasks()
+        .list(ListTasksRequest::default())
+        .await
+        .map_err(|e| anyhow!("cannot list tasks: {}", e.message()))?
+        .into_inner()
+        .tasks
+        .into_iter()
+        .map(|p| (p.id.clone(), p))
+        .collect();
     let mut t = Table::new(&[
         "CONTAINER ID",
         "IMAGE",
@@ -185,18 +191,18 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<()> {
         "NAMES",
     ]);
     for c in list {
-        let task = task_of(client, &c.id).await;
+        let task = tasks.get(&c.id);
         let running = task
             .as_ref()
             .is_some_and(|p| matches!(status_name(p.status), "RUNNING" | "PAUSED"));
         if !a.all && !running {
             continue;
         }
-        let status = status_text(task.as_ref());
+        let (status, command, ports) = (status_text(task), command_of(&c), ports_of(&c));
         let json = serde_json::json!({
-            "id": c.id, "image": c.image, "command": command_of(&c),
+            "id": c.id, "image": c.image, "command": command,
             "created_at": rfc3339(c.created_at.as_ref()), "status": status,
-            "ports": ports_of(&c), "pid": task.as_ref().map(|p| p.pid),
+            "ports": ports, "pid": task.map(|p| p.pid),
         });
         let cells = if a.flags.quiet {
             vec![c.id.clone()]
@@ -204,10 +210,10 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<()> {
             vec![
                 c.id.clone(),
                 c.image.clone(),
-                command_of(&c),
+                command,
                 age(c.created_at.as_ref()),
                 status,
-                ports_of(&c),
+                ports,
                 c.id.clone(),
             ]
         };
@@ -215,17 +221,6 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<()> {
     }
     t.print(a.flags)?;
     Ok(())
-}
-
-pub(crate) async fn container(client: &Client, id: &str) -> anyhow::Result<Container> {
-    client
-        .containers()
-        .get(GetContainerRequest { id: id.to_string() })
-        .await
-        .map_err(|e| anyhow!("container {id}: {}", e.message()))?
-        .into_inner()
-        .container
-        .ok_or_else(|| anyhow!("container {id}: the daemon sent nothing"))
 }
 
 fn log_of(c: &Container) -> anyhow::Result<std::path::PathBuf> {
@@ -310,19 +305,31 @@ async fn stop_one(client: &Client, id: &str, grace: Duration) -> anyhow::Result<
     if status_name(task.status) == "STOPPED" {
         return Ok(());
     }
-    let signal = parse_signal(
-        c.labels
-            .get(crate::run::STOP_SIGNAL_LABEL)
-            .map(String::as_str)
-            .unwrap_or("TERM"),
-    )?;
-    kill(client, id, signal, false).await?;
+    kill(client, id, stop_signal(&c)?, false).await?;
     if !wait_exit(client, id, grace).await {
-        kill(client, id, libc::SIGKILL as u32, true).await?;
-        if !wait_exit(client, id, Duration::from_secs(10)).await {
-            bail!("container {id} did not stop after SIGKILL");
-        }
+        kill_all(client, id).await?;
     }
+    Ok(())
+}
+
+/// SIGKILL to every process in the container, and up to 10 s for its init to be gone.
+async fn kill_all(client: &Client, id: &str) -> anyhow::Result<()> {
+    kill(client, id, libc::SIGKILL as u32, true).await?;
+    if !wait_exit(client, id, Duration::from_secs(10)).await {
+        bail!("container {id} did not stop after SIGKILL");
+    }
+    Ok(())
+}
+
+/// Deletes the container's stopped task (the record of its last run).
+async fn delete_task(client: &Client, id: &str) -> anyhow::Result<()> {
+    client
+        .tasks()
+        .delete(DeleteTaskRequest {
+            container_id: id.to_string(),
+        })
+        .await
+        .map_err(|e| anyhow!("delete {id}'s task: {}", e.message()))?;
     Ok(())
 }
 
@@ -342,13 +349,7 @@ async fn start_one(client: &Client, id: &str) -> anyhow::Result<()> {
         if status_name(t.status) != "STOPPED" {
             bail!("container {id} is already running");
         }
-        client
-            .tasks()
-            .delete(DeleteTaskRequest {
-                container_id: id.to_string(),
-            })
-            .await
-            .map_err(|e| anyhow!("clear {id}'s last task: {}", e.message()))?;
+        delete_task(client, id).await?;
     }
     let uri = log_of(&c)
         .map(|l| format!("file://{}", l.display()))
@@ -384,16 +385,9 @@ async fn rm_one(client: &Client, id: &str, force: bool) -> anyhow::Result<()> {
             if !force {
                 bail!("container {id} is running: stop it first, or use rm -f");
             }
-            kill(client, id, libc::SIGKILL as u32, true).await?;
-            wait_exit(client, id, Duration::from_secs(10)).await;
+            kill_all(client, id).await?;
         }
-        client
-            .tasks()
-            .delete(DeleteTaskRequest {
-                container_id: id.to_string(),
-            })
-            .await
-            .map_err(|e| anyhow!("delete {id}'s task: {}", e.message()))?;
+        delete_task(client, id).await?;
     }
     crate::containers::remove_container(client, &c).await?;
     if let Ok(log) = log_of(&c) {
@@ -409,11 +403,7 @@ pub async fn rm(client: &Client, a: RmArgs) -> anyhow::Result<()> {
 
 async fn inspect_container(client: &Client, c: Container) -> anyhow::Result<serde_json::Value> {
     let task = task_of(client, &c.id).await;
-    let spec: serde_json::Value = c
-        .spec
-        .as_ref()
-        .and_then(|s| serde_json::from_slice(&s.value).ok())
-        .unwrap_or_default();
+    let spec = spec_json(&c);
     let networks: serde_json::Map<String, serde_json::Value> = client
         .networks()
         .addresses(AddressesRequest {
@@ -445,13 +435,7 @@ async fn inspect_container(client: &Client, c: Container) -> anyhow::Result<serd
 pub async fn inspect(client: &Client, a: InspectArgs) -> anyhow::Result<()> {
     let mut out = vec![];
     for name in &a.names {
-        let found = client
-            .containers()
-            .get(GetContainerRequest { id: name.clone() })
-            .await
-            .ok()
-            .and_then(|r| r.into_inner().container);
-        match found {
+        match container(client, name).await.ok() {
             Some(c) => out.push(inspect_container(client, c).await?),
             None => out.push(
                 crate::images::inspect_json(client, name)

@@ -15,6 +15,7 @@ use berth_proto::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
 use berth_proto::tasks::{
     CreateTaskRequest, DeleteTaskRequest, KillRequest, StartRequest, WaitRequest,
 };
+use berth_services::network::cni::PortMapping;
 use berth_services::network::{DNS_LABEL, NETWORKS_LABEL, PORTS_LABEL};
 use berth_services::spec::{self, resolve_user, Options, SPEC_TYPE_URL};
 use berth_snapshotters::mount::TempMount;
@@ -100,18 +101,17 @@ impl Run {
 
     /// The labels that ask berthd to join the container to its networks.
     fn network_labels(&self) -> anyhow::Result<Vec<(&'static str, String)>> {
-        if self.host_network() || self.network == "none" {
+        let without = if self.host_network() {
+            Some("host")
+        } else {
+            (self.network == "none").then_some("none")
+        };
+        if let Some(net) = without {
             if !self.publish.is_empty() {
-                bail!(
-                    "-p needs a network to publish from; --network {} has none",
-                    if self.host_network() { "host" } else { "none" }
-                );
+                bail!("-p needs a network to publish from; --network {net} has none");
             }
             if !self.dns.is_empty() {
-                bail!(
-                    "--dns needs a network of berth's; --network {} has none",
-                    if self.host_network() { "host" } else { "none" }
-                );
+                bail!("--dns needs a network of berth's; --network {net} has none");
             }
             return Ok(vec![]);
         }
@@ -132,7 +132,7 @@ impl Run {
 
 /// `-p [IP:]HOST:CONTAINER[/PROTO]` as CNI port mappings; `[::1]:80:80` for IPv6; equal-length
 /// ranges map port by port.
-fn parse_publish(s: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+fn parse_publish(s: &str) -> anyhow::Result<Vec<PortMapping>> {
     let (spec, proto) = match s.rsplit_once('/') {
         Some((a, p)) => (a, p),
         None => (s, "tcp"),
@@ -182,8 +182,11 @@ fn parse_publish(s: &str) -> anyhow::Result<Vec<serde_json::Value>> {
         bail!("-p {s:?}: the host and container ranges differ in length");
     }
     Ok((0..=h1 - h0)
-        .map(|i| {
-            serde_json::json!({"hostPort": h0 + i, "containerPort": c0 + i, "protocol": proto, "hostIP": ip})
+        .map(|i| PortMapping {
+            host_port: h0 + i,
+            container_port: c0 + i,
+            protocol: proto.to_string(),
+            host_ip: ip.clone(),
         })
         .collect())
 }
@@ -511,15 +514,21 @@ async fn resolve_image(client: &Client, name: &str) -> String {
 }
 
 pub async fn run(client: &Client, mut r: Run) -> anyhow::Result<i32> {
-    r.network_labels()?;
-    if r.detach && r.log.is_none() {
-        let log = default_log(&r.address, client.namespace(), &r.id);
-        if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("create the log directory {}", dir.display()))?;
+    let networks = r.network_labels()?;
+    // The log as the shim and the container's label name it: absolute.
+    r.log = match r.log.take() {
+        Some(log) if log.is_relative() => Some(std::env::current_dir()?.join(log)),
+        Some(log) => Some(log),
+        None if r.detach => {
+            let log = default_log(&r.address, client.namespace(), &r.id);
+            if let Some(dir) = log.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("create the log directory {}", dir.display()))?;
+            }
+            Some(log)
         }
-        r.log = Some(log);
-    }
+        None => None,
+    };
     r.image = resolve_image(client, &r.image).await;
     let unpacked = client
         .unpack()
@@ -560,7 +569,7 @@ pub async fn run(client: &Client, mut r: Run) -> anyhow::Result<i32> {
             return Err(e);
         }
     };
-    let result = create_and_run(client, &r, &config, &mounts, binds).await;
+    let result = create_and_run(client, &r, &config, &mounts, binds, networks).await;
     if result.is_err() || r.rm {
         let _ = client
             .containers()
@@ -673,6 +682,7 @@ async fn create_and_run(
     config: &serde_json::Value,
     mounts: &[berth_proto::types::Mount],
     binds: Vec<(String, String, Vec<String>)>,
+    networks: Vec<(&'static str, String)>,
 ) -> anyhow::Result<i32> {
     let user = r.user.clone().or_else(|| {
         config["config"]["User"]
@@ -730,7 +740,7 @@ async fn create_and_run(
                 }),
                 snapshotter: r.snapshotter.clone(),
                 snapshot_key: r.id.clone(),
-                labels: container_labels(r, config)?,
+                labels: container_labels(r, config, networks),
                 ..Default::default()
             }),
         })
@@ -741,12 +751,7 @@ async fn create_and_run(
         .prefix("berth-io-")
         .tempdir_in(std::env::temp_dir())?;
     let (stdin, stdout, stderr, pumps) = if let Some(log) = &r.log {
-        let abs = if log.is_absolute() {
-            log.clone()
-        } else {
-            std::env::current_dir()?.join(log)
-        };
-        let uri = format!("file://{}", abs.display());
+        let uri = format!("file://{}", log.display());
         (String::new(), uri.clone(), uri, Pumps::default())
     } else if r.detach {
         (
@@ -899,9 +904,9 @@ pub use berth_proto::vocab::labels::STOP_SIGNAL as STOP_SIGNAL_LABEL;
 fn container_labels(
     r: &Run,
     config: &serde_json::Value,
-) -> anyhow::Result<HashMap<String, String>> {
-    let mut labels: HashMap<String, String> = r
-        .network_labels()?
+    networks: Vec<(&'static str, String)>,
+) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> = networks
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
@@ -912,14 +917,9 @@ fn container_labels(
         labels.insert(STOP_SIGNAL_LABEL.to_string(), sig.to_string());
     }
     if let Some(log) = &r.log {
-        let abs = if log.is_absolute() {
-            log.clone()
-        } else {
-            std::env::current_dir()?.join(log)
-        };
-        labels.insert(LOG_LABEL.to_string(), abs.display().to_string());
+        labels.insert(LOG_LABEL.to_string(), log.display().to_string());
     }
-    Ok(labels)
+    labels
 }
 
 /// Where `run -d` keeps a container's output when no --log is given: under $BERTH_LOG_DIR;
@@ -996,20 +996,18 @@ mod tests {
     fn publish_specs() {
         let one = parse_publish("127.0.0.1:18080:80").unwrap();
         assert_eq!(
-            one,
-            vec![
-                serde_json::json!({"hostPort": 18080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"})
-            ]
+            serde_json::to_value(&one).unwrap(),
+            serde_json::json!([{"hostPort": 18080, "containerPort": 80, "protocol": "tcp", "hostIP": "127.0.0.1"}])
         );
         let udp = parse_publish("53:5353/udp").unwrap();
-        assert_eq!(udp[0]["protocol"], "udp");
-        assert_eq!(udp[0]["hostIP"], "");
+        assert_eq!(udp[0].protocol, "udp");
+        assert_eq!(udp[0].host_ip, "");
         let v6 = parse_publish("[::1]:8080:80").unwrap();
-        assert_eq!(v6[0]["hostIP"], "::1");
+        assert_eq!(v6[0].host_ip, "::1");
         let range = parse_publish("8000-8002:80-82").unwrap();
         assert_eq!(range.len(), 3);
-        assert_eq!(range[2]["hostPort"], 8002);
-        assert_eq!(range[2]["containerPort"], 82);
+        assert_eq!(range[2].host_port, 8002);
+        assert_eq!(range[2].container_port, 82);
         for bad in [
             "80",
             "0:80",
