@@ -6,7 +6,6 @@ use crate::context::Namespace;
 use crate::metadata::MetadataStore;
 use crate::metrics::{escape, header, registry};
 use crate::runtime::Tasks;
-use prost::Message;
 use std::fmt::Write;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -80,82 +79,40 @@ async fn answer(mut conn: tokio::net::TcpStream, sources: Sources) -> std::io::R
     conn.shutdown().await
 }
 
-/// One container's figures, each as (metric, value).
+/// One container's figures, each as (metric, value); what its cgroup version lacks is left out.
 fn container_figures(data: &crate::metadata::containers::AnyValue) -> Vec<(&'static str, f64)> {
-    use berth_proto::cgroups::{v1, v2};
-    let t = data.type_url.rsplit('/').next().unwrap_or_default();
-    match t {
-        "io.containerd.cgroups.v2.Metrics" => {
-            let Ok(m) = v2::Metrics::decode(data.value.as_slice()) else {
-                return vec![];
-            };
-            let (mem, cpu, pids) = (
-                m.memory.unwrap_or_default(),
-                m.cpu.unwrap_or_default(),
-                m.pids.unwrap_or_default(),
-            );
-            let io = m.io.unwrap_or_default();
-            let (rb, wb) = io
-                .usage
-                .iter()
-                .fold((0u64, 0u64), |(r, w), e| (r + e.rbytes, w + e.wbytes));
-            let events = m.memory_events.unwrap_or_default();
-            vec![
-                (
-                    "container_cpu_usage_seconds_total",
-                    cpu.usage_usec as f64 / 1e6,
-                ),
-                (
-                    "container_cpu_user_seconds_total",
-                    cpu.user_usec as f64 / 1e6,
-                ),
-                (
-                    "container_cpu_system_seconds_total",
-                    cpu.system_usec as f64 / 1e6,
-                ),
-                (
-                    "container_cpu_throttled_periods_total",
-                    cpu.nr_throttled as f64,
-                ),
-                ("container_memory_usage_bytes", mem.usage as f64),
-                ("container_memory_limit_bytes", mem.usage_limit as f64),
-                ("container_memory_anon_bytes", mem.anon as f64),
-                ("container_memory_file_bytes", mem.file as f64),
-                ("container_memory_oom_events_total", events.oom as f64),
-                ("container_memory_oom_kills_total", events.oom_kill as f64),
-                ("container_pids_current", pids.current as f64),
-                ("container_pids_limit", pids.limit as f64),
-                ("container_io_read_bytes_total", rb as f64),
-                ("container_io_write_bytes_total", wb as f64),
-            ]
-        }
-        "io.containerd.cgroups.v1.Metrics" => {
-            let Ok(m) = v1::Metrics::decode(data.value.as_slice()) else {
-                return vec![];
-            };
-            let mem = m.memory.unwrap_or_default();
-            let usage = mem.usage.unwrap_or_default();
-            let cpu = m.cpu.unwrap_or_default().usage.unwrap_or_default();
-            let pids = m.pids.unwrap_or_default();
-            vec![
-                ("container_cpu_usage_seconds_total", cpu.total as f64 / 1e9),
-                ("container_cpu_user_seconds_total", cpu.user as f64 / 1e9),
-                (
-                    "container_cpu_system_seconds_total",
-                    cpu.kernel as f64 / 1e9,
-                ),
-                ("container_memory_usage_bytes", usage.usage as f64),
-                ("container_memory_limit_bytes", usage.limit as f64),
-                (
-                    "container_memory_oom_kills_total",
-                    m.memory_oom_control.unwrap_or_default().oom_kill as f64,
-                ),
-                ("container_pids_current", pids.current as f64),
-                ("container_pids_limit", pids.limit as f64),
-            ]
-        }
-        _ => vec![],
-    }
+    let Some(f) = crate::runtime::shim_client::cgroup_figures(data) else {
+        return vec![];
+    };
+    let secs = |ns: u64| ns as f64 / 1e9;
+    let always = [
+        ("container_cpu_usage_seconds_total", secs(f.cpu_ns)),
+        ("container_cpu_user_seconds_total", secs(f.cpu_user_ns)),
+        ("container_cpu_system_seconds_total", secs(f.cpu_system_ns)),
+        ("container_memory_usage_bytes", f.memory_usage as f64),
+        ("container_memory_limit_bytes", f.memory_limit as f64),
+        ("container_memory_oom_kills_total", f.oom_kills as f64),
+        ("container_pids_current", f.pids as f64),
+        ("container_pids_limit", f.pids_limit as f64),
+    ];
+    let some = [
+        (
+            "container_cpu_throttled_periods_total",
+            f.cpu_throttled_periods,
+        ),
+        ("container_memory_anon_bytes", f.memory_anon),
+        ("container_memory_file_bytes", f.memory_file),
+        ("container_memory_oom_events_total", f.oom_events),
+        ("container_io_read_bytes_total", f.io_read_bytes),
+        ("container_io_write_bytes_total", f.io_write_bytes),
+    ];
+    always
+        .into_iter()
+        .chain(
+            some.into_iter()
+                .filter_map(|(m, v)| v.map(|v| (m, v as f64))),
+        )
+        .collect()
 }
 
 /// Kind of each container metric, for its TYPE line.

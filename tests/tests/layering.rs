@@ -78,9 +78,9 @@ fn workspace_dependencies_follow_the_layout() {
 }
 
 /// Inside `services/`, the wire stays at the edges: only the gRPC layer (`grpc/`), the
-/// daemon's wiring (`daemon.rs`), the runtime's ttrpc edge, the Kubernetes CRI adapter
-/// (`cri/`, whose vocabulary is the CRI's own messages) and the metrics endpoint (an HTTP
-/// edge that reads the shims' cgroup messages) name protobuf, tonic or the gRPC layer. Everything else speaks core types (the shared vocabulary `berth_proto::vocab` aside);
+/// daemon's wiring (`daemon.rs`), the runtime's ttrpc edge and the Kubernetes CRI adapter
+/// (`cri/`, whose vocabulary is the CRI's own messages) name protobuf, tonic or the gRPC
+/// layer. Everything else speaks core types (the shared vocabulary `berth_proto::vocab` aside);
 /// the CRI adapter reaches the core only through the core's APIs.
 #[test]
 fn services_core_names_no_wire_types() {
@@ -90,7 +90,6 @@ fn services_core_names_no_wire_types() {
         "runtime/ttrpc.rs",
         "runtime/shim_client.rs",
         "cri/",
-        "metrics_endpoint.rs",
     ];
     const WIRE: &[&str] = &["crate::grpc", "berth_proto::", "prost", "tonic"];
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../services/src");

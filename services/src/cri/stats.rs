@@ -4,34 +4,9 @@
 use super::{Container, Cri};
 use crate::error::Result;
 use berth_proto::cri::v1 as cri;
-use prost::Message;
 
 fn u64v(value: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value })
-}
-
-/// (cpu ns, memory usage, working set, rss, page faults, major faults)
-fn decode(any: &crate::metadata::containers::AnyValue) -> Option<(u64, u64, u64, u64, u64, u64)> {
-    if any.type_url.ends_with("io.containerd.cgroups.v1.Metrics") {
-        let m = berth_proto::cgroups::v1::Metrics::decode(any.value.as_slice()).ok()?;
-        let cpu = m.cpu.and_then(|c| c.usage).map(|u| u.total).unwrap_or(0);
-        let mem = m.memory.unwrap_or_default();
-        let usage = mem.usage.map(|u| u.usage).unwrap_or(0);
-        let ws = usage.saturating_sub(mem.total_inactive_file);
-        return Some((
-            cpu,
-            usage,
-            ws,
-            mem.total_rss,
-            mem.total_pg_fault,
-            mem.total_pg_maj_fault,
-        ));
-    }
-    let m = berth_proto::cgroups::v2::Metrics::decode(any.value.as_slice()).ok()?;
-    let cpu = m.cpu.map(|c| c.usage_usec * 1000).unwrap_or(0);
-    let mem = m.memory.unwrap_or_default();
-    let ws = mem.usage.saturating_sub(mem.inactive_file);
-    Some((cpu, mem.usage, ws, mem.anon, mem.pgfault, mem.pgmajfault))
 }
 
 impl Cri {
@@ -49,7 +24,8 @@ impl Cri {
         let running = Self::container_state(c) == cri::ContainerState::ContainerRunning;
         if running {
             if let Ok(Some(any)) = self.tasks.stats(self.ns.clone(), c.id.clone()).await {
-                if let Some((cpu, usage, ws, rss, pf, pmf)) = decode(&any) {
+                if let Some(f) = crate::runtime::shim_client::cgroup_figures(&any) {
+                    let cpu = f.cpu_ns;
                     let nano_cores = {
                         let mut st = self.st();
                         let prev = st.cpu_samples.insert(c.id.clone(), (now, cpu));
@@ -68,12 +44,12 @@ impl Cri {
                     });
                     out.memory = Some(cri::MemoryUsage {
                         timestamp: now,
-                        working_set_bytes: u64v(ws),
+                        working_set_bytes: u64v(f.memory_working_set),
                         available_bytes: None,
-                        usage_bytes: u64v(usage),
-                        rss_bytes: u64v(rss),
-                        page_faults: u64v(pf),
-                        major_page_faults: u64v(pmf),
+                        usage_bytes: u64v(f.memory_usage),
+                        rss_bytes: u64v(f.memory_rss),
+                        page_faults: u64v(f.page_faults),
+                        major_page_faults: u64v(f.major_page_faults),
                         psi: None,
                     });
                 }

@@ -3,8 +3,8 @@
 
 use super::ttrpc;
 use super::types::{
-    CreateTask, ExecProcess, Exited, ProcessInfo, ProcessRef, ProcessState, Resize, Status, Stdio,
-    UpdateTask,
+    CgroupFigures, CreateTask, ExecProcess, Exited, ProcessInfo, ProcessRef, ProcessState, Resize,
+    Status, Stdio, UpdateTask,
 };
 use crate::error::Result;
 use crate::metadata::containers::AnyValue;
@@ -340,6 +340,69 @@ impl ShimClient {
 
 /// A stand-in shim for the runtime's tests: speaks ttrpc on a unix socket, answers the Task
 /// calls a task's life needs, and can die on purpose.
+/// The figures of a shim's Stats answer (containerd's `io.containerd.cgroups.v1/v2.Metrics`);
+/// None for another type or bytes that do not decode.
+pub fn cgroup_figures(any: &AnyValue) -> Option<CgroupFigures> {
+    use berth_proto::cgroups::{v1, v2};
+    if any.type_url.ends_with("io.containerd.cgroups.v1.Metrics") {
+        let m = v1::Metrics::decode(any.value.as_slice()).ok()?;
+        let cpu = m.cpu.and_then(|c| c.usage).unwrap_or_default();
+        let mem = m.memory.unwrap_or_default();
+        let usage = mem.usage.unwrap_or_default();
+        let pids = m.pids.unwrap_or_default();
+        return Some(CgroupFigures {
+            cpu_ns: cpu.total,
+            cpu_user_ns: cpu.user,
+            cpu_system_ns: cpu.kernel,
+            memory_usage: usage.usage,
+            memory_limit: usage.limit,
+            memory_working_set: usage.usage.saturating_sub(mem.total_inactive_file),
+            memory_rss: mem.total_rss,
+            page_faults: mem.total_pg_fault,
+            major_page_faults: mem.total_pg_maj_fault,
+            oom_kills: m.memory_oom_control.unwrap_or_default().oom_kill,
+            pids: pids.current,
+            pids_limit: pids.limit,
+            ..Default::default()
+        });
+    }
+    if !any.type_url.ends_with("io.containerd.cgroups.v2.Metrics") {
+        return None;
+    }
+    let m = v2::Metrics::decode(any.value.as_slice()).ok()?;
+    let (cpu, mem, pids) = (
+        m.cpu.unwrap_or_default(),
+        m.memory.unwrap_or_default(),
+        m.pids.unwrap_or_default(),
+    );
+    let events = m.memory_events.unwrap_or_default();
+    let io = m.io.unwrap_or_default();
+    let (read, write) = io
+        .usage
+        .iter()
+        .fold((0u64, 0u64), |(r, w), e| (r + e.rbytes, w + e.wbytes));
+    Some(CgroupFigures {
+        cpu_ns: cpu.usage_usec * 1000,
+        cpu_user_ns: cpu.user_usec * 1000,
+        cpu_system_ns: cpu.system_usec * 1000,
+        cpu_throttled_periods: Some(cpu.nr_throttled),
+        memory_usage: mem.usage,
+        memory_limit: mem.usage_limit,
+        memory_working_set: mem.usage.saturating_sub(mem.inactive_file),
+        memory_rss: mem.anon,
+        memory_anon: Some(mem.anon),
+        memory_file: Some(mem.file),
+        page_faults: mem.pgfault,
+        major_page_faults: mem.pgmajfault,
+        oom_events: Some(events.oom),
+        oom_kills: events.oom_kill,
+        pids: pids.current,
+        pids_limit: pids.limit,
+        io_read_bytes: Some(read),
+        io_write_bytes: Some(write),
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod fake {
     use berth_proto::containerd::task::v2 as api;
@@ -398,6 +461,80 @@ pub(crate) mod fake {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use super::*;
+    use berth_proto::cgroups::{v1, v2};
+
+    fn any(type_url: &str, value: Vec<u8>) -> AnyValue {
+        AnyValue {
+            type_url: type_url.into(),
+            value,
+        }
+    }
+
+    #[test]
+    fn both_cgroup_versions_read_and_other_types_refused() {
+        let m2 = v2::Metrics {
+            cpu: Some(v2::CpuStat {
+                usage_usec: 5,
+                ..Default::default()
+            }),
+            memory: Some(v2::MemoryStat {
+                usage: 100,
+                inactive_file: 30,
+                anon: 60,
+                ..Default::default()
+            }),
+            io: Some(v2::IoStat {
+                usage: vec![
+                    v2::IoEntry {
+                        rbytes: 1,
+                        wbytes: 2,
+                        ..Default::default()
+                    },
+                    v2::IoEntry {
+                        rbytes: 10,
+                        wbytes: 20,
+                        ..Default::default()
+                    },
+                ],
+            }),
+            ..Default::default()
+        };
+        let f = cgroup_figures(&any(
+            "types.containerd.io/io.containerd.cgroups.v2.Metrics",
+            m2.encode_to_vec(),
+        ))
+        .unwrap();
+        assert_eq!(
+            (f.cpu_ns, f.memory_working_set, f.memory_rss),
+            (5000, 70, 60)
+        );
+        assert_eq!((f.io_read_bytes, f.io_write_bytes), (Some(11), Some(22)));
+        let m1 = v1::Metrics {
+            memory: Some(v1::MemoryStat {
+                total_rss: 7,
+                usage: Some(v1::MemoryEntry {
+                    usage: 50,
+                    limit: 64,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let f =
+            cgroup_figures(&any("io.containerd.cgroups.v1.Metrics", m1.encode_to_vec())).unwrap();
+        assert_eq!((f.memory_usage, f.memory_limit, f.memory_rss), (50, 64, 7));
+        assert_eq!(f.io_read_bytes, None);
+        assert!(
+            cgroup_figures(&any("io.containerd.cgroups.v2.Metrics", vec![0xff, 0xff])).is_none()
+        );
+        assert!(cgroup_figures(&any("google.protobuf.Empty", vec![])).is_none());
     }
 }
 

@@ -102,3 +102,29 @@ pub struct Resize {
 
 /// The exit a dead shim's task is reported with when its shim could not say better.
 pub const KILLED_EXIT_STATUS: u32 = 137;
+
+/// A container's cgroup figures as the shim reports them (cgroup v1 or v2), in the units the
+/// kernel counts. What one version has and the other lacks is None.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CgroupFigures {
+    pub cpu_ns: u64,
+    pub cpu_user_ns: u64,
+    pub cpu_system_ns: u64,
+    pub cpu_throttled_periods: Option<u64>,
+    pub memory_usage: u64,
+    pub memory_limit: u64,
+    /// Usage less inactive file pages: what the kubelet calls the working set.
+    pub memory_working_set: u64,
+    /// Resident anonymous memory (v1 total_rss, v2 anon).
+    pub memory_rss: u64,
+    pub memory_anon: Option<u64>,
+    pub memory_file: Option<u64>,
+    pub page_faults: u64,
+    pub major_page_faults: u64,
+    pub oom_events: Option<u64>,
+    pub oom_kills: u64,
+    pub pids: u64,
+    pub pids_limit: u64,
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+}
