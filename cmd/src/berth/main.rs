@@ -3,6 +3,8 @@
 mod build;
 #[path = "../check_report.rs"]
 mod check_report;
+#[path = "../cli_docs.rs"]
+mod cli_docs;
 mod commit;
 mod containers;
 mod content;
@@ -198,26 +200,12 @@ fn generate(cmd: &Command) -> Option<anyhow::Result<()>> {
     use clap::CommandFactory;
     match cmd {
         Command::Completion { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "berth", &mut std::io::stdout());
+            cli_docs::completion(Cli::command(), *shell);
             Some(Ok(()))
         }
-        Command::Man { dir } => Some(man_pages(dir.as_deref())),
+        Command::Man { dir } => Some(cli_docs::man(Cli::command(), dir.as_deref())),
         _ => None,
     }
-}
-
-fn man_pages(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
-    use clap::CommandFactory;
-    let cmd = Cli::command();
-    match dir {
-        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
-            clap_mangen::generate_to(cmd, d)
-                .with_context(|| format!("write man pages into {}", d.display()))?;
-        }
-    }
-    Ok(())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -2,6 +2,8 @@
 
 #[path = "../check_report.rs"]
 mod check_report;
+#[path = "../cli_docs.rs"]
+mod cli_docs;
 mod config;
 
 use anyhow::{bail, Context};
@@ -451,25 +453,12 @@ fn main() -> anyhow::Result<()> {
         }
         Some(Command::Completion { shell }) => {
             use clap::CommandFactory;
-            clap_complete::generate(
-                *shell,
-                &mut Args::command(),
-                "berthd",
-                &mut std::io::stdout(),
-            );
+            cli_docs::completion(Args::command(), *shell);
             return Ok(());
         }
         Some(Command::Man { dir }) => {
             use clap::CommandFactory;
-            match dir {
-                None => clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout())?,
-                Some(d) => {
-                    std::fs::create_dir_all(d)
-                        .with_context(|| format!("create {}", d.display()))?;
-                    clap_mangen::generate_to(Args::command(), d)?;
-                }
-            }
-            return Ok(());
+            return cli_docs::man(Args::command(), dir.as_deref());
         }
         Some(Command::Check { repair }) => {
             let corrupt = check(&cfg, *repair)?;
