@@ -245,7 +245,9 @@ fn user_networks_and_bad_input() {
     let bridge = n["bridge"].as_str().unwrap().to_string();
     assert!(bridge.starts_with("br-"), "{bridge}");
 
-    // Refused: the same name, an overlapping subnet, reserved or malformed names and subnets.
+    // Refused: the same name, an overlapping subnet, reserved or malformed names and subnets,
+    // a label past the size every record keeps to.
+    let big_label = format!("k={}", "v".repeat(5000));
     for (args, says) in [
         (vec!["backend"], "exists"),
         (vec!["other", "--subnet", &subnet], "overlaps"),
@@ -257,6 +259,7 @@ fn user_networks_and_bad_input() {
             vec!["x3", "--subnet", "10.215.0.0/24", "--gateway", "10.9.9.9"],
             "not a host address",
         ),
+        (vec!["x4", "-l", &big_label], "exceed"),
     ] {
         let mut a = vec!["network", "create"];
         a.extend(args.iter().copied());

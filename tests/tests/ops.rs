@@ -168,6 +168,22 @@ fn metrics_endpoint_json_logs_and_imports() {
     assert!(body.contains("Containers/Get\",code=\"5\"}"), "{body}");
     let (head, _) = http_get(port, "/nothing");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    // Hostile scrapers: another method is refused; a request head past 8 KiB gets no answer
+    // but a closed connection; the endpoint keeps serving.
+    let raw = |req: &[u8]| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(req);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    assert!(raw(b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 16 << 10));
+    assert_eq!(raw(&huge), "");
+    let (head, _) = http_get(port, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
     // Every log line is one JSON object.
     let log = d.log_text();

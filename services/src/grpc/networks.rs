@@ -127,6 +127,7 @@ impl NetworksApi for NetworksService {
             .core
             .addresses(ns.as_str(), &id)
             .await
+            .map_err(status)?
             .into_iter()
             .map(|(network, ips)| NetworkAddresses { network, ips })
             .collect();

@@ -327,7 +327,11 @@ impl Networks {
         failed.map_or(Ok(()), Err)
     }
 
+    /// The record of `id` in `ns`. The id is checked first: ids reach here from exit events
+    /// any client can forward, and one like `../../x` must not lead out of the records.
     async fn load(&self, ns: &str, id: &str) -> Result<Option<Record>> {
+        crate::context::validate_identifier("container id", id)?;
+        Namespace::parse(ns)?;
         let path = self.record_path(ns, id);
         blocking(move || match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b)
@@ -378,16 +382,18 @@ impl Networks {
         .unwrap_or_default()
     }
 
-    /// The container's addresses on its networks, by network.
-    pub async fn addresses(&self, ns: &str, id: &str) -> Vec<(String, Vec<String>)> {
-        match self.load(ns, id).await {
-            Ok(Some(r)) => r
-                .joined
-                .iter()
-                .map(|j| (j.network.clone(), j.ips()))
-                .collect(),
-            _ => vec![],
-        }
+    /// The container's addresses on its networks, by network (none when it is on none).
+    pub async fn addresses(&self, ns: &str, id: &str) -> Result<Vec<(String, Vec<String>)>> {
+        Ok(self
+            .load(ns, id)
+            .await?
+            .map(|r| {
+                r.joined
+                    .iter()
+                    .map(|j| (j.network.clone(), j.ips()))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// Leaves the networks of each container on record whose task is no longer running:
@@ -516,6 +522,28 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn ids_from_events_cannot_lead_out_of_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = Networks::open(
+            &super::super::NetworkConfig::default(),
+            &dir.path().join("root"),
+            &dir.path().join("state"),
+        )
+        .unwrap();
+        // A file shaped like a record, outside the records.
+        let outside = dir.path().join("state/io.berth.network.v1/victim");
+        std::fs::create_dir_all(&outside).unwrap();
+        for id in ["../../victim", "..", "a/b", ""] {
+            let e = n.detach("default", id, None).await.unwrap_err();
+            assert_eq!(e.kind(), crate::error::Kind::InvalidArgument, "{id:?}");
+            assert!(n.addresses("default", id).await.is_err(), "{id:?}");
+        }
+        assert!(n.detach("../x", "c1", None).await.is_err());
+        assert!(outside.exists());
+        assert!(n.addresses("default", "c1").await.unwrap().is_empty());
     }
 
     #[test]

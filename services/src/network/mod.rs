@@ -159,6 +159,7 @@ impl Networks {
 
     pub async fn create(&self, req: CreateNetwork) -> Result<NetworkInfo> {
         define::validate_name(&req.name)?;
+        crate::metadata::validate_labels(&req.labels)?;
         let _g = self.inner.defs.lock().await;
         self.create_locked(req).await
     }
