@@ -14,6 +14,7 @@ pub mod events;
 pub mod filters;
 pub mod gc;
 pub mod grpc;
+pub mod http1;
 pub mod images;
 pub mod leases;
 pub mod metadata;

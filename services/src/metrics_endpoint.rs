@@ -3,11 +3,11 @@
 //! OOM events), the content store's size, and the counters of [`crate::metrics`].
 
 use crate::context::Namespace;
+use crate::http1;
 use crate::metadata::MetadataStore;
 use crate::metrics::{escape, header, registry};
 use crate::runtime::Tasks;
 use std::fmt::Write;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What a scrape reads.
 #[derive(Clone)]
@@ -40,43 +40,44 @@ pub async fn serve(
     }))
 }
 
+/// Longest request head accepted: a scrape has no body, and a few headers.
+const MAX_HEAD: usize = 8 << 10;
+
 async fn answer(mut conn: tokio::net::TcpStream, sources: Sources) -> std::io::Result<()> {
-    // The request head only; a scrape has no body. 8 KiB is plenty for one.
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = conn.read(&mut buf).await?;
-        if n == 0 || head.len() + n > 8192 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
+    let (head, _) = http1::read_head(&mut conn, MAX_HEAD).await?;
     let line = String::from_utf8_lossy(&head);
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, body, kind) = match (method, path.split('?').next().unwrap_or("")) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            scrape(&sources).await,
-            "text/plain; version=0.0.4; charset=utf-8",
-        ),
-        ("GET", _) => (
-            "404 Not Found",
-            "not found: try /metrics\n".to_string(),
-            "text/plain",
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "only GET\n".to_string(),
-            "text/plain",
-        ),
-    };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(resp.as_bytes()).await?;
-    conn.shutdown().await
+    match (method, path.split('?').next().unwrap_or("")) {
+        ("GET", "/metrics") => {
+            let body = scrape(&sources).await;
+            http1::respond(
+                &mut conn,
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+            )
+            .await
+        }
+        ("GET", _) => {
+            http1::respond(
+                &mut conn,
+                "404 Not Found",
+                "text/plain",
+                "not found: try /metrics\n",
+            )
+            .await
+        }
+        _ => {
+            http1::respond(
+                &mut conn,
+                "405 Method Not Allowed",
+                "text/plain",
+                "only GET\n",
+            )
+            .await
+        }
+    }
 }
 
 /// One container's figures, each as (metric, value); what its cgroup version lacks is left out.

@@ -116,11 +116,15 @@ impl StreamServer {
     }
 
     async fn connection(&self, mut conn: TcpStream, cri: Cri) -> std::io::Result<()> {
-        let (head, rest) =
-            match tokio::time::timeout(Duration::from_secs(10), read_head(&mut conn)).await {
-                Ok(r) => r?,
-                Err(_) => return Ok(()),
-            };
+        let (head, rest) = match tokio::time::timeout(
+            Duration::from_secs(10),
+            crate::http1::read_head(&mut conn, MAX_HEAD),
+        )
+        .await
+        {
+            Ok(r) => r?,
+            Err(_) => return Ok(()),
+        };
         let req = match parse_head(&head) {
             Some(r) => r,
             None => return respond(&mut conn, "400 Bad Request", "malformed request\n").await,
@@ -214,25 +218,6 @@ impl AsyncWrite for Rewind {
     }
 }
 
-async fn read_head(conn: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = conn.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(i + 4);
-            return Ok((buf, rest));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(std::io::Error::other("request head too large"));
-        }
-    }
-}
-
 pub(super) struct Head {
     path: String,
     pub(super) headers: Vec<(String, String)>,
@@ -276,13 +261,9 @@ fn parse_head(head: &[u8]) -> Option<Head> {
     Some(Head { path, headers })
 }
 
+/// A plain-text answer before any upgrade.
 pub(super) async fn respond(conn: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
-    let r = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(r.as_bytes()).await?;
-    conn.shutdown().await
+    crate::http1::respond(conn, status, "text/plain", body).await
 }
 
 /// The client's streams by type, once every one it must open has arrived.
