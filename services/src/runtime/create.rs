@@ -32,7 +32,6 @@ impl Tasks {
         req.options = Some(runc_options(given, &self.cfg.runc_root()));
 
         let bundle = self.cfg.bundle(ns.as_str(), &id);
-        let work = self.cfg.work(ns.as_str(), &id);
         if bundle.exists() {
             return Err(Error::already_exists(format!(
                 "bundle {} exists: a task for {id} is still being cleaned up; delete it first",
@@ -44,22 +43,36 @@ impl Tasks {
             None => None,
         };
         let spec = networked.as_deref().unwrap_or(&spec.value);
-        let made = bundle::bundle_dir(&bundle).and_then(|()| bundle::private_dir(&work));
-        if let Err(e) = made {
+        let created = self.create_in_bundle(&ns, &id, req, spec, binary).await;
+        if created.is_err() {
             self.leave_networks(&ns, &id).await;
-            return Err(e);
         }
+        created
+    }
+
+    /// The bundle written, the shim started and its Create answered; on failure nothing of
+    /// them stays.
+    async fn create_in_bundle(
+        &self,
+        ns: &Namespace,
+        id: &str,
+        req: CreateTask,
+        spec: &[u8],
+        binary: std::path::PathBuf,
+    ) -> Result<u32> {
+        let bundle = self.cfg.bundle(ns.as_str(), id);
+        let work = self.cfg.work(ns.as_str(), id);
+        bundle::bundle_dir(&bundle).and_then(|()| bundle::private_dir(&work))?;
         let log = match bundle::prepare(&bundle, &work, spec)
-            .and_then(|()| bundle::open_log(&bundle, &id))
+            .and_then(|()| bundle::open_log(&bundle, id))
         {
             Ok(log) => log,
             Err(e) => {
                 bundle::remove(&bundle, &work);
-                self.leave_networks(&ns, &id).await;
                 return Err(e);
             }
         };
-        let launch = self.launch(&binary, &ns, &id, &bundle);
+        let launch = self.launch(&binary, ns, id, &bundle);
         let mut connected: Option<ShimClient> = None;
         let created = async {
             let socket = launch.start().await?;
@@ -69,17 +82,16 @@ impl Tasks {
         .await;
         match (created, connected) {
             (Ok(pid), Some(client)) => {
-                self.register(&ns, &id, ShimTask::new(client, bundle, binary, Some(log)))?;
+                self.register(ns, id, ShimTask::new(client, bundle, binary, Some(log)))?;
                 Ok(pid)
             }
             (created, connected) => {
                 log.abort();
                 if let Some(c) = connected {
-                    c.shutdown(&id, true).await;
+                    c.shutdown(id, true).await;
                 }
                 let _ = launch.delete().await;
                 bundle::remove(&bundle, &work);
-                self.leave_networks(&ns, &id).await;
                 Err(created.err().unwrap_or_else(|| {
                     Error::new(crate::error::Kind::Internal, "shim connection lost")
                 }))
