@@ -18,6 +18,9 @@ pub struct LogFile {
     file: Arc<Mutex<Option<std::fs::File>>>,
     /// Attached clients: each gets the raw output with its stream's name.
     taps: Arc<Mutex<Vec<Tap>>>,
+    /// Copiers still reading into this log: attached clients end with the last one, not with
+    /// the first (stderr's end can come before stdout's last bytes).
+    copiers: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// An attached client's share of the output; dropped when it falls behind.
@@ -39,6 +42,7 @@ impl LogFile {
             path: path.to_path_buf(),
             file: Arc::new(Mutex::new(Some(open_append(path)?))),
             taps: Arc::default(),
+            copiers: Arc::default(),
         })
     }
 
@@ -48,6 +52,7 @@ impl LogFile {
             path: PathBuf::new(),
             file: Arc::new(Mutex::new(None)),
             taps: Arc::default(),
+            copiers: Arc::default(),
         }
     }
 
@@ -66,9 +71,13 @@ impl LogFile {
         }
     }
 
-    /// Ends every attached client's share (the output is over).
-    fn close_taps(&self) {
-        self.taps.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    /// One copier reached the end of its stream; with the last, every attached client's
+    /// share ends (the output is over).
+    fn copier_done(&self) {
+        use std::sync::atomic::Ordering;
+        if self.copiers.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.taps.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
     }
 
     /// Opens the path anew (after the kubelet renamed the old file away).
@@ -174,8 +183,23 @@ pub fn open_fifo(
     Ok((rx, tx))
 }
 
-/// Copies one FIFO into the log until every writer has closed it.
-pub async fn copy(mut rx: tokio::net::unix::pipe::Receiver, stream: &'static str, log: LogFile) {
+/// Copies one FIFO into the log until every writer has closed it. The copier counts from
+/// the call, before the returned future first runs, so no sibling can end the taps early.
+pub fn copy(
+    rx: tokio::net::unix::pipe::Receiver,
+    stream: &'static str,
+    log: LogFile,
+) -> impl std::future::Future<Output = ()> {
+    log.copiers
+        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    copy_counted(rx, stream, log)
+}
+
+async fn copy_counted(
+    mut rx: tokio::net::unix::pipe::Receiver,
+    stream: &'static str,
+    log: LogFile,
+) {
     let mut buf = vec![0u8; 32 * 1024];
     let mut split = Splitter::default();
     let mut out = Vec::new();
@@ -199,12 +223,36 @@ pub async fn copy(mut rx: tokio::net::unix::pipe::Receiver, stream: &'static str
     if let Some(rest) = split.finish() {
         log.write_record(stream, false, &rest);
     }
-    log.close_taps();
+    log.copier_done();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// stderr's end arriving before stdout's last bytes (a shell that prints and exits) once
+    /// cut an attach short: the client saw the end and never the output.
+    #[tokio::test]
+    async fn an_attach_ends_with_the_last_stream_not_the_first() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::open(&dir.path().join("c.log")).unwrap();
+        let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+        mkfifo(&out).unwrap();
+        mkfifo(&err).unwrap();
+        let (orx, mut otx) = open_fifo(&out).unwrap();
+        let (erx, etx) = open_fifo(&err).unwrap();
+        let mut tap = log.tap();
+        let o = tokio::spawn(copy(orx, "stdout", log.clone()));
+        let e = tokio::spawn(copy(erx, "stderr", log.clone()));
+        drop(etx);
+        e.await.unwrap();
+        otx.write_all(b"alive\n").await.unwrap();
+        drop(otx);
+        o.await.unwrap();
+        assert_eq!(tap.recv().await, Some(("stdout", b"alive\n".to_vec())));
+        assert_eq!(tap.recv().await, None, "the tap ends with the last stream");
+    }
 
     #[test]
     fn lines_split_into_full_and_partial_records() {
