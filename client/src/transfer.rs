@@ -35,7 +35,7 @@ pub struct PullOptions {
     pub name: Option<String>,
 }
 
-fn platform(s: &str) -> Result<Platform> {
+pub(crate) fn platform(s: &str) -> Result<Platform> {
     let parts: Vec<&str> = s.split('/').collect();
     match parts.as_slice() {
         [os, arch] => Ok(Platform {
@@ -55,14 +55,14 @@ fn platform(s: &str) -> Result<Platform> {
 }
 
 /// A stream opened on the Streaming service: its id, what to send, what arrives.
-struct OpenStream {
-    id: String,
-    tx: mpsc::Sender<Any>,
-    rx: tonic::Streaming<Any>,
+pub(crate) struct OpenStream {
+    pub id: String,
+    pub tx: mpsc::Sender<Any>,
+    pub rx: tonic::Streaming<Any>,
 }
 
 impl Client {
-    async fn open_stream(&self) -> Result<OpenStream> {
+    pub(crate) async fn open_stream(&self) -> Result<OpenStream> {
         let id = uuid::Uuid::new_v4().to_string();
         let (tx, out) = mpsc::channel::<Any>(16);
         tx.send(berth_proto::to_any(&StreamInit { id: id.clone() }))
@@ -108,7 +108,7 @@ impl Client {
         Ok(r)
     }
 
-    async fn transfer_with_progress(
+    pub(crate) async fn transfer_with_progress(
         &self,
         source: Any,
         destination: Any,

@@ -59,6 +59,7 @@ pub struct Daemon {
     pub unpacker: Unpacker,
     pub puller: Puller,
     pub pusher: Pusher,
+    pub archives: crate::archive::Archives,
     pub streams: grpc::streaming::OpenStreams,
     pub volumes: crate::volumes::Volumes,
     pub builder: crate::build::Builder,
@@ -267,6 +268,13 @@ impl Daemon {
         } else {
             None
         };
+        let archives = crate::archive::Archives::new(
+            content.clone(),
+            images.clone(),
+            leases.clone(),
+            unpacker.clone(),
+            gc.clone(),
+        );
         Ok(Daemon {
             cri,
             networks,
@@ -276,6 +284,7 @@ impl Daemon {
             builder,
             gc,
             pusher: Pusher::new(content.clone(), images.clone(), registry_config.clone()),
+            archives,
             registry: registry_config,
             streams: Default::default(),
             volumes: crate::volumes::Volumes::open(
@@ -398,6 +407,7 @@ impl Daemon {
                     grpc::transfer::TransferService {
                         puller: self.puller.clone(),
                         pusher: self.pusher.clone(),
+                        archives: self.archives.clone(),
                         streams: self.streams.clone(),
                     }
                 )

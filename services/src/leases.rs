@@ -1,6 +1,6 @@
 //! Leases service core.
 
-use crate::context::Namespace;
+use crate::context::{Ctx, Namespace};
 use crate::error::{blocking, Error, Result};
 use crate::filters::{label_field, Fields, Filter};
 use crate::metadata::leases::{LeaseRecord, LeaseResource};
@@ -44,6 +44,39 @@ pub struct Leases {
 impl Leases {
     pub fn new(store: MetadataStore) -> Self {
         Leases { store }
+    }
+
+    /// Runs `f` under a lease of its own, expiring within the hour should berthd die meanwhile
+    /// (unless `ctx` brings one), with no collection running: what a transfer writes, or
+    /// found present, stays until the image record that refers to it exists.
+    pub async fn with_temporary<T, F, Fut>(&self, gc: &crate::gc::Gc, ctx: Ctx, f: F) -> Result<T>
+    where
+        F: FnOnce(Ctx) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let _op = gc.operation().await;
+        if ctx.lease.is_some() {
+            return f(ctx).await;
+        }
+        let id = format!("berth-transfer-{}", uuid::Uuid::new_v4().simple());
+        let expire = berth_proto::vocab::time::rfc3339(
+            std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
+        );
+        self.create(
+            ctx.ns.clone(),
+            id.clone(),
+            Labels::from([(berth_proto::vocab::labels::GC_EXPIRE.to_string(), expire)]),
+        )
+        .await?;
+        let leased = Ctx {
+            ns: ctx.ns.clone(),
+            lease: Some(id.clone()),
+        };
+        let out = f(leased).await;
+        if let Err(e) = self.delete(ctx.ns.clone(), id.clone()).await {
+            tracing::warn!(lease = id, error = %e, "cannot remove a transfer's lease");
+        }
+        out
     }
 
     /// Creates a lease; an empty id gets a random one.

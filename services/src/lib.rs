@@ -1,6 +1,7 @@
 //! berthd's core. Each module owns one domain and speaks in core types; `grpc` is the only
 //! place that knows about protobuf and status codes.
 
+pub mod archive;
 pub mod build;
 pub mod check;
 pub mod containers;

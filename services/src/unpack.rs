@@ -155,10 +155,27 @@ impl Unpacker {
         }
     }
 
+    /// Unpacks the image named `image`.
     pub async fn unpack(
         &self,
         ctx: Ctx,
         image: String,
+        snapshotter: String,
+        platform: Option<Platform>,
+    ) -> Result<Unpacked> {
+        let record = {
+            let (store, ns) = (self.store.clone(), ctx.ns.clone());
+            blocking(move || store.image_get(&ns, &image)).await?
+        };
+        self.unpack_target(ctx, record.target, snapshotter, platform)
+            .await
+    }
+
+    /// Unpacks the image whose root document is `target` (an import's, before it is named).
+    pub async fn unpack_target(
+        &self,
+        ctx: Ctx,
+        target: crate::images::Descriptor,
         snapshotter: String,
         platform: Option<Platform>,
     ) -> Result<Unpacked> {
@@ -170,7 +187,7 @@ impl Unpacker {
         let unpacked = blocking(move || {
             this.unpack_sync(
                 &ctx,
-                &image,
+                &target,
                 &snapshotter,
                 &platform.unwrap_or_else(Platform::host),
             )
@@ -185,12 +202,11 @@ impl Unpacker {
     fn unpack_sync(
         &self,
         ctx: &Ctx,
-        image: &str,
+        target: &crate::images::Descriptor,
         snapshotter: &str,
         platform: &Platform,
     ) -> Result<Unpacked> {
-        let record = self.store.image_get(&ctx.ns, image)?;
-        let resolved = resolve(&self.content, &ctx.ns, &record.target, platform)?;
+        let resolved = resolve(&self.content, &ctx.ns, target, platform)?;
         let name = if snapshotter.is_empty() {
             "overlayfs"
         } else {

@@ -207,11 +207,29 @@ fn hostile_archives_are_refused() {
         .is_empty());
     assert!(!ok(&d.berth(&["content", "ls", "-q"], None)).contains(&name));
     let _ = built;
-    // Compressed archives, and docker manifests naming files that are not there.
+    // Compressed archives are read through their compression (the damage still found), and
+    // docker manifests naming files that are not there are refused.
     let gz = work.path().join("x.tar.gz");
     std::fs::write(&gz, oci::gzip(&std::fs::read(&bad).unwrap())).unwrap();
     let out = d.berth(&["images", "import", gz.to_str().unwrap()], None);
-    assert!(stderr(&out).contains("gzip"), "{}", stderr(&out));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(&name), "{}", stderr(&out));
+    let (_w, good) = oci::busybox_archive();
+    let good_gz = work.path().join("good.tar.gz");
+    std::fs::write(&good_gz, oci::gzip(&std::fs::read(&good).unwrap())).unwrap();
+    let out = ok(&d.berth(
+        &[
+            "-n",
+            "gz",
+            "images",
+            "import",
+            "--base-name",
+            "test.local/gz",
+            good_gz.to_str().unwrap(),
+        ],
+        None,
+    ));
+    assert!(out.contains("test.local/gz:latest imported"), "{out}");
     let lying = work.path().join("lying.tar");
     {
         let mut b = tar::Builder::new(std::fs::File::create(&lying).unwrap());

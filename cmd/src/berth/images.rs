@@ -93,9 +93,12 @@ pub struct PullArgs {
 #[derive(clap::Args)]
 pub struct ImportArgs {
     pub file: std::path::PathBuf,
-    /// Name for images the archive does not name (NAME:TAG or NAME@DIGEST)
+    /// Prefix for the bare tags the archive carries (NAME -> NAME:TAG); whole names are kept
     #[arg(long)]
     pub base_name: Option<String>,
+    /// Also name each image BASE@DIGEST (the name of images the archive leaves unnamed)
+    #[arg(long)]
+    pub digests: bool,
     /// Snapshotter to unpack into
     #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
     pub snapshotter: String,
@@ -356,44 +359,24 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
     let ImportArgs {
         file,
         base_name,
+        digests,
         snapshotter,
         no_unpack,
     } = args;
-
     let started = std::time::Instant::now();
-    let quiet = !std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let opts = berth_client::archive::ImportOptions {
+        base_name,
+        digests,
+        unpack: (!no_unpack).then_some(snapshotter),
+    };
     let imported = client
-        .import_archive(&file, base_name.as_deref(), |line| {
-            if !quiet || !line.contains(" importing ") {
-                println!("{line}");
-            }
-        })
+        .import_archive(&file, &opts, |line| println!("{line}"))
         .await
         .map_err(|e| anyhow::anyhow!("cannot import {}: {e}", file.display()))?;
-    if !no_unpack {
-        for (name, _) in &imported.images {
-            let r = client
-                .unpack()
-                .unpack(berth_proto::berth::services::unpack::v1::UnpackRequest {
-                    name: name.clone(),
-                    snapshotter: snapshotter.clone(),
-                    platform: String::new(),
-                })
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!("imported {name} but cannot unpack it: {}", e.message())
-                })?
-                .into_inner();
-            println!(
-                "{name} unpacked ({} of {} layers extracted)",
-                r.extracted, r.layers
-            );
-        }
-    }
     println!(
-        "imported {} image(s), {} blobs, in {:.2}s",
+        "imported {} image(s) ({} unpacked) in {:.2}s",
         imported.images.len(),
-        imported.blobs,
+        imported.unpacked.len(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
@@ -406,30 +389,14 @@ async fn export(client: &Client, args: ExportArgs) -> anyhow::Result<()> {
         platform,
         all_platforms,
     } = args;
-
-    let platforms: Vec<(String, String)> = if all_platforms {
-        vec![]
-    } else if platform.is_empty() {
-        vec![host_platform()]
-    } else {
-        platform
-            .iter()
-            .map(|p| {
-                let mut parts = p.split('/');
-                match (parts.next(), parts.next()) {
-                    (Some(os), Some(arch)) => Ok((os.to_string(), arch.to_string())),
-                    _ => Err(anyhow::anyhow!("platform {p:?} is not os/arch")),
-                }
-            })
-            .collect::<anyhow::Result<_>>()?
-    };
-    let n = client
-        .export_archive(&file, &images, &platforms, |_| {})
+    let bytes = client
+        .export_archive(&file, &images, &platform, all_platforms)
         .await
         .map_err(|e| anyhow::anyhow!("cannot export to {}: {e}", file.display()))?;
     println!(
-        "exported {} image(s), {n} blobs, to {}",
+        "exported {} image(s), {}, to {}",
         images.len(),
+        size(bytes as i64),
         file.display()
     );
     Ok(())

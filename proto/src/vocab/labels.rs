@@ -14,6 +14,8 @@ pub const UNCOMPRESSED: &str = "containerd.io/uncompressed";
 pub const DISTRIBUTION_SOURCE: &str = "containerd.io/distribution.source.";
 /// An image's name, on a manifest inside an OCI layout's index.
 pub const IMAGE_NAME_ANNOTATION: &str = "io.containerd.image.name";
+/// OCI's annotation for an image layout entry's reference (a tag, or a whole name).
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 /// The image's STOPSIGNAL, kept on the container.
 pub const STOP_SIGNAL: &str = "io.containerd.image.config.stop-signal";
 

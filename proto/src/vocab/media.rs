@@ -21,3 +21,9 @@ pub fn is_index(media_type: &str) -> bool {
 pub fn is_manifest(media_type: &str) -> bool {
     media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST
 }
+
+/// A layer its publisher forbids redistributing (OCI non-distributable, Docker foreign): an
+/// export may leave it out, and an archive may lack it.
+pub fn is_non_distributable(media_type: &str) -> bool {
+    media_type.contains(".nondistributable.") || media_type.contains(".foreign.")
+}

@@ -241,9 +241,22 @@ impl Content {
         labels: Labels,
         produce: impl FnOnce(&mut dyn std::io::Write) -> Result<()>,
     ) -> Result<BlobRecord> {
+        self.ingest_expected_sync(ctx, reference, None, labels, produce)
+    }
+
+    /// [`Content::ingest_sync`] for bytes that must hash to `expected`: anything else is
+    /// discarded, never committed.
+    pub fn ingest_expected_sync(
+        &self,
+        ctx: &Ctx,
+        reference: &str,
+        expected: Option<Digest>,
+        labels: Labels,
+        produce: impl FnOnce(&mut dyn std::io::Write) -> Result<()>,
+    ) -> Result<BlobRecord> {
         validate_ref(reference)?;
         validate_labels(&labels)?;
-        let mut w = self.local.writer(&ctx.ns, reference, 0, None)?;
+        let mut w = self.local.writer(&ctx.ns, reference, 0, expected)?;
         if w.offset() > 0 {
             w.write_at(0, &[])?;
         }
@@ -263,7 +276,10 @@ impl Content {
                 let size = self.local.blob_size(&digest)?.unwrap_or_default();
                 (digest, size)
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                let _ = self.local.abort(&ctx.ns, reference);
+                return Err(e);
+            }
         };
         adopt(&self.store, ctx, &digest, size, labels)
     }

@@ -137,3 +137,135 @@ impl Streaming for StreamingService {
         Ok(Response::new(ReceiverStream::new(out_rx)))
     }
 }
+
+/// What berth grants a sender at once: a megabyte in flight keeps a local import at disk
+/// speed (containerd's own clients grant 64 KiB).
+const RECEIVE_WINDOW: i32 = 1 << 20;
+/// Largest Data message berth sends, whatever the window.
+const MAX_SEND: usize = 256 << 10;
+
+/// A blocking reader of the bytes a client sends on a stream (transfer `Data` messages): the
+/// client sends what berth granted with `WindowUpdate`, and berth grants again as it takes.
+pub struct ByteReader {
+    rx: mpsc::Receiver<Result<Vec<u8>, String>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for ByteReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.blocking_recv() {
+                Some(Ok(c)) => (self.chunk, self.at) = (c, 0),
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// The bytes of `stream` as a [`ByteReader`] (to read on a blocking thread).
+pub fn receive_bytes(mut stream: Stream) -> ByteReader {
+    use berth_proto::types::transfer::{Data, WindowUpdate};
+    let (tx, rx) = mpsc::channel(32);
+    tokio::spawn(async move {
+        let grant = |n: i32| WindowUpdate { update: n };
+        if stream.send(&grant(RECEIVE_WINDOW)).await.is_err() {
+            return;
+        }
+        while let Some(m) = stream.recv().await {
+            let chunk = if is::<Data>(&m) {
+                decode::<Data>(&m)
+                    .map(|d| d.data)
+                    .map_err(|e| e.message().to_string())
+            } else if is::<WindowUpdate>(&m) {
+                continue;
+            } else {
+                Err(format!(
+                    "the byte stream carried {:?}, not data",
+                    m.type_url
+                ))
+            };
+            let (n, failed) = (chunk.as_ref().map_or(0, Vec::len), chunk.is_err());
+            if tx.send(chunk).await.is_err() || failed {
+                return;
+            }
+            // Taken into the reader's queue: the sender may send as much again.
+            let _ = stream.send(&grant(n as i32)).await;
+        }
+    });
+    ByteReader {
+        rx,
+        chunk: vec![],
+        at: 0,
+    }
+}
+
+/// A blocking writer whose bytes go to a client's stream as transfer `Data`, no more than the
+/// client granted with `WindowUpdate`. The returned task ends once everything written is
+/// handed to the client's stream (or the client went away).
+pub struct ByteWriter {
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl std::io::Write for ByteWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx.blocking_send(buf.to_vec()).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the client closed the stream",
+            )
+        })?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn send_bytes(mut stream: Stream) -> (ByteWriter, tokio::task::JoinHandle<()>) {
+    use berth_proto::types::transfer::{Data, WindowUpdate};
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+    let task = tokio::spawn(async move {
+        let mut credit: i64 = 0;
+        while let Some(chunk) = rx.recv().await {
+            let mut rest = chunk.as_slice();
+            while !rest.is_empty() {
+                while credit <= 0 {
+                    match stream.recv().await {
+                        Some(m) if is::<WindowUpdate>(&m) => {
+                            credit +=
+                                decode::<WindowUpdate>(&m).map_or(0, |w| w.update.max(0)) as i64;
+                        }
+                        Some(_) => {}
+                        // The client is gone: the writer fails on its next write.
+                        None => return,
+                    }
+                }
+                let n = rest.len().min(credit as usize).min(MAX_SEND);
+                let data = Data {
+                    data: rest[..n].to_vec(),
+                };
+                if stream.send(&data).await.is_err() {
+                    return;
+                }
+                credit -= n as i64;
+                rest = &rest[n..];
+            }
+        }
+        // Everything is queued: wait (a bounded time) until the transport took it all, so the
+        // Transfer's answer cannot overtake the archive's last bytes.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while stream.tx.capacity() < stream.tx.max_capacity()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    });
+    (ByteWriter { tx }, task)
+}

@@ -1,8 +1,11 @@
-//! containerd.services.transfer.v1.Transfer: registry pull (OCIRegistry -> ImageStore) and push
-//! (ImageStore -> OCIRegistry), with progress and credentials on Streaming streams.
+//! containerd.services.transfer.v1.Transfer: registry pull (OCIRegistry -> ImageStore), push
+//! (ImageStore -> OCIRegistry), archive import (ImageImportStream -> ImageStore) and export
+//! (ImageStore -> ImageExportStream), and tag (ImageStore -> ImageStore), with progress,
+//! credentials and archive bytes on Streaming streams.
 
-use super::streaming::{decode, is, OpenStreams, Stream};
+use super::streaming::{decode, is, receive_bytes, send_bytes, OpenStreams, Stream};
 use super::{ctx, labels_in, status};
+use crate::archive::{Archives, ExportRequest, ImportRequest, Naming, Reference};
 use crate::error::Kind;
 use crate::oci::Platform;
 use crate::pull::{Progress, PullRequest, Puller};
@@ -10,7 +13,8 @@ use crate::push::{PushRequest, Pusher};
 use crate::registry::{Access, AuthChallenge, Credentials, CredentialsFn};
 use berth_proto::transfer::{transfer_server::Transfer, TransferRequest};
 use berth_proto::types::transfer::{
-    AuthRequest, AuthResponse, AuthType, ImageStore, OciRegistry, Progress as ProgressMsg,
+    AuthRequest, AuthResponse, AuthType, ImageExportStream, ImageImportStream, ImageStore,
+    OciRegistry, Progress as ProgressMsg,
 };
 use futures::FutureExt;
 use std::sync::Arc;
@@ -20,7 +24,45 @@ use tonic::{Request, Response, Status};
 pub struct TransferService {
     pub puller: Puller,
     pub pusher: Pusher,
+    pub archives: Archives,
     pub streams: OpenStreams,
+}
+
+/// The names an ImageStore destination gives (containerd's ImageStore rules).
+fn naming(store: &ImageStore) -> Naming {
+    Naming {
+        index_name: store.name.clone(),
+        labels: labels_in(store.labels.clone()),
+        references: store
+            .extra_references
+            .iter()
+            .map(|r| Reference {
+                name: r.name.clone(),
+                is_prefix: r.is_prefix,
+                allow_overwrite: r.allow_overwrite,
+                add_digest: r.add_digest,
+                skip_named_digest: r.skip_named_digest,
+            })
+            .collect(),
+    }
+}
+
+/// The images an ImageStore source names, for an export: its name and whole references.
+fn images_named(store: &ImageStore) -> Result<Vec<String>, Status> {
+    let mut names: Vec<String> = Some(store.name.clone())
+        .filter(|n| !n.is_empty())
+        .into_iter()
+        .collect();
+    for r in &store.extra_references {
+        if r.is_prefix {
+            return Err(Status::unimplemented(format!(
+                "exporting by name prefix ({}) is not implemented; name each image",
+                r.name
+            )));
+        }
+        names.push(r.name.clone());
+    }
+    Ok(names)
 }
 
 fn platform_of(p: &berth_proto::types::Platform) -> Platform {
@@ -151,10 +193,52 @@ impl Transfer for TransferService {
                 access: access(&self.streams, &ns, &reg)?,
             };
             self.pusher.push(ctx, req, progress).await.map(|_| ())
+        } else if is::<ImageImportStream>(&source) && is::<ImageStore>(&dest) {
+            let import: ImageImportStream = decode(&source)?;
+            let store: ImageStore = decode(&dest)?;
+            let bytes = receive_bytes(self.streams.take(&ns, &import.stream)?);
+            let req = ImportRequest {
+                naming: naming(&store),
+                platforms: store.platforms.iter().map(platform_of).collect(),
+                unpacks: store
+                    .unpacks
+                    .iter()
+                    .map(|u| (u.platform.as_ref().map(platform_of), u.snapshotter.clone()))
+                    .collect(),
+            };
+            self.archives
+                .import(ctx, Box::new(bytes), req, progress)
+                .await
+                .map(|_| ())
+        } else if is::<ImageStore>(&source) && is::<ImageExportStream>(&dest) {
+            let store: ImageStore = decode(&source)?;
+            let export: ImageExportStream = decode(&dest)?;
+            let req = ExportRequest {
+                images: images_named(&store)?,
+                platforms: export.platforms.iter().map(platform_of).collect(),
+                all_platforms: export.all_platforms,
+                skip_docker_manifest: export.skip_compatibility_manifest,
+                skip_non_distributable: export.skip_non_distributable,
+            };
+            let (writer, sent) = send_bytes(self.streams.take(&ns, &export.stream)?);
+            let r = self
+                .archives
+                .export(ctx, req, Box::new(writer), progress)
+                .await;
+            let _ = sent.await;
+            r
+        } else if is::<ImageStore>(&source) && is::<ImageStore>(&dest) {
+            let from: ImageStore = decode(&source)?;
+            let to: ImageStore = decode(&dest)?;
+            drop(progress);
+            self.archives
+                .tag(ctx, &from.name, &naming(&to))
+                .await
+                .map(|_| ())
         } else {
             drop(progress);
             return Err(Status::unimplemented(format!(
-                "transfer from {} to {} is not supported; berth transfers registry -> image store (pull) and image store -> registry (push)",
+                "transfer from {} to {} is not supported; berth transfers registry -> image store (pull), image store -> registry (push), archive stream -> image store (import), image store -> archive stream (export) and image store -> image store (tag)",
                 source.type_url, dest.type_url
             )));
         };

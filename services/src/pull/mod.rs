@@ -136,31 +136,7 @@ impl Puller {
         F: FnOnce(Ctx) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        // No collection runs meanwhile: what the operation found present stays.
-        let _op = self.gc.operation().await;
-        if ctx.lease.is_some() {
-            return f(ctx).await;
-        }
-        let id = format!("berth-transfer-{}", uuid::Uuid::new_v4().simple());
-        let expire = berth_proto::vocab::time::rfc3339(
-            std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
-        );
-        self.leases
-            .create(
-                ctx.ns.clone(),
-                id.clone(),
-                Labels::from([(berth_proto::vocab::labels::GC_EXPIRE.to_string(), expire)]),
-            )
-            .await?;
-        let leased = Ctx {
-            ns: ctx.ns.clone(),
-            lease: Some(id.clone()),
-        };
-        let out = f(leased).await;
-        if let Err(e) = self.leases.delete(ctx.ns.clone(), id.clone()).await {
-            tracing::warn!(lease = id, error = %e, "cannot remove the pull's lease");
-        }
-        out
+        self.leases.with_temporary(&self.gc, ctx, f).await
     }
 
     pub async fn pull(
