@@ -389,3 +389,152 @@ fn imports_are_all_or_nothing() {
     let ls = ok(&d.berth(&["images", "ls", "-q"], None));
     assert!(ls.trim().is_empty(), "{ls}");
 }
+
+/// A stream opened the way containerd 2.x's client opens one: init, then the daemon's ack.
+async fn open_stream(
+    c: &berth_client::Client,
+    id: &str,
+) -> (
+    tokio::sync::mpsc::Sender<prost_types::Any>,
+    tonic::Streaming<prost_types::Any>,
+) {
+    use berth_proto::streaming::StreamInit;
+    let (tx, out) = tokio::sync::mpsc::channel(16);
+    tx.send(berth_proto::to_any(&StreamInit { id: id.into() }))
+        .await
+        .unwrap();
+    let mut rx = c
+        .streaming()
+        .stream(tokio_stream::wrappers::ReceiverStream::new(out))
+        .await
+        .unwrap()
+        .into_inner();
+    rx.message().await.unwrap().expect("the stream's ack");
+    (tx, rx)
+}
+
+/// containerd 2.x's `ctr images import/export` move archive bytes in Data messages of at most
+/// 32 KiB, within 64 KiB windows granted again only once less than that is left. A client
+/// doing exactly that imports and exports through berthd, and its export is, byte for byte,
+/// the one `berth images export` writes.
+#[tokio::test]
+async fn archive_streams_keep_containerds_flow_control() {
+    use berth_proto::transfer::TransferRequest;
+    use berth_proto::types::transfer::{
+        Data, ImageExportStream, ImageImportStream, ImageReference, ImageStore, WindowUpdate,
+    };
+    use prost::Message;
+    const MAX_READ: usize = 32 << 10;
+    const WINDOW: i32 = 64 << 10;
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let (_w, busybox) = oci::busybox_archive();
+    let archive = std::fs::read(&busybox).unwrap();
+    assert!(
+        archive.len() > 4 * WINDOW as usize,
+        "the archive spans many windows"
+    );
+
+    let (tx, mut rx) = open_stream(&c, "import-flow").await;
+    let sender = tokio::spawn(async move {
+        let (mut credit, mut rest) = (0i64, archive.as_slice());
+        while !rest.is_empty() {
+            while credit <= 0 {
+                let m = rx.message().await.unwrap().expect("a window update");
+                credit += i64::from(WindowUpdate::decode(m.value.as_slice()).unwrap().update);
+            }
+            let n = rest.len().min(MAX_READ).min(credit as usize);
+            let data = Data {
+                data: rest[..n].to_vec(),
+            };
+            tx.send(berth_proto::to_any(&data)).await.unwrap();
+            credit -= n as i64;
+            rest = &rest[n..];
+        }
+        rx
+    });
+    let store = ImageStore {
+        extra_references: vec![ImageReference {
+            name: "test.local/flow".into(),
+            is_prefix: true,
+            allow_overwrite: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    c.transfer()
+        .transfer(TransferRequest {
+            source: Some(berth_proto::to_any(&ImageImportStream {
+                stream: "import-flow".into(),
+                ..Default::default()
+            })),
+            destination: Some(berth_proto::to_any(&store)),
+            options: None,
+        })
+        .await
+        .unwrap();
+    drop(sender.await.unwrap());
+    let names = ok(&d.berth(&["images", "ls", "-q"], None));
+    assert!(names.contains("test.local/flow:latest"), "{names}");
+
+    let (tx, mut rx) = open_stream(&c, "export-flow").await;
+    let receiver = tokio::spawn(async move {
+        let (mut window, mut got) = (0i32, Vec::new());
+        loop {
+            if window < WINDOW {
+                let _ = tx
+                    .send(berth_proto::to_any(&WindowUpdate { update: WINDOW }))
+                    .await;
+                window += WINDOW;
+            }
+            let Some(m) = rx.message().await.unwrap() else {
+                break;
+            };
+            let data = Data::decode(m.value.as_slice()).unwrap().data;
+            assert!(
+                data.len() <= window as usize,
+                "the daemon sent beyond its window"
+            );
+            window -= data.len() as i32;
+            got.extend(data);
+        }
+        got
+    });
+    let source = ImageStore {
+        extra_references: vec![ImageReference {
+            name: "test.local/flow:latest".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    c.transfer()
+        .transfer(TransferRequest {
+            source: Some(berth_proto::to_any(&source)),
+            destination: Some(berth_proto::to_any(&ImageExportStream {
+                stream: "export-flow".into(),
+                ..Default::default()
+            })),
+            options: None,
+        })
+        .await
+        .unwrap();
+    let streamed = tokio::time::timeout(std::time::Duration::from_secs(30), receiver)
+        .await
+        .unwrap()
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("berth.tar");
+    ok(&d.berth(
+        &[
+            "images",
+            "export",
+            file.to_str().unwrap(),
+            "test.local/flow:latest",
+        ],
+        None,
+    ));
+    assert!(
+        streamed == std::fs::read(&file).unwrap(),
+        "the two exports differ"
+    );
+}

@@ -92,6 +92,7 @@ pub struct PullArgs {
 
 #[derive(clap::Args)]
 pub struct ImportArgs {
+    /// The archive; `-` reads it from standard input
     pub file: std::path::PathBuf,
     /// Prefix for the bare tags the archive carries (NAME -> NAME:TAG); whole names are kept
     #[arg(long)]
@@ -364,6 +365,11 @@ async fn import(client: &Client, args: ImportArgs) -> anyhow::Result<()> {
         no_unpack,
     } = args;
     let started = std::time::Instant::now();
+    let file = if file.as_os_str() == "-" {
+        std::path::PathBuf::from("/dev/stdin")
+    } else {
+        file
+    };
     let opts = berth_client::archive::ImportOptions {
         base_name,
         digests,
