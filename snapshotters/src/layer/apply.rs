@@ -38,7 +38,7 @@ pub fn decompress<'a, R: Read + 'a>(r: R) -> Result<Box<dyn Read + 'a>> {
     let mut br = BufReader::with_capacity(1 << 20, r);
     let head = br.fill_buf().map_err(|e| Error::io("read layer", e))?;
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::bufread::MultiGzDecoder::new(br))
+        Box::new(super::inflate::GzipDecoder::new(br).map_err(|e| Error::io("gzip", e))?)
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Box::new(zstd::stream::read::Decoder::with_buffer(br).map_err(|e| Error::io("zstd", e))?)
     } else {

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod diff;
+pub mod inflate;
 pub mod root;
 
 pub use apply::{apply, Applied, Whiteouts};
