@@ -192,18 +192,16 @@ impl Client {
         };
         let (result, ()) = tokio::join!(transfer, watch);
         // The sender holds its stream's receiving side until now; it is done once the
-        // daemon ends the stream.
+        // daemon ends the stream. The daemon judges the archive: a sender cut off after the
+        // archive's end is no failure, but a file that could not be read explains one.
         let abort = sender.abort_handle();
-        if let Ok(Ok(Err(e))) =
-            tokio::time::timeout(std::time::Duration::from_secs(5), sender).await
-        {
-            if result.is_ok() {
-                return Err(e);
-            }
-        }
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(5), sender).await;
         abort.abort();
-        result?;
-        Ok(out)
+        match (result, sent) {
+            (Ok(()), _) => Ok(out),
+            (Err(_), Ok(Ok(Err(Error::Io(e))))) => Err(Error::Io(e)),
+            (Err(e), _) => Err(e),
+        }
     }
 
     /// Writes `images` into one archive at `out` (an OCI layout that `docker load` also

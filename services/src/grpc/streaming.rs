@@ -143,6 +143,8 @@ impl Streaming for StreamingService {
 const RECEIVE_WINDOW: i32 = 1 << 20;
 /// Largest Data message berth sends, whatever the window.
 const MAX_SEND: usize = 256 << 10;
+/// How long a byte stream may stall (no data, no window) before berth gives up on it.
+const STALL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// A blocking reader of the bytes a client sends on a stream (transfer `Data` messages): the
 /// client sends what berth granted with `WindowUpdate`, and berth grants again as it takes.
@@ -177,7 +179,20 @@ pub fn receive_bytes(mut stream: Stream) -> ByteReader {
         if stream.send(&grant(RECEIVE_WINDOW)).await.is_err() {
             return;
         }
-        while let Some(m) = stream.recv().await {
+        loop {
+            let m = match tokio::time::timeout(STALL, stream.recv()).await {
+                Ok(Some(m)) => m,
+                Ok(None) => return,
+                Err(_) => {
+                    let _ = tx
+                        .send(Err(format!(
+                            "the client sent nothing for {} s",
+                            STALL.as_secs()
+                        )))
+                        .await;
+                    return;
+                }
+            };
             let chunk = if is::<Data>(&m) {
                 decode::<Data>(&m)
                     .map(|d| d.data)
@@ -217,7 +232,7 @@ impl std::io::Write for ByteWriter {
         self.tx.blocking_send(buf.to_vec()).map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
-                "the client closed the stream",
+                "the client closed the stream or stopped reading it",
             )
         })?;
         Ok(buf.len())
@@ -237,7 +252,11 @@ pub fn send_bytes(mut stream: Stream) -> (ByteWriter, tokio::task::JoinHandle<()
             let mut rest = chunk.as_slice();
             while !rest.is_empty() {
                 while credit <= 0 {
-                    match stream.recv().await {
+                    // A client that stops granting (or reading) ends the export.
+                    let Ok(next) = tokio::time::timeout(STALL, stream.recv()).await else {
+                        return;
+                    };
+                    match next {
                         Some(m) if is::<WindowUpdate>(&m) => {
                             credit +=
                                 decode::<WindowUpdate>(&m).map_or(0, |w| w.update.max(0)) as i64;
