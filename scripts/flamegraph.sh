@@ -37,7 +37,7 @@ pull)
   REF="127.0.0.1:$PORT/bench/pull:latest"
   skopeo copy --quiet --insecure-policy --dest-tls-verify=false "oci-archive:$IMAGE:latest" "docker://$REF"
   sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-  start_berthd
+  FRESH_FS=1 start_berthd
   perf record -q -F 499 --call-graph dwarf,32768 -o "$data" -p "${PIDS[0]}" &
   perf_pid=$!
   sleep 0.5

@@ -12,6 +12,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
@@ -73,9 +74,11 @@ fn timespec(secs: u64) -> libc::timespec {
     }
 }
 
-/// Applies the layer read from `r` to the directory `target`. Decompressing and hashing
-/// run on this thread while another parses the tar and writes the files, so one large layer
-/// keeps two cores busy.
+/// Applies the layer read from `r` to the directory `target`. Decompressing runs on this
+/// thread, hashing the decompressed stream (the diffID) on a second, and parsing the tar and
+/// writing the files on a third: the largest layer of a pull, the one still running when
+/// the others are done, keeps both cores busy instead of one (perf: its inflate and hash on
+/// one thread were the last second of a pull).
 pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applied> {
     let mut stream = decompress(r)?;
     let mut applier = Applier {
@@ -86,11 +89,18 @@ pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applie
         parent_cache: None,
         buf: vec![0u8; 256 << 10],
     };
-    let mut hasher = Sha256::new();
-    let mut count = 0u64;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(16);
+    let (htx, hrx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(16);
     let failed = std::sync::atomic::AtomicBool::new(false);
-    let (read, parsed) = std::thread::scope(|scope| {
+    let (read, parsed, (hasher, count)) = std::thread::scope(|scope| {
+        let hashing = scope.spawn(move || {
+            let (mut hasher, mut count) = (Sha256::new(), 0u64);
+            for chunk in hrx {
+                hasher.update(&chunk);
+                count += chunk.len() as u64;
+            }
+            (hasher, count)
+        });
         let failed = &failed;
         let parser = scope.spawn(move || -> Result<u64> {
             let r = parse(rx, &mut applier);
@@ -99,10 +109,13 @@ pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applie
             }
             r
         });
-        fn parse(rx: std::sync::mpsc::Receiver<Vec<u8>>, applier: &mut Applier) -> Result<u64> {
+        fn parse(
+            rx: std::sync::mpsc::Receiver<Arc<Vec<u8>>>,
+            applier: &mut Applier,
+        ) -> Result<u64> {
             let mut chunks = Chunks {
                 rx,
-                cur: vec![],
+                cur: Arc::default(),
                 pos: 0,
                 total: 0,
                 tail: None,
@@ -133,8 +146,10 @@ pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applie
                 Err(e) => break Err(Error::io("read layer", e)),
             };
             buf.truncate(n);
-            hasher.update(&buf);
-            count += n as u64;
+            let buf = Arc::new(buf);
+            if htx.send(buf.clone()).is_err() {
+                break Err(Error::InvalidArgument("layer hasher stopped".into()));
+            }
             if !parser_gone && tx.send(buf).is_err() {
                 parser_gone = true;
             }
@@ -143,10 +158,12 @@ pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applie
             }
         };
         drop(tx);
+        drop(htx);
         let parsed = parser
             .join()
             .unwrap_or_else(|_| Err(Error::InvalidArgument("layer parser panicked".into())));
-        (read, parsed)
+        let hashed = hashing.join().unwrap_or_else(|_| (Sha256::new(), 0));
+        (read, parsed, hashed)
     });
     // A broken stream (bad compression, a failed read) is reported as such: the parser
     // only saw it end early.
@@ -186,8 +203,8 @@ struct Meta {
 /// containerd reads them) is completed with zeros: the bytes that are there were hashed into
 /// the diffID, which the caller checks, so nothing unauthenticated is added.
 struct Chunks {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
+    rx: std::sync::mpsc::Receiver<Arc<Vec<u8>>>,
+    cur: Arc<Vec<u8>>,
     pos: usize,
     /// Bytes handed out so far.
     total: u64,
