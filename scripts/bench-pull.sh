@@ -65,7 +65,9 @@ time_pull() { # containerd|berth
     t0=$(now); ctr -a "$CTRD_SOCK" images pull --plain-http "$REF" >/dev/null; t1=$(now)
   else
     start_berthd
+    awk '/VmRSS/ {print $2}' "/proc/${PIDS[0]}/status" >>"$WORK/rss-idle"
     t0=$(now); target/release/berth -a "$BERTH_SOCK" images pull --plain-http "$REF" >/dev/null; t1=$(now)
+    awk '/VmRSS/ {print $2}' "/proc/${PIDS[0]}/status" >>"$WORK/rss-pulled"
   fi
   cleanup_daemons; PIDS=()
   clear_leftovers
@@ -74,6 +76,7 @@ time_pull() { # containerd|berth
 }
 
 c=(); b=()
+rm -f "$WORK/rss-idle" "$WORK/rss-pulled"
 for i in $(seq "$RUNS"); do
   c+=("$(time_pull containerd)")
   b+=("$(time_pull berth)")
@@ -86,3 +89,4 @@ echo "containerd (ctr images pull):      ${mc}s"
 echo "berth images pull (server-side):   ${mb}s   ratio $(echo "scale=2; $mb / $mc" | bc)x   (target <= 0.2x)"
 echo "berth throughput:                  $(echo "scale=1; $mib / $mb" | bc) MiB/s of gzip, pulled + verified + unpacked"
 echo "raw gzip -dc, one stream:          $(echo "scale=1; $mib / $gz" | bc) MiB/s of gzip (${gz}s for all layers, decode only)"
+echo "berthd RSS:                        $(median <"$WORK/rss-idle") kB idle, $(median <"$WORK/rss-pulled") kB after the pull (targets < 15360 and < 25600 kB)"

@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod http1;
 pub mod images;
 pub mod leases;
+pub mod memory;
 pub mod metadata;
 pub mod metrics;
 pub mod metrics_endpoint;

@@ -196,6 +196,7 @@ impl Unpacker {
         if let Ok(u) = &unpacked {
             crate::metrics::registry().unpack_done(u.extracted, u.extracted_bytes, start.elapsed());
         }
+        crate::memory::release().await;
         unpacked
     }
 

@@ -468,6 +468,7 @@ fn main() -> anyhow::Result<()> {
     }
     let logs = init_logging(&cfg)?;
     raise_nofile_limit();
+    berth_services::memory::limit_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

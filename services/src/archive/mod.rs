@@ -190,7 +190,8 @@ impl Archives {
         progress: Option<ProgressTx>,
     ) -> Result<Vec<ImageRecord>> {
         let this = self.clone();
-        self.leases
+        let imported = self
+            .leases
             .with_temporary(&self.gc, ctx, move |ctx| async move {
                 report(&progress, "Importing", "");
                 let (content, c2) = (this.content.clone(), ctx.clone());
@@ -243,7 +244,9 @@ impl Archives {
                 report(&progress, "Completed import", "");
                 Ok(stored)
             })
-            .await
+            .await;
+        crate::memory::release().await;
+        imported
     }
 
     /// Records every name, or none: a name the store refuses undoes the ones recorded before

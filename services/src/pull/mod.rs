@@ -165,6 +165,7 @@ impl Puller {
             start.elapsed(),
             pulled.is_ok(),
         );
+        crate::memory::release().await;
         pulled
     }
 
