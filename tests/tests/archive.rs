@@ -230,6 +230,27 @@ fn hostile_archives_are_refused() {
         None,
     ));
     assert!(out.contains("test.local/gz:latest imported"), "{out}");
+    // An archive cut short inside a blob: said so, nothing named.
+    let whole = std::fs::read(&good).unwrap();
+    let cut = work.path().join("cut.tar");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+    let out = d.berth(
+        &[
+            "-n",
+            "cut",
+            "images",
+            "import",
+            "--base-name",
+            "test.local/cut",
+            cut.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cut short"), "{}", stderr(&out));
+    assert!(ok(&d.berth(&["-n", "cut", "images", "ls", "-q"], None))
+        .trim()
+        .is_empty());
     let lying = work.path().join("lying.tar");
     {
         let mut b = tar::Builder::new(std::fs::File::create(&lying).unwrap());

@@ -168,11 +168,17 @@ fn ingest_files(content: &Content, ctx: &Ctx, stream: Box<dyn Read + '_>) -> Res
             _ => {
                 let expected = named_digest(&path).transpose()?;
                 let reference = format!("archive-{run}-{n}");
+                let size = entry.size();
                 let blob = content
                     .ingest_expected_sync(ctx, &reference, expected.clone(), Labels::new(), |w| {
-                        std::io::copy(&mut entry, w)
-                            .map(|_| ())
-                            .map_err(|e| Error::io(format!("read {path} from the archive"), e))
+                        let n = std::io::copy(&mut entry, w)
+                            .map_err(|e| Error::io(format!("read {path} from the archive"), e))?;
+                        if n != size {
+                            return Err(bad(format!(
+                                "it ends inside {path} ({n} of its {size} bytes): the archive is cut short"
+                            )));
+                        }
+                        Ok(())
                     })
                     .map_err(|e| match (&expected, e.kind()) {
                         (Some(d), Kind::FailedPrecondition) => bad(format!(
