@@ -7,6 +7,7 @@ CTRD_SOCK="$WORK/containerd.sock"
 PIDS=()
 
 cleanup_daemons() {
+  local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
