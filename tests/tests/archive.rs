@@ -559,3 +559,44 @@ async fn archive_streams_keep_containerds_flow_control() {
         "the two exports differ"
     );
 }
+
+/// An import stream that carries something other than Data (here a StreamInit) ends the
+/// import with a clear error; nothing is named and the daemon keeps serving.
+#[tokio::test]
+async fn an_import_stream_carrying_other_messages_is_refused() {
+    use berth_proto::streaming::StreamInit;
+    use berth_proto::transfer::TransferRequest;
+    use berth_proto::types::transfer::{ImageImportStream, ImageReference, ImageStore};
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let (tx, rx) = open_stream(&c, "import-odd").await;
+    tx.send(berth_proto::to_any(&StreamInit { id: "x".into() }))
+        .await
+        .unwrap();
+    let store = ImageStore {
+        extra_references: vec![ImageReference {
+            name: "test.local/odd".into(),
+            is_prefix: true,
+            allow_overwrite: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let err = c
+        .transfer()
+        .transfer(TransferRequest {
+            source: Some(berth_proto::to_any(&ImageImportStream {
+                stream: "import-odd".into(),
+                ..Default::default()
+            })),
+            destination: Some(berth_proto::to_any(&store)),
+            options: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("not data"), "{err:?}");
+    drop((tx, rx));
+    assert!(ok(&d.berth(&["images", "ls", "-q"], None))
+        .trim()
+        .is_empty());
+}

@@ -18,7 +18,7 @@ use crate::leases::Leases;
 use crate::metadata::images::ImageRecord;
 use crate::metadata::Labels;
 use crate::oci::{DocDescriptor, Document, Platform, MAX_DOCUMENT};
-use crate::pull::{Progress, ProgressTx};
+use crate::pull::ProgressTx;
 use crate::unpack::Unpacker;
 use berth_proto::vocab::labels::{IMAGE_NAME_ANNOTATION, REF_NAME_ANNOTATION};
 
@@ -77,16 +77,9 @@ pub struct Archives {
     gc: Gc,
 }
 
+/// A step with no byte counts, as containerd's import and export report them.
 fn report(tx: &Option<ProgressTx>, event: &str, name: &str) {
-    if let Some(tx) = tx {
-        let _ = tx.send(Progress {
-            event: event.into(),
-            name: name.into(),
-            parents: vec![],
-            progress: 0,
-            total: 0,
-        });
-    }
+    crate::pull::report(tx, event, name, &[], 0, 0);
 }
 
 /// The tag of a full name (`reg/app:1.0` -> `1.0`), else the name itself: what OCI layouts

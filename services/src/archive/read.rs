@@ -275,9 +275,7 @@ fn docker_index(content: &Content, ctx: &Ctx, files: Files) -> Result<Descriptor
             let n = f
                 .read(&mut head)
                 .map_err(|e| Error::io("read a layer", e))?;
-            let compressed = head[..n].starts_with(&[0x1f, 0x8b])
-                || head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
-            let media = if compressed {
+            let media = if berth_snapshotters::layer::apply::is_compressed(&head[..n]) {
                 DOCKER_LAYER_GZIP
             } else {
                 DOCKER_LAYER

@@ -213,9 +213,7 @@ fn is_archive(path: &Path) -> bool {
         return false;
     };
     let n = f.read(&mut head).unwrap_or(0);
-    head[..n].starts_with(&[0x1f, 0x8b])
-        || head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || (n >= 262 && &head[257..262] == b"ustar")
+    layer::apply::is_compressed(&head[..n]) || (n >= 262 && &head[257..262] == b"ustar")
 }
 
 /// ADD of a local archive: its entries, cleaned, under `target`.

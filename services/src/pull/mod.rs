@@ -46,7 +46,14 @@ pub struct Progress {
 
 pub type ProgressTx = mpsc::UnboundedSender<Progress>;
 
-fn report(tx: &Option<ProgressTx>, event: &str, name: &str, parents: &[String], p: i64, t: i64) {
+pub(crate) fn report(
+    tx: &Option<ProgressTx>,
+    event: &str,
+    name: &str,
+    parents: &[String],
+    p: i64,
+    t: i64,
+) {
     if let Some(tx) = tx {
         let _ = tx.send(Progress {
             event: event.into(),

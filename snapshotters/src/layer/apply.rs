@@ -34,13 +34,21 @@ pub struct Applied {
     pub entries: u64,
 }
 
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Whether a stream starting with `head` is gzip or zstd (what [`decompress`] unwraps).
+pub fn is_compressed(head: &[u8]) -> bool {
+    head.starts_with(&GZIP_MAGIC) || head.starts_with(&ZSTD_MAGIC)
+}
+
 /// Wraps `r` in the decompressor its first bytes call for.
 pub fn decompress<'a, R: Read + 'a>(r: R) -> Result<Box<dyn Read + 'a>> {
     let mut br = BufReader::with_capacity(1 << 20, r);
     let head = br.fill_buf().map_err(|e| Error::io("read layer", e))?;
-    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+    Ok(if head.starts_with(&GZIP_MAGIC) {
         Box::new(super::inflate::GzipDecoder::new(br).map_err(|e| Error::io("gzip", e))?)
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+    } else if head.starts_with(&ZSTD_MAGIC) {
         Box::new(zstd::stream::read::Decoder::with_buffer(br).map_err(|e| Error::io("zstd", e))?)
     } else {
         Box::new(br)
