@@ -1,4 +1,5 @@
-//! containerd-shim-berth-v2: one process per container that drives runc, reaps the
+//! containerd-shim-berth-v2: one process per container that creates its container
+//! (itself, through libcontainer, or by running runc), reaps the
 //! container's processes as a subreaper, serves containerd's shim v2 Task API over ttrpc and
 //! forwards task events to the daemon. Plain threads and blocking calls: no async runtime,
 //! so the shim stays a few megabytes.
@@ -8,6 +9,7 @@ pub mod console;
 pub mod error;
 pub mod events;
 pub mod idmap;
+pub mod native;
 pub mod reaper;
 pub mod rootfs;
 pub mod rro;

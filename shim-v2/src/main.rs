@@ -3,6 +3,7 @@
 
 use berth_proto::containerd::task::v2::DeleteResponse;
 use berth_shim::events::Publisher;
+use berth_shim::native::Native;
 use berth_shim::reaper::Reaper;
 use berth_shim::rootfs::unmount_rootfs;
 use berth_shim::runc::{Runc, Runtime, Stdio3};
@@ -13,6 +14,7 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 struct Args {
     namespace: String,
@@ -87,13 +89,33 @@ fn socket_path(bundle: &Path, ns: &str, id: &str) -> PathBuf {
     state_dir(bundle).join("s").join(format!("{h:016x}"))
 }
 
+/// The environment variable that picks the low-level runtime: `native` (containers made by
+/// the shim itself, through libcontainer), `runc`, or the path of a runc-compatible binary.
+const RUNTIME_ENV: &str = "BERTH_SHIM_RUNTIME";
+
 /// runc's state for this namespace, under berthd's state directory (as runc's own shim
 /// lays it out under the root it is given).
-fn runc_for(bundle: &Path, namespace: &str) -> Runc {
+fn runc_for(bundle: &Path, namespace: &str, binary: &str, reaper: Arc<Reaper>) -> Runc {
     Runc {
-        binary: "runc".into(),
+        binary: binary.into(),
         root: state_dir(bundle).join("runc").join(namespace),
-        reaper: Reaper::start(),
+        reaper,
+    }
+}
+
+/// libcontainer's state for this namespace, beside runc's.
+fn native_for(bundle: &Path, namespace: &str, reaper: Arc<Reaper>) -> Native {
+    Native {
+        root: state_dir(bundle).join("native").join(namespace),
+        reaper,
+    }
+}
+
+/// The runtime named by `BERTH_SHIM_RUNTIME` (berthd sets it from its configuration).
+fn runtime_for(bundle: &Path, namespace: &str, reaper: Arc<Reaper>) -> Box<dyn Runtime> {
+    match std::env::var(RUNTIME_ENV).unwrap_or_default().as_str() {
+        "" | "native" => Box::new(native_for(bundle, namespace, reaper)),
+        binary => Box::new(runc_for(bundle, namespace, binary, reaper)),
     }
 }
 
@@ -173,12 +195,11 @@ fn serve(a: &Args) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
     let ttrpc = std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| format!("{}.ttrpc", a.address));
-    let runc = runc_for(&bundle, &a.namespace);
-    let reaper = runc.reaper.clone();
+    let reaper = Reaper::start();
     let service = Service::new(
         a.id.clone(),
         bundle.clone(),
-        Box::new(runc),
+        runtime_for(&bundle, &a.namespace, reaper.clone()),
         reaper,
         Publisher::new(ttrpc, a.namespace.clone()),
     );
@@ -198,8 +219,19 @@ fn delete(a: &Args) -> Result<(), String> {
         Some(b) => b.clone(),
         None => std::env::current_dir().map_err(|e| e.to_string())?,
     };
-    let runc = runc_for(&bundle, &a.namespace);
-    let _ = runc.run(&["delete", "--force", &a.id], Stdio3::default());
+    // Whichever runtime made the container: libcontainer's state says it was the native one.
+    let reaper = Reaper::start();
+    let native = native_for(&bundle, &a.namespace, reaper.clone());
+    let runtime: Box<dyn Runtime> = if native.has(&a.id) {
+        Box::new(native)
+    } else {
+        let binary = std::env::var(RUNTIME_ENV)
+            .ok()
+            .filter(|b| !b.is_empty() && b != "native")
+            .unwrap_or_else(|| "runc".into());
+        Box::new(runc_for(&bundle, &a.namespace, &binary, reaper))
+    };
+    let _ = runtime.run(&["delete", "--force", &a.id], Stdio3::default());
     unmount_rootfs(&bundle);
     let _ = std::fs::remove_file(socket_path(&bundle, &a.namespace, &a.id));
     let resp = DeleteResponse {

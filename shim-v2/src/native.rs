@@ -1,0 +1,383 @@
+//! The native runtime: the shim creates, starts, signals and deletes its container itself,
+//! through youki's `libcontainer`, instead of running the runc binary for each step. It
+//! speaks the same subset of runc's command line the task service uses (see [`Runtime`]),
+//! so the service and its tests do not know which runtime is behind them.
+//!
+//! Creating a process (`create`, `exec`) happens in a child forked for the purpose: the shim
+//! has several threads, and libcontainer's own clones run Rust code (allocation included)
+//! before they exec; a child made by glibc's `fork` is single-threaded with a consistent
+//! heap. The container's processes outlive that child and are reparented to the shim, the
+//! subreaper, like runc's. `start`, `kill`, `delete`, `pause`, `resume`, `ps` and `update`
+//! are plain calls in the shim.
+
+use crate::reaper::Reaper;
+use crate::runc::{Failed, Runtime, Stdio3};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::oci_spec::runtime::LinuxResources;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The state directory of libcontainer's containers, one directory per container id.
+pub struct Native {
+    pub root: PathBuf,
+    pub reaper: Arc<Reaper>,
+}
+
+/// A runc command line, taken apart: its verb, flags with values, boolean flags, and the
+/// remaining words (the container id, then a signal for `kill`).
+struct Command<'a> {
+    verb: &'a str,
+    flags: Vec<(&'a str, &'a str)>,
+    switches: Vec<&'a str>,
+    words: Vec<&'a str>,
+}
+
+const VALUED: &[&str] = &[
+    "--bundle",
+    "--pid-file",
+    "--console-socket",
+    "--process",
+    "--resources",
+    "--format",
+];
+
+impl<'a> Command<'a> {
+    fn parse(args: &[&'a str]) -> Result<Self, Failed> {
+        let (verb, rest) = args
+            .split_first()
+            .ok_or_else(|| Failed("no runtime command".into()))?;
+        let mut c = Command {
+            verb,
+            flags: vec![],
+            switches: vec![],
+            words: vec![],
+        };
+        let mut it = rest.iter();
+        while let Some(a) = it.next() {
+            if VALUED.contains(a) {
+                let v = it
+                    .next()
+                    .ok_or_else(|| Failed(format!("{verb}: {a} needs a value")))?;
+                c.flags.push((a, v));
+            } else if a.starts_with("--") {
+                c.switches.push(a);
+            } else {
+                c.words.push(a);
+            }
+        }
+        Ok(c)
+    }
+
+    fn flag(&self, name: &str) -> Option<&'a str> {
+        self.flags.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
+
+    fn id(&self) -> Result<&'a str, Failed> {
+        self.words
+            .first()
+            .copied()
+            .ok_or_else(|| Failed(format!("{}: no container id", self.verb)))
+    }
+}
+
+fn failed(what: &str, e: impl std::fmt::Display) -> Failed {
+    Failed(format!("{what}: {e}"))
+}
+
+impl Native {
+    fn load(&self, id: &str) -> Result<Container, Failed> {
+        let dir = self.root.join(id);
+        if !dir.exists() {
+            return Err(Failed(format!("container {id} does not exist")));
+        }
+        Container::load(dir).map_err(|e| failed(&format!("load container {id}"), e))
+    }
+
+    /// Runs `work` in a forked child and waits for it; the child's error comes back through
+    /// a pipe.
+    fn in_child(&self, work: impl FnOnce() -> Result<(), String>) -> Result<(), Failed> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills the two-int array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(failed("pipe", std::io::Error::last_os_error()));
+        }
+        // SAFETY: both descriptors were just created and are owned here alone.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: glibc's fork; the child runs `work` on its own copy of the heap and ends
+        // with _exit, never returning into the shim's code.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(failed("fork", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            drop(r);
+            let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+                Ok(Ok(())) => 0,
+                Ok(Err(msg)) => {
+                    let mut f = std::fs::File::from(w);
+                    let _ = std::io::Write::write_all(&mut f, msg.as_bytes());
+                    1
+                }
+                Err(_) => 2,
+            };
+            // SAFETY: ends the forked child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        drop(w);
+        drop(work);
+        // The container's processes hold copies of the write end until they exec, so the
+        // message is read once the child is gone, without waiting for the pipe's end.
+        let exit = self.reaper.wait(pid);
+        // SAFETY: fcntl on a descriptor owned here.
+        unsafe {
+            libc::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(&r),
+                libc::F_SETFL,
+                libc::O_NONBLOCK,
+            )
+        };
+        let mut msg = String::new();
+        let _ = std::fs::File::from(r).read_to_string(&mut msg);
+        match exit.status {
+            0 => Ok(()),
+            _ if !msg.is_empty() => Err(Failed(msg)),
+            s => Err(Failed(format!(
+                "the runtime's helper process failed (exit {s})"
+            ))),
+        }
+    }
+
+    fn create(&self, c: &Command, stdio: Stdio3) -> Result<(), Failed> {
+        let id = c.id()?.to_string();
+        let bundle = PathBuf::from(c.flag("--bundle").unwrap_or("."));
+        let pid_file = c.flag("--pid-file").map(PathBuf::from);
+        let console = c.flag("--console-socket").map(PathBuf::from);
+        let systemd = uses_systemd(&bundle);
+        let root = self.root.clone();
+        self.in_child(move || {
+            let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
+                .with_root_path(root)
+                .map_err(|e| e.to_string())?
+                .with_pid_file(pid_file)
+                .map_err(|e| e.to_string())?
+                .with_console_socket(console);
+            b = with_stdio(b, stdio);
+            b.validate_id()
+                .map_err(|e| e.to_string())?
+                .as_init(bundle)
+                .with_systemd(systemd)
+                .with_detach(true)
+                .build()
+                .map(|_| ())
+                .map_err(|e| format!("create container {id}: {e}"))
+        })
+    }
+
+    fn exec(&self, c: &Command, stdio: Stdio3) -> Result<(), Failed> {
+        let id = c.id()?.to_string();
+        let process = c
+            .flag("--process")
+            .map(PathBuf::from)
+            .ok_or_else(|| Failed("exec: no --process".into()))?;
+        let pid_file = c.flag("--pid-file").map(PathBuf::from);
+        let console = c.flag("--console-socket").map(PathBuf::from);
+        let root = self.root.clone();
+        self.in_child(move || {
+            let b = ContainerBuilder::new(id.clone(), SyscallType::default())
+                .with_root_path(root)
+                .map_err(|e| e.to_string())?
+                .with_console_socket(console);
+            let pid = with_stdio(b, stdio)
+                .as_tenant()
+                .with_process(Some(process))
+                .with_detach(true)
+                .build()
+                .map_err(|e| format!("exec in container {id}: {e}"))?;
+            if let Some(f) = pid_file {
+                std::fs::write(&f, pid.as_raw().to_string())
+                    .map_err(|e| format!("write {}: {e}", f.display()))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn kill(&self, c: &Command) -> Result<(), Failed> {
+        let id = c.id()?;
+        let sig: i32 = c
+            .words
+            .get(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Failed("kill: no signal number".into()))?;
+        let sig = Signal::try_from(sig).map_err(|e| failed("kill", e))?;
+        let mut ct = self.load(id)?;
+        ct.kill(sig, c.switches.contains(&"--all"))
+            .map_err(|e| failed(&format!("kill container {id}"), e))
+    }
+
+    fn delete(&self, c: &Command) -> Result<(), Failed> {
+        let id = c.id()?;
+        let mut ct = self.load(id)?;
+        ct.delete(c.switches.contains(&"--force"))
+            .map_err(|e| failed(&format!("delete container {id}"), e))
+    }
+
+    fn cgroup(&self, id: &str) -> Result<libcgroups::common::AnyCgroupManager, Failed> {
+        let ct = self.load(id)?;
+        let spec = ct.spec().map_err(|e| failed("container config", e))?;
+        libcgroups::common::create_cgroup_manager(libcgroups::common::CgroupConfig {
+            cgroup_path: spec.cgroup_path,
+            systemd_cgroup: ct.systemd(),
+            container_name: id.to_string(),
+        })
+        .map_err(|e| failed(&format!("cgroup of container {id}"), e))
+    }
+
+    fn ps(&self, c: &Command) -> Result<Vec<u8>, Failed> {
+        use libcgroups::common::CgroupManager;
+        let id = c.id()?;
+        let pids: Vec<i32> = self
+            .cgroup(id)?
+            .get_all_pids()
+            .map_err(|e| failed(&format!("processes of container {id}"), e))?
+            .into_iter()
+            .map(|p| p.as_raw())
+            .collect();
+        serde_json::to_vec(&pids).map_err(|e| failed("ps", e))
+    }
+
+    fn update(&self, c: &Command) -> Result<(), Failed> {
+        use libcgroups::common::{CgroupManager, ControllerOpt};
+        let id = c.id()?;
+        let file = c
+            .flag("--resources")
+            .ok_or_else(|| Failed("update: no --resources".into()))?;
+        let text = std::fs::read(file).map_err(|e| failed(&format!("read {file}"), e))?;
+        let resources: LinuxResources =
+            serde_json::from_slice(&text).map_err(|e| failed("resources are not valid", e))?;
+        self.cgroup(id)?
+            .apply(&ControllerOpt {
+                resources: &resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| failed(&format!("update container {id}"), e))
+    }
+
+    fn pause(&self, c: &Command, pause: bool) -> Result<(), Failed> {
+        let id = c.id()?;
+        let mut ct = self.load(id)?;
+        let r = if pause { ct.pause() } else { ct.resume() };
+        r.map_err(|e| failed(&format!("{} container {id}", c.verb), e))
+    }
+
+    /// Whether libcontainer has state for the container `id` (for a caller cleaning up).
+    pub fn has(&self, id: &str) -> bool {
+        self.root.join(id).join("state.json").exists()
+    }
+}
+
+fn with_stdio(mut b: ContainerBuilder, stdio: Stdio3) -> ContainerBuilder {
+    if let Some(fd) = stdio.stdin {
+        b = b.with_stdin(fd);
+    }
+    if let Some(fd) = stdio.stdout {
+        b = b.with_stdout(fd);
+    }
+    if let Some(fd) = stdio.stderr {
+        b = b.with_stderr(fd);
+    }
+    b
+}
+
+/// A systemd cgroup path is `slice:prefix:name`, as runc's `--systemd-cgroup` reads it.
+fn uses_systemd(bundle: &Path) -> bool {
+    std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string))
+        .is_some_and(|p| !p.starts_with('/') && p.split(':').count() == 3)
+}
+
+impl Runtime for Native {
+    fn run(&self, args: &[&str], _stdio: Stdio3) -> Result<Vec<u8>, Failed> {
+        let c = Command::parse(args)?;
+        match c.verb {
+            "start" => {
+                let id = c.id()?;
+                let mut ct = self.load(id)?;
+                ct.start()
+                    .map_err(|e| failed(&format!("start container {id}"), e))?;
+            }
+            "kill" => self.kill(&c)?,
+            "delete" => self.delete(&c)?,
+            "ps" => return self.ps(&c),
+            "update" => self.update(&c)?,
+            "pause" => self.pause(&c, true)?,
+            "resume" => self.pause(&c, false)?,
+            other => return Err(Failed(format!("the native runtime has no {other:?}"))),
+        }
+        Ok(vec![])
+    }
+
+    fn launch(&self, args: &[&str], stdio: Stdio3, _log: &Path) -> Result<(), Failed> {
+        let c = Command::parse(args)?;
+        match c.verb {
+            "create" => self.create(&c, stdio),
+            "exec" => self.exec(&c, stdio),
+            other => Err(Failed(format!(
+                "the native runtime cannot launch {other:?}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runc_command_lines_parse() {
+        let c = Command::parse(&[
+            "exec",
+            "--detach",
+            "--pid-file",
+            "/b/p",
+            "--process",
+            "/b/e.json",
+            "c1",
+        ])
+        .unwrap();
+        assert_eq!(c.verb, "exec");
+        assert_eq!(c.flag("--process"), Some("/b/e.json"));
+        assert_eq!(c.flag("--pid-file"), Some("/b/p"));
+        assert_eq!(c.switches, ["--detach"]);
+        assert_eq!(c.id().unwrap(), "c1");
+        let k = Command::parse(&["kill", "--all", "c1", "9"]).unwrap();
+        assert_eq!(k.words, ["c1", "9"]);
+        assert!(k.switches.contains(&"--all"));
+        assert!(Command::parse(&["create", "--bundle"]).is_err());
+        assert!(Command::parse(&[]).is_err());
+    }
+
+    #[test]
+    fn systemd_cgroup_paths_are_told_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let write = |p: &str| {
+            std::fs::write(
+                d.path().join("config.json"),
+                format!(r#"{{"linux": {{"cgroupsPath": "{p}"}}}}"#),
+            )
+            .unwrap()
+        };
+        write("system.slice:berth:c1");
+        assert!(uses_systemd(d.path()));
+        write("/berth/default/c1");
+        assert!(!uses_systemd(d.path()));
+    }
+}
