@@ -66,7 +66,7 @@ Version: $version
 Architecture: $arch
 Maintainer: berth developers <berth@localhost>
 Installed-Size: $size
-Depends: libc6 (>= 2.34), libisal2, runc, containernetworking-plugins, iptables, iproute2
+Depends: libc6 (>= 2.34), libisal2, libseccomp2, runc, containernetworking-plugins, iptables, iproute2
 Recommends: util-linux
 Section: admin
 Priority: optional

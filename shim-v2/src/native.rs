@@ -100,7 +100,12 @@ impl Native {
 
     /// Runs `work` in a forked child and waits for it; the child's error comes back through
     /// a pipe.
-    fn in_child(&self, work: impl FnOnce() -> Result<(), String>) -> Result<(), Failed> {
+    fn in_child(
+        &self,
+        log: &Path,
+        work: impl FnOnce() -> Result<(), String>,
+    ) -> Result<(), Failed> {
+        let _ = std::fs::remove_file(log);
         let mut fds = [0; 2];
         // SAFETY: pipe2 fills the two-int array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -116,6 +121,7 @@ impl Native {
         }
         if pid == 0 {
             drop(r);
+            log_to(log);
             let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
                 Ok(Ok(())) => 0,
                 Ok(Err(msg)) => {
@@ -143,23 +149,39 @@ impl Native {
         };
         let mut msg = String::new();
         let _ = std::fs::File::from(r).read_to_string(&mut msg);
-        match exit.status {
-            0 => Ok(()),
-            _ if !msg.is_empty() => Err(Failed(msg)),
-            s => Err(Failed(format!(
-                "the runtime's helper process failed (exit {s})"
-            ))),
+        if exit.status == 0 {
+            return Ok(());
         }
+        if msg.is_empty() {
+            msg = format!("the runtime's helper process failed (exit {})", exit.status);
+        }
+        // libcontainer's own account of what went wrong (its errors often end in a bare
+        // "internal"), from the log the child wrote.
+        let detail: Vec<String> = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .map(|l| {
+                l.split_once("ERROR")
+                    .map_or(l, |(_, m)| m)
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        if !detail.is_empty() {
+            msg = format!("{msg} ({})", detail.join("; "));
+        }
+        Err(Failed(msg))
     }
 
-    fn create(&self, c: &Command, stdio: Stdio3) -> Result<(), Failed> {
+    fn create(&self, c: &Command, stdio: Stdio3, log: &Path) -> Result<(), Failed> {
         let id = c.id()?.to_string();
         let bundle = PathBuf::from(c.flag("--bundle").unwrap_or("."));
         let pid_file = c.flag("--pid-file").map(PathBuf::from);
         let console = c.flag("--console-socket").map(PathBuf::from);
         let systemd = uses_systemd(&bundle);
         let root = self.root.clone();
-        self.in_child(move || {
+        self.in_child(log, move || {
             let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(root)
                 .map_err(|e| e.to_string())?
@@ -178,7 +200,7 @@ impl Native {
         })
     }
 
-    fn exec(&self, c: &Command, stdio: Stdio3) -> Result<(), Failed> {
+    fn exec(&self, c: &Command, stdio: Stdio3, log: &Path) -> Result<(), Failed> {
         let id = c.id()?.to_string();
         let process = c
             .flag("--process")
@@ -187,7 +209,7 @@ impl Native {
         let pid_file = c.flag("--pid-file").map(PathBuf::from);
         let console = c.flag("--console-socket").map(PathBuf::from);
         let root = self.root.clone();
-        self.in_child(move || {
+        self.in_child(log, move || {
             let b = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(root)
                 .map_err(|e| e.to_string())?
@@ -282,6 +304,25 @@ impl Native {
     }
 }
 
+/// libcontainer's warnings and errors, from the forked child and the container processes it
+/// makes, go to `log`.
+fn log_to(log: &Path) {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
+
 fn with_stdio(mut b: ContainerBuilder, stdio: Stdio3) -> ContainerBuilder {
     if let Some(fd) = stdio.stdin {
         b = b.with_stdin(fd);
@@ -325,11 +366,11 @@ impl Runtime for Native {
         Ok(vec![])
     }
 
-    fn launch(&self, args: &[&str], stdio: Stdio3, _log: &Path) -> Result<(), Failed> {
+    fn launch(&self, args: &[&str], stdio: Stdio3, log: &Path) -> Result<(), Failed> {
         let c = Command::parse(args)?;
         match c.verb {
-            "create" => self.create(&c, stdio),
-            "exec" => self.exec(&c, stdio),
+            "create" => self.create(&c, stdio, log),
+            "exec" => self.exec(&c, stdio, log),
             other => Err(Failed(format!(
                 "the native runtime cannot launch {other:?}"
             ))),

@@ -54,8 +54,19 @@ fn run_rm_output_and_exit_code(runtime: &str) {
         2,
         "only the image layer should remain"
     );
-    // runc's state lives under berthd's state directory.
-    assert!(d.state().join("runc/default").is_dir());
+    // The low-level runtime's state lives under berthd's state directory: runc's, or the
+    // native runtime's (berth's shim, unless BERTH_SHIM_RUNTIME names a binary).
+    let native = runtime == BERTH_SHIM
+        && matches!(
+            std::env::var("BERTH_SHIM_RUNTIME").as_deref(),
+            Err(_) | Ok("") | Ok("native")
+        );
+    let dir = if native {
+        "native/default"
+    } else {
+        "runc/default"
+    };
+    assert!(d.state().join(dir).is_dir(), "{dir}");
 }
 
 #[test]

@@ -27,6 +27,55 @@ pub struct Config {
     pub network: berth_services::network::NetworkConfig,
     /// Prometheus metrics over HTTP.
     pub metrics: MetricsConfig,
+    /// The low-level runtime berth's shim creates containers with.
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// `native`: the shim creates containers itself (youki's libcontainer, no runtime binary
+    /// run per step); `runc`, or the name or path of another runc-compatible binary (crun,
+    /// youki): the shim runs it. The environment variable BERTH_SHIM_RUNTIME, when berthd
+    /// is started with it, overrides this.
+    pub engine: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            engine: "native".into(),
+        }
+    }
+}
+
+pub use berth_services::runtime::shim::RUNTIME_ENV;
+
+impl RuntimeConfig {
+    /// The engine in effect: the environment's, else the configured one; a binary must be
+    /// found (as a path, or on PATH).
+    pub fn effective(&self) -> anyhow::Result<String> {
+        let engine = std::env::var(RUNTIME_ENV)
+            .ok()
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| self.engine.clone());
+        if engine == "native" {
+            return Ok(engine);
+        }
+        let found = if engine.contains('/') {
+            Path::new(&engine).is_file()
+        } else {
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).any(|d| d.join(&engine).is_file()))
+                .unwrap_or(false)
+        };
+        if !found {
+            anyhow::bail!(
+                "runtime.engine {engine:?}: no such binary; install it (apt-get install runc) or use engine = \"native\""
+            );
+        }
+        Ok(engine)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -49,6 +98,7 @@ impl Default for Config {
             cri: Default::default(),
             network: Default::default(),
             metrics: Default::default(),
+            runtime: Default::default(),
         }
     }
 }

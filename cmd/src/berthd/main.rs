@@ -397,7 +397,8 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
         logs,
         daemon.registry.clone(),
     ));
-    tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), state = %cfg.state.display(), "berthd serving");
+    let engine = std::env::var(config::RUNTIME_ENV).unwrap_or_default();
+    tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), state = %cfg.state.display(), runtime = %engine, "berthd serving");
     let incoming = accept_loop(listener);
     let result = router
         .serve_with_incoming_shutdown(incoming, shutdown_signal())
@@ -466,6 +467,10 @@ fn main() -> anyhow::Result<()> {
         }
         None => {}
     }
+    // The shims berthd starts inherit its environment: the runtime goes to them there. Set
+    // before any thread exists.
+    let engine = cfg.runtime.effective()?;
+    std::env::set_var(config::RUNTIME_ENV, &engine);
     let logs = init_logging(&cfg)?;
     raise_nofile_limit();
     berth_services::memory::limit_arenas();

@@ -34,6 +34,12 @@ pub struct CriConfig {
     pub snapshotter: String,
     /// The shim containers run under.
     pub runtime: String,
+    /// The low-level runtime berth's shim uses for pods and their containers (runc
+    /// options' `binary_name`): `runc` (the default: libcontainer, berth's native runtime,
+    /// cannot yet bind a pod's private files into a user-namespaced container, nor mount
+    /// cgroup v1 in every pod container), `native`, or another runc-compatible binary.
+    /// Empty: berthd's `runtime.engine`.
+    pub runtime_binary: String,
 }
 
 impl Default for CriConfig {
@@ -50,6 +56,7 @@ impl Default for CriConfig {
             cgroup_driver: "cgroupfs".into(),
             snapshotter: berth_snapshotters::overlay::NAME.into(),
             runtime: "io.containerd.berth.v2".into(),
+            runtime_binary: "runc".into(),
         }
     }
 }

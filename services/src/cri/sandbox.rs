@@ -363,14 +363,16 @@ impl Cri {
         self.persist_sandbox(sb).await
     }
 
-    /// runc options for every CRI task: the systemd cgroup driver when configured.
+    /// runc options for every CRI task: the low-level runtime, and the systemd cgroup
+    /// driver when configured.
     pub(super) fn runtime_options(&self) -> Option<AnyValue> {
-        if !self.cfg.systemd_cgroup() {
+        if !self.cfg.systemd_cgroup() && self.cfg.runtime_binary.is_empty() {
             return None;
         }
         use prost::Message;
         let o = berth_proto::containerd::runc::v1::Options {
-            systemd_cgroup: true,
+            systemd_cgroup: self.cfg.systemd_cgroup(),
+            binary_name: self.cfg.runtime_binary.clone(),
             ..Default::default()
         };
         Some(AnyValue {

@@ -1,7 +1,7 @@
 //! Creating a task: the bundle is written, the shim started and asked to Create; on any
 //! failure the shim is told to go and nothing half-created stays behind.
 
-use super::shim_client::{runc_options, ShimClient};
+use super::shim_client::{binary_name, runc_options, ShimClient};
 use super::{bundle, CreateTask, ShimTask, Tasks};
 use crate::context::Namespace;
 use crate::error::{Error, Result};
@@ -12,6 +12,7 @@ impl Tasks {
         if self.get(&ns, &id).is_ok() {
             return Err(Error::already_exists(format!("task for container {id:?}")));
         }
+        super::warmup::begin();
         let container = self.store.container_get(&ns, &id)?;
         let spec = container
             .spec
@@ -30,6 +31,7 @@ impl Tasks {
         }
         let given = req.options.take().or(container.runtime.options.clone());
         req.options = Some(runc_options(given, &self.cfg.runc_root()));
+        let runtime = binary_name(req.options.as_ref());
 
         let bundle = self.cfg.bundle(ns.as_str(), &id);
         if bundle.exists() {
@@ -43,7 +45,9 @@ impl Tasks {
             None => None,
         };
         let spec = networked.as_deref().unwrap_or(&spec.value);
-        let created = self.create_in_bundle(&ns, &id, req, spec, binary).await;
+        let created = self
+            .create_in_bundle(&ns, &id, req, spec, binary, runtime.as_deref())
+            .await;
         if created.is_err() {
             self.leave_networks(&ns, &id).await;
         }
@@ -59,6 +63,7 @@ impl Tasks {
         req: CreateTask,
         spec: &[u8],
         binary: std::path::PathBuf,
+        runtime: Option<&str>,
     ) -> Result<u32> {
         let bundle = self.cfg.bundle(ns.as_str(), id);
         let work = self.cfg.work(ns.as_str(), id);
@@ -72,7 +77,7 @@ impl Tasks {
                 return Err(e);
             }
         };
-        let launch = self.launch(&binary, ns, id, &bundle);
+        let launch = self.launch(&binary, ns, id, &bundle, runtime);
         let mut connected: Option<ShimClient> = None;
         let created = async {
             let socket = launch.start().await?;

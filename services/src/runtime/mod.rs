@@ -14,6 +14,7 @@ pub mod shim;
 pub mod shim_client;
 pub mod ttrpc;
 pub mod types;
+mod warmup;
 
 pub use bundle::RuntimeConfig;
 pub use types::*;
@@ -137,6 +138,7 @@ impl Tasks {
         ns: &'a Namespace,
         id: &'a str,
         bundle: &'a Path,
+        runtime: Option<&'a str>,
     ) -> shim::Launch<'a> {
         shim::Launch {
             binary,
@@ -145,6 +147,7 @@ impl Tasks {
             bundle,
             address: &self.cfg.address,
             ttrpc_address: self.cfg.ttrpc_address(),
+            runtime,
         }
     }
 
@@ -169,7 +172,7 @@ impl Tasks {
             }
             tracing::warn!(namespace = %ns, id = %id, "shim died; cleaning up and reporting the task exited");
             let out = this
-                .launch(&task.binary, &ns, &id, &task.bundle)
+                .launch(&task.binary, &ns, &id, &task.bundle, None)
                 .delete()
                 .await
                 .unwrap_or_default();
@@ -296,7 +299,7 @@ impl Tasks {
                 r
             }
             Err(e) if e.kind() == Kind::Unavailable => {
-                self.launch(&task.binary, &ns, &id, &task.bundle)
+                self.launch(&task.binary, &ns, &id, &task.bundle, None)
                     .delete()
                     .await?
             }

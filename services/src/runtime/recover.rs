@@ -53,7 +53,7 @@ impl Tasks {
             (_, binary) => {
                 tracing::info!(namespace = %ns, id = %id, "shim gone; cleaning up its bundle");
                 if let Some(binary) = binary {
-                    let _ = self.launch(&binary, &ns, &id, &bundle).delete().await;
+                    let _ = self.launch(&binary, &ns, &id, &bundle, None).delete().await;
                 }
                 bundle::remove(&bundle, &self.cfg.work(ns.as_str(), &id));
             }

@@ -48,6 +48,10 @@ pub fn find_binary(runtime: &str) -> Result<PathBuf> {
         })
 }
 
+/// The environment variable berth's shim reads its low-level runtime from (`native`,
+/// `runc`, or a runc-compatible binary).
+pub const RUNTIME_ENV: &str = "BERTH_SHIM_RUNTIME";
+
 pub struct Launch<'a> {
     pub binary: &'a Path,
     pub namespace: &'a str,
@@ -56,6 +60,9 @@ pub struct Launch<'a> {
     /// berthd's gRPC socket.
     pub address: &'a Path,
     pub ttrpc_address: PathBuf,
+    /// The low-level runtime the caller's runc options name (`binary_name`), for berth's
+    /// shim; None: the one berthd runs with.
+    pub runtime: Option<&'a str>,
 }
 
 impl Launch<'_> {
@@ -76,6 +83,7 @@ impl Launch<'_> {
         cmd.arg(action)
             .current_dir(self.bundle)
             .env("TTRPC_ADDRESS", &self.ttrpc_address)
+            .envs(self.runtime.map(|r| (RUNTIME_ENV, r)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -95,6 +95,14 @@ pub fn runc_options(given: Option<AnyValue>, runc_root: &Path) -> AnyValue {
     }
 }
 
+/// The runtime binary runc options name (`ctr run --runc-binary`), if any.
+pub fn binary_name(options: Option<&AnyValue>) -> Option<String> {
+    use berth_proto::containerd::runc::v1::Options;
+    let a = options.filter(|a| a.type_url.ends_with(RUNC_OPTIONS))?;
+    let o = Options::decode(a.value.as_slice()).ok()?;
+    Some(o.binary_name).filter(|b| !b.is_empty())
+}
+
 impl ShimClient {
     pub async fn connect(socket: &Path) -> Result<Self> {
         Ok(ShimClient {
