@@ -44,11 +44,16 @@ t1=$(now); jobs_=()
 for i in $(seq "$N"); do target/release/berth -a "$BERTH_SOCK" run -d --network none "$REF" "bn$i" /bin/sleep 1000 >/dev/null & jobs_+=($!); done
 wait "${jobs_[@]}"
 t2=$(now)
+pss_sum() { # pattern -> total PSS in kB (shared pages split among the processes sharing them)
+  local t=0; for p in $(pgrep -f "$1" || true); do t=$((t + $(awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup))); done; echo $t
+}
 sc=$(rss_sum "containerd-shim-runc-v2 -namespace default -id cn"); sb=$(rss_sum "containerd-shim-berth-v2 -namespace default -id bn")
+pc=$(pss_sum "containerd-shim-runc-v2 -namespace default -id cn"); pb=$(pss_sum "containerd-shim-berth-v2 -namespace default -id bn")
 dc=$(rss_sum "containerd --config $WORK"); db=$(rss_sum "berthd --root $WORK")
 echo "$N containers started at once:"
 echo "  containerd: $(echo "$t1 - $t0" | bc)s   berth: $(echo "$t2 - $t1" | bc)s   ratio $(echo "scale=2; ($t2 - $t1) / ($t1 - $t0)" | bc)x"
 echo "  RSS per shim: containerd-shim-runc-v2 $((sc / N)) kB, containerd-shim-berth-v2 $((sb / N)) kB   (target < 3072 kB)"
+echo "  PSS per shim: containerd-shim-runc-v2 $((pc / N)) kB, containerd-shim-berth-v2 $((pb / N)) kB"
 echo "  daemon RSS with $N containers: containerd $dc kB, berthd $db kB"
 for i in $(seq "$N"); do
   ctr -a "$CTRD_SOCK" tasks kill -s SIGKILL "cn$i" >/dev/null 2>&1 || true

@@ -68,6 +68,6 @@ esac
 # tokio-rt-worker, the shim's reaper), runc's and the container's, kernel
 # work done on their behalf.
 filter=cat
-if [ "$what" = run ]; then filter="grep -E '^(berth|tokio-r|reaper|containerd-shim|runc|true|exe)'"; fi
+if [ "$what" = run ]; then filter="grep -E '^(berth|tokio-r|reaper|containerd-shim|runc|true|exe|youki|cgroup-w)'"; fi
 perf script -i "$data" 2>/dev/null | inferno-collapse-perf | eval "$filter" | inferno-flamegraph --title "berth $what ($(date -u +%F), $(nproc) cores)" >"$out"
 echo "$out"

@@ -649,7 +649,17 @@ fn cli_snapshot_commands() {
         let _m = ctr_mount(&d, "overlayfs", "work", &target);
         std::fs::write(target.join("etc/changed"), "yes").unwrap();
     }
-    let digest = ok(&d.berth(&["snapshots", "diff", "work"], None));
+    // Labelled as a root: an unreferenced blob is garbage any collection may take first.
+    let digest = ok(&d.berth(
+        &[
+            "snapshots",
+            "diff",
+            "work",
+            "--label",
+            "containerd.io/gc.root=test",
+        ],
+        None,
+    ));
     let content = ok(&d.berth(&["content", "ls"], None));
     assert!(content.contains(digest.trim()), "{content}");
     ok(&d.berth(&["snapshots", "label", "work", "purpose=test"], None));

@@ -128,6 +128,10 @@ pub struct DiffArgs {
     /// Content ingest ref
     #[arg(long, default_value = "")]
     r#ref: String,
+    /// key=value labels for the layer blob (unlabelled and unleased, a blob is garbage the
+    /// next collection takes: `--label containerd.io/gc.root=keep` keeps it)
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
 }
 
 fn kind(k: i32) -> &'static str {
@@ -370,7 +374,9 @@ async fn diff(client: &Client, sn: String, args: DiffArgs) -> anyhow::Result<()>
         key,
         media_type,
         r#ref,
+        labels,
     } = args;
+    let labels = parse_labels(&labels)?;
     let mut svc = client.snapshots();
     let info = svc
         .stat(StatSnapshotRequest {
@@ -411,7 +417,7 @@ async fn diff(client: &Client, sn: String, args: DiffArgs) -> anyhow::Result<()>
             right,
             media_type,
             r#ref,
-            labels: HashMap::new(),
+            labels,
         })
         .await;
     if !info.parent.is_empty() {
