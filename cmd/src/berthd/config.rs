@@ -52,29 +52,32 @@ impl Default for RuntimeConfig {
 pub use berth_services::runtime::shim::RUNTIME_ENV;
 
 impl RuntimeConfig {
-    /// The engine in effect: the environment's, else the configured one; a binary must be
-    /// found (as a path, or on PATH).
-    pub fn effective(&self) -> anyhow::Result<String> {
-        let engine = std::env::var(RUNTIME_ENV)
+    /// The engine in effect: the environment's, else the configured one.
+    pub fn effective(&self) -> String {
+        std::env::var(RUNTIME_ENV)
             .ok()
             .filter(|e| !e.is_empty())
-            .unwrap_or_else(|| self.engine.clone());
+            .unwrap_or_else(|| self.engine.clone())
+    }
+
+    /// Why `engine` cannot run containers, if it names a binary found neither as a path nor
+    /// on PATH (berthd still serves everything else; task creation reports the same).
+    pub fn missing(engine: &str) -> Option<String> {
         if engine == "native" {
-            return Ok(engine);
+            return None;
         }
         let found = if engine.contains('/') {
-            Path::new(&engine).is_file()
+            Path::new(engine).is_file()
         } else {
             std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).any(|d| d.join(&engine).is_file()))
+                .map(|p| std::env::split_paths(&p).any(|d| d.join(engine).is_file()))
                 .unwrap_or(false)
         };
-        if !found {
-            anyhow::bail!(
-                "runtime.engine {engine:?}: no such binary; install it (apt-get install runc) or use engine = \"native\""
-            );
-        }
-        Ok(engine)
+        (!found).then(|| {
+            format!(
+                "runtime.engine {engine:?}: no such binary, containers cannot start; install it (apt-get install runc) or use engine = \"native\""
+            )
+        })
     }
 }
 

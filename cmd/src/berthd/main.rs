@@ -469,9 +469,12 @@ fn main() -> anyhow::Result<()> {
     }
     // The shims berthd starts inherit its environment: the runtime goes to them there. Set
     // before any thread exists.
-    let engine = cfg.runtime.effective()?;
+    let engine = cfg.runtime.effective();
     std::env::set_var(config::RUNTIME_ENV, &engine);
     let logs = init_logging(&cfg)?;
+    if let Some(why) = config::RuntimeConfig::missing(&engine) {
+        tracing::warn!("{why}");
+    }
     raise_nofile_limit();
     berth_services::memory::limit_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
