@@ -11,9 +11,7 @@ use berth_shim::service::Service;
 use prost::Message;
 use std::io::Write;
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 struct Args {
@@ -123,23 +121,6 @@ fn start(a: &Args) -> Result<(), String> {
     let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
     let sock = socket_path(&bundle, &a.namespace, &a.id);
     let _ = std::fs::remove_file(bundle.join("address"));
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "-namespace",
-        &a.namespace,
-        "-id",
-        &a.id,
-        "-address",
-        &a.address,
-        "-publish-binary",
-        &a.publish_binary,
-        "serve",
-    ])
-    .current_dir(&bundle)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
     // The serving shim says it is listening by writing a byte to fd 3.
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills two descriptors into the array.
@@ -147,20 +128,34 @@ fn start(a: &Args) -> Result<(), String> {
         return Err(format!("pipe: {}", std::io::Error::last_os_error()));
     }
     let (rd, wr) = (fds[0], fds[1]);
-    // SAFETY: between fork and exec only async-signal-safe calls: setsid, dup2, close.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setsid();
-            if libc::dup2(wr, READY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    // The serving shim is this process forked, not the binary run again: `start` has one
+    // thread, and a fork skips an exec and the dynamic loader (a millisecond of every
+    // container start).
+    // SAFETY: fork of a single-threaded process; the child continues into `serve`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
     }
-    let spawned = cmd.spawn();
+    if pid == 0 {
+        // SAFETY: the child's own descriptors: a new session, fd 3 the readiness pipe, and
+        // stdio on /dev/null (the caller reads `start`'s stdout to its end).
+        unsafe {
+            libc::setsid();
+            libc::close(rd);
+            libc::dup2(wr, READY_FD);
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+        }
+        let code = match serve(a) {
+            Ok(()) => 0,
+            Err(_) => 1,
+        };
+        std::process::exit(code);
+    }
     // SAFETY: closing our copy of the write end, which we own.
     unsafe { libc::close(wr) };
-    spawned.map_err(|e| format!("spawn shim: {e}"))?;
     let mut pfd = libc::pollfd {
         fd: rd,
         events: libc::POLLIN,

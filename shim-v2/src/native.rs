@@ -304,6 +304,25 @@ impl Native {
     }
 }
 
+/// The name libcontainer gives its init process until it execs the container's program.
+const INIT_NAME: &str = "youki:[2:INIT]";
+
+/// Waits (up to a second) until the container's init has exec'd its program or gone:
+/// libcontainer's start only signals the init, and a caller told "started" expects the
+/// container's own program to be running (as the process list then shows).
+fn wait_for_exec(pid: i32) {
+    let comm = PathBuf::from(format!("/proc/{pid}/comm"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while std::time::Instant::now() < deadline {
+        match std::fs::read_to_string(&comm) {
+            Ok(name) if name.trim_end() == INIT_NAME => {
+                std::thread::sleep(std::time::Duration::from_micros(100))
+            }
+            _ => return,
+        }
+    }
+}
+
 /// libcontainer's warnings and errors, from the forked child and the container processes it
 /// makes, go to `log`.
 fn log_to(log: &Path) {
@@ -354,6 +373,9 @@ impl Runtime for Native {
                 let mut ct = self.load(id)?;
                 ct.start()
                     .map_err(|e| failed(&format!("start container {id}"), e))?;
+                if let Some(pid) = ct.pid() {
+                    wait_for_exec(pid.as_raw());
+                }
             }
             "kill" => self.kill(&c)?,
             "delete" => self.delete(&c)?,
