@@ -47,8 +47,8 @@ t2=$(now)
 pss_sum() { # pattern -> total PSS in kB (shared pages split among the processes sharing them)
   local t=0; for p in $(pgrep -f "$1" || true); do t=$((t + $(awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup))); done; echo $t
 }
-sc=$(rss_sum "containerd-shim-runc-v2 -namespace default -id cn"); sb=$(rss_sum "containerd-shim-berth-v2 -namespace default -id bn")
-pc=$(pss_sum "containerd-shim-runc-v2 -namespace default -id cn"); pb=$(pss_sum "containerd-shim-berth-v2 -namespace default -id bn")
+sc=$(rss_sum "containerd-shim-runc-v2 -namespace default -id cn"); sb=$(rss_sum "containerd-shim-berth-v2 .*-id bn[0-9]+ ")
+pc=$(pss_sum "containerd-shim-runc-v2 -namespace default -id cn"); pb=$(pss_sum "containerd-shim-berth-v2 .*-id bn[0-9]+ ")
 dc=$(rss_sum "containerd --config $WORK"); db=$(rss_sum "berthd --root $WORK")
 echo "$N containers started at once:"
 echo "  containerd: $(echo "$t1 - $t0" | bc)s   berth: $(echo "$t2 - $t1" | bc)s   ratio $(echo "scale=2; ($t2 - $t1) / ($t1 - $t0)" | bc)x"
