@@ -1,4 +1,5 @@
-//! Records the git revision berth was built from, for the Version service.
+//! Records the git revision berth was built from, for the Version service, and links the
+//! CLI position-dependent.
 fn main() {
     let rev = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
@@ -9,4 +10,7 @@ fn main() {
         .unwrap_or_default();
     println!("cargo:rustc-env=BERTH_REVISION={rev}");
     println!("cargo:rerun-if-changed=../.git/HEAD");
+    // The CLI starts once per command: linked at a fixed address, it skips the loader's
+    // ~20,000 relocations at every start (as the shim does; see shim-v2/build.rs).
+    println!("cargo:rustc-link-arg-bin=berth=-no-pie");
 }
