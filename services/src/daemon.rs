@@ -362,6 +362,7 @@ impl Daemon {
             })))
             .add_service(sized!(ContentServer::new(grpc::content::ContentService {
                 core: self.content.clone(),
+                gc: self.gc.clone(),
             })))
             .add_service(sized!(LeasesServer::new(grpc::leases::LeasesService {
                 core: self.leases.clone(),
@@ -383,6 +384,7 @@ impl Daemon {
             .add_service(sized!(SnapshotsServer::new(
                 grpc::snapshots::SnapshotsService {
                     core: self.snapshots.clone(),
+                    gc: self.gc.clone(),
                 }
             )))
             .add_service(sized!(DiffServer::new(grpc::diff::DiffService {

@@ -199,12 +199,21 @@ impl Gc {
                 .get(EXPIRE_LABEL)
                 .and_then(|t| berth_proto::vocab::time::parse_rfc3339(t))
                 .is_some_and(|t| t <= now);
+            // A lease its client deletes meanwhile is simply gone: it holds nothing.
             if expired {
-                self.store.lease_delete(ns, &lease.id)?;
-                out.leases += 1;
+                match self.store.lease_delete(ns, &lease.id) {
+                    Ok(()) => out.leases += 1,
+                    Err(e) if e.kind() == crate::error::Kind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
                 continue;
             }
-            for r in self.store.lease_resources(ns, &lease.id)? {
+            let resources = match self.store.lease_resources(ns, &lease.id) {
+                Ok(r) => r,
+                Err(e) if e.kind() == crate::error::Kind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for r in resources {
                 if r.kind == "content" {
                     content_roots.push(r.id);
                 } else if r.kind == "ingests" {

@@ -183,3 +183,68 @@ fn snapshots_of_interrupted_unpacks_go_at_the_next_start() {
     assert!(!left.contains("extract-"), "{left}");
     assert!(left.contains("kept-active"), "{left}");
 }
+
+async fn plain_lease(c: &berth_client::Client, id: &str) {
+    c.leases()
+        .create(CreateRequest {
+            id: id.to_string(),
+            labels: HashMap::new(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Collections running back to back while the same bytes are written again and again, each
+/// time under a fresh lease that ends right after: a blob found on disk and recorded in the
+/// writer's lease is never swept between the two steps (a build's context went missing so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_never_races_a_collection() {
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (c, stop) = (c.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut runs = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("trigger-{runs}");
+                plain_lease(&c, &id).await;
+                c.leases()
+                    .delete(DeleteRequest { id, sync: true })
+                    .await
+                    .unwrap();
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let data = b"the same context, sent again".repeat(64);
+    for round in 0..300 {
+        let id = format!("writer-{round}");
+        plain_lease(&c, &id).await;
+        let leased = c.with_lease(Some(&id)).unwrap();
+        let digest = leased
+            .ingest(
+                &format!("ctx-{round}"),
+                &data[..],
+                data.len() as i64,
+                None,
+                HashMap::new(),
+            )
+            .await
+            .unwrap();
+        let back = leased.read_blob(&digest, 0, 0).await;
+        assert!(
+            back.as_ref().is_ok_and(|b| b == &data),
+            "round {round}: {digest} is gone although lease {id} holds it: {:?}",
+            back.err()
+        );
+        c.leases()
+            .delete(DeleteRequest { id, sync: false })
+            .await
+            .unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs = collector.await.unwrap();
+    assert!(runs > 10, "only {runs} collections ran beside the writes");
+}

@@ -97,6 +97,8 @@ impl ImagesApi for ImagesService {
     ) -> Result<Response<CreateImageResponse>, Status> {
         let ns = namespace(&req)?;
         let img = convert::image_in(body(req.into_inner().image)?);
+        // A new root for content a collection may be deciding about: not in the middle of one.
+        let _op = self.gc.operation().await;
         let img = self.core.create(ns, img).await.map_err(status)?;
         Ok(Response::new(CreateImageResponse {
             image: Some(convert::image_out(img)),
@@ -110,6 +112,7 @@ impl ImagesApi for ImagesService {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let img = convert::image_in(body(req.image)?);
+        let _op = self.gc.operation().await;
         let img = self
             .core
             .update(ns, img, mask_paths(req.update_mask))

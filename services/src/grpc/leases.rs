@@ -85,6 +85,8 @@ impl LeasesApi for LeasesService {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let r = convert::resource_in(req.resource)?;
+        // Holding something nothing held a moment ago: not in the middle of a collection.
+        let _op = self.gc.operation().await;
         self.core
             .add_resource(ns, req.id, r)
             .await
