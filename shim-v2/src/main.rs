@@ -109,11 +109,19 @@ fn native_for(bundle: &Path, namespace: &str, reaper: Arc<Reaper>) -> Native {
     }
 }
 
-/// The runtime named by `BERTH_SHIM_RUNTIME` (berthd sets it from its configuration).
+/// The runc-compatible binary `BERTH_SHIM_RUNTIME` names (berthd sets it from its
+/// configuration), or None for the native runtime.
+fn runc_binary() -> Option<String> {
+    std::env::var(RUNTIME_ENV)
+        .ok()
+        .filter(|b| !b.is_empty() && b != "native")
+}
+
+/// The runtime named by `BERTH_SHIM_RUNTIME`.
 fn runtime_for(bundle: &Path, namespace: &str, reaper: Arc<Reaper>) -> Box<dyn Runtime> {
-    match std::env::var(RUNTIME_ENV).unwrap_or_default().as_str() {
-        "" | "native" => Box::new(native_for(bundle, namespace, reaper)),
-        binary => Box::new(runc_for(bundle, namespace, binary, reaper)),
+    match runc_binary() {
+        None => Box::new(native_for(bundle, namespace, reaper)),
+        Some(binary) => Box::new(runc_for(bundle, namespace, &binary, reaper)),
     }
 }
 
@@ -220,10 +228,7 @@ fn delete(a: &Args) -> Result<(), String> {
     let runtime: Box<dyn Runtime> = if native.has(&a.id) {
         Box::new(native)
     } else {
-        let binary = std::env::var(RUNTIME_ENV)
-            .ok()
-            .filter(|b| !b.is_empty() && b != "native")
-            .unwrap_or_else(|| "runc".into());
+        let binary = runc_binary().unwrap_or_else(|| "runc".into());
         Box::new(runc_for(&bundle, &a.namespace, &binary, reaper))
     };
     let _ = runtime.run(&["delete", "--force", &a.id], Stdio3::default());

@@ -411,6 +411,36 @@ fn imports_are_all_or_nothing() {
     assert!(ls.trim().is_empty(), "{ls}");
 }
 
+/// Asks for an import of what `stream` carries, named under `prefix`.
+async fn import_stream(
+    c: &berth_client::Client,
+    stream: &str,
+    prefix: &str,
+) -> Result<(), tonic::Status> {
+    use berth_proto::transfer::TransferRequest;
+    use berth_proto::types::transfer::{ImageImportStream, ImageReference, ImageStore};
+    let store = ImageStore {
+        extra_references: vec![ImageReference {
+            name: prefix.into(),
+            is_prefix: true,
+            allow_overwrite: true,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    c.transfer()
+        .transfer(TransferRequest {
+            source: Some(berth_proto::to_any(&ImageImportStream {
+                stream: stream.into(),
+                ..Default::default()
+            })),
+            destination: Some(berth_proto::to_any(&store)),
+            options: None,
+        })
+        .await
+        .map(drop)
+}
+
 /// A stream opened the way containerd 2.x's client opens one: init, then the daemon's ack.
 async fn open_stream(
     c: &berth_client::Client,
@@ -442,7 +472,7 @@ async fn open_stream(
 async fn archive_streams_keep_containerds_flow_control() {
     use berth_proto::transfer::TransferRequest;
     use berth_proto::types::transfer::{
-        Data, ImageExportStream, ImageImportStream, ImageReference, ImageStore, WindowUpdate,
+        Data, ImageExportStream, ImageReference, ImageStore, WindowUpdate,
     };
     use prost::Message;
     const MAX_READ: usize = 32 << 10;
@@ -474,24 +504,7 @@ async fn archive_streams_keep_containerds_flow_control() {
         }
         rx
     });
-    let store = ImageStore {
-        extra_references: vec![ImageReference {
-            name: "test.local/flow".into(),
-            is_prefix: true,
-            allow_overwrite: true,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    c.transfer()
-        .transfer(TransferRequest {
-            source: Some(berth_proto::to_any(&ImageImportStream {
-                stream: "import-flow".into(),
-                ..Default::default()
-            })),
-            destination: Some(berth_proto::to_any(&store)),
-            options: None,
-        })
+    import_stream(&c, "import-flow", "test.local/flow")
         .await
         .unwrap();
     drop(sender.await.unwrap());
@@ -565,33 +578,13 @@ async fn archive_streams_keep_containerds_flow_control() {
 #[tokio::test]
 async fn an_import_stream_carrying_other_messages_is_refused() {
     use berth_proto::streaming::StreamInit;
-    use berth_proto::transfer::TransferRequest;
-    use berth_proto::types::transfer::{ImageImportStream, ImageReference, ImageStore};
     let d = Daemon::start().unwrap();
     let c = d.client().await.unwrap();
     let (tx, rx) = open_stream(&c, "import-odd").await;
     tx.send(berth_proto::to_any(&StreamInit { id: "x".into() }))
         .await
         .unwrap();
-    let store = ImageStore {
-        extra_references: vec![ImageReference {
-            name: "test.local/odd".into(),
-            is_prefix: true,
-            allow_overwrite: true,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let err = c
-        .transfer()
-        .transfer(TransferRequest {
-            source: Some(berth_proto::to_any(&ImageImportStream {
-                stream: "import-odd".into(),
-                ..Default::default()
-            })),
-            destination: Some(berth_proto::to_any(&store)),
-            options: None,
-        })
+    let err = import_stream(&c, "import-odd", "test.local/odd")
         .await
         .unwrap_err();
     assert!(err.message().contains("not data"), "{err:?}");

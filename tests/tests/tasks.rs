@@ -211,6 +211,35 @@ fn missing_shim_or_runc_is_a_clear_error() {
     assert!(err.contains("containerd-shim-nope-v2 not found"), "{err}");
     assert_eq!(bundles(&d), 0);
 
+    // runc options naming a runtime binary that is not there, or cannot be run.
+    let not_executable = tempfile::NamedTempFile::new().unwrap();
+    let bad = not_executable.path().to_str().unwrap();
+    for binary in ["/nonexistent/runc", bad] {
+        let out = d.berth(
+            &[
+                "run",
+                "--rm",
+                "--runc-binary",
+                binary,
+                IMAGE,
+                "badruntime",
+                "/bin/true",
+            ],
+            None,
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(binary)
+                && (err.contains("not found") || err.contains("not executable"))
+                && err.contains("failed precondition"),
+            "{binary}: {err}"
+        );
+        assert_eq!(bundles(&d), 0, "{binary}: a failed create leaves no bundle");
+        let left = ok(&d.berth(&["containers", "ls", "-q"], None));
+        assert!(!left.contains("badruntime"), "run --rm removes it: {left}");
+    }
+
     // A daemon whose PATH has the shim but no runc.
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(

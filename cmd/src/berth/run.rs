@@ -84,6 +84,10 @@ pub struct Run {
     /// Runtime (shim): berth's own by default; io.containerd.runc.v2 for containerd's
     #[arg(long, default_value = "io.containerd.berth.v2")]
     runtime: String,
+    /// Low-level runtime under the shim (runc options' binary_name): `native` (berth's
+    /// shim only), runc, or a runc-compatible binary's name or path; default: berthd's
+    #[arg(long)]
+    runc_binary: Option<String>,
     /// Snapshotter for the container's rootfs
     #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
     snapshotter: String,
@@ -432,7 +436,7 @@ fn pump_in(path: PathBuf) {
     });
 }
 
-/// The runtime to use: a terminal needs a shim with console support (runc's, for now).
+/// This terminal's size (columns, rows), when stdin is one.
 fn window_size() -> Option<(u32, u32)> {
     // SAFETY: TIOCGWINSZ fills a winsize struct we own.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
@@ -732,7 +736,12 @@ async fn create_and_run(
                 image: r.image.clone(),
                 runtime: Some(Runtime {
                     name: r.runtime.clone(),
-                    options: None,
+                    options: r.runc_binary.as_ref().map(|b| {
+                        berth_proto::to_any(&berth_proto::containerd::runc::v1::Options {
+                            binary_name: b.clone(),
+                            ..Default::default()
+                        })
+                    }),
                 }),
                 spec: Some(prost_types::Any {
                     type_url: SPEC_TYPE_URL.into(),

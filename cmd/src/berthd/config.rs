@@ -66,13 +66,7 @@ impl RuntimeConfig {
         if engine == "native" {
             return None;
         }
-        let found = if engine.contains('/') {
-            Path::new(engine).is_file()
-        } else {
-            std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).any(|d| d.join(engine).is_file()))
-                .unwrap_or(false)
-        };
+        let found = berth_services::runtime::shim::locate(engine, None).is_some();
         (!found).then(|| {
             format!(
                 "runtime.engine {engine:?}: no such binary, containers cannot start; install it (apt-get install runc) or use engine = \"native\""

@@ -1,7 +1,7 @@
 //! Creating a task: the bundle is written, the shim started and asked to Create; on any
 //! failure the shim is told to go and nothing half-created stays behind.
 
-use super::shim_client::{binary_name, runc_options, ShimClient};
+use super::shim_client::{runc_options, ShimClient};
 use super::{bundle, CreateTask, ShimTask, Tasks};
 use crate::context::Namespace;
 use crate::error::{Error, Result};
@@ -12,8 +12,8 @@ impl Tasks {
         if self.get(&ns, &id).is_ok() {
             return Err(Error::already_exists(format!("task for container {id:?}")));
         }
-        super::warmup::begin();
         let container = self.store.container_get(&ns, &id)?;
+        super::warmup::begin();
         let spec = container
             .spec
             .as_ref()
@@ -30,8 +30,11 @@ impl Tasks {
                 .await?;
         }
         let given = req.options.take().or(container.runtime.options.clone());
-        req.options = Some(runc_options(given, &self.cfg.runc_root()));
-        let runtime = binary_name(req.options.as_ref());
+        let (options, runtime) = runc_options(given, &self.cfg.runc_root());
+        if let Some(r) = runtime.as_deref().filter(|r| *r != "native") {
+            runnable(r)?;
+        }
+        req.options = Some(options);
 
         let bundle = self.cfg.bundle(ns.as_str(), &id);
         if bundle.exists() {
@@ -46,7 +49,7 @@ impl Tasks {
         };
         let spec = networked.as_deref().unwrap_or(&spec.value);
         let created = self
-            .create_in_bundle(&ns, &id, req, spec, binary, runtime.as_deref())
+            .create_in_bundle(&ns, &id, req, spec, binary, runtime)
             .await;
         if created.is_err() {
             self.leave_networks(&ns, &id).await;
@@ -63,7 +66,7 @@ impl Tasks {
         req: CreateTask,
         spec: &[u8],
         binary: std::path::PathBuf,
-        runtime: Option<&str>,
+        runtime: Option<String>,
     ) -> Result<u32> {
         let bundle = self.cfg.bundle(ns.as_str(), id);
         let work = self.cfg.work(ns.as_str(), id);
@@ -77,7 +80,7 @@ impl Tasks {
                 return Err(e);
             }
         };
-        let launch = self.launch(&binary, ns, id, &bundle, runtime);
+        let launch = self.launch(&binary, ns, id, &bundle, runtime.as_deref());
         let mut connected: Option<ShimClient> = None;
         let created = async {
             let socket = launch.start().await?;
@@ -87,7 +90,11 @@ impl Tasks {
         .await;
         match (created, connected) {
             (Ok(pid), Some(client)) => {
-                self.register(ns, id, ShimTask::new(client, bundle, binary, Some(log)))?;
+                self.register(
+                    ns,
+                    id,
+                    ShimTask::new(client, bundle, binary, runtime.clone(), Some(log)),
+                )?;
                 Ok(pid)
             }
             (created, connected) => {
@@ -103,4 +110,27 @@ impl Tasks {
             }
         }
     }
+}
+
+/// Refuses, before any shim starts, a runtime binary (runc options' `binary_name`) that is
+/// not there or cannot be run.
+fn runnable(binary: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let found = super::shim::locate(binary, None).ok_or_else(|| {
+        Error::precondition(format!(
+            "runtime binary {binary:?} not found (as a path or on berthd's PATH); install it or name another in the runc options' binary_name"
+        ))
+    })?;
+    let mode = std::fs::metadata(&found)
+        .map_err(|e| Error::io(format!("stat runtime binary {}", found.display()), e))?
+        .permissions()
+        .mode();
+    if mode & 0o111 == 0 {
+        return Err(Error::precondition(format!(
+            "runtime binary {} is not executable (mode {:o}); chmod +x it or name another",
+            found.display(),
+            mode & 0o7777
+        )));
+    }
+    Ok(())
 }

@@ -39,6 +39,9 @@ struct ShimTask {
     client: ShimClient,
     bundle: PathBuf,
     binary: PathBuf,
+    /// The low-level runtime its runc options named (`binary_name`): a shim that died is
+    /// cleaned up with the same one.
+    runtime: Option<String>,
     log: Option<tokio::task::JoinHandle<()>>,
     /// Set once a Delete began: the shim's connection closing after that is expected, and
     /// the exit is reported by whoever deletes, never a second time by the watcher.
@@ -61,6 +64,7 @@ impl ShimTask {
         client: ShimClient,
         bundle: PathBuf,
         binary: PathBuf,
+        runtime: Option<String>,
         log: Option<tokio::task::JoinHandle<()>>,
     ) -> Arc<Self> {
         let (dead_tx, _) = tokio::sync::watch::channel(false);
@@ -68,6 +72,7 @@ impl ShimTask {
             client,
             bundle,
             binary,
+            runtime,
             log,
             deleting: AtomicBool::new(false),
             dead: Mutex::new(None),
@@ -151,6 +156,13 @@ impl Tasks {
         }
     }
 
+    /// `<shim> delete` for a task whose shim is gone, with the runtime it was created with.
+    async fn shim_delete(&self, ns: &Namespace, id: &str, task: &ShimTask) -> Result<Exited> {
+        self.launch(&task.binary, ns, id, &task.bundle, task.runtime.as_deref())
+            .delete()
+            .await
+    }
+
     /// Registers a task and watches its shim: a shim that dies while the task is still
     /// registered (and not being deleted) is cleaned up with `<shim> delete`, and the task
     /// reported exited, once.
@@ -171,11 +183,7 @@ impl Tasks {
                 return; // deleted on purpose
             }
             tracing::warn!(namespace = %ns, id = %id, "shim died; cleaning up and reporting the task exited");
-            let out = this
-                .launch(&task.binary, &ns, &id, &task.bundle, None)
-                .delete()
-                .await
-                .unwrap_or_default();
+            let out = this.shim_delete(&ns, &id, &task).await.unwrap_or_default();
             let d = Exited {
                 pid: out.pid,
                 exit_status: if out.exit_status == 0 {
@@ -298,11 +306,7 @@ impl Tasks {
                 task.client.shutdown(&id, false).await;
                 r
             }
-            Err(e) if e.kind() == Kind::Unavailable => {
-                self.launch(&task.binary, &ns, &id, &task.bundle, None)
-                    .delete()
-                    .await?
-            }
+            Err(e) if e.kind() == Kind::Unavailable => self.shim_delete(&ns, &id, &task).await?,
             Err(e) => {
                 task.deleting.store(false, Ordering::SeqCst);
                 return Err(e);
@@ -435,7 +439,7 @@ mod tests {
         let bundle = f.dir.path().join("bundle");
         std::fs::create_dir_all(&bundle).unwrap();
         // A shim binary whose `delete` fails: the daemon falls back to its own report.
-        let task = ShimTask::new(client, bundle, PathBuf::from("/bin/false"), None);
+        let task = ShimTask::new(client, bundle, PathBuf::from("/bin/false"), None, None);
         f.tasks.register(&f.ns, "c1", task).unwrap();
     }
 

@@ -2,7 +2,7 @@
 //! once); the bundles of shims that are gone are cleaned up, their exits reported through
 //! `<shim> delete`.
 
-use super::shim_client::ShimClient;
+use super::shim_client::{runc_options, ShimClient};
 use super::{bundle, ShimTask, Tasks};
 use crate::context::Namespace;
 use std::path::PathBuf;
@@ -38,22 +38,27 @@ impl Tasks {
     }
 
     async fn recover_one(&self, ns: Namespace, id: String, bundle: PathBuf) {
-        let binary = self
-            .store
-            .container_get(&ns, &id)
-            .ok()
+        let container = self.store.container_get(&ns, &id).ok();
+        let binary = container
+            .as_ref()
             .and_then(|c| super::shim::find_binary(&c.runtime.name).ok());
+        // The runtime its runc options name, as when the task was created.
+        let runtime = container
+            .and_then(|c| c.runtime.options)
+            .and_then(|o| runc_options(Some(o), &self.cfg.runc_root()).1);
         let socket = bundle::shim_socket(&bundle);
         match (ShimClient::connect(&socket).await, binary) {
             (Ok(client), Some(binary)) => {
                 tracing::info!(namespace = %ns, id = %id, "reconnected to shim");
                 let log = bundle::follow_log(&bundle.join("log"), &id).ok();
-                let _ = self.register(&ns, &id, ShimTask::new(client, bundle, binary, log));
+                let task = ShimTask::new(client, bundle, binary, runtime, log);
+                let _ = self.register(&ns, &id, task);
             }
             (_, binary) => {
                 tracing::info!(namespace = %ns, id = %id, "shim gone; cleaning up its bundle");
                 if let Some(binary) = binary {
-                    let _ = self.launch(&binary, &ns, &id, &bundle, None).delete().await;
+                    let launch = self.launch(&binary, &ns, &id, &bundle, runtime.as_deref());
+                    let _ = launch.delete().await;
                 }
                 bundle::remove(&bundle, &self.cfg.work(ns.as_str(), &id));
             }

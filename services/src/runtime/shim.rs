@@ -29,23 +29,28 @@ pub fn binary_name(runtime: &str) -> Result<String> {
 /// Finds the shim binary: next to berthd first, then on PATH.
 pub fn find_binary(runtime: &str) -> Result<PathBuf> {
     let name = binary_name(runtime)?;
-    let mut dirs: Vec<PathBuf> = vec![];
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(d) = exe.parent() {
-            dirs.push(d.to_path_buf());
-        }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf));
+    locate(&name, beside).ok_or_else(|| {
+        Error::precondition(format!(
+            "runtime {runtime}: shim binary {name} not found next to berthd or on PATH; install it (containerd-shim-runc-v2 comes with Debian's containerd package)"
+        ))
+    })
+}
+
+/// `name` itself when it is a path, else the first file so named in `first` (when given),
+/// then on PATH.
+pub fn locate(name: &str, first: Option<PathBuf>) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(PathBuf::from(name)).filter(|p| p.is_file());
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    dirs.into_iter()
-        .map(|d| d.join(&name))
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    first
+        .into_iter()
+        .chain(std::env::split_paths(&path))
+        .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Error::precondition(format!(
-                "runtime {runtime}: shim binary {name} not found next to berthd or on PATH; install it (containerd-shim-runc-v2 comes with Debian's containerd package)"
-            ))
-        })
 }
 
 /// The environment variable berth's shim reads its low-level runtime from (`native`,

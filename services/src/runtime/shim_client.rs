@@ -77,30 +77,25 @@ pub fn decode_deleted(stdout: &[u8]) -> Exited {
 
 /// The runtime options a task is created with: runc's options with runc's state directory
 /// set to `runc_root` when the caller left it empty; other runtimes' options untouched.
-pub fn runc_options(given: Option<AnyValue>, runc_root: &Path) -> AnyValue {
+/// Also the runtime binary runc's options name (`ctr run --runc-binary`), if any.
+pub fn runc_options(given: Option<AnyValue>, runc_root: &Path) -> (AnyValue, Option<String>) {
     use berth_proto::containerd::runc::v1::Options;
     let mut opts = match given {
         Some(a) if a.type_url.ends_with(RUNC_OPTIONS) => {
             Options::decode(a.value.as_slice()).unwrap_or_default()
         }
-        Some(other) => return other,
+        Some(other) => return (other, None),
         None => Options::default(),
     };
     if opts.root.is_empty() {
         opts.root = runc_root.display().to_string();
     }
-    AnyValue {
+    let binary = Some(opts.binary_name.clone()).filter(|b| !b.is_empty());
+    let any = AnyValue {
         type_url: RUNC_OPTIONS.into(),
         value: opts.encode_to_vec(),
-    }
-}
-
-/// The runtime binary runc options name (`ctr run --runc-binary`), if any.
-pub fn binary_name(options: Option<&AnyValue>) -> Option<String> {
-    use berth_proto::containerd::runc::v1::Options;
-    let a = options.filter(|a| a.type_url.ends_with(RUNC_OPTIONS))?;
-    let o = Options::decode(a.value.as_slice()).ok()?;
-    Some(o.binary_name).filter(|b| !b.is_empty())
+    };
+    (any, binary)
 }
 
 impl ShimClient {
@@ -553,17 +548,18 @@ mod tests {
     #[test]
     fn runc_options_keep_state_under_berth() {
         let root = Path::new("/run/berth/runc");
-        let a = runc_options(None, root);
-        assert_eq!(a.type_url, RUNC_OPTIONS);
+        let (a, binary) = runc_options(None, root);
+        assert_eq!((a.type_url.as_str(), binary), (RUNC_OPTIONS, None));
         let o = berth_proto::containerd::runc::v1::Options::decode(a.value.as_slice()).unwrap();
         assert_eq!(o.root, "/run/berth/runc");
 
         let given = berth_proto::containerd::runc::v1::Options {
             root: "/elsewhere".into(),
             systemd_cgroup: true,
+            binary_name: "/usr/local/bin/crun".into(),
             ..Default::default()
         };
-        let a = runc_options(
+        let (a, binary) = runc_options(
             Some(AnyValue {
                 type_url: format!("type.googleapis.com/{RUNC_OPTIONS}"),
                 value: given.encode_to_vec(),
@@ -572,12 +568,14 @@ mod tests {
         );
         let o = berth_proto::containerd::runc::v1::Options::decode(a.value.as_slice()).unwrap();
         assert_eq!((o.root.as_str(), o.systemd_cgroup), ("/elsewhere", true));
+        assert_eq!(o.binary_name, "/usr/local/bin/crun");
+        assert_eq!(binary.as_deref(), Some("/usr/local/bin/crun"));
 
         let other = AnyValue {
             type_url: "example.com/Other".into(),
             value: vec![1, 2, 3],
         };
-        assert_eq!(runc_options(Some(other.clone()), root), other);
+        assert_eq!(runc_options(Some(other.clone()), root), (other, None));
     }
 
     #[test]
