@@ -8,7 +8,8 @@
 //! before they exec; a child made by glibc's `fork` is single-threaded with a consistent
 //! heap. The container's processes outlive that child and are reparented to the shim, the
 //! subreaper, like runc's. `start`, `kill`, `delete`, `pause`, `resume`, `ps` and `update`
-//! are plain calls in the shim.
+//! run in a forked child too: the serving shim itself never runs libcontainer's code, so
+//! none of it (nor serde_json, tracing, pathrs…) is mapped into its resident set.
 
 use crate::reaper::Reaper;
 use crate::runc::{Failed, Runtime, Stdio3};
@@ -98,14 +99,18 @@ impl Native {
         Container::load(dir).map_err(|e| failed(&format!("load container {id}"), e))
     }
 
-    /// Runs `work` in a forked child and waits for it; the child's error comes back through
-    /// a pipe.
+    /// Runs `work` in a forked child and waits for it; what it returns (its output, or its
+    /// error) comes back through a pipe. `log`, when given, receives libcontainer's own
+    /// messages (and the container processes `work` makes inherit the pipe until they exec:
+    /// the pipe is then read once the child is gone, never to its end).
     fn in_child(
         &self,
-        log: &Path,
-        work: impl FnOnce() -> Result<(), String>,
-    ) -> Result<(), Failed> {
-        let _ = std::fs::remove_file(log);
+        log: Option<&Path>,
+        work: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<Vec<u8>, Failed> {
+        if let Some(log) = log {
+            let _ = std::fs::remove_file(log);
+        }
         let mut fds = [0; 2];
         // SAFETY: pipe2 fills the two-int array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -121,11 +126,16 @@ impl Native {
         }
         if pid == 0 {
             drop(r);
-            log_to(log);
+            if let Some(log) = log {
+                log_to(log);
+            }
+            let mut f = std::fs::File::from(w);
             let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
-                Ok(Ok(())) => 0,
+                Ok(Ok(out)) => {
+                    let _ = std::io::Write::write_all(&mut f, &out);
+                    0
+                }
                 Ok(Err(msg)) => {
-                    let mut f = std::fs::File::from(w);
                     let _ = std::io::Write::write_all(&mut f, msg.as_bytes());
                     1
                 }
@@ -134,30 +144,39 @@ impl Native {
             // SAFETY: ends the forked child without running the parent's exit handlers.
             unsafe { libc::_exit(code) };
         }
+        self.reaper.forked();
         drop(w);
         drop(work);
-        // The container's processes hold copies of the write end until they exec, so the
-        // message is read once the child is gone, without waiting for the pipe's end.
-        let exit = self.reaper.wait(pid);
-        // SAFETY: fcntl on a descriptor owned here.
-        unsafe {
-            libc::fcntl(
-                std::os::fd::AsRawFd::as_raw_fd(&r),
-                libc::F_SETFL,
-                libc::O_NONBLOCK,
-            )
+        let mut out = vec![];
+        let exit = if log.is_some() {
+            let exit = self.reaper.wait(pid);
+            // SAFETY: fcntl on a descriptor owned here.
+            unsafe {
+                libc::fcntl(
+                    std::os::fd::AsRawFd::as_raw_fd(&r),
+                    libc::F_SETFL,
+                    libc::O_NONBLOCK,
+                )
+            };
+            let _ = std::fs::File::from(r).read_to_end(&mut out);
+            exit
+        } else {
+            // Nothing else holds the write end: read to its end (output of any size), then
+            // collect the child.
+            let _ = std::fs::File::from(r).read_to_end(&mut out);
+            self.reaper.wait(pid)
         };
-        let mut msg = String::new();
-        let _ = std::fs::File::from(r).read_to_string(&mut msg);
         if exit.status == 0 {
-            return Ok(());
+            return Ok(out);
         }
+        let mut msg = String::from_utf8_lossy(&out).into_owned();
         if msg.is_empty() {
             msg = format!("the runtime's helper process failed (exit {})", exit.status);
         }
         // libcontainer's own account of what went wrong (its errors often end in a bare
         // "internal"), from the log the child wrote.
-        let detail: Vec<String> = std::fs::read_to_string(log)
+        let detail: Vec<String> = log
+            .and_then(|l| std::fs::read_to_string(l).ok())
             .unwrap_or_default()
             .lines()
             .filter(|l| l.contains("ERROR"))
@@ -181,7 +200,7 @@ impl Native {
         let console = c.flag("--console-socket").map(PathBuf::from);
         let systemd = uses_systemd(&bundle);
         let root = self.root.clone();
-        self.in_child(log, move || {
+        self.in_child(Some(log), move || {
             let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(root)
                 .map_err(|e| e.to_string())?
@@ -195,9 +214,10 @@ impl Native {
                 .with_systemd(systemd)
                 .with_detach(true)
                 .build()
-                .map(|_| ())
+                .map(|_| vec![])
                 .map_err(|e| format!("create container {id}: {e}"))
         })
+        .map(drop)
     }
 
     fn exec(&self, c: &Command, stdio: Stdio3, log: &Path) -> Result<(), Failed> {
@@ -209,7 +229,7 @@ impl Native {
         let pid_file = c.flag("--pid-file").map(PathBuf::from);
         let console = c.flag("--console-socket").map(PathBuf::from);
         let root = self.root.clone();
-        self.in_child(log, move || {
+        self.in_child(Some(log), move || {
             let b = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(root)
                 .map_err(|e| e.to_string())?
@@ -224,8 +244,20 @@ impl Native {
                 std::fs::write(&f, pid.as_raw().to_string())
                     .map_err(|e| format!("write {}: {e}", f.display()))?;
             }
-            Ok(())
+            Ok(vec![])
         })
+        .map(drop)
+    }
+
+    fn start(&self, c: &Command) -> Result<(), Failed> {
+        let id = c.id()?;
+        let mut ct = self.load(id)?;
+        ct.start()
+            .map_err(|e| failed(&format!("start container {id}"), e))?;
+        if let Some(pid) = ct.pid() {
+            wait_for_exec(pid.as_raw());
+        }
+        Ok(())
     }
 
     fn kill(&self, c: &Command) -> Result<(), Failed> {
@@ -367,25 +399,18 @@ fn uses_systemd(bundle: &Path) -> bool {
 impl Runtime for Native {
     fn run(&self, args: &[&str], _stdio: Stdio3) -> Result<Vec<u8>, Failed> {
         let c = Command::parse(args)?;
-        match c.verb {
-            "start" => {
-                let id = c.id()?;
-                let mut ct = self.load(id)?;
-                ct.start()
-                    .map_err(|e| failed(&format!("start container {id}"), e))?;
-                if let Some(pid) = ct.pid() {
-                    wait_for_exec(pid.as_raw());
-                }
-            }
-            "kill" => self.kill(&c)?,
-            "delete" => self.delete(&c)?,
-            "ps" => return self.ps(&c),
-            "update" => self.update(&c)?,
-            "pause" => self.pause(&c, true)?,
-            "resume" => self.pause(&c, false)?,
-            other => return Err(Failed(format!("the native runtime has no {other:?}"))),
-        }
-        Ok(vec![])
+        let done = |r: Result<(), Failed>| r.map(|()| vec![]);
+        let call = || match c.verb {
+            "start" => done(self.start(&c)),
+            "kill" => done(self.kill(&c)),
+            "delete" => done(self.delete(&c)),
+            "ps" => self.ps(&c),
+            "update" => done(self.update(&c)),
+            "pause" => done(self.pause(&c, true)),
+            "resume" => done(self.pause(&c, false)),
+            other => Err(Failed(format!("the native runtime has no {other:?}"))),
+        };
+        self.in_child(None, || call().map_err(|f| f.0))
     }
 
     fn launch(&self, args: &[&str], stdio: Stdio3, log: &Path) -> Result<(), Failed> {

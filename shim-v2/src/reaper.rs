@@ -19,6 +19,9 @@ pub struct Reaper {
     exits: Mutex<HashMap<i32, Exit>>,
     cv: Condvar,
     hook: Mutex<Option<Hook>>,
+    /// Set when the shim made a child: the reaper, finding none, sleeps until then.
+    forked: Mutex<bool>,
+    forked_cv: Condvar,
 }
 
 fn status_code(raw: i32) -> i32 {
@@ -46,6 +49,15 @@ impl Reaper {
         r
     }
 
+    /// Tells the reaper a child was just made (by fork or spawn): it waits for it at once,
+    /// rather than at its next look.
+    pub fn forked(&self) {
+        if let Ok(mut f) = self.forked.lock() {
+            *f = true;
+        }
+        self.forked_cv.notify_one();
+    }
+
     /// Called for every exit, after it is recorded.
     pub fn on_exit(&self, hook: impl Fn(i32, Exit) + Send + Sync + 'static) {
         if let Ok(mut h) = self.hook.lock() {
@@ -59,8 +71,20 @@ impl Reaper {
             // SAFETY: waitpid writes the status into a local integer.
             let pid = unsafe { libc::waitpid(-1, &mut raw, 0) };
             if pid <= 0 {
-                // No children right now.
-                std::thread::sleep(Duration::from_millis(20));
+                // No children right now; the next can only come from the shim's own fork or
+                // spawn (orphans reach a subreaper only through a child of its own), which
+                // says so. (A timeout, should one ever not.)
+                let mut f = match self.forked.lock() {
+                    Ok(f) => f,
+                    Err(p) => p.into_inner(),
+                };
+                if !*f {
+                    f = match self.forked_cv.wait_timeout(f, Duration::from_secs(1)) {
+                        Ok((f, _)) => f,
+                        Err(p) => p.into_inner().0,
+                    };
+                }
+                *f = false;
                 continue;
             }
             self.record(
