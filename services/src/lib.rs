@@ -28,6 +28,7 @@ pub mod oci;
 pub mod plugins;
 pub mod pull;
 pub mod push;
+pub mod reference;
 pub mod registry;
 pub mod runtime;
 pub mod snapshots;

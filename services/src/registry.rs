@@ -572,8 +572,7 @@ impl Remote {
 /// Parses an image reference the way docker and containerd do ("busybox" is
 /// docker.io/library/busybox:latest).
 pub fn parse_reference(s: &str) -> Result<Reference> {
-    s.parse::<Reference>()
-        .map_err(|e| Error::invalid(format!("{s:?} is not a valid image reference: {e}")))
+    crate::reference::parse(s)
 }
 
 /// The name an image is stored under: the full reference, tag defaulted to latest.
