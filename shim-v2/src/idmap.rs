@@ -5,6 +5,7 @@
 //! `runc create` (Linux 5.19 for overlayfs).
 
 use crate::error::{Error, Result};
+use crate::reaper::Reaper;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -63,7 +64,7 @@ fn map_text(m: &[Mapping]) -> String {
 }
 
 /// A user namespace with the mappings, held by a descriptor (its helper process is gone).
-fn userns(uids: &[Mapping], gids: &[Mapping]) -> Result<OwnedFd> {
+fn userns(uids: &[Mapping], gids: &[Mapping], reaper: &Reaper) -> Result<OwnedFd> {
     let mut ready = [0i32; 2];
     let mut hold = [0i32; 2];
     // SAFETY: pipe2 fills the array with two fresh descriptors.
@@ -105,13 +106,12 @@ fn userns(uids: &[Mapping], gids: &[Mapping]) -> Result<OwnedFd> {
         libc::close(ready[1]);
         libc::close(hold[0]);
     }
+    reaper.forked();
     let finish = |fd: i32| {
-        // SAFETY: closing our end lets the helper exit; then it is reaped.
-        unsafe {
-            libc::close(fd);
-            let mut st = 0;
-            libc::waitpid(child, &mut st, 0);
-        }
+        // SAFETY: closing our end lets the helper exit.
+        unsafe { libc::close(fd) };
+        // The reaper owns waiting (it waits for any child).
+        reaper.wait(child);
     };
     let mut ok = 0u8;
     // SAFETY: reading one byte into a local.
@@ -210,8 +210,9 @@ pub fn mount_rootfs(
     scratch: &Path,
     uids: &[Mapping],
     gids: &[Mapping],
+    reaper: &Reaper,
 ) -> Result<()> {
-    let ns = userns(uids, gids)?;
+    let ns = userns(uids, gids, reaper)?;
     if let [m] = mounts {
         if m.kind == "overlay" {
             return mount_overlay(m, rootfs, scratch, &ns, uids, gids);
@@ -355,6 +356,7 @@ mod root_tests {
             &d.path().join("scratch"),
             &maps,
             &maps,
+            &crate::reaper::Reaper::start(),
         )
         .unwrap();
         let owner = std::os::unix::fs::MetadataExt::uid(

@@ -4,6 +4,7 @@
 //! itself; runc 1.1 ignores the option, so the shim finishes the job.
 
 use crate::error::{Error, Result};
+use crate::reaper::Reaper;
 use std::ffi::CString;
 use std::path::Path;
 
@@ -37,7 +38,7 @@ pub fn targets(spec: &serde_json::Value) -> Vec<String> {
 
 /// Makes each of `targets` (paths inside the container) recursively read-only, from a child
 /// process that joins the mount namespace of `pid`.
-pub fn apply(pid: i32, targets: &[String]) -> Result<()> {
+pub fn apply(pid: i32, targets: &[String], reaper: &Reaper) -> Result<()> {
     if targets.is_empty() {
         return Ok(());
     }
@@ -88,15 +89,9 @@ pub fn apply(pid: i32, targets: &[String]) -> Result<()> {
             libc::_exit(0);
         }
     }
-    let mut status = 0;
-    // SAFETY: waitpid on the child just forked.
-    unsafe { libc::waitpid(child, &mut status, 0) };
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        255
-    };
-    match code {
+    // The reaper owns waiting (it waits for any child): its status is the helper's.
+    reaper.forked();
+    match reaper.wait(child).status {
         0 => Ok(()),
         100 => Err(Error::internal(format!(
             "cannot enter the mount namespace of pid {pid}"

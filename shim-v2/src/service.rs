@@ -172,6 +172,7 @@ impl Service {
                     &self.bundle.join("idmap"),
                     &uids,
                     &gids,
+                    &self.reaper,
                 )?
             }
             None => mount_rootfs(&r.rootfs, &self.bundle.join("rootfs"))?,
@@ -197,7 +198,8 @@ impl Service {
         };
         let stdin_hold = crate::stdio::hold_stdin(&r.stdin).map(Arc::new);
         let pid = read_pid(&pid_file).map_err(|e| Error::internal(e.0))?;
-        if let Err(e) = crate::rro::apply(pid, &crate::rro::from_bundle(&self.bundle)) {
+        if let Err(e) = crate::rro::apply(pid, &crate::rro::from_bundle(&self.bundle), &self.reaper)
+        {
             let _ = self.runc(&["delete", "--force", &self.id], Stdio3::default());
             unmount_rootfs(&self.bundle);
             return Err(e);
