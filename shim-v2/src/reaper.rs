@@ -1,10 +1,12 @@
 //! The subreaper: every child and orphaned descendant that exits is reaped here, and its
 //! status kept until someone asks. Nothing else in the shim calls wait, so no exit status
-//! is ever lost to a race.
+//! is ever lost to a race. A status is handed out once, and one nobody asked for is dropped
+//! after [`KEEP`]: pids are reused (32768 of them by default), and a stale status under a
+//! reused pid would read as the new process's exit.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Exit {
@@ -14,9 +16,13 @@ pub struct Exit {
 
 type Hook = Box<dyn Fn(i32, Exit) + Send + Sync>;
 
+/// How long an exit nobody has asked for is kept (whoever waits for a child it made asks
+/// within moments).
+pub const KEEP: Duration = Duration::from_secs(60);
+
 #[derive(Default)]
 pub struct Reaper {
-    exits: Mutex<HashMap<i32, Exit>>,
+    exits: Mutex<HashMap<i32, (Exit, Instant)>>,
     cv: Condvar,
     hook: Mutex<Option<Hook>>,
     /// Set when the shim made a child: the reaper, finding none, sleeps until then.
@@ -100,7 +106,9 @@ impl Reaper {
     /// Keeps `pid`'s exit for whoever waits, then tells the hook.
     pub fn record(&self, pid: i32, exit: Exit) {
         if let Ok(mut m) = self.exits.lock() {
-            m.insert(pid, exit);
+            let now = Instant::now();
+            m.retain(|_, (_, kept)| now.duration_since(*kept) < KEEP);
+            m.insert(pid, (exit, now));
         }
         self.cv.notify_all();
         if let Ok(h) = self.hook.lock() {
@@ -110,15 +118,15 @@ impl Reaper {
         }
     }
 
-    /// Blocks until `pid` has exited; returns its status.
+    /// Blocks until `pid` has exited; returns its status (once).
     pub fn wait(&self, pid: i32) -> Exit {
         let mut m = match self.exits.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
         loop {
-            if let Some(e) = m.get(&pid) {
-                return *e;
+            if let Some((e, _)) = m.remove(&pid) {
+                return e;
             }
             m = match self.cv.wait(m) {
                 Ok(m) => m,
@@ -127,7 +135,32 @@ impl Reaper {
         }
     }
 
+    /// `pid`'s exit if it was reaped already (handed out once).
     pub fn exited(&self, pid: i32) -> Option<Exit> {
-        self.exits.lock().ok().and_then(|m| m.get(&pid).copied())
+        self.exits
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&pid))
+            .map(|(e, _)| e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exit_is_handed_out_once() {
+        let r = Reaper::default();
+        let exit = |status| Exit {
+            status,
+            at: crate::now(),
+        };
+        r.record(41, exit(3));
+        assert_eq!(r.exited(41).map(|e| e.status), Some(3));
+        assert!(r.exited(41).is_none(), "a reused pid must not find it");
+        r.record(42, exit(0));
+        assert_eq!(r.wait(42).status, 0);
+        assert!(r.exited(42).is_none());
     }
 }

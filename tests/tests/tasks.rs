@@ -167,6 +167,14 @@ fn survive_a_daemon_crash(runtime: &str) {
         "/bin/sleep",
         "424242",
     ]));
+    // runc's start returns once the container's init is told to go, before it has exec'd
+    // its program: the sleeper shows up within moments.
+    for _ in 0..50 {
+        if sleepers() == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(sleepers(), 1);
     d.kill().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
