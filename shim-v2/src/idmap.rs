@@ -106,7 +106,6 @@ fn userns(uids: &[Mapping], gids: &[Mapping], reaper: &Reaper) -> Result<OwnedFd
         libc::close(ready[1]);
         libc::close(hold[0]);
     }
-    reaper.forked();
     let finish = |fd: i32| {
         // SAFETY: closing our end lets the helper exit.
         unsafe { libc::close(fd) };

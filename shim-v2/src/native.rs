@@ -144,7 +144,6 @@ impl Native {
             // SAFETY: ends the forked child without running the parent's exit handlers.
             unsafe { libc::_exit(code) };
         }
-        self.reaper.forked();
         drop(w);
         drop(work);
         let mut out = vec![];

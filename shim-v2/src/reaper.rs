@@ -25,9 +25,10 @@ pub struct Reaper {
     exits: Mutex<HashMap<i32, (Exit, Instant)>>,
     cv: Condvar,
     hook: Mutex<Option<Hook>>,
-    /// Set when the shim made a child: the reaper, finding none, sleeps until then.
-    forked: Mutex<bool>,
-    forked_cv: Condvar,
+    /// Set when someone waits for a child it made: the reaper, finding none, sleeps until
+    /// then.
+    kicked: Mutex<bool>,
+    kicked_cv: Condvar,
 }
 
 fn status_code(raw: i32) -> i32 {
@@ -55,13 +56,13 @@ impl Reaper {
         r
     }
 
-    /// Tells the reaper a child was just made (by fork or spawn): it waits for it at once,
+    /// Tells the reaper a child was made (whoever waits for one made it): it looks at once,
     /// rather than at its next look.
-    pub fn forked(&self) {
-        if let Ok(mut f) = self.forked.lock() {
+    fn kick(&self) {
+        if let Ok(mut f) = self.kicked.lock() {
             *f = true;
         }
-        self.forked_cv.notify_one();
+        self.kicked_cv.notify_one();
     }
 
     /// Called for every exit, after it is recorded.
@@ -78,14 +79,15 @@ impl Reaper {
             let pid = unsafe { libc::waitpid(-1, &mut raw, 0) };
             if pid <= 0 {
                 // No children right now; the next can only come from the shim's own fork or
-                // spawn (orphans reach a subreaper only through a child of its own), which
-                // says so. (A timeout, should one ever not.)
-                let mut f = match self.forked.lock() {
+                // spawn (orphans reach a subreaper only through a child of its own), and
+                // whoever made it waits for it, which wakes this. (A timeout, for a child
+                // nobody waits for.)
+                let mut f = match self.kicked.lock() {
                     Ok(f) => f,
                     Err(p) => p.into_inner(),
                 };
                 if !*f {
-                    f = match self.forked_cv.wait_timeout(f, Duration::from_secs(1)) {
+                    f = match self.kicked_cv.wait_timeout(f, Duration::from_secs(1)) {
                         Ok((f, _)) => f,
                         Err(p) => p.into_inner().0,
                     };
@@ -120,6 +122,7 @@ impl Reaper {
 
     /// Blocks until `pid` has exited; returns its status (once).
     pub fn wait(&self, pid: i32) -> Exit {
+        self.kick();
         let mut m = match self.exits.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),

@@ -90,7 +90,6 @@ pub fn apply(pid: i32, targets: &[String], reaper: &Reaper) -> Result<()> {
         }
     }
     // The reaper owns waiting (it waits for any child): its status is the helper's.
-    reaper.forked();
     match reaper.wait(child).status {
         0 => Ok(()),
         100 => Err(Error::internal(format!(

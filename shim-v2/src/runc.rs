@@ -58,9 +58,7 @@ impl Runtime for Runc {
         cmd.stdin(stdio.stdin.map(Stdio::from).unwrap_or_else(Stdio::null));
         cmd.stdout(stdio.stdout.map(Stdio::from).unwrap_or_else(Stdio::piped));
         cmd.stderr(stdio.stderr.map(Stdio::from).unwrap_or_else(Stdio::piped));
-        let spawned = cmd.spawn();
-        self.reaper.forked();
-        let mut child = spawned.map_err(|e| {
+        let mut child = cmd.spawn().map_err(|e| {
             Failed(format!(
                 "cannot run {}: {e}; is runc installed (apt-get install runc)?",
                 self.binary
@@ -109,9 +107,7 @@ impl Runtime for Runc {
         cmd.stdin(stdio.stdin.map(Stdio::from).unwrap_or_else(Stdio::null));
         cmd.stdout(stdio.stdout.map(Stdio::from).unwrap_or_else(Stdio::null));
         cmd.stderr(stdio.stderr.map(Stdio::from).unwrap_or_else(Stdio::null));
-        let spawned = cmd.spawn();
-        self.reaper.forked();
-        let child = spawned.map_err(|e| {
+        let child = cmd.spawn().map_err(|e| {
             Failed(format!(
                 "cannot run {}: {e}; is runc installed (apt-get install runc)?",
                 self.binary
