@@ -376,6 +376,35 @@ pub fn sha256(data: &[u8]) -> String {
 
 /// Debian's containerd on its own temporary root, state and socket (never the system one),
 /// with this workspace's binaries first on its PATH so it can find berth's shim.
+/// Unmounts (lazily, deepest first) whatever is still mounted under `dir`: what a foreign
+/// daemon a test ran (dockerd) left behind when it stopped.
+pub fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        let _ = detach(&p);
+    }
+}
+
+fn detach(p: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
+    // SAFETY: a NUL-terminated path that lives across the call.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 pub struct Containerd {
     pub dir: tempfile::TempDir,
     child: Child,

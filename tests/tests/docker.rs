@@ -113,6 +113,8 @@ impl Drop for Dockerd {
     fn drop(&mut self) {
         let _ = self.docker(&["rm", "-f", "web", "live", "kept"]);
         self.stop();
+        // dockerd leaves its data root bind-mounted on itself.
+        berth_tests::unmount_under(&self.dir);
     }
 }
 
