@@ -346,8 +346,16 @@ impl Content {
     }
 
     /// Adds labels to a blob, for blocking callers.
+    /// Adds `labels` to a blob's. Labels it carries already, with the same values, are not
+    /// written again: every unpack of an unpacked image (each `run`) labels its layers, and a
+    /// write transaction waits for its sync to disk.
     pub fn label_sync(&self, ns: &Namespace, digest: &str, labels: Labels) -> Result<BlobRecord> {
         validate_labels(&labels)?;
+        if let Some(rec) = self.store.blob_get(ns, digest)? {
+            if labels.iter().all(|(k, v)| rec.labels.get(k) == Some(v)) {
+                return Ok(rec);
+            }
+        }
         self.store.blob_update(ns, digest, |rec| {
             rec.labels.extend(labels);
             rec.updated_at = now();
@@ -791,6 +799,33 @@ mod tests {
         assert_eq!(rec.labels.len(), i, "the refused update was committed");
         let total: usize = rec.labels.iter().map(|(k, v)| k.len() + v.len()).sum();
         assert!(total <= crate::metadata::MAX_LABELS_TOTAL);
+    }
+
+    #[tokio::test]
+    async fn labels_it_already_has_are_not_written_again() {
+        let f = fixture();
+        let data = b"a layer";
+        let d = Digest::of(data).to_string();
+        put(&f.content, ctx("a", None), data, &d).await.unwrap();
+        let ns = Namespace::parse("a").unwrap();
+        let label = |v: &str| Labels::from([("k".to_string(), v.to_string())]);
+        let first = f.content.label_sync(&ns, &d, label("1")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let same = f.content.label_sync(&ns, &d, label("1")).unwrap();
+        assert_eq!(
+            same.updated_at, first.updated_at,
+            "an unchanged label was written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let changed = f.content.label_sync(&ns, &d, label("2")).unwrap();
+        assert!(changed.updated_at > first.updated_at);
+        let stored = f.content.info(ns.clone(), d.clone()).await.unwrap();
+        assert_eq!(stored.labels.get("k").map(String::as_str), Some("2"));
+        let missing = f
+            .content
+            .label_sync(&ns, "sha256:00", label("1"))
+            .unwrap_err();
+        assert_eq!(missing.kind(), Kind::NotFound);
     }
 
     #[tokio::test]

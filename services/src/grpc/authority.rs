@@ -7,11 +7,19 @@
 //! which rewrites each request's unusable `:authority` to `localhost` and leaves every other
 //! byte as it came.
 //!
-//! How: HTTP/2 frames are passed through one by one; header blocks (HEADERS plus any
-//! CONTINUATION frames) are decoded with the client's HPACK state and re-encoded as
-//! literals without indexing, so the server's HPACK decoder never depends on table state
-//! the client built (RFC 7541 §6.2.2). Nothing else is touched: DATA, SETTINGS, WINDOW_UPDATE
-//! and the server's writes go through as they are.
+//! How: HTTP/2 frames are passed through one by one until the connection's first header
+//! block (HEADERS plus any CONTINUATION frames) is whole, and it is decoded.
+//! - Its `:authority` is usable (grpc-go's `localhost`, tonic's URI authority): from then on
+//!   every byte passes through untouched, that block included, and hyper checks each later
+//!   request itself. A client names a connection's authority once, for its channel; decoding
+//!   every header block cost berthd about a tenth of its CPU in a container start (perf:
+//!   HPACK Huffman decoding), for clients that never needed it.
+//! - It is not (grpcio): this block and every later one are decoded with the client's HPACK
+//!   state and re-encoded as literals without indexing, so the server's HPACK decoder never
+//!   depends on table state the client built (RFC 7541 §6.2.2).
+//!
+//! Nothing else is touched: DATA, SETTINGS, WINDOW_UPDATE and the server's writes go through
+//! as they are.
 
 use std::io;
 use std::pin::Pin;
@@ -39,6 +47,19 @@ struct PendingBlock {
     end_stream: bool,
     priority: Option<[u8; 5]>,
     block: Vec<u8>,
+    /// The frames as they came, for the first block, which may go on untouched.
+    frames: Vec<u8>,
+}
+
+/// What a connection's header blocks get, decided on its first one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// No header block is whole yet.
+    Undecided,
+    /// Every byte passes through as it came.
+    Passthrough,
+    /// Every header block is decoded and re-encoded.
+    Rewrite,
 }
 
 /// An IO stream whose reads rewrite unusable `:authority` values (see the module's text).
@@ -52,6 +73,7 @@ pub struct AnyAuthority<S> {
     preface_left: usize,
     pending: Option<PendingBlock>,
     decoder: loona_hpack::Decoder<'static>,
+    mode: Mode,
     eof: bool,
 }
 
@@ -65,6 +87,7 @@ impl<S> AnyAuthority<S> {
             preface_left: PREFACE_LEN,
             pending: None,
             decoder: loona_hpack::Decoder::new(),
+            mode: Mode::Undecided,
             eof: false,
         }
     }
@@ -98,15 +121,25 @@ impl<S> AnyAuthority<S> {
                         b.copy_from_slice(&p[off..off + 5]);
                         b
                     });
+                    let frames = if self.mode == Mode::Undecided {
+                        self.raw[at..at + FRAME_HEADER_LEN + len].to_vec()
+                    } else {
+                        Vec::new()
+                    };
                     self.pending = Some(PendingBlock {
                         stream,
                         end_stream: flags & END_STREAM != 0,
                         priority,
                         block: block.to_vec(),
+                        frames,
                     });
                 }
                 CONTINUATION if self.pending.as_ref().is_some_and(|b| b.stream == stream) => {
                     if let Some(b) = self.pending.as_mut() {
+                        if self.mode == Mode::Undecided {
+                            b.frames
+                                .extend_from_slice(&self.raw[at..at + FRAME_HEADER_LEN + len]);
+                        }
                         b.block.extend_from_slice(&self.raw[payload]);
                         if b.block.len() > MAX_HEADER_BLOCK {
                             return Err(invalid("header block too large"));
@@ -120,23 +153,41 @@ impl<S> AnyAuthority<S> {
                     self.out.extend_from_slice(&self.raw[whole]);
                 }
             }
+            at += FRAME_HEADER_LEN + len;
             if matches!(kind, HEADERS | CONTINUATION) && flags & END_HEADERS != 0 {
                 if let Some(b) = self.pending.take() {
                     self.emit(b)?;
                 }
+                if self.mode == Mode::Passthrough {
+                    self.out.extend_from_slice(&self.raw[at..]);
+                    at = self.raw.len();
+                    break;
+                }
             }
-            at += FRAME_HEADER_LEN + len;
         }
         self.raw.drain(..at);
         Ok(())
     }
 
-    /// Writes a whole header block as HEADERS (+ CONTINUATION) frames, re-encoded.
+    /// Writes a whole header block as HEADERS (+ CONTINUATION) frames: the first block of
+    /// a connection as it came if its `:authority` is usable (and then so is everything
+    /// after it), otherwise re-encoded.
     fn emit(&mut self, b: PendingBlock) -> io::Result<()> {
         let headers = self
             .decoder
             .decode(&b.block)
             .map_err(|e| invalid(&format!("undecodable header block: {e}")))?;
+        if self.mode == Mode::Undecided {
+            let usable = headers
+                .iter()
+                .all(|(name, value)| name.as_slice() != b":authority" || is_authority(value));
+            if usable {
+                self.mode = Mode::Passthrough;
+                self.out.extend_from_slice(&b.frames);
+                return Ok(());
+            }
+            self.mode = Mode::Rewrite;
+        }
         let mut block = Vec::with_capacity(b.block.len() + 64);
         for (name, value) in &headers {
             let value = if name.as_slice() == b":authority" && !is_authority(value) {
@@ -252,6 +303,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for AnyAuthority<S> {
             }
             this.out.clear();
             this.out_pos = 0;
+            if this.mode == Mode::Passthrough && this.raw.is_empty() {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
             if this.eof {
                 // What is left is not a whole frame; the server gets it as it is.
                 let rest = std::mem::take(&mut this.raw);
@@ -416,6 +470,55 @@ mod tests {
         assert_eq!(authority(&h2).as_deref(), Some("localhost"));
         let h3 = decoded(&mut dec, &f[4].3);
         assert_eq!(authority(&h3).as_deref(), Some("localhost:1234"));
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_first_authority_is_usable_passes_untouched() {
+        let mut enc = loona_hpack::Encoder::new();
+        let block1 = enc.encode(
+            request("localhost")
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice())),
+        );
+        let block2 = enc.encode(
+            request("localhost")
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice())),
+        );
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(0x4, 0, 0, &[]));
+        // The first block split over a padded HEADERS and a CONTINUATION: both go as they came.
+        let (a, b) = block1.split_at(block1.len() / 2);
+        let mut padded = vec![2u8];
+        padded.extend_from_slice(a);
+        padded.extend([0, 0]);
+        input.extend(frame(HEADERS, PADDED, 1, &padded));
+        input.extend(frame(CONTINUATION, END_HEADERS, 1, b));
+        input.extend(frame(0x0, END_STREAM, 1, b"\0\0\0\0\0"));
+        // Later blocks lean on the client's dynamic table, which the server now shares.
+        input.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &block2));
+        assert_eq!(rewrite(input.clone()).await, input);
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_first_block_is_an_error() {
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &[0xff, 0xff, 0xff, 0xff, 0x0f],
+        ));
+        let (mut client, server) = tokio::io::duplex(1024);
+        use tokio::io::AsyncWriteExt;
+        client.write_all(&input).await.unwrap();
+        drop(client);
+        let mut out = vec![];
+        let err = AnyAuthority::new(server)
+            .read_to_end(&mut out)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     }
 
     #[tokio::test]
