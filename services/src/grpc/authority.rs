@@ -173,6 +173,11 @@ impl<S> AnyAuthority<S> {
     /// a connection as it came if its `:authority` is usable (and then so is everything
     /// after it), otherwise re-encoded.
     fn emit(&mut self, b: PendingBlock) -> io::Result<()> {
+        if self.mode == Mode::Undecided && first_block_authority_usable(&b.block) == Some(true) {
+            self.mode = Mode::Passthrough;
+            self.out.extend_from_slice(&b.frames);
+            return Ok(());
+        }
         let headers = self
             .decoder
             .decode(&b.block)
@@ -237,6 +242,151 @@ impl<S> AnyAuthority<S> {
             rest = more;
         }
     }
+}
+
+/// Whether every `:authority` in a connection's first header block is usable, read without
+/// decoding the block: only `:authority` values are Huffman-decoded, and only names that
+/// could be `:authority`. The block is a connection's first, so the dynamic table holds only
+/// what the block itself adds. None when the block is malformed, or adds so much that an
+/// entry might have been evicted; the caller then decodes it all.
+fn first_block_authority_usable(block: &[u8]) -> Option<bool> {
+    /// The static table's `:authority` (RFC 7541 Appendix A); its other names are not.
+    const STATIC_AUTHORITY: usize = 1;
+    const STATIC_LEN: usize = 61;
+    /// SETTINGS_HEADER_TABLE_SIZE, hyper's and the protocol's default.
+    const TABLE_MAX: usize = 4096;
+    /// The longest name in the static table (`access-control-allow-origin`).
+    const STATIC_NAME_MAX: usize = 27;
+    struct Added<'a> {
+        authority: bool,
+        name_bound: usize,
+        value: (bool, &'a [u8]),
+    }
+    // A Huffman string decodes to at most 8/5 of its length (5 bits is the shortest code).
+    let bound = |(huffman, s): (bool, &[u8])| {
+        if huffman {
+            s.len() * 8 / 5 + 1
+        } else {
+            s.len()
+        }
+    };
+    let mut added: Vec<Added> = Vec::new(); // newest first
+    let mut room = TABLE_MAX; // what the entries may take at most before one is evicted
+    let mut p = block;
+    let mut usable = true;
+    while let Some(&b) = p.first() {
+        let (indexed, index, adds) = if b & 0x80 != 0 {
+            (true, hpack_integer(&mut p, 7)?, false)
+        } else if b & 0xc0 == 0x40 {
+            (false, hpack_integer(&mut p, 6)?, true)
+        } else if b & 0xe0 == 0x20 {
+            // A dynamic table size update: entries added so far could be evicted.
+            let size = hpack_integer(&mut p, 5)?;
+            if !added.is_empty() || size > TABLE_MAX {
+                return None;
+            }
+            room = size;
+            continue;
+        } else {
+            (false, hpack_integer(&mut p, 4)?, false)
+        };
+        let (name_authority, name_bound) = match index {
+            0 if indexed => return None,
+            0 => {
+                let (huffman, name) = hpack_string(&mut p)?;
+                let authority = if huffman {
+                    huffman_decode(name)? == b":authority"
+                } else {
+                    name == b":authority"
+                };
+                (authority, bound((huffman, name)))
+            }
+            STATIC_AUTHORITY => (true, STATIC_NAME_MAX),
+            i if i <= STATIC_LEN => (false, STATIC_NAME_MAX),
+            i => {
+                let a = added.get(i - STATIC_LEN - 1)?;
+                (a.authority, a.name_bound)
+            }
+        };
+        let value = if indexed {
+            match index {
+                STATIC_AUTHORITY => (false, &b""[..]),
+                i if i <= STATIC_LEN => (false, &b""[..]),
+                i => added.get(i - STATIC_LEN - 1)?.value,
+            }
+        } else {
+            hpack_string(&mut p)?
+        };
+        if name_authority {
+            let decoded;
+            let v = if value.0 {
+                decoded = huffman_decode(value.1)?;
+                &decoded[..]
+            } else {
+                value.1
+            };
+            usable &= is_authority(v);
+        }
+        if adds {
+            // An entry's size is its name and value, decoded, plus 32 (RFC 7541 §4.1).
+            room = room.checked_sub(32 + name_bound + bound(value))?;
+            added.insert(
+                0,
+                Added {
+                    authority: name_authority,
+                    name_bound,
+                    value,
+                },
+            );
+        }
+    }
+    Some(usable)
+}
+
+/// An HPACK integer with an `n`-bit prefix (RFC 7541 §5.1), consumed from `p`.
+fn hpack_integer(p: &mut &[u8], n: u8) -> Option<usize> {
+    let (&first, mut rest) = p.split_first()?;
+    let max = (1usize << n) - 1;
+    let mut v = usize::from(first) & max;
+    if v == max {
+        let mut shift = 0u32;
+        loop {
+            let (&b, r) = rest.split_first()?;
+            rest = r;
+            v = v.checked_add(usize::from(b & 0x7f).checked_shl(shift)?)?;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 28 {
+                return None;
+            }
+        }
+    }
+    *p = rest;
+    Some(v)
+}
+
+/// An HPACK string literal (RFC 7541 §5.2), consumed from `p`: whether it is Huffman-coded,
+/// and its bytes as sent.
+fn hpack_string<'a>(p: &mut &'a [u8]) -> Option<(bool, &'a [u8])> {
+    let huffman = p.first()? & 0x80 != 0;
+    let len = hpack_integer(p, 7)?;
+    if p.len() < len {
+        return None;
+    }
+    let (s, rest) = p.split_at(len);
+    *p = rest;
+    Some((huffman, s))
+}
+
+fn huffman_decode(s: &[u8]) -> Option<Vec<u8>> {
+    thread_local! {
+        // Built once per thread: building its tables is most of what a decode costs.
+        static HUFFMAN: std::cell::RefCell<loona_hpack::huffman::HuffmanDecoder> =
+            std::cell::RefCell::new(loona_hpack::huffman::HuffmanDecoder::new());
+    }
+    HUFFMAN.with(|h| h.borrow_mut().decode(s).ok())
 }
 
 /// The header block fragment of a HEADERS frame's payload (padding and priority removed).
@@ -519,6 +669,60 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    }
+
+    #[test]
+    fn a_first_block_is_read_without_a_full_decode() {
+        let hex = |h: &str| -> Vec<u8> {
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let raw = |s: &str| {
+            let mut v = vec![s.len() as u8];
+            v.extend_from_slice(s.as_bytes());
+            v
+        };
+        // RFC 7541 C.4.1: :authority www.example.com, Huffman-coded, added to the table.
+        let rfc = hex("828684418cf1e3c2e5f23a6ba0ab90f4ff");
+        assert_eq!(first_block_authority_usable(&rfc), Some(true));
+        // Indexed name :authority (static 1), raw values; then the dynamic entry again (62).
+        let mut bad = vec![0x82, 0x41];
+        bad.extend(raw("tmp%2Fberth.sock"));
+        assert_eq!(first_block_authority_usable(&bad), Some(false));
+        let mut good_then_bad = vec![0x41];
+        good_then_bad.extend(raw("localhost"));
+        good_then_bad.push(0xbe);
+        assert_eq!(first_block_authority_usable(&good_then_bad), Some(true));
+        good_then_bad.extend([0x01]); // without indexing, static name 1
+        good_then_bad.extend(raw("a/b"));
+        assert_eq!(first_block_authority_usable(&good_then_bad), Some(false));
+        // A literal name spelled out.
+        let mut literal = vec![0x00];
+        literal.extend(raw(":authority"));
+        literal.extend(raw("a%2Fb"));
+        assert_eq!(first_block_authority_usable(&literal), Some(false));
+        // What loona's encoder writes, as clients do.
+        let enc = |a: &str| {
+            loona_hpack::Encoder::new()
+                .encode(request(a).iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+        };
+        assert_eq!(first_block_authority_usable(&enc("localhost")), Some(true));
+        assert_eq!(first_block_authority_usable(&enc("x%2Fy")), Some(false));
+        // Malformed: cut short, an index past the table, index 0; and a table that may evict.
+        assert_eq!(first_block_authority_usable(&rfc[..rfc.len() - 3]), None);
+        assert_eq!(first_block_authority_usable(&[0xbf]), None);
+        assert_eq!(first_block_authority_usable(&[0x80]), None);
+        let mut big = vec![];
+        for _ in 0..40 {
+            big.push(0x40);
+            big.extend(raw("x-some-long-header-name"));
+            big.push(0x7f);
+            big.push(0x00);
+            big.extend([b'v'; 127]);
+        }
+        assert_eq!(first_block_authority_usable(&big), None);
     }
 
     #[tokio::test]
