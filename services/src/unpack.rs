@@ -23,6 +23,8 @@ pub struct Unpacked {
     pub extracted: usize,
     /// Their compressed bytes.
     pub extracted_bytes: u64,
+    /// The image config document of the platform unpacked.
+    pub config: Vec<u8>,
 }
 
 /// An image resolved to one platform's manifest.
@@ -32,6 +34,8 @@ pub struct Resolved {
     pub config: DocDescriptor,
     pub layers: Vec<DocDescriptor>,
     pub diff_ids: Vec<String>,
+    /// The config document as stored.
+    pub config_bytes: Vec<u8>,
 }
 
 impl Resolved {
@@ -63,6 +67,7 @@ impl Resolved {
             config,
             layers,
             diff_ids: cfg.rootfs.diff_ids,
+            config_bytes: config_bytes.to_vec(),
         })
     }
 }
@@ -250,6 +255,7 @@ impl Unpacker {
             layers: chains.len(),
             extracted: missing.len(),
             extracted_bytes,
+            config: resolved.config_bytes,
         })
     }
 

@@ -88,6 +88,15 @@ fn run_refuses_bad_users_and_reused_ids() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("out of range"));
+    // An image that is not there, by short name: named as given, with what to do.
+    let out = run(&d, &["--rm", "nosuch", "u3", "/bin/true"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("image nosuch:") && err.contains("pull or import it first"),
+        "{err}"
+    );
+    assert!(!ok(&d.berth(&["ps", "-aq"], None)).contains("u3"));
     ok(&run(&d, &["-d", IMAGE, "dup", "/bin/sleep", "100"]));
     let out = run(&d, &["--rm", IMAGE, "dup", "/bin/true"]);
     assert!(!out.status.success());

@@ -497,26 +497,6 @@ pub fn local_mounts(mounts: &[berth_proto::types::Mount]) -> Vec<berth_snapshott
         .collect()
 }
 
-/// The image's stored name: as given, or docker's short form made whole
-/// (`busybox` is `docker.io/library/busybox:latest`), as `berth images pull` stores it.
-async fn resolve_image(client: &Client, name: &str) -> String {
-    let exists = |n: String| async move {
-        client
-            .images()
-            .get(GetImageRequest { name: n })
-            .await
-            .is_ok()
-    };
-    if exists(name.to_string()).await {
-        return name.to_string();
-    }
-    let full = berth_client::archive::normalize_name(name);
-    if full != name && exists(full.clone()).await {
-        return full;
-    }
-    name.to_string()
-}
-
 pub async fn run(client: &Client, mut r: Run) -> anyhow::Result<i32> {
     let networks = r.network_labels()?;
     // The log as the shim and the container's label name it: absolute.
@@ -533,7 +513,8 @@ pub async fn run(client: &Client, mut r: Run) -> anyhow::Result<i32> {
         }
         None => None,
     };
-    r.image = resolve_image(client, &r.image).await;
+    // The daemon finds the image (by the name as given, or docker's whole form of it),
+    // unpacks what is missing, and answers with the image's config.
     let unpacked = client
         .unpack()
         .unpack(UnpackRequest {
@@ -542,9 +523,26 @@ pub async fn run(client: &Client, mut r: Run) -> anyhow::Result<i32> {
             platform: String::new(),
         })
         .await
-        .map_err(|e| anyhow!("image {}: {}", r.image, e.message()))?
+        .map_err(|e| match e.code() {
+            tonic::Code::NotFound => {
+                anyhow!(
+                    "image {}: {}; pull or import it first",
+                    r.image,
+                    e.message()
+                )
+            }
+            _ => anyhow!("image {}: {}", r.image, e.message()),
+        })?
         .into_inner();
-    let config = image_config(client, &r.image).await?;
+    if !unpacked.name.is_empty() {
+        r.image = unpacked.name;
+    }
+    let config: serde_json::Value = if unpacked.config.is_empty() {
+        image_config(client, &r.image).await? // a daemon from before the answer had it
+    } else {
+        serde_json::from_slice(&unpacked.config)
+            .with_context(|| format!("image {}: its config is not JSON", r.image))?
+    };
     let mounts = client
         .snapshots()
         .prepare(PrepareSnapshotRequest {
@@ -756,21 +754,24 @@ async fn create_and_run(
         .await
         .map_err(|e| anyhow!("container {}: {}", r.id, e.message()))?;
 
-    let fifo_dir = tempfile::Builder::new()
-        .prefix("berth-io-")
-        .tempdir_in(std::env::temp_dir())?;
-    let (stdin, stdout, stderr, pumps) = if let Some(log) = &r.log {
+    // The FIFOs of an attached run's stdio live in a directory removed when the run ends.
+    let (stdin, stdout, stderr, pumps, _fifo_dir) = if let Some(log) = &r.log {
         let uri = format!("file://{}", log.display());
-        (String::new(), uri.clone(), uri, Pumps::default())
+        (String::new(), uri.clone(), uri, Pumps::default(), None)
     } else if r.detach {
         (
             String::new(),
             String::new(),
             String::new(),
             Pumps::default(),
+            None,
         )
     } else {
-        stdio(fifo_dir.path(), &r.id, r.tty)?
+        let dir = tempfile::Builder::new()
+            .prefix("berth-io-")
+            .tempdir_in(std::env::temp_dir())?;
+        let (i, o, e, p) = stdio(dir.path(), &r.id, r.tty)?;
+        (i, o, e, p, Some(dir))
     };
     let mut tasks = client.tasks();
     tasks

@@ -1,6 +1,7 @@
 //! berth.services.unpack.v1.Unpack
 
 use super::{ctx, status};
+use crate::error::Kind;
 use crate::oci::Platform;
 use crate::unpack::Unpacker;
 use berth_proto::berth::services::unpack::v1::{
@@ -28,15 +29,45 @@ impl Unpack for UnpackService {
         } else {
             Some(Platform::parse(&r.platform).map_err(status)?)
         };
-        let u = self
+        let (name, u) = match self
             .core
-            .unpack(ctx, r.name, r.snapshotter, platform)
+            .unpack(
+                ctx.clone(),
+                r.name.clone(),
+                r.snapshotter.clone(),
+                platform.clone(),
+            )
             .await
-            .map_err(status)?;
+        {
+            Err(e) if e.kind() == Kind::NotFound => {
+                // No image has the name as given: docker's short form made whole, as
+                // `berth images pull busybox` stores it.
+                let Some(full) = crate::reference::parse(&r.name)
+                    .ok()
+                    .map(|f| f.whole())
+                    .filter(|f| *f != r.name)
+                else {
+                    return Err(status(e));
+                };
+                match self
+                    .core
+                    .unpack(ctx, full.clone(), r.snapshotter, platform)
+                    .await
+                {
+                    Ok(u) => (full, u),
+                    Err(e2) if e2.kind() == Kind::NotFound => return Err(status(e)),
+                    Err(e2) => return Err(status(e2)),
+                }
+            }
+            Err(e) => return Err(status(e)),
+            Ok(u) => (r.name, u),
+        };
         Ok(Response::new(UnpackResponse {
             chain_id: u.chain_id,
             layers: u.layers as u32,
             extracted: u.extracted as u32,
+            config: u.config,
+            name,
         }))
     }
 }

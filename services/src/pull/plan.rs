@@ -125,6 +125,7 @@ mod tests {
             config: layer("c"),
             layers: layers.iter().map(|d| layer(d)).collect(),
             diff_ids: vec![],
+            config_bytes: vec![],
         }
     }
 
