@@ -4,11 +4,13 @@
 #                                        layers) from a loopback docker-registry, empty root
 #   scripts/flamegraph.sh run OUT.svg    berthd and its shims across 20 `berth run --rm
 #                                        --network none busybox /bin/true`
+#   scripts/flamegraph.sh ten OUT.svg    the whole machine across 5 rounds of ten `berth
+#                                        run -d --network none busybox sleep` at once
 # Needs root, Debian's linux-perf (perf) and inferno (`cargo install inferno`). Stacks come
 # from DWARF unwinding (no frame pointers needed), sampled at 499 Hz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-what=${1:?pull or run}
+what=${1:?pull, run or ten}
 out=$(realpath -m "${2:?OUT.svg}")
 WORK=${BENCH_DIR:-/var/tmp/berth-bench}
 mkdir -p "$WORK" "$(dirname "$out")"
@@ -61,13 +63,32 @@ run)
   done
   kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
   ;;
-*) echo "flamegraph: pull or run" >&2; exit 2 ;;
+ten)
+  img="$WORK/busybox.tar"
+  make_busybox "$img"
+  start_berthd
+  b() { target/release/berth -a "$BERTH_SOCK" "$@"; }
+  b images import --base-name bench.local/busybox "$img" >/dev/null
+  b run --rm --network none bench.local/busybox:latest warm /bin/true
+  perf record -q -F 499 --call-graph dwarf,32768 -o "$data" -a &
+  perf_pid=$!
+  sleep 0.5
+  for r in $(seq 5); do
+    pids=()
+    for i in $(seq 10); do b run -d --network none bench.local/busybox:latest "t$r-$i" /bin/sleep 1000 >/dev/null & pids+=($!); done
+    wait "${pids[@]}"
+    sleep 0.3
+  done
+  kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
+  for r in $(seq 5); do for i in $(seq 10); do b rm -f "t$r-$i" >/dev/null 2>&1 || true; done; done
+  ;;
+*) echo "flamegraph: pull, run or ten" >&2; exit 2 ;;
 esac
 
 # For `run`, every process on the machine was sampled: keep berth's (berthd's threads are
 # tokio-rt-worker, the shim's reaper), runc's and the container's, kernel
 # work done on their behalf.
 filter=cat
-if [ "$what" = run ]; then filter="grep -E '^(berth|tokio-r|reaper|containerd-shim|runc|true|exe|youki|cgroup-w)'"; fi
+if [ "$what" != pull ]; then filter="grep -E '^(berth|tokio-r|reaper|containerd-shim|runc|true|sleep|exe|youki|cgroup-w)'"; fi
 perf script -i "$data" 2>/dev/null | inferno-collapse-perf | eval "$filter" | inferno-flamegraph --title "berth $what ($(date -u +%F), $(nproc) cores)" >"$out"
 echo "$out"
