@@ -419,3 +419,36 @@ fn metrics_and_oom_events_from_berths_shim() {
         d.log_text()
     );
 }
+
+/// An image config too large to ride in the Unpack answer (over 1 MiB) is read as content,
+/// and the run takes the config's Env and Cmd as with any other image.
+#[test]
+fn an_image_with_a_large_config_runs() {
+    let d = Daemon::start().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    oci::layout_with(
+        &layout,
+        "latest",
+        &[oci::busybox_layer()],
+        serde_json::json!({
+            "Env": ["PATH=/bin", "BIG=yes"],
+            "Cmd": ["/bin/sh", "-c", "echo big=$BIG"],
+            "x-padding": "p".repeat(1536 << 10),
+        }),
+    );
+    let archive = work.path().join("big.tar");
+    oci::archive(&layout, &archive);
+    ok(&d.berth(
+        &[
+            "images",
+            "import",
+            "--base-name",
+            "test.local/big",
+            archive.to_str().unwrap(),
+        ],
+        None,
+    ));
+    let out = ok(&run(&d, &["--rm", "test.local/big:latest", "big1"]));
+    assert_eq!(out, "big=yes\n");
+}

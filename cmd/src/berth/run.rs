@@ -538,7 +538,8 @@ pub async fn run(client: &Client, mut r: Run) -> anyhow::Result<i32> {
         r.image = unpacked.name;
     }
     let config: serde_json::Value = if unpacked.config.is_empty() {
-        image_config(client, &r.image).await? // a daemon from before the answer had it
+        // A config over 1 MiB, or a daemon from before the answer carried it.
+        image_config(client, &r.image).await?
     } else {
         serde_json::from_slice(&unpacked.config)
             .with_context(|| format!("image {}: its config is not JSON", r.image))?

@@ -12,7 +12,7 @@
 //! - Its `:authority` is usable (grpc-go's `localhost`, tonic's URI authority): from then on
 //!   every byte passes through untouched, that block included, and hyper checks each later
 //!   request itself. A client names a connection's authority once, for its channel; decoding
-//!   every header block cost berthd about a tenth of its CPU in a container start (perf:
+//!   every header block cost berthd about an eighth of its CPU in a container start (perf:
 //!   HPACK Huffman decoding), for clients that never needed it.
 //! - It is not (grpcio): this block and every later one are decoded with the client's HPACK
 //!   state and re-encoded as literals without indexing, so the server's HPACK decoder never

@@ -9,6 +9,9 @@ use berth_proto::berth::services::unpack::v1::{
 };
 use tonic::{Request, Response, Status};
 
+/// The largest image config an Unpack answer carries.
+const MAX_INLINE_CONFIG: usize = 1 << 20;
+
 pub struct UnpackService {
     pub core: Unpacker,
 }
@@ -66,7 +69,13 @@ impl Unpack for UnpackService {
             chain_id: u.chain_id,
             layers: u.layers as u32,
             extracted: u.extracted as u32,
-            config: u.config,
+            // A config too large for a client's default 4 MiB message limit with the rest
+            // is left out; the client reads it as content.
+            config: if u.config.len() <= MAX_INLINE_CONFIG {
+                u.config
+            } else {
+                Vec::new()
+            },
             name,
         }))
     }
