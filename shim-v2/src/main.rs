@@ -117,12 +117,27 @@ fn runc_binary() -> Option<String> {
         .filter(|b| !b.is_empty() && b != "native")
 }
 
-/// The runtime named by `BERTH_SHIM_RUNTIME`.
+/// The runtime named by `BERTH_SHIM_RUNTIME`; but a container whose spec has a seccomp
+/// profile runs under runc even when the native runtime is named: libcontainer applies the
+/// profile to the container's init but not to processes exec'd into it (its tenant spec
+/// keeps namespaces and cgroups only), so an exec would escape the filter.
 fn runtime_for(bundle: &Path, namespace: &str, reaper: Arc<Reaper>) -> Box<dyn Runtime> {
     match runc_binary() {
+        None if has_seccomp(bundle) => Box::new(runc_for(bundle, namespace, "runc", reaper)),
         None => Box::new(native_for(bundle, namespace, reaper)),
         Some(binary) => Box::new(runc_for(bundle, namespace, &binary, reaper)),
     }
+}
+
+/// Whether the bundle's spec sets `linux.seccomp`.
+fn has_seccomp(bundle: &Path) -> bool {
+    let Ok(spec) = std::fs::read(bundle.join("config.json")) else {
+        return false;
+    };
+    // Most specs have none: parse only those that name it.
+    spec.windows(9).any(|w| w == b"\"seccomp\"")
+        && serde_json::from_slice::<serde_json::Value>(&spec)
+            .is_ok_and(|v| v["linux"]["seccomp"].is_object())
 }
 
 fn start(a: &Args) -> Result<(), String> {

@@ -198,6 +198,7 @@ impl Native {
         let pid_file = c.flag("--pid-file").map(PathBuf::from);
         let console = c.flag("--console-socket").map(PathBuf::from);
         let systemd = uses_systemd(&bundle);
+        recursive_propagation_named_plainly(&bundle)?;
         let root = self.root.clone();
         self.in_child(Some(log), move || {
             let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
@@ -386,6 +387,28 @@ fn with_stdio(mut b: ContainerBuilder, stdio: Stdio3) -> ContainerBuilder {
     b
 }
 
+/// runc takes `linux.rootfsPropagation` as `rshared`, `rslave`, `rprivate` or `runbindable`
+/// (containerd's CRI writes `rshared` and `rslave` for pods with propagated mounts);
+/// libcontainer knows only the plain names and always applies them recursively, which is
+/// what the `r` asks for. The spec is rewritten with the plain name.
+fn recursive_propagation_named_plainly(bundle: &Path) -> Result<(), Failed> {
+    let path = bundle.join("config.json");
+    let bytes = std::fs::read(&path).map_err(|e| failed("read config.json", e))?;
+    if !bytes.windows(19).any(|w| w == b"\"rootfsPropagation\"") {
+        return Ok(());
+    }
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| failed("parse config.json", e))?;
+    let plain = match spec["linux"]["rootfsPropagation"].as_str() {
+        Some(p @ ("rshared" | "rslave" | "rprivate" | "runbindable")) => p[1..].to_string(),
+        _ => return Ok(()),
+    };
+    spec["linux"]["rootfsPropagation"] = serde_json::Value::String(plain);
+    let tmp = bundle.join(".config.json.tmp");
+    std::fs::write(&tmp, spec.to_string()).map_err(|e| failed("write config.json", e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| failed("write config.json", e))
+}
+
 /// A systemd cgroup path is `slice:prefix:name`, as runc's `--systemd-cgroup` reads it.
 fn uses_systemd(bundle: &Path) -> bool {
     std::fs::read(bundle.join("config.json"))
@@ -450,6 +473,36 @@ mod tests {
         assert!(k.switches.contains(&"--all"));
         assert!(Command::parse(&["create", "--bundle"]).is_err());
         assert!(Command::parse(&[]).is_err());
+    }
+
+    #[test]
+    fn recursive_rootfs_propagation_is_named_plainly() {
+        let d = tempfile::tempdir().unwrap();
+        let spec = |p: &str| format!(r#"{{"linux": {{"rootfsPropagation": "{p}"}}, "x": 1}}"#);
+        let read = || -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(d.path().join("config.json")).unwrap()).unwrap()
+        };
+        for (given, wanted) in [
+            ("rshared", "shared"),
+            ("rslave", "slave"),
+            ("rprivate", "private"),
+            ("runbindable", "unbindable"),
+            ("shared", "shared"),
+            ("slave", "slave"),
+        ] {
+            std::fs::write(d.path().join("config.json"), spec(given)).unwrap();
+            recursive_propagation_named_plainly(d.path()).unwrap();
+            let v = read();
+            assert_eq!(v["linux"]["rootfsPropagation"], wanted, "{given}");
+            assert_eq!(v["x"], 1);
+        }
+        // A spec without the field is left byte for byte.
+        std::fs::write(d.path().join("config.json"), r#"{"linux": {}}"#).unwrap();
+        recursive_propagation_named_plainly(d.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("config.json")).unwrap(),
+            r#"{"linux": {}}"#
+        );
     }
 
     #[test]

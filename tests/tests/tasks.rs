@@ -397,3 +397,95 @@ fn an_exit_while_the_daemon_is_down_is_still_reported() {
     assert!(out.contains("exit status 7"), "{out}");
     ok(&d.ctr(&["containers", "rm", "brief"]));
 }
+
+/// A seccomp profile holds for processes exec'd into the container as for its first one,
+/// with either shim. (libcontainer, berth's native runtime, applies a profile to the init
+/// only; berth's shim runs a container that has one under runc.)
+fn seccomp_holds_for_execs(runtime: &str) {
+    let d = Daemon::start().unwrap();
+    let _w = with_busybox(&d);
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86","SCMP_ARCH_X32"],
+            "syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .unwrap();
+    let id = format!("sc-{}", runtime.split('.').nth(2).unwrap_or("x"));
+    let profile = profile.to_str().unwrap();
+    let with_profile = [
+        "--runtime",
+        runtime,
+        "--seccomp",
+        "--seccomp-profile",
+        profile,
+    ];
+    let mut args = vec!["run", "-d"];
+    args.extend(with_profile);
+    args.extend([IMAGE, &id, "/bin/sleep", "1000"]);
+    ok(&d.ctr(&args));
+    let exec = d.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "mk",
+        &id,
+        "/bin/busybox",
+        "mkdir",
+        "/tmp/made",
+    ]);
+    assert!(
+        !exec.status.success(),
+        "mkdir in an exec escaped the profile"
+    );
+    assert!(
+        String::from_utf8_lossy(&exec.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&exec.stderr)
+    );
+    // Without the profile, the same exec makes its directory: the refusal was the filter's.
+    let free = format!("{id}-free");
+    ok(&d.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        runtime,
+        IMAGE,
+        &free,
+        "/bin/sleep",
+        "1000",
+    ]));
+    ok(&d.ctr(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "mk",
+        &free,
+        "/bin/busybox",
+        "mkdir",
+        "/tmp/made",
+    ]));
+    for c in [&id, &free] {
+        ok(&d.ctr(&["tasks", "kill", "-s", "SIGKILL", c]));
+    }
+    for c in [&id, &free] {
+        for _ in 0..50 {
+            if d.ctr(&["tasks", "rm", c]).status.success() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        ok(&d.ctr(&["containers", "rm", c]));
+    }
+}
+
+#[test]
+fn seccomp_holds_for_execs_with_runc_shim() {
+    seccomp_holds_for_execs(RUNC_SHIM);
+}
+
+#[test]
+fn seccomp_holds_for_execs_with_berth_shim() {
+    seccomp_holds_for_execs(BERTH_SHIM);
+}
