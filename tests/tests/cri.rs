@@ -41,6 +41,11 @@ fn cni_usable() -> bool {
 
 impl Kit {
     fn start() -> Kit {
+        Self::start_with("")
+    }
+
+    /// A kit whose pods run under `runtime` (`cri.runtime_binary`; empty: the default).
+    fn start_with(runtime: &str) -> Kit {
         require_root();
         assert!(
             cni_usable(),
@@ -101,9 +106,14 @@ impl Kit {
         std::fs::write(
             &config,
             format!(
-                "[registry]\nconfig_path = \"{}\"\n[cri]\nsandbox_image = \"{pause}\"\ncni_conf_dir = \"{}\"\nrestrict_oom_score_adj = true\n",
+                "[registry]\nconfig_path = \"{}\"\n[cri]\nsandbox_image = \"{pause}\"\ncni_conf_dir = \"{}\"\nrestrict_oom_score_adj = true\n{}",
                 work.path().join("certs.d").display(),
-                net.display()
+                net.display(),
+                if runtime.is_empty() {
+                    String::new()
+                } else {
+                    format!("runtime_binary = \"{runtime}\"\n")
+                }
             ),
         )
         .unwrap();
@@ -796,7 +806,18 @@ async fn pods_survive_a_sigkilled_berthd() {
 
 #[tokio::test]
 async fn user_namespaced_pods_and_recursive_read_only_mounts() {
-    let k = Kit::start();
+    user_namespaced_pods_on(Kit::start()).await;
+}
+
+/// The same pods on the native runtime: it resolves the pod's files (hostname, hosts,
+/// resolv.conf) from inside the pod's user namespace, so their directory must be passable
+/// by the pod's host uids.
+#[tokio::test]
+async fn user_namespaced_pods_on_the_native_runtime() {
+    user_namespaced_pods_on(Kit::start_with("native")).await;
+}
+
+async fn user_namespaced_pods_on(k: Kit) {
     pull(&k, &k.busybox).await.unwrap();
     let mut rt = k.rt().await;
     let st = rt

@@ -93,8 +93,17 @@ impl Cri {
             .is_some_and(|n| n.ipc == cri::NamespaceMode::Node as i32)
     }
 
+    /// The pod's files live in its state directory, which others may pass through (0711
+    /// down from berthd's state): a user-namespaced container's root is another host uid,
+    /// and the native runtime resolves bind-mount sources from inside the container's user
+    /// namespace. A pod made before they moved there keeps them under berthd's root.
     pub(super) fn sandbox_files(&self, s: &Sandbox) -> SandboxFiles {
-        let dir = self.sandbox_dir(&s.id);
+        let old = self.sandbox_dir(&s.id);
+        let dir = if old.join("hostname").exists() {
+            old
+        } else {
+            self.sandbox_state_dir(&s.id)
+        };
         SandboxFiles {
             hostname: dir.join("hostname"),
             hosts: dir.join("hosts"),
@@ -249,11 +258,26 @@ impl Cri {
         let userns_pod = spec::pod_userns(&config);
         let early_net = !host_net && !userns_pod;
         let files = self.sandbox_files(&sb);
-        let (dir, netns) = (self.sandbox_dir(id), self.netns_path(id));
+        let (dir, netns) = (self.sandbox_state_dir(id), self.netns_path(id));
         let (hostname, dns) = (config.hostname.clone(), config.dns_config.clone());
         blocking(move || {
+            use std::os::unix::fs::PermissionsExt;
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| Error::io(format!("chmod 0711 {}", dir.display()), e))?;
+            // ...and the directories above it, up to berthd's state, passable too (a umask
+            // may have made them 0700).
+            for up in dir.ancestors().skip(1).take(2) {
+                let mode = std::fs::metadata(up)
+                    .map_err(|e| Error::io(format!("stat {}", up.display()), e))?
+                    .permissions()
+                    .mode();
+                if mode & 0o011 != 0o011 {
+                    std::fs::set_permissions(up, std::fs::Permissions::from_mode(mode | 0o011))
+                        .map_err(|e| Error::io(format!("chmod {}", up.display()), e))?;
+                }
+            }
             let hostname = if host_net {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
                     .unwrap_or_default()
@@ -262,8 +286,13 @@ impl Cri {
             } else {
                 hostname
             };
+            // Readable by the pod's users, whichever host uids they are.
             let write = |p: &Path, text: &str| {
-                std::fs::write(p, text).map_err(|e| Error::io(format!("write {}", p.display()), e))
+                std::fs::write(p, text)
+                    .and_then(|()| {
+                        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644))
+                    })
+                    .map_err(|e| Error::io(format!("write {}", p.display()), e))
             };
             write(&files.hostname, &format!("{hostname}\n"))?;
             let hosts = if host_net {
