@@ -45,9 +45,9 @@ impl Resolved {
         desc: &crate::images::Descriptor,
         config: DocDescriptor,
         layers: Vec<DocDescriptor>,
-        config_bytes: &[u8],
+        config_bytes: Vec<u8>,
     ) -> Result<Self> {
-        let cfg = oci::parse_config(&config, config_bytes)?;
+        let cfg = oci::parse_config(&config, &config_bytes)?;
         if cfg.rootfs.diff_ids.len() != layers.len() {
             return Err(Error::invalid(format!(
                 "config {} lists {} diff_ids for {} layers",
@@ -67,7 +67,7 @@ impl Resolved {
             config,
             layers,
             diff_ids: cfg.rootfs.diff_ids,
-            config_bytes: config_bytes.to_vec(),
+            config_bytes,
         })
     }
 }
@@ -118,7 +118,7 @@ pub fn resolve(
             Document::Manifest { config, layers } => {
                 let cbytes =
                     content.read_document_sync(ns, &config.digest, config.size, MAX_DOCUMENT)?;
-                return Resolved::new(&desc, config, layers, &cbytes);
+                return Resolved::new(&desc, config, layers, cbytes);
             }
         }
     }
@@ -157,6 +157,19 @@ impl Unpacker {
             snapshots,
             store,
             gc,
+        }
+    }
+
+    /// The name `image` is stored under: as given, or else docker's whole form of it
+    /// (`busybox` is docker.io/library/busybox:latest, as `berth images pull busybox`
+    /// stores it) when an image has that one. Unchanged when neither is stored.
+    pub fn stored_name(&self, ns: &Namespace, image: &str) -> String {
+        if self.store.image_get(ns, image).is_ok() {
+            return image.to_string();
+        }
+        match crate::registry::parse_reference(image).map(|r| crate::registry::image_name(&r)) {
+            Ok(full) if self.store.image_get(ns, &full).is_ok() => full,
+            _ => image.to_string(),
         }
     }
 

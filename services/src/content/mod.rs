@@ -168,12 +168,12 @@ impl Content {
         Ok(())
     }
 
-    /// Opens a blob for reading; checks the namespace can see it and the range is sane. A
-    /// range of at most `inline` bytes comes back read, in the same trip to the blocking pool
-    /// (manifests and configs: one hop per Read instead of three).
     /// Reads up to this size are served without a blocking thread.
     pub const SMALL_READ: i64 = 64 << 10;
 
+    /// Opens a blob for reading; checks the namespace can see it and the range is sane. A
+    /// range of at most `inline` bytes comes back read: where the request runs up to
+    /// [`Self::SMALL_READ`], in one trip to the blocking pool above it.
     pub async fn open_reader(
         &self,
         ns: Namespace,
@@ -354,10 +354,9 @@ impl Content {
         Ok(())
     }
 
-    /// Adds labels to a blob, for blocking callers.
-    /// Adds `labels` to a blob's. Labels it carries already, with the same values, are not
-    /// written again: every unpack of an unpacked image (each `run`) labels its layers, and a
-    /// write transaction waits for its sync to disk.
+    /// Adds `labels` to a blob's, for blocking callers. Labels it carries already, with the
+    /// same values, are not written again: every unpack of an unpacked image (each `run`)
+    /// labels its layers, and a write transaction waits for its sync to disk.
     pub fn label_sync(&self, ns: &Namespace, digest: &str, labels: Labels) -> Result<BlobRecord> {
         validate_labels(&labels)?;
         if let Some(rec) = self.store.blob_get(ns, digest)? {

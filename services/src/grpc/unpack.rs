@@ -1,7 +1,6 @@
 //! berth.services.unpack.v1.Unpack
 
 use super::{ctx, status};
-use crate::error::Kind;
 use crate::oci::Platform;
 use crate::unpack::Unpacker;
 use berth_proto::berth::services::unpack::v1::{
@@ -32,39 +31,12 @@ impl Unpack for UnpackService {
         } else {
             Some(Platform::parse(&r.platform).map_err(status)?)
         };
-        let (name, u) = match self
+        let name = self.core.stored_name(&ctx.ns, &r.name);
+        let u = self
             .core
-            .unpack(
-                ctx.clone(),
-                r.name.clone(),
-                r.snapshotter.clone(),
-                platform.clone(),
-            )
+            .unpack(ctx, name.clone(), r.snapshotter, platform)
             .await
-        {
-            Err(e) if e.kind() == Kind::NotFound => {
-                // No image has the name as given: docker's short form made whole, as
-                // `berth images pull busybox` stores it.
-                let Some(full) = crate::reference::parse(&r.name)
-                    .ok()
-                    .map(|f| f.whole())
-                    .filter(|f| *f != r.name)
-                else {
-                    return Err(status(e));
-                };
-                match self
-                    .core
-                    .unpack(ctx, full.clone(), r.snapshotter, platform)
-                    .await
-                {
-                    Ok(u) => (full, u),
-                    Err(e2) if e2.kind() == Kind::NotFound => return Err(status(e)),
-                    Err(e2) => return Err(status(e2)),
-                }
-            }
-            Err(e) => return Err(status(e)),
-            Ok(u) => (r.name, u),
-        };
+            .map_err(status)?;
         Ok(Response::new(UnpackResponse {
             chain_id: u.chain_id,
             layers: u.layers as u32,

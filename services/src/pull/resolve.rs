@@ -106,7 +106,8 @@ impl Puller {
                 }
                 Document::Manifest { config, layers } => {
                     let cbytes = fetch_small(remote, &config).await?;
-                    let resolved = Resolved::new(&desc, config.clone(), layers.clone(), &cbytes)?;
+                    let resolved =
+                        Resolved::new(&desc, config.clone(), layers.clone(), cbytes.clone())?;
                     let mut labels = source.clone();
                     labels.insert(
                         berth_proto::vocab::labels::gc_ref_config(),
