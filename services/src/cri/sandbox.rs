@@ -262,21 +262,10 @@ impl Cri {
         let (hostname, dns) = (config.hostname.clone(), config.dns_config.clone());
         blocking(move || {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
-                .map_err(|e| Error::io(format!("chmod 0711 {}", dir.display()), e))?;
-            // ...and the directories above it, up to berthd's state, passable too (a umask
-            // may have made them 0700).
-            for up in dir.ancestors().skip(1).take(2) {
-                let mode = std::fs::metadata(up)
-                    .map_err(|e| Error::io(format!("stat {}", up.display()), e))?
-                    .permissions()
-                    .mode();
-                if mode & 0o011 != 0o011 {
-                    std::fs::set_permissions(up, std::fs::Permissions::from_mode(mode | 0o011))
-                        .map_err(|e| Error::io(format!("chmod {}", up.display()), e))?;
-                }
+            // Passable from the CRI's state directory down (`<state>/io.berth.cri.v1/
+            // sandboxes/<id>`; a umask may have made the levels above 0700).
+            for d in dir.ancestors().take(3) {
+                crate::runtime::bundle::passable_dir(d)?;
             }
             let hostname = if host_net {
                 std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -48,10 +48,11 @@ pub(super) fn private_dir(p: &Path) -> Result<()> {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700)).map_err(io("chmod 0700"))
 }
 
-/// A bundle directory: others may pass through (a user-namespaced container's root, a
-/// different host uid, must reach its rootfs) but not list it; what is secret in it (the
-/// spec) is readable by root alone.
-pub(super) fn bundle_dir(p: &Path) -> Result<()> {
+/// A directory others may pass through but not list: a user-namespaced container's root, a
+/// different host uid, must reach what is bind-mounted from it (a bundle's rootfs, a pod's
+/// hostname and resolv.conf); what is secret in it (a bundle's spec) is readable by root
+/// alone.
+pub(crate) fn passable_dir(p: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(p).map_err(io(format!("create {}", p.display())))?;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o711)).map_err(io("chmod 0711"))

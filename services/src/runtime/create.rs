@@ -70,7 +70,7 @@ impl Tasks {
     ) -> Result<u32> {
         let bundle = self.cfg.bundle(ns.as_str(), id);
         let work = self.cfg.work(ns.as_str(), id);
-        bundle::bundle_dir(&bundle).and_then(|()| bundle::private_dir(&work))?;
+        bundle::passable_dir(&bundle).and_then(|()| bundle::private_dir(&work))?;
         let log = match bundle::prepare(&bundle, &work, spec)
             .and_then(|()| bundle::open_log(&bundle, id))
         {
