@@ -197,8 +197,7 @@ impl Native {
         let bundle = PathBuf::from(c.flag("--bundle").unwrap_or("."));
         let pid_file = c.flag("--pid-file").map(PathBuf::from);
         let console = c.flag("--console-socket").map(PathBuf::from);
-        let systemd = uses_systemd(&bundle);
-        recursive_propagation_named_plainly(&bundle)?;
+        let systemd = prepare_spec(&bundle)?;
         let root = self.root.clone();
         self.in_child(Some(log), move || {
             let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
@@ -387,35 +386,30 @@ fn with_stdio(mut b: ContainerBuilder, stdio: Stdio3) -> ContainerBuilder {
     b
 }
 
+/// Reads the bundle's spec once for what libcontainer needs told or mended; returns whether
+/// its cgroup path is systemd's (`slice:prefix:name`, as runc's `--systemd-cgroup` reads it).
+///
 /// runc takes `linux.rootfsPropagation` as `rshared`, `rslave`, `rprivate` or `runbindable`
 /// (containerd's CRI writes `rshared` and `rslave` for pods with propagated mounts);
 /// libcontainer knows only the plain names and always applies them recursively, which is
 /// what the `r` asks for. The spec is rewritten with the plain name.
-fn recursive_propagation_named_plainly(bundle: &Path) -> Result<(), Failed> {
+fn prepare_spec(bundle: &Path) -> Result<bool, Failed> {
     let path = bundle.join("config.json");
     let bytes = std::fs::read(&path).map_err(|e| failed("read config.json", e))?;
-    if !bytes.windows(19).any(|w| w == b"\"rootfsPropagation\"") {
-        return Ok(());
-    }
     let mut spec: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| failed("parse config.json", e))?;
-    let plain = match spec["linux"]["rootfsPropagation"].as_str() {
-        Some(p @ ("rshared" | "rslave" | "rprivate" | "runbindable")) => p[1..].to_string(),
-        _ => return Ok(()),
-    };
-    spec["linux"]["rootfsPropagation"] = serde_json::Value::String(plain);
-    let tmp = bundle.join(".config.json.tmp");
-    std::fs::write(&tmp, spec.to_string()).map_err(|e| failed("write config.json", e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| failed("write config.json", e))
-}
-
-/// A systemd cgroup path is `slice:prefix:name`, as runc's `--systemd-cgroup` reads it.
-fn uses_systemd(bundle: &Path) -> bool {
-    std::fs::read(bundle.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string))
-        .is_some_and(|p| !p.starts_with('/') && p.split(':').count() == 3)
+    let systemd = spec["linux"]["cgroupsPath"]
+        .as_str()
+        .is_some_and(|p| !p.starts_with('/') && p.split(':').count() == 3);
+    if let Some(p @ ("rshared" | "rslave" | "rprivate" | "runbindable")) =
+        spec["linux"]["rootfsPropagation"].as_str()
+    {
+        spec["linux"]["rootfsPropagation"] = serde_json::Value::String(p[1..].to_string());
+        let tmp = bundle.join(".config.json.tmp");
+        std::fs::write(&tmp, spec.to_string()).map_err(|e| failed("write config.json", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| failed("write config.json", e))?;
+    }
+    Ok(systemd)
 }
 
 impl Runtime for Native {
@@ -491,14 +485,14 @@ mod tests {
             ("slave", "slave"),
         ] {
             std::fs::write(d.path().join("config.json"), spec(given)).unwrap();
-            recursive_propagation_named_plainly(d.path()).unwrap();
+            prepare_spec(d.path()).unwrap();
             let v = read();
             assert_eq!(v["linux"]["rootfsPropagation"], wanted, "{given}");
             assert_eq!(v["x"], 1);
         }
         // A spec without the field is left byte for byte.
         std::fs::write(d.path().join("config.json"), r#"{"linux": {}}"#).unwrap();
-        recursive_propagation_named_plainly(d.path()).unwrap();
+        prepare_spec(d.path()).unwrap();
         assert_eq!(
             std::fs::read_to_string(d.path().join("config.json")).unwrap(),
             r#"{"linux": {}}"#
@@ -516,8 +510,8 @@ mod tests {
             .unwrap()
         };
         write("system.slice:berth:c1");
-        assert!(uses_systemd(d.path()));
+        assert!(prepare_spec(d.path()).unwrap());
         write("/berth/default/c1");
-        assert!(!uses_systemd(d.path()));
+        assert!(!prepare_spec(d.path()).unwrap());
     }
 }
