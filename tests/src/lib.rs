@@ -376,32 +376,28 @@ pub fn sha256(data: &[u8]) -> String {
 
 /// Debian's containerd on its own temporary root, state and socket (never the system one),
 /// with this workspace's binaries first on its PATH so it can find berth's shim.
-/// Unmounts (lazily, deepest first) whatever is still mounted under `dir`: what a foreign
-/// daemon a test ran (dockerd) left behind when it stopped.
-pub fn unmount_under(dir: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<PathBuf> = info
+/// The mount points under `dir` (itself included), from this process's mount table.
+pub fn mount_points_under(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .map(PathBuf::from)
         .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for p in points {
-        let _ = detach(&p);
-    }
+        .collect()
 }
 
-fn detach(p: &Path) -> std::io::Result<()> {
+/// Unmounts (lazily, deepest first) whatever is still mounted under `dir`: what a foreign
+/// daemon a test ran (dockerd) left behind when it stopped.
+pub fn unmount_under(dir: &Path) {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
-    // SAFETY: a NUL-terminated path that lives across the call.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+    let mut points = mount_points_under(dir);
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) {
+            // SAFETY: a NUL-terminated path that lives across the call.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
     }
 }
 

@@ -27,13 +27,8 @@ fn fds(pid: u32) -> usize {
 }
 
 fn mounts_under(d: &Daemon) -> usize {
-    let (root, state) = (d.root(), d.state());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(root.to_str().unwrap()) || p.starts_with(state.to_str().unwrap()))
-        .count()
+    berth_tests::mount_points_under(&d.root()).len()
+        + berth_tests::mount_points_under(&d.state()).len()
 }
 
 #[test]

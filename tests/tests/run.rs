@@ -449,6 +449,54 @@ fn an_image_with_a_large_config_runs() {
         ],
         None,
     ));
+    let small = work.path().join("small");
+    oci::layout_with(
+        &small,
+        "latest",
+        &[oci::busybox_layer()],
+        serde_json::json!({"Env": ["PATH=/bin"]}),
+    );
+    let small_archive = work.path().join("small.tar");
+    oci::archive(&small, &small_archive);
+    ok(&d.berth(
+        &[
+            "images",
+            "import",
+            "--base-name",
+            "test.local/small",
+            small_archive.to_str().unwrap(),
+        ],
+        None,
+    ));
+    // The answer leaves the 1.5 MiB config out, carries an ordinary one, and names the
+    // image found for a short name.
+    let answers = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use berth_proto::berth::services::unpack::v1::UnpackRequest;
+        let c = d.client().await.unwrap();
+        let mut answers = vec![];
+        for name in [
+            "test.local/big:latest",
+            "test.local/big",
+            "test.local/small",
+        ] {
+            let a = c
+                .unpack()
+                .unpack(UnpackRequest {
+                    name: name.into(),
+                    snapshotter: String::new(),
+                    platform: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            answers.push((a.config.len(), a.name));
+        }
+        answers
+    });
+    assert_eq!(answers[0], (0, "test.local/big:latest".to_string()));
+    assert_eq!(answers[1], (0, "test.local/big:latest".to_string()));
+    assert!(answers[2].0 > 0, "{answers:?}");
+    assert_eq!(answers[2].1, "test.local/small:latest");
     let out = ok(&run(&d, &["--rm", "test.local/big:latest", "big1"]));
     assert_eq!(out, "big=yes\n");
 }
