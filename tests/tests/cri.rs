@@ -1097,6 +1097,23 @@ impl Spdy {
         }
         out
     }
+
+    /// Data of stream `id` until it contains `needle` (other streams' data is passed over).
+    async fn read_until(&mut self, id: u32, needle: &str) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains(needle) {
+            let mut h = [0u8; 8];
+            self.conn.read_exact(&mut h).await.unwrap();
+            let len = u32::from_be_bytes([0, h[5], h[6], h[7]]) as usize;
+            let mut body = vec![0u8; len];
+            self.conn.read_exact(&mut body).await.unwrap();
+            if h[0] & 0x80 == 0 && u32::from_be_bytes([h[0], h[1], h[2], h[3]]) == id {
+                got.extend(body);
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
 }
 
 use std::collections::HashMap;
@@ -1144,6 +1161,12 @@ async fn attach_stdin(k: &Kit, id: &str, input: &[u8]) -> Vec<u8> {
     s.collect(&[5]).await.remove(&5).unwrap_or_default()
 }
 
+/// The streaming server's `host:port` in a URL it gave.
+fn stream_host(url: &str) -> &str {
+    let rest = url.strip_prefix("http://").unwrap();
+    rest.split('/').next().unwrap()
+}
+
 async fn ws_open(
     url: &str,
     protocol: &str,
@@ -1153,13 +1176,9 @@ async fn ws_open(
     let mut req = ws_url.into_client_request().unwrap();
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
-    let host = url
-        .strip_prefix("http://")
-        .unwrap()
-        .split('/')
-        .next()
+    let conn = tokio::net::TcpStream::connect(stream_host(url))
+        .await
         .unwrap();
-    let conn = tokio::net::TcpStream::connect(host).await.unwrap();
     let (ws, resp) = tokio_tungstenite::client_async(req, conn).await.unwrap();
     assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
     ws
@@ -1321,6 +1340,25 @@ async fn streaming_exec_attach_and_port_forward() {
         status(&k, &sh).await.state == cri::ContainerState::ContainerExited as i32
     })
     .await;
+    remove_pod(&k, pod).await;
+}
+
+/// A daemon's resident memory in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// The status JSON an exec's error stream ended with.
+fn status_of(error_stream: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(error_stream).unwrap()
+}
+
+async fn remove_pod(k: &Kit, pod: String) {
     k.rt()
         .await
         .remove_pod_sandbox(cri::RemovePodSandboxRequest {
@@ -1328,6 +1366,105 @@ async fn streaming_exec_attach_and_port_forward() {
         })
         .await
         .unwrap();
+}
+
+/// A pod with one idle container for the streaming tests below: (kit, pod, container).
+async fn streaming_pod(name: &str) -> (Kit, String, String) {
+    let k = Kit::start();
+    pull(&k, &k.busybox).await.unwrap();
+    let (pod, pod_config) = run_pod(&k, name).await;
+    let c = run_container(
+        &k,
+        &pod,
+        &pod_config,
+        k.container_config("idle", "exec /bin/sleep 1000000"),
+    )
+    .await;
+    (k, pod, c)
+}
+
+#[tokio::test]
+async fn a_resize_flood_keeps_berthd_small_and_the_session_working() {
+    let (k, pod, c) = streaming_pod("resize-flood").await;
+    let url = exec_url(&k, &c, &["/bin/sh"], true, true).await;
+    let mut s = Spdy::open(&url, "v4.channel.k8s.io").await.unwrap();
+    s.syn(1, &[("streamtype", "error")]).await;
+    s.syn(3, &[("streamtype", "stdin")]).await;
+    s.syn(5, &[("streamtype", "stdout")]).await;
+    s.syn(7, &[("streamtype", "resize")]).await;
+    s.data(7, b"{\"Width\":100,\"Height\":40}\n", false).await;
+    let pid = k.d.pid().unwrap();
+    let before = rss_kib(pid);
+    // A resize message that never ends: 64 MiB of its insides, 1 MiB a frame.
+    let started = Instant::now();
+    s.data(7, b"{\"Width\":", false).await;
+    let inside = vec![b' '; 1 << 20];
+    for _ in 0..64 {
+        s.data(7, &inside, false).await;
+    }
+    let mut peak = rss_kib(pid);
+    // The session still answers; stdin's data follows the flood on the same connection.
+    s.data(3, b"/bin/busybox stty size\n", false).await;
+    let out = s.read_until(5, "40 100").await;
+    let flood_secs = started.elapsed().as_secs_f64();
+    peak = peak.max(rss_kib(pid));
+    eprintln!("resize flood: RSS {before} KiB before, {peak} KiB at most after; {flood_secs:.1} s");
+    assert!(out.contains("40 100"), "{out:?}");
+    assert!(
+        peak < before + 30 * 1024,
+        "64 MiB on a resize stream grew berthd from {before} KiB to {peak} KiB"
+    );
+    s.data(3, b"exit\n", true).await;
+    let got = s.collect(&[1]).await;
+    let st = &got[&1];
+    assert_eq!(
+        status_of(st)["status"],
+        "Success",
+        "{}",
+        String::from_utf8_lossy(st)
+    );
+    remove_pod(&k, pod).await;
+}
+
+#[tokio::test]
+async fn idle_connections_to_the_streaming_server_leave_room_for_an_exec() {
+    let (k, pod, c) = streaming_pod("idle-conns").await;
+    let first = exec_url(&k, &c, &["/bin/true"], false, false).await;
+    let host = stream_host(&first).to_string();
+    // 300 connections that never send a request, held open through the exec below.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(&host).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = exec_url(&k, &c, &["/bin/echo", "through"], false, false).await;
+    let mut s = Spdy::open(&url, "v4.channel.k8s.io").await.unwrap();
+    s.syn(1, &[("streamtype", "error")]).await;
+    s.syn(3, &[("streamtype", "stdout")]).await;
+    s.syn(5, &[("streamtype", "stderr")]).await;
+    let got = s.collect(&[1, 3]).await;
+    assert_eq!(got.get(&3).map(Vec::as_slice), Some(&b"through\n"[..]));
+    let st = &got[&1];
+    assert_eq!(
+        status_of(st)["status"],
+        "Success",
+        "{}",
+        String::from_utf8_lossy(st)
+    );
+    // A connection that never sends its request is closed within seconds.
+    let mut lone = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let mut b = [0u8; 1];
+    let closed = tokio::time::timeout(
+        Duration::from_secs(8),
+        tokio::io::AsyncReadExt::read(&mut lone, &mut b),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "an idle connection was still open after 8 s: {closed:?}"
+    );
+    drop(idle);
+    remove_pod(&k, pod).await;
 }
 
 #[tokio::test]
@@ -1468,11 +1605,5 @@ async fn events_log_rotation_and_resource_updates() {
             E::ContainerDeletedEvent as i32
         ]
     );
-    k.rt()
-        .await
-        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    remove_pod(&k, pod).await;
 }

@@ -1,23 +1,27 @@
 //! The CRI streaming server: Exec, Attach and PortForward answer with a URL here, holding a
 //! single-use token that expires after a minute; the client upgrades that URL's connection to
 //! SPDY/3.1 and speaks Kubernetes' remote-command (`v4.channel.k8s.io` and older) or
-//! port-forward protocol over it.
+//! port-forward protocol over it. Only a connection that presents a valid token holds one of
+//! the session places; one still sending its request head holds a place of its own, briefly.
 
+mod resize;
 pub mod spdy;
 mod ws;
 
 use super::Cri;
 use crate::error::{Error, Result};
 use berth_proto::cri::v1 as cri;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// How long a URL stays valid.
 const TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -25,7 +29,11 @@ const TOKEN_TTL: Duration = Duration::from_secs(60);
 const STREAMS_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head read.
 const MAX_HEAD: usize = 16 << 10;
-/// Sessions at once.
+/// How long a connection may take to send its request head, before its token is checked.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections sending their request heads at once; a new one closes the oldest.
+const MAX_HEADS: usize = 128;
+/// Sessions (connections that presented a valid token) at once.
 const MAX_SESSIONS: usize = 256;
 
 /// What a URL was made for.
@@ -57,7 +65,7 @@ impl StreamServer {
             pending: Arc::default(),
         };
         let s = server.clone();
-        let sessions = Arc::new(tokio::sync::Semaphore::new(MAX_SESSIONS));
+        let admission = Arc::new(Admission::default());
         tokio::spawn(async move {
             loop {
                 let (conn, _) = match listener.accept().await {
@@ -68,16 +76,12 @@ impl StreamServer {
                         continue;
                     }
                 };
-                let Ok(permit) = sessions.clone().try_acquire_owned() else {
-                    drop(conn);
-                    continue;
-                };
-                let (s, cri) = (s.clone(), cri.clone());
+                let place = admission.head_place();
+                let (s, cri, admission) = (s.clone(), cri.clone(), admission.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = s.connection(conn, cri).await {
+                    if let Err(e) = s.connection(conn, place, &admission, cri).await {
                         tracing::debug!(error = %e, "streaming session ended");
                     }
-                    drop(permit);
                 });
             }
         });
@@ -97,14 +101,14 @@ impl StreamServer {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        let mut m = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = lock(&self.pending);
         m.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
         m.insert(token.clone(), (p, Instant::now()));
         format!("http://{}/{kind}/{token}", self.addr)
     }
 
     fn take(&self, kind: &str, token: &str) -> Option<Pending> {
-        let mut m = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = lock(&self.pending);
         let (p, at) = m.remove(token)?;
         let matches = matches!(
             (kind, &p),
@@ -115,22 +119,38 @@ impl StreamServer {
         (matches && at.elapsed() < TOKEN_TTL).then_some(p)
     }
 
-    async fn connection(&self, mut conn: TcpStream, cri: Cri) -> std::io::Result<()> {
-        let (head, rest) = match tokio::time::timeout(
-            Duration::from_secs(10),
-            crate::http1::read_head(&mut conn, MAX_HEAD),
-        )
-        .await
-        {
-            Ok(r) => r?,
-            Err(_) => return Ok(()),
+    async fn connection(
+        &self,
+        mut conn: TcpStream,
+        mut place: HeadPlace,
+        admission: &Admission,
+        cri: Cri,
+    ) -> std::io::Result<()> {
+        let read = tokio::time::timeout(HEAD_TIMEOUT, crate::http1::read_head(&mut conn, MAX_HEAD));
+        let (head, rest) = tokio::select! {
+            r = read => match r {
+                Ok(r) => r?,
+                Err(_) => return Ok(()),
+            },
+            _ = &mut place.closed => return Ok(()),
         };
+        drop(place);
         let req = match parse_head(&head) {
             Some(r) => r,
             None => return respond(&mut conn, "400 Bad Request", "malformed request\n").await,
         };
         let mut parts = req.path.trim_start_matches('/').splitn(2, '/');
         let (kind, token) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        // Taken before the token, so that a full server leaves the token for a retry; a
+        // connection with a bad token gives its place back at once.
+        let Some(_session) = admission.session() else {
+            return respond(
+                &mut conn,
+                "503 Service Unavailable",
+                "too many streaming sessions\n",
+            )
+            .await;
+        };
         let Some(pending) = self.take(kind, token) else {
             return respond(
                 &mut conn,
@@ -176,6 +196,69 @@ impl StreamServer {
         }
         Ok(())
     }
+}
+
+/// Who may hold a connection, and for how long: one still sending its request head holds
+/// one of `MAX_HEADS` places (for `HEAD_TIMEOUT` at most, and the oldest is closed when a new
+/// connection needs its place), and only one whose token was valid holds one of
+/// `MAX_SESSIONS`. Idle or slow connections thus cost a bounded, short-lived share of memory
+/// and descriptors, and never the places of sessions.
+struct Admission {
+    heads: Arc<Mutex<BTreeMap<u64, oneshot::Sender<()>>>>,
+    next_head: AtomicU64,
+    sessions: Arc<Semaphore>,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            heads: Arc::default(),
+            next_head: AtomicU64::new(0),
+            sessions: Arc::new(Semaphore::new(MAX_SESSIONS)),
+        }
+    }
+}
+
+impl Admission {
+    /// A place for a newly accepted connection's request head.
+    fn head_place(&self) -> HeadPlace {
+        let id = self.next_head.fetch_add(1, Ordering::Relaxed);
+        let (tx, closed) = oneshot::channel();
+        let mut heads = lock(&self.heads);
+        if heads.len() >= MAX_HEADS {
+            // Dropping the oldest's sender tells it to close.
+            heads.pop_first();
+        }
+        heads.insert(id, tx);
+        HeadPlace {
+            heads: self.heads.clone(),
+            id,
+            closed,
+        }
+    }
+
+    /// A session's place, if one is free.
+    fn session(&self) -> Option<OwnedSemaphorePermit> {
+        self.sessions.clone().try_acquire_owned().ok()
+    }
+}
+
+/// A connection's place while its request head is read; given back when dropped.
+struct HeadPlace {
+    heads: Arc<Mutex<BTreeMap<u64, oneshot::Sender<()>>>>,
+    id: u64,
+    /// Resolves when a newer connection has taken this place.
+    closed: oneshot::Receiver<()>,
+}
+
+impl Drop for HeadPlace {
+    fn drop(&mut self) {
+        lock(&self.heads).remove(&self.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A connection whose first bytes were already read with the request head.
@@ -321,36 +404,6 @@ async fn pump_in(mut s: spdy::Stream, mut w: tokio::net::unix::pipe::Sender) {
         if w.write_all(&chunk).await.is_err() {
             break;
         }
-    }
-}
-
-/// Resize messages (`{"Width":W,"Height":H}`) into the process's terminal.
-async fn resizes(cri: Cri, p: crate::runtime::ProcessRef, mut s: spdy::Stream) {
-    let mut pending = Vec::new();
-    while let Some(chunk) = s.data.recv().await {
-        pending.extend_from_slice(&chunk);
-        let mut de =
-            serde_json::Deserializer::from_slice(&pending).into_iter::<serde_json::Value>();
-        let mut used = 0;
-        while let Some(Ok(v)) = de.next() {
-            used = de.byte_offset();
-            let (w, h) = (
-                v["Width"].as_u64().unwrap_or(0),
-                v["Height"].as_u64().unwrap_or(0),
-            );
-            let _ = cri
-                .tasks
-                .resize(
-                    cri.ns.clone(),
-                    crate::runtime::Resize {
-                        process: p.clone(),
-                        width: w as u32,
-                        height: h as u32,
-                    },
-                )
-                .await;
-        }
-        pending.drain(..used);
     }
 }
 
@@ -518,7 +571,7 @@ async fn exec_in(
         }));
     }
     if let Some(s) = got.remove("resize") {
-        side.push(tokio::spawn(resizes(cri.clone(), p.clone(), s)));
+        side.push(tokio::spawn(resize::resizes(cri.clone(), p.clone(), s)));
     }
     let waited = cri.tasks.wait(cri.ns.clone(), p.clone()).await;
     for t in side {
@@ -610,7 +663,7 @@ impl Cri {
         };
         if let Some(s) = got.remove("resize") {
             let p = super::init_ref(&c.id);
-            tokio::spawn(resizes(self.clone(), p, s));
+            tokio::spawn(resize::resizes(self.clone(), p, s));
         }
         let out_id = got.get("stdout").map(|s| s.id);
         let err_id = got.get("stderr").map(|s| s.id);
@@ -788,6 +841,43 @@ mod tests {
         assert!(s.take("exec", &token).is_some());
         assert!(s.take("exec", &token).is_none(), "spent");
         assert!(s.take("exec", "0123").is_none());
+    }
+
+    #[test]
+    fn a_new_connection_closes_the_oldest_waiting_head_and_sessions_are_counted_apart() {
+        let a = Admission::default();
+        let mut waiting: Vec<HeadPlace> = (0..MAX_HEADS).map(|_| a.head_place()).collect();
+        let sessions: Vec<_> = (0..MAX_SESSIONS).map_while(|_| a.session()).collect();
+        assert_eq!(sessions.len(), MAX_SESSIONS, "heads take no session places");
+        assert!(a.session().is_none());
+        let mut newest = a.head_place();
+        assert!(
+            matches!(
+                waiting[0].closed.try_recv(),
+                Err(oneshot::error::TryRecvError::Closed)
+            ),
+            "the oldest head is told to close"
+        );
+        for w in &mut waiting[1..] {
+            assert!(matches!(
+                w.closed.try_recv(),
+                Err(oneshot::error::TryRecvError::Empty)
+            ));
+        }
+        // A head read to its end gives its place back: the next newcomer closes nobody.
+        drop(waiting.pop());
+        let _next = a.head_place();
+        assert!(matches!(
+            waiting[1].closed.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        assert!(matches!(
+            newest.closed.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        assert_eq!(lock(&a.heads).len(), MAX_HEADS);
+        drop(sessions);
+        assert!(a.session().is_some());
     }
 
     #[test]
