@@ -5,6 +5,7 @@
 //! so the shim stays a few megabytes.
 
 pub mod cgroups;
+pub mod confine;
 pub mod console;
 pub mod error;
 pub mod events;

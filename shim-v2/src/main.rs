@@ -117,27 +117,74 @@ fn runc_binary() -> Option<String> {
         .filter(|b| !b.is_empty() && b != "native")
 }
 
-/// The runtime named by `BERTH_SHIM_RUNTIME`; but a container whose spec has a seccomp
-/// profile runs under runc even when the native runtime is named: libcontainer applies the
-/// profile to the container's init but not to processes exec'd into it (its tenant spec
-/// keeps namespaces and cgroups only), so an exec would escape the filter.
+/// The runtime named by `BERTH_SHIM_RUNTIME`; but a container whose spec asks for what the
+/// native runtime cannot give exactly as runc does runs under runc even when native is
+/// named (see [`native_cannot_honour`]).
 fn runtime_for(bundle: &Path, namespace: &str, reaper: Arc<Reaper>) -> Box<dyn Runtime> {
     match runc_binary() {
-        None if has_seccomp(bundle) => Box::new(runc_for(bundle, namespace, "runc", reaper)),
+        None if native_cannot_honour(bundle).is_some() => {
+            Box::new(runc_for(bundle, namespace, "runc", reaper))
+        }
         None => Box::new(native_for(bundle, namespace, reaper)),
         Some(binary) => Box::new(runc_for(bundle, namespace, &binary, reaper)),
     }
 }
 
-/// Whether the bundle's spec sets `linux.seccomp`.
-fn has_seccomp(bundle: &Path) -> bool {
-    let Ok(spec) = std::fs::read(bundle.join("config.json")) else {
-        return false;
-    };
-    // Most specs have none: parse only those that name it.
-    spec.windows(9).any(|w| w == b"\"seccomp\"")
-        && serde_json::from_slice::<serde_json::Value>(&spec)
-            .is_ok_and(|v| v["linux"]["seccomp"].is_object())
+/// The parts of a spec that decide the runtime.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Decisive {
+    linux: DecisiveLinux,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct DecisiveLinux {
+    namespaces: Vec<NamespaceKind>,
+    seccomp: Option<SeccompNotify>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct NamespaceKind {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+struct SeccompNotify {
+    listener_path: String,
+    syscalls: Vec<SeccompAction>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct SeccompAction {
+    action: String,
+}
+
+/// Why the native runtime cannot run the bundle's container exactly as runc would, if it
+/// cannot; decided per spec field, from what the isolation suite measured:
+/// - a user namespace: libcontainer's exec joins every namespace of the container but the
+///   user one, so an exec would run as the host's root;
+/// - a seccomp profile with user notification: the filter's listener fd is runc's to hand
+///   over.
+///
+/// A seccomp profile itself is honoured (for execs by [`berth_shim::confine::Confined`]).
+fn native_cannot_honour(bundle: &Path) -> Option<&'static str> {
+    let text = std::fs::read(bundle.join("config.json")).ok()?;
+    let spec: Decisive = serde_json::from_slice(&text).ok()?;
+    if spec.linux.namespaces.iter().any(|n| n.kind == "user") {
+        return Some("a user namespace");
+    }
+    let seccomp = spec.linux.seccomp?;
+    let notify = !seccomp.listener_path.is_empty()
+        || seccomp
+            .syscalls
+            .iter()
+            .any(|s| s.action == "SCMP_ACT_NOTIFY");
+    notify.then_some("seccomp user notification")
 }
 
 fn start(a: &Args) -> Result<(), String> {
@@ -272,5 +319,41 @@ fn main() {
     if let Err(e) = result {
         eprintln!("containerd-shim-berth-v2: {e}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_refuses_only_what_it_cannot_honour() {
+        let d = tempfile::tempdir().unwrap();
+        let verdict = |spec: serde_json::Value| {
+            std::fs::write(d.path().join("config.json"), spec.to_string()).unwrap();
+            native_cannot_honour(d.path())
+        };
+        let profile = serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]});
+        assert_eq!(
+            verdict(serde_json::json!({"process": {"user": {"uid": 0}},
+                "linux": {"namespaces": [{"type": "pid"}], "seccomp": profile}})),
+            None
+        );
+        assert_eq!(
+            verdict(serde_json::json!({"linux": {"namespaces": [{"type": "user"}]}})),
+            Some("a user namespace")
+        );
+        assert_eq!(
+            verdict(
+                serde_json::json!({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}}})
+            ),
+            Some("seccomp user notification")
+        );
+        assert_eq!(
+            verdict(serde_json::json!({"linux": {"seccomp": {"listenerPath": "/run/l.sock"}}})),
+            Some("seccomp user notification")
+        );
     }
 }

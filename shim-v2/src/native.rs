@@ -11,6 +11,7 @@
 //! run in a forked child too: the serving shim itself never runs libcontainer's code, so
 //! none of it (nor serde_json, tracing, pathrs…) is mapped into its resident set.
 
+use crate::confine::{self, Plan};
 use crate::reaper::Reaper;
 use crate::runc::{Failed, Runtime, Stdio3};
 use libcontainer::container::builder::ContainerBuilder;
@@ -197,9 +198,12 @@ impl Native {
         let bundle = PathBuf::from(c.flag("--bundle").unwrap_or("."));
         let pid_file = c.flag("--pid-file").map(PathBuf::from);
         let console = c.flag("--console-socket").map(PathBuf::from);
-        let systemd = prepare_spec(&bundle)?;
+        let (systemd, plan) = prepare_spec(&bundle)?;
         let root = self.root.clone();
         self.in_child(Some(log), move || {
+            if let (false, Some(path)) = (systemd, &plan.cgroups_path) {
+                confine::join_unmanaged_cgroups(path)?;
+            }
             let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(root)
                 .map_err(|e| e.to_string())?
@@ -207,14 +211,20 @@ impl Native {
                 .map_err(|e| e.to_string())?
                 .with_console_socket(console);
             b = with_stdio(b, stdio);
-            b.validate_id()
+            let ct = b
+                .validate_id()
                 .map_err(|e| e.to_string())?
                 .as_init(bundle)
                 .with_systemd(systemd)
                 .with_detach(true)
                 .build()
-                .map(|_| vec![])
-                .map_err(|e| format!("create container {id}: {e}"))
+                .map_err(|e| format!("create container {id}: {e}"))?;
+            let init = ct
+                .pid()
+                .ok_or_else(|| format!("create container {id}: no init process"))?;
+            confine::after_create(&plan, init.as_raw())
+                .map_err(|e| format!("create container {id}: {e}"))?;
+            Ok(vec![])
         })
         .map(drop)
     }
@@ -229,10 +239,23 @@ impl Native {
         let console = c.flag("--console-socket").map(PathBuf::from);
         let root = self.root.clone();
         self.in_child(Some(log), move || {
-            let b = ContainerBuilder::new(id.clone(), SyscallType::default())
+            let ct =
+                Container::load(root.join(&id)).map_err(|e| format!("load container {id}: {e}"))?;
+            let bundle = ct.bundle().to_path_buf();
+            let cgroup = ct.spec().ok().map(|c| c.cgroup_path);
+            if let (false, Some(path)) = (ct.systemd(), cgroup.as_deref().and_then(Path::to_str)) {
+                if path.starts_with('/') && !path.contains("..") {
+                    confine::join_unmanaged_cgroups(path)?;
+                }
+            }
+            let confined = confine::for_exec(&bundle, &process)?;
+            let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(root)
                 .map_err(|e| e.to_string())?
                 .with_console_socket(console);
+            if let Some(c) = confined {
+                b = b.with_executor(c);
+            }
             let pid = with_stdio(b, stdio)
                 .as_tenant()
                 .with_process(Some(process))
@@ -275,8 +298,13 @@ impl Native {
     fn delete(&self, c: &Command) -> Result<(), Failed> {
         let id = c.id()?;
         let mut ct = self.load(id)?;
+        let cgroup = ct.spec().ok().map(|s| s.cgroup_path);
         ct.delete(c.switches.contains(&"--force"))
-            .map_err(|e| failed(&format!("delete container {id}"), e))
+            .map_err(|e| failed(&format!("delete container {id}"), e))?;
+        if let (false, Some(path)) = (ct.systemd(), cgroup) {
+            confine::remove_unmanaged_cgroups(&path.to_string_lossy());
+        }
+        Ok(())
     }
 
     fn cgroup(&self, id: &str) -> Result<libcgroups::common::AnyCgroupManager, Failed> {
@@ -387,13 +415,17 @@ fn with_stdio(mut b: ContainerBuilder, stdio: Stdio3) -> ContainerBuilder {
 }
 
 /// Reads the bundle's spec once for what libcontainer needs told or mended; returns whether
-/// its cgroup path is systemd's (`slice:prefix:name`, as runc's `--systemd-cgroup` reads it).
+/// its cgroup path is systemd's (`slice:prefix:name`, as runc's `--systemd-cgroup` reads it),
+/// and what [`confine`] must add.
 ///
 /// runc takes `linux.rootfsPropagation` as `rshared`, `rslave`, `rprivate` or `runbindable`
 /// (containerd's CRI writes `rshared` and `rslave` for pods with propagated mounts);
 /// libcontainer knows only the plain names and always applies them recursively, which is
 /// what the `r` asks for. The spec is rewritten with the plain name.
-fn prepare_spec(bundle: &Path) -> Result<bool, Failed> {
+///
+/// `process.noNewPrivileges: false` is dropped (runc reads it as absent): libcontainer takes
+/// any value as "set" and would install the seccomp filter after dropping CAP_SYS_ADMIN.
+fn prepare_spec(bundle: &Path) -> Result<(bool, Plan), Failed> {
     let path = bundle.join("config.json");
     let bytes = std::fs::read(&path).map_err(|e| failed("read config.json", e))?;
     let mut spec: serde_json::Value =
@@ -401,15 +433,25 @@ fn prepare_spec(bundle: &Path) -> Result<bool, Failed> {
     let systemd = spec["linux"]["cgroupsPath"]
         .as_str()
         .is_some_and(|p| !p.starts_with('/') && p.split(':').count() == 3);
+    let mut mended = false;
     if let Some(p @ ("rshared" | "rslave" | "rprivate" | "runbindable")) =
         spec["linux"]["rootfsPropagation"].as_str()
     {
         spec["linux"]["rootfsPropagation"] = serde_json::Value::String(p[1..].to_string());
+        mended = true;
+    }
+    if spec["process"]["noNewPrivileges"] == false {
+        if let Some(p) = spec["process"].as_object_mut() {
+            p.remove("noNewPrivileges");
+            mended = true;
+        }
+    }
+    if mended {
         let tmp = bundle.join(".config.json.tmp");
         std::fs::write(&tmp, spec.to_string()).map_err(|e| failed("write config.json", e))?;
         std::fs::rename(&tmp, &path).map_err(|e| failed("write config.json", e))?;
     }
-    Ok(systemd)
+    Ok((systemd, Plan::of(&spec)))
 }
 
 impl Runtime for Native {
@@ -500,6 +542,26 @@ mod tests {
     }
 
     #[test]
+    fn a_false_no_new_privileges_is_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let config = d.path().join("config.json");
+        std::fs::write(
+            &config,
+            r#"{"process": {"noNewPrivileges": false, "cwd": "/"}}"#,
+        )
+        .unwrap();
+        prepare_spec(d.path()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        assert_eq!(v["process"], serde_json::json!({"cwd": "/"}));
+        std::fs::write(&config, r#"{"process": {"noNewPrivileges": true}}"#).unwrap();
+        prepare_spec(d.path()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+    }
+
+    #[test]
     fn systemd_cgroup_paths_are_told_apart() {
         let d = tempfile::tempdir().unwrap();
         let write = |p: &str| {
@@ -510,8 +572,8 @@ mod tests {
             .unwrap()
         };
         write("system.slice:berth:c1");
-        assert!(prepare_spec(d.path()).unwrap());
+        assert!(prepare_spec(d.path()).unwrap().0);
         write("/berth/default/c1");
-        assert!(!prepare_spec(d.path()).unwrap());
+        assert!(!prepare_spec(d.path()).unwrap().0);
     }
 }
