@@ -593,3 +593,173 @@ async fn an_import_stream_carrying_other_messages_is_refused() {
         .trim()
         .is_empty());
 }
+
+/// Writes a tar (gzip-compressed, so the file stays small) of `count` one-byte files, each
+/// in a directory of its own as `docker save` lays out its layers (`<n>/layer.tar`): every
+/// entry has a name an image archive may use, so only their number can refuse it.
+fn flood(out: &Path, count: usize) {
+    let gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(out).unwrap(),
+        flate2::Compression::fast(),
+    );
+    let mut b = tar::Builder::new(gz);
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    for n in 0..count {
+        h.set_path(format!("{n}/layer.tar")).unwrap();
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+    }
+    b.into_inner().unwrap().finish().unwrap();
+}
+
+/// An archive of 200,000 one-byte files is refused by its number of entries before any of
+/// them becomes an ingest: quickly (berth once ingested 100,000 of them first, for minutes),
+/// with an error that says why, nothing left behind, and the daemon still serving.
+#[test]
+fn an_archive_of_too_many_entries_is_refused_before_it_is_ingested() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("flood.tar.gz");
+    flood(&archive, 200_000);
+    let d = Daemon::start().unwrap();
+    let started = std::time::Instant::now();
+    let out = d.berth(
+        &[
+            "-n",
+            "flood",
+            "images",
+            "import",
+            "--base-name",
+            "test.local/flood",
+            archive.to_str().unwrap(),
+        ],
+        None,
+    );
+    let took = started.elapsed();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "refused only after {took:?}: {err}"
+    );
+    assert!(
+        err.contains("more than") && err.contains("entries"),
+        "the error names the bound: {err}"
+    );
+    for what in [
+        &["images", "ls", "-q"][..],
+        &["content", "ls", "-q"],
+        &["content", "active"],
+    ] {
+        let mut args = vec!["-n", "flood"];
+        args.extend(what);
+        let listed = ok(&d.berth(&args, None));
+        assert!(
+            listed.lines().filter(|l| !l.starts_with("REF")).count() == 0,
+            "{what:?} after the refused import: {listed}"
+        );
+    }
+    // The daemon still serves, imports included.
+    let (_w, good) = oci::busybox_archive();
+    let out = ok(&d.berth(
+        &[
+            "-n",
+            "flood",
+            "images",
+            "import",
+            "--no-unpack",
+            "--base-name",
+            "test.local/after",
+            good.to_str().unwrap(),
+        ],
+        None,
+    ));
+    assert!(out.contains("test.local/after:latest"), "{out}");
+}
+
+/// Adds a one-byte file at `path`.
+fn add_byte(b: &mut tar::Builder<impl std::io::Write>, path: &str) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, path, &b"x"[..]).unwrap();
+}
+
+/// Writes a tar holding one one-byte file at each of `paths`.
+fn tar_of(out: &Path, paths: &[&str]) {
+    let mut b = tar::Builder::new(std::fs::File::create(out).unwrap());
+    for path in paths {
+        add_byte(&mut b, path);
+    }
+    b.finish().unwrap();
+}
+
+/// An error about a deeply nested path shows the path shortened (its first and last parts)
+/// and keeps its reason, which a status message cut to its first KiB used to lose.
+#[test]
+fn an_error_about_a_deeply_nested_path_keeps_its_reason() {
+    let work = tempfile::tempdir().unwrap();
+    let d = Daemon::start().unwrap();
+    let deep = format!("blobs/{}leaf", "nested/".repeat(400));
+    let archive = work.path().join("deep.tar");
+    tar_of(&archive, &["index.json", &deep]);
+    let out = d.berth(&["images", "import", archive.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("is not named by a sha256 digest"),
+        "the reason survives: {err}"
+    );
+    assert!(
+        err.contains("blobs/") && err.contains("…") && err.contains("/leaf"),
+        "{err}"
+    );
+    assert!(!err.contains("truncated") && err.len() < 1024, "{err}");
+    assert!(ok(&d.berth(&["images", "ls", "-q"], None))
+        .trim()
+        .is_empty());
+}
+
+/// A file no image archive holds (outside blobs/, index.json, oci-layout, manifest.json,
+/// repositories and docker's per-layer directories) refuses the archive before it is
+/// ingested: an OCI layout carrying an extra file imports nothing.
+#[test]
+fn files_an_image_archive_cannot_hold_are_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let d = Daemon::start().unwrap();
+    let lay = work.path().join("lay");
+    oci::layout(&lay, "v1", &[oci::busybox_layer()]);
+    let deep = format!("{}passwd", "etc/".repeat(300));
+    for (n, stray) in ["etc/passwd", "notes.txt", deep.as_str()]
+        .iter()
+        .enumerate()
+    {
+        let archive = work.path().join(format!("stray{n}.tar"));
+        {
+            let mut b = tar::Builder::new(std::fs::File::create(&archive).unwrap());
+            b.append_dir_all(".", &lay).unwrap();
+            add_byte(&mut b, stray);
+            b.finish().unwrap();
+        }
+        let out = d.berth(
+            &[
+                "images",
+                "import",
+                "--no-unpack",
+                "--base-name",
+                "test.local/stray",
+                archive.to_str().unwrap(),
+            ],
+            None,
+        );
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{stray} was accepted");
+        assert!(err.contains("cannot be part of an image archive"), "{err}");
+        assert!(err.contains("passwd") || err.contains("notes.txt"), "{err}");
+        assert!(ok(&d.berth(&["images", "ls", "-q"], None))
+            .trim()
+            .is_empty());
+    }
+}

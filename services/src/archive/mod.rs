@@ -2,6 +2,7 @@
 //! containerd's Transfer service moves them for `ctr images import/export`:
 //! - [`read`]: a tar stream into the content store, each file hashed as it passes (a blob
 //!   named by its digest must hash to it), then one index for everything the archive holds;
+//!   too many entries, or one no image archive holds, refuse it before anything is ingested;
 //! - [`write`]: images, narrowed to the platforms asked for, into a tar stream that is both
 //!   an OCI layout and a `docker load` archive;
 //! - [`Naming`]: which names an import gives what it found (containerd's ImageStore rules).

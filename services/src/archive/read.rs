@@ -1,6 +1,9 @@
-//! An archive read once, in order, from a stream: every file goes into the content store as
-//! it passes (docker's `manifest.json` comes last, so nothing can wait for it), and the
-//! archive's own index — or one made from `manifest.json` — describes what arrived.
+//! An archive read once, in order, from a stream, and the index that describes what arrived
+//! (the archive's own, or one made from docker's `manifest.json`). Each entry is placed from
+//! its header first: too many entries, or one no image archive holds, refuse the archive
+//! before it costs an ingest. Small files wait in memory until the archive has been read and
+//! counted; large ones go into the content store as they pass (docker's `manifest.json`
+//! comes last, so they cannot wait for it).
 
 use super::{index_entries, oci_ref_name, walk, Found, MAX_DEPTH};
 use crate::content::digest::Digest;
@@ -15,11 +18,23 @@ use crate::oci::{
 use berth_proto::vocab::labels::{IMAGE_NAME_ANNOTATION, REF_NAME_ANNOTATION};
 use berth_proto::vocab::media::{is_index, is_non_distributable, DOCKER_LAYER, DOCKER_LAYER_GZIP};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 
-/// Files an archive may hold: each becomes a blob, and a flood of tiny ones is refused.
-const MAX_FILES: usize = 100_000;
+/// Entries (files, directories, links) an archive may hold. Image archives hold a few per
+/// blob; the count is checked at every header, before the entry costs anything.
+const MAX_ENTRIES: usize = 50_000;
+/// The longest path an image archive uses (`blobs/sha512/<128 hex>` is 141 bytes).
+const MAX_PATH: usize = 256;
+/// Small files wait in memory until the whole archive has been read and counted, so a flood
+/// of them is refused before any becomes an ingest: each at most this large...
+const MAX_HELD_FILE: u64 = 64 << 10;
+/// ...and all of them together at most this large (beyond it, files are ingested as they
+/// pass, which costs time in proportion to the bytes sent).
+const MAX_HELD_BYTES: u64 = 16 << 20;
+/// What the two formats hold, for the error that refuses anything else.
+const FORMATS: &str = "an OCI layout holds oci-layout, index.json and blobs/<algorithm>/<digest>; \
+a docker save archive manifest.json, repositories, <id>.json and <id>/layer.tar, json, VERSION";
 
 /// One image of a `docker save` archive.
 #[derive(Deserialize)]
@@ -72,13 +87,101 @@ fn clean(path: &str) -> String {
     out.join("/")
 }
 
+/// An archive path fit for an error message: a long one keeps its first and last parts
+/// (`blobs/…/leaf`), so the reason after it survives the cap on a status message's length;
+/// control characters never reach the user's terminal.
+fn shown(path: &str) -> String {
+    const WHOLE: usize = 96;
+    const PART: usize = 40;
+    let printable = |s: &str, max: usize| {
+        let mut out: String = s
+            .chars()
+            .take(max)
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect();
+        if s.chars().count() > max {
+            out.push('…');
+        }
+        out
+    };
+    match (path.split_once('/'), path.rsplit_once('/')) {
+        _ if path.chars().count() <= WHOLE => printable(path, WHOLE),
+        (Some((first, _)), Some((_, last))) => {
+            let between = if first.len() + last.len() + 1 < path.len() {
+                "/…/"
+            } else {
+                "/"
+            };
+            format!(
+                "{}{between}{}",
+                printable(first, PART),
+                printable(last, PART)
+            )
+        }
+        _ => printable(path, WHOLE),
+    }
+}
+
+/// Where an entry sits in an image archive, decided from its header alone.
+#[derive(Debug, PartialEq)]
+enum Place {
+    /// `oci-layout`, read as it passes.
+    Layout,
+    /// docker's `manifest.json`, read as it passes.
+    DockerManifest,
+    /// A file an image may be made of, its digest given when its name is one: blobs,
+    /// `index.json`, docker's `<id>.json` configs and `<id>/layer.tar` (or `<id>.tar`) layers.
+    Content(Option<Digest>),
+    /// Part of the format, never of an image: `repositories`, a docker layer's `json` and
+    /// `VERSION`, the directories holding the rest, PAX global headers.
+    Skipped,
+}
+
+/// Where `path` (cleaned) sits, or why an image archive cannot hold it.
+fn place(path: &str, kind: tar::EntryType) -> Result<Place> {
+    use tar::EntryType as T;
+    let file = matches!(kind, T::Regular | T::Continuous | T::Symlink | T::Link);
+    if file {
+        if let Some(digest) = named_digest(path) {
+            return Ok(Place::Content(Some(digest?)));
+        }
+    }
+    let outside = || {
+        bad(format!(
+            "{} cannot be part of an image archive ({FORMATS})",
+            shown(path)
+        ))
+    };
+    if path.len() > MAX_PATH {
+        return Err(outside());
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    match (kind, parts.as_slice()) {
+        (T::XGlobalHeader, _) => Ok(Place::Skipped),
+        (T::Directory, [_] | ["blobs", _]) => Ok(Place::Skipped),
+        (T::Directory, _) => Err(outside()),
+        _ if !file => Err(bad(format!(
+            "{} is a {kind:?} entry: an image archive holds files, directories and links",
+            shown(path)
+        ))),
+        (_, ["oci-layout"]) => Ok(Place::Layout),
+        (_, ["manifest.json"]) => Ok(Place::DockerManifest),
+        (_, ["repositories"] | [_, "json" | "VERSION"]) => Ok(Place::Skipped),
+        (_, ["index.json"] | [_, "layer.tar"]) => Ok(Place::Content(None)),
+        (_, [name]) if name.ends_with(".json") || name.ends_with(".tar") => {
+            Ok(Place::Content(None))
+        }
+        _ => Err(outside()),
+    }
+}
+
 /// The digest a `blobs/<algorithm>/<hex>` path names, if it is one.
 fn named_digest(path: &str) -> Option<Result<Digest>> {
     let rest = path.strip_prefix("blobs/")?;
     let (alg, hex) = rest.split_once('/')?;
     Some(
         Digest::parse(&format!("{alg}:{hex}"))
-            .map_err(|_| bad(format!("{path} is not named by a sha256 digest"))),
+            .map_err(|_| bad(format!("{} is not named by a sha256 digest", shown(path)))),
     )
 }
 
@@ -111,92 +214,213 @@ pub(super) fn read_archive(
 ) -> Result<Descriptor> {
     let stream = berth_snapshotters::layer::apply::decompress(source)
         .map_err(|e| bad(format!("cannot read its compression: {e}")))?;
-    let files = ingest_files(content, ctx, stream)?;
-    match (files.layout.as_deref(), files.docker.is_some()) {
-        (Some(version), _) => oci_layout(&files, version),
-        (None, true) => docker_index(content, ctx, files),
-        (None, false) => Err(bad(
-            "it is neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json)",
-        )),
+    let mut reader = Reader::new(content, ctx);
+    let mut archive = tar::Archive::new(stream);
+    let entries = archive.entries().map_err(|e| tar_error(&e))?;
+    for (n, entry) in entries.enumerate() {
+        if n >= MAX_ENTRIES {
+            return Err(bad(format!(
+                "it holds more than {MAX_ENTRIES} entries (files, directories and links), more than any image archive needs"
+            )));
+        }
+        reader.entry(n, entry.map_err(|e| tar_error(&e))?)?;
+    }
+    let files = reader.finish()?;
+    match files.layout.as_deref() {
+        Some(version) => oci_layout(&files, version),
+        None => docker_index(content, ctx, files),
     }
 }
 
-fn ingest_files(content: &Content, ctx: &Ctx, stream: Box<dyn Read + '_>) -> Result<Files> {
-    let mut archive = tar::Archive::new(stream);
-    let mut files = Files::default();
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let entries = archive.entries().map_err(|e| tar_error(&e))?;
-    for (n, entry) in entries.enumerate() {
-        let mut entry = entry.map_err(|e| tar_error(&e))?;
-        if n >= MAX_FILES {
-            return Err(bad(format!("it holds more than {MAX_FILES} files")));
+fn cut_short(path: &str, got: u64, size: u64) -> Error {
+    bad(format!(
+        "it ends inside {} ({got} of its {size} bytes): the archive is cut short",
+        shown(path)
+    ))
+}
+
+/// A small file read whole, ingested once the whole archive has been read and counted.
+struct Held {
+    n: usize,
+    path: String,
+    expected: Option<Digest>,
+    bytes: Vec<u8>,
+}
+
+/// The archive's entries as they pass: each placed from its header, then read aside (the
+/// two format documents), held (small files), ingested (large ones) or skipped.
+struct Reader<'a> {
+    content: &'a Content,
+    ctx: &'a Ctx,
+    /// Names this import's ingest refs apart from another's of the same archive.
+    run: String,
+    files: Files,
+    held: Vec<Held>,
+    held_bytes: u64,
+    /// Paths of the files and links seen: a second entry of one path is refused.
+    seen: HashSet<String>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(content: &'a Content, ctx: &'a Ctx) -> Self {
+        Reader {
+            content,
+            ctx,
+            run: uuid::Uuid::new_v4().simple().to_string(),
+            files: Files::default(),
+            held: vec![],
+            held_bytes: 0,
+            seen: HashSet::new(),
         }
+    }
+
+    /// Entry `n`, refused before anything is read from it when an image archive cannot
+    /// hold it.
+    fn entry(&mut self, n: usize, mut entry: tar::Entry<'_, impl Read>) -> Result<()> {
         let path = clean(&String::from_utf8_lossy(&entry.path_bytes()));
         let kind = entry.header().entry_type();
+        let place = place(&path, kind)?;
+        if place != Place::Skipped && !self.seen.insert(path.clone()) {
+            return Err(bad(format!("it holds {} twice", shown(&path))));
+        }
         if kind == tar::EntryType::Symlink || kind == tar::EntryType::Link {
-            let target = entry
-                .link_name_bytes()
-                .map(|t| String::from_utf8_lossy(&t).into_owned())
-                .unwrap_or_default();
-            // Symlinks are relative to their own directory; hard links name an archive path.
-            let resolved = if kind == tar::EntryType::Symlink {
-                let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-                clean(&format!("{dir}/{target}"))
-            } else {
-                clean(&target)
+            return match place {
+                Place::Content(_) => {
+                    let target = link_target(&entry, &path, kind);
+                    self.files.links.push((path, target));
+                    Ok(())
+                }
+                Place::Skipped => Ok(()),
+                _ => Err(bad(format!("{} is a link, not a file", shown(&path)))),
             };
-            files.links.push((path, resolved));
-            continue;
         }
-        if !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
-            continue;
-        }
-        match path.as_str() {
-            "oci-layout" => {
+        match place {
+            Place::Skipped => {}
+            Place::Layout => {
                 let raw = read_small(&mut entry, "oci-layout")?;
                 let l: Layout = serde_json::from_slice(&raw)
                     .map_err(|e| bad(format!("oci-layout is not valid: {e}")))?;
-                files.layout = Some(l.image_layout_version);
+                self.files.layout = Some(l.image_layout_version);
             }
-            "manifest.json" => {
+            Place::DockerManifest => {
                 let raw = read_small(&mut entry, "manifest.json")?;
-                files.docker = Some(serde_json::from_slice(&raw).map_err(|e| {
+                self.files.docker = Some(serde_json::from_slice(&raw).map_err(|e| {
                     bad(format!("manifest.json is not a docker save manifest: {e}"))
                 })?);
             }
-            "repositories" => {}
-            _ => {
-                let expected = named_digest(&path).transpose()?;
-                let reference = format!("archive-{run}-{n}");
+            Place::Content(expected) => {
                 let size = entry.size();
-                let blob = content
-                    .ingest_expected_sync(ctx, &reference, expected.clone(), Labels::new(), |w| {
-                        let n = std::io::copy(&mut entry, w)
-                            .map_err(|e| Error::io(format!("read {path} from the archive"), e))?;
-                        if n != size {
-                            return Err(bad(format!(
-                                "it ends inside {path} ({n} of its {size} bytes): the archive is cut short"
-                            )));
-                        }
-                        Ok(())
-                    })
-                    .map_err(|e| match (&expected, e.kind()) {
-                        (Some(d), Kind::FailedPrecondition) => bad(format!(
-                            "{path} does not hold {d}: its bytes hash to something else"
-                        )),
-                        _ => e,
-                    })?;
-                let digest = Digest::parse(&blob.digest)?;
-                files.blobs.insert(path, (digest, blob.size));
+                self.keep(n, path, expected, size, &mut entry)?;
             }
         }
+        Ok(())
     }
-    for (name, target) in std::mem::take(&mut files.links) {
-        if let Some(b) = files.blobs.get(&target).cloned() {
-            files.blobs.insert(name, b);
+
+    /// A file an image may be made of: held while it is small and the budget allows, else
+    /// ingested as it passes.
+    fn keep(
+        &mut self,
+        n: usize,
+        path: String,
+        expected: Option<Digest>,
+        size: u64,
+        source: &mut dyn Read,
+    ) -> Result<()> {
+        if size > MAX_HELD_FILE || self.held_bytes + size > MAX_HELD_BYTES {
+            let blob = self.ingest(n, &path, expected, size, source)?;
+            self.files.blobs.insert(path, blob);
+            return Ok(());
         }
+        let mut bytes = Vec::with_capacity(size as usize);
+        source
+            .take(size)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(format!("read {} from the archive", shown(&path)), e))?;
+        if bytes.len() as u64 != size {
+            return Err(cut_short(&path, bytes.len() as u64, size));
+        }
+        self.held_bytes += size;
+        self.held.push(Held {
+            n,
+            path,
+            expected,
+            bytes,
+        });
+        Ok(())
     }
-    Ok(files)
+
+    /// File `n` of the archive, `size` bytes from `source`, into the content store; one
+    /// named by a digest must hash to it.
+    fn ingest(
+        &self,
+        n: usize,
+        path: &str,
+        expected: Option<Digest>,
+        size: u64,
+        source: &mut dyn Read,
+    ) -> Result<(Digest, i64)> {
+        let reference = format!("archive-{}-{n}", self.run);
+        let blob = self
+            .content
+            .ingest_expected_sync(self.ctx, &reference, expected.clone(), Labels::new(), |w| {
+                let got = std::io::copy(source, w)
+                    .map_err(|e| Error::io(format!("read {} from the archive", shown(path)), e))?;
+                if got != size {
+                    return Err(cut_short(path, got, size));
+                }
+                Ok(())
+            })
+            .map_err(|e| match (&expected, e.kind()) {
+                (Some(d), Kind::FailedPrecondition) => bad(format!(
+                    "{} does not hold {d}: its bytes hash to something else",
+                    shown(path)
+                )),
+                _ => e,
+            })?;
+        Ok((Digest::parse(&blob.digest)?, blob.size))
+    }
+
+    /// Once the whole archive is read and counted: refuses one of neither format, then
+    /// ingests the files held and points each link at its target's blob.
+    fn finish(mut self) -> Result<Files> {
+        if self.files.layout.is_none() && self.files.docker.is_none() {
+            return Err(bad(
+                "it is neither an OCI image layout (oci-layout, index.json) nor a docker save archive (manifest.json)",
+            ));
+        }
+        for h in std::mem::take(&mut self.held) {
+            let blob = self.ingest(
+                h.n,
+                &h.path,
+                h.expected,
+                h.bytes.len() as u64,
+                &mut h.bytes.as_slice(),
+            )?;
+            self.files.blobs.insert(h.path, blob);
+        }
+        let mut files = self.files;
+        for (name, target) in std::mem::take(&mut files.links) {
+            if let Some(b) = files.blobs.get(&target).cloned() {
+                files.blobs.insert(name, b);
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// Where a link entry points, as an archive path: a symlink is relative to its own
+/// directory, a hard link names an archive path.
+fn link_target(entry: &tar::Entry<'_, impl Read>, path: &str, kind: tar::EntryType) -> String {
+    let target = entry
+        .link_name_bytes()
+        .map(|t| String::from_utf8_lossy(&t).into_owned())
+        .unwrap_or_default();
+    if kind == tar::EntryType::Symlink {
+        let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        clean(&format!("{dir}/{target}"))
+    } else {
+        clean(&target)
+    }
 }
 
 fn oci_layout(files: &Files, version: &str) -> Result<Descriptor> {
@@ -248,11 +472,12 @@ fn put_document(
 /// (named as containerd names them), the platform taken from the config.
 fn docker_index(content: &Content, ctx: &Ctx, files: Files) -> Result<Descriptor> {
     let blob = |p: &str| {
-        files
-            .blobs
-            .get(&clean(p))
-            .cloned()
-            .ok_or_else(|| bad(format!("manifest.json names {p}, which the archive lacks")))
+        files.blobs.get(&clean(p)).cloned().ok_or_else(|| {
+            bad(format!(
+                "manifest.json names {}, which the archive lacks",
+                shown(p)
+            ))
+        })
     };
     let mut entries = vec![];
     for image in files.docker.iter().flatten() {
@@ -382,6 +607,62 @@ pub(super) fn manifest_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_are_placed_from_their_headers() {
+        use tar::EntryType as T;
+        let hex = "c".repeat(64);
+        let blob = format!("blobs/sha256/{hex}");
+        assert!(matches!(
+            place(&blob, T::Regular),
+            Ok(Place::Content(Some(_)))
+        ));
+        for (path, kind, want) in [
+            ("oci-layout", T::Regular, Place::Layout),
+            ("manifest.json", T::Regular, Place::DockerManifest),
+            ("index.json", T::Regular, Place::Content(None)),
+            (&format!("{hex}.json"), T::Regular, Place::Content(None)),
+            ("aaaa/layer.tar", T::Symlink, Place::Content(None)),
+            ("aaaa/VERSION", T::Regular, Place::Skipped),
+            ("repositories", T::Regular, Place::Skipped),
+            ("", T::Directory, Place::Skipped),
+            ("blobs/sha256", T::Directory, Place::Skipped),
+            ("aaaa", T::Directory, Place::Skipped),
+        ] {
+            assert_eq!(place(path, kind).unwrap(), want, "{path}");
+        }
+        for (path, kind) in [
+            ("etc/passwd", T::Regular),
+            ("notes.txt", T::Regular),
+            ("a/b/layer.tar", T::Regular),
+            ("blobs/sha256/x/y", T::Directory),
+            ("dev", T::Fifo),
+            (&format!("{}.json", "n".repeat(300)), T::Regular),
+        ] {
+            assert!(place(path, kind).is_err(), "{path} {kind:?}");
+        }
+        let deep = format!("blobs/{}leaf", "nested/".repeat(400));
+        let e = place(&deep, T::Regular).unwrap_err().to_string();
+        assert!(
+            e.contains(": blobs/…/leaf is not named by a sha256 digest"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn long_paths_are_shown_by_their_first_and_last_parts() {
+        assert_eq!(shown("blobs/sha256/abc"), "blobs/sha256/abc");
+        let deep = format!("a/{}z", "b/".repeat(100));
+        assert_eq!(shown(&deep), "a/…/z");
+        let wide = format!("{}/{}", "x".repeat(100), "y".repeat(100));
+        let s = shown(&wide);
+        assert!(
+            s.starts_with("xxx") && s.ends_with("y…") && !s.contains("/…/"),
+            "{s}"
+        );
+        assert!(s.chars().count() < 90, "{s}");
+        assert_eq!(shown("a\nb"), "a\u{fffd}b");
+    }
 
     #[test]
     fn archive_paths_resolve_inside_the_archive() {
