@@ -31,6 +31,7 @@ pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod runtime;
+pub mod seccomp;
 pub mod snapshots;
 pub mod spec;
 pub mod unpack;

@@ -3,6 +3,7 @@
 
 use super::seccomp;
 use crate::error::{Error, Result};
+use crate::seccomp::Profile;
 use crate::spec::{base_mounts, image_env, strings, DEFAULT_CAPS, MASKED, READONLY};
 use berth_proto::cri::v1 as cri;
 use serde_json::{json, Value};
@@ -219,22 +220,23 @@ pub fn seccomp_for(
     caps: &[String],
 ) -> Result<Option<Value>> {
     use cri::security_profile::ProfileType;
-    if privileged {
-        return Ok(None);
-    }
-    if let Some(p) = profile {
-        return match ProfileType::try_from(p.profile_type).unwrap_or(ProfileType::RuntimeDefault) {
-            ProfileType::RuntimeDefault => Ok(Some(seccomp::runtime_default(caps))),
-            ProfileType::Unconfined => Ok(None),
-            ProfileType::Localhost => seccomp::localhost(&p.localhost_ref).map(Some),
-        };
-    }
-    match deprecated_path {
-        "" | "unconfined" => Ok(None),
-        "runtime/default" | "docker/default" => Ok(Some(seccomp::runtime_default(caps))),
-        p if p.starts_with("localhost/") => seccomp::localhost(p).map(Some),
-        other => Err(Error::invalid(format!("unknown seccomp profile {other:?}"))),
-    }
+    let chosen = if privileged {
+        Profile::Unconfined
+    } else if let Some(p) = profile {
+        match ProfileType::try_from(p.profile_type).unwrap_or(ProfileType::RuntimeDefault) {
+            ProfileType::RuntimeDefault => Profile::RuntimeDefault,
+            ProfileType::Unconfined => Profile::Unconfined,
+            ProfileType::Localhost => Profile::Custom(seccomp::localhost(&p.localhost_ref)?),
+        }
+    } else {
+        match deprecated_path {
+            "" | "unconfined" => Profile::Unconfined,
+            "runtime/default" | "docker/default" => Profile::RuntimeDefault,
+            p if p.starts_with("localhost/") => Profile::Custom(seccomp::localhost(p)?),
+            other => return Err(Error::invalid(format!("unknown seccomp profile {other:?}"))),
+        }
+    };
+    Ok(chosen.render(caps))
 }
 
 /// Where a sandbox keeps the files its containers share.
