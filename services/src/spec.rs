@@ -2,6 +2,7 @@
 //! config (entrypoint, command, environment, working directory, user) applied on top.
 
 use crate::error::{Error, Result};
+use crate::seccomp;
 use berth_snapshotters::layer::root::Root;
 use serde_json::{json, Value};
 use std::io::Read;
@@ -71,6 +72,8 @@ pub struct Options {
     pub host_network: bool,
     /// (source, destination, options) bind mounts.
     pub binds: Vec<(String, String, Vec<String>)>,
+    /// The seccomp filter, rendered for the container's capabilities.
+    pub seccomp: seccomp::Profile,
 }
 
 /// A JSON array of strings (an image config's Cmd, Env, ...); anything else is empty.
@@ -188,7 +191,7 @@ pub fn build(image_config: &Value, o: &Options) -> Value {
         resources["pids"] = json!({"limit": p});
     }
     let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
-    json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": o.terminal,
@@ -210,7 +213,11 @@ pub fn build(image_config: &Value, o: &Options) -> Value {
             "maskedPaths": MASKED,
             "readonlyPaths": READONLY,
         },
-    })
+    });
+    if let Some(filter) = o.seccomp.render(&caps) {
+        spec["linux"]["seccomp"] = filter;
+    }
+    spec
 }
 
 /// Parses sizes like 512, 64k, 256m, 2g (powers of 1024).
@@ -328,6 +335,22 @@ mod tests {
             build(&img, &o)["process"]["args"],
             json!(["/bin/tini", "--", "other"])
         );
+    }
+
+    #[test]
+    fn seccomp_follows_the_choice() {
+        let img = json!({"config": {"Cmd": ["/bin/true"]}});
+        let unconfined = build(&img, &Options::default());
+        assert!(unconfined["linux"].get("seccomp").is_none());
+        let o = Options {
+            seccomp: seccomp::Profile::RuntimeDefault,
+            ..Default::default()
+        };
+        let s = build(&img, &o);
+        assert_eq!(s["linux"]["seccomp"]["defaultErrnoRet"], libc::ENOSYS);
+        // Rendered for the spec's own capabilities: CAP_SYS_CHROOT is one, so chroot is allowed.
+        let allowed = &s["linux"]["seccomp"]["syscalls"][0]["names"];
+        assert!(allowed.as_array().unwrap().contains(&json!("chroot")));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use berth_proto::tasks::{
 };
 use berth_services::network::cni::PortMapping;
 use berth_services::network::{DNS_LABEL, NETWORKS_LABEL, PORTS_LABEL};
+use berth_services::seccomp;
 use berth_services::spec::{self, resolve_user, Options, SPEC_TYPE_URL};
 use berth_snapshotters::mount::TempMount;
 use clap::Args;
@@ -88,6 +89,14 @@ pub struct Run {
     /// shim only), runc, or a runc-compatible binary's name or path; default: berthd's
     #[arg(long)]
     runc_binary: Option<String>,
+    /// Security options: seccomp=unconfined (no seccomp filter) or seccomp=PROFILE.json (an
+    /// OCI seccomp profile, or one in Docker's format) [default: berth's RuntimeDefault
+    /// seccomp profile]
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    /// The filter --security-opt chose (read from it before anything is made)
+    #[arg(skip)]
+    seccomp: seccomp::Profile,
     /// Snapshotter for the container's rootfs
     #[arg(long, env = "BERTH_SNAPSHOTTER", default_value = "overlayfs")]
     snapshotter: String,
@@ -101,6 +110,24 @@ pub struct Run {
 impl Run {
     fn host_network(&self) -> bool {
         self.net_host || self.network == "host"
+    }
+
+    /// The seccomp filter --security-opt asks for: RuntimeDefault unless told otherwise.
+    fn seccomp_option(&self) -> anyhow::Result<seccomp::Profile> {
+        let mut profile = seccomp::Profile::RuntimeDefault;
+        for opt in &self.security_opt {
+            // Docker also takes the older `seccomp:VALUE`.
+            profile = match opt.split_once(['=', ':']) {
+                Some(("seccomp", "unconfined")) => seccomp::Profile::Unconfined,
+                Some(("seccomp", path)) if !path.is_empty() => {
+                    seccomp::Profile::Custom(seccomp::load(Path::new(path))?)
+                }
+                _ => bail!(
+                    "--security-opt {opt:?}: berth takes seccomp=unconfined or seccomp=PROFILE.json"
+                ),
+            };
+        }
+        Ok(profile)
     }
 
     /// The labels that ask berthd to join the container to its networks.
@@ -499,6 +526,7 @@ pub fn local_mounts(mounts: &[berth_proto::types::Mount]) -> Vec<berth_snapshott
 
 pub async fn run(client: &Client, mut r: Run) -> anyhow::Result<i32> {
     let networks = r.network_labels()?;
+    r.seccomp = r.seccomp_option()?;
     // The log as the shim and the container's label name it: absolute.
     r.log = match r.log.take() {
         Some(log) if log.is_relative() => Some(std::env::current_dir()?.join(log)),
@@ -722,6 +750,7 @@ async fn create_and_run(
         pids: r.pids_limit,
         host_network: r.host_network(),
         binds,
+        seccomp: r.seccomp.clone(),
     };
     if spec::args(config, &r.args).is_empty() {
         bail!("no command: the image has none and none was given");
