@@ -106,19 +106,7 @@ fn container_verbs_follow_docker() {
 #[test]
 fn cp_both_ways_and_never_out_of_the_container() {
     let (d, _img) = daemon_with_busybox("test.local/verbs");
-    ok(&d.berth(
-        &[
-            "run",
-            "-d",
-            "--network",
-            "none",
-            IMAGE,
-            "box",
-            "sleep",
-            "300",
-        ],
-        None,
-    ));
+    run_box(&d, "box");
     let host = tempfile::tempdir().unwrap();
     let h = host.path();
     std::fs::create_dir_all(h.join("tree/sub")).unwrap();
@@ -238,4 +226,182 @@ fn image_verbs_are_the_images_group() {
             "{verb} missing from --help"
         );
     }
+}
+
+/// A host directory and a host file (0600) a container must never reach through `berth cp`.
+struct Victims {
+    _tmp: tempfile::TempDir,
+    file: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Victims {
+    fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("secret");
+        std::fs::write(&file, "host secret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let dir = tmp.path().join("private");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Victims {
+            file,
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    fn untouched(&self, after: &str) {
+        assert_eq!(
+            (
+                format!("{:o}", mode_of(&self.file)),
+                std::fs::read_to_string(&self.file).unwrap()
+            ),
+            ("600".to_string(), "host secret\n".to_string()),
+            "{after}: the host file a container's symlink names was written"
+        );
+        let entries: Vec<_> = std::fs::read_dir(&self.dir).unwrap().collect();
+        assert!(
+            self.dir.is_dir() && mode_of(&self.dir) == 0o700 && entries.is_empty(),
+            "{after}: the host directory a container's symlink names was changed: {:o} {entries:?}",
+            mode_of(&self.dir)
+        );
+    }
+}
+
+/// Runs `name` as a long sleep. Each test names its own container: the cgroup path is
+/// `/berth/<namespace>/<id>` host-wide, so two test daemons must not run the same id at once.
+fn run_box(d: &Daemon, name: &str) {
+    ok(&d.berth(
+        &[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            IMAGE,
+            name,
+            "sleep",
+            "300",
+        ],
+        None,
+    ));
+}
+
+fn in_box(d: &Daemon, name: &str, script: &str) {
+    ok(&d.berth(&["exec", name, "sh", "-c", script], None));
+}
+
+fn mode_of(p: &std::path::Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::symlink_metadata(p).unwrap().permissions())
+        & 0o7777
+}
+
+/// A running container whose `/tmp/d` is copied out again and again into one host
+/// directory, and the host victims the container's symlinks name.
+struct CopyOut {
+    d: Daemon,
+    _img: tempfile::TempDir,
+    name: &'static str,
+    host: tempfile::TempDir,
+    v: Victims,
+}
+
+impl CopyOut {
+    fn start(name: &'static str) -> Self {
+        let (d, _img) = daemon_with_busybox("test.local/verbs");
+        run_box(&d, name);
+        CopyOut {
+            d,
+            _img,
+            name,
+            host: tempfile::tempdir().unwrap(),
+            v: Victims::new(),
+        }
+    }
+
+    fn host(&self, rel: &str) -> std::path::PathBuf {
+        self.host.path().join(rel)
+    }
+
+    /// Runs `script` in the container, copies its `/tmp/d` out again and checks that the
+    /// victims are as they were.
+    fn change_and_copy(&self, script: &str, after: &str) {
+        in_box(&self.d, self.name, script);
+        let from = format!("{}:/tmp/d", self.name);
+        ok(&self
+            .d
+            .berth(&["cp", &from, self.host.path().to_str().unwrap()], None));
+        self.v.untouched(after);
+    }
+}
+
+#[test]
+fn cp_out_replaces_a_host_symlink_to_a_file_never_writes_through_it() {
+    let t = CopyOut::start("cp-file-links");
+    let secret = t.v.file.to_str().unwrap();
+    let f = t.host("d/f");
+
+    t.change_and_copy("mkdir /tmp/d && echo one > /tmp/d/f", "first copy");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "one\n");
+
+    // The container swaps its file for a link to a host path: the link is copied as a link.
+    t.change_and_copy(
+        &format!("rm /tmp/d/f && /bin/busybox ln -s {secret} /tmp/d/f"),
+        "a link over a file",
+    );
+    assert_eq!(std::fs::read_link(&f).unwrap(), t.v.file);
+
+    // And back to a setuid file: the host link is replaced, not written through or chmodded.
+    t.change_and_copy(
+        "rm /tmp/d/f && echo pwned > /tmp/d/f && /bin/busybox chmod 4777 /tmp/d/f",
+        "a file over a link",
+    );
+    assert!(std::fs::symlink_metadata(&f).unwrap().is_file());
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), "pwned\n");
+    assert_eq!(mode_of(&f), 0o4777);
+
+    // The same for a single file copied over a link an earlier copy made.
+    in_box(
+        &t.d,
+        t.name,
+        &format!("/bin/busybox ln -s {secret} /tmp/top"),
+    );
+    let top = t.host("top");
+    let to = top.to_str().unwrap();
+    ok(&t.d.berth(&["cp", "cp-file-links:/tmp/top", to], None));
+    assert_eq!(std::fs::read_link(&top).unwrap(), t.v.file);
+    ok(&t.d.berth(&["cp", "cp-file-links:/tmp/d/f", to], None));
+    t.v.untouched("a file over a top-level link");
+    assert!(std::fs::symlink_metadata(&top).unwrap().is_file());
+    assert_eq!(std::fs::read_to_string(&top).unwrap(), "pwned\n");
+}
+
+#[test]
+fn cp_out_replaces_a_host_symlink_to_a_directory_never_writes_into_it() {
+    let t = CopyOut::start("cp-dir-links");
+    let private = t.v.dir.to_str().unwrap();
+    let sub = t.host("d/sub");
+
+    t.change_and_copy(
+        &format!("mkdir /tmp/d && /bin/busybox ln -s {private} /tmp/d/sub"),
+        "first copy",
+    );
+    assert_eq!(std::fs::read_link(&sub).unwrap(), t.v.dir);
+
+    // The link becomes a real directory: the host link goes, a directory takes its place.
+    t.change_and_copy(
+        "rm /tmp/d/sub && mkdir /tmp/d/sub && echo g > /tmp/d/sub/g && /bin/busybox chmod 777 /tmp/d/sub",
+        "a directory over a link",
+    );
+    assert!(std::fs::symlink_metadata(&sub).unwrap().is_dir());
+    assert_eq!(mode_of(&sub), 0o777);
+    assert_eq!(std::fs::read_to_string(sub.join("g")).unwrap(), "g\n");
+
+    // And back to a link: the host directory is replaced by the link, as Docker does.
+    t.change_and_copy(
+        &format!("rm -r /tmp/d/sub && /bin/busybox ln -s {private} /tmp/d/sub"),
+        "a link over a directory",
+    );
+    assert_eq!(std::fs::read_link(&sub).unwrap(), t.v.dir);
 }

@@ -2,18 +2,21 @@
 //! container every path is resolved by the kernel within its root (openat2
 //! RESOLVE_IN_ROOT) and every file made or read with a `*at` call relative to a directory
 //! opened that way, never following a final symlink: a container's own symlinks cannot send a
-//! copy out to the host's files. A running container is reached through its init's root
+//! copy out to the host's files. On the host the same holds below the destination the user
+//! names: every entry is made, chmodded or replaced relative to a directory descriptor and
+//! never through a symlink already there, since an earlier copy out may have brought one
+//! the container chose. A running container is reached through its init's root
 //! (`/proc/PID/root`, so its volumes are there too); a stopped one through its snapshot,
 //! mounted for the copy.
 
 use anyhow::{anyhow, bail, Context};
 use berth_client::Client;
 use berth_proto::snapshots::MountsRequest;
-use berth_snapshotters::layer::root::{clean, lstat_at, Root};
+use berth_snapshotters::layer::root::{clean, lstat_at, remove_at, Root};
 use berth_snapshotters::mount::TempMount;
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -103,60 +106,153 @@ fn names(dir: &OwnedFd) -> std::io::Result<Vec<std::ffi::OsString>> {
     Ok(v)
 }
 
-/// Copies `name` in `dir` (inside the container) to `to` on the host.
-fn copy_out(dir: &OwnedFd, name: &OsStr, to: &Path) -> anyhow::Result<()> {
+/// `mkdirat(dir, name, mode)`.
+fn mkdir_at(dir: &OwnedFd, name: &OsStr, mode: u32) -> std::io::Result<()> {
+    let c = CString::new(name.as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: mkdirat relative to a descriptor we own.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `symlinkat(target, dir, name)`.
+fn symlink_at(target: &OsStr, dir: &OwnedFd, name: &OsStr) -> anyhow::Result<()> {
+    let (t, c) = (cstr(target)?, cstr(name)?);
+    // SAFETY: symlinkat with two NUL-terminated strings, relative to our descriptor.
+    if unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("symlink {name:?}"));
+    }
+    Ok(())
+}
+
+/// `readlinkat(dir, name)`.
+fn read_link_at(dir: &OwnedFd, name: &OsStr) -> anyhow::Result<std::ffi::OsString> {
+    let c = cstr(name)?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: readlinkat into a buffer of the given length, relative to our fd.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("readlink {name:?}"));
+    }
+    buf.truncate(n as usize);
+    Ok(std::ffi::OsString::from_vec(buf))
+}
+
+/// `fchmod(fd, mode)`: the mode goes to what we opened, never to a path.
+fn fchmod(fd: &OwnedFd, mode: u32) -> std::io::Result<()> {
+    // SAFETY: fchmod on a descriptor we own.
+    if unsafe { libc::fchmod(fd.as_raw_fd(), mode) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes room for an entry of type `want` at `name` in the host directory `dir`. An earlier
+/// copy may have left there a symlink the container chose, so whatever is not already a
+/// real directory where a directory goes, or a regular file where a file goes, is removed
+/// (as Docker does), never followed; a symlink is always replaced.
+fn clear_for(dir: &OwnedFd, name: &OsStr, want: u32) -> anyhow::Result<()> {
+    let Some(st) = lstat_at(dir, name).map_err(|e| anyhow!("{e}"))? else {
+        return Ok(());
+    };
+    if kind(&st) == want && want != libc::S_IFLNK {
+        return Ok(());
+    }
+    remove_at(dir, name).map_err(|e| anyhow!("{e}"))
+}
+
+/// The host directory `name` in `dir`, made if missing; an existing one is reused only if
+/// it is a real directory, opened without following a symlink.
+fn host_dir_at(dir: &OwnedFd, name: &OsStr) -> anyhow::Result<OwnedFd> {
+    clear_for(dir, name, libc::S_IFDIR)?;
+    match mkdir_at(dir, name, 0o700) {
+        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+            return Err(e).with_context(|| format!("mkdir {name:?}"))
+        }
+        _ => {}
+    }
+    openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+        .with_context(|| format!("open directory {name:?}"))
+}
+
+/// Copies `name` in `dir` (inside the container) to `to_name` in the host directory `to`.
+/// Every host change is made relative to `to` and never follows a symlink.
+fn copy_out(dir: &OwnedFd, name: &OsStr, to: &OwnedFd, to_name: &OsStr) -> anyhow::Result<()> {
     let st = fstatat(dir, name).with_context(|| format!("stat {name:?}"))?;
     match kind(&st) {
         libc::S_IFDIR => {
-            match std::fs::create_dir(to) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && to.is_dir() => {}
-                Err(e) => return Err(e).with_context(|| format!("create {}", to.display())),
-            }
-            std::fs::set_permissions(
-                to,
-                std::os::unix::fs::PermissionsExt::from_mode(st.st_mode & 0o7777),
-            )?;
+            let out = host_dir_at(to, to_name)?;
+            fchmod(&out, st.st_mode & 0o7777).with_context(|| format!("chmod {to_name:?}"))?;
             let sub = openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
             for n in names(&sub)? {
-                copy_out(&sub, &n, &to.join(&n))?;
+                copy_out(&sub, &n, &out, &n)?;
             }
         }
         libc::S_IFREG => {
-            let f = openat(dir, name, libc::O_RDONLY, 0)?;
-            let mut from = std::fs::File::from(f);
-            let mut out =
-                std::fs::File::create(to).with_context(|| format!("create {}", to.display()))?;
-            std::io::copy(&mut from, &mut out)?;
-            std::fs::set_permissions(
+            let mut from = std::fs::File::from(openat(dir, name, libc::O_RDONLY, 0)?);
+            clear_for(to, to_name, libc::S_IFREG)?;
+            let out = openat(
                 to,
-                std::os::unix::fs::PermissionsExt::from_mode(st.st_mode & 0o7777),
-            )?;
+                to_name,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                0o600,
+            )
+            .with_context(|| format!("create {to_name:?}"))?;
+            let mut out = std::fs::File::from(out);
+            std::io::copy(&mut from, &mut out)?;
+            out.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+                st.st_mode & 0o7777,
+            ))
+            .with_context(|| format!("chmod {to_name:?}"))?;
         }
         libc::S_IFLNK => {
-            let c = cstr(name)?;
-            let mut buf = vec![0u8; libc::PATH_MAX as usize];
-            // SAFETY: readlinkat into a buffer of the given length, relative to our fd.
-            let n = unsafe {
-                libc::readlinkat(
-                    dir.as_raw_fd(),
-                    c.as_ptr(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
-            if n < 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("readlink {name:?}"));
-            }
-            buf.truncate(n as usize);
-            let _ = std::fs::remove_file(to);
-            std::os::unix::fs::symlink(OsStr::from_bytes(&buf), to)
-                .with_context(|| format!("symlink {}", to.display()))?;
+            let target = read_link_at(dir, name)?;
+            clear_for(to, to_name, libc::S_IFLNK)?;
+            symlink_at(&target, to, to_name)?;
         }
         _ => eprintln!("berth: skipping {name:?}: not a file, directory or symlink"),
     }
     Ok(())
+}
+
+/// `path` on the host, opened as a directory the way any path the user types is resolved.
+fn open_host_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(path)?;
+    Ok(dir.into())
+}
+
+/// Where a copy out of `name` lands: under its own name in the directory `dst` names, else
+/// at `dst` itself. The path the user names is resolved normally, but `dst`'s own last
+/// entry, when it is not a directory, is replaced and never followed: an earlier copy may
+/// have put a container's symlink there.
+fn host_destination(dst: &Path, name: &OsStr) -> anyhow::Result<(OwnedFd, std::ffi::OsString)> {
+    match open_host_dir(dst) {
+        Ok(dir) => return Ok((dir, name.to_os_string())),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {}
+        Err(e) => return Err(e).with_context(|| format!("open {}", dst.display())),
+    }
+    let last = dst
+        .file_name()
+        .ok_or_else(|| anyhow!("{}: name a file or directory", dst.display()))?;
+    let parent = match dst.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = open_host_dir(parent).with_context(|| format!("open {}", parent.display()))?;
+    Ok((dir, last.to_os_string()))
 }
 
 /// Copies the host's `from` to `name` in `dir` (inside the container).
@@ -170,14 +266,7 @@ fn copy_in(from: &Path, dir: &OwnedFd, name: &OsStr) -> anyhow::Result<()> {
         match existing.map(|s| kind(&s)) {
             Some(libc::S_IFDIR) => {}
             Some(_) => bail!("{name:?} exists in the container and is not a directory"),
-            None => {
-                let c = cstr(name)?;
-                // SAFETY: mkdirat relative to a descriptor we own.
-                if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode) } != 0 {
-                    return Err(std::io::Error::last_os_error())
-                        .with_context(|| format!("mkdir {name:?}"));
-                }
-            }
+            None => mkdir_at(dir, name, mode).with_context(|| format!("mkdir {name:?}"))?,
         }
         let sub = openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         let mut entries: Vec<_> = std::fs::read_dir(from)?.collect::<std::io::Result<_>>()?;
@@ -205,12 +294,7 @@ fn copy_in(from: &Path, dir: &OwnedFd, name: &OsStr) -> anyhow::Result<()> {
             // SAFETY: unlinkat of a non-directory, relative to our descriptor.
             unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) };
         }
-        let t = cstr(target.as_os_str())?;
-        // SAFETY: symlinkat with two NUL-terminated strings, relative to our descriptor.
-        if unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), c.as_ptr()) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("symlink {name:?}"));
-        }
+        symlink_at(target.as_os_str(), dir, name)?;
     } else {
         eprintln!(
             "berth: skipping {}: not a file, directory or symlink",
@@ -242,9 +326,8 @@ pub async fn run(client: &Client, a: CpArgs) -> anyhow::Result<()> {
                 .open_in(&parent, libc::O_RDONLY | libc::O_DIRECTORY)
                 .map_err(|e| anyhow!("{id}:{path}: {e}"))?;
             fstatat(&dir, &name).map_err(|e| anyhow!("{id}:{path}: {e}"))?;
-            let dst = PathBuf::from(&a.dst);
-            let to = if dst.is_dir() { dst.join(&name) } else { dst };
-            copy_out(&dir, &name, &to)
+            let (to, to_name) = host_destination(Path::new(&a.dst), &name)?;
+            copy_out(&dir, &name, &to, &to_name)
         }
         (None, Some((id, path))) => {
             let from = PathBuf::from(&a.src);
