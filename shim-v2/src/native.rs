@@ -425,6 +425,8 @@ fn with_stdio(mut b: ContainerBuilder, stdio: Stdio3) -> ContainerBuilder {
 ///
 /// `process.noNewPrivileges: false` is dropped (runc reads it as absent): libcontainer takes
 /// any value as "set" and would install the seccomp filter after dropping CAP_SYS_ADMIN.
+///
+/// Seccomp's masked compares are restated for libcontainer (see [`swap_masked_compares`]).
 fn prepare_spec(bundle: &Path) -> Result<(bool, Plan), Failed> {
     let path = bundle.join("config.json");
     let bytes = std::fs::read(&path).map_err(|e| failed("read config.json", e))?;
@@ -440,6 +442,9 @@ fn prepare_spec(bundle: &Path) -> Result<(bool, Plan), Failed> {
         spec["linux"]["rootfsPropagation"] = serde_json::Value::String(p[1..].to_string());
         mended = true;
     }
+    if swap_masked_compares(&mut spec["linux"]["seccomp"]) {
+        mended = true;
+    }
     if spec["process"]["noNewPrivileges"] == false {
         if let Some(p) = spec["process"].as_object_mut() {
             p.remove("noNewPrivileges");
@@ -452,6 +457,37 @@ fn prepare_spec(bundle: &Path) -> Result<(bool, Plan), Failed> {
         std::fs::rename(&tmp, &path).map_err(|e| failed("write config.json", e))?;
     }
     Ok((systemd, Plan::of(&spec)))
+}
+
+/// The OCI spec (and runc) read an `SCMP_CMP_MASKED_EQ` argument as `value` the mask,
+/// `valueTwo` the datum; libcontainer 0.7 hands them to libseccomp the other way round,
+/// so Docker's and RuntimeDefault's "clone without namespace flags" rule matched every
+/// clone (a container created user namespaces that runc refuses). The bundle, which only
+/// the native runtime reads, gets the two swapped; returns whether any was.
+fn swap_masked_compares(seccomp: &mut serde_json::Value) -> bool {
+    let mut swapped = false;
+    let Some(rules) = seccomp["syscalls"].as_array_mut() else {
+        return false;
+    };
+    for rule in rules {
+        let Some(args) = rule["args"].as_array_mut() else {
+            continue;
+        };
+        for arg in args {
+            if arg["op"] != "SCMP_CMP_MASKED_EQ" {
+                continue;
+            }
+            let Some(a) = arg.as_object_mut() else {
+                continue;
+            };
+            let value = a.remove("value").unwrap_or(serde_json::Value::from(0));
+            let two = a.remove("valueTwo").unwrap_or(serde_json::Value::from(0));
+            a.insert("value".into(), two);
+            a.insert("valueTwo".into(), value);
+            swapped = true;
+        }
+    }
+    swapped
 }
 
 impl Runtime for Native {
@@ -539,6 +575,30 @@ mod tests {
             std::fs::read_to_string(d.path().join("config.json")).unwrap(),
             r#"{"linux": {}}"#
         );
+    }
+
+    #[test]
+    fn masked_compares_are_restated_for_libcontainer() {
+        let d = tempfile::tempdir().unwrap();
+        let config = d.path().join("config.json");
+        std::fs::write(
+            &config,
+            r#"{"linux": {"seccomp": {"syscalls": [
+                {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 0, "value": 2114060288, "valueTwo": 0,
+                           "op": "SCMP_CMP_MASKED_EQ"}]},
+                {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}]}}}"#,
+        )
+        .unwrap();
+        prepare_spec(d.path()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        let rules = &v["linux"]["seccomp"]["syscalls"];
+        assert_eq!(rules[0]["args"][0]["value"], 0);
+        assert_eq!(rules[0]["args"][0]["valueTwo"], 2114060288u64);
+        assert_eq!(rules[1]["args"][0]["value"], 8);
+        assert!(rules[1]["args"][0].get("valueTwo").is_none());
     }
 
     #[test]

@@ -42,6 +42,7 @@ for d in /sys/fs/cgroup/memory /sys/fs/cgroup/systemd /sys/fs/cgroup; do
   stat -c "$d %u:%g %a" "$d"
 done
 echo "## mkdir"; mkdir "/dev/shm/probe-$1" 2>&1 && echo made
+echo "## unshare"; unshare -U true 2>&1 && echo unshared
 echo "## mounts"; cat /proc/self/mountinfo
 "###;
 
@@ -54,6 +55,7 @@ fn rootfs(dir: &Path) -> PathBuf {
     std::fs::copy(require_tool("busybox"), root.join("bin/busybox")).unwrap();
     for applet in [
         "sh", "cat", "grep", "hostname", "id", "ls", "mkdir", "rmdir", "sleep", "head", "stat",
+        "unshare", "true",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
@@ -121,14 +123,18 @@ fn no_nnp(spec: &mut Value) {
         .remove("noNewPrivileges");
 }
 
-/// A profile that allows everything but mkdir (EPERM) and unshare (ENOSYS).
+/// A profile that allows everything but mkdir (EPERM), and unshare (ENOSYS) when its flags
+/// hold CLONE_NEWUSER but not CLONE_NEWNS: a masked compare whose mask (`value`) and
+/// datum (`valueTwo`) differ, so reading them the wrong way round shows.
 fn seccomp(spec: &mut Value) {
     spec["linux"]["seccomp"] = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
         "syscalls": [
             {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
-            {"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
+            {"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38,
+             "args": [{"index": 0, "value": 0x1002_0000u64, "valueTwo": 0x1000_0000u64,
+                       "op": "SCMP_CMP_MASKED_EQ"}]}
         ]
     });
 }
@@ -511,6 +517,7 @@ fn the_probe_sees_what_the_rows_change() {
         assert!(view.contains("Seccomp:\t2"), "{view}");
         assert!(view.contains("NoNewPrivs:\t0"), "{view}");
         assert!(view.contains("Operation not permitted"), "{view}");
+        assert!(view.contains("Function not implemented"), "{view}");
         // Loopback up (IFF_UP|IFF_LOOPBACK), cgroup files not writable.
         assert!(view.contains("## lo\n0x9\n"), "{view}");
         assert!(
