@@ -1,4 +1,4 @@
-//! Seccomp seen from inside real containers on runc: berth's RuntimeDefault profile keeps
+//! Seccomp seen from inside real containers on runc and the native runtime: berth's RuntimeDefault profile keeps
 //! glibc's threads and posix_spawn working (clone3 answers ENOSYS, so glibc falls back to
 //! clone) and refuses what Docker's and containerd's default refuse, under `berth run` and
 //! in a CRI pod; `berth run --security-opt` turns it off or puts a profile file in its place.
@@ -231,6 +231,44 @@ fn berth_run_applies_runtime_default() {
     assert_eq!(ok(&out).trim(), "threads ok", "{}", stderr(&out));
     assert_eq!(mode(&d, "status", &[]), "2");
     assert_runtime_default(&probe(&d, "probe", &[]));
+}
+
+/// The same on the native runtime (berth run's default), for the container's first process
+/// and for a process exec'd into it: libcontainer applies neither the filter to an exec nor
+/// masked compares as the spec means them; the shim mends both.
+#[test]
+fn runtime_default_holds_on_native_for_the_init_and_execs() {
+    let probes = probe_image();
+    let d = Daemon::start().unwrap();
+    import(&d, &probes, "default");
+    let native = |args: &[&str]| {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        d.berth(&all, None)
+    };
+    let out = native(&[IMAGE, "threads", "/probe/threads"]);
+    assert_eq!(ok(&out).trim(), "threads ok", "{}", stderr(&out));
+    assert_eq!(
+        seccomp_mode(&ok(&native(&[
+            IMAGE,
+            "status",
+            "/bin/cat",
+            "/proc/self/status"
+        ]))),
+        "2"
+    );
+    assert_runtime_default(&results(&ok(&native(&[IMAGE, "probe", "/probe/syscalls"]))));
+    ok(&d.berth(&["run", "-d", IMAGE, "held", "/bin/sleep", "1000"], None));
+    assert!(
+        d.state().join("native/default/held/state.json").exists(),
+        "the container did not run on the native runtime"
+    );
+    let exec = d.berth(&["exec", "held", "/probe/syscalls"], None);
+    assert_runtime_default(&results(&ok(&exec)));
+    let exec = d.berth(&["exec", "held", "/probe/threads"], None);
+    assert_eq!(ok(&exec).trim(), "threads ok", "{}", stderr(&exec));
+    let status = d.berth(&["exec", "held", "/bin/cat", "/proc/self/status"], None);
+    assert_eq!(seccomp_mode(&ok(&status)), "2");
 }
 
 #[test]
