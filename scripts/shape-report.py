@@ -109,7 +109,8 @@ def edges(crate, files):
     mods = {module_of(crate, p): p for p in files}
     out = {m: set() for m in mods}
     for m, p in mods.items():
-        text = "\n".join(strip_test_modules(open(p, encoding="utf-8").read().split("\n")))
+        lines = strip_test_modules(open(p, encoding="utf-8").read().split("\n"))
+        text = "\n".join(CODE.sub("", l) for l in lines)
         is_dir_mod = os.path.basename(p) in ("mod.rs", "lib.rs", "main.rs")
         here = m if is_dir_mod else m[:-1]
         for root, rest in USE.findall(text):
