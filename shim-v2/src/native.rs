@@ -442,8 +442,8 @@ fn prepare_spec(bundle: &Path) -> Result<(bool, Plan), Failed> {
         spec["linux"]["rootfsPropagation"] = serde_json::Value::String(p[1..].to_string());
         mended = true;
     }
-    if swap_masked_compares(&mut spec["linux"]["seccomp"]) {
-        mended = true;
+    if let Some(rules) = spec.pointer_mut("/linux/seccomp/syscalls") {
+        mended |= swap_masked_compares(rules);
     }
     if spec["process"]["noNewPrivileges"] == false {
         if let Some(p) = spec["process"].as_object_mut() {
@@ -463,10 +463,11 @@ fn prepare_spec(bundle: &Path) -> Result<(bool, Plan), Failed> {
 /// `valueTwo` the datum; libcontainer 0.7 hands them to libseccomp the other way round,
 /// so Docker's and RuntimeDefault's "clone without namespace flags" rule matched every
 /// clone (a container created user namespaces that runc refuses). The bundle, which only
-/// the native runtime reads, gets the two swapped; returns whether any was.
-fn swap_masked_compares(seccomp: &mut serde_json::Value) -> bool {
+/// the native runtime reads, gets the two swapped in `linux.seccomp.syscalls` (`rules`);
+/// returns whether any was.
+fn swap_masked_compares(rules: &mut serde_json::Value) -> bool {
     let mut swapped = false;
-    let Some(rules) = seccomp["syscalls"].as_array_mut() else {
+    let Some(rules) = rules.as_array_mut() else {
         return false;
     };
     for rule in rules {
@@ -614,6 +615,13 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
         assert_eq!(v["process"], serde_json::json!({"cwd": "/"}));
+        // Nothing else is added: a spec without seccomp still has none (libcontainer
+        // refuses a seccomp object without its defaultAction).
+        assert_eq!(
+            v,
+            serde_json::json!({"process": {"cwd": "/"}}),
+            "the rewritten spec gained fields"
+        );
         std::fs::write(&config, r#"{"process": {"noNewPrivileges": true}}"#).unwrap();
         prepare_spec(d.path()).unwrap();
         let v: serde_json::Value =

@@ -116,11 +116,9 @@ fn caps(spec: &mut Value, list: &[&str], sets: &[&str]) {
     }
 }
 
+/// No no_new_privs, written out as false (berth's CRI writes it so).
 fn no_nnp(spec: &mut Value) {
-    spec["process"]
-        .as_object_mut()
-        .unwrap()
-        .remove("noNewPrivileges");
+    spec["process"]["noNewPrivileges"] = json!(false);
 }
 
 /// A profile that allows everything but mkdir (EPERM), and unshare (ENOSYS) when its flags
@@ -297,6 +295,18 @@ fn rows() -> Vec<Row> {
                 seccomp(s);
                 no_nnp(s);
                 s["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+            },
+            native: true,
+            runc_departs: &[],
+        },
+        Row {
+            name: "rslave rootfs propagation, no_new_privs absent",
+            edit: |s| {
+                s["linux"]["rootfsPropagation"] = json!("rslave");
+                s["process"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("noNewPrivileges");
             },
             native: true,
             runc_departs: &[],
