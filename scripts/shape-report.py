@@ -124,13 +124,13 @@ def edges(crate, files):
                 while names and names[0] == "super":
                     base = base[:-1]
                     names = names[1:]
-            elif (root,) in mods:
-                # A top-level module named plainly (after `use crate::x;`).
-                base, names = (), [root] + names
             elif here + (root,) in mods:
+                # A child module, or one brought in by `use` (nearest first).
                 base, names = here, [root] + names
             elif here[:-1] + (root,) in mods:
                 base, names = here[:-1], [root] + names
+            elif (root,) in mods:
+                base, names = (), [root] + names
             else:
                 continue
             target = base

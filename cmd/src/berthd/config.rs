@@ -20,11 +20,11 @@ pub struct Config {
     /// `text` (for people) or `json` (one object per line, for log collectors).
     pub log_format: String,
     /// Registries: concurrent downloads, and per host mirrors, plain HTTP, TLS verification.
-    pub registry: berth_services::registry::RegistryConfig,
+    pub registry: berth_services::core::registry::RegistryConfig,
     /// The Kubernetes CRI: sandbox image, CNI, streaming server, cgroup driver.
-    pub cri: berth_services::cri::config::CriConfig,
+    pub cri: berth_services::edge::cri::config::CriConfig,
     /// Container networks: where berth keeps its CNI conflists, where the plugins are.
-    pub network: berth_services::network::NetworkConfig,
+    pub network: berth_services::core::network::NetworkConfig,
     /// Prometheus metrics over HTTP.
     pub metrics: MetricsConfig,
     /// The low-level runtime berth's shim creates containers with.
@@ -49,7 +49,7 @@ impl Default for RuntimeConfig {
     }
 }
 
-pub use berth_services::runtime::shim::RUNTIME_ENV;
+pub use berth_services::core::runtime::shim::RUNTIME_ENV;
 
 impl RuntimeConfig {
     /// The engine in effect: the environment's, else the configured one.
@@ -66,7 +66,7 @@ impl RuntimeConfig {
         if engine == "native" {
             return None;
         }
-        let found = berth_services::runtime::shim::locate(engine, None).is_some();
+        let found = berth_services::core::runtime::shim::locate(engine, None).is_some();
         (!found).then(|| {
             format!(
                 "runtime.engine {engine:?}: no such binary, containers cannot start; install it (apt-get install runc) or use engine = \"native\""

@@ -7,8 +7,8 @@ mod cli_docs;
 mod config;
 
 use anyhow::{bail, Context};
-use berth_services::daemon::{Daemon, VersionInfo};
-use berth_services::grpc::authority::AnyAuthority;
+use berth_services::edge::daemon::{Daemon, VersionInfo};
+use berth_services::edge::grpc::authority::AnyAuthority;
 use clap::{Parser, Subcommand};
 use config::Config;
 use std::os::unix::fs::PermissionsExt;
@@ -278,7 +278,7 @@ async fn reload_on_hangup(
     args: Args,
     running: Config,
     logs: LogReload,
-    registry: berth_services::registry::SharedConfig,
+    registry: berth_services::core::registry::SharedConfig,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -328,7 +328,7 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
         version: format!("v{}", env!("CARGO_PKG_VERSION")),
         revision: env!("BERTH_REVISION").to_string(),
     };
-    let runtime = berth_services::runtime::RuntimeConfig {
+    let runtime = berth_services::core::runtime::RuntimeConfig {
         root: cfg.root.clone(),
         state: cfg.state.clone(),
         address: cfg.address.clone(),
@@ -346,7 +346,7 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
         _ => None,
     };
     // Shims forward their task events here.
-    let _events = berth_services::runtime::ttrpc::serve_events(
+    let _events = berth_services::core::runtime::ttrpc::serve_events(
         &daemon.runtime.ttrpc_address(),
         daemon.events.clone(),
     )?;
@@ -376,12 +376,12 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
     let _metrics = if cfg.metrics.address.is_empty() {
         None
     } else {
-        let sources = berth_services::metrics_endpoint::Sources {
+        let sources = berth_services::edge::metrics_endpoint::Sources {
             store: daemon.store.clone(),
             tasks: daemon.tasks.clone(),
         };
         Some(
-            berth_services::metrics_endpoint::serve(&cfg.metrics.address, sources)
+            berth_services::edge::metrics_endpoint::serve(&cfg.metrics.address, sources)
                 .await
                 .with_context(|| {
                     format!(
@@ -416,7 +416,7 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
 /// `berthd check`: holds the root lock (no daemon may run meanwhile), prints each finding;
 /// returns whether anything was corrupt.
 fn check(cfg: &Config, repair: bool) -> anyhow::Result<bool> {
-    use berth_services::check::{self, Layout, Severity};
+    use berth_services::core::check::{self, Layout, Severity};
     let _lock = lock_root(&cfg.root).context(
         "berthd check audits a root no daemon is using: stop berthd first, or run `berth check` for a read-only audit of the running one",
     )?;
@@ -476,7 +476,7 @@ fn main() -> anyhow::Result<()> {
         tracing::warn!("{why}");
     }
     raise_nofile_limit();
-    berth_services::memory::limit_arenas();
+    berth_services::core::memory::limit_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -1,0 +1,417 @@
+//! Garbage collection, per namespace, mark and sweep. Roots: image targets, live leases
+//! (expired ones are deleted first) and what they hold, containers' snapshots, content and
+//! snapshots labelled `containerd.io/gc.root`, and every snapshot that is not committed (in
+//! use by something running). From content it follows `containerd.io/gc.ref.content.*` and
+//! `containerd.io/gc.ref.snapshot.<snapshotter>` labels, and also the documents themselves
+//! (index -> manifests -> config and layers; a config's diffIDs name the snapshots unpacked
+//! from it), so images imported by any client are kept whole. Snapshots keep their parents.
+//! What is not marked goes: content records (and the bytes once no namespace uses them) and
+//! committed snapshots, children before parents. Ingests no lease holds and nobody wrote to
+//! for [`INGEST_EXPIRY`] are removed: an abandoned upload does not stay for ever.
+
+use crate::core::content::Content;
+use crate::core::context::Namespace;
+use crate::core::error::{blocking, Result};
+use crate::core::metadata::MetadataStore;
+use crate::core::oci;
+use crate::core::snapshots::{scoped, unscope, Snapshots};
+use berth_snapshotters::Kind;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+use berth_proto::vocab::labels::{
+    GC_EXPIRE as EXPIRE_LABEL, GC_REF_CONTENT as CONTENT_REF, GC_REF_SNAPSHOT as SNAPSHOT_REF,
+    GC_ROOT as ROOT_LABEL,
+};
+
+/// How long an ingest nobody writes to and no lease holds is kept (containerd's clients hold
+/// theirs with leases; a client that went away leaves its upload behind).
+pub const INGEST_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Keys unpacks (berth's and containerd's clients') give the snapshots they extract into.
+const INTERRUPTED_UNPACK_PREFIX: &str = "extract-";
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Collected {
+    pub content: usize,
+    /// Bytes of content deleted from disk (blobs no namespace held any more).
+    pub reclaimed: u64,
+    pub snapshots: usize,
+    pub leases: usize,
+    pub ingests: usize,
+}
+
+#[derive(Clone)]
+pub struct Gc {
+    store: MetadataStore,
+    content: Content,
+    snapshots: Snapshots,
+    wake: Arc<Notify>,
+    /// One collection at a time.
+    running: Arc<tokio::sync::Mutex<()>>,
+    /// Daemon operations that rely on what they found (a pull, a build) and collections
+    /// exclude each other: an operation never sees a snapshot or blob vanish under it.
+    activity: Arc<std::sync::Mutex<Activity>>,
+    changed: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Activity {
+    operations: usize,
+    collecting: bool,
+}
+
+/// Held by an operation for its whole length; collections wait for it.
+pub struct Operation {
+    gc: Gc,
+}
+
+impl Drop for Operation {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.gc.activity.lock() {
+            a.operations -= 1;
+        }
+        self.gc.changed.notify_waiters();
+    }
+}
+
+impl Gc {
+    pub fn new(store: MetadataStore, content: Content, snapshots: Snapshots) -> Self {
+        Gc {
+            store,
+            content,
+            snapshots,
+            wake: Arc::default(),
+            running: Arc::default(),
+            activity: Arc::default(),
+            changed: Arc::default(),
+        }
+    }
+
+    /// Starts an operation (waiting for a collection in progress to end). Operations nest.
+    pub async fn operation(&self) -> Operation {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Ok(mut a) = self.activity.lock() {
+                if !a.collecting {
+                    a.operations += 1;
+                    return Operation { gc: self.clone() };
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Waits until no operation runs, and keeps new ones out until `end_collecting`.
+    async fn begin_collecting(&self) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Ok(mut a) = self.activity.lock() {
+                if a.operations == 0 {
+                    a.collecting = true;
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn end_collecting(&self) {
+        if let Ok(mut a) = self.activity.lock() {
+            a.collecting = false;
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Asks for a collection soon (deletions call this); collections run in the background
+    /// task started by [`Gc::run`].
+    pub fn schedule(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The background collector: first what a previous run left, then after each wake-up
+    /// (waiting briefly, so a burst of deletions is collected once).
+    pub fn run(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        let started = crate::core::metadata::now();
+        tokio::spawn(async move {
+            log(this.collect_older_than(Some(started)).await);
+            loop {
+                this.wake.notified().await;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                log(this.collect().await);
+            }
+        })
+    }
+
+    /// Collects now, in every namespace.
+    pub async fn collect(&self) -> Result<Collected> {
+        self.collect_older_than(None).await
+    }
+
+    /// Collects what a previous run of the daemon left: only records older than `cutoff`
+    /// (nanoseconds), so a client busy since this start is not raced.
+    pub async fn collect_older_than(&self, cutoff: Option<i64>) -> Result<Collected> {
+        let _one = self.running.lock().await;
+        self.begin_collecting().await;
+        let this = self.clone();
+        let result = blocking(move || {
+            let mut total = Collected::default();
+            for (name, _) in this.store.namespace_list()? {
+                let Ok(ns) = Namespace::parse(&name) else {
+                    continue;
+                };
+                let c = this.collect_namespace(&ns, cutoff)?;
+                total.content += c.content;
+                total.reclaimed += c.reclaimed;
+                total.snapshots += c.snapshots;
+                total.leases += c.leases;
+                total.ingests += c.ingests;
+            }
+            Ok(total)
+        })
+        .await;
+        self.end_collecting();
+        if let Ok(c) = &result {
+            crate::core::metrics::registry().gc_done(c.content, c.snapshots, c.reclaimed);
+        }
+        result
+    }
+
+    /// One namespace. `after_restart` (the run at start, over what a previous daemon left)
+    /// also takes the active `extract-*` snapshots of unpacks that daemon was killed in:
+    /// nothing can still be writing them, and unless a lease holds them nothing ever will.
+    fn collect_namespace(&self, ns: &Namespace, after_restart: Option<i64>) -> Result<Collected> {
+        let cutoff = after_restart.unwrap_or(i64::MAX);
+        let mut out = Collected::default();
+        let now = crate::core::metadata::now() / 1_000_000_000;
+        let mut content_roots: Vec<String> = vec![];
+        let mut snapshot_roots: Vec<(String, String)> = vec![];
+        let mut held_ingests: HashSet<String> = HashSet::new();
+        for lease in self.store.lease_list(ns)? {
+            let expired = lease
+                .labels
+                .get(EXPIRE_LABEL)
+                .and_then(|t| berth_proto::vocab::time::parse_rfc3339(t))
+                .is_some_and(|t| t <= now);
+            // A lease its client deletes meanwhile is simply gone: it holds nothing.
+            if expired {
+                match self.store.lease_delete(ns, &lease.id) {
+                    Ok(()) => out.leases += 1,
+                    Err(e) if e.kind() == crate::core::error::Kind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            let resources = match self.store.lease_resources(ns, &lease.id) {
+                Ok(r) => r,
+                Err(e) if e.kind() == crate::core::error::Kind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for r in resources {
+                if r.kind == "content" {
+                    content_roots.push(r.id);
+                } else if r.kind == "ingests" {
+                    held_ingests.insert(r.id);
+                } else if let Some(sn) = r.kind.strip_prefix("snapshots/") {
+                    snapshot_roots.push((sn.to_string(), r.id));
+                }
+            }
+        }
+        for image in self.store.image_list(ns)? {
+            content_roots.push(image.target.digest);
+        }
+        let blobs = self.store.blob_list(ns)?;
+        for b in &blobs {
+            if b.labels.contains_key(ROOT_LABEL) {
+                content_roots.push(b.digest.clone());
+            }
+        }
+        for c in self.store.container_list(ns)? {
+            if !c.snapshot_key.is_empty() {
+                snapshot_roots.push((c.snapshotter, c.snapshot_key));
+            }
+        }
+        let records: HashMap<&str, &crate::core::metadata::content::BlobRecord> =
+            blobs.iter().map(|b| (b.digest.as_str(), b)).collect();
+
+        // Mark content, collecting the snapshots it names.
+        let mut marked: HashSet<String> = HashSet::new();
+        let mut chains: Vec<String> = vec![];
+        while let Some(d) = content_roots.pop() {
+            if !marked.insert(d.clone()) {
+                continue;
+            }
+            let Some(rec) = records.get(d.as_str()) else {
+                continue;
+            };
+            for (k, v) in rec.labels.iter() {
+                if k.starts_with(CONTENT_REF) {
+                    content_roots.push(v.clone());
+                } else if let Some(sn) = k.strip_prefix(SNAPSHOT_REF) {
+                    snapshot_roots.push((sn.to_string(), v.clone()));
+                }
+            }
+            // Layers (labelled with their diffID) are not documents: never read them.
+            let layer = rec
+                .labels
+                .contains_key(crate::core::diff::UNCOMPRESSED_LABEL);
+            if !layer && rec.size > 0 && rec.size <= oci::MAX_DOCUMENT {
+                if let Ok(bytes) =
+                    self.content
+                        .read_document_sync(ns, &d, rec.size, oci::MAX_DOCUMENT)
+                {
+                    follow_document(&bytes, &mut content_roots, &mut chains);
+                }
+            }
+        }
+
+        // Mark snapshots (per snapshotter) and sweep the committed ones nobody needs.
+        for name in self.snapshots.names() {
+            let Ok(snap) = self.snapshots.get(&name) else {
+                continue;
+            };
+            let mut infos: BTreeMap<String, berth_snapshotters::Info> = BTreeMap::new();
+            snap.walk(&mut |i| {
+                if unscope(ns, &i.name).is_some() {
+                    infos.insert(i.name.clone(), i.clone());
+                }
+                true
+            })?;
+            let mut keep: HashSet<String> = HashSet::new();
+            let mut stack: Vec<String> = snapshot_roots
+                .iter()
+                .filter(|(sn, _)| sn == &name)
+                .map(|(_, k)| scoped(ns, k))
+                .chain(chains.iter().map(|c| scoped(ns, c)))
+                .chain(
+                    infos
+                        .values()
+                        .filter(|i| {
+                            let interrupted_unpack = after_restart.is_some()
+                                && i.created_at < cutoff
+                                && unscope(ns, &i.name)
+                                    .is_some_and(|k| k.starts_with(INTERRUPTED_UNPACK_PREFIX));
+                            (i.kind != Kind::Committed && !interrupted_unpack)
+                                || i.labels.contains_key(ROOT_LABEL)
+                        })
+                        .map(|i| i.name.clone()),
+                )
+                .collect();
+            while let Some(k) = stack.pop() {
+                if !keep.insert(k.clone()) {
+                    continue;
+                }
+                if let Some(p) = infos.get(&k).and_then(|i| i.parent.clone()) {
+                    stack.push(p);
+                }
+            }
+            // Children first: a snapshot goes once nothing left depends on it.
+            let mut doomed: Vec<String> = infos
+                .values()
+                .filter(|i| !keep.contains(&i.name) && i.created_at < cutoff)
+                .map(|i| i.name.clone())
+                .collect();
+            while !doomed.is_empty() {
+                let parents: HashSet<String> = doomed
+                    .iter()
+                    .filter_map(|k| infos.get(k).and_then(|i| i.parent.clone()))
+                    .collect();
+                let (now_, later): (Vec<String>, Vec<String>) =
+                    doomed.into_iter().partition(|k| !parents.contains(k));
+                if now_.is_empty() {
+                    break;
+                }
+                for k in now_ {
+                    match snap.remove(&k) {
+                        Ok(()) => out.snapshots += 1,
+                        Err(e) => {
+                            tracing::warn!(snapshot = k, error = %e, "cannot collect snapshot")
+                        }
+                    }
+                }
+                doomed = later;
+            }
+        }
+
+        for b in blobs {
+            if !marked.contains(&b.digest) && b.created_at < cutoff {
+                if !self.store.blob_remove(ns, &b.digest)? {
+                    if let Ok(d) = crate::core::content::digest::Digest::parse(&b.digest) {
+                        self.content.delete_bytes_sync(&d)?;
+                        out.reclaimed += b.size.max(0) as u64;
+                    }
+                }
+                out.content += 1;
+            }
+        }
+        let stale = crate::core::metadata::now().saturating_sub(INGEST_EXPIRY.as_nanos() as i64);
+        out.ingests += self
+            .content
+            .expire_ingests_sync(ns, stale.min(cutoff), &held_ingests)?;
+        Ok(out)
+    }
+}
+
+fn log(result: Result<Collected>) {
+    match result {
+        Ok(c) if c != Collected::default() => tracing::info!(
+            content = c.content,
+            snapshots = c.snapshots,
+            leases = c.leases,
+            ingests = c.ingests,
+            "garbage collected"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+    }
+}
+
+/// The content and snapshots an image document refers to.
+fn follow_document(bytes: &[u8], content: &mut Vec<String>, chains: &mut Vec<String>) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return;
+    };
+    let digest_of = |d: &serde_json::Value| d["digest"].as_str().map(str::to_string);
+    for m in v["manifests"].as_array().into_iter().flatten() {
+        content.extend(digest_of(m));
+    }
+    if v["config"].is_object() {
+        content.extend(digest_of(&v["config"]));
+    }
+    if let Some(layers) = v["layers"].as_array() {
+        content.extend(layers.iter().filter_map(digest_of));
+    }
+    if let Some(diffs) = v["rootfs"]["diff_ids"].as_array() {
+        let diffs: Vec<String> = diffs
+            .iter()
+            .filter_map(|d| d.as_str().map(str::to_string))
+            .collect();
+        if let Some(top) = oci::chain_ids(&diffs).pop() {
+            chains.push(top);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_name_their_parts() {
+        let (mut c, mut s) = (vec![], vec![]);
+        follow_document(
+            br#"{"config":{"digest":"sha256:c"},"layers":[{"digest":"sha256:l1"}]}"#,
+            &mut c,
+            &mut s,
+        );
+        assert_eq!(c, vec!["sha256:c", "sha256:l1"]);
+        follow_document(br#"{"rootfs":{"diff_ids":["sha256:a"]}}"#, &mut c, &mut s);
+        assert_eq!(s, vec!["sha256:a"]);
+    }
+}

@@ -1,0 +1,599 @@
+//! A container joining its networks when its task is created and leaving them when it ends.
+//! The record is written before the first ADD and updated after each, with the conflist as
+//! it was joined, so DEL undoes exactly what ADD did — after a crash too.
+
+use super::cni::{self, PortMapping};
+use super::{files, netns, Endpoint, Networks, DNS_LABEL, NETWORKS_LABEL, PORTS_LABEL};
+use crate::core::context::Namespace;
+use crate::core::error::{blocking, Error, Result};
+use crate::core::metadata::containers::ContainerRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    namespace: String,
+    id: String,
+    /// When the attachment began (ns since the epoch): an exit older than this belongs to an
+    /// earlier task of the same container and must not undo this one.
+    created: i64,
+    netns: PathBuf,
+    hostname: String,
+    ports: Vec<PortMapping>,
+    joined: Vec<Joined>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Joined {
+    network: String,
+    ifname: String,
+    /// The conflist as joined.
+    conf: Value,
+    /// ADD's result; None while (or if) ADD has not answered.
+    result: Option<Value>,
+}
+
+impl Joined {
+    /// The container's addresses on this network, from ADD's result.
+    fn ips(&self) -> Vec<String> {
+        self.result
+            .as_ref()
+            .map(|r| cni::ips_on(r, &self.ifname))
+            .unwrap_or_default()
+    }
+}
+
+/// What a container asks of the network, from its labels.
+struct Wanted {
+    networks: Vec<String>,
+    ports: Vec<PortMapping>,
+    dns: Vec<String>,
+}
+
+fn wanted(c: &ContainerRecord) -> Result<Option<Wanted>> {
+    let Some(names) = c.labels.get(NETWORKS_LABEL) else {
+        return Ok(None);
+    };
+    let mut networks: Vec<String> = vec![];
+    for n in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        super::define::validate_name(n)?;
+        if !networks.iter().any(|x| x == n) {
+            networks.push(n.to_string());
+        }
+    }
+    if networks.is_empty() {
+        return Err(Error::invalid(format!(
+            "label {NETWORKS_LABEL} names no network"
+        )));
+    }
+    let ports: Vec<PortMapping> = match c.labels.get(PORTS_LABEL) {
+        Some(p) => serde_json::from_str(p).map_err(|e| {
+            Error::invalid(format!(
+                "label {PORTS_LABEL} is not a list of port mappings: {e}"
+            ))
+        })?,
+        None => vec![],
+    };
+    for p in &ports {
+        if !(1..=65535).contains(&p.host_port) || !(1..=65535).contains(&p.container_port) {
+            return Err(Error::invalid(format!(
+                "port mapping {}:{}: ports are 1-65535",
+                p.host_port, p.container_port
+            )));
+        }
+        if !["tcp", "udp", "sctp"].contains(&p.protocol.as_str()) {
+            return Err(Error::invalid(format!(
+                "port mapping protocol {:?}: use tcp, udp or sctp",
+                p.protocol
+            )));
+        }
+        if !p.host_ip.is_empty() && p.host_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(Error::invalid(format!(
+                "port mapping host address {:?} is not an IP address",
+                p.host_ip
+            )));
+        }
+    }
+    let mut dns = vec![];
+    for d in c
+        .labels
+        .get(DNS_LABEL)
+        .map(String::as_str)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(Error::invalid(format!(
+                "nameserver {d:?} is not an IP address"
+            )));
+        }
+        dns.push(d.to_string());
+    }
+    Ok(Some(Wanted {
+        networks,
+        ports,
+        dns,
+    }))
+}
+
+impl Networks {
+    fn key(ns: &str, id: &str) -> String {
+        format!("{ns}/{id}")
+    }
+
+    fn record_path(&self, ns: &str, id: &str) -> PathBuf {
+        self.inner
+            .dir
+            .join("attachments")
+            .join(ns)
+            .join(format!("{id}.json"))
+    }
+
+    fn files_dir(&self, ns: &str, id: &str) -> PathBuf {
+        self.inner.dir.join("files").join(ns).join(id)
+    }
+
+    fn cni_attachment(&self, r: &Record, j: &Joined, first: bool) -> cni::Attachment {
+        cni::Attachment {
+            id: format!("{}-{}-{}", r.namespace, r.id, self.inner.tag),
+            netns: r.netns.clone(),
+            args: "IgnoreUnknown=1".into(),
+            port_mappings: if first { r.ports.clone() } else { vec![] },
+            ifname: j.ifname.clone(),
+            ipam_data_dir: Some(self.inner.dir.join("ipam")),
+        }
+    }
+
+    /// Joins the container's networks if its labels ask for any; returns its spec with the
+    /// network namespace and the hosts, resolv.conf and hostname files in place, or None
+    /// for a container that asks for none.
+    pub async fn attach(
+        &self,
+        ns: &Namespace,
+        c: &ContainerRecord,
+        spec: &[u8],
+    ) -> Result<Option<Vec<u8>>> {
+        let Some(w) = wanted(c)? else {
+            return Ok(None);
+        };
+        let mut spec: Value = serde_json::from_slice(spec)
+            .map_err(|e| Error::invalid(format!("container {}: spec: {e}", c.id)))?;
+        let netns_entry = spec["linux"]["namespaces"]
+            .as_array()
+            .and_then(|a| a.iter().position(|n| n["type"] == "network"));
+        let Some(at) = netns_entry else {
+            return Err(Error::invalid(format!(
+                "container {} asks for networks ({NETWORKS_LABEL}) but shares the host's network namespace",
+                c.id
+            )));
+        };
+        if spec["linux"]["namespaces"][at]["path"]
+            .as_str()
+            .is_some_and(|p| !p.is_empty())
+        {
+            return Err(Error::invalid(format!(
+                "container {} asks for networks ({NETWORKS_LABEL}) but joins another network namespace",
+                c.id
+            )));
+        }
+        let key = Self::key(ns.as_str(), &c.id);
+        let lock = self.lock_for(&key);
+        let _g = lock.lock().await;
+        // What an earlier task of this container left (its exit was never seen).
+        self.detach_locked(ns.as_str(), &c.id, None).await?;
+        let mut joined = vec![];
+        for (i, name) in w.networks.iter().enumerate() {
+            let net = self.ensure(name).await?;
+            joined.push(Joined {
+                network: net.name,
+                ifname: format!("eth{i}"),
+                conf: net.conf,
+                result: None,
+            });
+        }
+        let hostname = match spec["hostname"].as_str() {
+            Some(h) if !h.is_empty() => h.to_string(),
+            _ => files::hostname(&c.id),
+        };
+        let mut rec = Record {
+            namespace: ns.to_string(),
+            id: c.id.clone(),
+            created: crate::core::metadata::now(),
+            netns: self.inner.dir.join("netns").join(ns.as_str()).join(&c.id),
+            hostname,
+            ports: w.ports,
+            joined,
+        };
+        if let Err(e) = self.bring_up(&mut rec, &w.dns).await {
+            tracing::warn!(namespace = %ns, id = c.id, error = %e, "joining the networks failed; undoing");
+            if let Err(e2) = self.tear_down(&rec).await {
+                tracing::warn!(namespace = %ns, id = c.id, error = %e2, "undoing a failed join");
+            }
+            return Err(e);
+        }
+        spec["linux"]["namespaces"][at]["path"] = json!(rec.netns);
+        if spec["hostname"].as_str().is_none_or(str::is_empty) {
+            spec["hostname"] = json!(rec.hostname);
+        }
+        let dir = self.files_dir(ns.as_str(), &c.id);
+        let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+        for f in ["hosts", "resolv.conf", "hostname"] {
+            let dst = format!("/etc/{f}");
+            if !mounts.iter().any(|m| m["destination"] == dst.as_str()) {
+                mounts.push(json!({
+                    "destination": dst,
+                    "type": "bind",
+                    "source": dir.join(f),
+                    "options": ["rbind", "rprivate"],
+                }));
+            }
+        }
+        spec["mounts"] = Value::Array(mounts);
+        Ok(Some(serde_json::to_vec(&spec)?))
+    }
+
+    async fn save(&self, r: &Record) -> Result<()> {
+        let path = self.record_path(&r.namespace, &r.id);
+        let bytes = serde_json::to_vec(r)?;
+        blocking(move || {
+            if let Some(d) = path.parent() {
+                std::fs::create_dir_all(d)
+                    .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
+            }
+            super::write_atomic(&path, &bytes)
+        })
+        .await
+    }
+
+    async fn bring_up(&self, r: &mut Record, dns: &[String]) -> Result<()> {
+        self.save(r).await?;
+        let path = r.netns.clone();
+        blocking(move || netns::create_netns(&path)).await?;
+        for i in 0..r.joined.len() {
+            let j = &r.joined[i];
+            let net = cni::Network::parse(j.conf.clone(), Path::new(&j.network))?;
+            let a = self.cni_attachment(r, j, i == 0);
+            let result = net.add(&self.inner.bin_dir, &a).await.map_err(|e| {
+                Error::new(e.kind(), format!("network {}: {e}", r.joined[i].network))
+            })?;
+            r.joined[i].result = Some(result);
+            self.save(r).await?;
+        }
+        let ips: Vec<String> = r.joined.iter().flat_map(Joined::ips).collect();
+        let dir = self.files_dir(&r.namespace, &r.id);
+        let hosts = files::hosts(&r.hostname, &ips);
+        let hostname = format!("{}\n", r.hostname);
+        let dns = dns.to_vec();
+        blocking(move || {
+            let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let upstream = std::fs::read_to_string("/run/systemd/resolve/resolv.conf").ok();
+            let resolv = files::resolv_conf(&host, upstream.as_deref(), &dns);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+            for (f, text) in [
+                ("hosts", hosts),
+                ("resolv.conf", resolv),
+                ("hostname", hostname),
+            ] {
+                let p = dir.join(f);
+                std::fs::write(&p, text)
+                    .map_err(|e| Error::io(format!("write {}", p.display()), e))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// DEL from every network joined (last first), then the namespace, files and record.
+    /// A DEL that fails keeps the record, so the next detach (or start) tries again.
+    async fn tear_down(&self, r: &Record) -> Result<()> {
+        let mut failed = None;
+        for (i, j) in r.joined.iter().enumerate().rev() {
+            let net = match cni::Network::parse(j.conf.clone(), Path::new(&j.network)) {
+                Ok(n) => n,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            };
+            let a = self.cni_attachment(r, j, i == 0);
+            if let Err(e) = net.del(&self.inner.bin_dir, &a, j.result.as_ref()).await {
+                failed.get_or_insert(e);
+            }
+        }
+        let (netns_path, dir) = (r.netns.clone(), self.files_dir(&r.namespace, &r.id));
+        let record = self.record_path(&r.namespace, &r.id);
+        let keep = failed.is_some();
+        blocking(move || {
+            netns::remove_netns(&netns_path)?;
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("remove {}", dir.display()), e)),
+            }
+            if !keep {
+                match std::fs::remove_file(&record) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(format!("remove {}", record.display()), e)),
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// The record of `id` in `ns`. The id is checked first: ids reach here from exit events
+    /// any client can forward, and one like `../../x` must not lead out of the records.
+    async fn load(&self, ns: &str, id: &str) -> Result<Option<Record>> {
+        crate::core::context::validate_identifier("container id", id)?;
+        Namespace::parse(ns)?;
+        let path = self.record_path(ns, id);
+        blocking(move || match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("read {}", path.display()), e)),
+        })
+        .await
+    }
+
+    /// Leaves every network the container joined; nothing to do if it joined none. With
+    /// `exited_at`, an attachment made after that exit (a newer task's) is left alone.
+    pub async fn detach(&self, ns: &str, id: &str, exited_at: Option<i64>) -> Result<()> {
+        let key = Self::key(ns, id);
+        let lock = self.lock_for(&key);
+        let result = {
+            let _g = lock.lock().await;
+            self.detach_locked(ns, id, exited_at).await
+        };
+        drop(lock);
+        self.forget_lock(&key);
+        result
+    }
+
+    async fn detach_locked(&self, ns: &str, id: &str, exited_at: Option<i64>) -> Result<()> {
+        let Some(r) = self.load(ns, id).await? else {
+            return Ok(());
+        };
+        if exited_at.is_some_and(|t| t > 0 && t < r.created) {
+            return Ok(());
+        }
+        self.tear_down(&r).await?;
+        tracing::info!(namespace = ns, id, "left its networks");
+        Ok(())
+    }
+
+    /// Every attachment on record, as (namespace, id).
+    pub async fn attached(&self) -> Vec<(String, String)> {
+        let dir = self.inner.dir.clone();
+        blocking(move || {
+            Ok(records(&dir)
+                .into_iter()
+                .map(|r| (r.namespace, r.id))
+                .collect())
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// The container's addresses on its networks, by network (none when it is on none).
+    pub async fn addresses(&self, ns: &str, id: &str) -> Result<Vec<(String, Vec<String>)>> {
+        Ok(self
+            .load(ns, id)
+            .await?
+            .map(|r| {
+                r.joined
+                    .iter()
+                    .map(|j| (j.network.clone(), j.ips()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Leaves the networks of each container on record whose task is no longer running:
+    /// what a berthd that died before seeing an exit left behind.
+    pub async fn recover(&self, tasks: &crate::core::runtime::Tasks) {
+        let stale = futures::future::join_all(self.attached().await.into_iter().map(
+            |(ns, id)| async move {
+                let alive = match Namespace::parse(&ns) {
+                    Ok(n) => tasks.is_running(&n, &id).await,
+                    Err(_) => false,
+                };
+                (!alive).then_some((ns, id))
+            },
+        ))
+        .await;
+        futures::future::join_all(stale.into_iter().flatten().map(|(ns, id)| async move {
+            tracing::info!(
+                namespace = ns,
+                id,
+                "container stopped while berthd was away; leaving its networks"
+            );
+            if let Err(e) = self.detach(&ns, &id, None).await {
+                tracing::warn!(namespace = ns, id, error = %e, "cannot leave the networks");
+            }
+        }))
+        .await;
+    }
+
+    /// Leaves a container's networks when its init process exits. A subscription the
+    /// exchange drops (a burst left it too far behind) is made again: the exits missed
+    /// meanwhile are caught by task delete or the next start.
+    pub fn watch_exits(&self, events: &crate::core::events::Exchange) {
+        let Ok(filter) = crate::core::filters::Filter::parse_all(&["topic==\"/tasks/exit\""])
+        else {
+            return;
+        };
+        let (this, events) = (self.clone(), events.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut sub = events.subscribe(filter.clone());
+                while let Some(env) = sub.next().await {
+                    this.on_exit(env);
+                }
+                tracing::warn!("exit subscription ended; subscribing again");
+            }
+        });
+    }
+
+    fn on_exit(&self, env: crate::core::events::Envelope) {
+        let Some((container, process, exited_at)) =
+            crate::core::runtime::ttrpc::task_exit(&env.event)
+        else {
+            return;
+        };
+        if container != process {
+            return; // an exec'd process
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this
+                .detach(&env.namespace, &container, Some(exited_at))
+                .await
+            {
+                tracing::warn!(namespace = env.namespace, id = container, error = %e, "cannot leave the networks after exit");
+            }
+        });
+    }
+}
+
+fn records(dir: &Path) -> Vec<Record> {
+    let mut out = vec![];
+    let Ok(namespaces) = std::fs::read_dir(dir.join("attachments")) else {
+        return out;
+    };
+    for ns in namespaces.flatten() {
+        let Ok(files) = std::fs::read_dir(ns.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            if f.path().extension().is_some_and(|x| x == "json") {
+                if let Ok(r) = std::fs::read(f.path())
+                    .map_err(|_| ())
+                    .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|_| ()))
+                {
+                    out.push(r);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// (network name, endpoint) for every container on record.
+pub(super) fn endpoints(dir: &Path) -> Vec<(String, Endpoint)> {
+    records(dir)
+        .into_iter()
+        .flat_map(|r| {
+            r.joined
+                .iter()
+                .enumerate()
+                .map(|(i, j)| {
+                    (
+                        j.network.clone(),
+                        Endpoint {
+                            namespace: r.namespace.clone(),
+                            container_id: r.id.clone(),
+                            ifname: j.ifname.clone(),
+                            ips: j.ips(),
+                            ports: if i == 0 { r.ports.clone() } else { vec![] },
+                        },
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(labels: &[(&str, &str)]) -> ContainerRecord {
+        ContainerRecord {
+            id: "c1".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_from_events_cannot_lead_out_of_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = Networks::open(
+            &super::super::NetworkConfig::default(),
+            &dir.path().join("root"),
+            &dir.path().join("state"),
+        )
+        .unwrap();
+        // A file shaped like a record, outside the records.
+        let outside = dir.path().join("state/io.berth.network.v1/victim");
+        std::fs::create_dir_all(&outside).unwrap();
+        for id in ["../../victim", "..", "a/b", ""] {
+            let e = n.detach("default", id, None).await.unwrap_err();
+            assert_eq!(
+                e.kind(),
+                crate::core::error::Kind::InvalidArgument,
+                "{id:?}"
+            );
+            assert!(n.addresses("default", id).await.is_err(), "{id:?}");
+        }
+        assert!(n.detach("../x", "c1", None).await.is_err());
+        assert!(outside.exists());
+        assert!(n.addresses("default", "c1").await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn labels_are_checked() {
+        assert!(wanted(&container(&[])).unwrap().is_none());
+        let w = wanted(&container(&[
+            (NETWORKS_LABEL, "bridge, n2,bridge"),
+            (
+                PORTS_LABEL,
+                r#"[{"hostPort":8080,"containerPort":80,"protocol":"tcp","hostIP":"127.0.0.1"}]"#,
+            ),
+            (DNS_LABEL, "1.1.1.1"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(w.networks, ["bridge", "n2"]);
+        assert_eq!(w.ports[0].host_ip, "127.0.0.1");
+        assert_eq!(w.dns, ["1.1.1.1"]);
+        for bad in [
+            vec![(NETWORKS_LABEL, " , ")],
+            vec![(NETWORKS_LABEL, "../x")],
+            vec![(NETWORKS_LABEL, "b"), (PORTS_LABEL, "80:80")],
+            vec![
+                (NETWORKS_LABEL, "b"),
+                (
+                    PORTS_LABEL,
+                    r#"[{"hostPort":0,"containerPort":80,"protocol":"tcp"}]"#,
+                ),
+            ],
+            vec![
+                (NETWORKS_LABEL, "b"),
+                (
+                    PORTS_LABEL,
+                    r#"[{"hostPort":1,"containerPort":80,"protocol":"icmp"}]"#,
+                ),
+            ],
+            vec![(NETWORKS_LABEL, "b"), (DNS_LABEL, "dns.example")],
+        ] {
+            let e = wanted(&container(&bad)).err().expect("refused");
+            assert_eq!(
+                e.kind(),
+                crate::core::error::Kind::InvalidArgument,
+                "{bad:?}"
+            );
+        }
+    }
+}

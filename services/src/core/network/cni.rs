@@ -1,0 +1,348 @@
+//! CNI: network configurations (conflists) and the plugins that wire a network namespace
+//! into them (ADD when it comes up, DEL when it goes, with the ADD result kept for the DEL).
+//! Both the CRI's pods and `berth run`'s containers go through here.
+
+use crate::core::error::{Error, Kind, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// The interface name inside every pod and container.
+pub const IFNAME: &str = "eth0";
+
+/// Longest a CNI plugin may take before it is killed.
+const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A CNI network: the conflist (or a single .conf, wrapped) found in the conf dir.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub name: String,
+    pub version: String,
+    pub plugins: Vec<Value>,
+    pub file: PathBuf,
+    /// The whole file, as read.
+    pub conf: Value,
+}
+
+/// The pod network from `conf_dir`: the first `.conflist`, `.conf` or `.json` by name.
+pub fn load(conf_dir: &Path) -> Result<Network> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(conf_dir)
+        .map_err(|e| Error::io(format!("read CNI config dir {}", conf_dir.display()), e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "conflist" || x == "conf" || x == "json")
+        })
+        .collect();
+    files.sort();
+    let file = files.into_iter().next().ok_or_else(|| {
+        Error::precondition(format!(
+            "no CNI network configuration in {}: put a .conflist there (cni_conf_dir)",
+            conf_dir.display()
+        ))
+    })?;
+    load_file(&file)
+}
+
+/// A network from one CNI configuration file: a `.conflist`, or a single plugin's `.conf`.
+pub fn load_file(file: &Path) -> Result<Network> {
+    let text = std::fs::read(file).map_err(|e| Error::io(format!("read {}", file.display()), e))?;
+    let v: Value = serde_json::from_slice(&text)
+        .map_err(|e| Error::invalid(format!("CNI config {}: {e}", file.display())))?;
+    Network::parse(v, file)
+}
+
+impl Network {
+    /// A network from its configuration as JSON (read from `file`).
+    pub fn parse(v: Value, file: &Path) -> Result<Network> {
+        let version = v["cniVersion"].as_str().unwrap_or("0.4.0").to_string();
+        let name = v["name"].as_str().unwrap_or_default().to_string();
+        let plugins = match v["plugins"].as_array() {
+            Some(p) => p.clone(),
+            None if v["type"].is_string() => vec![v.clone()],
+            None => {
+                return Err(Error::invalid(format!(
+                    "CNI config {} has neither plugins nor a type",
+                    file.display()
+                )))
+            }
+        };
+        if name.is_empty() || plugins.is_empty() {
+            return Err(Error::invalid(format!(
+                "CNI config {} needs a name and at least one plugin",
+                file.display()
+            )));
+        }
+        Ok(Network {
+            name,
+            version,
+            plugins,
+            file: file.to_path_buf(),
+            conf: v,
+        })
+    }
+}
+
+/// A published port: CNI's `portMappings` entry, which the portmap plugin reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: i32,
+    pub container_port: i32,
+    pub protocol: String,
+    #[serde(rename = "hostIP", default, skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
+}
+
+/// What a namespace brings to a network: who it is (CNI_CONTAINERID, CNI_ARGS), where it
+/// is, the ports it publishes.
+#[derive(Debug, Clone, Default)]
+pub struct Attachment {
+    pub id: String,
+    pub netns: PathBuf,
+    /// CNI_ARGS, `K=V;K=V`.
+    pub args: String,
+    pub port_mappings: Vec<PortMapping>,
+    /// The interface inside the namespace ([`IFNAME`] for the first).
+    pub ifname: String,
+    /// Where host-local IPAM keeps its leases, when the network does not say.
+    pub ipam_data_dir: Option<PathBuf>,
+}
+
+impl Attachment {
+    fn runtime_config(&self, plugin: &Value) -> Option<Value> {
+        let caps = &plugin["capabilities"];
+        let mut rc = serde_json::Map::new();
+        if caps["portMappings"].as_bool() == Some(true) && !self.port_mappings.is_empty() {
+            rc.insert("portMappings".into(), json!(self.port_mappings));
+        }
+        (!rc.is_empty()).then_some(Value::Object(rc))
+    }
+}
+
+impl Network {
+    fn plugin_conf(&self, plugin: &Value, a: &Attachment, prev: Option<&Value>) -> Value {
+        let mut conf = plugin.clone();
+        conf["name"] = json!(self.name);
+        conf["cniVersion"] = json!(self.version);
+        if let Some(p) = prev {
+            conf["prevResult"] = p.clone();
+        }
+        if let Some(rc) = a.runtime_config(plugin) {
+            conf["runtimeConfig"] = rc;
+        }
+        if let Some(m) = conf.as_object_mut() {
+            m.remove("capabilities");
+        }
+        if let Some(dir) = &a.ipam_data_dir {
+            let ipam = &mut conf["ipam"];
+            if ipam["type"] == "host-local" && ipam.get("dataDir").is_none() {
+                ipam["dataDir"] = json!(dir);
+            }
+        }
+        conf
+    }
+
+    /// ADD through every plugin; returns the final result. A failure undoes what was added.
+    pub async fn add(&self, bin_dir: &Path, a: &Attachment) -> Result<Value> {
+        let mut prev: Option<Value> = None;
+        for (i, plugin) in self.plugins.iter().enumerate() {
+            let conf = self.plugin_conf(plugin, a, prev.as_ref());
+            match exec(bin_dir, "ADD", plugin, &conf, a).await {
+                Ok(r) => prev = Some(r),
+                Err(e) => {
+                    let _ = self.del_plugins(bin_dir, a, prev.as_ref(), i + 1).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(prev.unwrap_or(Value::Null))
+    }
+
+    /// DEL through every plugin, last first; errors are collected, every plugin is asked.
+    pub async fn del(&self, bin_dir: &Path, a: &Attachment, result: Option<&Value>) -> Result<()> {
+        self.del_plugins(bin_dir, a, result, self.plugins.len())
+            .await
+    }
+
+    async fn del_plugins(
+        &self,
+        bin_dir: &Path,
+        a: &Attachment,
+        result: Option<&Value>,
+        n: usize,
+    ) -> Result<()> {
+        let mut first_err = None;
+        for plugin in self.plugins[..n].iter().rev() {
+            let conf = self.plugin_conf(plugin, a, result);
+            if let Err(e) = exec(bin_dir, "DEL", plugin, &conf, a).await {
+                tracing::warn!(id = a.id, error = %e, "CNI DEL failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+async fn exec(
+    bin_dir: &Path,
+    command: &str,
+    plugin: &Value,
+    conf: &Value,
+    a: &Attachment,
+) -> Result<Value> {
+    let kind = plugin["type"].as_str().unwrap_or_default();
+    if kind.is_empty() || kind.contains('/') {
+        return Err(Error::invalid(format!(
+            "CNI plugin type {kind:?} is invalid"
+        )));
+    }
+    let bin = bin_dir.join(kind);
+    if !bin.exists() {
+        return Err(Error::precondition(format!(
+            "CNI plugin {} is missing: install containernetworking-plugins or set cni_bin_dir ([cri] or [network]); berth run --network none needs no plugin",
+            bin.display()
+        )));
+    }
+    let mut child = tokio::process::Command::new(&bin)
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", &a.id)
+        .env("CNI_NETNS", &a.netns)
+        .env("CNI_IFNAME", &a.ifname)
+        .env("CNI_PATH", bin_dir)
+        .env("CNI_ARGS", &a.args)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::io(format!("run CNI plugin {}", bin.display()), e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let bytes = serde_json::to_vec(conf)?;
+        stdin
+            .write_all(&bytes)
+            .await
+            .map_err(|e| Error::io(format!("write to CNI plugin {kind}"), e))?;
+    }
+    let out = tokio::time::timeout(PLUGIN_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| {
+            Error::new(
+                Kind::DeadlineExceeded,
+                format!("CNI plugin {kind} {command} took longer than {PLUGIN_TIMEOUT:?}"),
+            )
+        })?
+        .map_err(|e| Error::io(format!("wait for CNI plugin {kind}"), e))?;
+    if !out.status.success() {
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let msg = v["msg"].as_str().map(str::to_string).unwrap_or_else(|| {
+            String::from_utf8_lossy(if out.stdout.is_empty() {
+                &out.stderr
+            } else {
+                &out.stdout
+            })
+            .trim()
+            .to_string()
+        });
+        let details = v["details"].as_str().unwrap_or_default();
+        return Err(Error::new(
+            Kind::Internal,
+            format!("CNI plugin {kind} {command} failed: {msg} {details}")
+                .trim()
+                .to_string(),
+        ));
+    }
+    if command == "DEL" || out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        Error::invalid(format!(
+            "CNI plugin {kind} answered {command} with bad JSON: {e}"
+        ))
+    })
+}
+
+/// The namespace's addresses from a CNI result: those on `ifname` (or on no named
+/// interface), without their prefix length, IPv4 first.
+pub fn ips_on(result: &Value, ifname: &str) -> Vec<String> {
+    let ifaces = result["interfaces"].as_array().cloned().unwrap_or_default();
+    let mut ips: Vec<String> = result["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|ip| match ip["interface"].as_u64() {
+                    Some(i) => ifaces
+                        .get(i as usize)
+                        .map(|f| {
+                            f["name"] == ifname
+                                && f["sandbox"].as_str().is_some_and(|s| !s.is_empty())
+                        })
+                        .unwrap_or(true),
+                    None => true,
+                })
+                .filter_map(|ip| ip["address"].as_str())
+                .map(|s| s.split('/').next().unwrap_or(s).to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    ips.sort_by_key(|ip| ip.contains(':'));
+    ips
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ips_come_from_the_pod_interface() {
+        let r = json!({
+            "interfaces": [{"name": "cni0"}, {"name": "veth1"}, {"name": "eth0", "sandbox": "/run/netns/x"}],
+            "ips": [{"interface": 2, "address": "fd00::5/64"}, {"interface": 2, "address": "10.88.0.5/16"}, {"interface": 0, "address": "10.88.0.1/16"}]
+        });
+        assert_eq!(ips_on(&r, IFNAME), vec!["10.88.0.5", "fd00::5"]);
+    }
+
+    #[tokio::test]
+    async fn plugin_types_cannot_name_paths() {
+        let a = Attachment::default();
+        for kind in ["../../bin/sh", "/bin/sh", ""] {
+            let plugin = json!({"type": kind});
+            let e = exec(Path::new("/usr/lib/cni"), "ADD", &plugin, &plugin, &a)
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), Kind::InvalidArgument, "{kind}");
+        }
+    }
+
+    #[test]
+    fn port_mappings_only_for_plugins_that_ask() {
+        let a = Attachment {
+            port_mappings: vec![PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: "tcp".into(),
+                host_ip: String::new(),
+            }],
+            ..Default::default()
+        };
+        let net = Network {
+            name: "n".into(),
+            version: "1.0.0".into(),
+            plugins: vec![],
+            file: PathBuf::new(),
+            conf: Value::Null,
+        };
+        let pm = json!({"type": "portmap", "capabilities": {"portMappings": true}});
+        let c = net.plugin_conf(&pm, &a, None);
+        assert_eq!(c["runtimeConfig"]["portMappings"][0]["hostPort"], 8080);
+        assert!(c.get("capabilities").is_none());
+        let br = json!({"type": "bridge"});
+        assert!(net
+            .plugin_conf(&br, &a, None)
+            .get("runtimeConfig")
+            .is_none());
+    }
+}

@@ -1,0 +1,434 @@
+//! Container networks: CNI networks berth writes and names (`bridge`, made on first use, and
+//! any `berth network create` makes), joined by a container whose record carries
+//! [`NETWORKS_LABEL`] when its task is created, and left when its init exits, its task is
+//! deleted, or — after a crash — when berthd finds at start that it is no longer running.
+//! The CRI shares [`cni`] and [`netns`] and keeps its own pod networks.
+//!
+//! State under `<state>/io.berth.network.v1/`: `attachments/<ns>/<id>.json` (written before
+//! the first ADD, so DEL always knows what to undo), `netns/<ns>/<id>` (the pinned
+//! namespace), `files/<ns>/<id>/` (hosts, resolv.conf, hostname) and `ipam/` (host-local's
+//! leases: gone on reboot along with every veth and rule they described).
+
+mod attach;
+pub mod cni;
+pub mod define;
+mod files;
+mod hostlock;
+pub mod netns;
+
+pub use define::{Definition, Subnet, DEFAULT_NETWORK};
+
+use crate::core::error::{blocking, Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Comma-separated networks a container joins (its first gets published ports).
+pub const NETWORKS_LABEL: &str = "berth.networks";
+/// JSON list of CNI port mappings to publish.
+pub const PORTS_LABEL: &str = "berth.ports";
+/// Comma-separated nameservers for the container's resolv.conf.
+pub const DNS_LABEL: &str = "berth.dns";
+
+/// `[network]` in berthd's config.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Where berth's conflists live; empty: `<root>/io.berth.network.v1/net.d`.
+    pub conf_dir: PathBuf,
+    /// The CNI plugin binaries.
+    pub cni_bin_dir: PathBuf,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            conf_dir: PathBuf::new(),
+            cni_bin_dir: PathBuf::from("/usr/lib/cni"),
+        }
+    }
+}
+
+/// What `berth network create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct CreateNetwork {
+    pub name: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub internal: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A network as listed: berth's definition (None for a conflist berth did not write), its
+/// file, and the containers on it.
+#[derive(Debug, Clone)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub definition: Option<Definition>,
+    pub file: PathBuf,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// A container on a network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub namespace: String,
+    pub container_id: String,
+    pub ifname: String,
+    pub ips: Vec<String>,
+    pub ports: Vec<cni::PortMapping>,
+}
+
+#[derive(Clone)]
+pub struct Networks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conf_dir: PathBuf,
+    bin_dir: PathBuf,
+    dir: PathBuf,
+    /// Part of every CNI container id: this daemon's, so that two berthds on one host with a
+    /// container of the same namespace and name never share the plugins' per-container
+    /// chains and leases.
+    tag: String,
+    /// Serialises changes to the set of networks (create, remove, the default's first use).
+    defs: tokio::sync::Mutex<()>,
+    /// One lock per attached container, so attach and detach of one never interleave.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Networks {
+    pub fn open(cfg: &NetworkConfig, root: &Path, state: &Path) -> Result<Self> {
+        let conf_dir = if cfg.conf_dir.as_os_str().is_empty() {
+            root.join("io.berth.network.v1").join("net.d")
+        } else {
+            cfg.conf_dir.clone()
+        };
+        std::fs::create_dir_all(&conf_dir)
+            .map_err(|e| Error::io(format!("create {}", conf_dir.display()), e))?;
+        let dir = state.join("io.berth.network.v1");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let tag = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes()))[..8].to_string()
+        };
+        Ok(Networks {
+            inner: Arc::new(Inner {
+                conf_dir,
+                bin_dir: cfg.cni_bin_dir.clone(),
+                dir,
+                tag,
+                defs: Default::default(),
+                locks: Default::default(),
+            }),
+        })
+    }
+
+    pub fn conf_dir(&self) -> &Path {
+        &self.inner.conf_dir
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.inner.conf_dir.join(format!("{name}.conflist"))
+    }
+
+    /// Every network in the conf dir, by name, with the containers on each.
+    pub async fn list(&self) -> Result<Vec<NetworkInfo>> {
+        let conf_dir = self.inner.conf_dir.clone();
+        let dir = self.inner.dir.clone();
+        blocking(move || {
+            let endpoints = attach::endpoints(&dir);
+            Ok(conflists(&conf_dir)?
+                .into_iter()
+                .map(|net| info(net, &endpoints))
+                .collect())
+        })
+        .await
+    }
+
+    pub async fn get(&self, name: &str) -> Result<NetworkInfo> {
+        self.list()
+            .await?
+            .into_iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| not_found(name))
+    }
+
+    pub async fn create(&self, req: CreateNetwork) -> Result<NetworkInfo> {
+        define::validate_name(&req.name)?;
+        crate::core::metadata::validate_labels(&req.labels)?;
+        let _g = self.inner.defs.lock().await;
+        self.create_locked(req).await
+    }
+
+    async fn create_locked(&self, req: CreateNetwork) -> Result<NetworkInfo> {
+        // Subnets and bridges are the host's: every berthd on it takes this lock to choose.
+        let _host = blocking(hostlock::take).await?;
+        let conf_dir = self.inner.conf_dir.clone();
+        let existing: Vec<(String, Definition)> = blocking(move || conflists(&conf_dir))
+            .await?
+            .into_iter()
+            .map(|n| (n.name.clone(), Definition::from_conflist(&n.conf)))
+            .filter_map(|(name, d)| {
+                if name == req.name {
+                    return Some(Err(Error::already_exists(format!(
+                        "network {name:?} exists; remove it first or pick another name"
+                    ))));
+                }
+                d.map(|d| Ok((name, d)))
+            })
+            .collect::<Result<_>>()?;
+        let taken: Vec<Subnet> = existing.iter().map(|(_, d)| d.subnet).collect();
+        let subnet = match &req.subnet {
+            Some(s) => {
+                let s = Subnet::parse(s)?;
+                if let Some((name, _)) = existing.iter().find(|(_, d)| d.subnet.overlaps(&s)) {
+                    return Err(Error::already_exists(format!(
+                        "subnet {s} overlaps network {name:?}'s"
+                    )));
+                }
+                s
+            }
+            None => define::free_subnet(&taken, &define::host_routes())?,
+        };
+        let gateway = match &req.gateway {
+            Some(g) => {
+                let ip: std::net::Ipv4Addr = g
+                    .parse()
+                    .map_err(|_| Error::invalid(format!("gateway {g:?} is not an IPv4 address")))?;
+                if !subnet.contains(ip) || ip == subnet.addr {
+                    return Err(Error::invalid(format!(
+                        "gateway {ip} is not a host address of {subnet}"
+                    )));
+                }
+                ip
+            }
+            None => subnet.first_host(),
+        };
+        let used: Vec<String> = existing.iter().map(|(_, d)| d.bridge.clone()).collect();
+        let bridge = claim_bridge(
+            define::bridge_names(&req.name, &self.inner.conf_dir)
+                .into_iter()
+                .filter(|b| !used.contains(b)),
+            subnet,
+            gateway,
+        )
+        .await?;
+        let def = Definition {
+            bridge,
+            name: req.name,
+            subnet,
+            gateway,
+            internal: req.internal,
+            labels: req.labels,
+            created: crate::core::metadata::now() / 1_000_000_000,
+        };
+        let path = self.file(&def.name);
+        let text = serde_json::to_vec_pretty(&def.conflist())?;
+        let p = path.clone();
+        if let Err(e) = blocking(move || write_atomic(&p, &text)).await {
+            delete_link(&def.bridge).await;
+            return Err(e);
+        }
+        tracing::info!(network = def.name, subnet = %def.subnet, "network created");
+        Ok(NetworkInfo {
+            name: def.name.clone(),
+            definition: Some(def),
+            file: path,
+            endpoints: vec![],
+        })
+    }
+
+    /// Removes a network no container is on, and its bridge.
+    pub async fn remove(&self, name: &str) -> Result<()> {
+        let _g = self.inner.defs.lock().await;
+        let net = self.get(name).await?;
+        if let Some(e) = net.endpoints.first() {
+            return Err(Error::precondition(format!(
+                "network {name:?} is in use by container {} (namespace {}); remove it first",
+                e.container_id, e.namespace
+            )));
+        }
+        let file = net.file.clone();
+        blocking(move || {
+            std::fs::remove_file(&file)
+                .map_err(|e| Error::io(format!("remove {}", file.display()), e))
+        })
+        .await?;
+        if let Some(d) = net.definition {
+            delete_link(&d.bridge).await;
+        }
+        tracing::info!(network = name, "network removed");
+        Ok(())
+    }
+
+    /// The network to join: made first if it is the default one and missing.
+    async fn ensure(&self, name: &str) -> Result<cni::Network> {
+        if let Some(net) = self.find(name).await? {
+            return Ok(net);
+        }
+        if name != DEFAULT_NETWORK {
+            return Err(not_found(name));
+        }
+        let _g = self.inner.defs.lock().await;
+        // Another container may have made it while this one waited.
+        if let Some(net) = self.find(name).await? {
+            return Ok(net);
+        }
+        self.create_locked(CreateNetwork {
+            name: name.to_string(),
+            ..Default::default()
+        })
+        .await?;
+        self.find(name).await?.ok_or_else(|| not_found(name))
+    }
+
+    /// The network called `name`: its own `<name>.conflist`, else a conflist berth did not
+    /// write that names it inside.
+    async fn find(&self, name: &str) -> Result<Option<cni::Network>> {
+        let (path, conf_dir, name) = (
+            self.file(name),
+            self.inner.conf_dir.clone(),
+            name.to_string(),
+        );
+        blocking(move || {
+            if path.exists() {
+                return cni::load_file(&path).map(Some);
+            }
+            Ok(conflists(&conf_dir)?.into_iter().find(|n| n.name == name))
+        })
+        .await
+    }
+
+    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(key.to_string()).or_default().clone()
+    }
+
+    fn forget_lock(&self, key: &str) {
+        let mut locks = self.inner.locks.lock().unwrap_or_else(|e| e.into_inner());
+        if locks.get(key).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(key);
+        }
+    }
+}
+
+/// The networks in `conf_dir` (`.conflist` and `.conf` files), by name; a file that does not
+/// parse is skipped and logged.
+fn conflists(conf_dir: &Path) -> Result<Vec<cni::Network>> {
+    let entries = std::fs::read_dir(conf_dir)
+        .map_err(|e| Error::io(format!("read {}", conf_dir.display()), e))?;
+    let mut out = vec![];
+    for e in entries.flatten() {
+        let p = e.path();
+        if !p
+            .extension()
+            .is_some_and(|x| x == "conflist" || x == "conf")
+        {
+            continue;
+        }
+        match cni::load_file(&p) {
+            Ok(net) => out.push(net),
+            Err(e) => tracing::warn!(file = %p.display(), error = %e, "skipping a CNI config"),
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn not_found(name: &str) -> Error {
+    Error::not_found(format!(
+        "network {name:?} does not exist; create it with `berth network create {name}`"
+    ))
+}
+
+fn info(net: cni::Network, endpoints: &[(String, Endpoint)]) -> NetworkInfo {
+    NetworkInfo {
+        definition: Definition::from_conflist(&net.conf),
+        endpoints: endpoints
+            .iter()
+            .filter(|(n, _)| *n == net.name)
+            .map(|(_, e)| e.clone())
+            .collect(),
+        name: net.name,
+        file: net.file,
+    }
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename: a reader sees the
+/// old file or the whole new one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)
+        .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(format!("write {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("rename to {}", path.display()), e))
+}
+
+/// Makes the network's bridge (the first of `names` no one has), with the gateway address
+/// and up: creating it claims both on the host, so a second daemon picks another bridge and,
+/// seeing the route, another subnet. The bridge plugin finds it made.
+async fn claim_bridge(
+    names: impl Iterator<Item = String>,
+    subnet: Subnet,
+    gateway: std::net::Ipv4Addr,
+) -> Result<String> {
+    let mut last = String::new();
+    for name in names {
+        let out = ip(&["link", "add", &name, "type", "bridge"]).await?;
+        if !out.status.success() {
+            last = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if last.contains("File exists") {
+                continue;
+            }
+            break;
+        }
+        let addr = format!("{gateway}/{}", subnet.len);
+        for args in [
+            &["addr", "add", addr.as_str(), "dev", &name][..],
+            &["link", "set", &name, "up"][..],
+        ] {
+            let out = ip(args).await?;
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                delete_link(&name).await;
+                return Err(Error::new(
+                    crate::core::error::Kind::Internal,
+                    format!("bridge {name}: ip {}: {err}", args.join(" ")),
+                ));
+            }
+        }
+        return Ok(name);
+    }
+    Err(Error::precondition(format!(
+        "no bridge name left for the network ({last}); remove unused networks"
+    )))
+}
+
+async fn ip(args: &[&str]) -> Result<std::process::Output> {
+    tokio::process::Command::new("ip")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| Error::io("run ip (install iproute2)", e))
+}
+
+/// Deletes a network interface (a bridge left by the bridge plugin); absent is fine.
+async fn delete_link(name: &str) {
+    match ip(&["link", "delete", name]).await {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            if !err.contains("Cannot find device") {
+                tracing::warn!(link = name, error = %err.trim(), "cannot delete the bridge");
+            }
+        }
+        Err(e) => tracing::warn!(link = name, error = %e, "cannot delete the bridge"),
+    }
+}

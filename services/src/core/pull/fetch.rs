@@ -1,0 +1,407 @@
+//! Fetching a pull's layers: concurrently (a bounded number of downloads), each teed into
+//! the content store and, when it is unpacked, into its staging directory while it
+//! downloads; a dropped connection resumes from the bytes received.
+
+use super::plan::LayerJob;
+use super::{report, ProgressTx, Puller, MAX_ATTEMPTS};
+use crate::core::content::{Content, NamespacedWriter};
+use crate::core::context::Ctx;
+use crate::core::diff::apply_blob_with;
+use crate::core::error::{blocking, Error, Kind, Result};
+use crate::core::metadata::Labels;
+use crate::core::registry::Remote;
+use crate::core::unpack::Resolved;
+use berth_snapshotters::layer::{self, Whiteouts};
+use futures::StreamExt;
+use std::io::Read;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What every layer download of one pull shares.
+pub(super) struct LayerFetch {
+    pub puller: Puller,
+    pub ctx: Ctx,
+    pub remote: Remote,
+    /// Bounds the downloads running at once.
+    pub downloads: Arc<tokio::sync::Semaphore>,
+    pub progress: Option<ProgressTx>,
+    /// The manifest the layers belong to, as progress reports name it.
+    pub parents: Vec<String>,
+    /// Labels every fetched blob gets (where it came from).
+    pub source: Labels,
+}
+
+/// What a pull's layers amounted to.
+pub(super) struct Fetched {
+    /// Blobs downloaded (the rest were present).
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+impl LayerFetch {
+    /// Runs every job (largest first: the biggest layer is the longest pipeline); the first
+    /// failure cancels the rest. Unpacked layers are checked against the config's diffIDs.
+    pub async fn fetch_all(self, mut jobs: Vec<LayerJob>, unpacked: &Resolved) -> Result<Fetched> {
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.desc.size));
+        let this = Arc::new(self);
+        let mut set = tokio::task::JoinSet::new();
+        for job in jobs {
+            let this = this.clone();
+            set.spawn(async move {
+                let r = this.layer(&job).await;
+                (job.unpack.map(|(i, _)| i), r)
+            });
+        }
+        let mut fetched = Fetched { blobs: 0, bytes: 0 };
+        let mut failure: Option<Error> = None;
+        while let Some(joined) = set.join_next().await {
+            let (index, r) = match joined {
+                Ok(v) => v,
+                Err(e) => {
+                    failure.get_or_insert(Error::new(
+                        Kind::Internal,
+                        format!("layer task failed: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            match r {
+                Ok(outcome) => {
+                    if outcome.fetched > 0 {
+                        fetched.blobs += 1;
+                        fetched.bytes += outcome.fetched;
+                    }
+                    if let (Some(i), Some(diff_id)) = (index, outcome.diff_id) {
+                        if diff_id != unpacked.diff_ids[i] {
+                            failure.get_or_insert(Error::precondition(format!(
+                                "layer {} unpacks to {diff_id}, but the image config says {}; the image is inconsistent",
+                                unpacked.layers[i].digest, unpacked.diff_ids[i]
+                            )));
+                        }
+                    }
+                }
+                Err(e) => {
+                    if failure.is_none() {
+                        set.abort_all();
+                    }
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(fetched),
+        }
+    }
+
+    /// One layer: fetched (teed into the unpack when it has a staging directory), or
+    /// unpacked from the content store when only the snapshot is missing.
+    async fn layer(&self, job: &LayerJob) -> Result<LayerOutcome> {
+        let (ctx, remote, progress, parents) =
+            (&self.ctx, &self.remote, &self.progress, &self.parents[..]);
+        let downloads = self.downloads.clone();
+        let source = self.source.clone();
+        let digest = job.desc.digest.clone();
+        let size = job.desc.size;
+        let blob_lock = self.puller.lock_for(&format!("blob {digest}"));
+        let _held = blob_lock.lock().await;
+        let ref_name = format!("layer-{digest}");
+        let mut repaired = false;
+        let writer = loop {
+            match self
+                .puller
+                .content
+                .writer(ctx.clone(), ref_name.clone(), size, digest.clone())
+                .await
+            {
+                Ok(w) => break w,
+                Err(e) if e.kind() == Kind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            // Present already: only its snapshot may be missing.
+            let diff_id = match &job.unpack {
+                Some((_, dir)) => {
+                    let content = self.puller.content.clone();
+                    let ns = ctx.ns.clone();
+                    let desc = job.desc.descriptor();
+                    let staged = dir.clone();
+                    let applied = blocking(move || {
+                        apply_blob_with(&content, &ns, &desc, |rd| {
+                            layer::apply(rd, &staged, Whiteouts::Overlay)
+                        })
+                    })
+                    .await;
+                    match applied {
+                        Ok(d) => Some(d.digest),
+                        // Damaged at rest: dropped and fetched again (a re-pull repairs it).
+                        Err(e)
+                            if !repaired
+                                && e.to_string().contains("corrupted in the content store") =>
+                        {
+                            tracing::warn!(blob = %digest, "stored blob is corrupted; fetching it again");
+                            self.refetch(ctx, &digest, dir).await?;
+                            repaired = true;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                None => None,
+            };
+            report(progress, "already exists", &digest, parents, size, size);
+            return Ok(LayerOutcome {
+                fetched: 0,
+                diff_id,
+            });
+        };
+        let _permit = downloads
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::new(Kind::Internal, "download limiter closed"))?;
+        let resumed = writer.inner.offset() as u64;
+        if resumed > 0 {
+            tracing::info!(blob = %digest, offset = resumed, "resuming download from byte {resumed}");
+        }
+        report(
+            progress,
+            "downloading",
+            &digest,
+            parents,
+            resumed as i64,
+            size,
+        );
+
+        let (tx, rx) = mpsc::channel::<std::result::Result<bytes::Bytes, String>>(32);
+        let content = self.puller.content.clone();
+        let unpack_dir = job.unpack.as_ref().map(|(_, d)| d.clone());
+        let digest2 = digest.clone();
+        let sink = tokio::task::spawn_blocking(move || {
+            consume(content, writer, rx, unpack_dir, &digest2, size, source)
+        });
+
+        let mut sent = resumed;
+        let mut attempts = 0u32;
+        let mut last_report = std::time::Instant::now();
+        'fetch: while sent < size as u64 || (size == 0 && attempts == 0) {
+            attempts += 1;
+            let opened = remote.open_blob(&digest, size, sent).await;
+            let (mut stream, ranged) = match opened {
+                Ok(s) => s,
+                Err(e) if e.kind() == Kind::Unavailable && attempts < MAX_ATTEMPTS => {
+                    backoff(attempts).await;
+                    continue;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string())).await;
+                    break;
+                }
+            };
+            let mut skip = if ranged { 0 } else { sent };
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(mut b) => {
+                        if skip > 0 {
+                            let k = skip.min(b.len() as u64);
+                            b = b.slice(k as usize..);
+                            skip -= k;
+                        }
+                        if b.is_empty() {
+                            continue;
+                        }
+                        sent += b.len() as u64;
+                        if sent > size as u64 {
+                            let _ = tx
+                                .send(Err(format!(
+                                    "blob {digest} is larger than the {size} bytes its descriptor says"
+                                )))
+                                .await;
+                            break 'fetch;
+                        }
+                        if tx.send(Ok(b)).await.is_err() {
+                            break 'fetch; // the unpack failed; its error is reported below
+                        }
+                        if last_report.elapsed() >= std::time::Duration::from_millis(100) {
+                            last_report = std::time::Instant::now();
+                            report(progress, "downloading", &digest, parents, sent as i64, size);
+                        }
+                    }
+                    Err(e) if attempts < MAX_ATTEMPTS => {
+                        tracing::info!(blob = %digest, at = sent, error = %e, "download interrupted; resuming");
+                        backoff(attempts).await;
+                        continue 'fetch;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string())).await;
+                        break 'fetch;
+                    }
+                }
+            }
+            if sent < size as u64 {
+                if attempts < MAX_ATTEMPTS {
+                    tracing::info!(blob = %digest, at = sent, "connection closed early; resuming");
+                    backoff(attempts).await;
+                    continue;
+                }
+                let _ = tx
+                    .send(Err(format!("blob {digest}: the registry closed the connection at byte {sent} of {size}")))
+                    .await;
+            }
+            break;
+        }
+        drop(tx);
+        let diff_id = sink
+            .await
+            .map_err(|e| Error::new(Kind::Internal, format!("unpack task failed: {e}")))??;
+        report(progress, "complete", &digest, parents, size, size);
+        Ok(LayerOutcome {
+            fetched: (sent - resumed).max(1),
+            diff_id,
+        })
+    }
+
+    /// Clears a corrupted blob and the staging directory its failed unpack wrote into.
+    async fn refetch(&self, ctx: &Ctx, digest: &str, dir: &std::path::Path) -> Result<()> {
+        let (content, ns, d, dir) = (
+            self.puller.content.clone(),
+            ctx.ns.clone(),
+            digest.to_string(),
+            dir.to_path_buf(),
+        );
+        blocking(move || {
+            content.discard_corrupt_sync(&ns, &d)?;
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("recreate a staging directory", e))
+        })
+        .await
+    }
+}
+
+struct LayerOutcome {
+    /// Bytes downloaded (0: the blob was present).
+    fetched: u64,
+    diff_id: Option<String>,
+}
+
+async fn backoff(attempt: u32) {
+    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(5))).await;
+}
+
+/// The blocking end of a download: every chunk goes into the ingest (hashed as it is
+/// written) and, when there is an `unpack_dir`, on to a second thread that decompresses and
+/// applies it, so writing and unpacking overlap. The blob commits only if its digest and
+/// size match; a mismatch drops the ingest, so nothing is stored under that digest.
+fn consume(
+    content: Content,
+    mut writer: NamespacedWriter,
+    mut rx: mpsc::Receiver<std::result::Result<bytes::Bytes, String>>,
+    unpack_dir: Option<std::path::PathBuf>,
+    digest: &str,
+    size: i64,
+    labels: Labels,
+) -> Result<Option<String>> {
+    let reference = writer.reference().to_string();
+    let ns = writer.ctx().ns.clone();
+    let (atx, arx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
+    let applier = match unpack_dir {
+        Some(dir) => {
+            let prefix = writer.inner.received()?;
+            Some(std::thread::spawn(move || {
+                let mut rd = ChannelReader {
+                    prefix: Some(prefix),
+                    rx: arx,
+                    chunk: bytes::Bytes::new(),
+                };
+                layer::apply(&mut rd, &dir, Whiteouts::Overlay).map(|a| a.diff_id)
+            }))
+        }
+        None => None,
+    };
+    let mut to_apply = applier.is_some().then_some(atx);
+    let mut transport = None;
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Ok(b) => {
+                let at = writer.inner.offset();
+                if let Err(e) = writer.inner.write_at(at, &b) {
+                    transport = Some(e);
+                    break;
+                }
+                // An unpack that failed stops listening; the download still completes so
+                // a blob that is not what its digest says is reported as exactly that.
+                if to_apply.as_ref().is_some_and(|t| t.send(b).is_err()) {
+                    to_apply = None;
+                }
+            }
+            Err(m) => {
+                transport = Some(Error::new(Kind::Unavailable, m));
+                break;
+            }
+        }
+    }
+    drop(rx);
+    drop(to_apply);
+    let applied = applier.map(|h| {
+        h.join()
+            .map_err(|_| Error::new(Kind::Internal, format!("unpack of {digest} panicked")))
+            .and_then(|r| r.map_err(Error::from))
+    });
+    let complete = writer.inner.offset() == size;
+    let got = writer.inner.digest_so_far().to_string();
+    if writer.inner.offset() > size || (complete && got != digest) {
+        let offset = writer.inner.offset();
+        drop(writer);
+        let _ = content.abort_sync(&ns, &reference);
+        return Err(Error::precondition(format!(
+            "blob {digest} was served as {got} ({offset} bytes); the registry sent different content, nothing was stored"
+        )));
+    }
+    // Otherwise the bytes received so far stay in the ingest for a resume.
+    if let Some(e) = transport {
+        return Err(e);
+    }
+    if !complete {
+        return Err(Error::new(
+            Kind::Unavailable,
+            format!(
+                "blob {digest}: download ended at byte {} of {size}",
+                writer.inner.offset()
+            ),
+        ));
+    }
+    let diff_id = match applied {
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => return Err(Error::new(e.kind(), format!("layer {digest}: {e}"))),
+        None => None,
+    };
+    content.commit_sync(writer, size, digest, labels)?;
+    Ok(diff_id)
+}
+
+/// Replays the bytes an ingest already holds, then reads the chunks that arrive.
+struct ChannelReader {
+    prefix: Option<std::io::Take<std::fs::File>>,
+    rx: std::sync::mpsc::Receiver<bytes::Bytes>,
+    chunk: bytes::Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(p) = &mut self.prefix {
+            let n = p.read(buf)?;
+            if n > 0 {
+                return Ok(n);
+            }
+            self.prefix = None;
+        }
+        while self.chunk.is_empty() {
+            match self.rx.recv() {
+                Ok(b) => self.chunk = b,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk = self.chunk.slice(n..);
+        Ok(n)
+    }
+}

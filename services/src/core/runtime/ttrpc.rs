@@ -1,0 +1,291 @@
+//! ttrpc over unix sockets, async: a multiplexing client (daemon -> shim) and the daemon's
+//! server for the events shims forward.
+
+use crate::core::error::{Error, Kind, Result};
+use crate::core::events::{Envelope, Event, Exchange};
+use berth_proto::ttrpc::{Request, Response};
+use berth_proto::ttrpc_wire::{FrameType, Header, HEADER_LEN, MAX_PAYLOAD};
+use prost::Message;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::oneshot;
+
+async fn read_frame(r: &mut OwnedReadHalf) -> std::io::Result<(Header, Vec<u8>)> {
+    let mut hb = [0u8; HEADER_LEN];
+    r.read_exact(&mut hb).await?;
+    let h = Header::decode(&hb)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+    let mut payload = vec![0u8; h.length as usize];
+    r.read_exact(&mut payload).await?;
+    Ok((h, payload))
+}
+
+async fn write_frame(
+    w: &mut OwnedWriteHalf,
+    stream_id: u32,
+    kind: FrameType,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    if payload.len() > MAX_PAYLOAD as usize {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "ttrpc message too large",
+        ));
+    }
+    let h = Header {
+        length: payload.len() as u32,
+        stream_id,
+        kind,
+        flags: 0,
+    };
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
+    frame.extend_from_slice(&h.encode());
+    frame.extend_from_slice(payload);
+    w.write_all(&frame).await
+}
+
+fn code_kind(code: i32) -> Kind {
+    match code {
+        5 => Kind::NotFound,
+        6 => Kind::AlreadyExists,
+        3 => Kind::InvalidArgument,
+        9 => Kind::FailedPrecondition,
+        14 => Kind::Unavailable,
+        11 => Kind::OutOfRange,
+        8 => Kind::ResourceExhausted,
+        _ => Kind::Internal,
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Response>>>>;
+
+/// A connection to one shim. Calls may overlap (Wait stays open while others run).
+pub struct Client {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    pending: Pending,
+    next: AtomicU32,
+    reader: tokio::task::JoinHandle<()>,
+    /// Becomes true when the shim's connection is gone.
+    closed: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Client {
+    pub async fn connect(path: &Path) -> Result<Self> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| Error::io(format!("connect to shim at {}", path.display()), e))?;
+        let (mut r, w) = stream.into_split();
+        let pending: Pending = Arc::default();
+        let p = pending.clone();
+        let (closed_tx, closed) = tokio::sync::watch::channel(false);
+        let reader = tokio::spawn(async move {
+            while let Ok((h, payload)) = read_frame(&mut r).await {
+                if h.kind != FrameType::Response {
+                    continue;
+                }
+                let Ok(resp) = Response::decode(payload.as_slice()) else {
+                    continue;
+                };
+                let waiter = p.lock().ok().and_then(|mut m| m.remove(&h.stream_id));
+                if let Some(tx) = waiter {
+                    let _ = tx.send(resp);
+                }
+            }
+            // Connection gone: every waiting call fails.
+            if let Ok(mut m) = p.lock() {
+                m.clear();
+            }
+            let _ = closed_tx.send(true);
+        });
+        Ok(Client {
+            writer: tokio::sync::Mutex::new(w),
+            pending,
+            next: AtomicU32::new(1),
+            reader,
+            closed,
+        })
+    }
+
+    /// Resolves when the connection to the shim is gone.
+    pub async fn closed(&self) {
+        let mut rx = self.closed.clone();
+        let _ = rx.wait_for(|c| *c).await;
+    }
+
+    /// Calls `service/method`; `timeout` None waits as long as the shim takes (Wait).
+    pub async fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        timeout: Option<Duration>,
+    ) -> Result<Resp> {
+        let id = self.next.fetch_add(2, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .map_err(|_| Error::new(Kind::Internal, "ttrpc client poisoned"))?
+            .insert(id, tx);
+        let request = Request {
+            service: service.to_string(),
+            method: method.to_string(),
+            payload: req.encode_to_vec(),
+            timeout_nano: timeout.map(|t| t.as_nanos() as i64).unwrap_or(0),
+            metadata: vec![],
+        };
+        {
+            let mut w = self.writer.lock().await;
+            write_frame(&mut w, id, FrameType::Request, &request.encode_to_vec())
+                .await
+                .map_err(|e| Error::new(Kind::Unavailable, format!("shim connection lost: {e}")))?;
+        }
+        let resp = match timeout {
+            Some(t) => tokio::time::timeout(t, rx).await.map_err(|_| {
+                Error::new(
+                    Kind::Unavailable,
+                    format!("shim did not answer {method} within {t:?}"),
+                )
+            })?,
+            None => rx.await,
+        }
+        .map_err(|_| {
+            Error::new(
+                Kind::Unavailable,
+                format!("shim connection lost during {method}"),
+            )
+        })?;
+        if let Some(st) = resp.status.filter(|s| s.code != 0) {
+            return Err(Error::new(code_kind(st.code), st.message));
+        }
+        Resp::decode(resp.payload.as_slice()).map_err(|e| {
+            Error::new(
+                Kind::Internal,
+                format!("shim answered {method} with garbage: {e}"),
+            )
+        })
+    }
+}
+
+/// Serves `containerd.services.events.ttrpc.v1.Events/Forward` to shims on `path`.
+pub fn serve_events(path: &Path, exchange: Exchange) -> Result<tokio::task::JoinHandle<()>> {
+    let _ = std::fs::remove_file(path);
+    // Created 0600 from the start: no window with a looser socket. (Called once, at start.)
+    // SAFETY: umask only swaps the process's file mode mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(tokio::spawn(async move {
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        while let Ok((stream, _)) = listener.accept().await {
+            // Only peers running as our own user may publish.
+            match stream.peer_cred() {
+                Ok(c) if c.uid() == me => {}
+                _ => continue,
+            }
+            let exchange = exchange.clone();
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                while let Ok((h, payload)) = read_frame(&mut r).await {
+                    if h.kind != FrameType::Request {
+                        continue;
+                    }
+                    let status = match Request::decode(payload.as_slice()) {
+                        Ok(req) => forward(&exchange, &req),
+                        Err(e) => Some((3, format!("bad request: {e}"))),
+                    };
+                    let resp = Response {
+                        status: Some(berth_proto::google::rpc::Status {
+                            code: status.as_ref().map(|s| s.0).unwrap_or(0),
+                            message: status.map(|s| s.1).unwrap_or_default(),
+                            details: vec![],
+                        }),
+                        payload: vec![],
+                    };
+                    if write_frame(
+                        &mut w,
+                        h.stream_id,
+                        FrameType::Response,
+                        &resp.encode_to_vec(),
+                    )
+                    .await
+                    .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    }))
+}
+
+fn forward(exchange: &Exchange, req: &Request) -> Option<(i32, String)> {
+    use berth_proto::containerd::services::events::ttrpc::v1::ForwardRequest;
+    if req.service != "containerd.services.events.ttrpc.v1.Events" || req.method != "Forward" {
+        return Some((
+            12,
+            format!("{}/{} is not served here", req.service, req.method),
+        ));
+    }
+    let f = match ForwardRequest::decode(req.payload.as_slice()) {
+        Ok(f) => f,
+        Err(e) => return Some((3, format!("bad forward request: {e}"))),
+    };
+    let Some(env) = f.envelope else {
+        return Some((3, "envelope must be set".into()));
+    };
+    let ts = berth_proto::vocab::time::from_proto(env.timestamp.as_ref());
+    let event = match env.event {
+        Some(a) => Event::Raw {
+            type_url: a.type_url,
+            value: a.value,
+        },
+        None => return Some((3, "event must be set".into())),
+    };
+    let envelope = Envelope {
+        timestamp: if ts == 0 {
+            crate::core::metadata::now()
+        } else {
+            ts
+        },
+        namespace: env.namespace,
+        topic: env.topic,
+        event,
+    };
+    exchange.forward(envelope).err().map(|e| (3, e.to_string()))
+}
+
+/// The (container id, process id, exited at) of a task exit, whether the core published it
+/// (a dead shim's) or a shim forwarded it as containerd's `TaskExit` message.
+pub fn task_exit(event: &Event) -> Option<(String, String, i64)> {
+    match event {
+        Event::TaskExit {
+            container_id,
+            id,
+            exited_at,
+            ..
+        } => Some((container_id.clone(), id.clone(), *exited_at)),
+        Event::Raw { type_url, value } if type_url.ends_with("containerd.events.TaskExit") => {
+            let e = berth_proto::containerd::events::TaskExit::decode(value.as_slice()).ok()?;
+            let at = berth_proto::vocab::time::from_proto(e.exited_at.as_ref());
+            Some((e.container_id, e.id, at))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,734 @@
+//! The CRI's gRPC face: `runtime.v1.RuntimeService` and `runtime.v1.ImageService` over the
+//! adapter core.
+
+use super::Cri;
+use crate::core::error::{Error, Kind};
+use crate::edge::grpc::status;
+use berth_proto::cri::v1 as cri;
+use cri::image_service_server::ImageService;
+use cri::runtime_service_server::RuntimeService;
+use std::pin::Pin;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+type R<T> = Result<Response<T>, Status>;
+type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+/// The CRI API version this adapter speaks.
+pub const API_VERSION: &str = "v1";
+
+#[derive(Clone)]
+pub struct CriService {
+    pub cri: Cri,
+}
+
+fn one<T: Send + 'static>(v: T) -> Stream<T> {
+    Box::pin(futures::stream::iter([Ok(v)]))
+}
+
+/// The caller's deadline from its `grpc-timeout` header.
+pub fn deadline<T>(req: &Request<T>) -> Option<Duration> {
+    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn unimplemented(what: &str) -> Status {
+    Status::unimplemented(format!("{what} is not supported by berth yet"))
+}
+
+#[tonic::async_trait]
+impl RuntimeService for CriService {
+    async fn version(&self, _r: Request<cri::VersionRequest>) -> R<cri::VersionResponse> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "berth".into(),
+            runtime_version: self.cri.version.clone(),
+            runtime_api_version: API_VERSION.into(),
+        }))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        r: Request<cri::RunPodSandboxRequest>,
+    ) -> R<cri::RunPodSandboxResponse> {
+        let r = r.into_inner();
+        let config = r
+            .config
+            .ok_or_else(|| Status::invalid_argument("RunPodSandbox needs a config"))?;
+        let id = self
+            .cri
+            .run_sandbox(config, r.runtime_handler)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        r: Request<cri::StopPodSandboxRequest>,
+    ) -> R<cri::StopPodSandboxResponse> {
+        self.cri
+            .stop_sandbox(&r.into_inner().pod_sandbox_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        r: Request<cri::RemovePodSandboxRequest>,
+    ) -> R<cri::RemovePodSandboxResponse> {
+        self.cri
+            .remove_sandbox(&r.into_inner().pod_sandbox_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        r: Request<cri::PodSandboxStatusRequest>,
+    ) -> R<cri::PodSandboxStatusResponse> {
+        let r = r.into_inner();
+        let s = self.cri.sandbox(&r.pod_sandbox_id).map_err(status)?;
+        let mut info = std::collections::HashMap::new();
+        if r.verbose {
+            let v = serde_json::json!({
+                "pid": s.meta.pid,
+                "netns": s.meta.netns,
+                "cniResult": s.meta.cni_result,
+                "runtimeHandler": s.meta.runtime_handler,
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        let containers = self
+            .cri
+            .container_list(Some(&cri::ContainerFilter {
+                pod_sandbox_id: s.id.clone(),
+                ..Default::default()
+            }))
+            .into_iter()
+            .filter_map(|c| self.cri.container(&c.id).ok())
+            .map(|c| self.cri.container_status(&c))
+            .collect();
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(self.cri.sandbox_status(&s)),
+            info,
+            containers_statuses: containers,
+            timestamp: crate::core::metadata::now(),
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        r: Request<cri::ListPodSandboxRequest>,
+    ) -> R<cri::ListPodSandboxResponse> {
+        let f = r.into_inner().filter;
+        Ok(Response::new(cri::ListPodSandboxResponse {
+            items: self.cri.sandbox_list(f.as_ref()),
+        }))
+    }
+
+    type StreamPodSandboxesStream = Stream<cri::StreamPodSandboxesResponse>;
+    async fn stream_pod_sandboxes(
+        &self,
+        r: Request<cri::StreamPodSandboxesRequest>,
+    ) -> R<Self::StreamPodSandboxesStream> {
+        let f = r.into_inner().filter;
+        Ok(Response::new(one(cri::StreamPodSandboxesResponse {
+            pod_sandboxes: self.cri.sandbox_list(f.as_ref()),
+        })))
+    }
+
+    async fn create_container(
+        &self,
+        r: Request<cri::CreateContainerRequest>,
+    ) -> R<cri::CreateContainerResponse> {
+        let r = r.into_inner();
+        let config = r
+            .config
+            .ok_or_else(|| Status::invalid_argument("CreateContainer needs a config"))?;
+        let id = self
+            .cri
+            .create_container(&r.pod_sandbox_id, config)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
+    }
+
+    async fn start_container(
+        &self,
+        r: Request<cri::StartContainerRequest>,
+    ) -> R<cri::StartContainerResponse> {
+        self.cri
+            .start_container(&r.into_inner().container_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        r: Request<cri::StopContainerRequest>,
+    ) -> R<cri::StopContainerResponse> {
+        let r = r.into_inner();
+        self.cri
+            .stop_container(&r.container_id, r.timeout)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        r: Request<cri::RemoveContainerRequest>,
+    ) -> R<cri::RemoveContainerResponse> {
+        self.cri
+            .remove_container(&r.into_inner().container_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        r: Request<cri::ListContainersRequest>,
+    ) -> R<cri::ListContainersResponse> {
+        let f = r.into_inner().filter;
+        Ok(Response::new(cri::ListContainersResponse {
+            containers: self.cri.container_list(f.as_ref()),
+        }))
+    }
+
+    type StreamContainersStream = Stream<cri::StreamContainersResponse>;
+    async fn stream_containers(
+        &self,
+        r: Request<cri::StreamContainersRequest>,
+    ) -> R<Self::StreamContainersStream> {
+        let f = r.into_inner().filter;
+        Ok(Response::new(one(cri::StreamContainersResponse {
+            containers: self.cri.container_list(f.as_ref()),
+        })))
+    }
+
+    async fn container_status(
+        &self,
+        r: Request<cri::ContainerStatusRequest>,
+    ) -> R<cri::ContainerStatusResponse> {
+        let r = r.into_inner();
+        let c = self.cri.container(&r.container_id).map_err(status)?;
+        let mut info = std::collections::HashMap::new();
+        if r.verbose {
+            let v = serde_json::json!({"pid": c.meta.pid, "sandboxID": c.meta.sandbox_id});
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(self.cri.container_status(&c)),
+            info,
+        }))
+    }
+
+    async fn update_container_resources(
+        &self,
+        r: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> R<cri::UpdateContainerResourcesResponse> {
+        let r = r.into_inner();
+        let linux = r.linux.unwrap_or_default();
+        self.cri
+            .update_container_resources(&r.container_id, &linux)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        r: Request<cri::ReopenContainerLogRequest>,
+    ) -> R<cri::ReopenContainerLogResponse> {
+        self.cri
+            .reopen_log(&r.into_inner().container_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
+    async fn exec_sync(&self, r: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
+        let r = r.into_inner();
+        let out = self
+            .cri
+            .exec_sync(&r.container_id, r.cmd, r.timeout)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
+    }
+
+    async fn exec(&self, r: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        let r = r.into_inner();
+        if r.cmd.is_empty() {
+            return Err(Status::invalid_argument("Exec needs a command"));
+        }
+        if !(r.stdin || r.stdout || r.stderr) {
+            return Err(Status::invalid_argument(
+                "Exec needs at least one of stdin, stdout and stderr",
+            ));
+        }
+        let c = self.cri.container(&r.container_id).map_err(status)?;
+        if Cri::container_state(&c) != cri::ContainerState::ContainerRunning {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let r = cri::ExecRequest {
+            container_id: c.id,
+            ..r
+        };
+        let url = self
+            .cri
+            .stream_url(super::stream::Pending::Exec(r))
+            .map_err(status)?;
+        Ok(Response::new(cri::ExecResponse { url }))
+    }
+
+    async fn attach(&self, r: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
+        let r = r.into_inner();
+        let c = self.cri.container(&r.container_id).map_err(status)?;
+        if Cri::container_state(&c) != cri::ContainerState::ContainerRunning {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        if r.tty != c.config.tty {
+            return Err(Status::invalid_argument(
+                "attach's tty must match the container's",
+            ));
+        }
+        let r = cri::AttachRequest {
+            container_id: c.id,
+            ..r
+        };
+        let url = self
+            .cri
+            .stream_url(super::stream::Pending::Attach(r))
+            .map_err(status)?;
+        Ok(Response::new(cri::AttachResponse { url }))
+    }
+
+    async fn port_forward(
+        &self,
+        r: Request<cri::PortForwardRequest>,
+    ) -> R<cri::PortForwardResponse> {
+        let r = r.into_inner();
+        let s = self.cri.sandbox(&r.pod_sandbox_id).map_err(status)?;
+        let r = cri::PortForwardRequest {
+            pod_sandbox_id: s.id,
+            ..r
+        };
+        let url = self
+            .cri
+            .stream_url(super::stream::Pending::PortForward(r))
+            .map_err(status)?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
+    }
+
+    async fn container_stats(
+        &self,
+        r: Request<cri::ContainerStatsRequest>,
+    ) -> R<cri::ContainerStatsResponse> {
+        let c = self
+            .cri
+            .container(&r.into_inner().container_id)
+            .map_err(status)?;
+        let stats = self.cri.container_stats(&c).await.map_err(status)?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        r: Request<cri::ListContainerStatsRequest>,
+    ) -> R<cri::ListContainerStatsResponse> {
+        let stats = self.list_stats(r.into_inner().filter).await?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
+    }
+
+    type StreamContainerStatsStream = Stream<cri::StreamContainerStatsResponse>;
+    async fn stream_container_stats(
+        &self,
+        r: Request<cri::StreamContainerStatsRequest>,
+    ) -> R<Self::StreamContainerStatsStream> {
+        let stats = self.list_stats(r.into_inner().filter).await?;
+        Ok(Response::new(one(cri::StreamContainerStatsResponse {
+            container_stats: stats,
+        })))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        r: Request<cri::PodSandboxStatsRequest>,
+    ) -> R<cri::PodSandboxStatsResponse> {
+        let s = self
+            .cri
+            .sandbox(&r.into_inner().pod_sandbox_id)
+            .map_err(status)?;
+        let stats = self.cri.sandbox_stats(&s).await.map_err(status)?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        r: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> R<cri::ListPodSandboxStatsResponse> {
+        let stats = self.list_pod_stats(r.into_inner().filter).await?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
+    }
+
+    type StreamPodSandboxStatsStream = Stream<cri::StreamPodSandboxStatsResponse>;
+    async fn stream_pod_sandbox_stats(
+        &self,
+        r: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> R<Self::StreamPodSandboxStatsStream> {
+        let stats = self.list_pod_stats(r.into_inner().filter).await?;
+        Ok(Response::new(one(cri::StreamPodSandboxStatsResponse {
+            pod_sandbox_stats: stats,
+        })))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _r: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> R<cri::UpdateRuntimeConfigResponse> {
+        // The pod CIDR comes from the CNI configuration; nothing to change here.
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(&self, r: Request<cri::StatusRequest>) -> R<cri::StatusResponse> {
+        let verbose = r.into_inner().verbose;
+        let net = crate::core::network::cni::load(&self.cri.cfg.cni_conf_dir);
+        let mut conditions = vec![cri::RuntimeCondition {
+            r#type: "RuntimeReady".into(),
+            status: true,
+            ..Default::default()
+        }];
+        conditions.push(match &net {
+            Ok(_) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: true,
+                ..Default::default()
+            },
+            Err(e) => cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: "NetworkPluginNotReady".into(),
+                message: e.to_string(),
+            },
+        });
+        let mut info = std::collections::HashMap::new();
+        if verbose {
+            info.insert(
+                "config".to_string(),
+                serde_json::to_string(&*self.cri.cfg).unwrap_or_default(),
+            );
+        }
+        let features = cri::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: super::spec::kernel_has_mount_setattr(),
+            user_namespaces: true,
+        };
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus { conditions }),
+            info,
+            runtime_handlers: vec![
+                cri::RuntimeHandler {
+                    name: String::new(),
+                    features: Some(features),
+                },
+                cri::RuntimeHandler {
+                    name: "runc".into(),
+                    features: Some(features),
+                },
+            ],
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: true,
+                user_namespaces_host_network: false,
+            }),
+        }))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _r: Request<cri::CheckpointContainerRequest>,
+    ) -> R<cri::CheckpointContainerResponse> {
+        Err(unimplemented("CheckpointContainer"))
+    }
+
+    type GetContainerEventsStream = Stream<cri::ContainerEventResponse>;
+    async fn get_container_events(
+        &self,
+        _r: Request<cri::GetEventsRequest>,
+    ) -> R<Self::GetContainerEventsStream> {
+        let rx = self.cri.subscribe();
+        let s = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(futures::StreamExt::map(s, Ok))))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _r: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> R<cri::ListMetricDescriptorsResponse> {
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: vec![],
+        }))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _r: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> R<cri::ListPodSandboxMetricsResponse> {
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics: vec![],
+        }))
+    }
+
+    type StreamPodSandboxMetricsStream = Stream<cri::StreamPodSandboxMetricsResponse>;
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _r: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> R<Self::StreamPodSandboxMetricsStream> {
+        Ok(Response::new(one(cri::StreamPodSandboxMetricsResponse {
+            pod_sandbox_metrics: vec![],
+        })))
+    }
+
+    async fn runtime_config(
+        &self,
+        _r: Request<cri::RuntimeConfigRequest>,
+    ) -> R<cri::RuntimeConfigResponse> {
+        let driver = if self.cri.cfg.systemd_cgroup() {
+            cri::CgroupDriver::Systemd
+        } else {
+            cri::CgroupDriver::Cgroupfs
+        };
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: driver as i32,
+            }),
+        }))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        r: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> R<cri::UpdatePodSandboxResourcesResponse> {
+        self.cri
+            .sandbox(&r.into_inner().pod_sandbox_id)
+            .map_err(status)?;
+        Ok(Response::new(cri::UpdatePodSandboxResourcesResponse {}))
+    }
+}
+
+impl CriService {
+    async fn list_stats(
+        &self,
+        f: Option<cri::ContainerStatsFilter>,
+    ) -> Result<Vec<cri::ContainerStats>, Status> {
+        let f = f.unwrap_or_default();
+        let ids: Vec<String> = self
+            .cri
+            .container_list(Some(&cri::ContainerFilter {
+                id: f.id,
+                pod_sandbox_id: f.pod_sandbox_id,
+                label_selector: f.label_selector,
+                state: None,
+            }))
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Ok(c) = self.cri.container(&id) {
+                out.push(self.cri.container_stats(&c).await.map_err(status)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_pod_stats(
+        &self,
+        f: Option<cri::PodSandboxStatsFilter>,
+    ) -> Result<Vec<cri::PodSandboxStats>, Status> {
+        let f = f.unwrap_or_default();
+        let ids: Vec<String> = self
+            .cri
+            .sandbox_list(Some(&cri::PodSandboxFilter {
+                id: f.id,
+                state: None,
+                label_selector: f.label_selector,
+            }))
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        let mut out = Vec::new();
+        for id in ids {
+            if let Ok(s) = self.cri.sandbox(&id) {
+                out.push(self.cri.sandbox_stats(&s).await.map_err(status)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for CriService {
+    async fn list_images(&self, r: Request<cri::ListImagesRequest>) -> R<cri::ListImagesResponse> {
+        let images = self.images(r.into_inner().filter).await?;
+        Ok(Response::new(cri::ListImagesResponse { images }))
+    }
+
+    type StreamImagesStream = Stream<cri::StreamImagesResponse>;
+    async fn stream_images(
+        &self,
+        r: Request<cri::StreamImagesRequest>,
+    ) -> R<Self::StreamImagesStream> {
+        let images = self.images(r.into_inner().filter).await?;
+        Ok(Response::new(one(cri::StreamImagesResponse { images })))
+    }
+
+    async fn image_status(
+        &self,
+        r: Request<cri::ImageStatusRequest>,
+    ) -> R<cri::ImageStatusResponse> {
+        let r = r.into_inner();
+        let spec = r.image.map(|i| i.image).unwrap_or_default();
+        let found = self.cri.image_find(&spec).await.map_err(status)?;
+        let mut info = std::collections::HashMap::new();
+        if r.verbose {
+            if let Some(i) = &found {
+                info.insert(
+                    "info".to_string(),
+                    serde_json::json!({"imageSpec": i.config, "chainID": i.chain_id}).to_string(),
+                );
+            }
+        }
+        Ok(Response::new(cri::ImageStatusResponse {
+            image: found.map(|i| i.to_cri()),
+            info,
+        }))
+    }
+
+    async fn pull_image(&self, r: Request<cri::PullImageRequest>) -> R<cri::PullImageResponse> {
+        let limit = deadline(&r);
+        let r = r.into_inner();
+        let spec = r.image.map(|i| i.image).unwrap_or_default();
+        if spec.is_empty() {
+            return Err(Status::invalid_argument("PullImage needs an image"));
+        }
+        let pull = self.cri.image_pull(&spec, r.auth.as_ref());
+        let pulled = match limit {
+            Some(d) => tokio::time::timeout(d, pull).await.map_err(|_| {
+                status(Error::new(
+                    Kind::DeadlineExceeded,
+                    format!("pulling {spec} took longer than the caller's deadline ({d:?})"),
+                ))
+            })?,
+            None => pull.await,
+        }
+        .map_err(status)?;
+        Ok(Response::new(cri::PullImageResponse {
+            image_ref: pulled.id,
+        }))
+    }
+
+    async fn remove_image(
+        &self,
+        r: Request<cri::RemoveImageRequest>,
+    ) -> R<cri::RemoveImageResponse> {
+        let spec = r.into_inner().image.map(|i| i.image).unwrap_or_default();
+        self.cri.image_remove(&spec).await.map_err(status)?;
+        Ok(Response::new(cri::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _r: Request<cri::ImageFsInfoRequest>,
+    ) -> R<cri::ImageFsInfoResponse> {
+        let (mountpoint, bytes, inodes) = self.cri.image_fs_usage().await.map_err(status)?;
+        let usage = cri::FilesystemUsage {
+            timestamp: crate::core::metadata::now(),
+            fs_id: Some(cri::FilesystemIdentifier { mountpoint }),
+            used_bytes: Some(cri::UInt64Value { value: bytes }),
+            inodes_used: Some(cri::UInt64Value { value: inodes }),
+        };
+        Ok(Response::new(cri::ImageFsInfoResponse {
+            image_filesystems: vec![usage.clone()],
+            container_filesystems: vec![usage],
+        }))
+    }
+}
+
+impl CriService {
+    async fn images(&self, f: Option<cri::ImageFilter>) -> Result<Vec<cri::Image>, Status> {
+        let want = f
+            .and_then(|f| f.image)
+            .map(|i| i.image)
+            .filter(|s| !s.is_empty());
+        match want {
+            Some(spec) => Ok(self
+                .cri
+                .image_find(&spec)
+                .await
+                .map_err(status)?
+                .map(|i| vec![i.to_cri()])
+                .unwrap_or_default()),
+            None => Ok(self
+                .cri
+                .image_list()
+                .await
+                .map_err(status)?
+                .iter()
+                .map(|i| i.to_cri())
+                .collect()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let mut r = Request::new(());
+        assert_eq!(deadline(&r), None);
+        r.metadata_mut()
+            .insert("grpc-timeout", "1500m".parse().unwrap());
+        assert_eq!(deadline(&r), Some(Duration::from_millis(1500)));
+        r.metadata_mut()
+            .insert("grpc-timeout", "2S".parse().unwrap());
+        assert_eq!(deadline(&r), Some(Duration::from_secs(2)));
+        r.metadata_mut()
+            .insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(deadline(&r), None);
+    }
+}

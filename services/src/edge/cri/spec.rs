@@ -1,0 +1,845 @@
+//! The OCI runtime specs of a pod's sandbox (pause) container and of its containers, from the
+//! CRI configs on top of the image's config.
+
+use super::seccomp;
+use crate::core::error::{Error, Result};
+use crate::core::seccomp::Profile;
+use crate::core::spec::{base_mounts, image_env, strings, DEFAULT_CAPS, MASKED, READONLY};
+use berth_proto::cri::v1 as cri;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Every capability by name and number (linux/capability.h).
+const ALL_CAPS: &[(&str, u32)] = &[
+    ("CAP_CHOWN", 0),
+    ("CAP_DAC_OVERRIDE", 1),
+    ("CAP_DAC_READ_SEARCH", 2),
+    ("CAP_FOWNER", 3),
+    ("CAP_FSETID", 4),
+    ("CAP_KILL", 5),
+    ("CAP_SETGID", 6),
+    ("CAP_SETUID", 7),
+    ("CAP_SETPCAP", 8),
+    ("CAP_LINUX_IMMUTABLE", 9),
+    ("CAP_NET_BIND_SERVICE", 10),
+    ("CAP_NET_BROADCAST", 11),
+    ("CAP_NET_ADMIN", 12),
+    ("CAP_NET_RAW", 13),
+    ("CAP_IPC_LOCK", 14),
+    ("CAP_IPC_OWNER", 15),
+    ("CAP_SYS_MODULE", 16),
+    ("CAP_SYS_RAWIO", 17),
+    ("CAP_SYS_CHROOT", 18),
+    ("CAP_SYS_PTRACE", 19),
+    ("CAP_SYS_PACCT", 20),
+    ("CAP_SYS_ADMIN", 21),
+    ("CAP_SYS_BOOT", 22),
+    ("CAP_SYS_NICE", 23),
+    ("CAP_SYS_RESOURCE", 24),
+    ("CAP_SYS_TIME", 25),
+    ("CAP_SYS_TTY_CONFIG", 26),
+    ("CAP_MKNOD", 27),
+    ("CAP_LEASE", 28),
+    ("CAP_AUDIT_WRITE", 29),
+    ("CAP_AUDIT_CONTROL", 30),
+    ("CAP_SETFCAP", 31),
+    ("CAP_MAC_OVERRIDE", 32),
+    ("CAP_MAC_ADMIN", 33),
+    ("CAP_SYSLOG", 34),
+    ("CAP_WAKE_ALARM", 35),
+    ("CAP_BLOCK_SUSPEND", 36),
+    ("CAP_AUDIT_READ", 37),
+    ("CAP_PERFMON", 38),
+    ("CAP_BPF", 39),
+    ("CAP_CHECKPOINT_RESTORE", 40),
+];
+
+/// The capabilities berthd itself may hand out: "all" means all of these (a container
+/// cannot get what the daemon's bounding set lacks, e.g. CAP_SYS_RESOURCE inside another
+/// container). Read once: a process's bounding set only ever shrinks, and berthd never
+/// drops from it.
+fn all_caps() -> Vec<String> {
+    static BOUNDED: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let bounding = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapBnd:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .unwrap_or(u64::MAX);
+        ALL_CAPS
+            .iter()
+            .filter(|(_, bit)| bounding & (1u64 << bit) != 0)
+            .map(|(n, _)| n.to_string())
+            .collect()
+    });
+    BOUNDED.clone()
+}
+
+/// The cgroup path of `id` under the pod's parent, for the configured driver.
+pub fn cgroup_path(parent: &str, id: &str, systemd: bool) -> String {
+    if systemd {
+        let slice = if parent.is_empty() {
+            "system.slice"
+        } else {
+            parent.rsplit('/').next().unwrap_or(parent)
+        };
+        format!("{slice}:cri-berth:{id}")
+    } else if parent.is_empty() {
+        format!("/k8s.io/{id}")
+    } else {
+        format!("{}/{id}", parent.trim_end_matches('/'))
+    }
+}
+
+fn resources_json(r: &cri::LinuxContainerResources) -> Value {
+    let mut out = json!({});
+    let mut cpu = serde_json::Map::new();
+    if r.cpu_shares > 0 {
+        cpu.insert("shares".into(), json!(r.cpu_shares));
+    }
+    if r.cpu_quota != 0 {
+        cpu.insert("quota".into(), json!(r.cpu_quota));
+    }
+    if r.cpu_period > 0 {
+        cpu.insert("period".into(), json!(r.cpu_period));
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu.insert("cpus".into(), json!(r.cpuset_cpus));
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu.insert("mems".into(), json!(r.cpuset_mems));
+    }
+    if !cpu.is_empty() {
+        out["cpu"] = Value::Object(cpu);
+    }
+    let mut mem = serde_json::Map::new();
+    if r.memory_limit_in_bytes > 0 {
+        mem.insert("limit".into(), json!(r.memory_limit_in_bytes));
+    }
+    if r.memory_swap_limit_in_bytes > 0 {
+        mem.insert("swap".into(), json!(r.memory_swap_limit_in_bytes));
+    }
+    if !mem.is_empty() {
+        out["memory"] = Value::Object(mem);
+    }
+    if !r.hugepage_limits.is_empty() {
+        out["hugepageLimits"] = r
+            .hugepage_limits
+            .iter()
+            .map(|h| json!({"pageSize": h.page_size, "limit": h.limit}))
+            .collect();
+    }
+    if !r.unified.is_empty() {
+        out["unified"] = json!(r.unified);
+    }
+    out
+}
+
+/// Whether the kernel has mount_setattr (Linux 5.12), which recursive read-only mounts use.
+pub fn kernel_has_mount_setattr() -> bool {
+    static HAS: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut it = release
+            .trim()
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        (major, minor) >= (5, 12)
+    });
+    *HAS
+}
+
+/// The OCI LinuxResources for UpdateContainerResources.
+pub fn update_resources(r: &cri::LinuxContainerResources) -> Value {
+    resources_json(r)
+}
+
+/// Normalises a capability name: "net_admin" and "CAP_NET_ADMIN" are the same.
+fn cap_name(c: &str) -> String {
+    let up = c.to_ascii_uppercase();
+    if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    }
+}
+
+/// The capability set from defaults, add and drop (either may say ALL).
+pub fn capabilities(c: Option<&cri::Capability>, privileged: bool) -> Result<Vec<String>> {
+    let bounding = all_caps();
+    if privileged {
+        return Ok(bounding);
+    }
+    let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+    if let Some(c) = c {
+        let all = |v: &[String]| v.iter().any(|x| x.eq_ignore_ascii_case("ALL"));
+        if all(&c.add_capabilities) {
+            caps = bounding.clone();
+        }
+        if all(&c.drop_capabilities) {
+            caps.clear();
+        }
+        for a in c
+            .add_capabilities
+            .iter()
+            .filter(|x| !x.eq_ignore_ascii_case("ALL"))
+        {
+            let n = cap_name(a);
+            if !ALL_CAPS.iter().any(|(name, _)| *name == n) {
+                return Err(Error::invalid(format!("unknown capability {a:?}")));
+            }
+            if !bounding.contains(&n) {
+                return Err(Error::invalid(format!(
+                    "capability {n} is outside berthd's own bounding set, so no container can have it"
+                )));
+            }
+            if !caps.contains(&n) {
+                caps.push(n);
+            }
+        }
+        for d in c
+            .drop_capabilities
+            .iter()
+            .filter(|x| !x.eq_ignore_ascii_case("ALL"))
+        {
+            let n = cap_name(d);
+            caps.retain(|x| *x != n);
+        }
+    }
+    Ok(caps)
+}
+
+/// The seccomp section for a profile choice; None is unconfined.
+pub fn seccomp_for(
+    profile: Option<&cri::SecurityProfile>,
+    deprecated_path: &str,
+    privileged: bool,
+    caps: &[String],
+) -> Result<Option<Value>> {
+    use cri::security_profile::ProfileType;
+    let chosen = if privileged {
+        Profile::Unconfined
+    } else if let Some(p) = profile {
+        match ProfileType::try_from(p.profile_type).unwrap_or(ProfileType::RuntimeDefault) {
+            ProfileType::RuntimeDefault => Profile::RuntimeDefault,
+            ProfileType::Unconfined => Profile::Unconfined,
+            ProfileType::Localhost => Profile::Custom(seccomp::localhost(&p.localhost_ref)?),
+        }
+    } else {
+        match deprecated_path {
+            "" | "unconfined" => Profile::Unconfined,
+            "runtime/default" | "docker/default" => Profile::RuntimeDefault,
+            p if p.starts_with("localhost/") => Profile::Custom(seccomp::localhost(p)?),
+            other => return Err(Error::invalid(format!("unknown seccomp profile {other:?}"))),
+        }
+    };
+    Ok(chosen.render(caps))
+}
+
+/// Where a sandbox keeps the files its containers share.
+pub struct SandboxFiles {
+    pub hostname: PathBuf,
+    pub hosts: PathBuf,
+    pub resolv: PathBuf,
+    /// The pod's /dev/shm (a tmpfs), or None to use the host's (IPC NODE).
+    pub shm: Option<PathBuf>,
+}
+
+/// Checks a pod's user namespace request: NODE (the host's) or POD with exactly one uid and
+/// one gid mapping, each mapping container id 0.
+pub fn check_userns(u: &cri::UserNamespace) -> Result<()> {
+    match cri::NamespaceMode::try_from(u.mode).unwrap_or(cri::NamespaceMode::Node) {
+        cri::NamespaceMode::Node => Ok(()),
+        cri::NamespaceMode::Pod => {
+            for (what, m) in [("uid", &u.uids), ("gid", &u.gids)] {
+                if m.len() != 1 {
+                    return Err(Error::invalid(format!(
+                        "a pod's user namespace takes exactly one {what} mapping, not {}",
+                        m.len()
+                    )));
+                }
+                if m[0].container_id != 0 || m[0].length == 0 {
+                    return Err(Error::invalid(format!(
+                        "the {what} mapping must map container id 0 (it maps {}+{})",
+                        m[0].container_id, m[0].length
+                    )));
+                }
+            }
+            Ok(())
+        }
+        other => Err(Error::invalid(format!(
+            "user namespace mode {other:?} is not supported for pods: use POD or NODE"
+        ))),
+    }
+}
+
+/// The spec's user namespace entries for a pod's userns options: the namespace (joined at
+/// `path` when given) and its mappings; None for the host's.
+fn userns_entries(ns: Option<&cri::NamespaceOption>) -> Option<(Value, Value)> {
+    let u = ns?.userns_options.as_ref()?;
+    if u.mode != cri::NamespaceMode::Pod as i32 {
+        return None;
+    }
+    let maps = |m: &[cri::IdMapping]| -> Value {
+        m.iter()
+            .map(|x| json!({"containerID": x.container_id, "hostID": x.host_id, "size": x.length}))
+            .collect()
+    };
+    Some((maps(&u.uids), maps(&u.gids)))
+}
+
+/// Whether the pod asks for a user namespace of its own.
+pub fn pod_userns(config: &cri::PodSandboxConfig) -> bool {
+    config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .and_then(|n| n.userns_options.as_ref())
+        .is_some_and(|u| u.mode == cri::NamespaceMode::Pod as i32)
+}
+
+/// The pause container's spec.
+pub struct SandboxSpec<'a> {
+    pub id: &'a str,
+    pub config: &'a cri::PodSandboxConfig,
+    pub image_config: &'a Value,
+    pub netns: Option<&'a Path>,
+    pub cgroup: String,
+    pub restrict_oom_score_adj: bool,
+}
+
+fn ns_opts(sc: Option<&cri::NamespaceOption>) -> (i32, i32, i32) {
+    sc.map(|n| (n.network, n.pid, n.ipc)).unwrap_or((0, 0, 0))
+}
+
+// The deprecated seccomp_profile_path is still honoured for older kubelets.
+#[allow(deprecated)]
+pub fn sandbox(s: &SandboxSpec<'_>) -> Result<Value> {
+    let linux = s.config.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let (net, pid, ipc) = ns_opts(sc.namespace_options.as_ref());
+    let node = cri::NamespaceMode::Node as i32;
+    let cfg = &s.image_config["config"];
+    let mut args = strings(&cfg["Entrypoint"]);
+    args.extend(strings(&cfg["Cmd"]));
+    if args.is_empty() {
+        args.push("/pause".into());
+    }
+    let env = image_env(s.image_config);
+    let mut namespaces = vec![json!({"type": "mount"})];
+    let userns = userns_entries(sc.namespace_options.as_ref());
+    if userns.is_some() {
+        namespaces.push(json!({"type": "user"}));
+    }
+    if pid != node {
+        namespaces.push(json!({"type": "pid"}));
+    }
+    if ipc != node {
+        namespaces.push(json!({"type": "ipc"}));
+    }
+    if net != node {
+        namespaces.push(json!({"type": "uts"}));
+        match s.netns {
+            Some(p) => namespaces.push(json!({"type": "network", "path": p})),
+            // A user-namespaced pod makes its own (owned by its user namespace).
+            None => namespaces.push(json!({"type": "network"})),
+        }
+    }
+    let caps = capabilities(None, sc.privileged)?;
+    let uid = sc.run_as_user.as_ref().map(|v| v.value).unwrap_or(0);
+    let gid = sc.run_as_group.as_ref().map(|v| v.value).unwrap_or(0);
+    let mut spec = json!({
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "terminal": false,
+            "user": {"uid": uid, "gid": gid, "additionalGids": sc.supplemental_groups},
+            "args": args,
+            "env": env,
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": true,
+            "oomScoreAdj": if s.restrict_oom_score_adj { own_oom_score_adj().max(-998) } else { -998 },
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "mounts": base_mounts(sc.privileged),
+        "annotations": {
+            "io.kubernetes.cri.container-type": "sandbox",
+            "io.kubernetes.cri.sandbox-id": s.id,
+            "io.kubernetes.cri.sandbox-name": s.config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+            "io.kubernetes.cri.sandbox-namespace": s.config.metadata.as_ref().map(|m| m.namespace.clone()).unwrap_or_default(),
+        },
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}], "cpu": {"shares": 2}},
+            "cgroupsPath": s.cgroup,
+            "namespaces": namespaces,
+            "sysctl": linux.sysctls,
+        },
+    });
+    if net != node && !s.config.hostname.is_empty() {
+        spec["hostname"] = json!(s.config.hostname);
+    }
+    if let Some((uids, gids)) = userns {
+        spec["linux"]["uidMappings"] = uids;
+        spec["linux"]["gidMappings"] = gids;
+    }
+    if !sc.privileged {
+        spec["linux"]["maskedPaths"] = json!(MASKED);
+        spec["linux"]["readonlyPaths"] = json!(READONLY);
+    }
+    let seccomp = seccomp_for(
+        sc.seccomp.as_ref(),
+        &sc.seccomp_profile_path,
+        sc.privileged,
+        &caps,
+    )?;
+    if let Some(p) = seccomp {
+        spec["linux"]["seccomp"] = p;
+    }
+    Ok(spec)
+}
+
+/// A container's spec inputs beyond its config.
+pub struct ContainerSpec<'a> {
+    pub id: &'a str,
+    pub sandbox_id: &'a str,
+    pub config: &'a cri::ContainerConfig,
+    pub sandbox: &'a cri::PodSandboxConfig,
+    pub image_config: &'a Value,
+    /// The pause process: the pod's namespaces are joined through /proc/<pid>/ns.
+    pub sandbox_pid: u32,
+    pub netns: Option<&'a Path>,
+    /// The pid whose pid namespace a TARGET container joins.
+    pub target_pid: Option<u32>,
+    pub files: &'a SandboxFiles,
+    pub user: (i64, i64, Vec<i64>),
+    pub cgroup: String,
+    pub restrict_oom_score_adj: bool,
+}
+
+fn propagation(p: i32) -> (&'static str, &'static str) {
+    match cri::MountPropagation::try_from(p).unwrap_or(cri::MountPropagation::PropagationPrivate) {
+        cri::MountPropagation::PropagationPrivate => ("rprivate", ""),
+        cri::MountPropagation::PropagationHostToContainer => ("rslave", "rslave"),
+        cri::MountPropagation::PropagationBidirectional => ("rshared", "rshared"),
+    }
+}
+
+/// The process arguments: Kubernetes' command replaces the entrypoint, args the image's Cmd.
+pub fn process_args(cfg: &cri::ContainerConfig, image_config: &Value) -> Vec<String> {
+    let ic = &image_config["config"];
+    if !cfg.command.is_empty() {
+        let mut a = cfg.command.clone();
+        a.extend(cfg.args.iter().cloned());
+        return a;
+    }
+    let mut a = strings(&ic["Entrypoint"]);
+    if cfg.args.is_empty() {
+        a.extend(strings(&ic["Cmd"]));
+    } else {
+        a.extend(cfg.args.iter().cloned());
+    }
+    a
+}
+
+fn own_oom_score_adj() -> i64 {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn device_entry(d: &cri::Device) -> Result<(Value, Value)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(&d.host_path)
+        .map_err(|e| Error::invalid(format!("device {}: {e}", d.host_path)))?;
+    let ft = meta.file_type();
+    let kind = if ft.is_char_device() {
+        "c"
+    } else if ft.is_block_device() {
+        "b"
+    } else {
+        return Err(Error::invalid(format!("{} is not a device", d.host_path)));
+    };
+    let rdev = meta.rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let path = if d.container_path.is_empty() {
+        &d.host_path
+    } else {
+        &d.container_path
+    };
+    let perms = if d.permissions.is_empty() {
+        "rwm"
+    } else {
+        d.permissions.as_str()
+    };
+    Ok((
+        json!({"path": path, "type": kind, "major": major, "minor": minor, "fileMode": meta.mode() & 0o777, "uid": meta.uid(), "gid": meta.gid()}),
+        json!({"allow": true, "type": kind, "major": major, "minor": minor, "access": perms}),
+    ))
+}
+
+#[allow(deprecated)]
+pub fn container(s: &ContainerSpec<'_>) -> Result<Value> {
+    let cfg = s.config;
+    let linux = cfg.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let res = linux.resources.clone().unwrap_or_default();
+    let pod_sc = s
+        .sandbox
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
+    let (pod_net, _, pod_ipc) = ns_opts(pod_sc.namespace_options.as_ref());
+    let (_, pid_mode, _) = ns_opts(sc.namespace_options.as_ref());
+    let node = cri::NamespaceMode::Node as i32;
+    let ic = &s.image_config["config"];
+    let args = process_args(cfg, s.image_config);
+    if args.is_empty() {
+        return Err(Error::invalid(
+            "the container has no command: the image sets none and the config gives none",
+        ));
+    }
+    let mut env = image_env(s.image_config);
+    for kv in &cfg.envs {
+        env.retain(|x| x.split('=').next() != Some(kv.key.as_str()));
+        env.push(format!("{}={}", kv.key, kv.value));
+    }
+    if cfg.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    let cwd = if !cfg.working_dir.is_empty() {
+        cfg.working_dir.clone()
+    } else {
+        ic["WorkingDir"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("/")
+            .to_string()
+    };
+    let caps = capabilities(sc.capabilities.as_ref(), sc.privileged)?;
+    let mut mounts = base_mounts(sc.privileged);
+    let user_dsts: Vec<&str> = cfg
+        .mounts
+        .iter()
+        .map(|m| m.container_path.as_str())
+        .collect();
+    let mut shared = vec![
+        ("/etc/hostname", &s.files.hostname),
+        ("/etc/hosts", &s.files.hosts),
+        ("/etc/resolv.conf", &s.files.resolv),
+    ];
+    let host_shm = PathBuf::from("/dev/shm");
+    let shm = match (&s.files.shm, pod_ipc == node) {
+        (_, true) => Some(&host_shm),
+        (Some(p), false) => Some(p),
+        (None, false) => None,
+    };
+    if let Some(p) = shm {
+        shared.push(("/dev/shm", p));
+    }
+    for (dst, src) in shared {
+        if user_dsts.contains(&dst) {
+            continue;
+        }
+        let mut opts = vec!["rbind", "rprivate"];
+        if dst != "/dev/shm" && sc.readonly_rootfs {
+            opts.push("ro");
+        } else {
+            opts.push("rw");
+        }
+        mounts.push(json!({"destination": dst, "type": "bind", "source": src, "options": opts}));
+    }
+    let mut rootfs_propagation = "";
+    for m in &cfg.mounts {
+        if m.container_path.is_empty() || !m.container_path.starts_with('/') {
+            return Err(Error::invalid(format!(
+                "mount container path {:?} must be absolute",
+                m.container_path
+            )));
+        }
+        if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
+            return Err(Error::invalid(
+                "image volumes are not supported by this runtime",
+            ));
+        }
+        if m.recursive_read_only {
+            if !m.readonly {
+                return Err(Error::invalid(format!(
+                    "mount {}: recursive read-only needs readonly too",
+                    m.container_path
+                )));
+            }
+            if m.propagation != cri::MountPropagation::PropagationPrivate as i32 {
+                return Err(Error::invalid(format!(
+                    "mount {}: recursive read-only needs private propagation",
+                    m.container_path
+                )));
+            }
+        }
+        let src = Path::new(&m.host_path);
+        if !src.exists() {
+            std::fs::create_dir_all(src)
+                .map_err(|e| Error::invalid(format!("host path {}: {e}", m.host_path)))?;
+        }
+        // Symlinks are followed on the host, never inside the container.
+        let src = std::fs::canonicalize(src)
+            .map_err(|e| Error::invalid(format!("host path {}: {e}", m.host_path)))?;
+        let (prop, rootfs_prop) = propagation(m.propagation);
+        if rootfs_prop == "rshared" || (rootfs_prop == "rslave" && rootfs_propagation != "rshared")
+        {
+            rootfs_propagation = rootfs_prop;
+        }
+        let mut opts = vec!["rbind", prop, if m.readonly { "ro" } else { "rw" }];
+        if m.recursive_read_only {
+            // Read by the shim (and by runc 1.2 itself).
+            opts.push("rro");
+        }
+        mounts.push(json!({"destination": m.container_path, "type": "bind", "source": src, "options": opts}));
+    }
+    let mut namespaces = vec![json!({"type": "mount"})];
+    let proc_ns = |kind: &str| format!("/proc/{}/ns/{kind}", s.sandbox_pid);
+    let userns = userns_entries(pod_sc.namespace_options.as_ref());
+    if userns.is_some() {
+        namespaces.push(json!({"type": "user", "path": proc_ns("user")}));
+    }
+    if pod_net != node {
+        match s.netns {
+            Some(p) => namespaces.push(json!({"type": "network", "path": p})),
+            None => namespaces.push(json!({"type": "network", "path": proc_ns("net")})),
+        }
+        namespaces.push(json!({"type": "uts", "path": proc_ns("uts")}));
+    }
+    if pod_ipc != node {
+        namespaces.push(json!({"type": "ipc", "path": proc_ns("ipc")}));
+    }
+    match cri::NamespaceMode::try_from(pid_mode).unwrap_or(cri::NamespaceMode::Pod) {
+        cri::NamespaceMode::Node => {}
+        cri::NamespaceMode::Container => namespaces.push(json!({"type": "pid"})),
+        cri::NamespaceMode::Pod => namespaces.push(json!({"type": "pid", "path": proc_ns("pid")})),
+        cri::NamespaceMode::Target => match s.target_pid {
+            Some(p) => namespaces.push(json!({"type": "pid", "path": format!("/proc/{p}/ns/pid")})),
+            None => {
+                return Err(Error::invalid(
+                    "pid namespace TARGET needs a running target container",
+                ))
+            }
+        },
+    }
+    let mut resources = resources_json(&res);
+    let mut dev_rules = vec![json!({"allow": false, "access": "rwm"})];
+    let mut devices = Vec::new();
+    if sc.privileged {
+        dev_rules = vec![json!({"allow": true, "access": "rwm"})];
+    }
+    for d in &cfg.devices {
+        let (dev, rule) = device_entry(d)?;
+        devices.push(dev);
+        dev_rules.push(rule);
+    }
+    resources["devices"] = json!(dev_rules);
+    let mut oom = res.oom_score_adj;
+    if s.restrict_oom_score_adj {
+        oom = oom.max(own_oom_score_adj());
+    }
+    let (uid, gid, groups) = &s.user;
+    let mut labels_ann: HashMap<String, String> = cfg.annotations.clone();
+    labels_ann.insert(
+        "io.kubernetes.cri.container-type".into(),
+        "container".into(),
+    );
+    labels_ann.insert("io.berth.cri.container-id".into(), s.id.into());
+    labels_ann.insert("io.kubernetes.cri.sandbox-id".into(), s.sandbox_id.into());
+    labels_ann.insert(
+        "io.kubernetes.cri.container-name".into(),
+        cfg.metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default(),
+    );
+    let mut spec = json!({
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "terminal": cfg.tty,
+            "user": {"uid": uid, "gid": gid, "additionalGids": groups},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": sc.no_new_privs,
+            "oomScoreAdj": oom,
+        },
+        "root": {"path": "rootfs", "readonly": sc.readonly_rootfs},
+        "mounts": mounts,
+        "annotations": labels_ann,
+        "linux": {
+            "resources": resources,
+            "cgroupsPath": s.cgroup,
+            "namespaces": namespaces,
+            "devices": devices,
+        },
+    });
+    if pod_net != node && !s.sandbox.hostname.is_empty() {
+        spec["hostname"] = json!(s.sandbox.hostname);
+    }
+    if !rootfs_propagation.is_empty() {
+        spec["linux"]["rootfsPropagation"] = json!(rootfs_propagation);
+    }
+    if let Some((uids, gids)) = userns {
+        spec["linux"]["uidMappings"] = uids;
+        spec["linux"]["gidMappings"] = gids;
+    }
+    if !sc.privileged {
+        let masked: Vec<String> = if sc.masked_paths.is_empty() {
+            MASKED.iter().map(|s| s.to_string()).collect()
+        } else {
+            sc.masked_paths.clone()
+        };
+        let ro: Vec<String> = if sc.readonly_paths.is_empty() {
+            READONLY.iter().map(|s| s.to_string()).collect()
+        } else {
+            sc.readonly_paths.clone()
+        };
+        spec["linux"]["maskedPaths"] = json!(masked);
+        spec["linux"]["readonlyPaths"] = json!(ro);
+    }
+    if sc.privileged && !pod_sc.privileged {
+        return Err(Error::invalid(
+            "a privileged container needs a privileged pod sandbox",
+        ));
+    }
+    if let Some(p) = seccomp_for(
+        sc.seccomp.as_ref(),
+        &sc.seccomp_profile_path,
+        sc.privileged,
+        &caps,
+    )? {
+        spec["linux"]["seccomp"] = p;
+    }
+    Ok(spec)
+}
+
+/// The process spec of an exec: the container's process with other arguments.
+pub fn exec_process(container_spec: &Value, cmd: &[String], tty: bool) -> Value {
+    let mut p = container_spec["process"].clone();
+    p["args"] = json!(cmd);
+    p["terminal"] = json!(tty);
+    if let Some(m) = p.as_object_mut() {
+        m.remove("oomScoreAdj");
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_replaces_entrypoint_and_args_replace_cmd() {
+        let img = json!({"config": {"Entrypoint": ["/ep"], "Cmd": ["c1"]}});
+        let mut cfg = cri::ContainerConfig::default();
+        assert_eq!(process_args(&cfg, &img), vec!["/ep", "c1"]);
+        cfg.args = vec!["a".into()];
+        assert_eq!(process_args(&cfg, &img), vec!["/ep", "a"]);
+        cfg.command = vec!["/bin/sh".into()];
+        assert_eq!(process_args(&cfg, &img), vec!["/bin/sh", "a"]);
+        cfg.args.clear();
+        assert_eq!(process_args(&cfg, &img), vec!["/bin/sh"]);
+    }
+
+    #[test]
+    fn capabilities_add_drop_and_all() {
+        let c = cri::Capability {
+            add_capabilities: vec!["sys_admin".into()],
+            drop_capabilities: vec!["CAP_CHOWN".into()],
+            ..Default::default()
+        };
+        let caps = capabilities(Some(&c), false).unwrap();
+        assert!(caps.contains(&"CAP_SYS_ADMIN".to_string()));
+        assert!(!caps.contains(&"CAP_CHOWN".to_string()));
+        let c = cri::Capability {
+            add_capabilities: vec!["NET_ADMIN".into()],
+            drop_capabilities: vec!["ALL".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            capabilities(Some(&c), false).unwrap(),
+            vec!["CAP_NET_ADMIN"]
+        );
+        let c = cri::Capability {
+            add_capabilities: vec!["ALL".into()],
+            drop_capabilities: vec!["KILL".into()],
+            ..Default::default()
+        };
+        let caps = capabilities(Some(&c), false).unwrap();
+        assert!(
+            caps.contains(&"CAP_SYS_MODULE".to_string()) && !caps.contains(&"CAP_KILL".to_string())
+        );
+    }
+
+    #[test]
+    fn unknown_capabilities_are_refused() {
+        let c = cri::Capability {
+            add_capabilities: vec!["CAP_TELEPORT".into()],
+            ..Default::default()
+        };
+        assert!(capabilities(Some(&c), false).is_err());
+    }
+
+    #[test]
+    fn user_namespace_requests_are_checked() {
+        let m = |c: u32, h: u32, l: u32| cri::IdMapping {
+            container_id: c,
+            host_id: h,
+            length: l,
+        };
+        let pod = |u: Vec<cri::IdMapping>| cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: u.clone(),
+            gids: u,
+        };
+        assert!(check_userns(&pod(vec![m(0, 1000, 65536)])).is_ok());
+        assert!(check_userns(&pod(vec![m(0, 1000, 10), m(0, 2000, 10)])).is_err());
+        assert!(check_userns(&pod(vec![m(1, 1000, 10)])).is_err());
+        let mode = |n: cri::NamespaceMode| cri::UserNamespace {
+            mode: n as i32,
+            ..Default::default()
+        };
+        assert!(check_userns(&mode(cri::NamespaceMode::Node)).is_ok());
+        assert!(check_userns(&mode(cri::NamespaceMode::Container)).is_err());
+        assert!(check_userns(&mode(cri::NamespaceMode::Target)).is_err());
+    }
+
+    #[test]
+    fn cgroup_paths_follow_the_driver() {
+        assert_eq!(
+            cgroup_path("/kubepods/pod1", "c", false),
+            "/kubepods/pod1/c"
+        );
+        assert_eq!(cgroup_path("", "c", false), "/k8s.io/c");
+        assert_eq!(
+            cgroup_path("kubepods-pod1.slice", "c", true),
+            "kubepods-pod1.slice:cri-berth:c"
+        );
+    }
+
+    #[test]
+    fn seccomp_choice() {
+        let rd = cri::SecurityProfile::default();
+        assert!(seccomp_for(Some(&rd), "", false, &[]).unwrap().is_some());
+        assert!(seccomp_for(Some(&rd), "", true, &[]).unwrap().is_none());
+        assert!(seccomp_for(None, "", false, &[]).unwrap().is_none());
+        let lh = cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: "/does/not/exist.json".into(),
+        };
+        assert_eq!(
+            seccomp_for(Some(&lh), "", false, &[]).unwrap_err().kind(),
+            crate::core::error::Kind::InvalidArgument
+        );
+    }
+}

@@ -1,0 +1,495 @@
+//! Assembles berthd's core from its plugins, in dependency order, and serves it over gRPC.
+
+use crate::core::containers::Containers;
+use crate::core::content::Content;
+use crate::core::diff::Differ;
+use crate::core::error::{Error, Result};
+use crate::core::events::Exchange;
+use crate::core::images::Images;
+use crate::core::leases::Leases;
+use crate::core::metadata::MetadataStore;
+use crate::core::namespaces::Namespaces;
+use crate::core::plugins::{self, Plugin, PluginSet};
+use crate::core::pull::Puller;
+use crate::core::push::Pusher;
+use crate::core::registry::RegistryConfig;
+use crate::core::runtime::{RuntimeConfig, Tasks};
+use crate::core::snapshots::Snapshots;
+use crate::core::unpack::Unpacker;
+use crate::edge::grpc;
+use berth_snapshotters::Snapshotter;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Largest gRPC message accepted or sent; containerd's clients allow 16 MiB.
+pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
+
+type ResponseMap = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+
+/// The gRPC server berthd serves: every service, behind the response mapping of
+/// [`grpc::too_large_is_resource_exhausted`].
+pub type GrpcRouter = tonic::transport::server::Router<
+    tower::layer::util::Stack<
+        crate::core::metrics::RpcMetricsLayer,
+        tower::layer::util::Stack<
+            tower::util::MapResponseLayer<ResponseMap>,
+            tower::layer::util::Identity,
+        >,
+    >,
+>;
+
+#[derive(Debug, Clone)]
+pub struct VersionInfo {
+    pub version: String,
+    pub revision: String,
+}
+
+pub struct Daemon {
+    pub root: PathBuf,
+    pub store: MetadataStore,
+    pub events: Exchange,
+    pub content: Content,
+    pub images: Images,
+    pub namespaces: Namespaces,
+    pub leases: Leases,
+    pub containers: Containers,
+    pub snapshots: Snapshots,
+    pub differ: Differ,
+    pub unpacker: Unpacker,
+    pub puller: Puller,
+    pub pusher: Pusher,
+    pub archives: crate::core::archive::Archives,
+    pub streams: grpc::streaming::OpenStreams,
+    pub volumes: crate::core::volumes::Volumes,
+    pub builder: crate::core::build::Builder,
+    pub gc: crate::core::gc::Gc,
+    pub tasks: Tasks,
+    pub runtime: RuntimeConfig,
+    pub plugins: PluginSet,
+    pub uuid: String,
+    pub version: VersionInfo,
+    /// Registry settings, replaced on SIGHUP.
+    pub registry: crate::core::registry::SharedConfig,
+    /// Container networks (`berth run --network`, `berth network`).
+    pub networks: crate::core::network::Networks,
+    /// The Kubernetes CRI adapter, when enabled.
+    pub cri: Option<crate::edge::cri::Cri>,
+}
+
+fn plugin_set(root: &Path) -> Result<PluginSet> {
+    let mut r = PluginSet::default();
+    let content_root = root.join("io.containerd.content.v1.content");
+    r.register(
+        Plugin::new(plugins::CONTENT, "content", &[])
+            .export("root", content_root.display().to_string()),
+    )?;
+    r.register(
+        Plugin::new(plugins::METADATA, "redb", &[plugins::CONTENT]).export(
+            "path",
+            root.join("io.containerd.metadata.v1.redb/meta.redb")
+                .display()
+                .to_string(),
+        ),
+    )?;
+    r.register(Plugin::new(plugins::EVENT, "exchange", &[]))?;
+    for name in [
+        berth_snapshotters::overlay::NAME,
+        berth_snapshotters::native::NAME,
+    ] {
+        r.register(
+            Plugin::new(plugins::SNAPSHOTTER, name, &[]).export(
+                "root",
+                crate::core::snapshots::snapshotter_root(root, name)
+                    .display()
+                    .to_string(),
+            ),
+        )?;
+    }
+    r.register(Plugin::new(plugins::DIFF, "walking", &[plugins::METADATA]))?;
+    r.register(Plugin::new(
+        plugins::RUNTIME,
+        "task",
+        &[plugins::METADATA, plugins::EVENT],
+    ))?;
+    r.register(Plugin::new(plugins::LEASE, "manager", &[plugins::METADATA]))?;
+    for id in [
+        "content-service",
+        "images-service",
+        "namespaces-service",
+        "leases-service",
+        "containers-service",
+    ] {
+        r.register(Plugin::new(
+            plugins::SERVICE,
+            id,
+            &[plugins::METADATA, plugins::EVENT, plugins::LEASE],
+        ))?;
+    }
+    for id in [
+        "content",
+        "images",
+        "namespaces",
+        "leases",
+        "events",
+        "introspection",
+        "version",
+        "transfer",
+        "streaming",
+        "volumes",
+        "networks",
+        "build",
+        "check",
+        "healthcheck",
+        "cri",
+    ] {
+        r.register(Plugin::new(plugins::GRPC, id, &[plugins::SERVICE]))?;
+    }
+    Ok(r)
+}
+
+impl Daemon {
+    /// Opens (creating if needed) every store under `root`.
+    pub fn open(
+        runtime: RuntimeConfig,
+        registry_config: RegistryConfig,
+        cri: crate::edge::cri::config::CriConfig,
+        network: crate::core::network::NetworkConfig,
+        version: VersionInfo,
+    ) -> Result<Self> {
+        let root = runtime.root.clone();
+        let root = root.as_path();
+        let mut plugins = plugin_set(root)?;
+        let mut store = None;
+        let mut backends: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
+        let mut content = None;
+        let events = Exchange::new();
+        for p in plugins.ordered()? {
+            match (p.kind.as_str(), p.id.as_str()) {
+                (plugins::METADATA, _) => {
+                    let dir = root.join("io.containerd.metadata.v1.redb");
+                    std::fs::create_dir_all(&dir)
+                        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+                    store = Some(MetadataStore::open(&dir.join("meta.redb"))?);
+                }
+                (plugins::SERVICE, "content-service") => {
+                    let s = store
+                        .clone()
+                        .ok_or_else(|| Error::precondition("metadata plugin did not start"))?;
+                    content = Some(Content::open(
+                        &root.join("io.containerd.content.v1.content"),
+                        s,
+                        events.clone(),
+                    )?);
+                }
+                (plugins::SNAPSHOTTER, name) => {
+                    let dir = crate::core::snapshots::snapshotter_root(root, name);
+                    let opened = berth_snapshotters::open(name, &dir).and_then(|s| {
+                        // Directories left by a crash mid-create or mid-remove.
+                        s.cleanup()?;
+                        Ok(s)
+                    });
+                    match opened {
+                        Ok(s) => {
+                            backends.insert(name.to_string(), Arc::from(s));
+                        }
+                        Err(e) => {
+                            tracing::warn!(snapshotter = name, error = %e, "snapshotter unavailable");
+                            plugins.set_init_err(plugins::SNAPSHOTTER, name, e.to_string());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let store = store.ok_or_else(|| Error::precondition("metadata plugin did not start"))?;
+        let content = content.ok_or_else(|| Error::precondition("content plugin did not start"))?;
+        let uuid = store.server_uuid()?;
+        let snapshots = Snapshots::new(backends, store.clone(), events.clone());
+        let gc = crate::core::gc::Gc::new(store.clone(), content.clone(), snapshots.clone());
+        let unpacker = Unpacker::new(
+            content.clone(),
+            snapshots.clone(),
+            store.clone(),
+            gc.clone(),
+        );
+        let images = Images::new(store.clone(), events.clone());
+        let leases = Leases::new(store.clone());
+        let registry_config = crate::core::registry::SharedConfig::new(registry_config);
+        let puller = Puller::new(
+            content.clone(),
+            images.clone(),
+            leases.clone(),
+            snapshots.clone(),
+            unpacker.clone(),
+            registry_config.clone(),
+            gc.clone(),
+        );
+        let containers = Containers::new(store.clone(), events.clone());
+        let networks = crate::core::network::Networks::open(&network, root, &runtime.state)?;
+        let tasks = Tasks::new(
+            runtime.clone(),
+            store.clone(),
+            snapshots.clone(),
+            events.clone(),
+        )
+        .with_networks(networks.clone());
+        let builder = crate::core::build::Builder {
+            content: content.clone(),
+            images: images.clone(),
+            snapshots: snapshots.clone(),
+            unpacker: unpacker.clone(),
+            puller: puller.clone(),
+            differ: Differ::new(content.clone()),
+            containers: containers.clone(),
+            tasks: tasks.clone(),
+            root: root.join("io.berth.build.v1"),
+            state: runtime.state.join("io.berth.build.v1"),
+        };
+        builder.remove_leftovers();
+        let cri = if cri.enable {
+            Some(crate::edge::cri::Cri::new(
+                cri,
+                crate::edge::cri::Parts {
+                    root: root.to_path_buf(),
+                    state: runtime.state.clone(),
+                    content: content.clone(),
+                    images: images.clone(),
+                    puller: puller.clone(),
+                    unpacker: unpacker.clone(),
+                    containers: containers.clone(),
+                    snapshots: snapshots.clone(),
+                    tasks: tasks.clone(),
+                    events: events.clone(),
+                    gc: gc.clone(),
+                    version: version.version.clone(),
+                },
+            )?)
+        } else {
+            None
+        };
+        let archives = crate::core::archive::Archives::new(
+            content.clone(),
+            images.clone(),
+            leases.clone(),
+            unpacker.clone(),
+            gc.clone(),
+        );
+        Ok(Daemon {
+            cri,
+            networks,
+            root: root.to_path_buf(),
+            differ: Differ::new(content.clone()),
+            puller,
+            builder,
+            gc,
+            pusher: Pusher::new(content.clone(), images.clone(), registry_config.clone()),
+            archives,
+            registry: registry_config,
+            streams: Default::default(),
+            volumes: crate::core::volumes::Volumes::open(
+                store.clone(),
+                &root.join("io.berth.volumes.v1"),
+            )?,
+            unpacker,
+            tasks,
+            runtime,
+            snapshots,
+            images,
+            namespaces: Namespaces::new(store.clone(), events.clone()),
+            leases,
+            containers,
+            content,
+            events,
+            store,
+            plugins,
+            uuid,
+            version,
+        })
+    }
+
+    /// The gRPC router with every service of this daemon.
+    pub fn router(&self) -> Result<GrpcRouter> {
+        use berth_proto::{
+            content::content_server::ContentServer, diff::diff_server::DiffServer,
+            events::events_server::EventsServer, images::images_server::ImagesServer,
+            introspection::introspection_server::IntrospectionServer,
+            leases::leases_server::LeasesServer, namespaces::namespaces_server::NamespacesServer,
+            snapshots::snapshots_server::SnapshotsServer, version::version_server::VersionServer,
+        };
+        macro_rules! sized {
+            ($svc:expr) => {
+                $svc.max_decoding_message_size(MAX_MESSAGE_SIZE)
+                    .max_encoding_message_size(MAX_MESSAGE_SIZE)
+            };
+        }
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        drop(health_reporter); // overall status "" is SERVING by default
+        let builder = tonic::transport::Server::builder().trace_fn(|req| {
+            let ns = req
+                .headers()
+                .get(grpc::NAMESPACE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            tracing::info_span!("rpc", method = %req.uri().path(), namespace = %ns)
+        });
+        let mut builder = builder
+            .layer(tower::util::MapResponseLayer::new(
+                grpc::too_large_is_resource_exhausted as ResponseMap,
+            ))
+            .layer(crate::core::metrics::RpcMetricsLayer);
+        Ok(builder
+            .add_service(health)
+            .add_service(sized!(VersionServer::new(grpc::version::VersionService {
+                version: self.version.version.clone(),
+                revision: self.version.revision.clone(),
+            })))
+            .add_service(sized!(IntrospectionServer::new(
+                grpc::introspection::IntrospectionService {
+                    plugins: self.plugins.ordered()?,
+                    uuid: self.uuid.clone(),
+                }
+            )))
+            .add_service(sized!(NamespacesServer::new(
+                grpc::namespaces::NamespacesService {
+                    core: self.namespaces.clone(),
+                }
+            )))
+            .add_service(sized!(ImagesServer::new(grpc::images::ImagesService {
+                core: self.images.clone(),
+                gc: self.gc.clone(),
+            })))
+            .add_service(sized!(ContentServer::new(grpc::content::ContentService {
+                core: self.content.clone(),
+                gc: self.gc.clone(),
+            })))
+            .add_service(sized!(LeasesServer::new(grpc::leases::LeasesService {
+                core: self.leases.clone(),
+                gc: self.gc.clone(),
+            })))
+            .add_service(sized!(
+                berth_proto::containers::containers_server::ContainersServer::new(
+                    grpc::containers::ContainersService {
+                        core: self.containers.clone(),
+                        gc: self.gc.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(berth_proto::tasks::tasks_server::TasksServer::new(
+                grpc::tasks::TasksService {
+                    core: self.tasks.clone(),
+                }
+            )))
+            .add_service(sized!(SnapshotsServer::new(
+                grpc::snapshots::SnapshotsService {
+                    core: self.snapshots.clone(),
+                    gc: self.gc.clone(),
+                }
+            )))
+            .add_service(sized!(DiffServer::new(grpc::diff::DiffService {
+                core: self.differ.clone(),
+            })))
+            .add_service(sized!(
+                berth_proto::berth::services::unpack::v1::unpack_server::UnpackServer::new(
+                    grpc::unpack::UnpackService {
+                        core: self.unpacker.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(
+                berth_proto::streaming::streaming_server::StreamingServer::new(
+                    grpc::streaming::StreamingService {
+                        streams: self.streams.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(
+                berth_proto::transfer::transfer_server::TransferServer::new(
+                    grpc::transfer::TransferService {
+                        puller: self.puller.clone(),
+                        pusher: self.pusher.clone(),
+                        archives: self.archives.clone(),
+                        streams: self.streams.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(
+                berth_proto::berth::services::volumes::v1::volumes_server::VolumesServer::new(
+                    grpc::volumes::VolumesService {
+                        core: self.volumes.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(
+                berth_proto::berth::services::networks::v1::networks_server::NetworksServer::new(
+                    grpc::networks::NetworksService {
+                        core: self.networks.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(
+                berth_proto::berth::services::check::v1::check_server::CheckServer::new(
+                    grpc::check::CheckService {
+                        root: self.root.clone(),
+                        state: self.runtime.state.clone(),
+                        store: self.store.clone(),
+                        snapshots: self.snapshots.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(
+                berth_proto::berth::services::build::v1::build_server::BuildServer::new(
+                    grpc::build::BuildService {
+                        core: self.builder.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(EventsServer::new(grpc::events::EventsService {
+                exchange: self.events.clone(),
+            })))
+            .add_optional_service(self.cri.clone().map(|c| {
+                sized!(
+                    berth_proto::cri::v1::runtime_service_server::RuntimeServiceServer::new(
+                        crate::edge::cri::server::CriService { cri: c }
+                    )
+                )
+            }))
+            .add_optional_service(self.cri.clone().map(|c| {
+                sized!(
+                    berth_proto::cri::v1::image_service_server::ImageServiceServer::new(
+                        crate::edge::cri::server::CriService { cri: c }
+                    )
+                )
+            })))
+    }
+
+    /// A router with only the CRI services (for a separate `--cri-address`).
+    pub fn cri_router(&self) -> Option<GrpcRouter> {
+        let c = self.cri.clone()?;
+        macro_rules! sized {
+            ($svc:expr) => {
+                $svc.max_decoding_message_size(MAX_MESSAGE_SIZE)
+                    .max_encoding_message_size(MAX_MESSAGE_SIZE)
+            };
+        }
+        let mut builder = tonic::transport::Server::builder()
+            .layer(tower::util::MapResponseLayer::new(
+                grpc::too_large_is_resource_exhausted as ResponseMap,
+            ))
+            .layer(crate::core::metrics::RpcMetricsLayer);
+        Some(
+            builder
+                .add_service(sized!(
+                    berth_proto::cri::v1::runtime_service_server::RuntimeServiceServer::new(
+                        crate::edge::cri::server::CriService { cri: c.clone() }
+                    )
+                ))
+                .add_service(sized!(
+                    berth_proto::cri::v1::image_service_server::ImageServiceServer::new(
+                        crate::edge::cri::server::CriService { cri: c }
+                    )
+                )),
+        )
+    }
+}

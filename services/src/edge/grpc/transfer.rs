@@ -1,0 +1,250 @@
+//! containerd.services.transfer.v1.Transfer: registry pull (OCIRegistry -> ImageStore), push
+//! (ImageStore -> OCIRegistry), archive import (ImageImportStream -> ImageStore) and export
+//! (ImageStore -> ImageExportStream), and tag (ImageStore -> ImageStore), with progress,
+//! credentials and archive bytes on Streaming streams.
+
+use super::streaming::{decode, is, receive_bytes, send_bytes, OpenStreams, Stream};
+use super::{ctx, labels_in, status};
+use crate::core::archive::{Archives, ExportRequest, ImportRequest, Naming, Reference};
+use crate::core::error::Kind;
+use crate::core::oci::Platform;
+use crate::core::pull::{Progress, PullRequest, Puller};
+use crate::core::push::{PushRequest, Pusher};
+use crate::core::registry::{Access, AuthChallenge, Credentials, CredentialsFn};
+use berth_proto::transfer::{transfer_server::Transfer, TransferRequest};
+use berth_proto::types::transfer::{
+    AuthRequest, AuthResponse, AuthType, ImageExportStream, ImageImportStream, ImageStore,
+    OciRegistry, Progress as ProgressMsg,
+};
+use futures::FutureExt;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+pub struct TransferService {
+    pub puller: Puller,
+    pub pusher: Pusher,
+    pub archives: Archives,
+    pub streams: OpenStreams,
+}
+
+/// The names an ImageStore destination gives (containerd's ImageStore rules).
+fn naming(store: &ImageStore) -> Naming {
+    Naming {
+        index_name: store.name.clone(),
+        labels: labels_in(store.labels.clone()),
+        references: store
+            .extra_references
+            .iter()
+            .map(|r| Reference {
+                name: r.name.clone(),
+                is_prefix: r.is_prefix,
+                allow_overwrite: r.allow_overwrite,
+                add_digest: r.add_digest,
+                skip_named_digest: r.skip_named_digest,
+            })
+            .collect(),
+    }
+}
+
+/// The images an ImageStore source names, for an export: its name and whole references.
+fn images_named(store: &ImageStore) -> Result<Vec<String>, Status> {
+    let mut names: Vec<String> = Some(store.name.clone())
+        .filter(|n| !n.is_empty())
+        .into_iter()
+        .collect();
+    for r in &store.extra_references {
+        if r.is_prefix {
+            return Err(Status::unimplemented(format!(
+                "exporting by name prefix ({}) is not implemented; name each image",
+                r.name
+            )));
+        }
+        names.push(r.name.clone());
+    }
+    Ok(names)
+}
+
+fn platform_of(p: &berth_proto::types::Platform) -> Platform {
+    Platform {
+        os: p.os.clone(),
+        architecture: p.architecture.clone(),
+        variant: p.variant.clone(),
+    }
+}
+
+/// Credentials asked of the client on its auth stream, once per registry.
+fn credentials_from(stream: Stream) -> CredentialsFn {
+    let stream = Arc::new(tokio::sync::Mutex::new(stream));
+    Arc::new(move |challenge: AuthChallenge| {
+        let stream = stream.clone();
+        async move {
+            let mut s = stream.lock().await;
+            s.send(&AuthRequest {
+                host: challenge.host.clone(),
+                reference: challenge.reference.clone(),
+                wwwauthenticate: vec![],
+            })
+            .await
+            .map_err(|e| {
+                crate::core::error::Error::new(Kind::Unauthenticated, e.message().to_string())
+            })?;
+            let Some(answer) = s.recv().await else {
+                return Ok(None);
+            };
+            let r: AuthResponse = decode(&answer)
+                .map_err(|e| crate::core::error::Error::invalid(e.message().to_string()))?;
+            match AuthType::try_from(r.auth_type).unwrap_or(AuthType::None) {
+                AuthType::None => Ok(None),
+                AuthType::Credentials | AuthType::Refresh => Ok(Some(Credentials {
+                    username: r.username,
+                    secret: r.secret,
+                })),
+                AuthType::Header => Err(crate::core::error::Error::invalid(
+                    "authorization headers are not supported; answer with credentials",
+                )),
+            }
+        }
+        .boxed()
+    })
+}
+
+/// Forwards progress to the client's stream until the sender side is dropped.
+fn progress_pump(stream: Stream) -> (mpsc::UnboundedSender<Progress>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Progress>();
+    let task = tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            let msg = ProgressMsg {
+                event: p.event,
+                name: p.name,
+                parents: p.parents,
+                progress: p.progress,
+                total: p.total,
+            };
+            if stream.send(&msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    (tx, task)
+}
+
+fn access(streams: &OpenStreams, ns: &str, reg: &OciRegistry) -> Result<Access, Status> {
+    let resolver = reg.resolver.clone().unwrap_or_default();
+    let credentials = if resolver.auth_stream.is_empty() {
+        None
+    } else {
+        Some(credentials_from(streams.take(ns, &resolver.auth_stream)?))
+    };
+    Ok(Access {
+        plain_http: resolver.default_scheme == "http",
+        credentials,
+    })
+}
+
+#[tonic::async_trait]
+impl Transfer for TransferService {
+    async fn transfer(&self, req: Request<TransferRequest>) -> Result<Response<()>, Status> {
+        let ctx = ctx(&req)?;
+        let r = req.into_inner();
+        let source = r
+            .source
+            .ok_or_else(|| Status::invalid_argument("transfer source must be set"))?;
+        let dest = r
+            .destination
+            .ok_or_else(|| Status::invalid_argument("transfer destination must be set"))?;
+        let progress_id = r.options.map(|o| o.progress_stream).unwrap_or_default();
+        let ns = ctx.ns.to_string();
+        let (progress, pump) = if progress_id.is_empty() {
+            (None, None)
+        } else {
+            let (tx, task) = progress_pump(self.streams.take(&ns, &progress_id)?);
+            (Some(tx), Some(task))
+        };
+        let result = if is::<OciRegistry>(&source) && is::<ImageStore>(&dest) {
+            let reg: OciRegistry = decode(&source)?;
+            let store: ImageStore = decode(&dest)?;
+            let mut platforms: Vec<Platform> = store.platforms.iter().map(platform_of).collect();
+            let unpack = store.unpacks.first().map(|u| {
+                if let Some(p) = &u.platform {
+                    if platforms.is_empty() {
+                        platforms.push(platform_of(p));
+                    }
+                }
+                u.snapshotter.clone()
+            });
+            let req = PullRequest {
+                reference: reg.reference.clone(),
+                name: (!store.name.is_empty()).then(|| store.name.clone()),
+                platforms,
+                all_platforms: store.all_metadata,
+                unpack,
+                labels: labels_in(store.labels),
+                access: access(&self.streams, &ns, &reg)?,
+            };
+            self.puller.pull(ctx, req, progress).await.map(|_| ())
+        } else if is::<ImageStore>(&source) && is::<OciRegistry>(&dest) {
+            let store: ImageStore = decode(&source)?;
+            let reg: OciRegistry = decode(&dest)?;
+            let req = PushRequest {
+                image: store.name.clone(),
+                reference: reg.reference.clone(),
+                platforms: store.platforms.iter().map(platform_of).collect(),
+                access: access(&self.streams, &ns, &reg)?,
+            };
+            self.pusher.push(ctx, req, progress).await.map(|_| ())
+        } else if is::<ImageImportStream>(&source) && is::<ImageStore>(&dest) {
+            let import: ImageImportStream = decode(&source)?;
+            let store: ImageStore = decode(&dest)?;
+            let bytes = receive_bytes(self.streams.take(&ns, &import.stream)?);
+            let req = ImportRequest {
+                naming: naming(&store),
+                platforms: store.platforms.iter().map(platform_of).collect(),
+                unpacks: store
+                    .unpacks
+                    .iter()
+                    .map(|u| (u.platform.as_ref().map(platform_of), u.snapshotter.clone()))
+                    .collect(),
+            };
+            self.archives
+                .import(ctx, Box::new(bytes), req, progress)
+                .await
+                .map(|_| ())
+        } else if is::<ImageStore>(&source) && is::<ImageExportStream>(&dest) {
+            let store: ImageStore = decode(&source)?;
+            let export: ImageExportStream = decode(&dest)?;
+            let req = ExportRequest {
+                images: images_named(&store)?,
+                platforms: export.platforms.iter().map(platform_of).collect(),
+                all_platforms: export.all_platforms,
+                skip_docker_manifest: export.skip_compatibility_manifest,
+                skip_non_distributable: export.skip_non_distributable,
+            };
+            let (writer, sent) = send_bytes(self.streams.take(&ns, &export.stream)?);
+            let r = self
+                .archives
+                .export(ctx, req, Box::new(writer), progress)
+                .await;
+            let _ = sent.await;
+            r
+        } else if is::<ImageStore>(&source) && is::<ImageStore>(&dest) {
+            let from: ImageStore = decode(&source)?;
+            let to: ImageStore = decode(&dest)?;
+            drop(progress);
+            self.archives
+                .tag(ctx, &from.name, &naming(&to))
+                .await
+                .map(|_| ())
+        } else {
+            drop(progress);
+            return Err(Status::unimplemented(format!(
+                "transfer from {} to {} is not supported; berth transfers registry -> image store (pull), image store -> registry (push), archive stream -> image store (import), image store -> archive stream (export) and image store -> image store (tag)",
+                source.type_url, dest.type_url
+            )));
+        };
+        if let Some(task) = pump {
+            let _ = task.await;
+        }
+        result.map(Response::new).map_err(status)
+    }
+}
