@@ -11,6 +11,7 @@ pub mod overlay;
 pub mod storage;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
+pub mod whiteout;
 
 use std::collections::BTreeMap;
 

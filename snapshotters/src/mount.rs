@@ -1,7 +1,7 @@
 //! Mounting what snapshotters hand out (for the differ when it cannot work on the
 //! directories directly), and reading mounts back into the directories they stand for.
 
-use crate::layer::Whiteouts;
+use crate::whiteout::Whiteouts;
 use crate::{Error, Mount, Result};
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;

@@ -5,6 +5,7 @@
 
 use super::root::{clean, cstr, last_os_error, lstat_at, remove_at, Root};
 use crate::hash::Sha256;
+use crate::whiteout::{Whiteouts, OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -13,17 +14,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-pub const WHITEOUT_PREFIX: &str = ".wh.";
-pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Whiteouts {
-    /// The target is an overlay upper directory: record whiteouts for the kernel.
-    Overlay,
-    /// The target is a whole tree: whiteouts delete.
-    Delete,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -592,7 +582,7 @@ impl Applier {
             .map_err(|e| entry_err(raw, e))?;
         match self.whiteouts {
             Whiteouts::Overlay => {
-                let k = c"trusted.overlay.opaque";
+                let k = OVERLAY_OPAQUE_XATTR;
                 // SAFETY: NUL-terminated name and a one-byte value.
                 if unsafe {
                     libc::fsetxattr(fd.as_raw_fd(), k.as_ptr(), b"y".as_ptr().cast(), 1, 0)

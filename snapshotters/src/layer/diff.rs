@@ -5,8 +5,8 @@
 //! device is a deletion, `trusted.overlay.opaque=y` an opaque directory); two full trees are
 //! compared entry by entry.
 
-use super::apply::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use super::root::Root;
+use crate::whiteout::{OPAQUE_MARKER, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -86,7 +86,7 @@ fn is_opaque(path: &Path) -> bool {
     let n = unsafe {
         libc::lgetxattr(
             c.as_ptr(),
-            c"trusted.overlay.opaque".as_ptr(),
+            OVERLAY_OPAQUE_XATTR.as_ptr(),
             v.as_mut_ptr().cast(),
             v.len(),
         )
@@ -353,8 +353,9 @@ fn trees<W: Write>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::apply::{apply, Whiteouts};
+    use super::super::apply::apply;
     use super::*;
+    use crate::whiteout::Whiteouts;
 
     /// Every path with its type, mode, owner, size and content (or link target).
     fn fingerprint(root: &Path) -> BTreeMap<PathBuf, String> {

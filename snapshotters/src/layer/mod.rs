@@ -5,8 +5,10 @@ pub mod diff;
 pub mod inflate;
 pub mod root;
 
-pub use apply::{apply, Applied, Whiteouts};
+pub use apply::{apply, Applied};
 pub use diff::{write_changes, Changes};
+// Callers name it `layer::Whiteouts`, as `apply`'s argument; it lives in `crate::whiteout`.
+pub use crate::whiteout::Whiteouts;
 
 use crate::mount::{apply_target, bind_source, overlay_upper, TempMount};
 use crate::{Mount, Result};

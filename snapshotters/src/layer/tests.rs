@@ -1,7 +1,8 @@
 //! The hostile-layer corpus (shared/reference/security.md, "Layer extraction") and the
 //! fidelity checks: every case asserts nothing outside the target changed.
 
-use super::apply::{apply, Whiteouts};
+use super::apply::apply;
+use crate::whiteout::Whiteouts;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
