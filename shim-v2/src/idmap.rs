@@ -5,6 +5,7 @@
 //! `runc create` (Linux 5.19 for overlayfs).
 
 use crate::error::{Error, Result};
+use crate::fork;
 use crate::reaper::Reaper;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -77,30 +78,9 @@ fn userns(uids: &[Mapping], gids: &[Mapping], reaper: &Reaper) -> Result<OwnedFd
             std::io::Error::last_os_error()
         )));
     }
-    // SAFETY: the child makes only async-signal-safe calls (unshare, write, read, _exit).
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(Error::internal(format!(
-            "fork: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    if child == 0 {
-        // SAFETY: see above.
-        unsafe {
-            libc::close(ready[0]);
-            libc::close(hold[1]);
-            let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
-                1
-            } else {
-                0
-            };
-            libc::write(ready[1], &ok as *const u8 as *const libc::c_void, 1);
-            let mut b = 0u8;
-            libc::read(hold[0], &mut b as *mut u8 as *mut libc::c_void, 1);
-            libc::_exit(0);
-        }
-    }
+    // SAFETY: the child makes only async-signal-safe calls (close, unshare, write, read).
+    let child = unsafe { fork::spawn(|| unshare_and_hold(ready, hold)) }
+        .map_err(|e| Error::internal(format!("fork: {e}")))?;
     // SAFETY: closing the ends this process does not use.
     unsafe {
         libc::close(ready[1]);
@@ -129,6 +109,26 @@ fn userns(uids: &[Mapping], gids: &[Mapping], reaper: &Reaper) -> Result<OwnedFd
     finish(hold[1]);
     let f = opened.map_err(|e| Error::internal(format!("user namespace mappings: {e}")))?;
     Ok(OwnedFd::from(f))
+}
+
+/// In the forked child: moves into a new user namespace, says on `ready` whether it could
+/// (one byte, 1 or 0), and stays there, for its mappings to be written and the namespace
+/// opened, until `hold`'s write end is closed.
+fn unshare_and_hold(ready: [i32; 2], hold: [i32; 2]) -> i32 {
+    // SAFETY: close, unshare, write and read on this child's own descriptors and locals.
+    unsafe {
+        libc::close(ready[0]);
+        libc::close(hold[1]);
+        let ok: u8 = if libc::unshare(libc::CLONE_NEWUSER) == 0 {
+            1
+        } else {
+            0
+        };
+        libc::write(ready[1], &ok as *const u8 as *const libc::c_void, 1);
+        let mut b = 0u8;
+        libc::read(hold[0], &mut b as *mut u8 as *mut libc::c_void, 1);
+    }
+    0
 }
 
 fn last_error(what: &str) -> Error {
@@ -355,7 +355,7 @@ mod root_tests {
             &d.path().join("scratch"),
             &maps,
             &maps,
-            &crate::reaper::Reaper::start(),
+            &crate::reaper::for_tests(),
         )
         .unwrap();
         let owner = std::os::unix::fs::MetadataExt::uid(

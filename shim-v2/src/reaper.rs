@@ -148,6 +148,14 @@ impl Reaper {
     }
 }
 
+/// The test binary's one reaping reaper: a second one, waiting for any child too, would take
+/// the first one's children.
+#[cfg(test)]
+pub fn for_tests() -> Arc<Reaper> {
+    static REAPER: std::sync::OnceLock<Arc<Reaper>> = std::sync::OnceLock::new();
+    REAPER.get_or_init(Reaper::start).clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,9 @@
 //! itself; runc 1.1 ignores the option, so the shim finishes the job.
 
 use crate::error::{Error, Result};
+use crate::fork;
 use crate::reaper::Reaper;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::path::Path;
 
 const AT_RECURSIVE: libc::c_uint = 0x8000;
@@ -51,44 +52,10 @@ pub fn apply(pid: i32, targets: &[String], reaper: &Reaper) -> Result<()> {
                 .map_err(|_| Error::invalid(format!("mount path {t:?} has a NUL")))
         })
         .collect::<Result<_>>()?;
-    // SAFETY: the child only makes async-signal-safe system calls (open, setns, syscall,
-    // _exit) on memory prepared before the fork, then exits.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(Error::internal(format!(
-            "fork: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    if child == 0 {
-        // SAFETY: see above; every pointer is into `ns`, `paths` or the stack.
-        unsafe {
-            let fd = libc::open(ns.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
-            if fd < 0 || libc::setns(fd, libc::CLONE_NEWNS) != 0 {
-                libc::_exit(100);
-            }
-            for (i, p) in paths.iter().enumerate() {
-                let attr = MountAttr {
-                    attr_set: MOUNT_ATTR_RDONLY,
-                    attr_clr: 0,
-                    propagation: 0,
-                    userns_fd: 0,
-                };
-                let rc = libc::syscall(
-                    libc::SYS_mount_setattr,
-                    libc::AT_FDCWD,
-                    p.as_ptr(),
-                    AT_RECURSIVE,
-                    &attr as *const MountAttr,
-                    std::mem::size_of::<MountAttr>(),
-                );
-                if rc != 0 {
-                    libc::_exit(1 + i.min(98) as i32);
-                }
-            }
-            libc::_exit(0);
-        }
-    }
+    // SAFETY: the child only makes async-signal-safe system calls (open, setns, syscall) on
+    // memory prepared before the fork.
+    let child = unsafe { fork::spawn(|| set_readonly_in(&ns, &paths)) }
+        .map_err(|e| Error::internal(format!("fork: {e}")))?;
     // The reaper owns waiting (it waits for any child): its status is the helper's.
     match reaper.wait(child).status {
         0 => Ok(()),
@@ -101,6 +68,45 @@ pub fn apply(pid: i32, targets: &[String], reaper: &Reaper) -> Result<()> {
         ))),
         _ => Err(Error::internal("the recursive read-only helper died")),
     }
+}
+
+/// In the forked child: joins the mount namespace at `ns` and makes each of `paths`
+/// recursively read-only. Its exit code: 0, 100 when the namespace cannot be entered, or
+/// 1 + the index of the first path that failed (up to 99).
+fn set_readonly_in(ns: &CStr, paths: &[CString]) -> i32 {
+    // SAFETY: open and setns on a NUL-terminated path; the descriptor stays open until the
+    // child exits.
+    let entered = unsafe {
+        let fd = libc::open(ns.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        fd >= 0 && libc::setns(fd, libc::CLONE_NEWNS) == 0
+    };
+    if !entered {
+        return 100;
+    }
+    for (i, p) in paths.iter().enumerate() {
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: mount_setattr on a NUL-terminated path with a properly sized attribute
+        // struct on the stack.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                p.as_ptr(),
+                AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if rc != 0 {
+            return 1 + i.min(98) as i32;
+        }
+    }
+    0
 }
 
 /// Reads the bundle's spec for [`targets`].
