@@ -85,121 +85,23 @@ impl Cgroup {
     }
 
     fn metrics_v1(&self) -> v1::Metrics {
-        let mut m = v1::Metrics::default();
-        if let Some(d) = self.v1_dir("pids") {
-            m.pids = Some(v1::PidsStat {
+        let memory = self.v1_dir("memory");
+        v1::Metrics {
+            pids: self.v1_dir("pids").map(|d| v1::PidsStat {
                 current: num(&d.join("pids.current"), 0),
                 limit: num(&d.join("pids.max"), 0),
-            });
+            }),
+            cpu: self
+                .v1_dir("cpuacct")
+                .map(|d| cpu_v1(d, self.v1_dir("cpu"))),
+            memory: memory.map(|d| memory_v1(d)),
+            memory_oom_control: memory.map(|d| oom_control_v1(d)),
+            blkio: self.v1_dir("blkio").map(|d| v1::BlkIoStat {
+                io_service_bytes_recursive: blkio_v1(&d.join("blkio.throttle.io_service_bytes")),
+                io_serviced_recursive: blkio_v1(&d.join("blkio.throttle.io_serviced")),
+            }),
+            ..v1::Metrics::default()
         }
-        if let Some(d) = self.v1_dir("cpuacct") {
-            // cpuacct.stat counts USER_HZ ticks (100 per second on Linux).
-            let stat = flat(&d.join("cpuacct.stat"));
-            let tick = 1_000_000_000 / 100;
-            let per_cpu = read(&d.join("cpuacct.usage_percpu"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            let throttle = self
-                .v1_dir("cpu")
-                .map(|c| flat(&c.join("cpu.stat")))
-                .unwrap_or_default();
-            m.cpu = Some(v1::CpuStat {
-                usage: Some(v1::CpuUsage {
-                    total: num(&d.join("cpuacct.usage"), 0),
-                    kernel: stat.get("system").copied().unwrap_or(0) * tick,
-                    user: stat.get("user").copied().unwrap_or(0) * tick,
-                    per_cpu,
-                }),
-                throttling: Some(v1::Throttle {
-                    periods: throttle.get("nr_periods").copied().unwrap_or(0),
-                    throttled_periods: throttle.get("nr_throttled").copied().unwrap_or(0),
-                    throttled_time: throttle.get("throttled_time").copied().unwrap_or(0),
-                }),
-            });
-        }
-        if let Some(d) = self.v1_dir("memory") {
-            let s = flat(&d.join("memory.stat"));
-            let g = |k: &str| s.get(k).copied().unwrap_or(0);
-            let entry = |prefix: &str| v1::MemoryEntry {
-                limit: num(&d.join(format!("{prefix}.limit_in_bytes")), u64::MAX),
-                usage: num(&d.join(format!("{prefix}.usage_in_bytes")), 0),
-                max: num(&d.join(format!("{prefix}.max_usage_in_bytes")), 0),
-                failcnt: num(&d.join(format!("{prefix}.failcnt")), 0),
-            };
-            m.memory = Some(v1::MemoryStat {
-                cache: g("cache"),
-                rss: g("rss"),
-                rss_huge: g("rss_huge"),
-                mapped_file: g("mapped_file"),
-                dirty: g("dirty"),
-                writeback: g("writeback"),
-                pg_pg_in: g("pgpgin"),
-                pg_pg_out: g("pgpgout"),
-                pg_fault: g("pgfault"),
-                pg_maj_fault: g("pgmajfault"),
-                inactive_anon: g("inactive_anon"),
-                active_anon: g("active_anon"),
-                inactive_file: g("inactive_file"),
-                active_file: g("active_file"),
-                unevictable: g("unevictable"),
-                hierarchical_memory_limit: g("hierarchical_memory_limit"),
-                hierarchical_swap_limit: g("hierarchical_memsw_limit"),
-                total_cache: g("total_cache"),
-                total_rss: g("total_rss"),
-                total_rss_huge: g("total_rss_huge"),
-                total_mapped_file: g("total_mapped_file"),
-                total_dirty: g("total_dirty"),
-                total_writeback: g("total_writeback"),
-                total_pg_pg_in: g("total_pgpgin"),
-                total_pg_pg_out: g("total_pgpgout"),
-                total_pg_fault: g("total_pgfault"),
-                total_pg_maj_fault: g("total_pgmajfault"),
-                total_inactive_anon: g("total_inactive_anon"),
-                total_active_anon: g("total_active_anon"),
-                total_inactive_file: g("total_inactive_file"),
-                total_active_file: g("total_active_file"),
-                total_unevictable: g("total_unevictable"),
-                usage: Some(entry("memory")),
-                swap: Some(entry("memory.memsw")),
-                kernel: Some(entry("memory.kmem")),
-                kernel_tcp: Some(entry("memory.kmem.tcp")),
-            });
-            let oom = flat(&d.join("memory.oom_control"));
-            m.memory_oom_control = Some(v1::MemoryOomControl {
-                oom_kill_disable: oom.get("oom_kill_disable").copied().unwrap_or(0),
-                under_oom: oom.get("under_oom").copied().unwrap_or(0),
-                oom_kill: oom.get("oom_kill").copied().unwrap_or(0),
-            });
-        }
-        if let Some(d) = self.v1_dir("blkio") {
-            let entries = |file: &str| -> Vec<v1::BlkIoEntry> {
-                read(&d.join(file))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter_map(|l| {
-                        let f: Vec<&str> = l.split_whitespace().collect();
-                        let [dev, op, value] = f.as_slice() else {
-                            return None;
-                        };
-                        let (major, minor) = dev.split_once(':')?;
-                        Some(v1::BlkIoEntry {
-                            op: op.to_string(),
-                            device: String::new(),
-                            major: major.parse().ok()?,
-                            minor: minor.parse().ok()?,
-                            value: value.parse().ok()?,
-                        })
-                    })
-                    .collect()
-            };
-            m.blkio = Some(v1::BlkIoStat {
-                io_service_bytes_recursive: entries("blkio.throttle.io_service_bytes"),
-                io_serviced_recursive: entries("blkio.throttle.io_serviced"),
-            });
-        }
-        m
     }
 
     /// Calls `on_oom` each time the kernel OOM-kills a process of this cgroup, from one
@@ -218,14 +120,191 @@ impl Cgroup {
     }
 }
 
+/// CPU time from cpuacct (`d`), throttling from the cpu controller's directory.
+fn cpu_v1(d: &Path, cpu: Option<&PathBuf>) -> v1::CpuStat {
+    // cpuacct.stat counts USER_HZ ticks (100 per second on Linux).
+    let stat = flat(&d.join("cpuacct.stat"));
+    let tick = 1_000_000_000 / 100;
+    let per_cpu = read(&d.join("cpuacct.usage_percpu"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let throttle = cpu.map(|c| flat(&c.join("cpu.stat"))).unwrap_or_default();
+    v1::CpuStat {
+        usage: Some(v1::CpuUsage {
+            total: num(&d.join("cpuacct.usage"), 0),
+            kernel: stat.get("system").copied().unwrap_or(0) * tick,
+            user: stat.get("user").copied().unwrap_or(0) * tick,
+            per_cpu,
+        }),
+        throttling: Some(v1::Throttle {
+            periods: throttle.get("nr_periods").copied().unwrap_or(0),
+            throttled_periods: throttle.get("nr_throttled").copied().unwrap_or(0),
+            throttled_time: throttle.get("throttled_time").copied().unwrap_or(0),
+        }),
+    }
+}
+
+fn memory_v1(d: &Path) -> v1::MemoryStat {
+    let s = flat(&d.join("memory.stat"));
+    let g = |k: &str| s.get(k).copied().unwrap_or(0);
+    let entry = |prefix: &str| v1::MemoryEntry {
+        limit: num(&d.join(format!("{prefix}.limit_in_bytes")), u64::MAX),
+        usage: num(&d.join(format!("{prefix}.usage_in_bytes")), 0),
+        max: num(&d.join(format!("{prefix}.max_usage_in_bytes")), 0),
+        failcnt: num(&d.join(format!("{prefix}.failcnt")), 0),
+    };
+    v1::MemoryStat {
+        cache: g("cache"),
+        rss: g("rss"),
+        rss_huge: g("rss_huge"),
+        mapped_file: g("mapped_file"),
+        dirty: g("dirty"),
+        writeback: g("writeback"),
+        pg_pg_in: g("pgpgin"),
+        pg_pg_out: g("pgpgout"),
+        pg_fault: g("pgfault"),
+        pg_maj_fault: g("pgmajfault"),
+        inactive_anon: g("inactive_anon"),
+        active_anon: g("active_anon"),
+        inactive_file: g("inactive_file"),
+        active_file: g("active_file"),
+        unevictable: g("unevictable"),
+        hierarchical_memory_limit: g("hierarchical_memory_limit"),
+        hierarchical_swap_limit: g("hierarchical_memsw_limit"),
+        total_cache: g("total_cache"),
+        total_rss: g("total_rss"),
+        total_rss_huge: g("total_rss_huge"),
+        total_mapped_file: g("total_mapped_file"),
+        total_dirty: g("total_dirty"),
+        total_writeback: g("total_writeback"),
+        total_pg_pg_in: g("total_pgpgin"),
+        total_pg_pg_out: g("total_pgpgout"),
+        total_pg_fault: g("total_pgfault"),
+        total_pg_maj_fault: g("total_pgmajfault"),
+        total_inactive_anon: g("total_inactive_anon"),
+        total_active_anon: g("total_active_anon"),
+        total_inactive_file: g("total_inactive_file"),
+        total_active_file: g("total_active_file"),
+        total_unevictable: g("total_unevictable"),
+        usage: Some(entry("memory")),
+        swap: Some(entry("memory.memsw")),
+        kernel: Some(entry("memory.kmem")),
+        kernel_tcp: Some(entry("memory.kmem.tcp")),
+    }
+}
+
+fn oom_control_v1(d: &Path) -> v1::MemoryOomControl {
+    let oom = flat(&d.join("memory.oom_control"));
+    v1::MemoryOomControl {
+        oom_kill_disable: oom.get("oom_kill_disable").copied().unwrap_or(0),
+        under_oom: oom.get("under_oom").copied().unwrap_or(0),
+        oom_kill: oom.get("oom_kill").copied().unwrap_or(0),
+    }
+}
+
+/// A blkio file's "major:minor op value" lines.
+fn blkio_v1(file: &Path) -> Vec<v1::BlkIoEntry> {
+    read(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let [dev, op, value] = f.as_slice() else {
+                return None;
+            };
+            let (major, minor) = dev.split_once(':')?;
+            Some(v1::BlkIoEntry {
+                op: op.to_string(),
+                device: String::new(),
+                major: major.parse().ok()?,
+                minor: minor.parse().ok()?,
+                value: value.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
 fn metrics_v2(dir: &Path) -> v2::Metrics {
     let cpu = flat(&dir.join("cpu.stat"));
     let c = |k: &str| cpu.get(k).copied().unwrap_or(0);
-    let s = flat(&dir.join("memory.stat"));
-    let g = |k: &str| s.get(k).copied().unwrap_or(0);
     let ev = flat(&dir.join("memory.events"));
     let e = |k: &str| ev.get(k).copied().unwrap_or(0);
-    let io = read(&dir.join("io.stat"))
+    v2::Metrics {
+        pids: Some(v2::PidsStat {
+            current: num(&dir.join("pids.current"), 0),
+            limit: num(&dir.join("pids.max"), 0),
+        }),
+        cpu: Some(v2::CpuStat {
+            usage_usec: c("usage_usec"),
+            user_usec: c("user_usec"),
+            system_usec: c("system_usec"),
+            nr_periods: c("nr_periods"),
+            nr_throttled: c("nr_throttled"),
+            throttled_usec: c("throttled_usec"),
+        }),
+        memory: Some(memory_v2(dir)),
+        io: Some(v2::IoStat {
+            usage: io_v2(&dir.join("io.stat")),
+        }),
+        memory_events: Some(v2::MemoryEvents {
+            low: e("low"),
+            high: e("high"),
+            max: e("max"),
+            oom: e("oom"),
+            oom_kill: e("oom_kill"),
+        }),
+    }
+}
+
+fn memory_v2(dir: &Path) -> v2::MemoryStat {
+    let s = flat(&dir.join("memory.stat"));
+    let g = |k: &str| s.get(k).copied().unwrap_or(0);
+    v2::MemoryStat {
+        anon: g("anon"),
+        file: g("file"),
+        kernel_stack: g("kernel_stack"),
+        slab: g("slab"),
+        sock: g("sock"),
+        shmem: g("shmem"),
+        file_mapped: g("file_mapped"),
+        file_dirty: g("file_dirty"),
+        file_writeback: g("file_writeback"),
+        anon_thp: g("anon_thp"),
+        inactive_anon: g("inactive_anon"),
+        active_anon: g("active_anon"),
+        inactive_file: g("inactive_file"),
+        active_file: g("active_file"),
+        unevictable: g("unevictable"),
+        slab_reclaimable: g("slab_reclaimable"),
+        slab_unreclaimable: g("slab_unreclaimable"),
+        pgfault: g("pgfault"),
+        pgmajfault: g("pgmajfault"),
+        workingset_refault: g("workingset_refault"),
+        workingset_activate: g("workingset_activate"),
+        workingset_nodereclaim: g("workingset_nodereclaim"),
+        pgrefill: g("pgrefill"),
+        pgscan: g("pgscan"),
+        pgsteal: g("pgsteal"),
+        pgactivate: g("pgactivate"),
+        pgdeactivate: g("pgdeactivate"),
+        pglazyfree: g("pglazyfree"),
+        pglazyfreed: g("pglazyfreed"),
+        thp_fault_alloc: g("thp_fault_alloc"),
+        thp_collapse_alloc: g("thp_collapse_alloc"),
+        usage: num(&dir.join("memory.current"), 0),
+        usage_limit: num(&dir.join("memory.max"), u64::MAX),
+        swap_usage: num(&dir.join("memory.swap.current"), 0),
+        swap_limit: num(&dir.join("memory.swap.max"), u64::MAX),
+        max_usage: num(&dir.join("memory.peak"), 0),
+        swap_max_usage: num(&dir.join("memory.swap.peak"), 0),
+    }
+}
+
+/// io.stat's "major:minor key=value..." lines.
+fn io_v2(file: &Path) -> Vec<v2::IoEntry> {
+    read(file)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
@@ -247,68 +326,7 @@ fn metrics_v2(dir: &Path) -> v2::Metrics {
                 wios: k("wios"),
             })
         })
-        .collect();
-    v2::Metrics {
-        pids: Some(v2::PidsStat {
-            current: num(&dir.join("pids.current"), 0),
-            limit: num(&dir.join("pids.max"), 0),
-        }),
-        cpu: Some(v2::CpuStat {
-            usage_usec: c("usage_usec"),
-            user_usec: c("user_usec"),
-            system_usec: c("system_usec"),
-            nr_periods: c("nr_periods"),
-            nr_throttled: c("nr_throttled"),
-            throttled_usec: c("throttled_usec"),
-        }),
-        memory: Some(v2::MemoryStat {
-            anon: g("anon"),
-            file: g("file"),
-            kernel_stack: g("kernel_stack"),
-            slab: g("slab"),
-            sock: g("sock"),
-            shmem: g("shmem"),
-            file_mapped: g("file_mapped"),
-            file_dirty: g("file_dirty"),
-            file_writeback: g("file_writeback"),
-            anon_thp: g("anon_thp"),
-            inactive_anon: g("inactive_anon"),
-            active_anon: g("active_anon"),
-            inactive_file: g("inactive_file"),
-            active_file: g("active_file"),
-            unevictable: g("unevictable"),
-            slab_reclaimable: g("slab_reclaimable"),
-            slab_unreclaimable: g("slab_unreclaimable"),
-            pgfault: g("pgfault"),
-            pgmajfault: g("pgmajfault"),
-            workingset_refault: g("workingset_refault"),
-            workingset_activate: g("workingset_activate"),
-            workingset_nodereclaim: g("workingset_nodereclaim"),
-            pgrefill: g("pgrefill"),
-            pgscan: g("pgscan"),
-            pgsteal: g("pgsteal"),
-            pgactivate: g("pgactivate"),
-            pgdeactivate: g("pgdeactivate"),
-            pglazyfree: g("pglazyfree"),
-            pglazyfreed: g("pglazyfreed"),
-            thp_fault_alloc: g("thp_fault_alloc"),
-            thp_collapse_alloc: g("thp_collapse_alloc"),
-            usage: num(&dir.join("memory.current"), 0),
-            usage_limit: num(&dir.join("memory.max"), u64::MAX),
-            swap_usage: num(&dir.join("memory.swap.current"), 0),
-            swap_limit: num(&dir.join("memory.swap.max"), u64::MAX),
-            max_usage: num(&dir.join("memory.peak"), 0),
-            swap_max_usage: num(&dir.join("memory.swap.peak"), 0),
-        }),
-        io: Some(v2::IoStat { usage: io }),
-        memory_events: Some(v2::MemoryEvents {
-            low: e("low"),
-            high: e("high"),
-            max: e("max"),
-            oom: e("oom"),
-            oom_kill: e("oom_kill"),
-        }),
-    }
+        .collect()
 }
 
 fn oom_kills_v2(dir: &Path) -> u64 {
