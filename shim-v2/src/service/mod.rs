@@ -1,0 +1,116 @@
+//! The shim v2 Task service for one container, on runc (or the native runtime, which speaks
+//! runc's command line). Where each part lives:
+//! - `state`: the record of each process (init and execs), how exits land in it, State, Wait;
+//! - `lifecycle`: the init's verbs (Create, Start, Kill, Delete);
+//! - `exec`: an exec's own path (Exec, and Start for an exec id);
+//! - `container`: verbs on the container as a whole (Pause, Resume, Update, Pids, Stats);
+//! - `io`: a process's stdio, the client's FIFOs or a terminal (and ResizePty, CloseIO);
+//! - `handler`: the ttrpc face, decoding each method's request and encoding its answer.
+
+mod container;
+mod exec;
+mod handler;
+mod io;
+mod lifecycle;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use crate::console::ConsoleSocket;
+use crate::error::{Error, Result};
+use crate::events::Publisher;
+use crate::reaper::{Exit, Reaper};
+use crate::runc::{Runtime, Stdio3};
+use berth_proto::containerd::events as ev;
+use state::State;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub struct Service {
+    pub id: String,
+    pub bundle: PathBuf,
+    runc: Box<dyn Runtime>,
+    reaper: Arc<Reaper>,
+    events: Arc<Publisher>,
+    state: Arc<Mutex<State>>,
+    /// Signalled whenever a process of this task exits.
+    exited: Arc<std::sync::Condvar>,
+}
+
+type R<T> = Result<T>;
+
+impl Service {
+    pub fn new(
+        id: String,
+        bundle: PathBuf,
+        runc: Box<dyn Runtime>,
+        reaper: Arc<Reaper>,
+        events: Publisher,
+    ) -> Arc<Self> {
+        let s = Arc::new(Service {
+            id,
+            bundle,
+            runc,
+            reaper: reaper.clone(),
+            events: Arc::new(events),
+            state: Arc::default(),
+            exited: Arc::default(),
+        });
+        let (state, events, cid, cv) = (
+            s.state.clone(),
+            s.events.clone(),
+            s.id.clone(),
+            s.exited.clone(),
+        );
+        reaper.on_exit(move |pid, exit| {
+            let exited = {
+                let Ok(mut st) = state.lock() else { return };
+                st.record_exit(pid, exit, &cid)
+            };
+            cv.notify_all();
+            if let Some(id) = exited {
+                publish_exit(&events, &cid, id, pid, exit);
+            }
+        });
+        s
+    }
+
+    /// Runs a runc command to completion.
+    fn runc(&self, args: &[&str], stdio: Stdio3) -> R<Vec<u8>> {
+        self.runc.run(args, stdio).map_err(|e| Error::internal(e.0))
+    }
+
+    /// Runs a runc command that starts a process (`head` is its verb and flags): with the
+    /// console socket's flag when the process has a terminal, for this container.
+    fn launch(
+        &self,
+        head: &[&str],
+        socket: Option<&ConsoleSocket>,
+        stdio: Stdio3,
+        log: &Path,
+    ) -> R<()> {
+        let sock_path = socket.map(|c| c.path().display().to_string());
+        let mut args = head.to_vec();
+        if let Some(p) = &sock_path {
+            args.extend(["--console-socket", p.as_str()]);
+        }
+        args.push(&self.id);
+        self.runc
+            .launch(&args, stdio, log)
+            .map_err(|e| Error::internal(e.0))
+    }
+}
+
+/// `/tasks/exit` for process `id` (the container's id for its init).
+fn publish_exit(events: &Publisher, container_id: &str, id: String, pid: i32, exit: Exit) {
+    events.publish(
+        "/tasks/exit",
+        &ev::TaskExit {
+            container_id: container_id.to_string(),
+            id,
+            pid: pid as u32,
+            exit_status: exit.status as u32,
+            exited_at: Some(exit.at),
+        },
+    );
+}
