@@ -109,7 +109,7 @@ impl Cri {
             "{}_{}_{}_{}_{}",
             md.name, pm.name, pm.namespace, pm.uid, md.attempt
         );
-        let id = self.reserve("container", &name)?;
+        let id = self.names.reserve("container", &name)?;
         let made = self
             .create_container_inner(&id, &name, &sb, config, image, image_ref)
             .await;
@@ -118,11 +118,10 @@ impl Cri {
                 .snapshots
                 .remove(self.ns.clone(), &self.cfg.snapshotter, id.clone())
                 .await;
-            let _ = self.containers.delete(self.ns.clone(), id.clone()).await;
+            let _ = self.records.delete(self.ns.clone(), id.clone()).await;
             let _ = std::fs::remove_dir_all(self.container_state_dir(&id));
-            let mut st = self.st();
-            st.names.remove(&name);
-            st.containers.remove(&id);
+            self.names.release(&name);
+            self.containers.remove(&id);
         }
         made.map(|()| id)
     }
@@ -238,13 +237,13 @@ impl Cri {
         record
             .extensions
             .insert(CONFIG_EXT.into(), ext_proto(&config));
-        self.containers.create(self.ns.clone(), record).await?;
+        self.records.create(self.ns.clone(), record).await?;
         let c = Container {
             id: id.to_string(),
             config,
             meta,
         };
-        self.st().containers.insert(id.to_string(), c.clone());
+        self.containers.insert(id, c.clone());
         self.event(&c, cri::ContainerEventType::ContainerCreatedEvent);
         Ok(())
     }
@@ -431,14 +430,14 @@ impl Cri {
                 }
             }
         }
-        self.st().logs.insert(c.id.clone(), (log, handles));
+        self.logs.insert(&c.id, log, handles);
         holds
     }
 
     /// Waits (a bounded time) for the log copiers to reach the end of the output.
     async fn detach_logs(&self, id: &str) {
-        let entry = self.st().logs.remove(id);
-        if let Some((_, handles)) = entry {
+        let entry = self.logs.remove(id);
+        if let Some(handles) = entry {
             for h in handles {
                 logs::finish(h).await;
             }
@@ -447,15 +446,13 @@ impl Cri {
 
     pub async fn reopen_log(&self, id: &str) -> Result<()> {
         let c = self.container(id)?;
-        let st = self.st();
-        let Some((log, _)) = st.logs.get(&c.id) else {
+        let Some(reopened) = self.logs.with(&c.id, |log| log.reopen()) else {
             return Err(Error::precondition(format!(
                 "container {} is not running",
                 c.id
             )));
         };
-        log.reopen()
-            .map_err(|e| Error::io(format!("reopen {}", c.meta.log_path), e))
+        reopened.map_err(|e| Error::io(format!("reopen {}", c.meta.log_path), e))
     }
 
     /// After a berthd restart: the log copiers and exit waiter of a container that was
@@ -517,7 +514,7 @@ impl Cri {
         };
         c.meta.exit_code = status as i32;
         c.meta.pid = 0;
-        let oom = self.st().oom.remove(id);
+        let oom = self.oom.take(id);
         c.meta.reason = if oom {
             "OOMKilled".into()
         } else if status == 0 {
@@ -626,16 +623,15 @@ impl Cri {
             Err(e) if e.kind() == Kind::NotFound => {}
             Err(e) => return Err(e),
         }
-        match self.containers.delete(self.ns.clone(), c.id.clone()).await {
+        match self.records.delete(self.ns.clone(), c.id.clone()).await {
             Ok(_) => {}
             Err(e) if e.kind() == Kind::NotFound => {}
             Err(e) => return Err(e),
         }
         let _ = std::fs::remove_dir_all(self.container_state_dir(&c.id));
         {
-            let mut st = self.st();
-            st.containers.remove(&c.id);
-            st.names.remove(&c.meta.name);
+            self.containers.remove(&c.id);
+            self.names.release(&c.meta.name);
         }
         self.gc.schedule();
         self.event(&c, cri::ContainerEventType::ContainerDeletedEvent);
@@ -703,10 +699,10 @@ impl Cri {
     }
 
     pub fn container_list(&self, f: Option<&cri::ContainerFilter>) -> Vec<cri::Container> {
-        let st = self.st();
-        let mut out: Vec<cri::Container> = st
+        let mut out: Vec<cri::Container> = self
             .containers
-            .values()
+            .filter(|_| true)
+            .iter()
             .map(|c| cri::Container {
                 id: c.id.clone(),
                 pod_sandbox_id: c.meta.sandbox_id.clone(),
@@ -748,7 +744,7 @@ impl Cri {
         let mut c = self.container(&c.id)?;
         let resources = spec::update_resources(r);
         // The stored spec and config change too, so a restart keeps the new limits.
-        let rec = self.containers.get(self.ns.clone(), c.id.clone()).await?;
+        let rec = self.records.get(self.ns.clone(), c.id.clone()).await?;
         if let Some(s) = &rec.spec {
             let mut v: serde_json::Value = serde_json::from_slice(&s.value)?;
             let devices = v["linux"]["resources"]["devices"].clone();
@@ -762,7 +758,7 @@ impl Cri {
                 }),
                 ..Default::default()
             };
-            self.containers
+            self.records
                 .update(self.ns.clone(), update, vec!["spec".into()])
                 .await?;
         }
@@ -798,14 +794,14 @@ impl Cri {
         update
             .extensions
             .insert(CONFIG_EXT.into(), ext_proto(&c.config));
-        self.containers
+        self.records
             .update(
                 self.ns.clone(),
                 update,
                 vec![format!("extensions.{CONFIG_EXT}")],
             )
             .await?;
-        self.st().containers.insert(c.id.clone(), c);
+        self.containers.insert(&c.id.clone(), c);
         Ok(())
     }
 

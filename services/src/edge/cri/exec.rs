@@ -42,7 +42,7 @@ impl Cri {
         cmd: &[String],
         tty: bool,
     ) -> Result<serde_json::Value> {
-        let rec = self.containers.get(self.ns.clone(), id.to_string()).await?;
+        let rec = self.records.get(self.ns.clone(), id.to_string()).await?;
         let oci: serde_json::Value = rec
             .spec
             .as_ref()

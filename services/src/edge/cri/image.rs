@@ -192,9 +192,8 @@ impl Cri {
             .list(self.ns.clone(), Default::default())
             .await?;
         // What no record points at any more leaves the cache.
-        self.st()
-            .described
-            .retain(|digest, _| records.iter().any(|r| r.target.digest == *digest));
+        self.described
+            .retain(|digest| records.iter().any(|r| r.target.digest == digest));
         let mut by_id: BTreeMap<String, ImageInfo> = BTreeMap::new();
         for r in records {
             let Ok(info) = self.describe(&r).await else {
@@ -213,16 +212,14 @@ impl Cri {
     /// The image `r` refers to, resolved for this host's platform. Targets are
     /// content-addressed, so what one resolves to is read once and kept.
     async fn describe(&self, r: &ImageRecord) -> Result<ImageInfo> {
-        if let Some(known) = self.st().described.get(&r.target.digest) {
+        if let Some(known) = self.described.get(&r.target.digest) {
             return Ok(ImageInfo {
                 names: vec![r.name.clone()],
-                ..known.clone()
+                ..known
             });
         }
         let info = self.resolve_image(r).await?;
-        self.st()
-            .described
-            .insert(r.target.digest.clone(), info.clone());
+        self.described.insert(&r.target.digest, info.clone());
         Ok(info)
     }
 
@@ -390,14 +387,14 @@ impl Cri {
     pub async fn image_fs_usage(&self) -> Result<(String, u64, u64)> {
         let dir = self.snapshotter_root();
         // The kubelet asks every few seconds; a walk of a big store is not free.
-        if let Some((at, bytes, inodes)) = self.st().fs_usage {
+        if let Some((at, bytes, inodes)) = self.fs_usage.get() {
             if at.elapsed() < std::time::Duration::from_secs(10) {
                 return Ok((dir, bytes, inodes));
             }
         }
         let d2 = std::path::PathBuf::from(&dir);
         let (bytes, inodes) = blocking(move || Ok(du(&d2))).await?;
-        self.st().fs_usage = Some((std::time::Instant::now(), bytes, inodes));
+        self.fs_usage.set(bytes, inodes);
         Ok((dir, bytes, inodes))
     }
 }

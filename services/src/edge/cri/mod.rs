@@ -16,6 +16,7 @@ pub mod seccomp;
 pub mod server;
 mod spec;
 mod stats;
+mod store;
 pub mod stream;
 
 use crate::core::containers::Containers;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use store::Store;
 
 /// Record label telling sandboxes and containers apart.
 pub const KIND_LABEL: &str = "io.berth.cri.kind";
@@ -99,24 +101,6 @@ pub struct Container {
     pub meta: ContainerMeta,
 }
 
-#[derive(Default)]
-struct State {
-    sandboxes: HashMap<String, Sandbox>,
-    containers: HashMap<String, Container>,
-    /// Names in use (sandbox and container names share no space, containerd-style keys).
-    names: HashMap<String, String>,
-    /// Log copiers and rotation handles of running containers.
-    logs: HashMap<String, (logs::LogFile, Vec<tokio::task::JoinHandle<()>>)>,
-    /// Containers whose cgroup reported an OOM kill.
-    oom: std::collections::HashSet<String>,
-    /// What each image target (a manifest or index digest) resolves to on this host.
-    described: HashMap<String, image::ImageInfo>,
-    /// The image filesystem's last measured usage (when, bytes, inodes).
-    fs_usage: Option<(std::time::Instant, u64, u64)>,
-    /// The last CPU sample of each container (time, cumulative ns), for usage_nano_cores.
-    cpu_samples: HashMap<String, (i64, u64)>,
-}
-
 /// The CRI service core, shared by the RuntimeService and ImageService servers.
 #[derive(Clone)]
 pub struct Cri {
@@ -128,12 +112,20 @@ pub struct Cri {
     images: Images,
     puller: Puller,
     unpacker: Unpacker,
-    containers: Containers,
+    /// The container records of sandboxes and containers.
+    records: Containers,
     snapshots: Snapshots,
     tasks: Tasks,
     events: Exchange,
     gc: crate::core::gc::Gc,
-    state: Arc<Mutex<State>>,
+    sandboxes: Arc<Store<Sandbox>>,
+    containers: Arc<Store<Container>>,
+    names: Arc<store::Names>,
+    logs: Arc<store::Logs>,
+    oom: Arc<store::OomKills>,
+    described: Arc<store::Described>,
+    fs_usage: Arc<store::FsUsage>,
+    cpu_samples: Arc<store::CpuSamples>,
     /// One lock per object id, so operations on one pod or container happen in order.
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     /// Subscribers of GetContainerEvents.
@@ -192,12 +184,19 @@ impl Cri {
             images: p.images,
             puller: p.puller,
             unpacker: p.unpacker,
-            containers: p.containers,
+            records: p.containers,
             snapshots: p.snapshots,
             tasks: p.tasks,
             events: p.events,
             gc: p.gc,
-            state: Arc::default(),
+            sandboxes: Arc::new(Store::new("pod sandbox")),
+            containers: Arc::new(Store::new("container")),
+            names: Arc::default(),
+            logs: Arc::default(),
+            oom: Arc::default(),
+            described: Arc::default(),
+            fs_usage: Arc::default(),
+            cpu_samples: Arc::default(),
             locks: Arc::default(),
             watchers: Arc::default(),
             streaming: Arc::default(),
@@ -210,10 +209,6 @@ impl Cri {
             ns: self.ns.clone(),
             lease: None,
         }
-    }
-
-    fn st(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -240,71 +235,17 @@ impl Cri {
 
     /// Finds a sandbox by id or unique id prefix.
     fn sandbox(&self, id: &str) -> Result<Sandbox> {
-        let st = self.st();
-        if let Some(s) = st.sandboxes.get(id) {
-            return Ok(s.clone());
-        }
-        let found: Vec<&Sandbox> = if id.is_empty() {
-            vec![]
-        } else {
-            st.sandboxes
-                .values()
-                .filter(|s| s.id.starts_with(id))
-                .collect()
-        };
-        match found.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(Error::not_found(format!("pod sandbox {id:?}"))),
-            _ => Err(Error::invalid(format!(
-                "pod sandbox id prefix {id:?} is ambiguous"
-            ))),
-        }
+        self.sandboxes.get(id)
     }
 
     /// Finds a container by id or unique id prefix.
     fn container(&self, id: &str) -> Result<Container> {
-        let st = self.st();
-        if let Some(c) = st.containers.get(id) {
-            return Ok(c.clone());
-        }
-        let found: Vec<&Container> = if id.is_empty() {
-            vec![]
-        } else {
-            st.containers
-                .values()
-                .filter(|c| c.id.starts_with(id))
-                .collect()
-        };
-        match found.as_slice() {
-            [one] => Ok((*one).clone()),
-            [] => Err(Error::not_found(format!("container {id:?}"))),
-            _ => Err(Error::invalid(format!(
-                "container id prefix {id:?} is ambiguous"
-            ))),
-        }
-    }
-
-    /// Reserves `name` for a new sandbox or container (`what`); returns the new object's id.
-    fn reserve(&self, what: &str, name: &str) -> Result<String> {
-        let mut st = self.st();
-        if let Some(other) = st.names.get(name) {
-            return Err(Error::already_exists(format!(
-                "{what} name {name:?} is reserved by {other}"
-            )));
-        }
-        let id = new_id();
-        st.names.insert(name.to_string(), id.clone());
-        Ok(id)
+        self.containers.get(id)
     }
 
     /// The containers of a pod.
     fn members(&self, sandbox_id: &str) -> Vec<Container> {
-        self.st()
-            .containers
-            .values()
-            .filter(|c| c.meta.sandbox_id == sandbox_id)
-            .cloned()
-            .collect()
+        self.containers.filter(|c| c.meta.sandbox_id == sandbox_id)
     }
 
     async fn persist_sandbox(&self, s: &Sandbox) -> Result<()> {
@@ -313,10 +254,10 @@ impl Cri {
             ..Default::default()
         };
         rec.extensions.insert(META_EXT.into(), ext_json(&s.meta)?);
-        self.containers
+        self.records
             .update(self.ns.clone(), rec, vec![format!("extensions.{META_EXT}")])
             .await?;
-        self.st().sandboxes.insert(s.id.clone(), s.clone());
+        self.sandboxes.insert(&s.id, s.clone());
         Ok(())
     }
 
@@ -326,10 +267,10 @@ impl Cri {
             ..Default::default()
         };
         rec.extensions.insert(META_EXT.into(), ext_json(&c.meta)?);
-        self.containers
+        self.records
             .update(self.ns.clone(), rec, vec![format!("extensions.{META_EXT}")])
             .await?;
-        self.st().containers.insert(c.id.clone(), c.clone());
+        self.containers.insert(&c.id, c.clone());
         Ok(())
     }
 
@@ -338,7 +279,7 @@ impl Cri {
     /// and exit waiters back.
     pub async fn recover(&self) -> Result<()> {
         let records = self
-            .containers
+            .records
             .list(self.ns.clone(), Default::default())
             .await?;
         for r in records {
@@ -357,10 +298,9 @@ impl Cri {
                         tracing::warn!(id = r.id, "unreadable CRI sandbox record; skipped");
                         continue;
                     };
-                    let mut st = self.st();
-                    st.names.insert(meta.name.clone(), r.id.clone());
-                    st.sandboxes.insert(
-                        r.id.clone(),
+                    self.names.insert(&meta.name, &r.id);
+                    self.sandboxes.insert(
+                        &r.id.clone(),
                         Sandbox {
                             id: r.id,
                             config,
@@ -376,10 +316,9 @@ impl Cri {
                         tracing::warn!(id = r.id, "unreadable CRI container record; skipped");
                         continue;
                     };
-                    let mut st = self.st();
-                    st.names.insert(meta.name.clone(), r.id.clone());
-                    st.containers.insert(
-                        r.id.clone(),
+                    self.names.insert(&meta.name, &r.id);
+                    self.containers.insert(
+                        &r.id.clone(),
                         Container {
                             id: r.id,
                             config,
@@ -390,17 +329,13 @@ impl Cri {
                 _ => {}
             }
         }
-        let running: Vec<Container> = self
-            .st()
+        let running = self
             .containers
-            .values()
-            .filter(|c| c.meta.started_at > 0 && c.meta.finished_at == 0)
-            .cloned()
-            .collect();
+            .filter(|c| c.meta.started_at > 0 && c.meta.finished_at == 0);
         for c in running {
             self.reattach(&c).await;
         }
-        let sandboxes: Vec<Sandbox> = self.st().sandboxes.values().cloned().collect();
+        let sandboxes = self.sandboxes.filter(|_| true);
         for s in sandboxes {
             if s.meta.stopped {
                 continue;
@@ -483,7 +418,7 @@ impl Cri {
                         if let Ok(oom) =
                             berth_proto::containerd::events::TaskOom::decode(value.as_slice())
                         {
-                            this.st().oom.insert(oom.container_id);
+                            this.oom.insert(oom.container_id);
                         }
                     }
                 }

@@ -175,16 +175,15 @@ impl Cri {
             spec::check_userns(u)?;
         }
         let name = sandbox_name(&md);
-        let id = self.reserve("pod sandbox", &name)?;
+        let id = self.names.reserve("pod sandbox", &name)?;
         let lock = self.lock_for(&id);
         let _held = lock.lock().await;
         let made = self.run_sandbox_inner(&id, &name, config, handler).await;
         if let Err(e) = &made {
             tracing::warn!(sandbox = id, error = %e, "pod sandbox failed to start; cleaning up");
             self.teardown_sandbox(&id, true).await;
-            let mut st = self.st();
-            st.names.remove(&name);
-            st.sandboxes.remove(&id);
+            self.names.release(&name);
+            self.sandboxes.remove(&id);
         }
         made.map(|()| id)
     }
@@ -250,8 +249,8 @@ impl Cri {
             type_url: crate::core::spec::SPEC_TYPE_URL.into(),
             value: b"{}".to_vec(),
         });
-        self.containers.create(self.ns.clone(), record).await?;
-        self.st().sandboxes.insert(id.to_string(), sb.clone());
+        self.records.create(self.ns.clone(), record).await?;
+        self.sandboxes.insert(id, sb.clone());
 
         // The pod's files, its /dev/shm and (most pods) its network namespace: filesystem and
         // mount work, off the async workers.
@@ -336,7 +335,7 @@ impl Cri {
             ..Default::default()
         };
         rec.runtime.name = self.cfg.runtime.clone();
-        self.containers
+        self.records
             .update(self.ns.clone(), rec, vec!["spec".into()])
             .await?;
         // The pause container is created while CNI wires its (already pinned) namespace:
@@ -534,10 +533,8 @@ impl Cri {
         let lock = self.lock_for(&sb.id);
         let _held = lock.lock().await;
         self.teardown_sandbox(&sb.id, false).await;
-        let mut st = self.st();
-        st.sandboxes.remove(&sb.id);
-        st.names.remove(&sb.meta.name);
-        drop(st);
+        self.sandboxes.remove(&sb.id);
+        self.names.release(&sb.meta.name);
         Ok(())
     }
 
@@ -580,11 +577,7 @@ impl Cri {
                 tracing::warn!(sandbox = id, error = %e, "cannot remove the sandbox snapshot")
             }
         }
-        match self
-            .containers
-            .delete(self.ns.clone(), id.to_string())
-            .await
-        {
+        match self.records.delete(self.ns.clone(), id.to_string()).await {
             Ok(_) => {}
             Err(e) if e.kind() == Kind::NotFound => {}
             Err(e) => tracing::warn!(sandbox = id, error = %e, "cannot remove the sandbox record"),
@@ -623,10 +616,10 @@ impl Cri {
     }
 
     pub fn sandbox_list(&self, f: Option<&cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
-        let st = self.st();
-        let mut out: Vec<cri::PodSandbox> = st
+        let mut out: Vec<cri::PodSandbox> = self
             .sandboxes
-            .values()
+            .filter(|_| true)
+            .iter()
             .filter(|s| {
                 s.meta.pid != 0
                     || s.meta.stopped

@@ -27,8 +27,7 @@ impl Cri {
                 if let Some(f) = crate::core::runtime::shim_client::cgroup_figures(&any) {
                     let cpu = f.cpu_ns;
                     let nano_cores = {
-                        let mut st = self.st();
-                        let prev = st.cpu_samples.insert(c.id.clone(), (now, cpu));
+                        let prev = self.cpu_samples.replace(&c.id, now, cpu);
                         match prev {
                             Some((t, v)) if now > t && cpu >= v => {
                                 ((cpu - v) as f64 / (now - t) as f64 * 1e9) as u64

@@ -635,13 +635,9 @@ impl Cri {
                 c.id
             )));
         }
-        let mut taps = {
-            let st = self.st();
-            let (log, _) = st.logs.get(&c.id).ok_or_else(|| {
-                Error::precondition(format!("container {} has no output to attach to", c.id))
-            })?;
-            log.tap()
-        };
+        let mut taps = self.logs.with(&c.id, |log| log.tap()).ok_or_else(|| {
+            Error::precondition(format!("container {} has no output to attach to", c.id))
+        })?;
         let fifo = self.container_state_dir(&c.id).join("stdin");
         let stdin_task = match got.remove("stdin") {
             Some(mut s) if c.config.stdin => {
