@@ -1,0 +1,128 @@
+//! Applying an OCI layer (tar, tar+gzip, tar+zstd) onto a directory. Every entry is made
+//! through [`Root`], so nothing outside the directory is ever written, chmod'ed, chown'ed,
+//! linked or deleted. Whiteouts become overlay whiteouts (for an overlay upper directory) or
+//! deletions (for a full tree).
+//!
+//! The steps, one file each: `stream` decompresses, hashes and feeds the tar parser; `entry`
+//! reads a header into where the entry goes (`Place`) and what it carries (`Meta`);
+//! `kinds` makes directories, files, symlinks and devices, `hardlink` links, `whiteouts`
+//! deletes or records deletions; `metadata` sets owners, modes, xattrs and times.
+
+mod entry;
+mod hardlink;
+mod kinds;
+mod metadata;
+mod stream;
+mod whiteouts;
+
+pub use stream::{decompress, is_compressed};
+
+use super::root::{remove_at, Root};
+use crate::whiteout::Whiteouts;
+use crate::{Error, Result};
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// `sha256:` digest of the uncompressed tar stream (the layer's diffID).
+    pub diff_id: String,
+    /// Bytes of the uncompressed tar stream.
+    pub size: u64,
+    pub entries: u64,
+}
+
+/// Applies the layer read from `r` to the directory `target`. Decompressing runs on this
+/// thread, hashing the decompressed stream (the diffID) on a second, and parsing the tar and
+/// writing the files on a third: the largest layer of a pull, the one still running when
+/// the others are done, keeps both cores busy instead of one (perf: its inflate and hash on
+/// one thread were the last second of a pull).
+pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applied> {
+    let stream = decompress(r)?;
+    let applier = Applier::new(Root::open(target)?, whiteouts);
+    let (read, parsed, (hasher, count)) = stream::run(stream, applier);
+    // A broken stream (bad compression, a failed read) is reported as such: the parser
+    // only saw it end early.
+    read?;
+    let entries = parsed?;
+    Ok(Applied {
+        diff_id: hasher.digest(),
+        size: count,
+        entries,
+    })
+}
+
+/// The target a symlink or hard link entry names; `missing` is the error when it names none.
+fn link_target<R: Read>(entry: &tar::Entry<'_, R>, raw: &Path, missing: &str) -> Result<PathBuf> {
+    Ok(entry
+        .link_name()
+        .map_err(|e| entry_err(raw, e))?
+        .ok_or_else(|| entry_err(raw, missing))?
+        .into_owned())
+}
+
+fn entry_err(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!(
+        "layer entry {:?} refused: {what}",
+        path.display().to_string()
+    ))
+}
+
+/// The state of one layer being applied; its steps are `impl` blocks in the child modules.
+struct Applier {
+    root: Root,
+    whiteouts: Whiteouts,
+    /// Paths this layer created, so an opaque marker deletes only what lower layers had.
+    created: HashSet<PathBuf>,
+    /// Directory times are set last: later entries would change them.
+    dir_times: Vec<(PathBuf, libc::timespec)>,
+    /// The directory of the previous entry: consecutive files in one directory (the common
+    /// case) reuse it instead of resolving it again.
+    parent_cache: Option<(PathBuf, OwnedFd)>,
+    buf: Vec<u8>,
+}
+
+impl Applier {
+    fn new(root: Root, whiteouts: Whiteouts) -> Self {
+        Applier {
+            root,
+            whiteouts,
+            created: HashSet::new(),
+            dir_times: vec![],
+            parent_cache: None,
+            buf: vec![0u8; 256 << 10],
+        }
+    }
+}
+
+/// Where an entry goes: its path in the layer and the directory it is created in.
+#[derive(Clone, Copy)]
+struct Place<'a> {
+    /// The path as the tar names it (for errors).
+    raw: &'a Path,
+    path: &'a Path,
+    /// The parent directory, opened inside the root.
+    dir: &'a OwnedFd,
+    name: &'a OsStr,
+    cname: &'a std::ffi::CStr,
+}
+
+impl Place<'_> {
+    /// Removes whatever stands at the entry's name (a directory with all it holds), without
+    /// following a symlink, so the entry can be made there.
+    fn clear(&self) -> Result<()> {
+        remove_at(self.dir, self.name)
+    }
+}
+
+/// What an entry carries besides its contents.
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: libc::timespec,
+    xattrs: Vec<(OsString, Vec<u8>)>,
+}

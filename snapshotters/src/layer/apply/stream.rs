@@ -1,0 +1,172 @@
+//! The layer's bytes on their way in: decompression, the three threads of [`super::apply`]
+//! (this one reads, one hashes the diffID, one parses the tar and applies its entries), and
+//! the stream as the parser reads it.
+
+use super::Applier;
+use crate::hash::Sha256;
+use crate::{Error, Result};
+use std::io::{BufRead, BufReader, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::Arc;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+type Chunk = Arc<Vec<u8>>;
+
+/// Whether a stream starting with `head` is gzip or zstd (what [`decompress`] unwraps).
+pub fn is_compressed(head: &[u8]) -> bool {
+    head.starts_with(&GZIP_MAGIC) || head.starts_with(&ZSTD_MAGIC)
+}
+
+/// Wraps `r` in the decompressor its first bytes call for.
+pub fn decompress<'a, R: Read + 'a>(r: R) -> Result<Box<dyn Read + 'a>> {
+    let mut br = BufReader::with_capacity(1 << 20, r);
+    let head = br.fill_buf().map_err(|e| Error::io("read layer", e))?;
+    Ok(if head.starts_with(&GZIP_MAGIC) {
+        Box::new(crate::layer::inflate::GzipDecoder::new(br).map_err(|e| Error::io("gzip", e))?)
+    } else if head.starts_with(&ZSTD_MAGIC) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(br).map_err(|e| Error::io("zstd", e))?)
+    } else {
+        Box::new(br)
+    })
+}
+
+/// Reads `stream` to its end on this thread while `applier` parses it on another and a third
+/// hashes it. Returns how reading, parsing (the entry count) and hashing (the hasher and the
+/// byte count) went.
+pub(super) fn run(
+    mut stream: impl Read,
+    mut applier: Applier,
+) -> (Result<()>, Result<u64>, (Sha256, u64)) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Chunk>(16);
+    let (htx, hrx) = std::sync::mpsc::sync_channel::<Chunk>(16);
+    let failed = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let hashing = scope.spawn(move || hash(hrx));
+        let failed = &failed;
+        let parser = scope.spawn(move || -> Result<u64> {
+            let r = parse(rx, &mut applier);
+            if r.is_err() {
+                failed.store(true, Ordering::SeqCst);
+            }
+            r
+        });
+        // Ends both channels when it returns: the parser and the hasher see the stream end.
+        let read = feed(&mut stream, tx, htx, failed);
+        let parsed = parser
+            .join()
+            .unwrap_or_else(|_| Err(Error::InvalidArgument("layer parser panicked".into())));
+        let hashed = hashing.join().unwrap_or_else(|_| (Sha256::new(), 0));
+        (read, parsed, hashed)
+    })
+}
+
+/// The diffID: the digest and the length of every byte received.
+fn hash(hrx: Receiver<Chunk>) -> (Sha256, u64) {
+    let (mut hasher, mut count) = (Sha256::new(), 0u64);
+    for chunk in hrx {
+        hasher.update(&chunk);
+        count += chunk.len() as u64;
+    }
+    (hasher, count)
+}
+
+/// Sends each chunk read from `stream` to the hasher and, while it listens, to the parser.
+/// The diffID covers the whole stream, including the end-of-archive padding, so this side
+/// reads to the end even after the parser is done.
+fn feed(
+    stream: &mut impl Read,
+    tx: SyncSender<Chunk>,
+    htx: SyncSender<Chunk>,
+    failed: &AtomicBool,
+) -> Result<()> {
+    let mut parser_gone = false;
+    loop {
+        let mut buf = vec![0u8; 256 << 10];
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read layer", e)),
+        };
+        buf.truncate(n);
+        let buf = Arc::new(buf);
+        if htx.send(buf.clone()).is_err() {
+            return Err(Error::InvalidArgument("layer hasher stopped".into()));
+        }
+        if !parser_gone && tx.send(buf).is_err() {
+            parser_gone = true;
+        }
+        if parser_gone && failed.load(Ordering::SeqCst) {
+            return Ok(()); // refused: the rest of the stream does not matter
+        }
+    }
+}
+
+/// Applies every entry of the tar stream arriving on `rx`; returns how many there were.
+fn parse(rx: Receiver<Chunk>, applier: &mut Applier) -> Result<u64> {
+    let mut chunks = Chunks {
+        rx,
+        cur: Arc::default(),
+        pos: 0,
+        total: 0,
+        tail: None,
+    };
+    let mut entries = 0u64;
+    let mut archive = tar::Archive::new(&mut chunks);
+    archive.set_ignore_zeros(false);
+    let iter = archive.entries().map_err(|e| Error::io("read layer", e))?;
+    for entry in iter {
+        let mut entry = entry
+            .map_err(|e| Error::InvalidArgument(format!("layer is not a valid tar stream: {e}")))?;
+        applier.entry(&mut entry)?;
+        entries += 1;
+    }
+    applier.finish()?;
+    Ok(entries)
+}
+
+/// The layer's bytes as the parser reads them, from the chunks the reading thread sends. A
+/// stream that stops without its last block's padding or the end-of-archive blocks (some
+/// image builders write such layers, and containerd reads them) is completed with zeros: the
+/// bytes that are there were hashed into the diffID, which the caller checks, so nothing
+/// unauthenticated is added.
+struct Chunks {
+    rx: Receiver<Chunk>,
+    cur: Chunk,
+    pos: usize,
+    /// Bytes handed out so far.
+    total: u64,
+    /// Zero bytes still to hand out once the stream has ended (None: not ended yet).
+    tail: Option<u64>,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            if let Some(left) = self.tail.as_mut() {
+                let n = (buf.len() as u64).min(*left) as usize;
+                buf[..n].fill(0);
+                *left -= n as u64;
+                return Ok(n);
+            }
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Err(_) => {
+                    let pad = (512 - self.total % 512) % 512;
+                    self.tail = Some(pad + 1024);
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        self.total += n as u64;
+        Ok(n)
+    }
+}
