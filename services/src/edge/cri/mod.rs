@@ -8,7 +8,7 @@
 
 pub mod config;
 mod container;
-mod exec;
+
 mod image;
 pub mod logs;
 mod sandbox;

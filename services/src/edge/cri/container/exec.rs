@@ -36,7 +36,7 @@ async fn collect(mut rx: tokio::net::unix::pipe::Receiver) -> Vec<u8> {
 impl Cri {
     /// The process spec of a command run in container `id`: its own process (user, env,
     /// cwd, capabilities) with `cmd` as the arguments.
-    pub(super) async fn exec_spec(
+    pub(in crate::edge::cri) async fn exec_spec(
         &self,
         id: &str,
         cmd: &[String],

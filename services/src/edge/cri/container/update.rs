@@ -1,0 +1,77 @@
+//! UpdateContainerResources: new limits for the task and the record.
+
+use super::*;
+
+impl Cri {
+    pub async fn update_container_resources(
+        &self,
+        id: &str,
+        r: &cri::LinuxContainerResources,
+    ) -> Result<()> {
+        let c = self.container(id)?;
+        let lock = self.lock_for(&c.id);
+        let _held = lock.lock().await;
+        let mut c = self.container(&c.id)?;
+        let resources = spec::update_resources(r);
+        // The stored spec and config change too, so a restart keeps the new limits.
+        let rec = self.records.get(self.ns.clone(), c.id.clone()).await?;
+        if let Some(s) = &rec.spec {
+            let mut v: serde_json::Value = serde_json::from_slice(&s.value)?;
+            let devices = v["linux"]["resources"]["devices"].clone();
+            v["linux"]["resources"] = resources.clone();
+            v["linux"]["resources"]["devices"] = devices;
+            let update = ContainerRecord {
+                id: c.id.clone(),
+                spec: Some(AnyValue {
+                    type_url: crate::core::spec::SPEC_TYPE_URL.into(),
+                    value: serde_json::to_vec(&v)?,
+                }),
+                ..Default::default()
+            };
+            self.records
+                .update(self.ns.clone(), update, vec!["spec".into()])
+                .await?;
+        }
+        if c.meta.started_at != 0 && c.meta.finished_at == 0 {
+            self.tasks
+                .update(
+                    self.ns.clone(),
+                    crate::core::runtime::UpdateTask {
+                        container_id: c.id.clone(),
+                        resources: Some(AnyValue {
+                            type_url:
+                                "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
+                                    .into(),
+                            value: serde_json::to_vec(&resources)?,
+                        }),
+                        annotations: Labels::new(),
+                    },
+                )
+                .await?;
+        }
+        if let Some(l) = c.config.linux.as_mut() {
+            l.resources = Some(r.clone());
+        } else {
+            c.config.linux = Some(cri::LinuxContainerConfig {
+                resources: Some(r.clone()),
+                security_context: None,
+            });
+        }
+        let mut update = ContainerRecord {
+            id: c.id.clone(),
+            ..Default::default()
+        };
+        update
+            .extensions
+            .insert(CONFIG_EXT.into(), ext_proto(&c.config));
+        self.records
+            .update(
+                self.ns.clone(),
+                update,
+                vec![format!("extensions.{CONFIG_EXT}")],
+            )
+            .await?;
+        self.containers.insert(&c.id.clone(), c);
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! RemovePodSandbox, and the teardown that also undoes a failed Run.
+
+use super::*;
+
+impl Cri {
+    /// Stops the sandbox if needed, removes its containers and everything it owns.
+    pub async fn remove_sandbox(&self, id: &str) -> Result<()> {
+        let sb = match self.sandbox(id) {
+            Ok(s) => s,
+            Err(e) if e.kind() == Kind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.stop_sandbox(&sb.id).await?;
+        for c in self.members(&sb.id) {
+            self.remove_container(&c.id).await?;
+        }
+        let lock = self.lock_for(&sb.id);
+        let _held = lock.lock().await;
+        self.teardown_sandbox(&sb.id, false).await;
+        self.sandboxes.remove(&sb.id);
+        self.names.release(&sb.meta.name);
+        Ok(())
+    }
+
+    /// Removes whatever of a sandbox exists: task, network, netns, shm, files, snapshot,
+    /// record. Used by Remove and to undo a failed Run.
+    pub(in crate::edge::cri) async fn teardown_sandbox(&self, id: &str, undo_network: bool) {
+        let _ = self
+            .tasks
+            .kill(self.ns.clone(), init_ref(id), libc::SIGKILL as u32, true)
+            .await;
+        let _ = self.tasks.delete(self.ns.clone(), id.to_string()).await;
+        if undo_network {
+            if let Ok(sb) = self.sandbox(id) {
+                if sb.meta.network_ready || !sb.meta.netns.is_empty() {
+                    let _ = self.network_down(&sb).await;
+                }
+            }
+        }
+        let (netns, state, dir) = (
+            self.netns_path(id),
+            self.sandbox_state_dir(id),
+            self.sandbox_dir(id),
+        );
+        let _ = blocking(move || {
+            let _ = netns::remove_netns(&netns);
+            unmount(&state.join("shm"));
+            let _ = std::fs::remove_dir_all(&state);
+            let _ = std::fs::remove_dir_all(&dir);
+            Ok(())
+        })
+        .await;
+        match self
+            .snapshots
+            .remove(self.ns.clone(), &self.cfg.snapshotter, id.to_string())
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.kind() == Kind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(sandbox = id, error = %e, "cannot remove the sandbox snapshot")
+            }
+        }
+        match self.records.delete(self.ns.clone(), id.to_string()).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == Kind::NotFound => {}
+            Err(e) => tracing::warn!(sandbox = id, error = %e, "cannot remove the sandbox record"),
+        }
+        self.gc.schedule();
+    }
+}
