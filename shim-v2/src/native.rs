@@ -119,19 +119,15 @@ impl Native {
         }
         // SAFETY: both descriptors were just created and are owned here alone.
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: glibc's fork; the child runs `work` on its own copy of the heap and ends
-        // with _exit, never returning into the shim's code.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(failed("fork", std::io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            drop(r);
+        let r_fd = std::os::fd::AsRawFd::as_raw_fd(&r);
+        let child = move || {
+            // SAFETY: the child's copy of the read end, which it does not use.
+            unsafe { libc::close(r_fd) };
             if let Some(log) = log {
                 log_to(log);
             }
             let mut f = std::fs::File::from(w);
-            let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
                 Ok(Ok(out)) => {
                     let _ = std::io::Write::write_all(&mut f, &out);
                     0
@@ -141,12 +137,12 @@ impl Native {
                     1
                 }
                 Err(_) => 2,
-            };
-            // SAFETY: ends the forked child without running the parent's exit handlers.
-            unsafe { libc::_exit(code) };
-        }
-        drop(w);
-        drop(work);
+            }
+        };
+        // SAFETY: glibc's fork leaves its heap consistent for the child, which runs `work`
+        // on its own copy and never returns into the shim's code. `w` and `work` moved into
+        // `child`: the parent's copies are dropped as `spawn` returns.
+        let pid = unsafe { crate::fork::spawn(child) }.map_err(|e| failed("fork", e))?;
         let mut out = vec![];
         let exit = if log.is_some() {
             let exit = self.reaper.wait(pid);
@@ -169,28 +165,7 @@ impl Native {
         if exit.status == 0 {
             return Ok(out);
         }
-        let mut msg = String::from_utf8_lossy(&out).into_owned();
-        if msg.is_empty() {
-            msg = format!("the runtime's helper process failed (exit {})", exit.status);
-        }
-        // libcontainer's own account of what went wrong (its errors often end in a bare
-        // "internal"), from the log the child wrote.
-        let detail: Vec<String> = log
-            .and_then(|l| std::fs::read_to_string(l).ok())
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("ERROR"))
-            .map(|l| {
-                l.split_once("ERROR")
-                    .map_or(l, |(_, m)| m)
-                    .trim()
-                    .to_string()
-            })
-            .collect();
-        if !detail.is_empty() {
-            msg = format!("{msg} ({})", detail.join("; "));
-        }
-        Err(Failed(msg))
+        Err(helper_failure(&out, exit.status, log))
     }
 
     fn create(&self, c: &Command, stdio: Stdio3, log: &Path) -> Result<(), Failed> {
@@ -361,6 +336,32 @@ impl Native {
     pub fn has(&self, id: &str) -> bool {
         self.root.join(id).join("state.json").exists()
     }
+}
+
+/// What a failed helper child said: its own message (or its exit status), with
+/// libcontainer's account of what went wrong (its errors often end in a bare "internal")
+/// from the log the child wrote.
+fn helper_failure(out: &[u8], status: i32, log: Option<&Path>) -> Failed {
+    let mut msg = String::from_utf8_lossy(out).into_owned();
+    if msg.is_empty() {
+        msg = format!("the runtime's helper process failed (exit {status})");
+    }
+    let detail: Vec<String> = log
+        .and_then(|l| std::fs::read_to_string(l).ok())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(|l| {
+            l.split_once("ERROR")
+                .map_or(l, |(_, m)| m)
+                .trim()
+                .to_string()
+        })
+        .collect();
+    if !detail.is_empty() {
+        msg = format!("{msg} ({})", detail.join("; "));
+    }
+    Failed(msg)
 }
 
 /// The name libcontainer gives its init process until it execs the container's program.
