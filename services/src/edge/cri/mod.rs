@@ -8,6 +8,7 @@
 
 pub mod config;
 mod container;
+mod create;
 
 mod image;
 pub mod logs;

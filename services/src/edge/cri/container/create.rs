@@ -2,6 +2,25 @@
 //! when any step fails.
 
 use super::*;
+use crate::edge::cri::create::NewRecord;
+use crate::edge::cri::image::ImageInfo;
+use crate::edge::cri::Sandbox;
+
+/// The container's state directory and its output FIFOs (and stdin's, with `stdin`).
+async fn make_fifos(dir: PathBuf, stdin: bool) -> Result<()> {
+    blocking(move || {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        for f in ["stdout", "stderr"] {
+            mkfifo(&dir.join(f))?;
+        }
+        if stdin {
+            mkfifo(&dir.join("stdin"))?;
+        }
+        Ok(())
+    })
+    .await
+}
 
 impl Cri {
     pub async fn create_container(
@@ -31,30 +50,36 @@ impl Cri {
             "{}_{}_{}_{}_{}",
             md.name, pm.name, pm.namespace, pm.uid, md.attempt
         );
-        let id = self.names.reserve("container", &name)?;
-        let made = self
-            .create_container_inner(&id, &name, &sb, config, image, image_ref)
-            .await;
-        if made.is_err() {
-            let _ = self
-                .snapshots
-                .remove(self.ns.clone(), &self.cfg.snapshotter, id.clone())
-                .await;
-            let _ = self.records.delete(self.ns.clone(), id.clone()).await;
-            let _ = std::fs::remove_dir_all(self.container_state_dir(&id));
-            self.names.release(&name);
-            self.containers.remove(&id);
-        }
-        made.map(|()| id)
+        let name_ref = name.as_str();
+        self.create_reserved(
+            "container",
+            &name,
+            false,
+            async move |id: &str| {
+                self.create_container_inner(id, name_ref, &sb, config, image, image_ref)
+                    .await
+            },
+            async |id: &str, _: &Error| {
+                let _ = self
+                    .snapshots
+                    .remove(self.ns.clone(), &self.cfg.snapshotter, id.to_string())
+                    .await;
+                let _ = self.records.delete(self.ns.clone(), id.to_string()).await;
+                let _ = std::fs::remove_dir_all(self.container_state_dir(id));
+                self.containers.remove(id);
+            },
+        )
+        .await
     }
 
-    pub(in crate::edge::cri) async fn create_container_inner(
+    /// CreateContainer's steps, on a reserved name and id.
+    async fn create_container_inner(
         &self,
         id: &str,
         name: &str,
-        sb: &crate::edge::cri::Sandbox,
+        sb: &Sandbox,
         config: cri::ContainerConfig,
-        image: crate::edge::cri::image::ImageInfo,
+        image: ImageInfo,
         image_ref: String,
     ) -> Result<()> {
         let parent = self.image_unpack(&image).await?;
@@ -69,40 +94,7 @@ impl Cri {
             )
             .await?;
         let user = self.resolve_user(&config, &image, &mounts).await?;
-        let sc = config
-            .linux
-            .as_ref()
-            .and_then(|l| l.security_context.clone())
-            .unwrap_or_default();
-        let target_pid = match sc.namespace_options.as_ref() {
-            Some(n) if n.pid == cri::NamespaceMode::Target as i32 => {
-                let t = self.container(&n.target_id)?;
-                (t.meta.pid != 0).then_some(t.meta.pid)
-            }
-            _ => None,
-        };
-        let files = self.sandbox_files(sb);
-        let parent_cg = sb
-            .config
-            .linux
-            .as_ref()
-            .map(|l| l.cgroup_parent.as_str())
-            .unwrap_or("");
-        let netns = (!sb.meta.netns.is_empty()).then(|| PathBuf::from(&sb.meta.netns));
-        let oci = spec::container(&spec::ContainerSpec {
-            id,
-            sandbox_id: &sb.id,
-            config: &config,
-            sandbox: &sb.config,
-            image_config: &image.config,
-            sandbox_pid: sb.meta.pid,
-            netns: netns.as_deref(),
-            target_pid,
-            files: &files,
-            user: user.clone(),
-            cgroup: spec::cgroup_path(parent_cg, id, self.cfg.systemd_cgroup()),
-            restrict_oom_score_adj: self.cfg.restrict_oom_score_adj,
-        })?;
+        let oci = self.container_oci_spec(id, sb, &config, &image, user.clone())?;
         let log_path = match (&sb.config.log_directory, &config.log_path) {
             (d, p) if !d.is_empty() && !p.is_empty() => Path::new(d).join(p).display().to_string(),
             _ => String::new(),
@@ -123,42 +115,23 @@ impl Cri {
                 .to_string(),
             ..Default::default()
         };
-        let (dir, stdin) = (self.container_state_dir(id), config.stdin);
-        blocking(move || {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-            for f in ["stdout", "stderr"] {
-                mkfifo(&dir.join(f))?;
-            }
-            if stdin {
-                mkfifo(&dir.join("stdin"))?;
-            }
-            Ok(())
-        })
-        .await?;
+        make_fifos(self.container_state_dir(id), config.stdin).await?;
         let mut labels: Labels = config.labels.clone().into_iter().collect();
-        labels.insert(KIND_LABEL.into(), "container".into());
         labels.insert("io.kubernetes.sandbox.id".into(), sb.id.clone());
-        let mut record = ContainerRecord {
-            id: id.to_string(),
-            labels,
-            image: image.names.first().cloned().unwrap_or_default(),
-            runtime: Runtime {
-                name: self.cfg.runtime.clone(),
-                options: None,
+        let mut record = self.new_record(
+            id,
+            NewRecord {
+                kind: "container",
+                labels,
+                image: &image,
+                meta: &meta,
+                config: &config,
             },
-            spec: Some(AnyValue {
-                type_url: crate::core::spec::SPEC_TYPE_URL.into(),
-                value: serde_json::to_vec(&oci)?,
-            }),
-            snapshotter: self.cfg.snapshotter.clone(),
-            snapshot_key: id.to_string(),
-            ..Default::default()
-        };
-        record.extensions.insert(META_EXT.into(), ext_json(&meta)?);
-        record
-            .extensions
-            .insert(CONFIG_EXT.into(), ext_proto(&config));
+        )?;
+        record.spec = Some(AnyValue {
+            type_url: crate::core::spec::SPEC_TYPE_URL.into(),
+            value: serde_json::to_vec(&oci)?,
+        });
         self.records.create(self.ns.clone(), record).await?;
         let c = Container {
             id: id.to_string(),
@@ -170,12 +143,58 @@ impl Cri {
         Ok(())
     }
 
+    /// The container's OCI spec: in its pod's namespaces (or a target container's PID
+    /// namespace), with the pod's files, as `user`.
+    fn container_oci_spec(
+        &self,
+        id: &str,
+        sb: &Sandbox,
+        config: &cri::ContainerConfig,
+        image: &ImageInfo,
+        user: (i64, i64, Vec<i64>),
+    ) -> Result<serde_json::Value> {
+        let sc = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.clone())
+            .unwrap_or_default();
+        let target_pid = match sc.namespace_options.as_ref() {
+            Some(n) if n.pid == cri::NamespaceMode::Target as i32 => {
+                let t = self.container(&n.target_id)?;
+                (t.meta.pid != 0).then_some(t.meta.pid)
+            }
+            _ => None,
+        };
+        let files = self.sandbox_files(sb);
+        let parent_cg = sb
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.as_str())
+            .unwrap_or("");
+        let netns = (!sb.meta.netns.is_empty()).then(|| PathBuf::from(&sb.meta.netns));
+        spec::container(&spec::ContainerSpec {
+            id,
+            sandbox_id: &sb.id,
+            config,
+            sandbox: &sb.config,
+            image_config: &image.config,
+            sandbox_pid: sb.meta.pid,
+            netns: netns.as_deref(),
+            target_pid,
+            files: &files,
+            user,
+            cgroup: spec::cgroup_path(parent_cg, id, self.cfg.systemd_cgroup()),
+            restrict_oom_score_adj: self.cfg.restrict_oom_score_adj,
+        })
+    }
+
     /// (uid, gid, supplementary groups) from run_as_user/run_as_group/run_as_username or the
     /// image's User, resolved in the container's rootfs; groups per the policy.
     pub(in crate::edge::cri) async fn resolve_user(
         &self,
         config: &cri::ContainerConfig,
-        image: &crate::edge::cri::image::ImageInfo,
+        image: &ImageInfo,
         mounts: &[berth_snapshotters::Mount],
     ) -> Result<(i64, i64, Vec<i64>)> {
         let sc = config

@@ -14,11 +14,9 @@ mod update;
 
 use super::logs::{self, mkfifo, LogFile};
 use super::spec;
-use super::{
-    ext_json, ext_proto, init_ref, Container, ContainerMeta, Cri, CONFIG_EXT, KIND_LABEL, META_EXT,
-};
+use super::{ext_proto, init_ref, Container, ContainerMeta, Cri, CONFIG_EXT};
 use crate::core::error::{blocking, Error, Kind, Result};
-use crate::core::metadata::containers::{AnyValue, ContainerRecord, Runtime};
+use crate::core::metadata::containers::{AnyValue, ContainerRecord};
 use crate::core::metadata::Labels;
 use crate::core::runtime::{CreateTask, Stdio};
 use berth_proto::cri::v1 as cri;

@@ -10,11 +10,9 @@ mod status;
 mod stop;
 
 use super::spec::{self, SandboxFiles};
-use super::{
-    ext_json, ext_proto, init_ref, Cri, Sandbox, SandboxMeta, CONFIG_EXT, KIND_LABEL, META_EXT,
-};
+use super::{init_ref, Cri, Sandbox, SandboxMeta};
 use crate::core::error::{blocking, Error, Kind, Result};
-use crate::core::metadata::containers::{AnyValue, ContainerRecord, Runtime};
+use crate::core::metadata::containers::{AnyValue, ContainerRecord};
 use crate::core::metadata::Labels;
 use crate::core::network::cni::{self, Attachment, PortMapping};
 use crate::core::network::netns;

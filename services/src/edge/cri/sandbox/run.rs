@@ -2,6 +2,8 @@
 //! wired by CNI; undone when any step fails.
 
 use super::*;
+use crate::edge::cri::create::NewRecord;
+use crate::edge::cri::image::ImageInfo;
 
 impl Cri {
     pub async fn run_sandbox(
@@ -33,20 +35,23 @@ impl Cri {
             spec::check_userns(u)?;
         }
         let name = sandbox_name(&md);
-        let id = self.names.reserve("pod sandbox", &name)?;
-        let lock = self.lock_for(&id);
-        let _held = lock.lock().await;
-        let made = self.run_sandbox_inner(&id, &name, config, handler).await;
-        if let Err(e) = &made {
-            tracing::warn!(sandbox = id, error = %e, "pod sandbox failed to start; cleaning up");
-            self.teardown_sandbox(&id, true).await;
-            self.names.release(&name);
-            self.sandboxes.remove(&id);
-        }
-        made.map(|()| id)
+        let name_ref = name.as_str();
+        self.create_reserved(
+            "pod sandbox",
+            &name,
+            true,
+            async move |id: &str| self.run_sandbox_inner(id, name_ref, config, handler).await,
+            async |id: &str, e: &Error| {
+                tracing::warn!(sandbox = id, error = %e, "pod sandbox failed to start; cleaning up");
+                self.teardown_sandbox(id, true).await;
+                self.sandboxes.remove(id);
+            },
+        )
+        .await
     }
 
-    pub(in crate::edge::cri) async fn run_sandbox_inner(
+    /// RunPodSandbox's steps, on a reserved name and id.
+    async fn run_sandbox_inner(
         &self,
         id: &str,
         name: &str,
@@ -54,11 +59,15 @@ impl Cri {
         handler: String,
     ) -> Result<()> {
         let image = self.image_ensure(&self.cfg.sandbox_image).await?;
-        let parent = self.image_unpack(&image).await?;
         let host_net = Self::host_network(&config);
+        let userns_pod = spec::pod_userns(&config);
+        // A user-namespaced pod's network namespace must belong to its user namespace (or
+        // sysfs cannot be mounted in it): its pause container makes it, pinned and wired
+        // between create and start. Other pods get theirs with their files.
+        let early_net = !host_net && !userns_pod;
         let mut sb = Sandbox {
             id: id.to_string(),
-            config: config.clone(),
+            config,
             meta: SandboxMeta {
                 name: name.to_string(),
                 created_at: crate::core::metadata::now(),
@@ -71,52 +80,58 @@ impl Cri {
                 ..Default::default()
             },
         };
-        // The record first: whatever follows can be found and undone after a crash.
-        let mut labels: Labels = config.labels.clone().into_iter().collect();
-        labels.insert(KIND_LABEL.into(), "sandbox".into());
-        let mut record = ContainerRecord {
-            id: id.to_string(),
-            labels,
-            image: image.names.first().cloned().unwrap_or_default(),
-            runtime: Runtime {
-                name: self.cfg.runtime.clone(),
-                options: None,
+        self.create_sandbox_record(&sb, &image).await?;
+        self.write_pod_files(&sb, host_net, early_net).await?;
+        if early_net {
+            // Recorded before anything is wired, so a crash leaves what cleanup needs.
+            self.persist_sandbox(&sb).await?;
+        }
+        let netns = early_net.then(|| self.netns_path(id));
+        self.write_sandbox_spec(&sb, &image, netns.as_deref())
+            .await?;
+        self.start_pause(&mut sb, early_net, !host_net && userns_pod)
+            .await
+    }
+
+    /// The record first (with a placeholder spec until the real one, which needs the netns,
+    /// is written): whatever follows can be found and undone after a crash.
+    async fn create_sandbox_record(&self, sb: &Sandbox, image: &ImageInfo) -> Result<()> {
+        let parent = self.image_unpack(image).await?;
+        let mut record = self.new_record(
+            &sb.id,
+            NewRecord {
+                kind: "sandbox",
+                labels: sb.config.labels.clone().into_iter().collect(),
+                image,
+                meta: &sb.meta,
+                config: &sb.config,
             },
-            snapshotter: self.cfg.snapshotter.clone(),
-            snapshot_key: id.to_string(),
-            ..Default::default()
-        };
-        record
-            .extensions
-            .insert(META_EXT.into(), ext_json(&sb.meta)?);
-        record
-            .extensions
-            .insert(CONFIG_EXT.into(), ext_proto(&config));
+        )?;
         // Writable underneath (runc makes its mount points); the spec makes the root read-only.
         self.snapshots
             .prepare(
                 self.ctx(),
                 &self.cfg.snapshotter,
-                id.to_string(),
+                sb.id.clone(),
                 parent,
                 Labels::new(),
             )
             .await?;
-        // A placeholder spec until the real one (which needs the netns) is written below.
         record.spec = Some(AnyValue {
             type_url: crate::core::spec::SPEC_TYPE_URL.into(),
             value: b"{}".to_vec(),
         });
         self.records.create(self.ns.clone(), record).await?;
-        self.sandboxes.insert(id, sb.clone());
+        self.sandboxes.insert(&sb.id, sb.clone());
+        Ok(())
+    }
 
-        // The pod's files, its /dev/shm and (most pods) its network namespace: filesystem and
-        // mount work, off the async workers.
-        let userns_pod = spec::pod_userns(&config);
-        let early_net = !host_net && !userns_pod;
-        let files = self.sandbox_files(&sb);
-        let (dir, netns) = (self.sandbox_state_dir(id), self.netns_path(id));
-        let (hostname, dns) = (config.hostname.clone(), config.dns_config.clone());
+    /// The pod's files, its /dev/shm and (with `early_net`) its network namespace:
+    /// filesystem and mount work, off the async workers.
+    async fn write_pod_files(&self, sb: &Sandbox, host_net: bool, early_net: bool) -> Result<()> {
+        let files = self.sandbox_files(sb);
+        let (dir, netns) = (self.sandbox_state_dir(&sb.id), self.netns_path(&sb.id));
+        let (hostname, dns) = (sb.config.hostname.clone(), sb.config.dns_config.clone());
         blocking(move || {
             use std::os::unix::fs::PermissionsExt;
             // Passable from the CRI's state directory down (`<state>/io.berth.cri.v1/
@@ -151,41 +166,41 @@ impl Cri {
             if let Some(shm) = &files.shm {
                 mount_shm(shm)?;
             }
-            // A user-namespaced pod's network namespace must belong to its user namespace
-            // (or sysfs cannot be mounted in it): its pause container makes it, pinned and
-            // wired between create and start. Other pods get theirs now.
             if early_net {
                 netns::create_netns(&netns)?;
             }
             Ok(())
         })
-        .await?;
-        if early_net {
-            // Recorded before anything is wired, so a crash leaves what cleanup needs.
-            self.persist_sandbox(&sb).await?;
-        }
+        .await
+    }
 
+    /// The pause container's OCI spec, in its record.
+    async fn write_sandbox_spec(
+        &self,
+        sb: &Sandbox,
+        image: &ImageInfo,
+        netns: Option<&Path>,
+    ) -> Result<()> {
         let cgroup = spec::cgroup_path(
-            config
+            sb.config
                 .linux
                 .as_ref()
                 .map(|l| l.cgroup_parent.as_str())
                 .unwrap_or(""),
-            id,
+            &sb.id,
             self.cfg.systemd_cgroup(),
         );
-        let netns = (!host_net && !userns_pod).then(|| self.netns_path(id));
         let oci = spec::sandbox(&spec::SandboxSpec {
-            id,
-            config: &config,
+            id: &sb.id,
+            config: &sb.config,
             image_config: &image.config,
-            netns: netns.as_deref(),
+            netns,
             cgroup,
             restrict_oom_score_adj: self.cfg.restrict_oom_score_adj,
         })?;
-        tracing::debug!(sandbox = id, spec = %oci, "pause container spec");
+        tracing::debug!(sandbox = sb.id, spec = %oci, "pause container spec");
         let mut rec = ContainerRecord {
-            id: id.to_string(),
+            id: sb.id.clone(),
             spec: Some(AnyValue {
                 type_url: crate::core::spec::SPEC_TYPE_URL.into(),
                 value: serde_json::to_vec(&oci)?,
@@ -196,33 +211,39 @@ impl Cri {
         self.records
             .update(self.ns.clone(), rec, vec!["spec".into()])
             .await?;
-        // The pause container is created while CNI wires its (already pinned) namespace:
-        // neither waits for the other.
+        Ok(())
+    }
+
+    /// The pause task created and started, the network wired: alongside the create when
+    /// the namespace is already pinned (`early_net`), into the pause container's own when it
+    /// makes one (`late_net`, a user-namespaced pod).
+    async fn start_pause(&self, sb: &mut Sandbox, early_net: bool, late_net: bool) -> Result<()> {
+        let id = sb.id.clone();
         let create = self.tasks.create(
             self.ns.clone(),
             CreateTask {
-                container_id: id.to_string(),
+                container_id: id.clone(),
                 options: self.runtime_options(),
                 ..Default::default()
             },
         );
         let (pid, wired) = if early_net {
-            let (pid, wired) = tokio::join!(create, self.network_up(&mut sb));
+            let (pid, wired) = tokio::join!(create, self.network_up(sb));
             (pid, wired)
         } else {
             (create.await, Ok(()))
         };
         let pid = pid?;
         wired?;
-        if !host_net && userns_pod {
-            let (ns, at) = (format!("/proc/{pid}/ns/net"), self.netns_path(id));
+        if late_net {
+            let (ns, at) = (format!("/proc/{pid}/ns/net"), self.netns_path(&id));
             blocking(move || netns::pin_netns(&ns, &at)).await?;
-            self.network_up(&mut sb).await?;
+            self.network_up(sb).await?;
         }
-        self.tasks.start(self.ns.clone(), init_ref(id)).await?;
+        self.tasks.start(self.ns.clone(), init_ref(&id)).await?;
         sb.meta.pid = pid;
-        self.persist_sandbox(&sb).await?;
-        self.watch_sandbox(id);
+        self.persist_sandbox(sb).await?;
+        self.watch_sandbox(&id);
         Ok(())
     }
 
