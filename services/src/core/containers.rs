@@ -4,6 +4,7 @@ use crate::core::context::{validate_identifier, Namespace};
 use crate::core::error::{blocking, Error, Result};
 use crate::core::events::{Event, Exchange};
 use crate::core::filters::{label_field, Fields, Filter};
+use crate::core::gc::Gc;
 use crate::core::metadata::containers::ContainerRecord;
 use crate::core::metadata::{apply_label_path, now, validate_labels, MetadataStore};
 
@@ -53,11 +54,14 @@ fn validate(c: &ContainerRecord) -> Result<()> {
 pub struct Containers {
     store: MetadataStore,
     events: Exchange,
+    /// A container is a root for its snapshot: writes wait for a collection in progress;
+    /// deletions ask for one.
+    gc: Gc,
 }
 
 impl Containers {
-    pub fn new(store: MetadataStore, events: Exchange) -> Self {
-        Containers { store, events }
+    pub fn new(store: MetadataStore, events: Exchange, gc: Gc) -> Self {
+        Containers { store, events, gc }
     }
 
     pub async fn get(&self, ns: Namespace, id: String) -> Result<ContainerRecord> {
@@ -73,6 +77,7 @@ impl Containers {
 
     pub async fn create(&self, ns: Namespace, mut c: ContainerRecord) -> Result<ContainerRecord> {
         validate(&c)?;
+        let _op = self.gc.operation().await;
         let t = now();
         c.created_at = t;
         c.updated_at = t;
@@ -106,6 +111,7 @@ impl Containers {
             return Err(Error::invalid("container id must be set"));
         }
         validate_labels(&update.labels)?;
+        let _op = self.gc.operation().await;
         let store = self.store.clone();
         let ns2 = ns.clone();
         let c = blocking(move || {
@@ -174,11 +180,17 @@ impl Containers {
         Ok(c)
     }
 
+    /// Deletes a container; what only it held (its snapshot) is collected soon.
     pub async fn delete(&self, ns: Namespace, id: String) -> Result<ContainerRecord> {
-        let store = self.store.clone();
-        let (ns2, id2) = (ns.clone(), id.clone());
-        let c = blocking(move || store.container_delete(&ns2, &id2)).await?;
-        self.events.publish(&ns, Event::ContainerDelete { id });
+        let c = {
+            let _op = self.gc.operation().await;
+            let store = self.store.clone();
+            let (ns2, id2) = (ns.clone(), id.clone());
+            let c = blocking(move || store.container_delete(&ns2, &id2)).await?;
+            self.events.publish(&ns, Event::ContainerDelete { id });
+            c
+        };
+        self.gc.schedule();
         Ok(c)
     }
 }

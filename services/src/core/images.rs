@@ -5,6 +5,7 @@ use crate::core::context::Namespace;
 use crate::core::error::{blocking, Error, Result};
 use crate::core::events::{Event, Exchange};
 use crate::core::filters::{label_field, Fields, Filter};
+use crate::core::gc::Gc;
 use crate::core::metadata::images::ImageRecord;
 use crate::core::metadata::{apply_label_path, now, validate_labels, MetadataStore};
 
@@ -56,11 +57,14 @@ fn validate(image: &ImageRecord) -> Result<()> {
 pub struct Images {
     store: MetadataStore,
     events: Exchange,
+    /// Writes are new roots for content a collection may be deciding about: they wait for
+    /// it; deletions ask for one.
+    gc: Gc,
 }
 
 impl Images {
-    pub fn new(store: MetadataStore, events: Exchange) -> Self {
-        Images { store, events }
+    pub fn new(store: MetadataStore, events: Exchange, gc: Gc) -> Self {
+        Images { store, events, gc }
     }
 
     pub async fn get(&self, ns: Namespace, name: String) -> Result<ImageRecord> {
@@ -76,6 +80,7 @@ impl Images {
 
     pub async fn create(&self, ns: Namespace, mut image: ImageRecord) -> Result<ImageRecord> {
         validate(&image)?;
+        let _op = self.gc.operation().await;
         let t = now();
         image.created_at = t;
         image.updated_at = t;
@@ -107,6 +112,7 @@ impl Images {
             return Err(Error::invalid("image name must not be empty"));
         }
         validate_labels(&update.labels)?;
+        let _op = self.gc.operation().await;
         let store = self.store.clone();
         let ns2 = ns.clone();
         let image = blocking(move || {
@@ -158,12 +164,23 @@ impl Images {
         }
     }
 
+    /// Deletes an image; what only it held is collected soon.
     pub async fn delete(&self, ns: Namespace, name: String) -> Result<()> {
-        let store = self.store.clone();
-        let ns2 = ns.clone();
-        let name2 = name.clone();
-        blocking(move || store.image_delete(&ns2, &name2)).await?;
-        self.events.publish(&ns, Event::ImageDelete { name });
-        Ok(())
+        self.delete_then_collect(ns, name, false).await
+    }
+
+    /// Deletes an image; what only it held is collected before this returns when `now`
+    /// (so never call it inside an operation: the collection would wait for it), soon
+    /// otherwise.
+    pub async fn delete_then_collect(&self, ns: Namespace, name: String, now: bool) -> Result<()> {
+        {
+            let _op = self.gc.operation().await;
+            let store = self.store.clone();
+            let ns2 = ns.clone();
+            let name2 = name.clone();
+            blocking(move || store.image_delete(&ns2, &name2)).await?;
+            self.events.publish(&ns, Event::ImageDelete { name });
+        }
+        self.gc.after_delete(now).await
     }
 }

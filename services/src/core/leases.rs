@@ -3,6 +3,7 @@
 use crate::core::context::{Ctx, Namespace};
 use crate::core::error::{blocking, Error, Result};
 use crate::core::filters::{label_field, Fields, Filter};
+use crate::core::gc::Gc;
 use crate::core::metadata::leases::{LeaseRecord, LeaseResource};
 use crate::core::metadata::{now, validate_labels, Labels, MetadataStore};
 
@@ -39,22 +40,20 @@ fn validate_resource(r: &LeaseResource) -> Result<()> {
 #[derive(Clone)]
 pub struct Leases {
     store: MetadataStore,
+    /// Adding a resource holds what nothing held a moment ago: it waits for a collection
+    /// in progress; deleting a lease asks for one.
+    gc: Gc,
 }
 
 impl Leases {
-    pub fn new(store: MetadataStore) -> Self {
-        Leases { store }
+    pub fn new(store: MetadataStore, gc: Gc) -> Self {
+        Leases { store, gc }
     }
 
     /// Runs `f` under a lease of its own, expiring within the hour should berthd die meanwhile
     /// (unless `ctx` brings one), with no collection running: what a transfer writes, or
     /// found present, stays until the image record that refers to it exists.
-    pub async fn with_temporary<T, F, Fut>(
-        &self,
-        gc: &crate::core::gc::Gc,
-        ctx: Ctx,
-        f: F,
-    ) -> Result<T>
+    pub async fn with_temporary<T, F, Fut>(&self, gc: &Gc, ctx: Ctx, f: F) -> Result<T>
     where
         F: FnOnce(Ctx) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -78,7 +77,10 @@ impl Leases {
             lease: Some(id.clone()),
         };
         let out = f(leased).await;
-        if let Err(e) = self.delete(ctx.ns.clone(), id.clone()).await {
+        // What the transfer kept is referred to by now; the lease's end asks no collection.
+        let store = self.store.clone();
+        let (ns, lease) = (ctx.ns.clone(), id.clone());
+        if let Err(e) = blocking(move || store.lease_delete(&ns, &lease)).await {
             tracing::warn!(lease = id, error = %e, "cannot remove a transfer's lease");
         }
         out
@@ -111,9 +113,17 @@ impl Leases {
         .await
     }
 
+    /// Deletes a lease; what only it held is collected soon.
     pub async fn delete(&self, ns: Namespace, id: String) -> Result<()> {
+        self.delete_then_collect(ns, id, false).await
+    }
+
+    /// Deletes a lease; what only it held is collected before this returns when `now` (so
+    /// never call it inside an operation: the collection would wait for it), soon otherwise.
+    pub async fn delete_then_collect(&self, ns: Namespace, id: String, now: bool) -> Result<()> {
         let store = self.store.clone();
-        blocking(move || store.lease_delete(&ns, &id)).await
+        blocking(move || store.lease_delete(&ns, &id)).await?;
+        self.gc.after_delete(now).await
     }
 
     pub async fn list(&self, ns: Namespace, filter: Filter) -> Result<Vec<LeaseRecord>> {
@@ -124,12 +134,14 @@ impl Leases {
 
     pub async fn add_resource(&self, ns: Namespace, id: String, r: LeaseResource) -> Result<()> {
         validate_resource(&r)?;
+        let _op = self.gc.operation().await;
         let store = self.store.clone();
         blocking(move || store.lease_add_resource(&ns, &id, &r)).await
     }
 
     pub async fn delete_resource(&self, ns: Namespace, id: String, r: LeaseResource) -> Result<()> {
         validate_resource(&r)?;
+        let _op = self.gc.operation().await;
         let store = self.store.clone();
         blocking(move || store.lease_delete_resource(&ns, &id, &r)).await
     }

@@ -8,6 +8,7 @@ use crate::core::context::Namespace;
 use crate::core::error::{blocking, Error, Result};
 use crate::core::events::{Event, Exchange};
 use crate::core::filters::{label_field, Fields, Filter};
+use crate::core::gc::fence::GcFence;
 use crate::core::metadata::leases::LeaseResource;
 use crate::core::metadata::{validate_labels, Labels, MetadataStore};
 use berth_snapshotters::{Info, Kind, Mount, Snapshotter, Usage};
@@ -95,6 +96,9 @@ pub struct Snapshots {
     backends: Arc<BTreeMap<String, Arc<dyn Snapshotter>>>,
     store: MetadataStore,
     events: Exchange,
+    /// Snapshots made on a parent, commits and removals exclude collections: a parent
+    /// nothing held a moment ago is not swept under its new child.
+    fence: GcFence,
 }
 
 impl Snapshots {
@@ -107,7 +111,15 @@ impl Snapshots {
             backends: Arc::new(backends),
             store,
             events,
+            fence: GcFence::default(),
         }
+    }
+
+    /// The same snapshots, fenced by the daemon's collector (the one [`crate::core::gc::Gc`]
+    /// is built with) rather than a fence of their own.
+    pub fn with_gc_fence(mut self, fence: GcFence) -> Self {
+        self.fence = fence;
+        self
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -203,6 +215,7 @@ impl Snapshots {
         parent: String,
         labels: Labels,
     ) -> Result<Vec<Mount>> {
+        let _op = self.fence.operation().await;
         self.create(ctx, snapshotter, key, parent, labels, Kind::Active)
             .await
     }
@@ -215,6 +228,7 @@ impl Snapshots {
         parent: String,
         labels: Labels,
     ) -> Result<Vec<Mount>> {
+        let _op = self.fence.operation().await;
         self.create(ctx, snapshotter, key, parent, labels, Kind::View)
             .await
     }
@@ -241,6 +255,7 @@ impl Snapshots {
         check_new_key("snapshot name", &name)?;
         check_new_key("active snapshot key", &key)?;
         let s = self.get(snapshotter)?;
+        let _op = self.fence.operation().await;
         let this = self.clone();
         let sn = snapshotter.to_string();
         let (n, k, c) = (name.clone(), key.clone(), ctx.clone());
@@ -273,6 +288,7 @@ impl Snapshots {
 
     pub async fn remove(&self, ns: Namespace, snapshotter: &str, key: String) -> Result<()> {
         let s = self.get(snapshotter)?;
+        let _op = self.fence.operation().await;
         let (k, n) = (key.clone(), ns.clone());
         blocking(move || Ok(s.remove(&scoped(&n, &k))?)).await?;
         self.events.publish(&ns, Event::SnapshotRemove { key });

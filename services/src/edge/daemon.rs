@@ -205,16 +205,19 @@ impl Daemon {
         let store = store.ok_or_else(|| Error::precondition("metadata plugin did not start"))?;
         let content = content.ok_or_else(|| Error::precondition("content plugin did not start"))?;
         let uuid = store.server_uuid()?;
-        let snapshots = Snapshots::new(backends, store.clone(), events.clone());
-        let gc = crate::core::gc::Gc::new(store.clone(), content.clone(), snapshots.clone());
+        let fence = crate::core::gc::GcFence::default();
+        let content = content.with_gc_fence(fence.clone());
+        let snapshots =
+            Snapshots::new(backends, store.clone(), events.clone()).with_gc_fence(fence.clone());
+        let gc = crate::core::gc::Gc::new(fence, store.clone(), content.clone(), snapshots.clone());
         let unpacker = Unpacker::new(
             content.clone(),
             snapshots.clone(),
             store.clone(),
             gc.clone(),
         );
-        let images = Images::new(store.clone(), events.clone());
-        let leases = Leases::new(store.clone());
+        let images = Images::new(store.clone(), events.clone(), gc.clone());
+        let leases = Leases::new(store.clone(), gc.clone());
         let registry_config = crate::core::registry::SharedConfig::new(registry_config);
         let puller = Puller::new(
             content.clone(),
@@ -225,7 +228,7 @@ impl Daemon {
             registry_config.clone(),
             gc.clone(),
         );
-        let containers = Containers::new(store.clone(), events.clone());
+        let containers = Containers::new(store.clone(), events.clone(), gc.clone());
         let networks = crate::core::network::Networks::open(&network, root, &runtime.state)?;
         let tasks = Tasks::new(
             runtime.clone(),
@@ -358,21 +361,17 @@ impl Daemon {
             )))
             .add_service(sized!(ImagesServer::new(grpc::images::ImagesService {
                 core: self.images.clone(),
-                gc: self.gc.clone(),
             })))
             .add_service(sized!(ContentServer::new(grpc::content::ContentService {
                 core: self.content.clone(),
-                gc: self.gc.clone(),
             })))
             .add_service(sized!(LeasesServer::new(grpc::leases::LeasesService {
                 core: self.leases.clone(),
-                gc: self.gc.clone(),
             })))
             .add_service(sized!(
                 berth_proto::containers::containers_server::ContainersServer::new(
                     grpc::containers::ContainersService {
                         core: self.containers.clone(),
-                        gc: self.gc.clone(),
                     }
                 )
             ))
@@ -384,7 +383,6 @@ impl Daemon {
             .add_service(sized!(SnapshotsServer::new(
                 grpc::snapshots::SnapshotsService {
                     core: self.snapshots.clone(),
-                    gc: self.gc.clone(),
                 }
             )))
             .add_service(sized!(DiffServer::new(grpc::diff::DiffService {

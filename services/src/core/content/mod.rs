@@ -8,6 +8,7 @@ use crate::core::context::{Ctx, Namespace};
 use crate::core::error::{blocking, Error, Kind, Result};
 use crate::core::events::{Event, Exchange};
 use crate::core::filters::{label_field, Fields, Filter};
+use crate::core::gc::fence::GcFence;
 use crate::core::metadata::content::BlobRecord;
 use crate::core::metadata::leases::LeaseResource;
 use crate::core::metadata::{apply_label_path, now, validate_labels, Labels, MetadataStore};
@@ -58,6 +59,8 @@ pub struct Content {
     local: Arc<LocalStore>,
     store: MetadataStore,
     events: Exchange,
+    /// A commit writes a blob no image holds yet: not in the middle of a collection.
+    fence: GcFence,
 }
 
 /// A writer bound to its namespace and lease.
@@ -94,7 +97,15 @@ impl Content {
             local: Arc::new(LocalStore::open(root)?),
             store,
             events,
+            fence: GcFence::default(),
         })
+    }
+
+    /// The same store, fenced by the daemon's collector (the one [`crate::core::gc::Gc`] is
+    /// built with) rather than a fence of its own.
+    pub fn with_gc_fence(mut self, fence: GcFence) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// One record read: a redb point lookup, done in place (a hop to the blocking pool and
@@ -490,6 +501,7 @@ impl Content {
         expected: String,
         labels: Labels,
     ) -> Result<BlobRecord> {
+        let _op = self.fence.operation().await;
         let this = self.clone();
         blocking(move || this.commit_sync(w, size, &expected, labels)).await
     }

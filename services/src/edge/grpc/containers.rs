@@ -15,7 +15,6 @@ use tonic::{Request, Response, Status};
 
 pub struct ContainersService {
     pub core: Containers,
-    pub gc: crate::core::gc::Gc,
 }
 
 pub mod convert {
@@ -141,8 +140,6 @@ impl ContainersApi for ContainersService {
     ) -> Result<Response<CreateContainerResponse>, Status> {
         let ns = namespace(&req)?;
         let c = convert::container_in(body(req.into_inner().container)?);
-        // A new root for its snapshot: not in the middle of a collection.
-        let _op = self.gc.operation().await;
         let c = self.core.create(ns, c).await.map_err(status)?;
         Ok(Response::new(CreateContainerResponse {
             container: Some(convert::container_out(&c)),
@@ -156,7 +153,6 @@ impl ContainersApi for ContainersService {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         let c = convert::container_in(body(r.container)?);
-        let _op = self.gc.operation().await;
         let c = self
             .core
             .update(ns, c, mask_paths(r.update_mask))
@@ -173,7 +169,6 @@ impl ContainersApi for ContainersService {
             .delete(ns, req.into_inner().id)
             .await
             .map_err(status)?;
-        self.gc.schedule();
         Ok(Response::new(()))
     }
 }

@@ -25,9 +25,6 @@ const LIST_BATCH: usize = 100;
 
 pub struct ContentService {
     pub core: Content,
-    /// Commits exclude collections: a blob found on disk and recorded in the caller's lease
-    /// is never swept between the two steps.
-    pub gc: crate::core::gc::Gc,
 }
 
 mod convert {
@@ -207,11 +204,10 @@ impl ContentApi for ContentService {
         let input = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let core = self.core.clone();
-        let gc = self.gc.clone();
         // Replies start flowing before the first request is read, so clients that wait for
         // response headers before sending (tonic) and clients that send first (Go) both work.
         tokio::spawn(async move {
-            if let Err(e) = drive_write(core, gc, ctx, input, &tx).await {
+            if let Err(e) = drive_write(core, ctx, input, &tx).await {
                 let _ = tx.send(Err(e)).await;
             }
         });
@@ -232,7 +228,6 @@ impl ContentApi for ContentService {
 /// client closes. The writer (and its ref lock) lives as long as this function.
 async fn drive_write(
     core: Content,
-    gc: crate::core::gc::Gc,
     ctx: Ctx,
     mut input: Streaming<WriteContentRequest>,
     tx: &mpsc::Sender<Result<WriteContentResponse, Status>>,
@@ -297,7 +292,6 @@ async fn drive_write(
                 }
                 reply.offset = writer.inner.offset();
                 if action == WriteAction::Commit {
-                    let _op = gc.operation().await;
                     let rec = core
                         .commit(writer, total, expected.clone(), labels_in(req.labels))
                         .await

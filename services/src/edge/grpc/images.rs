@@ -13,7 +13,6 @@ use tonic::{Request, Response, Status};
 
 pub struct ImagesService {
     pub core: Images,
-    pub gc: crate::core::gc::Gc,
 }
 
 pub mod convert {
@@ -97,8 +96,6 @@ impl ImagesApi for ImagesService {
     ) -> Result<Response<CreateImageResponse>, Status> {
         let ns = namespace(&req)?;
         let img = convert::image_in(body(req.into_inner().image)?);
-        // A new root for content a collection may be deciding about: not in the middle of one.
-        let _op = self.gc.operation().await;
         let img = self.core.create(ns, img).await.map_err(status)?;
         Ok(Response::new(CreateImageResponse {
             image: Some(convert::image_out(img)),
@@ -112,7 +109,6 @@ impl ImagesApi for ImagesService {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let img = convert::image_in(body(req.image)?);
-        let _op = self.gc.operation().await;
         let img = self
             .core
             .update(ns, img, mask_paths(req.update_mask))
@@ -126,13 +122,10 @@ impl ImagesApi for ImagesService {
     async fn delete(&self, req: Request<DeleteImageRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        self.core.delete(ns, r.name).await.map_err(status)?;
-        // What only this image held goes: now with `sync`, soon otherwise.
-        if r.sync {
-            self.gc.collect().await.map_err(status)?;
-        } else {
-            self.gc.schedule();
-        }
+        self.core
+            .delete_then_collect(ns, r.name, r.sync)
+            .await
+            .map_err(status)?;
         Ok(Response::new(()))
     }
 }

@@ -12,7 +12,6 @@ use tonic::{Request, Response, Status};
 
 pub struct LeasesService {
     pub core: Leases,
-    pub gc: crate::core::gc::Gc,
 }
 
 mod convert {
@@ -63,12 +62,10 @@ impl LeasesApi for LeasesService {
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<()>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        self.core.delete(ns, r.id).await.map_err(status)?;
-        if r.sync {
-            self.gc.collect().await.map_err(status)?;
-        } else {
-            self.gc.schedule();
-        }
+        self.core
+            .delete_then_collect(ns, r.id, r.sync)
+            .await
+            .map_err(status)?;
         Ok(Response::new(()))
     }
 
@@ -85,8 +82,6 @@ impl LeasesApi for LeasesService {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         let r = convert::resource_in(req.resource)?;
-        // Holding something nothing held a moment ago: not in the middle of a collection.
-        let _op = self.gc.operation().await;
         self.core
             .add_resource(ns, req.id, r)
             .await

@@ -19,9 +19,6 @@ const LIST_BATCH: usize = 100;
 
 pub struct SnapshotsService {
     pub core: Snapshots,
-    /// Snapshots made on a parent, and commits, exclude collections: a parent nothing held
-    /// a moment ago is not swept under its new child.
-    pub gc: crate::core::gc::Gc,
 }
 
 pub mod convert {
@@ -72,7 +69,6 @@ impl SnapshotsApi for SnapshotsService {
     ) -> Result<Response<PrepareSnapshotResponse>, Status> {
         let ctx = ctx(&req)?;
         let r = req.into_inner();
-        let _op = self.gc.operation().await;
         let m = self
             .core
             .prepare(ctx, &r.snapshotter, r.key, r.parent, labels_in(r.labels))
@@ -89,7 +85,6 @@ impl SnapshotsApi for SnapshotsService {
     ) -> Result<Response<ViewSnapshotResponse>, Status> {
         let ctx = ctx(&req)?;
         let r = req.into_inner();
-        let _op = self.gc.operation().await;
         let m = self
             .core
             .view(ctx, &r.snapshotter, r.key, r.parent, labels_in(r.labels))
@@ -119,7 +114,6 @@ impl SnapshotsApi for SnapshotsService {
     async fn commit(&self, req: Request<CommitSnapshotRequest>) -> Result<Response<()>, Status> {
         let ctx = ctx(&req)?;
         let r = req.into_inner();
-        let _op = self.gc.operation().await;
         self.core
             .commit(ctx, &r.snapshotter, r.name, r.key, labels_in(r.labels))
             .await

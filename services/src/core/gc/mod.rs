@@ -18,7 +18,9 @@ use crate::core::snapshots::{scoped, unscope, Snapshots};
 use berth_snapshotters::Kind;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use tokio::sync::Notify;
+
+pub mod fence;
+pub use fence::{GcFence, Operation};
 
 use berth_proto::vocab::labels::{
     GC_EXPIRE as EXPIRE_LABEL, GC_REF_CONTENT as CONTENT_REF, GC_REF_SNAPSHOT as SNAPSHOT_REF,
@@ -47,91 +49,38 @@ pub struct Gc {
     store: MetadataStore,
     content: Content,
     snapshots: Snapshots,
-    wake: Arc<Notify>,
+    fence: GcFence,
     /// One collection at a time.
     running: Arc<tokio::sync::Mutex<()>>,
-    /// Daemon operations that rely on what they found (a pull, a build) and collections
-    /// exclude each other: an operation never sees a snapshot or blob vanish under it.
-    activity: Arc<std::sync::Mutex<Activity>>,
-    changed: Arc<Notify>,
-}
-
-#[derive(Default)]
-struct Activity {
-    operations: usize,
-    collecting: bool,
-}
-
-/// Held by an operation for its whole length; collections wait for it.
-pub struct Operation {
-    gc: Gc,
-}
-
-impl Drop for Operation {
-    fn drop(&mut self) {
-        if let Ok(mut a) = self.gc.activity.lock() {
-            a.operations -= 1;
-        }
-        self.gc.changed.notify_waiters();
-    }
 }
 
 impl Gc {
-    pub fn new(store: MetadataStore, content: Content, snapshots: Snapshots) -> Self {
+    /// `fence` is the one `content` and `snapshots` were opened with.
+    pub fn new(
+        fence: GcFence,
+        store: MetadataStore,
+        content: Content,
+        snapshots: Snapshots,
+    ) -> Self {
         Gc {
             store,
             content,
             snapshots,
-            wake: Arc::default(),
+            fence,
             running: Arc::default(),
-            activity: Arc::default(),
-            changed: Arc::default(),
         }
     }
 
-    /// Starts an operation (waiting for a collection in progress to end). Operations nest.
+    /// Starts an operation that relies on what it finds (a pull, a build) across several
+    /// store calls; see [`GcFence::operation`].
     pub async fn operation(&self) -> Operation {
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Ok(mut a) = self.activity.lock() {
-                if !a.collecting {
-                    a.operations += 1;
-                    return Operation { gc: self.clone() };
-                }
-            }
-            notified.await;
-        }
-    }
-
-    /// Waits until no operation runs, and keeps new ones out until `end_collecting`.
-    async fn begin_collecting(&self) {
-        loop {
-            let notified = self.changed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Ok(mut a) = self.activity.lock() {
-                if a.operations == 0 {
-                    a.collecting = true;
-                    return;
-                }
-            }
-            notified.await;
-        }
-    }
-
-    fn end_collecting(&self) {
-        if let Ok(mut a) = self.activity.lock() {
-            a.collecting = false;
-        }
-        self.changed.notify_waiters();
+        self.fence.operation().await
     }
 
     /// Asks for a collection soon (deletions call this); collections run in the background
     /// task started by [`Gc::run`].
     pub fn schedule(&self) {
-        self.wake.notify_one();
+        self.fence.schedule();
     }
 
     /// The background collector: first what a previous run left, then after each wake-up
@@ -142,11 +91,22 @@ impl Gc {
         tokio::spawn(async move {
             log(this.collect_older_than(Some(started)).await);
             loop {
-                this.wake.notified().await;
+                this.fence.woken().await;
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 log(this.collect().await);
             }
         })
+    }
+
+    /// After a deletion: what only the deleted record held goes now (`now`, so never inside
+    /// an operation: the collection would wait for it) or soon.
+    pub async fn after_delete(&self, now: bool) -> Result<()> {
+        if now {
+            self.collect().await?;
+        } else {
+            self.schedule();
+        }
+        Ok(())
     }
 
     /// Collects now, in every namespace.
@@ -158,7 +118,7 @@ impl Gc {
     /// (nanoseconds), so a client busy since this start is not raced.
     pub async fn collect_older_than(&self, cutoff: Option<i64>) -> Result<Collected> {
         let _one = self.running.lock().await;
-        self.begin_collecting().await;
+        self.fence.begin_collecting().await;
         let this = self.clone();
         let result = blocking(move || {
             let mut total = Collected::default();
@@ -176,7 +136,7 @@ impl Gc {
             Ok(total)
         })
         .await;
-        self.end_collecting();
+        self.fence.end_collecting();
         if let Ok(c) = &result {
             crate::core::metrics::registry().gc_done(c.content, c.snapshots, c.reclaimed);
         }
