@@ -2,7 +2,7 @@
 //! berthd builds the Dockerfile with it; each step is shown with CACHED or its time.
 
 use berth_client::Client;
-use berth_proto::berth::services::build::v1::BuildRequest;
+use berth_proto::berth::services::build::v1::{BuildProgress, BuildRequest};
 use clap::Args;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -153,22 +153,7 @@ async fn build(client: &Client, b: Build) -> anyhow::Result<()> {
         );
     }
     let started = std::time::Instant::now();
-    let tmp = tempfile::Builder::new()
-        .prefix("berth-context-")
-        .tempfile()?;
-    let (ctxdir, path) = (b.context.clone(), tmp.path().to_path_buf());
-    let files = tokio::task::spawn_blocking(move || context_tar(&ctxdir, &path)).await??;
-    let size = std::fs::metadata(tmp.path())?.len();
-    let f = tokio::fs::File::open(tmp.path()).await?;
-    let reference = format!("build-context-{}", std::process::id());
-    let context = client
-        .ingest(&reference, f, size as i64, None, HashMap::new())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot send the build context: {e}"))?;
-    println!(
-        "sent the build context: {files} files, {}",
-        crate::output::size(size as i64)
-    );
+    let context = send_context(client, &b.context).await?;
     let mut build_args = HashMap::new();
     for a in &b.build_args {
         let (k, v) = a
@@ -176,7 +161,7 @@ async fn build(client: &Client, b: Build) -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("--build-arg {a:?} is not KEY=VALUE"))?;
         build_args.insert(k.to_string(), v.to_string());
     }
-    let mut stream = client
+    let stream = client
         .build()
         .build(BuildRequest {
             dockerfile,
@@ -189,6 +174,39 @@ async fn build(client: &Client, b: Build) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
+    let digest = show_progress(stream).await?;
+    println!(
+        "built {digest} in {:.2}s, tagged {}",
+        started.elapsed().as_secs_f64(),
+        b.tag.join(", ")
+    );
+    Ok(())
+}
+
+/// The context as a tar blob in the content store; its digest.
+async fn send_context(client: &Client, context: &Path) -> anyhow::Result<String> {
+    let tmp = tempfile::Builder::new()
+        .prefix("berth-context-")
+        .tempfile()?;
+    let (ctxdir, path) = (context.to_path_buf(), tmp.path().to_path_buf());
+    let files = tokio::task::spawn_blocking(move || context_tar(&ctxdir, &path)).await??;
+    let size = std::fs::metadata(tmp.path())?.len();
+    let f = tokio::fs::File::open(tmp.path()).await?;
+    let reference = format!("build-context-{}", std::process::id());
+    let digest = client
+        .ingest(&reference, f, size as i64, None, HashMap::new())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot send the build context: {e}"))?;
+    println!(
+        "sent the build context: {files} files, {}",
+        crate::output::size(size as i64)
+    );
+    Ok(digest)
+}
+
+/// Prints each step as berthd reports it (its output, then CACHED or its time); returns
+/// the digest of the image built.
+async fn show_progress(mut stream: tonic::Streaming<BuildProgress>) -> anyhow::Result<String> {
     let mut digest = String::new();
     while let Some(msg) = stream.next().await {
         let p = msg.map_err(|e| anyhow::anyhow!("build failed: {}", e.message()))?;
@@ -214,12 +232,7 @@ async fn build(client: &Client, b: Build) -> anyhow::Result<()> {
     if digest.is_empty() {
         anyhow::bail!("the daemon ended the build without an image");
     }
-    println!(
-        "built {digest} in {:.2}s, tagged {}",
-        started.elapsed().as_secs_f64(),
-        b.tag.join(", ")
-    );
-    Ok(())
+    Ok(digest)
 }
 
 #[cfg(test)]

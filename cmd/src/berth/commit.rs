@@ -2,14 +2,14 @@
 //! top of its image, with a new config (diffID, history, --change) and manifest.
 
 use berth_client::Client;
-use berth_proto::containers::GetContainerRequest;
+use berth_proto::containers::{Container, GetContainerRequest};
 use berth_proto::content::InfoRequest;
 use berth_proto::diff::DiffRequest;
 use berth_proto::images::{CreateImageRequest, GetImageRequest, Image, UpdateImageRequest};
 use berth_proto::snapshots::{
     MountsRequest, RemoveSnapshotRequest, StatSnapshotRequest, ViewSnapshotRequest,
 };
-use berth_proto::types::Descriptor;
+use berth_proto::types::{Descriptor, Mount};
 use clap::Args;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -201,22 +201,62 @@ async fn pause_if_running(client: &Client, id: &str) -> anyhow::Result<bool> {
 }
 
 async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
+    let container = committable(client, &c.container).await?;
+    let (layer, diff_id) = new_layer(client, &c, &container).await?;
+    let (base_manifest, mut config) = manifest_and_config(client, &container.image).await?;
+    extend_config(&mut config, &diff_id, &c)?;
+    let config = store_json(client, "commit-config", &config, HashMap::new()).await?;
+    let mut layers = base_manifest["layers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    layers.push(json!({"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}));
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config.digest, "size": config.size},
+        "layers": layers,
+    });
+    let manifest = store_json(
+        client,
+        "commit-manifest",
+        &manifest,
+        gc_labels(&config, &layers),
+    )
+    .await?;
+    let name = image_name(&c.image)?;
+    set_image(client, &name, &manifest).await?;
+    println!(
+        "{name} {} (new layer {}, {} bytes)",
+        manifest.digest, layer.digest, layer.size
+    );
+    Ok(())
+}
+
+/// The container, if it has a snapshot and an image to commit.
+async fn committable(client: &Client, id: &str) -> anyhow::Result<Container> {
     let container = client
         .containers()
-        .get(GetContainerRequest {
-            id: c.container.clone(),
-        })
+        .get(GetContainerRequest { id: id.to_string() })
         .await
-        .map_err(|e| anyhow::anyhow!("container {}: {}", c.container, e.message()))?
+        .map_err(|e| anyhow::anyhow!("container {id}: {}", e.message()))?
         .into_inner()
         .container
         .unwrap_or_default();
     if container.snapshot_key.is_empty() || container.image.is_empty() {
-        anyhow::bail!(
-            "container {} has no snapshot or image to commit",
-            c.container
-        );
+        anyhow::bail!("container {id} has no snapshot or image to commit");
     }
+    Ok(container)
+}
+
+/// The mounts to diff: a temporary view of the snapshot's parent (removed by the caller,
+/// under `view_key`) and the container's snapshot itself.
+async fn diff_mounts(
+    client: &Client,
+    c: &Commit,
+    container: &Container,
+    view_key: &str,
+) -> anyhow::Result<(Vec<Mount>, Vec<Mount>)> {
     let snapshotter = container.snapshotter.clone();
     let info = client
         .snapshots()
@@ -238,19 +278,30 @@ async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
         .await?
         .into_inner()
         .mounts;
-    let view_key = format!("commit-{}-{}", c.container, std::process::id());
     let lower = client
         .snapshots()
         .view(ViewSnapshotRequest {
-            snapshotter: snapshotter.clone(),
-            key: view_key.clone(),
-            parent: info.parent.clone(),
+            snapshotter,
+            key: view_key.to_string(),
+            parent: info.parent,
             labels: HashMap::new(),
         })
         .await
         .map_err(|e| anyhow::anyhow!("view of the parent: {}", e.message()))?
         .into_inner()
         .mounts;
+    Ok((lower, upper))
+}
+
+/// The container's changes as a gzipped layer in the content store (the container paused
+/// meanwhile when --pause), and the layer's uncompressed digest (its diffID).
+async fn new_layer(
+    client: &Client,
+    c: &Commit,
+    container: &Container,
+) -> anyhow::Result<(Descriptor, String)> {
+    let view_key = format!("commit-{}-{}", c.container, std::process::id());
+    let (lower, upper) = diff_mounts(client, c, container, &view_key).await?;
     let paused = c.pause && pause_if_running(client, &c.container).await?;
     let diffed = client
         .diff()
@@ -263,25 +314,12 @@ async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
         })
         .await;
     if paused {
-        client
-            .tasks()
-            .resume(ResumeTaskRequest {
-                container_id: c.container.clone(),
-            })
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "committed, but cannot resume {}: {}; run berth tasks resume {}",
-                    c.container,
-                    e.message(),
-                    c.container
-                )
-            })?;
+        resume(client, &c.container).await?;
     }
     let _ = client
         .snapshots()
         .remove(RemoveSnapshotRequest {
-            snapshotter: snapshotter.clone(),
+            snapshotter: container.snapshotter.clone(),
             key: view_key,
         })
         .await;
@@ -306,8 +344,28 @@ async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
         .ok_or_else(|| {
             anyhow::anyhow!("layer {} has no uncompressed digest label", layer.digest)
         })?;
+    Ok((layer, diff_id))
+}
 
-    let (base_manifest, mut config) = manifest_and_config(client, &container.image).await?;
+async fn resume(client: &Client, id: &str) -> anyhow::Result<()> {
+    client
+        .tasks()
+        .resume(ResumeTaskRequest {
+            container_id: id.to_string(),
+        })
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "committed, but cannot resume {id}: {}; run berth tasks resume {id}",
+                e.message()
+            )
+        })?;
+    Ok(())
+}
+
+/// The base image's config with the new layer's diffID, the --change edits and a history
+/// entry.
+fn extend_config(config: &mut Value, diff_id: &str, c: &Commit) -> anyhow::Result<()> {
     let mut diffs = config["rootfs"]["diff_ids"]
         .as_array()
         .cloned()
@@ -326,33 +384,44 @@ async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
     }));
     config["history"] = json!(history);
     config["created"] = json!(created);
-    let config_bytes = serde_json::to_vec(&config)?;
-    let config_digest = berth_client::sha256_digest(&config_bytes);
+    Ok(())
+}
+
+/// A blob written to the content store.
+struct Stored {
+    digest: String,
+    size: usize,
+}
+
+/// Writes `doc` as a JSON blob under the ingest ref `PREFIX-DIGEST`, with `labels`.
+async fn store_json(
+    client: &Client,
+    prefix: &str,
+    doc: &Value,
+    labels: HashMap<String, String>,
+) -> anyhow::Result<Stored> {
+    let bytes = serde_json::to_vec(doc)?;
+    let digest = berth_client::sha256_digest(&bytes);
     client
         .ingest(
-            &format!("commit-config-{config_digest}"),
-            config_bytes.as_slice(),
-            config_bytes.len() as i64,
-            Some(&config_digest),
-            HashMap::new(),
+            &format!("{prefix}-{digest}"),
+            bytes.as_slice(),
+            bytes.len() as i64,
+            Some(&digest),
+            labels,
         )
         .await?;
-    let mut layers = base_manifest["layers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    layers.push(json!({"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}));
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_bytes.len()},
-        "layers": layers,
-    });
-    let mbytes = serde_json::to_vec(&manifest)?;
-    let mdigest = berth_client::sha256_digest(&mbytes);
+    Ok(Stored {
+        digest,
+        size: bytes.len(),
+    })
+}
+
+/// The manifest's references to its config and layers, which keep them from the collector.
+fn gc_labels(config: &Stored, layers: &[Value]) -> HashMap<String, String> {
     let mut gc = HashMap::from([(
         berth_proto::vocab::labels::gc_ref_config(),
-        config_digest.clone(),
+        config.digest.clone(),
     )]);
     for (i, l) in layers.iter().enumerate() {
         gc.insert(
@@ -360,22 +429,17 @@ async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
             l["digest"].as_str().unwrap_or_default().to_string(),
         );
     }
-    client
-        .ingest(
-            &format!("commit-manifest-{mdigest}"),
-            mbytes.as_slice(),
-            mbytes.len() as i64,
-            Some(&mdigest),
-            gc,
-        )
-        .await?;
-    let name = image_name(&c.image)?;
+    gc
+}
+
+/// Names the manifest `name`: a new image, or the image of that name moved to it.
+async fn set_image(client: &Client, name: &str, manifest: &Stored) -> anyhow::Result<()> {
     let image = Image {
-        name: name.clone(),
+        name: name.to_string(),
         target: Some(Descriptor {
             media_type: OCI_MANIFEST.into(),
-            digest: mdigest.clone(),
-            size: mbytes.len() as i64,
+            digest: manifest.digest.clone(),
+            size: manifest.size as i64,
             annotations: HashMap::new(),
         }),
         ..Default::default()
@@ -401,10 +465,6 @@ async fn commit(client: &Client, c: Commit) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     }
-    println!(
-        "{name} {mdigest} (new layer {}, {} bytes)",
-        layer.digest, layer.size
-    );
     Ok(())
 }
 

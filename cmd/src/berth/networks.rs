@@ -67,7 +67,6 @@ fn json(n: &Network) -> serde_json::Value {
 }
 
 pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
-    let mut svc = client.networks();
     match cmd {
         Cmd::Create {
             name,
@@ -76,79 +75,96 @@ pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
             internal,
             labels,
         } => {
-            let n = svc
-                .create(CreateNetworkRequest {
-                    name: name.clone(),
-                    subnet: subnet.unwrap_or_default(),
-                    gateway: gateway.unwrap_or_default(),
-                    internal,
-                    labels: parse_labels(&labels)?,
-                })
-                .await
-                .map_err(|e| anyhow!("cannot create network {name}: {}", e.message()))?
-                .into_inner()
-                .network
-                .unwrap_or_default();
-            println!("{}", n.name);
+            let req = CreateNetworkRequest {
+                name,
+                subnet: subnet.unwrap_or_default(),
+                gateway: gateway.unwrap_or_default(),
+                internal,
+                labels: parse_labels(&labels)?,
+            };
+            create(client, req).await
         }
-        Cmd::Ls { flags } => {
-            let all = svc
-                .list(ListNetworksRequest {})
-                .await
-                .map_err(|e| anyhow!("cannot list networks: {}", e.message()))?
-                .into_inner()
-                .networks;
-            let mut t = Table::new(&[
-                "NAME",
-                "SUBNET",
-                "GATEWAY",
-                "BRIDGE",
-                "CONTAINERS",
-                "LABELS",
-            ]);
-            for n in &all {
-                let cells = if flags.quiet {
-                    vec![n.name.clone()]
-                } else {
-                    vec![
-                        n.name.clone(),
-                        n.subnet.clone(),
-                        n.gateway.clone(),
-                        n.bridge.clone(),
-                        n.endpoints.len().to_string(),
-                        labels(&n.labels),
-                    ]
-                };
-                t.row(cells, json(n));
-            }
-            t.print(flags)?;
-        }
-        Cmd::Inspect { names } => {
-            let mut out = vec![];
-            for name in names {
-                let n = svc
-                    .get(GetNetworkRequest { name: name.clone() })
-                    .await
-                    .map_err(|e| anyhow!("network {name}: {}", e.message()))?
-                    .into_inner()
-                    .network
-                    .unwrap_or_default();
-                out.push(json(&n));
-            }
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
-        Cmd::Rm { names } => {
-            each_id(&names, |name| {
-                let mut svc = client.networks();
-                async move {
-                    svc.remove(RemoveNetworkRequest { name: name.clone() })
-                        .await
-                        .map_err(|e| anyhow!("cannot remove network {name}: {}", e.message()))?;
-                    Ok(())
-                }
-            })
-            .await?;
-        }
+        Cmd::Ls { flags } => ls(client, flags).await,
+        Cmd::Inspect { names } => inspect(client, names).await,
+        Cmd::Rm { names } => rm(client, names).await,
     }
+}
+
+async fn create(client: &Client, req: CreateNetworkRequest) -> anyhow::Result<()> {
+    let name = req.name.clone();
+    let n = client
+        .networks()
+        .create(req)
+        .await
+        .map_err(|e| anyhow!("cannot create network {name}: {}", e.message()))?
+        .into_inner()
+        .network
+        .unwrap_or_default();
+    println!("{}", n.name);
     Ok(())
+}
+
+async fn ls(client: &Client, flags: ListFlags) -> anyhow::Result<()> {
+    let all = client
+        .networks()
+        .list(ListNetworksRequest {})
+        .await
+        .map_err(|e| anyhow!("cannot list networks: {}", e.message()))?
+        .into_inner()
+        .networks;
+    let mut t = Table::new(&[
+        "NAME",
+        "SUBNET",
+        "GATEWAY",
+        "BRIDGE",
+        "CONTAINERS",
+        "LABELS",
+    ]);
+    for n in &all {
+        let cells = if flags.quiet {
+            vec![n.name.clone()]
+        } else {
+            vec![
+                n.name.clone(),
+                n.subnet.clone(),
+                n.gateway.clone(),
+                n.bridge.clone(),
+                n.endpoints.len().to_string(),
+                labels(&n.labels),
+            ]
+        };
+        t.row(cells, json(n));
+    }
+    t.print(flags)?;
+    Ok(())
+}
+
+async fn inspect(client: &Client, names: Vec<String>) -> anyhow::Result<()> {
+    let mut out = vec![];
+    for name in names {
+        let n = client
+            .networks()
+            .get(GetNetworkRequest { name: name.clone() })
+            .await
+            .map_err(|e| anyhow!("network {name}: {}", e.message()))?
+            .into_inner()
+            .network
+            .unwrap_or_default();
+        out.push(json(&n));
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+async fn rm(client: &Client, names: Vec<String>) -> anyhow::Result<()> {
+    each_id(&names, |name| {
+        let mut svc = client.networks();
+        async move {
+            svc.remove(RemoveNetworkRequest { name: name.clone() })
+                .await
+                .map_err(|e| anyhow!("cannot remove network {name}: {}", e.message()))?;
+            Ok(())
+        }
+    })
+    .await
 }

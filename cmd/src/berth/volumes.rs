@@ -58,87 +58,113 @@ fn json(v: &Volume) -> serde_json::Value {
 }
 
 pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
-    let mut svc = client.volumes();
     match cmd {
-        Cmd::Create { name, labels } => {
-            let v = svc
-                .create(CreateVolumeRequest {
-                    name: name.unwrap_or_default(),
-                    labels: parse_labels(&labels)?.into_iter().collect(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot create volume: {}", e.message()))?
-                .into_inner()
-                .volume
-                .unwrap_or_default();
-            println!("{}", v.name);
-        }
+        Cmd::Create { name, labels } => create(client, name, labels).await,
         Cmd::Ls {
             flags,
             size: with_size,
             filters,
-        } => {
-            let resp = svc
-                .list(ListVolumesRequest {
-                    filters,
-                    usage: with_size,
-                })
-                .await?
-                .into_inner();
-            let mut t = Table::new(&["NAME", "SIZE", "USED BY", "LABELS"]);
-            for v in resp.volumes {
-                t.row(
-                    vec![
-                        v.name.clone(),
-                        if v.usage >= 0 {
-                            size(v.usage)
-                        } else {
-                            "-".into()
-                        },
-                        v.used_by.join(","),
-                        labels(&v.labels),
-                    ],
-                    json(&v),
-                );
-            }
-            t.print(flags)?;
-        }
-        Cmd::Inspect { names } => {
-            let mut out = vec![];
-            for name in names {
-                let v = svc
-                    .get(GetVolumeRequest {
-                        name: name.clone(),
-                        usage: true,
-                    })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("volume {name}: {}", e.message()))?
-                    .into_inner()
-                    .volume
-                    .unwrap_or_default();
-                out.push(json(&v));
-            }
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
-        Cmd::Rm { names, force } => {
-            for name in names {
-                svc.remove(RemoveVolumeRequest {
-                    name: name.clone(),
-                    force,
-                })
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot remove volume {name}: {}", e.message()))?;
-                println!("{name}");
-            }
-        }
-        Cmd::Prune { all } => {
-            let r = svc.prune(PruneVolumesRequest { all }).await?.into_inner();
-            for n in &r.removed {
-                println!("{n}");
-            }
-            println!("reclaimed {}", size(r.reclaimed));
-        }
+        } => ls(client, flags, with_size, filters).await,
+        Cmd::Inspect { names } => inspect(client, names).await,
+        Cmd::Rm { names, force } => rm(client, names, force).await,
+        Cmd::Prune { all } => prune(client, all).await,
     }
+}
+
+async fn create(client: &Client, name: Option<String>, labels: Vec<String>) -> anyhow::Result<()> {
+    let v = client
+        .volumes()
+        .create(CreateVolumeRequest {
+            name: name.unwrap_or_default(),
+            labels: parse_labels(&labels)?.into_iter().collect(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create volume: {}", e.message()))?
+        .into_inner()
+        .volume
+        .unwrap_or_default();
+    println!("{}", v.name);
+    Ok(())
+}
+
+async fn ls(
+    client: &Client,
+    flags: ListFlags,
+    with_size: bool,
+    filters: Vec<String>,
+) -> anyhow::Result<()> {
+    let resp = client
+        .volumes()
+        .list(ListVolumesRequest {
+            filters,
+            usage: with_size,
+        })
+        .await?
+        .into_inner();
+    let mut t = Table::new(&["NAME", "SIZE", "USED BY", "LABELS"]);
+    for v in resp.volumes {
+        t.row(
+            vec![
+                v.name.clone(),
+                if v.usage >= 0 {
+                    size(v.usage)
+                } else {
+                    "-".into()
+                },
+                v.used_by.join(","),
+                labels(&v.labels),
+            ],
+            json(&v),
+        );
+    }
+    t.print(flags)?;
+    Ok(())
+}
+
+async fn inspect(client: &Client, names: Vec<String>) -> anyhow::Result<()> {
+    let mut out = vec![];
+    for name in names {
+        let v = client
+            .volumes()
+            .get(GetVolumeRequest {
+                name: name.clone(),
+                usage: true,
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("volume {name}: {}", e.message()))?
+            .into_inner()
+            .volume
+            .unwrap_or_default();
+        out.push(json(&v));
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+async fn rm(client: &Client, names: Vec<String>, force: bool) -> anyhow::Result<()> {
+    let mut svc = client.volumes();
+    for name in names {
+        svc.remove(RemoveVolumeRequest {
+            name: name.clone(),
+            force,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot remove volume {name}: {}", e.message()))?;
+        println!("{name}");
+    }
+    Ok(())
+}
+
+async fn prune(client: &Client, all: bool) -> anyhow::Result<()> {
+    let r = client
+        .volumes()
+        .prune(PruneVolumesRequest { all })
+        .await?
+        .into_inner();
+    for n in &r.removed {
+        println!("{n}");
+    }
+    println!("reclaimed {}", size(r.reclaimed));
     Ok(())
 }
