@@ -8,12 +8,12 @@ mod resize;
 pub mod spdy;
 mod ws;
 
+use super::container::exec::{ExecIo, ExecSpec};
 use super::Cri;
 use crate::core::error::{Error, Result};
 use berth_proto::cri::v1 as cri;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -470,103 +470,45 @@ async fn exec_with(
 ) -> Result<i32> {
     let c = cri.container(&r.container_id)?;
     let process = cri.exec_spec(&c.id, &r.cmd, r.tty).await?;
-    let exec_id = format!(
-        "stream-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..16]
-    );
-    let dir = cri.container_state_dir(&c.id).join(&exec_id);
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-    let out = exec_in(cri, &c.id, &exec_id, &dir, process, r, got, tx).await;
+    let (exec_id, dir) = cri.exec_dir(&c.id, "stream")?;
+    let x = ExecSpec {
+        container_id: &c.id,
+        exec_id: &exec_id,
+        dir: &dir,
+        process,
+        io: ExecIo {
+            stdin: r.stdin,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            tty: r.tty,
+        },
+    };
+    let out = exec_over(cri, x, got, tx).await;
     let _ = std::fs::remove_dir_all(&dir);
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn exec_in(
+/// Runs an exec with its streams pumped to and from the client's, to its end.
+async fn exec_over(
     cri: &Cri,
-    id: &str,
-    exec_id: &str,
-    dir: &Path,
-    process: serde_json::Value,
-    r: &cri::ExecRequest,
+    x: ExecSpec<'_>,
     got: &mut HashMap<String, spdy::Stream>,
     tx: &spdy::Sender,
 ) -> Result<i32> {
-    let path = |f: &str| -> PathBuf { dir.join(f) };
-    let use_err = r.stderr && !r.tty;
-    for (f, on) in [
-        ("stdin", r.stdin),
-        ("stdout", r.stdout),
-        ("stderr", use_err),
-    ] {
-        if on {
-            super::logs::mkfifo(&path(f))?;
-        }
-    }
-    let name = |f: &str, on: bool| {
-        if on {
-            path(f).display().to_string()
-        } else {
-            String::new()
-        }
-    };
-    let p = crate::core::runtime::ProcessRef {
-        container_id: id.to_string(),
-        exec_id: exec_id.to_string(),
-    };
-    cri.tasks
-        .exec(
-            cri.ns.clone(),
-            crate::core::runtime::ExecProcess {
-                container_id: id.to_string(),
-                exec_id: exec_id.to_string(),
-                io: crate::core::runtime::Stdio {
-                    stdin: name("stdin", r.stdin),
-                    stdout: name("stdout", r.stdout),
-                    stderr: name("stderr", use_err),
-                    terminal: r.tty,
-                },
-                spec: Some(crate::core::metadata::containers::AnyValue {
-                    type_url: "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
-                    value: serde_json::to_vec(&process)?,
-                }),
-            },
-        )
-        .await?;
-    let io_err = |f: &str| {
-        let p = path(f);
-        move |e: std::io::Error| Error::io(format!("open {}", p.display()), e)
-    };
-    let mut holds = Vec::new();
+    let e = cri.exec_create(x).await?;
+    let p = e.process;
     let mut pumps = Vec::new();
-    for (f, on) in [("stdout", r.stdout), ("stderr", use_err)] {
-        if !on {
-            continue;
-        }
-        let (rx, hold) = super::logs::open_fifo(&path(f)).map_err(io_err(f))?;
-        holds.push(hold);
-        if let Some(s) = got.get(f) {
+    for (f, rx) in [("stdout", e.stdout), ("stderr", e.stderr)] {
+        if let (Some(rx), Some(s)) = (rx, got.get(f)) {
             pumps.push(tokio::spawn(pump_out(rx, tx.clone(), s.id)));
         }
     }
-    let stdin = if r.stdin {
-        Some(
-            tokio::net::unix::pipe::OpenOptions::new()
-                .read_write(true)
-                .open_sender(path("stdin"))
-                .map_err(io_err("stdin"))?,
-        )
-    } else {
-        None
-    };
-    let started = cri.tasks.start(cri.ns.clone(), p.clone()).await;
-    drop(holds);
-    if let Err(e) = started {
+    if let Err(e) = cri.exec_start(&p, e.holds).await {
         let _ = cri.tasks.delete_process(cri.ns.clone(), p).await;
         return Err(e);
     }
     let mut side = Vec::new();
-    if let (Some(w), Some(s)) = (stdin, got.remove("stdin")) {
+    if let (Some(w), Some(s)) = (e.stdin, got.remove("stdin")) {
         let (cri, p) = (cri.clone(), p.clone());
         side.push(tokio::spawn(async move {
             pump_in(s, w).await;
