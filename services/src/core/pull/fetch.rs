@@ -97,64 +97,17 @@ impl LayerFetch {
     /// One layer: fetched (teed into the unpack when it has a staging directory), or
     /// unpacked from the content store when only the snapshot is missing.
     async fn layer(&self, job: &LayerJob) -> Result<LayerOutcome> {
-        let (ctx, remote, progress, parents) =
-            (&self.ctx, &self.remote, &self.progress, &self.parents[..]);
-        let downloads = self.downloads.clone();
-        let source = self.source.clone();
         let digest = job.desc.digest.clone();
         let size = job.desc.size;
         let blob_lock = self.puller.lock_for(&format!("blob {digest}"));
         let _held = blob_lock.lock().await;
-        let ref_name = format!("layer-{digest}");
-        let mut repaired = false;
-        let writer = loop {
-            match self
-                .puller
-                .content
-                .writer(ctx.clone(), ref_name.clone(), size, digest.clone())
-                .await
-            {
-                Ok(w) => break w,
-                Err(e) if e.kind() == Kind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-            // Present already: only its snapshot may be missing.
-            let diff_id = match &job.unpack {
-                Some((_, dir)) => {
-                    let content = self.puller.content.clone();
-                    let ns = ctx.ns.clone();
-                    let desc = job.desc.descriptor();
-                    let staged = dir.clone();
-                    let applied = blocking(move || {
-                        apply_blob_with(&content, &ns, &desc, |rd| {
-                            layer::apply(rd, &staged, Whiteouts::Overlay)
-                        })
-                    })
-                    .await;
-                    match applied {
-                        Ok(d) => Some(d.digest),
-                        // Damaged at rest: dropped and fetched again (a re-pull repairs it).
-                        Err(e)
-                            if !repaired
-                                && e.to_string().contains("corrupted in the content store") =>
-                        {
-                            tracing::warn!(blob = %digest, "stored blob is corrupted; fetching it again");
-                            self.refetch(ctx, &digest, dir).await?;
-                            repaired = true;
-                            continue;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                None => None,
-            };
-            report(progress, "already exists", &digest, parents, size, size);
-            return Ok(LayerOutcome {
-                fetched: 0,
-                diff_id,
-            });
+        let writer = match self.open_ingest(job).await? {
+            Ingest::Open(writer) => *writer,
+            Ingest::Present(outcome) => return Ok(outcome),
         };
-        let _permit = downloads
+        let _permit = self
+            .downloads
+            .clone()
             .acquire_owned()
             .await
             .map_err(|_| Error::new(Kind::Internal, "download limiter closed"))?;
@@ -162,6 +115,7 @@ impl LayerFetch {
         if resumed > 0 {
             tracing::info!(blob = %digest, offset = resumed, "resuming download from byte {resumed}");
         }
+        let (progress, parents) = (&self.progress, &self.parents[..]);
         report(
             progress,
             "downloading",
@@ -171,84 +125,24 @@ impl LayerFetch {
             size,
         );
 
-        let (tx, rx) = mpsc::channel::<std::result::Result<bytes::Bytes, String>>(32);
+        let (tx, rx) = mpsc::channel::<Chunk>(32);
         let content = self.puller.content.clone();
         let unpack_dir = job.unpack.as_ref().map(|(_, d)| d.clone());
-        let digest2 = digest.clone();
+        let (digest2, source) = (digest.clone(), self.source.clone());
         let sink = tokio::task::spawn_blocking(move || {
             consume(content, writer, rx, unpack_dir, &digest2, size, source)
         });
-
-        let mut sent = resumed;
-        let mut attempts = 0u32;
-        let mut last_report = std::time::Instant::now();
-        'fetch: while sent < size as u64 || (size == 0 && attempts == 0) {
-            attempts += 1;
-            let opened = remote.open_blob(&digest, size, sent).await;
-            let (mut stream, ranged) = match opened {
-                Ok(s) => s,
-                Err(e) if e.kind() == Kind::Unavailable && attempts < MAX_ATTEMPTS => {
-                    backoff(attempts).await;
-                    continue;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string())).await;
-                    break;
-                }
-            };
-            let mut skip = if ranged { 0 } else { sent };
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(mut b) => {
-                        if skip > 0 {
-                            let k = skip.min(b.len() as u64);
-                            b = b.slice(k as usize..);
-                            skip -= k;
-                        }
-                        if b.is_empty() {
-                            continue;
-                        }
-                        sent += b.len() as u64;
-                        if sent > size as u64 {
-                            let _ = tx
-                                .send(Err(format!(
-                                    "blob {digest} is larger than the {size} bytes its descriptor says"
-                                )))
-                                .await;
-                            break 'fetch;
-                        }
-                        if tx.send(Ok(b)).await.is_err() {
-                            break 'fetch; // the unpack failed; its error is reported below
-                        }
-                        if last_report.elapsed() >= std::time::Duration::from_millis(100) {
-                            last_report = std::time::Instant::now();
-                            report(progress, "downloading", &digest, parents, sent as i64, size);
-                        }
-                    }
-                    Err(e) if attempts < MAX_ATTEMPTS => {
-                        tracing::info!(blob = %digest, at = sent, error = %e, "download interrupted; resuming");
-                        backoff(attempts).await;
-                        continue 'fetch;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e.to_string())).await;
-                        break 'fetch;
-                    }
-                }
-            }
-            if sent < size as u64 {
-                if attempts < MAX_ATTEMPTS {
-                    tracing::info!(blob = %digest, at = sent, "connection closed early; resuming");
-                    backoff(attempts).await;
-                    continue;
-                }
-                let _ = tx
-                    .send(Err(format!("blob {digest}: the registry closed the connection at byte {sent} of {size}")))
-                    .await;
-            }
-            break;
-        }
-        drop(tx);
+        let mut transfer = Transfer {
+            fetch: self,
+            digest: &digest,
+            size,
+            tx,
+            sent: resumed,
+            last_report: std::time::Instant::now(),
+        };
+        transfer.run().await;
+        let sent = transfer.sent;
+        drop(transfer);
         let diff_id = sink
             .await
             .map_err(|e| Error::new(Kind::Internal, format!("unpack task failed: {e}")))??;
@@ -257,6 +151,72 @@ impl LayerFetch {
             fetched: (sent - resumed).max(1),
             diff_id,
         })
+    }
+
+    /// Opens the layer's ingest; when the blob is present already, only its snapshot may be
+    /// missing, so it is unpacked from the content store instead.
+    async fn open_ingest(&self, job: &LayerJob) -> Result<Ingest> {
+        let ctx = &self.ctx;
+        let digest = &job.desc.digest;
+        let size = job.desc.size;
+        let ref_name = format!("layer-{digest}");
+        let mut repaired = false;
+        loop {
+            match self
+                .puller
+                .content
+                .writer(ctx.clone(), ref_name.clone(), size, digest.clone())
+                .await
+            {
+                Ok(w) => return Ok(Ingest::Open(Box::new(w))),
+                Err(e) if e.kind() == Kind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let diff_id = match &job.unpack {
+                Some((_, dir)) => match self.apply_stored(job, dir).await {
+                    Ok(d) => Some(d),
+                    // Damaged at rest: dropped and fetched again (a re-pull repairs it).
+                    Err(e)
+                        if !repaired
+                            && e.to_string().contains("corrupted in the content store") =>
+                    {
+                        tracing::warn!(blob = %digest, "stored blob is corrupted; fetching it again");
+                        self.refetch(ctx, digest, dir).await?;
+                        repaired = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                None => None,
+            };
+            report(
+                &self.progress,
+                "already exists",
+                digest,
+                &self.parents,
+                size,
+                size,
+            );
+            return Ok(Ingest::Present(LayerOutcome {
+                fetched: 0,
+                diff_id,
+            }));
+        }
+    }
+
+    /// Unpacks a layer the content store holds into its staging directory; its diffID.
+    async fn apply_stored(&self, job: &LayerJob, dir: &std::path::Path) -> Result<String> {
+        let content = self.puller.content.clone();
+        let ns = self.ctx.ns.clone();
+        let desc = job.desc.descriptor();
+        let staged = dir.to_path_buf();
+        blocking(move || {
+            apply_blob_with(&content, &ns, &desc, |rd| {
+                layer::apply(rd, &staged, Whiteouts::Overlay)
+            })
+        })
+        .await
+        .map(|d| d.digest)
     }
 
     /// Clears a corrupted blob and the staging directory its failed unpack wrote into.
@@ -282,6 +242,140 @@ struct LayerOutcome {
     diff_id: Option<String>,
 }
 
+/// A download's message to its consumer: bytes, or why the download ended.
+type Chunk = std::result::Result<bytes::Bytes, String>;
+
+/// Whether a layer's ingest was opened or the blob is in the store already.
+enum Ingest {
+    Open(Box<NamespacedWriter>),
+    Present(LayerOutcome),
+}
+
+/// How one connection's stream ended.
+enum Received {
+    /// The stream ran out (the whole blob, or a connection closed early).
+    Ended,
+    /// A read failed and an attempt is left: resume from the bytes received.
+    Interrupted,
+    /// The download is over; any failure has been sent to the consumer.
+    Stopped,
+}
+
+/// One layer's download: its bytes go to the consumer, reconnecting from the bytes
+/// received when a connection drops; a failure that ends it is the channel's last message.
+struct Transfer<'a> {
+    fetch: &'a LayerFetch,
+    digest: &'a str,
+    size: i64,
+    tx: mpsc::Sender<Chunk>,
+    /// Bytes received, counting those a resumed ingest held already.
+    sent: u64,
+    last_report: std::time::Instant,
+}
+
+impl Transfer<'_> {
+    async fn run(&mut self) {
+        let (digest, size) = (self.digest, self.size);
+        let mut attempts = 0u32;
+        while self.sent < size as u64 || (size == 0 && attempts == 0) {
+            attempts += 1;
+            let opened = self.fetch.remote.open_blob(digest, size, self.sent).await;
+            let (stream, ranged) = match opened {
+                Ok(s) => s,
+                Err(e) if e.kind() == Kind::Unavailable && attempts < MAX_ATTEMPTS => {
+                    backoff(attempts).await;
+                    continue;
+                }
+                Err(e) => {
+                    let _ = self.tx.send(Err(e.to_string())).await;
+                    break;
+                }
+            };
+            match self.receive(stream, ranged, attempts).await {
+                Received::Ended => {}
+                Received::Interrupted => {
+                    backoff(attempts).await;
+                    continue;
+                }
+                Received::Stopped => break,
+            }
+            let sent = self.sent;
+            if sent < size as u64 {
+                if attempts < MAX_ATTEMPTS {
+                    tracing::info!(blob = %digest, at = sent, "connection closed early; resuming");
+                    backoff(attempts).await;
+                    continue;
+                }
+                let _ = self
+                    .tx
+                    .send(Err(format!("blob {digest}: the registry closed the connection at byte {sent} of {size}")))
+                    .await;
+            }
+            break;
+        }
+    }
+
+    /// Passes one connection's bytes on, skipping those already received when the
+    /// registry ignored the range.
+    async fn receive(
+        &mut self,
+        mut stream: futures::stream::BoxStream<'static, Result<bytes::Bytes>>,
+        ranged: bool,
+        attempts: u32,
+    ) -> Received {
+        let (digest, size) = (self.digest, self.size);
+        let mut skip = if ranged { 0 } else { self.sent };
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(mut b) => {
+                    if skip > 0 {
+                        let k = skip.min(b.len() as u64);
+                        b = b.slice(k as usize..);
+                        skip -= k;
+                    }
+                    if b.is_empty() {
+                        continue;
+                    }
+                    self.sent += b.len() as u64;
+                    if self.sent > size as u64 {
+                        let _ = self
+                            .tx
+                            .send(Err(format!(
+                                "blob {digest} is larger than the {size} bytes its descriptor says"
+                            )))
+                            .await;
+                        return Received::Stopped;
+                    }
+                    if self.tx.send(Ok(b)).await.is_err() {
+                        return Received::Stopped; // the unpack failed; its error is reported later
+                    }
+                    if self.last_report.elapsed() >= std::time::Duration::from_millis(100) {
+                        self.last_report = std::time::Instant::now();
+                        let (progress, parents) = (&self.fetch.progress, &self.fetch.parents);
+                        report(
+                            progress,
+                            "downloading",
+                            digest,
+                            parents,
+                            self.sent as i64,
+                            size,
+                        );
+                    }
+                }
+                Err(e) if attempts < MAX_ATTEMPTS => {
+                    tracing::info!(blob = %digest, at = self.sent, error = %e, "download interrupted; resuming");
+                    return Received::Interrupted;
+                }
+                Err(e) => {
+                    let _ = self.tx.send(Err(e.to_string())).await;
+                    return Received::Stopped;
+                }
+            }
+        }
+        Received::Ended
+    }
+}
+
 async fn backoff(attempt: u32) {
     tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(5))).await;
 }
@@ -293,7 +387,7 @@ async fn backoff(attempt: u32) {
 fn consume(
     content: Content,
     mut writer: NamespacedWriter,
-    mut rx: mpsc::Receiver<std::result::Result<bytes::Bytes, String>>,
+    rx: mpsc::Receiver<Chunk>,
     unpack_dir: Option<std::path::PathBuf>,
     digest: &str,
     size: i64,
@@ -303,43 +397,11 @@ fn consume(
     let ns = writer.ctx().ns.clone();
     let (atx, arx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
     let applier = match unpack_dir {
-        Some(dir) => {
-            let prefix = writer.inner.received()?;
-            Some(std::thread::spawn(move || {
-                let mut rd = ChannelReader {
-                    prefix: Some(prefix),
-                    rx: arx,
-                    chunk: bytes::Bytes::new(),
-                };
-                layer::apply(&mut rd, &dir, Whiteouts::Overlay).map(|a| a.diff_id)
-            }))
-        }
+        Some(dir) => Some(spawn_applier(&writer, arx, dir)?),
         None => None,
     };
-    let mut to_apply = applier.is_some().then_some(atx);
-    let mut transport = None;
-    while let Some(msg) = rx.blocking_recv() {
-        match msg {
-            Ok(b) => {
-                let at = writer.inner.offset();
-                if let Err(e) = writer.inner.write_at(at, &b) {
-                    transport = Some(e);
-                    break;
-                }
-                // An unpack that failed stops listening; the download still completes so
-                // a blob that is not what its digest says is reported as exactly that.
-                if to_apply.as_ref().is_some_and(|t| t.send(b).is_err()) {
-                    to_apply = None;
-                }
-            }
-            Err(m) => {
-                transport = Some(Error::new(Kind::Unavailable, m));
-                break;
-            }
-        }
-    }
-    drop(rx);
-    drop(to_apply);
+    let to_apply = applier.is_some().then_some(atx);
+    let transport = write_chunks(&mut writer, rx, to_apply);
     let applied = applier.map(|h| {
         h.join()
             .map_err(|_| Error::new(Kind::Internal, format!("unpack of {digest} panicked")))
@@ -375,6 +437,50 @@ fn consume(
     };
     content.commit_sync(writer, size, digest, labels)?;
     Ok(diff_id)
+}
+
+/// The thread that unpacks a layer as it arrives: the bytes the ingest holds already, then
+/// the chunks sent to it; its result is the layer's diffID.
+fn spawn_applier(
+    writer: &NamespacedWriter,
+    rx: std::sync::mpsc::Receiver<bytes::Bytes>,
+    dir: std::path::PathBuf,
+) -> Result<std::thread::JoinHandle<berth_snapshotters::Result<String>>> {
+    let prefix = writer.inner.received()?;
+    Ok(std::thread::spawn(move || {
+        let mut rd = ChannelReader {
+            prefix: Some(prefix),
+            rx,
+            chunk: bytes::Bytes::new(),
+        };
+        layer::apply(&mut rd, &dir, Whiteouts::Overlay).map(|a| a.diff_id)
+    }))
+}
+
+/// Writes every chunk into the ingest and passes it on to the unpack, until the download
+/// ends; the error that ended it early, if one did.
+fn write_chunks(
+    writer: &mut NamespacedWriter,
+    mut rx: mpsc::Receiver<Chunk>,
+    mut to_apply: Option<std::sync::mpsc::SyncSender<bytes::Bytes>>,
+) -> Option<Error> {
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Ok(b) => {
+                let at = writer.inner.offset();
+                if let Err(e) = writer.inner.write_at(at, &b) {
+                    return Some(e);
+                }
+                // An unpack that failed stops listening; the download still completes so
+                // a blob that is not what its digest says is reported as exactly that.
+                if to_apply.as_ref().is_some_and(|t| t.send(b).is_err()) {
+                    to_apply = None;
+                }
+            }
+            Err(m) => return Some(Error::new(Kind::Unavailable, m)),
+        }
+    }
+    None
 }
 
 /// Replays the bytes an ingest already holds, then reads the chunks that arrive.

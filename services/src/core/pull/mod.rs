@@ -194,14 +194,7 @@ impl Puller {
             oci_client::RegistryOperation::Pull,
         )
         .await?;
-        let source = Labels::from([(
-            format!(
-                "{}{}",
-                berth_proto::vocab::labels::DISTRIBUTION_SOURCE,
-                reference.registry()
-            ),
-            reference.repository().to_string(),
-        )]);
+        let source = source_labels(&reference);
         let platforms = if req.platforms.is_empty() {
             vec![Platform::host()]
         } else {
@@ -240,11 +233,6 @@ impl Puller {
             }
         };
 
-        let (mut chain_id, unpack_after) = match plan {
-            Some(p) if p.staged.is_some() => (Some(self.commit_plan(&ctx, p, first).await?), None),
-            Some(p) => (None, Some(p.snapshotter)),
-            None => (None, None),
-        };
         let record = ImageRecord {
             name: name.clone(),
             labels: req.labels.clone(),
@@ -252,19 +240,9 @@ impl Puller {
             created_at: 0,
             updated_at: 0,
         };
-        self.images.put(ctx.ns.clone(), record).await?;
-        if let Some(snapshotter) = unpack_after {
-            let u = self
-                .unpacker
-                .unpack(
-                    ctx.clone(),
-                    name.clone(),
-                    snapshotter,
-                    platforms.first().cloned(),
-                )
-                .await?;
-            chain_id = Some(u.chain_id);
-        }
+        let chain_id = self
+            .record_image(&ctx, plan, first, record, platforms.first().cloned())
+            .await?;
         report(&progress, "saved", &name, &[], 0, 0);
         report(&progress, "complete", &name, &[], 0, 0);
         Ok(Pulled {
@@ -275,6 +253,33 @@ impl Puller {
             fetched: fetched.blobs,
             bytes: fetched.bytes,
         })
+    }
+
+    /// Commits the staged snapshots (or, when the layers were not staged, unpacks once the
+    /// image is recorded) and records the image; the top snapshot's chain ID, if unpacked.
+    async fn record_image(
+        &self,
+        ctx: &Ctx,
+        plan: Option<UnpackPlan>,
+        first: &Resolved,
+        record: ImageRecord,
+        platform: Option<Platform>,
+    ) -> Result<Option<String>> {
+        let name = record.name.clone();
+        let (mut chain_id, unpack_after) = match plan {
+            Some(p) if p.staged.is_some() => (Some(self.commit_plan(ctx, p, first).await?), None),
+            Some(p) => (None, Some(p.snapshotter)),
+            None => (None, None),
+        };
+        self.images.put(ctx.ns.clone(), record).await?;
+        if let Some(snapshotter) = unpack_after {
+            let u = self
+                .unpacker
+                .unpack(ctx.clone(), name, snapshotter, platform)
+                .await?;
+            chain_id = Some(u.chain_id);
+        }
+        Ok(chain_id)
     }
 
     /// Commits the staged layers as snapshots, in order, and labels the config with the top
@@ -298,4 +303,16 @@ impl Puller {
         })
         .await
     }
+}
+
+/// The label every blob of a pull gets: the registry and repository it came from.
+fn source_labels(reference: &oci_client::Reference) -> Labels {
+    Labels::from([(
+        format!(
+            "{}{}",
+            berth_proto::vocab::labels::DISTRIBUTION_SOURCE,
+            reference.registry()
+        ),
+        reference.repository().to_string(),
+    )])
 }
