@@ -118,16 +118,6 @@ impl PluginSet {
         Ok(done)
     }
 
-    pub fn set_init_err(&mut self, kind: &str, id: &str, err: String) {
-        if let Some(p) = self
-            .plugins
-            .iter_mut()
-            .find(|p| p.kind == kind && p.id == id)
-        {
-            p.init_err = Some(err);
-        }
-    }
-
     pub fn all(&self) -> &[Plugin] {
         &self.plugins
     }

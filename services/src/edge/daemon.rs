@@ -1,14 +1,17 @@
 //! Assembles berthd's core from its plugins, in dependency order, and serves it over gRPC.
 
 use crate::core::containers::Containers;
+use crate::core::content::local::LocalStore;
 use crate::core::content::Content;
 use crate::core::diff::Differ;
 use crate::core::error::{Error, Result};
 use crate::core::events::Exchange;
+use crate::core::gc::{Gc, GcFence};
 use crate::core::images::Images;
 use crate::core::leases::Leases;
 use crate::core::metadata::MetadataStore;
 use crate::core::namespaces::Namespaces;
+use crate::core::network::Networks;
 use crate::core::plugins::{self, Plugin, PluginSet};
 use crate::core::pull::Puller;
 use crate::core::push::Pusher;
@@ -45,52 +48,65 @@ pub struct VersionInfo {
     pub revision: String,
 }
 
+/// berthd's core. The fields berthd's own wiring (listeners, recovery, SIGHUP) reaches for
+/// are public; the rest only feeds [`Daemon::router`].
 pub struct Daemon {
-    pub root: PathBuf,
     pub store: MetadataStore,
     pub events: Exchange,
-    pub content: Content,
-    pub images: Images,
-    pub namespaces: Namespaces,
-    pub leases: Leases,
-    pub containers: Containers,
-    pub snapshots: Snapshots,
-    pub differ: Differ,
-    pub unpacker: Unpacker,
-    pub puller: Puller,
-    pub pusher: Pusher,
-    pub archives: crate::core::archive::Archives,
-    pub streams: grpc::streaming::OpenStreams,
-    pub volumes: crate::core::volumes::Volumes,
-    pub builder: crate::core::build::Builder,
-    pub gc: crate::core::gc::Gc,
+    pub gc: Gc,
     pub tasks: Tasks,
     pub runtime: RuntimeConfig,
-    pub plugins: PluginSet,
-    pub uuid: String,
-    pub version: VersionInfo,
     /// Registry settings, replaced on SIGHUP.
     pub registry: crate::core::registry::SharedConfig,
     /// Container networks (`berth run --network`, `berth network`).
-    pub networks: crate::core::network::Networks,
+    pub networks: Networks,
     /// The Kubernetes CRI adapter, when enabled.
     pub cri: Option<crate::edge::cri::Cri>,
+    root: PathBuf,
+    content: Content,
+    images: Images,
+    namespaces: Namespaces,
+    leases: Leases,
+    containers: Containers,
+    snapshots: Snapshots,
+    differ: Differ,
+    unpacker: Unpacker,
+    puller: Puller,
+    pusher: Pusher,
+    archives: crate::core::archive::Archives,
+    streams: grpc::streaming::OpenStreams,
+    volumes: crate::core::volumes::Volumes,
+    builder: crate::core::build::Builder,
+    /// The plugins started, in the order they were (Introspection reports these).
+    plugins: Vec<Plugin>,
+    uuid: String,
+    version: VersionInfo,
 }
 
+fn content_root(root: &Path) -> PathBuf {
+    root.join("io.containerd.content.v1.content")
+}
+
+fn metadata_path(root: &Path) -> PathBuf {
+    root.join("io.containerd.metadata.v1.redb/meta.redb")
+}
+
+/// The plugins berthd runs, each with the types it requires: [`Daemon::open`] starts them in
+/// that order. The metadata plugin wraps content and the snapshotters and publishes through
+/// the exchange, so it requires all three (as containerd's does).
 fn plugin_set(root: &Path) -> Result<PluginSet> {
     let mut r = PluginSet::default();
-    let content_root = root.join("io.containerd.content.v1.content");
     r.register(
         Plugin::new(plugins::CONTENT, "content", &[])
-            .export("root", content_root.display().to_string()),
+            .export("root", content_root(root).display().to_string()),
     )?;
     r.register(
-        Plugin::new(plugins::METADATA, "redb", &[plugins::CONTENT]).export(
-            "path",
-            root.join("io.containerd.metadata.v1.redb/meta.redb")
-                .display()
-                .to_string(),
-        ),
+        Plugin::new(
+            plugins::METADATA,
+            "redb",
+            &[plugins::CONTENT, plugins::EVENT, plugins::SNAPSHOTTER],
+        )
+        .export("path", metadata_path(root).display().to_string()),
     )?;
     r.register(Plugin::new(plugins::EVENT, "exchange", &[]))?;
     for name in [
@@ -148,8 +164,139 @@ fn plugin_set(root: &Path) -> Result<PluginSet> {
     Ok(r)
 }
 
+/// The metadata plugin's parts (containerd's metadata DB): the store, the content and
+/// snapshotters it wraps, and their collector, all behind one [`GcFence`].
+#[derive(Clone)]
+struct Metadata {
+    store: MetadataStore,
+    content: Content,
+    snapshots: Snapshots,
+    gc: Gc,
+}
+
+/// What the plugins started so far left: each plugin takes what the ones it requires made.
+#[derive(Default)]
+struct Started {
+    plugins: Vec<Plugin>,
+    local: Option<LocalStore>,
+    events: Option<Exchange>,
+    backends: BTreeMap<String, Arc<dyn Snapshotter>>,
+    metadata: Option<Metadata>,
+    differ: Option<Differ>,
+    tasks: Option<(Tasks, Networks)>,
+    leases: Option<Leases>,
+    images: Option<Images>,
+    containers: Option<Containers>,
+    namespaces: Option<Namespaces>,
+}
+
+/// A part a started plugin left (the order of [`PluginSet::ordered`] guarantees it).
+fn made<T: Clone>(part: &Option<T>, plugin: &str) -> Result<T> {
+    part.clone()
+        .ok_or_else(|| Error::precondition(format!("plugin {plugin} did not start")))
+}
+
+/// What [`Started::start`] needs besides the parts: berthd's settings.
+struct Settings<'a> {
+    root: &'a Path,
+    runtime: &'a RuntimeConfig,
+    network: &'a crate::core::network::NetworkConfig,
+    cri_enabled: bool,
+}
+
+impl Started {
+    /// Starts one plugin from the parts of those it requires; a plugin that is not wanted
+    /// (the CRI when disabled) is left out, one that fails to start is kept with its error.
+    fn start(&mut self, mut p: Plugin, cfg: &Settings) -> Result<()> {
+        match (p.kind.as_str(), p.id.as_str()) {
+            (plugins::CONTENT, _) => self.local = Some(LocalStore::open(&content_root(cfg.root))?),
+            (plugins::EVENT, _) => self.events = Some(Exchange::new()),
+            (plugins::SNAPSHOTTER, name) => {
+                let dir = crate::core::snapshots::snapshotter_root(cfg.root, name);
+                let opened = berth_snapshotters::open(name, &dir).and_then(|s| {
+                    // Directories left by a crash mid-create or mid-remove.
+                    s.cleanup()?;
+                    Ok(s)
+                });
+                match opened {
+                    Ok(s) => {
+                        self.backends.insert(name.to_string(), Arc::from(s));
+                    }
+                    Err(e) => {
+                        tracing::warn!(snapshotter = name, error = %e, "snapshotter unavailable");
+                        p.init_err = Some(e.to_string());
+                    }
+                }
+            }
+            (plugins::METADATA, _) => {
+                let path = metadata_path(cfg.root);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+                }
+                let store = MetadataStore::open(&path)?;
+                let events = made(&self.events, plugins::EVENT)?;
+                let local = self
+                    .local
+                    .take()
+                    .ok_or_else(|| Error::precondition("plugin content did not start"))?;
+                // First, so that the stores and the collector share it.
+                let fence = GcFence::default();
+                let content =
+                    Content::new(local, store.clone(), events.clone()).with_gc_fence(fence.clone());
+                let backends = std::mem::take(&mut self.backends);
+                let snapshots =
+                    Snapshots::new(backends, store.clone(), events).with_gc_fence(fence.clone());
+                let gc = Gc::new(fence, store.clone(), content.clone(), snapshots.clone());
+                self.metadata = Some(Metadata {
+                    store,
+                    content,
+                    snapshots,
+                    gc,
+                });
+            }
+            (plugins::DIFF, _) => {
+                self.differ = Some(Differ::new(
+                    made(&self.metadata, plugins::METADATA)?.content,
+                ))
+            }
+            (plugins::RUNTIME, _) => {
+                let md = made(&self.metadata, plugins::METADATA)?;
+                let events = made(&self.events, plugins::EVENT)?;
+                let networks = Networks::open(cfg.network, cfg.root, &cfg.runtime.state)?;
+                let tasks = Tasks::new(cfg.runtime.clone(), md.store, md.snapshots, events)
+                    .with_networks(networks.clone());
+                self.tasks = Some((tasks, networks));
+            }
+            (plugins::LEASE, _) => {
+                let md = made(&self.metadata, plugins::METADATA)?;
+                self.leases = Some(Leases::new(md.store, md.gc));
+            }
+            (plugins::SERVICE, service) => {
+                let md = made(&self.metadata, plugins::METADATA)?;
+                let events = made(&self.events, plugins::EVENT)?;
+                match service {
+                    "images-service" => self.images = Some(Images::new(md.store, events, md.gc)),
+                    "containers-service" => {
+                        self.containers = Some(Containers::new(md.store, events, md.gc))
+                    }
+                    "namespaces-service" => {
+                        self.namespaces = Some(Namespaces::new(md.store, events))
+                    }
+                    _ => {} // content and leases: the metadata and lease plugins' parts
+                }
+            }
+            (plugins::GRPC, "cri") if !cfg.cri_enabled => return Ok(()),
+            _ => {}
+        }
+        self.plugins.push(p);
+        Ok(())
+    }
+}
+
 impl Daemon {
-    /// Opens (creating if needed) every store under `root`.
+    /// Opens (creating if needed) every store under `root`: the plugins in the order of
+    /// what they require, then the parts built from them.
     pub fn open(
         runtime: RuntimeConfig,
         registry_config: RegistryConfig,
@@ -159,65 +306,36 @@ impl Daemon {
     ) -> Result<Self> {
         let root = runtime.root.clone();
         let root = root.as_path();
-        let mut plugins = plugin_set(root)?;
-        let mut store = None;
-        let mut backends: BTreeMap<String, Arc<dyn Snapshotter>> = BTreeMap::new();
-        let mut content = None;
-        let events = Exchange::new();
-        for p in plugins.ordered()? {
-            match (p.kind.as_str(), p.id.as_str()) {
-                (plugins::METADATA, _) => {
-                    let dir = root.join("io.containerd.metadata.v1.redb");
-                    std::fs::create_dir_all(&dir)
-                        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-                    store = Some(MetadataStore::open(&dir.join("meta.redb"))?);
-                }
-                (plugins::SERVICE, "content-service") => {
-                    let s = store
-                        .clone()
-                        .ok_or_else(|| Error::precondition("metadata plugin did not start"))?;
-                    content = Some(Content::open(
-                        &root.join("io.containerd.content.v1.content"),
-                        s,
-                        events.clone(),
-                    )?);
-                }
-                (plugins::SNAPSHOTTER, name) => {
-                    let dir = crate::core::snapshots::snapshotter_root(root, name);
-                    let opened = berth_snapshotters::open(name, &dir).and_then(|s| {
-                        // Directories left by a crash mid-create or mid-remove.
-                        s.cleanup()?;
-                        Ok(s)
-                    });
-                    match opened {
-                        Ok(s) => {
-                            backends.insert(name.to_string(), Arc::from(s));
-                        }
-                        Err(e) => {
-                            tracing::warn!(snapshotter = name, error = %e, "snapshotter unavailable");
-                            plugins.set_init_err(plugins::SNAPSHOTTER, name, e.to_string());
-                        }
-                    }
-                }
-                _ => {}
-            }
+        let settings = Settings {
+            root,
+            runtime: &runtime,
+            network: &network,
+            cri_enabled: cri.enable,
+        };
+        let mut started = Started::default();
+        for p in plugin_set(root)?.ordered()? {
+            started.start(p, &settings)?;
         }
-        let store = store.ok_or_else(|| Error::precondition("metadata plugin did not start"))?;
-        let content = content.ok_or_else(|| Error::precondition("content plugin did not start"))?;
+        let Metadata {
+            store,
+            content,
+            snapshots,
+            gc,
+        } = made(&started.metadata, plugins::METADATA)?;
+        let events = made(&started.events, plugins::EVENT)?;
+        let differ = made(&started.differ, plugins::DIFF)?;
+        let (tasks, networks) = made(&started.tasks, plugins::RUNTIME)?;
+        let leases = made(&started.leases, plugins::LEASE)?;
+        let images = made(&started.images, "images-service")?;
+        let containers = made(&started.containers, "containers-service")?;
+        let namespaces = made(&started.namespaces, "namespaces-service")?;
         let uuid = store.server_uuid()?;
-        let fence = crate::core::gc::GcFence::default();
-        let content = content.with_gc_fence(fence.clone());
-        let snapshots =
-            Snapshots::new(backends, store.clone(), events.clone()).with_gc_fence(fence.clone());
-        let gc = crate::core::gc::Gc::new(fence, store.clone(), content.clone(), snapshots.clone());
         let unpacker = Unpacker::new(
             content.clone(),
             snapshots.clone(),
             store.clone(),
             gc.clone(),
         );
-        let images = Images::new(store.clone(), events.clone(), gc.clone());
-        let leases = Leases::new(store.clone(), gc.clone());
         let registry_config = crate::core::registry::SharedConfig::new(registry_config);
         let puller = Puller::new(
             content.clone(),
@@ -228,22 +346,13 @@ impl Daemon {
             registry_config.clone(),
             gc.clone(),
         );
-        let containers = Containers::new(store.clone(), events.clone(), gc.clone());
-        let networks = crate::core::network::Networks::open(&network, root, &runtime.state)?;
-        let tasks = Tasks::new(
-            runtime.clone(),
-            store.clone(),
-            snapshots.clone(),
-            events.clone(),
-        )
-        .with_networks(networks.clone());
         let builder = crate::core::build::Builder {
             content: content.clone(),
             images: images.clone(),
             snapshots: snapshots.clone(),
             unpacker: unpacker.clone(),
             puller: puller.clone(),
-            differ: Differ::new(content.clone()),
+            differ: differ.clone(),
             containers: containers.clone(),
             tasks: tasks.clone(),
             root: root.join("io.berth.build.v1"),
@@ -282,7 +391,7 @@ impl Daemon {
             cri,
             networks,
             root: root.to_path_buf(),
-            differ: Differ::new(content.clone()),
+            differ,
             puller,
             builder,
             gc,
@@ -299,13 +408,13 @@ impl Daemon {
             runtime,
             snapshots,
             images,
-            namespaces: Namespaces::new(store.clone(), events.clone()),
+            namespaces,
             leases,
             containers,
             content,
             events,
             store,
-            plugins,
+            plugins: started.plugins,
             uuid,
             version,
         })
@@ -350,7 +459,7 @@ impl Daemon {
             })))
             .add_service(sized!(IntrospectionServer::new(
                 grpc::introspection::IntrospectionService {
-                    plugins: self.plugins.ordered()?,
+                    plugins: self.plugins.clone(),
                     uuid: self.uuid.clone(),
                 }
             )))

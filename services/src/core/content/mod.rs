@@ -93,12 +93,17 @@ pub enum BlobRange {
 
 impl Content {
     pub fn open(root: &Path, store: MetadataStore, events: Exchange) -> Result<Self> {
-        Ok(Content {
-            local: Arc::new(LocalStore::open(root)?),
+        Ok(Self::new(LocalStore::open(root)?, store, events))
+    }
+
+    /// Namespaced access, recorded in `store`, to the blobs of an opened `local` store.
+    pub fn new(local: LocalStore, store: MetadataStore, events: Exchange) -> Self {
+        Content {
+            local: Arc::new(local),
             store,
             events,
             fence: GcFence::default(),
-        })
+        }
     }
 
     /// The same store, fenced by the daemon's collector (the one [`crate::core::gc::Gc`] is
