@@ -139,6 +139,13 @@ impl Registry {
 
     /// Every figure here in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
+        self.render_rpcs(out);
+        self.render_images(out);
+        self.render_gc(out);
+    }
+
+    /// gRPC requests: counts by method and code, and latency by method.
+    fn render_rpcs(&self, out: &mut String) {
         header(
             out,
             "berth_grpc_requests_total",
@@ -179,6 +186,10 @@ impl Registry {
                 &format!("method=\"{}\"", escape(m)),
             );
         }
+    }
+
+    /// Pulls and unpacks: durations, bytes and failures.
+    fn render_images(&self, out: &mut String) {
         header(
             out,
             "berth_pull_duration_seconds",
@@ -221,6 +232,10 @@ impl Registry {
             "Compressed bytes of the layers extracted",
             self.unpacked_bytes.load(Ordering::Relaxed),
         );
+    }
+
+    /// Garbage collection: runs and what they removed.
+    fn render_gc(&self, out: &mut String) {
         counter(
             out,
             "berth_gc_runs_total",

@@ -25,6 +25,57 @@ struct Plan {
     docker: Vec<serde_json::Value>,
 }
 
+impl Plan {
+    /// The image's blobs the archive carries (each once), all of which must be stored.
+    fn add_blobs(
+        &mut self,
+        content: &Content,
+        ns: &Namespace,
+        image: &ImageRecord,
+        blobs: Vec<Descriptor>,
+        req: &ExportRequest,
+    ) -> Result<()> {
+        for b in blobs {
+            if req.skip_non_distributable && is_non_distributable(&b.media_type) {
+                continue;
+            }
+            if !content.has_blob_sync(ns, &b.digest)? {
+                return Err(Error::not_found(format!(
+                    "image {}: {} is not in the content store (pull the image again)",
+                    image.name, b.digest
+                )));
+            }
+            if !self.blobs.iter().any(|p| p.digest == b.digest) {
+                self.blobs.push(b);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The image's entry in Docker's `manifest.json`: its config, tags and layers.
+fn docker_entry(
+    image: &ImageRecord,
+    config: &Descriptor,
+    layers: &[Descriptor],
+    req: &ExportRequest,
+) -> serde_json::Value {
+    let tagged = !image.name.contains('@') && oci_ref_name(&image.name) != image.name;
+    let tags: Vec<&str> = tagged
+        .then(|| familiar_name(&image.name))
+        .into_iter()
+        .collect();
+    serde_json::json!({
+        "Config": blob_path(&config.digest),
+        "RepoTags": tags,
+        "Layers": layers
+            .iter()
+            .filter(|l| !(req.skip_non_distributable && is_non_distributable(&l.media_type)))
+            .map(|l| blob_path(&l.digest))
+            .collect::<Vec<_>>(),
+    })
+}
+
 fn plan(
     content: &Content,
     ns: &Namespace,
@@ -65,20 +116,7 @@ fn plan(
                     .join(", ")
             )));
         }
-        for b in found.blobs {
-            if req.skip_non_distributable && is_non_distributable(&b.media_type) {
-                continue;
-            }
-            if !content.has_blob_sync(ns, &b.digest)? {
-                return Err(Error::not_found(format!(
-                    "image {}: {} is not in the content store (pull the image again)",
-                    image.name, b.digest
-                )));
-            }
-            if !plan.blobs.iter().any(|p| p.digest == b.digest) {
-                plan.blobs.push(b);
-            }
-        }
+        plan.add_blobs(content, ns, image, found.blobs, req)?;
         plan.index.push(serde_json::json!({
             "mediaType": image.target.media_type,
             "digest": image.target.digest,
@@ -90,20 +128,7 @@ fn plan(
         }));
         if let [(_, config, layers)] = found.manifests.as_slice() {
             if !req.skip_docker_manifest {
-                let tagged = !image.name.contains('@') && oci_ref_name(&image.name) != image.name;
-                let tags: Vec<&str> = tagged
-                    .then(|| familiar_name(&image.name))
-                    .into_iter()
-                    .collect();
-                plan.docker.push(serde_json::json!({
-                    "Config": blob_path(&config.digest),
-                    "RepoTags": tags,
-                    "Layers": layers
-                        .iter()
-                        .filter(|l| !(req.skip_non_distributable && is_non_distributable(&l.media_type)))
-                        .map(|l| blob_path(&l.digest))
-                        .collect::<Vec<_>>(),
-                }));
+                plan.docker.push(docker_entry(image, config, layers, req));
             }
         }
     }

@@ -49,15 +49,7 @@ pub(super) fn metadata_step(
             stage.args.insert(k, v);
         }
         "ENV" => {
-            let mut env: Vec<Value> = cfg["Env"].as_array().cloned().unwrap_or_default();
-            for (k, v) in dockerfile::pairs(&ins.rest)? {
-                let v = dockerfile::expand(&v, &vars).map_err(|e| ins.error(e))?;
-                env.retain(|e| {
-                    e.as_str().and_then(|s| s.split_once('=')).map(|(ek, _)| ek) != Some(k.as_str())
-                });
-                env.push(json!(format!("{k}={v}")));
-            }
-            cfg["Env"] = json!(env);
+            set_env(cfg, ins, &vars)?;
         }
         "WORKDIR" => {
             let current = cfg["WorkingDir"].as_str().unwrap_or("/").to_string();
@@ -81,36 +73,61 @@ pub(super) fn metadata_step(
             }
         }
         "EXPOSE" => {
-            if !cfg["ExposedPorts"].is_object() {
-                cfg["ExposedPorts"] = json!({});
-            }
-            for p in expanded.split_whitespace() {
-                let port = if p.contains('/') {
-                    p.to_string()
-                } else {
-                    format!("{p}/tcp")
-                };
-                cfg["ExposedPorts"][port] = json!({});
-            }
+            expose(cfg, &expanded);
         }
         "VOLUME" => {
-            if !cfg["Volumes"].is_object() {
-                cfg["Volumes"] = json!({});
-            }
-            let paths = match ins.json() {
-                Some(a) => a,
-                None => expanded.split_whitespace().map(str::to_string).collect(),
-            };
-            for p in paths {
-                if !p.starts_with('/') {
-                    return Err(ins.error(format!("{p:?} must be an absolute path")));
-                }
-                cfg["Volumes"][p] = json!({});
-            }
+            add_volumes(cfg, ins, &expanded)?;
         }
         other => return Err(ins.error(format!("{other} is not handled here"))),
     }
     stage.history(ins, true);
+    Ok(())
+}
+
+/// ENV: each pair replaces the variable's earlier value.
+fn set_env(cfg: &mut Value, ins: &Instruction, vars: &BTreeMap<String, String>) -> Result<()> {
+    let mut env: Vec<Value> = cfg["Env"].as_array().cloned().unwrap_or_default();
+    for (k, v) in dockerfile::pairs(&ins.rest)? {
+        let v = dockerfile::expand(&v, vars).map_err(|e| ins.error(e))?;
+        env.retain(|e| {
+            e.as_str().and_then(|s| s.split_once('=')).map(|(ek, _)| ek) != Some(k.as_str())
+        });
+        env.push(json!(format!("{k}={v}")));
+    }
+    cfg["Env"] = json!(env);
+    Ok(())
+}
+
+/// EXPOSE: each port, TCP unless it names its protocol.
+fn expose(cfg: &mut Value, expanded: &str) {
+    if !cfg["ExposedPorts"].is_object() {
+        cfg["ExposedPorts"] = json!({});
+    }
+    for p in expanded.split_whitespace() {
+        let port = if p.contains('/') {
+            p.to_string()
+        } else {
+            format!("{p}/tcp")
+        };
+        cfg["ExposedPorts"][port] = json!({});
+    }
+}
+
+/// VOLUME: absolute paths, as a JSON array or words.
+fn add_volumes(cfg: &mut Value, ins: &Instruction, expanded: &str) -> Result<()> {
+    if !cfg["Volumes"].is_object() {
+        cfg["Volumes"] = json!({});
+    }
+    let paths = match ins.json() {
+        Some(a) => a,
+        None => expanded.split_whitespace().map(str::to_string).collect(),
+    };
+    for p in paths {
+        if !p.starts_with('/') {
+            return Err(ins.error(format!("{p:?} must be an absolute path")));
+        }
+        cfg["Volumes"][p] = json!({});
+    }
     Ok(())
 }
 

@@ -18,52 +18,8 @@ impl Builder {
         ins: &Instruction,
         stage: &mut Stage,
     ) -> Result<bool> {
-        let (ctx, snapshotter, context, work) = (sc.ctx, sc.snapshotter, sc.context, sc.work);
-        let vars = stage.env();
-        let mut words = match ins.json() {
-            Some(w) => w,
-            None => dockerfile::words(&ins.rest)?,
-        };
-        let mut chown: Option<(u32, u32)> = None;
-        while words.first().is_some_and(|w| w.starts_with("--")) {
-            let flag = words.remove(0);
-            match flag.split_once('=') {
-                Some(("--chown", v)) => {
-                    let v = dockerfile::expand(v, &vars).map_err(|e| ins.error(e))?;
-                    let (u, g) = v.split_once(':').unwrap_or((&v, &v));
-                    let (u, g) = (u.parse().ok(), g.parse().ok());
-                    match (u, g) {
-                        (Some(u), Some(g)) => chown = Some((u, g)),
-                        _ => return Err(ins.error(format!("--chown={v}: give numeric uid:gid"))),
-                    }
-                }
-                _ => {
-                    return Err(ins.error(format!(
-                        "flag {flag} is not supported (multi-stage --from is not)"
-                    )))
-                }
-            }
-        }
-        if words.len() < 2 {
-            return Err(ins.error("give at least one source and a destination"));
-        }
-        let dest = dockerfile::expand(&words.pop().unwrap_or_default(), &vars)
-            .map_err(|e| ins.error(e))?;
-        let sources: Vec<String> = words
-            .iter()
-            .map(|w| dockerfile::expand(w, &vars).map_err(|e| ins.error(e)))
-            .collect::<Result<_>>()?;
-        let workdir = stage.config["config"]["WorkingDir"]
-            .as_str()
-            .unwrap_or("/")
-            .to_string();
-        let plan = layer::CopyPlan {
-            sources,
-            dest,
-            workdir,
-            chown,
-            extract_archives: ins.cmd == "ADD",
-        };
+        let (ctx, context, work) = (sc.ctx, sc.context, sc.work);
+        let plan = copy_plan(ins, stage)?;
         let tar_path = work.join(format!("copy-{}.tar", ins.line));
         let (ctxdir, tp) = (context.to_path_buf(), tar_path.clone());
         let diff_id = blocking(move || layer::write_copy_layer(&ctxdir, &plan, &tp))
@@ -85,8 +41,27 @@ impl Builder {
             annotations: Labels::new(),
         };
         let exists = self
+            .commit_copy(sc, ins, &stage.chain, &chain, &desc)
+            .await?;
+        stage.push_layer(&desc, &diff_id, chain);
+        stage.history(ins, false);
+        Ok(exists)
+    }
+
+    /// Makes the copy's layer a snapshot named by its chain, unless one is there already
+    /// (a cache hit: returns true).
+    async fn commit_copy(
+        &self,
+        sc: &StepCtx<'_>,
+        ins: &Instruction,
+        parent: &str,
+        chain: &str,
+        desc: &Descriptor,
+    ) -> Result<bool> {
+        let (ctx, snapshotter) = (sc.ctx, sc.snapshotter);
+        let exists = self
             .snapshots
-            .stat(ctx.ns.clone(), snapshotter, chain.clone())
+            .stat(ctx.ns.clone(), snapshotter, chain.to_string())
             .await
             .is_ok();
         if !exists {
@@ -97,7 +72,7 @@ impl Builder {
                     ctx.clone(),
                     snapshotter,
                     key.clone(),
-                    stage.chain.clone(),
+                    parent.to_string(),
                     Labels::new(),
                 )
                 .await?;
@@ -109,7 +84,7 @@ impl Builder {
                         .commit(
                             ctx.clone(),
                             snapshotter,
-                            chain.clone(),
+                            chain.to_string(),
                             key.clone(),
                             Labels::new(),
                         )
@@ -127,8 +102,55 @@ impl Builder {
                 }
             }
         }
-        stage.push_layer(&desc, &diff_id, chain);
-        stage.history(ins, false);
         Ok(exists)
     }
+}
+
+/// What a COPY or ADD writes: its flags, sources and destination, expanded.
+fn copy_plan(ins: &Instruction, stage: &Stage) -> Result<layer::CopyPlan> {
+    let vars = stage.env();
+    let mut words = match ins.json() {
+        Some(w) => w,
+        None => dockerfile::words(&ins.rest)?,
+    };
+    let mut chown: Option<(u32, u32)> = None;
+    while words.first().is_some_and(|w| w.starts_with("--")) {
+        let flag = words.remove(0);
+        match flag.split_once('=') {
+            Some(("--chown", v)) => {
+                let v = dockerfile::expand(v, &vars).map_err(|e| ins.error(e))?;
+                let (u, g) = v.split_once(':').unwrap_or((&v, &v));
+                let (u, g) = (u.parse().ok(), g.parse().ok());
+                match (u, g) {
+                    (Some(u), Some(g)) => chown = Some((u, g)),
+                    _ => return Err(ins.error(format!("--chown={v}: give numeric uid:gid"))),
+                }
+            }
+            _ => {
+                return Err(ins.error(format!(
+                    "flag {flag} is not supported (multi-stage --from is not)"
+                )))
+            }
+        }
+    }
+    if words.len() < 2 {
+        return Err(ins.error("give at least one source and a destination"));
+    }
+    let dest =
+        dockerfile::expand(&words.pop().unwrap_or_default(), &vars).map_err(|e| ins.error(e))?;
+    let sources: Vec<String> = words
+        .iter()
+        .map(|w| dockerfile::expand(w, &vars).map_err(|e| ins.error(e)))
+        .collect::<Result<_>>()?;
+    let workdir = stage.config["config"]["WorkingDir"]
+        .as_str()
+        .unwrap_or("/")
+        .to_string();
+    Ok(layer::CopyPlan {
+        sources,
+        dest,
+        workdir,
+        chown,
+        extract_archives: ins.cmd == "ADD",
+    })
 }

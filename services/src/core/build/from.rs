@@ -22,7 +22,7 @@ impl Builder {
         args: &BTreeMap<String, String>,
         stage: &mut Stage,
     ) -> Result<bool> {
-        let (ctx, req, snapshotter, progress) = (sc.ctx, sc.req, sc.snapshotter, sc.progress);
+        let (ctx, snapshotter) = (sc.ctx, sc.snapshotter);
         let words =
             dockerfile::words(&dockerfile::expand(&ins.rest, args).map_err(|e| ins.error(e))?)?;
         let base = match words.as_slice() {
@@ -37,39 +37,9 @@ impl Builder {
             return Ok(true);
         }
         let reference = registry::parse_reference(&base).map_err(|e| ins.error(e))?;
-        let mut name = registry::image_name(&reference);
-        let mut found = self.images.get(ctx.ns.clone(), base.clone()).await;
-        if found.is_ok() {
-            name = base.clone();
-        } else {
-            found = self.images.get(ctx.ns.clone(), name.clone()).await;
-        }
-        let mut cached = true;
-        if found.is_err() {
-            let _ = progress
-                .send(Progress {
-                    output: format!("pulling {name}\n").into_bytes(),
-                    ..Default::default()
-                })
-                .await;
-            self.puller
-                .pull(
-                    ctx.clone(),
-                    PullRequest {
-                        reference: base.clone(),
-                        unpack: Some(snapshotter.to_string()),
-                        access: registry::Access {
-                            plain_http: req.plain_http,
-                            credentials: None,
-                        },
-                        ..Default::default()
-                    },
-                    None,
-                )
-                .await
-                .map_err(|e| ins.error(format!("cannot pull {base}: {e}")))?;
-            cached = false;
-        }
+        let (name, cached) = self
+            .find_or_pull(sc, ins, &base, registry::image_name(&reference))
+            .await?;
         let unpacked = self
             .unpacker
             .unpack(ctx.clone(), name.clone(), snapshotter.to_string(), None)
@@ -98,5 +68,51 @@ impl Builder {
             .unwrap_or_default();
         stage.chain = unpacked.chain_id;
         Ok(cached)
+    }
+
+    /// The local name of the base image (as written, or normalised), pulled and unpacked if
+    /// it is missing; whether it was there already.
+    async fn find_or_pull(
+        &self,
+        sc: &StepCtx<'_>,
+        ins: &Instruction,
+        base: &str,
+        normalised: String,
+    ) -> Result<(String, bool)> {
+        let (ctx, req, snapshotter, progress) = (sc.ctx, sc.req, sc.snapshotter, sc.progress);
+        let mut name = normalised;
+        let mut found = self.images.get(ctx.ns.clone(), base.to_string()).await;
+        if found.is_ok() {
+            name = base.to_string();
+        } else {
+            found = self.images.get(ctx.ns.clone(), name.clone()).await;
+        }
+        let mut cached = true;
+        if found.is_err() {
+            let _ = progress
+                .send(Progress {
+                    output: format!("pulling {name}\n").into_bytes(),
+                    ..Default::default()
+                })
+                .await;
+            self.puller
+                .pull(
+                    ctx.clone(),
+                    PullRequest {
+                        reference: base.to_string(),
+                        unpack: Some(snapshotter.to_string()),
+                        access: registry::Access {
+                            plain_http: req.plain_http,
+                            credentials: None,
+                        },
+                        ..Default::default()
+                    },
+                    None,
+                )
+                .await
+                .map_err(|e| ins.error(format!("cannot pull {base}: {e}")))?;
+            cached = false;
+        }
+        Ok((name, cached))
     }
 }

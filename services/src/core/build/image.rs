@@ -25,14 +25,7 @@ impl Builder {
         config["rootfs"] = json!({"type": "layers", "diff_ids": stage.diff_ids});
         // An image identical but for its timestamps was built before: that one is the result,
         // so a rebuild with nothing changed creates nothing.
-        let mut timeless = config.clone();
-        timeless["history"] = json!(stage
-            .history
-            .iter()
-            .map(|h| json!([h["created_by"], h["empty_layer"]]))
-            .collect::<Vec<_>>());
-        timeless["layers"] = json!(stage.layers);
-        let image_key = sha256_hex(timeless.to_string().as_bytes());
+        let image_key = timeless_key(&config, stage);
         let image_file = self.root.join("images").join(format!("{image_key}.json"));
         if let Some(target) = self.reusable(ctx, &image_file).await {
             self.tag(ctx, &target, tags).await?;
@@ -88,12 +81,7 @@ impl Builder {
             annotations: Labels::new(),
         };
         self.tag(ctx, &target, tags).await?;
-        let _ = std::fs::create_dir_all(self.root.join("images"));
-        let tmp = image_file.with_extension("tmp");
-        let rec = json!({"digest": target.digest, "size": target.size});
-        if std::fs::write(&tmp, rec.to_string()).is_ok() {
-            let _ = std::fs::rename(&tmp, &image_file);
-        }
+        remember(&image_file, &target);
         Ok(manifest_digest)
     }
 
@@ -125,5 +113,31 @@ impl Builder {
             self.images.put(ctx.ns.clone(), record).await?;
         }
         Ok(())
+    }
+}
+
+/// The key of an image apart from its timestamps: its config (with `rootfs`), the
+/// commands its history records, and its layers.
+fn timeless_key(config: &Value, stage: &Stage) -> String {
+    let mut timeless = config.clone();
+    timeless["history"] = json!(stage
+        .history
+        .iter()
+        .map(|h| json!([h["created_by"], h["empty_layer"]]))
+        .collect::<Vec<_>>());
+    timeless["layers"] = json!(stage.layers);
+    sha256_hex(timeless.to_string().as_bytes())
+}
+
+/// Records the image a build produced under its timeless key (best effort: a lost
+/// record only means the next identical build writes the image again).
+fn remember(image_file: &std::path::Path, target: &Descriptor) {
+    if let Some(dir) = image_file.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let tmp = image_file.with_extension("tmp");
+    let rec = json!({"digest": target.digest, "size": target.size});
+    if std::fs::write(&tmp, rec.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, image_file);
     }
 }

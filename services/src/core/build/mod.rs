@@ -155,75 +155,8 @@ impl Builder {
                 context: &context,
                 progress: &progress,
             };
-            std::fs::create_dir_all(&context).map_err(|e| Error::io("create the context", e))?;
-            if !req.context.is_empty() {
-                let (content, ns, digest, dir) = (
-                    self.content.clone(),
-                    ctx.ns.clone(),
-                    req.context.clone(),
-                    context.clone(),
-                );
-                blocking(move || layer::extract_context(&content, &ns, &digest, &dir)).await?;
-            }
-            let mut stage = Stage::new();
-            // ARGs before FROM are visible to FROM only.
-            let mut global_args: BTreeMap<String, String> = BTreeMap::new();
-            let mut seen_from = false;
-            let steps = instructions.len() as u32;
-            for (i, ins) in instructions.iter().enumerate() {
-                let started = Instant::now();
-                let step = i as u32 + 1;
-                let _ = progress
-                    .send(Progress {
-                        step,
-                        steps,
-                        instruction: ins.text(),
-                        ..Default::default()
-                    })
-                    .await;
-                let cached = match ins.cmd.as_str() {
-                    "ARG" if !seen_from => {
-                        let (k, v) = arg_of(ins, &req.build_args, &global_args)?;
-                        global_args.insert(k, v);
-                        false
-                    }
-                    "FROM" => {
-                        if seen_from {
-                            return Err(
-                                ins.error("multi-stage builds are not supported: use one FROM")
-                            );
-                        }
-                        seen_from = true;
-                        stage.globals = global_args.clone();
-                        self.from(&sc, ins, &global_args, &mut stage).await?
-                    }
-                    "RUN" => self.run_step(&sc, ins, &mut stage, step).await?,
-                    "COPY" | "ADD" => self.copy_step(&sc, ins, &mut stage).await?,
-                    _ => {
-                        // Substitution is CPU work on client input: off the executor too.
-                        let (i, args) = (ins.clone(), req.build_args.clone());
-                        let mut moved = std::mem::replace(&mut stage, Stage::new());
-                        stage = blocking(move || {
-                            metadata_step(&i, &mut moved, &args)?;
-                            Ok(moved)
-                        })
-                        .await?;
-                        false
-                    }
-                };
-                stage.check_size().map_err(|e| ins.error(e))?;
-                let _ = progress
-                    .send(Progress {
-                        step,
-                        steps,
-                        instruction: ins.text(),
-                        done: true,
-                        cached,
-                        duration_ms: started.elapsed().as_millis() as u64,
-                        ..Default::default()
-                    })
-                    .await;
-            }
+            self.extract_context(&sc).await?;
+            let stage = self.run_steps(&sc, &instructions).await?;
             self.write_image(&ctx, &stage, &tags).await
         }
         .await;
@@ -238,4 +171,103 @@ impl Builder {
             .await;
         Ok(digest)
     }
+
+    /// Unpacks the build context the client uploaded (if any) into the context directory.
+    async fn extract_context(&self, sc: &StepCtx<'_>) -> Result<()> {
+        std::fs::create_dir_all(sc.context).map_err(|e| Error::io("create the context", e))?;
+        if !sc.req.context.is_empty() {
+            let (content, ns, digest, dir) = (
+                self.content.clone(),
+                sc.ctx.ns.clone(),
+                sc.req.context.clone(),
+                sc.context.to_path_buf(),
+            );
+            blocking(move || layer::extract_context(&content, &ns, &digest, &dir)).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs every instruction in order, reporting each step's start and end; the stage
+    /// the last one leaves.
+    async fn run_steps(&self, sc: &StepCtx<'_>, instructions: &[Instruction]) -> Result<Stage> {
+        let mut stage = Stage::new();
+        let mut preamble = Preamble::default();
+        let steps = instructions.len() as u32;
+        for (i, ins) in instructions.iter().enumerate() {
+            let started = Instant::now();
+            let step = i as u32 + 1;
+            let _ = sc
+                .progress
+                .send(Progress {
+                    step,
+                    steps,
+                    instruction: ins.text(),
+                    ..Default::default()
+                })
+                .await;
+            let cached = self.step(sc, ins, step, &mut stage, &mut preamble).await?;
+            stage.check_size().map_err(|e| ins.error(e))?;
+            let _ = sc
+                .progress
+                .send(Progress {
+                    step,
+                    steps,
+                    instruction: ins.text(),
+                    done: true,
+                    cached,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    ..Default::default()
+                })
+                .await;
+        }
+        Ok(stage)
+    }
+
+    /// One instruction applied to the stage; whether it was a cache hit.
+    async fn step(
+        &self,
+        sc: &StepCtx<'_>,
+        ins: &Instruction,
+        step: u32,
+        stage: &mut Stage,
+        preamble: &mut Preamble,
+    ) -> Result<bool> {
+        let req = sc.req;
+        Ok(match ins.cmd.as_str() {
+            "ARG" if !preamble.seen_from => {
+                let (k, v) = arg_of(ins, &req.build_args, &preamble.args)?;
+                preamble.args.insert(k, v);
+                false
+            }
+            "FROM" => {
+                if preamble.seen_from {
+                    return Err(ins.error("multi-stage builds are not supported: use one FROM"));
+                }
+                preamble.seen_from = true;
+                stage.globals = preamble.args.clone();
+                self.from(sc, ins, &preamble.args, stage).await?
+            }
+            "RUN" => self.run_step(sc, ins, stage, step).await?,
+            "COPY" | "ADD" => self.copy_step(sc, ins, stage).await?,
+            _ => {
+                // Substitution is CPU work on client input: off the executor too.
+                let (i, args) = (ins.clone(), req.build_args.clone());
+                let mut moved = std::mem::replace(stage, Stage::new());
+                *stage = blocking(move || {
+                    metadata_step(&i, &mut moved, &args)?;
+                    Ok(moved)
+                })
+                .await?;
+                false
+            }
+        })
+    }
+}
+
+/// What the instructions before FROM leave for it.
+#[derive(Default)]
+struct Preamble {
+    /// ARGs before FROM are visible to FROM only.
+    args: BTreeMap<String, String>,
+    seen_from: bool,
 }

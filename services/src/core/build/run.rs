@@ -23,17 +23,9 @@ struct RunSpec {
     cwd: String,
 }
 
-impl Builder {
-    /// RUN: a container on a snapshot of the stage, its changes diffed into a layer; a
-    /// cache hit (same parent chain, command, env, user, cwd) reuses the layer.
-    pub(super) async fn run_step(
-        &self,
-        sc: &StepCtx<'_>,
-        ins: &Instruction,
-        stage: &mut Stage,
-        step: u32,
-    ) -> Result<bool> {
-        let (ctx, req, snapshotter, progress) = (sc.ctx, sc.req, sc.snapshotter, sc.progress);
+impl RunSpec {
+    /// The process of a RUN instruction, in the stage's environment, user and directory.
+    fn of(ins: &Instruction, stage: &Stage) -> RunSpec {
         let argv = match ins.json() {
             Some(a) if !a.is_empty() => a,
             _ => vec!["/bin/sh".into(), "-c".into(), ins.rest.clone()],
@@ -51,11 +43,71 @@ impl Builder {
             .as_str()
             .unwrap_or("")
             .to_string();
-        let key = sha256_hex(
-            serde_json::to_string(&json!([stage.chain, argv, env, user, cwd]))
+        RunSpec {
+            argv,
+            env,
+            user,
+            cwd,
+        }
+    }
+
+    /// The RUN cache key: the parent chain and everything that shapes the process.
+    fn cache_key(&self, parent: &str) -> String {
+        let RunSpec {
+            argv,
+            env,
+            user,
+            cwd,
+        } = self;
+        sha256_hex(
+            serde_json::to_string(&json!([parent, argv, env, user, cwd]))
                 .unwrap_or_default()
                 .as_bytes(),
-        );
+        )
+    }
+}
+
+/// Records a RUN's result in the cache (best effort: a lost record is only a cache miss).
+fn remember(cache_file: &std::path::Path, desc: &Descriptor, diff_id: &str) {
+    let record = json!({"mediaType": desc.media_type, "digest": desc.digest, "size": desc.size, "diff_id": diff_id});
+    if let Some(dir) = cache_file.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let tmp = cache_file.with_extension("tmp");
+    if std::fs::write(&tmp, record.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, cache_file);
+    }
+}
+
+/// The uid, gid and extra groups `user` names in the rootfs (root when it is empty).
+async fn resolve_user(
+    mounts: &[berth_snapshotters::Mount],
+    user: &str,
+) -> Result<(u32, u32, Vec<u32>)> {
+    if user.is_empty() {
+        return Ok((0, 0, vec![0]));
+    }
+    let (m, u) = (mounts.to_vec(), user.to_string());
+    blocking(move || {
+        let mounted = berth_snapshotters::mount::TempMount::new(&m)?;
+        crate::core::spec::resolve_user(mounted.path(), &u)
+    })
+    .await
+}
+
+impl Builder {
+    /// RUN: a container on a snapshot of the stage, its changes diffed into a layer; a
+    /// cache hit (same parent chain, command, env, user, cwd) reuses the layer.
+    pub(super) async fn run_step(
+        &self,
+        sc: &StepCtx<'_>,
+        ins: &Instruction,
+        stage: &mut Stage,
+        step: u32,
+    ) -> Result<bool> {
+        let (ctx, req, snapshotter, progress) = (sc.ctx, sc.req, sc.snapshotter, sc.progress);
+        let spec = RunSpec::of(ins, stage);
+        let key = spec.cache_key(&stage.chain);
         let cache_file = self.root.join("cache").join(format!("{key}.json"));
         if !req.no_cache {
             if let Some(hit) = self
@@ -80,19 +132,7 @@ impl Builder {
                 Labels::new(),
             )
             .await?;
-        let outcome = self
-            .run_container(
-                sc,
-                &id,
-                &mounts,
-                RunSpec {
-                    argv,
-                    env,
-                    user,
-                    cwd,
-                },
-            )
-            .await;
+        let outcome = self.run_container(sc, &id, &mounts, spec).await;
         let (status, output) = match outcome {
             Ok(v) => v,
             Err(e) => {
@@ -126,12 +166,7 @@ impl Builder {
                 return Err(ins.error(e));
             }
         };
-        let record = json!({"mediaType": desc.media_type, "digest": desc.digest, "size": desc.size, "diff_id": diff_id});
-        let _ = std::fs::create_dir_all(self.root.join("cache"));
-        let tmp = cache_file.with_extension("tmp");
-        if std::fs::write(&tmp, record.to_string()).is_ok() {
-            let _ = std::fs::rename(&tmp, &cache_file);
-        }
+        remember(&cache_file, &desc, &diff_id);
         stage.push_layer(&desc, &diff_id, chain);
         stage.history(ins, false);
         Ok(false)
@@ -184,16 +219,7 @@ impl Builder {
             user,
             cwd,
         } = spec;
-        let (uid, gid, extra) = if user.is_empty() {
-            (0, 0, vec![0])
-        } else {
-            let (m, u) = (mounts.to_vec(), user.to_string());
-            blocking(move || {
-                let mounted = berth_snapshotters::mount::TempMount::new(&m)?;
-                crate::core::spec::resolve_user(mounted.path(), &u)
-            })
-            .await?
-        };
+        let (uid, gid, extra) = resolve_user(mounts, &user).await?;
         let opts = crate::core::spec::Options {
             id: id.to_string(),
             namespace: ctx.ns.to_string(),
@@ -224,41 +250,49 @@ impl Builder {
         self.containers.create(ctx.ns.clone(), record).await?;
         let log = work.join(format!("{id}.log"));
         let uri = format!("file://{}", log.display());
-        let ran = async {
-            self.tasks
-                .create(
-                    ctx.ns.clone(),
-                    CreateTask {
-                        container_id: id.to_string(),
-                        rootfs: mounts.to_vec(),
-                        io: Stdio {
-                            stdout: uri.clone(),
-                            stderr: uri,
-                            ..Default::default()
-                        },
-                        options: None,
-                    },
-                )
-                .await?;
-            let waited = async {
-                let init = ProcessRef {
-                    container_id: id.to_string(),
-                    exec_id: String::new(),
-                };
-                self.tasks.start(ctx.ns.clone(), init.clone()).await?;
-                self.tasks.wait(ctx.ns.clone(), init).await
-            }
-            .await;
-            let deleted = self.tasks.delete(ctx.ns.clone(), id.to_string()).await;
-            let status = waited?.exit_status;
-            deleted?;
-            Ok::<u32, Error>(status)
-        }
-        .await;
+        let ran = self.run_task(ctx, id, mounts, uri).await;
         let _ = self.containers.delete(ctx.ns.clone(), id.to_string()).await;
         let status = ran?;
         let output = std::fs::read(&log).unwrap_or_default();
         Ok((status, output))
+    }
+
+    /// Creates, starts and waits for the container's task, then deletes it; its exit status.
+    async fn run_task(
+        &self,
+        ctx: &Ctx,
+        id: &str,
+        mounts: &[berth_snapshotters::Mount],
+        uri: String,
+    ) -> Result<u32> {
+        self.tasks
+            .create(
+                ctx.ns.clone(),
+                CreateTask {
+                    container_id: id.to_string(),
+                    rootfs: mounts.to_vec(),
+                    io: Stdio {
+                        stdout: uri.clone(),
+                        stderr: uri,
+                        ..Default::default()
+                    },
+                    options: None,
+                },
+            )
+            .await?;
+        let waited = async {
+            let init = ProcessRef {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            };
+            self.tasks.start(ctx.ns.clone(), init.clone()).await?;
+            self.tasks.wait(ctx.ns.clone(), init).await
+        }
+        .await;
+        let deleted = self.tasks.delete(ctx.ns.clone(), id.to_string()).await;
+        let status = waited?.exit_status;
+        deleted?;
+        Ok(status)
     }
 
     /// Diffs the snapshot `key` against `parent` into a gzip layer and commits the snapshot
