@@ -1,50 +1,7 @@
-//! The CRI's gRPC face: `runtime.v1.RuntimeService` and `runtime.v1.ImageService` over the
-//! adapter core.
+//! `runtime.v1.RuntimeService`: each call's request converted, the adapter core called,
+//! its answer converted back.
 
-use super::Cri;
-use crate::core::error::{Error, Kind};
-use crate::edge::grpc::status;
-use berth_proto::cri::v1 as cri;
-use cri::image_service_server::ImageService;
-use cri::runtime_service_server::RuntimeService;
-use std::pin::Pin;
-use std::time::Duration;
-use tonic::{Request, Response, Status};
-
-type R<T> = Result<Response<T>, Status>;
-type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
-
-/// The CRI API version this adapter speaks.
-pub const API_VERSION: &str = "v1";
-
-#[derive(Clone)]
-pub struct CriService {
-    pub cri: Cri,
-}
-
-fn one<T: Send + 'static>(v: T) -> Stream<T> {
-    Box::pin(futures::stream::iter([Ok(v)]))
-}
-
-/// The caller's deadline from its `grpc-timeout` header.
-pub fn deadline<T>(req: &Request<T>) -> Option<Duration> {
-    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-fn unimplemented(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not supported by berth yet"))
-}
+use super::*;
 
 #[tonic::async_trait]
 impl RuntimeService for CriService {
@@ -303,7 +260,7 @@ impl RuntimeService for CriService {
         };
         let url = self
             .cri
-            .stream_url(super::stream::Pending::Exec(r))
+            .stream_url(crate::edge::cri::stream::Pending::Exec(r))
             .map_err(status)?;
         Ok(Response::new(cri::ExecResponse { url }))
     }
@@ -328,7 +285,7 @@ impl RuntimeService for CriService {
         };
         let url = self
             .cri
-            .stream_url(super::stream::Pending::Attach(r))
+            .stream_url(crate::edge::cri::stream::Pending::Attach(r))
             .map_err(status)?;
         Ok(Response::new(cri::AttachResponse { url }))
     }
@@ -345,7 +302,7 @@ impl RuntimeService for CriService {
         };
         let url = self
             .cri
-            .stream_url(super::stream::Pending::PortForward(r))
+            .stream_url(crate::edge::cri::stream::Pending::PortForward(r))
             .map_err(status)?;
         Ok(Response::new(cri::PortForwardResponse { url }))
     }
@@ -453,7 +410,7 @@ impl RuntimeService for CriService {
             );
         }
         let features = cri::RuntimeHandlerFeatures {
-            recursive_read_only_mounts: super::spec::kernel_has_mount_setattr(),
+            recursive_read_only_mounts: crate::edge::cri::spec::kernel_has_mount_setattr(),
             user_namespaces: true,
         };
         Ok(Response::new(cri::StatusResponse {
@@ -596,139 +553,5 @@ impl CriService {
             }
         }
         Ok(out)
-    }
-}
-
-#[tonic::async_trait]
-impl ImageService for CriService {
-    async fn list_images(&self, r: Request<cri::ListImagesRequest>) -> R<cri::ListImagesResponse> {
-        let images = self.images(r.into_inner().filter).await?;
-        Ok(Response::new(cri::ListImagesResponse { images }))
-    }
-
-    type StreamImagesStream = Stream<cri::StreamImagesResponse>;
-    async fn stream_images(
-        &self,
-        r: Request<cri::StreamImagesRequest>,
-    ) -> R<Self::StreamImagesStream> {
-        let images = self.images(r.into_inner().filter).await?;
-        Ok(Response::new(one(cri::StreamImagesResponse { images })))
-    }
-
-    async fn image_status(
-        &self,
-        r: Request<cri::ImageStatusRequest>,
-    ) -> R<cri::ImageStatusResponse> {
-        let r = r.into_inner();
-        let spec = r.image.map(|i| i.image).unwrap_or_default();
-        let found = self.cri.image_find(&spec).await.map_err(status)?;
-        let mut info = std::collections::HashMap::new();
-        if r.verbose {
-            if let Some(i) = &found {
-                info.insert(
-                    "info".to_string(),
-                    serde_json::json!({"imageSpec": i.config, "chainID": i.chain_id}).to_string(),
-                );
-            }
-        }
-        Ok(Response::new(cri::ImageStatusResponse {
-            image: found.map(|i| i.to_cri()),
-            info,
-        }))
-    }
-
-    async fn pull_image(&self, r: Request<cri::PullImageRequest>) -> R<cri::PullImageResponse> {
-        let limit = deadline(&r);
-        let r = r.into_inner();
-        let spec = r.image.map(|i| i.image).unwrap_or_default();
-        if spec.is_empty() {
-            return Err(Status::invalid_argument("PullImage needs an image"));
-        }
-        let pull = self.cri.image_pull(&spec, r.auth.as_ref());
-        let pulled = match limit {
-            Some(d) => tokio::time::timeout(d, pull).await.map_err(|_| {
-                status(Error::new(
-                    Kind::DeadlineExceeded,
-                    format!("pulling {spec} took longer than the caller's deadline ({d:?})"),
-                ))
-            })?,
-            None => pull.await,
-        }
-        .map_err(status)?;
-        Ok(Response::new(cri::PullImageResponse {
-            image_ref: pulled.id,
-        }))
-    }
-
-    async fn remove_image(
-        &self,
-        r: Request<cri::RemoveImageRequest>,
-    ) -> R<cri::RemoveImageResponse> {
-        let spec = r.into_inner().image.map(|i| i.image).unwrap_or_default();
-        self.cri.image_remove(&spec).await.map_err(status)?;
-        Ok(Response::new(cri::RemoveImageResponse {}))
-    }
-
-    async fn image_fs_info(
-        &self,
-        _r: Request<cri::ImageFsInfoRequest>,
-    ) -> R<cri::ImageFsInfoResponse> {
-        let (mountpoint, bytes, inodes) = self.cri.image_fs_usage().await.map_err(status)?;
-        let usage = cri::FilesystemUsage {
-            timestamp: crate::core::metadata::now(),
-            fs_id: Some(cri::FilesystemIdentifier { mountpoint }),
-            used_bytes: Some(cri::UInt64Value { value: bytes }),
-            inodes_used: Some(cri::UInt64Value { value: inodes }),
-        };
-        Ok(Response::new(cri::ImageFsInfoResponse {
-            image_filesystems: vec![usage.clone()],
-            container_filesystems: vec![usage],
-        }))
-    }
-}
-
-impl CriService {
-    async fn images(&self, f: Option<cri::ImageFilter>) -> Result<Vec<cri::Image>, Status> {
-        let want = f
-            .and_then(|f| f.image)
-            .map(|i| i.image)
-            .filter(|s| !s.is_empty());
-        match want {
-            Some(spec) => Ok(self
-                .cri
-                .image_find(&spec)
-                .await
-                .map_err(status)?
-                .map(|i| vec![i.to_cri()])
-                .unwrap_or_default()),
-            None => Ok(self
-                .cri
-                .image_list()
-                .await
-                .map_err(status)?
-                .iter()
-                .map(|i| i.to_cri())
-                .collect()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse() {
-        let mut r = Request::new(());
-        assert_eq!(deadline(&r), None);
-        r.metadata_mut()
-            .insert("grpc-timeout", "1500m".parse().unwrap());
-        assert_eq!(deadline(&r), Some(Duration::from_millis(1500)));
-        r.metadata_mut()
-            .insert("grpc-timeout", "2S".parse().unwrap());
-        assert_eq!(deadline(&r), Some(Duration::from_secs(2)));
-        r.metadata_mut()
-            .insert("grpc-timeout", "x".parse().unwrap());
-        assert_eq!(deadline(&r), None);
     }
 }

@@ -1,0 +1,118 @@
+//! `runtime.v1.ImageService`: each call's request converted, the adapter core called, its
+//! answer converted back.
+
+use super::*;
+
+#[tonic::async_trait]
+impl ImageService for CriService {
+    async fn list_images(&self, r: Request<cri::ListImagesRequest>) -> R<cri::ListImagesResponse> {
+        let images = self.images(r.into_inner().filter).await?;
+        Ok(Response::new(cri::ListImagesResponse { images }))
+    }
+
+    type StreamImagesStream = Stream<cri::StreamImagesResponse>;
+    async fn stream_images(
+        &self,
+        r: Request<cri::StreamImagesRequest>,
+    ) -> R<Self::StreamImagesStream> {
+        let images = self.images(r.into_inner().filter).await?;
+        Ok(Response::new(one(cri::StreamImagesResponse { images })))
+    }
+
+    async fn image_status(
+        &self,
+        r: Request<cri::ImageStatusRequest>,
+    ) -> R<cri::ImageStatusResponse> {
+        let r = r.into_inner();
+        let spec = r.image.map(|i| i.image).unwrap_or_default();
+        let found = self.cri.image_find(&spec).await.map_err(status)?;
+        let mut info = std::collections::HashMap::new();
+        if r.verbose {
+            if let Some(i) = &found {
+                info.insert(
+                    "info".to_string(),
+                    serde_json::json!({"imageSpec": i.config, "chainID": i.chain_id}).to_string(),
+                );
+            }
+        }
+        Ok(Response::new(cri::ImageStatusResponse {
+            image: found.map(|i| i.to_cri()),
+            info,
+        }))
+    }
+
+    async fn pull_image(&self, r: Request<cri::PullImageRequest>) -> R<cri::PullImageResponse> {
+        let limit = deadline(&r);
+        let r = r.into_inner();
+        let spec = r.image.map(|i| i.image).unwrap_or_default();
+        if spec.is_empty() {
+            return Err(Status::invalid_argument("PullImage needs an image"));
+        }
+        let pull = self.cri.image_pull(&spec, r.auth.as_ref());
+        let pulled = match limit {
+            Some(d) => tokio::time::timeout(d, pull).await.map_err(|_| {
+                status(Error::new(
+                    Kind::DeadlineExceeded,
+                    format!("pulling {spec} took longer than the caller's deadline ({d:?})"),
+                ))
+            })?,
+            None => pull.await,
+        }
+        .map_err(status)?;
+        Ok(Response::new(cri::PullImageResponse {
+            image_ref: pulled.id,
+        }))
+    }
+
+    async fn remove_image(
+        &self,
+        r: Request<cri::RemoveImageRequest>,
+    ) -> R<cri::RemoveImageResponse> {
+        let spec = r.into_inner().image.map(|i| i.image).unwrap_or_default();
+        self.cri.image_remove(&spec).await.map_err(status)?;
+        Ok(Response::new(cri::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _r: Request<cri::ImageFsInfoRequest>,
+    ) -> R<cri::ImageFsInfoResponse> {
+        let (mountpoint, bytes, inodes) = self.cri.image_fs_usage().await.map_err(status)?;
+        let usage = cri::FilesystemUsage {
+            timestamp: crate::core::metadata::now(),
+            fs_id: Some(cri::FilesystemIdentifier { mountpoint }),
+            used_bytes: Some(cri::UInt64Value { value: bytes }),
+            inodes_used: Some(cri::UInt64Value { value: inodes }),
+        };
+        Ok(Response::new(cri::ImageFsInfoResponse {
+            image_filesystems: vec![usage.clone()],
+            container_filesystems: vec![usage],
+        }))
+    }
+}
+
+impl CriService {
+    async fn images(&self, f: Option<cri::ImageFilter>) -> Result<Vec<cri::Image>, Status> {
+        let want = f
+            .and_then(|f| f.image)
+            .map(|i| i.image)
+            .filter(|s| !s.is_empty());
+        match want {
+            Some(spec) => Ok(self
+                .cri
+                .image_find(&spec)
+                .await
+                .map_err(status)?
+                .map(|i| vec![i.to_cri()])
+                .unwrap_or_default()),
+            None => Ok(self
+                .cri
+                .image_list()
+                .await
+                .map_err(status)?
+                .iter()
+                .map(|i| i.to_cri())
+                .collect()),
+        }
+    }
+}
