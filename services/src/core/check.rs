@@ -124,6 +124,35 @@ enum Mode {
     Running,
 }
 
+/// Every image of `ns` points at a blob the namespace records.
+fn check_images(
+    layout: &Layout,
+    store: &MetadataStore,
+    ns: &Namespace,
+    recorded: &BTreeSet<String>,
+    mode: Mode,
+    report: &mut Report,
+) -> Result<()> {
+    for img in store.image_list(ns)? {
+        report.records += 1;
+        // (Re-read: a running daemon may have recorded it since the list was taken.)
+        let since = mode == Mode::Running
+            && store.blob_get(ns, &img.target.digest)?.is_some()
+            && blob_path(layout, &img.target.digest).exists();
+        if !recorded.contains(&img.target.digest) && !since {
+            report.add(
+                Severity::Corrupt,
+                format!(
+                    "{ns}: image {} points at {}, which is not in the content store; pull it again",
+                    img.name, img.target.digest
+                ),
+                false,
+            );
+        }
+    }
+    Ok(())
+}
+
 fn audit(
     layout: &Layout,
     store: &MetadataStore,
@@ -170,23 +199,7 @@ fn audit(
                 }
             }
         }
-        for img in store.image_list(ns)? {
-            report.records += 1;
-            // (Re-read: a running daemon may have recorded it since the list was taken.)
-            let since = mode == Mode::Running
-                && store.blob_get(ns, &img.target.digest)?.is_some()
-                && blob_path(layout, &img.target.digest).exists();
-            if !recorded.contains(&img.target.digest) && !since {
-                report.add(
-                    Severity::Corrupt,
-                    format!(
-                        "{ns}: image {} points at {}, which is not in the content store; pull it again",
-                        img.name, img.target.digest
-                    ),
-                    false,
-                );
-            }
-        }
+        check_images(layout, store, ns, &recorded, mode, &mut report)?;
         check_containers(store, ns, snapshotters, &mut report)?;
     }
     for (digest, _) in bytes.iter().filter(|(d, _)| !referenced.contains(*d)) {

@@ -125,8 +125,8 @@ pub fn args(image_config: &Value, given: &[String]) -> Vec<String> {
     out
 }
 
-pub fn build(image_config: &Value, o: &Options) -> Value {
-    let cfg = &image_config["config"];
+/// The image's environment with the options' variables over it (and TERM for a terminal).
+fn process_env(image_config: &Value, o: &Options) -> Vec<String> {
     let mut env = image_env(image_config);
     for e in &o.env {
         let key = e.split('=').next().unwrap_or_default();
@@ -136,6 +136,51 @@ pub fn build(image_config: &Value, o: &Options) -> Value {
     if o.terminal && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }
+    env
+}
+
+/// The base mounts, /dev/shm, the host's resolver files on the host network, and binds.
+fn container_mounts(o: &Options) -> Vec<Value> {
+    let mut mounts = base_mounts(false);
+    mounts.insert(
+        3,
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+    );
+    if o.host_network {
+        for f in ["/etc/resolv.conf", "/etc/hosts"] {
+            mounts.push(
+                json!({"destination": f, "type": "bind", "source": f, "options": ["rbind", "ro"]}),
+            );
+        }
+    }
+    for (src, dst, opts) in &o.binds {
+        let mut options = opts.clone();
+        if !options.iter().any(|x| x == "bind" || x == "rbind") {
+            options.push("rbind".into());
+        }
+        mounts.push(json!({"destination": dst, "type": "bind", "source": src, "options": options}));
+    }
+    mounts
+}
+
+/// The cgroup limits: no devices, and the memory, CPU and pids limits asked for.
+fn resources(o: &Options) -> Value {
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if let Some(m) = o.memory {
+        resources["memory"] = json!({"limit": m});
+    }
+    if let Some(c) = o.cpus {
+        resources["cpu"] = json!({"quota": (c * 100_000.0) as i64, "period": 100_000u64});
+    }
+    if let Some(p) = o.pids {
+        resources["pids"] = json!({"limit": p});
+    }
+    resources
+}
+
+pub fn build(image_config: &Value, o: &Options) -> Value {
+    let cfg = &image_config["config"];
+    let env = process_env(image_config, o);
     let cwd = o
         .cwd
         .clone()
@@ -161,35 +206,8 @@ pub fn build(image_config: &Value, o: &Options) -> Value {
     if !o.host_network {
         namespaces.push(json!({"type": "network"}));
     }
-    let mut mounts = base_mounts(false);
-    mounts.insert(
-        3,
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-    );
-    if o.host_network {
-        for f in ["/etc/resolv.conf", "/etc/hosts"] {
-            mounts.push(
-                json!({"destination": f, "type": "bind", "source": f, "options": ["rbind", "ro"]}),
-            );
-        }
-    }
-    for (src, dst, opts) in &o.binds {
-        let mut options = opts.clone();
-        if !options.iter().any(|x| x == "bind" || x == "rbind") {
-            options.push("rbind".into());
-        }
-        mounts.push(json!({"destination": dst, "type": "bind", "source": src, "options": options}));
-    }
-    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
-    if let Some(m) = o.memory {
-        resources["memory"] = json!({"limit": m});
-    }
-    if let Some(c) = o.cpus {
-        resources["cpu"] = json!({"quota": (c * 100_000.0) as i64, "period": 100_000u64});
-    }
-    if let Some(p) = o.pids {
-        resources["pids"] = json!({"limit": p});
-    }
+    let mounts = container_mounts(o);
+    let resources = resources(o);
     let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
     let mut spec = json!({
         "ociVersion": "1.0.2-dev",
