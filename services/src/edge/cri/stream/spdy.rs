@@ -468,98 +468,135 @@ pub fn serve<S>(io: S) -> (Sender, mpsc::Receiver<Stream>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut rd, mut wr) = tokio::io::split(io);
-    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(64);
+    let (rd, wr) = tokio::io::split(io);
+    let (out_tx, out_rx) = mpsc::channel::<Frame>(64);
     let (streams_tx, streams_rx) = mpsc::channel::<Stream>(16);
-    // The writer: the one owner of the outgoing compression context.
-    tokio::spawn(async move {
-        let mut codec = HeaderCodec::default();
-        while let Some(f) = out_rx.recv().await {
-            let last = matches!(f, Frame::GoAway { .. });
-            let Ok(bytes) = encode_frame(&f, &mut codec) else {
-                break;
-            };
-            if wr.write_all(&bytes).await.is_err() {
-                break;
-            }
-            if last {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
+    tokio::spawn(write_frames(wr, out_rx));
     let sender = Sender { tx: out_tx.clone() };
-    tokio::spawn(async move {
-        let mut codec = HeaderCodec::default();
-        let mut open: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
-        loop {
-            let frame = match read_frame(&mut rd, &mut codec).await {
-                Ok(f) => f,
-                Err(e) => {
-                    if e.kind() != std::io::ErrorKind::UnexpectedEof {
-                        tracing::debug!(error = %e, "SPDY connection ended");
-                    }
+    tokio::spawn(read_frames(rd, out_tx, streams_tx));
+    (sender, streams_rx)
+}
+
+/// The writer: the one owner of the outgoing compression context; it ends after a GOAWAY.
+async fn write_frames<W: AsyncWrite + Unpin>(mut wr: W, mut out_rx: mpsc::Receiver<Frame>) {
+    let mut codec = HeaderCodec::default();
+    while let Some(f) = out_rx.recv().await {
+        let last = matches!(f, Frame::GoAway { .. });
+        let Ok(bytes) = encode_frame(&f, &mut codec) else {
+            break;
+        };
+        if wr.write_all(&bytes).await.is_err() {
+            break;
+        }
+        if last {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// The reader: new streams answered and handed out, data routed to its stream, pings
+/// returned, until the client goes.
+async fn read_frames<R: AsyncRead + Unpin>(
+    mut rd: R,
+    out_tx: mpsc::Sender<Frame>,
+    streams_tx: mpsc::Sender<Stream>,
+) {
+    let mut codec = HeaderCodec::default();
+    let mut open: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    loop {
+        let frame = match read_frame(&mut rd, &mut codec).await {
+            Ok(f) => f,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    tracing::debug!(error = %e, "SPDY connection ended");
+                }
+                break;
+            }
+        };
+        match frame {
+            Frame::SynStream {
+                stream_id,
+                flags,
+                headers,
+            } => {
+                let opened = Opened {
+                    stream_id,
+                    fin: flags & FLAG_FIN != 0,
+                    headers,
+                };
+                if !open_stream(opened, &out_tx, &streams_tx, &mut open).await {
                     break;
                 }
-            };
-            match frame {
-                Frame::SynStream {
-                    stream_id,
-                    flags,
-                    headers,
-                } => {
-                    let reply = Frame::SynReply {
-                        stream_id,
-                        flags: 0,
-                        headers: vec![],
-                    };
-                    if out_tx.send(reply).await.is_err() {
-                        break;
-                    }
-                    let (tx, rx) = mpsc::channel(16);
-                    if flags & FLAG_FIN == 0 {
-                        open.insert(stream_id, tx);
-                    }
-                    let s = Stream {
-                        id: stream_id,
-                        headers,
-                        data: rx,
-                    };
-                    if streams_tx.send(s).await.is_err() {
-                        let _ = out_tx
-                            .send(Frame::RstStream {
-                                stream_id,
-                                status: 3,
-                            })
-                            .await;
-                    }
-                }
-                Frame::Data {
-                    stream_id,
-                    fin,
-                    data,
-                } => {
-                    if let Some(tx) = open.get(&stream_id) {
-                        if !data.is_empty() && tx.send(data).await.is_err() {
-                            open.remove(&stream_id);
-                        }
-                    }
-                    if fin {
+            }
+            Frame::Data {
+                stream_id,
+                fin,
+                data,
+            } => {
+                if let Some(tx) = open.get(&stream_id) {
+                    if !data.is_empty() && tx.send(data).await.is_err() {
                         open.remove(&stream_id);
                     }
                 }
-                Frame::RstStream { stream_id, .. } => {
+                if fin {
                     open.remove(&stream_id);
                 }
-                Frame::Ping(id) => {
-                    let _ = out_tx.send(Frame::Ping(id)).await;
-                }
-                Frame::GoAway { .. } => break,
-                Frame::SynReply { .. } | Frame::Headers { .. } | Frame::Ignored => {}
             }
+            Frame::RstStream { stream_id, .. } => {
+                open.remove(&stream_id);
+            }
+            Frame::Ping(id) => {
+                let _ = out_tx.send(Frame::Ping(id)).await;
+            }
+            Frame::GoAway { .. } => break,
+            Frame::SynReply { .. } | Frame::Headers { .. } | Frame::Ignored => {}
         }
-    });
-    (sender, streams_rx)
+    }
+}
+
+/// A stream the client opens: its id, whether it is half-closed already, its headers.
+struct Opened {
+    stream_id: u32,
+    fin: bool,
+    headers: Headers,
+}
+
+/// Answers a new stream and hands it out (refusing it when no one takes streams any more);
+/// false when the connection can no longer be written.
+async fn open_stream(
+    o: Opened,
+    out_tx: &mpsc::Sender<Frame>,
+    streams_tx: &mpsc::Sender<Stream>,
+    open: &mut HashMap<u32, mpsc::Sender<Vec<u8>>>,
+) -> bool {
+    let stream_id = o.stream_id;
+    let reply = Frame::SynReply {
+        stream_id,
+        flags: 0,
+        headers: vec![],
+    };
+    if out_tx.send(reply).await.is_err() {
+        return false;
+    }
+    let (tx, rx) = mpsc::channel(16);
+    if !o.fin {
+        open.insert(stream_id, tx);
+    }
+    let s = Stream {
+        id: stream_id,
+        headers: o.headers,
+        data: rx,
+    };
+    if streams_tx.send(s).await.is_err() {
+        let _ = out_tx
+            .send(Frame::RstStream {
+                stream_id,
+                status: 3,
+            })
+            .await;
+    }
+    true
 }
 
 #[cfg(test)]
