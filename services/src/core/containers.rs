@@ -4,7 +4,7 @@ use crate::core::context::{validate_identifier, Namespace};
 use crate::core::error::{blocking, Error, Result};
 use crate::core::events::{Event, Exchange};
 use crate::core::filters::{label_field, Fields, Filter};
-use crate::core::gc::Gc;
+use crate::core::gc::fence::GcHandle;
 use crate::core::metadata::containers::ContainerRecord;
 use crate::core::metadata::{apply_label_path, now, validate_labels, MetadataStore};
 
@@ -56,11 +56,11 @@ pub struct Containers {
     events: Exchange,
     /// A container is a root for its snapshot: writes wait for a collection in progress;
     /// deletions ask for one.
-    gc: Gc,
+    gc: GcHandle,
 }
 
 impl Containers {
-    pub fn new(store: MetadataStore, events: Exchange, gc: Gc) -> Self {
+    pub fn new(store: MetadataStore, events: Exchange, gc: GcHandle) -> Self {
         Containers { store, events, gc }
     }
 
@@ -190,7 +190,7 @@ impl Containers {
             self.events.publish(&ns, Event::ContainerDelete { id });
             c
         };
-        self.gc.schedule();
+        self.gc.after_delete(false).await?;
         Ok(c)
     }
 }

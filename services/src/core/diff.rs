@@ -5,7 +5,7 @@ use crate::core::content::Content;
 use crate::core::context::Ctx;
 use crate::core::context::Namespace;
 use crate::core::error::{blocking, Error, Result};
-use crate::core::images::Descriptor;
+use crate::core::metadata::images::Descriptor;
 use crate::core::metadata::Labels;
 use berth_snapshotters::hash::Sha256;
 use berth_snapshotters::{layer, Mount};

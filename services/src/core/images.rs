@@ -5,7 +5,7 @@ use crate::core::context::Namespace;
 use crate::core::error::{blocking, Error, Result};
 use crate::core::events::{Event, Exchange};
 use crate::core::filters::{label_field, Fields, Filter};
-use crate::core::gc::Gc;
+use crate::core::gc::fence::GcHandle;
 use crate::core::metadata::images::ImageRecord;
 use crate::core::metadata::{apply_label_path, now, validate_labels, MetadataStore};
 
@@ -59,11 +59,11 @@ pub struct Images {
     events: Exchange,
     /// Writes are new roots for content a collection may be deciding about: they wait for
     /// it; deletions ask for one.
-    gc: Gc,
+    gc: GcHandle,
 }
 
 impl Images {
-    pub fn new(store: MetadataStore, events: Exchange, gc: Gc) -> Self {
+    pub fn new(store: MetadataStore, events: Exchange, gc: GcHandle) -> Self {
         Images { store, events, gc }
     }
 

@@ -3,7 +3,7 @@
 use crate::core::context::{Ctx, Namespace};
 use crate::core::error::{blocking, Error, Result};
 use crate::core::filters::{label_field, Fields, Filter};
-use crate::core::gc::Gc;
+use crate::core::gc::fence::GcHandle;
 use crate::core::metadata::leases::{LeaseRecord, LeaseResource};
 use crate::core::metadata::{now, validate_labels, Labels, MetadataStore};
 
@@ -42,18 +42,23 @@ pub struct Leases {
     store: MetadataStore,
     /// Adding a resource holds what nothing held a moment ago: it waits for a collection
     /// in progress; deleting a lease asks for one.
-    gc: Gc,
+    gc: GcHandle,
 }
 
 impl Leases {
-    pub fn new(store: MetadataStore, gc: Gc) -> Self {
+    pub fn new(store: MetadataStore, gc: GcHandle) -> Self {
         Leases { store, gc }
     }
 
     /// Runs `f` under a lease of its own, expiring within the hour should berthd die meanwhile
     /// (unless `ctx` brings one), with no collection running: what a transfer writes, or
     /// found present, stays until the image record that refers to it exists.
-    pub async fn with_temporary<T, F, Fut>(&self, gc: &Gc, ctx: Ctx, f: F) -> Result<T>
+    pub async fn with_temporary<T, F, Fut>(
+        &self,
+        gc: &crate::core::gc::Gc,
+        ctx: Ctx,
+        f: F,
+    ) -> Result<T>
     where
         F: FnOnce(Ctx) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,

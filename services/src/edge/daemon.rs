@@ -270,15 +270,17 @@ impl Started {
             }
             (plugins::LEASE, _) => {
                 let md = made(&self.metadata, plugins::METADATA)?;
-                self.leases = Some(Leases::new(md.store, md.gc));
+                self.leases = Some(Leases::new(md.store, md.gc.handle()));
             }
             (plugins::SERVICE, service) => {
                 let md = made(&self.metadata, plugins::METADATA)?;
                 let events = made(&self.events, plugins::EVENT)?;
                 match service {
-                    "images-service" => self.images = Some(Images::new(md.store, events, md.gc)),
+                    "images-service" => {
+                        self.images = Some(Images::new(md.store, events, md.gc.handle()))
+                    }
                     "containers-service" => {
-                        self.containers = Some(Containers::new(md.store, events, md.gc))
+                        self.containers = Some(Containers::new(md.store, events, md.gc.handle()))
                     }
                     "namespaces-service" => {
                         self.namespaces = Some(Namespaces::new(md.store, events))

@@ -1,6 +1,7 @@
 //! The fence between the stores' mutating operations and collections (containerd's
 //! metadata lock between writes and the collector): a small part both sides hold.
 
+use crate::core::error::Result;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -86,5 +87,80 @@ impl GcFence {
             a.collecting = false;
         }
         self.changed.notify_waiters();
+    }
+}
+
+/// What a store asks of the collector after a deletion (containerd's `gcScheduler`): the
+/// stores name this, not [`super::Gc`], which reads them.
+pub trait Collector: Send + Sync {
+    /// Collects now, in every namespace.
+    fn collect_now(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>>;
+}
+
+/// A store's hold on the collector: the fence its writes take, and collections after its
+/// deletions.
+#[derive(Clone)]
+pub struct GcHandle {
+    fence: GcFence,
+    collector: Arc<dyn Collector>,
+}
+
+impl GcHandle {
+    pub fn new(fence: GcFence, collector: Arc<dyn Collector>) -> Self {
+        GcHandle { fence, collector }
+    }
+
+    /// See [`GcFence::operation`].
+    pub async fn operation(&self) -> Operation {
+        self.fence.operation().await
+    }
+
+    /// After a deletion: what only the deleted record held goes now (`now`, so never inside
+    /// an operation: the collection would wait for it) or soon.
+    pub async fn after_delete(&self, now: bool) -> Result<()> {
+        if now {
+            self.collector.collect_now().await
+        } else {
+            self.fence.schedule();
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn operations_nest_and_collections_wait_for_them() {
+        let fence = GcFence::default();
+        let outer = fence.operation().await;
+        // A store call inside an operation (unpack's prepare) takes it again without waiting.
+        let inner = tokio::time::timeout(Duration::from_secs(1), fence.operation()).await;
+        assert!(inner.is_ok());
+        let collecting = {
+            let fence = fence.clone();
+            tokio::spawn(async move { fence.begin_collecting().await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!collecting.is_finished());
+        drop(inner);
+        drop(outer);
+        tokio::time::timeout(Duration::from_secs(1), collecting)
+            .await
+            .unwrap()
+            .unwrap();
+        // While collecting, a new operation waits for the end.
+        let waiting = tokio::time::timeout(Duration::from_millis(50), fence.operation()).await;
+        assert!(waiting.is_err());
+        fence.end_collecting();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), fence.operation())
+                .await
+                .is_ok()
+        );
     }
 }

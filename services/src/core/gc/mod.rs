@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 pub mod fence;
-pub use fence::{GcFence, Operation};
+pub use fence::{Collector, GcFence, GcHandle, Operation};
 
 use berth_proto::vocab::labels::{
     GC_EXPIRE as EXPIRE_LABEL, GC_REF_CONTENT as CONTENT_REF, GC_REF_SNAPSHOT as SNAPSHOT_REF,
@@ -77,6 +77,11 @@ impl Gc {
         self.fence.operation().await
     }
 
+    /// The handle the stores take: this collector's fence, and this collector.
+    pub fn handle(&self) -> GcHandle {
+        GcHandle::new(self.fence.clone(), Arc::new(self.clone()))
+    }
+
     /// Asks for a collection soon (deletions call this); collections run in the background
     /// task started by [`Gc::run`].
     pub fn schedule(&self) {
@@ -96,17 +101,6 @@ impl Gc {
                 log(this.collect().await);
             }
         })
-    }
-
-    /// After a deletion: what only the deleted record held goes now (`now`, so never inside
-    /// an operation: the collection would wait for it) or soon.
-    pub async fn after_delete(&self, now: bool) -> Result<()> {
-        if now {
-            self.collect().await?;
-        } else {
-            self.schedule();
-        }
-        Ok(())
     }
 
     /// Collects now, in every namespace.
@@ -315,6 +309,14 @@ impl Gc {
             .content
             .expire_ingests_sync(ns, stale.min(cutoff), &held_ingests)?;
         Ok(out)
+    }
+}
+
+impl Collector for Gc {
+    fn collect_now(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + '_>> {
+        Box::pin(async move { self.collect().await.map(|_| ()) })
     }
 }
 
