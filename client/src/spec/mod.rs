@@ -1,0 +1,332 @@
+//! The OCI runtime spec a production engine gives a container by default, with an image's
+//! config (entrypoint, command, environment, working directory, user) applied on top: what a
+//! client sends in `containers.create`. The same as berthd's own (`services/src/core/spec.rs`,
+//! which builds the specs of `berth build`'s steps and the CRI's base).
+
+mod user;
+
+pub use user::resolve_user;
+
+use crate::seccomp;
+use serde_json::{json, Value};
+
+/// A user the image does not know, or ids out of range; shown as berthd shows an invalid
+/// argument (so a mistake reads the same whichever side finds it).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}: invalid argument")]
+    Invalid(String),
+}
+
+impl Error {
+    fn invalid(message: impl Into<String>) -> Self {
+        Error::Invalid(message.into())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// containerd's type URL for a runtime spec inside an `Any`.
+pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// The capabilities a container gets unless told otherwise.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Paths hidden from an unprivileged container.
+pub const MASKED: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// Paths an unprivileged container sees read-only.
+pub const READONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// What the caller decided about the container, on top of the image.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub id: String,
+    pub namespace: String,
+    /// Replaces the image's Cmd (the entrypoint stays).
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub terminal: bool,
+    pub memory: Option<i64>,
+    /// CPUs, as a fraction (1.5 = one and a half CPUs).
+    pub cpus: Option<f64>,
+    pub pids: Option<i64>,
+    pub host_network: bool,
+    /// (source, destination, options) bind mounts.
+    pub binds: Vec<(String, String, Vec<String>)>,
+    /// The seccomp filter, rendered for the container's capabilities.
+    pub seccomp: seccomp::Profile,
+}
+
+/// A JSON array of strings (an image config's Cmd, Env, ...); anything else is empty.
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The image config's environment, with a default PATH when it sets none.
+pub fn image_env(image_config: &Value) -> Vec<String> {
+    let mut env = strings(&image_config["config"]["Env"]);
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
+    env
+}
+
+/// The kernel filesystems every container gets (`/dev/shm` aside: where it comes from
+/// differs); privileged ones see /sys and cgroups read-write.
+pub fn base_mounts(privileged: bool) -> Vec<Value> {
+    let rw = if privileged { "rw" } else { "ro" };
+    vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", rw]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": [rw, "nosuid", "noexec", "nodev"]}),
+    ]
+}
+
+/// The process arguments: the image's Entrypoint then Cmd, or the caller's args for Cmd.
+pub fn args(image_config: &Value, given: &[String]) -> Vec<String> {
+    let cfg = &image_config["config"];
+    let mut out = strings(&cfg["Entrypoint"]);
+    if given.is_empty() {
+        out.extend(strings(&cfg["Cmd"]));
+    } else {
+        out.extend(given.iter().cloned());
+    }
+    out
+}
+
+/// The spec for a container of the image whose config is `image_config`, as `o` decides.
+pub fn build(image_config: &Value, o: &Options) -> Value {
+    let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+    let mut spec = json!({
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "terminal": o.terminal,
+            "user": {"uid": o.uid, "gid": o.gid, "additionalGids": gids(o)},
+            "args": args(image_config, &o.args),
+            "env": env(image_config, o),
+            "cwd": cwd(image_config, o),
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024u64, "soft": 1024u64}],
+            "noNewPrivileges": true,
+        },
+        "root": {"path": "rootfs"},
+        "hostname": o.id,
+        "mounts": mounts(o),
+        "linux": {
+            "resources": resources(o),
+            "cgroupsPath": format!("/berth/{}/{}", o.namespace, o.id),
+            "namespaces": namespaces(o),
+            "maskedPaths": MASKED,
+            "readonlyPaths": READONLY,
+        },
+    });
+    if let Some(filter) = o.seccomp.render(&caps) {
+        spec["linux"]["seccomp"] = filter;
+    }
+    spec
+}
+
+/// The image's environment with the caller's variables over it, and TERM for a terminal.
+fn env(image_config: &Value, o: &Options) -> Vec<String> {
+    let mut env = image_env(image_config);
+    for e in &o.env {
+        let key = e.split('=').next().unwrap_or_default();
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    if o.terminal && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    env
+}
+
+/// The caller's working directory, else the image's, else `/`.
+fn cwd(image_config: &Value, o: &Options) -> String {
+    o.cwd
+        .clone()
+        .or_else(|| {
+            image_config["config"]["WorkingDir"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "/".into())
+}
+
+/// The primary group first, then the others once each.
+fn gids(o: &Options) -> Vec<u32> {
+    let mut gids = vec![o.gid];
+    for g in &o.additional_gids {
+        if !gids.contains(g) {
+            gids.push(*g);
+        }
+    }
+    gids
+}
+
+fn namespaces(o: &Options) -> Vec<Value> {
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if !o.host_network {
+        namespaces.push(json!({"type": "network"}));
+    }
+    namespaces
+}
+
+/// The kernel filesystems, /dev/shm, the host's resolv.conf and hosts on the host's
+/// network, and the caller's binds (recursive unless told `bind`).
+fn mounts(o: &Options) -> Vec<Value> {
+    let mut mounts = base_mounts(false);
+    mounts.insert(
+        3,
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+    );
+    if o.host_network {
+        for f in ["/etc/resolv.conf", "/etc/hosts"] {
+            mounts.push(
+                json!({"destination": f, "type": "bind", "source": f, "options": ["rbind", "ro"]}),
+            );
+        }
+    }
+    for (src, dst, opts) in &o.binds {
+        let mut options = opts.clone();
+        if !options.iter().any(|x| x == "bind" || x == "rbind") {
+            options.push("rbind".into());
+        }
+        mounts.push(json!({"destination": dst, "type": "bind", "source": src, "options": options}));
+    }
+    mounts
+}
+
+/// No devices; the memory, CPU and process limits asked for.
+fn resources(o: &Options) -> Value {
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if let Some(m) = o.memory {
+        resources["memory"] = json!({"limit": m});
+    }
+    if let Some(c) = o.cpus {
+        resources["cpu"] = json!({"quota": (c * 100_000.0) as i64, "period": 100_000u64});
+    }
+    if let Some(p) = o.pids {
+        resources["pids"] = json!({"limit": p});
+    }
+    resources
+}
+
+/// Parses sizes like 512, 64k, 256m, 2g (powers of 1024).
+pub fn parse_size(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    let (num, mult) = match s.trim_end_matches('b').chars().last()? {
+        'k' => (&s[..s.trim_end_matches('b').len() - 1], 1i64 << 10),
+        'm' => (&s[..s.trim_end_matches('b').len() - 1], 1 << 20),
+        'g' => (&s[..s.trim_end_matches('b').len() - 1], 1 << 30),
+        _ => (s.trim_end_matches('b'), 1),
+    };
+    let n: f64 = num.parse().ok()?;
+    (n > 0.0).then_some((n * mult as f64) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_config_applies() {
+        let img = json!({"config": {"Entrypoint": ["/bin/tini", "--"], "Cmd": ["serve"], "Env": ["A=1", "PATH=/x"], "WorkingDir": "/app"}});
+        let o = Options {
+            id: "c".into(),
+            namespace: "default".into(),
+            env: vec!["A=2".into()],
+            ..Default::default()
+        };
+        let s = build(&img, &o);
+        assert_eq!(s["process"]["args"], json!(["/bin/tini", "--", "serve"]));
+        assert_eq!(s["process"]["env"], json!(["PATH=/x", "A=2"]));
+        assert_eq!(s["process"]["cwd"], "/app");
+        let o = Options {
+            args: vec!["other".into()],
+            ..o
+        };
+        assert_eq!(
+            build(&img, &o)["process"]["args"],
+            json!(["/bin/tini", "--", "other"])
+        );
+    }
+
+    #[test]
+    fn seccomp_follows_the_choice() {
+        let img = json!({"config": {"Cmd": ["/bin/true"]}});
+        let unconfined = build(&img, &Options::default());
+        assert!(unconfined["linux"].get("seccomp").is_none());
+        let o = Options {
+            seccomp: seccomp::Profile::RuntimeDefault,
+            ..Default::default()
+        };
+        let s = build(&img, &o);
+        assert_eq!(s["linux"]["seccomp"]["defaultErrnoRet"], libc::ENOSYS);
+        // Rendered for the spec's own capabilities: CAP_SYS_CHROOT is one, so chroot is allowed.
+        let allowed = &s["linux"]["seccomp"]["syscalls"][0]["names"];
+        assert!(allowed.as_array().unwrap().contains(&json!("chroot")));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64m"), Some(64 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("lots"), None);
+    }
+}
