@@ -336,7 +336,7 @@ impl Cri {
         for c in running {
             self.reattach(&c).await;
         }
-        let sandboxes = self.sandboxes.filter(|_| true);
+        let sandboxes = self.sandboxes.all();
         for s in sandboxes {
             if s.meta.stopped {
                 continue;

@@ -61,6 +61,11 @@ impl<T: Clone> Store<T> {
         lock(&self.items).remove(id);
     }
 
+    /// Every object.
+    pub fn all(&self) -> Vec<T> {
+        lock(&self.items).values().cloned().collect()
+    }
+
     /// Every object that `keep` accepts.
     pub fn filter(&self, keep: impl Fn(&T) -> bool) -> Vec<T> {
         lock(&self.items)

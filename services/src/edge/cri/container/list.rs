@@ -6,7 +6,7 @@ impl Cri {
     pub fn container_list(&self, f: Option<&cri::ContainerFilter>) -> Vec<cri::Container> {
         let mut out: Vec<cri::Container> = self
             .containers
-            .filter(|_| true)
+            .all()
             .iter()
             .map(|c| cri::Container {
                 id: c.id.clone(),

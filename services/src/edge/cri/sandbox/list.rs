@@ -6,7 +6,7 @@ impl Cri {
     pub fn sandbox_list(&self, f: Option<&cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
         let mut out: Vec<cri::PodSandbox> = self
             .sandboxes
-            .filter(|_| true)
+            .all()
             .iter()
             .filter(|s| {
                 s.meta.pid != 0
