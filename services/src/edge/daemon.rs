@@ -205,6 +205,35 @@ struct Settings<'a> {
 }
 
 impl Started {
+    /// The metadata plugin: the store, and the content and snapshotters it wraps, fenced
+    /// from their collector by one fence made first.
+    fn open_metadata(&mut self, root: &Path) -> Result<Metadata> {
+        let path = metadata_path(root);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
+        let store = MetadataStore::open(&path)?;
+        let events = made(&self.events, plugins::EVENT)?;
+        let local = self
+            .local
+            .take()
+            .ok_or_else(|| Error::precondition("plugin content did not start"))?;
+        let fence = GcFence::default();
+        let content =
+            Content::new(local, store.clone(), events.clone()).with_gc_fence(fence.clone());
+        let backends = std::mem::take(&mut self.backends);
+        let snapshots =
+            Snapshots::new(backends, store.clone(), events).with_gc_fence(fence.clone());
+        let gc = Gc::new(fence, store.clone(), content.clone(), snapshots.clone());
+        Ok(Metadata {
+            store,
+            content,
+            snapshots,
+            gc,
+        })
+    }
+
     /// Starts one plugin from the parts of those it requires; a plugin that is not wanted
     /// (the CRI when disabled) is left out, one that fails to start is kept with its error.
     fn start(&mut self, mut p: Plugin, cfg: &Settings) -> Result<()> {
@@ -228,33 +257,7 @@ impl Started {
                     }
                 }
             }
-            (plugins::METADATA, _) => {
-                let path = metadata_path(cfg.root);
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-                }
-                let store = MetadataStore::open(&path)?;
-                let events = made(&self.events, plugins::EVENT)?;
-                let local = self
-                    .local
-                    .take()
-                    .ok_or_else(|| Error::precondition("plugin content did not start"))?;
-                // First, so that the stores and the collector share it.
-                let fence = GcFence::default();
-                let content =
-                    Content::new(local, store.clone(), events.clone()).with_gc_fence(fence.clone());
-                let backends = std::mem::take(&mut self.backends);
-                let snapshots =
-                    Snapshots::new(backends, store.clone(), events).with_gc_fence(fence.clone());
-                let gc = Gc::new(fence, store.clone(), content.clone(), snapshots.clone());
-                self.metadata = Some(Metadata {
-                    store,
-                    content,
-                    snapshots,
-                    gc,
-                });
-            }
+            (plugins::METADATA, _) => self.metadata = Some(self.open_metadata(cfg.root)?),
             (plugins::DIFF, _) => {
                 self.differ = Some(Differ::new(
                     made(&self.metadata, plugins::METADATA)?.content,
