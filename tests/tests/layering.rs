@@ -83,12 +83,6 @@ fn workspace_dependencies_follow_the_layout() {
 /// rule: a module is an edge because of the folder it is in.
 #[test]
 fn services_core_names_no_wire_types() {
-    /// Core files that still speak a wire, each with its reason (none may be added).
-    const CORE_WIRE_DRIVERS: &[&str] = &[
-        // The runtime's southbound driver to shims (ttrpc, containerd's task API).
-        "runtime/shim_client.rs",
-        "runtime/ttrpc.rs",
-    ];
     const WIRE: &[&str] = &[
         "crate::edge",
         "berth_proto::",
@@ -123,9 +117,6 @@ fn services_core_names_no_wire_types() {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        if CORE_WIRE_DRIVERS.contains(&rel.as_str()) {
-            continue;
-        }
         let text = std::fs::read_to_string(&f).unwrap();
         // Unit tests may build wire values to feed the core.
         let code_part = text.split("#[cfg(test)]").next().unwrap_or("");

@@ -346,7 +346,7 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
         _ => None,
     };
     // Shims forward their task events here.
-    let _events = berth_services::core::runtime::ttrpc::serve_events(
+    let _events = berth_services::edge::shim::ttrpc::serve_events(
         &daemon.runtime.ttrpc_address(),
         daemon.events.clone(),
     )?;
@@ -354,7 +354,14 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
     daemon.networks.watch_exits(&daemon.events);
     // Networks of containers that stopped while no berthd watched: left in the background.
     let (tasks, networks) = (daemon.tasks.clone(), daemon.networks.clone());
-    tokio::spawn(async move { networks.recover(&tasks).await });
+    tokio::spawn(async move {
+        networks
+            .recover(|ns, id| {
+                let tasks = tasks.clone();
+                async move { tasks.is_running(&ns, &id).await }
+            })
+            .await
+    });
     if let Some(cri) = &daemon.cri {
         cri.recover()
             .await

@@ -78,6 +78,19 @@ pub enum Event {
 }
 
 impl Event {
+    /// The (container id, process id, exited at) of a task exit.
+    pub fn task_exit(&self) -> Option<(String, String, i64)> {
+        match self {
+            Event::TaskExit {
+                container_id,
+                id,
+                exited_at,
+                ..
+            } => Some((container_id.clone(), id.clone(), *exited_at)),
+            _ => None,
+        }
+    }
+
     /// The topic containerd publishes this event under (None for raw events).
     pub fn topic(&self) -> Option<&'static str> {
         Some(match self {

@@ -267,7 +267,8 @@ impl Started {
                 let md = made(&self.metadata, plugins::METADATA)?;
                 let events = made(&self.events, plugins::EVENT)?;
                 let networks = Networks::open(cfg.network, cfg.root, &cfg.runtime.state)?;
-                let tasks = Tasks::new(cfg.runtime.clone(), md.store, md.snapshots, events)
+                let shims = std::sync::Arc::new(crate::edge::shim::TtrpcShims);
+                let tasks = Tasks::new(cfg.runtime.clone(), md.store, md.snapshots, events, shims)
                     .with_networks(networks.clone());
                 self.tasks = Some((tasks, networks));
             }

@@ -84,7 +84,7 @@ async fn answer(mut conn: tokio::net::TcpStream, sources: Sources) -> std::io::R
 fn container_figures(
     data: &crate::core::metadata::containers::AnyValue,
 ) -> Vec<(&'static str, f64)> {
-    let Some(f) = crate::core::runtime::shim_client::cgroup_figures(data) else {
+    let Some(f) = crate::edge::shim::cgroup_figures(data) else {
         return vec![];
     };
     let secs = |ns: u64| ns as f64 / 1e9;

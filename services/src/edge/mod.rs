@@ -8,3 +8,4 @@ pub mod daemon;
 pub mod grpc;
 pub mod http1;
 pub mod metrics_endpoint;
+pub mod shim;

@@ -398,11 +398,17 @@ impl Networks {
 
     /// Leaves the networks of each container on record whose task is no longer running:
     /// what a berthd that died before seeing an exit left behind.
-    pub async fn recover(&self, tasks: &crate::core::runtime::Tasks) {
+    /// `running` says whether a container's task still runs (the runtime's answer).
+    pub async fn recover<F, Fut>(&self, running: F)
+    where
+        F: Fn(Namespace, String) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let running = &running;
         let stale = futures::future::join_all(self.attached().await.into_iter().map(
             |(ns, id)| async move {
                 let alive = match Namespace::parse(&ns) {
-                    Ok(n) => tasks.is_running(&n, &id).await,
+                    Ok(n) => running(n, id.clone()).await,
                     Err(_) => false,
                 };
                 (!alive).then_some((ns, id))
@@ -443,9 +449,7 @@ impl Networks {
     }
 
     fn on_exit(&self, env: crate::core::events::Envelope) {
-        let Some((container, process, exited_at)) =
-            crate::core::runtime::ttrpc::task_exit(&env.event)
-        else {
+        let Some((container, process, exited_at)) = env.event.task_exit() else {
             return;
         };
         if container != process {

@@ -1,7 +1,7 @@
 //! Creating a task: the bundle is written, the shim started and asked to Create; on any
 //! failure the shim is told to go and nothing half-created stays behind.
 
-use super::shim_client::{runc_options, ShimClient};
+use super::driver::ShimApi;
 use super::{bundle, CreateTask, ShimTask, Tasks};
 use crate::core::context::Namespace;
 use crate::core::error::{Error, Result};
@@ -30,7 +30,7 @@ impl Tasks {
                 .await?;
         }
         let given = req.options.take().or(container.runtime.options.clone());
-        let (options, runtime) = runc_options(given, &self.cfg.runc_root());
+        let (options, runtime) = self.shims.runc_options(given, &self.cfg.runc_root());
         if let Some(r) = runtime.as_deref().filter(|r| *r != "native") {
             runnable(r)?;
         }
@@ -81,10 +81,10 @@ impl Tasks {
             }
         };
         let launch = self.launch(&binary, ns, id, &bundle, runtime.as_deref());
-        let mut connected: Option<ShimClient> = None;
+        let mut connected: Option<Box<dyn ShimApi>> = None;
         let created = async {
             let socket = launch.start().await?;
-            let client = connected.insert(ShimClient::connect(&socket).await?);
+            let client = connected.insert(self.shims.connect(&socket).await?);
             client.create(&bundle, req).await
         }
         .await;

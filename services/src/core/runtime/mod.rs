@@ -1,6 +1,7 @@
 //! The runtime manager and the tasks it runs: one shim per container, started with the shim
 //! v2 protocol and driven over ttrpc. The core API here speaks the runtime's own types
-//! ([`types`]); the shim API's messages live only at the ttrpc edge ([`shim_client`]).
+//! ([`types`]); the shim API's wire lives at the edge (`crate::edge::shim`), handed in as a
+//! [`driver::ShimWire`].
 //!
 //! - [`bundle`]: where a task's files live, and the shim's log.
 //! - [`create`]: a new task: bundle, shim start, Create; nothing half-made on failure.
@@ -9,10 +10,9 @@
 
 pub mod bundle;
 mod create;
+pub mod driver;
 mod recover;
 pub mod shim;
-pub mod shim_client;
-pub mod ttrpc;
 pub mod types;
 mod warmup;
 
@@ -25,7 +25,7 @@ use crate::core::events::{Event, Exchange};
 use crate::core::metadata::containers::AnyValue;
 use crate::core::metadata::MetadataStore;
 use crate::core::snapshots::Snapshots;
-use shim_client::ShimClient;
+use driver::{ShimApi, ShimWire};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +36,7 @@ use std::time::Duration;
 const DEAD_SHIM_CLEANUP: Duration = Duration::from_secs(30);
 
 struct ShimTask {
-    client: ShimClient,
+    client: Box<dyn ShimApi>,
     bundle: PathBuf,
     binary: PathBuf,
     /// The low-level runtime its runc options named (`binary_name`): a shim that died is
@@ -61,7 +61,7 @@ impl Drop for ShimTask {
 
 impl ShimTask {
     fn new(
-        client: ShimClient,
+        client: Box<dyn ShimApi>,
         bundle: PathBuf,
         binary: PathBuf,
         runtime: Option<String>,
@@ -97,6 +97,8 @@ pub struct Tasks {
     tasks: Arc<Mutex<TaskTable>>,
     /// Joins containers that ask for networks to them at create, leaves them at delete.
     networks: Option<crate::core::network::Networks>,
+    /// The shims' wire (ttrpc, at the edge).
+    shims: Arc<dyn ShimWire>,
 }
 
 fn init(id: &str) -> ProcessRef {
@@ -112,6 +114,7 @@ impl Tasks {
         store: MetadataStore,
         snapshots: Snapshots,
         events: Exchange,
+        shims: Arc<dyn ShimWire>,
     ) -> Self {
         Tasks {
             cfg: Arc::new(cfg),
@@ -120,6 +123,7 @@ impl Tasks {
             events,
             tasks: Arc::default(),
             networks: None,
+            shims,
         }
     }
 
@@ -153,6 +157,7 @@ impl Tasks {
             address: &self.cfg.address,
             ttrpc_address: self.cfg.ttrpc_address(),
             runtime,
+            shims: self.shims.as_ref(),
         }
     }
 
@@ -403,7 +408,8 @@ impl Tasks {
 mod tests {
     use super::*;
     use crate::core::filters::Filter;
-    use shim_client::fake::{self, Mode};
+    use crate::edge::shim::client::fake::{self, Mode};
+    use crate::edge::shim::client::ShimClient;
 
     struct Fixture {
         dir: tempfile::TempDir,
@@ -422,7 +428,13 @@ mod tests {
             state: dir.path().join("state"),
             address: dir.path().join("berthd.sock"),
         };
-        let tasks = Tasks::new(cfg, store, snapshots, events.clone());
+        let tasks = Tasks::new(
+            cfg,
+            store,
+            snapshots,
+            events.clone(),
+            Arc::new(crate::edge::shim::TtrpcShims),
+        );
         Fixture {
             dir,
             tasks,
@@ -435,7 +447,7 @@ mod tests {
     async fn task_on_fake_shim(f: &Fixture, mode: Mode) {
         let socket = f.dir.path().join("shim.sock");
         fake::serve(&socket, mode);
-        let client = ShimClient::connect(&socket).await.unwrap();
+        let client: Box<dyn ShimApi> = Box::new(ShimClient::connect(&socket).await.unwrap());
         let bundle = f.dir.path().join("bundle");
         std::fs::create_dir_all(&bundle).unwrap();
         // A shim binary whose `delete` fails: the daemon falls back to its own report.

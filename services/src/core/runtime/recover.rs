@@ -2,7 +2,6 @@
 //! once); the bundles of shims that are gone are cleaned up, their exits reported through
 //! `<shim> delete`.
 
-use super::shim_client::{runc_options, ShimClient};
 use super::{bundle, ShimTask, Tasks};
 use crate::core::context::Namespace;
 use std::path::PathBuf;
@@ -45,9 +44,9 @@ impl Tasks {
         // The runtime its runc options name, as when the task was created.
         let runtime = container
             .and_then(|c| c.runtime.options)
-            .and_then(|o| runc_options(Some(o), &self.cfg.runc_root()).1);
+            .and_then(|o| self.shims.runc_options(Some(o), &self.cfg.runc_root()).1);
         let socket = bundle::shim_socket(&bundle);
-        match (ShimClient::connect(&socket).await, binary) {
+        match (self.shims.connect(&socket).await, binary) {
             (Ok(client), Some(binary)) => {
                 tracing::info!(namespace = %ns, id = %id, "reconnected to shim");
                 let log = bundle::follow_log(&bundle.join("log"), &id).ok();

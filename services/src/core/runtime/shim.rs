@@ -1,7 +1,7 @@
 //! Launching a shim with containerd's shim v2 start protocol, and cleaning up after one
 //! that is gone (`<shim> delete`).
 
-use super::shim_client::decode_deleted;
+use super::driver::ShimWire;
 use super::types::Exited;
 use crate::core::error::{Error, Kind, Result};
 use std::path::{Path, PathBuf};
@@ -68,6 +68,8 @@ pub struct Launch<'a> {
     /// The low-level runtime the caller's runc options name (`binary_name`), for berth's
     /// shim; None: the one berthd runs with.
     pub runtime: Option<&'a str>,
+    /// Reads what `delete` prints.
+    pub shims: &'a dyn ShimWire,
 }
 
 impl Launch<'_> {
@@ -145,7 +147,7 @@ impl Launch<'_> {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        Ok(decode_deleted(&out.stdout))
+        Ok(self.shims.decode_deleted(&out.stdout))
     }
 }
 

@@ -24,7 +24,7 @@ impl Cri {
         let running = Self::container_state(c) == cri::ContainerState::ContainerRunning;
         if running {
             if let Ok(Some(any)) = self.tasks.stats(self.ns.clone(), c.id.clone()).await {
-                if let Some(f) = crate::core::runtime::shim_client::cgroup_figures(&any) {
+                if let Some(f) = crate::edge::shim::cgroup_figures(&any) {
                     let cpu = f.cpu_ns;
                     let nano_cores = {
                         let prev = self.cpu_samples.replace(&c.id, now, cpu);

@@ -111,10 +111,28 @@ pub mod convert {
 
     pub fn raw(any: Option<prost_types::Any>) -> Result<Event, Status> {
         let any = any.ok_or_else(|| Status::invalid_argument("event must be set"))?;
-        Ok(Event::Raw {
+        Ok(event_in(any))
+    }
+
+    /// A published or forwarded event as the core knows it: a task exit typed (the core
+    /// acts on it: networks are left, exits recorded), anything else as it came.
+    pub fn event_in(any: prost_types::Any) -> Event {
+        use prost::Message;
+        if any.type_url.ends_with("containerd.events.TaskExit") {
+            if let Ok(e) = pbe::TaskExit::decode(any.value.as_slice()) {
+                return Event::TaskExit {
+                    container_id: e.container_id,
+                    id: e.id,
+                    pid: e.pid,
+                    exit_status: e.exit_status,
+                    exited_at: from_timestamp(e.exited_at.as_ref()),
+                };
+            }
+        }
+        Event::Raw {
             type_url: any.type_url,
             value: any.value,
-        })
+        }
     }
 }
 

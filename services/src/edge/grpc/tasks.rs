@@ -2,10 +2,10 @@
 
 use super::{namespace, status, timestamp};
 use crate::core::metadata::containers::AnyValue;
-use crate::core::runtime::shim_client::status_out;
 use crate::core::runtime::{
     CreateTask, ExecProcess, Exited, ProcessRef, ProcessState, Resize, Stdio, Tasks, UpdateTask,
 };
+use crate::edge::shim::status_out;
 use berth_proto::containerd::v1::types::{Process, ProcessInfo};
 use berth_proto::tasks::{
     tasks_server::Tasks as TasksApi, CheckpointTaskRequest, CheckpointTaskResponse, CloseIoRequest,

@@ -2,7 +2,7 @@
 //! server for the events shims forward.
 
 use crate::core::error::{Error, Kind, Result};
-use crate::core::events::{Envelope, Event, Exchange};
+use crate::core::events::{Envelope, Exchange};
 use berth_proto::ttrpc::{Request, Response};
 use berth_proto::ttrpc_wire::{FrameType, Header, HEADER_LEN, MAX_PAYLOAD};
 use prost::Message;
@@ -252,10 +252,7 @@ fn forward(exchange: &Exchange, req: &Request) -> Option<(i32, String)> {
     };
     let ts = berth_proto::vocab::time::from_proto(env.timestamp.as_ref());
     let event = match env.event {
-        Some(a) => Event::Raw {
-            type_url: a.type_url,
-            value: a.value,
-        },
+        Some(a) => crate::edge::grpc::events::convert::event_in(a),
         None => return Some((3, "event must be set".into())),
     };
     let envelope = Envelope {
@@ -269,23 +266,4 @@ fn forward(exchange: &Exchange, req: &Request) -> Option<(i32, String)> {
         event,
     };
     exchange.forward(envelope).err().map(|e| (3, e.to_string()))
-}
-
-/// The (container id, process id, exited at) of a task exit, whether the core published it
-/// (a dead shim's) or a shim forwarded it as containerd's `TaskExit` message.
-pub fn task_exit(event: &Event) -> Option<(String, String, i64)> {
-    match event {
-        Event::TaskExit {
-            container_id,
-            id,
-            exited_at,
-            ..
-        } => Some((container_id.clone(), id.clone(), *exited_at)),
-        Event::Raw { type_url, value } if type_url.ends_with("containerd.events.TaskExit") => {
-            let e = berth_proto::containerd::events::TaskExit::decode(value.as_slice()).ok()?;
-            let at = berth_proto::vocab::time::from_proto(e.exited_at.as_ref());
-            Some((e.container_id, e.id, at))
-        }
-        _ => None,
-    }
 }

@@ -2,15 +2,17 @@
 //! types. Every conversion between the runtime's types and the shim API's messages lives here.
 
 use super::ttrpc;
-use super::types::{
+use crate::core::error::Result;
+use crate::core::metadata::containers::AnyValue;
+use crate::core::runtime::driver::{ShimApi, ShimWire};
+use crate::core::runtime::{
     CgroupFigures, CreateTask, ExecProcess, Exited, ProcessInfo, ProcessRef, ProcessState, Resize,
     Status, Stdio, UpdateTask,
 };
-use crate::core::error::Result;
-use crate::core::metadata::containers::AnyValue;
 use berth_proto::containerd::task::v2 as api;
 use berth_proto::containerd::v1::types::Status as WireStatus;
 use berth_proto::vocab::time;
+use futures::future::BoxFuture;
 use prost::Message;
 use std::path::Path;
 use std::time::Duration;
@@ -338,6 +340,78 @@ impl ShimClient {
             exit_status: r.exit_status,
             exited_at: time::from_proto(r.exited_at.as_ref()),
         })
+    }
+}
+
+/// The shim wire over ttrpc, as the runtime is handed it.
+pub struct TtrpcShims;
+
+impl ShimWire for TtrpcShims {
+    fn connect<'a>(&'a self, socket: &'a Path) -> BoxFuture<'a, Result<Box<dyn ShimApi>>> {
+        Box::pin(async move {
+            let c: Box<dyn ShimApi> = Box::new(ShimClient::connect(socket).await?);
+            Ok(c)
+        })
+    }
+
+    fn decode_deleted(&self, stdout: &[u8]) -> Exited {
+        decode_deleted(stdout)
+    }
+
+    fn runc_options(
+        &self,
+        given: Option<AnyValue>,
+        runc_root: &Path,
+    ) -> (AnyValue, Option<String>) {
+        runc_options(given, runc_root)
+    }
+}
+
+impl ShimApi for ShimClient {
+    fn closed(&self) -> BoxFuture<'_, ()> {
+        Box::pin(ShimClient::closed(self))
+    }
+    fn create<'a>(&'a self, bundle: &'a Path, req: CreateTask) -> BoxFuture<'a, Result<u32>> {
+        Box::pin(ShimClient::create(self, bundle, req))
+    }
+    fn start<'a>(&'a self, p: &'a ProcessRef) -> BoxFuture<'a, Result<u32>> {
+        Box::pin(ShimClient::start(self, p))
+    }
+    fn state<'a>(&'a self, p: &'a ProcessRef) -> BoxFuture<'a, Result<ProcessState>> {
+        Box::pin(ShimClient::state(self, p))
+    }
+    fn delete<'a>(&'a self, p: &'a ProcessRef) -> BoxFuture<'a, Result<Exited>> {
+        Box::pin(ShimClient::delete(self, p))
+    }
+    fn shutdown<'a>(&'a self, id: &'a str, now: bool) -> BoxFuture<'a, ()> {
+        Box::pin(ShimClient::shutdown(self, id, now))
+    }
+    fn kill<'a>(&'a self, p: &'a ProcessRef, signal: u32, all: bool) -> BoxFuture<'a, Result<()>> {
+        Box::pin(ShimClient::kill(self, p, signal, all))
+    }
+    fn exec(&self, e: ExecProcess) -> BoxFuture<'_, Result<()>> {
+        Box::pin(ShimClient::exec(self, e))
+    }
+    fn resize<'a>(&'a self, r: &'a Resize) -> BoxFuture<'a, Result<()>> {
+        Box::pin(ShimClient::resize(self, r))
+    }
+    fn close_stdin<'a>(&'a self, p: &'a ProcessRef) -> BoxFuture<'a, Result<()>> {
+        Box::pin(ShimClient::close_stdin(self, p))
+    }
+    fn pause<'a>(&'a self, id: &'a str, pause: bool) -> BoxFuture<'a, Result<()>> {
+        Box::pin(ShimClient::pause(self, id, pause))
+    }
+    fn pids<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Vec<ProcessInfo>>> {
+        Box::pin(ShimClient::pids(self, id))
+    }
+    fn update(&self, u: UpdateTask) -> BoxFuture<'_, Result<()>> {
+        Box::pin(ShimClient::update(self, u))
+    }
+    fn stats<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<AnyValue>>> {
+        Box::pin(ShimClient::stats(self, id))
+    }
+    fn wait<'a>(&'a self, p: &'a ProcessRef) -> BoxFuture<'a, Result<Exited>> {
+        Box::pin(ShimClient::wait(self, p))
     }
 }
 

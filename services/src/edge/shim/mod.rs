@@ -1,0 +1,8 @@
+//! The runtime's southbound edge: ttrpc to shims. [`client`] drives one shim's Task API in
+//! core types and is what the core runtime is handed ([`client::TtrpcShims`]); [`ttrpc`] is
+//! the protocol's framing and the events socket shims forward task events to.
+
+pub mod client;
+pub mod ttrpc;
+
+pub use client::{cgroup_figures, status_out, TtrpcShims};
