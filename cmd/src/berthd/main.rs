@@ -316,14 +316,8 @@ async fn reload_on_hangup(
     }
 }
 
-async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
-    private_dir(&cfg.root)?;
-    private_dir(&cfg.state)?;
-    // Passable (not listable) by others: a user-namespaced container's root is another host
-    // uid and must reach its bundle's rootfs, as with containerd's /run/containerd.
-    std::fs::set_permissions(&cfg.state, std::fs::Permissions::from_mode(0o711))
-        .with_context(|| format!("chmod 0711 {}", cfg.state.display()))?;
-    let _lock = lock_root(&cfg.root)?;
+/// Opens every store under the configured root (blocking work, off the async workers).
+async fn open_daemon(cfg: &Config) -> anyhow::Result<Daemon> {
     let version = VersionInfo {
         version: format!("v{}", env!("CARGO_PKG_VERSION")),
         revision: env!("BERTH_REVISION").to_string(),
@@ -336,23 +330,17 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
     let registry = cfg.registry.clone();
     let cri = cfg.cri.clone();
     let network = cfg.network.clone();
-    let daemon =
+    Ok(
         tokio::task::spawn_blocking(move || Daemon::open(runtime, registry, cri, network, version))
-            .await??;
-    let router = daemon.router()?;
-    let listener = bind_socket(&cfg.address)?;
-    let cri_listener = match (&daemon.cri, cfg.cri.address.as_os_str().is_empty()) {
-        (Some(_), false) => Some(bind_socket(&cfg.cri.address)?),
-        _ => None,
-    };
-    // Shims forward their task events here.
-    let _events = berth_services::edge::shim::ttrpc::serve_events(
-        &daemon.runtime.ttrpc_address(),
-        daemon.events.clone(),
-    )?;
+            .await??,
+    )
+}
+
+/// Takes back what a previous berthd left: its tasks' shims, the networks of containers
+/// that stopped meanwhile (in the background), the CRI's pods and its streaming server.
+async fn recover(daemon: &Daemon) -> anyhow::Result<()> {
     daemon.tasks.recover().await;
     daemon.networks.watch_exits(&daemon.events);
-    // Networks of containers that stopped while no berthd watched: left in the background.
     let (tasks, networks) = (daemon.tasks.clone(), daemon.networks.clone());
     tokio::spawn(async move {
         networks
@@ -370,6 +358,53 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
             "start the CRI streaming server (stream_server_address, stream_server_port)",
         )?;
     }
+    Ok(())
+}
+
+/// The metrics endpoint, when `[metrics] address` names one.
+async fn serve_metrics(
+    cfg: &Config,
+    daemon: &Daemon,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if cfg.metrics.address.is_empty() {
+        return Ok(None);
+    }
+    let sources = berth_services::edge::metrics_endpoint::Sources {
+        store: daemon.store.clone(),
+        tasks: daemon.tasks.clone(),
+    };
+    let served = berth_services::edge::metrics_endpoint::serve(&cfg.metrics.address, sources)
+        .await
+        .with_context(|| {
+            format!(
+                "serve metrics on {} ([metrics] address)",
+                cfg.metrics.address
+            )
+        })?;
+    Ok(Some(served))
+}
+
+async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
+    private_dir(&cfg.root)?;
+    private_dir(&cfg.state)?;
+    // Passable (not listable) by others: a user-namespaced container's root is another host
+    // uid and must reach its bundle's rootfs, as with containerd's /run/containerd.
+    std::fs::set_permissions(&cfg.state, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("chmod 0711 {}", cfg.state.display()))?;
+    let _lock = lock_root(&cfg.root)?;
+    let daemon = open_daemon(&cfg).await?;
+    let router = daemon.router()?;
+    let listener = bind_socket(&cfg.address)?;
+    let cri_listener = match (&daemon.cri, cfg.cri.address.as_os_str().is_empty()) {
+        (Some(_), false) => Some(bind_socket(&cfg.cri.address)?),
+        _ => None,
+    };
+    // Shims forward their task events here.
+    let _events = berth_services::edge::shim::ttrpc::serve_events(
+        &daemon.runtime.ttrpc_address(),
+        daemon.events.clone(),
+    )?;
+    recover(&daemon).await?;
     let _cri_server = match (cri_listener, daemon.cri_router()) {
         (Some(l), Some(r)) => Some(tokio::spawn(async move {
             if let Err(e) = r.serve_with_incoming(accept_loop(l)).await {
@@ -380,24 +415,7 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
     };
     // Collect what a previous run left unreferenced, then whenever deletions ask for it.
     let _gc = daemon.gc.run();
-    let _metrics = if cfg.metrics.address.is_empty() {
-        None
-    } else {
-        let sources = berth_services::edge::metrics_endpoint::Sources {
-            store: daemon.store.clone(),
-            tasks: daemon.tasks.clone(),
-        };
-        Some(
-            berth_services::edge::metrics_endpoint::serve(&cfg.metrics.address, sources)
-                .await
-                .with_context(|| {
-                    format!(
-                        "serve metrics on {} ([metrics] address)",
-                        cfg.metrics.address
-                    )
-                })?,
-        )
-    };
+    let _metrics = serve_metrics(&cfg, &daemon).await?;
     let _reload = tokio::spawn(reload_on_hangup(
         args,
         cfg.clone(),

@@ -129,15 +129,47 @@ fn kind(metric: &str) -> &'static str {
 
 pub async fn scrape(s: &Sources) -> String {
     let mut out = String::new();
+    container_metrics(s, &mut out).await;
+    let (blobs, bytes) = content_totals(s).await;
+    header(
+        &mut out,
+        "berth_content_blobs",
+        "gauge",
+        "Distinct blobs in the content store",
+    );
+    let _ = writeln!(out, "berth_content_blobs {blobs}");
+    header(
+        &mut out,
+        "berth_content_bytes",
+        "gauge",
+        "Bytes in the content store",
+    );
+    let _ = writeln!(out, "berth_content_bytes {bytes}");
+    header(
+        &mut out,
+        "berth_build_info",
+        "gauge",
+        "Always 1; the version is a label",
+    );
+    let _ = writeln!(
+        out,
+        "berth_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    registry().render(&mut out);
+    out
+}
+
+/// The running-container count and each running container's cgroup figures, every shim
+/// asked at once; each metric's samples under one TYPE line.
+async fn container_metrics(s: &Sources, out: &mut String) {
     let namespaces: Vec<String> = s
         .store
         .namespace_list()
         .map(|l| l.into_iter().map(|(n, _)| n).collect())
         .unwrap_or_default();
-    // metric -> lines, so each metric's samples sit under one TYPE line.
     let mut by_metric: std::collections::BTreeMap<&'static str, Vec<String>> = Default::default();
     let mut running = 0u64;
-    // Every shim asked at once.
     let mut asks = vec![];
     for name in &namespaces {
         let Ok(ns) = Namespace::parse(name) else {
@@ -162,7 +194,7 @@ pub async fn scrape(s: &Sources) -> String {
         }
     }
     header(
-        &mut out,
+        out,
         "berth_containers_running",
         "gauge",
         "Containers whose task berthd holds",
@@ -170,7 +202,7 @@ pub async fn scrape(s: &Sources) -> String {
     let _ = writeln!(out, "berth_containers_running {running}");
     for (metric, lines) in by_metric {
         header(
-            &mut out,
+            out,
             metric,
             kind(metric),
             "Per container, from its cgroup (as containerd's task metrics)",
@@ -179,8 +211,12 @@ pub async fn scrape(s: &Sources) -> String {
             let _ = writeln!(out, "{l}");
         }
     }
+}
+
+/// Distinct blobs in the content store, and their bytes.
+async fn content_totals(s: &Sources) -> (u64, u64) {
     let store = s.store.clone();
-    let content = crate::core::error::blocking(move || {
+    crate::core::error::blocking(move || {
         let mut seen = std::collections::HashMap::new();
         for (name, _) in store.namespace_list()? {
             let Ok(ns) = Namespace::parse(&name) else {
@@ -193,32 +229,5 @@ pub async fn scrape(s: &Sources) -> String {
         Ok((seen.len() as u64, seen.values().sum::<u64>()))
     })
     .await
-    .unwrap_or((0, 0));
-    header(
-        &mut out,
-        "berth_content_blobs",
-        "gauge",
-        "Distinct blobs in the content store",
-    );
-    let _ = writeln!(out, "berth_content_blobs {}", content.0);
-    header(
-        &mut out,
-        "berth_content_bytes",
-        "gauge",
-        "Bytes in the content store",
-    );
-    let _ = writeln!(out, "berth_content_bytes {}", content.1);
-    header(
-        &mut out,
-        "berth_build_info",
-        "gauge",
-        "Always 1; the version is a label",
-    );
-    let _ = writeln!(
-        out,
-        "berth_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-    registry().render(&mut out);
-    out
+    .unwrap_or((0, 0))
 }

@@ -161,24 +161,7 @@ impl Networks {
         };
         let mut spec: Value = serde_json::from_slice(spec)
             .map_err(|e| Error::invalid(format!("container {}: spec: {e}", c.id)))?;
-        let netns_entry = spec["linux"]["namespaces"]
-            .as_array()
-            .and_then(|a| a.iter().position(|n| n["type"] == "network"));
-        let Some(at) = netns_entry else {
-            return Err(Error::invalid(format!(
-                "container {} asks for networks ({NETWORKS_LABEL}) but shares the host's network namespace",
-                c.id
-            )));
-        };
-        if spec["linux"]["namespaces"][at]["path"]
-            .as_str()
-            .is_some_and(|p| !p.is_empty())
-        {
-            return Err(Error::invalid(format!(
-                "container {} asks for networks ({NETWORKS_LABEL}) but joins another network namespace",
-                c.id
-            )));
-        }
+        let at = own_netns_entry(&spec, &c.id)?;
         let key = Self::key(ns.as_str(), &c.id);
         let lock = self.lock_for(&key);
         let _g = lock.lock().await;
@@ -214,24 +197,8 @@ impl Networks {
             }
             return Err(e);
         }
-        spec["linux"]["namespaces"][at]["path"] = json!(rec.netns);
-        if spec["hostname"].as_str().is_none_or(str::is_empty) {
-            spec["hostname"] = json!(rec.hostname);
-        }
         let dir = self.files_dir(ns.as_str(), &c.id);
-        let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
-        for f in ["hosts", "resolv.conf", "hostname"] {
-            let dst = format!("/etc/{f}");
-            if !mounts.iter().any(|m| m["destination"] == dst.as_str()) {
-                mounts.push(json!({
-                    "destination": dst,
-                    "type": "bind",
-                    "source": dir.join(f),
-                    "options": ["rbind", "rprivate"],
-                }));
-            }
-        }
-        spec["mounts"] = Value::Array(mounts);
+        joined_spec(&mut spec, at, &rec, &dir);
         Ok(Some(serde_json::to_vec(&spec)?))
     }
 
@@ -513,6 +480,51 @@ pub(super) fn endpoints(dir: &Path) -> Vec<(String, Endpoint)> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// The index of the spec's own new network namespace entry; a container that asks for
+/// networks but shares the host's, or joins another, is refused.
+fn own_netns_entry(spec: &Value, id: &str) -> Result<usize> {
+    let entry = spec["linux"]["namespaces"]
+        .as_array()
+        .and_then(|a| a.iter().position(|n| n["type"] == "network"));
+    let Some(at) = entry else {
+        return Err(Error::invalid(format!(
+            "container {id} asks for networks ({NETWORKS_LABEL}) but shares the host's network namespace"
+        )));
+    };
+    if spec["linux"]["namespaces"][at]["path"]
+        .as_str()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Err(Error::invalid(format!(
+            "container {id} asks for networks ({NETWORKS_LABEL}) but joins another network namespace"
+        )));
+    }
+    Ok(at)
+}
+
+/// The spec pointed at the joined network namespace, with its hostname (unless the spec
+/// names one) and the hosts, resolv.conf and hostname files in `dir` (unless it mounts its
+/// own).
+fn joined_spec(spec: &mut Value, at: usize, rec: &Record, dir: &std::path::Path) {
+    spec["linux"]["namespaces"][at]["path"] = json!(rec.netns);
+    if spec["hostname"].as_str().is_none_or(str::is_empty) {
+        spec["hostname"] = json!(rec.hostname);
+    }
+    let mut mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+    for f in ["hosts", "resolv.conf", "hostname"] {
+        let dst = format!("/etc/{f}");
+        if !mounts.iter().any(|m| m["destination"] == dst.as_str()) {
+            mounts.push(json!({
+                "destination": dst,
+                "type": "bind",
+                "source": dir.join(f),
+                "options": ["rbind", "rprivate"],
+            }));
+        }
+    }
+    spec["mounts"] = Value::Array(mounts);
 }
 
 #[cfg(test)]
