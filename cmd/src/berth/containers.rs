@@ -1,6 +1,6 @@
 //! berth containers ls|info|rm|label, and berth tasks ls|kill|ps|pause|resume|rm|metrics.
 
-use crate::output::{labels, parse_labels, ListFlags, Table};
+use crate::output::{labels, ListFlags, Table};
 use berth_client::Client;
 use berth_proto::containerd::v1::types::Status;
 use berth_proto::containers::{
@@ -423,25 +423,25 @@ pub(crate) async fn remove_container(client: &Client, c: &Container) -> anyhow::
 }
 
 async fn container_label(client: &Client, args: ContainerLabelArgs) -> anyhow::Result<()> {
-    let ContainerLabelArgs { id, labels: l } = args;
-    let mut svc = client.containers();
-    let l = parse_labels(&l)?;
-    let mask = crate::output::label_mask(&l);
-    let c = svc
-        .update(UpdateContainerRequest {
-            container: Some(Container {
-                id,
-                labels: l,
-                ..Default::default()
-            }),
-            update_mask: Some(mask),
-        })
-        .await?
-        .into_inner()
-        .container
-        .unwrap_or_default();
-    println!("{}", labels(&c.labels));
-    Ok(())
+    let ContainerLabelArgs { id, labels } = args;
+    crate::verbs::label(&labels, |labels, mask| async move {
+        let c = client
+            .containers()
+            .update(UpdateContainerRequest {
+                container: Some(Container {
+                    id,
+                    labels,
+                    ..Default::default()
+                }),
+                update_mask: Some(mask),
+            })
+            .await?
+            .into_inner()
+            .container
+            .unwrap_or_default();
+        Ok(c.labels)
+    })
+    .await
 }
 
 async fn task_ls(client: &Client, args: TaskLsArgs) -> anyhow::Result<()> {

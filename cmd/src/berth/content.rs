@@ -1,6 +1,7 @@
 //! berth content ls|get|ingest|rm|label|active
 
-use crate::output::{age, labels, parse_labels, size, ListFlags, Table};
+use crate::output::{age, labels, parse_labels, size, ListFlags};
+use crate::verbs;
 use berth_client::Client;
 use berth_proto::content::{
     DeleteContentRequest, Info, ListContentRequest, ListStatusesRequest, ReadContentRequest,
@@ -88,27 +89,25 @@ pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
 
 async fn ls(client: &Client, args: LsArgs) -> anyhow::Result<()> {
     let LsArgs { flags, filters } = args;
-    let mut svc = client.content();
-    let mut stream = svc.list(ListContentRequest { filters }).await?.into_inner();
-    let mut t = Table::new(&["DIGEST", "SIZE", "AGE", "LABELS"]);
-    while let Some(batch) = stream.next().await {
-        for i in batch?.info {
-            let json = serde_json::json!({
-                "digest": i.digest, "size": i.size, "labels": i.labels,
-            });
-            t.row(
-                vec![
-                    i.digest.clone(),
-                    size(i.size),
-                    age(i.created_at.as_ref()),
-                    labels(&i.labels),
-                ],
-                json,
-            );
-        }
-    }
-    t.print(flags)?;
-    Ok(())
+    let stream = client
+        .content()
+        .list(ListContentRequest { filters })
+        .await?
+        .into_inner();
+    let infos = verbs::collect(stream, |batch| batch.info).await?;
+    let header = ["DIGEST", "SIZE", "AGE", "LABELS"];
+    verbs::list(&header, infos, flags, |i| {
+        let json = serde_json::json!({
+            "digest": i.digest, "size": i.size, "labels": i.labels,
+        });
+        let cells = vec![
+            i.digest,
+            size(i.size),
+            age(i.created_at.as_ref()),
+            labels(&i.labels),
+        ];
+        (cells, json)
+    })
 }
 
 async fn get(client: &Client, args: GetArgs) -> anyhow::Result<()> {
@@ -152,65 +151,61 @@ async fn ingest(client: &Client, args: IngestArgs) -> anyhow::Result<()> {
 }
 
 async fn rm(client: &Client, args: RmArgs) -> anyhow::Result<()> {
-    let RmArgs { digests } = args;
-    let mut svc = client.content();
-    for digest in digests {
-        svc.delete(DeleteContentRequest {
-            digest: digest.clone(),
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot remove {digest}: {}", e.message()))?;
-        println!("{digest}");
-    }
-    Ok(())
+    verbs::remove(args.digests, |digest| async move {
+        client
+            .content()
+            .delete(DeleteContentRequest {
+                digest: digest.clone(),
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot remove {digest}: {}", e.message()))?;
+        Ok(())
+    })
+    .await
 }
 
 async fn label(client: &Client, args: LabelArgs) -> anyhow::Result<()> {
     let LabelArgs { digest, labels } = args;
-    let mut svc = client.content();
-    let labels = parse_labels(&labels)?;
-    let mask = crate::output::label_mask(&labels);
-    let info = svc
-        .update(UpdateRequest {
-            info: Some(Info {
-                digest,
-                labels,
-                ..Default::default()
-            }),
-            update_mask: Some(mask),
-        })
-        .await?
-        .into_inner()
-        .info
-        .unwrap_or_default();
-    println!("{}", crate::output::labels(&info.labels));
-    Ok(())
+    verbs::label(&labels, |labels, mask| async move {
+        let info = client
+            .content()
+            .update(UpdateRequest {
+                info: Some(Info {
+                    digest,
+                    labels,
+                    ..Default::default()
+                }),
+                update_mask: Some(mask),
+            })
+            .await?
+            .into_inner()
+            .info
+            .unwrap_or_default();
+        Ok(info.labels)
+    })
+    .await
 }
 
 async fn active(client: &Client, args: ActiveArgs) -> anyhow::Result<()> {
     let ActiveArgs { flags } = args;
-    let mut svc = client.content();
-    let resp = svc
+    let resp = client
+        .content()
         .list_statuses(ListStatusesRequest {
             filters: vec![String::new()],
         })
         .await?
         .into_inner();
-    let mut t = Table::new(&["REF", "SIZE", "TOTAL", "AGE"]);
-    for s in resp.statuses {
+    let header = ["REF", "SIZE", "TOTAL", "AGE"];
+    verbs::list(&header, resp.statuses, flags, |s| {
         let json = serde_json::json!({
             "ref": s.r#ref, "offset": s.offset, "total": s.total, "expected": s.expected,
         });
-        t.row(
-            vec![
-                s.r#ref.clone(),
-                size(s.offset),
-                size(s.total),
-                age(s.started_at.as_ref()),
-            ],
-            json,
-        );
-    }
-    t.print(flags)?;
-    Ok(())
+        let cells = vec![
+            s.r#ref,
+            size(s.offset),
+            size(s.total),
+            age(s.started_at.as_ref()),
+        ];
+        (cells, json)
+    })
 }

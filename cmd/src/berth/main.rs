@@ -19,6 +19,7 @@ mod output;
 mod progress;
 mod run;
 mod snapshots;
+mod verbs;
 mod volumes;
 
 use anyhow::Context;

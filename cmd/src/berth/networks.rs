@@ -1,6 +1,7 @@
 //! berth network create|ls|inspect|rm
 
-use crate::output::{each_id, labels, parse_labels, rfc3339, ListFlags, Table};
+use crate::output::{each_id, labels, parse_labels, rfc3339, ListFlags};
+use crate::verbs;
 use anyhow::anyhow;
 use berth_client::Client;
 use berth_proto::berth::services::networks::v1::{
@@ -112,15 +113,15 @@ async fn ls(client: &Client, flags: ListFlags) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("cannot list networks: {}", e.message()))?
         .into_inner()
         .networks;
-    let mut t = Table::new(&[
+    let header = [
         "NAME",
         "SUBNET",
         "GATEWAY",
         "BRIDGE",
         "CONTAINERS",
         "LABELS",
-    ]);
-    for n in &all {
+    ];
+    verbs::list(&header, &all, flags, |n| {
         let cells = if flags.quiet {
             vec![n.name.clone()]
         } else {
@@ -133,15 +134,12 @@ async fn ls(client: &Client, flags: ListFlags) -> anyhow::Result<()> {
                 labels(&n.labels),
             ]
         };
-        t.row(cells, json(n));
-    }
-    t.print(flags)?;
-    Ok(())
+        (cells, json(n))
+    })
 }
 
 async fn inspect(client: &Client, names: Vec<String>) -> anyhow::Result<()> {
-    let mut out = vec![];
-    for name in names {
+    verbs::inspect(names, |name| async move {
         let n = client
             .networks()
             .get(GetNetworkRequest { name: name.clone() })
@@ -150,10 +148,9 @@ async fn inspect(client: &Client, names: Vec<String>) -> anyhow::Result<()> {
             .into_inner()
             .network
             .unwrap_or_default();
-        out.push(json(&n));
-    }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+        Ok(json(&n))
+    })
+    .await
 }
 
 async fn rm(client: &Client, names: Vec<String>) -> anyhow::Result<()> {

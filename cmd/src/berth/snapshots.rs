@@ -1,6 +1,7 @@
 //! berth snapshots ls|info|tree|mounts|prepare|view|commit|rm|usage|label|diff
 
-use crate::output::{labels, parse_labels, rfc3339, size, ListFlags, Table};
+use crate::output::{parse_labels, rfc3339, size, ListFlags};
+use crate::verbs;
 use berth_client::Client;
 use berth_proto::diff::DiffRequest;
 use berth_proto::snapshots::{
@@ -11,7 +12,6 @@ use berth_proto::snapshots::{
 use berth_proto::types::Mount;
 use clap::{Args, Subcommand};
 use std::collections::{BTreeMap, HashMap};
-use tokio_stream::StreamExt;
 
 #[derive(Args)]
 pub struct Snapshots {
@@ -163,7 +163,7 @@ async fn list(
     snapshotter: &str,
     filters: Vec<String>,
 ) -> anyhow::Result<Vec<Info>> {
-    let mut stream = client
+    let stream = client
         .snapshots()
         .list(ListSnapshotsRequest {
             snapshotter: snapshotter.into(),
@@ -171,11 +171,7 @@ async fn list(
         })
         .await?
         .into_inner();
-    let mut out = vec![];
-    while let Some(batch) = stream.next().await {
-        out.extend(batch?.info);
-    }
-    Ok(out)
+    verbs::collect(stream, |batch| batch.info).await
 }
 
 fn info_json(i: &Info) -> serde_json::Value {
@@ -205,19 +201,17 @@ pub async fn run(client: &Client, args: Snapshots) -> anyhow::Result<()> {
 
 async fn ls(client: &Client, sn: String, args: LsArgs) -> anyhow::Result<()> {
     let LsArgs { flags, filters } = args;
-    let mut t = Table::new(&["KEY", "PARENT", "KIND"]);
-    for i in list(client, &sn, filters).await? {
+    let all = list(client, &sn, filters).await?;
+    verbs::list(&["KEY", "PARENT", "KIND"], all, flags, |i| {
         let json = info_json(&i);
-        t.row(vec![i.name, i.parent, kind(i.kind).into()], json);
-    }
-    t.print(flags)?;
-    Ok(())
+        (vec![i.name, i.parent, kind(i.kind).into()], json)
+    })
 }
 
 async fn info(client: &Client, sn: String, args: InfoArgs) -> anyhow::Result<()> {
     let InfoArgs { key } = args;
-    let mut svc = client.snapshots();
-    let i = svc
+    let i = client
+        .snapshots()
         .stat(StatSnapshotRequest {
             snapshotter: sn,
             key,
@@ -226,8 +220,7 @@ async fn info(client: &Client, sn: String, args: InfoArgs) -> anyhow::Result<()>
         .into_inner()
         .info
         .unwrap_or_default();
-    println!("{}", serde_json::to_string_pretty(&info_json(&i))?);
-    Ok(())
+    verbs::print_json(&info_json(&i))
 }
 
 async fn mounts(client: &Client, sn: String, args: MountsArgs) -> anyhow::Result<()> {
@@ -301,18 +294,21 @@ async fn commit(client: &Client, sn: String, args: CommitArgs) -> anyhow::Result
 }
 
 async fn rm(client: &Client, sn: String, args: RmArgs) -> anyhow::Result<()> {
-    let RmArgs { keys } = args;
-    let mut svc = client.snapshots();
-    for key in keys {
-        svc.remove(RemoveSnapshotRequest {
-            snapshotter: sn.clone(),
-            key: key.clone(),
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot remove snapshot {key}: {}", e.message()))?;
-        println!("{key}");
-    }
-    Ok(())
+    verbs::remove(args.keys, |key| {
+        let snapshotter = sn.clone();
+        async move {
+            client
+                .snapshots()
+                .remove(RemoveSnapshotRequest {
+                    snapshotter,
+                    key: key.clone(),
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot remove snapshot {key}: {}", e.message()))?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 async fn usage(client: &Client, sn: String, args: UsageArgs) -> anyhow::Result<()> {
@@ -327,7 +323,7 @@ async fn usage(client: &Client, sn: String, args: UsageArgs) -> anyhow::Result<(
     } else {
         keys
     };
-    let mut t = Table::new(&["KEY", "SIZE", "INODES"]);
+    let mut usages = vec![];
     for key in keys {
         let u = svc
             .usage(UsageRequest {
@@ -336,37 +332,39 @@ async fn usage(client: &Client, sn: String, args: UsageArgs) -> anyhow::Result<(
             })
             .await?
             .into_inner();
-        let json = serde_json::json!({"key": key, "size": u.size, "inodes": u.inodes});
-        t.row(vec![key, size(u.size), u.inodes.to_string()], json);
+        usages.push((key, u));
     }
-    t.print(ListFlags {
+    let flags = ListFlags {
         quiet: false,
         format: Default::default(),
-    })?;
-    Ok(())
+    };
+    verbs::list(&["KEY", "SIZE", "INODES"], usages, flags, |(key, u)| {
+        let json = serde_json::json!({"key": key, "size": u.size, "inodes": u.inodes});
+        (vec![key, size(u.size), u.inodes.to_string()], json)
+    })
 }
 
 async fn label(client: &Client, sn: String, args: LabelArgs) -> anyhow::Result<()> {
-    let LabelArgs { key, labels: l } = args;
-    let mut svc = client.snapshots();
-    let l = parse_labels(&l)?;
-    let mask = crate::output::label_mask(&l);
-    let info = svc
-        .update(UpdateSnapshotRequest {
-            snapshotter: sn,
-            info: Some(Info {
-                name: key,
-                labels: l,
-                ..Default::default()
-            }),
-            update_mask: Some(mask),
-        })
-        .await?
-        .into_inner()
-        .info
-        .unwrap_or_default();
-    println!("{}", labels(&info.labels));
-    Ok(())
+    let LabelArgs { key, labels } = args;
+    verbs::label(&labels, |labels, mask| async move {
+        let info = client
+            .snapshots()
+            .update(UpdateSnapshotRequest {
+                snapshotter: sn,
+                info: Some(Info {
+                    name: key,
+                    labels,
+                    ..Default::default()
+                }),
+                update_mask: Some(mask),
+            })
+            .await?
+            .into_inner()
+            .info
+            .unwrap_or_default();
+        Ok(info.labels)
+    })
+    .await
 }
 
 async fn diff(client: &Client, sn: String, args: DiffArgs) -> anyhow::Result<()> {

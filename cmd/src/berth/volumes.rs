@@ -1,6 +1,7 @@
 //! berth volumes create|ls|inspect|rm|prune
 
-use crate::output::{labels, parse_labels, rfc3339, size, ListFlags, Table};
+use crate::output::{labels, parse_labels, rfc3339, size, ListFlags};
+use crate::verbs;
 use berth_client::Client;
 use berth_proto::berth::services::volumes::v1::{
     CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, PruneVolumesRequest,
@@ -94,37 +95,29 @@ async fn ls(
     with_size: bool,
     filters: Vec<String>,
 ) -> anyhow::Result<()> {
-    let resp = client
+    let volumes = client
         .volumes()
         .list(ListVolumesRequest {
             filters,
             usage: with_size,
         })
         .await?
-        .into_inner();
-    let mut t = Table::new(&["NAME", "SIZE", "USED BY", "LABELS"]);
-    for v in resp.volumes {
-        t.row(
-            vec![
-                v.name.clone(),
-                if v.usage >= 0 {
-                    size(v.usage)
-                } else {
-                    "-".into()
-                },
-                v.used_by.join(","),
-                labels(&v.labels),
-            ],
-            json(&v),
-        );
-    }
-    t.print(flags)?;
-    Ok(())
+        .into_inner()
+        .volumes;
+    let header = ["NAME", "SIZE", "USED BY", "LABELS"];
+    verbs::list(&header, volumes, flags, |v| {
+        let used = if v.usage >= 0 {
+            size(v.usage)
+        } else {
+            "-".into()
+        };
+        let cells = vec![v.name.clone(), used, v.used_by.join(","), labels(&v.labels)];
+        (cells, json(&v))
+    })
 }
 
 async fn inspect(client: &Client, names: Vec<String>) -> anyhow::Result<()> {
-    let mut out = vec![];
-    for name in names {
+    verbs::inspect(names, |name| async move {
         let v = client
             .volumes()
             .get(GetVolumeRequest {
@@ -136,24 +129,24 @@ async fn inspect(client: &Client, names: Vec<String>) -> anyhow::Result<()> {
             .into_inner()
             .volume
             .unwrap_or_default();
-        out.push(json(&v));
-    }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+        Ok(json(&v))
+    })
+    .await
 }
 
 async fn rm(client: &Client, names: Vec<String>, force: bool) -> anyhow::Result<()> {
-    let mut svc = client.volumes();
-    for name in names {
-        svc.remove(RemoveVolumeRequest {
-            name: name.clone(),
-            force,
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot remove volume {name}: {}", e.message()))?;
-        println!("{name}");
-    }
-    Ok(())
+    verbs::remove(names, |name| async move {
+        client
+            .volumes()
+            .remove(RemoveVolumeRequest {
+                name: name.clone(),
+                force,
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot remove volume {name}: {}", e.message()))?;
+        Ok(())
+    })
+    .await
 }
 
 async fn prune(client: &Client, all: bool) -> anyhow::Result<()> {

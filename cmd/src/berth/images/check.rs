@@ -2,9 +2,10 @@
 //! whether its layers are unpacked.
 
 use super::host_platform;
-use crate::output::{size, ListFlags, Table};
+use crate::output::{size, ListFlags};
+use crate::verbs;
 use berth_client::Client;
-use berth_proto::images::{Image, ListImagesRequest};
+use berth_proto::images::Image;
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
@@ -102,31 +103,29 @@ pub(super) async fn check(client: &Client, args: CheckArgs) -> anyhow::Result<()
         snapshotter,
         filters,
     } = args;
-    let mut svc = client.images();
-
-    let resp = svc.list(ListImagesRequest { filters }).await?.into_inner();
-    let mut t = Table::new(&["REF", "STATUS", "LAYERS", "SIZE", "UNPACKED"]);
-    for img in resp.images {
+    let mut checked = vec![];
+    for img in super::list(client, filters).await? {
         let c = check_image(client, &img, &snapshotter).await;
+        checked.push((img.name, c));
+    }
+    let header = ["REF", "STATUS", "LAYERS", "SIZE", "UNPACKED"];
+    verbs::list(&header, checked, flags, |(name, c)| {
         let json = serde_json::json!({
-            "name": img.name, "complete": c.missing == 0, "present": c.present,
+            "name": name, "complete": c.missing == 0, "present": c.present,
             "total": c.present + c.missing, "size": c.size, "unpacked": c.unpacked,
         });
-        t.row(
-            vec![
-                img.name.clone(),
-                if c.missing == 0 {
-                    "complete".into()
-                } else {
-                    format!("incomplete ({} missing)", c.missing)
-                },
-                format!("{}/{}", c.present, c.present + c.missing),
-                size(c.size),
-                c.unpacked.to_string(),
-            ],
-            json,
-        );
-    }
-    t.print(flags)?;
-    Ok(())
+        let status = if c.missing == 0 {
+            "complete".into()
+        } else {
+            format!("incomplete ({} missing)", c.missing)
+        };
+        let cells = vec![
+            name,
+            status,
+            format!("{}/{}", c.present, c.present + c.missing),
+            size(c.size),
+            c.unpacked.to_string(),
+        ];
+        (cells, json)
+    })
 }

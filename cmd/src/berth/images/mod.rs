@@ -7,7 +7,8 @@ mod transfer;
 pub use check::CheckArgs;
 pub use transfer::{ExportArgs, ImportArgs, PullArgs, PushArgs};
 
-use crate::output::{labels, parse_labels, size, ListFlags, Table};
+use crate::output::{labels, size, ListFlags};
+use crate::verbs;
 use berth_client::Client;
 use berth_proto::images::{
     CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, ListImagesRequest,
@@ -144,9 +145,7 @@ pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
 }
 
 async fn inspect(client: &Client, args: InspectArgs) -> anyhow::Result<()> {
-    let doc = inspect_json(client, &args.name).await?;
-    println!("{}", serde_json::to_string_pretty(&doc)?);
-    Ok(())
+    verbs::print_json(&inspect_json(client, &args.name).await?)
 }
 
 /// An image as JSON: its record, the index (if any), this platform's manifest and config.
@@ -202,71 +201,73 @@ pub async fn inspect_json(client: &Client, name: &str) -> anyhow::Result<serde_j
     Ok(doc)
 }
 
+/// The images the filters select.
+async fn list(client: &Client, filters: Vec<String>) -> anyhow::Result<Vec<Image>> {
+    let listed = client.images().list(ListImagesRequest { filters }).await?;
+    Ok(listed.into_inner().images)
+}
+
 async fn ls(client: &Client, args: LsArgs) -> anyhow::Result<()> {
     let LsArgs { flags, filters } = args;
-    let mut svc = client.images();
-
-    let resp = svc.list(ListImagesRequest { filters }).await?.into_inner();
-    let mut t = Table::new(&["REF", "TYPE", "DIGEST", "SIZE", "LABELS"]);
-    for img in resp.images {
-        let target = img.target.clone().unwrap_or_default();
+    let mut sized = vec![];
+    for img in list(client, filters).await? {
         let total = image_size(client, &img).await;
+        sized.push((img, total));
+    }
+    let header = ["REF", "TYPE", "DIGEST", "SIZE", "LABELS"];
+    verbs::list(&header, sized, flags, |(img, total)| {
+        let target = img.target.unwrap_or_default();
         let json = serde_json::json!({
             "name": img.name, "media_type": target.media_type,
             "digest": target.digest, "size": total, "labels": img.labels,
         });
-        t.row(
-            vec![
-                img.name.clone(),
-                target.media_type,
-                target.digest,
-                size(total),
-                labels(&img.labels),
-            ],
-            json,
-        );
-    }
-    t.print(flags)?;
-    Ok(())
+        let cells = vec![
+            img.name,
+            target.media_type,
+            target.digest,
+            size(total),
+            labels(&img.labels),
+        ];
+        (cells, json)
+    })
 }
 
 async fn rm(client: &Client, args: RmArgs) -> anyhow::Result<()> {
     let RmArgs { names, sync } = args;
-    let mut svc = client.images();
-
-    for name in names {
-        svc.delete(DeleteImageRequest {
-            name: name.clone(),
-            sync,
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot remove image {name}: {}", e.message()))?;
-        println!("{name}");
-    }
-    Ok(())
+    verbs::remove(names, |name| async move {
+        client
+            .images()
+            .delete(DeleteImageRequest {
+                name: name.clone(),
+                sync,
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot remove image {name}: {}", e.message()))?;
+        Ok(())
+    })
+    .await
 }
 
 async fn label(client: &Client, args: LabelArgs) -> anyhow::Result<()> {
     let LabelArgs { name, labels } = args;
-    let mut svc = client.images();
-
-    let labels = parse_labels(&labels)?;
-    let mask = crate::output::label_mask(&labels);
-    let img = svc
-        .update(UpdateImageRequest {
-            image: Some(Image {
-                name,
-                labels,
-                ..Default::default()
-            }),
-            update_mask: Some(mask),
-        })
-        .await?
-        .into_inner()
-        .image
-        .unwrap_or_default();
-    println!("{}", crate::output::labels(&img.labels));
-    Ok(())
+    verbs::label(&labels, |labels, mask| async move {
+        let img = client
+            .images()
+            .update(UpdateImageRequest {
+                image: Some(Image {
+                    name,
+                    labels,
+                    ..Default::default()
+                }),
+                update_mask: Some(mask),
+            })
+            .await?
+            .into_inner()
+            .image
+            .unwrap_or_default();
+        Ok(img.labels)
+    })
+    .await
 }
 
 async fn unpack(client: &Client, args: UnpackArgs) -> anyhow::Result<()> {
