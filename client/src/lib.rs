@@ -1,8 +1,6 @@
 //! A client for berthd or any daemon that speaks containerd's API: a unix-socket channel,
 //! the namespace and lease headers on every call, typed service clients and a few helpers
-//! for multi-step flows (ingesting and reading blobs), and what a client prepares before it
-//! calls: the OCI spec of a container ([`spec`], [`seccomp`]), image references
-//! ([`reference`]) and the network labels and port mappings berthd reads ([`network`]).
+//! for multi-step flows (ingesting and reading blobs).
 
 use berth_proto::berth::services::build::v1::build_client::BuildClient;
 use berth_proto::berth::services::check::v1::check_client::CheckClient;
@@ -34,10 +32,6 @@ use tonic::{Request, Status};
 pub use berth_proto as proto;
 
 pub mod archive;
-pub mod network;
-pub mod reference;
-pub mod seccomp;
-pub mod spec;
 pub mod transfer;
 
 pub const DEFAULT_ADDRESS: &str = "/run/berth/berth.sock";

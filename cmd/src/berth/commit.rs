@@ -155,7 +155,8 @@ async fn manifest_and_config(client: &Client, image: &str) -> anyhow::Result<(Va
 /// The name the image is stored under, normalized as pulls and builds store theirs
 /// (`app` -> `docker.io/library/app:latest`).
 fn image_name(name: &str) -> anyhow::Result<String> {
-    Ok(berth_client::reference::parse(name)?.to_string())
+    use berth_services::registry::{image_name, parse_reference};
+    Ok(image_name(&parse_reference(name)?))
 }
 
 pub async fn run(client: &Client, c: Commit) -> anyhow::Result<()> {

@@ -7,7 +7,6 @@ use crate::containers::{
 };
 use crate::output::{age, each_id, rfc3339, ListFlags, Table};
 use anyhow::{anyhow, bail};
-use berth_client::network::{PortMapping, PORTS_LABEL};
 use berth_client::Client;
 use berth_proto::berth::services::networks::v1::AddressesRequest;
 use berth_proto::containerd::v1::types::Process;
@@ -16,6 +15,7 @@ use berth_proto::tasks::{
     CreateTaskRequest, DeleteTaskRequest, GetRequest, KillRequest, ListPidsRequest,
     ListTasksRequest, MetricsRequest, StartRequest, WaitRequest,
 };
+use berth_services::network::cni::PortMapping;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -145,7 +145,7 @@ fn command_of(c: &Container) -> String {
 fn ports_of(c: &Container) -> String {
     let ports: Vec<PortMapping> = c
         .labels
-        .get(PORTS_LABEL)
+        .get(berth_services::network::PORTS_LABEL)
         .and_then(|p| serde_json::from_str(p).ok())
         .unwrap_or_default();
     ports

@@ -5,14 +5,11 @@
 use super::volumes::Bind;
 use super::{image::local_mounts, Run, LOG_LABEL};
 use anyhow::{anyhow, bail, Context};
-use berth_client::spec::{self, resolve_user, Options, SPEC_TYPE_URL};
 use berth_client::Client;
 use berth_proto::containers::{container::Runtime, Container, CreateContainerRequest};
-use berth_snapshotters::layer::root::Root;
+use berth_services::spec::{self, resolve_user, Options, SPEC_TYPE_URL};
 use berth_snapshotters::mount::TempMount;
 use std::collections::HashMap;
-use std::io::Read;
-use std::path::Path;
 
 /// Label carrying the image's STOPSIGNAL, as containerd names it; `berth tasks kill`
 /// sends it by default.
@@ -105,25 +102,10 @@ fn user_ids(
         Some(u) => {
             let mounted = TempMount::new(&local_mounts(mounts))
                 .context("mount the rootfs to resolve the user")?;
-            let passwd = read_in_root(mounted.path(), "etc/passwd").unwrap_or_default();
-            let group = read_in_root(mounted.path(), "etc/group").unwrap_or_default();
-            resolve_user(&passwd, &group, u)?
+            resolve_user(mounted.path(), u)?
         }
         None => (0, 0, vec![0]),
     })
-}
-
-/// Reads a file of the image's inside the mounted rootfs, resolved by the kernel within it
-/// (a link in the image cannot reach the host's files).
-fn read_in_root(root: &Path, rel: &str) -> Option<String> {
-    let r = Root::open(root).ok()?;
-    let fd = r.open_in(Path::new(rel), libc::O_RDONLY).ok()?;
-    let mut s = String::new();
-    std::fs::File::from(fd)
-        .take(4 << 20)
-        .read_to_string(&mut s)
-        .ok()?;
-    Some(s)
 }
 
 /// The shim, and the low-level runtime under it when --runc-binary names one.

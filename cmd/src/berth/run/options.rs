@@ -2,7 +2,7 @@
 //! and the seccomp filter.
 
 use anyhow::bail;
-use berth_client::seccomp;
+use berth_services::seccomp;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
