@@ -237,7 +237,12 @@ impl Networks {
         blocking(move || {
             let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             let upstream = std::fs::read_to_string("/run/systemd/resolve/resolv.conf").ok();
-            let resolv = files::resolv_conf(&host, upstream.as_deref(), &dns);
+            let servers = files::Dns {
+                servers: &dns,
+                ..Default::default()
+            };
+            let resolv =
+                files::resolv_conf_for(&host, upstream.as_deref(), servers, files::Loopback::Drop);
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
             for (f, text) in [

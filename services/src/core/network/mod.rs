@@ -12,7 +12,7 @@
 mod attach;
 pub mod cni;
 pub mod define;
-mod files;
+pub(crate) mod files;
 mod hostlock;
 pub mod netns;
 

@@ -15,6 +15,7 @@ use crate::core::error::{blocking, Error, Kind, Result};
 use crate::core::metadata::containers::{AnyValue, ContainerRecord};
 use crate::core::metadata::Labels;
 use crate::core::network::cni::{self, Attachment, PortMapping};
+use crate::core::network::files::{self, Dns, Loopback};
 use crate::core::network::netns;
 use crate::core::runtime::CreateTask;
 use berth_proto::cri::v1 as cri;
@@ -26,23 +27,20 @@ fn sandbox_name(m: &cri::PodSandboxMetadata) -> String {
     format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
 }
 
+/// The pod's resolv.conf: its DNS config, or the host's file as it is.
 fn resolv_conf(dns: Option<&cri::DnsConfig>) -> Result<String> {
-    match dns {
+    let host = match dns {
         Some(d) if !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()) => {
-            let mut s = String::new();
-            if !d.searches.is_empty() {
-                s.push_str(&format!("search {}\n", d.searches.join(" ")));
-            }
-            for ns in &d.servers {
-                s.push_str(&format!("nameserver {ns}\n"));
-            }
-            if !d.options.is_empty() {
-                s.push_str(&format!("options {}\n", d.options.join(" ")));
-            }
-            Ok(s)
+            String::new()
         }
-        _ => Ok(std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
-    }
+        _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    };
+    let dns = dns.map_or_else(Dns::default, |d| Dns {
+        servers: &d.servers,
+        searches: &d.searches,
+        options: &d.options,
+    });
+    Ok(files::resolv_conf_for(&host, None, dns, Loopback::Keep))
 }
 
 fn mount_shm(path: &Path) -> Result<()> {
