@@ -12,6 +12,7 @@
 use crate::core::content::Content;
 use crate::core::context::Namespace;
 use crate::core::error::{blocking, Result};
+use crate::core::metadata::content::BlobRecord;
 use crate::core::metadata::MetadataStore;
 use crate::core::oci;
 use crate::core::snapshots::{scoped, unscope, Snapshots};
@@ -143,10 +144,48 @@ impl Gc {
     fn collect_namespace(&self, ns: &Namespace, after_restart: Option<i64>) -> Result<Collected> {
         let cutoff = after_restart.unwrap_or(i64::MAX);
         let mut out = Collected::default();
+        let mut roots = Roots::default();
+        self.lease_roots(ns, &mut roots, &mut out)?;
+        for image in self.store.image_list(ns)? {
+            roots.content.push(image.target.digest);
+        }
+        let blobs = self.store.blob_list(ns)?;
+        for b in &blobs {
+            if b.labels.contains_key(ROOT_LABEL) {
+                roots.content.push(b.digest.clone());
+            }
+        }
+        for c in self.store.container_list(ns)? {
+            if !c.snapshot_key.is_empty() {
+                roots.snapshots.push((c.snapshotter, c.snapshot_key));
+            }
+        }
+        let (marked, chains) = self.mark_content(ns, &blobs, &mut roots);
+        let sweep = SnapshotSweep {
+            ns,
+            roots: &roots.snapshots,
+            chains: &chains,
+            after_restart,
+            cutoff,
+        };
+        for name in self.snapshots.names() {
+            let Ok(snap) = self.snapshots.get(&name) else {
+                continue;
+            };
+            out.snapshots += sweep.sweep(&name, snap.as_ref())?;
+        }
+        self.sweep_content(ns, blobs, &marked, cutoff, &mut out)?;
+        let stale = crate::core::metadata::now().saturating_sub(INGEST_EXPIRY.as_nanos() as i64);
+        out.ingests +=
+            self.content
+                .expire_ingests_sync(ns, stale.min(cutoff), &roots.held_ingests)?;
+        Ok(out)
+    }
+
+    /// Deletes the expired leases (counting them in `out`) and adds what the live ones hold
+    /// to `roots`.
+    fn lease_roots(&self, ns: &Namespace, roots: &mut Roots, out: &mut Collected) -> Result<()> {
         let now = crate::core::metadata::now() / 1_000_000_000;
-        let mut content_roots: Vec<String> = vec![];
-        let mut snapshot_roots: Vec<(String, String)> = vec![];
-        let mut held_ingests: HashSet<String> = HashSet::new();
         for lease in self.store.lease_list(ns)? {
             let expired = lease
                 .labels
@@ -169,35 +208,30 @@ impl Gc {
             };
             for r in resources {
                 if r.kind == "content" {
-                    content_roots.push(r.id);
+                    roots.content.push(r.id);
                 } else if r.kind == "ingests" {
-                    held_ingests.insert(r.id);
+                    roots.held_ingests.insert(r.id);
                 } else if let Some(sn) = r.kind.strip_prefix("snapshots/") {
-                    snapshot_roots.push((sn.to_string(), r.id));
+                    roots.snapshots.push((sn.to_string(), r.id));
                 }
             }
         }
-        for image in self.store.image_list(ns)? {
-            content_roots.push(image.target.digest);
-        }
-        let blobs = self.store.blob_list(ns)?;
-        for b in &blobs {
-            if b.labels.contains_key(ROOT_LABEL) {
-                content_roots.push(b.digest.clone());
-            }
-        }
-        for c in self.store.container_list(ns)? {
-            if !c.snapshot_key.is_empty() {
-                snapshot_roots.push((c.snapshotter, c.snapshot_key));
-            }
-        }
-        let records: HashMap<&str, &crate::core::metadata::content::BlobRecord> =
-            blobs.iter().map(|b| (b.digest.as_str(), b)).collect();
+        Ok(())
+    }
 
-        // Mark content, collecting the snapshots it names.
+    /// Marks content from `roots.content`, adding the snapshots it names to `roots.snapshots`;
+    /// returns the marked digests and the chain IDs the marked configs name.
+    fn mark_content(
+        &self,
+        ns: &Namespace,
+        blobs: &[BlobRecord],
+        roots: &mut Roots,
+    ) -> (HashSet<String>, Vec<String>) {
+        let records: HashMap<&str, &BlobRecord> =
+            blobs.iter().map(|b| (b.digest.as_str(), b)).collect();
         let mut marked: HashSet<String> = HashSet::new();
         let mut chains: Vec<String> = vec![];
-        while let Some(d) = content_roots.pop() {
+        while let Some(d) = roots.content.pop() {
             if !marked.insert(d.clone()) {
                 continue;
             }
@@ -206,9 +240,9 @@ impl Gc {
             };
             for (k, v) in rec.labels.iter() {
                 if k.starts_with(CONTENT_REF) {
-                    content_roots.push(v.clone());
+                    roots.content.push(v.clone());
                 } else if let Some(sn) = k.strip_prefix(SNAPSHOT_REF) {
-                    snapshot_roots.push((sn.to_string(), v.clone()));
+                    roots.snapshots.push((sn.to_string(), v.clone()));
                 }
             }
             // Layers (labelled with their diffID) are not documents: never read them.
@@ -220,79 +254,23 @@ impl Gc {
                     self.content
                         .read_document_sync(ns, &d, rec.size, oci::MAX_DOCUMENT)
                 {
-                    follow_document(&bytes, &mut content_roots, &mut chains);
+                    follow_document(&bytes, &mut roots.content, &mut chains);
                 }
             }
         }
+        (marked, chains)
+    }
 
-        // Mark snapshots (per snapshotter) and sweep the committed ones nobody needs.
-        for name in self.snapshots.names() {
-            let Ok(snap) = self.snapshots.get(&name) else {
-                continue;
-            };
-            let mut infos: BTreeMap<String, berth_snapshotters::Info> = BTreeMap::new();
-            snap.walk(&mut |i| {
-                if unscope(ns, &i.name).is_some() {
-                    infos.insert(i.name.clone(), i.clone());
-                }
-                true
-            })?;
-            let mut keep: HashSet<String> = HashSet::new();
-            let mut stack: Vec<String> = snapshot_roots
-                .iter()
-                .filter(|(sn, _)| sn == &name)
-                .map(|(_, k)| scoped(ns, k))
-                .chain(chains.iter().map(|c| scoped(ns, c)))
-                .chain(
-                    infos
-                        .values()
-                        .filter(|i| {
-                            let interrupted_unpack = after_restart.is_some()
-                                && i.created_at < cutoff
-                                && unscope(ns, &i.name)
-                                    .is_some_and(|k| k.starts_with(INTERRUPTED_UNPACK_PREFIX));
-                            (i.kind != Kind::Committed && !interrupted_unpack)
-                                || i.labels.contains_key(ROOT_LABEL)
-                        })
-                        .map(|i| i.name.clone()),
-                )
-                .collect();
-            while let Some(k) = stack.pop() {
-                if !keep.insert(k.clone()) {
-                    continue;
-                }
-                if let Some(p) = infos.get(&k).and_then(|i| i.parent.clone()) {
-                    stack.push(p);
-                }
-            }
-            // Children first: a snapshot goes once nothing left depends on it.
-            let mut doomed: Vec<String> = infos
-                .values()
-                .filter(|i| !keep.contains(&i.name) && i.created_at < cutoff)
-                .map(|i| i.name.clone())
-                .collect();
-            while !doomed.is_empty() {
-                let parents: HashSet<String> = doomed
-                    .iter()
-                    .filter_map(|k| infos.get(k).and_then(|i| i.parent.clone()))
-                    .collect();
-                let (now_, later): (Vec<String>, Vec<String>) =
-                    doomed.into_iter().partition(|k| !parents.contains(k));
-                if now_.is_empty() {
-                    break;
-                }
-                for k in now_ {
-                    match snap.remove(&k) {
-                        Ok(()) => out.snapshots += 1,
-                        Err(e) => {
-                            tracing::warn!(snapshot = k, error = %e, "cannot collect snapshot")
-                        }
-                    }
-                }
-                doomed = later;
-            }
-        }
-
+    /// Removes the content records nothing marked (older than `cutoff`), and their bytes once
+    /// no namespace uses them.
+    fn sweep_content(
+        &self,
+        ns: &Namespace,
+        blobs: Vec<BlobRecord>,
+        marked: &HashSet<String>,
+        cutoff: i64,
+        out: &mut Collected,
+    ) -> Result<()> {
         for b in blobs {
             if !marked.contains(&b.digest) && b.created_at < cutoff {
                 if !self.store.blob_remove(ns, &b.digest)? {
@@ -304,11 +282,121 @@ impl Gc {
                 out.content += 1;
             }
         }
-        let stale = crate::core::metadata::now().saturating_sub(INGEST_EXPIRY.as_nanos() as i64);
-        out.ingests += self
-            .content
-            .expire_ingests_sync(ns, stale.min(cutoff), &held_ingests)?;
-        Ok(out)
+        Ok(())
+    }
+}
+
+/// What a namespace's collection starts marking from.
+#[derive(Default)]
+struct Roots {
+    content: Vec<String>,
+    /// (snapshotter, key) pairs.
+    snapshots: Vec<(String, String)>,
+    /// Ingests live leases hold.
+    held_ingests: HashSet<String>,
+}
+
+/// Marks and sweeps one namespace's snapshots, snapshotter by snapshotter.
+struct SnapshotSweep<'a> {
+    ns: &'a Namespace,
+    roots: &'a [(String, String)],
+    /// Chain IDs the marked image configs name (in every snapshotter).
+    chains: &'a [String],
+    after_restart: Option<i64>,
+    cutoff: i64,
+}
+
+impl SnapshotSweep<'_> {
+    /// Marks the snapshots `name` must keep and removes its committed ones nobody needs;
+    /// returns how many went.
+    fn sweep(&self, name: &str, snap: &dyn berth_snapshotters::Snapshotter) -> Result<usize> {
+        let ns = self.ns;
+        let mut infos: BTreeMap<String, berth_snapshotters::Info> = BTreeMap::new();
+        snap.walk(&mut |i| {
+            if unscope(ns, &i.name).is_some() {
+                infos.insert(i.name.clone(), i.clone());
+            }
+            true
+        })?;
+        let keep = self.mark(name, &infos);
+        Ok(self.remove_unkept(snap, &infos, &keep))
+    }
+
+    /// The snapshots kept: the roots in this snapshotter, the chains, what is not committed
+    /// (unless an interrupted unpack's) or labelled a root, and the parents of all of those.
+    fn mark(
+        &self,
+        name: &str,
+        infos: &BTreeMap<String, berth_snapshotters::Info>,
+    ) -> HashSet<String> {
+        let ns = self.ns;
+        let mut keep: HashSet<String> = HashSet::new();
+        let mut stack: Vec<String> = self
+            .roots
+            .iter()
+            .filter(|(sn, _)| sn == name)
+            .map(|(_, k)| scoped(ns, k))
+            .chain(self.chains.iter().map(|c| scoped(ns, c)))
+            .chain(
+                infos
+                    .values()
+                    .filter(|i| {
+                        let interrupted_unpack = self.after_restart.is_some()
+                            && i.created_at < self.cutoff
+                            && unscope(ns, &i.name)
+                                .is_some_and(|k| k.starts_with(INTERRUPTED_UNPACK_PREFIX));
+                        (i.kind != Kind::Committed && !interrupted_unpack)
+                            || i.labels.contains_key(ROOT_LABEL)
+                    })
+                    .map(|i| i.name.clone()),
+            )
+            .collect();
+        while let Some(k) = stack.pop() {
+            if !keep.insert(k.clone()) {
+                continue;
+            }
+            if let Some(p) = infos.get(&k).and_then(|i| i.parent.clone()) {
+                stack.push(p);
+            }
+        }
+        keep
+    }
+
+    /// Removes what is not kept (and older than the cutoff), children first: a snapshot goes
+    /// once nothing left depends on it. Returns how many went.
+    fn remove_unkept(
+        &self,
+        snap: &dyn berth_snapshotters::Snapshotter,
+        infos: &BTreeMap<String, berth_snapshotters::Info>,
+        keep: &HashSet<String>,
+    ) -> usize {
+        let mut removed = 0;
+        let mut doomed: Vec<String> = infos
+            .values()
+            .filter(|i| !keep.contains(&i.name) && i.created_at < self.cutoff)
+            .map(|i| i.name.clone())
+            .collect();
+        while !doomed.is_empty() {
+            let parents: HashSet<String> = doomed
+                .iter()
+                .filter_map(|k| infos.get(k).and_then(|i| i.parent.clone()))
+                .collect();
+            let (now_, later): (Vec<String>, Vec<String>) =
+                doomed.into_iter().partition(|k| !parents.contains(k));
+            if now_.is_empty() {
+                break;
+            }
+            for k in now_ {
+                match snap.remove(&k) {
+                    Ok(()) => removed += 1,
+                    Err(e) => {
+                        tracing::warn!(snapshot = k, error = %e, "cannot collect snapshot")
+                    }
+                }
+            }
+            doomed = later;
+        }
+        removed
     }
 }
 
