@@ -250,26 +250,6 @@ impl<S> AnyAuthority<S> {
 /// what the block itself adds. None when the block is malformed, or adds so much that an
 /// entry might have been evicted; the caller then decodes it all.
 fn first_block_authority_usable(block: &[u8]) -> Option<bool> {
-    /// The static table's `:authority` (RFC 7541 Appendix A); its other names are not.
-    const STATIC_AUTHORITY: usize = 1;
-    const STATIC_LEN: usize = 61;
-    /// SETTINGS_HEADER_TABLE_SIZE, hyper's and the protocol's default.
-    const TABLE_MAX: usize = 4096;
-    /// The longest name in the static table (`access-control-allow-origin`).
-    const STATIC_NAME_MAX: usize = 27;
-    struct Added<'a> {
-        authority: bool,
-        name_bound: usize,
-        value: (bool, &'a [u8]),
-    }
-    // A Huffman string decodes to at most 8/5 of its length (5 bits is the shortest code).
-    let bound = |(huffman, s): (bool, &[u8])| {
-        if huffman {
-            s.len() * 8 / 5 + 1
-        } else {
-            s.len()
-        }
-    };
     let mut added: Vec<Added> = Vec::new(); // newest first
     let mut room = TABLE_MAX; // what the entries may take at most before one is evicted
     let mut p = block;
@@ -290,46 +270,18 @@ fn first_block_authority_usable(block: &[u8]) -> Option<bool> {
         } else {
             (false, hpack_integer(&mut p, 4)?, false)
         };
-        let (name_authority, name_bound) = match index {
-            0 if indexed => return None,
-            0 => {
-                let (huffman, name) = hpack_string(&mut p)?;
-                let authority = if huffman {
-                    huffman_decode(name)? == b":authority"
-                } else {
-                    name == b":authority"
-                };
-                (authority, bound((huffman, name)))
-            }
-            STATIC_AUTHORITY => (true, STATIC_NAME_MAX),
-            i if i <= STATIC_LEN => (false, STATIC_NAME_MAX),
-            i => {
-                let a = added.get(i - STATIC_LEN - 1)?;
-                (a.authority, a.name_bound)
-            }
-        };
+        let (name_authority, name_bound) = field_name(&mut p, indexed, index, &added)?;
         let value = if indexed {
-            match index {
-                STATIC_AUTHORITY => (false, &b""[..]),
-                i if i <= STATIC_LEN => (false, &b""[..]),
-                i => added.get(i - STATIC_LEN - 1)?.value,
-            }
+            indexed_value(index, &added)?
         } else {
             hpack_string(&mut p)?
         };
         if name_authority {
-            let decoded;
-            let v = if value.0 {
-                decoded = huffman_decode(value.1)?;
-                &decoded[..]
-            } else {
-                value.1
-            };
-            usable &= is_authority(v);
+            usable &= value_is_authority(value)?;
         }
         if adds {
             // An entry's size is its name and value, decoded, plus 32 (RFC 7541 §4.1).
-            room = room.checked_sub(32 + name_bound + bound(value))?;
+            room = room.checked_sub(32 + name_bound + decoded_bound(value))?;
             added.insert(
                 0,
                 Added {
@@ -341,6 +293,82 @@ fn first_block_authority_usable(block: &[u8]) -> Option<bool> {
         }
     }
     Some(usable)
+}
+
+/// The static table's `:authority` (RFC 7541 Appendix A); its other names are not.
+const STATIC_AUTHORITY: usize = 1;
+const STATIC_LEN: usize = 61;
+/// SETTINGS_HEADER_TABLE_SIZE, hyper's and the protocol's default.
+const TABLE_MAX: usize = 4096;
+/// The longest name in the static table (`access-control-allow-origin`).
+const STATIC_NAME_MAX: usize = 27;
+
+/// An entry a first header block added to the dynamic table.
+struct Added<'a> {
+    authority: bool,
+    name_bound: usize,
+    value: (bool, &'a [u8]),
+}
+
+/// The most bytes an HPACK string `(huffman, bytes)` decodes to: a Huffman string decodes to
+/// at most 8/5 of its length (5 bits is the shortest code).
+fn decoded_bound((huffman, s): (bool, &[u8])) -> usize {
+    if huffman {
+        s.len() * 8 / 5 + 1
+    } else {
+        s.len()
+    }
+}
+
+/// A field's name, by `index` or (index 0 of a literal) consumed from `p`: whether it is
+/// `:authority`, and the most bytes it takes decoded. None when malformed.
+fn field_name(
+    p: &mut &[u8],
+    indexed: bool,
+    index: usize,
+    added: &[Added],
+) -> Option<(bool, usize)> {
+    Some(match index {
+        0 if indexed => return None,
+        0 => {
+            let (huffman, name) = hpack_string(p)?;
+            let authority = if huffman {
+                huffman_decode(name)? == b":authority"
+            } else {
+                name == b":authority"
+            };
+            (authority, decoded_bound((huffman, name)))
+        }
+        STATIC_AUTHORITY => (true, STATIC_NAME_MAX),
+        i if i <= STATIC_LEN => (false, STATIC_NAME_MAX),
+        i => {
+            let a = added.get(i - STATIC_LEN - 1)?;
+            (a.authority, a.name_bound)
+        }
+    })
+}
+
+/// An indexed field's value: the static table's are not the client's (empty here), the
+/// dynamic table's are what the block added.
+fn indexed_value<'a>(index: usize, added: &[Added<'a>]) -> Option<(bool, &'a [u8])> {
+    Some(match index {
+        STATIC_AUTHORITY => (false, &b""[..]),
+        i if i <= STATIC_LEN => (false, &b""[..]),
+        i => added.get(i - STATIC_LEN - 1)?.value,
+    })
+}
+
+/// Whether an `:authority` value, decoded when Huffman-coded, is one berth accepts. None
+/// when its Huffman code is malformed.
+fn value_is_authority((huffman, s): (bool, &[u8])) -> Option<bool> {
+    let decoded;
+    let v = if huffman {
+        decoded = huffman_decode(s)?;
+        &decoded[..]
+    } else {
+        s
+    };
+    Some(is_authority(v))
 }
 
 /// An HPACK integer with an `n`-bit prefix (RFC 7541 §5.1), consumed from `p`.
