@@ -17,6 +17,7 @@ use berth_proto::types::transfer::{
     OciRegistry, Progress as ProgressMsg,
 };
 use futures::FutureExt;
+use prost_types::Any;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -142,6 +143,77 @@ fn access(streams: &OpenStreams, ns: &str, reg: &OciRegistry) -> Result<Access, 
     })
 }
 
+/// A pull: from the registry `source` into the image store `dest`. With no platform asked
+/// for, the unpack's platform is the one pulled.
+fn pull_request(
+    streams: &OpenStreams,
+    ns: &str,
+    source: &Any,
+    dest: &Any,
+) -> Result<PullRequest, Status> {
+    let reg: OciRegistry = decode(source)?;
+    let store: ImageStore = decode(dest)?;
+    let mut platforms: Vec<Platform> = store.platforms.iter().map(platform_of).collect();
+    let unpack = store.unpacks.first().map(|u| {
+        if let Some(p) = &u.platform {
+            if platforms.is_empty() {
+                platforms.push(platform_of(p));
+            }
+        }
+        u.snapshotter.clone()
+    });
+    Ok(PullRequest {
+        reference: reg.reference.clone(),
+        name: (!store.name.is_empty()).then(|| store.name.clone()),
+        platforms,
+        all_platforms: store.all_metadata,
+        unpack,
+        labels: labels_in(store.labels),
+        access: access(streams, ns, &reg)?,
+    })
+}
+
+/// A push: from the image store `source` to the registry `dest`.
+fn push_request(
+    streams: &OpenStreams,
+    ns: &str,
+    source: &Any,
+    dest: &Any,
+) -> Result<PushRequest, Status> {
+    let store: ImageStore = decode(source)?;
+    let reg: OciRegistry = decode(dest)?;
+    Ok(PushRequest {
+        image: store.name.clone(),
+        reference: reg.reference.clone(),
+        platforms: store.platforms.iter().map(platform_of).collect(),
+        access: access(streams, ns, &reg)?,
+    })
+}
+
+/// An import into the image store `store`.
+fn import_request(store: &ImageStore) -> ImportRequest {
+    ImportRequest {
+        naming: naming(store),
+        platforms: store.platforms.iter().map(platform_of).collect(),
+        unpacks: store
+            .unpacks
+            .iter()
+            .map(|u| (u.platform.as_ref().map(platform_of), u.snapshotter.clone()))
+            .collect(),
+    }
+}
+
+/// An export of what `store` names to the archive stream `export`.
+fn export_request(store: &ImageStore, export: &ImageExportStream) -> Result<ExportRequest, Status> {
+    Ok(ExportRequest {
+        images: images_named(store)?,
+        platforms: export.platforms.iter().map(platform_of).collect(),
+        all_platforms: export.all_platforms,
+        skip_docker_manifest: export.skip_compatibility_manifest,
+        skip_non_distributable: export.skip_non_distributable,
+    })
+}
+
 #[tonic::async_trait]
 impl Transfer for TransferService {
     async fn transfer(&self, req: Request<TransferRequest>) -> Result<Response<()>, Status> {
@@ -162,50 +234,16 @@ impl Transfer for TransferService {
             (Some(tx), Some(task))
         };
         let result = if is::<OciRegistry>(&source) && is::<ImageStore>(&dest) {
-            let reg: OciRegistry = decode(&source)?;
-            let store: ImageStore = decode(&dest)?;
-            let mut platforms: Vec<Platform> = store.platforms.iter().map(platform_of).collect();
-            let unpack = store.unpacks.first().map(|u| {
-                if let Some(p) = &u.platform {
-                    if platforms.is_empty() {
-                        platforms.push(platform_of(p));
-                    }
-                }
-                u.snapshotter.clone()
-            });
-            let req = PullRequest {
-                reference: reg.reference.clone(),
-                name: (!store.name.is_empty()).then(|| store.name.clone()),
-                platforms,
-                all_platforms: store.all_metadata,
-                unpack,
-                labels: labels_in(store.labels),
-                access: access(&self.streams, &ns, &reg)?,
-            };
+            let req = pull_request(&self.streams, &ns, &source, &dest)?;
             self.puller.pull(ctx, req, progress).await.map(|_| ())
         } else if is::<ImageStore>(&source) && is::<OciRegistry>(&dest) {
-            let store: ImageStore = decode(&source)?;
-            let reg: OciRegistry = decode(&dest)?;
-            let req = PushRequest {
-                image: store.name.clone(),
-                reference: reg.reference.clone(),
-                platforms: store.platforms.iter().map(platform_of).collect(),
-                access: access(&self.streams, &ns, &reg)?,
-            };
+            let req = push_request(&self.streams, &ns, &source, &dest)?;
             self.pusher.push(ctx, req, progress).await.map(|_| ())
         } else if is::<ImageImportStream>(&source) && is::<ImageStore>(&dest) {
             let import: ImageImportStream = decode(&source)?;
             let store: ImageStore = decode(&dest)?;
             let bytes = receive_bytes(self.streams.take(&ns, &import.stream)?);
-            let req = ImportRequest {
-                naming: naming(&store),
-                platforms: store.platforms.iter().map(platform_of).collect(),
-                unpacks: store
-                    .unpacks
-                    .iter()
-                    .map(|u| (u.platform.as_ref().map(platform_of), u.snapshotter.clone()))
-                    .collect(),
-            };
+            let req = import_request(&store);
             self.archives
                 .import(ctx, Box::new(bytes), req, progress)
                 .await
@@ -213,13 +251,7 @@ impl Transfer for TransferService {
         } else if is::<ImageStore>(&source) && is::<ImageExportStream>(&dest) {
             let store: ImageStore = decode(&source)?;
             let export: ImageExportStream = decode(&dest)?;
-            let req = ExportRequest {
-                images: images_named(&store)?,
-                platforms: export.platforms.iter().map(platform_of).collect(),
-                all_platforms: export.all_platforms,
-                skip_docker_manifest: export.skip_compatibility_manifest,
-                skip_non_distributable: export.skip_non_distributable,
-            };
+            let req = export_request(&store, &export)?;
             let (writer, sent) = send_bytes(self.streams.take(&ns, &export.stream)?);
             let r = self
                 .archives
