@@ -226,6 +226,23 @@ impl ContentApi for ContentService {
 
 /// Answers every request of a Write stream exactly once, in order, until COMMIT or the
 /// client closes. The writer (and its ref lock) lives as long as this function.
+/// The reply to `action` as the ingest stands before it: where it started, how far it is and
+/// the total it expects (the client's, or the one it was opened with).
+fn ingest_status(
+    action: WriteAction,
+    writer: &NamespacedWriter,
+    total: i64,
+) -> WriteContentResponse {
+    WriteContentResponse {
+        action: action as i32,
+        started_at: timestamp(writer.inner.meta().started_at),
+        updated_at: None,
+        offset: writer.inner.offset(),
+        total: total.max(writer.inner.meta().total),
+        digest: String::new(),
+    }
+}
+
 async fn drive_write(
     core: Content,
     ctx: Ctx,
@@ -270,14 +287,7 @@ async fn drive_write(
         let action = WriteAction::try_from(req.action).map_err(|_| {
             Status::invalid_argument(format!("unknown write action {}", req.action))
         })?;
-        let mut reply = WriteContentResponse {
-            action: action as i32,
-            started_at: timestamp(writer.inner.meta().started_at),
-            updated_at: None,
-            offset: writer.inner.offset(),
-            total: total.max(writer.inner.meta().total),
-            digest: String::new(),
-        };
+        let mut reply = ingest_status(action, &writer, total);
         match action {
             WriteAction::Stat => {
                 reply.digest = writer.inner.digest_so_far().to_string();
