@@ -28,19 +28,9 @@ use std::sync::Arc;
 /// Largest gRPC message accepted or sent; containerd's clients allow 16 MiB.
 pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
 
-type ResponseMap = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+pub use router::GrpcRouter;
 
-/// The gRPC server berthd serves: every service, behind the response mapping of
-/// [`grpc::too_large_is_resource_exhausted`].
-pub type GrpcRouter = tonic::transport::server::Router<
-    tower::layer::util::Stack<
-        crate::core::metrics::RpcMetricsLayer,
-        tower::layer::util::Stack<
-            tower::util::MapResponseLayer<ResponseMap>,
-            tower::layer::util::Identity,
-        >,
-    >,
->;
+mod router;
 
 #[derive(Debug, Clone)]
 pub struct VersionInfo {
@@ -196,6 +186,129 @@ fn made<T: Clone>(part: &Option<T>, plugin: &str) -> Result<T> {
         .ok_or_else(|| Error::precondition(format!("plugin {plugin} did not start")))
 }
 
+/// The parts the plugins made, which the daemon's others are built from.
+struct Made {
+    metadata: Metadata,
+    events: Exchange,
+    differ: Differ,
+    tasks: Tasks,
+    networks: Networks,
+    leases: Leases,
+    images: Images,
+    containers: Containers,
+    namespaces: Namespaces,
+}
+
+impl Made {
+    fn from(started: &Started) -> Result<Made> {
+        let metadata = made(&started.metadata, plugins::METADATA)?;
+        let events = made(&started.events, plugins::EVENT)?;
+        let differ = made(&started.differ, plugins::DIFF)?;
+        let (tasks, networks) = made(&started.tasks, plugins::RUNTIME)?;
+        Ok(Made {
+            metadata,
+            events,
+            differ,
+            tasks,
+            networks,
+            leases: made(&started.leases, plugins::LEASE)?,
+            images: made(&started.images, "images-service")?,
+            containers: made(&started.containers, "containers-service")?,
+            namespaces: made(&started.namespaces, "namespaces-service")?,
+        })
+    }
+
+    /// The image builder, keeping its work under `root` and `state`.
+    fn builder(&self, movers: &Movers, root: &Path, state: &Path) -> crate::core::build::Builder {
+        crate::core::build::Builder {
+            content: self.metadata.content.clone(),
+            images: self.images.clone(),
+            snapshots: self.metadata.snapshots.clone(),
+            unpacker: movers.unpacker.clone(),
+            puller: movers.puller.clone(),
+            differ: self.differ.clone(),
+            containers: self.containers.clone(),
+            tasks: self.tasks.clone(),
+            root: root.join("io.berth.build.v1"),
+            state: state.join("io.berth.build.v1"),
+        }
+    }
+
+    /// What the CRI adapter works over: the same stores as the containerd API.
+    fn cri_parts(
+        &self,
+        movers: &Movers,
+        root: &Path,
+        state: &Path,
+        version: &VersionInfo,
+    ) -> crate::edge::cri::Parts {
+        crate::edge::cri::Parts {
+            root: root.to_path_buf(),
+            state: state.to_path_buf(),
+            content: self.metadata.content.clone(),
+            images: self.images.clone(),
+            puller: movers.puller.clone(),
+            unpacker: movers.unpacker.clone(),
+            containers: self.containers.clone(),
+            snapshots: self.metadata.snapshots.clone(),
+            tasks: self.tasks.clone(),
+            events: self.events.clone(),
+            gc: self.metadata.gc.clone(),
+            version: version.version.clone(),
+        }
+    }
+}
+
+/// What moves images into and out of the stores, and the registry settings they share.
+struct Movers {
+    unpacker: Unpacker,
+    registry: crate::core::registry::SharedConfig,
+    puller: Puller,
+    pusher: Pusher,
+    archives: crate::core::archive::Archives,
+}
+
+impl Movers {
+    fn new(made: &Made, registry_config: RegistryConfig) -> Movers {
+        let Metadata {
+            store,
+            content,
+            snapshots,
+            gc,
+        } = &made.metadata;
+        let unpacker = Unpacker::new(
+            content.clone(),
+            snapshots.clone(),
+            store.clone(),
+            gc.clone(),
+        );
+        let registry = crate::core::registry::SharedConfig::new(registry_config);
+        let puller = Puller::new(
+            content.clone(),
+            made.images.clone(),
+            made.leases.clone(),
+            snapshots.clone(),
+            unpacker.clone(),
+            registry.clone(),
+            gc.clone(),
+        );
+        let archives = crate::core::archive::Archives::new(
+            content.clone(),
+            made.images.clone(),
+            made.leases.clone(),
+            unpacker.clone(),
+            gc.clone(),
+        );
+        Movers {
+            pusher: Pusher::new(content.clone(), made.images.clone(), registry.clone()),
+            unpacker,
+            registry,
+            puller,
+            archives,
+        }
+    }
+}
+
 /// What [`Started::start`] needs besides the parts: berthd's settings.
 struct Settings<'a> {
     root: &'a Path,
@@ -322,94 +435,51 @@ impl Daemon {
         for p in plugin_set(root)?.ordered()? {
             started.start(p, &settings)?;
         }
-        let Metadata {
-            store,
-            content,
-            snapshots,
-            gc,
-        } = made(&started.metadata, plugins::METADATA)?;
-        let events = made(&started.events, plugins::EVENT)?;
-        let differ = made(&started.differ, plugins::DIFF)?;
-        let (tasks, networks) = made(&started.tasks, plugins::RUNTIME)?;
-        let leases = made(&started.leases, plugins::LEASE)?;
-        let images = made(&started.images, "images-service")?;
-        let containers = made(&started.containers, "containers-service")?;
-        let namespaces = made(&started.namespaces, "namespaces-service")?;
-        let uuid = store.server_uuid()?;
-        let unpacker = Unpacker::new(
-            content.clone(),
-            snapshots.clone(),
-            store.clone(),
-            gc.clone(),
-        );
-        let registry_config = crate::core::registry::SharedConfig::new(registry_config);
-        let puller = Puller::new(
-            content.clone(),
-            images.clone(),
-            leases.clone(),
-            snapshots.clone(),
-            unpacker.clone(),
-            registry_config.clone(),
-            gc.clone(),
-        );
-        let builder = crate::core::build::Builder {
-            content: content.clone(),
-            images: images.clone(),
-            snapshots: snapshots.clone(),
-            unpacker: unpacker.clone(),
-            puller: puller.clone(),
-            differ: differ.clone(),
-            containers: containers.clone(),
-            tasks: tasks.clone(),
-            root: root.join("io.berth.build.v1"),
-            state: runtime.state.join("io.berth.build.v1"),
-        };
+        let made = Made::from(&started)?;
+        let uuid = made.metadata.store.server_uuid()?;
+        let movers = Movers::new(&made, registry_config);
+        let builder = made.builder(&movers, root, &runtime.state);
         builder.remove_leftovers();
         let cri = if cri.enable {
-            Some(crate::edge::cri::Cri::new(
-                cri,
-                crate::edge::cri::Parts {
-                    root: root.to_path_buf(),
-                    state: runtime.state.clone(),
-                    content: content.clone(),
-                    images: images.clone(),
-                    puller: puller.clone(),
-                    unpacker: unpacker.clone(),
-                    containers: containers.clone(),
-                    snapshots: snapshots.clone(),
-                    tasks: tasks.clone(),
-                    events: events.clone(),
-                    gc: gc.clone(),
-                    version: version.version.clone(),
-                },
-            )?)
+            let parts = made.cri_parts(&movers, root, &runtime.state, &version);
+            Some(crate::edge::cri::Cri::new(cri, parts)?)
         } else {
             None
         };
-        let archives = crate::core::archive::Archives::new(
-            content.clone(),
-            images.clone(),
-            leases.clone(),
-            unpacker.clone(),
-            gc.clone(),
-        );
+        let Made {
+            metadata:
+                Metadata {
+                    store,
+                    content,
+                    snapshots,
+                    gc,
+                },
+            events,
+            differ,
+            tasks,
+            networks,
+            leases,
+            images,
+            containers,
+            namespaces,
+        } = made;
         Ok(Daemon {
             cri,
             networks,
             root: root.to_path_buf(),
             differ,
-            puller,
+            puller: movers.puller,
             builder,
             gc,
-            pusher: Pusher::new(content.clone(), images.clone(), registry_config.clone()),
-            archives,
-            registry: registry_config,
+            pusher: movers.pusher,
+            archives: movers.archives,
+            registry: movers.registry,
             streams: Default::default(),
             volumes: crate::core::volumes::Volumes::open(
                 store.clone(),
                 &root.join("io.berth.volumes.v1"),
             )?,
-            unpacker,
+            unpacker: movers.unpacker,
             tasks,
             runtime,
             snapshots,
@@ -424,185 +494,5 @@ impl Daemon {
             uuid,
             version,
         })
-    }
-
-    /// The gRPC router with every service of this daemon.
-    pub fn router(&self) -> Result<GrpcRouter> {
-        use berth_proto::{
-            content::content_server::ContentServer, diff::diff_server::DiffServer,
-            events::events_server::EventsServer, images::images_server::ImagesServer,
-            introspection::introspection_server::IntrospectionServer,
-            leases::leases_server::LeasesServer, namespaces::namespaces_server::NamespacesServer,
-            snapshots::snapshots_server::SnapshotsServer, version::version_server::VersionServer,
-        };
-        macro_rules! sized {
-            ($svc:expr) => {
-                $svc.max_decoding_message_size(MAX_MESSAGE_SIZE)
-                    .max_encoding_message_size(MAX_MESSAGE_SIZE)
-            };
-        }
-        let (health_reporter, health) = tonic_health::server::health_reporter();
-        drop(health_reporter); // overall status "" is SERVING by default
-        let builder = tonic::transport::Server::builder().trace_fn(|req| {
-            let ns = req
-                .headers()
-                .get(grpc::NAMESPACE_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            tracing::info_span!("rpc", method = %req.uri().path(), namespace = %ns)
-        });
-        let mut builder = builder
-            .layer(tower::util::MapResponseLayer::new(
-                grpc::too_large_is_resource_exhausted as ResponseMap,
-            ))
-            .layer(crate::core::metrics::RpcMetricsLayer);
-        Ok(builder
-            .add_service(health)
-            .add_service(sized!(VersionServer::new(grpc::version::VersionService {
-                version: self.version.version.clone(),
-                revision: self.version.revision.clone(),
-            })))
-            .add_service(sized!(IntrospectionServer::new(
-                grpc::introspection::IntrospectionService {
-                    plugins: self.plugins.clone(),
-                    uuid: self.uuid.clone(),
-                }
-            )))
-            .add_service(sized!(NamespacesServer::new(
-                grpc::namespaces::NamespacesService {
-                    core: self.namespaces.clone(),
-                }
-            )))
-            .add_service(sized!(ImagesServer::new(grpc::images::ImagesService {
-                core: self.images.clone(),
-            })))
-            .add_service(sized!(ContentServer::new(grpc::content::ContentService {
-                core: self.content.clone(),
-            })))
-            .add_service(sized!(LeasesServer::new(grpc::leases::LeasesService {
-                core: self.leases.clone(),
-            })))
-            .add_service(sized!(
-                berth_proto::containers::containers_server::ContainersServer::new(
-                    grpc::containers::ContainersService {
-                        core: self.containers.clone(),
-                    }
-                )
-            ))
-            .add_service(sized!(berth_proto::tasks::tasks_server::TasksServer::new(
-                grpc::tasks::TasksService {
-                    core: self.tasks.clone(),
-                }
-            )))
-            .add_service(sized!(SnapshotsServer::new(
-                grpc::snapshots::SnapshotsService {
-                    core: self.snapshots.clone(),
-                }
-            )))
-            .add_service(sized!(DiffServer::new(grpc::diff::DiffService {
-                core: self.differ.clone(),
-            })))
-            .add_service(sized!(
-                berth_proto::berth::services::unpack::v1::unpack_server::UnpackServer::new(
-                    grpc::unpack::UnpackService {
-                        core: self.unpacker.clone(),
-                    }
-                )
-            ))
-            .add_service(sized!(
-                berth_proto::streaming::streaming_server::StreamingServer::new(
-                    grpc::streaming::StreamingService {
-                        streams: self.streams.clone(),
-                    }
-                )
-            ))
-            .add_service(sized!(
-                berth_proto::transfer::transfer_server::TransferServer::new(
-                    grpc::transfer::TransferService {
-                        puller: self.puller.clone(),
-                        pusher: self.pusher.clone(),
-                        archives: self.archives.clone(),
-                        streams: self.streams.clone(),
-                    }
-                )
-            ))
-            .add_service(sized!(
-                berth_proto::berth::services::volumes::v1::volumes_server::VolumesServer::new(
-                    grpc::volumes::VolumesService {
-                        core: self.volumes.clone(),
-                    }
-                )
-            ))
-            .add_service(sized!(
-                berth_proto::berth::services::networks::v1::networks_server::NetworksServer::new(
-                    grpc::networks::NetworksService {
-                        core: self.networks.clone(),
-                    }
-                )
-            ))
-            .add_service(sized!(
-                berth_proto::berth::services::check::v1::check_server::CheckServer::new(
-                    grpc::check::CheckService {
-                        root: self.root.clone(),
-                        state: self.runtime.state.clone(),
-                        store: self.store.clone(),
-                        snapshots: self.snapshots.clone(),
-                    }
-                )
-            ))
-            .add_service(sized!(
-                berth_proto::berth::services::build::v1::build_server::BuildServer::new(
-                    grpc::build::BuildService {
-                        core: self.builder.clone(),
-                    }
-                )
-            ))
-            .add_service(sized!(EventsServer::new(grpc::events::EventsService {
-                exchange: self.events.clone(),
-            })))
-            .add_optional_service(self.cri.clone().map(|c| {
-                sized!(
-                    berth_proto::cri::v1::runtime_service_server::RuntimeServiceServer::new(
-                        crate::edge::cri::server::CriService { cri: c }
-                    )
-                )
-            }))
-            .add_optional_service(self.cri.clone().map(|c| {
-                sized!(
-                    berth_proto::cri::v1::image_service_server::ImageServiceServer::new(
-                        crate::edge::cri::server::CriService { cri: c }
-                    )
-                )
-            })))
-    }
-
-    /// A router with only the CRI services (for a separate `--cri-address`).
-    pub fn cri_router(&self) -> Option<GrpcRouter> {
-        let c = self.cri.clone()?;
-        macro_rules! sized {
-            ($svc:expr) => {
-                $svc.max_decoding_message_size(MAX_MESSAGE_SIZE)
-                    .max_encoding_message_size(MAX_MESSAGE_SIZE)
-            };
-        }
-        let mut builder = tonic::transport::Server::builder()
-            .layer(tower::util::MapResponseLayer::new(
-                grpc::too_large_is_resource_exhausted as ResponseMap,
-            ))
-            .layer(crate::core::metrics::RpcMetricsLayer);
-        Some(
-            builder
-                .add_service(sized!(
-                    berth_proto::cri::v1::runtime_service_server::RuntimeServiceServer::new(
-                        crate::edge::cri::server::CriService { cri: c.clone() }
-                    )
-                ))
-                .add_service(sized!(
-                    berth_proto::cri::v1::image_service_server::ImageServiceServer::new(
-                        crate::edge::cri::server::CriService { cri: c }
-                    )
-                )),
-        )
     }
 }
