@@ -168,16 +168,7 @@ impl Content {
                 if store.blob_get(&ctx.ns, &d.to_string())?.is_some() {
                     // The caller is about to reference it: its lease holds it from now on,
                     // so a collection cannot take it first (containerd does the same).
-                    if let Some(lease) = &ctx.lease {
-                        store.lease_add_resource(
-                            &ctx.ns,
-                            lease,
-                            &LeaseResource {
-                                kind: "content".into(),
-                                id: d.to_string(),
-                            },
-                        )?;
-                    }
+                    hold_in_lease(&store, &ctx, "content", d.to_string())?;
                     return Err(Error::already_exists(format!("content {d}")));
                 }
                 if let Some(size) = local.blob_size(d)? {
@@ -186,16 +177,7 @@ impl Content {
                 }
             }
             let inner = local.writer(&ctx.ns, &reference, total, expected)?;
-            if let Some(lease) = &ctx.lease {
-                store.lease_add_resource(
-                    &ctx.ns,
-                    lease,
-                    &LeaseResource {
-                        kind: "ingests".into(),
-                        id: reference.clone(),
-                    },
-                )?;
-            }
+            hold_in_lease(&store, &ctx, "ingests", reference.clone())?;
             Ok(NamespacedWriter { inner, ctx })
         })
         .await
@@ -325,6 +307,21 @@ impl std::io::Write for IngestSink<'_> {
     }
 }
 
+/// Adds the resource `kind`/`id` to the lease of `ctx`, if it has one.
+fn hold_in_lease(store: &MetadataStore, ctx: &Ctx, kind: &str, id: String) -> Result<()> {
+    if let Some(lease) = &ctx.lease {
+        store.lease_add_resource(
+            &ctx.ns,
+            lease,
+            &LeaseResource {
+                kind: kind.into(),
+                id,
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// Records a committed blob in the namespace (and lease) of `ctx`.
 fn adopt(
     store: &MetadataStore,
@@ -342,16 +339,7 @@ fn adopt(
         labels,
     };
     store.blob_add(&ctx.ns, &rec)?;
-    if let Some(lease) = &ctx.lease {
-        store.lease_add_resource(
-            &ctx.ns,
-            lease,
-            &LeaseResource {
-                kind: "content".into(),
-                id: digest.to_string(),
-            },
-        )?;
-    }
+    hold_in_lease(store, ctx, "content", digest.to_string())?;
     store
         .blob_get(&ctx.ns, &digest.to_string())?
         .ok_or_else(|| Error::not_found(format!("content {digest}")))
