@@ -9,9 +9,12 @@
 //!   mount is made read-only once the container exists.
 //! - A new network namespace has its loopback down; runc brings it up.
 //! - An exec gets neither the container's seccomp filter nor (see `main.rs`) its user
-//!   namespace: [`Confined`] installs the filter just before the exec'd program runs.
+//!   namespace. The shim takes the profile out of the spec libcontainer reads
+//!   ([`take_seccomp`]) and [`Confined`] installs it, compiled once ([`crate::filter`]),
+//!   just before the container's program runs, for the init and for every exec.
 
-use libcontainer::oci_spec::runtime::{LinuxCapabilities, LinuxSeccomp, Spec};
+use crate::filter::{self, Filter};
+use libcontainer::oci_spec::runtime::{LinuxCapabilities, Spec};
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use std::ffi::CString;
@@ -360,9 +363,8 @@ pub fn after_create(plan: &Plan, init: i32) -> Result<(), String> {
     readonly_paths_as_runc(&plan.readonly_paths, &mounts)
 }
 
-/// The program an exec runs, started as runc starts it: the container's seccomp filter in
-/// place before the program gets control. libcontainer's exec path drops the spec's
-/// seccomp; this executor installs it last.
+/// The program a container process runs (its init or an exec), started as runc starts it:
+/// the container's seccomp filter in place before the program gets control.
 ///
 /// Without no_new_privs, installing a filter needs CAP_SYS_ADMIN, which the process may
 /// not keep: then libcontainer is handed the process with CAP_SYS_ADMIN and CAP_SETPCAP
@@ -370,15 +372,14 @@ pub fn after_create(plan: &Plan, init: i32) -> Result<(), String> {
 /// filter, as runc does (filter first, then capabilities).
 #[derive(Clone)]
 pub struct Confined {
-    pub seccomp: LinuxSeccomp,
+    pub filter: Filter,
     /// The process's own capabilities, to drop to after the filter (when elevated).
     pub drop_to: Option<LinuxCapabilities>,
 }
 
 impl Executor for Confined {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        libcontainer::seccomp::initialize_seccomp(&self.seccomp)
-            .map_err(|e| ExecutorError::Other(format!("install the seccomp filter: {e}")))?;
+        filter::install(&self.filter).map_err(ExecutorError::Other)?;
         if let Some(caps) = &self.drop_to {
             let syscall = libcontainer::syscall::syscall::create_syscall();
             libcontainer::capabilities::drop_privileges(caps, syscall.as_ref())
@@ -390,6 +391,63 @@ impl Executor for Confined {
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
         DefaultExecutor {}.validate(spec)
     }
+}
+
+/// Where a bundle keeps the seccomp profile taken out of its spec, and the init's own
+/// capabilities when they were elevated for it.
+const SECCOMP_FILE: &str = "berth-seccomp.json";
+
+/// Takes `linux.seccomp` out of the spec libcontainer will read (the shim installs the
+/// filter itself) into the bundle's side file; without no_new_privs the init's
+/// capabilities are elevated in the spec and its own kept beside the profile. Returns
+/// whether the spec changed.
+pub fn take_seccomp(spec: &mut serde_json::Value, bundle: &Path) -> Result<bool, String> {
+    let Some(profile) = spec
+        .pointer_mut("/linux")
+        .and_then(|l| l.as_object_mut())
+        .and_then(|l| l.remove("seccomp"))
+    else {
+        return Ok(false);
+    };
+    let nnp = spec.pointer("/process/noNewPrivileges") == Some(&serde_json::Value::Bool(true));
+    let mut drop_to = serde_json::Value::Null;
+    if let (false, Some(caps)) = (nnp, spec.pointer_mut("/process/capabilities")) {
+        let own: LinuxCapabilities = serde_json::from_value(caps.clone())
+            .map_err(|e| format!("the spec's capabilities: {e}"))?;
+        let (high, plain) = elevate(&own);
+        *caps = serde_json::to_value(high).map_err(|e| e.to_string())?;
+        drop_to = serde_json::to_value(plain).map_err(|e| e.to_string())?;
+    }
+    let side = serde_json::json!({"profile": profile, "dropTo": drop_to});
+    std::fs::write(bundle.join(SECCOMP_FILE), side.to_string())
+        .map_err(|e| format!("write {SECCOMP_FILE}: {e}"))?;
+    Ok(true)
+}
+
+fn side_file(bundle: &Path) -> Result<Option<serde_json::Value>, String> {
+    match std::fs::read(bundle.join(SECCOMP_FILE)) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("parse {SECCOMP_FILE}: {e}")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("read {SECCOMP_FILE}: {e}")),
+    }
+}
+
+/// The init's confinement: the bundle's profile, compiled (or from `cache`), and the
+/// capabilities to drop to. None when the container has no seccomp profile.
+pub fn for_init(bundle: &Path, cache: &Path) -> Result<Option<Confined>, String> {
+    let Some(side) = side_file(bundle)? else {
+        return Ok(None);
+    };
+    let drop_to = match &side["dropTo"] {
+        serde_json::Value::Null => None,
+        v => Some(serde_json::from_value(v.clone()).map_err(|e| e.to_string())?),
+    };
+    Ok(Some(Confined {
+        filter: filter::cached(cache, &side["profile"])?,
+        drop_to,
+    }))
 }
 
 /// The capabilities an elevated exec is handed to libcontainer with: its own plus
@@ -420,17 +478,14 @@ pub fn elevate(own: &LinuxCapabilities) -> (LinuxCapabilities, LinuxCapabilities
     (high, plain)
 }
 
-/// The exec's confinement, from the container's spec (in its bundle) and the exec's process
-/// file, which is rewritten with elevated capabilities when the filter needs them. None
-/// when the container has no seccomp profile.
-pub fn for_exec(bundle: &Path, process: &Path) -> Result<Option<Confined>, String> {
-    let text = std::fs::read(bundle.join("config.json"))
-        .map_err(|e| format!("read the container's spec: {e}"))?;
-    let spec: Spec =
-        serde_json::from_slice(&text).map_err(|e| format!("parse the container's spec: {e}"))?;
-    let Some(seccomp) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
+/// The exec's confinement, from the container's profile (in its bundle) and the exec's
+/// process file, which is rewritten with elevated capabilities when the filter needs them.
+/// None when the container has no seccomp profile.
+pub fn for_exec(bundle: &Path, process: &Path, cache: &Path) -> Result<Option<Confined>, String> {
+    let Some(side) = side_file(bundle)? else {
         return Ok(None);
     };
+    let filter = filter::cached(cache, &side["profile"])?;
     let text = std::fs::read(process).map_err(|e| format!("read {}: {e}", process.display()))?;
     let mut proc: libcontainer::oci_spec::runtime::Process =
         serde_json::from_slice(&text).map_err(|e| format!("parse {}: {e}", process.display()))?;
@@ -442,7 +497,7 @@ pub fn for_exec(bundle: &Path, process: &Path) -> Result<Option<Confined>, Strin
         .filter(|_| proc.no_new_privileges() != Some(true))
     else {
         return Ok(Some(Confined {
-            seccomp,
+            filter,
             drop_to: None,
         }));
     };
@@ -451,7 +506,7 @@ pub fn for_exec(bundle: &Path, process: &Path) -> Result<Option<Confined>, Strin
     let out = serde_json::to_vec(&proc).map_err(|e| format!("write the process: {e}"))?;
     std::fs::write(process, out).map_err(|e| format!("write {}: {e}", process.display()))?;
     Ok(Some(Confined {
-        seccomp,
+        filter,
         drop_to: Some(plain),
     }))
 }
@@ -500,6 +555,40 @@ mod tests {
         assert_eq!(Plan::of(&joined), Plan::default());
         let escaping = serde_json::json!({"linux": {"cgroupsPath": "/a/../../b"}});
         assert_eq!(Plan::of(&escaping).cgroups_path, None);
+    }
+
+    #[test]
+    fn the_profile_leaves_the_spec_and_the_init_is_elevated_without_no_new_privs() {
+        let d = tempfile::tempdir().unwrap();
+        let profile = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"});
+        let caps = serde_json::json!({"bounding": ["CAP_CHOWN"], "effective": ["CAP_CHOWN"],
+            "permitted": ["CAP_CHOWN"]});
+        let mut spec = serde_json::json!({"process": {"noNewPrivileges": false,
+            "capabilities": caps}, "linux": {"seccomp": profile}});
+        assert!(take_seccomp(&mut spec, d.path()).unwrap());
+        assert!(spec["linux"].get("seccomp").is_none());
+        let eff = spec["process"]["capabilities"]["effective"]
+            .as_array()
+            .unwrap();
+        assert!(eff.iter().any(|c| c == "CAP_SYS_ADMIN"));
+        let init = for_init(d.path(), &d.path().join("cache"))
+            .unwrap()
+            .unwrap();
+        let drop_to = init.drop_to.unwrap();
+        assert_eq!(drop_to.effective().as_ref().unwrap().len(), 1);
+        // With no_new_privs nothing is elevated; without a profile nothing is taken.
+        let mut spec = serde_json::json!({"process": {"noNewPrivileges": true,
+            "capabilities": caps}, "linux": {"seccomp": profile}});
+        assert!(take_seccomp(&mut spec, d.path()).unwrap());
+        assert_eq!(spec["process"]["capabilities"], caps);
+        assert!(for_init(d.path(), &d.path().join("cache"))
+            .unwrap()
+            .unwrap()
+            .drop_to
+            .is_none());
+        let mut plain = serde_json::json!({"process": {}});
+        assert!(!take_seccomp(&mut plain, d.path()).unwrap());
+        assert_eq!(plain, serde_json::json!({"process": {}}));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod confine;
 pub mod console;
 pub mod error;
 pub mod events;
+pub mod filter;
 pub mod fork;
 pub mod idmap;
 pub mod native;

@@ -175,16 +175,21 @@ impl Native {
         let console = c.flag("--console-socket").map(PathBuf::from);
         let (systemd, plan) = prepare_spec(&bundle)?;
         let root = self.root.clone();
+        let cache = self.filter_cache();
         self.in_child(Some(log), move || {
             if let (false, Some(path)) = (systemd, &plan.cgroups_path) {
                 confine::join_unmanaged_cgroups(path)?;
             }
+            let confined = confine::for_init(&bundle, &cache)?;
             let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(root)
                 .map_err(|e| e.to_string())?
                 .with_pid_file(pid_file)
                 .map_err(|e| e.to_string())?
                 .with_console_socket(console);
+            if let Some(c) = confined {
+                b = b.with_executor(c);
+            }
             b = with_stdio(b, stdio);
             let ct = b
                 .validate_id()
@@ -212,6 +217,7 @@ impl Native {
             .ok_or_else(|| Failed("exec: no --process".into()))?;
         let pid_file = c.flag("--pid-file").map(PathBuf::from);
         let console = c.flag("--console-socket").map(PathBuf::from);
+        let cache = self.filter_cache();
         let root = self.root.clone();
         self.in_child(Some(log), move || {
             let ct =
@@ -223,7 +229,7 @@ impl Native {
                     confine::join_unmanaged_cgroups(path)?;
                 }
             }
-            let confined = confine::for_exec(&bundle, &process)?;
+            let confined = confine::for_exec(&bundle, &process, &cache)?;
             let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(root)
                 .map_err(|e| e.to_string())?
@@ -332,6 +338,15 @@ impl Native {
         r.map_err(|e| failed(&format!("{} container {id}", c.verb), e))
     }
 
+    /// Where compiled seccomp filters are kept for every namespace's containers (a name no
+    /// namespace can have: they never start with a dot).
+    fn filter_cache(&self) -> PathBuf {
+        self.root
+            .parent()
+            .unwrap_or(&self.root)
+            .join(".seccomp-filters")
+    }
+
     /// Whether libcontainer has state for the container `id` (for a caller cleaning up).
     pub fn has(&self, id: &str) -> bool {
         self.root.join(id).join("state.json").exists()
@@ -427,7 +442,7 @@ fn with_stdio(mut b: ContainerBuilder, stdio: Stdio3) -> ContainerBuilder {
 /// `process.noNewPrivileges: false` is dropped (runc reads it as absent): libcontainer takes
 /// any value as "set" and would install the seccomp filter after dropping CAP_SYS_ADMIN.
 ///
-/// Seccomp's masked compares are restated for libcontainer (see [`swap_masked_compares`]).
+/// The seccomp profile leaves the spec for the shim to install ([`confine::take_seccomp`]).
 fn prepare_spec(bundle: &Path) -> Result<(bool, Plan), Failed> {
     let path = bundle.join("config.json");
     let bytes = std::fs::read(&path).map_err(|e| failed("read config.json", e))?;
@@ -443,8 +458,8 @@ fn prepare_spec(bundle: &Path) -> Result<(bool, Plan), Failed> {
         spec["linux"]["rootfsPropagation"] = serde_json::Value::String(p[1..].to_string());
         mended = true;
     }
-    if let Some(rules) = spec.pointer_mut("/linux/seccomp/syscalls") {
-        mended |= swap_masked_compares(rules);
+    if confine::take_seccomp(&mut spec, bundle).map_err(|e| failed("seccomp", e))? {
+        mended = true;
     }
     if spec["process"]["noNewPrivileges"] == false {
         if let Some(p) = spec["process"].as_object_mut() {
@@ -458,38 +473,6 @@ fn prepare_spec(bundle: &Path) -> Result<(bool, Plan), Failed> {
         std::fs::rename(&tmp, &path).map_err(|e| failed("write config.json", e))?;
     }
     Ok((systemd, Plan::of(&spec)))
-}
-
-/// The OCI spec (and runc) read an `SCMP_CMP_MASKED_EQ` argument as `value` the mask,
-/// `valueTwo` the datum; libcontainer 0.7 hands them to libseccomp the other way round,
-/// so Docker's and RuntimeDefault's "clone without namespace flags" rule matched every
-/// clone (a container created user namespaces that runc refuses). The bundle, which only
-/// the native runtime reads, gets the two swapped in `linux.seccomp.syscalls` (`rules`);
-/// returns whether any was.
-fn swap_masked_compares(rules: &mut serde_json::Value) -> bool {
-    let mut swapped = false;
-    let Some(rules) = rules.as_array_mut() else {
-        return false;
-    };
-    for rule in rules {
-        let Some(args) = rule["args"].as_array_mut() else {
-            continue;
-        };
-        for arg in args {
-            if arg["op"] != "SCMP_CMP_MASKED_EQ" {
-                continue;
-            }
-            let Some(a) = arg.as_object_mut() else {
-                continue;
-            };
-            let value = a.remove("value").unwrap_or(serde_json::Value::from(0));
-            let two = a.remove("valueTwo").unwrap_or(serde_json::Value::from(0));
-            a.insert("value".into(), two);
-            a.insert("valueTwo".into(), value);
-            swapped = true;
-        }
-    }
-    swapped
 }
 
 impl Runtime for Native {
@@ -577,30 +560,6 @@ mod tests {
             std::fs::read_to_string(d.path().join("config.json")).unwrap(),
             r#"{"linux": {}}"#
         );
-    }
-
-    #[test]
-    fn masked_compares_are_restated_for_libcontainer() {
-        let d = tempfile::tempdir().unwrap();
-        let config = d.path().join("config.json");
-        std::fs::write(
-            &config,
-            r#"{"linux": {"seccomp": {"syscalls": [
-                {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
-                 "args": [{"index": 0, "value": 2114060288, "valueTwo": 0,
-                           "op": "SCMP_CMP_MASKED_EQ"}]},
-                {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
-                 "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]}]}}}"#,
-        )
-        .unwrap();
-        prepare_spec(d.path()).unwrap();
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
-        let rules = &v["linux"]["seccomp"]["syscalls"];
-        assert_eq!(rules[0]["args"][0]["value"], 0);
-        assert_eq!(rules[0]["args"][0]["valueTwo"], 2114060288u64);
-        assert_eq!(rules[1]["args"][0]["value"], 8);
-        assert!(rules[1]["args"][0].get("valueTwo").is_none());
     }
 
     #[test]
