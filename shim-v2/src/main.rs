@@ -130,40 +130,6 @@ fn runtime_for(bundle: &Path, namespace: &str, reaper: Arc<Reaper>) -> Box<dyn R
     }
 }
 
-/// The parts of a spec that decide the runtime.
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct Decisive {
-    linux: DecisiveLinux,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct DecisiveLinux {
-    namespaces: Vec<NamespaceKind>,
-    seccomp: Option<SeccompNotify>,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct NamespaceKind {
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-struct SeccompNotify {
-    listener_path: String,
-    syscalls: Vec<SeccompAction>,
-}
-
-#[derive(serde::Deserialize, Default)]
-#[serde(default)]
-struct SeccompAction {
-    action: String,
-}
-
 /// Why the native runtime cannot run the bundle's container exactly as runc would, if it
 /// cannot; decided per spec field, from what the isolation suite measured:
 /// - a user namespace: libcontainer's exec joins every namespace of the container but the
@@ -173,18 +139,43 @@ struct SeccompAction {
 ///
 /// A seccomp profile itself is honoured (for execs by [`berth_shim::confine::Confined`]).
 fn native_cannot_honour(bundle: &Path) -> Option<&'static str> {
-    let text = std::fs::read(bundle.join("config.json")).ok()?;
-    let spec: Decisive = serde_json::from_slice(&text).ok()?;
-    if spec.linux.namespaces.iter().any(|n| n.kind == "user") {
+    let spec = std::fs::read(bundle.join("config.json")).ok()?;
+    if names_value(&spec, b"\"type\"", |v| v.starts_with(b"\"user\"")) {
         return Some("a user namespace");
     }
-    let seccomp = spec.linux.seccomp?;
-    let notify = !seccomp.listener_path.is_empty()
-        || seccomp
-            .syscalls
-            .iter()
-            .any(|s| s.action == "SCMP_ACT_NOTIFY");
+    let notify = contains(&spec, b"\"SCMP_ACT_NOTIFY\"")
+        || names_value(&spec, b"\"listenerPath\"", |v| !v.starts_with(b"\"\""));
     notify.then_some("seccomp user notification")
+}
+
+/// Whether the JSON text has the key `key` (quoted) followed by a value `value` accepts:
+/// a scan, not a parse, so the serving shim never holds a spec's tree (the only
+/// `"type": "user"` of an OCI spec is a user namespace; mounts' types are filesystems).
+fn names_value(text: &[u8], key: &[u8], value: impl Fn(&[u8]) -> bool) -> bool {
+    let mut rest = text;
+    while let Some(at) = find(rest, key) {
+        rest = &rest[at + key.len()..];
+        let after = trim_start(rest);
+        if let Some(v) = after.strip_prefix(b":") {
+            if value(trim_start(v)) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn trim_start(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    &b[n..]
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    find(hay, needle).is_some()
 }
 
 fn start(a: &Args) -> Result<(), String> {
@@ -355,5 +346,17 @@ mod tests {
             verdict(serde_json::json!({"linux": {"seccomp": {"listenerPath": "/run/l.sock"}}})),
             Some("seccomp user notification")
         );
+        assert_eq!(
+            verdict(serde_json::json!({"linux": {"seccomp": {"listenerPath": ""}}})),
+            None
+        );
+        // Pretty-printed specs read the same; bind mounts are not user namespaces.
+        let d2 = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d2.path().join("config.json"),
+            "{\n  \"mounts\": [{\"type\": \"bind\"}],\n  \"linux\": {\"namespaces\": [\n    {\"type\" :  \"user\"}]}}",
+        )
+        .unwrap();
+        assert_eq!(native_cannot_honour(d2.path()), Some("a user namespace"));
     }
 }

@@ -173,10 +173,11 @@ impl Native {
         let bundle = PathBuf::from(c.flag("--bundle").unwrap_or("."));
         let pid_file = c.flag("--pid-file").map(PathBuf::from);
         let console = c.flag("--console-socket").map(PathBuf::from);
-        let (systemd, plan) = prepare_spec(&bundle)?;
         let root = self.root.clone();
         let cache = self.filter_cache();
+        // The spec is read in the helper: the serving shim never holds its parsed tree.
         self.in_child(Some(log), move || {
+            let (systemd, plan) = prepare_spec(&bundle).map_err(|f| f.0)?;
             if let (false, Some(path)) = (systemd, &plan.cgroups_path) {
                 confine::join_unmanaged_cgroups(path)?;
             }
