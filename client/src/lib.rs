@@ -237,10 +237,40 @@ impl Client {
         expected: Option<&str>,
         labels: HashMap<String, String>,
     ) -> Result<String> {
-        // Another writer holding the same ref (a second import of the same archive) is
-        // waited for, not failed on: once it is done the content exists.
+        let mut w = match self.open_write(reference, total, expected).await? {
+            Opened::Stream(w) => w,
+            Opened::Present(digest) => return Ok(digest),
+        };
+        let (digest, offset) = w.send_data(&mut data).await?;
+        w.send(WriteContentRequest {
+            action: WriteAction::Commit as i32,
+            offset,
+            total: offset,
+            expected: expected.unwrap_or(&digest).to_string(),
+            labels,
+            ..Default::default()
+        })
+        .await?;
+        drop(w.tx);
+        match w.replies.next().await {
+            Some(Ok(r)) => Ok(r.digest),
+            Some(Err(s)) if s.code() == tonic::Code::AlreadyExists => Ok(digest),
+            Some(Err(s)) => Err(s.into()),
+            None => Err(Error::Protocol("no reply to COMMIT".into())),
+        }
+    }
+
+    /// Opens an ingest's write stream with STAT. Another writer holding the same ref (a
+    /// second import of the same archive) is waited for, not failed on: once it is done the
+    /// content exists.
+    async fn open_write(
+        &self,
+        reference: &str,
+        total: i64,
+        expected: Option<&str>,
+    ) -> Result<Opened> {
         let mut waited = std::time::Duration::ZERO;
-        let (tx, mut replies, status) = loop {
+        loop {
             let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(4);
             // Queued before the call: the daemon may wait for it before answering headers.
             tx.send(WriteContentRequest {
@@ -266,9 +296,17 @@ impl Client {
                 Err(s) => return Err(s.into()),
             };
             match replies.next().await {
-                Some(Ok(st)) => break (tx, replies, st),
+                Some(Ok(status)) => {
+                    return Ok(Opened::Stream(Box::new(WriteStream {
+                        tx,
+                        replies,
+                        status,
+                    })))
+                }
                 Some(Err(s)) if s.code() == tonic::Code::AlreadyExists => {
-                    return expected.map(str::to_string).ok_or_else(|| Error::Status(s));
+                    return expected
+                        .map(|d| Opened::Present(d.to_string()))
+                        .ok_or_else(|| Error::Status(s));
                 }
                 Some(Err(s))
                     if s.code() == tonic::Code::Unavailable && waited < LOCKED_REF_WAIT =>
@@ -279,66 +317,6 @@ impl Client {
                 Some(Err(s)) => return Err(s.into()),
                 None => return Err(Error::Protocol("no reply to STAT".into())),
             }
-        };
-        let send = |m: WriteContentRequest| {
-            let tx = tx.clone();
-            async move {
-                tx.send(m)
-                    .await
-                    .map_err(|_| Error::Protocol("write stream closed by the daemon".into()))
-            }
-        };
-        // Skip what the daemon already has, hashing it to keep the digest whole.
-        let mut hasher = Sha256::new();
-        let mut skip = status.offset;
-        let mut offset = 0i64;
-        let mut buf = vec![0u8; WRITE_CHUNK];
-        while skip > 0 {
-            let want = (skip as usize).min(buf.len());
-            let n = data.read(&mut buf[..want]).await?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            skip -= n as i64;
-            offset += n as i64;
-        }
-        loop {
-            let n = read_full(&mut data, &mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            send(WriteContentRequest {
-                action: WriteAction::Write as i32,
-                offset,
-                data: buf[..n].to_vec(),
-                ..Default::default()
-            })
-            .await?;
-            offset += n as i64;
-            match replies.next().await {
-                Some(Ok(_)) => {}
-                Some(Err(s)) => return Err(s.into()),
-                None => return Err(Error::Protocol("write stream ended early".into())),
-            }
-        }
-        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-        send(WriteContentRequest {
-            action: WriteAction::Commit as i32,
-            offset,
-            total: offset,
-            expected: expected.unwrap_or(&digest).to_string(),
-            labels,
-            ..Default::default()
-        })
-        .await?;
-        drop(tx);
-        match replies.next().await {
-            Some(Ok(r)) => Ok(r.digest),
-            Some(Err(s)) if s.code() == tonic::Code::AlreadyExists => Ok(digest),
-            Some(Err(s)) => Err(s.into()),
-            None => Err(Error::Protocol("no reply to COMMIT".into())),
         }
     }
 
@@ -376,4 +354,67 @@ async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> std::io::
         filled += n;
     }
     Ok(filled)
+}
+
+/// What opening an ingest found: a stream to write on, or the expected content present.
+enum Opened {
+    Stream(Box<WriteStream>),
+    Present(String),
+}
+
+/// An ingest's write stream: the sender, the daemon's replies and what the ingest already
+/// held when it was opened.
+struct WriteStream {
+    tx: tokio::sync::mpsc::Sender<WriteContentRequest>,
+    replies: tonic::Streaming<berth_proto::content::WriteContentResponse>,
+    status: berth_proto::content::WriteContentResponse,
+}
+
+impl WriteStream {
+    async fn send(&self, m: WriteContentRequest) -> Result<()> {
+        self.tx
+            .send(m)
+            .await
+            .map_err(|_| Error::Protocol("write stream closed by the daemon".into()))
+    }
+
+    /// Writes `data` from where the ingest stands (what the daemon already has is read and
+    /// hashed, not sent); returns the whole digest and the size.
+    async fn send_data<R: AsyncRead + Unpin>(&mut self, data: &mut R) -> Result<(String, i64)> {
+        let mut hasher = Sha256::new();
+        let mut skip = self.status.offset;
+        let mut offset = 0i64;
+        let mut buf = vec![0u8; WRITE_CHUNK];
+        while skip > 0 {
+            let want = (skip as usize).min(buf.len());
+            let n = data.read(&mut buf[..want]).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            skip -= n as i64;
+            offset += n as i64;
+        }
+        loop {
+            let n = read_full(data, &mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            self.send(WriteContentRequest {
+                action: WriteAction::Write as i32,
+                offset,
+                data: buf[..n].to_vec(),
+                ..Default::default()
+            })
+            .await?;
+            offset += n as i64;
+            match self.replies.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(s)) => return Err(s.into()),
+                None => return Err(Error::Protocol("write stream ended early".into())),
+            }
+        }
+        Ok((format!("sha256:{}", hex::encode(hasher.finalize())), offset))
+    }
 }
