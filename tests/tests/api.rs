@@ -206,6 +206,54 @@ async fn namespaces_lifecycle() {
     assert_eq!(missing.code(), Code::NotFound);
 }
 
+/// An update of a namespace that does not exist makes it, as containerd's SetLabel does
+/// (containerd's own client suite labels `testing` before anything else).
+#[tokio::test]
+async fn updating_a_missing_namespace_makes_it() {
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let mut ns = c.namespaces();
+    let names = |list: Vec<Namespace>| list.into_iter().map(|n| n.name).collect::<Vec<_>>();
+    let before = ns
+        .list(ListNamespacesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .namespaces;
+    assert!(!names(before).contains(&"testing".to_string()));
+    ns.update(UpdateNamespaceRequest {
+        namespace: Some(Namespace {
+            name: "testing".into(),
+            labels: HashMap::from([("containerd.io/defaults/snapshotter".into(), "native".into())]),
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["labels.containerd.io/defaults/snapshotter".into()],
+        }),
+    })
+    .await
+    .unwrap();
+    let got = ns
+        .get(GetNamespaceRequest {
+            name: "testing".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .namespace
+        .unwrap();
+    assert_eq!(
+        got.labels,
+        HashMap::from([("containerd.io/defaults/snapshotter".into(), "native".into())])
+    );
+    let after = ns
+        .list(ListNamespacesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .namespaces;
+    assert!(names(after).contains(&"testing".to_string()));
+}
+
 #[tokio::test]
 async fn missing_or_invalid_namespace_header_is_failed_precondition() {
     let d = Daemon::start().unwrap();

@@ -56,7 +56,8 @@ impl MetadataStore {
         })
     }
 
-    /// Replaces the record after `edit` changed it; NotFound when the namespace is unknown.
+    /// Replaces the record after `edit` changed it; an unknown namespace is made (empty)
+    /// first.
     pub fn namespace_update(
         &self,
         ns: &Namespace,
@@ -64,9 +65,12 @@ impl MetadataStore {
     ) -> Result<NamespaceRecord> {
         self.write(|txn| {
             let mut table = txn.open_table(NAMESPACES)?;
+            // A namespace that does not exist yet is made by its first update, as
+            // containerd's SetLabel makes its bucket (its client suite labels `testing`
+            // before anything else).
             let mut record: NamespaceRecord = match table.get(ns.as_str())? {
                 Some(v) => serde_json::from_slice(v.value())?,
-                None => return Err(Error::not_found(format!("namespace {ns}"))),
+                None => NamespaceRecord::default(),
             };
             edit(&mut record)?;
             table.insert(ns.as_str(), serde_json::to_vec(&record)?.as_slice())?;
