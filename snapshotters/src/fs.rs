@@ -343,7 +343,11 @@ impl<D: Driver> Snapshotter for FsSnapshotter<D> {
             }
             rec.kind = StoredKind::Committed;
             rec.labels.extend(labels);
-            rec.updated_at = now();
+            // A committed snapshot is a new record: made and last changed now, as
+            // containerd's storage dates it (its client suite checks Created == Updated).
+            let t = now();
+            rec.created_at = t;
+            rec.updated_at = t;
             txn.put(name, &rec)
         })?;
         // The work directory only serves an active overlay.

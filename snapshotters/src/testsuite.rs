@@ -97,10 +97,14 @@ fn chain(s: &dyn Snapshotter, _: &Path) {
         std::fs::remove_file(d.join("one")).unwrap();
         std::fs::write(d.join("two"), "2").unwrap();
     });
+    let active = s.stat("b").unwrap();
     s.commit("B", "b", Labels::new()).unwrap();
     let info = s.stat("B").unwrap();
     assert_eq!(info.parent.as_deref(), Some("A"));
     assert_eq!(info.kind, Kind::Committed);
+    // A committed snapshot is made when it is committed (containerd's suite checks it).
+    assert_eq!(info.created_at, info.updated_at);
+    assert!(info.created_at >= active.created_at);
     let m = s.prepare("c", Some("B"), Labels::new()).unwrap();
     with_mounted(&m, |d| {
         assert!(!d.join("one").exists());
