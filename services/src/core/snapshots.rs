@@ -176,6 +176,7 @@ impl Snapshots {
         labels: Labels,
         kind: Kind,
     ) -> Result<Vec<Mount>> {
+        let _op = self.fence.operation().await;
         validate_labels(&labels)?;
         check_new_key("snapshot key", &key)?;
         let s = self.get(snapshotter)?;
@@ -215,7 +216,6 @@ impl Snapshots {
         parent: String,
         labels: Labels,
     ) -> Result<Vec<Mount>> {
-        let _op = self.fence.operation().await;
         self.create(ctx, snapshotter, key, parent, labels, Kind::Active)
             .await
     }
@@ -228,7 +228,6 @@ impl Snapshots {
         parent: String,
         labels: Labels,
     ) -> Result<Vec<Mount>> {
-        let _op = self.fence.operation().await;
         self.create(ctx, snapshotter, key, parent, labels, Kind::View)
             .await
     }
