@@ -85,7 +85,7 @@ impl Plan {
         let linux = &spec["linux"];
         let cgroups_path = linux["cgroupsPath"]
             .as_str()
-            .filter(|p| p.starts_with('/') && !p.contains(".."))
+            .and_then(cgroupfs_path)
             .map(str::to_string);
         let new_netns = linux["namespaces"].as_array().is_some_and(|nss| {
             nss.iter().any(|ns| {
@@ -124,6 +124,12 @@ impl Plan {
             readonly_paths,
         }
     }
+}
+
+/// A cgroup path the shim may place processes under itself: a cgroupfs one (`/a/b`) that
+/// stays below each hierarchy's root.
+pub fn cgroupfs_path(path: &str) -> Option<&str> {
+    (path.starts_with('/') && !path.split('/').any(|c| c == "..")).then_some(path)
 }
 
 /// The cgroup hierarchies libcontainer's manager leaves alone: the named v1 ones

@@ -140,11 +140,38 @@ fn runtime_for(bundle: &Path, namespace: &str, reaper: Arc<Reaper>) -> Box<dyn R
 /// A seccomp profile itself is honoured (for execs by [`berth_shim::confine::Confined`]).
 fn native_cannot_honour(bundle: &Path) -> Option<&'static str> {
     let spec = std::fs::read(bundle.join("config.json")).ok()?;
+    if contains(&spec, b"\\u") {
+        // JSON escapes can spell a key or value the scan would not see: read it properly.
+        return parsed_cannot_honour(&spec);
+    }
     if names_value(&spec, b"\"type\"", |v| v.starts_with(b"\"user\"")) {
         return Some("a user namespace");
     }
     let notify = contains(&spec, b"\"SCMP_ACT_NOTIFY\"")
         || names_value(&spec, b"\"listenerPath\"", |v| !v.starts_with(b"\"\""));
+    notify.then_some("seccomp user notification")
+}
+
+/// [`native_cannot_honour`] for a spec the scan cannot be trusted with; an unreadable one
+/// goes to runc, which will say what is wrong with it.
+fn parsed_cannot_honour(text: &[u8]) -> Option<&'static str> {
+    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(text) else {
+        return Some("a spec the shim could not read");
+    };
+    let linux = &spec["linux"];
+    if linux["namespaces"]
+        .as_array()
+        .is_some_and(|nss| nss.iter().any(|n| n["type"] == "user"))
+    {
+        return Some("a user namespace");
+    }
+    let seccomp = &linux["seccomp"];
+    let notify = seccomp["listenerPath"]
+        .as_str()
+        .is_some_and(|p| !p.is_empty())
+        || seccomp["syscalls"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["action"] == "SCMP_ACT_NOTIFY"));
     notify.then_some("seccomp user notification")
 }
 
@@ -358,5 +385,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(native_cannot_honour(d2.path()), Some("a user namespace"));
+        // Escapes that spell the key or the value are read, not scanned past.
+        for spelled in [
+            r#"{"linux": {"namespaces": [{"typ\u0065": "user"}]}}"#,
+            r#"{"linux": {"namespaces": [{"type": "\u0075ser"}]}}"#,
+            r#"{"linux": {"seccomp": {"syscalls": [{"action": "SCMP_ACT_NOTIF\u0059"}]}}}"#,
+        ] {
+            std::fs::write(d2.path().join("config.json"), spelled).unwrap();
+            assert!(native_cannot_honour(d2.path()).is_some(), "{spelled}");
+        }
+        std::fs::write(
+            d2.path().join("config.json"),
+            r#"{"process": {"env": ["A=\u00e9"]}, "linux": {"namespaces": [{"type": "pid"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(native_cannot_honour(d2.path()), None);
     }
 }

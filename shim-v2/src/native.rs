@@ -225,10 +225,9 @@ impl Native {
                 Container::load(root.join(&id)).map_err(|e| format!("load container {id}: {e}"))?;
             let bundle = ct.bundle().to_path_buf();
             let cgroup = ct.spec().ok().map(|c| c.cgroup_path);
-            if let (false, Some(path)) = (ct.systemd(), cgroup.as_deref().and_then(Path::to_str)) {
-                if path.starts_with('/') && !path.contains("..") {
-                    confine::join_unmanaged_cgroups(path)?;
-                }
+            let path = cgroup.as_deref().and_then(Path::to_str);
+            if let (false, Some(path)) = (ct.systemd(), path.and_then(confine::cgroupfs_path)) {
+                confine::join_unmanaged_cgroups(path)?;
             }
             let confined = confine::for_exec(&bundle, &process, &cache)?;
             let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
@@ -449,6 +448,18 @@ fn prepare_spec(bundle: &Path) -> Result<(bool, Plan), Failed> {
     let bytes = std::fs::read(&path).map_err(|e| failed("read config.json", e))?;
     let mut spec: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| failed("parse config.json", e))?;
+    // The runtime was chosen by a scan of this file (main.rs); the parsed spec has the
+    // last word: a user namespace never runs here (an exec could not join it).
+    let user_ns = spec["linux"]["namespaces"]
+        .as_array()
+        .is_some_and(|nss| nss.iter().any(|n| n["type"] == "user"));
+    if user_ns {
+        return Err(Failed(
+            "the native runtime cannot run a user-namespaced container (its execs could not \
+             join the namespace); use runc"
+                .into(),
+        ));
+    }
     let systemd = spec["linux"]["cgroupsPath"]
         .as_str()
         .is_some_and(|p| !p.starts_with('/') && p.split(':').count() == 3);
@@ -561,6 +572,18 @@ mod tests {
             std::fs::read_to_string(d.path().join("config.json")).unwrap(),
             r#"{"linux": {}}"#
         );
+    }
+
+    #[test]
+    fn a_user_namespace_is_refused_however_it_reached_the_native_runtime() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("config.json"),
+            r#"{"linux": {"namespaces": [{"type": "pid"}, {"typ\u0065": "\u0075ser"}]}}"#,
+        )
+        .unwrap();
+        let e = prepare_spec(d.path()).unwrap_err();
+        assert!(e.0.contains("user-namespaced"), "{}", e.0);
     }
 
     #[test]
