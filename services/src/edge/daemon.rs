@@ -253,7 +253,6 @@ impl Made {
             snapshots: self.metadata.snapshots.clone(),
             tasks: self.tasks.clone(),
             events: self.events.clone(),
-            gc: self.metadata.gc.clone(),
             version: version.version.clone(),
         }
     }

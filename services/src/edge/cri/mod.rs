@@ -118,7 +118,6 @@ pub struct Cri {
     snapshots: Snapshots,
     tasks: Tasks,
     events: Exchange,
-    gc: crate::core::gc::Gc,
     sandboxes: Arc<Store<Sandbox>>,
     containers: Arc<Store<Container>>,
     names: Arc<store::Names>,
@@ -148,7 +147,6 @@ pub struct Parts {
     pub snapshots: Snapshots,
     pub tasks: Tasks,
     pub events: Exchange,
-    pub gc: crate::core::gc::Gc,
     pub version: String,
 }
 
@@ -189,7 +187,6 @@ impl Cri {
             snapshots: p.snapshots,
             tasks: p.tasks,
             events: p.events,
-            gc: p.gc,
             sandboxes: Arc::new(Store::new("pod sandbox")),
             containers: Arc::new(Store::new("container")),
             names: Arc::default(),

@@ -34,7 +34,6 @@ impl Cri {
             self.containers.remove(&c.id);
             self.names.release(&c.meta.name);
         }
-        self.gc.schedule();
         self.event(&c, cri::ContainerEventType::ContainerDeletedEvent);
         Ok(())
     }

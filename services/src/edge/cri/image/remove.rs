@@ -15,7 +15,6 @@ impl Cri {
                 Err(e) => return Err(e),
             }
         }
-        self.gc.schedule();
         Ok(())
     }
 }

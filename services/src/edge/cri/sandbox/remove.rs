@@ -66,6 +66,5 @@ impl Cri {
             Err(e) if e.kind() == Kind::NotFound => {}
             Err(e) => tracing::warn!(sandbox = id, error = %e, "cannot remove the sandbox record"),
         }
-        self.gc.schedule();
     }
 }
