@@ -35,10 +35,10 @@ pub struct CriConfig {
     /// The shim containers run under.
     pub runtime: String,
     /// The low-level runtime berth's shim uses for pods and their containers (runc
-    /// options' `binary_name`): `runc` (the default: libcontainer, berth's native runtime,
-    /// cannot yet bind a pod's private files into a user-namespaced container, nor mount
-    /// cgroup v1 in every pod container), `native`, or another runc-compatible binary.
-    /// Empty: berthd's `runtime.engine`.
+    /// options' `binary_name`): `native` (libcontainer in the shim), `runc`, or another
+    /// runc-compatible binary. Empty (the default): berthd's `runtime.engine`, so pods run
+    /// where plain containers run. Whatever is named, the shim hands runc the specs the
+    /// native runtime cannot isolate as runc does (a user namespace, seccomp notification).
     pub runtime_binary: String,
 }
 
@@ -56,7 +56,7 @@ impl Default for CriConfig {
             cgroup_driver: "cgroupfs".into(),
             snapshotter: berth_snapshotters::overlay::NAME.into(),
             runtime: "io.containerd.berth.v2".into(),
-            runtime_binary: "runc".into(),
+            runtime_binary: String::new(),
         }
     }
 }
