@@ -123,14 +123,7 @@ impl Content {
         let store = self.store.clone();
         blocking(move || {
             local.abort(&ctx.ns, &reference)?;
-            if let Some(lease) = &ctx.lease {
-                let r = LeaseResource {
-                    kind: "ingests".into(),
-                    id: reference.clone(),
-                };
-                // The lease may be gone already; the ingest is what mattered.
-                let _ = store.lease_delete_resource(&ctx.ns, lease, &r);
-            }
+            release_ingest(&store, &ctx, reference);
             Ok(())
         })
         .await
@@ -198,7 +191,9 @@ impl Content {
         .await
     }
 
-    /// Verifies and commits; the blob becomes visible in the writer's namespace.
+    /// Verifies and commits; the blob becomes visible in the writer's namespace. As
+    /// containerd answers a client: AlreadyExists when the namespace has the blob already
+    /// (its labels untouched), and the ingest is gone either way.
     pub async fn commit(
         &self,
         w: NamespacedWriter,
@@ -208,16 +203,29 @@ impl Content {
     ) -> Result<BlobRecord> {
         let _op = self.fence.operation().await;
         let this = self.clone();
-        blocking(move || this.commit_sync(w, size, &expected, labels)).await
+        blocking(move || this.finish(w, size, &expected, labels, Present::Refused)).await
     }
 
-    /// [`Content::commit`] for blocking callers; `expected` may be empty.
+    /// [`Content::commit`] for blocking callers (pulls), which only need the blob present:
+    /// one the namespace has already is recorded again (labels merged), not refused.
+    /// `expected` may be empty.
     pub fn commit_sync(
         &self,
         w: NamespacedWriter,
         size: i64,
         expected: &str,
         labels: Labels,
+    ) -> Result<BlobRecord> {
+        self.finish(w, size, expected, labels, Present::Adopted)
+    }
+
+    fn finish(
+        &self,
+        w: NamespacedWriter,
+        size: i64,
+        expected: &str,
+        labels: Labels,
+        present: Present,
     ) -> Result<BlobRecord> {
         validate_labels(&labels)?;
         let expected = if expected.is_empty() {
@@ -227,13 +235,27 @@ impl Content {
         };
         let ctx = w.ctx.clone();
         let reference = w.reference().to_string();
+        if present == Present::Refused {
+            if let Some(d) = &expected {
+                if self.store.blob_get(&ctx.ns, &d.to_string())?.is_some() {
+                    // The namespace has it: the ingest is dropped unverified, as containerd
+                    // does for a commit naming a digest it already holds.
+                    drop(w);
+                    match self.local.abort(&ctx.ns, &reference) {
+                        Err(e) if e.kind() != Kind::NotFound => return Err(e),
+                        _ => {}
+                    }
+                    return self.refuse_present(&ctx, &reference, d);
+                }
+            }
+        }
         // What the bytes hash to; when they are committed already (by another namespace,
         // or meanwhile), that is the blob this namespace gets.
         let written = w.inner.digest_so_far();
         let (digest, size) = match w.inner.commit(size, expected.as_ref()) {
             Ok(done) => done,
             Err(e) if e.kind() == Kind::AlreadyExists => {
-                // Identical bytes were committed meanwhile: record them here too.
+                // Identical bytes are stored already (the ingest is gone).
                 let d = written;
                 let size = self
                     .local
@@ -243,18 +265,22 @@ impl Content {
             }
             Err(e) => return Err(e),
         };
-        let rec = adopt(&self.store, &ctx, &digest, size, labels)?;
-        if let Some(lease) = &ctx.lease {
-            let _ = self.store.lease_delete_resource(
-                &ctx.ns,
-                lease,
-                &LeaseResource {
-                    kind: "ingests".into(),
-                    id: reference,
-                },
-            );
+        if present == Present::Refused
+            && self.store.blob_get(&ctx.ns, &digest.to_string())?.is_some()
+        {
+            return self.refuse_present(&ctx, &reference, &digest);
         }
+        let rec = adopt(&self.store, &ctx, &digest, size, labels)?;
+        release_ingest(&self.store, &ctx, reference);
         Ok(rec)
+    }
+
+    /// The end of a commit whose blob the namespace has: the writer's lease now holds the
+    /// blob instead of the ingest, and the client hears AlreadyExists.
+    fn refuse_present(&self, ctx: &Ctx, reference: &str, digest: &Digest) -> Result<BlobRecord> {
+        hold_in_lease(&self.store, ctx, "content", digest.to_string())?;
+        release_ingest(&self.store, ctx, reference.to_string());
+        Err(Error::already_exists(format!("content {digest}")))
     }
 
     /// Removes the namespace's ingests nobody wrote to since `before` (nanoseconds) and no
@@ -320,6 +346,30 @@ fn hold_in_lease(store: &MetadataStore, ctx: &Ctx, kind: &str, id: String) -> Re
         )?;
     }
     Ok(())
+}
+
+/// Takes a finished ingest out of the lease of `ctx`, if it has one; a lease gone meanwhile
+/// held nothing to release.
+fn release_ingest(store: &MetadataStore, ctx: &Ctx, reference: String) {
+    if let Some(lease) = &ctx.lease {
+        let _ = store.lease_delete_resource(
+            &ctx.ns,
+            lease,
+            &LeaseResource {
+                kind: "ingests".into(),
+                id: reference,
+            },
+        );
+    }
+}
+
+/// What a commit does when the writer's namespace has the blob already.
+#[derive(Clone, Copy, PartialEq)]
+enum Present {
+    /// AlreadyExists, as containerd's API answers.
+    Refused,
+    /// Recorded again, labels merged: for callers that only need the blob there.
+    Adopted,
 }
 
 /// Records a committed blob in the namespace (and lease) of `ctx`.

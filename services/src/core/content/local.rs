@@ -19,6 +19,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IngestMeta {
@@ -64,6 +65,21 @@ impl Drop for RefLock {
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let context = context.into();
     move |e| Error::io(context, e)
+}
+
+/// Dates the ingest's data file `at` (nanoseconds), to the nanosecond: the file's own
+/// mtime comes from the kernel's coarse clock, which can read earlier than the moment a
+/// client saw before its write, and the mtime is what a status read later reports.
+fn date_data(file: &File, at: Timestamp) -> Result<()> {
+    let t = UNIX_EPOCH + Duration::from_nanos(u64::try_from(at).unwrap_or_default());
+    file.set_modified(t).map_err(io("date ingest data"))
+}
+
+fn modified(file: &File) -> Option<Timestamp> {
+    file.metadata()
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .map(berth_proto::vocab::time::nanos)
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
@@ -207,7 +223,8 @@ impl LocalStore {
             Err(e) => return Err(Error::io("read ingest metadata", e)),
         };
         let expected_str = expected.as_ref().map(Digest::to_string).unwrap_or_default();
-        let mut changed = !meta_path.exists();
+        let fresh = !meta_path.exists();
+        let mut changed = fresh;
         if total > 0 && total != meta.total {
             meta.total = total;
             changed = true;
@@ -223,6 +240,12 @@ impl LocalStore {
             .write(true)
             .open(dir.join("data"))
             .map_err(io("open ingest data"))?;
+        let updated_at = if fresh {
+            date_data(&file, meta.started_at)?;
+            meta.started_at
+        } else {
+            modified(&file).unwrap_or(meta.started_at)
+        };
         if changed {
             // Written after the data file exists, so a listed ingest is always complete.
             let tmp = dir.join("meta.json.tmp");
@@ -247,6 +270,7 @@ impl LocalStore {
             offset,
             hasher,
             meta,
+            updated_at,
             blobs: self.root.join("blobs/sha256"),
             _lock: lock,
         })
@@ -260,6 +284,9 @@ pub struct Writer {
     offset: u64,
     hasher: Sha256,
     meta: IngestMeta,
+    /// When bytes last arrived (or the ingest started): moves on every write, as
+    /// containerd's ingests do.
+    updated_at: Timestamp,
     blobs: PathBuf,
     _lock: RefLock,
 }
@@ -280,12 +307,7 @@ impl Writer {
         Digest::from_hasher(&self.hasher)
     }
     pub fn updated_at(&self) -> Timestamp {
-        self.file
-            .metadata()
-            .ok()
-            .and_then(|m| m.modified().ok())
-            .map(berth_proto::vocab::time::nanos)
-            .unwrap_or(self.meta.started_at)
+        self.updated_at
     }
 
     /// Appends `data` at `offset`, which must be the current offset; offset 0 restarts.
@@ -293,7 +315,8 @@ impl Writer {
         if offset < 0 {
             return Err(Error::invalid(format!("negative write offset {offset}")));
         }
-        if offset as u64 != self.offset {
+        let restart = offset as u64 != self.offset;
+        if restart {
             if offset != 0 {
                 return Err(Error::new(
                     Kind::OutOfRange,
@@ -324,6 +347,11 @@ impl Writer {
         self.file.write_all(data).map_err(io("write ingest"))?;
         self.hasher.update(data);
         self.offset += data.len() as u64;
+        if restart || !data.is_empty() {
+            let at = now();
+            date_data(&self.file, at)?;
+            self.updated_at = at;
+        }
         Ok(())
     }
 

@@ -390,6 +390,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_commit_of_bytes_the_namespace_has_is_already_exists_and_drops_the_ingest() {
+        let f = fixture();
+        let data = b"stored once";
+        let d = Digest::of(data).to_string();
+        put(&f.content, ctx("a", None), data, "").await.unwrap();
+        let ns = Namespace::parse("a").unwrap();
+        for expected in [d.as_str(), ""] {
+            // Opened without a digest, so the open itself does not refuse.
+            let w = f
+                .content
+                .writer(ctx("a", None), "again".into(), 0, String::new())
+                .await
+                .unwrap();
+            let w = f.content.write(w, 0, data.to_vec()).await.unwrap();
+            let e = f
+                .content
+                .commit(w, data.len() as i64, expected.into(), Labels::new())
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), Kind::AlreadyExists, "expected {expected:?}: {e}");
+            let gone = f.content.status(ns.clone(), "again".into()).await;
+            assert_eq!(gone.unwrap_err().kind(), Kind::NotFound);
+        }
+        // A pull's commit only needs the blob there: it is recorded again, not refused.
+        let w = f
+            .content
+            .writer(ctx("a", None), "pull".into(), 0, String::new())
+            .await
+            .unwrap();
+        let w = f.content.write(w, 0, data.to_vec()).await.unwrap();
+        let rec = f.content.commit_sync(w, 0, "", Labels::new()).unwrap();
+        assert_eq!(rec.digest, d);
+    }
+
+    #[tokio::test]
+    async fn an_ingest_is_dated_by_its_last_write() {
+        let f = fixture();
+        let ns = Namespace::parse("a").unwrap();
+        let before_open = now();
+        let w = f
+            .content
+            .writer(ctx("a", None), "dated".into(), 0, String::new())
+            .await
+            .unwrap();
+        let opened = now();
+        let started = w.inner.meta().started_at;
+        assert!((before_open..=opened).contains(&started));
+        assert_eq!(w.inner.updated_at(), started);
+        let before_write = now();
+        let w = f.content.write(w, 0, b"abc".to_vec()).await.unwrap();
+        let written = now();
+        let updated = w.inner.updated_at();
+        assert!((before_write..=written).contains(&updated), "{updated}");
+        drop(w);
+        // Read back from disk (a status, a resume): the same instants.
+        let st = f.content.status(ns, "dated".into()).await.unwrap();
+        assert_eq!((st.meta.started_at, st.updated_at), (started, updated));
+        let w = f
+            .content
+            .writer(ctx("a", None), "dated".into(), 0, String::new())
+            .await
+            .unwrap();
+        assert_eq!(w.inner.updated_at(), updated);
+    }
+
+    #[tokio::test]
     async fn existing_content_written_under_a_lease_joins_the_lease() {
         let f = fixture();
         let data = b"shared layer";

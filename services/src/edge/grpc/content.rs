@@ -301,6 +301,7 @@ async fn drive_write(
                         .map_err(status)?;
                 }
                 reply.offset = writer.inner.offset();
+                reply.digest = writer.inner.digest_so_far().to_string();
                 if action == WriteAction::Commit {
                     let rec = core
                         .commit(writer, total, expected.clone(), labels_in(req.labels))

@@ -1,0 +1,359 @@
+//! What containerd 2.x's clients expect of the API beyond the v1 basics, as its client suite
+//! (`integration/client` at v2.3.4) checks them: the content store's conformance cases
+//! (CommitExists, CommitErrorState, UpdateStatus, Resume) driven the way containerd's Go
+//! proxy writer drives a Write stream, and the namespaces' Get.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
+
+use berth_client::proto::content::{
+    ListStatusesRequest, StatusRequest, WriteAction, WriteContentRequest, WriteContentResponse,
+};
+use berth_client::proto::namespaces::GetNamespaceRequest;
+use berth_client::Client;
+use berth_tests::{sha256, Daemon};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::{Code, Status, Streaming};
+
+/// A Write stream held open the way containerd's `remoteWriter` holds one: STAT to open,
+/// WRITE at the offset it tracks, COMMIT that ends the stream, Truncate only locally.
+struct RemoteWriter {
+    tx: mpsc::Sender<WriteContentRequest>,
+    replies: Streaming<WriteContentResponse>,
+    offset: i64,
+    digest: String,
+}
+
+impl RemoteWriter {
+    /// `cs.Writer`: one attempt, as containerd's checkRefNotAvailable makes it.
+    async fn open(c: &Client, r: &str, total: i64, expected: &str) -> Result<Self, Status> {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(WriteContentRequest {
+            action: WriteAction::Stat as i32,
+            r#ref: r.into(),
+            total,
+            expected: expected.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut replies = c
+            .content()
+            .write(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let first = replies.next().await.expect("a reply to STAT")?;
+        Ok(RemoteWriter {
+            tx,
+            replies,
+            offset: first.offset,
+            digest: String::new(),
+        })
+    }
+
+    /// `content.OpenWriter`: retries while another writer still holds the ref.
+    async fn open_waiting(c: &Client, r: &str, total: i64, expected: &str) -> Self {
+        for _ in 0..200 {
+            match Self::open(c, r, total, expected).await {
+                Ok(w) => return w,
+                Err(s) if s.code() == Code::Unavailable => {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Err(s) => panic!("open {r}: {s:?}"),
+            }
+        }
+        panic!("ref {r} stayed locked");
+    }
+
+    async fn send(&mut self, req: WriteContentRequest) -> Result<WriteContentResponse, Status> {
+        self.tx.send(req).await.expect("stream open");
+        let resp = self.replies.next().await.expect("a reply")?;
+        if !resp.digest.is_empty() {
+            self.digest = resp.digest.clone();
+        }
+        Ok(resp)
+    }
+
+    async fn stat(&mut self) -> WriteContentResponse {
+        self.send(WriteContentRequest {
+            action: WriteAction::Stat as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn write(&mut self, data: &[u8]) {
+        let resp = self
+            .send(WriteContentRequest {
+                action: WriteAction::Write as i32,
+                offset: self.offset,
+                data: data.to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(resp.offset, self.offset + data.len() as i64);
+        self.offset = resp.offset;
+    }
+
+    /// Ends the stream, whatever the answer.
+    async fn commit(mut self, size: i64, expected: &str) -> Result<WriteContentResponse, Status> {
+        let offset = self.offset;
+        self.send(WriteContentRequest {
+            action: WriteAction::Commit as i32,
+            total: size,
+            offset,
+            expected: expected.into(),
+            labels: HashMap::new(),
+            ..Default::default()
+        })
+        .await
+    }
+}
+
+fn time(t: Option<prost_types::Timestamp>) -> SystemTime {
+    let t = t.expect("a timestamp");
+    UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos as u32)
+}
+
+fn within(t: SystemTime, from: SystemTime, to: SystemTime, what: &str) {
+    assert!(
+        from <= t && t <= to,
+        "{what} {t:?} is not between {from:?} and {to:?}"
+    );
+}
+
+/// Bytes that differ per call, like the suite's createContent.
+fn content(seed: u8, size: usize) -> (Vec<u8>, String) {
+    let b: Vec<u8> = (0..size)
+        .map(|i| (i as u32 * 31 + seed as u32 * 7) as u8)
+        .collect();
+    let d = sha256(&b);
+    (b, d)
+}
+
+/// A writer for 256 bytes hashing to `d`, with the instants just before and after it opened.
+async fn timed_open(c: &Client, r: &str, d: &str) -> (RemoteWriter, SystemTime, SystemTime) {
+    let pre = SystemTime::now();
+    let w = RemoteWriter::open_waiting(c, r, 256, d).await;
+    (w, pre, SystemTime::now())
+}
+
+async fn store(c: &Client, r: &str, data: &[u8]) -> String {
+    let d = sha256(data);
+    c.ingest(r, data, 0, Some(&d), HashMap::new())
+        .await
+        .unwrap();
+    d
+}
+
+async fn ingest_gone(c: &Client, r: &str) -> bool {
+    let e = c.content().status(StatusRequest { r#ref: r.into() }).await;
+    e.is_err_and(|s| s.code() == Code::NotFound)
+}
+
+/// CommitExists: a commit of bytes the namespace holds is AlreadyExists, with or without the
+/// digest, and leaves no ingest behind.
+#[tokio::test]
+async fn commit_of_stored_bytes_is_already_exists() {
+    let d = Daemon::start().unwrap();
+    let (c, lease) = d.client().await.unwrap().temporary_lease().await.unwrap();
+    let (c1, d1) = content(1, 256);
+    store(&c, "c1", &c1).await;
+    for (i, expected) in [d1.as_str(), ""].into_iter().enumerate() {
+        let r = format!("c1-commitexists-{i}");
+        let mut w = RemoteWriter::open_waiting(&c, &r, 0, "").await;
+        w.write(&c1).await;
+        let e = w.commit(c1.len() as i64, expected).await.unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists, "({i}) {e:?}");
+        assert!(ingest_gone(&c, &r).await, "({i}) the ingest must go");
+    }
+    c.release_lease(&lease).await.unwrap();
+}
+
+/// CommitErrorState: what each failed commit leaves: AlreadyExists drops the ingest, a size
+/// or digest mismatch keeps it for another try; the ref is locked while a writer holds it and
+/// free once its stream ends.
+#[tokio::test]
+async fn failed_commits_keep_or_drop_the_ingest_as_containerd_does() {
+    let d = Daemon::start().unwrap();
+    let (c, lease) = d.client().await.unwrap().temporary_lease().await.unwrap();
+    let (c1, d1) = content(2, 256);
+    let (_, d2) = content(3, 256);
+    store(&c, "c1", &c1).await;
+    let r = "c1-commiterror-state";
+    let locked = |c: Client| async move {
+        let e = RemoteWriter::open(&c, r, 0, "")
+            .await
+            .err()
+            .expect("locked");
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    };
+    let n = c1.len() as i64;
+
+    // Exists, named by digest.
+    let mut w = RemoteWriter::open_waiting(&c, r, 0, "").await;
+    w.write(&c1).await;
+    locked(c.clone()).await;
+    assert_eq!(
+        w.commit(n, &d1).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+
+    // Exists, found by hashing: the ingest started again from nothing.
+    let mut w = RemoteWriter::open_waiting(&c, r, 0, "").await;
+    assert_eq!(w.offset, 0, "the refused ingest must be gone");
+    locked(c.clone()).await;
+    w.write(&c1).await;
+    assert_eq!(
+        w.commit(n, "").await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+
+    // A wrong digest: FailedPrecondition, the bytes stay.
+    let mut w = RemoteWriter::open_waiting(&c, r, 0, "").await;
+    assert_eq!(w.offset, 0);
+    locked(c.clone()).await;
+    let more = [c1.as_slice(), b"more"].concat();
+    w.write(&more).await;
+    let e = w.commit(n + 4, &d2).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // A wrong size: FailedPrecondition, the bytes stay.
+    let w = RemoteWriter::open_waiting(&c, r, 0, "").await;
+    assert_eq!(w.offset, n + 4, "a failed check keeps the ingest");
+    locked(c.clone()).await;
+    let e = w.commit(n, "").await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    // The right size commits what was kept.
+    let w = RemoteWriter::open_waiting(&c, r, 0, "").await;
+    locked(c.clone()).await;
+    let done = w.commit(n + 4, "").await.unwrap();
+    assert_eq!(done.digest, sha256(&more));
+    assert!(ingest_gone(&c, r).await);
+
+    // The same ref again, for bytes that exist.
+    let mut w = RemoteWriter::open_waiting(&c, r, 0, "").await;
+    w.write(&c1).await;
+    locked(c.clone()).await;
+    assert_eq!(
+        w.commit(n, &d1).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+
+    // Opened and closed without a commit: the ref is free again.
+    let w = RemoteWriter::open_waiting(&c, r, 0, "").await;
+    locked(c.clone()).await;
+    drop(w);
+    drop(RemoteWriter::open_waiting(&c, r, 0, "").await);
+    c.release_lease(&lease).await.unwrap();
+}
+
+/// UpdateStatus: an ingest's status after each write: the offset, the total it was opened
+/// with, the same start, and an updated_at that moved to the write.
+#[tokio::test]
+async fn an_ingest_status_moves_with_each_write() {
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let (c1, d1) = content(4, 256);
+    let (mut w, pre_start, post_start) = timed_open(&c, "c1", &d1).await;
+    let st = w.stat().await;
+    assert_eq!((st.offset, st.total), (0, 256));
+    assert_eq!(w.digest, sha256(b""));
+    within(time(st.started_at), pre_start, post_start, "started_at");
+    within(time(st.updated_at), pre_start, post_start, "updated_at");
+    let mut written = 0;
+    for end in [64, 192, 256] {
+        let pre = SystemTime::now();
+        w.write(&c1[written..end]).await;
+        let post = SystemTime::now();
+        written = end;
+        assert_eq!(
+            w.digest,
+            sha256(&c1[..end]),
+            "a WRITE reply carries the digest"
+        );
+        let st = w.stat().await;
+        assert_eq!((st.offset, st.total), (end as i64, 256));
+        within(time(st.started_at), pre_start, post_start, "started_at");
+        within(time(st.updated_at), pre, post, "updated_at");
+        // The Status and ListStatuses RPCs tell the same.
+        let s = c
+            .content()
+            .status(StatusRequest { r#ref: "c1".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!(
+            (s.r#ref.as_str(), s.offset, s.total),
+            ("c1", end as i64, 256)
+        );
+        assert_eq!(s.expected, d1);
+        assert_eq!((s.started_at, s.updated_at), (st.started_at, st.updated_at));
+        let all = c
+            .content()
+            .list_statuses(ListStatusesRequest { filters: vec![] })
+            .await
+            .unwrap()
+            .into_inner()
+            .statuses;
+        assert_eq!(all, vec![s]);
+    }
+    assert_eq!(w.commit(0, "").await.unwrap().digest, d1);
+}
+
+/// Resume: a second writer on the ref sees the first one's status, times included, and
+/// finishes the blob.
+#[tokio::test]
+async fn a_resumed_ingest_keeps_its_status() {
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let (cb, dgst) = content(5, 256);
+    let (mut w1, pre_start, post_start) = timed_open(&c, "cb", &dgst).await;
+    w1.write(&cb[..128]).await;
+    let post_update = SystemTime::now();
+    let first = w1.stat().await;
+    drop(w1);
+    let mut w2 = RemoteWriter::open_waiting(&c, "cb", 256, &dgst).await;
+    assert_eq!(w2.offset, 128);
+    let st = w2.stat().await;
+    assert_eq!((st.offset, st.total), (128, 256));
+    assert_eq!(w2.digest, sha256(&cb[..128]));
+    assert_eq!(
+        (st.started_at, st.updated_at),
+        (first.started_at, first.updated_at)
+    );
+    within(time(st.started_at), pre_start, post_start, "started_at");
+    within(time(st.updated_at), post_start, post_update, "updated_at");
+    let pre = SystemTime::now();
+    w2.write(&cb[128..]).await;
+    let post = SystemTime::now();
+    let st = w2.stat().await;
+    within(time(st.updated_at), pre, post, "updated_at");
+    assert_eq!(w2.commit(0, "").await.unwrap().digest, dgst);
+}
+
+/// containerd answers a Get of a namespace it has never seen with the name and no labels
+/// (its store reads an absent labels bucket as empty); berth does the same.
+#[tokio::test]
+async fn get_of_an_unknown_namespace_answers_empty_labels() {
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let ns = c
+        .namespaces()
+        .get(GetNamespaceRequest {
+            name: "never-made".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .namespace
+        .unwrap();
+    assert_eq!(ns.name, "never-made");
+    assert!(ns.labels.is_empty());
+}
