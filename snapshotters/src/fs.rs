@@ -1,6 +1,7 @@
 //! The snapshotter both drivers share: metadata, ids, directories, usage, cleanup. A driver
 //! only decides how a snapshot directory is filled and how it is mounted.
 
+use crate::idmap::IdMap;
 use crate::storage::{now, Record, Storage, StoredKind, Txn};
 use crate::{Error, Info, Kind, Labels, Mount, Result, Snapshotter, Usage};
 use std::collections::HashSet;
@@ -16,6 +17,12 @@ pub trait Driver: Send + Sync + 'static {
     fn mounts(&self, dir: &Path, kind: Kind, lowers: &[PathBuf]) -> Vec<Mount>;
     /// Whether a committed snapshot holds only its own layer (so layers can be staged).
     fn independent_layers(&self) -> bool {
+        false
+    }
+    /// Whether the driver honours the uid/gid remapping labels ([`crate::idmap`]): a new
+    /// snapshot's directory belongs to the mapped root (else to its parent's owner), and
+    /// its mounts carry the mappings for the mounter when the kernel can idmap layers.
+    fn remaps_ids(&self) -> bool {
         false
     }
 }
@@ -103,13 +110,25 @@ impl<D: Driver> FsSnapshotter<D> {
                 )));
             }
         }
+        let remap = match self.driver.remaps_ids() {
+            true => IdMap::from_labels(&labels)?,
+            false => None,
+        };
+        let owner = match &remap {
+            Some(map) => Some(map.root_pair()?),
+            None => None,
+        };
         // Build in a temporary directory, then rename it into place inside the transaction.
         let tmp = tempdir_in(&self.root.join("snapshots"))?;
         let parent_dir = match parent {
             Some(p) => Some(self.fs_dir(p)?),
             None => None,
         };
-        if let Err(e) = self.driver.populate(&tmp, kind, parent_dir.as_deref()) {
+        let filled = self
+            .driver
+            .populate(&tmp, kind, parent_dir.as_deref())
+            .and_then(|()| self.own(&tmp.join("fs"), owner, parent_dir.as_deref()));
+        if let Err(e) = filled {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
         }
@@ -126,9 +145,29 @@ impl<D: Driver> FsSnapshotter<D> {
                 return Err(e);
             }
         };
-        Ok(self
+        let mounts = self
             .driver
-            .mounts(&self.dir(id), kind, &self.lowers(parent)?))
+            .mounts(&self.dir(id), kind, &self.lowers(parent)?);
+        Ok(with_mappings(mounts, remap.as_ref()))
+    }
+
+    /// Gives a remapping driver's new `fs` its owner: the mapped root, else the parent's
+    /// owner (so the stacked root directory keeps the owner the layers below gave it).
+    fn own(&self, fs: &Path, owner: Option<(u32, u32)>, parent: Option<&Path>) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        if !self.driver.remaps_ids() {
+            return Ok(());
+        }
+        let owner = match (owner, parent) {
+            (Some(o), _) => o,
+            (None, Some(p)) => {
+                let m = fs::metadata(p).map_err(io(format!("stat {}", p.display())))?;
+                (m.uid(), m.gid())
+            }
+            (None, None) => return Ok(()),
+        };
+        std::os::unix::fs::lchown(fs, Some(owner.0), Some(owner.1))
+            .map_err(io(format!("chown {}", fs.display())))
     }
 
     /// A committed snapshot made from an already-filled directory: parallel unpack extracts
@@ -196,6 +235,19 @@ impl<D: Driver> FsSnapshotter<D> {
         fs::rename(filled, &dir).map_err(io("place snapshot dir"))?;
         Ok(id)
     }
+}
+
+/// `mounts` carrying `remap`'s mappings as options (first, as containerd puts them), when
+/// the kernel can idmap the layers; the mounter honours them ([`crate::mount`]).
+fn with_mappings(mut mounts: Vec<Mount>, remap: Option<&IdMap>) -> Vec<Mount> {
+    if let Some(map) = remap.filter(|_| crate::idmap::supported()) {
+        for m in &mut mounts {
+            let mut options = map.options().to_vec();
+            options.append(&mut m.options);
+            m.options = options;
+        }
+    }
+    mounts
 }
 
 fn tempdir_in(parent: &Path) -> Result<PathBuf> {
@@ -307,11 +359,16 @@ impl<D: Driver> Snapshotter for FsSnapshotter<D> {
                 "snapshot {key:?} is committed; make a view of it to mount it"
             )));
         }
-        Ok(self.driver.mounts(
+        let mounts = self.driver.mounts(
             &self.dir(rec.id),
             rec.kind.into(),
             &self.lowers(rec.parent.as_deref())?,
-        ))
+        );
+        let remap = match self.driver.remaps_ids() {
+            true => IdMap::from_labels(&rec.labels)?,
+            false => None,
+        };
+        Ok(with_mappings(mounts, remap.as_ref()))
     }
 
     fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {

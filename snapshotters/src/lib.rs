@@ -4,6 +4,7 @@
 
 pub mod fs;
 pub mod hash;
+pub mod idmap;
 pub mod layer;
 pub mod mount;
 pub mod native;

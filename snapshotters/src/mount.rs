@@ -1,6 +1,7 @@
 //! Mounting what snapshotters hand out (for the differ when it cannot work on the
 //! directories directly), and reading mounts back into the directories they stand for.
 
+use crate::idmap;
 use crate::whiteout::Whiteouts;
 use crate::{Error, Mount, Result};
 use std::ffi::CString;
@@ -31,8 +32,98 @@ fn c(s: &[u8]) -> Result<CString> {
     CString::new(s).map_err(|_| Error::InvalidArgument("mount argument contains a NUL byte".into()))
 }
 
-/// Mounts `m` on `target`.
+/// Mounts `m` on `target`, honouring `uidmap=`/`gidmap=` options (see [`mount_with`]).
 pub fn mount(m: &Mount, target: &Path) -> Result<()> {
+    mount_with(m, target, &idmap::wait_child)
+}
+
+/// Mounts `m` on `target`. With `uidmap=` and `gidmap=` options (a remapped snapshot's), as
+/// containerd's mounter: an overlay is stacked on idmapped clones of its lower directories,
+/// anything else is mounted and replaced by an idmapped clone of itself. `wait` collects
+/// the short-lived child that makes the user namespace.
+pub fn mount_with(m: &Mount, target: &Path, wait: &dyn Fn(libc::pid_t)) -> Result<()> {
+    let (map, plain) = split_mappings(m)?;
+    let Some(map) = map else {
+        return mount_plain(&plain, target);
+    };
+    let ns = idmap::userns(&map, wait)?;
+    if plain.kind == "overlay" {
+        return mount_idmapped_overlay(&plain, target, &ns);
+    }
+    mount_plain(&plain, target)?;
+    let clone = idmap::idmapped_clone(target, &ns);
+    unmount(target);
+    idmap::attach(&clone?, target)
+}
+
+/// The mappings a mount's options carry, and the mount without them.
+fn split_mappings(m: &Mount) -> Result<(Option<idmap::IdMap>, Mount)> {
+    let (mut uids, mut gids) = (None, None);
+    let mut plain = m.clone();
+    plain.options.retain(|o| {
+        if let Some(v) = o.strip_prefix("uidmap=") {
+            uids = Some(v.to_string());
+        } else if let Some(v) = o.strip_prefix("gidmap=") {
+            gids = Some(v.to_string());
+        } else {
+            return true;
+        }
+        false
+    });
+    let map = match (uids, gids) {
+        (None, None) => None,
+        (Some(u), Some(g)) => Some(idmap::IdMap::parse(&u, &g)?),
+        _ => {
+            return Err(Error::InvalidArgument(
+                "a mount remaps both uids and gids (uidmap= and gidmap=) or neither".into(),
+            ))
+        }
+    };
+    Ok((map, plain))
+}
+
+/// Mounts an overlay whose lower directories are idmapped clones, attached in a scratch
+/// directory for the mount call and detached after it (the overlay holds its own
+/// references to them).
+fn mount_idmapped_overlay(m: &Mount, target: &Path, ns: &std::os::fd::OwnedFd) -> Result<()> {
+    let lowers: Vec<&str> = option(m, "lowerdir")
+        .map(|l| l.split(':').collect())
+        .unwrap_or_default();
+    if lowers.is_empty() {
+        return Err(Error::InvalidArgument(
+            "an idmapped overlay needs lower directories".into(),
+        ));
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("berth-idmap-")
+        .tempdir()
+        .map_err(|e| Error::io("create a scratch directory for idmapped layers", e))?;
+    let mut attached = vec![];
+    let mounted = (|| {
+        let mut mapped = vec![];
+        for (i, l) in lowers.iter().enumerate() {
+            let dst = scratch.path().join(i.to_string());
+            std::fs::create_dir(&dst).map_err(|e| Error::io("create a layer mount point", e))?;
+            idmap::attach(&idmap::idmapped_clone(Path::new(l), ns)?, &dst)?;
+            attached.push(dst.clone());
+            mapped.push(dst.display().to_string());
+        }
+        let mut over = m.clone();
+        for o in &mut over.options {
+            if o.starts_with("lowerdir=") {
+                *o = format!("lowerdir={}", mapped.join(":"));
+            }
+        }
+        mount_plain(&over, target)
+    })();
+    for d in attached {
+        unmount(&d);
+    }
+    mounted
+}
+
+/// Mounts `m` on `target` as its options say.
+fn mount_plain(m: &Mount, target: &Path) -> Result<()> {
     let (mut flags, ro, data) = parse_options(&m.options);
     let kind = if m.kind == "bind" {
         flags |= libc::MS_BIND;
@@ -86,8 +177,14 @@ pub fn mount(m: &Mount, target: &Path) -> Result<()> {
 
 /// Mounts each of `mounts` on `target` in order; on failure, what was mounted is undone.
 pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<()> {
+    mount_all_with(mounts, target, &idmap::wait_child)
+}
+
+/// [`mount_all`] for a process that collects its children itself (`wait`, see
+/// [`mount_with`]).
+pub fn mount_all_with(mounts: &[Mount], target: &Path, wait: &dyn Fn(libc::pid_t)) -> Result<()> {
     for (i, m) in mounts.iter().enumerate() {
-        if let Err(e) = mount(m, target) {
+        if let Err(e) = mount_with(m, target, wait) {
             for _ in 0..i {
                 unmount(target);
             }

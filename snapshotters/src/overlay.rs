@@ -49,6 +49,10 @@ impl Driver for Overlay {
         true
     }
 
+    fn remaps_ids(&self) -> bool {
+        true
+    }
+
     fn mounts(&self, dir: &Path, kind: Kind, lowers: &[PathBuf]) -> Vec<Mount> {
         let fs = dir.join("fs");
         let bind = |src: &Path, rw: &str| Mount {
@@ -82,5 +86,95 @@ impl Driver for Overlay {
                 ],
             }],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::idmap::{GID_MAPPING_LABEL, UID_MAPPING_LABEL};
+    use crate::{Labels, Snapshotter};
+    use std::os::unix::fs::MetadataExt;
+
+    /// containerd's remapping labels: the new snapshot's own directory belongs to the mapped
+    /// root, its mounts carry the mappings, and mounted, the image's files (owned by 0 on
+    /// disk) show as the mapped ids through idmapped layers.
+    #[test]
+    fn remapped_snapshots_show_their_layers_through_the_mappings() {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "mounting needs root");
+        if !crate::idmap::supported() {
+            eprintln!("skipped: this kernel cannot idmap overlayfs layers (Linux 5.19)");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let s = crate::fs::FsSnapshotter::open(root.path(), super::Overlay).unwrap();
+        for (i, name) in ["one", "two"].iter().enumerate() {
+            let parent = (i > 0).then_some("L0");
+            let m = s.prepare(name, parent, Labels::new()).unwrap();
+            let upper = crate::mount::overlay_upper(&m)
+                .or_else(|| crate::mount::bind_source(&m))
+                .unwrap();
+            std::fs::write(upper.join(name), name).unwrap();
+            s.commit(&format!("L{i}"), name, Labels::new()).unwrap();
+        }
+        let labels = Labels::from([
+            (UID_MAPPING_LABEL.to_string(), "0:33:65535".to_string()),
+            (GID_MAPPING_LABEL.to_string(), "0:66:65535".to_string()),
+        ]);
+        let mounts = s.prepare("remapped", Some("L1"), labels).unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].kind, "overlay");
+        assert!(mounts[0].options.contains(&"uidmap=0:33:65535".to_string()));
+        assert!(mounts[0].options.contains(&"gidmap=0:66:65535".to_string()));
+        assert_eq!(s.mounts("remapped").unwrap(), mounts);
+        let upper = crate::mount::overlay_upper(&mounts).unwrap();
+        let meta = std::fs::metadata(&upper).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (33, 66),
+            "the upper belongs to the mapped root"
+        );
+
+        let target = tempfile::tempdir().unwrap();
+        crate::mount::mount_all(&mounts, target.path()).unwrap();
+        let owners: Vec<(u32, u32)> = ["one", "two"]
+            .iter()
+            .map(|f| {
+                let m = std::fs::metadata(target.path().join(f)).unwrap();
+                (m.uid(), m.gid())
+            })
+            .collect();
+        std::fs::write(target.path().join("new"), "x").unwrap();
+        crate::mount::unmount(target.path());
+        assert_eq!(owners, vec![(33, 66), (33, 66)]);
+        let lower = std::fs::metadata(root.path().join("snapshots/1/fs/one")).unwrap();
+        assert_eq!(lower.uid(), 0, "the layers themselves are not chowned");
+        assert!(upper.join("new").exists());
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let scratch = mounts[0].options.iter().any(|o| o.contains("berth-idmap-"));
+        assert!(
+            !scratch,
+            "the snapshot's own mounts never name the scratch clones"
+        );
+        let attached: Vec<&str> = mountinfo
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("{}/", root.path().display())) && l.contains("berth-idmap-")
+            })
+            .collect();
+        assert!(
+            attached.is_empty(),
+            "idmapped clones stay attached: {attached:?}"
+        );
+    }
+
+    #[test]
+    fn bad_mappings_are_refused_before_anything_is_made() {
+        let root = tempfile::tempdir().unwrap();
+        let s = crate::fs::FsSnapshotter::open(root.path(), super::Overlay).unwrap();
+        let labels = Labels::from([(UID_MAPPING_LABEL.to_string(), "0:33".to_string())]);
+        let e = s.prepare("bad", None, labels).unwrap_err();
+        assert!(matches!(e, crate::Error::InvalidArgument(_)), "{e}");
+        assert!(s.stat("bad").is_err());
     }
 }
