@@ -11,6 +11,7 @@ mod container;
 mod create;
 
 mod image;
+mod image_volume;
 pub mod logs;
 mod sandbox;
 pub mod seccomp;

@@ -51,6 +51,7 @@ impl Cri {
             md.name, pm.name, pm.namespace, pm.uid, md.attempt
         );
         let name_ref = name.as_str();
+        let mounts = config.mounts.clone();
         self.create_reserved(
             "container",
             &name,
@@ -60,6 +61,7 @@ impl Cri {
                     .await
             },
             async |id: &str, _: &Error| {
+                let _ = self.unmount_image_volumes(id, &mounts).await;
                 let _ = self
                     .snapshots
                     .remove(self.ns.clone(), &self.cfg.snapshotter, id.to_string())
@@ -78,7 +80,7 @@ impl Cri {
         id: &str,
         name: &str,
         sb: &Sandbox,
-        config: cri::ContainerConfig,
+        mut config: cri::ContainerConfig,
         image: ImageInfo,
         image_ref: String,
     ) -> Result<()> {
@@ -94,7 +96,8 @@ impl Cri {
             )
             .await?;
         let user = self.resolve_user(&config, &image, &mounts).await?;
-        let oci = self.container_oci_spec(id, sb, &config, &image, user.clone())?;
+        let image_volumes = self.mount_image_volumes(id, &mut config).await?;
+        let oci = self.container_oci_spec(id, sb, &config, &image, user.clone(), &image_volumes)?;
         let log_path = match (&sb.config.log_directory, &config.log_path) {
             (d, p) if !d.is_empty() && !p.is_empty() => Path::new(d).join(p).display().to_string(),
             _ => String::new(),
@@ -152,6 +155,7 @@ impl Cri {
         config: &cri::ContainerConfig,
         image: &ImageInfo,
         user: (i64, i64, Vec<i64>),
+        image_volumes: &crate::edge::cri::image_volume::Sources,
     ) -> Result<serde_json::Value> {
         let sc = config
             .linux
@@ -186,6 +190,7 @@ impl Cri {
             user,
             cgroup: spec::cgroup_path(parent_cg, id, self.cfg.systemd_cgroup()),
             restrict_oom_score_adj: self.cfg.restrict_oom_score_adj,
+            image_volumes,
         })
     }
 

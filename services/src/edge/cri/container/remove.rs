@@ -15,6 +15,7 @@ impl Cri {
         let _held = lock.lock().await;
         let _ = self.tasks.delete(self.ns.clone(), c.id.clone()).await;
         self.detach_logs(&c.id).await;
+        self.unmount_image_volumes(&c.id, &c.config.mounts).await?;
         match self
             .snapshots
             .remove(self.ns.clone(), &self.cfg.snapshotter, c.id.clone())

@@ -2,6 +2,8 @@
 //! the pod's files.
 
 use super::*;
+use crate::core::error::Kind;
+use crate::edge::cri::image_volume;
 
 /// A container's spec inputs beyond its config.
 pub struct ContainerSpec<'a> {
@@ -19,6 +21,8 @@ pub struct ContainerSpec<'a> {
     pub user: (i64, i64, Vec<i64>),
     pub cgroup: String,
     pub restrict_oom_score_adj: bool,
+    /// Where the config's image volumes are mounted on the host.
+    pub image_volumes: &'a image_volume::Sources,
 }
 
 fn propagation(p: i32) -> (&'static str, &'static str) {
@@ -83,7 +87,7 @@ pub fn container(s: &ContainerSpec<'_>) -> Result<Value> {
     let caps = capabilities(sc.capabilities.as_ref(), sc.privileged)?;
     let mut mounts = base_mounts(sc.privileged);
     mounts.extend(pod_file_mounts(s, &sc, pod_ipc == node));
-    let (user_mounts, rootfs_propagation) = user_mounts(cfg)?;
+    let (user_mounts, rootfs_propagation) = user_mounts(cfg, s.image_volumes)?;
     mounts.extend(user_mounts);
     let userns = userns_entries(pod_sc.namespace_options.as_ref());
     let namespaces = namespaces(s, &sc, &pod_sc, userns.is_some())?;
@@ -198,27 +202,38 @@ fn pod_file_mounts(
     mounts
 }
 
-/// The config's mounts (host paths made when missing, symlinks resolved on the host), and
-/// the rootfs propagation they need ("" for none).
-fn user_mounts(cfg: &cri::ContainerConfig) -> Result<(Vec<Value>, &'static str)> {
+/// The config's mounts (host paths made when missing, symlinks resolved on the host; an
+/// image volume from where it is mounted, read-only), and the rootfs propagation they need
+/// ("" for none).
+fn user_mounts(
+    cfg: &cri::ContainerConfig,
+    image_volumes: &image_volume::Sources,
+) -> Result<(Vec<Value>, &'static str)> {
     let mut mounts = Vec::new();
     let mut rootfs_propagation = "";
-    for m in &cfg.mounts {
+    for (index, m) in cfg.mounts.iter().enumerate() {
         check_mount(m)?;
-        let src = Path::new(&m.host_path);
-        if !src.exists() {
-            std::fs::create_dir_all(src)
-                .map_err(|e| Error::invalid(format!("host path {}: {e}", m.host_path)))?;
-        }
-        // Symlinks are followed on the host, never inside the container.
-        let src = std::fs::canonicalize(src)
-            .map_err(|e| Error::invalid(format!("host path {}: {e}", m.host_path)))?;
+        let image_volume = image_volume::image_of(m).is_some();
+        let src = if image_volume {
+            image_volumes.get(&index).cloned().ok_or_else(|| {
+                Error::new(
+                    Kind::Internal,
+                    format!("the image volume at {} is not mounted", m.container_path),
+                )
+            })?
+        } else {
+            host_source(m)?
+        };
         let (prop, rootfs_prop) = propagation(m.propagation);
         if rootfs_prop == "rshared" || (rootfs_prop == "rslave" && rootfs_propagation != "rshared")
         {
             rootfs_propagation = rootfs_prop;
         }
         let mut opts = vec!["rbind", prop, if m.readonly { "ro" } else { "rw" }];
+        if image_volume {
+            // An image's files, not the node's: no device nodes and no set-id programs.
+            opts.extend(["nosuid", "nodev"]);
+        }
         if m.recursive_read_only {
             // Read by the shim (and by runc 1.2 itself).
             opts.push("rro");
@@ -228,8 +243,20 @@ fn user_mounts(cfg: &cri::ContainerConfig) -> Result<(Vec<Value>, &'static str)>
     Ok((mounts, rootfs_propagation))
 }
 
-/// What a config's mount may ask for: an absolute path, no image volume, and recursive
-/// read-only only when read-only and private.
+/// A host path mount's source: made when missing, its symlinks followed on the host (never
+/// inside the container).
+fn host_source(m: &cri::Mount) -> Result<PathBuf> {
+    let src = Path::new(&m.host_path);
+    if !src.exists() {
+        std::fs::create_dir_all(src)
+            .map_err(|e| Error::invalid(format!("host path {}: {e}", m.host_path)))?;
+    }
+    std::fs::canonicalize(src)
+        .map_err(|e| Error::invalid(format!("host path {}: {e}", m.host_path)))
+}
+
+/// What a config's mount may ask for: an absolute path, what an image volume may (see
+/// [`image_volume::check`]), and recursive read-only only when read-only and private.
 fn check_mount(m: &cri::Mount) -> Result<()> {
     if m.container_path.is_empty() || !m.container_path.starts_with('/') {
         return Err(Error::invalid(format!(
@@ -237,11 +264,7 @@ fn check_mount(m: &cri::Mount) -> Result<()> {
             m.container_path
         )));
     }
-    if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
-        return Err(Error::invalid(
-            "image volumes are not supported by this runtime",
-        ));
-    }
+    image_volume::check(m)?;
     if m.recursive_read_only {
         if !m.readonly {
             return Err(Error::invalid(format!(
