@@ -1,16 +1,22 @@
 //! What containerd 2.x's clients expect of the API beyond the v1 basics, as its client suite
 //! (`integration/client` at v2.3.4) checks them: the content store's conformance cases
 //! (CommitExists, CommitErrorState, UpdateStatus, Resume) driven the way containerd's Go
-//! proxy writer drives a Write stream, and the namespaces' Get.
+//! proxy writer drives a Write stream, the namespaces' Get, and Introspection's PluginInfo
+//! (a runtime's `-info`, as TestRuntimeInfo asks for it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_client::proto::content::{
     ListStatusesRequest, StatusRequest, WriteAction, WriteContentRequest, WriteContentResponse,
 };
+use berth_client::proto::introspection::PluginInfoRequest;
 use berth_client::proto::namespaces::GetNamespaceRequest;
+use berth_client::proto::types::{RuntimeInfo, RuntimeRequest, RuntimeVersion};
 use berth_client::Client;
 use berth_tests::{sha256, Daemon};
+use prost::{Message, Name};
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -356,4 +362,192 @@ async fn get_of_an_unknown_namespace_answers_empty_labels() {
         .unwrap();
     assert_eq!(ns.name, "never-made");
     assert!(ns.labels.is_empty());
+}
+
+const RUNTIME_PLUGIN: &str = "io.containerd.runtime.v2";
+
+fn runtime_request(runtime_path: &str, options: Option<prost_types::Any>) -> prost_types::Any {
+    prost_types::Any {
+        type_url: RuntimeRequest::full_name(),
+        value: RuntimeRequest {
+            runtime_path: runtime_path.into(),
+            options,
+        }
+        .encode_to_vec(),
+    }
+}
+
+/// A shim whose `-info` keeps what it read on stdin in `dir/stdin` and prints `answer`.
+fn fake_shim(dir: &Path, answer: &[u8]) -> String {
+    std::fs::write(dir.join("answer"), answer).unwrap();
+    let shim = dir.join("containerd-shim-fake-v2");
+    let d = dir.display();
+    std::fs::write(
+        &shim,
+        format!("#!/bin/sh\n[ \"$1\" = -info ] || exit 9\ncat > {d}/stdin\ncat {d}/answer\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    shim.display().to_string()
+}
+
+/// PluginInfo: a plugin's record, and with a RuntimeRequest the task runtime's answer is the
+/// named shim's own `-info`, options passed on its stdin.
+#[tokio::test]
+async fn plugin_info_asks_the_runtime_s_shim() {
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let mut intro = c.introspection();
+    let e = intro
+        .plugin_info(PluginInfoRequest {
+            r#type: RUNTIME_PLUGIN.into(),
+            id: "nonesuch".into(),
+            options: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let plain = intro
+        .plugin_info(PluginInfoRequest {
+            r#type: RUNTIME_PLUGIN.into(),
+            id: "task".into(),
+            options: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plain.plugin.unwrap().id, "task");
+    assert!(plain.extra.is_none());
+
+    let dir = tempfile::tempdir().unwrap();
+    let said = RuntimeInfo {
+        name: "io.containerd.fake.v2".into(),
+        version: Some(RuntimeVersion {
+            version: "9.9".into(),
+            revision: "r".into(),
+        }),
+        options: None,
+        features: Some(prost_types::Any {
+            type_url: "types.containerd.io/opencontainers/runtime-spec/1/features/Features".into(),
+            value: br#"{"mountOptions":["rro"]}"#.to_vec(),
+        }),
+        annotations: HashMap::from([("k".into(), "v".into())]),
+    };
+    let shim = fake_shim(dir.path(), &said.encode_to_vec());
+    let opts = prost_types::Any {
+        type_url: "containerd.runc.v1.Options".into(),
+        value: vec![0x12, 0x04, b'r', b'u', b'n', b'c'],
+    };
+    let got = intro
+        .plugin_info(PluginInfoRequest {
+            r#type: RUNTIME_PLUGIN.into(),
+            id: "task".into(),
+            options: Some(runtime_request(&shim, Some(opts.clone()))),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .extra
+        .unwrap();
+    // The type URL containerd's Go client insists on for UnmarshalTo.
+    assert_eq!(got.type_url, "containerd.types.RuntimeInfo");
+    assert_eq!(RuntimeInfo::decode(got.value.as_slice()).unwrap(), said);
+    let stdin = std::fs::read(dir.path().join("stdin")).unwrap();
+    assert_eq!(prost_types::Any::decode(stdin.as_slice()).unwrap(), opts);
+
+    // What cannot be answered, and why.
+    let ask = |options: prost_types::Any, id: &str| {
+        let mut intro = c.introspection();
+        let id = id.to_string();
+        async move {
+            intro
+                .plugin_info(PluginInfoRequest {
+                    r#type: if id == "task" {
+                        RUNTIME_PLUGIN
+                    } else {
+                        "io.containerd.grpc.v1"
+                    }
+                    .into(),
+                    id,
+                    options: Some(options),
+                })
+                .await
+                .unwrap_err()
+                .code()
+        }
+    };
+    let not_info = fake_shim(dir.path(), b"\xff\xff\xff");
+    assert_eq!(
+        ask(runtime_request(&not_info, None), "task").await,
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        ask(runtime_request("bin/relative", None), "task").await,
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        ask(runtime_request("", None), "task").await,
+        Code::InvalidArgument
+    );
+    let other_kind = prost_types::Any {
+        type_url: "containerd.types.Something".into(),
+        value: vec![],
+    };
+    assert_eq!(ask(other_kind, "task").await, Code::InvalidArgument);
+    assert_eq!(
+        ask(runtime_request(&shim, None), "content").await,
+        Code::Unimplemented
+    );
+}
+
+/// The runtime's info through a real containerd 2.x runc shim, when this machine has one
+/// (CI does not: Debian's is 1.6, which has no `-info`): `rro` among runc's mount options,
+/// as TestRuntimeInfo checks.
+#[tokio::test]
+async fn plugin_info_of_a_containerd_2_runc_shim() {
+    let Some(shim) = std::env::var("BERTH_TEST_SHIM2")
+        .ok()
+        .or_else(|| Some("/tmp/containerd-suite/bin/containerd-shim-runc-v2".into()))
+        .filter(|p| Path::new(p).exists())
+    else {
+        eprintln!("skipped: no containerd 2.x shim (set BERTH_TEST_SHIM2 to one)");
+        return;
+    };
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let extra = c
+        .introspection()
+        .plugin_info(PluginInfoRequest {
+            r#type: RUNTIME_PLUGIN.into(),
+            id: "task".into(),
+            options: Some(runtime_request(&shim, None)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .extra
+        .unwrap();
+    let info = RuntimeInfo::decode(extra.value.as_slice()).unwrap();
+    assert_eq!(info.name, "io.containerd.runc.v2");
+    let features: serde_json::Value =
+        serde_json::from_slice(&info.features.unwrap().value).unwrap();
+    assert!(features["mountOptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o == "rro"));
+}
+
+/// Server: the daemon's pid and PID namespace, as containerd 2.x reports them.
+#[tokio::test]
+async fn server_reports_pid_and_pid_namespace() {
+    use std::os::unix::fs::MetadataExt;
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let s = c.introspection().server(()).await.unwrap().into_inner();
+    assert_eq!(s.pid, u64::from(d.pid().unwrap()));
+    let ns = std::fs::metadata(format!("/proc/{}/ns/pid", s.pid))
+        .unwrap()
+        .ino();
+    assert_eq!(s.pidns, ns);
 }

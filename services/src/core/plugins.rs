@@ -4,6 +4,8 @@
 use crate::core::error::{Error, Result};
 use std::collections::{BTreeMap, HashSet};
 
+pub mod runtime_info;
+
 pub const METADATA: &str = "io.containerd.metadata.v1";
 pub const CONTENT: &str = "io.containerd.content.v1";
 pub const EVENT: &str = "io.containerd.event.v1";
@@ -44,6 +46,12 @@ impl Plugin {
 
     pub fn uri(&self) -> String {
         format!("{}.{}", self.kind, self.id)
+    }
+
+    /// Whether asking this plugin for more (PluginInfo with options) runs a shim's `-info`:
+    /// the task runtime's, as in containerd.
+    pub fn describes_runtimes(&self) -> bool {
+        self.kind == RUNTIME && self.id == "task"
     }
 }
 
