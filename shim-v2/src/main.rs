@@ -1,5 +1,9 @@
-//! containerd-shim-berth-v2: `start` (launch a detached shim and print its address),
-//! `delete` (clean up after a shim that is gone), and the shim itself (`serve`).
+//! containerd-shim-berth-v2: `start` (launch a detached shim and tell the caller its
+//! address, in the caller's protocol: [`bootstrap`]), `delete` (clean up after a shim that is
+//! gone), and the shim itself (`serve`), which removes its socket when it exits and gives up
+//! when the daemon that started it goes before asking for a task.
+
+mod bootstrap;
 
 use berth_proto::containerd::task::v2::DeleteResponse;
 use berth_shim::events::Publisher;
@@ -7,12 +11,16 @@ use berth_shim::native::Native;
 use berth_shim::reaper::Reaper;
 use berth_shim::rootfs::unmount_rootfs;
 use berth_shim::runc::{Runc, Runtime, Stdio3};
+use berth_shim::server::{Handler, Reply};
 use berth_shim::service::Service;
+use bootstrap::Given;
 use prost::Message;
 use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 struct Args {
     namespace: String,
@@ -21,6 +29,8 @@ struct Args {
     publish_binary: String,
     bundle: Option<PathBuf>,
     action: String,
+    /// `-v`: print the version and exit, as containerd's shims do.
+    version: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -31,6 +41,7 @@ fn parse() -> Result<Args, String> {
         publish_binary: String::new(),
         bundle: None,
         action: String::new(),
+        version: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -55,11 +66,12 @@ fn parse() -> Result<Args, String> {
             "address" => a.address = value()?,
             "publish-binary" => a.publish_binary = value()?,
             "bundle" => a.bundle = Some(PathBuf::from(value()?)),
-            "debug" | "v" => {}
+            "debug" => {}
+            "v" | "version" => a.version = true,
             other => return Err(format!("unknown flag -{other}")),
         }
     }
-    if a.id.is_empty() || a.namespace.is_empty() {
+    if !a.version && (a.id.is_empty() || a.namespace.is_empty()) {
         return Err("-namespace and -id are required".into());
     }
     Ok(a)
@@ -74,8 +86,9 @@ fn state_dir(bundle: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/run/berth"))
 }
 
-/// The shim's socket: in its bundle when the path fits a sockaddr, else under the state dir.
-fn socket_path(bundle: &Path, ns: &str, id: &str) -> PathBuf {
+/// The shim's socket: in its bundle when the path fits a sockaddr, else in the directory
+/// the caller named (containerd 2.3's `socket_dir`) or `<state>/s`.
+fn socket_path(bundle: &Path, ns: &str, id: &str, socket_dir: Option<&Path>) -> PathBuf {
     let p = bundle.join("shim.sock");
     if p.as_os_str().len() < 100 {
         return p;
@@ -84,7 +97,91 @@ fn socket_path(bundle: &Path, ns: &str, id: &str) -> PathBuf {
     for b in format!("{ns}/{id}").bytes() {
         h = (h ^ b as u64).wrapping_mul(0x100000001b3);
     }
-    state_dir(bundle).join("s").join(format!("{h:016x}"))
+    let dir = socket_dir.map_or_else(|| state_dir(bundle).join("s"), Path::to_path_buf);
+    dir.join(format!("{h:016x}"))
+}
+
+/// The process that ran `start` (berthd, or containerd), watched through a pidfd: a shim
+/// nobody asked a task of gives up once its requester is gone.
+struct Requester(OwnedFd);
+
+impl Requester {
+    /// None where the kernel has no pidfds; an error when the requester is already gone.
+    fn watch() -> Result<Option<Requester>, String> {
+        // SAFETY: getppid has no preconditions.
+        let ppid = unsafe { libc::getppid() };
+        // SAFETY: pidfd_open(2) with a pid and no flags: a new descriptor (close-on-exec)
+        // or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, ppid, 0) };
+        if fd < 0 {
+            return Ok(None);
+        }
+        // Moved above fd 3, which the serving shim's readiness pipe takes over.
+        // SAFETY: fcntl duplicating the descriptor the kernel just gave us, then closing
+        // that one.
+        let moved = unsafe {
+            let moved = libc::fcntl(fd as i32, libc::F_DUPFD_CLOEXEC, READY_FD + 1);
+            libc::close(fd as i32);
+            moved
+        };
+        if moved < 0 {
+            return Ok(None);
+        }
+        // SAFETY: a descriptor we just made, owned from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(moved) };
+        // SAFETY: as above. A new parent means the first one exited before the pidfd.
+        if unsafe { libc::getppid() } != ppid {
+            return Err("the process that asked for this shim is gone".into());
+        }
+        Ok(Some(Requester(fd)))
+    }
+
+    /// Returns once the requester has exited (true), or when it cannot be watched (false).
+    fn wait_gone(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.0.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: poll on one descriptor we own.
+            let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+            if n == 1 {
+                return pfd.revents & libc::POLLIN != 0;
+            }
+            if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return false;
+            }
+        }
+    }
+}
+
+/// The Task service, noting whether a Create was ever asked of it.
+struct Watched {
+    service: Arc<Service>,
+    create_asked: AtomicBool,
+}
+
+impl Watched {
+    fn new(service: Arc<Service>) -> Watched {
+        Watched {
+            service,
+            create_asked: AtomicBool::new(false),
+        }
+    }
+
+    fn asked_to_create(&self) -> bool {
+        self.create_asked.load(Ordering::SeqCst)
+    }
+}
+
+impl Handler for Watched {
+    fn handle(&self, method: &str, payload: &[u8]) -> Reply {
+        if method == "Create" {
+            self.create_asked.store(true, Ordering::SeqCst);
+        }
+        self.service.handle(method, payload)
+    }
 }
 
 /// The environment variable that picks the low-level runtime: `native` (containers made by
@@ -206,9 +303,11 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 fn start(a: &Args) -> Result<(), String> {
+    let given = Given::read(&a.id, &a.namespace)?;
     let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
-    let sock = socket_path(&bundle, &a.namespace, &a.id);
+    let sock = socket_path(&bundle, &a.namespace, &a.id, given.socket_dir().as_deref());
     let _ = std::fs::remove_file(bundle.join("address"));
+    let requester = Requester::watch()?;
     // The serving shim says it is listening by writing a byte to fd 3.
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills two descriptors into the array.
@@ -236,7 +335,8 @@ fn start(a: &Args) -> Result<(), String> {
                 libc::dup2(null, fd);
             }
         }
-        let code = match serve(a) {
+        let ttrpc = given.ttrpc_address();
+        let code = match serve_at(a, &sock, ttrpc, requester) {
             Ok(()) => 0,
             Err(_) => 1,
         };
@@ -244,40 +344,95 @@ fn start(a: &Args) -> Result<(), String> {
     }
     // SAFETY: closing our copy of the write end, which we own.
     unsafe { libc::close(wr) };
+    let started = finish_start(pid, rd, &given, &sock);
+    // SAFETY: closing the read end we own.
+    unsafe { libc::close(rd) };
+    if started.is_err() {
+        // Nothing of a start that failed stays: the serving shim and its socket go.
+        // SAFETY: kill and wait for our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        let _ = std::fs::remove_file(&sock);
+        let _ = std::fs::remove_file(bundle.join("address"));
+    }
+    started
+}
+
+/// The parent's half of `start` once the serving shim is forked: it joins the cgroup the
+/// caller asked for, says it listens, and the caller is told where.
+fn finish_start(pid: i32, ready_fd: i32, given: &Given, sock: &Path) -> Result<(), String> {
+    if let Some(cgroup) = given.shim_cgroup() {
+        bootstrap::join_cgroup(pid, cgroup)?;
+    }
     let mut pfd = libc::pollfd {
-        fd: rd,
+        fd: ready_fd,
         events: libc::POLLIN,
         revents: 0,
     };
     // SAFETY: poll on one descriptor we own, then a one-byte read into a local.
     let ready = unsafe {
         let mut b = 0u8;
-        libc::poll(&mut pfd, 1, 5000) == 1 && libc::read(rd, (&mut b as *mut u8).cast(), 1) == 1
+        libc::poll(&mut pfd, 1, 5000) == 1
+            && libc::read(ready_fd, (&mut b as *mut u8).cast(), 1) == 1
     };
-    // SAFETY: closing the read end we own.
-    unsafe { libc::close(rd) };
     if !ready {
         return Err("the shim did not come up within 5s".into());
     }
-    print!("unix://{}", sock.display());
-    let _ = std::io::stdout().flush();
-    Ok(())
+    let mut out = std::io::stdout();
+    out.write_all(&given.answer(sock))
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("tell the caller the address: {e}"))
 }
 
 const READY_FD: i32 = 3;
 
+/// The serving shim's socket, removed when the process exits (`exit` runs it: a Shutdown,
+/// or a start given up). Only the process that registered it removes it: children forked
+/// for containers share the handler but not the socket.
+static SERVED_SOCKET: OnceLock<(u32, PathBuf)> = OnceLock::new();
+
+extern "C" fn remove_served_socket() {
+    if let Some((pid, path)) = SERVED_SOCKET.get() {
+        if *pid == std::process::id() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 fn serve(a: &Args) -> Result<(), String> {
     let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
-    let sock = socket_path(&bundle, &a.namespace, &a.id);
+    let sock = socket_path(&bundle, &a.namespace, &a.id, None);
+    serve_at(a, &sock, None, None)
+}
+
+fn serve_at(
+    a: &Args,
+    sock: &Path,
+    ttrpc: Option<String>,
+    requester: Option<Requester>,
+) -> Result<(), String> {
+    let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
     if let Some(parent) = sock.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     }
-    let _ = std::fs::remove_file(&sock);
+    let _ = std::fs::remove_file(sock);
     let listener =
-        UnixListener::bind(&sock).map_err(|e| format!("listen on {}: {e}", sock.display()))?;
+        UnixListener::bind(sock).map_err(|e| format!("listen on {}: {e}", sock.display()))?;
+    if SERVED_SOCKET
+        .set((std::process::id(), sock.to_path_buf()))
+        .is_ok()
+    {
+        // SAFETY: registers a handler with no arguments that only removes a file.
+        unsafe { libc::atexit(remove_served_socket) };
+    }
     use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
-    let ttrpc = std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| format!("{}.ttrpc", a.address));
+    let _ = std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o600));
+    let ttrpc = std::env::var("TTRPC_ADDRESS")
+        .ok()
+        .or(ttrpc)
+        .unwrap_or_else(|| format!("{}.ttrpc", a.address));
     let reaper = Reaper::start();
     let service = Service::new(
         a.id.clone(),
@@ -288,12 +443,27 @@ fn serve(a: &Args) -> Result<(), String> {
     );
     std::fs::write(bundle.join("address"), format!("unix://{}", sock.display()))
         .map_err(|e| e.to_string())?;
-    // SAFETY: fd 3 is the readiness pipe from `start` (if any); a failed write is harmless.
-    unsafe {
-        libc::write(READY_FD, b"1".as_ptr().cast(), 1);
-        libc::close(READY_FD);
+    // SAFETY: fd 3 is the readiness pipe from `start` (if any); one byte from a local.
+    let told = unsafe { libc::write(READY_FD, b"1".as_ptr().cast(), 1) };
+    // SAFETY: closing fd 3, which is ours.
+    unsafe { libc::close(READY_FD) };
+    if requester.is_some() && told != 1 {
+        // `start` is gone before it could answer: nobody will ever drive this shim.
+        return Err("start gave up before the shim was ready".into());
     }
-    berth_shim::server::serve(listener, service);
+    let handler = Arc::new(Watched::new(service));
+    if let Some(r) = requester {
+        let h = handler.clone();
+        let _ = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || {
+                if r.wait_gone() && !h.asked_to_create() {
+                    // The daemon that asked for this shim went before asking for a task.
+                    std::process::exit(0);
+                }
+            });
+    }
+    berth_shim::server::serve(listener, handler);
     Ok(())
 }
 
@@ -313,7 +483,7 @@ fn delete(a: &Args) -> Result<(), String> {
     };
     let _ = runtime.run(&["delete", "--force", &a.id], Stdio3::default());
     unmount_rootfs(&bundle);
-    let _ = std::fs::remove_file(socket_path(&bundle, &a.namespace, &a.id));
+    let _ = std::fs::remove_file(socket_path(&bundle, &a.namespace, &a.id, None));
     let resp = DeleteResponse {
         pid: 0,
         exit_status: 128 + libc::SIGKILL as u32,
@@ -327,6 +497,13 @@ fn delete(a: &Args) -> Result<(), String> {
 
 fn main() {
     let result = parse().and_then(|a| match a.action.as_str() {
+        _ if a.version => {
+            println!(
+                "containerd-shim-berth-v2:\n  Version:  berth {}",
+                env!("CARGO_PKG_VERSION")
+            );
+            Ok(())
+        }
         "start" => start(&a),
         "serve" => serve(&a),
         "delete" => delete(&a),

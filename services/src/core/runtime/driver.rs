@@ -1,7 +1,8 @@
 //! What the runtime needs of the shims' wire, in core types: a connection to one shim
 //! ([`ShimApi`], containerd's shim v2 Task API) and the rest of the protocol around it
-//! ([`ShimWire`]: connecting, reading what `<shim> delete` printed, runc's options). The
-//! ttrpc implementation is an edge (`crate::edge::shim`); the daemon's wiring hands it in.
+//! ([`ShimWire`]: what a shim is given and answers at `start`, connecting, reading what
+//! `<shim> delete` printed, runc's options). The ttrpc implementation is an edge
+//! (`crate::edge::shim`); the daemon's wiring hands it in.
 
 use super::types::{
     CreateTask, ExecProcess, Exited, ProcessInfo, ProcessRef, ProcessState, Resize, UpdateTask,
@@ -10,6 +11,40 @@ use crate::core::error::Result;
 use crate::core::metadata::containers::AnyValue;
 use futures::future::BoxFuture;
 use std::path::Path;
+
+/// What a shim reads on its stdin at `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartProtocol {
+    /// The runtime options as a protobuf `Any` (or nothing): shims before containerd 2.3.
+    Options,
+    /// containerd 2.3's `BootstrapParams`, the options among its extensions.
+    Bootstrap,
+}
+
+/// What berthd tells a shim at `start`, beyond its command line.
+pub struct StartRequest<'a> {
+    pub protocol: StartProtocol,
+    pub id: &'a str,
+    pub namespace: &'a str,
+    /// berthd's gRPC socket.
+    pub grpc_address: &'a Path,
+    /// Where shims forward task events.
+    pub ttrpc_address: &'a Path,
+    /// berthd's own binary (containerd's "publish binary").
+    pub daemon: &'a Path,
+    /// Where a shim that asks the caller puts its socket (`<state>/s`).
+    pub socket_dir: &'a Path,
+    pub options: Option<&'a AnyValue>,
+}
+
+/// A shim's answer to `start`: where it listens, the Task API version it serves there
+/// (2 or 3) and over which protocol (`ttrpc` or `grpc`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub version: i32,
+    pub address: String,
+    pub protocol: String,
+}
 
 /// A connection to one shim.
 pub trait ShimApi: Send + Sync {
@@ -36,7 +71,13 @@ pub trait ShimApi: Send + Sync {
 
 /// The shim protocol around a connection.
 pub trait ShimWire: Send + Sync {
-    /// Connects to the shim listening on `socket`.
+    /// The bytes written to a shim's stdin at `start`.
+    fn start_input(&self, req: &StartRequest<'_>) -> Vec<u8>;
+    /// What a shim printed on stdout at `start`, whichever generation it is; None when it
+    /// names no address at all.
+    fn decode_started(&self, stdout: &[u8]) -> Option<Started>;
+    /// Connects to the shim listening on `socket`, on whichever Task API version (2 or 3)
+    /// it serves.
     fn connect<'a>(&'a self, socket: &'a Path) -> BoxFuture<'a, Result<Box<dyn ShimApi>>>;
     /// What `<shim> delete` printed on stdout; garbage reads as nothing.
     fn decode_deleted(&self, stdout: &[u8]) -> Exited;

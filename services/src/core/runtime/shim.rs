@@ -1,11 +1,19 @@
-//! Launching a shim with containerd's shim v2 start protocol, and cleaning up after one
-//! that is gone (`<shim> delete`).
+//! Launching a shim with containerd's shim start protocol (either generation: see
+//! [`StartProtocol`]), and cleaning up after one that is gone (`<shim> delete`). A shim whose
+//! start fails halfway is killed and its socket removed: nothing of it stays.
 
-use super::driver::ShimWire;
+use super::driver::{ShimWire, StartProtocol, StartRequest, Started};
 use super::types::Exited;
 use crate::core::error::{Error, Kind, Result};
+use crate::core::metadata::containers::AnyValue;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+/// How long a shim's `start`, `delete` or `-v` may take.
+const SHIM_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `io.containerd.runc.v2` -> `containerd-shim-runc-v2`.
 pub fn binary_name(runtime: &str) -> Result<String> {
@@ -75,7 +83,7 @@ pub struct Launch<'a> {
 impl Launch<'_> {
     fn command(&self, action: &str) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(self.binary);
-        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berthd"));
+        let exe = daemon_exe();
         cmd.arg("-namespace")
             .arg(self.namespace)
             .arg("-address")
@@ -89,7 +97,11 @@ impl Launch<'_> {
         }
         cmd.arg(action)
             .current_dir(self.bundle)
+            // What containerd sets for its shims (2.x's shims read them when their stdin
+            // holds no bootstrap params).
             .env("TTRPC_ADDRESS", &self.ttrpc_address)
+            .env("GRPC_ADDRESS", self.address)
+            .env("NAMESPACE", self.namespace)
             .envs(self.runtime.map(|r| (RUNTIME_ENV, r)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -98,56 +110,290 @@ impl Launch<'_> {
         cmd
     }
 
-    /// Runs `<shim> start`; returns the socket the shim listens on.
+    /// Runs `<shim> start` with no runtime options; returns the socket the shim listens on.
     pub async fn start(&self) -> Result<PathBuf> {
-        let child = self
-            .command("start")
+        self.start_with(None).await
+    }
+
+    /// Runs `<shim> start`, giving it the runtime options (runc's `ShimCgroup` among them)
+    /// on stdin in the form its generation reads; returns the socket the shim listens on.
+    /// An answer berth cannot use leaves no shim behind: whatever listens on the address it
+    /// named is killed and the socket removed.
+    pub async fn start_with(&self, options: Option<&AnyValue>) -> Result<PathBuf> {
+        let protocol = start_protocol(self.binary).await;
+        let exe = daemon_exe();
+        let socket_dir = self.socket_dir();
+        let input = self.shims.start_input(&StartRequest {
+            protocol,
+            id: self.id,
+            namespace: self.namespace,
+            grpc_address: self.address,
+            ttrpc_address: &self.ttrpc_address,
+            daemon: &exe,
+            socket_dir: &socket_dir,
+            options,
+        });
+        let out = self.run("start", input).await?;
+        let socket = self.usable(self.shims.decode_started(&out));
+        let socket = match socket {
+            Ok(s) => s,
+            Err((e, named)) => {
+                if let Some(named) = named {
+                    remove_shim_at(named).await;
+                }
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.record_address(&socket) {
+            remove_shim_at(socket).await;
+            return Err(e);
+        }
+        Ok(socket)
+    }
+
+    /// Where a shim that asks its caller puts its socket: `<state>/s`, beside the bundles.
+    fn socket_dir(&self) -> PathBuf {
+        let state = self.bundle.ancestors().nth(3).unwrap_or(self.bundle);
+        state.join("s")
+    }
+
+    /// Runs `<shim> ACTION` with `input` on its stdin; its stdout once it exited 0. The
+    /// process is killed if it outlives the timeout.
+    async fn run(&self, action: &str, input: Vec<u8>) -> Result<Vec<u8>> {
+        use tokio::io::AsyncWriteExt;
+        let mut child = self
+            .command(action)
+            .kill_on_drop(true)
             .spawn()
-            .map_err(|e| Error::io(format!("start shim {}", self.binary.display()), e))?;
-        let out =
-            tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
-                .await
-                .map_err(|_| Error::new(Kind::Unavailable, "shim start did not finish within 30s"))?
-                .map_err(|e| Error::io("wait for shim start", e))?;
+            .map_err(|e| Error::io(format!("run {} {action}", self.binary.display()), e))?;
+        let stdin = child.stdin.take();
+        let feed = async move {
+            if let Some(mut stdin) = stdin {
+                // A shim that reads nothing closes its end: that is its right.
+                let _ = stdin.write_all(&input).await;
+            }
+        };
+        let (_, out) = tokio::join!(
+            feed,
+            tokio::time::timeout(SHIM_COMMAND_TIMEOUT, child.wait_with_output())
+        );
+        let out = out
+            .map_err(|_| {
+                Error::new(
+                    Kind::Unavailable,
+                    format!("shim {action} did not finish within {SHIM_COMMAND_TIMEOUT:?}"),
+                )
+            })?
+            .map_err(|e| Error::io(format!("wait for shim {action}"), e))?;
         if !out.status.success() {
             return Err(Error::precondition(format!(
-                "shim {} failed to start ({}): {}",
+                "shim {} {action} failed ({}): {}",
                 self.binary.display(),
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        let addr = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let path = addr.strip_prefix("unix://").unwrap_or(&addr);
-        if path.is_empty() || path.starts_with('@') {
-            return Err(Error::precondition(format!(
-                "shim answered with address {addr:?}; berth only talks to shims on filesystem sockets"
-            )));
-        }
-        Ok(PathBuf::from(path))
+        Ok(out.stdout)
     }
 
-    /// Runs `<shim> delete` for a shim that is gone; returns how its task ended.
-    pub async fn delete(&self) -> Result<Exited> {
-        let child = self
-            .command("delete")
-            .spawn()
-            .map_err(|e| Error::io(format!("run {} delete", self.binary.display()), e))?;
-        let out =
-            tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
-                .await
-                .map_err(|_| {
-                    Error::new(Kind::Unavailable, "shim delete did not finish within 30s")
-                })?
-                .map_err(|e| Error::io("wait for shim delete", e))?;
-        if !out.status.success() {
-            return Err(Error::precondition(format!(
-                "{} delete failed: {}",
-                self.binary.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+    /// The socket of a shim's answer, if berth can talk to what it names; else the error
+    /// and the socket it named (to be cleared), if any.
+    fn usable(
+        &self,
+        started: Option<Started>,
+    ) -> std::result::Result<PathBuf, (Error, Option<PathBuf>)> {
+        let binary = self.binary.display();
+        let Some(s) = started else {
+            return Err((
+                Error::precondition(format!("shim {binary} answered start with no address")),
+                None,
+            ));
+        };
+        let path = s.address.strip_prefix("unix://").unwrap_or(&s.address);
+        let named = (path.starts_with('/')).then(|| PathBuf::from(path));
+        let refuse = |why: String| Err((Error::precondition(why), named.clone()));
+        if !s.protocol.eq_ignore_ascii_case("ttrpc") {
+            return refuse(format!(
+                "shim {binary} answered start with protocol {:?} at {}; berth talks to shims over ttrpc only",
+                s.protocol, s.address
+            ));
         }
-        Ok(self.shims.decode_deleted(&out.stdout))
+        if !(2..=3).contains(&s.version) {
+            return refuse(format!(
+                "shim {binary} serves the Task API version {}; berth speaks versions 2 and 3",
+                s.version
+            ));
+        }
+        match named.clone() {
+            Some(p) => Ok(p),
+            None => refuse(format!(
+                "shim {binary} answered with address {:?}; berth only talks to shims on filesystem sockets",
+                s.address
+            )),
+        }
+    }
+
+    /// Writes the shim's address into its bundle (containerd 2.3's shims leave that to their
+    /// caller): a restarted berthd reconnects from it, and the shim removes that socket
+    /// when it exits.
+    fn record_address(&self, socket: &Path) -> Result<()> {
+        let address = format!("unix://{}", socket.display());
+        let file = self.bundle.join("address");
+        if std::fs::read_to_string(&file).is_ok_and(|a| a.trim() == address) {
+            return Ok(());
+        }
+        std::fs::write(&file, address)
+            .map_err(|e| Error::io(format!("write {}", file.display()), e))
+    }
+
+    /// Runs `<shim> delete` for a shim that is gone, or to be gone: a shim still listening
+    /// on its bundle's address is killed first, and its socket goes after. Returns how its
+    /// task ended.
+    pub async fn delete(&self) -> Result<Exited> {
+        let socket = bundle_socket(self.bundle);
+        if let Some(s) = &socket {
+            let s = s.clone();
+            let _ = crate::core::error::blocking(move || Ok(kill_listeners(&s))).await;
+        }
+        let out = self.run("delete", vec![]).await;
+        if let Some(s) = socket {
+            let _ = std::fs::remove_file(s);
+        }
+        Ok(self.shims.decode_deleted(&out?))
+    }
+}
+
+fn daemon_exe() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("berthd"))
+}
+
+/// The socket named in a bundle's `address` file, if it names a filesystem socket.
+fn bundle_socket(bundle: &Path) -> Option<PathBuf> {
+    Some(super::bundle::shim_socket(bundle)).filter(|p| p.is_absolute())
+}
+
+/// Kills whatever listens on `socket` and removes the socket file.
+async fn remove_shim_at(socket: PathBuf) {
+    let _ = crate::core::error::blocking(move || {
+        kill_listeners(&socket);
+        let _ = std::fs::remove_file(&socket);
+        Ok(())
+    })
+    .await;
+}
+
+/// SIGKILLs every process holding a listening unix socket bound at `socket` (a shim's
+/// serving process: the one that answered `start` may have handed the listener on, so the
+/// peer's credentials would name the wrong one); returns how many.
+fn kill_listeners(socket: &Path) -> usize {
+    let inodes = listening_inodes(
+        &std::fs::read_to_string("/proc/net/unix").unwrap_or_default(),
+        socket,
+    );
+    if inodes.is_empty() {
+        return 0;
+    }
+    let me = std::process::id();
+    let mut killed = 0;
+    for pid in holders(&inodes).into_iter().filter(|p| *p != me) {
+        // SAFETY: kill(2) with a pid read from /proc; no memory is touched.
+        if unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0 {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// The inodes of the listening sockets bound at `socket`, from `/proc/net/unix`'s text
+/// (`Num RefCount Protocol Flags Type St Inode Path`; a listener has `__SO_ACCEPTCON`).
+fn listening_inodes(table: &str, socket: &Path) -> Vec<u64> {
+    const ACCEPTING: u32 = 0x0001_0000;
+    let want = socket.as_os_str().to_string_lossy();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let listening = u32::from_str_radix(f.get(3)?, 16).ok()? & ACCEPTING != 0;
+            (listening && *f.get(7)? == want).then(|| f.get(6)?.parse().ok())?
+        })
+        .collect()
+}
+
+/// The processes with a descriptor on one of the socket `inodes`.
+fn holders(inodes: &[u64]) -> Vec<u32> {
+    let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.flatten().any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|l| targets.iter().any(|t| l.as_os_str() == t.as_str()))
+                })
+            })
+        })
+        .collect()
+}
+
+/// A file's identity and version: a binary replaced in place is probed again.
+type Stamp = (u64, u64, std::time::SystemTime);
+
+fn stamp(binary: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(binary).ok()?;
+    Some((m.ino(), m.len(), m.modified().ok()?))
+}
+
+/// Which stdin a shim binary reads at `start`, asked once per binary (`<shim> -v`, which
+/// every shim built on containerd's shim library answers with the library's version: the
+/// bootstrap params came with 2.3). A shim that does not say reads the options.
+async fn start_protocol(binary: &Path) -> StartProtocol {
+    static KNOWN: OnceLock<Mutex<HashMap<PathBuf, (Stamp, StartProtocol)>>> = OnceLock::new();
+    let known = KNOWN.get_or_init(Mutex::default);
+    let stamp = stamp(binary);
+    let cached = known
+        .lock()
+        .ok()
+        .and_then(|k| k.get(binary).copied())
+        .filter(|(s, _)| Some(*s) == stamp);
+    if let Some((_, p)) = cached {
+        return p;
+    }
+    let asked = tokio::process::Command::new(binary)
+        .arg("-v")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let protocol = match tokio::time::timeout(SHIM_COMMAND_TIMEOUT, asked).await {
+        Ok(Ok(out)) if out.status.success() => protocol_of_version(&out.stdout),
+        _ => StartProtocol::Options,
+    };
+    if let (Some(s), Ok(mut k)) = (stamp, known.lock()) {
+        k.insert(binary.to_path_buf(), (s, protocol));
+    }
+    protocol
+}
+
+/// Reads `<shim> -v`'s `Version:` line (`1.6.20~ds1`, `v2.3.4`, `2.3.4+unknown`).
+fn protocol_of_version(text: &[u8]) -> StartProtocol {
+    let text = String::from_utf8_lossy(text);
+    let version = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Version:"))
+        .map(|v| v.trim().trim_start_matches('v'));
+    let mut numbers = version
+        .unwrap_or_default()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().ok());
+    match (numbers.next().flatten(), numbers.next().flatten()) {
+        (Some(major), Some(minor)) if (major, minor) >= (2, 3) => StartProtocol::Bootstrap,
+        _ => StartProtocol::Options,
     }
 }
 
@@ -168,5 +414,72 @@ mod tests {
         for bad in ["", "runc", "io.containerd../x", "a.b/c.d", "io..v2"] {
             assert!(binary_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn shim_versions_name_their_stdin() {
+        for (v, p) in [
+            ("containerd-shim-runc-v2:\n  Version:  1.6.20~ds1\n  Revision: 1.6.20~ds1-1+deb12u3\n", StartProtocol::Options),
+            ("containerd-shim-runc-v2:\n  Version:  v2.2.1\n", StartProtocol::Options),
+            ("containerd-shim-runc-v2:\n  Version:  v2.3.4\n  Revision: 1a2b\n", StartProtocol::Bootstrap),
+            ("x:\n  Version:  2.3.4+unknown\n", StartProtocol::Bootstrap),
+            ("x:\n  Version:  3.0.0\n", StartProtocol::Bootstrap),
+            ("containerd-shim-berth-v2:\n  Version:  berth 0.1.0\n", StartProtocol::Options),
+            ("", StartProtocol::Options),
+        ] {
+            assert_eq!(protocol_of_version(v.as_bytes()), p, "{v}");
+        }
+    }
+
+    #[test]
+    fn listeners_are_found_by_path_in_proc_net_unix() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 1001 /run/berth/s/abc\n\
+            0000000000000000: 00000003 00000000 00000000 0001 03 1002 /run/berth/s/abc\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 1003 /run/berth/s/other\n\
+            0000000000000000: 00000002 00000000 00000000 0002 01 1004\n";
+        assert_eq!(
+            listening_inodes(table, Path::new("/run/berth/s/abc")),
+            [1001]
+        );
+        assert!(listening_inodes(table, Path::new("/run/berth/s/none")).is_empty());
+    }
+
+    #[test]
+    fn only_ttrpc_answers_on_filesystem_sockets_are_used() {
+        let shims = crate::edge::shim::TtrpcShims;
+        let bundle = Path::new("/run/berth/io.containerd.runtime.v2.task/default/c1");
+        let launch = Launch {
+            binary: Path::new("/usr/bin/containerd-shim-runc-v2"),
+            namespace: "default",
+            id: "c1",
+            bundle,
+            address: Path::new("/run/berth/berth.sock"),
+            ttrpc_address: PathBuf::from("/run/berth/berth.sock.ttrpc"),
+            runtime: None,
+            shims: &shims,
+        };
+        assert_eq!(launch.socket_dir(), Path::new("/run/berth/s"));
+        let answer = |version, address: &str, protocol: &str| {
+            launch.usable(Some(Started {
+                version,
+                address: address.into(),
+                protocol: protocol.into(),
+            }))
+        };
+        let sock = PathBuf::from("/run/berth/s/abc");
+        assert_eq!(answer(2, "unix:///run/berth/s/abc", "ttrpc").unwrap(), sock);
+        assert_eq!(answer(3, "/run/berth/s/abc", "TTRPC").unwrap(), sock);
+        let (e, named) = answer(3, "unix:///run/berth/s/abc", "grpc").unwrap_err();
+        assert!(e.to_string().contains("ttrpc only"), "{e}");
+        assert_eq!(named, Some(sock.clone()), "what it named is cleared");
+        let (e, named) = answer(4, "unix:///run/berth/s/abc", "ttrpc").unwrap_err();
+        assert!(e.to_string().contains("versions 2 and 3"), "{e}");
+        assert_eq!(named, Some(sock));
+        let (e, named) = answer(2, "unix://@abstract", "ttrpc").unwrap_err();
+        assert!(e.to_string().contains("filesystem sockets"), "{e}");
+        assert_eq!(named, None);
+        let (e, _) = launch.usable(None).unwrap_err();
+        assert!(e.to_string().contains("no address"), "{e}");
     }
 }

@@ -1,10 +1,11 @@
-//! The runtime's ttrpc edge: a shim's Task API (`containerd.task.v2.Task`) called with core
-//! types. Every conversion between the runtime's types and the shim API's messages lives here.
+//! The runtime's ttrpc edge: a shim's Task API (`containerd.task.v2.Task`, or `v3` on
+//! containerd 2.x's shims: the same messages under another name) called with core types.
+//! Every conversion between the runtime's types and the shim API's messages lives here.
 
-use super::ttrpc;
-use crate::core::error::Result;
+use super::{bootstrap, ttrpc};
+use crate::core::error::{Error, Kind, Result};
 use crate::core::metadata::containers::AnyValue;
-use crate::core::runtime::driver::{ShimApi, ShimWire};
+use crate::core::runtime::driver::{ShimApi, ShimWire, StartRequest, Started};
 use crate::core::runtime::{
     CgroupFigures, CreateTask, ExecProcess, Exited, ProcessInfo, ProcessRef, ProcessState, Resize,
     Status, Stdio, UpdateTask,
@@ -17,7 +18,8 @@ use prost::Message;
 use std::path::Path;
 use std::time::Duration;
 
-const TASK: &str = "containerd.task.v2.Task";
+const TASK_V2: &str = "containerd.task.v2.Task";
+const TASK_V3: &str = "containerd.task.v3.Task";
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
@@ -25,6 +27,8 @@ const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
 /// A connection to one shim.
 pub struct ShimClient {
     conn: ttrpc::Client,
+    /// The Task service's name on this shim (`TASK_V2` or `TASK_V3`).
+    service: &'static str,
 }
 
 fn any_in(a: Option<prost_types::Any>) -> Option<AnyValue> {
@@ -101,10 +105,34 @@ pub fn runc_options(given: Option<AnyValue>, runc_root: &Path) -> (AnyValue, Opt
 }
 
 impl ShimClient {
+    /// Connects to a shim that serves the Task API v2.
     pub async fn connect(socket: &Path) -> Result<Self> {
         Ok(ShimClient {
             conn: ttrpc::Client::connect(socket).await?,
+            service: TASK_V2,
         })
+    }
+
+    /// Connects and asks which Task API the shim serves: v2 (containerd 1.x's shims and
+    /// berth's) or v3 (containerd 2.x's), by a Connect call on each in turn.
+    pub async fn negotiate(socket: &Path) -> Result<Self> {
+        let conn = ttrpc::Client::connect(socket).await?;
+        let hello = api::ConnectRequest::default();
+        for service in [TASK_V2, TASK_V3] {
+            if conn
+                .serves(service, "Connect", &hello, CALL_TIMEOUT)
+                .await?
+            {
+                return Ok(ShimClient { conn, service });
+            }
+        }
+        Err(Error::new(
+            Kind::FailedPrecondition,
+            format!(
+                "the shim at {} serves neither {TASK_V2} nor {TASK_V3}",
+                socket.display()
+            ),
+        ))
     }
 
     /// Resolves once the shim's connection is gone.
@@ -118,7 +146,7 @@ impl ShimClient {
         req: &Req,
         timeout: Option<Duration>,
     ) -> Result<Resp> {
-        self.conn.call(TASK, method, req, timeout).await
+        self.conn.call(self.service, method, req, timeout).await
     }
 
     pub async fn create(&self, bundle: &Path, req: CreateTask) -> Result<u32> {
@@ -347,9 +375,17 @@ impl ShimClient {
 pub struct TtrpcShims;
 
 impl ShimWire for TtrpcShims {
+    fn start_input(&self, req: &StartRequest<'_>) -> Vec<u8> {
+        bootstrap::start_input(req)
+    }
+
+    fn decode_started(&self, stdout: &[u8]) -> Option<Started> {
+        bootstrap::decode_started(stdout)
+    }
+
     fn connect<'a>(&'a self, socket: &'a Path) -> BoxFuture<'a, Result<Box<dyn ShimApi>>> {
         Box::pin(async move {
-            let c: Box<dyn ShimApi> = Box::new(ShimClient::connect(socket).await?);
+            let c: Box<dyn ShimApi> = Box::new(ShimClient::negotiate(socket).await?);
             Ok(c)
         })
     }

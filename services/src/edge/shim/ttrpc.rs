@@ -50,6 +50,9 @@ async fn write_frame(
     w.write_all(&frame).await
 }
 
+/// gRPC's code for a service or method the server does not have.
+const UNIMPLEMENTED: i32 = 12;
+
 fn code_kind(code: i32) -> Kind {
     match code {
         5 => Kind::NotFound,
@@ -132,6 +135,40 @@ impl Client {
         req: &Req,
         timeout: Option<Duration>,
     ) -> Result<Resp> {
+        let resp = self.exchange(service, method, req, timeout).await?;
+        if let Some(st) = resp.status.filter(|s| s.code != 0) {
+            return Err(Error::new(code_kind(st.code), st.message));
+        }
+        Resp::decode(resp.payload.as_slice()).map_err(|e| {
+            Error::new(
+                Kind::Internal,
+                format!("shim answered {method} with garbage: {e}"),
+            )
+        })
+    }
+
+    /// Whether the peer serves `service`: any answer to `method` but Unimplemented says it
+    /// does (ttrpc answers a service it does not know with Unimplemented, before any method
+    /// runs).
+    pub async fn serves<Req: Message>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let resp = self.exchange(service, method, req, Some(timeout)).await?;
+        Ok(resp.status.is_none_or(|s| s.code != UNIMPLEMENTED))
+    }
+
+    /// Sends one request and waits for its response frame, whatever its status.
+    async fn exchange<Req: Message>(
+        &self,
+        service: &str,
+        method: &str,
+        req: &Req,
+        timeout: Option<Duration>,
+    ) -> Result<Response> {
         let id = self.next.fetch_add(2, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending
@@ -151,7 +188,7 @@ impl Client {
                 .await
                 .map_err(|e| Error::new(Kind::Unavailable, format!("shim connection lost: {e}")))?;
         }
-        let resp = match timeout {
+        match timeout {
             Some(t) => tokio::time::timeout(t, rx).await.map_err(|_| {
                 Error::new(
                     Kind::Unavailable,
@@ -164,15 +201,6 @@ impl Client {
             Error::new(
                 Kind::Unavailable,
                 format!("shim connection lost during {method}"),
-            )
-        })?;
-        if let Some(st) = resp.status.filter(|s| s.code != 0) {
-            return Err(Error::new(code_kind(st.code), st.message));
-        }
-        Resp::decode(resp.payload.as_slice()).map_err(|e| {
-            Error::new(
-                Kind::Internal,
-                format!("shim answered {method} with garbage: {e}"),
             )
         })
     }
