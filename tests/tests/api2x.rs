@@ -2,7 +2,8 @@
 //! (`integration/client` at v2.3.4) checks them: the content store's conformance cases
 //! (CommitExists, CommitErrorState, UpdateStatus, Resume) driven the way containerd's Go
 //! proxy writer drives a Write stream, the namespaces' Get, and Introspection's PluginInfo
-//! (a runtime's `-info`, as TestRuntimeInfo asks for it).
+//! (a runtime's `-info`, as TestRuntimeInfo asks for it), and Transfer's echo (an import
+//! stream's bytes back out of an export stream, TestTransferEcho).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_client::proto::content::{
@@ -10,6 +11,12 @@ use berth_client::proto::content::{
 };
 use berth_client::proto::introspection::PluginInfoRequest;
 use berth_client::proto::namespaces::GetNamespaceRequest;
+use berth_client::proto::streaming::StreamInit;
+use berth_client::proto::to_any;
+use berth_client::proto::transfer::TransferRequest;
+use berth_client::proto::types::transfer::{
+    Data, ImageExportStream, ImageImportStream, WindowUpdate,
+};
 use berth_client::proto::types::{RuntimeInfo, RuntimeRequest, RuntimeVersion};
 use berth_client::Client;
 use berth_tests::{sha256, Daemon};
@@ -550,4 +557,106 @@ async fn server_reports_pid_and_pid_namespace() {
         .unwrap()
         .ino();
     assert_eq!(s.pidns, ns);
+}
+
+/// A stream opened on the Streaming service and acknowledged: its id, both directions.
+async fn open_stream(
+    c: &Client,
+    id: &str,
+) -> (mpsc::Sender<prost_types::Any>, Streaming<prost_types::Any>) {
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(to_any(&StreamInit { id: id.into() }))
+        .await
+        .unwrap();
+    let mut replies = c
+        .streaming()
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    replies
+        .next()
+        .await
+        .expect("the stream's acknowledgement")
+        .unwrap();
+    (tx, replies)
+}
+
+/// Sends `data` as the daemon grants it, in chunks of at most 4 KiB, then ends the stream;
+/// the receiving side is kept until the transfer is over.
+async fn send_granted(
+    tx: mpsc::Sender<prost_types::Any>,
+    mut rx: Streaming<prost_types::Any>,
+    data: Vec<u8>,
+) -> Streaming<prost_types::Any> {
+    let mut credit = 0i64;
+    for chunk in data.chunks(4096) {
+        while credit < chunk.len() as i64 {
+            let m = rx.next().await.expect("a window update").unwrap();
+            credit += i64::from(WindowUpdate::decode(m.value.as_slice()).unwrap().update);
+        }
+        tx.send(to_any(&Data {
+            data: chunk.to_vec(),
+        }))
+        .await
+        .unwrap();
+        credit -= chunk.len() as i64;
+    }
+    drop(tx);
+    rx
+}
+
+/// Collects what the daemon sends until it ends the stream, granting as it reads.
+async fn receive_granted(
+    tx: mpsc::Sender<prost_types::Any>,
+    mut rx: Streaming<prost_types::Any>,
+) -> Vec<u8> {
+    let grant = |n: usize| to_any(&WindowUpdate { update: n as i32 });
+    tx.send(grant(1 << 20)).await.unwrap();
+    let mut got = vec![];
+    while let Some(m) = rx.next().await {
+        let d = Data::decode(m.unwrap().value.as_slice()).unwrap();
+        got.extend_from_slice(&d.data);
+        let _ = tx.send(grant(d.data.len())).await;
+    }
+    got
+}
+
+/// TestTransferEcho: an import stream to an export stream gives the bytes back as they were,
+/// for a large, a small and an empty stream.
+#[tokio::test]
+async fn transfer_echoes_an_import_stream_to_an_export_stream() {
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let big = b"somecontent".repeat(17 * 1024);
+    for (n, sent) in [big, b"somecontent".to_vec(), vec![]]
+        .into_iter()
+        .enumerate()
+    {
+        let (in_id, out_id) = (format!("echo-in-{n}"), format!("echo-out-{n}"));
+        let (in_tx, in_rx) = open_stream(&c, &in_id).await;
+        let (out_tx, out_rx) = open_stream(&c, &out_id).await;
+        let sender = tokio::spawn(send_granted(in_tx, in_rx, sent.clone()));
+        let receiver = tokio::spawn(receive_granted(out_tx, out_rx));
+        c.transfer()
+            .transfer(TransferRequest {
+                source: Some(to_any(&ImageImportStream {
+                    stream: in_id,
+                    media_type: "application/octet-stream".into(),
+                    force_compress: false,
+                })),
+                destination: Some(to_any(&ImageExportStream {
+                    stream: out_id,
+                    media_type: "application/octet-stream".into(),
+                    ..Default::default()
+                })),
+                options: None,
+            })
+            .await
+            .unwrap();
+        let got = receiver.await.unwrap();
+        assert_eq!(got.len(), sent.len(), "stream {n}");
+        assert!(got == sent, "stream {n}: the bytes changed");
+        drop(sender.await.unwrap());
+    }
 }

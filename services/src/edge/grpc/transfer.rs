@@ -1,12 +1,13 @@
 //! containerd.services.transfer.v1.Transfer: registry pull (OCIRegistry -> ImageStore), push
 //! (ImageStore -> OCIRegistry), archive import (ImageImportStream -> ImageStore) and export
-//! (ImageStore -> ImageExportStream), and tag (ImageStore -> ImageStore), with progress,
-//! credentials and archive bytes on Streaming streams.
+//! (ImageStore -> ImageExportStream), tag (ImageStore -> ImageStore) and echo
+//! (ImageImportStream -> ImageExportStream), with progress, credentials and archive bytes on
+//! Streaming streams.
 
 use super::streaming::{decode, is, receive_bytes, send_bytes, OpenStreams, Stream};
 use super::{ctx, labels_in, status};
 use crate::core::archive::{Archives, ExportRequest, ImportRequest, Naming, Reference};
-use crate::core::error::Kind;
+use crate::core::error::{blocking, Error, Kind};
 use crate::core::oci::Platform;
 use crate::core::pull::{Progress, PullRequest, Puller};
 use crate::core::push::{PushRequest, Pusher};
@@ -214,6 +215,22 @@ fn export_request(store: &ImageStore, export: &ImageExportStream) -> Result<Expo
     })
 }
 
+/// containerd's echo: an import stream's bytes back out of an export stream, untouched and
+/// unread (its client suite checks the transfer plumbing with it, TestTransferEcho).
+async fn echo(from: Stream, to: Stream) -> crate::core::error::Result<()> {
+    let mut reader = receive_bytes(from);
+    let (mut writer, sent) = send_bytes(to);
+    let copied = blocking(move || {
+        std::io::copy(&mut reader, &mut writer)
+            .map(drop)
+            .map_err(|e| Error::io("echo the import stream to the export stream", e))
+    })
+    .await;
+    // The writer is gone with the copy: the export stream ends once its bytes are out.
+    let _ = sent.await;
+    copied
+}
+
 #[tonic::async_trait]
 impl Transfer for TransferService {
     async fn transfer(&self, req: Request<TransferRequest>) -> Result<Response<()>, Status> {
@@ -259,6 +276,12 @@ impl Transfer for TransferService {
                 .await;
             let _ = sent.await;
             r
+        } else if is::<ImageImportStream>(&source) && is::<ImageExportStream>(&dest) {
+            let import: ImageImportStream = decode(&source)?;
+            let export: ImageExportStream = decode(&dest)?;
+            drop(progress);
+            let from = self.streams.take(&ns, &import.stream)?;
+            echo(from, self.streams.take(&ns, &export.stream)?).await
         } else if is::<ImageStore>(&source) && is::<ImageStore>(&dest) {
             let from: ImageStore = decode(&source)?;
             let to: ImageStore = decode(&dest)?;
@@ -270,7 +293,7 @@ impl Transfer for TransferService {
         } else {
             drop(progress);
             return Err(Status::unimplemented(format!(
-                "transfer from {} to {} is not supported; berth transfers registry -> image store (pull), image store -> registry (push), archive stream -> image store (import), image store -> archive stream (export) and image store -> image store (tag)",
+                "transfer from {} to {} is not supported; berth transfers registry -> image store (pull), image store -> registry (push), archive stream -> image store (import), image store -> archive stream (export), image store -> image store (tag) and archive stream -> archive stream (echo)",
                 source.type_url, dest.type_url
             )));
         };
