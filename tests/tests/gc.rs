@@ -248,3 +248,145 @@ async fn a_commit_never_races_a_collection() {
     let runs = collector.await.unwrap();
     assert!(runs > 10, "only {runs} collections ran beside the writes");
 }
+
+/// Runs a collection now: a synchronous delete of a lease made for the purpose.
+fn collect(d: &Daemon) {
+    ok(&d.berth(&["leases", "create", "-i", "gc-trigger"], None));
+    ok(&d.berth(&["leases", "rm", "--sync", "gc-trigger"], None));
+}
+
+/// The content records, digest -> labels.
+fn content_labels(d: &Daemon) -> HashMap<String, HashMap<String, String>> {
+    let out = ok(&d.berth(&["content", "ls", "--format", "json"], None));
+    let mut all = HashMap::new();
+    for v in serde_json::Deserializer::from_str(&out).into_iter::<serde_json::Value>() {
+        let rows = match v.unwrap() {
+            serde_json::Value::Array(rows) => rows,
+            one => vec![one],
+        };
+        for r in rows {
+            let labels = r["labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            all.insert(r["digest"].as_str().unwrap().to_string(), labels);
+        }
+    }
+    all
+}
+
+/// containerd's discard of unpacked layers (`WithChildLabelMap(ChildGCLabelsFilterLayers)`,
+/// the CRI's `discard_unpacked_layers`): once the manifest no longer names its layers, the
+/// collector takes the layer blobs, and the image still runs from its snapshots (the config
+/// keeps them).
+#[test]
+fn layers_a_client_discards_after_unpacking_are_collected() {
+    let d = Daemon::start().unwrap();
+    let reg = Registry::start().unwrap();
+    let (_w, built, reference) = pushed(&reg, "gc/discard", "discarded");
+    ok(&d.berth(&["images", "pull", "--plain-http", &reference], None));
+    let labels = content_labels(&d);
+    let manifest = &labels[&built.manifest_digest];
+    let layers: Vec<String> = manifest
+        .iter()
+        .filter(|(k, _)| k.starts_with("containerd.io/gc.ref.content.l."))
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(layers.len(), 2, "{manifest:?}");
+    for key in manifest
+        .keys()
+        .filter(|k| k.starts_with("containerd.io/gc.ref.content.l."))
+    {
+        ok(&d.berth(
+            &[
+                "content",
+                "label",
+                &built.manifest_digest,
+                &format!("{key}="),
+            ],
+            None,
+        ));
+    }
+    collect(&d);
+    let left = content_labels(&d);
+    for l in &layers {
+        assert!(
+            !left.contains_key(l),
+            "layer {l} must be collected: {left:?}"
+        );
+    }
+    assert!(left.contains_key(&built.manifest_digest), "{left:?}");
+    assert_eq!(left.len(), 2, "the manifest and its config stay: {left:?}");
+    let snaps = ok(&d.berth(&["snapshots", "ls", "-q"], None));
+    for chain in &built.chain_ids {
+        assert!(snaps.contains(chain), "snapshot {chain} stays: {snaps}");
+    }
+    let marker = ok(&d.berth(
+        &["run", "--rm", &reference, "discard", "cat", "/etc/marker"],
+        None,
+    ));
+    assert_eq!(marker, "discarded");
+}
+
+/// What berth writes itself (an import here; pulls and builds likewise) carries the
+/// references containerd's image handlers write, so the collector, which reads only labels,
+/// keeps the image whole; a client cannot label what it never wrote.
+#[test]
+fn berth_labels_the_parts_of_what_it_imports() {
+    let (d, _work) = berth_tests::daemon_with_busybox("test.local/gc");
+    let labels = content_labels(&d);
+    let named = |prefix: &str| {
+        labels
+            .values()
+            .flat_map(|l| l.keys())
+            .filter(|k| k.starts_with(prefix))
+            .count()
+    };
+    assert!(
+        named("containerd.io/gc.ref.content.m.") > 0,
+        "the archive's index names its manifests: {labels:?}"
+    );
+    assert_eq!(
+        named("containerd.io/gc.ref.content.config"),
+        1,
+        "{labels:?}"
+    );
+    assert_eq!(named("containerd.io/gc.ref.content.l."), 1, "{labels:?}");
+    collect(&d);
+    let kept = content_labels(&d);
+    assert_eq!(kept.len(), 3, "manifest, config and layer stay: {kept:?}");
+    let images = ok(&d.berth(&["images", "ls", "-q"], None));
+    let name = images.lines().next().unwrap().to_string();
+    let out = ok(&d.berth(&["run", "--rm", &name, "imported", "echo", "whole"], None));
+    assert_eq!(out.trim(), "whole");
+}
+
+/// An image labelled `containerd.io/gc.expire` with a time past is no root: the collector
+/// removes it with what only it held.
+#[test]
+fn expired_images_are_collected() {
+    let (d, _work) = berth_tests::daemon_with_busybox("test.local/expiring");
+    let name = ok(&d.berth(&["images", "ls", "-q"], None))
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(!content_labels(&d).is_empty());
+    ok(&d.berth(
+        &[
+            "images",
+            "label",
+            &name,
+            "containerd.io/gc.expire=2020-01-01T00:00:00Z",
+        ],
+        None,
+    ));
+    collect(&d);
+    let images = ok(&d.berth(&["images", "ls", "-q"], None));
+    assert!(!images.contains(&name), "{images}");
+    assert!(content_labels(&d).is_empty());
+}

@@ -684,3 +684,89 @@ fn cli_snapshot_commands() {
     assert!(ls.contains("done") && !ls.contains("work "), "{ls}");
     ok(&d.berth(&["snapshots", "rm", "done"], None));
 }
+
+/// containerd's remapping labels (`WithRemapperLabels`, as its client suite's
+/// TestIDMappedOverlay sets them): the overlay snapshot's own directory belongs to the mapped
+/// root and its mounts carry the mappings for the mounter, which stacks the overlay on
+/// idmapped layers (the mounting itself is checked in the snapshotters' and the shim's root
+/// tests).
+#[tokio::test]
+async fn remapped_overlay_snapshots_belong_to_the_mapped_root() {
+    use std::os::unix::fs::MetadataExt;
+    let d = Daemon::start().unwrap();
+    let _bb = berth_tests::busybox_everywhere(&d, "remap/busybox");
+    let top = ok(&d.berth(&["snapshots", "ls", "-q"], None))
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let c = d.client().await.unwrap();
+    let labels = HashMap::from([
+        (
+            "containerd.io/snapshot/uidmapping".to_string(),
+            "0:33:100,100:333:65536".to_string(),
+        ),
+        (
+            "containerd.io/snapshot/gidmapping".to_string(),
+            "0:66:100,100:666:65536".to_string(),
+        ),
+    ]);
+    let mounts = c
+        .snapshots()
+        .prepare(PrepareSnapshotRequest {
+            snapshotter: "overlayfs".into(),
+            key: "remapped".into(),
+            parent: top,
+            labels,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    assert_eq!(mounts.len(), 1);
+    assert_eq!(mounts[0].r#type, "overlay");
+    let opts = &mounts[0].options;
+    assert!(
+        opts.contains(&"uidmap=0:33:100,100:333:65536".to_string())
+            && opts.contains(&"gidmap=0:66:100,100:666:65536".to_string()),
+        "{opts:?}"
+    );
+    let upper = opts
+        .iter()
+        .find_map(|o| o.strip_prefix("upperdir="))
+        .unwrap();
+    let meta = std::fs::metadata(upper).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (33, 66));
+    let again = c
+        .snapshots()
+        .mounts(MountsRequest {
+            snapshotter: "overlayfs".into(),
+            key: "remapped".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .mounts;
+    assert_eq!(again, mounts);
+    // Mappings that give container root no host id are refused.
+    let e = c
+        .snapshots()
+        .prepare(PrepareSnapshotRequest {
+            snapshotter: "overlayfs".into(),
+            key: "no-root".into(),
+            parent: String::new(),
+            labels: HashMap::from([
+                (
+                    "containerd.io/snapshot/uidmapping".to_string(),
+                    "1:33:10".to_string(),
+                ),
+                (
+                    "containerd.io/snapshot/gidmapping".to_string(),
+                    "1:33:10".to_string(),
+                ),
+            ]),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+}

@@ -279,7 +279,9 @@ impl Unpacker {
     }
 
     /// Labels the layers with their diffIDs and the config with the top snapshot (so the
-    /// snapshots are kept with the image); returns the top chain ID.
+    /// snapshots are kept with the image); returns the top chain ID. A layer a client
+    /// discarded once it was unpacked (containerd's discard of unpacked layers) is gone from
+    /// the store: its snapshot is all the image needs.
     pub(crate) fn label_unpacked(
         &self,
         ctx: &Ctx,
@@ -288,11 +290,17 @@ impl Unpacker {
         chains: &[String],
     ) -> Result<String> {
         for (l, d) in resolved.layers.iter().zip(&resolved.diff_ids) {
-            self.content.label_sync(
+            let labelled = self.content.label_sync(
                 &ctx.ns,
                 &l.digest,
                 Labels::from([(UNCOMPRESSED_LABEL.to_string(), d.clone())]),
-            )?;
+            );
+            match labelled {
+                Err(e) if e.kind() == Kind::NotFound => {}
+                other => {
+                    other?;
+                }
+            }
         }
         let top = chains.last().cloned().unwrap_or_default();
         if !top.is_empty() {

@@ -389,6 +389,36 @@ fn index_entries(
     }
 }
 
+/// Labels each document of `found` with references to its parts, as containerd's image
+/// handlers do (an index to the manifests kept, a manifest to its config and layers): the
+/// collector keeps an image's parts only as far as these labels say.
+pub(crate) fn label_parts(
+    content: &Content,
+    ns: &crate::core::context::Namespace,
+    found: &Found,
+) -> Result<()> {
+    use berth_proto::vocab::labels::{gc_ref_config, gc_ref_layer, gc_ref_manifest};
+    for (index, children) in &found.indexes {
+        let labels: Labels = children
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (gc_ref_manifest(i), c.digest.clone()))
+            .collect();
+        content.label_sync(ns, &index.digest, labels)?;
+    }
+    for (manifest, config, layers) in &found.manifests {
+        let mut labels = Labels::from([(gc_ref_config(), config.digest.clone())]);
+        for (i, l) in layers.iter().enumerate() {
+            // A non-distributable layer the archive left out is no part to keep.
+            if content.has_blob_sync(ns, &l.digest)? {
+                labels.insert(gc_ref_layer(i), l.digest.clone());
+            }
+        }
+        content.label_sync(ns, &manifest.digest, labels)?;
+    }
+    Ok(())
+}
+
 /// What a walk from a root document found, parents before children.
 #[derive(Default)]
 pub(crate) struct Found {
@@ -396,6 +426,8 @@ pub(crate) struct Found {
     pub blobs: Vec<Descriptor>,
     /// (manifest, config, layers) of each manifest kept.
     pub manifests: Vec<(Descriptor, Descriptor, Vec<Descriptor>)>,
+    /// (index, the children kept) of each index passed.
+    pub indexes: Vec<(Descriptor, Vec<Descriptor>)>,
 }
 
 impl Found {
@@ -424,10 +456,17 @@ pub(crate) fn walk(
     let bytes = content.read_document_sync(ns, &desc.digest, desc.size, MAX_DOCUMENT)?;
     match crate::core::oci::parse_document(&desc, &bytes)? {
         Document::Index(children) => {
-            found.add(desc);
-            for c in children.iter().filter(|c| keep(c.platform.as_ref())) {
+            found.add(desc.clone());
+            let kept: Vec<&DocDescriptor> = children
+                .iter()
+                .filter(|c| keep(c.platform.as_ref()))
+                .collect();
+            for c in &kept {
                 walk(content, ns, c, keep, depth + 1, found)?;
             }
+            found
+                .indexes
+                .push((desc, kept.iter().map(|c| c.descriptor()).collect()));
         }
         Document::Manifest { config, layers } => {
             // The config is read too: a manifest whose config is missing is not whole.

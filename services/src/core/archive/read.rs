@@ -547,7 +547,9 @@ fn docker_index(content: &Content, ctx: &Ctx, files: Files) -> Result<Descriptor
 }
 
 /// The archive's entries, each checked whole for the platforms wanted (all when empty): its
-/// documents readable, its layers present (a non-distributable one may be missing).
+/// documents readable, its layers present (a non-distributable one may be missing); the
+/// documents are labelled with their parts (see [`super::label_parts`]), the archive's own
+/// index with the entries.
 pub(super) fn checked_entries(
     content: &Content,
     ns: &Namespace,
@@ -558,6 +560,16 @@ pub(super) fn checked_entries(
     let keep = |p: Option<&Platform>| {
         platforms.is_empty() || p.is_none_or(|p| platforms.iter().any(|w| w.matches(p)))
     };
+    let mut top = Found::default();
+    top.indexes.push((
+        index.clone(),
+        entries
+            .iter()
+            .filter(|e| keep(e.platform.as_ref()))
+            .map(DocDescriptor::descriptor)
+            .collect(),
+    ));
+    super::label_parts(content, ns, &top)?;
     for e in &entries {
         let mut found = Found::default();
         walk(content, ns, e, &keep, 0, &mut found)?;
@@ -571,6 +583,7 @@ pub(super) fn checked_entries(
                 }
             }
         }
+        super::label_parts(content, ns, &found)?;
     }
     Ok(entries)
 }

@@ -15,10 +15,13 @@ use serde_json::{json, Value};
 impl Builder {
     /// The config, manifest and tags of the finished stage; an identical earlier build's
     /// image is returned as it is.
+    /// `snapshotter` holds the stage's snapshots: the config refers to the top one, as an
+    /// unpack's does, so they are kept with the image.
     pub(super) async fn write_image(
         &self,
         ctx: &Ctx,
         stage: &Stage,
+        snapshotter: &str,
         tags: &[String],
     ) -> Result<String> {
         let mut config = stage.config.clone();
@@ -35,6 +38,13 @@ impl Builder {
         config["created"] = json!(now_rfc3339());
         let config_bytes = serde_json::to_vec(&config)?;
         let config_digest = format!("sha256:{}", sha256_hex(&config_bytes));
+        let mut config_refs = Labels::new();
+        if !stage.chain.is_empty() {
+            config_refs.insert(
+                berth_proto::vocab::labels::gc_ref_snapshot(snapshotter),
+                stage.chain.clone(),
+            );
+        }
         let mut gc = Labels::from([(
             berth_proto::vocab::labels::gc_ref_config(),
             config_digest.clone(),
@@ -62,8 +72,9 @@ impl Builder {
             manifest_digest.clone(),
         );
         blocking(move || {
-            for (bytes, digest, labels) in [(cb, cd, Labels::new()), (mb, md, gc)] {
+            for (bytes, digest, labels) in [(cb, cd, config_refs), (mb, md, gc)] {
                 if content.has_blob_sync(&c2.ns, &digest)? {
+                    content.label_sync(&c2.ns, &digest, labels)?;
                     continue;
                 }
                 content.ingest_sync(&c2, &format!("build-{digest}"), labels, |w| {

@@ -157,7 +157,7 @@ impl Builder {
             };
             self.extract_context(&sc).await?;
             let stage = self.run_steps(&sc, &instructions).await?;
-            self.write_image(&ctx, &stage, &tags).await
+            self.write_image(&ctx, &stage, &snapshotter, &tags).await
         }
         .await;
         let _ = std::fs::remove_dir_all(&work);

@@ -1,32 +1,33 @@
-//! Garbage collection, per namespace, mark and sweep. Roots: image targets, live leases
-//! (expired ones are deleted first) and what they hold, containers' snapshots, content and
-//! snapshots labelled `containerd.io/gc.root`, and every snapshot that is not committed (in
-//! use by something running). From content it follows `containerd.io/gc.ref.content.*` and
-//! `containerd.io/gc.ref.snapshot.<snapshotter>` labels, and also the documents themselves
-//! (index -> manifests -> config and layers; a config's diffIDs name the snapshots unpacked
-//! from it), so images imported by any client are kept whole. Snapshots keep their parents.
-//! What is not marked goes: content records (and the bytes once no namespace uses them) and
-//! committed snapshots, children before parents. Ingests no lease holds and nobody wrote to
-//! for [`INGEST_EXPIRY`] are removed: an abandoned upload does not stay for ever.
+//! Garbage collection, per namespace, mark and sweep, with containerd's semantics: what is
+//! kept is what the roots reach through the references labels declare ([`graph`]). Roots:
+//! images (unless expired by `containerd.io/gc.expire`), live leases (expired ones are
+//! deleted first) and what they hold, containers, and content and snapshots labelled
+//! `containerd.io/gc.root`. Image documents are never read for their parts: a client that
+//! drops a manifest's layer labels after unpacking (containerd's discard of unpacked layers)
+//! gets those layers collected, and berth's own writers (pull, import, build, unpack) label
+//! what they write as containerd's do. One thing berth keeps beyond containerd: a snapshot
+//! that is not committed (mounted or being written) is never collected.
+//! What is not marked goes: content records (and the bytes once no namespace uses them),
+//! snapshots (children before parents) and expired images. Ingests no lease holds and
+//! nobody wrote to for [`INGEST_EXPIRY`] are removed: an abandoned upload does not stay for
+//! ever.
 
 use crate::core::content::Content;
 use crate::core::context::Namespace;
 use crate::core::error::{blocking, Result};
 use crate::core::metadata::content::BlobRecord;
 use crate::core::metadata::MetadataStore;
-use crate::core::oci;
 use crate::core::snapshots::{scoped, unscope, Snapshots};
 use berth_snapshotters::Kind;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 pub mod fence;
+mod graph;
 pub use fence::{Collector, GcFence, GcHandle, Operation};
+use graph::Node;
 
-use berth_proto::vocab::labels::{
-    GC_EXPIRE as EXPIRE_LABEL, GC_REF_CONTENT as CONTENT_REF, GC_REF_SNAPSHOT as SNAPSHOT_REF,
-    GC_ROOT as ROOT_LABEL,
-};
+use berth_proto::vocab::labels::GC_EXPIRE as EXPIRE_LABEL;
 
 /// How long an ingest nobody writes to and no lease holds is kept (containerd's clients hold
 /// theirs with leases; a client that went away leaves its upload behind).
@@ -43,6 +44,8 @@ pub struct Collected {
     pub snapshots: usize,
     pub leases: usize,
     pub ingests: usize,
+    /// Expired images (`containerd.io/gc.expire`) nothing referred to.
+    pub images: usize,
 }
 
 #[derive(Clone)]
@@ -127,6 +130,7 @@ impl Gc {
                 total.snapshots += c.snapshots;
                 total.leases += c.leases;
                 total.ingests += c.ingests;
+                total.images += c.images;
             }
             Ok(total)
         })
@@ -146,35 +150,69 @@ impl Gc {
         let mut out = Collected::default();
         let mut roots = Roots::default();
         self.lease_roots(ns, &mut roots, &mut out)?;
-        for image in self.store.image_list(ns)? {
-            roots.content.push(image.target.digest);
-        }
+        let now = crate::core::metadata::now() / 1_000_000_000;
+        let images = self.store.image_list(ns)?;
         let blobs = self.store.blob_list(ns)?;
+        let containers = self.store.container_list(ns)?;
+        let snapshots = self.snapshot_infos(ns)?;
+        let mut objects = graph::Objects {
+            now,
+            ..Default::default()
+        };
+        for i in &images {
+            objects.images.insert(&i.name, i);
+            if !graph::expired(&i.labels, now) {
+                roots.nodes.push(Node::image(&i.name, false));
+            }
+        }
         for b in &blobs {
-            if b.labels.contains_key(ROOT_LABEL) {
-                roots.content.push(b.digest.clone());
+            objects.content.insert(&b.digest, &b.labels);
+            if graph::is_root(&b.labels) {
+                roots.nodes.push(Node::content(&b.digest, false));
             }
         }
-        for c in self.store.container_list(ns)? {
-            if !c.snapshot_key.is_empty() {
-                roots.snapshots.push((c.snapshotter, c.snapshot_key));
-            }
+        for c in &containers {
+            objects
+                .containers
+                .insert(&c.id, (&c.snapshotter, &c.snapshot_key, &c.labels));
+            roots.nodes.push(Node::Container(c.id.clone()));
         }
-        let (marked, chains) = self.mark_content(ns, &blobs, &mut roots);
-        let sweep = SnapshotSweep {
+        let keeper = SnapshotKeeper {
             ns,
-            roots: &roots.snapshots,
-            chains: &chains,
             after_restart,
             cutoff,
         };
-        for name in self.snapshots.names() {
-            let Ok(snap) = self.snapshots.get(&name) else {
+        for (sn, infos) in &snapshots {
+            for (key, i) in infos {
+                objects.snapshots.insert(
+                    (sn, key),
+                    graph::SnapshotNode {
+                        parent: i.parent.as_deref().and_then(|p| unscope(ns, p)),
+                        labels: &i.labels,
+                    },
+                );
+                if graph::is_root(&i.labels) || keeper.in_use(key, i) {
+                    roots.nodes.push(Node::snapshot(sn, key, false));
+                }
+            }
+        }
+        let marked = graph::mark(&objects, std::mem::take(&mut roots.nodes));
+        for (sn, infos) in &snapshots {
+            let Ok(snap) = self.snapshots.get(sn) else {
                 continue;
             };
-            out.snapshots += sweep.sweep(&name, snap.as_ref())?;
+            out.snapshots += keeper.remove_unkept(snap.as_ref(), sn, infos, &marked);
         }
-        self.sweep_content(ns, blobs, &marked, cutoff, &mut out)?;
+        for i in &images {
+            if !marked.images.contains(&i.name) && i.created_at < cutoff {
+                match self.store.image_delete(ns, &i.name) {
+                    Ok(()) => out.images += 1,
+                    Err(e) if e.kind() == crate::core::error::Kind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.sweep_content(ns, blobs, &marked.content, cutoff, &mut out)?;
         let stale = crate::core::metadata::now().saturating_sub(INGEST_EXPIRY.as_nanos() as i64);
         out.ingests +=
             self.content
@@ -182,8 +220,31 @@ impl Gc {
         Ok(out)
     }
 
+    /// The namespace's snapshots, by snapshotter and key (without the namespace).
+    fn snapshot_infos(
+        &self,
+        ns: &Namespace,
+    ) -> Result<BTreeMap<String, BTreeMap<String, berth_snapshotters::Info>>> {
+        let mut all = BTreeMap::new();
+        for name in self.snapshots.names() {
+            let Ok(snap) = self.snapshots.get(&name) else {
+                continue;
+            };
+            let mut infos = BTreeMap::new();
+            snap.walk(&mut |i| {
+                if let Some(key) = unscope(ns, &i.name) {
+                    infos.insert(key.to_string(), i.clone());
+                }
+                true
+            })?;
+            all.insert(name, infos);
+        }
+        Ok(all)
+    }
+
     /// Deletes the expired leases (counting them in `out`) and adds what the live ones hold
-    /// to `roots`.
+    /// to `roots`; a flat lease (`containerd.io/gc.flat`) holds its objects, not what they
+    /// refer to.
     fn lease_roots(&self, ns: &Namespace, roots: &mut Roots, out: &mut Collected) -> Result<()> {
         let now = crate::core::metadata::now() / 1_000_000_000;
         for lease in self.store.lease_list(ns)? {
@@ -201,64 +262,28 @@ impl Gc {
                 }
                 continue;
             }
+            let flat = lease.labels.contains_key(graph::FLAT);
             let resources = match self.store.lease_resources(ns, &lease.id) {
                 Ok(r) => r,
                 Err(e) if e.kind() == crate::core::error::Kind::NotFound => continue,
                 Err(e) => return Err(e),
             };
             for r in resources {
-                if r.kind == "content" {
-                    roots.content.push(r.id);
-                } else if r.kind == "ingests" {
-                    roots.held_ingests.insert(r.id);
-                } else if let Some(sn) = r.kind.strip_prefix("snapshots/") {
-                    roots.snapshots.push((sn.to_string(), r.id));
+                match r.kind.as_str() {
+                    "content" => roots.nodes.push(Node::content(&r.id, flat)),
+                    "images" => roots.nodes.push(Node::image(&r.id, flat)),
+                    "ingests" => {
+                        roots.held_ingests.insert(r.id);
+                    }
+                    kind => {
+                        if let Some(sn) = kind.strip_prefix("snapshots/") {
+                            roots.nodes.push(Node::snapshot(sn, &r.id, flat));
+                        }
+                    }
                 }
             }
         }
         Ok(())
-    }
-
-    /// Marks content from `roots.content`, adding the snapshots it names to `roots.snapshots`;
-    /// returns the marked digests and the chain IDs the marked configs name.
-    fn mark_content(
-        &self,
-        ns: &Namespace,
-        blobs: &[BlobRecord],
-        roots: &mut Roots,
-    ) -> (HashSet<String>, Vec<String>) {
-        let records: HashMap<&str, &BlobRecord> =
-            blobs.iter().map(|b| (b.digest.as_str(), b)).collect();
-        let mut marked: HashSet<String> = HashSet::new();
-        let mut chains: Vec<String> = vec![];
-        while let Some(d) = roots.content.pop() {
-            if !marked.insert(d.clone()) {
-                continue;
-            }
-            let Some(rec) = records.get(d.as_str()) else {
-                continue;
-            };
-            for (k, v) in rec.labels.iter() {
-                if k.starts_with(CONTENT_REF) {
-                    roots.content.push(v.clone());
-                } else if let Some(sn) = k.strip_prefix(SNAPSHOT_REF) {
-                    roots.snapshots.push((sn.to_string(), v.clone()));
-                }
-            }
-            // Layers (labelled with their diffID) are not documents: never read them.
-            let layer = rec
-                .labels
-                .contains_key(crate::core::diff::UNCOMPRESSED_LABEL);
-            if !layer && rec.size > 0 && rec.size <= oci::MAX_DOCUMENT {
-                if let Ok(bytes) =
-                    self.content
-                        .read_document_sync(ns, &d, rec.size, oci::MAX_DOCUMENT)
-                {
-                    follow_document(&bytes, &mut roots.content, &mut chains);
-                }
-            }
-        }
-        (marked, chains)
     }
 
     /// Removes the content records nothing marked (older than `cutoff`), and their bytes once
@@ -289,105 +314,64 @@ impl Gc {
 /// What a namespace's collection starts marking from.
 #[derive(Default)]
 struct Roots {
-    content: Vec<String>,
-    /// (snapshotter, key) pairs.
-    snapshots: Vec<(String, String)>,
+    nodes: Vec<Node>,
     /// Ingests live leases hold.
     held_ingests: HashSet<String>,
 }
 
-/// Marks and sweeps one namespace's snapshots, snapshotter by snapshotter.
-struct SnapshotSweep<'a> {
+/// Which snapshots berth keeps beyond the references, and the removal of the rest.
+struct SnapshotKeeper<'a> {
     ns: &'a Namespace,
-    roots: &'a [(String, String)],
-    /// Chain IDs the marked image configs name (in every snapshotter).
-    chains: &'a [String],
     after_restart: Option<i64>,
     cutoff: i64,
 }
 
-impl SnapshotSweep<'_> {
-    /// Marks the snapshots `name` must keep and removes its committed ones nobody needs;
-    /// returns how many went.
-    fn sweep(&self, name: &str, snap: &dyn berth_snapshotters::Snapshotter) -> Result<usize> {
-        let ns = self.ns;
-        let mut infos: BTreeMap<String, berth_snapshotters::Info> = BTreeMap::new();
-        snap.walk(&mut |i| {
-            if unscope(ns, &i.name).is_some() {
-                infos.insert(i.name.clone(), i.clone());
-            }
-            true
-        })?;
-        let keep = self.mark(name, &infos);
-        Ok(self.remove_unkept(snap, &infos, &keep))
+impl SnapshotKeeper<'_> {
+    /// A snapshot that is not committed is in use (mounted, or being written) and kept
+    /// whether or not anything refers to it; but not an interrupted unpack's, after a restart.
+    fn in_use(&self, key: &str, i: &berth_snapshotters::Info) -> bool {
+        let interrupted_unpack = self.after_restart.is_some()
+            && i.created_at < self.cutoff
+            && key.starts_with(INTERRUPTED_UNPACK_PREFIX);
+        i.kind != Kind::Committed && !interrupted_unpack
     }
 
-    /// The snapshots kept: the roots in this snapshotter, the chains, what is not committed
-    /// (unless an interrupted unpack's) or labelled a root, and the parents of all of those.
-    fn mark(
-        &self,
-        name: &str,
-        infos: &BTreeMap<String, berth_snapshotters::Info>,
-    ) -> HashSet<String> {
-        let ns = self.ns;
-        let mut keep: HashSet<String> = HashSet::new();
-        let mut stack: Vec<String> = self
-            .roots
-            .iter()
-            .filter(|(sn, _)| sn == name)
-            .map(|(_, k)| scoped(ns, k))
-            .chain(self.chains.iter().map(|c| scoped(ns, c)))
-            .chain(
-                infos
-                    .values()
-                    .filter(|i| {
-                        let interrupted_unpack = self.after_restart.is_some()
-                            && i.created_at < self.cutoff
-                            && unscope(ns, &i.name)
-                                .is_some_and(|k| k.starts_with(INTERRUPTED_UNPACK_PREFIX));
-                        (i.kind != Kind::Committed && !interrupted_unpack)
-                            || i.labels.contains_key(ROOT_LABEL)
-                    })
-                    .map(|i| i.name.clone()),
-            )
-            .collect();
-        while let Some(k) = stack.pop() {
-            if !keep.insert(k.clone()) {
-                continue;
-            }
-            if let Some(p) = infos.get(&k).and_then(|i| i.parent.clone()) {
-                stack.push(p);
-            }
-        }
-        keep
-    }
-
-    /// Removes what is not kept (and older than the cutoff), children first: a snapshot goes
-    /// once nothing left depends on it. Returns how many went.
+    /// Removes what is not marked (and older than the cutoff), children first: a snapshot
+    /// goes once nothing left depends on it. Returns how many went.
     fn remove_unkept(
         &self,
         snap: &dyn berth_snapshotters::Snapshotter,
+        snapshotter: &str,
         infos: &BTreeMap<String, berth_snapshotters::Info>,
-        keep: &HashSet<String>,
+        marked: &graph::Marked,
     ) -> usize {
         let mut removed = 0;
+        let parent_of = |k: &str| {
+            infos
+                .get(k)
+                .and_then(|i| i.parent.as_deref())
+                .and_then(|p| unscope(self.ns, p))
+                .map(str::to_string)
+        };
         let mut doomed: Vec<String> = infos
-            .values()
-            .filter(|i| !keep.contains(&i.name) && i.created_at < self.cutoff)
-            .map(|i| i.name.clone())
+            .iter()
+            .filter(|(k, i)| {
+                !marked
+                    .snapshots
+                    .contains(&(snapshotter.to_string(), k.to_string()))
+                    && i.created_at < self.cutoff
+            })
+            .map(|(k, _)| k.clone())
             .collect();
         while !doomed.is_empty() {
-            let parents: HashSet<String> = doomed
-                .iter()
-                .filter_map(|k| infos.get(k).and_then(|i| i.parent.clone()))
-                .collect();
+            let parents: HashSet<String> = doomed.iter().filter_map(|k| parent_of(k)).collect();
             let (now_, later): (Vec<String>, Vec<String>) =
                 doomed.into_iter().partition(|k| !parents.contains(k));
             if now_.is_empty() {
                 break;
             }
             for k in now_ {
-                match snap.remove(&k) {
+                match snap.remove(&scoped(self.ns, &k)) {
                     Ok(()) => removed += 1,
                     Err(e) => {
                         tracing::warn!(snapshot = k, error = %e, "cannot collect snapshot")
@@ -415,53 +399,10 @@ fn log(result: Result<Collected>) {
             snapshots = c.snapshots,
             leases = c.leases,
             ingests = c.ingests,
+            images = c.images,
             "garbage collected"
         ),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
-    }
-}
-
-/// The content and snapshots an image document refers to.
-fn follow_document(bytes: &[u8], content: &mut Vec<String>, chains: &mut Vec<String>) {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-        return;
-    };
-    let digest_of = |d: &serde_json::Value| d["digest"].as_str().map(str::to_string);
-    for m in v["manifests"].as_array().into_iter().flatten() {
-        content.extend(digest_of(m));
-    }
-    if v["config"].is_object() {
-        content.extend(digest_of(&v["config"]));
-    }
-    if let Some(layers) = v["layers"].as_array() {
-        content.extend(layers.iter().filter_map(digest_of));
-    }
-    if let Some(diffs) = v["rootfs"]["diff_ids"].as_array() {
-        let diffs: Vec<String> = diffs
-            .iter()
-            .filter_map(|d| d.as_str().map(str::to_string))
-            .collect();
-        if let Some(top) = oci::chain_ids(&diffs).pop() {
-            chains.push(top);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn documents_name_their_parts() {
-        let (mut c, mut s) = (vec![], vec![]);
-        follow_document(
-            br#"{"config":{"digest":"sha256:c"},"layers":[{"digest":"sha256:l1"}]}"#,
-            &mut c,
-            &mut s,
-        );
-        assert_eq!(c, vec!["sha256:c", "sha256:l1"]);
-        follow_document(br#"{"rootfs":{"diff_ids":["sha256:a"]}}"#, &mut c, &mut s);
-        assert_eq!(s, vec!["sha256:a"]);
     }
 }
