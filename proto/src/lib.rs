@@ -171,14 +171,20 @@ pub mod containerd {
                 tonic::include_proto!("containerd.services.streaming.v1");
             }
         }
+        pub mod mounts {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.mounts.v1");
+            }
+        }
     }
 }
 
 pub use containerd::services::{
     containers::v1 as containers, content::v1 as content, diff::v1 as diff, events::v1 as events,
     images::v1 as images, introspection::v1 as introspection, leases::v1 as leases,
-    namespaces::v1 as namespaces, snapshots::v1 as snapshots, streaming::v1 as streaming,
-    tasks::v1 as tasks, transfer::v1 as transfer, version::v1 as version,
+    mounts::v1 as mounts, namespaces::v1 as namespaces, snapshots::v1 as snapshots,
+    streaming::v1 as streaming, tasks::v1 as tasks, transfer::v1 as transfer,
+    version::v1 as version,
 };
 pub use containerd::types;
 
