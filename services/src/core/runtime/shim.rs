@@ -482,4 +482,70 @@ mod tests {
         let (e, _) = launch.usable(None).unwrap_err();
         assert!(e.to_string().contains("no address"), "{e}");
     }
+    /// A shim script that answers `-v` with `version` and `start` with an address, keeping
+    /// what it was given on stdin.
+    fn scripted_shim(dir: &Path, version: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(format!("shim-{version}"));
+        let script = format!(
+            "#!/bin/sh\nfor last; do :; done\ncase \"$last\" in\n\
+             -v) printf 'shim:\\n  Version:  {version}\\n' ;;\n\
+             start) cat > \"{stdin}\"; printf 'unix:///run/x/{version}.sock' ;;\n\
+             esac\n",
+            stdin = dir.join(format!("stdin-{version}")).display()
+        );
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn start_gives_the_options_in_the_shims_own_words() {
+        use crate::edge::shim::bootstrap::BootstrapParams;
+        use prost::Message;
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task/default/c1");
+        std::fs::create_dir_all(&bundle).unwrap();
+        let options = AnyValue {
+            type_url: "containerd.runc.v1.Options".into(),
+            value: vec![0x1a, 4, b'/', b's', b'h', b'm'],
+        };
+        let shims = crate::edge::shim::TtrpcShims;
+        for version in ["1.6.20~ds1", "v2.3.4"] {
+            let binary = scripted_shim(dir.path(), version);
+            let launch = Launch {
+                binary: &binary,
+                namespace: "default",
+                id: "c1",
+                bundle: &bundle,
+                address: Path::new("/run/berth/berth.sock"),
+                ttrpc_address: PathBuf::from("/run/berth/berth.sock.ttrpc"),
+                runtime: None,
+                shims: &shims,
+            };
+            let socket = launch.start_with(Some(&options)).await.unwrap();
+            assert_eq!(socket, PathBuf::from(format!("/run/x/{version}.sock")));
+            let address = std::fs::read_to_string(bundle.join("address")).unwrap();
+            assert_eq!(address, format!("unix:///run/x/{version}.sock"), "recorded");
+            let given = std::fs::read(dir.path().join(format!("stdin-{version}"))).unwrap();
+            let carried = if version.starts_with('v') {
+                let p = BootstrapParams::decode(given.as_slice()).unwrap();
+                assert_eq!(
+                    (p.instance_id.as_str(), p.namespace.as_str()),
+                    ("c1", "default")
+                );
+                let dir_s = dir.path().join("state/s").display().to_string();
+                assert_eq!(p.socket_dir, Some(dir_s));
+                p.extensions[0].value.clone().unwrap()
+            } else {
+                prost_types::Any::decode(given.as_slice()).unwrap()
+            };
+            assert_eq!(
+                (carried.type_url, carried.value),
+                (options.type_url.clone(), options.value.clone())
+            );
+        }
+    }
 }
