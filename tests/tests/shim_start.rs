@@ -164,7 +164,7 @@ fn berthd_drives_a_containerd_2x_shim() {
     };
     let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(&shim, dir.path().join("containerd-shim-runc-v2")).unwrap();
-    let d = daemon_with_path_first(dir.path());
+    let mut d = daemon_with_path_first(dir.path());
     let _w = with_busybox(&d);
     let id = long_id("v2x");
     run_detached(&d, RUNC_SHIM, &id);
@@ -174,6 +174,15 @@ fn berthd_drives_a_containerd_2x_shim() {
     let exe = std::fs::read_link(format!("/proc/{}/exe", serving[0])).unwrap();
     assert_eq!(exe, std::fs::canonicalize(&shim).unwrap());
     assert_eq!(sockets(&d).len(), 1, "its socket is in <state>/s");
+    // A berthd that crashed finds it again.
+    d.restart().unwrap();
+    let ls = ok(&d.ctr(&["tasks", "ls"]));
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(&id) && l.contains("RUNNING")),
+        "{ls}"
+    );
+    assert_eq!(shims_for(&id), serving, "the same shim");
     kill_and_delete(&d, &id);
     assert!(eventually(|| sockets(&d).is_empty()), "{:?}", sockets(&d));
 
