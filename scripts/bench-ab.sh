@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A/B of two berth builds: `berth run --rm --network none IMAGE ID /bin/true`, each build's
+# A/B of two berth builds: `berth containers run --rm --network none IMAGE ID /bin/true`, each build's
 # berthd on its own root, runs interleaved (A, B, B unconfined) so both see the same machine.
 # A and B are directories holding berthd, berth and containerd-shim-berth-v2 (release builds
 # of two commits). Usage: A=/path/to/old/target/release B=target/release scripts/bench-ab.sh
@@ -29,7 +29,7 @@ start b "$B"
 ms() { local s; s=$(date +%s%N); "$@" >/dev/null 2>&1; echo $(( ($(date +%s%N) - s) / 1000 )); }
 run() { # BINDIR NAME ID [OPTS...]
   local bin=$1 name=$2 id=$3; shift 3
-  PATH="$bin:$PATH" ms "$bin/berth" -a "$WORK/$name/b.sock" run --rm --network none "$@" \
+  PATH="$bin:$PATH" ms "$bin/berth" -a "$WORK/$name/b.sock" containers run --rm --network none "$@" \
     bench.local/busybox:latest "$id" /bin/true
 }
 a=(); b=(); u=()

@@ -24,7 +24,7 @@ for s in "$BERTH_SOCK" "$CTRD_SOCK"; do ctr -a "$s" images import --base-name be
 c=(); b=(); bc=()
 for i in $(seq "$RUNS"); do
   t0=$(now); ctr -a "$CTRD_SOCK" run --rm "$REF" "c$i" /bin/true; t1=$(now); c+=("$(echo "$t1 - $t0" | bc)")
-  t0=$(now); target/release/berth -a "$BERTH_SOCK" run --rm --network none "$REF" "b$i" /bin/true; t1=$(now); b+=("$(echo "$t1 - $t0" | bc)")
+  t0=$(now); target/release/berth -a "$BERTH_SOCK" containers run --rm --network none "$REF" "b$i" /bin/true; t1=$(now); b+=("$(echo "$t1 - $t0" | bc)")
   t0=$(now); ctr -a "$BERTH_SOCK" run --rm --runtime io.containerd.berth.v2 "$REF" "x$i" /bin/true; t1=$(now); bc+=("$(echo "$t1 - $t0" | bc)")
 done
 mc=$(printf '%s\n' "${c[@]}" | median); mb=$(printf '%s\n' "${b[@]}" | median); mx=$(printf '%s\n' "${bc[@]}" | median)
@@ -57,7 +57,7 @@ for r in $(seq "$ROUNDS_N"); do
   t1=$(now); jobs_=()
   sleep 0.5
   t1b=$(now)
-  for i in $(seq "$N"); do target/release/berth -a "$BERTH_SOCK" run -d --network none "$REF" "bn$i" /bin/sleep 1000 >/dev/null & jobs_+=($!); done
+  for i in $(seq "$N"); do target/release/berth -a "$BERTH_SOCK" containers run -d --network none "$REF" "bn$i" /bin/sleep 1000 >/dev/null & jobs_+=($!); done
   wait "${jobs_[@]}"
   t2=$(now)
   nc+=("$(echo "$t1 - $t0" | bc)"); nb+=("$(echo "$t2 - $t1b" | bc)")

@@ -53,19 +53,19 @@ echo "== berth snapshots tree"
 "$BIN/berth" snapshots tree
 echo
 echo "== berth run --rm demo.local/hello:latest (the image's own command)"
-"$BIN/berth" run --rm demo.local/hello:latest demo-hello
+"$BIN/berth" run --rm demo.local/hello:latest
 echo
-echo "== berth run --rm ... /bin/sh -c 'id; hostname; uname -r; exit 3'"
+echo "== berth run --rm --hostname demo-sh ... /bin/sh -c 'id; hostname; uname -r; exit 3'"
 set +e
-"$BIN/berth" run --rm demo.local/hello:latest demo-sh /bin/sh -c 'id; hostname; uname -r; exit 3'
+"$BIN/berth" run --rm --hostname demo-sh demo.local/hello:latest /bin/sh -c 'id; hostname; uname -r; exit 3'
 echo "exit code: $?"
 set -e
 
 echo
-echo "== berth run -d -p 127.0.0.1:PORT:80 (busybox httpd on the default bridge network), reached from here"
+echo "== berth run -d --name demo-web -p 127.0.0.1:PORT:80 (busybox httpd on the default bridge network), reached from here"
 web=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$BIN/berth" rm -f demo-web >/dev/null 2>&1 || true
-"$BIN/berth" run -d -p "127.0.0.1:$web:80" demo.local/hello:latest demo-web /bin/busybox httpd -f -p 80 -h /etc
+"$BIN/berth" run -d --name demo-web -p "127.0.0.1:$web:80" demo.local/hello:latest /bin/busybox httpd -f -p 80 -h /etc
 "$BIN/berth" ps
 python3 - "$web" <<'PY'
 import sys, time, urllib.request
@@ -93,6 +93,6 @@ remote="127.0.0.1:$port/demo/hello:v1"
 "$BIN/berth" images push --plain-http demo.local/hello:latest "$remote"
 "$BIN/berth" images rm "$remote" >/dev/null 2>&1 || true
 "$BIN/berth" images pull --plain-http "$remote"
-"$BIN/berth" run --rm "$remote" demo-pulled /bin/echo "pulled from $remote and running"
+"$BIN/berth" run --rm "$remote" /bin/echo "pulled from $remote and running"
 echo
 echo "demo: berthd keeps running; stop it with: kill \$(cat /var/lib/berth/berthd.lock)"

@@ -54,12 +54,12 @@ run)
   make_busybox "$img"
   start_berthd
   target/release/berth -a "$BERTH_SOCK" images import --base-name bench.local/busybox "$img" >/dev/null
-  target/release/berth -a "$BERTH_SOCK" run --rm --network none bench.local/busybox:latest warm /bin/true
+  target/release/berth -a "$BERTH_SOCK" containers run --rm --network none bench.local/busybox:latest warm /bin/true
   perf record -q -F 499 --call-graph dwarf,32768 -o "$data" -a &
   perf_pid=$!
   sleep 0.5
   for i in $(seq 20); do
-    target/release/berth -a "$BERTH_SOCK" run --rm --network none bench.local/busybox:latest "f$i" /bin/true
+    target/release/berth -a "$BERTH_SOCK" containers run --rm --network none bench.local/busybox:latest "f$i" /bin/true
   done
   kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
   ;;

@@ -40,8 +40,8 @@ for runtime in runc native; do
   wait_socket "$WORK/berth.sock"
   ctr -a "$WORK/berth.sock" images import --base-name bench.local/busybox "$img" >/dev/null
   if [ "$runtime" = runc ]; then
-    berth run --rm --network none "$REF" o1 /bin/true
-    berth run -d --network none "$REF" o2 /bin/sleep 100 >/dev/null
+    berth containers run --rm --network none "$REF" o1 /bin/true
+    berth containers run -d --network none "$REF" o2 /bin/sleep 100 >/dev/null
     ctr -a "$WORK/berth.sock" tasks exec --exec-id e1 o2 /bin/echo exec >/dev/null
     ctr -a "$WORK/berth.sock" tasks ps o2 >/dev/null
     ctr -a "$WORK/berth.sock" tasks pause o2
@@ -50,7 +50,7 @@ for runtime in runc native; do
     sleep 1
     ctr -a "$WORK/berth.sock" tasks rm o2 >/dev/null
   else
-    berth run --rm --network none "$REF" o3 /bin/true 2>/dev/null || true
+    berth containers run --rm --network none "$REF" o3 /bin/true 2>/dev/null || true
   fi
   kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
   unset 'PIDS[-1]'

@@ -79,6 +79,7 @@ fn ctr_export_imports_into_berth_and_berth_export_imports_into_ctr() {
     assert!(out.contains("example.com/bb:latest"), "{out}");
     let echo = ok(&d2.berth(
         &[
+            "containers",
             "run",
             "--rm",
             "example.com/bb:latest",
@@ -113,6 +114,7 @@ fn ctr_export_imports_into_berth_and_berth_export_imports_into_ctr() {
     assert!(names.contains("example.com/bb:latest"), "{names}");
     let echo = ok(&d3.berth(
         &[
+            "containers",
             "run",
             "--rm",
             "example.com/bb:latest",
@@ -136,6 +138,7 @@ fn docker_save_archives_import_and_several_images_export_together() {
     assert!(out.contains("docker.io/me/second:v2"), "{out}");
     let echo = ok(&d.berth(
         &[
+            "containers",
             "run",
             "--rm",
             "busybox:saved",

@@ -72,13 +72,16 @@ fn build_run_cache_push_and_containerd_runs_it() {
         .unwrap()
         .to_string();
 
-    let run = ok(&d.berth(&["run", "--rm", "test.local/built:v1", "b1"], None));
+    let run = ok(&d.berth(
+        &["containers", "run", "--rm", "test.local/built:v1", "b1"],
+        None,
+    ));
     assert_eq!(
         run,
         "howdy from build\ncopied from the context\nextracted by ADD\n"
     );
     let check = ok(&d.berth(
-        &["run", "--rm", "test.local/built:v1", "b2",
+        &["containers", "run", "--rm", "test.local/built:v1", "b2",
           "test -e /app/x.secret && echo leaked || echo ignored; test -e /bin/ls || echo no-ls; echo $MODE; pwd"],
         None,
     ));
@@ -128,7 +131,10 @@ fn build_run_cache_push_and_containerd_runs_it() {
         1,
         "only FROM: {changed}"
     );
-    let run = ok(&d.berth(&["run", "--rm", "test.local/built:v2", "b3"], None));
+    let run = ok(&d.berth(
+        &["containers", "run", "--rm", "test.local/built:v2", "b3"],
+        None,
+    ));
     assert!(run.contains("changed"), "{run}");
 
     // Pushed to a registry, pulled and run by containerd with its own shim.

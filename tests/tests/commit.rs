@@ -19,6 +19,7 @@ fn commit_round_trip() {
     // A container that adds a file and deletes one of the image's.
     ok(&d.berth(
         &[
+            "containers",
             "run",
             "test.local/base:latest",
             "changer",
@@ -45,10 +46,20 @@ fn commit_round_trip() {
     ));
     assert!(out.starts_with("test.local/committed:v1 sha256:"), "{out}");
     // The image's own command now prints the added file.
-    let motd = ok(&d.berth(&["run", "--rm", "test.local/committed:v1", "after1"], None));
+    let motd = ok(&d.berth(
+        &[
+            "containers",
+            "run",
+            "--rm",
+            "test.local/committed:v1",
+            "after1",
+        ],
+        None,
+    ));
     assert_eq!(motd, "committed\n");
     let gone = d.berth(
         &[
+            "containers",
             "run",
             "--rm",
             "test.local/committed:v1",
@@ -60,7 +71,14 @@ fn commit_round_trip() {
     );
     assert!(!gone.status.success(), "the deleted file came back");
     let env = ok(&d.berth(
-        &["run", "--rm", "test.local/committed:v1", "after3", "env"],
+        &[
+            "containers",
+            "run",
+            "--rm",
+            "test.local/committed:v1",
+            "after3",
+            "env",
+        ],
         None,
     ));
     assert!(env.contains("STAGE=committed"), "{env}");
@@ -78,6 +96,7 @@ fn commit_round_trip() {
     // The base image is untouched.
     let base = ok(&d.berth(
         &[
+            "containers",
             "run",
             "--rm",
             "test.local/base:latest",
@@ -99,6 +118,7 @@ fn commit_of_a_running_container_pauses_it_and_resumes() {
     let d = daemon_with_base();
     ok(&d.berth(
         &[
+            "containers",
             "run",
             "-d",
             "test.local/base:latest",
@@ -126,6 +146,7 @@ fn commit_of_a_running_container_pauses_it_and_resumes() {
     assert!(ls.contains("RUNNING") && !ls.contains("PAUSED"), "{ls}");
     let state = ok(&d.berth(
         &[
+            "containers",
             "run",
             "--rm",
             "test.local/live:v1",

@@ -98,6 +98,7 @@ fn sigkill_at_random_moments_loses_and_half_makes_nothing() {
         let changed = format!("cm{round}");
         ok(&d.berth(
             &[
+                "containers",
                 "run",
                 "test.local/base:v1",
                 &changed,
@@ -136,6 +137,7 @@ fn sigkill_at_random_moments_loses_and_half_makes_nothing() {
                 &ctx,
             ],
             vec![
+                "containers",
                 "run",
                 "--rm",
                 "test.local/base:v1",
@@ -201,7 +203,15 @@ fn sigkill_at_random_moments_loses_and_half_makes_nothing() {
     // The image every round relied on still runs.
     assert_eq!(
         ok(&d.berth(
-            &["run", "--rm", "test.local/base:v1", "final", "echo", "ok"],
+            &[
+                "containers",
+                "run",
+                "--rm",
+                "test.local/base:v1",
+                "final",
+                "echo",
+                "ok"
+            ],
             None
         )),
         "ok\n"

@@ -51,11 +51,25 @@ fn removing_images_collects_only_what_nothing_else_needs() {
         snaps.contains(&b.chain_ids[0]) && snaps.contains(&b.chain_ids[1]),
         "{snaps}"
     );
-    let marker = ok(&d.berth(&["run", "--rm", &rb, "gc-b", "cat", "/etc/marker"], None));
+    let marker = ok(&d.berth(
+        &[
+            "containers",
+            "run",
+            "--rm",
+            &rb,
+            "gc-b",
+            "cat",
+            "/etc/marker",
+        ],
+        None,
+    ));
     assert_eq!(marker, "b");
 
     // A container keeps its snapshot and the layers under it, not the image's content.
-    ok(&d.berth(&["run", "-d", &rb, "keeper", "sleep", "300"], None));
+    ok(&d.berth(
+        &["containers", "run", "-d", &rb, "keeper", "sleep", "300"],
+        None,
+    ));
     ok(&d.berth(&["images", "rm", "--sync", &rb], None));
     assert!(ok(&d.berth(&["content", "ls", "-q"], None))
         .trim()
@@ -326,7 +340,15 @@ fn layers_a_client_discards_after_unpacking_are_collected() {
         assert!(snaps.contains(chain), "snapshot {chain} stays: {snaps}");
     }
     let marker = ok(&d.berth(
-        &["run", "--rm", &reference, "discard", "cat", "/etc/marker"],
+        &[
+            "containers",
+            "run",
+            "--rm",
+            &reference,
+            "discard",
+            "cat",
+            "/etc/marker",
+        ],
         None,
     ));
     assert_eq!(marker, "discarded");
@@ -361,7 +383,18 @@ fn berth_labels_the_parts_of_what_it_imports() {
     assert_eq!(kept.len(), 3, "manifest, config and layer stay: {kept:?}");
     let images = ok(&d.berth(&["images", "ls", "-q"], None));
     let name = images.lines().next().unwrap().to_string();
-    let out = ok(&d.berth(&["run", "--rm", &name, "imported", "echo", "whole"], None));
+    let out = ok(&d.berth(
+        &[
+            "containers",
+            "run",
+            "--rm",
+            &name,
+            "imported",
+            "echo",
+            "whole",
+        ],
+        None,
+    ));
     assert_eq!(out.trim(), "whole");
 }
 

@@ -44,6 +44,7 @@ fn thirty_two_clients_at_once_leave_nothing_behind() {
     let (reference, archive) = (image.reference.clone(), image.archive.clone());
     ok(&d.berth(
         &[
+            "containers",
             "run",
             "-d",
             "test.local/base:v1",
@@ -90,7 +91,14 @@ fn thirty_two_clients_at_once_leave_nothing_behind() {
                         "--plain-http",
                         &reference,
                     ],
-                    2 => vec!["run", "--rm", "test.local/base:v1", &run_id, "true"],
+                    2 => vec![
+                        "containers",
+                        "run",
+                        "--rm",
+                        "test.local/base:v1",
+                        &run_id,
+                        "true",
+                    ],
                     3 => vec!["tasks", "exec", "--exec-id", &exec_id, "load-svc", "true"],
                     4 => vec!["images", "tag", "test.local/base:v1", &tag],
                     _ => vec!["images", "rm", &old_tag],

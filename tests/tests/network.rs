@@ -108,7 +108,7 @@ fn bridge_of(d: &Daemon, network: &str) -> String {
 }
 
 fn httpd(d: &Daemon, id: &str, extra: &[&str]) {
-    let mut args = vec!["run", "-d"];
+    let mut args = vec!["containers", "run", "-d"];
     args.extend_from_slice(extra);
     args.extend_from_slice(&[
         IMAGE,
@@ -174,7 +174,7 @@ fn published_port_two_containers_and_clean_teardown() {
     // own name in /etc/hosts and the nameserver it was given.
     let out = ok(&d.berth(
         &[
-            "run", "--rm", "--dns", "192.0.2.53", IMAGE, "client", "/bin/sh", "-c",
+            "containers", "run", "--rm", "--dns", "192.0.2.53", IMAGE, "client", "/bin/sh", "-c",
             &format!("/bin/busybox wget -qO- http://{web_ip}/group; cat /etc/hosts /etc/resolv.conf /etc/hostname"),
         ],
         None,
@@ -190,6 +190,7 @@ fn published_port_two_containers_and_clean_teardown() {
     // --network none: loopback only, no attachment.
     let out = ok(&d.berth(
         &[
+            "containers",
             "run",
             "--rm",
             "--network",
@@ -273,6 +274,7 @@ fn user_networks_and_bad_input() {
     assert!(db_ip.starts_with(&format!("10.214.{third}.")), "{db_ip}");
     let out = ok(&d.berth(
         &[
+            "containers",
             "run",
             "--rm",
             "--network",
@@ -308,7 +310,7 @@ fn user_networks_and_bad_input() {
         ),
         (vec!["--dns", "not-an-ip"], "not an IP address"),
     ] {
-        let mut a = vec!["run", "--rm"];
+        let mut a = vec!["containers", "run", "--rm"];
         a.extend(args.iter().copied());
         a.extend([IMAGE, "bad", "/bin/true"]);
         let out = d.berth(&a, None);

@@ -119,6 +119,7 @@ fn metrics_endpoint_json_logs_and_imports() {
     drop(work);
     ok(&d.berth(
         &[
+            "containers",
             "run",
             "-d",
             "--network",
@@ -431,6 +432,7 @@ fn under_the_units_settings_sigterm_leaves_containers_running() {
         .status
         .success());
     let out = d.berth(&[
+        "containers",
         "run",
         "-d",
         "--network",

@@ -125,6 +125,7 @@ fn package_installs_into_a_clean_root_and_runs() {
         archive.to_str().unwrap(),
     ]));
     let out = ok(&berth(&[
+        "containers",
         "run",
         "--rm",
         "--network",

@@ -60,7 +60,15 @@ fn pull_unpacks_runs_and_skips_what_is_present() {
     let snaps = ok(&d.berth(&["snapshots", "ls"], None));
     assert!(snaps.contains(built.chain_ids.last().unwrap()), "{snaps}");
     let motd = ok(&d.berth(
-        &["run", "--rm", &reference, "pull-run", "cat", "/etc/motd"],
+        &[
+            "containers",
+            "run",
+            "--rm",
+            &reference,
+            "pull-run",
+            "cat",
+            "/etc/motd",
+        ],
         None,
     ));
     assert_eq!(motd, "pulled by berth\n");
@@ -174,6 +182,7 @@ fn pull_resumes_after_a_daemon_restart() {
     assert!(snaps.contains(built.chain_ids.last().unwrap()), "{snaps}");
     let data = ok(&d.berth(
         &[
+            "containers",
             "run",
             "--rm",
             &reference,
@@ -273,7 +282,15 @@ fn push_and_pull_with_basic_auth_and_ctr_pulls_what_berth_pushed() {
         None,
     ));
     let motd = ok(&d2.berth(
-        &["run", "--rm", &target, "auth-run", "cat", "/etc/motd"],
+        &[
+            "containers",
+            "run",
+            "--rm",
+            &target,
+            "auth-run",
+            "cat",
+            "/etc/motd",
+        ],
         None,
     ));
     assert_eq!(motd, "pulled by berth\n");
@@ -340,6 +357,7 @@ fn a_blob_corrupted_at_rest_is_repaired_by_a_pull() {
         &[
             "-n",
             "other",
+            "containers",
             "run",
             "--rm",
             &reference,

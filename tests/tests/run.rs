@@ -8,7 +8,7 @@ use berth_tests::{daemon_with_busybox, ok, Daemon};
 const IMAGE: &str = "test.local/busybox:latest";
 
 fn run(d: &Daemon, args: &[&str]) -> std::process::Output {
-    let mut a = vec!["run"];
+    let mut a = vec!["containers", "run"];
     a.extend_from_slice(args);
     d.berth(&a, None)
 }
@@ -222,7 +222,7 @@ fn run_with_a_terminal() {
     let (d, _w) = daemon_with_busybox("test.local/busybox");
     // script(1) gives berth a real terminal to put in raw mode and to size.
     let cmd = format!(
-        "{} --address {} run --rm -t {IMAGE} tty1 /bin/sh -c 'tty; stty size; exit 3'",
+        "{} --address {} containers run --rm -it {IMAGE} tty1 /bin/sh -c 'tty; stty size; exit 3'",
         berth_tests::bin("berth").display(),
         d.socket().display()
     );
@@ -286,6 +286,7 @@ fn exec_attach_and_the_images_stop_signal() {
     let log = work.path().join("svc.log");
     ok(&d.berth(
         &[
+            "containers",
             "run",
             "-d",
             "--log",
@@ -338,6 +339,7 @@ fn exec_attach_and_the_images_stop_signal() {
     // daemon's socket), which `berth logs` reads.
     ok(&d.berth(
         &[
+            "containers",
             "run",
             "-d",
             "test.local/stopsig:latest",

@@ -149,7 +149,7 @@ fn import(d: &Daemon, probes: &Probes, namespace: &str) {
 
 /// `berth run --rm` on runc, with `opts` before the image and `cmd` after the id.
 fn run(d: &Daemon, id: &str, opts: &[&str], cmd: &[&str]) -> Output {
-    let mut args = vec!["run", "--rm", "--runc-binary", "runc"];
+    let mut args = vec!["containers", "run", "--rm", "--runc-binary", "runc"];
     args.extend_from_slice(opts);
     args.extend_from_slice(&[IMAGE, id]);
     args.extend_from_slice(cmd);
@@ -242,7 +242,7 @@ fn runtime_default_holds_on_native_for_the_init_and_execs() {
     let d = Daemon::start().unwrap();
     import(&d, &probes, "default");
     let native = |args: &[&str]| {
-        let mut all = vec!["run", "--rm"];
+        let mut all = vec!["containers", "run", "--rm"];
         all.extend_from_slice(args);
         d.berth(&all, None)
     };
@@ -258,7 +258,18 @@ fn runtime_default_holds_on_native_for_the_init_and_execs() {
         "2"
     );
     assert_runtime_default(&results(&ok(&native(&[IMAGE, "probe", "/probe/syscalls"]))));
-    ok(&d.berth(&["run", "-d", IMAGE, "held", "/bin/sleep", "1000"], None));
+    ok(&d.berth(
+        &[
+            "containers",
+            "run",
+            "-d",
+            IMAGE,
+            "held",
+            "/bin/sleep",
+            "1000",
+        ],
+        None,
+    ));
     assert!(
         d.state().join("native/default/held/state.json").exists(),
         "the container did not run on the native runtime"

@@ -225,6 +225,7 @@ fn missing_shim_or_runc_is_a_clear_error() {
     for binary in ["/nonexistent/runc", bad] {
         let out = d.berth(
             &[
+                "containers",
                 "run",
                 "--rm",
                 "--runc-binary",

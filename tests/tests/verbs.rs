@@ -25,7 +25,10 @@ fn fails(d: &Daemon, args: &[&str], says: &str) {
 fn container_verbs_follow_docker() {
     let (d, _img) = daemon_with_busybox("test.local/verbs");
     let script = "echo hello; trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done";
-    ok(&d.berth(&["run", "-d", IMAGE, "svc", "sh", "-c", script], None));
+    ok(&d.berth(
+        &["containers", "run", "-d", IMAGE, "svc", "sh", "-c", script],
+        None,
+    ));
 
     let ps = ok(&d.berth(&["ps"], None));
     let header = ps.lines().next().unwrap();
@@ -275,6 +278,7 @@ impl Victims {
 fn run_box(d: &Daemon, name: &str) {
     ok(&d.berth(
         &[
+            "containers",
             "run",
             "-d",
             "--network",

@@ -48,6 +48,7 @@ fn named_volumes_outlive_containers_and_restarts() {
     let (mut d, _w) = daemon_with_image();
     ok(&d.berth(
         &[
+            "containers",
             "run",
             "--rm",
             "-v",
@@ -68,6 +69,7 @@ fn named_volumes_outlive_containers_and_restarts() {
     );
     let out = ok(&d.berth(
         &[
+            "containers",
             "run",
             "--rm",
             "--mount",
@@ -84,6 +86,7 @@ fn named_volumes_outlive_containers_and_restarts() {
     assert_eq!(ok(&d.berth(&["volumes", "ls", "-q"], None)).trim(), "data");
     let out = ok(&d.berth(
         &[
+            "containers",
             "run",
             "--rm",
             "-v",
@@ -98,6 +101,7 @@ fn named_volumes_outlive_containers_and_restarts() {
     assert_eq!(out, "kept\n");
     let ro = d.berth(
         &[
+            "containers",
             "run",
             "--rm",
             "-v",
@@ -113,7 +117,17 @@ fn named_volumes_outlive_containers_and_restarts() {
 
     // In use: refused, also after a restart; forced or freed, removed.
     ok(&d.berth(
-        &["run", "-d", "-v", "data:/data", IMAGE, "v5", "sleep", "300"],
+        &[
+            "containers",
+            "run",
+            "-d",
+            "-v",
+            "data:/data",
+            IMAGE,
+            "v5",
+            "sleep",
+            "300",
+        ],
         None,
     ));
     let busy = d.berth(&["volumes", "rm", "data"], None);
@@ -150,6 +164,7 @@ fn image_volumes_are_seeded_from_the_image_and_confined_to_it() {
     let (d, _w) = daemon_with_image();
     let out = ok(&d.berth(
         &[
+            "containers",
             "run",
             "--rm",
             IMAGE,
@@ -171,7 +186,7 @@ fn image_volumes_are_seeded_from_the_image_and_confined_to_it() {
         .trim()
         .is_empty());
     // Without --rm the anonymous volumes stay until pruned.
-    ok(&d.berth(&["run", IMAGE, "s2", "true"], None));
+    ok(&d.berth(&["containers", "run", IMAGE, "s2", "true"], None));
     let anon = ok(&d.berth(&["volumes", "ls", "-q", "anonymous==true"], None));
     assert_eq!(anon.lines().count(), 2, "{anon}");
     let pruned = ok(&d.berth(&["volumes", "prune"], None));

@@ -26,6 +26,9 @@ pub enum Containers {
     Rm(ContainerRmArgs),
     /// Set (key=value) or remove (key=) labels
     Label(ContainerLabelArgs),
+    /// Run a container with the id given, as ctr does: run [OPTIONS] IMAGE ID [COMMAND
+    /// [ARG...]] (the flags of `berth run`; the id is also its name)
+    Run(Box<crate::run::CtrRun>),
 }
 
 #[derive(clap::Args)]
@@ -123,9 +126,12 @@ pub struct TaskMetricsArgs {
 
 #[derive(clap::Args)]
 pub struct TaskExecArgs {
-    /// Give the process a terminal wired to this one
+    /// Give the process a terminal wired to this one (its keys too)
     #[arg(long, short = 't')]
     pub tty: bool,
+    /// Pass this one's stdin to the process (`echo x | berth tasks exec -i ID cat`)
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
     /// Id of the process within the task (default: generated)
     #[arg(long)]
     pub exec_id: Option<String>,
@@ -239,6 +245,8 @@ pub async fn containers(client: &Client, cmd: Containers) -> anyhow::Result<()> 
         Containers::Info(a) => container_info(client, a).await?,
         Containers::Rm(a) => container_rm(client, a).await?,
         Containers::Label(a) => container_label(client, a).await?,
+        // main runs it: it exits with the container's code.
+        Containers::Run(_) => anyhow::bail!("containers run is run by main"),
     }
     Ok(())
 }
@@ -536,6 +544,7 @@ async fn task_rm(client: &Client, args: TaskRmArgs) -> anyhow::Result<()> {
 pub(crate) async fn task_exec(client: &Client, args: TaskExecArgs) -> anyhow::Result<()> {
     let TaskExecArgs {
         tty,
+        interactive,
         exec_id,
         env,
         cwd,
@@ -549,8 +558,12 @@ pub(crate) async fn task_exec(client: &Client, args: TaskExecArgs) -> anyhow::Re
     let process = exec_process(&spec, &args, tty, &env, cwd.as_deref(), user.as_deref())?;
     let exec_id = exec_id.unwrap_or_else(|| format!("exec-{}", std::process::id()));
     let dir = tempfile::Builder::new().prefix("berth-io-").tempdir()?;
+    let streams = crate::run::Streams {
+        tty,
+        stdin: interactive || tty,
+    };
     let (stdin, stdout, stderr, pumps) =
-        crate::run::stdio(dir.path(), &format!("{id}-{exec_id}"), tty)?;
+        crate::run::stdio(dir.path(), &format!("{id}-{exec_id}"), streams)?;
     svc.exec(ExecProcessRequest {
         container_id: id.clone(),
         stdin,
@@ -565,7 +578,7 @@ pub(crate) async fn task_exec(client: &Client, args: TaskExecArgs) -> anyhow::Re
     })
     .await
     .map_err(|e| anyhow::anyhow!("exec in {id}: {}", e.message()))?;
-    let status = crate::run::start_and_wait(client, &id, &exec_id, tty, pumps).await;
+    let status = crate::run::start_and_wait(client, &id, &exec_id, streams, pumps).await;
     let _ = svc
         .delete_process(DeleteProcessRequest {
             container_id: id.clone(),

@@ -5,6 +5,7 @@
 use crate::containers::{
     container, metrics_json, spec_json, status_name, stop_signal, TaskExecArgs,
 };
+use crate::names;
 use crate::output::{age, each_id, rfc3339, ListFlags, Table};
 use anyhow::{anyhow, bail};
 use berth_client::Client;
@@ -200,21 +201,22 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<()> {
         }
         let (status, command, ports) = (status_text(task), command_of(&c), ports_of(&c));
         let json = serde_json::json!({
-            "id": c.id, "image": c.image, "command": command,
+            "id": c.id, "name": names::name_of(&c), "image": c.image, "command": command,
             "created_at": rfc3339(c.created_at.as_ref()), "status": status,
             "ports": ports, "pid": task.map(|p| p.pid),
         });
+        let short = names::short_id(&c.id).to_string();
         let cells = if a.flags.quiet {
-            vec![c.id.clone()]
+            vec![short]
         } else {
             vec![
-                c.id.clone(),
+                short,
                 c.image.clone(),
                 command,
                 age(c.created_at.as_ref()),
                 status,
                 ports,
-                c.id.clone(),
+                names::name_of(&c).to_string(),
             ]
         };
         t.row(cells, json);
@@ -236,13 +238,13 @@ fn log_of(c: &Container) -> anyhow::Result<std::path::PathBuf> {
 }
 
 pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
-    let c = container(client, &a.id).await?;
+    let c = names::find(client, &a.id).await?;
     let log = log_of(&c)?;
-    let running = task_of(client, &a.id)
+    let running = task_of(client, &c.id)
         .await
         .is_some_and(|p| status_name(p.status) == "RUNNING");
     if a.follow && running {
-        crate::run::follow(client, &a.id, &log).await?;
+        crate::run::follow(client, &c.id, &log).await?;
         return Ok(());
     }
     let mut f =
@@ -252,18 +254,16 @@ pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
 }
 
 pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<()> {
-    if a.interactive && !a.tty {
-        bail!("-i without -t is not supported yet: use -it for an interactive shell");
-    }
     crate::containers::task_exec(
         client,
         TaskExecArgs {
             tty: a.tty,
+            interactive: a.interactive,
             exec_id: None,
             env: a.env,
             cwd: a.workdir,
             user: a.user,
-            id: a.id,
+            id: names::resolve(client, &a.id).await?,
             args: a.args,
         },
     )
@@ -335,10 +335,9 @@ async fn delete_task(client: &Client, id: &str) -> anyhow::Result<()> {
 
 pub async fn stop(client: &Client, a: StopArgs) -> anyhow::Result<()> {
     let grace = Duration::from_secs(a.time);
-    each_id(
-        &a.ids,
-        |id| async move { stop_one(client, &id, grace).await },
-    )
+    each_id(&a.ids, |id| async move {
+        stop_one(client, &names::resolve(client, &id).await?, grace).await
+    })
     .await
 }
 
@@ -375,7 +374,10 @@ async fn start_one(client: &Client, id: &str) -> anyhow::Result<()> {
 }
 
 pub async fn start(client: &Client, a: StartArgs) -> anyhow::Result<()> {
-    each_id(&a.ids, |id| async move { start_one(client, &id).await }).await
+    each_id(&a.ids, |id| async move {
+        start_one(client, &names::resolve(client, &id).await?).await
+    })
+    .await
 }
 
 async fn rm_one(client: &Client, id: &str, force: bool) -> anyhow::Result<()> {
@@ -398,7 +400,10 @@ async fn rm_one(client: &Client, id: &str, force: bool) -> anyhow::Result<()> {
 
 pub async fn rm(client: &Client, a: RmArgs) -> anyhow::Result<()> {
     let force = a.force;
-    each_id(&a.ids, |id| async move { rm_one(client, &id, force).await }).await
+    each_id(&a.ids, |id| async move {
+        rm_one(client, &names::resolve(client, &id).await?, force).await
+    })
+    .await
 }
 
 async fn inspect_container(client: &Client, c: Container) -> anyhow::Result<serde_json::Value> {
@@ -416,7 +421,7 @@ async fn inspect_container(client: &Client, c: Container) -> anyhow::Result<serd
         .map(|n| (n.network, serde_json::json!({"IPAddresses": n.ips})))
         .collect();
     Ok(serde_json::json!({
-        "Id": c.id, "Name": c.id, "Image": c.image,
+        "Id": c.id, "Name": names::name_of(&c), "Image": c.image,
         "Created": rfc3339(c.created_at.as_ref()),
         "State": {
             "Status": status_text(task.as_ref()),
@@ -435,7 +440,7 @@ async fn inspect_container(client: &Client, c: Container) -> anyhow::Result<serd
 pub async fn inspect(client: &Client, a: InspectArgs) -> anyhow::Result<()> {
     let mut out = vec![];
     for name in &a.names {
-        match container(client, name).await.ok() {
+        match names::find(client, name).await.ok() {
             Some(c) => out.push(inspect_container(client, c).await?),
             None => out.push(
                 crate::images::inspect_json(client, name)
@@ -483,8 +488,11 @@ async fn samples(
     Ok(out)
 }
 
-pub async fn stats(client: &Client, a: StatsArgs) -> anyhow::Result<()> {
+pub async fn stats(client: &Client, mut a: StatsArgs) -> anyhow::Result<()> {
     let interval = Duration::from_secs(1);
+    for id in a.ids.iter_mut() {
+        *id = names::resolve(client, id).await?;
+    }
     let mut before = samples(client, &a.ids).await?;
     if !a.ids.is_empty() && before.len() < a.ids.len() {
         let missing: Vec<&String> = a
@@ -541,10 +549,11 @@ pub async fn stats(client: &Client, a: StatsArgs) -> anyhow::Result<()> {
 }
 
 pub async fn top(client: &Client, a: TopArgs) -> anyhow::Result<()> {
+    let id = names::resolve(client, &a.id).await?;
     let pids = client
         .tasks()
         .list_pids(ListPidsRequest {
-            container_id: a.id.clone(),
+            container_id: id.clone(),
         })
         .await
         .map_err(|e| anyhow!("container {}: {}", a.id, e.message()))?

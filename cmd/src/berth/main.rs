@@ -13,6 +13,7 @@ mod docker;
 mod events;
 mod images;
 mod leases;
+mod names;
 mod namespaces;
 mod networks;
 mod output;
@@ -53,8 +54,10 @@ enum Command {
     Completion { shell: clap_complete::Shell },
     /// Write man pages (berth.1 and one per subcommand) into DIR, or print berth(1)
     Man { dir: Option<PathBuf> },
-    /// Run a container from an image (exit code = the container's)
-    Run(Box<run::Run>),
+    /// Run a command in a new container, as Docker does: run [OPTIONS] IMAGE [COMMAND
+    /// [ARG...]] (exit code = the container's; 125 berth failed, 126 cannot run, 127 not
+    /// found). The ctr-style form with an id of your choosing is `berth containers run`
+    Run(Box<run::DockerRun>),
     /// List containers, Docker-style (running ones; -a for all)
     Ps(docker::PsArgs),
     /// Print a container's log (-f to follow)
@@ -220,13 +223,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Version => version(&client).await,
         Command::Completion { .. } | Command::Man { .. } => Ok(()),
-        Command::Run(mut r) => {
-            r.address = cli.address.clone();
-            let code = run::run(&client, *r).await?;
-            if code != 0 {
-                std::process::exit(code);
-            }
-            Ok(())
+        Command::Run(r) => run_and_exit(&client, &cli.address, r.into_run()).await,
+        Command::Containers(containers::Containers::Run(r)) => {
+            run_and_exit(&client, &cli.address, r.into_run()).await
         }
         Command::Plugins(PluginsCommand::Ls { flags, filters }) => {
             plugins(&client, flags, filters).await
@@ -260,6 +259,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tasks(cmd) => containers::tasks(&client, cmd).await,
         Command::Events { filters } => events::run(&client, filters).await,
         Command::Check => check(&client).await,
+    }
+}
+
+/// `berth run` and `berth containers run`: exits with the container's code, or Docker's code
+/// for what stopped it (see [`run::Failure`]).
+async fn run_and_exit(
+    client: &Client,
+    address: &std::path::Path,
+    mut r: run::Run,
+) -> anyhow::Result<()> {
+    r.address = address.to_path_buf();
+    match run::run(client, r).await {
+        Ok(0) => Ok(()),
+        Ok(code) => std::process::exit(code),
+        Err(f) => {
+            eprintln!("berth: {f}");
+            std::process::exit(f.code);
+        }
     }
 }
 

@@ -175,9 +175,40 @@ where
     Ok(())
 }
 
+/// What berthd said, for a person: its message without the trailing kind of a user's error
+/// (": not found", ": invalid argument", …) that berthd adds for programs, when the words
+/// before it already say what happened. "internal" stays: it marks berth's own faults.
+pub fn said(status: &tonic::Status) -> String {
+    let m = status.message();
+    for kind in [
+        "not found",
+        "invalid argument",
+        "failed precondition",
+        "already exists",
+    ] {
+        if let Some(head) = m.strip_suffix(&format!(": {kind}")) {
+            if !head.is_empty() {
+                return head.to_string();
+            }
+        }
+    }
+    m.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn said_drops_the_kind_of_a_users_error_only() {
+        let s = |m: &str| said(&tonic::Status::unknown(m));
+        assert_eq!(
+            s("executable \"x\" not found in the image's PATH (/bin): not found"),
+            "executable \"x\" not found in the image's PATH (/bin)"
+        );
+        assert_eq!(s("shim crashed: internal"), "shim crashed: internal");
+        assert_eq!(s("not found"), "not found");
+    }
 
     #[test]
     fn sizes_and_labels() {

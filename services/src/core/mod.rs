@@ -28,6 +28,7 @@ pub mod pull;
 pub mod push;
 pub mod reference;
 pub mod registry;
+pub mod restart;
 pub mod runtime;
 pub mod seccomp;
 pub mod snapshots;

@@ -1,22 +1,26 @@
 //! A started process attached to this terminal: its window size followed, Ctrl-C and
 //! SIGTERM passed on, its exit status waited for.
 
-use super::stdio::Pumps;
+use super::stdio::{Pumps, Streams};
 use super::terminal::{window_size, RawMode};
 use anyhow::anyhow;
 use berth_client::Client;
-use berth_proto::tasks::{KillRequest, ResizePtyRequest, StartRequest, WaitRequest};
+use berth_proto::tasks::{
+    CloseIoRequest, KillRequest, ResizePtyRequest, StartRequest, WaitRequest,
+};
 
-/// Starts the task's process (`exec_id` empty: its init) and waits for it, with a terminal
-/// in raw mode and its size followed when `tty`, Ctrl-C and SIGTERM forwarded, and the
-/// output pumps drained. Returns the exit status.
+/// Starts the task's process (`exec_id` empty: its init) and waits for it, with its
+/// terminal's size following this one's (a tty), this terminal raw while its keys go there
+/// (a tty with stdin: Ctrl-C is then a key for it), Ctrl-C and SIGTERM forwarded otherwise,
+/// and the output pumps drained. Returns the exit status.
 pub async fn start_and_wait(
     client: &Client,
     id: &str,
     exec_id: &str,
-    tty: bool,
+    streams: Streams,
     mut pumps: Pumps,
 ) -> anyhow::Result<u32> {
+    let tty = streams.tty;
     let mut tasks = client.tasks();
     let waiter = {
         let mut t = client.tasks();
@@ -35,22 +39,52 @@ pub async fn start_and_wait(
             exec_id: exec_id.to_string(),
         })
         .await
-        .map_err(|e| anyhow!("start {id}: {}", e.message()))?;
+        .map_err(|e| anyhow!("{}", crate::output::said(&e)))?;
     pumps.started();
-    // With a terminal: this one goes raw (restored on return) and its size follows along.
-    let _raw = if tty { RawMode::enter() } else { None };
+    // With a terminal taking our keys: this one goes raw (restored on return).
+    let _raw = if tty && streams.stdin {
+        RawMode::enter()
+    } else {
+        None
+    };
     let resizer = tty.then(|| follow_window_size(client, id, exec_id));
+    let closer = pumps
+        .stdin_done()
+        .map(|done| close_stdin_after(client, id, exec_id, done));
     let forward = forward_signals(client, id, exec_id);
     let status = waiter
         .await?
         .map_err(|e| anyhow!("wait {id}: {}", e.message()))?
         .into_inner();
     forward.abort();
-    if let Some(r) = resizer {
-        r.abort();
+    for t in [resizer, closer].into_iter().flatten() {
+        t.abort();
     }
     pumps.join().await;
     Ok(status.exit_status)
+}
+
+/// Closes the process's stdin once `done` says ours has all been copied in, so it reads
+/// end-of-file (`echo x | berth run -i IMAGE cat` ends).
+fn close_stdin_after(
+    client: &Client,
+    id: &str,
+    exec_id: &str,
+    done: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<()> {
+    let mut t = client.tasks();
+    let (id, exec_id) = (id.to_string(), exec_id.to_string());
+    tokio::spawn(async move {
+        if done.await.is_ok() {
+            let _ = t
+                .close_io(CloseIoRequest {
+                    container_id: id,
+                    exec_id,
+                    stdin: true,
+                })
+                .await;
+        }
+    })
 }
 
 /// Gives the process's terminal this one's size, now and whenever it changes, until aborted.

@@ -2,11 +2,13 @@
 //! flags (the user looked up in the image's own files), the runtime, and the labels berthd
 //! and the other verbs read back.
 
+use super::options::Security;
 use super::volumes::Bind;
-use super::{image::local_mounts, Run, LOG_LABEL};
+use super::{adjust, image::local_mounts, Run, LOG_LABEL};
 use anyhow::{anyhow, bail, Context};
 use berth_client::Client;
 use berth_proto::containers::{container::Runtime, Container, CreateContainerRequest};
+use berth_services::core::restart::{Policy, AUTO_REMOVE_LABEL, POLICY_LABEL};
 use berth_services::spec::{self, resolve_user, Options, SPEC_TYPE_URL};
 use berth_snapshotters::mount::TempMount;
 use std::collections::HashMap;
@@ -23,12 +25,15 @@ pub(super) async fn create(
     mounts: &[berth_proto::types::Mount],
     binds: Vec<Bind>,
     networks: Vec<(&'static str, String)>,
+    security: &Security,
 ) -> anyhow::Result<()> {
+    let config = &with_entrypoint(config, r.entrypoint.as_deref());
     let opts = spec_options(client, r, config, mounts, binds)?;
     if spec::args(config, &r.args).is_empty() {
         bail!("no command: the image has none and none was given");
     }
-    let spec = spec::build(config, &opts);
+    let mut spec = spec::build(config, &opts);
+    adjust::apply(&mut spec, r, security)?;
     client
         .containers()
         .create(CreateContainerRequest {
@@ -42,13 +47,28 @@ pub(super) async fn create(
                 }),
                 snapshotter: r.snapshotter.clone(),
                 snapshot_key: r.id.clone(),
-                labels: labels(r, config, networks),
+                labels: labels(r, config, networks)?,
                 ..Default::default()
             }),
         })
         .await
         .map_err(|e| anyhow!("container {}: {}", r.id, e.message()))?;
     Ok(())
+}
+
+/// The image's config with --entrypoint in place of its ENTRYPOINT; its CMD goes too, as in
+/// Docker (an empty --entrypoint leaves the command alone to run).
+fn with_entrypoint(config: &serde_json::Value, entrypoint: Option<&str>) -> serde_json::Value {
+    let mut config = config.clone();
+    if let Some(e) = entrypoint {
+        config["config"]["Entrypoint"] = if e.is_empty() {
+            serde_json::json!([])
+        } else {
+            serde_json::json!([e])
+        };
+        config["config"]["Cmd"] = serde_json::json!([]);
+    }
+    config
 }
 
 /// What the flags decide about the spec, on top of the image's config.
@@ -64,7 +84,7 @@ fn spec_options(
         id: r.id.clone(),
         namespace: client.namespace().to_string(),
         args: r.args.clone(),
-        env: r.env.clone(),
+        env: r.environment()?,
         cwd: r.cwd.clone(),
         uid,
         gid,
@@ -121,15 +141,30 @@ fn runtime(r: &Run) -> Runtime {
     }
 }
 
+/// The record's labels: the user's (--label), then berth's own (name, networks, stop
+/// signal, log, restart policy), which the user's cannot replace.
 fn labels(
     r: &Run,
     config: &serde_json::Value,
     networks: Vec<(&'static str, String)>,
-) -> HashMap<String, String> {
-    let mut labels: HashMap<String, String> = networks
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+) -> anyhow::Result<HashMap<String, String>> {
+    let mut labels = crate::output::parse_labels(&r.labels)?;
+    labels.extend(networks.into_iter().map(|(k, v)| (k.to_string(), v)));
+    if let Some(name) = &r.name {
+        labels.insert(crate::names::NAME_LABEL.to_string(), name.clone());
+    }
+    if r.restart != Policy::No {
+        labels.insert(POLICY_LABEL.to_string(), r.restart.to_string());
+    }
+    if r.rm && r.detach {
+        labels.insert(AUTO_REMOVE_LABEL.to_string(), "true".to_string());
+    }
+    if !r.add_host.is_empty() {
+        labels.insert(
+            super::task::EXTRA_HOSTS_LABEL.to_string(),
+            r.add_host.join(","),
+        );
+    }
     if let Some(sig) = config["config"]["StopSignal"]
         .as_str()
         .filter(|s| !s.is_empty())
@@ -139,5 +174,5 @@ fn labels(
     if let Some(log) = &r.log {
         labels.insert(LOG_LABEL.to_string(), log.display().to_string());
     }
-    labels
+    Ok(labels)
 }

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 pub struct Pumps {
     threads: Vec<std::thread::JoinHandle<()>>,
     hold: Vec<std::fs::File>,
+    /// Told when this process's stdin ended (all of it copied): the shim keeps the
+    /// container's stdin open until it is asked to close it.
+    stdin_done: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl Pumps {
@@ -16,6 +19,11 @@ impl Pumps {
     /// end when the process's do (even if it already exited).
     pub fn started(&mut self) {
         self.hold.clear();
+    }
+
+    /// The signal that this process's stdin has all been copied in (once; None without -i).
+    pub fn stdin_done(&mut self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.stdin_done.take()
     }
 
     /// Waits for every copy to finish.
@@ -26,38 +34,41 @@ impl Pumps {
     }
 }
 
-/// FIFOs for a process's stdio in `dir` and the threads that copy them to this terminal:
-/// stdin and stdout with a terminal, stdout and stderr without. Returns the paths (stdin,
-/// stdout, stderr; empty for none) and the output pumps.
-pub fn stdio(dir: &Path, name: &str, tty: bool) -> anyhow::Result<(String, String, String, Pumps)> {
+/// Which of a process's streams come here: a terminal (one output stream) or not (stdout
+/// and stderr apart), and whether this process's stdin goes to it.
+#[derive(Clone, Copy, Debug)]
+pub struct Streams {
+    pub tty: bool,
+    pub stdin: bool,
+}
+
+/// FIFOs for a process's stdio in `dir` and the threads that copy them to and from this
+/// terminal: stdin when asked for, then stdout (the terminal's with a tty) and, without a
+/// tty, stderr. Returns the paths (stdin, stdout, stderr; empty for none) and the output
+/// pumps.
+pub fn stdio(
+    dir: &Path,
+    name: &str,
+    streams: Streams,
+) -> anyhow::Result<(String, String, String, Pumps)> {
     let p = |n: &str| dir.join(format!("{name}-{n}"));
-    if tty {
-        for n in ["stdin", "stdout"] {
-            mkfifo(&p(n))?;
-        }
-        pump_in(p("stdin"));
-        let mut pumps = Pumps::default();
-        pump_out(&p("stdout"), std::io::stdout(), &mut pumps)?;
-        Ok((
-            p("stdin").display().to_string(),
-            p("stdout").display().to_string(),
-            String::new(),
-            pumps,
-        ))
-    } else {
-        for n in ["stdout", "stderr"] {
-            mkfifo(&p(n))?;
-        }
-        let mut pumps = Pumps::default();
-        pump_out(&p("stdout"), std::io::stdout(), &mut pumps)?;
-        pump_out(&p("stderr"), std::io::stderr(), &mut pumps)?;
-        Ok((
-            String::new(),
-            p("stdout").display().to_string(),
-            p("stderr").display().to_string(),
-            pumps,
-        ))
+    let mut pumps = Pumps::default();
+    let mut paths = [String::new(), String::new(), String::new()];
+    if streams.stdin {
+        mkfifo(&p("stdin"))?;
+        pumps.stdin_done = Some(pump_in(p("stdin")));
+        paths[0] = p("stdin").display().to_string();
     }
+    mkfifo(&p("stdout"))?;
+    pump_out(&p("stdout"), std::io::stdout(), &mut pumps)?;
+    paths[1] = p("stdout").display().to_string();
+    if !streams.tty {
+        mkfifo(&p("stderr"))?;
+        pump_out(&p("stderr"), std::io::stderr(), &mut pumps)?;
+        paths[2] = p("stderr").display().to_string();
+    }
+    let [stdin, stdout, stderr] = paths;
+    Ok((stdin, stdout, stderr, pumps))
 }
 
 /// Opens the FIFO's read end here and now (not in the thread: a process that ran and exited
@@ -101,13 +112,16 @@ fn set_blocking(f: &std::fs::File) -> anyhow::Result<()> {
 }
 
 /// Copies this process's stdin into the container's stdin FIFO (opening waits for the
-/// shim to open its end).
-fn pump_in(path: PathBuf) {
+/// shim to open its end); the receiver hears when it is all in.
+fn pump_in(path: PathBuf) -> tokio::sync::oneshot::Receiver<()> {
+    let (done, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&path) {
             let _ = std::io::copy(&mut std::io::stdin(), &mut f);
         }
+        let _ = done.send(());
     });
+    rx
 }
 
 fn mkfifo(p: &Path) -> anyhow::Result<()> {

@@ -1,0 +1,236 @@
+//! `berth run` and the everyday verbs as a Docker user types them: the command after the
+//! image, generated names, -i/-t/--rm/-d combined, Docker's exit codes, errors said once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
+
+use berth_tests::{daemon_with_busybox, ok, stderr, Daemon};
+use std::process::Output;
+
+const IMAGE: &str = "test.local/ux:latest";
+
+fn daemon() -> (Daemon, tempfile::TempDir) {
+    daemon_with_busybox("test.local/ux")
+}
+
+/// The one line of stderr a failed run printed (it must be exactly one).
+fn one_line_error(o: &Output) -> String {
+    let e = stderr(o);
+    assert_eq!(e.trim_end().lines().count(), 1, "not one line: {e}");
+    assert!(!e.contains("internal"), "{e}");
+    e
+}
+
+#[test]
+fn run_takes_the_command_after_the_image() {
+    let (d, _img) = daemon();
+    assert_eq!(
+        ok(&d.berth(&["run", "--rm", IMAGE, "echo", "hi"], None)),
+        "hi\n"
+    );
+    let out = d.berth(&["run", "--rm", IMAGE, "sh", "-c", "exit 7"], None);
+    assert_eq!(out.status.code(), Some(7));
+    // --rm left nothing behind.
+    assert_eq!(ok(&d.berth(&["ps", "-aq"], None)), "");
+}
+
+#[test]
+fn run_names_the_container_and_ps_shows_it() {
+    let (d, _img) = daemon();
+    ok(&d.berth(&["run", IMAGE, "true"], None));
+    let ps = ok(&d.berth(&["ps", "-a"], None));
+    let row = ps.lines().nth(1).expect(&ps);
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    let (id, name) = (cols[0], *cols.last().unwrap());
+    assert_eq!(id.len(), 12, "{row}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{row}");
+    let (adjective, noun) = name.split_once('_').expect(row);
+    assert!(
+        !adjective.is_empty()
+            && !noun.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()),
+        "{name}"
+    );
+    // The name and a prefix of the id both find it.
+    let inspect = ok(&d.berth(&["inspect", name], None));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v[0]["Name"], name);
+    assert!(v[0]["Id"].as_str().unwrap().starts_with(id));
+    assert_eq!(v[0]["Id"].as_str().unwrap().len(), 64);
+    ok(&d.berth(&["rm", &id[..6]], None));
+
+    // --name is taken as given, and only once.
+    ok(&d.berth(&["run", "--name", "web", IMAGE, "true"], None));
+    let again = d.berth(&["run", "--name", "web", IMAGE, "true"], None);
+    assert_eq!(again.status.code(), Some(125));
+    assert!(one_line_error(&again).contains("already exists"));
+    let bad = d.berth(&["run", "--name", "no/slash", IMAGE, "true"], None);
+    assert_eq!(bad.status.code(), Some(125));
+    // Generated names never collide.
+    for _ in 0..5 {
+        ok(&d.berth(&["run", IMAGE, "true"], None));
+    }
+    let names = ok(&d.berth(&["ps", "-a", "--format", "json"], None));
+    let v: serde_json::Value = serde_json::from_str(&names).unwrap();
+    let mut all: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(all.len(), 6);
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 6, "{all:?}");
+}
+
+#[test]
+fn stdin_goes_in_with_i_and_not_without() {
+    let (d, _img) = daemon();
+    assert_eq!(
+        ok(&d.berth(&["run", "-i", "--rm", IMAGE, "cat"], Some(b"x\n"))),
+        "x\n"
+    );
+    // Without -i the container's stdin is empty.
+    assert_eq!(
+        ok(&d.berth(&["run", "--rm", IMAGE, "cat"], Some(b"x\n"))),
+        ""
+    );
+    // -d prints the id and returns; the container runs on.
+    let id = ok(&d.berth(&["run", "-d", "--name", "bg", IMAGE, "sleep", "300"], None));
+    assert_eq!(id.trim().len(), 64, "{id}");
+    assert!(ok(&d.berth(&["ps"], None)).contains("bg"));
+    ok(&d.berth(&["rm", "-f", "bg"], None));
+}
+
+#[test]
+fn exit_codes_are_dockers() {
+    let (d, _img) = daemon();
+    let out = d.berth(&["run", "--rm", IMAGE, "nosuch"], None);
+    assert_eq!(out.status.code(), Some(127), "{}", stderr(&out));
+    let e = one_line_error(&out);
+    assert!(e.contains("\"nosuch\"") && e.contains("not found"), "{e}");
+    let out = d.berth(&["run", "--rm", IMAGE, "/etc/passwd"], None);
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    one_line_error(&out);
+    let out = d.berth(&["run", "--rm", "test.local/nosuch:latest", "true"], None);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    one_line_error(&out);
+    // Nothing is left of the failed runs.
+    assert_eq!(ok(&d.berth(&["ps", "-aq"], None)), "");
+}
+
+#[test]
+fn the_ctr_style_form_lives_under_containers() {
+    let (d, _img) = daemon();
+    assert_eq!(
+        ok(&d.berth(
+            &["containers", "run", "--rm", IMAGE, "c1", "echo", "hi"],
+            None
+        )),
+        "hi\n"
+    );
+    ok(&d.berth(
+        &["containers", "run", "-d", IMAGE, "c2", "sleep", "300"],
+        None,
+    ));
+    assert_eq!(ok(&d.berth(&["ps", "-q"], None)), "c2\n");
+    let help = ok(&d.berth(&["run", "--help"], None));
+    assert!(help.contains("berth containers run"), "{help}");
+}
+
+#[test]
+fn run_flags_shape_the_container() {
+    let (d, _img) = daemon();
+    let run = |flags: &[&str], cmd: &str| {
+        let mut a = vec!["run", "--rm"];
+        a.extend(flags);
+        a.extend([IMAGE, "sh", "-c", cmd]);
+        d.berth(&a, None)
+    };
+    assert_eq!(ok(&run(&["-w", "/tmp"], "pwd")), "/tmp\n");
+    assert_eq!(ok(&run(&["--hostname", "box"], "hostname")), "box\n");
+    assert_eq!(ok(&run(&["-h", "box2"], "cat /etc/hostname")), "box2\n");
+    assert_eq!(
+        ok(&d.berth(
+            &["run", "--rm", "--entrypoint", "echo", IMAGE, "a", "b"],
+            None
+        )),
+        "a b\n"
+    );
+    let out = run(&["--read-only"], "touch /x");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("Read-only"), "{}", stderr(&out));
+    assert_eq!(
+        ok(&run(
+            &["--read-only", "--tmpfs", "/scratch"],
+            "touch /scratch/x && echo ok"
+        )),
+        "ok\n"
+    );
+    assert_eq!(
+        ok(&run(
+            &["--ulimit", "nofile=100:200"],
+            "ulimit -n; ulimit -Hn"
+        )),
+        "100\n200\n"
+    );
+    let shm = ok(&run(&["--shm-size", "8m"], "df -k /dev/shm | tail -1"));
+    assert!(shm.split_whitespace().nth(1) == Some("8192"), "{shm}");
+    // Capabilities: the bounding set in /proc/self/status, as bits.
+    let cap = |flags: &[&str]| {
+        let s = ok(&run(flags, "grep CapBnd /proc/self/status"));
+        u64::from_str_radix(s.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    let default = cap(&[]);
+    const NET_ADMIN: u64 = 1 << 12;
+    const CHOWN: u64 = 1;
+    assert_eq!(default & NET_ADMIN, 0);
+    assert_eq!(cap(&["--cap-add", "NET_ADMIN"]), default | NET_ADMIN);
+    assert_eq!(cap(&["--cap-drop", "chown"]), default & !CHOWN);
+    assert_eq!(cap(&["--cap-drop", "ALL"]), 0);
+    assert!(cap(&["--privileged"]) & (1 << 21) != 0); // SYS_ADMIN
+    let env = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(env.path(), "# a comment\nFROM_FILE=1\n").unwrap();
+    let env_path = env.path().to_str().unwrap();
+    assert_eq!(
+        ok(&run(
+            &["--env-file", env_path, "-e", "B=2"],
+            "echo $FROM_FILE$B"
+        )),
+        "12\n"
+    );
+    let hosts = ok(&run(
+        &["--add-host", "db.local:10.1.2.3"],
+        "grep db.local /etc/hosts",
+    ));
+    assert_eq!(hosts, "10.1.2.3\tdb.local\n");
+    assert_eq!(
+        ok(&run(
+            &["--device", "/dev/null:/dev/mynull"],
+            "echo hi > /dev/mynull && echo ok"
+        )),
+        "ok\n"
+    );
+    let init = ok(&run(&["--init"], "cat /proc/1/cmdline | tr '\\0' ' '"));
+    assert!(init.starts_with("/sbin/docker-init -- sh"), "{init}");
+    let out = d.berth(
+        &[
+            "run",
+            "--label",
+            "team=blue",
+            "--name",
+            "labelled",
+            IMAGE,
+            "true",
+        ],
+        None,
+    );
+    ok(&out);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&d.berth(&["inspect", "labelled"], None))).unwrap();
+    assert_eq!(v[0]["Config"]["Labels"]["team"], "blue");
+    let bad = d.berth(&["run", "--rm", "--cap-add", "NOPE", IMAGE, "true"], None);
+    assert_eq!(bad.status.code(), Some(125));
+    one_line_error(&bad);
+}
