@@ -35,8 +35,16 @@ impl Error {
     pub fn unimplemented(m: impl Into<String>) -> Self {
         Error::Unimplemented(m.into())
     }
+    /// berth's own fault, unless the message is a runtime's failure that [`fold`] found to be
+    /// the container's (its command missing or not runnable): that one keeps its own kind, as
+    /// the runtimes' callers pass every failure here.
     pub fn internal(m: impl Into<String>) -> Self {
-        Error::Internal(m.into())
+        let m = m.into();
+        match users_fault(&m) {
+            Some(Fault::NotFound) => Error::NotFound(m),
+            Some(Fault::CannotRun) => Error::InvalidArgument(m),
+            None => Error::Internal(m),
+        }
     }
 
     /// The status code on the wire.
@@ -52,9 +60,152 @@ impl Error {
     }
 }
 
+/// Whose a start failure is, when it is the container's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    NotFound,
+    CannotRun,
+}
+
+/// How a folded failure begins, and what follows the executable's name in each.
+const EXECUTABLE: &str = "executable \"";
+const NOT_FOUND: &str = "\" not found in ";
+const CANNOT_RUN: &str = "\" cannot be run: ";
+
+fn users_fault(m: &str) -> Option<Fault> {
+    let rest = m.strip_prefix(EXECUTABLE)?;
+    if rest.contains(NOT_FOUND) {
+        Some(Fault::NotFound)
+    } else if rest.contains(CANNOT_RUN) {
+        Some(Fault::CannotRun)
+    } else {
+        None
+    }
+}
+
+/// A runtime's account of a failed create or exec (libcontainer's chain of wrapped errors,
+/// or runc's log), said once in words when the cause is the container's command: missing
+/// (`executable "hi" not found in the image's PATH (/bin:/usr/bin)`) or not runnable.
+/// `process` is the OCI process the runtime was given. Anything else comes back as it was.
+pub fn fold(raw: &str, process: &serde_json::Value) -> String {
+    let Some(arg0) = process["args"][0].as_str() else {
+        return raw.to_string();
+    };
+    let path = process["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str()?.strip_prefix("PATH="))
+        .next()
+        .unwrap_or("");
+    let quoted = |q: char| format!("{q}{arg0}{q}");
+    let names_it = raw.contains(&quoted('\'')) || raw.contains(&quoted('"'));
+    if !names_it {
+        return raw.to_string();
+    }
+    // libcontainer: "executable 'X' not found in $PATH"; runc: `exec: "X": executable file
+    // not found in $PATH`, or for a path `exec: "/x": stat /x: no such file or directory`.
+    let missing = raw.contains("not found in $PATH")
+        || raw.contains("executable file not found")
+        || raw.contains(&format!("stat {arg0}: no such file or directory"));
+    if missing {
+        return if arg0.contains('/') {
+            format!("{EXECUTABLE}{arg0}{NOT_FOUND}the container")
+        } else {
+            format!("{EXECUTABLE}{arg0}{NOT_FOUND}the image's PATH ({path})")
+        };
+    }
+    // libcontainer: "executable 'X' at path … does not have correct permissions"; runc:
+    // `exec: "X": permission denied` (or is a directory, or not a program).
+    let why = if raw.contains("does not have correct permissions") {
+        Some("it is not executable")
+    } else {
+        [
+            ("permission denied", "permission denied"),
+            ("is a directory", "it is a directory"),
+            ("exec format error", "it is not a program for this machine"),
+        ]
+        .into_iter()
+        .find(|(said, _)| raw.contains(&format!("{}: {said}", quoted('"'))))
+        .map(|(_, why)| why)
+    };
+    match why {
+        Some(why) => format!("{EXECUTABLE}{arg0}{CANNOT_RUN}{why}"),
+        None => raw.to_string(),
+    }
+}
+
+/// The process section of the spec in `bundle` (its config.json), Null when unreadable.
+pub fn bundle_process(bundle: &std::path::Path) -> serde_json::Value {
+    read_json(&bundle.join("config.json"))["process"].take()
+}
+
+/// A JSON file (an exec's process spec), Null when unreadable.
+pub fn read_json(path: &std::path::Path) -> serde_json::Value {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn process(arg0: &str) -> serde_json::Value {
+        serde_json::json!({"args": [arg0], "env": ["HOME=/", "PATH=/bin:/usr/bin"]})
+    }
+
+    #[test]
+    fn libcontainers_chain_folds_to_one_cause() {
+        let raw = "create container c: failed to create container: exec process failed with \
+            error error in executing process : executable 'hi' not found in $PATH (executable \
+            for container process not found in PATH executable=\"hi\"; failed to initialize \
+            container process: executable 'hi' not found in $PATH; failed to wait for init ready)";
+        let folded = fold(raw, &process("hi"));
+        assert_eq!(
+            folded,
+            "executable \"hi\" not found in the image's PATH (/bin:/usr/bin)"
+        );
+        assert!(matches!(Error::internal(folded), Error::NotFound(_)));
+        let raw =
+            "executable '/etc/passwd' at path '\"/etc/passwd\"' does not have correct permissions";
+        let folded = fold(raw, &process("/etc/passwd"));
+        assert_eq!(
+            folded,
+            "executable \"/etc/passwd\" cannot be run: it is not executable"
+        );
+        assert!(matches!(Error::internal(folded), Error::InvalidArgument(_)));
+    }
+
+    #[test]
+    fn runcs_log_folds_to_one_cause() {
+        let raw = "runc create failed (exit 1): runc create failed: unable to start container \
+            process: exec: \"hi\": executable file not found in $PATH";
+        assert_eq!(
+            fold(raw, &process("hi")),
+            "executable \"hi\" not found in the image's PATH (/bin:/usr/bin)"
+        );
+        let raw = "runc create failed (exit 1): unable to start container process: exec: \
+            \"/nosuch\": stat /nosuch: no such file or directory";
+        assert_eq!(
+            fold(raw, &process("/nosuch")),
+            "executable \"/nosuch\" not found in the container"
+        );
+        let raw = "runc create failed (exit 1): exec: \"/etc\": is a directory";
+        assert_eq!(
+            fold(raw, &process("/etc")),
+            "executable \"/etc\" cannot be run: it is a directory"
+        );
+    }
+
+    #[test]
+    fn other_failures_stay_as_they_were_and_internal() {
+        let raw = "runc create failed (exit 1): mount /proc: permission denied";
+        assert_eq!(fold(raw, &process("sh")), raw);
+        assert!(matches!(Error::internal(raw), Error::Internal(_)));
+        assert_eq!(fold("anything", &serde_json::Value::Null), "anything");
+    }
 
     #[test]
     fn codes_are_grpc_codes() {

@@ -175,6 +175,7 @@ impl Native {
         let console = c.flag("--console-socket").map(PathBuf::from);
         let root = self.root.clone();
         let cache = self.filter_cache();
+        let process_of = bundle.clone();
         // The spec is read in the helper: the serving shim never holds its parsed tree.
         self.in_child(Some(log), move || {
             let (systemd, plan) = prepare_spec(&bundle).map_err(|f| f.0)?;
@@ -208,6 +209,12 @@ impl Native {
             Ok(vec![])
         })
         .map(drop)
+        .map_err(|f| {
+            Failed(crate::error::fold(
+                &f.0,
+                &crate::error::bundle_process(&process_of),
+            ))
+        })
     }
 
     fn exec(&self, c: &Command, stdio: Stdio3, log: &Path) -> Result<(), Failed> {
@@ -220,6 +227,7 @@ impl Native {
         let console = c.flag("--console-socket").map(PathBuf::from);
         let cache = self.filter_cache();
         let root = self.root.clone();
+        let process_of = process.clone();
         self.in_child(Some(log), move || {
             let ct =
                 Container::load(root.join(&id)).map_err(|e| format!("load container {id}: {e}"))?;
@@ -250,6 +258,12 @@ impl Native {
             Ok(vec![])
         })
         .map(drop)
+        .map_err(|f| {
+            Failed(crate::error::fold(
+                &f.0,
+                &crate::error::read_json(&process_of),
+            ))
+        })
     }
 
     fn start(&self, c: &Command) -> Result<(), Failed> {

@@ -124,7 +124,7 @@ impl Runtime for Runc {
             .filter(|v| v["level"] == "error")
             .filter_map(|v| v["msg"].as_str().map(str::to_string))
             .collect();
-        Err(Failed(format!(
+        let said = format!(
             "runc {} failed (exit {}): {}",
             args.first().copied().unwrap_or(""),
             exit.status,
@@ -133,6 +133,23 @@ impl Runtime for Runc {
             } else {
                 msgs.join("; ")
             }
-        )))
+        );
+        Err(Failed(crate::error::fold(&said, &launched_process(args))))
+    }
+}
+
+/// The OCI process a create (`--bundle B`) or exec (`--process P`) runs, to say its failure
+/// in words (Null when neither is given or readable).
+fn launched_process(args: &[&str]) -> serde_json::Value {
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| *a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(Path::new)
+    };
+    match (flag("--process"), flag("--bundle")) {
+        (Some(p), _) => crate::error::read_json(p),
+        (None, Some(b)) => crate::error::bundle_process(b),
+        (None, None) => serde_json::Value::Null,
     }
 }
