@@ -202,6 +202,113 @@ fn berthd_drives_a_containerd_2x_shim() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hi");
 }
 
+/// A containerd 2.x daemon from the containerd suite's build, on its own temporary root,
+/// that finds berth's shim on its PATH; stopped on drop.
+struct Containerd2 {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    child: std::process::Child,
+}
+
+impl Containerd2 {
+    fn start(bin: PathBuf) -> Containerd2 {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-c2-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        let config = format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n\
+             [debug]\n  address = \"\"\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("config.toml"), config).unwrap();
+        let path = format!(
+            "{}:{}",
+            berth_tests::bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+        let child = std::process::Command::new(bin.join("containerd"))
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .env("PATH", path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let sock = d.join("c.sock");
+        assert!(
+            eventually(|| std::os::unix::net::UnixStream::connect(&sock).is_ok()),
+            "containerd 2.x did not listen"
+        );
+        Containerd2 { dir, bin, child }
+    }
+
+    /// Runs containerd 2.x's own ctr against it.
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(self.bin.join("ctr"))
+            .arg("--address")
+            .arg(self.dir.path().join("c.sock"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Containerd2 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_containerd_2x_drives_berths_shim() {
+    let bin = std::env::var_os("BERTH_TEST_CONTAINERD2")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/containerd-suite/bin"));
+    if !bin.join("containerd").is_file() || !bin.join("ctr").is_file() {
+        eprintln!(
+            "SKIPPED: no containerd 2.x on this machine (set BERTH_TEST_CONTAINERD2 to a directory with containerd and ctr from containerd 2.x, or build ../shared/containerd-suite)"
+        );
+        return;
+    }
+    berth_tests::require_root();
+    let c = Containerd2::start(bin);
+    let (_w, archive) = oci::busybox_archive();
+    let archive = archive.to_str().unwrap();
+    ok(&c.ctr(&[
+        "images",
+        "import",
+        "--base-name",
+        "test.local/base",
+        archive,
+    ]));
+    let id = long_id("c2");
+    let out = ok(&c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        BERTH_SHIM,
+        IMAGE,
+        &id,
+        "/bin/echo",
+        "hello",
+    ]));
+    assert_eq!(out.trim(), "hello");
+    let log = std::fs::read_to_string(c.dir.path().join("containerd.log")).unwrap();
+    let connected = format!("connecting to shim {id}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&connected) && l.contains("protocol=ttrpc version=2")),
+        "{log}"
+    );
+    assert!(eventually(|| shims_for(&id).is_empty()), "the shim exits");
+}
+
 #[test]
 fn debians_shim_and_berths_keep_working() {
     let d = Daemon::start().unwrap();
