@@ -234,3 +234,102 @@ fn run_flags_shape_the_container() {
     assert_eq!(bad.status.code(), Some(125));
     one_line_error(&bad);
 }
+
+fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn detached_rm_is_removed_by_berthd_when_it_exits() {
+    let (d, _img) = daemon();
+    ok(&d.berth(
+        &[
+            "run", "-d", "--rm", "--name", "gone", IMAGE, "sh", "-c", "sleep 1",
+        ],
+        None,
+    ));
+    assert!(ok(&d.berth(&["ps", "-a"], None)).contains("gone"));
+    eventually("berthd removed the --rm container", || {
+        ok(&d.berth(&["ps", "-aq"], None)).is_empty()
+    });
+}
+
+#[test]
+fn restart_on_failure_gives_up_after_its_count() {
+    let (d, _img) = daemon();
+    ok(&d.berth(
+        &[
+            "run",
+            "-d",
+            "--name",
+            "flaky",
+            "--restart",
+            "on-failure:2",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo run; exit 3",
+        ],
+        None,
+    ));
+    let inspect = || -> serde_json::Value {
+        serde_json::from_str(&ok(&d.berth(&["inspect", "flaky"], None))).unwrap()
+    };
+    eventually("two restarts, then the container stays stopped", || {
+        let v = inspect();
+        v[0]["RestartCount"] == 2 && v[0]["State"]["Status"] == "Exited (3)"
+    });
+    assert_eq!(ok(&d.berth(&["logs", "flaky"], None)), "run\nrun\nrun\n");
+    // A container that succeeds is not restarted by on-failure; always restarts it until
+    // its user stops it.
+    ok(&d.berth(
+        &[
+            "run",
+            "-d",
+            "--name",
+            "fine",
+            "--restart",
+            "on-failure",
+            IMAGE,
+            "true",
+        ],
+        None,
+    ));
+    ok(&d.berth(
+        &[
+            "run",
+            "-d",
+            "--name",
+            "keeper",
+            "--restart",
+            "always",
+            IMAGE,
+            "sh",
+            "-c",
+            "sleep 0.2",
+        ],
+        None,
+    ));
+    eventually("always restarted it", || {
+        serde_json::from_str::<serde_json::Value>(&ok(&d.berth(&["inspect", "keeper"], None)))
+            .unwrap()[0]["RestartCount"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    });
+    ok(&d.berth(&["stop", "-t", "1", "keeper"], None));
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&d.berth(&["inspect", "fine"], None))).unwrap();
+    assert_eq!(v[0]["RestartCount"], 0);
+    let bad = d.berth(&["run", "--restart", "sometimes", IMAGE, "true"], None);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    let both = d.berth(&["run", "--rm", "--restart", "always", IMAGE, "true"], None);
+    assert_eq!(both.status.code(), Some(125));
+}

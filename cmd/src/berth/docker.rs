@@ -305,10 +305,40 @@ async fn stop_one(client: &Client, id: &str, grace: Duration) -> anyhow::Result<
     if status_name(task.status) == "STOPPED" {
         return Ok(());
     }
+    mark_stopped(client, id, true).await?;
     kill(client, id, stop_signal(&c)?, false).await?;
     if !wait_exit(client, id, grace).await {
         kill_all(client, id).await?;
     }
+    Ok(())
+}
+
+/// Marks the container stopped by its user (berthd's restart policy then leaves it be), or
+/// started again (which also counts its restarts afresh).
+async fn mark_stopped(client: &Client, id: &str, stopped: bool) -> anyhow::Result<()> {
+    use berth_services::core::restart::{COUNT_LABEL, STOPPED_LABEL};
+    let mut labels = std::collections::HashMap::new();
+    if stopped {
+        labels.insert(STOPPED_LABEL.to_string(), "true".to_string());
+    } else {
+        labels.insert(STOPPED_LABEL.to_string(), String::new());
+        labels.insert(COUNT_LABEL.to_string(), String::new());
+    }
+    let mask = crate::output::label_mask(&labels);
+    // Empty values remove the labels.
+    labels.retain(|_, v| !v.is_empty());
+    client
+        .containers()
+        .update(berth_proto::containers::UpdateContainerRequest {
+            container: Some(Container {
+                id: id.to_string(),
+                labels,
+                ..Default::default()
+            }),
+            update_mask: Some(mask),
+        })
+        .await
+        .map_err(|e| anyhow!("container {id}: {}", crate::output::said(&e)))?;
     Ok(())
 }
 
@@ -350,6 +380,7 @@ async fn start_one(client: &Client, id: &str) -> anyhow::Result<()> {
         }
         delete_task(client, id).await?;
     }
+    mark_stopped(client, id, false).await?;
     let uri = log_of(&c)
         .map(|l| format!("file://{}", l.display()))
         .unwrap_or_default();
@@ -387,6 +418,7 @@ async fn rm_one(client: &Client, id: &str, force: bool) -> anyhow::Result<()> {
             if !force {
                 bail!("container {id} is running: stop it first, or use rm -f");
             }
+            mark_stopped(client, id, true).await?;
             kill_all(client, id).await?;
         }
         delete_task(client, id).await?;
@@ -434,6 +466,7 @@ async fn inspect_container(client: &Client, c: Container) -> anyhow::Result<serd
         "Mounts": spec["mounts"],
         "Runtime": c.runtime.map(|r| r.name), "Snapshotter": c.snapshotter, "SnapshotKey": c.snapshot_key,
         "LogPath": c.labels.get(crate::run::LOG_LABEL),
+        "RestartCount": c.labels.get(berth_services::core::restart::COUNT_LABEL).and_then(|n| n.parse::<u32>().ok()).unwrap_or(0),
     }))
 }
 

@@ -1,7 +1,23 @@
 //! Restart policies (`berth run --restart`): the policy a container record carries as a
-//! label, and the back-off between restarts, as Docker's engine applies them.
+//! label, the back-off between restarts as Docker's engine applies them, and the
+//! [`Supervisor`] in berthd that restarts (or, for `run -d --rm`, removes) a container when
+//! its task's init exits.
 
-use std::time::Duration;
+use crate::core::containers::Containers;
+use crate::core::context::Namespace;
+use crate::core::error::Result;
+use crate::core::events::{Event, Exchange};
+use crate::core::filters::Filter;
+use crate::core::metadata::containers::ContainerRecord;
+use crate::core::runtime::{CreateTask, ProcessRef, Stdio, Tasks};
+use crate::core::snapshots::Snapshots;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Label naming the file a detached container's output is appended to (`berth run -d`);
+/// a restarted task appends there too.
+pub const LOG_LABEL: &str = "berth.log";
 
 /// Label on a container record naming its restart policy (`no`, `on-failure[:N]`,
 /// `always`, `unless-stopped`); berthd restarts its task by it.
@@ -95,6 +111,175 @@ pub fn backoff(previous: Duration, ran_for: Duration) -> Duration {
         return FIRST;
     }
     (previous * 2).min(MAX)
+}
+
+/// Restarts containers by their policy when their init exits, and removes `run -d --rm`
+/// ones: one task per berthd, fed by the event exchange's `/tasks/exit`.
+pub struct Supervisor {
+    pub tasks: Tasks,
+    pub containers: Containers,
+    pub snapshots: Snapshots,
+    pub events: Exchange,
+    /// Per container: the last back-off and when its task last started.
+    runs: Mutex<HashMap<(String, String), (Duration, Instant)>>,
+}
+
+impl Supervisor {
+    pub fn new(
+        tasks: Tasks,
+        containers: Containers,
+        snapshots: Snapshots,
+        events: Exchange,
+    ) -> Self {
+        Supervisor {
+            tasks,
+            containers,
+            snapshots,
+            events,
+            runs: Mutex::default(),
+        }
+    }
+
+    /// Subscribes now (no exit is missed) and handles exits until berthd stops.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        let filter = Filter::parse_all(&["topic==/tasks/exit"]).unwrap_or_default();
+        let mut exits = self.events.subscribe(filter);
+        let this = Arc::new(self);
+        tokio::spawn(async move {
+            while let Some(env) = exits.next().await {
+                let Event::TaskExit {
+                    container_id,
+                    id,
+                    exit_status,
+                    ..
+                } = env.event
+                else {
+                    continue;
+                };
+                // An exec's exit is not the container's.
+                let (Ok(ns), true) = (Namespace::parse(&env.namespace), container_id == id) else {
+                    continue;
+                };
+                let this = this.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = this.exited(ns, container_id.clone(), exit_status).await {
+                        tracing::warn!(id = %container_id, error = %e, "restart policy not applied");
+                    }
+                });
+            }
+        })
+    }
+
+    async fn exited(&self, ns: Namespace, id: String, status: u32) -> Result<()> {
+        let c = self.containers.get(ns.clone(), id.clone()).await?;
+        if c.labels.get(AUTO_REMOVE_LABEL).is_some_and(|v| v == "true") {
+            return self.remove(ns, c).await;
+        }
+        let Some(policy) = c
+            .labels
+            .get(POLICY_LABEL)
+            .and_then(|p| p.parse::<Policy>().ok())
+        else {
+            return Ok(());
+        };
+        let count: u32 = c
+            .labels
+            .get(COUNT_LABEL)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if !policy.restarts(status, count, stopped(&c)) {
+            return Ok(());
+        }
+        let delay = self.next_delay(&ns, &id);
+        tracing::info!(id = %id, status, count, delay_ms = delay.as_millis() as u64, policy = %policy, "restarting container");
+        tokio::time::sleep(delay).await;
+        // Removed or stopped by its user meanwhile: that stands.
+        let c = self.containers.get(ns.clone(), id.clone()).await?;
+        if stopped(&c) {
+            return Ok(());
+        }
+        self.set_count(&ns, &c, count + 1).await?;
+        self.start(ns, &c).await
+    }
+
+    /// The back-off before this restart (see [`backoff`]).
+    fn next_delay(&self, ns: &Namespace, id: &str) -> Duration {
+        let key = (ns.to_string(), id.to_string());
+        let Ok(mut runs) = self.runs.lock() else {
+            return backoff(Duration::ZERO, Duration::ZERO);
+        };
+        let (previous, started) = runs
+            .get(&key)
+            .copied()
+            .unwrap_or((Duration::ZERO, Instant::now()));
+        let delay = backoff(previous, started.elapsed());
+        runs.insert(key, (delay, Instant::now() + delay));
+        delay
+    }
+
+    async fn set_count(&self, ns: &Namespace, c: &ContainerRecord, n: u32) -> Result<()> {
+        let mut update = ContainerRecord {
+            id: c.id.clone(),
+            ..Default::default()
+        };
+        update.labels.insert(COUNT_LABEL.to_string(), n.to_string());
+        self.containers
+            .update(ns.clone(), update, vec![format!("labels.{COUNT_LABEL}")])
+            .await
+            .map(drop)
+    }
+
+    /// A new task for the container (its last one deleted), output appended to its log.
+    async fn start(&self, ns: Namespace, c: &ContainerRecord) -> Result<()> {
+        let _ = self.tasks.delete(ns.clone(), c.id.clone()).await;
+        let log = c
+            .labels
+            .get(LOG_LABEL)
+            .map(|l| format!("file://{l}"))
+            .unwrap_or_default();
+        self.tasks
+            .create(
+                ns.clone(),
+                CreateTask {
+                    container_id: c.id.clone(),
+                    rootfs: vec![],
+                    io: Stdio {
+                        stdout: log.clone(),
+                        stderr: log,
+                        ..Default::default()
+                    },
+                    options: None,
+                },
+            )
+            .await?;
+        self.tasks
+            .start(
+                ns,
+                ProcessRef {
+                    container_id: c.id.clone(),
+                    exec_id: String::new(),
+                },
+            )
+            .await
+            .map(drop)
+    }
+
+    /// `run -d --rm`: the exited task, the record and its rootfs go.
+    async fn remove(&self, ns: Namespace, c: ContainerRecord) -> Result<()> {
+        let _ = self.tasks.delete(ns.clone(), c.id.clone()).await;
+        self.containers.delete(ns.clone(), c.id.clone()).await?;
+        if !c.snapshot_key.is_empty() {
+            let _ = self
+                .snapshots
+                .remove(ns, &c.snapshotter, c.snapshot_key.clone())
+                .await;
+        }
+        Ok(())
+    }
+}
+
+fn stopped(c: &ContainerRecord) -> bool {
+    c.labels.get(STOPPED_LABEL).is_some_and(|v| v == "true")
 }
 
 #[cfg(test)]

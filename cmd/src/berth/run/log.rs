@@ -8,8 +8,9 @@ use berth_client::Client;
 use berth_proto::tasks::WaitRequest;
 use std::path::{Path, PathBuf};
 
-/// Label naming the log file of a task started with `--log`.
-pub const LOG_LABEL: &str = "berth.log";
+/// Label naming the log file of a task started with `--log` (berthd's restart supervisor
+/// appends a restarted task's output there too).
+pub use berth_services::core::restart::LOG_LABEL;
 
 /// The log as the shim and the container's label name it: --log made absolute, or with -d
 /// and no --log the default one (its directory made); None for an attached run.

@@ -42,6 +42,13 @@ impl Daemon {
     /// The gRPC router with every service of this daemon.
     pub fn router(&self) -> Result<GrpcRouter> {
         use berth_proto::events::events_server::EventsServer;
+        crate::core::restart::Supervisor::new(
+            self.tasks.clone(),
+            self.containers.clone(),
+            self.snapshots.clone(),
+            self.events.clone(),
+        )
+        .spawn();
         let (health_reporter, health) = tonic_health::server::health_reporter();
         drop(health_reporter); // overall status "" is SERVING by default
         let builder = tonic::transport::Server::builder().trace_fn(|req| {
