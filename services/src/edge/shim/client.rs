@@ -22,6 +22,9 @@ const TASK_V2: &str = "containerd.task.v2.Task";
 const TASK_V3: &str = "containerd.task.v3.Task";
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a shim may take to say which Task API it serves (containerd gives a shim 5 s
+/// to load).
+const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
 const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
 
 /// A connection to one shim.
@@ -529,6 +532,9 @@ pub(crate) mod fake {
         Die,
         /// Answers until asked to Shutdown, then closes the connection (as a shim exits).
         Serve,
+        /// As Serve, but only under Task API v3's name (containerd 2.x's shims); the v2 name
+        /// is answered Unimplemented, as ttrpc answers a service it does not have.
+        ServeV3,
     }
 
     pub const PID: u32 = 42;
@@ -542,6 +548,19 @@ pub(crate) mod fake {
             }
             while let Ok((h, payload)) = read_frame(&mut conn) {
                 let req = Request::decode(payload.as_slice()).unwrap();
+                if matches!(mode, Mode::ServeV3) && req.service != "containerd.task.v3.Task" {
+                    let resp = Response {
+                        status: Some(berth_proto::google::rpc::Status {
+                            code: 12,
+                            message: format!("service {}", req.service),
+                            details: vec![],
+                        }),
+                        payload: vec![],
+                    };
+                    let frame = resp.encode_to_vec();
+                    write_frame(&mut conn, h.stream_id, FrameType::Response, &frame).unwrap();
+                    continue;
+                }
                 let body = match req.method.as_str() {
                     "Delete" => api::DeleteResponse {
                         pid: PID,
@@ -686,6 +705,23 @@ mod tests {
             value: vec![1, 2, 3],
         };
         assert_eq!(runc_options(Some(other.clone()), root), (other, None));
+    }
+
+    #[tokio::test]
+    async fn the_task_api_version_is_asked_of_the_shim() {
+        use super::fake::{self, Mode};
+        let dir = tempfile::tempdir().unwrap();
+        for (mode, service) in [(Mode::Serve, TASK_V2), (Mode::ServeV3, TASK_V3)] {
+            let socket = dir.path().join(format!("{service}.sock"));
+            fake::serve(&socket, mode);
+            let shim = ShimClient::negotiate(&socket).await.unwrap();
+            assert_eq!(shim.service, service);
+            let p = ProcessRef {
+                container_id: "c1".into(),
+                exec_id: String::new(),
+            };
+            assert_eq!(shim.state(&p).await.unwrap().pid, fake::PID);
+        }
     }
 
     #[test]
