@@ -85,6 +85,16 @@ impl Daemon {
     pub fn start_with(customize: impl Fn(&mut Command) + 'static) -> Result<Self> {
         require_root();
         let dir = tempfile::Builder::new().prefix("berth-test-").tempdir()?;
+        Self::start_in(dir, customize)
+    }
+
+    /// Starts a daemon in `dir` (its root, state and socket go there as in [`Daemon::start`]):
+    /// for tests that prepare the directory first, such as a root on a filesystem of its own.
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        customize: impl Fn(&mut Command) + 'static,
+    ) -> Result<Self> {
+        require_root();
         let mut d = Daemon {
             dir,
             child: None,
@@ -96,15 +106,8 @@ impl Daemon {
 
     /// The command line that starts this daemon (for tests that want to vary it).
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(bin("berthd"));
-        cmd.arg("--root")
-            .arg(self.root())
-            .arg("--state")
-            .arg(self.state())
-            .arg("--address")
-            .arg(self.socket())
-            .arg("--log-level")
-            .arg("debug");
+        let mut cmd = self.berthd_on_dirs();
+        cmd.arg("--log-level").arg("debug");
         cmd
     }
 
@@ -258,11 +261,39 @@ impl Drop for Daemon {
             }
         }
         let _ = self.kill();
-        // The bridges of its networks outlive a daemon by design; a test's daemon takes its
-        // own along.
-        for b in self.bridges() {
-            let _ = Command::new("ip").args(["link", "delete", &b]).output();
+        // The bridges of its networks outlive a daemon by design, as do its shims: a test's
+        // daemon takes everything it put on the host along.
+        let out = self.cleanup();
+        if !out.status.success() {
+            eprintln!(
+                "berthd cleanup of {} failed: {}{}",
+                self.dir.path().display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
+    }
+}
+
+impl Daemon {
+    /// `berthd cleanup` on this daemon's root and state (the daemon must be stopped): its
+    /// shims, mounts, bridges, veths and iptables rules leave the host.
+    pub fn cleanup(&self) -> Output {
+        let mut cmd = self.berthd_on_dirs();
+        cmd.arg("cleanup");
+        run_with_stdin(cmd, None)
+    }
+
+    /// berthd with this daemon's root, state and socket.
+    fn berthd_on_dirs(&self) -> Command {
+        let mut cmd = Command::new(bin("berthd"));
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("--state")
+            .arg(self.state())
+            .arg("--address")
+            .arg(self.socket());
+        cmd
     }
 }
 
@@ -350,6 +381,14 @@ pub fn wait_stopped(d: &Daemon) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
 }
 
 /// A command's stderr as text.

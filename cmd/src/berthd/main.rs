@@ -2,6 +2,7 @@
 
 #[path = "../check_report.rs"]
 mod check_report;
+mod cleanup;
 #[path = "../cli_docs.rs"]
 mod cli_docs;
 mod config;
@@ -59,6 +60,11 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Remove from the host everything this root's daemon made, whether or not the root and
+    /// state still exist: its shims and their containers, mounts under the root and state,
+    /// its networks' bridges, veths and iptables rules. berthd must be stopped. The root's
+    /// images and records stay
+    Cleanup,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completion { shell: clap_complete::Shell },
     /// Write man pages (berthd.1 and one per subcommand) into DIR, or print berthd(1)
@@ -485,6 +491,15 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Man { dir }) => {
             use clap::CommandFactory;
             return cli_docs::man(Args::command(), dir.as_deref());
+        }
+        Some(Command::Cleanup) => {
+            let clean = cleanup::run(&cleanup::Target {
+                conf_dir: cfg.network.conf_dir_for(&cfg.root),
+                root: cfg.root,
+                state: cfg.state,
+                address: cfg.address,
+            })?;
+            std::process::exit(if clean { 0 } else { 1 });
         }
         Some(Command::Check { repair }) => {
             let corrupt = check(&cfg, *repair)?;

@@ -421,17 +421,8 @@ fn check_build_work(layout: &Layout, repair: bool, report: &mut Report) {
 /// Mounts under the root or state with no daemon to own them (a crash mid-diff or mid-unpack).
 /// Running containers' rootfs mounts live in their shims' mount namespaces, not here.
 fn check_mounts(layout: &Layout, repair: bool, report: &mut Report) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let mut points: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| p.starts_with(&layout.root) || p.starts_with(&layout.state))
-        .collect();
-    // Deepest first, so nested mounts come off before their parents.
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    let points =
+        crate::core::network::host::mounts_under(&[layout.root.clone(), layout.state.clone()]);
     for p in points {
         let repaired = repair && {
             berth_snapshotters::mount::unmount(&p);

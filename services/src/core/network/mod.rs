@@ -13,6 +13,7 @@ mod attach;
 pub mod cni;
 pub mod define;
 pub(crate) mod files;
+pub mod host;
 mod hostlock;
 pub mod netns;
 
@@ -99,22 +100,26 @@ struct Inner {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+impl NetworkConfig {
+    /// Where the conflists of the daemon on `root` live.
+    pub fn conf_dir_for(&self, root: &Path) -> PathBuf {
+        if self.conf_dir.as_os_str().is_empty() {
+            root.join(host::NETWORK_DIR).join("net.d")
+        } else {
+            self.conf_dir.clone()
+        }
+    }
+}
+
 impl Networks {
     pub fn open(cfg: &NetworkConfig, root: &Path, state: &Path) -> Result<Self> {
-        let conf_dir = if cfg.conf_dir.as_os_str().is_empty() {
-            root.join("io.berth.network.v1").join("net.d")
-        } else {
-            cfg.conf_dir.clone()
-        };
+        let conf_dir = cfg.conf_dir_for(root);
         std::fs::create_dir_all(&conf_dir)
             .map_err(|e| Error::io(format!("create {}", conf_dir.display()), e))?;
-        let dir = state.join("io.berth.network.v1");
+        let dir = state.join(host::NETWORK_DIR);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        let tag = {
-            use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes()))[..8].to_string()
-        };
+        let tag = host::tag_of_dir(&dir);
         Ok(Networks {
             inner: Arc::new(Inner {
                 conf_dir,
@@ -215,6 +220,7 @@ impl Networks {
                 .filter(|b| !used.contains(b)),
             subnet,
             gateway,
+            &host::bridge_alias(&self.inner.tag),
         )
         .await?;
         let def = Definition {
@@ -242,7 +248,8 @@ impl Networks {
         })
     }
 
-    /// Removes a network no container is on, and its bridge.
+    /// Removes a network no container is on, the default one too, and its bridge (when the
+    /// bridge is still this daemon's).
     pub async fn remove(&self, name: &str) -> Result<()> {
         let _g = self.inner.defs.lock().await;
         let net = self.get(name).await?;
@@ -259,7 +266,12 @@ impl Networks {
         })
         .await?;
         if let Some(d) = net.definition {
-            delete_link(&d.bridge).await;
+            // Ours unless another daemon claimed the name after ours went (a reboot).
+            let dir = self.inner.dir.clone();
+            let ours = blocking(move || Ok(host::owns_bridge(&dir, &d).then_some(d.bridge)));
+            if let Some(bridge) = ours.await? {
+                delete_link(&bridge).await;
+            }
         }
         tracing::info!(network = name, "network removed");
         Ok(())
@@ -378,6 +390,7 @@ async fn claim_bridge(
     names: impl Iterator<Item = String>,
     subnet: Subnet,
     gateway: std::net::Ipv4Addr,
+    alias: &str,
 ) -> Result<String> {
     let mut last = String::new();
     for name in names {
@@ -390,7 +403,9 @@ async fn claim_bridge(
             break;
         }
         let addr = format!("{gateway}/{}", subnet.len);
+        // The alias first: it is what says whose the bridge is once the root is gone.
         for args in [
+            &["link", "set", &name, "alias", alias][..],
             &["addr", "add", addr.as_str(), "dev", &name][..],
             &["link", "set", &name, "up"][..],
         ] {
