@@ -15,7 +15,8 @@ pub enum Kind {
     OutOfRange,
     /// A registry wants credentials the caller did not give (or refused them).
     Unauthenticated,
-    /// A request or a client's backlog is larger than berthd keeps for anyone.
+    /// A request or a client's backlog is larger than berthd keeps for anyone, or the disk
+    /// (or a quota) is full.
     ResourceExhausted,
     /// The caller's deadline (or a timeout it gave) passed first.
     DeadlineExceeded,
@@ -42,11 +43,12 @@ impl fmt::Display for Kind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{message}: {kind}")]
+    #[error("{}: {}", .message, effective(*.kind, .message))]
     Kind { kind: Kind, message: String },
     #[error("metadata store: {0}")]
     Store(String),
-    #[error("{context}: {source}")]
+    /// A full disk says so in the kinds' words too, as every other kind does.
+    #[error("{}: {}{}", .context, .source, exhausted_suffix(.source))]
     Io {
         context: String,
         #[source]
@@ -82,10 +84,27 @@ impl Error {
         }
     }
 
+    /// The same error, saying first what was being done (`what: …`); its kind stays.
+    pub fn context(self, what: impl fmt::Display) -> Self {
+        match self {
+            Error::Kind { kind, message } => Error::Kind {
+                kind,
+                message: format!("{what}: {message}"),
+            },
+            Error::Store(m) => Error::Store(format!("{what}: {m}")),
+            Error::Io { context, source } => Error::Io {
+                context: format!("{what}: {context}"),
+                source,
+            },
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
-            Error::Kind { kind, .. } => *kind,
+            Error::Kind { kind, message } => effective(*kind, message),
+            Error::Store(message) if message_says_full(message) => Kind::ResourceExhausted,
             Error::Store(_) => Kind::Internal,
+            Error::Io { source, .. } if is_out_of_space(source) => Kind::ResourceExhausted,
             Error::Io { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => Kind::NotFound,
                 std::io::ErrorKind::AlreadyExists => Kind::AlreadyExists,
@@ -95,11 +114,60 @@ impl Error {
     }
 }
 
+/// What an I/O error's message ends with: the kind when the disk is full (once).
+fn exhausted_suffix(e: &std::io::Error) -> &'static str {
+    if is_out_of_space(e) && !e.to_string().ends_with(": resource exhausted") {
+        ": resource exhausted"
+    } else {
+        ""
+    }
+}
+
+/// An error that a full disk caused is ResourceExhausted, whatever the layer that met it
+/// called it on its way up (a layer's entry "refused", an unpack "failed"): the operator's to
+/// fix by freeing space, and the client's to retry then.
+fn effective(kind: Kind, message: &str) -> Kind {
+    match kind {
+        Kind::InvalidArgument | Kind::Internal | Kind::FailedPrecondition | Kind::Unavailable
+            if message_says_full(message) =>
+        {
+            Kind::ResourceExhausted
+        }
+        k => k,
+    }
+}
+
+/// Whether an I/O error says the filesystem (or the user's quota on it) is full: what an
+/// operator frees space for, not a fault of berth's.
+/// An error passed through a `Write` as text keeps only its words: those count too.
+pub fn is_out_of_space(e: &std::io::Error) -> bool {
+    match e.raw_os_error() {
+        Some(code) => code == libc::ENOSPC || code == libc::EDQUOT,
+        None => {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) || message_says_full(&e.to_string())
+        }
+    }
+}
+
+/// The same, from a message that carries an I/O error as text (redb's errors do).
+fn message_says_full(message: &str) -> bool {
+    [libc::ENOSPC, libc::EDQUOT]
+        .iter()
+        .any(|code| message.contains(&format!("(os error {code})")))
+}
+
 macro_rules! store_error {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::Store(e.to_string())
+                let message = e.to_string();
+                if message_says_full(&message) {
+                    return Error::Store(format!("{message}: the metadata store's disk is full"));
+                }
+                Error::Store(message)
             }
         }
     )*};
@@ -123,4 +191,67 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::new(Kind::Internal, format!("blocking task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_resource_exhausted() {
+        for code in [libc::ENOSPC, libc::EDQUOT] {
+            let e = Error::io("write /r/blob", std::io::Error::from_raw_os_error(code));
+            assert_eq!(e.kind(), Kind::ResourceExhausted, "{e}");
+            assert!(e.to_string().starts_with("write /r/blob: "), "{e}");
+            assert!(e.to_string().ends_with(": resource exhausted"), "{e}");
+        }
+        let other = Error::io(
+            "write /r/blob",
+            std::io::Error::from_raw_os_error(libc::EIO),
+        );
+        assert_eq!(other.kind(), Kind::Internal);
+        assert!(!other.to_string().contains("exhausted"), "{other}");
+        let passed_on = std::io::Error::other(format!(
+            "write ingest: {}",
+            std::io::Error::from_raw_os_error(libc::ENOSPC)
+        ));
+        let passed_on = Error::io("copy", passed_on);
+        assert_eq!(passed_on.kind(), Kind::ResourceExhausted);
+        assert!(passed_on
+            .to_string()
+            .ends_with("(os error 28): resource exhausted"));
+        let twice = Error::io("import", std::io::Error::other(passed_on.to_string()));
+        assert_eq!(
+            twice.to_string().matches("resource exhausted").count(),
+            1,
+            "{twice}"
+        );
+        let full = redb::StorageError::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        let e = Error::from(full);
+        assert_eq!(e.kind(), Kind::ResourceExhausted, "{e}");
+        assert!(e.to_string().contains("disk is full"), "{e}");
+        let e = Error::from(redb::StorageError::Corrupted("x".into()));
+        assert_eq!(e.kind(), Kind::Internal);
+        // Met by a layer that called it something else on the way up.
+        let refused = Error::invalid(format!(
+            "layer entry \"f\" refused: write: {}",
+            std::io::Error::from_raw_os_error(libc::ENOSPC)
+        ));
+        assert_eq!(refused.kind(), Kind::ResourceExhausted);
+        assert!(
+            refused.to_string().ends_with(": resource exhausted"),
+            "{refused}"
+        );
+        assert_eq!(Error::invalid("bad name").kind(), Kind::InvalidArgument);
+        let said = refused.context("unpack layer sha256:1 into /r/s/fs");
+        assert_eq!(said.kind(), Kind::ResourceExhausted);
+        assert_eq!(
+            said.to_string().matches("resource exhausted").count(),
+            1,
+            "{said}"
+        );
+        assert!(said
+            .to_string()
+            .starts_with("unpack layer sha256:1 into /r/s/fs: layer entry"));
+    }
 }

@@ -337,12 +337,20 @@ fn seed_volume(seed: &Seed, data: &Path) -> Result<()> {
         .output()
         .map_err(io("run cp"))?;
     if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        // cp speaks of a full disk in words only: the operator's to fix, not berth's fault.
+        let kind = if why.contains("No space left on device") || why.contains("Disk quota exceeded")
+        {
+            Kind::ResourceExhausted
+        } else {
+            Kind::Internal
+        };
         return Err(Error::new(
-            Kind::Internal,
+            kind,
             format!(
-                "seeding the volume from {} failed: {}",
+                "seeding the volume {} from {} failed: {why}",
+                data.display(),
                 seed.path,
-                String::from_utf8_lossy(&out.stderr).trim()
             ),
         ));
     }

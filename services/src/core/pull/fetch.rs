@@ -432,7 +432,7 @@ fn consume(
     }
     let diff_id = match applied {
         Some(Ok(d)) => Some(d),
-        Some(Err(e)) => return Err(Error::new(e.kind(), format!("layer {digest}: {e}"))),
+        Some(Err(e)) => return Err(e.context(format_args!("layer {digest}"))),
         None => None,
     };
     content.commit_sync(writer, size, digest, labels)?;
@@ -464,12 +464,20 @@ fn write_chunks(
     mut rx: mpsc::Receiver<Chunk>,
     mut to_apply: Option<std::sync::mpsc::SyncSender<bytes::Bytes>>,
 ) -> Option<Error> {
+    let mut unchecked = super::space::CHECK_EVERY;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             Ok(b) => {
+                if unchecked >= super::space::CHECK_EVERY {
+                    unchecked = 0;
+                    if let Err(e) = nearly_full(writer) {
+                        return Some(e);
+                    }
+                }
+                unchecked += b.len() as u64;
                 let at = writer.inner.offset();
                 if let Err(e) = writer.inner.write_at(at, &b) {
-                    return Some(e);
+                    return Some(e.context(format_args!("ingest {}", writer.reference())));
                 }
                 // An unpack that failed stops listening; the download still completes so
                 // a blob that is not what its digest says is reported as exactly that.
@@ -481,6 +489,13 @@ fn write_chunks(
         }
     }
     None
+}
+
+/// Fails when the filesystem the ingest (and the layer's unpack, beside it under the root)
+/// writes to has fallen under its floor of free space.
+fn nearly_full(writer: &NamespacedWriter) -> Result<()> {
+    let data = writer.inner.received()?.into_inner();
+    super::space::check(&data, &format!("ingest {}", writer.reference()))
 }
 
 /// Replays the bytes an ingest already holds, then reads the chunks that arrive.

@@ -11,6 +11,7 @@
 mod fetch;
 mod plan;
 mod resolve;
+pub(crate) mod space;
 
 pub use resolve::detect_media_type;
 
