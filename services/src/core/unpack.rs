@@ -352,19 +352,16 @@ impl Unpacker {
                 &format!("extract-{} {}", uuid::Uuid::new_v4().simple(), chains[i]),
             );
             let mounts = snap.prepare(&key, parent.as_deref(), Labels::new())?;
-            let result = apply_blob(
-                &self.content,
-                &ctx.ns,
-                &resolved.layers[i].descriptor(),
-                &mounts,
-            )
-            .and_then(|applied| self.check_diff_id(&ctx.ns, i, resolved, &applied.digest))
-            .and_then(|()| {
-                match snap.commit(&scoped(&ctx.ns, &chains[i]), &key, Labels::new()) {
-                    Err(berth_snapshotters::Error::AlreadyExists(_)) => Ok(()),
-                    other => other.map_err(Error::from),
-                }
-            });
+            let desc = resolved.layers[i].descriptor();
+            let result = apply_blob(&self.content, &ctx.ns, &desc, &mounts)
+                .map_err(|e| e.context(format_args!("unpack layer {}", desc.digest)))
+                .and_then(|applied| self.check_diff_id(&ctx.ns, i, resolved, &applied.digest))
+                .and_then(|()| {
+                    match snap.commit(&scoped(&ctx.ns, &chains[i]), &key, Labels::new()) {
+                        Err(berth_snapshotters::Error::AlreadyExists(_)) => Ok(()),
+                        other => other.map_err(Error::from),
+                    }
+                });
             if let Err(e) = result {
                 let _ = snap.remove(&key);
                 return Err(e);
@@ -417,12 +414,17 @@ impl Unpacker {
                     let j = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = missing.get(j) else { break };
                     let dir = &dirs[j];
-                    let r = apply_blob_with(
-                        &self.content,
-                        &ctx.ns,
-                        &resolved.layers[i].descriptor(),
-                        |rd| layer::apply(rd, dir, Whiteouts::Overlay),
-                    )
+                    let desc = resolved.layers[i].descriptor();
+                    let r = apply_blob_with(&self.content, &ctx.ns, &desc, |rd| {
+                        layer::apply(rd, dir, Whiteouts::Overlay)
+                    })
+                    .map_err(|e| {
+                        e.context(format_args!(
+                            "unpack layer {} into {}",
+                            desc.digest,
+                            dir.display()
+                        ))
+                    })
                     .and_then(|applied| self.check_diff_id(&ctx.ns, i, resolved, &applied.digest));
                     if let Err(e) = r {
                         if let Ok(mut v) = errors.lock() {

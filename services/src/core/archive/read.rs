@@ -363,8 +363,7 @@ impl<'a> Reader<'a> {
         let blob = self
             .content
             .ingest_expected_sync(self.ctx, &reference, expected.clone(), Labels::new(), |w| {
-                let got = std::io::copy(source, w)
-                    .map_err(|e| Error::io(format!("read {} from the archive", shown(path)), e))?;
+                let got = copy_into(source, w, path, &reference)?;
                 if got != size {
                     return Err(cut_short(path, got, size));
                 }
@@ -410,6 +409,41 @@ impl<'a> Reader<'a> {
 
 /// Where a link entry points, as an archive path: a symlink is relative to its own
 /// directory, a hard link names an archive path.
+/// Copies an archive file into its ingest; a failed read names the archive's file, a failed
+/// write (a full disk above all) the ingest it was going into.
+fn copy_into(
+    source: &mut dyn Read,
+    w: &mut dyn std::io::Write,
+    path: &str,
+    reference: &str,
+) -> Result<u64> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut got = 0u64;
+    loop {
+        let n = match source.read(&mut buf) {
+            Ok(0) => return Ok(got),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::io(
+                    format!("read {} from the archive", shown(path)),
+                    e,
+                ))
+            }
+        };
+        w.write_all(&buf[..n]).map_err(|e| {
+            Error::io(
+                format!(
+                    "write {} into the content store (ingest {reference})",
+                    shown(path)
+                ),
+                e,
+            )
+        })?;
+        got += n as u64;
+    }
+}
+
 fn link_target(entry: &tar::Entry<'_, impl Read>, path: &str, kind: tar::EntryType) -> String {
     let target = entry
         .link_name_bytes()
