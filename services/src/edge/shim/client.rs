@@ -123,7 +123,7 @@ impl ShimClient {
         let hello = api::ConnectRequest::default();
         for service in [TASK_V2, TASK_V3] {
             if conn
-                .serves(service, "Connect", &hello, CALL_TIMEOUT)
+                .serves(service, "Connect", &hello, NEGOTIATE_TIMEOUT)
                 .await?
             {
                 return Ok(ShimClient { conn, service });
