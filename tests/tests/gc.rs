@@ -423,3 +423,50 @@ fn expired_images_are_collected() {
     assert!(!images.contains(&name), "{images}");
     assert!(content_labels(&d).is_empty());
 }
+
+/// Images an older berth imported carry no references (it read the documents instead): the
+/// first collection after a start labels their parts, so an upgrade loses no layer.
+#[test]
+fn unlabelled_images_of_an_older_berth_are_labelled_at_start() {
+    let (mut d, _work) = berth_tests::daemon_with_busybox("test.local/old");
+    let labels = content_labels(&d);
+    let (manifest, refs) = labels
+        .iter()
+        .find(|(_, l)| l.contains_key("containerd.io/gc.ref.content.config"))
+        .map(|(m, l)| (m.clone(), l.clone()))
+        .unwrap();
+    for key in refs
+        .keys()
+        .filter(|k| k.starts_with("containerd.io/gc.ref."))
+    {
+        ok(&d.berth(&["content", "label", &manifest, &format!("{key}=")], None));
+    }
+    assert!(!content_labels(&d)[&manifest]
+        .keys()
+        .any(|k| k.starts_with("containerd.io/gc.ref.")));
+    d.kill().unwrap();
+    d.restart().unwrap();
+    let mut now = HashMap::new();
+    for _ in 0..100 {
+        now = content_labels(&d)[&manifest].clone();
+        if now.contains_key("containerd.io/gc.ref.content.config") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let wanted: HashMap<&String, &String> = refs
+        .iter()
+        .filter(|(k, _)| k.starts_with("containerd.io/gc.ref.content"))
+        .collect();
+    let got: HashMap<&String, &String> = now
+        .iter()
+        .filter(|(k, _)| k.starts_with("containerd.io/gc.ref.content"))
+        .collect();
+    assert_eq!(got, wanted);
+    collect(&d);
+    assert_eq!(
+        content_labels(&d).len(),
+        3,
+        "manifest, config and layer stay"
+    );
+}

@@ -6,7 +6,9 @@
 //! drops a manifest's layer labels after unpacking (containerd's discard of unpacked layers)
 //! gets those layers collected, and berth's own writers (pull, import, build, unpack) label
 //! what they write as containerd's do. One thing berth keeps beyond containerd: a snapshot
-//! that is not committed (mounted or being written) is never collected.
+//! that is not committed (mounted or being written) is never collected; and at the first
+//! collection after a start, image documents stored with no references at all (berth's
+//! imports before it labelled them) get the labels their writer would give them now.
 //! What is not marked goes: content records (and the bytes once no namespace uses them),
 //! snapshots (children before parents) and expired images. Ingests no lease holds and
 //! nobody wrote to for [`INGEST_EXPIRY`] are removed: an abandoned upload does not stay for
@@ -24,6 +26,7 @@ use std::sync::Arc;
 
 pub mod fence;
 mod graph;
+mod legacy;
 pub use fence::{Collector, GcFence, GcHandle, Operation};
 use graph::Node;
 
@@ -149,6 +152,9 @@ impl Gc {
         let cutoff = after_restart.unwrap_or(i64::MAX);
         let mut out = Collected::default();
         let mut roots = Roots::default();
+        if after_restart.is_some() {
+            self.label_unlabelled(ns)?;
+        }
         self.lease_roots(ns, &mut roots, &mut out)?;
         let now = crate::core::metadata::now() / 1_000_000_000;
         let images = self.store.image_list(ns)?;
@@ -218,6 +224,27 @@ impl Gc {
             self.content
                 .expire_ingests_sync(ns, stale.min(cutoff), &roots.held_ingests)?;
         Ok(out)
+    }
+
+    /// Labels the parts of image documents stored before berth labelled what it wrote
+    /// (see [`legacy`]).
+    fn label_unlabelled(&self, ns: &Namespace) -> Result<()> {
+        let blobs = self.store.blob_list(ns)?;
+        let targets = self
+            .store
+            .image_list(ns)?
+            .into_iter()
+            .map(|i| i.target.digest)
+            .collect();
+        let labelled = legacy::label_unlabelled(&self.content, ns, &blobs, targets)?;
+        if labelled > 0 {
+            tracing::info!(
+                namespace = %ns,
+                documents = labelled,
+                "labelled the parts of image documents stored without references"
+            );
+        }
+        Ok(())
     }
 
     /// The namespace's snapshots, by snapshotter and key (without the namespace).
