@@ -27,10 +27,11 @@ struct LoopFs {
 }
 
 impl LoopFs {
-    fn new(dir: &Path) -> Self {
+    /// At `<dir>/<name>` (`root` or `state`).
+    fn new(dir: &Path, name: &str) -> Self {
         require_root();
         require_tool("mkfs.ext4");
-        let (image, mount) = (dir.join("root.img"), dir.join("root"));
+        let (image, mount) = (dir.join(format!("{name}.img")), dir.join(name));
         std::fs::create_dir_all(&mount).unwrap();
         let f = std::fs::File::create(&image).unwrap();
         f.set_len(FS_MIB << 20).unwrap();
@@ -113,11 +114,16 @@ struct Full {
 }
 
 fn start() -> Full {
+    start_on("root")
+}
+
+/// A daemon whose `name` directory (root or state) is a filesystem of its own.
+fn start_on(name: &str) -> Full {
     let dir = tempfile::Builder::new()
         .prefix("berth-test-")
         .tempdir()
         .unwrap();
-    let fs = LoopFs::new(dir.path());
+    let fs = LoopFs::new(dir.path(), name);
     let d = Daemon::start_in(dir, |_| {}).unwrap();
     Full { d, fs }
 }
@@ -426,5 +432,29 @@ fn a_metadata_transaction_on_a_full_disk_fails_clearly() {
     f.assert_serving_and_clean();
     f.fs.free();
     ok(&f.berth(&["namespaces", "create", "after", &label]));
+    f.assert_serving_and_clean();
+}
+
+#[test]
+fn a_container_start_with_a_full_state_directory_fails_clearly() {
+    let f = start_on("state");
+    let _bb = with_busybox(&f);
+    f.fs.fill(0);
+    let out = f.berth(&["containers", "run", "test.local/bb:latest", "boxed", "true"]);
+    f.assert_full(&out, "state");
+    // Nothing of it is left running or listed as running.
+    let tasks = ok(&f.berth(&["tasks", "ls"]));
+    assert!(!tasks.contains("RUNNING"), "{tasks}");
+    f.assert_serving_and_clean();
+    f.fs.free();
+    let _ = f.berth(&["containers", "rm", "boxed"]);
+    ok(&f.berth(&[
+        "containers",
+        "run",
+        "--rm",
+        "test.local/bb:latest",
+        "boxed",
+        "true",
+    ]));
     f.assert_serving_and_clean();
 }
