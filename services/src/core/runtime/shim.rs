@@ -76,7 +76,7 @@ pub struct Launch<'a> {
     /// The low-level runtime the caller's runc options name (`binary_name`), for berth's
     /// shim; None: the one berthd runs with.
     pub runtime: Option<&'a str>,
-    /// Reads what `delete` prints.
+    /// The shims' wire: what `start` is given and answers, what `delete` prints.
     pub shims: &'a dyn ShimWire,
 }
 
