@@ -1,7 +1,8 @@
 //! CRI image volumes (KEP-4639, KEP-5365) through berthd's socket: a container of one image
 //! with a second image mounted read-only (whole, and one directory of it), its digest in
 //! ContainerStatus, bad mounts refused with nothing left behind, and nothing left after
-//! removal. Pods use the node's network, so no CNI is involved.
+//! removal; a user-namespaced pod sees the image's files as its root's. Pods' networks are a
+//! loopback device only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
@@ -60,12 +61,19 @@ impl Node {
         let hosts = format!("server = \"http://{host}\"\n[host.\"http://{host}\"]\ncapabilities = [\"pull\", \"resolve\"]\n");
         std::fs::create_dir_all(certs.join(host)).unwrap();
         std::fs::write(certs.join(host).join("hosts.toml"), hosts).unwrap();
+        // Pods get a network namespace with a loopback device only: no bridge, no address.
+        let net = work.path().join("net.d");
+        std::fs::create_dir_all(&net).unwrap();
+        let conflist =
+            r#"{"cniVersion": "1.0.0", "name": "lo", "plugins": [{"type": "loopback"}]}"#;
+        std::fs::write(net.join("10-lo.conflist"), conflist).unwrap();
         let config = work.path().join("berthd.toml");
         std::fs::write(
             &config,
             format!(
-                "[registry]\nconfig_path = \"{}\"\n[cri]\nsandbox_image = \"{pause}\"\nrestrict_oom_score_adj = true\n",
+                "[registry]\nconfig_path = \"{}\"\n[cri]\nsandbox_image = \"{pause}\"\ncni_conf_dir = \"{}\"\nrestrict_oom_score_adj = true\n",
                 certs.display(),
+                net.display(),
             ),
         )
         .unwrap();
@@ -101,14 +109,14 @@ impl Node {
         reply.unwrap().into_inner().image_ref
     }
 
-    /// A pod in the node's network namespace.
-    async fn pod(&self) -> (String, cri::PodSandboxConfig) {
-        let host_net = cri::NamespaceOption {
-            network: cri::NamespaceMode::Node as i32,
+    /// A pod (in a user namespace of its own with `userns`).
+    async fn pod(&self, userns: Option<cri::UserNamespace>) -> (String, cri::PodSandboxConfig) {
+        let namespaces = cri::NamespaceOption {
+            userns_options: userns,
             ..Default::default()
         };
         let sc = cri::LinuxSandboxSecurityContext {
-            namespace_options: Some(host_net),
+            namespace_options: Some(namespaces),
             ..Default::default()
         };
         let config = cri::PodSandboxConfig {
@@ -221,7 +229,7 @@ async fn an_image_volume_from_a_second_image() {
     let n = Node::start();
     n.pull(&n.busybox).await;
     let data_id = n.pull(&n.data).await;
-    let pod = n.pod().await;
+    let pod = n.pod(None).await;
     // The whole image by its tag, one directory of it by its id (as the kubelet names it),
     // and a directory reached through the image's own absolute link.
     let mounts = vec![
@@ -294,7 +302,7 @@ async fn bad_image_volumes_are_refused_and_leave_nothing() {
     let n = Node::start();
     n.pull(&n.busybox).await;
     let data_id = n.pull(&n.data).await;
-    let pod = n.pod().await;
+    let pod = n.pod(None).await;
     let refused = [
         (
             image_mount("/v", &data_id, "", false),
@@ -348,5 +356,43 @@ async fn bad_image_volumes_are_refused_and_leave_nothing() {
     assert_eq!(mount_points_under(&n.container_dir(&id)).len(), 1);
     n.remove_pod(&pod.0).await;
     assert_eq!(mount_points_under(&containers), Vec::<PathBuf>::new());
+    assert_eq!(n.views(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_user_namespaced_pod_sees_the_image_as_its_root_s() {
+    let n = Node::start();
+    n.pull(&n.busybox).await;
+    let data_id = n.pull(&n.data).await;
+    let map = vec![cri::IdMapping {
+        host_id: 300000,
+        container_id: 0,
+        length: 65536,
+    }];
+    let userns = cri::UserNamespace {
+        mode: cri::NamespaceMode::Pod as i32,
+        uids: map.clone(),
+        gids: map,
+    };
+    let pod = n.pod(Some(userns)).await;
+    let mounts = vec![image_mount("/vol", &data_id, "data", true)];
+    let id = n.create(&pod, "mapped", mounts).await.unwrap();
+    let req = cri::StartContainerRequest {
+        container_id: id.clone(),
+    };
+    n.rt().await.start_container(req).await.unwrap();
+    // The image's files belong to host uid 0: through the pod's mappings they are root's
+    // inside (as the rootfs's are), not the overflow id's.
+    let (code, out) = n
+        .exec(&id, &["ls", "-ln", "/vol/hello.txt", "/bin/sh"])
+        .await;
+    assert_eq!(code, 0, "{out}");
+    for line in out.lines() {
+        let owner: Vec<&str> = line.split_whitespace().skip(2).take(2).collect();
+        assert_eq!(owner, ["0", "0"], "{out}");
+    }
+    let (code, out) = n.exec(&id, &["cat", "/vol/hello.txt"]).await;
+    assert_eq!((code, out.as_bytes()), (0, HELLO));
+    n.remove_pod(&pod.0).await;
     assert_eq!(n.views(), Vec::<String>::new());
 }

@@ -10,6 +10,7 @@ use super::Cri;
 use crate::core::error::{blocking, Error, Kind, Result};
 use crate::core::metadata::Labels;
 use berth_proto::cri::v1 as cri;
+use berth_snapshotters::idmap::{GID_MAPPING_LABEL, UID_MAPPING_LABEL};
 use berth_snapshotters::layer::root::Root;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -102,6 +103,33 @@ fn resolve_sub_path(root: &Path, rel: &Path) -> Result<PathBuf> {
     Ok(real)
 }
 
+/// The labels that remap a user-namespaced pod's views (containerd's, honoured by the overlay
+/// snapshotter where the kernel can idmap layers): the image's files then show as the pod's
+/// root's, as its rootfs does. None for a pod in the node's user namespace.
+fn remap_labels(pod: &cri::PodSandboxConfig) -> Labels {
+    let userns = pod
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .and_then(|n| n.userns_options.as_ref())
+        .filter(|u| u.mode == cri::NamespaceMode::Pod as i32);
+    let Some(u) = userns else {
+        return Labels::new();
+    };
+    let text = |maps: &[cri::IdMapping]| {
+        let each: Vec<String> = maps
+            .iter()
+            .map(|m| format!("{}:{}:{}", m.container_id, m.host_id, m.length))
+            .collect();
+        each.join(",")
+    };
+    Labels::from([
+        (UID_MAPPING_LABEL.to_string(), text(&u.uids)),
+        (GID_MAPPING_LABEL.to_string(), text(&u.gids)),
+    ])
+}
+
 /// The snapshot key of a container's `index`th mount's view.
 fn view_key(id: &str, index: usize) -> String {
     format!("{id}-image-volume-{index}")
@@ -112,22 +140,25 @@ impl Cri {
         self.container_state_dir(id).join("image-volumes")
     }
 
-    /// Mounts the image volumes among `config`'s mounts for container `id`, and records
-    /// each image's id in its mount's `image_ref`. Every mount is checked before anything is
-    /// made; when one cannot be mounted, none stays.
+    /// Mounts the image volumes among `config`'s mounts for container `id` of a pod
+    /// configured as `pod`, and records each image's id in its mount's `image_ref`. Every
+    /// mount is checked before anything is made; when one cannot be mounted, none stays.
     pub(super) async fn mount_image_volumes(
         &self,
         id: &str,
+        pod: &cri::PodSandboxConfig,
         config: &mut cri::ContainerConfig,
     ) -> Result<Sources> {
         config.mounts.iter().try_for_each(check)?;
+        let mut labels = remap_labels(pod);
+        labels.insert(BREF_CONTAINER.to_string(), id.to_string());
         let mut sources = Sources::new();
         for index in 0..config.mounts.len() {
             let m = &config.mounts[index];
             if image_of(m).is_none() {
                 continue;
             }
-            let mounted = self.mount_image_volume(id, index, m).await;
+            let mounted = self.mount_image_volume(id, index, m, labels.clone()).await;
             let (source, image_id) = match mounted {
                 Ok(v) => v,
                 Err(e) => {
@@ -149,20 +180,20 @@ impl Cri {
         Ok(sources)
     }
 
-    /// One image volume: the image's view mounted on the host; returns where to bind from
-    /// and the image's id.
+    /// One image volume: the image's view (labelled `labels`) mounted on the host; returns
+    /// where to bind from and the image's id.
     async fn mount_image_volume(
         &self,
         id: &str,
         index: usize,
         m: &cri::Mount,
+        labels: Labels,
     ) -> Result<(PathBuf, String)> {
         let reference = image_of(m).unwrap_or_default();
         let image = self.image_find(reference).await?.ok_or_else(|| {
             Error::not_found(format!("image {reference:?} is not present: pull it first"))
         })?;
         let parent = self.image_unpack(&image).await?;
-        let labels: Labels = [(BREF_CONTAINER.to_string(), id.to_string())].into();
         let mounts = self
             .snapshots
             .view(
@@ -285,6 +316,42 @@ mod tests {
             assert_eq!(e.kind(), Kind::InvalidArgument, "{bad}");
             assert!(e.to_string().contains("inside"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_user_namespaced_pod_remaps_its_views() {
+        assert!(remap_labels(&cri::PodSandboxConfig::default()).is_empty());
+        let map = |container_id, host_id, length| cri::IdMapping {
+            container_id,
+            host_id,
+            length,
+        };
+        let userns = cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: vec![map(0, 200000, 1000), map(1000, 300000, 64536)],
+            gids: vec![map(0, 200000, 65536)],
+        };
+        let mut pod = cri::PodSandboxConfig {
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        userns_options: Some(userns),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let labels = remap_labels(&pod);
+        assert_eq!(labels[UID_MAPPING_LABEL], "0:200000:1000,1000:300000:64536");
+        assert_eq!(labels[GID_MAPPING_LABEL], "0:200000:65536");
+        let linux = pod.linux.as_mut().unwrap();
+        let sc = linux.security_context.as_mut().unwrap();
+        let ns = sc.namespace_options.as_mut().unwrap();
+        ns.userns_options.as_mut().unwrap().mode = cri::NamespaceMode::Node as i32;
+        assert!(remap_labels(&pod).is_empty());
     }
 
     #[test]

@@ -96,7 +96,9 @@ impl Cri {
             )
             .await?;
         let user = self.resolve_user(&config, &image, &mounts).await?;
-        let image_volumes = self.mount_image_volumes(id, &mut config).await?;
+        let image_volumes = self
+            .mount_image_volumes(id, &sb.config, &mut config)
+            .await?;
         let oci = self.container_oci_spec(id, sb, &config, &image, user.clone(), &image_volumes)?;
         let log_path = match (&sb.config.log_directory, &config.log_path) {
             (d, p) if !d.is_empty() && !p.is_empty() => Path::new(d).join(p).display().to_string(),
