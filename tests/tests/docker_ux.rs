@@ -333,3 +333,76 @@ fn restart_on_failure_gives_up_after_its_count() {
     let both = d.berth(&["run", "--rm", "--restart", "always", IMAGE, "true"], None);
     assert_eq!(both.status.code(), Some(125));
 }
+
+#[test]
+fn everyday_verbs_as_docker_has_them() {
+    let (d, _img) = daemon();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publish = format!("127.0.0.1:{port}:80");
+    let script = "echo one; echo two; trap 'exit 5' TERM; while :; do sleep 0.1; done";
+    ok(&d.berth(
+        &[
+            "run", "-d", "--name", "web", "-p", &publish, IMAGE, "sh", "-c", script,
+        ],
+        None,
+    ));
+    ok(&d.berth(&["run", "--name", "done", IMAGE, "true"], None));
+    let ps = |args: &[&str]| {
+        let mut a = vec!["ps"];
+        a.extend(args);
+        ok(&d.berth(&a, None))
+    };
+    assert_eq!(ps(&["--format", "{{.Names}} {{.Status}}"]), "web Up\n");
+    assert_eq!(
+        ps(&["-a", "--filter", "status=exited", "--format", "{{.Names}}"]),
+        "done\n"
+    );
+    assert_eq!(ps(&["--filter", "name=nosuch", "-q"]), "");
+    let id = ps(&["--format", "{{.ID}}"]);
+    assert_eq!(id.trim().len(), 12, "{id}");
+    assert_eq!(
+        ok(&d.berth(&["port", "web"], None)),
+        format!("80/tcp -> 127.0.0.1:{port}\n")
+    );
+    assert_eq!(
+        ok(&d.berth(&["port", "web", "80"], None)),
+        format!("127.0.0.1:{port}\n")
+    );
+
+    ok(&d.berth(&["pause", "web"], None));
+    assert_eq!(ps(&["--format", "{{.Status}}"]), "Up (Paused)\n");
+    ok(&d.berth(&["unpause", "web"], None));
+    ok(&d.berth(&["rename", "web", "site"], None));
+    assert_eq!(ps(&["--format", "{{.Names}}"]), "site\n");
+    let taken = d.berth(&["rename", "site", "done"], None);
+    assert_eq!(taken.status.code(), Some(1));
+
+    let waiter = d.berth_spawn(&["wait", "site"]);
+    ok(&d.berth(&["kill", "-s", "TERM", "site"], None));
+    let waited = waiter.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&waited.stdout), "5\n");
+    let not_running = d.berth(&["kill", "site"], None);
+    assert_eq!(not_running.status.code(), Some(1));
+    assert!(stderr(&not_running).contains("is not running"));
+
+    ok(&d.berth(&["restart", "-t", "1", "site"], None));
+    assert_eq!(ps(&["--format", "{{.Names}} {{.Status}}"]), "site Up\n");
+    // exec -i without -t: stdin in, end-of-file passed on.
+    assert_eq!(
+        ok(&d.berth(&["exec", "-i", "site", "cat"], Some(b"piped\n"))),
+        "piped\n"
+    );
+    let logs = ok(&d.berth(&["logs", "--tail", "1", "site"], None));
+    assert_eq!(logs.lines().count(), 1, "{logs}");
+    assert!(logs == "two\n" || logs == "one\n", "{logs}");
+
+    let pruned = ok(&d.berth(&["container", "prune", "-f"], None));
+    assert!(pruned.lines().count() == 2, "{pruned}");
+    assert_eq!(ps(&["-a", "--format", "{{.Names}}"]), "site\n");
+    let images = ok(&d.berth(&["images", "--format", "{{.Repository}}:{{.Tag}}"], None));
+    assert!(images.lines().any(|l| l == IMAGE), "{images}");
+}

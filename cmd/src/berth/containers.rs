@@ -29,6 +29,8 @@ pub enum Containers {
     /// Run a container with the id given, as ctr does: run [OPTIONS] IMAGE ID [COMMAND
     /// [ARG...]] (the flags of `berth run`; the id is also its name)
     Run(Box<crate::run::CtrRun>),
+    /// Remove every container that is not running
+    Prune(crate::everyday::PruneArgs),
 }
 
 #[derive(clap::Args)]
@@ -246,7 +248,9 @@ pub async fn containers(client: &Client, cmd: Containers) -> anyhow::Result<()> 
         Containers::Rm(a) => container_rm(client, a).await?,
         Containers::Label(a) => container_label(client, a).await?,
         // main runs it: it exits with the container's code.
-        Containers::Run(_) => anyhow::bail!("containers run is run by main"),
+        Containers::Run(_) | Containers::Prune(_) => {
+            anyhow::bail!("containers run and prune are run by main")
+        }
     }
     Ok(())
 }

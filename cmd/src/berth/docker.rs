@@ -24,6 +24,10 @@ pub struct PsArgs {
     /// Show every container (default: running ones)
     #[arg(long, short = 'a')]
     all: bool,
+    /// Only containers that match: name=, id=, label=KEY[=VALUE], status=(created|running|
+    /// paused|exited), ancestor=IMAGE (several: all must match)
+    #[arg(long = "filter")]
+    filter: Vec<String>,
     #[command(flatten)]
     flags: ListFlags,
 }
@@ -33,6 +37,9 @@ pub struct LogsArgs {
     /// Keep following the log until the container exits
     #[arg(long, short = 'f')]
     follow: bool,
+    /// Only the last N lines (of what is there now)
+    #[arg(long)]
+    tail: Option<usize>,
     id: String,
 }
 
@@ -116,7 +123,7 @@ pub(crate) async fn task_of(client: &Client, id: &str) -> Option<Process> {
         .and_then(|r| r.into_inner().process)
 }
 
-fn status_text(task: Option<&Process>) -> String {
+pub(crate) fn status_text(task: Option<&Process>) -> String {
     match task {
         None => "Created".into(),
         Some(p) => match status_name(p.status) {
@@ -143,7 +150,7 @@ fn command_of(c: &Container) -> String {
 }
 
 /// Published ports from the container's label, as Docker prints them.
-fn ports_of(c: &Container) -> String {
+pub(crate) fn ports_of(c: &Container) -> String {
     let ports: Vec<PortMapping> = c
         .labels
         .get(berth_services::network::PORTS_LABEL)
@@ -196,10 +203,12 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<()> {
         let running = task
             .as_ref()
             .is_some_and(|p| matches!(status_name(p.status), "RUNNING" | "PAUSED"));
-        if !a.all && !running {
+        let (status, command, ports) = (status_text(task), command_of(&c), ports_of(&c));
+        // A status filter looks at stopped containers too, as Docker's does.
+        let asked_status = a.filter.iter().any(|f| f.starts_with("status="));
+        if (!a.all && !running && !asked_status) || !passes(&a.filter, &c, &status)? {
             continue;
         }
-        let (status, command, ports) = (status_text(task), command_of(&c), ports_of(&c));
         let json = serde_json::json!({
             "id": c.id, "name": names::name_of(&c), "image": c.image, "command": command,
             "created_at": rfc3339(c.created_at.as_ref()), "status": status,
@@ -247,10 +256,69 @@ pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
         crate::run::follow(client, &c.id, &log).await?;
         return Ok(());
     }
-    let mut f =
-        std::fs::File::open(&log).map_err(|e| anyhow!("open the log {}: {e}", log.display()))?;
-    std::io::copy(&mut f, &mut std::io::stdout())?;
+    let text = std::fs::read(&log).map_err(|e| anyhow!("open the log {}: {e}", log.display()))?;
+    std::io::Write::write_all(&mut std::io::stdout(), last_lines(&text, a.tail))?;
     Ok(())
+}
+
+/// The last `n` lines of `text` (all of it without `n`).
+fn last_lines(text: &[u8], n: Option<usize>) -> &[u8] {
+    let Some(n) = n else { return text };
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    let mut start = body.len();
+    for _ in 0..n {
+        match body[..start].iter().rposition(|b| *b == b'\n') {
+            Some(i) => start = i,
+            None => return if n == 0 { &text[text.len()..] } else { text },
+        }
+    }
+    if n == 0 {
+        return &text[text.len()..];
+    }
+    &text[start + 1..]
+}
+
+/// Whether the container passes every `ps --filter`.
+fn passes(filters: &[String], c: &Container, status: &str) -> anyhow::Result<bool> {
+    for f in filters {
+        let (key, want) = f.split_once('=').ok_or_else(|| {
+            anyhow!("--filter {f:?}: use KEY=VALUE (name, id, label, status, ancestor)")
+        })?;
+        let ok = match key {
+            "name" => names::name_of(c).contains(want),
+            "id" => c.id.starts_with(want),
+            "label" => match want.split_once('=') {
+                Some((k, v)) => c.labels.get(k).is_some_and(|x| x == v),
+                None => c.labels.contains_key(want),
+            },
+            "status" => {
+                let s = status.to_ascii_lowercase();
+                match want {
+                    "running" => s.starts_with("up") && !s.contains("paused"),
+                    "paused" => s.contains("paused"),
+                    "exited" => s.starts_with("exited"),
+                    "created" => s == "created",
+                    other => {
+                        bail!("--filter status={other}: use created, running, paused or exited")
+                    }
+                }
+            }
+            "ancestor" => {
+                c.image == want
+                    || c.image.ends_with(&format!("/{want}"))
+                    || c.image
+                        .strip_suffix(":latest")
+                        .is_some_and(|i| i == want || i.ends_with(&format!("/{want}")))
+            }
+            other => {
+                bail!("--filter {other}: berth filters on name, id, label, status and ancestor")
+            }
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<()> {
@@ -271,7 +339,7 @@ pub async fn exec(client: &Client, a: ExecArgs) -> anyhow::Result<()> {
 }
 
 /// Signals the container's init, or with `all` every process in it.
-async fn kill(client: &Client, id: &str, signal: u32, all: bool) -> anyhow::Result<()> {
+pub(crate) async fn kill(client: &Client, id: &str, signal: u32, all: bool) -> anyhow::Result<()> {
     client
         .tasks()
         .kill(KillRequest {
@@ -297,7 +365,7 @@ async fn wait_exit(client: &Client, id: &str, limit: Duration) -> bool {
 
 /// The stop signal, then SIGKILL after `grace`; the stopped task stays (its exit status
 /// shows in `ps -a`) until `start` or `rm`.
-async fn stop_one(client: &Client, id: &str, grace: Duration) -> anyhow::Result<()> {
+pub(crate) async fn stop_one(client: &Client, id: &str, grace: Duration) -> anyhow::Result<()> {
     let c = container(client, id).await?;
     let Some(task) = task_of(client, id).await else {
         return Ok(());
@@ -372,7 +440,7 @@ pub async fn stop(client: &Client, a: StopArgs) -> anyhow::Result<()> {
 }
 
 /// A new task for a container whose last one ended: its output appended to its log.
-async fn start_one(client: &Client, id: &str) -> anyhow::Result<()> {
+pub(crate) async fn start_one(client: &Client, id: &str) -> anyhow::Result<()> {
     let c = container(client, id).await?;
     if let Some(t) = task_of(client, id).await {
         if status_name(t.status) != "STOPPED" {
@@ -411,7 +479,7 @@ pub async fn start(client: &Client, a: StartArgs) -> anyhow::Result<()> {
     .await
 }
 
-async fn rm_one(client: &Client, id: &str, force: bool) -> anyhow::Result<()> {
+pub(crate) async fn rm_one(client: &Client, id: &str, force: bool) -> anyhow::Result<()> {
     let c = container(client, id).await?;
     if let Some(t) = task_of(client, id).await {
         if status_name(t.status) != "STOPPED" {

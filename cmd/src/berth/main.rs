@@ -11,6 +11,7 @@ mod content;
 mod cp;
 mod docker;
 mod events;
+mod everyday;
 mod images;
 mod leases;
 mod names;
@@ -70,6 +71,20 @@ enum Command {
     Start(docker::StartArgs),
     /// Remove containers (-f: kill running ones first)
     Rm(docker::RmArgs),
+    /// Stop containers, then start them again
+    Restart(everyday::RestartArgs),
+    /// Send a signal to containers (default KILL; -s NAME or NUMBER)
+    Kill(everyday::KillArgs),
+    /// Freeze every process of containers
+    Pause(everyday::IdsArgs),
+    /// Thaw paused containers
+    Unpause(everyday::IdsArgs),
+    /// Give a container another name
+    Rename(everyday::RenameArgs),
+    /// Wait until containers exit; print their exit codes
+    Wait(everyday::IdsArgs),
+    /// A container's published ports (`berth port NAME [PORT[/PROTO]]`)
+    Port(everyday::PortArgs),
     /// Show containers or images as JSON
     Inspect(docker::InspectArgs),
     /// Live CPU, memory and process counts of running containers
@@ -103,7 +118,7 @@ enum Command {
     #[command(alias = "image", alias = "i", args_conflicts_with_subcommands = true)]
     Images(ImagesArgs),
     /// Manage containers
-    #[command(subcommand, alias = "c")]
+    #[command(subcommand, alias = "c", alias = "container")]
     Containers(containers::Containers),
     /// Manage running tasks
     #[command(subcommand, alias = "t")]
@@ -242,6 +257,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Start(a) => docker::start(&client, a).await,
         Command::Rm(a) => docker::rm(&client, a).await,
         Command::Inspect(a) => docker::inspect(&client, a).await,
+        Command::Restart(a) => everyday::restart(&client, a).await,
+        Command::Kill(a) => everyday::kill_verb(&client, a).await,
+        Command::Pause(a) => everyday::pause(&client, a).await,
+        Command::Unpause(a) => everyday::unpause(&client, a).await,
+        Command::Rename(a) => everyday::rename(&client, a).await,
+        Command::Wait(a) => everyday::wait(&client, a).await,
+        Command::Port(a) => everyday::port(&client, a).await,
+        Command::Containers(containers::Containers::Prune(a)) => {
+            everyday::container_prune(&client, a).await
+        }
         Command::Stats(a) => docker::stats(&client, a).await,
         Command::Top(a) => docker::top(&client, a).await,
         Command::Cp(a) => cp::run(&client, a).await,

@@ -121,8 +121,9 @@ async fn ls(client: &Client, flags: ListFlags) -> anyhow::Result<()> {
         "CONTAINERS",
         "LABELS",
     ];
+    let quiet = flags.quiet;
     verbs::list(&header, &all, flags, |n| {
-        let cells = if flags.quiet {
+        let cells = if quiet {
             vec![n.name.clone()]
         } else {
             vec![

@@ -4,22 +4,98 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::time::SystemTime;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Format {
     #[default]
     Table,
     Json,
+    /// A Go-template-like line per row, as Docker's `--format '{{.ID}}\t{{.Names}}'`
+    /// (with a `table ` prefix, a header first).
+    Template(String),
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "table" => Ok(Format::Table),
+            "json" => Ok(Format::Json),
+            t if t.contains("{{") => Ok(Format::Template(t.to_string())),
+            other => Err(format!(
+                "{other:?}: use table, json, or a template such as '{{{{.ID}}}} {{{{.Names}}}}'"
+            )),
+        }
+    }
 }
 
 /// How a listing is printed, from the shared `-q` and `--format` flags.
-#[derive(clap::Args, Debug, Clone, Copy, Default)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct ListFlags {
     /// Print only the identifiers
     #[arg(short, long)]
     pub quiet: bool,
-    /// Output format
-    #[arg(long, value_enum, default_value_t)]
+    /// Output format: table, json, or a template ('{{.ID}} {{.Names}} {{.Status}}')
+    #[arg(long, default_value = "table")]
     pub format: Format,
+}
+
+/// A row's field for a template's `{{.Name}}`: the row's JSON key of that name in any case
+/// (`.ID` is `id`, `.CreatedAt` is `created_at`), with Docker's names for berth's (`.Names`
+/// is `name`; `.Repository` and `.Tag` are the parts of an image's `name`).
+fn template_field(row: &serde_json::Value, field: &str) -> String {
+    let key: String = field
+        .chars()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let sep = (i > 0
+                && c.is_ascii_uppercase()
+                && field
+                    .chars()
+                    .nth(i - 1)
+                    .is_some_and(|p| p.is_ascii_lowercase()))
+            .then_some('_');
+            sep.into_iter().chain(c.to_lowercase())
+        })
+        .collect();
+    let name = row["name"].as_str().unwrap_or_default();
+    let (repo, tag) = match name.rsplit_once(':') {
+        Some((r, t)) if !t.contains('/') => (r, t),
+        _ => (name, ""),
+    };
+    let value = match key.as_str() {
+        "names" => row["name"].clone(),
+        "repository" => serde_json::json!(repo),
+        "tag" => serde_json::json!(tag),
+        "id" if row["id"].is_null() => row["digest"].clone(),
+        _ => row[key.as_str()].clone(),
+    };
+    match value {
+        // Docker's .ID is the short id.
+        serde_json::Value::String(s) if key == "id" => crate::names::short_id(&s).to_string(),
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::Number(n) if key == "size" => size(n.as_i64().unwrap_or(0)),
+        v => v.to_string(),
+    }
+}
+
+/// `template` filled in from `row`: `{{.Field}}` as [`template_field`], `\t` and `\n` as
+/// the characters.
+fn render(template: &str, row: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find("}}") else {
+            break;
+        };
+        let inner = rest[start + 2..start + len].trim();
+        out.push_str(&template_field(row, inner.trim_start_matches('.')));
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out.replace("\\t", "\t").replace("\\n", "\n")
 }
 
 pub struct Table {
@@ -55,6 +131,36 @@ impl Table {
         if flags.format == Format::Json {
             serde_json::to_writer_pretty(&mut out, &self.json)?;
             return writeln!(out);
+        }
+        if let Format::Template(t) = &flags.format {
+            if let Some(body) = t.strip_prefix("table ") {
+                let names: String = {
+                    let mut h = String::new();
+                    let mut rest = body;
+                    while let Some(s) = rest.find("{{") {
+                        h.push_str(&rest[..s]);
+                        let Some(e) = rest[s..].find("}}") else { break };
+                        h.push_str(
+                            &rest[s + 2..s + e]
+                                .trim()
+                                .trim_start_matches('.')
+                                .to_uppercase(),
+                        );
+                        rest = &rest[s + e + 2..];
+                    }
+                    h.push_str(rest);
+                    h.replace("\\t", "\t")
+                };
+                writeln!(out, "{names}")?;
+                for row in &self.json {
+                    writeln!(out, "{}", render(body, row))?;
+                }
+            } else {
+                for row in &self.json {
+                    writeln!(out, "{}", render(t, row))?;
+                }
+            }
+            return Ok(());
         }
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.len()).collect();
         for r in &self.rows {
@@ -198,6 +304,22 @@ pub fn said(status: &tonic::Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn templates_fill_in_dockers_fields() {
+        let row =
+            serde_json::json!({"id": "abc", "name": "web", "status": "Up", "created_at": "t"});
+        assert_eq!(
+            render("{{.ID}}\\t{{ .Names }}: {{.Status}} {{.CreatedAt}}", &row),
+            "abc\tweb: Up t"
+        );
+        let img = serde_json::json!({"name": "docker.io/library/busybox:1.36", "digest": "sha256:x", "size": 2048});
+        assert_eq!(
+            render("{{.Repository}} {{.Tag}} {{.ID}} {{.Size}}", &img),
+            "docker.io/library/busybox 1.36 sha256:x 2.0 KiB"
+        );
+        assert!("{{.ID}}".parse::<Format>().is_ok() && "yaml".parse::<Format>().is_err());
+    }
 
     #[test]
     fn said_drops_the_kind_of_a_users_error_only() {

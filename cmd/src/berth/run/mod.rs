@@ -152,7 +152,13 @@ mod tests {
             code("executable \"hi\" not found in the image's PATH (/bin)"),
             127
         );
-        assert_eq!(code("exec /etc/passwd: permission denied"), 126);
+        assert_eq!(
+            code("executable \"/etc\" cannot be run: it is a directory"),
+            126
+        );
+        // Only the shim's words for the command count: berth's own failures are 125.
+        assert_eq!(code("connect to shim: No such file or directory"), 125);
+        assert_eq!(code("exec /etc/passwd: permission denied"), 125);
         assert_eq!(
             code("image nosuch: not found; pull or import it first"),
             125
