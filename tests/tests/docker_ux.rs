@@ -405,4 +405,20 @@ fn everyday_verbs_as_docker_has_them() {
     assert_eq!(ps(&["-a", "--format", "{{.Names}}"]), "site\n");
     let images = ok(&d.berth(&["images", "--format", "{{.Repository}}:{{.Tag}}"], None));
     assert!(images.lines().any(|l| l == IMAGE), "{images}");
+
+    // system prune -a leaves only what running containers use.
+    ok(&d.berth(&["tag", IMAGE, "test.local/unused:v1"], None));
+    ok(&d.berth(&["run", "--name", "stopped", IMAGE, "true"], None));
+    let pruned = ok(&d.berth(&["system", "prune", "-a", "-f", "--volumes"], None));
+    assert!(
+        pruned.contains("untagged: test.local/unused:v1"),
+        "{pruned}"
+    );
+    assert_eq!(ps(&["-a", "--format", "{{.Names}}"]), "site\n");
+    let left = ok(&d.berth(&["images", "--format", "{{.Repository}}:{{.Tag}}"], None));
+    assert!(left.lines().all(|l| l == IMAGE), "{left}");
+    assert_eq!(
+        ok(&d.berth(&["run", "--rm", IMAGE, "echo", "still"], None)),
+        "still\n"
+    );
 }

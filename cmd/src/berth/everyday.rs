@@ -1,6 +1,6 @@
-//! The rest of Docker's everyday container verbs over berth's API: restart, kill, pause,
-//! unpause, rename, wait, port and container prune (ps, logs, exec, stop, start and rm are
-//! in docker.rs).
+//! The rest of Docker's everyday verbs over berth's API: restart, kill, pause, unpause,
+//! rename, wait, port, and the prunes (container, image, system); ps, logs, exec, stop,
+//! start and rm are in docker.rs.
 
 use crate::containers::parse_signal;
 use crate::docker::{kill, ports_of, rm_one, start_one, status_text, stop_one, task_of};
@@ -8,7 +8,7 @@ use crate::names;
 use crate::output::each_id;
 use anyhow::{anyhow, bail};
 use berth_client::Client;
-use berth_proto::containers::{Container, ListContainersRequest, UpdateContainerRequest};
+use berth_proto::containers::{Container, UpdateContainerRequest};
 use berth_proto::tasks::{PauseTaskRequest, ResumeTaskRequest, WaitRequest};
 use std::time::Duration;
 
@@ -195,15 +195,8 @@ pub async fn port(client: &Client, a: PortArgs) -> anyhow::Result<()> {
 
 /// Removes every container that is not running; prints their ids.
 pub async fn container_prune(client: &Client, _a: PruneArgs) -> anyhow::Result<()> {
-    let list = client
-        .containers()
-        .list(ListContainersRequest { filters: vec![] })
-        .await
-        .map_err(|e| anyhow!("cannot list containers: {}", crate::output::said(&e)))?
-        .into_inner()
-        .containers;
     println!("Deleted Containers:");
-    for c in list {
+    for c in names::list(client, vec![]).await? {
         let up = task_of(client, &c.id)
             .await
             .is_some_and(|t| status_text(Some(&t)).starts_with("Up"));
@@ -213,4 +206,83 @@ pub async fn container_prune(client: &Client, _a: PruneArgs) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ImagePruneArgs {
+    /// Every image no container uses (without -a: untagged ones, which berth never keeps)
+    #[arg(long, short = 'a')]
+    all: bool,
+    /// Do not ask (berth never asks; accepted for Docker's scripts)
+    #[arg(long, short = 'f')]
+    force: bool,
+}
+
+#[derive(clap::Subcommand)]
+pub enum System {
+    /// Remove stopped containers, then (with -a) images no container uses, then (with
+    /// --volumes) volumes no container uses
+    Prune {
+        /// Images no container uses, too
+        #[arg(long, short = 'a')]
+        all: bool,
+        /// Volumes no container uses, too
+        #[arg(long)]
+        volumes: bool,
+        /// Do not ask (berth never asks)
+        #[arg(long, short = 'f')]
+        force: bool,
+    },
+}
+
+/// Removes the images no container uses (with -a); berth's images all have names, so
+/// nothing is "dangling" without it.
+pub async fn image_prune(client: &Client, a: ImagePruneArgs) -> anyhow::Result<()> {
+    use berth_proto::images::{DeleteImageRequest, ListImagesRequest};
+    println!("Deleted Images:");
+    if !a.all {
+        return Ok(());
+    }
+    let used: std::collections::HashSet<String> = names::list(client, vec![])
+        .await?
+        .into_iter()
+        .map(|c| c.image)
+        .collect();
+    let images = client
+        .images()
+        .list(ListImagesRequest { filters: vec![] })
+        .await
+        .map_err(|e| anyhow!("cannot list images: {}", crate::output::said(&e)))?
+        .into_inner()
+        .images;
+    for img in images.into_iter().filter(|i| !used.contains(&i.name)) {
+        client
+            .images()
+            .delete(DeleteImageRequest {
+                name: img.name.clone(),
+                sync: false,
+            })
+            .await
+            .map_err(|e| anyhow!("remove image {}: {}", img.name, crate::output::said(&e)))?;
+        println!("untagged: {}", img.name);
+    }
+    Ok(())
+}
+
+pub async fn system(client: &Client, cmd: System) -> anyhow::Result<()> {
+    match cmd {
+        System::Prune {
+            all,
+            volumes,
+            force,
+        } => {
+            container_prune(client, PruneArgs { force }).await?;
+            image_prune(client, ImagePruneArgs { all, force }).await?;
+            if volumes {
+                println!("Deleted Volumes:");
+                crate::volumes::run(client, crate::volumes::Cmd::Prune { all: false }).await?;
+            }
+            Ok(())
+        }
+    }
 }

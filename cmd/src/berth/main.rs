@@ -85,6 +85,9 @@ enum Command {
     Wait(everyday::IdsArgs),
     /// A container's published ports (`berth port NAME [PORT[/PROTO]]`)
     Port(everyday::PortArgs),
+    /// The whole engine: `system prune [-a] [--volumes]`
+    #[command(subcommand)]
+    System(everyday::System),
     /// Show containers or images as JSON
     Inspect(docker::InspectArgs),
     /// Live CPU, memory and process counts of running containers
@@ -264,6 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rename(a) => everyday::rename(&client, a).await,
         Command::Wait(a) => everyday::wait(&client, a).await,
         Command::Port(a) => everyday::port(&client, a).await,
+        Command::System(cmd) => everyday::system(&client, cmd).await,
         Command::Containers(containers::Containers::Prune(a)) => {
             everyday::container_prune(&client, a).await
         }

@@ -127,7 +127,7 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn list(client: &Client, filters: Vec<String>) -> anyhow::Result<Vec<Container>> {
+pub(crate) async fn list(client: &Client, filters: Vec<String>) -> anyhow::Result<Vec<Container>> {
     Ok(client
         .containers()
         .list(ListContainersRequest { filters })

@@ -33,6 +33,8 @@ pub enum Cmd {
     /// List images
     #[command(alias = "list")]
     Ls(LsArgs),
+    /// Remove images no container uses (-a; berth keeps no untagged images)
+    Prune(crate::everyday::ImagePruneArgs),
     /// Remove images
     #[command(alias = "remove", alias = "delete")]
     Rm(RmArgs),
@@ -137,6 +139,7 @@ pub async fn run(client: &Client, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Push(a) => transfer::push(client, a).await?,
         Cmd::Ls(a) => ls(client, a).await?,
         Cmd::Rm(a) => rm(client, a).await?,
+        Cmd::Prune(a) => crate::everyday::image_prune(client, a).await?,
         Cmd::Label(a) => label(client, a).await?,
         Cmd::Unpack(a) => unpack(client, a).await?,
         Cmd::Tag(a) => tag(client, a).await?,
