@@ -559,6 +559,38 @@ async fn server_reports_pid_and_pid_namespace() {
     assert_eq!(s.pidns, ns);
 }
 
+/// Plugins: overlayfs says `remap-ids` where this kernel stacks it on idmapped layers
+/// (5.19+), as containerd's does, so a 2.x client hands it the mapping labels instead of
+/// chowning a copy of the image that the mapping would then map a second time.
+#[tokio::test]
+async fn overlayfs_advertises_remap_ids_where_the_kernel_can() {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut v = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let can = (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (5, 19);
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let plugins = c
+        .introspection()
+        .plugins(berth_client::proto::introspection::PluginsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .plugins;
+    let caps = |id: &str| {
+        plugins
+            .iter()
+            .find(|p| p.r#type == "io.containerd.snapshotter.v1" && p.id == id)
+            .unwrap_or_else(|| panic!("no snapshotter plugin {id}"))
+            .capabilities
+            .clone()
+    };
+    assert_eq!(caps("overlayfs").contains(&"remap-ids".to_string()), can);
+    assert!(caps("native").is_empty());
+}
+
 /// A stream opened on the Streaming service and acknowledged: its id, both directions.
 async fn open_stream(
     c: &Client,

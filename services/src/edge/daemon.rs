@@ -103,14 +103,20 @@ fn plugin_set(root: &Path) -> Result<PluginSet> {
         berth_snapshotters::overlay::NAME,
         berth_snapshotters::native::NAME,
     ] {
-        r.register(
-            Plugin::new(plugins::SNAPSHOTTER, name, &[]).export(
-                "root",
-                crate::core::snapshots::snapshotter_root(root, name)
-                    .display()
-                    .to_string(),
-            ),
-        )?;
+        let mut p = Plugin::new(plugins::SNAPSHOTTER, name, &[]).export(
+            "root",
+            crate::core::snapshots::snapshotter_root(root, name)
+                .display()
+                .to_string(),
+        );
+        // overlayfs stacks remapped snapshots on idmapped layers where the kernel can: a
+        // containerd 2.x client that sees the capability passes the mapping labels instead
+        // of chowning a copy of the image itself (which the mapping would then map again).
+        if name == berth_snapshotters::overlay::NAME && berth_snapshotters::idmap::supported() {
+            p.capabilities
+                .push(berth_snapshotters::idmap::REMAP_IDS_CAPABILITY.into());
+        }
+        r.register(p)?;
     }
     r.register(Plugin::new(plugins::DIFF, "walking", &[plugins::METADATA]))?;
     r.register(Plugin::new(
