@@ -20,6 +20,7 @@ pub mod leases;
 pub mod memory;
 pub mod metadata;
 pub mod metrics;
+pub mod mounts;
 pub mod namespaces;
 pub mod network;
 pub mod oci;

@@ -136,6 +136,27 @@ impl Daemon {
             .add_service(sized!(DiffServer::new(grpc::diff::DiffService {
                 core: self.differ.clone(),
             })))
+            .add_optional_service(self.mount_manager().map(|core| {
+                sized!(berth_proto::mounts::mounts_server::MountsServer::new(
+                    grpc::mounts::MountsService { core }
+                ))
+            }))
+    }
+
+    /// containerd 2.2's Mount Manager over the metadata store, mounting under
+    /// `<state>/mounts`; left out (with a warning) when it cannot start.
+    fn mount_manager(&self) -> Option<crate::core::mounts::MountManager> {
+        let targets = self.runtime.state.join("mounts");
+        match crate::core::mounts::MountManager::open(self.store.clone(), targets, &self.root) {
+            Ok(mm) => {
+                mm.run();
+                Some(mm)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "mount manager unavailable");
+                None
+            }
+        }
     }
 
     /// What moves images in and out: unpack, the client streams and transfer.

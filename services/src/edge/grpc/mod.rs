@@ -11,6 +11,7 @@ pub mod events;
 pub mod images;
 pub mod introspection;
 pub mod leases;
+pub mod mounts;
 pub mod namespaces;
 pub mod networks;
 pub mod snapshots;
