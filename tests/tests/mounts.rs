@@ -264,3 +264,46 @@ async fn a_lease_holds_its_activations() {
     );
     assert!(list(&mut mm, &[]).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_crash_keeps_activations_and_undoes_strays() {
+    let mut d = Daemon::start().unwrap();
+    let mut mm = manager(&d, "default", None).await;
+    let a = activate(&mut mm, "kept", chained(&d.root().join("mm-kept")))
+        .await
+        .unwrap();
+    let kept = Path::new(&a.active[0].mount_point).to_path_buf();
+    // What a crash mid-activation leaves: a mount under a directory no record names.
+    let stray = d.state().join("mounts").join("stray");
+    let stray_mp = stray.join("0001");
+    std::fs::create_dir_all(&stray_mp).unwrap();
+    let src = std::ffi::CString::new(d.root().to_str().unwrap()).unwrap();
+    let dst = std::ffi::CString::new(stray_mp.to_str().unwrap()).unwrap();
+    // SAFETY: NUL-terminated paths living across the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+
+    d.restart().unwrap();
+    let mut mm = manager(&d, "default", None).await;
+    assert_eq!(info(&mut mm, "kept").await.unwrap(), a, "the record stays");
+    assert!(mount_points_under(&kept).contains(&kept), "its mount stays");
+    assert!(
+        mount_points_under(&stray).is_empty(),
+        "the stray is unmounted"
+    );
+    assert!(!stray.exists(), "and removed");
+    mm.deactivate(DeactivateRequest {
+        name: "kept".into(),
+    })
+    .await
+    .unwrap();
+    assert!(mount_points_under(&d.state().join("mounts")).is_empty());
+}
