@@ -13,6 +13,7 @@ mod create;
 mod image;
 mod image_volume;
 pub mod logs;
+mod metrics;
 mod sandbox;
 pub mod seccomp;
 pub mod server;

@@ -3,10 +3,7 @@
 
 use super::*;
 
-// The metrics belong beside the adapter's other cores (edge/cri/metrics); declared here
-// until edge/cri/mod.rs names it.
-#[path = "../metrics/mod.rs"]
-mod metrics;
+use crate::edge::cri::metrics;
 
 #[tonic::async_trait]
 impl RuntimeService for CriService {
