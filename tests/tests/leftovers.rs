@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const IMAGE: &str = "test.local/left:latest";
+/// The containers left running: ids no other test uses (cgroup paths are per namespace and
+/// id, not per daemon).
+const KILLED_ID: &str = "left-killed";
+const DROPPED_ID: &str = "left-dropped";
 
 /// The daemon's identity on the host: the tag in its CNI ids and on its bridges.
 fn tag(d: &Daemon) -> String {
@@ -77,7 +81,7 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 
 /// A container with a published port on the default network, and the daemon SIGKILLed under
 /// it: everything it made is still on the host.
-fn killed_daemon_with_a_running_container() -> (Daemon, tempfile::TempDir, String, u16) {
+fn killed_daemon_with_a_running_container(id: &str) -> (Daemon, tempfile::TempDir, String, u16) {
     require_tool("/usr/lib/cni/bridge");
     let (mut d, img) = daemon_with_busybox("test.local/left");
     let port = free_port();
@@ -90,7 +94,7 @@ fn killed_daemon_with_a_running_container() -> (Daemon, tempfile::TempDir, Strin
             "-p",
             &publish,
             IMAGE,
-            "web",
+            id,
             "/bin/busybox",
             "httpd",
             "-f",
@@ -135,6 +139,14 @@ fn assert_nothing_left(d: &Daemon, bridge: &str, port: u16) {
     assert_eq!(rules_of(&tag), Vec::<String>::new(), "iptables rules left");
     assert_eq!(shims_of(d), Vec::<u32>::new(), "shims left");
     assert_eq!(mounts_under(d.dir.path()), Vec::<PathBuf>::new());
+    let cgroups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| h.path().join("berth/default").join(KILLED_ID))
+        .chain([Path::new("/sys/fs/cgroup/berth/default").join(KILLED_ID)])
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(cgroups, Vec::<PathBuf>::new(), "the container's cgroups");
     assert!(
         std::net::TcpStream::connect_timeout(
             &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
@@ -147,7 +159,7 @@ fn assert_nothing_left(d: &Daemon, bridge: &str, port: u16) {
 
 #[test]
 fn cleanup_removes_what_a_killed_daemon_left_even_without_its_root() {
-    let (d, _img, bridge, port) = killed_daemon_with_a_running_container();
+    let (d, _img, bridge, port) = killed_daemon_with_a_running_container(KILLED_ID);
     // The root goes (as a test's temporary directory does): only the tag says what was its.
     std::fs::remove_dir_all(d.root()).unwrap();
     let out = d.cleanup();
@@ -177,7 +189,7 @@ fn cleanup_refuses_while_the_daemon_serves() {
 
 #[test]
 fn a_test_daemon_takes_everything_along_when_dropped() {
-    let (d, _img, bridge, port) = killed_daemon_with_a_running_container();
+    let (d, _img, bridge, port) = killed_daemon_with_a_running_container(DROPPED_ID);
     let (tag, state, shims) = (tag(&d), d.state(), shims_of(&d));
     drop(d);
     assert_eq!(links_marked(&tag), Vec::<String>::new(), "bridges left");

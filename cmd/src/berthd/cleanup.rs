@@ -137,19 +137,30 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// The cgroups of the containers whose bundles are under the state (their specs say where):
-/// whatever still runs in them is killed (a container whose shim died before it), then they
-/// go, deepest first. Returns those removed.
+/// The cgroups of the containers whose bundles are under the state (their specs say where),
+/// deepest first, once their shims' containers are dead. Nothing in them is killed: a
+/// cgroup path is `/berth/<namespace>/<id>`, the same for another daemon's container of that
+/// namespace and id, so only an empty one goes (a non-empty one is reported). Returns those
+/// removed.
 fn remove_container_cgroups(state: &Path, failed: &mut Vec<String>) -> Vec<PathBuf> {
     let mut removed = vec![];
     for cg in container_cgroups(state) {
         let mut dirs: Vec<PathBuf> = walk_dirs(&cg);
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-        for d in &dirs {
-            kill_members(d);
-        }
         for d in dirs {
-            match std::fs::remove_dir(&d) {
+            // Killed processes leave their cgroup a moment after they die.
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let rmdir = || loop {
+                match std::fs::remove_dir(&d) {
+                    Err(e)
+                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    other => return other,
+                }
+            };
+            match rmdir() {
                 Ok(()) => removed.push(d),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => failed.push(format!("cgroup {}: {e}", d.display())),
@@ -212,27 +223,4 @@ fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
         i += 1;
     }
     out
-}
-
-/// SIGKILLs the processes in a cgroup and waits (up to 5 s) until it is empty.
-fn kill_members(cg: &Path) {
-    let members = || -> Vec<u32> {
-        std::fs::read_to_string(cg.join("cgroup.procs"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left: Vec<u32> = members().into_iter().filter(|p| alive(*p)).collect();
-        if left.is_empty() || Instant::now() > deadline {
-            return;
-        }
-        for pid in left {
-            // SAFETY: kill sends a signal to a pid; no memory is shared.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
