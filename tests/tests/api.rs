@@ -71,6 +71,7 @@ async fn version_and_introspection() {
         "events",
         "introspection",
         "version",
+        "mounts",
     ] {
         assert!(ids.contains(&want), "{want} missing from {ids:?}");
     }

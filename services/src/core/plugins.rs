@@ -15,6 +15,7 @@ pub const GRPC: &str = "io.containerd.grpc.v1";
 pub const SNAPSHOTTER: &str = "io.containerd.snapshotter.v1";
 pub const DIFF: &str = "io.containerd.differ.v1";
 pub const RUNTIME: &str = "io.containerd.runtime.v2";
+pub const MOUNT_MANAGER: &str = "io.containerd.mount-manager.v1";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plugin {

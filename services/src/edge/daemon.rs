@@ -125,6 +125,12 @@ fn plugin_set(root: &Path) -> Result<PluginSet> {
         &[plugins::METADATA, plugins::EVENT],
     ))?;
     r.register(Plugin::new(plugins::LEASE, "manager", &[plugins::METADATA]))?;
+    // Activations recorded in redb beside the metadata, mounted under <state>/mounts.
+    r.register(Plugin::new(
+        plugins::MOUNT_MANAGER,
+        "redb",
+        &[plugins::METADATA],
+    ))?;
     for id in [
         "content-service",
         "images-service",
@@ -147,6 +153,7 @@ fn plugin_set(root: &Path) -> Result<PluginSet> {
         "introspection",
         "version",
         "transfer",
+        "mounts",
         "streaming",
         "volumes",
         "networks",
