@@ -174,11 +174,35 @@ async fn activations_are_performed_recorded_and_undone() {
         1,
         "the other namespace's stays"
     );
+    // A namespace with an activation is not empty: deleting it would orphan the mount.
+    let c = d.client().await.unwrap();
+    let del = || {
+        let mut ns = c.namespaces();
+        async move {
+            ns.delete(berth_client::proto::namespaces::DeleteNamespaceRequest {
+                name: "other".into(),
+            })
+            .await
+        }
+    };
+    c.namespaces()
+        .create(berth_client::proto::namespaces::CreateNamespaceRequest {
+            namespace: Some(berth_client::proto::namespaces::Namespace {
+                name: "other".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let held = del().await.unwrap_err();
+    assert_eq!(held.code(), Code::FailedPrecondition, "{held:?}");
+    assert!(held.message().contains("mount activations"), "{held:?}");
     other
         .deactivate(DeactivateRequest { name: "one".into() })
         .await
         .unwrap();
     assert!(mount_points_under(&d.state().join("mounts")).is_empty());
+    del().await.unwrap();
 }
 
 #[tokio::test]

@@ -78,7 +78,8 @@ impl MetadataStore {
         })
     }
 
-    /// Deletes an empty namespace; refuses while it still holds images, blobs or leases.
+    /// Deletes an empty namespace; refuses while it still holds images, blobs, leases,
+    /// containers, volumes or mount activations.
     pub fn namespace_delete(&self, ns: &Namespace) -> Result<()> {
         self.write(|txn| {
             let mut table = txn.open_table(NAMESPACES)?;
@@ -91,6 +92,7 @@ impl MetadataStore {
                 ("leases", LEASES),
                 ("containers", CONTAINERS),
                 ("volumes", VOLUMES),
+                ("mount activations", crate::core::mounts::ACTIVATIONS),
             ] {
                 if namespace_has_records(&txn.open_table(def)?, ns.as_str())? {
                     return Err(Error::precondition(format!(

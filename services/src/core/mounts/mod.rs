@@ -18,7 +18,7 @@ use std::sync::Arc;
 use transform::split_type;
 
 /// (namespace, name) -> activation record (JSON).
-const ACTIVATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("mount_activations");
+pub(crate) const ACTIVATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("mount_activations");
 
 const MAX_NAME: usize = 1024;
 
