@@ -618,7 +618,6 @@ async fn shim_cgroup_through_berthd(d: &Daemon, runtime: &str, id: &str) {
 }
 
 #[tokio::test]
-#[ignore = "needs services/src/core/runtime/create.rs to start the shim with `launch.start_with(req.options.as_ref())` (issue #26)"]
 async fn berthd_hands_the_shim_cgroup_to_the_shim() {
     let dir = tempfile::tempdir().unwrap();
     let shim2 = shim_2x();

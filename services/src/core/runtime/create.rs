@@ -83,7 +83,7 @@ impl Tasks {
         let launch = self.launch(&binary, ns, id, &bundle, runtime.as_deref());
         let mut connected: Option<Box<dyn ShimApi>> = None;
         let created = async {
-            let socket = launch.start().await?;
+            let socket = launch.start_with(req.options.as_ref()).await?;
             let client = connected.insert(self.shims.connect(&socket).await?);
             client.create(&bundle, req).await
         }

@@ -110,11 +110,6 @@ impl Launch<'_> {
         cmd
     }
 
-    /// Runs `<shim> start` with no runtime options; returns the socket the shim listens on.
-    pub async fn start(&self) -> Result<PathBuf> {
-        self.start_with(None).await
-    }
-
     /// Runs `<shim> start`, giving it the runtime options (runc's `ShimCgroup` among them)
     /// on stdin in the form its generation reads; returns the socket the shim listens on.
     /// An answer berth cannot use leaves no shim behind: whatever listens on the address it
