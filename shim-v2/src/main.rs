@@ -4,6 +4,7 @@
 //! when the daemon that started it goes before asking for a task.
 
 mod bootstrap;
+mod info;
 
 use berth_proto::containerd::task::v2::DeleteResponse;
 use berth_shim::events::Publisher;
@@ -31,6 +32,9 @@ struct Args {
     action: String,
     /// `-v`: print the version and exit, as containerd's shims do.
     version: bool,
+    /// `-info`: describe the runtime (RuntimeInfo on stdout) for the options on stdin, as
+    /// containerd 2.x's Introspection asks a shim.
+    info: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -42,6 +46,7 @@ fn parse() -> Result<Args, String> {
         bundle: None,
         action: String::new(),
         version: false,
+        info: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -68,10 +73,11 @@ fn parse() -> Result<Args, String> {
             "bundle" => a.bundle = Some(PathBuf::from(value()?)),
             "debug" => {}
             "v" | "version" => a.version = true,
+            "info" => a.info = true,
             other => return Err(format!("unknown flag -{other}")),
         }
     }
-    if !a.version && (a.id.is_empty() || a.namespace.is_empty()) {
+    if !a.version && !a.info && (a.id.is_empty() || a.namespace.is_empty()) {
         return Err("-namespace and -id are required".into());
     }
     Ok(a)
@@ -504,6 +510,7 @@ fn main() {
             );
             Ok(())
         }
+        _ if a.info => info::run(&runc_binary().unwrap_or_else(|| "runc".into())),
         "start" => start(&a),
         "serve" => serve(&a),
         "delete" => delete(&a),

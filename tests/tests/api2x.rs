@@ -545,6 +545,32 @@ async fn plugin_info_of_a_containerd_2_runc_shim() {
         .any(|o| o == "rro"));
 }
 
+/// berth's own shim answers `-info` too: its name, its version, and runc's features (the
+/// runtime it hands what native cannot isolate as runc does).
+#[tokio::test]
+async fn plugin_info_of_berths_own_shim() {
+    let d = Daemon::start().unwrap();
+    let c = d.client().await.unwrap();
+    let extra = c
+        .introspection()
+        .plugin_info(PluginInfoRequest {
+            r#type: RUNTIME_PLUGIN.into(),
+            id: "task".into(),
+            options: Some(runtime_request("io.containerd.berth.v2", None)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .extra
+        .unwrap();
+    let info = RuntimeInfo::decode(extra.value.as_slice()).unwrap();
+    assert_eq!(info.name, "io.containerd.berth.v2");
+    assert!(info.version.unwrap().version.starts_with("berth "));
+    let features: serde_json::Value =
+        serde_json::from_slice(&info.features.unwrap().value).unwrap();
+    assert!(features["ociVersionMax"].is_string(), "{features}");
+}
+
 /// Server: the daemon's pid and PID namespace, as containerd 2.x reports them.
 #[tokio::test]
 async fn server_reports_pid_and_pid_namespace() {
