@@ -63,6 +63,14 @@ pub mod cgroups {
 pub mod ttrpc_wire;
 
 pub mod containerd {
+    /// The shim start handshake of containerd 2.3 (BootstrapParams in, BootstrapResult out).
+    pub mod runtime {
+        pub mod bootstrap {
+            pub mod v1 {
+                tonic::include_proto!("containerd.runtime.bootstrap.v1");
+            }
+        }
+    }
     pub mod types {
         tonic::include_proto!("containerd.types");
         pub mod transfer {

@@ -12,40 +12,7 @@ use prost::Message;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// `containerd.runtime.bootstrap.v1.BootstrapParams`, the fields the shim reads.
-#[derive(Clone, PartialEq, Message)]
-pub struct BootstrapParams {
-    #[prost(string, tag = "1")]
-    pub instance_id: String,
-    #[prost(string, tag = "2")]
-    pub namespace: String,
-    #[prost(string, tag = "5")]
-    pub containerd_ttrpc_address: String,
-    #[prost(string, tag = "6")]
-    pub containerd_grpc_address: String,
-    #[prost(message, repeated, tag = "8")]
-    pub extensions: Vec<Extension>,
-    #[prost(string, optional, tag = "9")]
-    pub socket_dir: Option<String>,
-}
-
-/// `containerd.runtime.bootstrap.v1.Extension`.
-#[derive(Clone, PartialEq, Message)]
-pub struct Extension {
-    #[prost(message, optional, tag = "1")]
-    pub value: Option<prost_types::Any>,
-}
-
-/// `containerd.runtime.bootstrap.v1.BootstrapResult`.
-#[derive(Clone, PartialEq, Message)]
-pub struct BootstrapResult {
-    #[prost(int32, tag = "1")]
-    pub version: i32,
-    #[prost(string, tag = "2")]
-    pub address: String,
-    #[prost(string, tag = "3")]
-    pub protocol: String,
-}
+pub use berth_proto::containerd::runtime::bootstrap::v1::{BootstrapParams, BootstrapResult};
 
 /// The most `start` reads from stdin (containerd's shims take 10 MiB; options are small).
 const MAX_INPUT: u64 = 1 << 20;
@@ -219,10 +186,11 @@ mod tests {
             namespace: "default".into(),
             containerd_ttrpc_address: "/run/containerd/containerd.sock.ttrpc".into(),
             containerd_grpc_address: "/run/containerd/containerd.sock".into(),
-            extensions: vec![Extension {
+            extensions: vec![berth_proto::containerd::runtime::bootstrap::v1::Extension {
                 value: Some(options_any("/pods/shim")),
             }],
             socket_dir: Some("/run/containerd/s".into()),
+            ..Default::default()
         };
         let boot = Given::decode(&params.encode_to_vec(), "c1", "default");
         assert_eq!(boot.shim_cgroup(), Some("/pods/shim"));

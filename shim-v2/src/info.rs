@@ -122,7 +122,10 @@ mod tests {
         );
         // No runtime to ask: no features, not a failure.
         assert!(info.features.is_none());
-        assert!(describe(&[], "/nonexistent/runc").unwrap().options.is_none());
+        assert!(describe(&[], "/nonexistent/runc")
+            .unwrap()
+            .options
+            .is_none());
     }
 
     #[test]

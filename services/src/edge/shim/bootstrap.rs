@@ -14,48 +14,9 @@ use crate::core::metadata::containers::AnyValue;
 use crate::core::runtime::driver::{StartProtocol, StartRequest, Started};
 use prost::Message;
 
-/// `containerd.runtime.bootstrap.v1.BootstrapParams`: what a 2.3 shim reads at `start`.
-#[derive(Clone, PartialEq, Message)]
-pub struct BootstrapParams {
-    #[prost(string, tag = "1")]
-    pub instance_id: String,
-    #[prost(string, tag = "2")]
-    pub namespace: String,
-    /// INFO = 0; more verbose levels are negative.
-    #[prost(int32, tag = "3")]
-    pub log_level: i32,
-    #[prost(string, tag = "4")]
-    pub containerd_version: String,
-    #[prost(string, tag = "5")]
-    pub containerd_ttrpc_address: String,
-    #[prost(string, tag = "6")]
-    pub containerd_grpc_address: String,
-    #[prost(string, tag = "7")]
-    pub containerd_binary: String,
-    #[prost(message, repeated, tag = "8")]
-    pub extensions: Vec<Extension>,
-    #[prost(string, optional, tag = "9")]
-    pub socket_dir: Option<String>,
-}
-
-/// `containerd.runtime.bootstrap.v1.Extension`: one typed section of the params (the
-/// runtime options among them).
-#[derive(Clone, PartialEq, Message)]
-pub struct Extension {
-    #[prost(message, optional, tag = "1")]
-    pub value: Option<prost_types::Any>,
-}
-
-/// `containerd.runtime.bootstrap.v1.BootstrapResult`: a 2.3 shim's answer to `start`.
-#[derive(Clone, PartialEq, Message)]
-pub struct BootstrapResult {
-    #[prost(int32, tag = "1")]
-    pub version: i32,
-    #[prost(string, tag = "2")]
-    pub address: String,
-    #[prost(string, tag = "3")]
-    pub protocol: String,
-}
+pub use berth_proto::containerd::runtime::bootstrap::v1::{
+    BootstrapParams, BootstrapResult, Extension,
+};
 
 /// 2.0–2.2's JSON answer.
 #[derive(serde::Deserialize)]
