@@ -169,24 +169,30 @@ impl Client {
         req: &Req,
         timeout: Option<Duration>,
     ) -> Result<Response> {
-        let id = self.next.fetch_add(2, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .map_err(|_| Error::new(Kind::Internal, "ttrpc client poisoned"))?
-            .insert(id, tx);
         let request = Request {
             service: service.to_string(),
             method: method.to_string(),
             payload: req.encode_to_vec(),
             timeout_nano: timeout.map(|t| t.as_nanos() as i64).unwrap_or(0),
             metadata: vec![],
-        };
+        }
+        .encode_to_vec();
+        let (tx, rx) = oneshot::channel();
+        let poisoned = || Error::new(Kind::Internal, "ttrpc client poisoned");
         {
+            // The stream id is taken under the writer's lock: a ttrpc server refuses an id
+            // lower than one it has seen, so concurrent calls (an exec's Wait beside its
+            // Start) must reach the socket in the order their ids were given.
             let mut w = self.writer.lock().await;
-            write_frame(&mut w, id, FrameType::Request, &request.encode_to_vec())
-                .await
-                .map_err(|e| Error::new(Kind::Unavailable, format!("shim connection lost: {e}")))?;
+            let id = self.next.fetch_add(2, Ordering::Relaxed);
+            self.pending.lock().map_err(|_| poisoned())?.insert(id, tx);
+            if let Err(e) = write_frame(&mut w, id, FrameType::Request, &request).await {
+                self.pending.lock().map_err(|_| poisoned())?.remove(&id);
+                return Err(Error::new(
+                    Kind::Unavailable,
+                    format!("shim connection lost: {e}"),
+                ));
+            }
         }
         match timeout {
             Some(t) => tokio::time::timeout(t, rx).await.map_err(|_| {
@@ -294,4 +300,63 @@ fn forward(exchange: &Exchange, req: &Request) -> Option<(i32, String)> {
         event,
     };
     exchange.forward(envelope).err().map(|e| (3, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_proto::ttrpc_wire as wire;
+
+    /// A shim that refuses, as containerd's ttrpc server does, a stream id not above the
+    /// last it saw, and answers everything else at once.
+    fn strict_shim(path: &Path) -> std::thread::JoinHandle<Vec<u32>> {
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut seen = vec![];
+            while let Ok((h, _)) = wire::read_frame(&mut conn) {
+                let refused = seen.last().is_some_and(|&last| h.stream_id <= last);
+                seen.push(h.stream_id);
+                let status = refused.then(|| berth_proto::google::rpc::Status {
+                    code: 3,
+                    message: "StreamID cannot be re-used and must increment".into(),
+                    details: vec![],
+                });
+                let resp = Response {
+                    status,
+                    payload: vec![],
+                };
+                let frame = resp.encode_to_vec();
+                if wire::write_frame(&mut conn, h.stream_id, wire::FrameType::Response, &frame)
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            seen
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_calls_reach_the_shim_in_stream_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shim.sock");
+        let shim = strict_shim(&path);
+        let client = Arc::new(Client::connect(&path).await.unwrap());
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..400 {
+            let c = client.clone();
+            calls.spawn(async move {
+                c.call::<_, ()>("s", "m", &(), Some(Duration::from_secs(10)))
+                    .await
+            });
+        }
+        while let Some(r) = calls.join_next().await {
+            r.unwrap().unwrap();
+        }
+        drop(client);
+        let seen = shim.join().unwrap();
+        assert_eq!(seen.len(), 400);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    }
 }
