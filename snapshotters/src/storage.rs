@@ -9,9 +9,12 @@
 //! its directory (same outcome).
 
 use crate::{Error, Info, Kind, Labels, Result};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
 const SCHEMA_VERSION: u32 = 1;
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -68,15 +71,30 @@ impl Record {
     }
 }
 
+const STORE_CONTEXT: &str = "snapshot metadata";
+
 fn store_err(e: impl std::fmt::Display) -> Error {
     Error::Io {
-        context: "snapshot metadata".into(),
+        context: STORE_CONTEXT.into(),
         source: std::io::Error::other(e.to_string()),
     }
 }
 
+/// Whether redb failed with an error after which it refuses every transaction until the
+/// database is opened again: an I/O error (a full disk), or that refusal itself.
+fn must_reopen(e: &Error) -> bool {
+    matches!(e, Error::Io { context, source }
+        if context == STORE_CONTEXT && source.to_string().contains("I/O error"))
+}
+
+/// The open database, or none while it must be opened again: redb refuses every transaction
+/// after one I/O error until the file is closed and re-opened. Each call holds a clone of the
+/// `Arc` for its transaction; redb's file lock lets the new `Database` open only once every
+/// clone of the old one is gone, so a re-open that finds one still held is tried again on the
+/// next call.
 pub struct Storage {
-    db: Database,
+    path: PathBuf,
+    db: RwLock<Option<Arc<Database>>>,
 }
 
 pub fn now() -> i64 {
@@ -89,9 +107,12 @@ pub fn now() -> i64 {
 impl Storage {
     pub fn open(path: &Path) -> Result<Self> {
         let db = Database::create(path).map_err(store_err)?;
-        let txn = db.begin_write().map_err(store_err)?;
-        {
-            let mut meta = txn.open_table(META).map_err(store_err)?;
+        let storage = Storage {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(Arc::new(db))),
+        };
+        storage.write(|t| {
+            let mut meta = t.txn.open_table(META).map_err(store_err)?;
             let found = meta
                 .get("schema_version")
                 .map_err(store_err)?
@@ -104,21 +125,60 @@ impl Storage {
             }
             meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())
                 .map_err(store_err)?;
+            t.txn.open_table(SNAPSHOTS).map_err(store_err)?;
+            t.txn.open_table(CHILDREN).map_err(store_err)?;
+            Ok(())
+        })?;
+        Ok(storage)
+    }
+
+    /// The database for one transaction, opened again first when a failed one closed it.
+    fn db(&self) -> Result<Arc<Database>> {
+        let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
         }
-        txn.open_table(SNAPSHOTS).map_err(store_err)?;
-        txn.open_table(CHILDREN).map_err(store_err)?;
-        txn.commit().map_err(store_err)?;
-        Ok(Storage { db })
+        drop(slot);
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone()); // another caller opened it first
+        }
+        let db = Arc::new(Database::create(&self.path).map_err(store_err)?);
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Answers `out`; when redb failed it with an I/O error, first closes `db` and opens the
+    /// file again (a re-open that fails now is tried again on the next call).
+    fn checked<T>(&self, db: Arc<Database>, out: Result<T>) -> Result<T> {
+        if matches!(&out, Err(e) if must_reopen(e)) {
+            {
+                let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+                if slot.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &db)) {
+                    *slot = None;
+                }
+            }
+            drop(db);
+            let _ = self.db();
+        }
+        out
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
+        let db = self.db()?;
+        let out = (|| f(&db.begin_read().map_err(store_err)?))();
+        self.checked(db, out)
     }
 
     pub fn get(&self, key: &str) -> Result<Record> {
-        let txn = self.db.begin_read().map_err(store_err)?;
-        let t = txn.open_table(SNAPSHOTS).map_err(store_err)?;
-        let v = t.get(key).map_err(store_err)?;
-        match v {
-            Some(v) => serde_json::from_slice(v.value()).map_err(store_err),
-            None => Err(Error::NotFound(key.to_string())),
-        }
+        self.read(|txn| {
+            let t = txn.open_table(SNAPSHOTS).map_err(store_err)?;
+            let v = t.get(key).map_err(store_err)?;
+            match v {
+                Some(v) => serde_json::from_slice(v.value()).map_err(store_err),
+                None => Err(Error::NotFound(key.to_string())),
+            }
+        })
     }
 
     /// The chain of ancestors of `key`, nearest first, as (key, record).
@@ -139,28 +199,30 @@ impl Storage {
     }
 
     pub fn all(&self) -> Result<Vec<(String, Record)>> {
-        let txn = self.db.begin_read().map_err(store_err)?;
-        let t = txn.open_table(SNAPSHOTS).map_err(store_err)?;
-        let mut out = vec![];
-        for e in t.iter().map_err(store_err)? {
-            let (k, v) = e.map_err(store_err)?;
-            out.push((
-                k.value().to_string(),
-                serde_json::from_slice(v.value()).map_err(store_err)?,
-            ));
-        }
-        Ok(out)
+        self.read(|txn| {
+            let t = txn.open_table(SNAPSHOTS).map_err(store_err)?;
+            let mut out = vec![];
+            for e in t.iter().map_err(store_err)? {
+                let (k, v) = e.map_err(store_err)?;
+                out.push((
+                    k.value().to_string(),
+                    serde_json::from_slice(v.value()).map_err(store_err)?,
+                ));
+            }
+            Ok(out)
+        })
     }
 
     /// Runs `f` in one write transaction; nothing is stored unless it returns Ok.
     pub fn write<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<T>) -> Result<T> {
-        let txn = self.db.begin_write().map_err(store_err)?;
-        let out = {
-            let mut t = Txn { txn: &txn };
-            f(&mut t)?
-        };
-        txn.commit().map_err(store_err)?;
-        Ok(out)
+        let db = self.db()?;
+        let out = (|| {
+            let txn = db.begin_write().map_err(store_err)?;
+            let out = f(&mut Txn { txn: &txn })?;
+            txn.commit().map_err(store_err)?;
+            Ok(out)
+        })();
+        self.checked(db, out)
     }
 }
 
@@ -223,5 +285,66 @@ impl Txn<'_> {
             None => false,
         };
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed write on a full disk leaves redb refusing every transaction ("Previous I/O
+    /// error occurred") until the file is opened again: the storage does so itself, so once
+    /// space is freed the next write succeeds.
+    #[test]
+    fn a_full_disk_does_not_poison_the_storage() {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "this test mounts a tmpfs; run as root");
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("small");
+        std::fs::create_dir(&mnt).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(mounted.success());
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(self.0).status();
+            }
+        }
+        let _unmount = Unmount(&mnt);
+        let storage = Storage::open(&mnt.join("metadata.redb")).unwrap();
+        let filler = mnt.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![1u8; 64 << 10];
+        while std::io::Write::write_all(&mut f, &block).is_ok() {}
+        drop(f);
+        let labels: Labels = [("k".to_string(), "v".repeat(3000))].into();
+        let put = |i: usize| {
+            storage.write(|t| {
+                let record = Record {
+                    id: t.next_id()?,
+                    kind: StoredKind::Committed,
+                    parent: None,
+                    labels: labels.clone(),
+                    created_at: 0,
+                    updated_at: 0,
+                };
+                t.put(&format!("s{i}"), &record)
+            })
+        };
+        let err = (0..10_000)
+            .find_map(|i| put(i).err())
+            .expect("the storage never ran out of room");
+        assert!(err.to_string().contains("No space left on device"), "{err}");
+        if let Err(again) = put(99_999) {
+            assert!(!again.to_string().contains("Previous I/O error"), "{again}");
+        }
+        std::fs::remove_file(&filler).unwrap();
+        put(100_000).unwrap();
+        assert!(storage.get("s100000").is_ok());
     }
 }

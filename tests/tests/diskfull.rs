@@ -339,10 +339,9 @@ const VOLUME_WRITER: [&str; 10] = [
 ];
 
 /// The container whose write fails is removed on a full disk, and the snapshotter's redb
-/// then refuses every later transaction ("Previous I/O error occurred"): as with the
-/// metadata store below, it must open its database again (berth-snapshotters).
+/// then refuses every later transaction ("Previous I/O error occurred") until it opens its
+/// database again, which it does on the failure itself.
 #[test]
-#[ignore = "the snapshotter's metadata stays poisoned after a failed write until berthd restarts"]
 fn volumes_on_a_full_disk_fail_clearly_and_work_once_space_is_freed() {
     let f = start();
     let _bb = with_busybox(&f);
@@ -409,10 +408,9 @@ async fn an_ingest_on_a_full_disk_stores_nothing_under_its_digest() {
 }
 
 /// redb refuses every transaction after one I/O error ("Previous I/O error occurred. Please
-/// close and re-open the database."): the metadata store must open its database again before
-/// berthd serves on (services/src/core/metadata/mod.rs, not yet done).
+/// close and re-open the database."): the metadata store opens its database again, so the
+/// daemon serves on and the next write after space is freed succeeds.
 #[test]
-#[ignore = "the metadata store stays poisoned after a failed write until berthd restarts"]
 fn a_metadata_transaction_on_a_full_disk_fails_clearly() {
     let f = start();
     f.fs.fill(0);

@@ -93,7 +93,7 @@ impl MetadataStore {
 
     /// Whether any namespace references the digest (used before deleting blob files).
     pub fn blob_referenced(&self, digest: &str) -> Result<bool> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(CONTENT)?;
         let namespaces = txn.open_table(NAMESPACES)?;
         for entry in namespaces.iter()? {

@@ -84,7 +84,7 @@ impl MetadataStore {
     }
 
     pub fn lease_resources(&self, ns: &Namespace, id: &str) -> Result<Vec<LeaseResource>> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         if txn.open_table(LEASES)?.get((ns.as_str(), id))?.is_none() {
             return Err(Error::not_found(format!("lease {id:?}")));
         }

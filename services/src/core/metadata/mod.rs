@@ -27,10 +27,12 @@ pub mod volumes;
 
 use crate::core::context::Namespace;
 use crate::core::error::{Error, Result};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
 pub const SCHEMA_VERSION: u32 = 3;
 
@@ -113,100 +115,180 @@ pub fn apply_label_path(current: &mut Labels, update: &Labels, path: &str) -> Re
 
 #[derive(Clone)]
 pub struct MetadataStore {
-    db: Arc<Database>,
+    inner: Arc<Handle>,
+}
+
+/// The open database, or none while it must be opened again: redb refuses every transaction
+/// after one I/O error (a full disk) until the file is closed and re-opened. Callers hold a
+/// clone of the `Arc` for one transaction; redb's file lock lets the new `Database` open only
+/// once every clone of the old one is gone, so a re-open that finds one still held is tried
+/// again on the next call.
+struct Handle {
+    path: PathBuf,
+    db: RwLock<Option<Arc<Database>>>,
 }
 
 impl MetadataStore {
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path).map_err(|e| {
-            Error::Store(format!(
-                "cannot open metadata database {}: {e}",
-                path.display()
-            ))
-        })?;
-        let store = MetadataStore { db: Arc::new(db) };
+        let db = open_database(path)?;
+        let store = MetadataStore {
+            inner: Arc::new(Handle {
+                path: path.to_path_buf(),
+                db: RwLock::new(Some(Arc::new(db))),
+            }),
+        };
         store.migrate()?;
         Ok(store)
     }
 
     /// Creates every table and brings an older database up to [`SCHEMA_VERSION`].
     fn migrate(&self) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        let found = {
-            let mut meta = txn.open_table(META)?;
-            let found = meta
-                .get("schema_version")?
-                .map(|v| {
-                    let b = v.value();
-                    b.try_into().map(u32::from_le_bytes).unwrap_or(0)
-                })
-                .unwrap_or(0);
-            if found > SCHEMA_VERSION {
-                return Err(Error::precondition(format!(
-                    "metadata schema version {found} is newer than this berthd understands ({SCHEMA_VERSION}); run a newer berthd"
-                )));
+        self.write(|txn| {
+            let found = {
+                let mut meta = txn.open_table(META)?;
+                let found = meta
+                    .get("schema_version")?
+                    .map(|v| {
+                        let b = v.value();
+                        b.try_into().map(u32::from_le_bytes).unwrap_or(0)
+                    })
+                    .unwrap_or(0);
+                if found > SCHEMA_VERSION {
+                    return Err(Error::precondition(format!(
+                        "metadata schema version {found} is newer than this berthd understands ({SCHEMA_VERSION}); run a newer berthd"
+                    )));
+                }
+                meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                found
+            };
+            txn.open_table(NAMESPACES)?;
+            txn.open_table(IMAGES)?;
+            txn.open_table(CONTENT)?;
+            txn.open_table(LEASES)?;
+            txn.open_table(LEASE_RESOURCES)?;
+            if found < 2 {
+                // v2: containers.
+                txn.open_table(CONTAINERS)?;
             }
-            meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
-            found
-        };
-        txn.open_table(NAMESPACES)?;
-        txn.open_table(IMAGES)?;
-        txn.open_table(CONTENT)?;
-        txn.open_table(LEASES)?;
-        txn.open_table(LEASE_RESOURCES)?;
-        if found < 2 {
-            // v2: containers.
-            txn.open_table(CONTAINERS)?;
-        }
-        if found < 3 {
-            // v3: volumes.
-            txn.open_table(VOLUMES)?;
-        }
-        txn.commit()?;
-        Ok(())
+            if found < 3 {
+                // v3: volumes.
+                txn.open_table(VOLUMES)?;
+            }
+            Ok(())
+        })
     }
 
     pub fn schema_version(&self) -> Result<u32> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        Ok(meta
-            .get("schema_version")?
-            .and_then(|v| v.value().try_into().ok().map(u32::from_le_bytes))
-            .unwrap_or(0))
+        self.read(|txn| {
+            let meta = txn.open_table(META)?;
+            Ok(meta
+                .get("schema_version")?
+                .and_then(|v| v.value().try_into().ok().map(u32::from_le_bytes))
+                .unwrap_or(0))
+        })
     }
 
     /// The server's identity, made once and kept for the life of the root directory.
     pub fn server_uuid(&self) -> Result<String> {
-        let txn = self.db.begin_write()?;
-        let uuid = {
+        self.write(|txn| {
             let mut meta = txn.open_table(META)?;
             let existing = meta
                 .get("server_uuid")?
                 .map(|v| String::from_utf8_lossy(v.value()).into_owned());
-            match existing {
+            Ok(match existing {
                 Some(u) => u,
                 None => {
                     let u = uuid::Uuid::new_v4().to_string();
                     meta.insert("server_uuid", u.as_bytes())?;
                     u
                 }
-            }
-        };
-        txn.commit()?;
-        Ok(uuid)
+            })
+        })
     }
 
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
+    /// The database, for one transaction: hold the `Arc` no longer than that, as a re-open
+    /// waits for every one of them. Opens it again first when a failed write left it closed.
+    pub(crate) fn db(&self) -> Result<Arc<Database>> {
+        let slot = self.inner.db.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        drop(slot);
+        self.reopen()
+    }
+
+    fn reopen(&self) -> Result<Arc<Database>> {
+        let mut slot = self
+            .inner
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone()); // another caller opened it first
+        }
+        let db = Arc::new(open_database(&self.inner.path)?);
+        *slot = Some(db.clone());
+        tracing::info!(path = %self.inner.path.display(), "metadata database re-opened after an I/O error");
+        Ok(db)
+    }
+
+    /// Answers `out`; when redb failed it with an I/O error first closes `db` (every later
+    /// transaction on it would fail) and opens the file again, which waits for space no more
+    /// than any other write: a re-open that fails now is tried again on the next call.
+    fn checked<T>(&self, db: Arc<Database>, out: Result<T>) -> Result<T> {
+        if let Err(e) = &out {
+            if must_reopen(e) {
+                {
+                    let mut slot = self
+                        .inner
+                        .db
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    if slot.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &db)) {
+                        tracing::warn!(path = %self.inner.path.display(), error = %e, "metadata database closed after an I/O error");
+                        *slot = None;
+                    }
+                }
+                drop(db);
+                if let Err(again) = self.db() {
+                    tracing::warn!(error = %again, "metadata database not yet re-opened; trying again on the next call");
+                }
+            }
+        }
+        out
     }
 
     /// Runs `f` in one write transaction and commits it durably.
     pub(crate) fn write<T>(&self, f: impl FnOnce(&WriteTransaction) -> Result<T>) -> Result<T> {
-        let txn = self.db.begin_write()?;
-        let out = f(&txn)?;
-        txn.commit()?;
-        Ok(out)
+        let db = self.db()?;
+        let out = (|| {
+            let txn = db.begin_write()?;
+            let out = f(&txn)?;
+            txn.commit()?;
+            Ok(out)
+        })();
+        self.checked(db, out)
     }
+
+    /// Runs `f` in one read transaction.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
+        let db = self.db()?;
+        let out = (|| f(&db.begin_read()?))();
+        self.checked(db, out)
+    }
+}
+
+fn open_database(path: &Path) -> Result<Database> {
+    Database::create(path).map_err(|e| {
+        Error::from(e).context(format!("cannot open metadata database {}", path.display()))
+    })
+}
+
+/// Whether redb failed with an error after which it refuses every transaction until the
+/// database is opened again: an I/O error (a full disk), or the refusal itself. Errors that
+/// came from redb keep only its words (`Error::Store`).
+fn must_reopen(e: &Error) -> bool {
+    matches!(e, Error::Store(m) if m.contains("I/O error"))
 }
 
 /// A namespace comes into being on its first write.
@@ -231,12 +313,13 @@ impl MetadataStore {
         ns: &Namespace,
         key: &str,
     ) -> Result<Option<T>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(table)?;
-        let found = t.get((ns.as_str(), key))?;
-        Ok(match found {
-            Some(v) => Some(serde_json::from_slice(v.value())?),
-            None => None,
+        self.read(|txn| {
+            let t = txn.open_table(table)?;
+            let found = t.get((ns.as_str(), key))?;
+            Ok(match found {
+                Some(v) => Some(serde_json::from_slice(v.value())?),
+                None => None,
+            })
         })
     }
 
@@ -246,17 +329,18 @@ impl MetadataStore {
         table: NsTable,
         ns: &Namespace,
     ) -> Result<Vec<T>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(table)?;
-        let mut out = vec![];
-        for entry in t.range((ns.as_str(), "")..)? {
-            let (k, v) = entry?;
-            if k.value().0 != ns.as_str() {
-                break;
+        self.read(|txn| {
+            let t = txn.open_table(table)?;
+            let mut out = vec![];
+            for entry in t.range((ns.as_str(), "")..)? {
+                let (k, v) = entry?;
+                if k.value().0 != ns.as_str() {
+                    break;
+                }
+                out.push(serde_json::from_slice(v.value())?);
             }
-            out.push(serde_json::from_slice(v.value())?);
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 
@@ -333,6 +417,65 @@ mod tests {
         assert_eq!(store.namespace_get(&ns).unwrap().unwrap().labels["a"], "b");
         assert!(store.container_list(&ns).unwrap().is_empty());
         assert!(store.volume_list(&ns).unwrap().is_empty());
+    }
+
+    /// A failed write on a full disk leaves redb refusing every transaction ("Previous I/O
+    /// error occurred") until the file is opened again: the store does so itself, so once
+    /// space is freed the next write succeeds.
+    #[test]
+    fn a_full_disk_does_not_poison_the_store() {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "this test mounts a tmpfs; run as root");
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("small");
+        std::fs::create_dir(&mnt).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        struct Unmount<'a>(&'a Path);
+        impl Drop for Unmount<'_> {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(self.0).status();
+            }
+        }
+        let _unmount = Unmount(&mnt);
+        let store = MetadataStore::open(&mnt.join("meta.redb")).unwrap();
+        let uuid = store.server_uuid().unwrap();
+        // Fill what is left.
+        let filler = mnt.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![7u8; 64 << 10];
+        while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+        drop(f);
+        let value = vec![b'v'; 3000];
+        let put = |i: usize| {
+            store.write(|txn| {
+                let mut meta = txn.open_table(META)?;
+                meta.insert(format!("k{i}").as_str(), value.as_slice())?;
+                Ok(())
+            })
+        };
+        let err = (0..10_000)
+            .find_map(|i| put(i).err())
+            .expect("the store never ran out of room");
+        assert_eq!(
+            err.kind(),
+            crate::core::error::Kind::ResourceExhausted,
+            "{err}"
+        );
+        assert!(err.to_string().contains("No space left on device"), "{err}");
+        // Still full: refused (if at all) for the same reason, not as poisoned.
+        if let Err(again) = put(99_999) {
+            assert!(!again.to_string().contains("Previous I/O error"), "{again}");
+        }
+        std::fs::remove_file(&filler).unwrap();
+        put(100_000).unwrap();
+        assert_eq!(store.server_uuid().unwrap(), uuid);
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub struct NamespaceRecord {
 
 impl MetadataStore {
     pub fn namespace_get(&self, ns: &Namespace) -> Result<Option<NamespaceRecord>> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(NAMESPACES)?;
         let found = table.get(ns.as_str())?;
         Ok(match found {
@@ -26,7 +26,7 @@ impl MetadataStore {
     }
 
     pub fn namespace_list(&self) -> Result<Vec<(String, NamespaceRecord)>> {
-        let txn = self.db().begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(NAMESPACES)?;
         let mut out = vec![];
         for entry in table.iter()? {

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use transform::split_type;
 
 /// (namespace, name) -> activation record (JSON).
-pub(crate) const ACTIVATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("mount_activations");
+pub(crate) const ACTIVATIONS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("mount_activations");
 
 const MAX_NAME: usize = 1024;
 
@@ -365,7 +366,7 @@ impl MountManager {
     }
 
     fn all(&self) -> Result<Vec<(Namespace, Activation)>> {
-        let txn = self.store.db().begin_read()?;
+        let txn = self.store.db()?.begin_read()?;
         let t = txn.open_table(ACTIVATIONS)?;
         let mut out = vec![];
         for entry in t.iter()? {
