@@ -422,3 +422,52 @@ fn everyday_verbs_as_docker_has_them() {
         "still\n"
     );
 }
+
+#[test]
+fn berthd_starting_after_a_reboot_starts_always_and_unless_stopped_containers() {
+    let (mut d, _img) = daemon();
+    let run = |name: &str, policy: &str| {
+        ok(&d.berth(
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--restart",
+                policy,
+                IMAGE,
+                "sleep",
+                "1000",
+            ],
+            None,
+        ));
+    };
+    run("always", "always");
+    run("unless", "unless-stopped");
+    run("held", "unless-stopped");
+    run("never", "no");
+    ok(&d.berth(&["stop", "-t", "1", "held"], None));
+    // A reboot: berthd, its shims and their containers gone without a word, /run wiped.
+    d.kill().unwrap();
+    ok(&d.cleanup());
+    std::fs::remove_dir_all(d.state()).unwrap();
+    d.restart().unwrap();
+    let status = |name: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&d.berth(&["inspect", name], None))).unwrap();
+        v[0]["State"]["Status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    eventually(
+        "berthd started the always and unless-stopped containers",
+        || status("always") == "Up" && status("unless") == "Up",
+    );
+    let ps = ok(&d.berth(&["ps"], None));
+    assert!(ps.contains("always") && ps.contains("unless"), "{ps}");
+    assert!(!ps.contains("held") && !ps.contains("never"), "{ps}");
+    // They run as before: their command, and their restart policy still holds.
+    let top = ok(&d.berth(&["top", "always"], None));
+    assert!(top.contains("sleep 1000"), "{top}");
+}

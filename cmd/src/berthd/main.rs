@@ -343,18 +343,22 @@ async fn open_daemon(cfg: &Config) -> anyhow::Result<Daemon> {
 }
 
 /// Takes back what a previous berthd left: its tasks' shims, the networks of containers
-/// that stopped meanwhile (in the background), the CRI's pods and its streaming server.
+/// that stopped meanwhile and then the containers whose restart policy runs them at
+/// berthd's start (in the background), the CRI's pods and its streaming server.
 async fn recover(daemon: &Daemon) -> anyhow::Result<()> {
     daemon.tasks.recover().await;
     daemon.networks.watch_exits(&daemon.events);
     let (tasks, networks) = (daemon.tasks.clone(), daemon.networks.clone());
+    let store = daemon.store.clone();
     tokio::spawn(async move {
         networks
             .recover(|ns, id| {
                 let tasks = tasks.clone();
                 async move { tasks.is_running(&ns, &id).await }
             })
-            .await
+            .await;
+        // Networks settled first: a container started here joins them afresh.
+        berth_services::core::restart::start_at_daemon_start(&store, &tasks).await;
     });
     if let Some(cri) = &daemon.cri {
         cri.recover()

@@ -9,6 +9,7 @@ use crate::core::error::Result;
 use crate::core::events::{Event, Exchange};
 use crate::core::filters::Filter;
 use crate::core::metadata::containers::ContainerRecord;
+use crate::core::metadata::MetadataStore;
 use crate::core::runtime::{CreateTask, ProcessRef, Stdio, Tasks};
 use crate::core::snapshots::Snapshots;
 use std::collections::HashMap;
@@ -199,7 +200,7 @@ impl Supervisor {
             return Ok(());
         }
         self.set_count(&ns, &c, count + 1).await?;
-        self.start(ns, &c).await
+        start(&self.tasks, ns, &c).await
     }
 
     /// The back-off before this restart (see [`backoff`]).
@@ -229,41 +230,6 @@ impl Supervisor {
             .map(drop)
     }
 
-    /// A new task for the container (its last one deleted), output appended to its log.
-    async fn start(&self, ns: Namespace, c: &ContainerRecord) -> Result<()> {
-        let _ = self.tasks.delete(ns.clone(), c.id.clone()).await;
-        let log = c
-            .labels
-            .get(LOG_LABEL)
-            .map(|l| format!("file://{l}"))
-            .unwrap_or_default();
-        self.tasks
-            .create(
-                ns.clone(),
-                CreateTask {
-                    container_id: c.id.clone(),
-                    rootfs: vec![],
-                    io: Stdio {
-                        stdout: log.clone(),
-                        stderr: log,
-                        ..Default::default()
-                    },
-                    options: None,
-                },
-            )
-            .await?;
-        self.tasks
-            .start(
-                ns,
-                ProcessRef {
-                    container_id: c.id.clone(),
-                    exec_id: String::new(),
-                },
-            )
-            .await
-            .map(drop)
-    }
-
     /// `run -d --rm`: the exited task, the record and its rootfs go.
     async fn remove(&self, ns: Namespace, c: ContainerRecord) -> Result<()> {
         let _ = self.tasks.delete(ns.clone(), c.id.clone()).await;
@@ -276,6 +242,85 @@ impl Supervisor {
         }
         Ok(())
     }
+}
+
+/// A new task for the container (its last one deleted), output appended to its log.
+async fn start(tasks: &Tasks, ns: Namespace, c: &ContainerRecord) -> Result<()> {
+    let _ = tasks.delete(ns.clone(), c.id.clone()).await;
+    let log = c
+        .labels
+        .get(LOG_LABEL)
+        .map(|l| format!("file://{l}"))
+        .unwrap_or_default();
+    tasks
+        .create(
+            ns.clone(),
+            CreateTask {
+                container_id: c.id.clone(),
+                rootfs: vec![],
+                io: Stdio {
+                    stdout: log.clone(),
+                    stderr: log,
+                    ..Default::default()
+                },
+                options: None,
+            },
+        )
+        .await?;
+    tasks
+        .start(
+            ns,
+            ProcessRef {
+                container_id: c.id.clone(),
+                exec_id: String::new(),
+            },
+        )
+        .await
+        .map(drop)
+}
+
+/// berthd starting (after a host reboot or its own restart), its tasks recovered: every
+/// container whose policy runs it at daemon start (`always`; `unless-stopped` its user did
+/// not stop) and whose task is gone or has exited is started again, its restart count
+/// afresh. An `always` container its user had stopped runs again too, as Docker's, and
+/// its exits restart it again from then on. Returns the containers started.
+pub async fn start_at_daemon_start(store: &MetadataStore, tasks: &Tasks) -> Vec<(String, String)> {
+    let mut started = vec![];
+    let namespaces = store.namespace_list().unwrap_or_default();
+    for (name, _) in namespaces {
+        let Ok(ns) = Namespace::parse(&name) else {
+            continue;
+        };
+        for c in store.container_list(&ns).unwrap_or_default() {
+            let wanted = c
+                .labels
+                .get(POLICY_LABEL)
+                .and_then(|p| p.parse::<Policy>().ok())
+                .is_some_and(|p| p.at_daemon_start(stopped(&c)));
+            if !wanted || tasks.is_running(&ns, &c.id).await {
+                continue;
+            }
+            let fresh = store.container_update(&ns, &c.id, |c| {
+                c.labels.remove(STOPPED_LABEL);
+                c.labels.remove(COUNT_LABEL);
+                Ok(())
+            });
+            let result = match fresh {
+                Ok(c) => start(tasks, ns.clone(), &c).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    tracing::info!(namespace = %ns, id = %c.id, "restart policy: started at berthd start");
+                    started.push((name.clone(), c.id.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, id = %c.id, error = %e, "restart policy: cannot start at berthd start")
+                }
+            }
+        }
+    }
+    started
 }
 
 fn stopped(c: &ContainerRecord) -> bool {
