@@ -184,6 +184,11 @@ pub mod containerd {
                 tonic::include_proto!("containerd.services.mounts.v1");
             }
         }
+        pub mod sandbox {
+            pub mod v1 {
+                tonic::include_proto!("containerd.services.sandbox.v1");
+            }
+        }
     }
 }
 
