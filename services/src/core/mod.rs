@@ -31,6 +31,7 @@ pub mod reference;
 pub mod registry;
 pub mod restart;
 pub mod runtime;
+pub mod sandboxes;
 pub mod seccomp;
 pub mod snapshots;
 pub mod spec;

@@ -154,6 +154,8 @@ fn plugin_set(root: &Path) -> Result<PluginSet> {
         "version",
         "transfer",
         "mounts",
+        "sandboxes",
+        "sandbox-controllers",
         "streaming",
         "volumes",
         "networks",

@@ -141,6 +141,21 @@ impl Daemon {
                     grpc::mounts::MountsService { core }
                 ))
             }))
+            .add_service(sized!(
+                berth_proto::containerd::services::sandbox::v1::store_server::StoreServer::new(
+                    grpc::sandbox::SandboxStoreService {
+                        core: crate::core::sandboxes::SandboxStore::new(self.store.clone()),
+                        cri: self.cri.clone(),
+                    }
+                )
+            ))
+            .add_service(sized!(
+                berth_proto::containerd::services::sandbox::v1::controller_server::ControllerServer::new(
+                    grpc::sandbox::SandboxControllerService {
+                        cri: self.cri.clone(),
+                    }
+                )
+            ))
     }
 
     /// containerd 2.2's Mount Manager over the metadata store, mounting under

@@ -14,6 +14,7 @@ pub mod leases;
 pub mod mounts;
 pub mod namespaces;
 pub mod networks;
+pub mod sandbox;
 pub mod snapshots;
 pub mod streaming;
 pub mod tasks;

@@ -2,6 +2,7 @@
 //! network namespace wired by CNI), and the files its containers share (hostname, hosts,
 //! resolv.conf, /dev/shm).
 
+pub mod api;
 mod exit;
 mod list;
 mod remove;
