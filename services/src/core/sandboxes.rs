@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 /// containerd's name for the CRI's own sandbox controller.
 pub const PODSANDBOX: &str = "podsandbox";
 
-const SANDBOXES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sandboxes");
+/// Keyed (namespace, sandbox id).
+pub(crate) const SANDBOXES: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("sandboxes");
 
 /// The fields an Update without a field list replaces.
 const DEFAULT_FIELDS: [&str; 4] = ["labels", "extensions", "spec", "runtime"];
