@@ -92,6 +92,8 @@ fn ctr2(k: &Kit, args: &[&str]) -> Option<String> {
         "ctr {args:?}: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert!(!errors.contains("level=error"), "ctr {args:?}: {errors}");
     eprintln!("ctr {args:?}:\n{text}");
     Some(text)
 }
@@ -362,6 +364,20 @@ async fn cri_pods_are_sandboxes() {
         .await
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+    // containerd 2.x's `ctr sandboxes rm` (Stop, Shutdown, then the store's Delete) removes
+    // a pod as RemovePodSandbox would.
+    let (other, _) = run_pod(&k, "sbxrm").await;
+    if ctr2(&k, &["sandboxes", "rm", &other]).is_some() {
+        let left = ctr2(&k, &["sandboxes", "ls"]).unwrap();
+        assert!(!left.contains(&other), "{left}");
+        let gone = s
+            .get(sb::StoreGetRequest {
+                sandbox_id: other.clone(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+    }
     let listed = k
         .rt()
         .await
@@ -371,4 +387,7 @@ async fn cri_pods_are_sandboxes() {
         .into_inner()
         .items;
     assert!(listed.iter().all(|p| p.id != id));
+    if ctr2(&k, &["version"]).is_some() {
+        assert!(listed.iter().all(|p| p.id != other));
+    }
 }
