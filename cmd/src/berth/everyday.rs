@@ -220,6 +220,8 @@ pub struct ImagePruneArgs {
 
 #[derive(clap::Subcommand)]
 pub enum System {
+    /// What images, containers and volumes take on disk, and what a prune would free
+    Df(crate::df::DfArgs),
     /// Remove stopped containers, then (with -a) images no container uses, then (with
     /// --volumes) volumes no container uses
     Prune {
@@ -235,15 +237,15 @@ pub enum System {
     },
 }
 
-/// Removes the images no container uses (with -a); berth's images all have names, so
-/// nothing is "dangling" without it.
-pub async fn image_prune(client: &Client, a: ImagePruneArgs) -> anyhow::Result<()> {
-    use berth_proto::images::{DeleteImageRequest, ListImagesRequest};
-    println!("Deleted Images:");
-    if !a.all {
-        return Ok(());
-    }
-    let used: std::collections::HashSet<String> = names::list(client, vec![])
+/// Every image, and the names of those a container uses.
+pub(crate) async fn images_and_used(
+    client: &Client,
+) -> anyhow::Result<(
+    Vec<berth_proto::images::Image>,
+    std::collections::HashSet<String>,
+)> {
+    use berth_proto::images::ListImagesRequest;
+    let used = names::list(client, vec![])
         .await?
         .into_iter()
         .map(|c| c.image)
@@ -255,6 +257,18 @@ pub async fn image_prune(client: &Client, a: ImagePruneArgs) -> anyhow::Result<(
         .map_err(|e| anyhow!("cannot list images: {}", crate::output::said(&e)))?
         .into_inner()
         .images;
+    Ok((images, used))
+}
+
+/// Removes the images no container uses (with -a); berth's images all have names, so
+/// nothing is "dangling" without it.
+pub async fn image_prune(client: &Client, a: ImagePruneArgs) -> anyhow::Result<()> {
+    use berth_proto::images::DeleteImageRequest;
+    println!("Deleted Images:");
+    if !a.all {
+        return Ok(());
+    }
+    let (images, used) = images_and_used(client).await?;
     for img in images.into_iter().filter(|i| !used.contains(&i.name)) {
         client
             .images()
@@ -271,6 +285,7 @@ pub async fn image_prune(client: &Client, a: ImagePruneArgs) -> anyhow::Result<(
 
 pub async fn system(client: &Client, cmd: System) -> anyhow::Result<()> {
     match cmd {
+        System::Df(a) => crate::df::df(client, a).await,
         System::Prune {
             all,
             volumes,

@@ -9,6 +9,7 @@ mod commit;
 mod containers;
 mod content;
 mod cp;
+mod df;
 mod docker;
 mod events;
 mod everyday;
@@ -85,7 +86,7 @@ enum Command {
     Wait(everyday::IdsArgs),
     /// A container's published ports (`berth port NAME [PORT[/PROTO]]`)
     Port(everyday::PortArgs),
-    /// The whole engine: `system prune [-a] [--volumes]`
+    /// The whole engine: `system df [-v]`, `system prune [-a] [--volumes]`
     #[command(subcommand)]
     System(everyday::System),
     /// Show containers or images as JSON
