@@ -167,6 +167,16 @@ pub fn join_unmanaged_cgroups(cgroups_path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Undoes [`join_unmanaged_cgroups`] for a create that failed: the calling process moves back
+/// to each hierarchy's root and the container's cgroup, empty now, is removed (a failed
+/// create has no delete to remove it later).
+pub fn leave_unmanaged_cgroups(cgroups_path: &str) {
+    for root in unmanaged_hierarchies() {
+        let _ = std::fs::write(root.join("cgroup.procs"), "0");
+    }
+    remove_unmanaged_cgroups(cgroups_path);
+}
+
 /// Removes the container's (empty) cgroup from the hierarchies libcontainer leaves alone.
 pub fn remove_unmanaged_cgroups(cgroups_path: &str) {
     let rel = cgroups_path.trim_start_matches('/');

@@ -179,34 +179,45 @@ impl Native {
         // The spec is read in the helper: the serving shim never holds its parsed tree.
         self.in_child(Some(log), move || {
             let (systemd, plan) = prepare_spec(&bundle).map_err(|f| f.0)?;
-            if let (false, Some(path)) = (systemd, &plan.cgroups_path) {
-                confine::join_unmanaged_cgroups(path)?;
+            let joined = match (systemd, &plan.cgroups_path) {
+                (false, Some(path)) => {
+                    confine::join_unmanaged_cgroups(path)?;
+                    Some(path.clone())
+                }
+                _ => None,
+            };
+            // Everything after the join, so that a failure can leave the cgroups again.
+            let built = (move || -> Result<Vec<u8>, String> {
+                let confined = confine::for_init(&bundle, &cache)?;
+                let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
+                    .with_root_path(root)
+                    .map_err(|e| e.to_string())?
+                    .with_pid_file(pid_file)
+                    .map_err(|e| e.to_string())?
+                    .with_console_socket(console);
+                if let Some(c) = confined {
+                    b = b.with_executor(c);
+                }
+                b = with_stdio(b, stdio);
+                let ct = b
+                    .validate_id()
+                    .map_err(|e| e.to_string())?
+                    .as_init(bundle)
+                    .with_systemd(systemd)
+                    .with_detach(true)
+                    .build()
+                    .map_err(|e| format!("create container {id}: {e}"))?;
+                let init = ct
+                    .pid()
+                    .ok_or_else(|| format!("create container {id}: no init process"))?;
+                confine::after_create(&plan, init.as_raw())
+                    .map_err(|e| format!("create container {id}: {e}"))?;
+                Ok(vec![])
+            })();
+            if let (Err(_), Some(path)) = (&built, &joined) {
+                confine::leave_unmanaged_cgroups(path);
             }
-            let confined = confine::for_init(&bundle, &cache)?;
-            let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
-                .with_root_path(root)
-                .map_err(|e| e.to_string())?
-                .with_pid_file(pid_file)
-                .map_err(|e| e.to_string())?
-                .with_console_socket(console);
-            if let Some(c) = confined {
-                b = b.with_executor(c);
-            }
-            b = with_stdio(b, stdio);
-            let ct = b
-                .validate_id()
-                .map_err(|e| e.to_string())?
-                .as_init(bundle)
-                .with_systemd(systemd)
-                .with_detach(true)
-                .build()
-                .map_err(|e| format!("create container {id}: {e}"))?;
-            let init = ct
-                .pid()
-                .ok_or_else(|| format!("create container {id}: no init process"))?;
-            confine::after_create(&plan, init.as_raw())
-                .map_err(|e| format!("create container {id}: {e}"))?;
-            Ok(vec![])
+            built
         })
         .map(drop)
         .map_err(|f| {
