@@ -213,6 +213,27 @@ async fn store_crud_and_errors() {
     assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
     assert_eq!(ids(&mut s, &[]).await, ["two"]);
 
+    // A namespace holding a sandbox record is not empty.
+    let cl = d.client().await.unwrap();
+    let _ = cl
+        .namespaces()
+        .create(berth_client::proto::namespaces::CreateNamespaceRequest {
+            namespace: Some(berth_client::proto::namespaces::Namespace {
+                name: "sbx".into(),
+                ..Default::default()
+            }),
+        })
+        .await;
+    let held = cl
+        .namespaces()
+        .delete(berth_client::proto::namespaces::DeleteNamespaceRequest {
+            name: "sbx".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(held.code(), Code::FailedPrecondition, "{held:?}");
+    assert!(held.message().contains("sandboxes"), "{held:?}");
+
     // Records last across a restart.
     let mut d = d;
     d.restart().unwrap();

@@ -79,7 +79,7 @@ impl MetadataStore {
     }
 
     /// Deletes an empty namespace; refuses while it still holds images, blobs, leases,
-    /// containers, volumes or mount activations.
+    /// containers, volumes, mount activations or sandboxes.
     pub fn namespace_delete(&self, ns: &Namespace) -> Result<()> {
         self.write(|txn| {
             let mut table = txn.open_table(NAMESPACES)?;
@@ -93,6 +93,7 @@ impl MetadataStore {
                 ("containers", CONTAINERS),
                 ("volumes", VOLUMES),
                 ("mount activations", crate::core::mounts::ACTIVATIONS),
+                ("sandboxes", crate::core::sandboxes::SANDBOXES),
             ] {
                 if namespace_has_records(&txn.open_table(def)?, ns.as_str())? {
                     return Err(Error::precondition(format!(
