@@ -226,9 +226,7 @@ async fn store_crud_and_errors() {
         .await;
     let held = cl
         .namespaces()
-        .delete(berth_client::proto::namespaces::DeleteNamespaceRequest {
-            name: "sbx".into(),
-        })
+        .delete(berth_client::proto::namespaces::DeleteNamespaceRequest { name: "sbx".into() })
         .await
         .unwrap_err();
     assert_eq!(held.code(), Code::FailedPrecondition, "{held:?}");
