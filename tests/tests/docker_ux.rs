@@ -602,3 +602,77 @@ fn system_df_counts_what_du_counts() {
         "{verbose}"
     );
 }
+
+#[test]
+fn events_filter_as_docker_filters() {
+    use std::io::BufRead;
+    let (d, _img) = daemon();
+    let mut events = std::process::Command::new(berth_tests::bin("berth"))
+        .arg("--address")
+        .arg(d.socket())
+        .args([
+            "events",
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=die",
+            "--filter",
+            "container=watched",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = events.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    // `watched` exits until the subscription (made meanwhile) shows its exit.
+    let run = |name: &str| {
+        let out = d.berth(&["run", "--name", name, IMAGE, "sh", "-c", "exit 3"], None);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&d.berth(&["inspect", name], None))).unwrap();
+        v[0]["Id"].as_str().unwrap().to_string()
+    };
+    let run_watched = || {
+        let id = run("watched");
+        ok(&d.berth(&["rm", "watched"], None));
+        id
+    };
+    let mut watched = vec![];
+    let mut seen = None;
+    for _ in 0..60 {
+        watched.push(run_watched());
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+            seen = Some(line);
+            break;
+        }
+    }
+    let line = seen.expect("no event passed the filters");
+    let is_watched_exit = |line: &str, ids: &[String]| {
+        line.contains("/tasks/exit") && ids.iter().any(|i| line.contains(i.as_str()))
+    };
+    assert!(is_watched_exit(&line, &watched), "{line}");
+    // Another container's exit, and watched's create, start and delete, are left out:
+    // only watched's exits come, up to its last.
+    let other = run("other");
+    let last = run_watched();
+    watched.push(last.clone());
+    loop {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+        assert!(!line.contains(&other), "{line}");
+        assert!(is_watched_exit(&line, &watched), "{line}");
+        if line.contains(&last) {
+            break;
+        }
+    }
+    events.kill().unwrap();
+    events.wait().unwrap();
+    let bad = d.berth(&["events", "--filter", "colour=red"], None);
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+}

@@ -144,7 +144,12 @@ enum Command {
     Check,
     /// Print events as they happen
     Events {
-        /// Filters, e.g. topic~=/images/ (any matches)
+        /// Docker's filters: type=container|image|namespace|snapshot|content,
+        /// event=create|start|die|destroy|... (or a topic's last part), container=NAME|ID,
+        /// image=NAME, namespace=NS; one key's values: any; different keys: all
+        #[arg(long = "filter", short = 'f', value_name = "KEY=VALUE")]
+        docker_filters: Vec<String>,
+        /// containerd's filters, e.g. topic~=/images/ (any matches)
         filters: Vec<String>,
     },
 }
@@ -287,7 +292,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshots(args) => snapshots::run(&client, args).await,
         Command::Containers(cmd) => containers::containers(&client, cmd).await,
         Command::Tasks(cmd) => containers::tasks(&client, cmd).await,
-        Command::Events { filters } => events::run(&client, filters).await,
+        Command::Events {
+            filters,
+            docker_filters,
+        } => events::run(&client, filters, docker_filters).await,
         Command::Check => check(&client).await,
     }
 }
