@@ -306,14 +306,41 @@ impl Puller {
     }
 }
 
-/// The label every blob of a pull gets: the registry and repository it came from.
+/// The label every blob of a pull gets: the registry and repository it came from, the
+/// registry named by its host alone (no port), as containerd keys it.
 fn source_labels(reference: &oci_client::Reference) -> Labels {
     Labels::from([(
         format!(
             "{}{}",
             berth_proto::vocab::labels::DISTRIBUTION_SOURCE,
-            reference.registry()
+            host_of(reference.registry())
         ),
         reference.repository().to_string(),
     )])
+}
+
+/// A registry's host without its port (`[::1]:5000` gives `::1`).
+fn host_of(registry: &str) -> &str {
+    if let Some(rest) = registry.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    registry.split(':').next().unwrap_or(registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_source_label_names_the_registry_host_without_its_port() {
+        let r: oci_client::Reference = "127.0.0.1:5050/team/app:1".parse().unwrap();
+        let labels = source_labels(&r);
+        let key = format!(
+            "{}127.0.0.1",
+            berth_proto::vocab::labels::DISTRIBUTION_SOURCE
+        );
+        assert_eq!(labels.get(&key).map(String::as_str), Some("team/app"));
+        assert_eq!(host_of("[::1]:5000"), "::1");
+        assert_eq!(host_of("registry.example"), "registry.example");
+    }
 }
