@@ -325,10 +325,20 @@ impl Gc {
     ) -> Result<()> {
         for b in blobs {
             if !marked.contains(&b.digest) && b.created_at < cutoff {
-                if !self.store.blob_remove(ns, &b.digest)? {
+                // A record a client removed meanwhile is simply gone: nothing to sweep, and
+                // the rest of the collection goes on.
+                let shared = match self.store.blob_remove(ns, &b.digest) {
+                    Ok(shared) => shared,
+                    Err(e) if e.kind() == crate::core::error::Kind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                if !shared {
                     if let Ok(d) = crate::core::content::digest::Digest::parse(&b.digest) {
-                        self.content.delete_bytes_sync(&d)?;
-                        out.reclaimed += b.size.max(0) as u64;
+                        match self.content.delete_bytes_sync(&d) {
+                            Ok(()) => out.reclaimed += b.size.max(0) as u64,
+                            Err(e) if e.kind() == crate::core::error::Kind::NotFound => {}
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
                 out.content += 1;
