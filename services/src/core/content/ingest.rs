@@ -151,6 +151,9 @@ impl Content {
         };
         let local = self.local.clone();
         let store = self.store.clone();
+        // Adopting another namespace's blob writes a reference: fenced, so a collection
+        // never decides the bytes are unused and deletes them just after the adoption.
+        let _op = self.fence.operation().await;
         blocking(move || {
             if let Some(lease) = &ctx.lease {
                 if store.lease_get(&ctx.ns, lease)?.is_none() {
