@@ -413,6 +413,23 @@ pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
 
+/// The pids whose command line holds `needle` (its arguments NUL-separated, as
+/// `/proc/PID/cmdline` has them).
+pub fn pids_matching(needle: &[u8]) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            cmd.windows(needle.len())
+                .any(|w| w == needle)
+                .then_some(pid)
+        })
+        .collect()
+}
+
 /// Debian's containerd on its own temporary root, state and socket (never the system one),
 /// with this workspace's binaries first on its PATH so it can find berth's shim.
 /// The mount points under `dir` (itself included), from this process's mount table.

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_tests::oci;
-use berth_tests::{ok, Daemon};
+use berth_tests::{ok, pids_matching, Daemon};
 
 const IMAGE: &str = "test.local/busybox:latest";
 
@@ -305,20 +305,6 @@ fn containerd_drives_berths_shim() {
         "exit 9",
     ]);
     assert_eq!(out.status.code(), Some(9));
-}
-
-fn pids_matching(needle: &[u8]) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            cmd.windows(needle.len())
-                .any(|w| w == needle)
-                .then_some(pid)
-        })
-        .collect()
 }
 
 fn shim_killed(runtime: &str, id: &str, marker: &str) {
