@@ -5,54 +5,9 @@
 use super::options::Security;
 use super::Run;
 use anyhow::{anyhow, bail, Context};
-use berth_services::spec::{parse_size, DEFAULT_CAPS};
+use berth_services::spec::{bounded_caps, parse_size, ALL_CAPS, DEFAULT_CAPS};
 use serde_json::{json, Value};
 use std::path::Path;
-
-/// Linux's capabilities by number (capability.h), as an OCI spec names them.
-const CAPABILITIES: [&str; 41] = [
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
 
 /// Where --init's binary appears in the container, as in Docker.
 const INIT_PATH: &str = "/sbin/docker-init";
@@ -123,13 +78,7 @@ fn push_linux(spec: &mut Value, key: &str, v: Value) {
 /// The capability set: berth's defaults (or all with --privileged), --cap-add's added and
 /// --cap-drop's removed, either of which may say ALL.
 fn capabilities(r: &Run) -> anyhow::Result<Vec<String>> {
-    let bounding = bounding_set();
-    let all: Vec<String> = CAPABILITIES
-        .iter()
-        .enumerate()
-        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
-        .map(|(_, c)| format!("CAP_{c}"))
-        .collect();
+    let all = bounded_caps();
     if r.privileged {
         return Ok(all);
     }
@@ -140,10 +89,7 @@ fn capabilities(r: &Run) -> anyhow::Result<Vec<String>> {
         } else {
             format!("CAP_{up}")
         };
-        if !CAPABILITIES
-            .iter()
-            .any(|k| full.strip_prefix("CAP_") == Some(k))
-        {
+        if !ALL_CAPS.contains(&full.as_str()) {
             bail!("unknown capability {c:?}");
         }
         if !all.contains(&full) {
@@ -173,19 +119,6 @@ fn capabilities(r: &Run) -> anyhow::Result<Vec<String>> {
         caps.retain(|x| *x != c);
     }
     Ok(caps)
-}
-
-/// The capabilities this host lets processes have (this process's bounding set; berthd's
-/// shims run as root beside it), as bits; all of them when it cannot be read.
-fn bounding_set() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapBnd:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .unwrap_or(u64::MAX)
 }
 
 /// --privileged: nothing masked or read-only, /sys and cgroups writable, every device.

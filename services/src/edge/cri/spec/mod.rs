@@ -10,79 +10,13 @@ pub use sandbox::{sandbox, SandboxSpec};
 use super::seccomp;
 use crate::core::error::{Error, Result};
 use crate::core::seccomp::Profile;
-use crate::core::spec::{base_mounts, image_env, strings, DEFAULT_CAPS, MASKED, READONLY};
+use crate::core::spec::{
+    base_mounts, bounded_caps, image_env, strings, ALL_CAPS, DEFAULT_CAPS, MASKED, READONLY,
+};
 use berth_proto::cri::v1 as cri;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// Every capability by name and number (linux/capability.h).
-const ALL_CAPS: &[(&str, u32)] = &[
-    ("CAP_CHOWN", 0),
-    ("CAP_DAC_OVERRIDE", 1),
-    ("CAP_DAC_READ_SEARCH", 2),
-    ("CAP_FOWNER", 3),
-    ("CAP_FSETID", 4),
-    ("CAP_KILL", 5),
-    ("CAP_SETGID", 6),
-    ("CAP_SETUID", 7),
-    ("CAP_SETPCAP", 8),
-    ("CAP_LINUX_IMMUTABLE", 9),
-    ("CAP_NET_BIND_SERVICE", 10),
-    ("CAP_NET_BROADCAST", 11),
-    ("CAP_NET_ADMIN", 12),
-    ("CAP_NET_RAW", 13),
-    ("CAP_IPC_LOCK", 14),
-    ("CAP_IPC_OWNER", 15),
-    ("CAP_SYS_MODULE", 16),
-    ("CAP_SYS_RAWIO", 17),
-    ("CAP_SYS_CHROOT", 18),
-    ("CAP_SYS_PTRACE", 19),
-    ("CAP_SYS_PACCT", 20),
-    ("CAP_SYS_ADMIN", 21),
-    ("CAP_SYS_BOOT", 22),
-    ("CAP_SYS_NICE", 23),
-    ("CAP_SYS_RESOURCE", 24),
-    ("CAP_SYS_TIME", 25),
-    ("CAP_SYS_TTY_CONFIG", 26),
-    ("CAP_MKNOD", 27),
-    ("CAP_LEASE", 28),
-    ("CAP_AUDIT_WRITE", 29),
-    ("CAP_AUDIT_CONTROL", 30),
-    ("CAP_SETFCAP", 31),
-    ("CAP_MAC_OVERRIDE", 32),
-    ("CAP_MAC_ADMIN", 33),
-    ("CAP_SYSLOG", 34),
-    ("CAP_WAKE_ALARM", 35),
-    ("CAP_BLOCK_SUSPEND", 36),
-    ("CAP_AUDIT_READ", 37),
-    ("CAP_PERFMON", 38),
-    ("CAP_BPF", 39),
-    ("CAP_CHECKPOINT_RESTORE", 40),
-];
-
-/// The capabilities berthd itself may hand out: "all" means all of these (a container
-/// cannot get what the daemon's bounding set lacks, e.g. CAP_SYS_RESOURCE inside another
-/// container). Read once: a process's bounding set only ever shrinks, and berthd never
-/// drops from it.
-fn all_caps() -> Vec<String> {
-    static BOUNDED: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-        let bounding = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("CapBnd:"))
-                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            })
-            .unwrap_or(u64::MAX);
-        ALL_CAPS
-            .iter()
-            .filter(|(_, bit)| bounding & (1u64 << bit) != 0)
-            .map(|(n, _)| n.to_string())
-            .collect()
-    });
-    BOUNDED.clone()
-}
 
 /// The cgroup path of `id` under the pod's parent, for the configured driver.
 pub fn cgroup_path(parent: &str, id: &str, systemd: bool) -> String {
@@ -175,7 +109,7 @@ fn cap_name(c: &str) -> String {
 
 /// The capability set from defaults, add and drop (either may say ALL).
 pub fn capabilities(c: Option<&cri::Capability>, privileged: bool) -> Result<Vec<String>> {
-    let bounding = all_caps();
+    let bounding = bounded_caps();
     if privileged {
         return Ok(bounding);
     }
@@ -194,7 +128,7 @@ pub fn capabilities(c: Option<&cri::Capability>, privileged: bool) -> Result<Vec
             .filter(|x| !x.eq_ignore_ascii_case("ALL"))
         {
             let n = cap_name(a);
-            if !ALL_CAPS.iter().any(|(name, _)| *name == n) {
+            if !ALL_CAPS.contains(&n.as_str()) {
                 return Err(Error::invalid(format!("unknown capability {a:?}")));
             }
             if !bounding.contains(&n) {
