@@ -267,6 +267,20 @@ pub fn label_field(
     }
 }
 
+/// Answers a record that filters on one identifying field (`name` or `id`) and its labels.
+pub fn key_label_field(
+    key: &str,
+    value: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    path: &[String],
+) -> Option<String> {
+    match path.first().map(String::as_str) {
+        Some(k) if k == key => Some(value.to_string()),
+        Some("labels") => label_field(labels, path),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,11 +293,7 @@ mod tests {
 
     impl Fields for Item {
         fn field(&self, path: &[String]) -> Option<String> {
-            match path.first().map(String::as_str) {
-                Some("name") => Some(self.name.to_string()),
-                Some("labels") => label_field(&self.labels, path),
-                _ => None,
-            }
+            key_label_field("name", self.name, &self.labels, path)
         }
     }
 

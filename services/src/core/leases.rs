@@ -2,7 +2,7 @@
 
 use crate::core::context::{Ctx, Namespace};
 use crate::core::error::{blocking, Error, Result};
-use crate::core::filters::{label_field, Fields, Filter};
+use crate::core::filters::{key_label_field, Fields, Filter};
 use crate::core::gc::fence::GcHandle;
 use crate::core::metadata::leases::{LeaseRecord, LeaseResource};
 use crate::core::metadata::{now, validate_labels, Labels, MetadataStore};
@@ -11,11 +11,7 @@ const MAX_LEASE_ID: usize = 1024;
 
 impl Fields for LeaseRecord {
     fn field(&self, path: &[String]) -> Option<String> {
-        match path.first().map(String::as_str) {
-            Some("id") => Some(self.id.clone()),
-            Some("labels") => label_field(&self.labels, path),
-            _ => None,
-        }
+        key_label_field("id", &self.id, &self.labels, path)
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::core::context::Namespace;
 use crate::core::error::{blocking, Result};
 use crate::core::events::{Event, Exchange};
-use crate::core::filters::{label_field, Fields, Filter};
+use crate::core::filters::{key_label_field, Fields, Filter};
 use crate::core::metadata::namespaces::NamespaceRecord;
 use crate::core::metadata::{apply_label_path, validate_labels, Labels, MetadataStore};
 
@@ -15,11 +15,7 @@ pub struct NamespaceInfo {
 
 impl Fields for NamespaceInfo {
     fn field(&self, path: &[String]) -> Option<String> {
-        match path.first().map(String::as_str) {
-            Some("name") => Some(self.name.clone()),
-            Some("labels") => label_field(&self.labels, path),
-            _ => None,
-        }
+        key_label_field("name", &self.name, &self.labels, path)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use crate::core::context::{validate_identifier, Namespace};
 use crate::core::error::{Error, Result};
-use crate::core::filters::{label_field, Fields, Filter};
+use crate::core::filters::{key_label_field, Fields, Filter};
 use crate::core::metadata::containers::AnyValue;
 use crate::core::metadata::{
     apply_label_path, ensure_namespace, now, validate_labels, Labels, MetadataStore, Timestamp,
@@ -38,11 +38,7 @@ pub struct SandboxRecord {
 
 impl Fields for SandboxRecord {
     fn field(&self, path: &[String]) -> Option<String> {
-        match path.first().map(String::as_str) {
-            Some("id") => Some(self.id.clone()),
-            Some("labels") => label_field(&self.labels, path),
-            _ => None,
-        }
+        key_label_field("id", &self.id, &self.labels, path)
     }
 }
 

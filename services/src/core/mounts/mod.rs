@@ -8,7 +8,7 @@ mod transform;
 
 use crate::core::context::{Ctx, Namespace};
 use crate::core::error::{blocking, Error, Result};
-use crate::core::filters::{label_field, Fields, Filter};
+use crate::core::filters::{key_label_field, Fields, Filter};
 use crate::core::metadata::{apply_label_path, now, validate_labels, Labels, MetadataStore};
 use berth_snapshotters::mount::{mount, unmount};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -56,11 +56,7 @@ pub struct Activation {
 
 impl Fields for Activation {
     fn field(&self, path: &[String]) -> Option<String> {
-        match path.first().map(String::as_str) {
-            Some("name") => Some(self.name.clone()),
-            Some("labels") => label_field(&self.labels, path),
-            _ => None,
-        }
+        key_label_field("name", &self.name, &self.labels, path)
     }
 }
 
