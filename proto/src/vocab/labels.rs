@@ -8,6 +8,12 @@ pub const GC_EXPIRE: &str = "containerd.io/gc.expire";
 pub const GC_REF_CONTENT: &str = "containerd.io/gc.ref.content";
 /// Prefix of snapshot references (`containerd.io/gc.ref.snapshot.<snapshotter>`).
 pub const GC_REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.";
+/// Back references: the object so labelled is kept while the container, content, image or
+/// (`…snapshot.<snapshotter>`) snapshot the label's value names is.
+pub const GC_BREF_CONTAINER: &str = "containerd.io/gc.bref.container";
+pub const GC_BREF_CONTENT: &str = "containerd.io/gc.bref.content";
+pub const GC_BREF_IMAGE: &str = "containerd.io/gc.bref.image";
+pub const GC_BREF_SNAPSHOT: &str = "containerd.io/gc.bref.snapshot.";
 /// A compressed layer's uncompressed digest (its diffID).
 pub const UNCOMPRESSED: &str = "containerd.io/uncompressed";
 /// Where a blob was pulled from (`containerd.io/distribution.source.<registry>`).

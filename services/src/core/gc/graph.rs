@@ -16,15 +16,14 @@
 
 use crate::core::metadata::images::ImageRecord;
 use crate::core::metadata::Labels;
-use berth_proto::vocab::labels::{GC_REF_CONTENT, GC_REF_SNAPSHOT, GC_ROOT};
+use berth_proto::vocab::labels::{
+    GC_BREF_CONTAINER, GC_BREF_CONTENT, GC_BREF_IMAGE, GC_BREF_SNAPSHOT, GC_REF_CONTENT,
+    GC_REF_SNAPSHOT, GC_ROOT,
+};
 use std::collections::{HashMap, HashSet};
 
 /// An image reference: `containerd.io/gc.ref.image[.|/<name>]`.
 const REF_IMAGE: &str = "containerd.io/gc.ref.image";
-const BREF_CONTAINER: &str = "containerd.io/gc.bref.container";
-const BREF_CONTENT: &str = "containerd.io/gc.bref.content";
-const BREF_IMAGE: &str = "containerd.io/gc.bref.image";
-const BREF_SNAPSHOT: &str = "containerd.io/gc.bref.snapshot.";
 /// A lease that holds its objects but not what they refer to.
 pub(super) const FLAT: &str = "containerd.io/gc.flat";
 const COND_SNAPSHOT: &str = "containerd.io/gc.cond.snapshot";
@@ -128,13 +127,13 @@ pub(super) fn label_refs(labels: &Labels, out: &mut Vec<Node>) {
 fn back_refs(labels: &Labels) -> Vec<Node> {
     let mut out = vec![];
     for (k, v) in labels {
-        if named(k, BREF_CONTAINER) {
+        if named(k, GC_BREF_CONTAINER) {
             out.push(Node::Container(v.clone()));
-        } else if named(k, BREF_CONTENT) {
+        } else if named(k, GC_BREF_CONTENT) {
             out.push(Node::content(v, false));
-        } else if named(k, BREF_IMAGE) {
+        } else if named(k, GC_BREF_IMAGE) {
             out.push(Node::image(v, false));
-        } else if let Some(rest) = k.strip_prefix(BREF_SNAPSHOT) {
+        } else if let Some(rest) = k.strip_prefix(GC_BREF_SNAPSHOT) {
             out.push(Node::snapshot(snapshotter_of(rest), v, false));
         }
     }
