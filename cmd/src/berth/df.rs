@@ -3,7 +3,7 @@
 //! however many images share it); containers their writable layer's snapshot usage;
 //! volumes the bytes in their directories.
 
-use crate::docker::{status_text, task_of};
+use crate::docker::is_up;
 use crate::output::{size, ListFlags};
 use berth_client::Client;
 use berth_proto::berth::services::volumes::v1::ListVolumesRequest;
@@ -191,9 +191,7 @@ async fn containers(client: &Client) -> anyhow::Result<Row> {
         ..Default::default()
     };
     for c in all {
-        let up = task_of(client, &c.id)
-            .await
-            .is_some_and(|t| status_text(Some(&t)).starts_with("Up"));
+        let up = is_up(client, &c.id).await;
         let used = if c.snapshot_key.is_empty() {
             0
         } else {

@@ -123,6 +123,13 @@ pub(crate) async fn task_of(client: &Client, id: &str) -> Option<Process> {
         .and_then(|r| r.into_inner().process)
 }
 
+/// Whether the container's task is up: running, or paused (Docker's "Up (Paused)").
+pub(crate) async fn is_up(client: &Client, id: &str) -> bool {
+    task_of(client, id)
+        .await
+        .is_some_and(|t| status_text(Some(&t)).starts_with("Up"))
+}
+
 pub(crate) fn status_text(task: Option<&Process>) -> String {
     match task {
         None => "Created".into(),

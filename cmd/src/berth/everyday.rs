@@ -3,7 +3,7 @@
 //! start and rm are in docker.rs.
 
 use crate::containers::parse_signal;
-use crate::docker::{kill, ports_of, rm_one, start_one, status_text, stop_one, task_of};
+use crate::docker::{is_up, kill, ports_of, rm_one, start_one, stop_one, task_of};
 use crate::names;
 use crate::output::each_id;
 use anyhow::{anyhow, bail};
@@ -78,10 +78,10 @@ pub async fn kill_verb(client: &Client, a: KillArgs) -> anyhow::Result<()> {
 
 /// Fails unless the container's task runs (Docker's words for it).
 async fn running(client: &Client, id: &str) -> anyhow::Result<()> {
-    match task_of(client, id).await {
-        Some(t) if status_text(Some(&t)).starts_with("Up") => Ok(()),
-        _ => bail!("container {} is not running", names::short_id(id)),
+    if !is_up(client, id).await {
+        bail!("container {} is not running", names::short_id(id));
     }
+    Ok(())
 }
 
 pub async fn pause(client: &Client, a: IdsArgs) -> anyhow::Result<()> {
@@ -197,10 +197,7 @@ pub async fn port(client: &Client, a: PortArgs) -> anyhow::Result<()> {
 pub async fn container_prune(client: &Client, _a: PruneArgs) -> anyhow::Result<()> {
     println!("Deleted Containers:");
     for c in names::list(client, vec![]).await? {
-        let up = task_of(client, &c.id)
-            .await
-            .is_some_and(|t| status_text(Some(&t)).starts_with("Up"));
-        if !up {
+        if !is_up(client, &c.id).await {
             rm_one(client, &c.id, false).await?;
             println!("{}", c.id);
         }
