@@ -7,7 +7,8 @@ use crate::core::error::{Error, Result};
 use crate::core::filters::{key_label_field, Fields, Filter};
 use crate::core::metadata::containers::AnyValue;
 use crate::core::metadata::{
-    apply_label_path, ensure_namespace, now, validate_labels, Labels, MetadataStore, Timestamp,
+    apply_label_path, ensure_namespace, now, validate_labels, Labels, MetadataStore, NsTable,
+    Timestamp,
 };
 use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -17,8 +18,7 @@ use std::collections::BTreeMap;
 pub const PODSANDBOX: &str = "podsandbox";
 
 /// Keyed (namespace, sandbox id).
-pub(crate) const SANDBOXES: TableDefinition<(&str, &str), &[u8]> =
-    TableDefinition::new("sandboxes");
+pub(crate) const SANDBOXES: NsTable = TableDefinition::new("sandboxes");
 
 /// The fields an Update without a field list replaces.
 const DEFAULT_FIELDS: [&str; 4] = ["labels", "extensions", "spec", "runtime"];
@@ -163,42 +163,14 @@ impl SandboxStore {
             return Err(Error::invalid("sandbox id must not be empty"));
         }
         self.store
-            .read(|txn| {
-                let table = match txn.open_table(SANDBOXES) {
-                    Ok(t) => t,
-                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                };
-                let found = table.get((ns.as_str(), id))?;
-                Ok(match found {
-                    Some(v) => Some(serde_json::from_slice(v.value())?),
-                    None => None,
-                })
-            })?
+            .ns_get(SANDBOXES, ns, id)?
             .ok_or_else(|| missing(id))
     }
 
     /// The namespace's records that `filter` selects, in id order.
     pub fn list(&self, ns: &Namespace, filter: &Filter) -> Result<Vec<SandboxRecord>> {
-        self.store.read(|txn| {
-            let table = match txn.open_table(SANDBOXES) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-                Err(e) => return Err(e.into()),
-            };
-            let mut out = vec![];
-            for entry in table.range((ns.as_str(), "")..)? {
-                let (k, v) = entry?;
-                if k.value().0 != ns.as_str() {
-                    break;
-                }
-                let rec: SandboxRecord = serde_json::from_slice(v.value())?;
-                if filter.matches(&rec) {
-                    out.push(rec);
-                }
-            }
-            Ok(out)
-        })
+        let all: Vec<SandboxRecord> = self.store.ns_list(SANDBOXES, ns)?;
+        Ok(all.into_iter().filter(|r| filter.matches(r)).collect())
     }
 
     pub fn delete(&self, ns: &Namespace, id: &str) -> Result<()> {

@@ -166,6 +166,9 @@ impl MetadataStore {
             txn.open_table(CONTENT)?;
             txn.open_table(LEASES)?;
             txn.open_table(LEASE_RESOURCES)?;
+            // Tables whose records need no migration: made here so every read finds them.
+            txn.open_table(crate::core::mounts::ACTIVATIONS)?;
+            txn.open_table(crate::core::sandboxes::SANDBOXES)?;
             if found < 2 {
                 // v2: containers.
                 txn.open_table(CONTAINERS)?;

@@ -83,10 +83,6 @@ impl MountManager {
             targets,
             lock: Arc::default(),
         };
-        mm.store.write(|txn| {
-            txn.open_table(ACTIVATIONS)?;
-            Ok(())
-        })?;
         mm.recover()?;
         Ok(mm)
     }
