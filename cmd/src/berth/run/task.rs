@@ -121,7 +121,9 @@ fn parse_host(entry: &str) -> anyhow::Result<(&str, std::net::IpAddr)> {
     let ip: std::net::IpAddr = ip
         .parse()
         .map_err(|_| anyhow!("--add-host {entry:?}: {ip:?} is not an IP address"))?;
-    if host.is_empty() || host.chars().any(|c| c.is_whitespace()) {
+    // A comma would split the entry where berth keeps the list (a label, comma-separated),
+    // and a '#' would start a comment in /etc/hosts.
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == ',' || c == '#') {
         bail!("--add-host {entry:?}: {host:?} is not a host name");
     }
     Ok((host, ip))
@@ -157,7 +159,13 @@ mod tests {
         assert!(parse_host("v6:[::1]").unwrap().1.is_ipv6());
         assert!(parse_host("v6:fe80::1").unwrap().1.is_ipv6());
         assert!(parse_host("db=10.0.0.2").is_ok());
-        for bad in ["db", "db:nope", ":10.0.0.1"] {
+        for bad in [
+            "db",
+            "db:nope",
+            ":10.0.0.1",
+            "a,b:10.0.0.1",
+            "db#x:10.0.0.1",
+        ] {
             assert!(parse_host(bad).is_err(), "{bad}");
         }
     }
