@@ -35,16 +35,8 @@ impl Error {
     pub fn unimplemented(m: impl Into<String>) -> Self {
         Error::Unimplemented(m.into())
     }
-    /// berth's own fault, unless the message is a runtime's failure that [`fold`] found to be
-    /// the container's (its command missing or not runnable): that one keeps its own kind, as
-    /// the runtimes' callers pass every failure here.
     pub fn internal(m: impl Into<String>) -> Self {
-        let m = m.into();
-        match users_fault(&m) {
-            Some(Fault::NotFound) => Error::NotFound(m),
-            Some(Fault::CannotRun) => Error::InvalidArgument(m),
-            None => Error::Internal(m),
-        }
+        Error::Internal(m.into())
     }
 
     /// The status code on the wire.
@@ -60,36 +52,19 @@ impl Error {
     }
 }
 
-/// Whose a start failure is, when it is the container's own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fault {
-    NotFound,
-    CannotRun,
-}
-
 /// How a folded failure begins, and what follows the executable's name in each.
 const EXECUTABLE: &str = "executable \"";
 const NOT_FOUND: &str = "\" not found in ";
 const CANNOT_RUN: &str = "\" cannot be run: ";
 
-fn users_fault(m: &str) -> Option<Fault> {
-    let rest = m.strip_prefix(EXECUTABLE)?;
-    if rest.contains(NOT_FOUND) {
-        Some(Fault::NotFound)
-    } else if rest.contains(CANNOT_RUN) {
-        Some(Fault::CannotRun)
-    } else {
-        None
-    }
-}
-
 /// A runtime's account of a failed create or exec (libcontainer's chain of wrapped errors,
 /// or runc's log), said once in words when the cause is the container's command: missing
 /// (`executable "hi" not found in the image's PATH (/bin:/usr/bin)`) or not runnable.
-/// `process` is the OCI process the runtime was given. Anything else comes back as it was.
-pub fn fold(raw: &str, process: &serde_json::Value) -> String {
+/// `process` is the OCI process the runtime was given. The container's missing command is
+/// NotFound, its unrunnable one InvalidArgument; anything else comes back as it was, Internal.
+pub fn fold(raw: &str, process: &serde_json::Value) -> Error {
     let Some(arg0) = process["args"][0].as_str() else {
-        return raw.to_string();
+        return Error::internal(raw);
     };
     let path = process["env"]
         .as_array()
@@ -101,7 +76,7 @@ pub fn fold(raw: &str, process: &serde_json::Value) -> String {
     let quoted = |q: char| format!("{q}{arg0}{q}");
     let names_it = raw.contains(&quoted('\'')) || raw.contains(&quoted('"'));
     if !names_it {
-        return raw.to_string();
+        return Error::internal(raw);
     }
     // libcontainer: "executable 'X' not found in $PATH"; runc: `exec: "X": executable file
     // not found in $PATH`, or for a path `exec: "/x": stat /x: no such file or directory`.
@@ -109,11 +84,11 @@ pub fn fold(raw: &str, process: &serde_json::Value) -> String {
         || raw.contains("executable file not found")
         || raw.contains(&format!("stat {arg0}: no such file or directory"));
     if missing {
-        return if arg0.contains('/') {
+        return Error::NotFound(if arg0.contains('/') {
             format!("{EXECUTABLE}{arg0}{NOT_FOUND}the container")
         } else {
             format!("{EXECUTABLE}{arg0}{NOT_FOUND}the image's PATH ({path})")
-        };
+        });
     }
     // libcontainer: "executable 'X' at path … does not have correct permissions"; runc:
     // `exec: "X": permission denied` (or is a directory, or not a program).
@@ -130,8 +105,8 @@ pub fn fold(raw: &str, process: &serde_json::Value) -> String {
         .map(|(_, why)| why)
     };
     match why {
-        Some(why) => format!("{EXECUTABLE}{arg0}{CANNOT_RUN}{why}"),
-        None => raw.to_string(),
+        Some(why) => Error::InvalidArgument(format!("{EXECUTABLE}{arg0}{CANNOT_RUN}{why}")),
+        None => Error::internal(raw),
     }
 }
 
@@ -164,18 +139,18 @@ mod tests {
             container process: executable 'hi' not found in $PATH; failed to wait for init ready)";
         let folded = fold(raw, &process("hi"));
         assert_eq!(
-            folded,
+            folded.to_string(),
             "executable \"hi\" not found in the image's PATH (/bin:/usr/bin)"
         );
-        assert!(matches!(Error::internal(folded), Error::NotFound(_)));
+        assert!(matches!(folded, Error::NotFound(_)));
         let raw =
             "executable '/etc/passwd' at path '\"/etc/passwd\"' does not have correct permissions";
         let folded = fold(raw, &process("/etc/passwd"));
         assert_eq!(
-            folded,
+            folded.to_string(),
             "executable \"/etc/passwd\" cannot be run: it is not executable"
         );
-        assert!(matches!(Error::internal(folded), Error::InvalidArgument(_)));
+        assert!(matches!(folded, Error::InvalidArgument(_)));
     }
 
     #[test]
@@ -183,18 +158,18 @@ mod tests {
         let raw = "runc create failed (exit 1): runc create failed: unable to start container \
             process: exec: \"hi\": executable file not found in $PATH";
         assert_eq!(
-            fold(raw, &process("hi")),
+            fold(raw, &process("hi")).to_string(),
             "executable \"hi\" not found in the image's PATH (/bin:/usr/bin)"
         );
         let raw = "runc create failed (exit 1): unable to start container process: exec: \
             \"/nosuch\": stat /nosuch: no such file or directory";
         assert_eq!(
-            fold(raw, &process("/nosuch")),
+            fold(raw, &process("/nosuch")).to_string(),
             "executable \"/nosuch\" not found in the container"
         );
         let raw = "runc create failed (exit 1): exec: \"/etc\": is a directory";
         assert_eq!(
-            fold(raw, &process("/etc")),
+            fold(raw, &process("/etc")).to_string(),
             "executable \"/etc\" cannot be run: it is a directory"
         );
     }
@@ -202,9 +177,12 @@ mod tests {
     #[test]
     fn other_failures_stay_as_they_were_and_internal() {
         let raw = "runc create failed (exit 1): mount /proc: permission denied";
-        assert_eq!(fold(raw, &process("sh")), raw);
-        assert!(matches!(Error::internal(raw), Error::Internal(_)));
-        assert_eq!(fold("anything", &serde_json::Value::Null), "anything");
+        let folded = fold(raw, &process("sh"));
+        assert_eq!(folded.to_string(), raw);
+        assert!(matches!(folded, Error::Internal(_)));
+        let folded = fold("anything", &serde_json::Value::Null);
+        assert_eq!(folded.to_string(), "anything");
+        assert!(matches!(folded, Error::Internal(_)));
     }
 
     #[test]

@@ -52,7 +52,7 @@ impl<'a> Command<'a> {
     fn parse(args: &[&'a str]) -> Result<Self, Failed> {
         let (verb, rest) = args
             .split_first()
-            .ok_or_else(|| Failed("no runtime command".into()))?;
+            .ok_or_else(|| Failed::new("no runtime command"))?;
         let mut c = Command {
             verb,
             flags: vec![],
@@ -64,7 +64,7 @@ impl<'a> Command<'a> {
             if VALUED.contains(a) {
                 let v = it
                     .next()
-                    .ok_or_else(|| Failed(format!("{verb}: {a} needs a value")))?;
+                    .ok_or_else(|| Failed::new(format!("{verb}: {a} needs a value")))?;
                 c.flags.push((a, v));
             } else if a.starts_with("--") {
                 c.switches.push(a);
@@ -83,19 +83,19 @@ impl<'a> Command<'a> {
         self.words
             .first()
             .copied()
-            .ok_or_else(|| Failed(format!("{}: no container id", self.verb)))
+            .ok_or_else(|| Failed::new(format!("{}: no container id", self.verb)))
     }
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> Failed {
-    Failed(format!("{what}: {e}"))
+    Failed::new(format!("{what}: {e}"))
 }
 
 impl Native {
     fn load(&self, id: &str) -> Result<Container, Failed> {
         let dir = self.root.join(id);
         if !dir.exists() {
-            return Err(Failed(format!("container {id} does not exist")));
+            return Err(Failed::new(format!("container {id} does not exist")));
         }
         Container::load(dir).map_err(|e| failed(&format!("load container {id}"), e))
     }
@@ -178,7 +178,7 @@ impl Native {
         let process_of = bundle.clone();
         // The spec is read in the helper: the serving shim never holds its parsed tree.
         self.in_child(Some(log), move || {
-            let (systemd, plan) = prepare_spec(&bundle).map_err(|f| f.0)?;
+            let (systemd, plan) = prepare_spec(&bundle).map_err(|f| f.0.to_string())?;
             let joined = match (systemd, &plan.cgroups_path) {
                 (false, Some(path)) => {
                     confine::join_unmanaged_cgroups(path)?;
@@ -222,7 +222,7 @@ impl Native {
         .map(drop)
         .map_err(|f| {
             Failed(crate::error::fold(
-                &f.0,
+                &f.0.to_string(),
                 &crate::error::bundle_process(&process_of),
             ))
         })
@@ -233,7 +233,7 @@ impl Native {
         let process = c
             .flag("--process")
             .map(PathBuf::from)
-            .ok_or_else(|| Failed("exec: no --process".into()))?;
+            .ok_or_else(|| Failed::new("exec: no --process"))?;
         let pid_file = c.flag("--pid-file").map(PathBuf::from);
         let console = c.flag("--console-socket").map(PathBuf::from);
         let cache = self.filter_cache();
@@ -271,7 +271,7 @@ impl Native {
         .map(drop)
         .map_err(|f| {
             Failed(crate::error::fold(
-                &f.0,
+                &f.0.to_string(),
                 &crate::error::read_json(&process_of),
             ))
         })
@@ -294,7 +294,7 @@ impl Native {
             .words
             .get(1)
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Failed("kill: no signal number".into()))?;
+            .ok_or_else(|| Failed::new("kill: no signal number"))?;
         let sig = Signal::try_from(sig).map_err(|e| failed("kill", e))?;
         let mut ct = self.load(id)?;
         ct.kill(sig, c.switches.contains(&"--all"))
@@ -342,7 +342,7 @@ impl Native {
         let id = c.id()?;
         let file = c
             .flag("--resources")
-            .ok_or_else(|| Failed("update: no --resources".into()))?;
+            .ok_or_else(|| Failed::new("update: no --resources"))?;
         let text = std::fs::read(file).map_err(|e| failed(&format!("read {file}"), e))?;
         let resources: LinuxResources =
             serde_json::from_slice(&text).map_err(|e| failed("resources are not valid", e))?;
@@ -401,7 +401,7 @@ fn helper_failure(out: &[u8], status: i32, log: Option<&Path>) -> Failed {
     if !detail.is_empty() {
         msg = format!("{msg} ({})", detail.join("; "));
     }
-    Failed(msg)
+    Failed::new(msg)
 }
 
 /// The name libcontainer gives its init process until it execs the container's program.
@@ -479,10 +479,9 @@ fn prepare_spec(bundle: &Path) -> Result<(bool, Plan), Failed> {
         .as_array()
         .is_some_and(|nss| nss.iter().any(|n| n["type"] == "user"));
     if user_ns {
-        return Err(Failed(
+        return Err(Failed::new(
             "the native runtime cannot run a user-namespaced container (its execs could not \
-             join the namespace); use runc"
-                .into(),
+             join the namespace); use runc",
         ));
     }
     let systemd = spec["linux"]["cgroupsPath"]
@@ -524,9 +523,9 @@ impl Runtime for Native {
             "update" => done(self.update(&c)),
             "pause" => done(self.pause(&c, true)),
             "resume" => done(self.pause(&c, false)),
-            other => Err(Failed(format!("the native runtime has no {other:?}"))),
+            other => Err(Failed::new(format!("the native runtime has no {other:?}"))),
         };
-        self.in_child(None, || call().map_err(|f| f.0))
+        self.in_child(None, || call().map_err(|f| f.0.to_string()))
     }
 
     fn launch(&self, args: &[&str], stdio: Stdio3, log: &Path) -> Result<(), Failed> {
@@ -534,7 +533,7 @@ impl Runtime for Native {
         match c.verb {
             "create" => self.create(&c, stdio, log),
             "exec" => self.exec(&c, stdio, log),
-            other => Err(Failed(format!(
+            other => Err(Failed::new(format!(
                 "the native runtime cannot launch {other:?}"
             ))),
         }
@@ -608,7 +607,7 @@ mod tests {
         )
         .unwrap();
         let e = prepare_spec(d.path()).unwrap_err();
-        assert!(e.0.contains("user-namespaced"), "{}", e.0);
+        assert!(e.to_string().contains("user-namespaced"), "{e}");
     }
 
     #[test]

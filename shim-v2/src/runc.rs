@@ -1,6 +1,7 @@
 //! Driving the low-level runtime: the [`Runtime`] trait the task service calls, and [`Runc`],
 //! which runs the runc binary. Exit statuses come from the reaper, which owns waiting.
 
+use crate::error::Error;
 use crate::reaper::Reaper;
 use std::io::Read;
 use std::os::fd::OwnedFd;
@@ -22,12 +23,27 @@ pub struct Stdio3 {
     pub stderr: Option<OwnedFd>,
 }
 
+/// A runtime's failure, with its kind: berth's own (internal) unless the runtime found it to
+/// be the container's (see [`crate::error::fold`]).
 #[derive(Debug)]
-pub struct Failed(pub String);
+pub struct Failed(pub Error);
+
+impl Failed {
+    /// A failure of the runtime itself.
+    pub fn new(m: impl Into<String>) -> Self {
+        Failed(Error::internal(m))
+    }
+}
 
 impl std::fmt::Display for Failed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        self.0.fmt(f)
+    }
+}
+
+impl From<Failed> for Error {
+    fn from(f: Failed) -> Self {
+        f.0
     }
 }
 
@@ -46,7 +62,7 @@ pub fn read_pid(path: &Path) -> Result<i32, Failed> {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| Failed(format!("runc wrote no pid to {}", path.display())))
+        .ok_or_else(|| Failed::new(format!("runc wrote no pid to {}", path.display())))
 }
 
 impl Runtime for Runc {
@@ -59,7 +75,7 @@ impl Runtime for Runc {
         cmd.stdout(stdio.stdout.map(Stdio::from).unwrap_or_else(Stdio::piped));
         cmd.stderr(stdio.stderr.map(Stdio::from).unwrap_or_else(Stdio::piped));
         let mut child = cmd.spawn().map_err(|e| {
-            Failed(format!(
+            Failed::new(format!(
                 "cannot run {}: {e}; is runc installed (apt-get install runc)?",
                 self.binary
             ))
@@ -82,7 +98,7 @@ impl Runtime for Runc {
         let err = err_reader.join().unwrap_or_default();
         if exit.status != 0 {
             let msg = err.trim();
-            return Err(Failed(format!(
+            return Err(Failed::new(format!(
                 "runc {} failed (exit {}): {}",
                 args.first().copied().unwrap_or(""),
                 exit.status,
@@ -108,7 +124,7 @@ impl Runtime for Runc {
         cmd.stdout(stdio.stdout.map(Stdio::from).unwrap_or_else(Stdio::null));
         cmd.stderr(stdio.stderr.map(Stdio::from).unwrap_or_else(Stdio::null));
         let child = cmd.spawn().map_err(|e| {
-            Failed(format!(
+            Failed::new(format!(
                 "cannot run {}: {e}; is runc installed (apt-get install runc)?",
                 self.binary
             ))

@@ -108,7 +108,7 @@ impl Service {
         if p.terminal {
             stdin_hold = hold_stdin(&p.stdin).map(Arc::new);
         }
-        let pid = read_pid(&pid_file).map_err(|e| Error::internal(e.0))?;
+        let pid = read_pid(&pid_file)?;
         Ok(Launched {
             pid,
             console,

@@ -50,7 +50,7 @@ impl Service {
         }
         let console = self.attach_console(socket.as_ref(), &r.stdin, &r.stdout)?;
         let stdin_hold = hold_stdin(&r.stdin).map(Arc::new);
-        let pid = read_pid(&pid_file).map_err(|e| Error::internal(e.0))?;
+        let pid = read_pid(&pid_file)?;
         Ok(Proc {
             pid,
             console,

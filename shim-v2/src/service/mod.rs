@@ -77,7 +77,7 @@ impl Service {
 
     /// Runs a runc command to completion.
     fn runc(&self, args: &[&str], stdio: Stdio3) -> R<Vec<u8>> {
-        self.runc.run(args, stdio).map_err(|e| Error::internal(e.0))
+        self.runc.run(args, stdio).map_err(Error::from)
     }
 
     /// Runs a runc command that starts a process (`head` is its verb and flags): with the
@@ -95,9 +95,7 @@ impl Service {
             args.extend(["--console-socket", p.as_str()]);
         }
         args.push(&self.id);
-        self.runc
-            .launch(&args, stdio, log)
-            .map_err(|e| Error::internal(e.0))
+        self.runc.launch(&args, stdio, log).map_err(Error::from)
     }
 }
 
