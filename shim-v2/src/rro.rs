@@ -9,17 +9,6 @@ use crate::reaper::Reaper;
 use std::ffi::{CStr, CString};
 use std::path::Path;
 
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
 /// The destinations of the spec's mounts that ask for `rro`.
 pub fn targets(spec: &serde_json::Value) -> Vec<String> {
     spec["mounts"]
@@ -84,24 +73,13 @@ fn set_readonly_in(ns: &CStr, paths: &[CString]) -> i32 {
         return 100;
     }
     for (i, p) in paths.iter().enumerate() {
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        // SAFETY: mount_setattr on a NUL-terminated path with a properly sized attribute
-        // struct on the stack.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                libc::AT_FDCWD,
-                p.as_ptr(),
-                AT_RECURSIVE,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
+        let rc = berth_snapshotters::idmap::mount_setattr(
+            libc::AT_FDCWD,
+            p,
+            libc::AT_RECURSIVE as libc::c_uint,
+            libc::MOUNT_ATTR_RDONLY,
+            None,
+        );
         if rc != 0 {
             return 1 + i.min(98) as i32;
         }

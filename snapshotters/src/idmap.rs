@@ -7,7 +7,7 @@
 //! (Linux 5.19).
 
 use crate::{Error, Labels, Result};
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -137,18 +137,38 @@ pub fn supported() -> bool {
 
 const SYS_OPEN_TREE: libc::c_long = 428;
 const SYS_MOVE_MOUNT: libc::c_long = 429;
-const SYS_MOUNT_SETATTR: libc::c_long = 442;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_EMPTY_PATH: libc::c_uint = 0x1000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
-#[repr(C)]
-struct MountAttr {
+/// mount_setattr(2): sets `attr_set` (`libc::MOUNT_ATTR_*`) on the mount at `path` from
+/// `dirfd`, as `flags` say (AT_EMPTY_PATH, AT_RECURSIVE); `userns` is the user namespace of
+/// MOUNT_ATTR_IDMAP. Only the system call, on memory the caller prepared: safe in a forked
+/// child. Returns its result, 0 or -1 with errno set (ENOSYS before Linux 5.12).
+pub fn mount_setattr(
+    dirfd: libc::c_int,
+    path: &CStr,
+    flags: libc::c_uint,
     attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+    userns: Option<&OwnedFd>,
+) -> libc::c_long {
+    let attr = libc::mount_attr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.map_or(0, |fd| fd.as_raw_fd() as u64),
+    };
+    // SAFETY: mount_setattr on a NUL-terminated path with a properly sized attribute struct.
+    unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    }
 }
 
 fn last_error(what: &str) -> Error {
@@ -268,23 +288,13 @@ pub fn idmapped_clone(src: &Path, ns: &OwnedFd) -> Result<OwnedFd> {
     }
     // SAFETY: a fresh descriptor from open_tree.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as i32) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: ns.as_raw_fd() as u64,
-    };
-    // SAFETY: mount_setattr on the detached tree with a properly sized attribute struct.
-    let rc = unsafe {
-        libc::syscall(
-            SYS_MOUNT_SETATTR,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
+    let rc = mount_setattr(
+        tree.as_raw_fd(),
+        c"",
+        AT_EMPTY_PATH,
+        libc::MOUNT_ATTR_IDMAP,
+        Some(ns),
+    );
     if rc != 0 {
         return Err(last_error(&format!("mount_setattr {}", src.display())));
     }
