@@ -9,6 +9,8 @@
 use berth_proto::cri::v1 as cri;
 use berth_tests::oci::{self, Entry};
 use berth_tests::{mount_points_under, ok, Daemon};
+
+mod cri_kit;
 use cri::image_service_client::ImageServiceClient;
 use cri::runtime_service_client::RuntimeServiceClient;
 use std::path::PathBuf;
@@ -29,23 +31,8 @@ const INNER: &[u8] = b"inner file\n";
 
 impl Node {
     fn start() -> Node {
-        let registry = oci::Registry::start().unwrap();
         let work = tempfile::tempdir().unwrap();
-        let push = |name: &str, layer: Vec<u8>, config: serde_json::Value| {
-            let dir = work.path().join(name);
-            oci::layout_with(&dir, "v1", &[layer], config);
-            registry.push(&dir, "v1", name).unwrap()
-        };
-        let pause = push(
-            "pause",
-            oci::busybox_layer(),
-            serde_json::json!({"Cmd": ["/bin/sleep", "1000000"]}),
-        );
-        let busybox = push(
-            "busybox",
-            oci::busybox_layer(),
-            serde_json::json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]}),
-        );
+        let (registry, pause, busybox) = cri_kit::registry(work.path());
         let data_layer = oci::layer(&[
             Entry::Dir("data", 0o755),
             Entry::File("data/hello.txt", HELLO, 0o644),
@@ -54,33 +41,16 @@ impl Node {
             // The image's own link: it leads to /data/sub of the image, not of the node.
             Entry::Symlink("data/link", "/data/sub"),
         ]);
-        let data = push("data", data_layer, serde_json::json!({}));
-        // The registry by its hosts.toml, plain HTTP.
-        let host = pause.split('/').next().unwrap();
-        let certs = work.path().join("certs.d");
-        let hosts = format!("server = \"http://{host}\"\n[host.\"http://{host}\"]\ncapabilities = [\"pull\", \"resolve\"]\n");
-        std::fs::create_dir_all(certs.join(host)).unwrap();
-        std::fs::write(certs.join(host).join("hosts.toml"), hosts).unwrap();
+        let data_dir = work.path().join("data");
+        oci::layout_with(&data_dir, "v1", &[data_layer], serde_json::json!({}));
+        let data = registry.push(&data_dir, "v1", "data").unwrap();
         // Pods get a network namespace with a loopback device only: no bridge, no address.
         let net = work.path().join("net.d");
         std::fs::create_dir_all(&net).unwrap();
         let conflist =
             r#"{"cniVersion": "1.0.0", "name": "lo", "plugins": [{"type": "loopback"}]}"#;
         std::fs::write(net.join("10-lo.conflist"), conflist).unwrap();
-        let config = work.path().join("berthd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[registry]\nconfig_path = \"{}\"\n[cri]\nsandbox_image = \"{pause}\"\ncni_conf_dir = \"{}\"\nrestrict_oom_score_adj = true\n",
-                certs.display(),
-                net.display(),
-            ),
-        )
-        .unwrap();
-        let d = Daemon::start_with(move |cmd| {
-            cmd.arg("--config").arg(&config);
-        })
-        .unwrap();
+        let d = cri_kit::cri_daemon(work.path(), &pause, &net, "");
         Node {
             d,
             _registry: registry,

@@ -50,33 +50,8 @@ impl Kit {
             cni_usable(),
             "the CNI plugins are missing: apt-get install containernetworking-plugins"
         );
-        let registry = oci::Registry::start().unwrap();
         let work = tempfile::tempdir().unwrap();
-        let layer = oci::busybox_layer();
-        let pause_layout = work.path().join("pause");
-        oci::layout_with(
-            &pause_layout,
-            "v1",
-            std::slice::from_ref(&layer),
-            serde_json::json!({"Cmd": ["/bin/sleep", "1000000"]}),
-        );
-        let pause = registry.push(&pause_layout, "v1", "pause").unwrap();
-        let bb_layout = work.path().join("busybox");
-        oci::layout_with(
-            &bb_layout,
-            "v1",
-            &[layer],
-            serde_json::json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "User": "0"}),
-        );
-        let busybox = registry.push(&bb_layout, "v1", "busybox").unwrap();
-        let host = pause.split('/').next().unwrap().to_string();
-        let certs = work.path().join("certs.d").join(&host);
-        std::fs::create_dir_all(&certs).unwrap();
-        std::fs::write(
-            certs.join("hosts.toml"),
-            format!("server = \"http://{host}\"\n[host.\"http://{host}\"]\ncapabilities = [\"pull\", \"resolve\"]\n"),
-        )
-        .unwrap();
+        let (registry, pause, busybox) = registry(work.path());
         // A bridge and subnet of this test's own (the pid keeps parallel runs apart).
         // Each kit its own bridge and /24: tests of one run share a pid, so a counter
         // tells them apart.
@@ -101,25 +76,12 @@ impl Kit {
             ]
         });
         std::fs::write(net.join("10-test.conflist"), conflist.to_string()).unwrap();
-        let config = work.path().join("berthd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[registry]\nconfig_path = \"{}\"\n[cri]\nsandbox_image = \"{pause}\"\ncni_conf_dir = \"{}\"\nrestrict_oom_score_adj = true\n{}",
-                work.path().join("certs.d").display(),
-                net.display(),
-                if runtime.is_empty() {
-                    String::new()
-                } else {
-                    format!("runtime_binary = \"{runtime}\"\n")
-                }
-            ),
-        )
-        .unwrap();
-        let d = Daemon::start_with(move |cmd| {
-            cmd.arg("--config").arg(&config);
-        })
-        .unwrap();
+        let extra = if runtime.is_empty() {
+            String::new()
+        } else {
+            format!("runtime_binary = \"{runtime}\"\n")
+        };
+        let d = cri_daemon(work.path(), &pause, &net, &extra);
         Kit {
             d,
             _registry: registry,
@@ -193,6 +155,57 @@ impl Kit {
             ..Default::default()
         }
     }
+}
+
+/// A loopback registry holding a pause image and busybox, reached through a hosts.toml tree
+/// under `work` (plain HTTP): (the registry, pause's reference, busybox's).
+pub fn registry(work: &Path) -> (oci::Registry, String, String) {
+    let registry = oci::Registry::start().unwrap();
+    let layer = oci::busybox_layer();
+    let pause_layout = work.join("pause");
+    oci::layout_with(
+        &pause_layout,
+        "v1",
+        std::slice::from_ref(&layer),
+        serde_json::json!({"Cmd": ["/bin/sleep", "1000000"]}),
+    );
+    let pause = registry.push(&pause_layout, "v1", "pause").unwrap();
+    let bb_layout = work.join("busybox");
+    oci::layout_with(
+        &bb_layout,
+        "v1",
+        &[layer],
+        serde_json::json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "User": "0"}),
+    );
+    let busybox = registry.push(&bb_layout, "v1", "busybox").unwrap();
+    let host = pause.split('/').next().unwrap().to_string();
+    let certs = work.join("certs.d").join(&host);
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::write(
+        certs.join("hosts.toml"),
+        format!("server = \"http://{host}\"\n[host.\"http://{host}\"]\ncapabilities = [\"pull\", \"resolve\"]\n"),
+    )
+    .unwrap();
+    (registry, pause, busybox)
+}
+
+/// A berthd whose CRI pulls through [`registry`]'s hosts.toml tree under `work`, with
+/// `pause` as the sandbox image and the CNI configs in `net`; `extra` adds to `[cri]`.
+pub fn cri_daemon(work: &Path, pause: &str, net: &Path, extra: &str) -> Daemon {
+    let config = work.join("berthd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[registry]\nconfig_path = \"{}\"\n[cri]\nsandbox_image = \"{pause}\"\ncni_conf_dir = \"{}\"\nrestrict_oom_score_adj = true\n{extra}",
+            work.join("certs.d").display(),
+            net.display(),
+        ),
+    )
+    .unwrap();
+    Daemon::start_with(move |cmd| {
+        cmd.arg("--config").arg(&config);
+    })
+    .unwrap()
 }
 
 /// PullImage; the image id on success.
