@@ -5,6 +5,7 @@ use crate::core::context::Namespace;
 use crate::core::error::{Error, Result};
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LeaseRecord {
@@ -56,7 +57,15 @@ impl MetadataStore {
                 resources.remove((ns.as_str(), id, r.kind.as_str(), r.id.as_str()))?;
             }
             Ok(())
-        })
+        })?;
+        self.inner.lease_deletions.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// How many leases were deleted since the store opened: what holds things by lease
+    /// (mount activations) looks for gone leases only when this moved.
+    pub(crate) fn lease_deletions(&self) -> u64 {
+        self.inner.lease_deletions.load(Ordering::SeqCst)
     }
 
     pub fn lease_add_resource(&self, ns: &Namespace, id: &str, r: &LeaseResource) -> Result<()> {

@@ -126,6 +126,8 @@ pub struct MetadataStore {
 struct Handle {
     path: PathBuf,
     db: RwLock<Option<Arc<Database>>>,
+    /// Leases deleted since the store opened (see [`MetadataStore::lease_deletions`]).
+    lease_deletions: std::sync::atomic::AtomicU64,
 }
 
 impl MetadataStore {
@@ -135,6 +137,7 @@ impl MetadataStore {
             inner: Arc::new(Handle {
                 path: path.to_path_buf(),
                 db: RwLock::new(Some(Arc::new(db))),
+                lease_deletions: Default::default(),
             }),
         };
         store.migrate()?;

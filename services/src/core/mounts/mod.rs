@@ -14,6 +14,7 @@ use berth_snapshotters::mount::{mount, unmount};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use transform::split_type;
 
@@ -69,6 +70,9 @@ pub struct MountManager {
     roots: Vec<PathBuf>,
     /// Activations and deactivations one at a time.
     lock: Arc<tokio::sync::Mutex<()>>,
+    /// The store's lease deletions the last sweep saw (none yet: `u64::MAX`); a sweep with
+    /// no lease deleted since has nothing to do.
+    swept: Arc<AtomicU64>,
 }
 
 impl MountManager {
@@ -82,6 +86,7 @@ impl MountManager {
             roots: vec![targets.clone(), root.to_path_buf()],
             targets,
             lock: Arc::default(),
+            swept: Arc::new(AtomicU64::new(u64::MAX)),
         };
         mm.recover()?;
         Ok(mm)
@@ -289,11 +294,17 @@ impl MountManager {
     }
 
     /// Deactivates what a lease held once the lease is gone (deleted, or expired and
-    /// collected). Runs before the manager answers, and from [`MountManager::run`].
+    /// collected). Runs before the manager answers, and from [`MountManager::run`]; reads
+    /// the activations only when a lease was deleted since the last sweep (or at the first).
     pub async fn sweep(&self) -> Result<()> {
         let _one = self.lock.lock().await;
+        let deletions = self.store.lease_deletions();
+        if self.swept.load(Ordering::SeqCst) == deletions {
+            return Ok(());
+        }
         let this = self.clone();
         blocking(move || {
+            let mut failed = false;
             for (ns, a) in this.all()? {
                 let Some(lease) = &a.lease else { continue };
                 if a.pending || this.store.lease_get(&ns, lease)?.is_some() {
@@ -302,7 +313,11 @@ impl MountManager {
                 tracing::info!(name = a.name, lease, "lease gone: deactivating its mounts");
                 if let Err(e) = this.deactivate_now(&ns, &a.name) {
                     tracing::warn!(name = a.name, error = %e, "cannot deactivate");
+                    failed = true;
                 }
+            }
+            if !failed {
+                this.swept.store(deletions, Ordering::SeqCst); // else tried again next time
             }
             Ok(())
         })
@@ -453,5 +468,48 @@ mod tests {
         assert_eq!(p.first_system, 0);
         let p = Plan::of(vec![spec("bind")], true).unwrap();
         assert_eq!(p.first_system, 1);
+    }
+
+    /// A sweep reads the activations at its first run and after a lease is deleted, and
+    /// then deactivates what a gone lease held; between deletions it has nothing to do.
+    #[tokio::test]
+    async fn a_sweep_looks_again_only_after_a_lease_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MetadataStore::open(&dir.path().join("meta.redb")).unwrap();
+        let mm = MountManager::open(store.clone(), dir.path().join("mounts"), dir.path()).unwrap();
+        let ns = Namespace::parse("default").unwrap();
+        let held = |name: &str, lease: &str| Activation {
+            name: name.into(),
+            lease: Some(lease.into()),
+            dir: dir.path().join(name).display().to_string(),
+            ..Default::default()
+        };
+        let names = |mm: &MountManager| -> Vec<String> {
+            mm.all().unwrap().into_iter().map(|(_, a)| a.name).collect()
+        };
+        mm.put(&ns, &held("first", "never-made")).unwrap();
+        mm.sweep().await.unwrap();
+        assert!(
+            names(&mm).is_empty(),
+            "the first sweep reads every activation"
+        );
+
+        // Recorded behind the manager's back: no lease deletion since, so not looked at.
+        mm.put(&ns, &held("second", "never-made")).unwrap();
+        mm.sweep().await.unwrap();
+        assert_eq!(names(&mm), ["second"]);
+
+        let lease = crate::core::metadata::leases::LeaseRecord {
+            id: "l".into(),
+            ..Default::default()
+        };
+        store.lease_create(&ns, &lease).unwrap();
+        mm.put(&ns, &held("third", "l")).unwrap();
+        store.lease_delete(&ns, "l").unwrap();
+        mm.sweep().await.unwrap();
+        assert!(
+            names(&mm).is_empty(),
+            "a lease deletion makes the next sweep look"
+        );
     }
 }
