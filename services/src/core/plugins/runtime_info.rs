@@ -4,11 +4,9 @@
 //! through as bytes: their encoding is the edge's business.
 
 use crate::core::error::{Error, Kind, Result};
-use crate::core::runtime::shim::find_binary;
+use crate::core::runtime::shim::{find_binary, run_fed};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 
 /// A shim that has not answered by then is stuck, not thinking.
 const INFO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -43,30 +41,17 @@ pub fn resolve(runtime: &str) -> Result<PathBuf> {
 /// returns what it printed.
 pub async fn ask(runtime: &str, options: Vec<u8>) -> Result<Vec<u8>> {
     let binary = resolve(runtime)?;
-    let mut child = tokio::process::Command::new(&binary)
-        .arg("-info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::io(format!("run {} -info", binary.display()), e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A shim that does not read its options closes stdin early: not an error by itself.
-        let _ = stdin.write_all(&options).await;
-    }
-    let out = tokio::time::timeout(INFO_TIMEOUT, child.wait_with_output())
+    let mut cmd = tokio::process::Command::new(&binary);
+    cmd.arg("-info");
+    let what = format!("{} -info", binary.display());
+    let out = tokio::time::timeout(INFO_TIMEOUT, run_fed(cmd, &what, options, MAX_INFO))
         .await
         .map_err(|_| {
             Error::new(
                 Kind::DeadlineExceeded,
-                format!(
-                    "{} -info did not answer within {INFO_TIMEOUT:?}",
-                    binary.display()
-                ),
+                format!("{what} did not answer within {INFO_TIMEOUT:?}"),
             )
-        })?
-        .map_err(|e| Error::io(format!("run {} -info", binary.display()), e))?;
+        })??;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(Error::precondition(format!(
@@ -75,16 +60,6 @@ pub async fn ask(runtime: &str, options: Vec<u8>) -> Result<Vec<u8>> {
             out.status,
             stderr.trim()
         )));
-    }
-    if out.stdout.len() > MAX_INFO {
-        return Err(Error::new(
-            Kind::ResourceExhausted,
-            format!(
-                "{} -info printed {} bytes; at most {MAX_INFO} are read",
-                binary.display(),
-                out.stdout.len()
-            ),
-        ));
     }
     Ok(out.stdout)
 }

@@ -14,6 +14,73 @@ use std::time::Duration;
 
 /// How long a shim's `start`, `delete` or `-v` may take.
 const SHIM_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most of a shim's `start`, `delete` or `-v` answer that is read (an address, a few
+/// hundred bytes of protobuf, a version): more is not an answer.
+const MAX_ANSWER: usize = 1 << 20;
+/// The most of a shim command's stderr kept for its error; the rest is read and dropped.
+const MAX_STDERR: usize = 64 << 10;
+
+/// Runs `cmd` with `input` on its stdin and waits for it: its status, its stdout and the
+/// first [`MAX_STDERR`] bytes of its stderr. Stdout past `max_stdout` bytes is refused
+/// (ResourceExhausted) and the process killed, as it is when the future is dropped (a
+/// caller's timeout). `what` names the command in errors.
+pub(crate) async fn run_fed(
+    mut cmd: tokio::process::Command,
+    what: &str,
+    input: Vec<u8>,
+    max_stdout: usize,
+) -> Result<std::process::Output> {
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+    let io = |e| Error::io(format!("run {what}"), e);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io)?;
+    let stdin = child.stdin.take();
+    let feed = async move {
+        if let Some(mut stdin) = stdin {
+            // A command that reads nothing closes its end: that is its right.
+            let _ = stdin.write_all(&input).await;
+        }
+        Ok(())
+    };
+    // Stderr past its limit is drained, so the writer never blocks on a full pipe.
+    async fn head(r: Option<impl AsyncRead + Unpin>, max: usize) -> std::io::Result<Vec<u8>> {
+        let mut kept = Vec::new();
+        if let Some(mut r) = r {
+            (&mut r).take(max as u64).read_to_end(&mut kept).await?;
+            tokio::io::copy(&mut r, &mut tokio::io::sink()).await?;
+        }
+        Ok(kept)
+    }
+    let stdout = async {
+        let mut kept = Vec::new();
+        if let Some(r) = child.stdout.take() {
+            r.take(max_stdout as u64 + 1)
+                .read_to_end(&mut kept)
+                .await
+                .map_err(io)?;
+        }
+        if kept.len() > max_stdout {
+            return Err(Error::new(
+                Kind::ResourceExhausted,
+                format!("{what} printed more than {max_stdout} bytes"),
+            ));
+        }
+        Ok(kept)
+    };
+    let stderr = async { head(child.stderr.take(), MAX_STDERR).await.map_err(io) };
+    let ((), stdout, stderr) = tokio::try_join!(feed, stdout, stderr)?;
+    let status = child.wait().await.map_err(io)?;
+    Ok(std::process::Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
 
 /// `io.containerd.runc.v2` -> `containerd-shim-runc-v2`.
 pub fn binary_name(runtime: &str) -> Result<String> {
@@ -103,9 +170,6 @@ impl Launch<'_> {
             .env("GRPC_ADDRESS", self.address)
             .env("NAMESPACE", self.namespace)
             .envs(self.runtime.map(|r| (RUNTIME_ENV, r)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .process_group(0);
         cmd
     }
@@ -155,31 +219,16 @@ impl Launch<'_> {
     /// Runs `<shim> ACTION` with `input` on its stdin; its stdout once it exited 0. The
     /// process is killed if it outlives the timeout.
     async fn run(&self, action: &str, input: Vec<u8>) -> Result<Vec<u8>> {
-        use tokio::io::AsyncWriteExt;
-        let mut child = self
-            .command(action)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Error::io(format!("run {} {action}", self.binary.display()), e))?;
-        let stdin = child.stdin.take();
-        let feed = async move {
-            if let Some(mut stdin) = stdin {
-                // A shim that reads nothing closes its end: that is its right.
-                let _ = stdin.write_all(&input).await;
-            }
-        };
-        let (_, out) = tokio::join!(
-            feed,
-            tokio::time::timeout(SHIM_COMMAND_TIMEOUT, child.wait_with_output())
-        );
-        let out = out
+        let what = format!("{} {action}", self.binary.display());
+        let ran = run_fed(self.command(action), &what, input, MAX_ANSWER);
+        let out = tokio::time::timeout(SHIM_COMMAND_TIMEOUT, ran)
+            .await
             .map_err(|_| {
                 Error::new(
                     Kind::Unavailable,
                     format!("shim {action} did not finish within {SHIM_COMMAND_TIMEOUT:?}"),
                 )
-            })?
-            .map_err(|e| Error::io(format!("wait for shim {action}"), e))?;
+            })??;
         if !out.status.success() {
             return Err(Error::precondition(format!(
                 "shim {} {action} failed ({}): {}",
@@ -359,12 +408,10 @@ async fn start_protocol(binary: &Path) -> StartProtocol {
     if let Some((_, p)) = cached {
         return p;
     }
-    let asked = tokio::process::Command::new(binary)
-        .arg("-v")
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .output();
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.arg("-v");
+    let what = format!("{} -v", binary.display());
+    let asked = run_fed(cmd, &what, vec![], MAX_ANSWER);
     let protocol = match tokio::time::timeout(SHIM_COMMAND_TIMEOUT, asked).await {
         Ok(Ok(out)) if out.status.success() => protocol_of_version(&out.stdout),
         _ => StartProtocol::Options,
@@ -542,5 +589,47 @@ mod tests {
                 (options.type_url.clone(), options.value.clone())
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_shim_answer_past_the_limit_is_refused_not_read_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir
+            .path()
+            .join("state/io.containerd.runtime.v2.task/default/c1");
+        std::fs::create_dir_all(&bundle).unwrap();
+        let binary = dir.path().join("chatty-shim");
+        // `start` prints without end; `delete` fails after a flood on stderr.
+        std::fs::write(
+            &binary,
+            "#!/bin/sh
+for last; do :; done
+case \"$last\" in
+             start) yes unix:///run/x/garbage.sock ;;
+             delete) head -c 3000000 /dev/zero | tr '\\0' e >&2; exit 1 ;;
+             esac
+",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let shims = crate::edge::shim::TtrpcShims;
+        let launch = Launch {
+            binary: &binary,
+            namespace: "default",
+            id: "c1",
+            bundle: &bundle,
+            address: Path::new("/run/berth/berth.sock"),
+            ttrpc_address: PathBuf::from("/run/berth/berth.sock.ttrpc"),
+            runtime: None,
+            shims: &shims,
+        };
+        let e = launch.start_with(None).await.unwrap_err();
+        assert_eq!(e.kind(), Kind::ResourceExhausted, "{e}");
+        assert!(!bundle.join("address").exists(), "nothing recorded");
+        let e = launch.run("delete", vec![]).await.unwrap_err();
+        assert_eq!(e.kind(), Kind::FailedPrecondition, "{e}");
+        assert!(e.to_string().contains("eeee"), "its stderr is kept");
+        assert!(e.to_string().len() < MAX_STDERR + 1024, "but only its head");
     }
 }
