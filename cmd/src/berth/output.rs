@@ -83,15 +83,21 @@ fn template_field(row: &serde_json::Value, field: &str) -> String {
 /// `template` filled in from `row`: `{{.Field}}` as [`template_field`], `\t` and `\n` as
 /// the characters.
 fn render(template: &str, row: &serde_json::Value) -> String {
+    fill(template, |field| template_field(row, field))
+}
+
+/// `template` with each `{{.Field}}` replaced by `value(Field)` and `\t`, `\n` made the
+/// characters; an unclosed `{{` and what follows stay as written.
+fn fill(template: &str, value: impl Fn(&str) -> String) -> String {
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
         let Some(len) = rest[start..].find("}}") else {
             break;
         };
+        out.push_str(&rest[..start]);
         let inner = rest[start + 2..start + len].trim();
-        out.push_str(&template_field(row, inner.trim_start_matches('.')));
+        out.push_str(&value(inner.trim_start_matches('.')));
         rest = &rest[start + len + 2..];
     }
     out.push_str(rest);
@@ -134,23 +140,7 @@ impl Table {
         }
         if let Format::Template(t) = &flags.format {
             if let Some(body) = t.strip_prefix("table ") {
-                let names: String = {
-                    let mut h = String::new();
-                    let mut rest = body;
-                    while let Some(s) = rest.find("{{") {
-                        h.push_str(&rest[..s]);
-                        let Some(e) = rest[s..].find("}}") else { break };
-                        h.push_str(
-                            &rest[s + 2..s + e]
-                                .trim()
-                                .trim_start_matches('.')
-                                .to_uppercase(),
-                        );
-                        rest = &rest[s + e + 2..];
-                    }
-                    h.push_str(rest);
-                    h.replace("\\t", "\t")
-                };
+                let names = fill(body, str::to_uppercase);
                 writeln!(out, "{names}")?;
                 for row in &self.json {
                     writeln!(out, "{}", render(body, row))?;
@@ -317,6 +307,12 @@ mod tests {
         assert_eq!(
             render("{{.Repository}} {{.Tag}} {{.ID}} {{.Size}}", &img),
             "docker.io/library/busybox 1.36 sha256:x 2.0 KiB"
+        );
+        // An unclosed action stays as written, once.
+        assert_eq!(render("{{.ID}} {{.Names", &row), "abc {{.Names");
+        assert_eq!(
+            fill("{{.ID}}\\t{{ .Names }}", str::to_uppercase),
+            "ID\tNAMES"
         );
         assert!("{{.ID}}".parse::<Format>().is_ok() && "yaml".parse::<Format>().is_err());
     }
