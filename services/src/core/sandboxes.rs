@@ -251,4 +251,29 @@ mod tests {
         assert_eq!(s.delete(&ns, "a").unwrap_err().kind(), Kind::NotFound);
         assert_eq!(s.get(&ns, "a").unwrap_err().kind(), Kind::NotFound);
     }
+
+    /// Hostile records are refused, stored ones left as they were.
+    #[test]
+    fn oversized_ids_and_labels_are_refused() {
+        let (_d, s, ns) = store();
+        let invalid =
+            |r: Result<SandboxRecord>| assert_eq!(r.unwrap_err().kind(), Kind::InvalidArgument);
+        let long_id = "a".repeat(crate::core::context::MAX_LEN + 1);
+        invalid(s.create(&ns, rec(&long_id, &[])));
+        invalid(s.create(&ns, rec("../escape", &[])));
+        let big = "v".repeat(crate::core::metadata::MAX_LABEL_SIZE);
+        invalid(s.create(&ns, rec("a", &[("k", &big)])));
+        invalid(s.create(&ns, rec("a", &[("", "v")])));
+        assert_eq!(s.list(&ns, &Filter::default()).unwrap(), vec![]);
+
+        s.create(&ns, rec("a", &[("x", "1")])).unwrap();
+        invalid(s.update(&ns, rec("a", &[("k", &big)]), &["labels.k".into()]));
+        invalid(s.update(&ns, rec("a", &[("k", &big)]), &[]));
+        assert_eq!(
+            s.get(&ns, "a").unwrap().labels,
+            rec("a", &[("x", "1")]).labels
+        );
+        let missing = s.update(&ns, rec("b", &[]), &["labels".into()]);
+        assert_eq!(missing.unwrap_err().kind(), Kind::NotFound);
+    }
 }
