@@ -265,6 +265,14 @@ impl Run {
             );
         }
         lines.extend(self.env.iter().cloned());
+        for e in &lines {
+            let name = e.split_once('=').map_or(e.as_str(), |(n, _)| n);
+            if name.is_empty() || name.contains(char::is_whitespace) || e.contains('\0') {
+                bail!(
+                    "invalid environment variable {e:?}: NAME=VALUE or NAME, a name without spaces, no NUL byte"
+                );
+            }
+        }
         Ok(lines
             .into_iter()
             .filter_map(|e| match e.split_once('=') {
@@ -320,6 +328,10 @@ mod tests {
         assert_eq!(env[..3], ["A=1", "B=two words", "A=3"]);
         assert!(env[3].starts_with("PATH="));
         assert_eq!(env.len(), 4);
+        for bad in ["=x\n", "A B=1\n", "A=\0\n"] {
+            std::fs::write(&r.env_file[0], bad).unwrap();
+            assert!(r.environment().is_err(), "{bad:?}");
+        }
     }
 
     #[test]
