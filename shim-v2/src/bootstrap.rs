@@ -14,8 +14,34 @@ use std::path::{Path, PathBuf};
 
 pub use berth_proto::containerd::runtime::bootstrap::v1::{BootstrapParams, BootstrapResult};
 
-/// The most `start` reads from stdin (containerd's shims take 10 MiB; options are small).
-const MAX_INPUT: u64 = 1 << 20;
+/// The most `start` or `-info` reads from stdin (containerd's shims take 10 MiB; options are
+/// small).
+const MAX_INPUT: usize = 1 << 20;
+
+/// Reads stdin to its end: the caller's options or params, refused past [`MAX_INPUT`] bytes
+/// (cut short, they would decode as something else or nothing).
+pub fn read_stdin() -> Result<Vec<u8>, String> {
+    read_bounded(std::io::stdin().lock())
+}
+
+fn read_bounded(r: impl Read) -> Result<Vec<u8>, String> {
+    let mut input = vec![];
+    r.take(MAX_INPUT as u64 + 1)
+        .read_to_end(&mut input)
+        .map_err(|e| format!("read stdin: {e}"))?;
+    if input.len() > MAX_INPUT {
+        return Err(format!(
+            "stdin holds more than {MAX_INPUT} bytes: not options"
+        ));
+    }
+    Ok(input)
+}
+
+/// Whether a type URL names runc's options (bare, or under a typeurl prefix such as
+/// `type.googleapis.com/`).
+pub fn names_runc_options(url: &str) -> bool {
+    url.rsplit('/').next() == Some(RUNC_OPTIONS)
+}
 
 const RUNC_OPTIONS: &str = "containerd.runc.v1.Options";
 
@@ -31,12 +57,7 @@ pub struct Given {
 impl Given {
     /// Reads stdin to its end.
     pub fn read(id: &str, namespace: &str) -> Result<Given, String> {
-        let mut input = vec![];
-        std::io::stdin()
-            .take(MAX_INPUT)
-            .read_to_end(&mut input)
-            .map_err(|e| format!("read stdin: {e}"))?;
-        Ok(Given::decode(&input, id, namespace))
+        Ok(Given::decode(&read_stdin()?, id, namespace))
     }
 
     /// Bootstrap params are told from an `Any` by naming this very shim (an `Any` of
@@ -109,7 +130,7 @@ impl Given {
 }
 
 fn runc_options(any: &prost_types::Any) -> Option<RuncOptions> {
-    if !any.type_url.ends_with(RUNC_OPTIONS) {
+    if !names_runc_options(&any.type_url) {
         return None;
     }
     RuncOptions::decode(any.value.as_slice()).ok()
@@ -159,6 +180,20 @@ fn join_cgroup_under(root: &Path, pid: i32, path: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdin_past_the_limit_is_refused_not_cut() {
+        let exact = vec![7u8; MAX_INPUT];
+        assert_eq!(read_bounded(exact.as_slice()).unwrap().len(), MAX_INPUT);
+        let e = read_bounded(std::io::repeat(7)).unwrap_err();
+        assert!(e.contains("more than"), "{e}");
+        assert!(names_runc_options("containerd.runc.v1.Options"));
+        assert!(names_runc_options(
+            "type.googleapis.com/containerd.runc.v1.Options"
+        ));
+        assert!(!names_runc_options("xcontainerd.runc.v1.Options"));
+        assert!(!names_runc_options("containerd.types.Other"));
+    }
 
     fn options_any(cgroup: &str) -> prost_types::Any {
         prost_types::Any {

@@ -6,7 +6,7 @@
 use berth_proto::containerd::runc::v1::Options as RuncOptions;
 use berth_proto::containerd::types::{RuntimeInfo, RuntimeVersion};
 use prost::{Message, Name};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 
 /// The runtime name containerd's clients give this shim.
@@ -16,18 +16,11 @@ pub const NAME: &str = "io.containerd.berth.v2";
 /// value, not a protobuf one).
 const FEATURES_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/features/Features";
 
-/// Options larger than this are not task options.
-const MAX_OPTIONS: u64 = 1 << 20;
-
 /// Reads the options from stdin and writes the RuntimeInfo to stdout. `runc` is the binary
 /// the shim runs containers with, or falls back to when its native runtime cannot honour a
 /// spec; its `runc features` are this shim's features.
 pub fn run(runc: &str) -> Result<(), String> {
-    let mut raw = vec![];
-    std::io::stdin()
-        .take(MAX_OPTIONS)
-        .read_to_end(&mut raw)
-        .map_err(|e| format!("read the options from stdin: {e}"))?;
+    let raw = crate::bootstrap::read_stdin()?;
     let info = describe(&raw, runc)?;
     std::io::stdout()
         .write_all(&info.encode_to_vec())
@@ -59,11 +52,10 @@ fn understood_options(raw: &[u8]) -> Result<Option<prost_types::Any>, String> {
     if any.type_url.is_empty() && any.value.is_empty() {
         return Ok(None);
     }
-    let url = any.type_url.as_str();
-    let name = url.strip_prefix("type.googleapis.com/").unwrap_or(url);
-    if name != RuncOptions::full_name() {
+    if !crate::bootstrap::names_runc_options(&any.type_url) {
         return Err(format!(
-            "options of type {url:?}: this shim reads {}",
+            "options of type {:?}: this shim reads {}",
+            any.type_url,
             RuncOptions::full_name()
         ));
     }
