@@ -182,23 +182,35 @@ fn mkdir(value: &str, roots: &[PathBuf]) -> Result<()> {
     match std::fs::create_dir(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            if !std::fs::symlink_metadata(path)
-                .map_err(|e| Error::io(format!("stat {dir}"), e))?
-                .is_dir()
-            {
+            // A directory already there is used as it is, never changed: chmod or chown of
+            // one (berth's own state directories are inside a root) is refused instead.
+            let md =
+                std::fs::symlink_metadata(path).map_err(|e| Error::io(format!("stat {dir}"), e))?;
+            if !md.is_dir() {
                 return Err(bad("exists and is not a directory"));
             }
+            if md.permissions().mode() & 0o7777 != mode {
+                return Err(Error::precondition(format!(
+                    "mkdir path {value:?}: exists with mode {:o}; an existing directory's mode is not changed",
+                    md.permissions().mode() & 0o7777
+                )));
+            }
+            if owner.is_some_and(|(u, g)| (md.uid(), md.gid()) != (u, g)) {
+                return Err(Error::precondition(format!(
+                    "mkdir path {value:?}: exists with owner {}:{}; an existing directory's owner is not changed",
+                    md.uid(),
+                    md.gid()
+                )));
+            }
+            return Ok(());
         }
         Err(e) => return Err(Error::io(format!("mkdir {dir}"), e)),
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| Error::io(format!("chmod {dir}"), e))?;
     if let Some((uid, gid)) = owner {
-        let md = std::fs::metadata(path).map_err(|e| Error::io(format!("stat {dir}"), e))?;
-        if md.uid() != uid || md.gid() != gid {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid))
-                .map_err(|e| Error::io(format!("chown {dir}"), e))?;
-        }
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .map_err(|e| Error::io(format!("chown {dir}"), e))?;
     }
     Ok(())
 }
@@ -268,5 +280,29 @@ mod tests {
         assert!(mkdir(&format!("{}/../x", d.display()), &roots).is_err());
         std::os::unix::fs::symlink("/tmp", root.path().join("l")).unwrap();
         assert!(mkdir(&format!("{}/l/x", root.path().display()), &roots).is_err());
+    }
+
+    /// An existing directory (berth's own state is inside a root) is used, never changed.
+    #[test]
+    fn mkdir_never_changes_an_existing_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let roots = [root.path().to_path_buf()];
+        let d = root.path().join("state");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let md = std::fs::metadata(&d).unwrap();
+        let (uid, gid) = (md.uid(), md.gid());
+        mkdir(&d.display().to_string(), &roots).unwrap();
+        mkdir(&format!("{}:0700:{uid}:{gid}", d.display()), &roots).unwrap();
+        let err = mkdir(&format!("{}:0777", d.display()), &roots).unwrap_err();
+        assert_eq!(err.kind(), crate::core::error::Kind::FailedPrecondition);
+        let other = format!("{}:0700:{}:{gid}", d.display(), uid + 1);
+        assert_eq!(
+            mkdir(&other, &roots).unwrap_err().kind(),
+            crate::core::error::Kind::FailedPrecondition
+        );
+        let md = std::fs::metadata(&d).unwrap();
+        assert_eq!(md.permissions().mode() & 0o7777, 0o700);
+        assert_eq!((md.uid(), md.gid()), (uid, gid));
     }
 }
