@@ -174,5 +174,14 @@ mod tests {
         // Nothing at all.
         assert!(decode_started(b"").is_none());
         assert!(decode_started(b" \n").is_none());
+        // Garbage: bytes that are neither protobuf with an address nor text name nothing;
+        // text that is not JSON is a bare address, for `usable` to judge.
+        assert!(decode_started(b"\xff\xfe\x00\x01garbage").is_none());
+        assert!(
+            decode_started(&[0x12, 0x02, 0xff, 0xfe]).is_none(),
+            "non-ASCII address"
+        );
+        let s = decode_started(b"{not json").unwrap();
+        assert_eq!((s.version, s.address.as_str()), (2, "{not json"));
     }
 }
