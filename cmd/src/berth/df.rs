@@ -7,6 +7,7 @@ use crate::docker::is_up;
 use crate::output::{size, ListFlags};
 use berth_client::Client;
 use berth_proto::berth::services::volumes::v1::ListVolumesRequest;
+use berth_proto::containers::Container;
 use berth_proto::content::InfoRequest;
 use berth_proto::snapshots::UsageRequest;
 use berth_proto::types::Descriptor;
@@ -41,17 +42,14 @@ struct Item {
 }
 
 pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<()> {
+    let all = crate::names::list(client, vec![]).await?;
     let rows = vec![
-        images(client).await?,
-        containers(client).await?,
+        images(client, &all).await?,
+        containers(client, all).await?,
         volumes(client).await?,
     ];
-    let json_items = |r: &Row| -> serde_json::Value {
-        r.items
-            .iter()
-            .map(|i| serde_json::json!({"name": i.name, "size": i.size, "active": i.active}))
-            .collect()
-    };
+    let item_json =
+        |i: &Item| serde_json::json!({"name": i.name, "size": i.size, "active": i.active});
     let header = ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"];
     let table = matches!(a.flags.format, crate::output::Format::Table);
     let mut t = crate::output::Table::new(&header);
@@ -73,7 +71,7 @@ pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<()> {
             "size": r.size, "reclaimable": r.reclaimable,
         });
         if a.verbose {
-            json["items"] = json_items(r);
+            json["items"] = r.items.iter().map(item_json).collect();
         }
         t.row(cells, json);
     }
@@ -85,7 +83,7 @@ pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<()> {
         println!("\n{} space usage:\n", r.kind);
         let mut t = crate::output::Table::new(&["NAME", "SIZE", "ACTIVE"]);
         for i in r.items {
-            let json = serde_json::json!({"name": i.name, "size": i.size, "active": i.active});
+            let json = item_json(&i);
             t.row(vec![i.name, size(i.size), i.active.to_string()], json);
         }
         t.print(a.flags.clone())?;
@@ -94,8 +92,9 @@ pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<()> {
 }
 
 /// Images: the blobs each reaches (index, manifests, configs, layers held locally).
-async fn images(client: &Client) -> anyhow::Result<Row> {
-    let (images, used) = crate::everyday::images_and_used(client).await?;
+async fn images(client: &Client, containers: &[Container]) -> anyhow::Result<Row> {
+    let images = crate::everyday::all_images(client).await?;
+    let used = crate::everyday::images_used(containers);
     let mut sizes = BTreeMap::new();
     let (mut all, mut active_blobs) = (HashSet::new(), HashSet::new());
     let mut row = Row {
@@ -183,8 +182,7 @@ async fn reached(
 }
 
 /// Containers: their writable layer (the rootfs snapshot's own usage); running ones active.
-async fn containers(client: &Client) -> anyhow::Result<Row> {
-    let all = crate::names::list(client, vec![]).await?;
+async fn containers(client: &Client, all: Vec<Container>) -> anyhow::Result<Row> {
     let mut row = Row {
         kind: "Containers",
         total: all.len(),

@@ -234,27 +234,21 @@ pub enum System {
     },
 }
 
-/// Every image, and the names of those a container uses.
-pub(crate) async fn images_and_used(
-    client: &Client,
-) -> anyhow::Result<(
-    Vec<berth_proto::images::Image>,
-    std::collections::HashSet<String>,
-)> {
+/// Every image berthd holds.
+pub(crate) async fn all_images(client: &Client) -> anyhow::Result<Vec<berth_proto::images::Image>> {
     use berth_proto::images::ListImagesRequest;
-    let used = names::list(client, vec![])
-        .await?
-        .into_iter()
-        .map(|c| c.image)
-        .collect();
-    let images = client
+    Ok(client
         .images()
         .list(ListImagesRequest { filters: vec![] })
         .await
         .map_err(|e| anyhow!("cannot list images: {}", crate::output::said(&e)))?
         .into_inner()
-        .images;
-    Ok((images, used))
+        .images)
+}
+
+/// The names of the images `containers` use.
+pub(crate) fn images_used(containers: &[Container]) -> std::collections::HashSet<String> {
+    containers.iter().map(|c| c.image.clone()).collect()
 }
 
 /// Removes the images no container uses (with -a); berth's images all have names, so
@@ -265,7 +259,8 @@ pub async fn image_prune(client: &Client, a: ImagePruneArgs) -> anyhow::Result<(
     if !a.all {
         return Ok(());
     }
-    let (images, used) = images_and_used(client).await?;
+    let used = images_used(&names::list(client, vec![]).await?);
+    let images = all_images(client).await?;
     for img in images.into_iter().filter(|i| !used.contains(&i.name)) {
         client
             .images()
