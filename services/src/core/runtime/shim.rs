@@ -491,16 +491,11 @@ mod tests {
     fn only_ttrpc_answers_on_filesystem_sockets_are_used() {
         let shims = crate::edge::shim::TtrpcShims;
         let bundle = Path::new("/run/berth/io.containerd.runtime.v2.task/default/c1");
-        let launch = Launch {
-            binary: Path::new("/usr/bin/containerd-shim-runc-v2"),
-            namespace: "default",
-            id: "c1",
+        let launch = test_launch(
+            Path::new("/usr/bin/containerd-shim-runc-v2"),
             bundle,
-            address: Path::new("/run/berth/berth.sock"),
-            ttrpc_address: PathBuf::from("/run/berth/berth.sock.ttrpc"),
-            runtime: None,
-            shims: &shims,
-        };
+            &shims,
+        );
         assert_eq!(launch.socket_dir(), Path::new("/run/berth/s"));
         let answer = |version, address: &str, protocol: &str| {
             launch.usable(Some(Started {
@@ -524,6 +519,20 @@ mod tests {
         let (e, _) = launch.usable(None).unwrap_err();
         assert!(e.to_string().contains("no address"), "{e}");
     }
+    /// Container c1 of namespace default, launched with `binary` under berthd's usual paths.
+    fn test_launch<'a>(binary: &'a Path, bundle: &'a Path, shims: &'a dyn ShimWire) -> Launch<'a> {
+        Launch {
+            binary,
+            namespace: "default",
+            id: "c1",
+            bundle,
+            address: Path::new("/run/berth/berth.sock"),
+            ttrpc_address: PathBuf::from("/run/berth/berth.sock.ttrpc"),
+            runtime: None,
+            shims,
+        }
+    }
+
     /// A shim script that answers `-v` with `version` and `start` with an address, keeping
     /// what it was given on stdin.
     fn scripted_shim(dir: &Path, version: &str) -> PathBuf {
@@ -557,16 +566,7 @@ mod tests {
         let shims = crate::edge::shim::TtrpcShims;
         for version in ["1.6.20~ds1", "v2.3.4"] {
             let binary = scripted_shim(dir.path(), version);
-            let launch = Launch {
-                binary: &binary,
-                namespace: "default",
-                id: "c1",
-                bundle: &bundle,
-                address: Path::new("/run/berth/berth.sock"),
-                ttrpc_address: PathBuf::from("/run/berth/berth.sock.ttrpc"),
-                runtime: None,
-                shims: &shims,
-            };
+            let launch = test_launch(&binary, &bundle, &shims);
             let socket = launch.start_with(Some(&options)).await.unwrap();
             assert_eq!(socket, PathBuf::from(format!("/run/x/{version}.sock")));
             let address = std::fs::read_to_string(bundle.join("address")).unwrap();
@@ -614,16 +614,7 @@ case \"$last\" in
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
         let shims = crate::edge::shim::TtrpcShims;
-        let launch = Launch {
-            binary: &binary,
-            namespace: "default",
-            id: "c1",
-            bundle: &bundle,
-            address: Path::new("/run/berth/berth.sock"),
-            ttrpc_address: PathBuf::from("/run/berth/berth.sock.ttrpc"),
-            runtime: None,
-            shims: &shims,
-        };
+        let launch = test_launch(&binary, &bundle, &shims);
         let e = launch.start_with(None).await.unwrap_err();
         assert_eq!(e.kind(), Kind::ResourceExhausted, "{e}");
         assert!(!bundle.join("address").exists(), "nothing recorded");
