@@ -45,8 +45,9 @@ impl fmt::Display for Kind {
 pub enum Error {
     #[error("{}: {}", .message, effective(*.kind, .message))]
     Kind { kind: Kind, message: String },
-    #[error("metadata store: {0}")]
-    Store(String),
+    /// redb's (or a record's encoding) failure, in its words, and what redb met.
+    #[error("metadata store: {message}")]
+    Store { message: String, fault: StoreFault },
     /// A full disk says so in the kinds' words too, as every other kind does.
     #[error("{}: {}{}", .context, .source, exhausted_suffix(.source))]
     Io {
@@ -57,6 +58,16 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a metadata store failure was, read from redb's typed error when it is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFault {
+    /// The disk is full (or the quota spent): an I/O error the operator frees space for.
+    DiskFull,
+    /// Another I/O error, or redb's refusal after one: the database must be opened again.
+    Io,
+    Other,
+}
 
 impl Error {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
@@ -91,7 +102,10 @@ impl Error {
                 kind,
                 message: format!("{what}: {message}"),
             },
-            Error::Store(m) => Error::Store(format!("{what}: {m}")),
+            Error::Store { message, fault } => Error::Store {
+                message: format!("{what}: {message}"),
+                fault,
+            },
             Error::Io { context, source } => Error::Io {
                 context: format!("{what}: {context}"),
                 source,
@@ -102,8 +116,11 @@ impl Error {
     pub fn kind(&self) -> Kind {
         match self {
             Error::Kind { kind, message } => effective(*kind, message),
-            Error::Store(message) if message_says_full(message) => Kind::ResourceExhausted,
-            Error::Store(_) => Kind::Internal,
+            Error::Store {
+                fault: StoreFault::DiskFull,
+                ..
+            } => Kind::ResourceExhausted,
+            Error::Store { .. } => Kind::Internal,
             Error::Io { source, .. } if is_out_of_space(source) => Kind::ResourceExhausted,
             Error::Io { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => Kind::NotFound,
@@ -163,24 +180,42 @@ macro_rules! store_error {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                let message = e.to_string();
-                if message_says_full(&message) {
-                    return Error::Store(format!("{message}: the metadata store's disk is full"));
-                }
-                Error::Store(message)
+                Error::from(redb::Error::from(e))
             }
         }
     )*};
 }
 store_error!(
-    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError,
-    serde_json::Error
+    redb::CommitError
 );
+
+impl From<redb::Error> for Error {
+    fn from(e: redb::Error) -> Self {
+        let fault = match &e {
+            redb::Error::Io(io) if is_out_of_space(io) => StoreFault::DiskFull,
+            redb::Error::Io(_) | redb::Error::PreviousIo => StoreFault::Io,
+            _ => StoreFault::Other,
+        };
+        let message = match fault {
+            StoreFault::DiskFull => format!("{e}: the metadata store's disk is full"),
+            _ => e.to_string(),
+        };
+        Error::Store { message, fault }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Store {
+            message: e.to_string(),
+            fault: StoreFault::Other,
+        }
+    }
+}
 
 /// Runs blocking work (filesystem, fsync, redb writes) off the async runtime.
 pub async fn blocking<T, F>(f: F) -> Result<T>
@@ -232,6 +267,21 @@ mod tests {
         assert!(e.to_string().contains("disk is full"), "{e}");
         let e = Error::from(redb::StorageError::Corrupted("x".into()));
         assert_eq!(e.kind(), Kind::Internal);
+        let fault = |e: Error| match e {
+            Error::Store { fault, .. } => fault,
+            other => panic!("{other}"),
+        };
+        assert_eq!(fault(e), StoreFault::Other);
+        let eio = redb::StorageError::Io(std::io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(
+            fault(Error::from(redb::TableError::Storage(eio))),
+            StoreFault::Io
+        );
+        let refused = redb::CommitError::Storage(redb::StorageError::PreviousIo);
+        assert_eq!(
+            fault(Error::from(refused).context("commit")),
+            StoreFault::Io
+        );
         // Met by a layer that called it something else on the way up.
         let refused = Error::invalid(format!(
             "layer entry \"f\" refused: write: {}",

@@ -26,7 +26,7 @@ pub mod namespaces;
 pub mod volumes;
 
 use crate::core::context::Namespace;
-use crate::core::error::{Error, Result};
+use crate::core::error::{Error, Result, StoreFault};
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
@@ -292,9 +292,15 @@ fn open_database(path: &Path) -> Result<Database> {
 
 /// Whether redb failed with an error after which it refuses every transaction until the
 /// database is opened again: an I/O error (a full disk), or the refusal itself. Errors that
-/// came from redb keep only its words (`Error::Store`).
+/// came from redb say which (`Error::Store`'s fault).
 fn must_reopen(e: &Error) -> bool {
-    matches!(e, Error::Store(m) if m.contains("I/O error"))
+    matches!(
+        e,
+        Error::Store {
+            fault: StoreFault::Io | StoreFault::DiskFull,
+            ..
+        }
+    )
 }
 
 /// A namespace comes into being on its first write.
