@@ -73,18 +73,39 @@ impl Record {
 
 const STORE_CONTEXT: &str = "snapshot metadata";
 
-fn store_err(e: impl std::fmt::Display) -> Error {
+/// redb's error, kept typed inside the I/O error (its words unchanged) for [`must_reopen`].
+fn store_err(e: impl Into<redb::Error>) -> Error {
+    let e: redb::Error = e.into();
+    let kind = match &e {
+        redb::Error::Io(io) => io.kind(),
+        _ => std::io::ErrorKind::Other,
+    };
     Error::Io {
         context: STORE_CONTEXT.into(),
-        source: std::io::Error::other(e.to_string()),
+        source: std::io::Error::new(kind, e),
+    }
+}
+
+fn json_err(e: serde_json::Error) -> Error {
+    Error::Io {
+        context: STORE_CONTEXT.into(),
+        source: std::io::Error::other(e),
     }
 }
 
 /// Whether redb failed with an error after which it refuses every transaction until the
 /// database is opened again: an I/O error (a full disk), or that refusal itself.
 fn must_reopen(e: &Error) -> bool {
-    matches!(e, Error::Io { context, source }
-        if context == STORE_CONTEXT && source.to_string().contains("I/O error"))
+    let Error::Io { context, source } = e else {
+        return false;
+    };
+    context == STORE_CONTEXT
+        && matches!(
+            source
+                .get_ref()
+                .and_then(|s| s.downcast_ref::<redb::Error>()),
+            Some(redb::Error::Io(_) | redb::Error::PreviousIo)
+        )
 }
 
 /// The open database, or none while it must be opened again: redb refuses every transaction
@@ -175,7 +196,7 @@ impl Storage {
             let t = txn.open_table(SNAPSHOTS).map_err(store_err)?;
             let v = t.get(key).map_err(store_err)?;
             match v {
-                Some(v) => serde_json::from_slice(v.value()).map_err(store_err),
+                Some(v) => serde_json::from_slice(v.value()).map_err(json_err),
                 None => Err(Error::NotFound(key.to_string())),
             }
         })
@@ -206,7 +227,7 @@ impl Storage {
                 let (k, v) = e.map_err(store_err)?;
                 out.push((
                     k.value().to_string(),
-                    serde_json::from_slice(v.value()).map_err(store_err)?,
+                    serde_json::from_slice(v.value()).map_err(json_err)?,
                 ));
             }
             Ok(out)
@@ -235,14 +256,14 @@ impl Txn<'_> {
         let t = self.txn.open_table(SNAPSHOTS).map_err(store_err)?;
         let v = t.get(key).map_err(store_err)?;
         match v {
-            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(store_err)?)),
+            Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(json_err)?)),
             None => Ok(None),
         }
     }
 
     pub fn put(&mut self, key: &str, r: &Record) -> Result<()> {
         let mut t = self.txn.open_table(SNAPSHOTS).map_err(store_err)?;
-        let bytes = serde_json::to_vec(r).map_err(store_err)?;
+        let bytes = serde_json::to_vec(r).map_err(json_err)?;
         t.insert(key, bytes.as_slice()).map_err(store_err)?;
         Ok(())
     }
@@ -291,6 +312,24 @@ impl Txn<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The re-open is decided by redb's typed error, whose words the message keeps.
+    #[test]
+    fn only_redb_io_failures_make_a_reopen() {
+        let refused = store_err(redb::StorageError::PreviousIo);
+        assert!(must_reopen(&refused));
+        assert!(
+            refused.to_string().contains("Previous I/O error"),
+            "{refused}"
+        );
+        let full = redb::StorageError::Io(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(must_reopen(&store_err(redb::CommitError::Storage(full))));
+        assert!(!must_reopen(&store_err(redb::StorageError::Corrupted(
+            "I/O error".into()
+        ))));
+        let json = serde_json::from_slice::<Record>(b"I/O error").unwrap_err();
+        assert!(!must_reopen(&json_err(json)));
+    }
 
     /// A failed write on a full disk leaves redb refusing every transaction ("Previous I/O
     /// error occurred") until the file is opened again: the storage does so itself, so once
