@@ -457,15 +457,27 @@ pub fn unmount_under(dir: &Path) {
     }
 }
 
+/// A containerd daemon on its own temporary root (CRI off) that finds berth's shim on its
+/// PATH; stopped on drop.
 pub struct Containerd {
     pub dir: tempfile::TempDir,
     child: Child,
+    ctr: PathBuf,
 }
 
 impl Containerd {
+    /// Debian's containerd (1.6), with its ctr.
     pub fn start() -> Result<Self> {
+        Self::start_binaries(require_tool("containerd"), require_tool("ctr"))
+    }
+
+    /// The `containerd` and `ctr` in `dir` (containerd 2.x's build, say).
+    pub fn start_from(dir: &Path) -> Result<Self> {
+        Self::start_binaries(dir.join("containerd"), dir.join("ctr"))
+    }
+
+    fn start_binaries(bin: PathBuf, ctr: PathBuf) -> Result<Self> {
         require_root();
-        let bin = require_tool("containerd");
         let dir = tempfile::Builder::new().prefix("berth-ctrd-").tempdir()?;
         let d = dir.path();
         let sock = d.join("containerd.sock");
@@ -495,7 +507,7 @@ impl Containerd {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
-                return Ok(Containerd { dir, child });
+                return Ok(Containerd { dir, child, ctr });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -503,7 +515,7 @@ impl Containerd {
     }
 
     pub fn ctr(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(require_tool("ctr"));
+        let mut cmd = Command::new(&self.ctr);
         cmd.arg("--address")
             .arg(self.dir.path().join("containerd.sock"))
             .args(args);

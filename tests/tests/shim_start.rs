@@ -5,7 +5,7 @@
 //! started it is gone; and berth's shim joins the cgroup its caller names (ShimCgroup).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
-use berth_tests::{bin, oci, ok, Daemon};
+use berth_tests::{bin, oci, ok, pids_matching, Containerd, Daemon};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,21 +18,6 @@ fn with_busybox(d: &Daemon) -> tempfile::TempDir {
     let (work, archive) = oci::busybox_archive();
     berth_tests::import_as_base(d, &archive);
     work
-}
-
-/// The pids whose command line holds `needle` (NUL-separated arguments).
-fn pids_matching(needle: &[u8]) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            cmd.windows(needle.len())
-                .any(|w| w == needle)
-                .then_some(pid)
-        })
-        .collect()
 }
 
 /// The shim processes serving task `id` (not their children that have not exec'd yet: a
@@ -202,69 +187,6 @@ fn berthd_drives_a_containerd_2x_shim() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hi");
 }
 
-/// A containerd 2.x daemon from the containerd suite's build, on its own temporary root,
-/// that finds berth's shim on its PATH; stopped on drop.
-struct Containerd2 {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    child: std::process::Child,
-}
-
-impl Containerd2 {
-    fn start(bin: PathBuf) -> Containerd2 {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-c2-")
-            .tempdir()
-            .unwrap();
-        let d = dir.path();
-        let config = format!(
-            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n\
-             [debug]\n  address = \"\"\n",
-            d = d.display()
-        );
-        std::fs::write(d.join("config.toml"), config).unwrap();
-        let path = format!(
-            "{}:{}",
-            berth_tests::bin_dir().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
-        let child = std::process::Command::new(bin.join("containerd"))
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .env("PATH", path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let sock = d.join("c.sock");
-        assert!(
-            eventually(|| std::os::unix::net::UnixStream::connect(&sock).is_ok()),
-            "containerd 2.x did not listen"
-        );
-        Containerd2 { dir, bin, child }
-    }
-
-    /// Runs containerd 2.x's own ctr against it.
-    fn ctr(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(self.bin.join("ctr"))
-            .arg("--address")
-            .arg(self.dir.path().join("c.sock"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Containerd2 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_containerd_2x_drives_berths_shim() {
     let bin = std::env::var_os("BERTH_TEST_CONTAINERD2")
@@ -277,7 +199,7 @@ fn a_containerd_2x_drives_berths_shim() {
         return;
     }
     berth_tests::require_root();
-    let c = Containerd2::start(bin);
+    let c = Containerd::start_from(&bin).unwrap();
     let (_w, archive) = oci::busybox_archive();
     let archive = archive.to_str().unwrap();
     ok(&c.ctr(&[
