@@ -152,6 +152,32 @@ async fn activations_are_performed_recorded_and_undone() {
         .unwrap();
     assert_eq!(updated.labels.len(), 2, "{:?}", updated.labels);
     assert_eq!(info(&mut mm, "one").await.unwrap().labels, updated.labels);
+    // Only labels change, and only within their limits; a refused update changes nothing.
+    let mut hostile = a.clone();
+    hostile.name = "one".into();
+    hostile.labels = HashMap::from([("big".to_string(), "v".repeat(5000))]);
+    for paths in [
+        vec!["active"],
+        vec!["name"],
+        vec!["labels.big"],
+        vec!["labels"],
+    ] {
+        let refused = mm
+            .update(UpdateRequest {
+                info: Some(hostile.clone()),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: paths.iter().map(|p| p.to_string()).collect(),
+                }),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{paths:?}: {refused:?}"
+        );
+    }
+    assert_eq!(info(&mut mm, "one").await.unwrap().labels, updated.labels);
 
     mm.deactivate(DeactivateRequest { name: "one".into() })
         .await
