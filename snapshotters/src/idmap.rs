@@ -112,6 +112,14 @@ impl IdMap {
         ))
     }
 
+    /// The snapshot labels that ask a snapshotter for these mappings.
+    pub fn labels(&self) -> Labels {
+        Labels::from([
+            (UID_MAPPING_LABEL.to_string(), text(&self.uids)),
+            (GID_MAPPING_LABEL.to_string(), text(&self.gids)),
+        ])
+    }
+
     /// The mount options that carry the mappings to the mounter.
     pub fn options(&self) -> [String; 2] {
         [

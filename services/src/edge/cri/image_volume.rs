@@ -10,7 +10,7 @@ use super::Cri;
 use crate::core::error::{blocking, Error, Kind, Result};
 use crate::core::metadata::Labels;
 use berth_proto::cri::v1 as cri;
-use berth_snapshotters::idmap::{GID_MAPPING_LABEL, UID_MAPPING_LABEL};
+use berth_snapshotters::idmap::{IdMap, Mapping};
 use berth_snapshotters::layer::root::Root;
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -18,9 +18,6 @@ use std::path::{Component, Path, PathBuf};
 /// What containerd and CRI-O put before every error mounting an image volume (the CRI's
 /// `ErrImageVolumeMountFailed`), so the kubelet's events read the same on berth.
 const MOUNT_FAILED: &str = "ImageVolumeMountFailed";
-
-/// containerd's back reference from a snapshot to the container that keeps it.
-const BREF_CONTAINER: &str = "containerd.io/gc.bref.container";
 
 /// A container's image volumes on the host: where each is to be bound from, by the index of
 /// its mount in the container's config.
@@ -117,17 +114,20 @@ fn remap_labels(pod: &cri::PodSandboxConfig) -> Labels {
     let Some(u) = userns else {
         return Labels::new();
     };
-    let text = |maps: &[cri::IdMapping]| {
-        let each: Vec<String> = maps
-            .iter()
-            .map(|m| format!("{}:{}:{}", m.container_id, m.host_id, m.length))
-            .collect();
-        each.join(",")
+    let maps = |maps: &[cri::IdMapping]| {
+        maps.iter()
+            .map(|m| Mapping {
+                container: m.container_id,
+                host: m.host_id,
+                size: m.length,
+            })
+            .collect()
     };
-    Labels::from([
-        (UID_MAPPING_LABEL.to_string(), text(&u.uids)),
-        (GID_MAPPING_LABEL.to_string(), text(&u.gids)),
-    ])
+    IdMap {
+        uids: maps(&u.uids),
+        gids: maps(&u.gids),
+    }
+    .labels()
 }
 
 /// The snapshot key of a container's `index`th mount's view.
@@ -151,7 +151,10 @@ impl Cri {
     ) -> Result<Sources> {
         config.mounts.iter().try_for_each(check)?;
         let mut labels = remap_labels(pod);
-        labels.insert(BREF_CONTAINER.to_string(), id.to_string());
+        labels.insert(
+            berth_proto::vocab::labels::GC_BREF_CONTAINER.to_string(),
+            id.to_string(),
+        );
         let mut sources = Sources::new();
         for index in 0..config.mounts.len() {
             let m = &config.mounts[index];
@@ -261,6 +264,7 @@ impl Cri {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_snapshotters::idmap::{GID_MAPPING_LABEL, UID_MAPPING_LABEL};
 
     fn image_mount(sub: &str) -> cri::Mount {
         cri::Mount {
