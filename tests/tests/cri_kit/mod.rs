@@ -45,6 +45,16 @@ impl Kit {
 
     /// A kit whose pods run under `runtime` (`cri.runtime_binary`; empty: the default).
     pub fn start_with(runtime: &str) -> Kit {
+        let extra = if runtime.is_empty() {
+            String::new()
+        } else {
+            format!("runtime_binary = \"{runtime}\"\n")
+        };
+        Self::start_configured(&extra)
+    }
+
+    /// A kit whose berthd.toml ends with `extra`: more `[cri]` keys, then tables of its own.
+    pub fn start_configured(extra: &str) -> Kit {
         require_root();
         assert!(
             cni_usable(),
@@ -76,12 +86,7 @@ impl Kit {
             ]
         });
         std::fs::write(net.join("10-test.conflist"), conflist.to_string()).unwrap();
-        let extra = if runtime.is_empty() {
-            String::new()
-        } else {
-            format!("runtime_binary = \"{runtime}\"\n")
-        };
-        let d = cri_daemon(work.path(), &pause, &net, &extra);
+        let d = cri_daemon(work.path(), &pause, &net, extra);
         Kit {
             d,
             _registry: registry,
