@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# bench-cri.sh — the CRI pod lifecycle timed through crictl, berth beside containerd 1.6 on
-# this machine: runp, create, start, exec -s (ExecSync), stop, stopp, rmp; medians over ROUNDS
-# and berth/containerd ratios. Streaming exec is left out until berth has a streaming server.
+# bench-cri.sh — the CRI pod lifecycle timed through crictl, berth beside containerd 1.6 and
+# containerd 2.3.4 on this machine: runp, create, start, exec (streaming), exec -s (ExecSync),
+# stop, stopp, rmp; medians over ROUNDS and berth/containerd ratios. Both containerds get the
+# kit's configuration (same CNI conflist, sandbox image and registry); 2.3.4 reads it through its
+# own version-2 migration.
 #
 # Usage (root): CRICTL=/path/to/crictl scripts/bench-cri.sh [ROUNDS]
 #   KIT       the CRI test kit (registry, images, containerd anchor) [/work/shared/cri]
 #   BERTHD    the berthd binary [target/release/berthd]
+#   CTRD2_BIN containerd 2.3.4's binaries from ../shared/containerd-suite/build.sh
+#             [$CONTAINERD_SUITE_DIR/bin or /tmp/containerd-suite/bin]; its column is left out
+#             when they are absent
 # crictl is cri-tools v1.36.0, built by you; nothing of it lives in this repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,8 +27,11 @@ IMG=registry.k8s.io/e2e-test-images/busybox:1.29-2
 
 W=$(mktemp -d /tmp/bench-cri.XXXXXX)
 BPID=
+C2PID=
+CTRD2_BIN=${CTRD2_BIN:-${CONTAINERD_SUITE_DIR:-/tmp/containerd-suite}/bin}
 cleanup() {
     [ -n "$BPID" ] && kill "$BPID" 2>/dev/null && wait "$BPID" 2>/dev/null
+    [ -n "$C2PID" ] && kill "$C2PID" 2>/dev/null && wait "$C2PID" 2>/dev/null
     "$KIT/stop-containerd-anchor.sh" >/dev/null 2>&1 || true
     rm -rf "$W"
 }
@@ -76,13 +84,36 @@ median() { grep "^$1 " "$2" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {
 rounds "unix://$W/berth.sock" "$W/berth.txt"
 ANCHOR=$("$KIT/start-containerd-anchor.sh" | tail -1)
 rounds "$ANCHOR" "$W/containerd.txt"
+"$KIT/stop-containerd-anchor.sh" >/dev/null 2>&1 || true
+files=(berth containerd)
+if [ -x "$CTRD2_BIN/containerd" ] && [ -x "$CTRD2_BIN/containerd-shim-runc-v2" ]; then
+    # The kit's rendered 1.6 configuration, every path moved to a directory of 2.3.4's own.
+    mkdir -p "$W/containerd2"
+    sed "s#$CRI_TEST_DIR/containerd/#$W/containerd2/#g" "$CRI_TEST_DIR/containerd/config.toml" >"$W/containerd2.toml"
+    PATH="$CTRD2_BIN:$PATH" setsid "$CTRD2_BIN/containerd" --config "$W/containerd2.toml" >"$W/containerd2.log" 2>&1 </dev/null &
+    C2PID=$!
+    for _ in $(seq 100); do [ -S "$W/containerd2/containerd.sock" ] && break; sleep 0.1; done
+    rounds "unix://$W/containerd2/containerd.sock" "$W/containerd2.txt"
+    files+=(containerd2)
+else
+    echo "no containerd 2.3.4 at $CTRD2_BIN (build it with ../shared/containerd-suite/build.sh): its column is left out" >&2
+fi
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg); rounds: $ROUNDS (each figure includes crictl's own start-up)"
-printf '%-10s %10s %14s %8s\n' step berth containerd ratio
+if [ -f "$W/containerd2.txt" ]; then
+    printf '%-10s %10s %14s %8s %16s %8s\n' step berth containerd-1.6 ratio containerd-2.3.4 ratio
+else
+    printf '%-10s %10s %14s %8s\n' step berth containerd-1.6 ratio
+fi
 for k in runp create start exec exec-sync stop stopp rmp; do
     b=$(median "$k" "$W/berth.txt"); c=$(median "$k" "$W/containerd.txt")
-    printf '%-10s %10.3f %14.3f %8.2f\n' "$k" "$b" "$c" "$(echo "$b / $c" | bc -l)"
+    if [ -f "$W/containerd2.txt" ]; then
+        c2=$(median "$k" "$W/containerd2.txt")
+        printf '%-10s %10.3f %14.3f %8.2f %16.3f %8.2f\n' "$k" "$b" "$c" "$(echo "$b / $c" | bc -l)" "$c2" "$(echo "$b / $c2" | bc -l)"
+    else
+        printf '%-10s %10.3f %14.3f %8.2f\n' "$k" "$b" "$c" "$(echo "$b / $c" | bc -l)"
+    fi
 done
-for f in berth containerd; do
+for f in "${files[@]}"; do
     read -r _ secs bytes < <(grep '^gib ' "$W/$f.txt")
     printf '1 GiB through exec, %s: %s bytes in %.2f s (%.0f MiB/s)\n' "$f" "$bytes" "$secs" "$(echo "$bytes / 1048576 / $secs" | bc -l)"
 done

@@ -23,7 +23,9 @@ clear_leftovers() {
   awk -v w="$WORK" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   # Loop devices of fresh_fs filesystems (detached once unmounted).
   losetup -j "$WORK/berth.img" 2>/dev/null | cut -d: -f1 | while read -r l; do losetup -d "$l" 2>/dev/null || true; done
-  losetup -j "$WORK/containerd.img" 2>/dev/null | cut -d: -f1 | while read -r l; do losetup -d "$l" 2>/dev/null || true; done
+  for img in containerd containerd2; do
+    losetup -j "$WORK/$img.img" 2>/dev/null | cut -d: -f1 | while read -r l; do losetup -d "$l" 2>/dev/null || true; done
+  done
 }
 
 wait_socket() {
@@ -82,6 +84,55 @@ TOML
   containerd --config "$WORK/containerd.toml" >"$WORK/containerd.log" 2>&1 &
   PIDS+=($!)
   wait_socket "$CTRD_SOCK"
+}
+
+# containerd 2.3.4 as a second anchor: the binaries ../shared/containerd-suite/build.sh makes
+# (nothing of them lives in this repository). CTRD2_BIN overrides where they are; when they are
+# absent, the benches say so and leave the row out.
+CTRD2_BIN=${CTRD2_BIN:-${CONTAINERD_SUITE_DIR:-/tmp/containerd-suite}/bin}
+CTRD2_SOCK="$WORK/containerd2.sock"
+have_containerd2() {
+  local b
+  for b in containerd ctr containerd-shim-runc-v2; do
+    if [ ! -x "$CTRD2_BIN/$b" ]; then
+      echo "bench: no containerd 2.3.4 at $CTRD2_BIN ($b missing; build it with ../shared/containerd-suite/build.sh or set CTRD2_BIN): its rows are left out" >&2
+      return 1
+    fi
+  done
+}
+ctr2() { "$CTRD2_BIN/ctr" -a "$CTRD2_SOCK" "$@"; }
+
+# start_containerd2 [tuned] : containerd 2.3.4 on its own root and socket, its own runc shim
+# first on PATH. "tuned" gives its Transfer service parallel unpacks and chunked layer fetches.
+start_containerd2() {
+  clear_leftovers
+  fresh_root "$WORK/containerd2"
+  mkdir -p "$WORK/containerd2"
+  local transfer=""
+  if [ "${1:-}" = tuned ]; then
+    transfer="[plugins.\"io.containerd.transfer.v1.local\"]
+  max_concurrent_downloads = 6
+  max_concurrent_unpacks = $(nproc)
+  concurrent_layer_fetch_buffer = 8388608"
+  fi
+  cat >"$WORK/containerd2.toml" <<TOML
+version = 3
+root = "$WORK/containerd2/root"
+state = "$WORK/containerd2/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime", "io.containerd.podsandbox.controller.v1.podsandbox"]
+[grpc]
+  address = "$CTRD2_SOCK"
+[ttrpc]
+  address = "$CTRD2_SOCK.ttrpc"
+[debug]
+  address = ""
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$WORK/containerd2/opt"
+$transfer
+TOML
+  PATH="$CTRD2_BIN:$PATH" "$CTRD2_BIN/containerd" --config "$WORK/containerd2.toml" >"$WORK/containerd2.log" 2>&1 &
+  PIDS+=($!)
+  wait_socket "$CTRD2_SOCK"
 }
 
 # make_image OUT.tar DIR... : one gzip layer per directory (relative to /), as an OCI archive.

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Pull benchmark: a multi-layer image (hundreds of MB gzip, tens of thousands of files, made
 # from this machine's /usr) pushed to a loopback docker-registry, then pulled and unpacked
-#   containerd  `ctr images pull --plain-http` against containerd (client-side pull + unpack)
+#   containerd  `ctr images pull --plain-http` against Debian's containerd 1.6 (client-side)
+#   containerd2 containerd 2.3.4's ctr against containerd 2.3.4 (its Transfer service), with its
+#               defaults and tuned (parallel unpacks, chunked layer fetches); left out when
+#               ../shared/containerd-suite/build.sh has not built it (see bench-lib's CTRD2_BIN)
 #   berth       `berth images pull --plain-http` (server-side, Transfer service)
 # each from an empty root, alternating. Prints the median of RUNS runs, the ratio, and berth's
 # throughput next to this machine's raw single-stream gzip decode speed.
@@ -58,11 +61,14 @@ t1=$(now)
 gz=$(echo "$t1 - $t0" | bc)
 rm -rf "$blobdir"
 
-time_pull() { # containerd|berth
+time_pull() { # containerd|containerd2|containerd2-tuned|berth
   local t0 t1
   if [ "$1" = containerd ]; then
     start_containerd
     t0=$(now); ctr -a "$CTRD_SOCK" images pull --plain-http "$REF" >/dev/null; t1=$(now)
+  elif [ "$1" = containerd2 ] || [ "$1" = containerd2-tuned ]; then
+    if [ "$1" = containerd2-tuned ]; then start_containerd2 tuned; else start_containerd2; fi
+    t0=$(now); ctr2 images pull --plain-http "$REF" >/dev/null; t1=$(now)
   else
     start_berthd
     awk '/VmRSS/ {print $2}' "/proc/${PIDS[0]}/status" >>"$WORK/rss-idle"
@@ -75,18 +81,32 @@ time_pull() { # containerd|berth
   echo "$t1 - $t0" | bc
 }
 
-c=(); b=()
+c=(); c2=(); c2t=(); b=()
+ANCHOR2=0
+if have_containerd2; then ANCHOR2=1; fi
 rm -f "$WORK/rss-idle" "$WORK/rss-pulled"
 for i in $(seq "$RUNS"); do
   c+=("$(time_pull containerd)")
+  if [ "$ANCHOR2" = 1 ]; then
+    c2+=("$(time_pull containerd2)")
+    c2t+=("$(time_pull containerd2-tuned)")
+  fi
   b+=("$(time_pull berth)")
-  echo "run $i: containerd ${c[-1]}s  berth ${b[-1]}s" >&2
+  echo "run $i: containerd 1.6 ${c[-1]}s  containerd 2.3 ${c2[-1]:-n/a}s / tuned ${c2t[-1]:-n/a}s  berth ${b[-1]}s" >&2
 done
 mc=$(printf '%s\n' "${c[@]}" | median)
 mb=$(printf '%s\n' "${b[@]}" | median)
 mib=$(echo "scale=1; $compressed / 1048576" | bc)
-echo "containerd (ctr images pull):      ${mc}s"
-echo "berth images pull (server-side):   ${mb}s   ratio $(echo "scale=2; $mb / $mc" | bc)x   (target <= 0.2x)"
+echo "containerd 1.6 (ctr images pull):  ${mc}s"
+if [ "$ANCHOR2" = 1 ]; then
+  mc2=$(printf '%s\n' "${c2[@]}" | median)
+  mc2t=$(printf '%s\n' "${c2t[@]}" | median)
+  echo "containerd 2.3.4 (Transfer):       ${mc2}s default, ${mc2t}s tuned"
+fi
+echo "berth images pull (server-side):   ${mb}s   ratio $(echo "scale=2; $mb / $mc" | bc)x of 1.6"
+if [ "$ANCHOR2" = 1 ]; then
+  echo "                                   ratio $(echo "scale=2; $mb / $mc2" | bc)x of 2.3 default, $(echo "scale=2; $mb / $mc2t" | bc)x of 2.3 tuned   (target <= 0.2x of tuned)"
+fi
 echo "berth throughput:                  $(echo "scale=1; $mib / $mb" | bc) MiB/s of gzip, pulled + verified + unpacked"
 echo "raw gzip -dc, one stream:          $(echo "scale=1; $mib / $gz" | bc) MiB/s of gzip (${gz}s for all layers, decode only)"
 echo "berthd RSS:                        $(median <"$WORK/rss-idle") kB idle, $(median <"$WORK/rss-pulled") kB after the pull (targets < 15360 and < 25600 kB)"

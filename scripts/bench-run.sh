@@ -18,20 +18,38 @@ make_busybox "$img"
 
 start_berthd
 start_containerd
+ANCHOR2=0
+if have_containerd2; then ANCHOR2=1; start_containerd2; fi
 REF=bench.local/busybox:latest
 for s in "$BERTH_SOCK" "$CTRD_SOCK"; do ctr -a "$s" images import --base-name bench.local/busybox "$img" >/dev/null; done
+if [ "$ANCHOR2" = 1 ]; then ctr2 images import --base-name bench.local/busybox "$img" >/dev/null; fi
 
-c=(); b=(); bc=()
+# Each row: a container with its own network namespace holding only loopback (ctr's default),
+# except "default bridge": berth's own default network (an address, a route, NAT).
+c=(); c2=(); b=(); bbr=(); bc=()
 for i in $(seq "$RUNS"); do
   t0=$(now); ctr -a "$CTRD_SOCK" run --rm "$REF" "c$i" /bin/true; t1=$(now); c+=("$(echo "$t1 - $t0" | bc)")
+  if [ "$ANCHOR2" = 1 ]; then
+    t0=$(now); ctr2 run --rm "$REF" "c2$i" /bin/true; t1=$(now); c2+=("$(echo "$t1 - $t0" | bc)")
+  fi
   t0=$(now); target/release/berth -a "$BERTH_SOCK" containers run --rm --network none "$REF" "b$i" /bin/true; t1=$(now); b+=("$(echo "$t1 - $t0" | bc)")
+  t0=$(now); target/release/berth -a "$BERTH_SOCK" run --rm "$REF" /bin/true; t1=$(now); bbr+=("$(echo "$t1 - $t0" | bc)")
   t0=$(now); ctr -a "$BERTH_SOCK" run --rm --runtime io.containerd.berth.v2 "$REF" "x$i" /bin/true; t1=$(now); bc+=("$(echo "$t1 - $t0" | bc)")
 done
 mc=$(printf '%s\n' "${c[@]}" | median); mb=$(printf '%s\n' "${b[@]}" | median); mx=$(printf '%s\n' "${bc[@]}" | median)
+mbr=$(printf '%s\n' "${bbr[@]}" | median)
 echo "run --rm /bin/true, median of $RUNS:"
-echo "  containerd + runc shim (ctr run):          ${mc}s"
-echo "  berthd + berth shim (berth run):           ${mb}s   ratio $(echo "scale=2; $mb / $mc" | bc)x   (target <= 0.4x)"
-echo "  berthd + berth shim (the same ctr run):    ${mx}s   ratio $(echo "scale=2; $mx / $mc" | bc)x"
+echo "  containerd 1.6 + runc shim (ctr run):      ${mc}s"
+if [ "$ANCHOR2" = 1 ]; then
+  mc2=$(printf '%s\n' "${c2[@]}" | median)
+  echo "  containerd 2.3.4 + its runc shim:          ${mc2}s"
+fi
+echo "  berthd + berth shim (berth run, none):     ${mb}s   ratio $(echo "scale=2; $mb / $mc" | bc)x of 1.6   (target <= 0.3x)"
+if [ "$ANCHOR2" = 1 ]; then
+  echo "                                             ratio $(echo "scale=2; $mb / $mc2" | bc)x of 2.3.4"
+fi
+echo "  berth run --rm, default bridge network:    ${mbr}s   $(echo "scale=2; $mbr / $mb" | bc)x of --network none   (target <= 2x)"
+echo "  berthd + berth shim (the same ctr run):    ${mx}s   ratio $(echo "scale=2; $mx / $mc" | bc)x of 1.6"
 
 rss_sum() { # pattern -> total RSS in kB of matching processes
   local t=0; for p in $(pgrep -f "$1" || true); do t=$((t + $(awk '/VmRSS/ {print $2}' /proc/$p/status))); done; echo $t
