@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(containerd runc docker-registry skopeo umoci busybox-static python3 python3-venv docker.io
   golang-github-containerd-containerd-dev containernetworking-plugins iptables iproute2 util-linux
-  libisal-dev libseccomp-dev pkg-config lld protobuf-compiler gcc libc6-dev)
+  libisal-dev libseccomp-dev pkg-config lld protobuf-compiler gcc libc6-dev erofs-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
