@@ -25,6 +25,23 @@ pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 /// The image's STOPSIGNAL, kept on the container.
 pub const STOP_SIGNAL: &str = "io.containerd.image.config.stop-signal";
 
+/// Remote snapshots (containerd's lazy-pull protocol). On Prepare during an unpack: the
+/// snapshot a remote snapshotter commits in place of the layer, when it can serve the layer
+/// itself (it then answers AlreadyExists).
+pub const SNAPSHOT_REF: &str = "containerd.io/snapshot.ref";
+/// A layer descriptor's annotations under this prefix become labels of its snapshot.
+pub const SNAPSHOT_INHERITED: &str = "containerd.io/snapshot/";
+/// The layer's diffID and its parent's chain ID, on Prepare during an unpack.
+pub const SNAPSHOT_DIFF_ID: &str = "containerd.io/snapshot/diff-id";
+pub const SNAPSHOT_PARENT_CHAIN_ID: &str = "containerd.io/snapshot/parent-chain-id";
+/// Where a remote snapshotter finds the layer: the image's name, its manifest, the layer, and
+/// the layers from this one up (comma-separated, cut to fit a label). "cri" by history only:
+/// every client that unpacks passes them.
+pub const SNAPSHOT_IMAGE_REF: &str = "containerd.io/snapshot/cri.image-ref";
+pub const SNAPSHOT_MANIFEST_DIGEST: &str = "containerd.io/snapshot/cri.manifest-digest";
+pub const SNAPSHOT_LAYER_DIGEST: &str = "containerd.io/snapshot/cri.layer-digest";
+pub const SNAPSHOT_IMAGE_LAYERS: &str = "containerd.io/snapshot/cri.image-layers";
+
 /// A manifest's reference to its config.
 pub fn gc_ref_config() -> String {
     format!("{GC_REF_CONTENT}.config")
