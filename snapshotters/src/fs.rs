@@ -451,6 +451,10 @@ impl<D: Driver> Snapshotter for FsSnapshotter<D> {
         Ok(())
     }
 
+    fn remote_snapshots(&self) -> bool {
+        false
+    }
+
     fn stage(&self) -> Option<Result<crate::Staged>> {
         if !self.driver.independent_layers() {
             return None;

@@ -112,6 +112,16 @@ pub trait Snapshotter: Send + Sync {
     /// Deletes directories no snapshot owns (left by a crash).
     fn cleanup(&self) -> Result<()>;
 
+    /// Whether this snapshotter may serve a layer itself from labels that say where the layer
+    /// lives (containerd's remote snapshotters: stargz, SOCI, nydus). Unpack then passes those
+    /// labels on Prepare, and neither fetches nor applies a layer whose Prepare answers
+    /// AlreadyExists with its chain ID committed. berth's own snapshotters never do, so their
+    /// unpack asks nothing more; any other (a proxy plugin) is asked, as containerd asks every
+    /// snapshotter.
+    fn remote_snapshots(&self) -> bool {
+        true
+    }
+
     /// For snapshotters whose committed layers hold only their own changes (overlayfs):
     /// a fresh staging directory whose `fs` a caller fills with one layer, independently of
     /// its parents, so layers can be extracted in parallel. None: layers must be applied
