@@ -1,6 +1,11 @@
 //! Unpack: an image's layers into a chain of committed snapshots named by chain ID, as
 //! containerd's clients expect to find them. With a snapshotter whose layers are independent
 //! (overlayfs) every missing layer is extracted at once, in parallel, then stacked in order.
+//! A snapshotter that may serve layers itself (a proxy plugin) is asked first ([`remote`]).
+
+mod remote;
+
+pub(crate) use remote::Remote;
 
 use crate::core::content::Content;
 use crate::core::context::Ctx;
@@ -12,6 +17,7 @@ use crate::core::oci::{self, DocDescriptor, Document, Platform, MAX_DOCUMENT};
 use crate::core::snapshots::{scoped, Snapshots};
 use berth_snapshotters::layer::{self, Whiteouts};
 use berth_snapshotters::{Snapshotter, Staged};
+use remote::Prepared;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -84,6 +90,20 @@ pub(crate) struct Stack<'a> {
     pub chains: &'a [String],
     /// The layers whose snapshots are missing, bottom-up.
     pub missing: &'a [usize],
+    /// Set when the snapshotter may serve layers itself.
+    pub remote: Option<Remote<'a>>,
+}
+
+/// A fresh key for layer `i`'s extraction snapshot.
+pub(crate) fn extract_key(stack: &Stack<'_>, i: usize) -> String {
+    scoped(
+        &stack.ctx.ns,
+        &format!(
+            "extract-{} {}",
+            uuid::Uuid::new_v4().simple(),
+            stack.chains[i]
+        ),
+    )
 }
 
 #[derive(Clone)]
@@ -185,9 +205,10 @@ impl Unpacker {
     ) -> Result<Unpacked> {
         let record = {
             let (store, ns) = (self.store.clone(), ctx.ns.clone());
+            let image = image.clone();
             blocking(move || store.image_get(&ns, &image)).await?
         };
-        self.unpack_target(ctx, record.target, snapshotter, platform)
+        self.unpack_named(ctx, record.target, Some(image), snapshotter, platform)
             .await
     }
 
@@ -199,6 +220,20 @@ impl Unpacker {
         snapshotter: String,
         platform: Option<Platform>,
     ) -> Result<Unpacked> {
+        self.unpack_named(ctx, target, None, snapshotter, platform)
+            .await
+    }
+
+    /// Unpacks `target`, stored as `image` when it has a name (a remote snapshotter fetches
+    /// the layers it serves by it).
+    async fn unpack_named(
+        &self,
+        ctx: Ctx,
+        target: crate::core::images::Descriptor,
+        image: Option<String>,
+        snapshotter: String,
+        platform: Option<Platform>,
+    ) -> Result<Unpacked> {
         // Layers committed one after another are unreferenced until the top one exists:
         // no collection runs meanwhile.
         let _op = self.gc.operation().await;
@@ -207,7 +242,7 @@ impl Unpacker {
         let unpacked = blocking(move || {
             this.unpack_sync(
                 &ctx,
-                &target,
+                (&target, image.as_deref()),
                 &snapshotter,
                 &platform.unwrap_or_else(Platform::host),
             )
@@ -227,7 +262,7 @@ impl Unpacker {
     fn unpack_sync(
         &self,
         ctx: &Ctx,
-        target: &crate::core::images::Descriptor,
+        (target, image): (&crate::core::images::Descriptor, Option<&str>),
         snapshotter: &str,
         platform: &Platform,
     ) -> Result<Unpacked> {
@@ -251,10 +286,18 @@ impl Unpacker {
             resolved: &resolved,
             chains: &chains,
             missing: &missing,
+            remote: snap.remote_snapshots().then_some(Remote { image }),
         };
-        if !missing.is_empty() {
+        let extracted = if missing.is_empty() {
+            vec![]
+        } else if stack.remote.is_some() {
+            self.sequential(&stack)?
+        } else {
             match snap.stage() {
-                Some(Ok(first)) if missing.len() > 1 => self.parallel(&stack, first)?,
+                Some(Ok(first)) if missing.len() > 1 => {
+                    self.parallel(&stack, first)?;
+                    missing.clone()
+                }
                 Some(staged) => {
                     if let Ok(s) = staged {
                         s.discard();
@@ -263,16 +306,16 @@ impl Unpacker {
                 }
                 None => self.sequential(&stack)?,
             }
-        }
+        };
         let top = self.label_unpacked(ctx, name, &resolved, &chains)?;
-        let extracted_bytes = missing
+        let extracted_bytes = extracted
             .iter()
             .map(|&i| resolved.layers[i].size.max(0) as u64)
             .sum();
         Ok(Unpacked {
             chain_id: top,
             layers: chains.len(),
-            extracted: missing.len(),
+            extracted: extracted.len(),
             extracted_bytes,
             config: resolved.config_bytes,
         })
@@ -335,8 +378,9 @@ impl Unpacker {
         Ok(())
     }
 
-    /// One layer at a time: prepare on the parent, apply, commit.
-    fn sequential(&self, stack: &Stack<'_>) -> Result<()> {
+    /// One layer at a time: prepare on the parent, apply, commit; the layers applied (a
+    /// remote snapshotter serves the others).
+    fn sequential(&self, stack: &Stack<'_>) -> Result<Vec<usize>> {
         let Stack {
             ctx,
             snapshotter: name,
@@ -344,14 +388,15 @@ impl Unpacker {
             resolved,
             chains,
             missing,
+            ..
         } = *stack;
+        let mut applied = Vec::with_capacity(missing.len());
         for &i in missing {
-            let parent = (i > 0).then(|| scoped(&ctx.ns, &chains[i - 1]));
-            let key = scoped(
-                &ctx.ns,
-                &format!("extract-{} {}", uuid::Uuid::new_v4().simple(), chains[i]),
-            );
-            let mounts = snap.prepare(&key, parent.as_deref(), Labels::new())?;
+            let key = extract_key(stack, i);
+            let mounts = match self.prepare_layer(stack, i, &key)? {
+                Prepared::Mounts(m) => m,
+                Prepared::Served => continue,
+            };
             let desc = resolved.layers[i].descriptor();
             let result = apply_blob(&self.content, &ctx.ns, &desc, &mounts)
                 .map_err(|e| e.context(format_args!("unpack layer {}", desc.digest)))
@@ -371,8 +416,9 @@ impl Unpacker {
             }
             self.snapshots
                 .committed(ctx, name, &chains[i], &chains[i])?;
+            applied.push(i);
         }
-        Ok(())
+        Ok(applied)
     }
 
     /// Every missing layer extracted at once into its own staging directory, then

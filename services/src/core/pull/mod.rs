@@ -2,7 +2,9 @@
 //! layers concurrently, each one unpacked into its own staging directory *while it
 //! downloads* (the stream is teed into the content store and the decompressor), and commit
 //! the snapshots in order. Layers already present are neither fetched nor unpacked again; an
-//! interrupted download resumes from the bytes already in its ingest.
+//! interrupted download resumes from the bytes already in its ingest. A snapshotter that may
+//! serve layers itself (a remote, lazy-pull one) is offered them before anything is fetched,
+//! and the layers it serves are not fetched at all.
 //!
 //! - [`resolve`]: documents, platforms, verification, storing them.
 //! - [`plan`]: which layers are fetched and which are unpacked where.
@@ -27,7 +29,7 @@ use crate::core::registry::{self, Access, RegistryConfig};
 use crate::core::snapshots::Snapshots;
 use crate::core::unpack::{Resolved, Stack, Unpacker};
 use fetch::LayerFetch;
-use plan::{layer_jobs, UnpackPlan};
+use plan::{layer_jobs, LayerPlan, UnpackPlan};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -211,9 +213,13 @@ impl Puller {
             .first()
             .ok_or_else(|| Error::not_found(format!("{name} has no manifest")))?;
 
-        let plan = self.plan_unpack(&ctx, req.unpack.clone(), first)?;
+        let plan = {
+            let (this, ctx, first) = (self.clone(), ctx.clone(), first.clone());
+            let (unpack, image) = (req.unpack.clone(), name.clone());
+            blocking(move || this.plan_unpack(&ctx, unpack, (&first, &image))).await?
+        };
         let jobs = layer_jobs(&resolution.manifests, |i| {
-            plan.as_ref().and_then(|p| p.staging_dir(i))
+            plan.as_ref().map_or(LayerPlan::Fetch, |p| p.layer(i))
         });
         let fetch = LayerFetch {
             puller: self.clone(),
@@ -297,6 +303,7 @@ impl Puller {
                 resolved: &resolved,
                 chains: &plan.chains,
                 missing: &plan.missing,
+                remote: None,
             };
             let staged = plan.staged.into_iter().flatten().map(Some).collect();
             unpacker.commit_staged(&stack, staged)?;
