@@ -25,6 +25,31 @@ pub trait Driver: Send + Sync + 'static {
     fn remaps_ids(&self) -> bool {
         false
     }
+    /// Turns a filled snapshot directory into its committed form before the commit is
+    /// recorded (EROFS packs `fs` into an image). A refused commit leaves what this made
+    /// beside the still-active `fs`; the next commit makes it again.
+    fn seal(&self, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+    /// Tidies a snapshot directory once its commit is recorded.
+    fn committed(&self, dir: &Path) -> Result<()> {
+        // The work directory only serves an active overlay.
+        let _ = fs::remove_dir_all(dir.join("work"));
+        Ok(())
+    }
+    /// Makes a committed snapshot's `fs` ready to be a lower directory (EROFS mounts its
+    /// image there); called each time mounts above it are handed out.
+    fn ready_lower(&self, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+    /// Undoes [`Driver::ready_lower`] before a snapshot directory is deleted.
+    fn release(&self, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+    /// What a snapshot takes on disk.
+    fn usage(&self, dir: &Path, _kind: Kind) -> Result<Usage> {
+        usage_of(&dir.join("fs"))
+    }
 }
 
 pub struct FsSnapshotter<D: Driver> {
@@ -82,12 +107,15 @@ impl<D: Driver> FsSnapshotter<D> {
     }
 
     fn lowers(&self, parent: Option<&str>) -> Result<Vec<PathBuf>> {
-        Ok(self
-            .storage
+        self.storage
             .ancestors(parent)?
             .into_iter()
-            .map(|(_, r)| self.dir(r.id).join("fs"))
-            .collect())
+            .map(|(_, r)| {
+                let dir = self.dir(r.id);
+                self.driver.ready_lower(&dir)?;
+                Ok(dir.join("fs"))
+            })
+            .collect()
     }
 
     fn create(
@@ -118,6 +146,7 @@ impl<D: Driver> FsSnapshotter<D> {
             Some(map) => Some(map.root_pair()?),
             None => None,
         };
+        let lowers = self.lowers(parent)?;
         // Build in a temporary directory, then rename it into place inside the transaction.
         let tmp = tempdir_in(&self.root.join("snapshots"))?;
         let parent_dir = match parent {
@@ -145,9 +174,7 @@ impl<D: Driver> FsSnapshotter<D> {
                 return Err(e);
             }
         };
-        let mounts = self
-            .driver
-            .mounts(&self.dir(id), kind, &self.lowers(parent)?);
+        let mounts = self.driver.mounts(&self.dir(id), kind, &lowers);
         Ok(with_mappings(mounts, remap.as_ref()))
     }
 
@@ -180,7 +207,8 @@ impl<D: Driver> FsSnapshotter<D> {
         labels: Labels,
     ) -> Result<()> {
         check_key(name)?;
-        self.storage.write(|txn| {
+        self.driver.seal(filled)?;
+        let id = self.storage.write(|txn| {
             if txn.get(name)?.is_some() {
                 return Err(Error::AlreadyExists(name.to_string()));
             }
@@ -196,8 +224,8 @@ impl<D: Driver> FsSnapshotter<D> {
                 }
             }
             self.place(txn, name, StoredKind::Committed, parent, labels, filled)
-                .map(|_| ())
-        })
+        })?;
+        self.driver.committed(&self.dir(id))
     }
 
     /// Records a new snapshot `key` in `txn` and renames its filled directory into place;
@@ -349,7 +377,7 @@ impl<D: Driver> Snapshotter for FsSnapshotter<D> {
 
     fn usage(&self, key: &str) -> Result<Usage> {
         let rec = self.storage.get(key)?;
-        usage_of(&self.dir(rec.id).join("fs"))
+        self.driver.usage(&self.dir(rec.id), rec.kind.into())
     }
 
     fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
@@ -381,6 +409,10 @@ impl<D: Driver> Snapshotter for FsSnapshotter<D> {
 
     fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
         check_key(name)?;
+        let active = self.storage.get(key)?;
+        if active.kind == StoredKind::Active {
+            self.driver.seal(&self.dir(active.id))?;
+        }
         self.storage.write(|txn| {
             let mut rec = txn
                 .get(key)?
@@ -407,10 +439,7 @@ impl<D: Driver> Snapshotter for FsSnapshotter<D> {
             rec.updated_at = t;
             txn.put(name, &rec)
         })?;
-        // The work directory only serves an active overlay.
-        let rec = self.storage.get(name)?;
-        let _ = fs::remove_dir_all(self.dir(rec.id).join("work"));
-        Ok(())
+        self.driver.committed(&self.dir(active.id))
     }
 
     fn remove(&self, key: &str) -> Result<()> {
@@ -431,6 +460,7 @@ impl<D: Driver> Snapshotter for FsSnapshotter<D> {
         })?;
         // Metadata is gone first; a crash before this line leaves an orphan for Cleanup.
         let dir = self.dir(id);
+        self.driver.release(&dir)?;
         fs::remove_dir_all(&dir)
             .or_else(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
@@ -491,6 +521,7 @@ impl<D: Driver> Snapshotter for FsSnapshotter<D> {
             let e = e.map_err(io("list snapshots"))?;
             let name = e.file_name().to_string_lossy().into_owned();
             if !ids.contains(&name) {
+                self.driver.release(&e.path())?;
                 fs::remove_dir_all(e.path()).map_err(io(format!("remove orphan {name}")))?;
             }
         }

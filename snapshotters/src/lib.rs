@@ -2,6 +2,7 @@
 //! with writable (active) and read-only (view) snapshots on top. Every implementation passes
 //! the same conformance suite.
 
+pub mod erofs;
 pub mod fs;
 pub mod hash;
 pub mod idmap;
@@ -89,6 +90,11 @@ pub fn open(name: &str, root: &std::path::Path) -> Result<Box<dyn Snapshotter>> 
             Ok(Box::new(fs::FsSnapshotter::open(root, overlay::Overlay)?))
         }
         native::NAME => Ok(Box::new(fs::FsSnapshotter::open(root, native::Native)?)),
+        erofs::NAME => {
+            erofs::Erofs::check_support(root)?;
+            let driver = erofs::Erofs::default();
+            Ok(Box::new(fs::FsSnapshotter::open(root, driver)?))
+        }
         other => Err(Error::NotFound(format!("snapshotter {other}"))),
     }
 }

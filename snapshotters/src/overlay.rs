@@ -13,10 +13,7 @@ impl Overlay {
     /// Checks that the kernel can mount overlayfs on `root`'s filesystem, with a mount in a
     /// scratch directory; the error says what to use instead.
     pub fn check_support(root: &Path) -> Result<()> {
-        let supported = std::fs::read_to_string("/proc/filesystems")
-            .map(|s| s.lines().any(|l| l.trim_end().ends_with("overlay")))
-            .unwrap_or(false);
-        if !supported {
+        if !kernel_has("overlay") {
             return Err(Error::FailedPrecondition(format!(
                 "overlayfs is not available in this kernel (needed under {}); load the overlay module or use the native snapshotter",
                 root.display()
@@ -24,6 +21,13 @@ impl Overlay {
         }
         Ok(())
     }
+}
+
+/// Whether the running kernel has the filesystem `fstype` (/proc/filesystems lists it).
+pub(crate) fn kernel_has(fstype: &str) -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .map(|s| s.lines().any(|l| l.split('\t').next_back() == Some(fstype)))
+        .unwrap_or(false)
 }
 
 fn path(p: &Path) -> String {
