@@ -1,6 +1,6 @@
 //! Compiles `protos/` with protox (pure Rust, so no `protoc` is needed) into prost messages.
-//! gRPC services get tonic clients and servers; the shim protos (`containerd/shim/`) are
-//! spoken over ttrpc, so only their messages are generated here.
+//! gRPC services get tonic clients and servers; the shim protos (`containerd/shim/`)
+//! and NRI's (`nri/`) are spoken over ttrpc, so only their messages are generated here.
 
 use std::path::{Path, PathBuf};
 
@@ -42,8 +42,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files.sort();
     println!("cargo:rerun-if-changed=protos");
 
-    let shim_dir = root.join("containerd").join("shim");
-    let (ttrpc, grpc): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| f.starts_with(&shim_dir));
+    // The shim's and NRI's protos travel over ttrpc: messages only.
+    let ttrpc_dirs = [root.join("containerd").join("shim"), root.join("nri")];
+    let (ttrpc, grpc): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .partition(|f| ttrpc_dirs.iter().any(|d| f.starts_with(d)));
     // The ttrpc pass regenerates the shared types with fewer messages, so it writes elsewhere
     // and lib.rs takes only the shim packages from there.
     let out = PathBuf::from(std::env::var("OUT_DIR")?);

@@ -50,6 +50,12 @@ pub mod ttrpc {
     tonic::include_proto!("ttrpc");
 }
 
+/// The Node Resource Interface (NRI v0.12) spoken with plugins over ttrpc: berthd serves
+/// `Runtime` and calls `Plugin`.
+pub mod nri {
+    include!(concat!(env!("OUT_DIR"), "/ttrpc/nri.pkg.api.v1alpha1.rs"));
+}
+
 /// cgroup statistics, as containerd's Tasks.Metrics carries them.
 pub mod cgroups {
     pub mod v1 {

@@ -14,6 +14,7 @@ mod image;
 mod image_volume;
 pub mod logs;
 mod metrics;
+mod nri;
 mod sandbox;
 pub mod seccomp;
 pub mod server;
@@ -134,6 +135,8 @@ pub struct Cri {
     watchers: Arc<Mutex<Vec<tokio::sync::mpsc::Sender<cri::ContainerEventResponse>>>>,
     /// The streaming server, once started.
     streaming: Arc<std::sync::OnceLock<stream::StreamServer>>,
+    /// NRI, once started (`[nri] enable`).
+    nri: Arc<std::sync::OnceLock<crate::edge::nri::Nri>>,
     version: String,
 }
 
@@ -200,6 +203,7 @@ impl Cri {
             locks: Arc::default(),
             watchers: Arc::default(),
             streaming: Arc::default(),
+            nri: Arc::default(),
             version: p.version,
         })
     }

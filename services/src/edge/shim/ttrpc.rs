@@ -1,5 +1,5 @@
-//! ttrpc over unix sockets, async: a multiplexing client (daemon -> shim) and the daemon's
-//! server for the events shims forward.
+//! ttrpc over unix sockets, async: a multiplexing client (daemon -> shim, and daemon -> NRI
+//! plugin over any byte stream) and the daemon's server for the events shims forward.
 
 use crate::core::error::{Error, Kind, Result};
 use crate::core::events::{Envelope, Exchange};
@@ -11,12 +11,14 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 
-async fn read_frame(r: &mut OwnedReadHalf) -> std::io::Result<(Header, Vec<u8>)> {
+/// Reads one frame; the length is checked before anything is allocated.
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<(Header, Vec<u8>)> {
     let mut hb = [0u8; HEADER_LEN];
     r.read_exact(&mut hb).await?;
     let h = Header::decode(&hb)
@@ -26,8 +28,9 @@ async fn read_frame(r: &mut OwnedReadHalf) -> std::io::Result<(Header, Vec<u8>)>
     Ok((h, payload))
 }
 
-async fn write_frame(
-    w: &mut OwnedWriteHalf,
+/// Writes one frame (header and payload in one write).
+pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
     stream_id: u32,
     kind: FrameType,
     payload: &[u8],
@@ -61,6 +64,7 @@ fn code_kind(code: i32) -> Kind {
         9 => Kind::FailedPrecondition,
         14 => Kind::Unavailable,
         11 => Kind::OutOfRange,
+        4 => Kind::DeadlineExceeded,
         8 => Kind::ResourceExhausted,
         _ => Kind::Internal,
     }
@@ -70,7 +74,7 @@ type Pending = Arc<Mutex<HashMap<u32, oneshot::Sender<Response>>>>;
 
 /// A connection to one shim. Calls may overlap (Wait stays open while others run).
 pub struct Client {
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
     pending: Pending,
     next: AtomicU32,
     reader: tokio::task::JoinHandle<()>,
@@ -89,7 +93,12 @@ impl Client {
         let stream = UnixStream::connect(path)
             .await
             .map_err(|e| Error::io(format!("connect to shim at {}", path.display()), e))?;
-        let (mut r, w) = stream.into_split();
+        Ok(Self::over(stream))
+    }
+
+    /// A client over an established byte stream (an NRI plugin's multiplexed channel).
+    pub fn over<S: AsyncRead + AsyncWrite + Send + 'static>(stream: S) -> Self {
+        let (mut r, w) = tokio::io::split(stream);
         let pending: Pending = Arc::default();
         let p = pending.clone();
         let (closed_tx, closed) = tokio::sync::watch::channel(false);
@@ -112,13 +121,13 @@ impl Client {
             }
             let _ = closed_tx.send(true);
         });
-        Ok(Client {
-            writer: tokio::sync::Mutex::new(w),
+        Client {
+            writer: tokio::sync::Mutex::new(Box::new(w)),
             pending,
             next: AtomicU32::new(1),
             reader,
             closed,
-        })
+        }
     }
 
     /// Resolves when the connection to the shim is gone.
@@ -162,7 +171,7 @@ impl Client {
     }
 
     /// Sends one request and waits for its response frame, whatever its status.
-    async fn exchange<Req: Message>(
+    pub async fn exchange<Req: Message>(
         &self,
         service: &str,
         method: &str,
@@ -186,7 +195,7 @@ impl Client {
             let mut w = self.writer.lock().await;
             let id = self.next.fetch_add(2, Ordering::Relaxed);
             self.pending.lock().map_err(|_| poisoned())?.insert(id, tx);
-            if let Err(e) = write_frame(&mut w, id, FrameType::Request, &request).await {
+            if let Err(e) = write_frame(&mut *w, id, FrameType::Request, &request).await {
                 self.pending.lock().map_err(|_| poisoned())?.remove(&id);
                 return Err(Error::new(
                     Kind::Unavailable,
@@ -212,10 +221,10 @@ impl Client {
     }
 }
 
-/// Serves `containerd.services.events.ttrpc.v1.Events/Forward` to shims on `path`.
-pub fn serve_events(path: &Path, exchange: Exchange) -> Result<tokio::task::JoinHandle<()>> {
+/// A unix socket at `path` (replacing what is there), created 0600 from the start: no window
+/// with a looser socket. Called at start, before anything else changes the umask.
+pub(crate) fn bind_private(path: &Path) -> Result<UnixListener> {
     let _ = std::fs::remove_file(path);
-    // Created 0600 from the start: no window with a looser socket. (Called once, at start.)
     // SAFETY: umask only swaps the process's file mode mask.
     let old = unsafe { libc::umask(0o177) };
     let bound = UnixListener::bind(path);
@@ -224,6 +233,12 @@ pub fn serve_events(path: &Path, exchange: Exchange) -> Result<tokio::task::Join
     let listener = bound.map_err(|e| Error::io(format!("listen on {}", path.display()), e))?;
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(listener)
+}
+
+/// Serves `containerd.services.events.ttrpc.v1.Events/Forward` to shims on `path`.
+pub fn serve_events(path: &Path, exchange: Exchange) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = bind_private(path)?;
     Ok(tokio::spawn(async move {
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };

@@ -4,6 +4,7 @@
 use super::*;
 use crate::edge::cri::create::NewRecord;
 use crate::edge::cri::image::ImageInfo;
+use crate::edge::cri::nri::Happened;
 use crate::edge::cri::Sandbox;
 
 /// The container's state directory and its output FIFOs (and stdin's, with `stdin`).
@@ -29,6 +30,13 @@ impl Cri {
         config: cri::ContainerConfig,
     ) -> Result<String> {
         let sb = self.sandbox(sandbox_id)?;
+        // A stopped pod is never reused; one still announced to NRI plugins is not ready.
+        if sb.meta.stopped || self.nri_hidden(&sb.id) {
+            return Err(Error::precondition(format!(
+                "pod sandbox {} is not ready",
+                sb.id
+            )));
+        }
         let md = config
             .metadata
             .clone()
@@ -99,7 +107,21 @@ impl Cri {
         let image_volumes = self
             .mount_image_volumes(id, &sb.config, &mut config)
             .await?;
-        let oci = self.container_oci_spec(id, sb, &config, &image, user.clone(), &image_volumes)?;
+        let mut oci =
+            self.container_oci_spec(id, sb, &config, &image, user.clone(), &image_volumes)?;
+        // Plugins adjust the spec; the gate stays held until the container is listed, so a
+        // plugin joining meanwhile sees it in Synchronize or not at all (and hears of it).
+        let nri_hold = match self.nri() {
+            Some(n) => Some(n.hold().await),
+            None => None,
+        };
+        let mut nri_updates = vec![];
+        if let Some(held) = &nri_hold {
+            let ctr = self.nri_container_from_spec(id, &sb.id, &config, &oci);
+            let created = held.create_container(&self.nri_pod(sb), &ctr).await?;
+            crate::edge::nri::adjust::apply_all(&mut oci, &created.adjustments)?;
+            nri_updates = created.updates;
+        }
         let log_path = match (&sb.config.log_directory, &config.log_path) {
             (d, p) if !d.is_empty() && !p.is_empty() => Path::new(d).join(p).display().to_string(),
             _ => String::new(),
@@ -145,6 +167,11 @@ impl Cri {
         };
         self.containers.insert(id, c.clone());
         self.event(&c, cri::ContainerEventType::ContainerCreatedEvent);
+        if nri_hold.is_some() {
+            drop(nri_hold);
+            self.nri_container_event(&c, Happened::Created).await;
+            self.nri_apply_updates(nri_updates).await;
+        }
         Ok(())
     }
 

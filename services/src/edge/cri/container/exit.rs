@@ -2,6 +2,7 @@
 //! after a berthd restart.
 
 use super::*;
+use crate::edge::cri::nri::Happened;
 
 impl Cri {
     /// After a berthd restart: the log copiers and exit waiter of a container that was
@@ -75,5 +76,6 @@ impl Cri {
             tracing::warn!(container = id, error = %e, "cannot record the container's exit");
         }
         self.event(&c, cri::ContainerEventType::ContainerStoppedEvent);
+        self.nri_container_event(&c, Happened::Stopped).await;
     }
 }

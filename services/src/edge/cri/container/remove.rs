@@ -1,6 +1,7 @@
 //! RemoveContainer: the task, snapshot, record and state of a container.
 
 use super::*;
+use crate::edge::cri::nri::Happened;
 
 impl Cri {
     /// Removes a container (stopping it first). Unknown ids are not errors.
@@ -36,6 +37,8 @@ impl Cri {
             self.names.release(&c.meta.name);
         }
         self.event(&c, cri::ContainerEventType::ContainerDeletedEvent);
+        drop(_held);
+        self.nri_container_event(&c, Happened::Removed).await;
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! copied into the log; a failed start is recorded as the container's exit.
 
 use super::*;
+use crate::edge::cri::nri::Happened;
 
 impl Cri {
     pub async fn start_container(&self, id: &str) -> Result<()> {
@@ -22,6 +23,7 @@ impl Cri {
                 sb.id
             )));
         }
+        self.nri_start(&c).await?;
         let dir = self.container_state_dir(&c.id);
         let io = Stdio {
             stdin: if c.config.stdin {
@@ -82,6 +84,7 @@ impl Cri {
         self.persist_container(&c).await?;
         self.watch_container(&c.id);
         self.event(&c, cri::ContainerEventType::ContainerStartedEvent);
+        self.nri_container_event(&c, Happened::Started).await;
         Ok(())
     }
 

@@ -1,9 +1,26 @@
 //! UpdateContainerResources: new limits for the task and the record.
 
 use super::*;
+use crate::edge::cri::nri::Happened;
 
 impl Cri {
+    /// NRI plugins have their say first (and hear of the result after).
     pub async fn update_container_resources(
+        &self,
+        id: &str,
+        r: &cri::LinuxContainerResources,
+    ) -> Result<()> {
+        let c = self.container(id)?;
+        let r = self.nri_update(&c, r).await?;
+        self.update_container_resources_as_asked(&c.id, &r).await?;
+        if let Ok(c) = self.container(&c.id) {
+            self.nri_container_event(&c, Happened::Updated).await;
+        }
+        Ok(())
+    }
+
+    /// Applies `r` as given (also plugins' own updates, which NRI does not relay back).
+    pub(in crate::edge::cri) async fn update_container_resources_as_asked(
         &self,
         id: &str,
         r: &cri::LinuxContainerResources,

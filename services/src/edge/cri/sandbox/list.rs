@@ -8,6 +8,7 @@ impl Cri {
             .sandboxes
             .all()
             .iter()
+            .filter(|s| !self.nri_hidden(&s.id))
             .filter(|s| {
                 s.meta.pid != 0
                     || s.meta.stopped

@@ -19,6 +19,8 @@ impl Cri {
         self.teardown_sandbox(&sb.id, false).await;
         self.sandboxes.remove(&sb.id);
         self.names.release(&sb.meta.name);
+        drop(_held);
+        self.nri_pod_event(&sb, true).await;
         Ok(())
     }
 

@@ -90,7 +90,8 @@ impl Cri {
         self.write_sandbox_spec(&sb, &image, netns.as_deref())
             .await?;
         self.start_pause(&mut sb, early_net, !host_net && userns_pod)
-            .await
+            .await?;
+        self.nri_run_pod(&sb).await
     }
 
     /// The record first (with a placeholder spec until the real one, which needs the netns,

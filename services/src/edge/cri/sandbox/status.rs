@@ -4,7 +4,7 @@ use super::*;
 
 impl Cri {
     pub fn sandbox_ready(&self, s: &Sandbox) -> bool {
-        !s.meta.stopped && s.meta.pid != 0
+        !s.meta.stopped && s.meta.pid != 0 && !self.nri_hidden(&s.id)
     }
 
     pub fn sandbox_status(&self, s: &Sandbox) -> cri::PodSandboxStatus {

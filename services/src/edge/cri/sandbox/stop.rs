@@ -14,6 +14,8 @@ impl Cri {
         for c in self.members(&sb.id) {
             self.stop_container(&c.id, 0).await?;
         }
+        // Plugins hear of the stop with the containers down and the pod still there.
+        self.nri_pod_event(&sb, false).await;
         let lock = self.lock_for(&sb.id);
         let _held = lock.lock().await;
         let before = self.sandbox(&sb.id)?;
