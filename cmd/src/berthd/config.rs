@@ -29,6 +29,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The low-level runtime berth's shim creates containers with.
     pub runtime: RuntimeConfig,
+    /// NRI plugins beside the CRI: the socket they dial, timeouts, pre-started plugins.
+    pub nri: berth_services::edge::nri::NriConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,6 +98,7 @@ impl Default for Config {
             network: Default::default(),
             metrics: Default::default(),
             runtime: Default::default(),
+            nri: Default::default(),
         }
     }
 }
@@ -269,6 +272,7 @@ mod tests {
             "stream_server_port",
             "restrict_oom_score_adj",
             "cgroup_driver",
+            "plugin_request_timeout",
         ] {
             assert!(text.contains(key), "{key} missing from the defaults");
         }

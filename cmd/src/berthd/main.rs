@@ -415,6 +415,11 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
         daemon.events.clone(),
     )?;
     recover(&daemon).await?;
+    if let (true, Some(cri)) = (cfg.nri.enable, &daemon.cri) {
+        cri.start_nri(cfg.nri.clone()).with_context(|| {
+            format!("host NRI on {} ([nri])", cfg.nri.socket_path.display())
+        })?;
+    }
     let _cri_server = match (cri_listener, daemon.cri_router()) {
         (Some(l), Some(r)) => Some(tokio::spawn(async move {
             if let Err(e) = r.serve_with_incoming(accept_loop(l)).await {
