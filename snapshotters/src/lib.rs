@@ -61,6 +61,10 @@ pub enum Error {
     InvalidArgument(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A snapshotter in another process (a proxy plugin) did not answer: it is down, or
+    /// missed its deadline.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

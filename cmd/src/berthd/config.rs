@@ -31,6 +31,12 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// NRI plugins beside the CRI: the socket they dial, timeouts, pre-started plugins.
     pub nri: berth_services::edge::nri::NriConfig,
+    /// Snapshotters served by other processes, as containerd configures them:
+    /// `[proxy_plugins.NAME] type = "snapshot" address = "/run/NAME.sock"`.
+    pub proxy_plugins: std::collections::BTreeMap<
+        String,
+        berth_services::edge::snapshotter_proxy::ProxyPluginConfig,
+    >,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -99,6 +105,7 @@ impl Default for Config {
             metrics: Default::default(),
             runtime: Default::default(),
             nri: Default::default(),
+            proxy_plugins: Default::default(),
         }
     }
 }
@@ -264,6 +271,15 @@ mod tests {
         assert_eq!(cri.cri.sandbox_image, "127.0.0.1:5000/pause:3.9");
         assert_eq!(cri.cri.cni_bin_dir, c.cri.cni_bin_dir);
         assert!(toml::from_str::<Config>("[cri]\nsandbox = \"x\"\n").is_err());
+        let proxy: Config = toml::from_str(
+            "[proxy_plugins.berth]\ntype = \"snapshot\"\naddress = \"/run/b.sock\"\n",
+        )
+        .unwrap();
+        assert_eq!(proxy.proxy_plugins["berth"].address, "/run/b.sock");
+        assert_eq!(
+            toml::from_str::<Config>(&proxy.to_toml().unwrap()).unwrap(),
+            proxy
+        );
         for key in [
             "sandbox_image",
             "cni_bin_dir",

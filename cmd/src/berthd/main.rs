@@ -336,10 +336,11 @@ async fn open_daemon(cfg: &Config) -> anyhow::Result<Daemon> {
     let registry = cfg.registry.clone();
     let cri = cfg.cri.clone();
     let network = cfg.network.clone();
-    Ok(
-        tokio::task::spawn_blocking(move || Daemon::open(runtime, registry, cri, network, version))
-            .await??,
-    )
+    let proxies = berth_services::edge::snapshotter_proxy::check_all(&cfg.proxy_plugins)?;
+    Ok(tokio::task::spawn_blocking(move || {
+        Daemon::open(runtime, registry, cri, network, version, &proxies)
+    })
+    .await??)
 }
 
 /// Takes back what a previous berthd left: its tasks' shims, the networks of containers

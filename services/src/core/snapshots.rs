@@ -56,6 +56,12 @@ pub(crate) fn unscope<'a>(ns: &Namespace, stored: &'a str) -> Option<&'a str> {
     stored.strip_prefix(ns.as_str())?.strip_prefix('/')
 }
 
+/// The namespace a snapshotter key belongs to (what [`scoped`] put before the first `/`).
+pub fn key_namespace(stored: &str) -> Option<Namespace> {
+    let (ns, _) = stored.split_once('/')?;
+    Namespace::parse(ns).ok()
+}
+
 fn unscoped(ns: &Namespace, mut info: Info) -> Option<Info> {
     info.name = unscope(ns, &info.name)?.to_string();
     info.parent = match info.parent {
@@ -86,6 +92,7 @@ impl From<berth_snapshotters::Error> for Error {
             }
             S::InvalidArgument(m) => Error::invalid(m),
             S::FailedPrecondition(m) => Error::precondition(m),
+            S::Unavailable(m) => Error::new(crate::core::error::Kind::Unavailable, m),
             S::Io { context, source } => Error::io(context, source),
         }
     }

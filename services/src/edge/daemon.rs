@@ -20,6 +20,8 @@ use crate::core::runtime::{RuntimeConfig, Tasks};
 use crate::core::snapshots::Snapshots;
 use crate::core::unpack::Unpacker;
 use crate::edge::grpc;
+use crate::edge::snapshotter_proxy::client::ProxySnapshotter;
+use crate::edge::snapshotter_proxy::ProxyPlugin;
 use berth_snapshotters::Snapshotter;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,7 +86,7 @@ fn metadata_path(root: &Path) -> PathBuf {
 /// The plugins berthd runs, each with the types it requires: [`Daemon::open`] starts them in
 /// that order. The metadata plugin wraps content and the snapshotters and publishes through
 /// the exchange, so it requires all three (as containerd's does).
-fn plugin_set(root: &Path) -> Result<PluginSet> {
+fn plugin_set(root: &Path, proxies: &[ProxyPlugin]) -> Result<PluginSet> {
     let mut r = PluginSet::default();
     r.register(
         Plugin::new(plugins::CONTENT, "content", &[])
@@ -116,6 +118,15 @@ fn plugin_set(root: &Path) -> Result<PluginSet> {
             p.capabilities
                 .push(berth_snapshotters::idmap::REMAP_IDS_CAPABILITY.into());
         }
+        r.register(p)?;
+    }
+    // Proxy plugins are listed as containerd lists them: their socket exported as `address`.
+    for proxy in proxies {
+        let mut p = Plugin::new(plugins::SNAPSHOTTER, &proxy.name, &[]);
+        p.exports = proxy.exports.clone();
+        p.exports
+            .insert("address".into(), proxy.address.display().to_string());
+        p.capabilities = proxy.capabilities.clone();
         r.register(p)?;
     }
     r.register(Plugin::new(plugins::DIFF, "walking", &[plugins::METADATA]))?;
@@ -329,6 +340,7 @@ struct Settings<'a> {
     runtime: &'a RuntimeConfig,
     network: &'a crate::core::network::NetworkConfig,
     cri_enabled: bool,
+    proxies: &'a [ProxyPlugin],
 }
 
 impl Started {
@@ -361,12 +373,29 @@ impl Started {
         })
     }
 
+    /// A proxy plugin's client. Nothing is asked of the plugin now (it may start after
+    /// berthd): its crash leftovers are its own to clean up when it starts.
+    fn start_proxy(&mut self, p: &mut Plugin, proxies: &[ProxyPlugin]) {
+        let Some(proxy) = proxies.iter().find(|x| x.name == p.id) else {
+            return;
+        };
+        match ProxySnapshotter::new(proxy) {
+            Ok(s) => {
+                self.backends.insert(proxy.name.clone(), Arc::new(s));
+            }
+            Err(e) => p.init_err = Some(e.to_string()),
+        }
+    }
+
     /// Starts one plugin from the parts of those it requires; a plugin that is not wanted
     /// (the CRI when disabled) is left out, one that fails to start is kept with its error.
     fn start(&mut self, mut p: Plugin, cfg: &Settings) -> Result<()> {
         match (p.kind.as_str(), p.id.as_str()) {
             (plugins::CONTENT, _) => self.local = Some(LocalStore::open(&content_root(cfg.root))?),
             (plugins::EVENT, _) => self.events = Some(Exchange::new()),
+            (plugins::SNAPSHOTTER, name) if cfg.proxies.iter().any(|x| x.name == name) => {
+                self.start_proxy(&mut p, cfg.proxies)
+            }
             (plugins::SNAPSHOTTER, name) => {
                 let dir = crate::core::snapshots::snapshotter_root(cfg.root, name);
                 let opened = berth_snapshotters::open(name, &dir).and_then(|s| {
@@ -436,6 +465,7 @@ impl Daemon {
         cri: crate::edge::cri::config::CriConfig,
         network: crate::core::network::NetworkConfig,
         version: VersionInfo,
+        proxies: &[ProxyPlugin],
     ) -> Result<Self> {
         let root = runtime.root.clone();
         let root = root.as_path();
@@ -444,9 +474,10 @@ impl Daemon {
             runtime: &runtime,
             network: &network,
             cri_enabled: cri.enable,
+            proxies,
         };
         let mut started = Started::default();
-        for p in plugin_set(root)?.ordered()? {
+        for p in plugin_set(root, proxies)?.ordered()? {
             started.start(p, &settings)?;
         }
         let made = Made::from(&started)?;

@@ -11,3 +11,4 @@ pub mod http1;
 pub mod metrics_endpoint;
 pub mod nri;
 pub mod shim;
+pub mod snapshotter_proxy;
