@@ -55,9 +55,9 @@ impl ProxySnapshotter {
             .map_err(|e| Error::io(format!("snapshotter plugin {}: runtime", plugin.name), e))?;
         let socket = plugin.address.clone();
         // The URI is ignored; every connection goes to the socket.
-        let endpoint = Endpoint::from_static("http://berth.invalid")
-            .connect_timeout(plugin.timeout)
-            .timeout(plugin.timeout);
+        // The calls' deadline is [`Self::call`]'s, which covers a List's stream too.
+        let endpoint =
+            Endpoint::from_static("http://berth.invalid").connect_timeout(plugin.timeout);
         let channel = {
             let _in_runtime = runtime.enter();
             endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {

@@ -1,0 +1,257 @@
+//! A snapshotter proxy plugin (berth-snapshotter, serving overlayfs on a socket) configured
+//! in berthd as containerd configures one: listed by Introspection, used by `ctr run
+//! --snapshotter` and `berth run --snapshotter`; a plugin that hangs or is killed mid-call
+//! costs its own calls a clear error and nothing else, and once it is back, it is used again.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use berth_tests::{bin, oci, ok, require_root, stderr, Daemon};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NAME: &str = "berthsnap";
+const IMAGE: &str = "test.local/base:latest";
+
+/// A berth-snapshotter process.
+struct Plugin {
+    child: Option<Child>,
+    root: PathBuf,
+    socket: PathBuf,
+}
+
+impl Plugin {
+    fn start(root: &Path, socket: &Path) -> Plugin {
+        let mut p = Plugin {
+            child: None,
+            root: root.to_path_buf(),
+            socket: socket.to_path_buf(),
+        };
+        p.spawn();
+        p
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(bin("berth-snapshotter"))
+            .args(["--snapshotter", "overlayfs", "--root"])
+            .arg(&self.root)
+            .arg("--address")
+            .arg(&self.socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start berth-snapshotter");
+        self.child = Some(child);
+        let started = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "berth-snapshotter did not listen on {}",
+                self.socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("plugin running").id();
+        // SAFETY: a signal to a child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: as in signal; SIGCONT first so a stopped plugin can die.
+            unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM; the exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.child.take().unwrap().wait().unwrap()
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Debian's ctr against `d`, started without waiting.
+fn ctr_spawn(d: &Daemon, args: &[&str]) -> Child {
+    Command::new(berth_tests::require_tool("ctr"))
+        .arg("--address")
+        .arg(d.socket())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ctr")
+}
+
+/// `ctr run --rm --snapshotter NAME` of the image, echoing `text`.
+fn ctr_run_echo(d: &Daemon, id: &str, text: &str) {
+    let args = [
+        "run",
+        "--rm",
+        "--snapshotter",
+        NAME,
+        IMAGE,
+        id,
+        "echo",
+        text,
+    ];
+    let out = ok(&d.ctr(&args));
+    assert!(out.contains(text), "{out}");
+}
+
+/// What berthd keeps answering while the plugin is stuck or gone.
+fn other_rpcs_answer(d: &Daemon) {
+    ok(&d.ctr(&["version"]));
+    ok(&d.ctr(&["containers", "ls"]));
+    ok(&d.ctr(&["images", "ls"]));
+    ok(&d.ctr(&["snapshots", "--snapshotter", "overlayfs", "ls"]));
+}
+
+/// The error of a failed call through the plugin names it and its socket.
+fn names_the_plugin(text: &str, plugin: &Plugin) {
+    assert!(text.contains(&format!("{NAME:?}")), "{text}");
+    assert!(
+        text.contains(&plugin.socket.display().to_string()),
+        "{text}"
+    );
+}
+
+#[test]
+fn berthd_uses_a_proxy_snapshotter_and_outlives_its_failures() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let socket = work.path().join("plugin.sock");
+    let mut plugin = Plugin::start(&work.path().join("plugin-root"), &socket);
+    let config = work.path().join("berthd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy_plugins.{NAME}]\ntype = \"snapshot\"\naddress = \"{}\"\ntimeout = \"10s\"\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_with(move |cmd| {
+        cmd.arg("--config").arg(&config);
+    })
+    .unwrap();
+
+    // Listed as containerd lists a proxy plugin.
+    let plugins = ok(&d.ctr(&["plugins", "ls"]));
+    assert!(
+        plugins
+            .lines()
+            .any(|l| l.contains("io.containerd.snapshotter.v1")
+                && l.contains(NAME)
+                && l.trim_end().ends_with("ok")),
+        "{plugins}"
+    );
+
+    let (_image_dir, archive) = oci::busybox_archive();
+    ok(&d.berth(
+        &[
+            "images",
+            "import",
+            "--no-unpack",
+            "--base-name",
+            "test.local/base",
+            archive.to_str().unwrap(),
+        ],
+        None,
+    ));
+    ctr_run_echo(&d, "via-ctr", "through the plugin");
+    let out = ok(&d.berth(
+        &[
+            "run",
+            "--rm",
+            "--snapshotter",
+            NAME,
+            IMAGE,
+            "echo",
+            "berth too",
+        ],
+        None,
+    ));
+    assert!(out.contains("berth too"), "{out}");
+    let listed = ok(&d.ctr(&["snapshots", "--snapshotter", NAME, "ls"]));
+    assert!(listed.contains("Committed"), "{listed}");
+    let held = std::fs::read_dir(plugin.root.join("snapshots"))
+        .unwrap()
+        .count();
+    assert!(held > 0, "the layers live in the plugin's root");
+
+    // Stuck (SIGSTOP): its call waits for the deadline; every other call is answered
+    // meanwhile (the stuck one is still waiting when they are done).
+    plugin.signal(libc::SIGSTOP);
+    let mut stuck = ctr_spawn(&d, &["snapshots", "--snapshotter", NAME, "ls"]);
+    std::thread::sleep(Duration::from_millis(300));
+    other_rpcs_answer(&d);
+    assert!(
+        stuck.try_wait().unwrap().is_none(),
+        "the stuck plugin's call ended before the others were answered"
+    );
+    let out = stuck.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    names_the_plugin(&stderr(&out), &plugin);
+    assert!(
+        stderr(&out).contains("no answer within 10s"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Killed mid-Prepare: the call in flight fails at once, naming the plugin.
+    let midway = ctr_spawn(
+        &d,
+        &["snapshots", "--snapshotter", NAME, "prepare", "midway"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    plugin.kill();
+    let out = midway.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    names_the_plugin(&stderr(&out), &plugin);
+    // Gone: refused at once, Unavailable; the rest is unaffected.
+    let out = d.ctr(&["snapshots", "--snapshotter", NAME, "ls"]);
+    assert!(!out.status.success());
+    names_the_plugin(&stderr(&out), &plugin);
+    assert!(stderr(&out).contains("unavailable"), "{}", stderr(&out));
+    other_rpcs_answer(&d);
+
+    // Back on the same socket: used again, with what it kept.
+    plugin.spawn();
+    let again = ok(&d.ctr(&["snapshots", "--snapshotter", NAME, "ls"]));
+    assert!(again.contains("Committed"), "{again}");
+    ctr_run_echo(&d, "after-restart", "back again");
+
+    // SIGTERM: a clean stop that takes its socket along.
+    let status = plugin.terminate();
+    assert!(status.success(), "{status}");
+    assert!(!socket.exists(), "the socket outlived the plugin");
+}
+
+#[test]
+fn a_bad_proxy_plugin_setting_stops_berthd_saying_which() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("berthd.toml");
+    std::fs::write(
+        &config,
+        "[proxy_plugins.odd]\ntype = \"content\"\naddress = \"/run/odd.sock\"\n",
+    )
+    .unwrap();
+    let err = Daemon::start_with(move |cmd| {
+        cmd.arg("--config").arg(&config);
+    })
+    .err()
+    .expect("berthd started with a content proxy plugin");
+    let text = format!("{err:#}");
+    assert!(text.contains("proxy_plugins.odd"), "{text}");
+}
