@@ -154,6 +154,12 @@ fn ctr_import_unpacks_with_native() {
     import_and_check("native");
 }
 
+/// Layers kept as EROFS images, stacked read-only under the overlay (tests/erofs.rs has more).
+#[test]
+fn ctr_import_unpacks_with_erofs() {
+    import_and_check("erofs");
+}
+
 #[test]
 fn ctr_pull_plain_http_from_a_loopback_registry() {
     let d = Daemon::start().unwrap();

@@ -85,6 +85,7 @@ pub fn check(layout: &Layout, repair: bool) -> Result<Report> {
     for name in [
         berth_snapshotters::overlay::NAME,
         berth_snapshotters::native::NAME,
+        berth_snapshotters::erofs::NAME,
     ] {
         let dir = crate::core::snapshots::snapshotter_root(&layout.root, name);
         if !dir.exists() {

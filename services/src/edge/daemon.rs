@@ -104,6 +104,7 @@ fn plugin_set(root: &Path, proxies: &[ProxyPlugin]) -> Result<PluginSet> {
     for name in [
         berth_snapshotters::overlay::NAME,
         berth_snapshotters::native::NAME,
+        berth_snapshotters::erofs::NAME,
     ] {
         let mut p = Plugin::new(plugins::SNAPSHOTTER, name, &[]).export(
             "root",
