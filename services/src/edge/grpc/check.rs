@@ -29,9 +29,15 @@ impl CheckApi for CheckService {
         };
         let (store, snapshots) = (self.store.clone(), self.snapshots.clone());
         let report = crate::core::error::blocking(move || {
+            // The root's own snapshotters: a proxy plugin keeps its store elsewhere, and
+            // audits it itself.
+            let in_root = |name: &String| {
+                crate::core::snapshots::snapshotter_root(&layout.root, name).exists()
+            };
             let backends: Vec<_> = snapshots
                 .names()
                 .into_iter()
+                .filter(in_root)
                 .filter_map(|n| snapshots.get(&n).ok().map(|s| (n, s)))
                 .collect();
             let refs: Vec<(String, &dyn berth_snapshotters::Snapshotter)> = backends
