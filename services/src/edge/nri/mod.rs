@@ -168,10 +168,16 @@ async fn join(conn: tokio::net::UnixStream, inner: Arc<Inner>) {
             containers,
             more: false,
         };
-        match plugin
-            .call::<_, api::SynchronizeResponse>("Synchronize", &req)
-            .await
-        {
+        // Synchronize ends joining: it may take as long as registering may (a plugin
+        // reconciling a busy node), not just one event's time.
+        let allowance = inner
+            .cfg
+            .registration_timeout()
+            .max(inner.cfg.request_timeout());
+        let synced = plugin
+            .call_within::<_, api::SynchronizeResponse>("Synchronize", &req, allowance)
+            .await;
+        match synced {
             Ok(r) => {
                 let mut list = lock(&inner.plugins);
                 list.push(plugin.clone());

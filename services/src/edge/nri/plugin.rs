@@ -86,6 +86,16 @@ impl Plugin {
     ) -> std::result::Result<Resp, CallError> {
         call(&self.client, method, req, self.timeout).await
     }
+
+    /// Calls `method` with a time allowance of its own (Synchronize).
+    pub async fn call_within<Req: Message, Resp: Message + Default>(
+        &self,
+        method: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> std::result::Result<Resp, CallError> {
+        call(&self.client, method, req, timeout).await
+    }
 }
 
 async fn call<Req: Message, Resp: Message + Default>(
