@@ -11,6 +11,7 @@ use crate::core::filters::{label_field, Fields, Filter};
 use crate::core::gc::fence::GcFence;
 use crate::core::metadata::leases::LeaseResource;
 use crate::core::metadata::{validate_labels, Labels, MetadataStore};
+use berth_proto::vocab::labels::SNAPSHOT_REF;
 use berth_snapshotters::{Info, Kind, Mount, Snapshotter, Usage};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +50,18 @@ fn check_new_key(what: &str, key: &str) -> Result<()> {
         return Err(Error::invalid(format!("{what} must be set")));
     }
     Ok(())
+}
+
+/// A remote snapshotter commits a layer it serves as the snapshot named by the
+/// `containerd.io/snapshot.ref` label (a client names the chain ID); inside the snapshotter
+/// that name is scoped like every other.
+fn scope_remote_target(ns: &Namespace, mut labels: Labels) -> Labels {
+    if let Some(target) = labels.get_mut(SNAPSHOT_REF) {
+        if unscope(ns, target).is_none() {
+            *target = scoped(ns, target);
+        }
+    }
+    labels
 }
 
 /// The namespace's own key for a snapshotter key (None for other namespaces' keys).
@@ -200,10 +213,27 @@ impl Snapshots {
                 }
             }
             this.store.namespace_ensure(&c.ns)?;
-            let m = match kind {
-                Kind::View => s.view(&sk, parent.as_deref(), labels)?,
-                _ => s.prepare(&sk, parent.as_deref(), labels)?,
+            // Only a snapshotter that may serve layers itself reads the target.
+            let target = s
+                .remote_snapshots()
+                .then(|| labels.get(SNAPSHOT_REF).cloned())
+                .flatten();
+            let labels = match target {
+                Some(_) => scope_remote_target(&c.ns, labels),
+                None => labels,
             };
+            let made = match kind {
+                Kind::View => s.view(&sk, parent.as_deref(), labels),
+                _ => s.prepare(&sk, parent.as_deref(), labels),
+            };
+            if let (Err(berth_snapshotters::Error::AlreadyExists(_)), Some(t)) = (&made, &target) {
+                // A remote snapshotter served the layer as `t`: the client's lease holds it
+                // as it would have held the prepared snapshot.
+                if s.stat(&scoped(&c.ns, t)).is_ok() {
+                    this.record_in_lease(&c, &name, t)?;
+                }
+            }
+            let m = made?;
             this.record_in_lease(&c, &name, &k)?;
             Ok(m)
         })

@@ -219,6 +219,7 @@ mod tests {
         ctx: Ctx,
         content: Content,
         unpacker: Unpacker,
+        snapshots: Snapshots,
         snap: Arc<FakeRemote>,
         /// Layer blobs (digest = diffID: uncompressed), bottom-up.
         layers: Vec<String>,
@@ -326,7 +327,8 @@ mod tests {
         );
         Fixture {
             ctx,
-            unpacker: Unpacker::new(content.clone(), snapshots, store, gc),
+            unpacker: Unpacker::new(content.clone(), snapshots.clone(), store, gc),
+            snapshots,
             content,
             snap,
             layers: digests,
@@ -395,6 +397,40 @@ mod tests {
             })
             .unwrap();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test]
+    async fn a_client_naming_the_chain_id_finds_the_served_snapshot_in_its_namespace() {
+        // A client unpacking through the Snapshots service (containerd's client-side unpack)
+        // names the bare chain ID; the snapshotter commits it inside the namespace.
+        let f = fixture(&[0]);
+        let chain = crate::core::oci::chain_ids(&f.layers)[0].clone();
+        let labels = Labels::from([
+            (vocab::SNAPSHOT_REF.to_string(), chain.clone()),
+            (
+                vocab::SNAPSHOT_LAYER_DIGEST.to_string(),
+                f.layers[0].clone(),
+            ),
+        ]);
+        let e = f
+            .snapshots
+            .prepare(
+                f.ctx.clone(),
+                "remote",
+                "extract-1".into(),
+                String::new(),
+                labels,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), crate::core::error::Kind::AlreadyExists);
+        let info = f
+            .snapshots
+            .stat(f.ctx.ns.clone(), "remote", chain.clone())
+            .await
+            .unwrap();
+        assert_eq!(info.0.kind, berth_snapshotters::Kind::Committed);
+        assert!(f.snap.stat(&format!("test/{chain}")).is_ok());
     }
 
     #[test]
