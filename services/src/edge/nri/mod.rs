@@ -85,15 +85,20 @@ impl Inner {
         lock(&self.plugins).clone()
     }
 
-    /// Drops a plugin that failed or went away: it gets no more events.
+    /// Drops a plugin that failed: it gets no more events and its connection closes.
     fn drop_plugin(&self, p: &Plugin, why: &str) {
         p.close();
+        if self.forget_plugin(p) {
+            tracing::warn!(plugin = p.name, reason = why, "NRI plugin dropped");
+        }
+    }
+
+    /// Takes a plugin off the list; whether it was on it.
+    fn forget_plugin(&self, p: &Plugin) -> bool {
         let mut list = lock(&self.plugins);
         let before = list.len();
         list.retain(|q| !std::ptr::eq(q.as_ref(), p));
-        if list.len() != before {
-            tracing::warn!(plugin = p.name, reason = why, "NRI plugin dropped");
-        }
+        list.len() != before
     }
 }
 
@@ -202,5 +207,7 @@ async fn join(conn: tokio::net::UnixStream, inner: Arc<Inner>) {
         }
     }
     plugin.gone().await;
-    inner.drop_plugin(&plugin, "connection closed");
+    if inner.forget_plugin(&plugin) {
+        tracing::info!(plugin = plugin.name, "NRI plugin disconnected");
+    }
 }
