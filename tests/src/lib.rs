@@ -529,3 +529,77 @@ impl Drop for Containerd {
         let _ = self.child.wait();
     }
 }
+
+/// The load mix `load.rs` runs for seconds and `soak.rs` for hours: imports and pulls in a
+/// namespace of the client's own, runs and execs, tags made and removed.
+#[derive(Clone)]
+pub struct LoadMix {
+    /// The busybox OCI archive imported.
+    pub archive: String,
+    /// Its reference in a plain-HTTP loopback registry.
+    pub reference: String,
+    /// The imported (unpacked) image containers run.
+    pub base: String,
+    /// A running container execs go into.
+    pub service: String,
+}
+
+impl LoadMix {
+    /// Client `c`'s `i`th operation: its kind and berth's arguments.
+    pub fn step(&self, c: usize, i: u64) -> (&'static str, Vec<String>) {
+        let ns = format!("load{c}");
+        let tag = format!("test.local/t{c}:{i}");
+        let old_tag = format!("test.local/t{c}:{}", i.saturating_sub(2));
+        let (run_id, exec_id) = (format!("c{c}-{i}"), format!("e{c}-{i}"));
+        let (kind, args): (&str, Vec<&str>) = match (c + i as usize) % 6 {
+            0 => (
+                "import",
+                vec![
+                    "--namespace",
+                    &ns,
+                    "images",
+                    "import",
+                    "--no-unpack",
+                    "--base-name",
+                    "test.local/imp",
+                    &self.archive,
+                ],
+            ),
+            1 => (
+                "pull",
+                vec![
+                    "--namespace",
+                    &ns,
+                    "images",
+                    "pull",
+                    "--plain-http",
+                    &self.reference,
+                ],
+            ),
+            2 => (
+                "run",
+                vec!["containers", "run", "--rm", &self.base, &run_id, "true"],
+            ),
+            3 => (
+                "exec",
+                vec![
+                    "tasks",
+                    "exec",
+                    "--exec-id",
+                    &exec_id,
+                    &self.service,
+                    "true",
+                ],
+            ),
+            4 => ("tag", vec!["images", "tag", &self.base, &tag]),
+            _ => ("untag", vec!["images", "rm", &old_tag]),
+        };
+        (kind, args.into_iter().map(str::to_string).collect())
+    }
+
+    /// Whether a step that failed with `stderr` failed as it may: removing a tag another
+    /// step has not made yet is "not found".
+    pub fn expected_failure(kind: &str, stderr: &str) -> bool {
+        kind == "untag" && stderr.contains("not found")
+    }
+}
