@@ -44,14 +44,15 @@ fn links_marked(tag: &str) -> Vec<String> {
         .collect()
 }
 
-/// iptables lines naming one of this daemon's CNI ids.
+/// iptables lines naming one of this daemon's CNI ids, or carrying the comment of its
+/// in-process bridge's rules.
 fn rules_of(tag: &str) -> Vec<String> {
     let out = std::process::Command::new(require_tool("iptables-save"))
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| l.contains(&format!("-{tag}\\\"")))
+        .filter(|l| l.contains(&format!("-{tag}\\\"")) || l.contains(&format!("berth:{tag}:")))
         .map(str::to_string)
         .collect()
 }
@@ -114,7 +115,7 @@ fn killed_daemon_with_a_running_container(id: &str) -> (Daemon, tempfile::TempDi
     );
     assert!(
         !rules_of(&tag).is_empty(),
-        "the plugins' rules name the tag"
+        "the network's rules name the tag"
     );
     d.kill().unwrap();
     assert!(

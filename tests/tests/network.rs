@@ -1,11 +1,20 @@
-//! Container networks through real CNI plugins: `berth run -p` reached from the host, two
-//! containers talking over a bridge, `berth network create|ls|inspect|rm`, the files a
-//! networked container sees, bad input, and teardown that leaves no veth, lease or rule —
-//! after an exit, and after a berthd SIGKILL during which the container died.
+//! Container networks: `berth run -p` reached from the host, two containers talking over a
+//! bridge, `berth network create|ls|inspect|rm`, the files a networked container sees, bad
+//! input, and teardown that leaves no veth, lease or rule — after an exit, and after a
+//! berthd SIGKILL during which the container died.
+//!
+//! Conformance (STYLE rule 17): berth's own networks are joined in-process (netlink and
+//! netfilter rules of berth's own), a user conflist through the CNI bridge, portmap and
+//! firewall plugins; the same checks run on both side by side — the container's addresses,
+//! links, routes and files, identical once addresses are named; a published port from the
+//! host; a second container by address; a container reaching itself through its published
+//! port (hairpin); egress masqueraded to an address in a test namespace; no veth, lease or
+//! rule after exit — and `berthd cleanup` after a SIGKILL takes the in-process rules away.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use berth_tests::{daemon_with_busybox, ok, require_tool, stderr, Daemon};
 use std::io::{Read, Write};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "test.local/net:latest";
@@ -55,6 +64,12 @@ fn ip_of(d: &Daemon, network: &str, id: &str) -> String {
         .find(|c| c["id"] == id)
         .unwrap_or_else(|| panic!("{id} is not on {network}: {n}"));
     c["ips"][0].as_str().unwrap().to_string()
+}
+
+/// iptables lines naming container `id` of the default namespace: in the CNI plugins' ids
+/// (`default-ID-tag`) or the in-process bridge's comments (`ctr:default/ID:`).
+fn rules_naming(id: &str) -> usize {
+    iptables_lines(&format!("default-{id}-")) + iptables_lines(&format!("ctr:default/{id}:"))
 }
 
 fn iptables_lines(needle: &str) -> usize {
@@ -156,10 +171,7 @@ fn published_port_two_containers_and_clean_teardown() {
     assert_eq!(net["containers"][0]["ports"][0]["host_port"], port);
     let bridge = bridge_of(&d, "bridge");
     assert_eq!(ports_of(&bridge), 1);
-    assert!(
-        iptables_lines("default-web") > 0,
-        "the bridge's masquerade rules name it"
-    );
+    assert!(rules_naming("web") > 0, "its port rules name it");
     assert!(
         iptables_lines(&format!("--dport {port} ")) > 0,
         "portmap's DNAT rule"
@@ -185,7 +197,7 @@ fn published_port_two_containers_and_clean_teardown() {
     assert!(out.ends_with("client\n"), "{out}");
     // --rm: its veth, lease and rules went with it.
     eventually("the client left", || ports_of(&bridge) == 1);
-    assert_eq!(iptables_lines("default-client"), 0);
+    assert_eq!(rules_naming("client"), 0);
 
     // --network none: loopback only, no attachment.
     let out = ok(&d.berth(
@@ -210,7 +222,7 @@ fn published_port_two_containers_and_clean_teardown() {
     eventually("web's network is gone", || attachments(&d) == 0);
     assert_eq!(ports_of(&bridge), 0);
     assert!(leases(&d, "bridge").is_empty());
-    assert_eq!(iptables_lines("default-web"), 0);
+    assert_eq!(rules_naming("web"), 0);
     assert_eq!(
         iptables_lines(&format!("{web_ip}:80")),
         0,
@@ -361,7 +373,7 @@ fn a_container_that_dies_while_berthd_is_down_leaves_nothing() {
     });
     assert_eq!(leases(&d, "bridge").len(), 1);
     assert!(!leases(&d, "bridge").contains(&dies_ip));
-    assert_eq!(iptables_lines("default-dies"), 0);
+    assert_eq!(rules_naming("dies"), 0);
     assert_eq!(iptables_lines(&format!("{dies_ip}/32")), 0);
     // The one that lived through the restart keeps its network and published port.
     assert!(http_get(port, "/group").contains("root:x:0:"));
@@ -369,5 +381,318 @@ fn a_container_that_dies_while_berthd_is_down_leaves_nothing() {
     ok(&d.berth(&["tasks", "rm", "dies"], None));
     ok(&d.berth(&["containers", "rm", "dies"], None));
     assert_eq!(attachments(&d), 0);
-    assert_eq!(iptables_lines("default-lives"), 0);
+    assert_eq!(rules_naming("lives"), 0);
+}
+
+struct Net {
+    name: String,
+    subnet_prefix: String,
+    gateway: String,
+    bridge: String,
+}
+
+/// The test's own addresses: a third octet and a /30 no other run of it uses at once.
+fn slot() -> u32 {
+    std::process::id() % 60
+}
+
+/// A network berth defines: joined in-process.
+fn own_network(d: &Daemon) -> Net {
+    let third = 100 + slot();
+    let name = format!("own{}", std::process::id());
+    ok(&d.berth(
+        &[
+            "network",
+            "create",
+            &name,
+            "--subnet",
+            &format!("10.216.{third}.0/24"),
+        ],
+        None,
+    ));
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&d.berth(&["network", "inspect", &name], None))).unwrap();
+    Net {
+        name,
+        subnet_prefix: format!("10.216.{third}."),
+        gateway: format!("10.216.{third}.1"),
+        bridge: v[0]["bridge"].as_str().unwrap().to_string(),
+    }
+}
+
+/// The same network as a conflist berth did not write: joined through the CNI plugins.
+fn plugin_network(d: &Daemon) -> Net {
+    let third = 100 + slot();
+    let name = format!("cni{}", std::process::id());
+    let bridge = format!("bcni{}", std::process::id() % 100_000);
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": format!("10.217.{third}.0/24"), "gateway": format!("10.217.{third}.1")}]],
+                    "routes": [{"dst": "0.0.0.0/0"}]
+                }
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+            {"type": "firewall"}
+        ]
+    });
+    let dir = d.root().join("io.berth.network.v1/net.d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.conflist")),
+        serde_json::to_vec_pretty(&conf).unwrap(),
+    )
+    .unwrap();
+    Net {
+        name,
+        subnet_prefix: format!("10.217.{third}."),
+        gateway: format!("10.217.{third}.1"),
+        bridge,
+    }
+}
+
+/// A namespace standing for the world beyond the host: a veth pair, the host end
+/// `.1/30`, the far end `.2/30` serving HTTP and logging who asked.
+struct Outside {
+    ns: String,
+    host_link: String,
+    far: String,
+    near: String,
+    log: std::path::PathBuf,
+    server: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Outside {
+    fn start() -> Outside {
+        let (ns, host_link) = (
+            format!("bt-out-{}", std::process::id()),
+            format!("bto{}", std::process::id() % 100_000),
+        );
+        let base = slot() * 4;
+        let (near, far) = (
+            format!("198.51.100.{}", base + 1),
+            format!("198.51.100.{}", base + 2),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hello"), "from outside\n").unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {out:?}");
+        };
+        run(&["netns", "add", &ns]);
+        run(&[
+            "link", "add", &host_link, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        run(&["addr", "add", &format!("{near}/30"), "dev", &host_link]);
+        run(&["link", "set", &host_link, "up"]);
+        run(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{far}/30"),
+            "dev",
+            "eth0",
+        ]);
+        run(&["-n", &ns, "link", "set", "eth0", "up"]);
+        run(&["-n", &ns, "link", "set", "lo", "up"]);
+        let log = dir.path().join("httpd.log");
+        let server = Command::new("ip")
+            .args(["netns", "exec", &ns, "/bin/busybox", "httpd", "-f", "-vv"])
+            .args(["-p", &format!("{far}:8000"), "-h"])
+            .arg(dir.path())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Outside {
+            ns,
+            host_link,
+            far,
+            near,
+            log,
+            server,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.host_link])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.ns])
+            .status();
+    }
+}
+
+/// What a container on the network sees of it, with the addresses named rather than given.
+fn view(d: &Daemon, net: &Net, id: &str, server_ip: &str, port: u16, out: &Outside) -> String {
+    let script = format!(
+        "b=/bin/busybox; $b ip -4 -o addr show | $b sed 's/ valid_lft.*//'; $b ip -4 route show; \
+         $b ip -o link show | $b awk '{{print $2, $3, $4, $5}}' | $b sed 's/@if[0-9]*//'; \
+         cat /etc/hosts /etc/resolv.conf /etc/hostname; \
+         echo peer: $($b timeout 10 $b wget -qO- http://{server_ip}/passwd | $b head -1); \
+         echo published: $($b timeout 10 $b wget -qO- http://{gw}:{port}/group | $b head -1); \
+         echo outside: $($b timeout 10 $b wget -qO- http://{far}:8000/hello)",
+        gw = net.gateway,
+        far = out.far,
+    );
+    let text = ok(&d.berth(
+        &[
+            "containers",
+            "run",
+            "--rm",
+            "--network",
+            &net.name,
+            "--dns",
+            "192.0.2.53",
+            IMAGE,
+            id,
+            "/bin/sh",
+            "-c",
+            &script,
+        ],
+        None,
+    ));
+    let own = text
+        .lines()
+        .find_map(|l| l.split_whitespace().skip_while(|w| *w != "inet").nth(1))
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {text}"))
+        .to_string();
+    // The broadcast address first: it begins as a host address of the subnet does.
+    text.replace(&format!("{}255", net.subnet_prefix), "<NET>.255")
+        .replace(&own, "<SELF>")
+        .replace(server_ip, "<PEER>")
+        .replace(&net.gateway, "<GW>")
+        .replace(&net.subnet_prefix, "<NET>.")
+}
+
+/// The same checks on one network; returns what its containers saw.
+fn exercise(d: &Daemon, net: &Net, out: &Outside) -> String {
+    let (local_port, any_port) = (free_port(), free_port());
+    let srv = format!("srv-{}", net.name);
+    let (local, any) = (
+        format!("127.0.0.1:{local_port}:80"),
+        format!("{any_port}:80"),
+    );
+    httpd(d, &srv, &["--network", &net.name, "-p", &local, "-p", &any]);
+    let server_ip = ip_of(d, &net.name, &srv);
+    assert!(server_ip.starts_with(&net.subnet_prefix), "{server_ip}");
+    assert_eq!(ports_of(&net.bridge), 1, "{}", net.name);
+    assert_eq!(leases(d, &net.name).len(), 1);
+
+    // The host reaches the published port; the server reaches itself through it (hairpin).
+    assert!(http_get(local_port, "/passwd").contains("root:x:0:0"));
+    let hairpin = ok(&d.berth(
+        &[
+            "tasks",
+            "exec",
+            &srv,
+            "/bin/busybox",
+            "timeout",
+            "10",
+            "/bin/busybox",
+            "wget",
+            "-qO-",
+            &format!("http://{}:{any_port}/group", net.gateway),
+        ],
+        None,
+    ));
+    assert!(hairpin.contains("root:x:0:"), "{}: {hairpin}", net.name);
+
+    let seen = view(d, net, "cli", &server_ip, any_port, out);
+    assert!(seen.contains("peer: root:x:0:0"), "{seen}");
+    assert!(seen.contains("published: root:x:0:"), "{seen}");
+    assert!(seen.contains("outside: from outside"), "{seen}");
+    // The world beyond saw the host's address, not the container's: masqueraded.
+    let log = std::fs::read_to_string(&out.log).unwrap();
+    let last = log
+        .lines()
+        .rfind(|l| l.contains("/hello"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(last.contains(&out.near), "{}: {log}", net.name);
+    assert!(!log.contains(&net.subnet_prefix), "{}: {log}", net.name);
+
+    // Its init exits: veth, lease and every rule naming it go.
+    ok(&d.berth(&["tasks", "kill", "-s", "KILL", &srv], None));
+    eventually("the server's network is gone", || {
+        ports_of(&net.bridge) == 0 && leases(d, &net.name).is_empty()
+    });
+    assert_eq!(
+        iptables_lines(&format!("{server_ip}/32")),
+        0,
+        "{}",
+        net.name
+    );
+    assert_eq!(
+        iptables_lines(&format!("{server_ip}:80")),
+        0,
+        "{}",
+        net.name
+    );
+    for p in [local_port, any_port] {
+        assert_eq!(iptables_lines(&format!("--dport {p} ")), 0, "{}", net.name);
+    }
+    ok(&d.berth(&["tasks", "rm", &srv], None));
+    ok(&d.berth(&["containers", "rm", &srv], None));
+    seen
+}
+
+#[test]
+fn in_process_bridge_behaves_as_the_cni_plugins() {
+    require_tool("/usr/lib/cni/bridge");
+    let (d, _img) = daemon_with_busybox("test.local/net");
+    let out = Outside::start();
+    let own = own_network(&d);
+    let plugins = plugin_network(&d);
+    let by_plugins = exercise(&d, &plugins, &out);
+    let in_process = exercise(&d, &own, &out);
+    assert_eq!(in_process, by_plugins, "what a container sees differs");
+    // The record says which path joined; a user conflist is never joined in-process.
+    ok(&d.berth(&["network", "rm", &own.name], None));
+    assert!(
+        !std::path::Path::new("/sys/class/net")
+            .join(&own.bridge)
+            .exists(),
+        "bridge {} is still there",
+        own.bridge
+    );
+    assert_eq!(iptables_lines(&format!("net:{}:", own.name)), 0);
+    let _ = Command::new("ip")
+        .args(["link", "delete", &plugins.bridge])
+        .status();
+}
+
+#[test]
+fn cleanup_takes_the_in_process_rules_away() {
+    require_tool("/usr/lib/cni/bridge");
+    let (mut d, _img) = daemon_with_busybox("test.local/net");
+    let port = free_port();
+    httpd(&d, "conf-left", &["-p", &format!("127.0.0.1:{port}:80")]);
+    assert!(http_get(port, "/passwd").contains("root:x:0:0"));
+    let ip = ip_of(&d, "bridge", "conf-left");
+    assert!(iptables_lines(&format!("{ip}:80")) > 0, "the DNAT rule");
+    d.kill().unwrap();
+    let report = ok(&d.cleanup());
+    assert!(report.contains("removed bridge"), "{report}");
+    assert_eq!(iptables_lines(&format!("{ip}:80")), 0, "{report}");
+    assert_eq!(iptables_lines(&format!("--dport {port} ")), 0, "{report}");
+    let tag = {
+        let dir = d.state().join("io.berth.network.v1");
+        berth_tests::sha256(dir.as_os_str().as_encoded_bytes())["sha256:".len()..][..8].to_string()
+    };
+    assert_eq!(iptables_lines(&format!("berth:{tag}:")), 0, "{report}");
 }

@@ -1,9 +1,14 @@
 //! A container joining its networks when its task is created and leaving them when it ends.
 //! The record is written before the first ADD and updated after each, with the conflist as
-//! it was joined, so DEL undoes exactly what ADD did — after a crash too.
+//! it was joined, so DEL undoes exactly what ADD did — after a crash too. berth's own
+//! networks are joined in-process ([`bridge`]); the record says which path joined, so a
+//! container joined by the plugins (an older berth) leaves through them.
 
 use super::cni::{self, PortMapping};
-use super::{files, netns, Endpoint, Networks, DNS_LABEL, NETWORKS_LABEL, PORTS_LABEL};
+use super::define::Definition;
+use super::{
+    bridge, files, nat, netns, Endpoint, Networks, DNS_LABEL, NETWORKS_LABEL, PORTS_LABEL,
+};
 use crate::core::context::Namespace;
 use crate::core::error::{blocking, Error, Result};
 use crate::core::metadata::containers::ContainerRecord;
@@ -32,6 +37,9 @@ struct Joined {
     conf: Value,
     /// ADD's result; None while (or if) ADD has not answered.
     result: Option<Value>,
+    /// Joined in-process rather than through the CNI plugins.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    in_process: bool,
 }
 
 impl Joined {
@@ -147,6 +155,32 @@ impl Networks {
         }
     }
 
+    /// Joins one of berth's own networks in-process (after making sure of its bridge and
+    /// rules); the answer is shaped as the bridge plugin's.
+    async fn join_in_process(&self, r: &Record, j: &Joined, a: cni::Attachment) -> Result<Value> {
+        let join = self.in_process_join(r, j, a)?;
+        self.prepare(&join.def).await?;
+        blocking(move || bridge::add(&join)).await
+    }
+
+    async fn leave_in_process(&self, r: &Record, j: &Joined, a: cni::Attachment) -> Result<()> {
+        let join = self.in_process_join(r, j, a)?;
+        let ip = j.ips().first().and_then(|ip| ip.parse().ok());
+        blocking(move || bridge::del(&join, ip)).await
+    }
+
+    fn in_process_join(&self, r: &Record, j: &Joined, a: cni::Attachment) -> Result<bridge::Join> {
+        Ok(bridge::Join {
+            def: definition_of(j)?,
+            id: a.id,
+            netns: a.netns,
+            ifname: a.ifname,
+            ipam_dir: a.ipam_data_dir.unwrap_or_default(),
+            comment: nat::container_comment(&self.inner.tag, &Self::key(&r.namespace, &r.id)),
+            ports: a.port_mappings,
+        })
+    }
+
     /// Joins the container's networks if its labels ask for any; returns its spec with the
     /// network namespace and the hosts, resolv.conf and hostname files in place, or None
     /// for a container that asks for none.
@@ -170,11 +204,14 @@ impl Networks {
         let mut joined = vec![];
         for (i, name) in w.networks.iter().enumerate() {
             let net = self.ensure(name).await?;
+            let in_process =
+                self.inner.in_process && Definition::from_conflist(&net.conf).is_some();
             joined.push(Joined {
                 network: net.name,
                 ifname: format!("eth{i}"),
                 conf: net.conf,
                 result: None,
+                in_process,
             });
         }
         let hostname = match spec["hostname"].as_str() {
@@ -221,9 +258,14 @@ impl Networks {
         blocking(move || netns::create_netns(&path)).await?;
         for i in 0..r.joined.len() {
             let j = &r.joined[i];
-            let net = cni::Network::parse(j.conf.clone(), Path::new(&j.network))?;
             let a = self.cni_attachment(r, j, i == 0);
-            let result = net.add(&self.inner.bin_dir, &a).await.map_err(|e| {
+            let result = if j.in_process {
+                self.join_in_process(r, j, a).await
+            } else {
+                let net = cni::Network::parse(j.conf.clone(), Path::new(&j.network))?;
+                net.add(&self.inner.bin_dir, &a).await
+            };
+            let result = result.map_err(|e| {
                 Error::new(e.kind(), format!("network {}: {e}", r.joined[i].network))
             })?;
             r.joined[i].result = Some(result);
@@ -264,15 +306,16 @@ impl Networks {
     async fn tear_down(&self, r: &Record) -> Result<()> {
         let mut failed = None;
         for (i, j) in r.joined.iter().enumerate().rev() {
-            let net = match cni::Network::parse(j.conf.clone(), Path::new(&j.network)) {
-                Ok(n) => n,
-                Err(e) => {
-                    failed.get_or_insert(e);
-                    continue;
+            let a = self.cni_attachment(r, j, i == 0);
+            let left = if j.in_process {
+                self.leave_in_process(r, j, a).await
+            } else {
+                match cni::Network::parse(j.conf.clone(), Path::new(&j.network)) {
+                    Ok(net) => net.del(&self.inner.bin_dir, &a, j.result.as_ref()).await,
+                    Err(e) => Err(e),
                 }
             };
-            let a = self.cni_attachment(r, j, i == 0);
-            if let Err(e) = net.del(&self.inner.bin_dir, &a, j.result.as_ref()).await {
+            if let Err(e) = left {
                 failed.get_or_insert(e);
             }
         }
@@ -460,6 +503,16 @@ fn records(dir: &Path) -> Vec<Record> {
         }
     }
     out
+}
+
+/// berth's description of a network joined in-process, from the conflist as joined.
+fn definition_of(j: &Joined) -> Result<Definition> {
+    Definition::from_conflist(&j.conf).ok_or_else(|| {
+        Error::invalid(format!(
+            "network {}: the record says berth joined it but its conflist has no berth definition",
+            j.network
+        ))
+    })
 }
 
 /// (network name, endpoint) for every container on record.

@@ -1,10 +1,11 @@
 //! What a daemon's networks put on the host — its bridges, the veths on them, the CNI
-//! plugins' iptables rules and chains, its pinned namespaces' leases — found by the daemon's
-//! identity rather than by its files, so that `berthd cleanup` takes them away even after
-//! its root is gone. The identity is the tag of its state directory ([`tag`]): it ends every
-//! CNI container id the daemon uses (so it is in each rule the plugins comment with that id)
-//! and it is the alias of every bridge the daemon claims (`ip link show` prints
-//! `alias berth:<tag>`).
+//! plugins' iptables rules and chains and its own (the in-process bridge's), its pinned
+//! namespaces' leases — found by the daemon's identity rather than by its files, so that
+//! `berthd cleanup` takes them away even after its root is gone. The identity is the tag of
+//! its state directory ([`tag`]): it ends every CNI container id the daemon uses (so it is in
+//! each rule the plugins comment with that id), it begins the comment of every rule berth
+//! writes itself (`berth:<tag>:…`), and it is the alias of every bridge the daemon claims
+//! (`ip link show` prints `alias berth:<tag>`).
 
 use super::define::{Definition, Subnet};
 use crate::core::error::{Error, Result};
@@ -235,11 +236,23 @@ impl TablePlan {
 }
 
 /// From `iptables-save` output: per table, the rules that are ours — their comment names a
-/// CNI container id ending in `-<tag>`, or they sit in a shared chain and match an address in
-/// one of `subnets` (the firewall plugin writes no comment) — and the chains (`CNI-…`, not
-/// shared) our rules jump to.
+/// CNI container id ending in `-<tag>` or begins `berth:<tag>:`, or they sit in a shared
+/// chain and match an address in one of `subnets` (the firewall plugin writes no comment) —
+/// and the chains (`CNI-…`, not shared) our rules jump to.
 fn plan(saved: &str, tag: &str, subnets: &[Subnet]) -> Vec<TablePlan> {
     let needle = format!("-{tag}\\\"");
+    let own = super::nat::comment_prefix(tag);
+    plan_by(saved, |chain, rule| {
+        rule.contains(&needle)
+            || rule.contains(&own)
+            || (SHARED_CHAINS.contains(&chain)
+                && rule_addresses(rule).any(|a| subnets.iter().any(|s| s.contains(a))))
+    })
+}
+
+/// From `iptables-save` output: per table, the rules `ours(chain, rule)` picks and the
+/// chains (`CNI-…`, not shared) they jump to.
+fn plan_by(saved: &str, ours: impl Fn(&str, &str) -> bool) -> Vec<TablePlan> {
     let mut plans: Vec<TablePlan> = vec![];
     for line in saved.lines() {
         if let Some(table) = line.strip_prefix('*') {
@@ -253,10 +266,8 @@ fn plan(saved: &str, tag: &str, subnets: &[Subnet]) -> Vec<TablePlan> {
             continue;
         };
         let chain = rule.split(' ').next().unwrap_or_default();
-        let in_subnet = SHARED_CHAINS.contains(&chain)
-            && rule_addresses(rule).any(|a| subnets.iter().any(|s| s.contains(a)));
         let our_chain = p.chains.iter().any(|c| c == chain);
-        if !(rule.contains(&needle) || in_subnet) || our_chain {
+        if !ours(chain, rule) || our_chain {
             continue;
         }
         p.deletes.push(format!("-D {rule}"));
@@ -331,7 +342,21 @@ fn iptables_cleanup(tool: &str, tag: &str, subnets: &[Subnet], done: &mut Cleane
     }
 }
 
-fn restore(tool: &str, input: &str) -> Result<()> {
+/// Removes every IPv4 rule whose comment contains `needle` (berth's own bridge networks
+/// comment each rule with what it belongs to).
+pub(super) fn remove_commented(needle: &str) -> Result<()> {
+    let out = Command::new("iptables-save")
+        .output()
+        .map_err(|e| Error::io("run iptables-save", e))?;
+    let saved = String::from_utf8_lossy(&out.stdout);
+    for p in plan_by(&saved, |_, rule| rule.contains(needle)) {
+        restore("iptables", &p.restore_input())?;
+    }
+    Ok(())
+}
+
+/// Feeds `input` to `<tool>-restore --noflush`: one batch, applied whole or not at all.
+pub(super) fn restore(tool: &str, input: &str) -> Result<()> {
     use std::io::Write;
     let bin = format!("{tool}-restore");
     let mut child = Command::new(&bin)
@@ -389,6 +414,8 @@ mod tests {
 -A CNI-5f5e5d -d 10.213.0.0/24 -m comment --comment "name: \"bridge\" id: \"default-web-abcd1234\"" -j ACCEPT
 -A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"bridge\" id: \"default-web-abcd1234\"" -m multiport --dports 8080 -j CNI-DN-0a1b2c
 -A CNI-DN-0a1b2c -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.213.0.2:80
+-A POSTROUTING -s 10.213.0.0/24 ! -o berth0 -m comment --comment "berth:abcd1234:net:bridge:masq" -j MASQUERADE
+-A OUTPUT -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 81 -m comment --comment "berth:ffff0000:ctr:default/x:" -j DNAT --to-destination 10.213.9.3:80
 COMMIT
 *filter
 :CNI-FORWARD - [0:0]
@@ -407,7 +434,8 @@ COMMIT
         let nat = &plans[0];
         assert_eq!(nat.table, "nat");
         assert_eq!(nat.chains, ["CNI-5f5e5d", "CNI-DN-0a1b2c"]);
-        assert_eq!(nat.deletes.len(), 2, "{:#?}", nat.deletes);
+        assert_eq!(nat.deletes.len(), 3, "{:#?}", nat.deletes);
+        assert!(nat.deletes[2].contains("berth:abcd1234:net:bridge:masq"));
         assert!(nat.deletes[0].starts_with("-D POSTROUTING -s 10.213.0.2/32"));
         assert!(nat.deletes[1].starts_with("-D CNI-HOSTPORT-DNAT"));
         let input = nat.restore_input();
@@ -421,6 +449,8 @@ COMMIT
         let other = plan(SAVED, "ffff0000", &[]);
         assert_eq!(other.len(), 1);
         assert_eq!(other[0].chains, ["CNI-999999"]);
+        assert_eq!(other[0].deletes.len(), 2, "{:#?}", other[0].deletes);
+        assert!(other[0].deletes[1].starts_with("-D OUTPUT -p tcp"));
         assert!(plan(SAVED, "00000000", &[]).is_empty());
     }
 

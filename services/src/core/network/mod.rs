@@ -4,24 +4,32 @@
 //! deleted, or — after a crash — when berthd finds at start that it is no longer running.
 //! The CRI shares [`cni`] and [`netns`] and keeps its own pod networks.
 //!
+//! berth's own networks (those it defines: `bridge` and `berth network create`'s) are
+//! joined in-process ([`bridge`]: netlink, host-local's leases, netfilter rules once per
+//! network); a conflist berth did not write goes through its CNI plugins.
+//!
 //! State under `<state>/io.berth.network.v1/`: `attachments/<ns>/<id>.json` (written before
 //! the first ADD, so DEL always knows what to undo), `netns/<ns>/<id>` (the pinned
 //! namespace), `files/<ns>/<id>/` (hosts, resolv.conf, hostname) and `ipam/` (host-local's
 //! leases: gone on reboot along with every veth and rule they described).
 
 mod attach;
+mod bridge;
 pub mod cni;
 pub mod define;
 pub(crate) mod files;
 pub mod host;
 mod hostlock;
+mod ipam;
+mod nat;
+mod netlink;
 pub mod netns;
 
 pub use define::{Definition, Subnet, DEFAULT_NETWORK};
 
 use crate::core::error::{blocking, Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -40,6 +48,9 @@ pub struct NetworkConfig {
     pub conf_dir: PathBuf,
     /// The CNI plugin binaries.
     pub cni_bin_dir: PathBuf,
+    /// Join berth's own bridge networks in-process (netlink, netfilter) rather than
+    /// through the bridge, portmap and firewall plugins; false goes back to the plugins.
+    pub in_process_bridge: bool,
 }
 
 impl Default for NetworkConfig {
@@ -47,6 +58,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             conf_dir: PathBuf::new(),
             cni_bin_dir: PathBuf::from("/usr/lib/cni"),
+            in_process_bridge: true,
         }
     }
 }
@@ -98,6 +110,10 @@ struct Inner {
     defs: tokio::sync::Mutex<()>,
     /// One lock per attached container, so attach and detach of one never interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Whether berth's own networks are joined in-process.
+    in_process: bool,
+    /// berth's own networks whose bridge and netfilter rules this run has put in place.
+    prepared: Mutex<HashSet<String>>,
 }
 
 impl NetworkConfig {
@@ -128,6 +144,8 @@ impl Networks {
                 tag,
                 defs: Default::default(),
                 locks: Default::default(),
+                in_process: cfg.in_process_bridge,
+                prepared: Default::default(),
             }),
         })
     }
@@ -266,6 +284,11 @@ impl Networks {
         })
         .await?;
         if let Some(d) = net.definition {
+            self.forget_prepared(&d.name);
+            let (tag, name) = (self.inner.tag.clone(), d.name.clone());
+            if let Err(e) = blocking(move || nat::remove_network(&tag, &name)).await {
+                tracing::warn!(network = d.name, error = %e, "cannot remove the network's rules");
+            }
             // Ours unless another daemon claimed the name after ours went (a reboot).
             let dir = self.inner.dir.clone();
             let ours = blocking(move || Ok(host::owns_bridge(&dir, &d).then_some(d.bridge)));
@@ -313,6 +336,52 @@ impl Networks {
             Ok(conflists(&conf_dir)?.into_iter().find(|n| n.name == name))
         })
         .await
+    }
+
+    /// Puts in place what every container of one of berth's own networks relies on: its
+    /// bridge (made again if it went, as the bridge plugin would) and its masquerade and
+    /// forwarding rules. Once per network per run, unless the bridge disappears.
+    async fn prepare(&self, def: &Definition) -> Result<()> {
+        let bridge_exists = netlink::link_exists(&def.bridge);
+        let prepared = {
+            let p = self
+                .inner
+                .prepared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            p.contains(&def.name)
+        };
+        if prepared && bridge_exists {
+            return Ok(());
+        }
+        if !bridge_exists {
+            let _host = blocking(hostlock::take).await?;
+            claim_bridge(
+                std::iter::once(def.bridge.clone()),
+                def.subnet,
+                def.gateway,
+                &host::bridge_alias(&self.inner.tag),
+            )
+            .await?;
+        }
+        let (tag, d) = (self.inner.tag.clone(), def.clone());
+        blocking(move || nat::ensure_network(&tag, &d)).await?;
+        let mut p = self
+            .inner
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        p.insert(def.name.clone());
+        Ok(())
+    }
+
+    fn forget_prepared(&self, name: &str) {
+        let mut p = self
+            .inner
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        p.remove(name);
     }
 
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {

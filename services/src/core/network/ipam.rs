@@ -1,0 +1,173 @@
+//! Address leases for berth's own bridge networks, kept exactly as CNI's host-local plugin
+//! keeps them — `<dir>/<network>/<ip>` holding `<id>\r\n<ifname>`, `last_reserved_ip.0`,
+//! all under an flock of `<dir>/<network>/lock` — so the plugin and berth share one
+//! network's leases (a container joined by an older berth keeps its address) and the state
+//! stays what `berthd cleanup` and the tests already read.
+
+use super::define::Subnet;
+use crate::core::error::{Error, Result};
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+const LINE_BREAK: &str = "\r\n";
+const LAST_RESERVED: &str = "last_reserved_ip.0";
+
+/// One network's leases, locked while held.
+struct Store {
+    dir: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Store {
+    fn open(data_dir: &Path, network: &str) -> Result<Store> {
+        let dir = data_dir.join(network);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        let path = dir.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        // SAFETY: flock on a descriptor we own; it blocks this (pool) thread until ours.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::io(
+                format!("lock {}", path.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(Store { dir, _lock: lock })
+    }
+
+    /// The (ip, owner) of every lease.
+    fn leases(&self) -> Vec<(Ipv4Addr, String)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return vec![];
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let ip = e.file_name().to_str()?.parse().ok()?;
+                let owner = std::fs::read_to_string(e.path()).ok()?;
+                Some((ip, owner.trim().to_string()))
+            })
+            .collect()
+    }
+}
+
+fn owner(id: &str, ifname: &str) -> String {
+    format!("{}{LINE_BREAK}{ifname}", id.trim())
+}
+
+/// Leases an address of `subnet` other than its gateway to `id`'s `ifname`, the one after
+/// the last leased first (as host-local does, so an address just freed is not reused at once).
+pub fn allocate(
+    data_dir: &Path,
+    network: &str,
+    subnet: Subnet,
+    gateway: Ipv4Addr,
+    id: &str,
+    ifname: &str,
+) -> Result<Ipv4Addr> {
+    let store = Store::open(data_dir, network)?;
+    let first = u32::from(subnet.addr) + 1;
+    let last = u32::from(subnet.addr) + (u32::MAX >> subnet.len) - 1;
+    let taken: std::collections::HashSet<Ipv4Addr> =
+        store.leases().into_iter().map(|(ip, _)| ip).collect();
+    let after = std::fs::read_to_string(store.dir.join(LAST_RESERVED))
+        .ok()
+        .and_then(|s| s.trim().parse::<Ipv4Addr>().ok())
+        .map(u32::from)
+        .filter(|ip| (first..=last).contains(ip));
+    let start = after.map_or(first, |ip| if ip >= last { first } else { ip + 1 });
+    let candidates = (start..=last).chain(first..start).map(Ipv4Addr::from);
+    for ip in candidates {
+        if ip == gateway || taken.contains(&ip) {
+            continue;
+        }
+        let path = store.dir.join(ip.to_string());
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path);
+        match created {
+            Ok(mut f) => {
+                use std::io::Write;
+                if let Err(e) = f.write_all(owner(id, ifname).as_bytes()) {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(Error::io(format!("write {}", path.display()), e));
+                }
+                let last_path = store.dir.join(LAST_RESERVED);
+                std::fs::write(&last_path, ip.to_string())
+                    .map_err(|e| Error::io(format!("write {}", last_path.display()), e))?;
+                return Ok(ip);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(format!("create {}", path.display()), e)),
+        }
+    }
+    Err(Error::new(
+        crate::core::error::Kind::ResourceExhausted,
+        format!("network {network}: every address of {subnet} is leased"),
+    ))
+}
+
+/// Gives back every lease of `id`'s `ifname` (or of `id` alone, as older host-local wrote
+/// them); none is fine.
+pub fn release(data_dir: &Path, network: &str, id: &str, ifname: &str) -> Result<()> {
+    if !data_dir.join(network).exists() {
+        return Ok(());
+    }
+    let store = Store::open(data_dir, network)?;
+    let (full, old) = (owner(id, ifname), id.trim().to_string());
+    for (ip, who) in store.leases() {
+        if who == full || who == old {
+            let p = store.dir.join(ip.to_string());
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("remove {}", p.display()), e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_follow_host_locals_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let subnet = Subnet::parse("10.9.0.0/29").unwrap();
+        let gw = Ipv4Addr::new(10, 9, 0, 1);
+        let a = allocate(dir.path(), "n", subnet, gw, "ns-a-tag", "eth0").unwrap();
+        assert_eq!(a, Ipv4Addr::new(10, 9, 0, 2));
+        let text = std::fs::read_to_string(dir.path().join("n/10.9.0.2")).unwrap();
+        assert_eq!(text, "ns-a-tag\r\neth0");
+        let last = std::fs::read_to_string(dir.path().join("n/last_reserved_ip.0")).unwrap();
+        assert_eq!(last, "10.9.0.2");
+        let b = allocate(dir.path(), "n", subnet, gw, "ns-b-tag", "eth0").unwrap();
+        assert_eq!(b, Ipv4Addr::new(10, 9, 0, 3));
+        // A freed address is not the next one handed out.
+        release(dir.path(), "n", "ns-a-tag", "eth0").unwrap();
+        assert!(!dir.path().join("n/10.9.0.2").exists());
+        let c = allocate(dir.path(), "n", subnet, gw, "ns-c-tag", "eth0").unwrap();
+        assert_eq!(c, Ipv4Addr::new(10, 9, 0, 4));
+        // .2 to .6 are the hosts of a /29; .1 is the gateway. Past the end it wraps.
+        for want in [5, 6, 2] {
+            let ip = allocate(dir.path(), "n", subnet, gw, &format!("x{want}"), "eth0").unwrap();
+            assert_eq!(ip, Ipv4Addr::new(10, 9, 0, want));
+        }
+        let e = allocate(dir.path(), "n", subnet, gw, "full", "eth0").unwrap_err();
+        assert_eq!(e.kind(), crate::core::error::Kind::ResourceExhausted);
+        // A lease written by an older host-local (the id alone) is released too.
+        std::fs::write(dir.path().join("n/10.9.0.6"), "old-id").unwrap();
+        release(dir.path(), "n", "old-id", "eth0").unwrap();
+        assert!(!dir.path().join("n/10.9.0.6").exists());
+        release(dir.path(), "absent", "x", "eth0").unwrap();
+    }
+}
