@@ -31,6 +31,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// NRI plugins beside the CRI: the socket they dial, timeouts, pre-started plugins.
     pub nri: berth_services::edge::nri::NriConfig,
+    /// Bounds on what layers inflate to; off by default. SIGHUP reloads them.
+    pub limits: LimitsConfig,
     /// Snapshotters served by other processes, as containerd configures them:
     /// `[proxy_plugins.NAME] type = "snapshot" address = "/run/NAME.sock"`.
     pub proxy_plugins: std::collections::BTreeMap<
@@ -83,6 +85,26 @@ impl RuntimeConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Bytes one layer may inflate to wherever it is applied (pull, import, unpack, build,
+    /// Diff); 0: no limit, as in containerd.
+    pub max_layer_uncompressed_bytes: u64,
+    /// Bytes the layers one pull unpacks may inflate to together; 0: no limit.
+    pub max_pull_uncompressed_bytes: u64,
+}
+
+impl LimitsConfig {
+    /// Puts these bounds in force for the layers applied from now on.
+    pub fn enforce(&self) {
+        berth_snapshotters::layer::limits::set(berth_snapshotters::layer::limits::Limits {
+            max_layer: self.max_layer_uncompressed_bytes,
+            max_pull: self.max_pull_uncompressed_bytes,
+        });
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
@@ -105,6 +127,7 @@ impl Default for Config {
             metrics: Default::default(),
             runtime: Default::default(),
             nri: Default::default(),
+            limits: Default::default(),
             proxy_plugins: Default::default(),
         }
     }

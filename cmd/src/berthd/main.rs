@@ -279,7 +279,8 @@ fn init_logging(cfg: &Config) -> anyhow::Result<LogReload> {
 }
 
 /// On SIGHUP: the config file is read again and what can change while running does — the
-/// log level and the registry settings; anything else waits for a restart (and says so).
+/// log level, the registry settings and the limits; anything else waits for a restart (and
+/// says so).
 async fn reload_on_hangup(
     args: Args,
     running: Config,
@@ -312,9 +313,14 @@ async fn reload_on_hangup(
             registry.set(next.registry.clone());
             tracing::info!("SIGHUP: registry settings reloaded");
         }
+        if next.limits != current.limits {
+            next.limits.enforce();
+            tracing::info!(limits = ?next.limits, "SIGHUP: limits reloaded");
+        }
         let mut rest = next.clone();
         rest.log_level = current.log_level.clone();
         rest.registry = current.registry.clone();
+        rest.limits = current.limits;
         if rest != current {
             tracing::warn!("SIGHUP: other settings changed; they apply at the next start");
         }
@@ -403,6 +409,7 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
     std::fs::set_permissions(&cfg.state, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("chmod 0711 {}", cfg.state.display()))?;
     let _lock = lock_root(&cfg.root)?;
+    cfg.limits.enforce();
     let daemon = open_daemon(&cfg).await?;
     let router = daemon.router()?;
     let listener = bind_socket(&cfg.address)?;
@@ -417,9 +424,8 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
     )?;
     recover(&daemon).await?;
     if let (true, Some(cri)) = (cfg.nri.enable, &daemon.cri) {
-        cri.start_nri(cfg.nri.clone()).with_context(|| {
-            format!("host NRI on {} ([nri])", cfg.nri.socket_path.display())
-        })?;
+        cri.start_nri(cfg.nri.clone())
+            .with_context(|| format!("host NRI on {} ([nri])", cfg.nri.socket_path.display()))?;
     }
     let _cri_server = match (cri_listener, daemon.cri_router()) {
         (Some(l), Some(r)) => Some(tokio::spawn(async move {

@@ -3,10 +3,12 @@
 pub mod apply;
 pub mod diff;
 pub mod inflate;
+pub mod limits;
 pub mod root;
 
-pub use apply::{apply, Applied};
+pub use apply::{apply, apply_in_pull, Applied};
 pub use diff::{write_changes, Changes};
+pub use limits::PullBudget;
 // Callers name it `layer::Whiteouts`, as `apply`'s argument; it lives in `crate::whiteout`.
 pub use crate::whiteout::Whiteouts;
 

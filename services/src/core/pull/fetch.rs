@@ -29,6 +29,8 @@ pub(super) struct LayerFetch {
     pub parents: Vec<String>,
     /// Labels every fetched blob gets (where it came from).
     pub source: Labels,
+    /// What the pull's layers may inflate to, together (`[limits]`).
+    pub budget: layer::PullBudget,
 }
 
 /// What a pull's layers amounted to.
@@ -127,10 +129,13 @@ impl LayerFetch {
 
         let (tx, rx) = mpsc::channel::<Chunk>(32);
         let content = self.puller.content.clone();
-        let unpack_dir = job.unpack.as_ref().map(|(_, d)| d.clone());
+        let unpack = job
+            .unpack
+            .as_ref()
+            .map(|(_, d)| (d.clone(), self.budget.clone()));
         let (digest2, source) = (digest.clone(), self.source.clone());
         let sink = tokio::task::spawn_blocking(move || {
-            consume(content, writer, rx, unpack_dir, &digest2, size, source)
+            consume(content, writer, rx, unpack, &digest2, size, source)
         });
         let mut transfer = Transfer {
             fetch: self,
@@ -209,10 +214,10 @@ impl LayerFetch {
         let content = self.puller.content.clone();
         let ns = self.ctx.ns.clone();
         let desc = job.desc.descriptor();
-        let staged = dir.to_path_buf();
+        let (staged, budget) = (dir.to_path_buf(), self.budget.clone());
         blocking(move || {
             apply_blob_with(&content, &ns, &desc, |rd| {
-                layer::apply(rd, &staged, Whiteouts::Overlay)
+                layer::apply_in_pull(rd, &staged, Whiteouts::Overlay, &budget)
             })
         })
         .await
@@ -381,14 +386,14 @@ async fn backoff(attempt: u32) {
 }
 
 /// The blocking end of a download: every chunk goes into the ingest (hashed as it is
-/// written) and, when there is an `unpack_dir`, on to a second thread that decompresses and
-/// applies it, so writing and unpacking overlap. The blob commits only if its digest and
+/// written) and, when there is an `unpack` directory, on to a second thread that decompresses
+/// and applies it (within the pull's budget), so writing and unpacking overlap. The blob commits only if its digest and
 /// size match; a mismatch drops the ingest, so nothing is stored under that digest.
 fn consume(
     content: Content,
     mut writer: NamespacedWriter,
     rx: mpsc::Receiver<Chunk>,
-    unpack_dir: Option<std::path::PathBuf>,
+    unpack: Option<(std::path::PathBuf, layer::PullBudget)>,
     digest: &str,
     size: i64,
     labels: Labels,
@@ -396,8 +401,8 @@ fn consume(
     let reference = writer.reference().to_string();
     let ns = writer.ctx().ns.clone();
     let (atx, arx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
-    let applier = match unpack_dir {
-        Some(dir) => Some(spawn_applier(&writer, arx, dir)?),
+    let applier = match unpack {
+        Some((dir, budget)) => Some(spawn_applier(&writer, arx, dir, budget)?),
         None => None,
     };
     let to_apply = applier.is_some().then_some(atx);
@@ -445,6 +450,7 @@ fn spawn_applier(
     writer: &NamespacedWriter,
     rx: std::sync::mpsc::Receiver<bytes::Bytes>,
     dir: std::path::PathBuf,
+    budget: layer::PullBudget,
 ) -> Result<std::thread::JoinHandle<berth_snapshotters::Result<String>>> {
     let prefix = writer.inner.received()?;
     Ok(std::thread::spawn(move || {
@@ -453,7 +459,7 @@ fn spawn_applier(
             rx,
             chunk: bytes::Bytes::new(),
         };
-        layer::apply(&mut rd, &dir, Whiteouts::Overlay).map(|a| a.diff_id)
+        layer::apply_in_pull(&mut rd, &dir, Whiteouts::Overlay, &budget).map(|a| a.diff_id)
     }))
 }
 

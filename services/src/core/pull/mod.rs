@@ -231,6 +231,7 @@ impl Puller {
             progress: progress.clone(),
             parents: vec![first.manifest.digest.clone()],
             source,
+            budget: berth_snapshotters::layer::PullBudget::new(),
         };
         let fetched = match fetch.fetch_all(jobs, first).await {
             Ok(f) => f,

@@ -17,6 +17,7 @@ mod whiteouts;
 
 pub use stream::{decompress, is_compressed};
 
+use super::limits::{Bounded, PullBudget};
 use super::root::{remove_at, Root};
 use crate::whiteout::Whiteouts;
 use crate::{Error, Result};
@@ -40,8 +41,29 @@ pub struct Applied {
 /// writing the files on a third: the largest layer of a pull, the one still running when
 /// the others are done, keeps both cores busy instead of one (perf: its inflate and hash on
 /// one thread were the last second of a pull).
+/// The uncompressed stream is bounded by the limits in force ([`super::limits`]).
 pub fn apply(r: impl Read, target: &Path, whiteouts: Whiteouts) -> Result<Applied> {
-    let stream = decompress(r)?;
+    apply_bounded(r, target, whiteouts, None)
+}
+
+/// [`apply`] for one of a pull's layers: its uncompressed bytes count against `budget`, which
+/// the pull's other layers share, as well.
+pub fn apply_in_pull(
+    r: impl Read,
+    target: &Path,
+    whiteouts: Whiteouts,
+    budget: &PullBudget,
+) -> Result<Applied> {
+    apply_bounded(r, target, whiteouts, Some(budget))
+}
+
+fn apply_bounded(
+    r: impl Read,
+    target: &Path,
+    whiteouts: Whiteouts,
+    budget: Option<&PullBudget>,
+) -> Result<Applied> {
+    let stream = Bounded::new(decompress(r)?, target, budget);
     let applier = Applier::new(Root::open(target)?, whiteouts);
     let (read, parsed, (hasher, count)) = stream::run(stream, applier);
     // A broken stream (bad compression, a failed read) is reported as such: the parser
