@@ -112,8 +112,9 @@ struct Inner {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Whether berth's own networks are joined in-process.
     in_process: bool,
-    /// berth's own networks whose bridge and netfilter rules this run has put in place.
-    prepared: Mutex<HashSet<String>>,
+    /// berth's own networks whose bridge and netfilter rules this run has put in place;
+    /// held while one is prepared, so two first containers do not both add its rules.
+    prepared: tokio::sync::Mutex<HashSet<String>>,
 }
 
 impl NetworkConfig {
@@ -284,7 +285,7 @@ impl Networks {
         })
         .await?;
         if let Some(d) = net.definition {
-            self.forget_prepared(&d.name);
+            self.forget_prepared(&d.name).await;
             let (tag, name) = (self.inner.tag.clone(), d.name.clone());
             if let Err(e) = blocking(move || nat::remove_network(&tag, &name)).await {
                 tracing::warn!(network = d.name, error = %e, "cannot remove the network's rules");
@@ -343,15 +344,8 @@ impl Networks {
     /// forwarding rules. Once per network per run, unless the bridge disappears.
     async fn prepare(&self, def: &Definition) -> Result<()> {
         let bridge_exists = netlink::link_exists(&def.bridge);
-        let prepared = {
-            let p = self
-                .inner
-                .prepared
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            p.contains(&def.name)
-        };
-        if prepared && bridge_exists {
+        let mut prepared = self.inner.prepared.lock().await;
+        if prepared.contains(&def.name) && bridge_exists {
             return Ok(());
         }
         if !bridge_exists {
@@ -366,22 +360,12 @@ impl Networks {
         }
         let (tag, d) = (self.inner.tag.clone(), def.clone());
         blocking(move || nat::ensure_network(&tag, &d)).await?;
-        let mut p = self
-            .inner
-            .prepared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        p.insert(def.name.clone());
+        prepared.insert(def.name.clone());
         Ok(())
     }
 
-    fn forget_prepared(&self, name: &str) {
-        let mut p = self
-            .inner
-            .prepared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        p.remove(name);
+    async fn forget_prepared(&self, name: &str) {
+        self.inner.prepared.lock().await.remove(name);
     }
 
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
