@@ -253,10 +253,21 @@ async fn a_plugin_adjusts_a_container_and_hears_its_lifecycle_once_in_order() {
     let spec = bundle_spec(&k.d.state(), &id);
     assert_eq!(spec["annotations"]["nri.test/adjusted"], "yes");
     assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 96 << 20);
+    // A resize: plugins hear UpdateContainer, then PostUpdateContainer.
+    let limits = cri::LinuxContainerResources {
+        memory_limit_in_bytes: 128 << 20,
+        ..Default::default()
+    };
+    let mut rt = k.rt().await;
+    let resize = cri::UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(limits),
+        ..Default::default()
+    };
+    rt.update_container_resources(resize).await.unwrap();
 
     // The pod's stop stops its container first; a second stop is no second event; the
     // pod's removal removes the container first.
-    let mut rt = k.rt().await;
     let stop = cri::StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),
     };
@@ -281,6 +292,8 @@ async fn a_plugin_adjusts_a_container_and_hears_its_lifecycle_once_in_order() {
             "PostCreateContainer adjusted",
             "StartContainer adjusted",
             "PostStartContainer adjusted",
+            "UpdateContainer adjusted",
+            "PostUpdateContainer adjusted",
             "StopContainer adjusted",
             "StopPodSandbox nri-pod",
             "RemoveContainer adjusted",
