@@ -210,7 +210,31 @@ fn berthd_uses_a_proxy_snapshotter_and_outlives_its_failures() {
         stderr(&out)
     );
 
+    // Still stuck: the next call does not wait out another deadline.
+    let out = d.ctr(&["snapshots", "--snapshotter", NAME, "ls"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("missed its 10s deadline"),
+        "{}",
+        stderr(&out)
+    );
+    // Going again (SIGCONT): used again once that deadline has passed.
+    plugin.signal(libc::SIGCONT);
+    let started = Instant::now();
+    while !d
+        .ctr(&["snapshots", "--snapshotter", NAME, "ls"])
+        .status
+        .success()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the plugin was not used again after SIGCONT"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // Killed mid-Prepare: the call in flight fails at once, naming the plugin.
+    plugin.signal(libc::SIGSTOP);
     let midway = ctr_spawn(
         &d,
         &["snapshots", "--snapshotter", NAME, "prepare", "midway"],

@@ -19,7 +19,7 @@ use berth_snapshotters::{Error, Info, Labels, Mount, Result, Snapshotter, Usage}
 use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request, Status};
 
@@ -30,6 +30,10 @@ pub struct ProxySnapshotter {
     timeout: Duration,
     channel: Channel,
     runtime: OwnRuntime,
+    /// When a call last went unanswered until its deadline: for one more deadline after it,
+    /// calls fail at once instead of each waiting out the stuck plugin (a collection walking
+    /// it keeps every store's writers waiting meanwhile).
+    missed: std::sync::Mutex<Option<Instant>>,
 }
 
 /// The plugin's own runtime; shut down without waiting, so dropping the snapshotter never
@@ -74,6 +78,7 @@ impl ProxySnapshotter {
             timeout: plugin.timeout,
             channel,
             runtime: OwnRuntime(Some(runtime)),
+            missed: std::sync::Mutex::new(None),
         })
     }
 
@@ -88,6 +93,17 @@ impl ProxySnapshotter {
             .max_decoding_message_size(crate::edge::daemon::MAX_MESSAGE_SIZE)
             .max_encoding_message_size(crate::edge::daemon::MAX_MESSAGE_SIZE);
         let deadline = self.timeout;
+        if let Some(ago) = self.missed_lately() {
+            return Err(self.unavailable(
+                what,
+                &format!(
+                    "it missed its {} deadline {} ago; not asked again for {}",
+                    humantime::format_duration(deadline),
+                    humantime::format_duration(seconds(ago)),
+                    humantime::format_duration(seconds(deadline.saturating_sub(ago))),
+                ),
+            ));
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let Some(rt) = &self.runtime.0 else {
             return Err(self.unavailable(what, "its client is shut down"));
@@ -96,7 +112,9 @@ impl ProxySnapshotter {
             let answer = tokio::time::timeout(deadline, call(client)).await;
             let _ = tx.send(answer);
         });
-        match rx.recv() {
+        let answer = rx.recv();
+        self.note_missed(matches!(answer, Ok(Err(_))));
+        match answer {
             Ok(Ok(Ok(v))) => Ok(v),
             Ok(Ok(Err(status))) => Err(self.error(what, status)),
             Ok(Err(_elapsed)) => Err(self.unavailable(
@@ -104,6 +122,18 @@ impl ProxySnapshotter {
                 &format!("no answer within {}", humantime::format_duration(deadline)),
             )),
             Err(_) => Err(self.unavailable(what, "the call was dropped")),
+        }
+    }
+
+    /// How long ago a call missed its deadline, if that was less than a deadline ago.
+    fn missed_lately(&self) -> Option<Duration> {
+        let at = (*self.missed.lock().ok()?)?;
+        Some(at.elapsed()).filter(|ago| *ago < self.timeout)
+    }
+
+    fn note_missed(&self, missed: bool) {
+        if let Ok(mut m) = self.missed.lock() {
+            *m = missed.then(Instant::now);
         }
     }
 
@@ -153,6 +183,11 @@ impl ProxySnapshotter {
             ),
         }
     }
+}
+
+/// Whole seconds (for words, not arithmetic).
+fn seconds(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs())
 }
 
 /// A status's words with what caused it (hyper's "connection refused" lies in its source).
@@ -351,6 +386,30 @@ mod tests {
         assert_eq!(r.metadata().get(NAMESPACE_HEADER).unwrap(), "k8s.io");
         let r = request((), "no namespace here");
         assert!(r.metadata().get(NAMESPACE_HEADER).is_none());
+    }
+
+    #[test]
+    fn a_stuck_plugin_costs_one_deadline_then_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("stuck.sock");
+        // Connections are queued by the kernel and never answered.
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let plugin = ProxyPlugin {
+            name: "stuck".into(),
+            address: socket,
+            timeout: Duration::from_millis(300),
+            exports: Default::default(),
+            capabilities: vec![],
+        };
+        let s = ProxySnapshotter::new(&plugin).unwrap();
+        let first = s.stat("default/x").unwrap_err().to_string();
+        assert!(first.contains("no answer within 300ms"), "{first}");
+        let next = s.usage("default/x").unwrap_err();
+        assert!(matches!(next, Error::Unavailable(_)), "{next:?}");
+        assert!(
+            next.to_string().contains("missed its 300ms deadline"),
+            "{next}"
+        );
     }
 
     #[test]
