@@ -358,7 +358,8 @@ impl Host for Cri {
                 .sandboxes
                 .all()
                 .iter()
-                .filter(|s| !self.nri_hidden(&s.id))
+                // A pod still being made is announced by its RunPodSandbox instead.
+                .filter(|s| (s.meta.pid != 0 || s.meta.stopped) && !self.nri_hidden(&s.id))
                 .map(|s| self.nri_pod(s))
                 .collect();
             let containers = self
