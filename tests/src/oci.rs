@@ -115,6 +115,18 @@ pub fn layout_with(
     layers: &[Vec<u8>],
     image_config: serde_json::Value,
 ) -> Built {
+    let gzipped: Vec<(Vec<u8>, String)> = layers.iter().map(|l| (gzip(l), sha256(l))).collect();
+    layout_gzipped(dir, tag, &gzipped, image_config)
+}
+
+/// [`layout_with`] from layers gzipped already, each with the diffID its config claims
+/// (for layers too large to hold uncompressed, whose claim is never checked).
+pub fn layout_gzipped(
+    dir: &Path,
+    tag: &str,
+    layers: &[(Vec<u8>, String)],
+    image_config: serde_json::Value,
+) -> Built {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |data: &[u8]| {
@@ -122,10 +134,10 @@ pub fn layout_with(
         std::fs::write(blobs.join(d.trim_start_matches("sha256:")), data).unwrap();
         (d, data.len())
     };
-    let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let diff_ids: Vec<String> = layers.iter().map(|(_, d)| d.clone()).collect();
     let mut descs = vec![];
-    for l in layers {
-        let (d, size) = put(&gzip(l));
+    for (gz, _) in layers {
+        let (d, size) = put(gz);
         descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": size}));
     }
     let config = serde_json::json!({
