@@ -281,3 +281,38 @@ fn a_bad_proxy_plugin_setting_stops_berthd_saying_which() {
     let text = format!("{err:#}");
     assert!(text.contains("proxy_plugins.odd"), "{text}");
 }
+
+mod cri_kit;
+
+/// The CRI's `snapshotter` naming the plugin: the image unpacks into it, and a pod and its
+/// container run on rootfs it prepared.
+#[tokio::test(flavor = "multi_thread")]
+async fn cri_pods_run_on_a_proxy_snapshotter() {
+    let work = tempfile::tempdir().unwrap();
+    let socket = work.path().join("plugin.sock");
+    let plugin = Plugin::start(&work.path().join("plugin-root"), &socket);
+    let k = cri_kit::Kit::start_configured(&format!(
+        "snapshotter = \"{NAME}\"\n[proxy_plugins.{NAME}]\ntype = \"snapshot\"\naddress = \"{}\"\n",
+        socket.display()
+    ));
+    cri_kit::pull(&k, &k.busybox).await.unwrap();
+    let (pod, config) = cri_kit::run_pod(&k, "on-proxy").await;
+    let c = k.container_config("hello", "echo from a proxy rootfs");
+    cri_kit::run_container(&k, &pod, &config, c).await;
+    let log = k.logs().join("on-proxy").join("hello.log");
+    cri_kit::until("the container's log", || async {
+        std::fs::read_to_string(&log)
+            .map(|t| t.contains("from a proxy rootfs"))
+            .unwrap_or(false)
+    })
+    .await;
+    // The pod's and the container's rootfs are the plugin's snapshots, in namespace k8s.io.
+    let listed = ok(&k
+        .d
+        .ctr(&["-n", "k8s.io", "snapshots", "--snapshotter", NAME, "ls"]));
+    assert_eq!(listed.matches("Active").count(), 2, "{listed}");
+    assert!(
+        plugin.root.join("snapshots").read_dir().unwrap().count() >= 3,
+        "the layer and both rootfs live in the plugin's root"
+    );
+}
