@@ -268,7 +268,14 @@ impl Cri {
             }
         };
         drop(held);
-        self.nri_apply_updates(updates).await;
+        if !updates.is_empty() {
+            // A stop is relayed under the container's lock; the updates take other
+            // containers' locks (or this one's), so they run apart from it.
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.nri_apply_updates(updates).await;
+            });
+        }
     }
 
     /// Tells plugins that a pod stopped (once) or was removed.
