@@ -253,6 +253,18 @@ async fn a_plugin_adjusts_a_container_and_hears_its_lifecycle_once_in_order() {
     let spec = bundle_spec(&k.d.state(), &id);
     assert_eq!(spec["annotations"]["nri.test/adjusted"], "yes");
     assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 96 << 20);
+    // ... and the container's cgroup has the plugin's limit (cgroup v1 or v2).
+    let cgroup = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max";
+    let seen = exec(
+        &k,
+        &id,
+        &["/bin/sh", "-c", &format!("{cgroup} 2>/dev/null")],
+        10,
+    )
+    .await
+    .unwrap();
+    let seen = String::from_utf8_lossy(&seen.stdout).to_string();
+    assert!(seen.contains(&(96u64 << 20).to_string()), "{seen:?}");
     // A resize: plugins hear UpdateContainer, then PostUpdateContainer.
     let limits = cri::LinuxContainerResources {
         memory_limit_in_bytes: 128 << 20,
