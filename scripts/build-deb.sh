@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds berth's Debian package with Debian's own dpkg-deb: berthd, berth and the shim in
+# Builds berth's Debian package with Debian's own dpkg-deb: berthd, berth, the shim and berth-snapshotter in
 # /usr/bin, the systemd unit, /etc/berth/config.toml (a conffile), shell completions and man
 # pages generated from the CLI definitions.
 #   scripts/build-deb.sh [OUT_DIR]      release build (default OUT_DIR: target/debian)
@@ -29,6 +29,7 @@ pkg="$stage/berth"
 install -D -m 0755 "$bin/berthd" "$pkg/usr/bin/berthd"
 install -D -m 0755 "$bin/berth" "$pkg/usr/bin/berth"
 install -D -m 0755 "$bin/containerd-shim-berth-v2" "$pkg/usr/bin/containerd-shim-berth-v2"
+install -D -m 0755 "$bin/berth-snapshotter" "$pkg/usr/bin/berth-snapshotter"
 strip --strip-unneeded "$pkg/usr/bin/"* 2>/dev/null || true
 install -D -m 0644 cmd/systemd/berthd.service "$pkg/lib/systemd/system/berthd.service"
 install -d -m 0755 "$pkg/etc/berth"

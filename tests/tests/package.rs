@@ -51,6 +51,7 @@ fn package_installs_into_a_clean_root_and_runs() {
         "./usr/bin/berthd",
         "./usr/bin/berth",
         "./usr/bin/containerd-shim-berth-v2",
+        "./usr/bin/berth-snapshotter",
         "./lib/systemd/system/berthd.service",
         "./etc/berth/config.toml",
         "./usr/share/bash-completion/completions/berth",
