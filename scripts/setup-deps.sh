@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages berth's builds, tests and demo use. Safe to run again.
 set -euo pipefail
-packages=(containerd runc docker-registry skopeo umoci busybox-static python3 python3-venv docker.io
+packages=(containerd runc docker-registry skopeo umoci busybox-static python3 python3-venv docker.io tmux
   golang-github-containerd-containerd-dev containernetworking-plugins iptables iproute2 util-linux
   libisal-dev libseccomp-dev pkg-config lld protobuf-compiler gcc libc6-dev erofs-utils)
 missing=()
