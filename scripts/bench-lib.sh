@@ -172,6 +172,26 @@ remove_snapshots() {
   done
 }
 
+# start_registry LEVEL : a docker-registry on a free loopback port, storing under
+# WORK/registry and logging at LEVEL to WORK/registry.log; sets PORT and REG_PID.
+start_registry() {
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  rm -rf "$WORK/registry"; mkdir -p "$WORK/registry"
+  cat >"$WORK/registry/config.yml" <<YML
+version: 0.1
+log:
+  level: $1
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry/data
+http:
+  addr: 127.0.0.1:$PORT
+YML
+  docker-registry serve "$WORK/registry/config.yml" >"$WORK/registry.log" 2>&1 &
+  REG_PID=$!
+  for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+}
+
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 

@@ -34,21 +34,7 @@ done
 echo "image: $((compressed / 1048576)) MiB in blobs, $(($(tar -tf "$IMAGE" | grep -c 'blobs/sha256/.') - 2)) layers"
 
 # The registry, on loopback, with the image pushed once.
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-rm -rf "$WORK/registry"; mkdir -p "$WORK/registry"
-cat >"$WORK/registry/config.yml" <<YML
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry/data
-http:
-  addr: 127.0.0.1:$PORT
-YML
-docker-registry serve "$WORK/registry/config.yml" >"$WORK/registry.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+start_registry error
 REF="127.0.0.1:$PORT/bench/pull:latest"
 skopeo copy --quiet --insecure-policy --dest-tls-verify=false "oci-archive:$IMAGE:latest" "docker://$REF"
 
