@@ -1,8 +1,9 @@
 //! berthd's NRI face (Node Resource Interface, NRI v0.12): the socket plugins dial
-//! (`[nri] socket_path`), their registration, Configure and Synchronize ([`plugin`]), the
-//! pod and container lifecycle relayed to them in index order ([`events`]), and their
-//! adjustments applied to a container's OCI spec ([`adjust`]). The wire is ttrpc over a
-//! multiplexed connection ([`mux`]).
+//! (`[nri] socket_path`), their registration and Configure ([`plugin`]) and Synchronize
+//! ([`sync`]), the pod and container lifecycle relayed to them in index order
+//! ([`events`]), and their adjustments applied to a container's OCI spec ([`adjust`]).
+//! The wire is ttrpc over a multiplexed connection ([`mux`]); plugins may also be started
+//! by berthd ([`launch`]).
 //!
 //! What NRI needs from the CRI (the pods and containers that exist, applying resource
 //! updates) comes through [`Host`], which the CRI implements: this face names no CRI type.
@@ -18,6 +19,7 @@ mod events;
 mod launch;
 mod mux;
 mod plugin;
+mod sync;
 
 pub use config::NriConfig;
 pub use events::Held;
@@ -168,29 +170,25 @@ async fn join(conn: tokio::net::UnixStream, inner: Arc<Inner>) {
     let updates = {
         let _w = inner.gate.write().await;
         let (pods, containers) = inner.host.snapshot().await;
-        let req = api::SynchronizeRequest {
-            pods,
-            containers,
-            more: false,
-        };
         // Synchronize ends joining: it may take as long as registering may (a plugin
         // reconciling a busy node), not just one event's time.
         let allowance = inner
             .cfg
             .registration_timeout()
             .max(inner.cfg.request_timeout());
-        let synced = plugin
-            .call_within::<_, api::SynchronizeResponse>("Synchronize", &req, allowance)
-            .await;
-        match synced {
-            Ok(r) => {
+        match sync::synchronize(&plugin, pods, containers, allowance).await {
+            Ok(updates) => {
                 let mut list = lock(&inner.plugins);
                 list.push(plugin.clone());
                 list.sort_by(|a, b| a.name.cmp(&b.name));
-                r.update
+                updates
             }
             Err(e) => {
-                tracing::warn!(plugin = plugin.name, error = ?e, "NRI plugin failed Synchronize");
+                tracing::warn!(
+                    plugin = plugin.name,
+                    error = e,
+                    "NRI plugin failed Synchronize"
+                );
                 return;
             }
         }
