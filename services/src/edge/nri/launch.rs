@@ -44,10 +44,16 @@ fn start_one(inner: &Arc<Inner>, path: &Path) -> Result<()> {
         .env("NRI_PLUGIN_SOCKET", "3")
         .stdin(std::process::Stdio::null());
     let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-    // SAFETY: between fork and exec only dup2 runs, which is async-signal-safe.
+    // SAFETY: between fork and exec only dup2 and fcntl run, both async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 {
+            // dup2 onto itself keeps close-on-exec set: fd 3 already, it is cleared instead.
+            let done = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if done < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
