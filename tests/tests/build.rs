@@ -226,3 +226,64 @@ fn build_errors_name_the_line() {
     let out = build("FROM scratch\nCOPY only.txt /\n");
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// `system df`'s Build Cache row: the cache's records, and the bytes `du` counts for them.
+#[test]
+fn system_df_sizes_the_build_cache_as_du_does() {
+    let (d, _w) = daemon_with_busybox("test.local/busybox");
+    let cache_row = || -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&d.berth(&["system", "df", "--format", "json"], None)))
+                .unwrap();
+        let rows = v.as_array().unwrap();
+        rows.iter()
+            .find(|r| r["type"] == "Build Cache")
+            .unwrap_or_else(|| panic!("no Build Cache row: {v}"))
+            .clone()
+    };
+    let before = cache_row();
+    assert_eq!(
+        (before["total"].as_i64(), before["size"].as_i64()),
+        (Some(0), Some(0)),
+        "{before}"
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("Dockerfile"),
+        "FROM test.local/busybox:latest\nRUN echo one > /one\nRUN echo two > /two\n",
+    )
+    .unwrap();
+    ok(&d.berth(
+        &[
+            "build",
+            "-t",
+            "test.local/cached:v1",
+            work.path().to_str().unwrap(),
+        ],
+        None,
+    ));
+    let cache = d.root().join("io.berth.build.v1");
+    let du = ok(&std::process::Command::new("du")
+        .args(["-s", "-B1"])
+        .arg(&cache)
+        .output()
+        .unwrap());
+    let du: i64 = du.split_whitespace().next().unwrap().parse().unwrap();
+    let records = std::process::Command::new("find")
+        .arg(&cache)
+        .args(["-name", "*.json"])
+        .output()
+        .unwrap();
+    let records = String::from_utf8_lossy(&records.stdout).lines().count() as i64;
+    let after = cache_row();
+    assert!(records >= 2, "two RUN steps, {records} records");
+    assert_eq!(after["total"].as_i64(), Some(records), "{after}");
+    assert_eq!(after["size"].as_i64(), Some(du), "{after}");
+    assert_eq!(after["reclaimable"].as_i64(), Some(du), "{after}");
+    let table = ok(&d.berth(&["system", "df"], None));
+    assert!(
+        table.lines().any(|l| l.starts_with("Build Cache")),
+        "{table}"
+    );
+}

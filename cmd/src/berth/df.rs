@@ -1,11 +1,13 @@
 //! `berth system df`: what images, containers and volumes take on disk, as Docker's
 //! `docker system df` prints it. Images count the content blobs they reach (each blob once,
 //! however many images share it); containers their writable layer's snapshot usage;
-//! volumes the bytes in their directories.
+//! volumes the bytes in their directories; the build cache its records (the layers they name
+//! are counted with the images that hold them).
 
 use crate::docker::is_up;
 use crate::output::{size, ListFlags};
 use berth_client::Client;
+use berth_proto::berth::services::build::v1::DiskUsageRequest;
 use berth_proto::berth::services::volumes::v1::ListVolumesRequest;
 use berth_proto::containers::Container;
 use berth_proto::content::InfoRequest;
@@ -47,6 +49,7 @@ pub async fn df(client: &Client, a: DfArgs) -> anyhow::Result<()> {
         images(client, &all).await?,
         containers(client, all).await?,
         volumes(client).await?,
+        build_cache(client).await?,
     ];
     let item_json =
         |i: &Item| serde_json::json!({"name": i.name, "size": i.size, "active": i.active});
@@ -249,4 +252,24 @@ async fn volumes(client: &Client) -> anyhow::Result<Row> {
         });
     }
     Ok(row)
+}
+
+/// The build cache: its records (RUN steps, whole images) and what they take as du counts
+/// it. None is in use between builds, so all of it is reclaimable.
+async fn build_cache(client: &Client) -> anyhow::Result<Row> {
+    let usage = client
+        .build()
+        .disk_usage(DiskUsageRequest {})
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot size the build cache: {}", crate::output::said(&e)))?
+        .into_inner();
+    let bytes = i64::try_from(usage.bytes).unwrap_or(i64::MAX);
+    Ok(Row {
+        kind: "Build Cache",
+        total: usize::try_from(usage.records).unwrap_or(usize::MAX),
+        active: 0,
+        size: bytes,
+        reclaimable: bytes,
+        items: vec![],
+    })
 }

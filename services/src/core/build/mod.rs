@@ -13,6 +13,7 @@ mod image;
 mod layer;
 mod run;
 mod stage;
+mod usage;
 
 use crate::core::containers::Containers;
 use crate::core::content::Content;
@@ -32,6 +33,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tokio::sync::mpsc;
+pub use usage::CacheUsage;
 
 /// One report to the client.
 #[derive(Debug, Clone, Default)]

@@ -3,7 +3,8 @@
 use super::{ctx, labels_in, status};
 use crate::core::build::{BuildRequest, Builder, Progress};
 use berth_proto::berth::services::build::v1::{
-    build_server::Build, BuildProgress, BuildRequest as PbBuildRequest,
+    build_server::Build, BuildProgress, BuildRequest as PbBuildRequest, DiskUsageRequest,
+    DiskUsageResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -66,5 +67,16 @@ impl Build for BuildService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn disk_usage(
+        &self,
+        _req: Request<DiskUsageRequest>,
+    ) -> Result<Response<DiskUsageResponse>, Status> {
+        let usage = self.core.cache_usage().await.map_err(status)?;
+        Ok(Response::new(DiskUsageResponse {
+            records: usage.records,
+            bytes: usage.bytes,
+        }))
     }
 }
