@@ -63,3 +63,24 @@ pub fn empty(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Moves the directory `fs` out of its snapshot, beside the snapshot directories under a
+/// `new-` name (what cleanup removes), and puts an empty one in its place; returns where
+/// it went.
+pub fn set_aside(fs: &Path) -> Result<std::path::PathBuf> {
+    let snapshot = fs.parent().unwrap_or(Path::new("."));
+    let snapshots = snapshot.parent().unwrap_or(Path::new("."));
+    let id = snapshot
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let place = tempfile::Builder::new()
+        .prefix(&format!("new-packed-{id}-"))
+        .tempdir_in(snapshots)
+        .map_err(|e| Error::io(format!("make room in {}", snapshots.display()), e))?
+        .keep();
+    let aside = place.join("fs");
+    std::fs::rename(fs, &aside).map_err(|e| Error::io(format!("set {} aside", fs.display()), e))?;
+    std::fs::create_dir(fs).map_err(|e| Error::io(format!("create {}", fs.display()), e))?;
+    Ok(place)
+}

@@ -24,6 +24,8 @@ const IMAGE: &str = "layer.erofs";
 pub struct Erofs {
     /// The `fs` directories this instance found or put an image on, taken off when it goes.
     mounted: Mutex<HashSet<PathBuf>>,
+    /// Deletions of packed files still running, waited for when it goes.
+    tidying: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Erofs {
@@ -49,6 +51,10 @@ impl Erofs {
     fn mounted(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
         self.mounted.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn tidying(&self) -> std::sync::MutexGuard<'_, Vec<std::thread::JoinHandle<()>>> {
+        self.tidying.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Driver for Erofs {
@@ -68,14 +74,28 @@ impl Driver for Erofs {
         image::pack(&dir.join("fs"), &dir.join(IMAGE))
     }
 
-    /// The files just packed go; the image stands for them from now on.
+    /// The files just packed go: the image stands for them from now on. They are deleted
+    /// in the background, as deleting a layer's thousands of files would hold up an unpack
+    /// as long as packing them; a crash leaves them to the next start's cleanup (`new-`).
     fn committed(&self, dir: &Path) -> Result<()> {
         let _ = std::fs::remove_dir_all(dir.join("work"));
-        image::empty(&dir.join("fs"))
+        let packed = image::set_aside(&dir.join("fs"))?;
+        let mut tidying = self.tidying();
+        tidying.retain(|h| !h.is_finished());
+        tidying.push(std::thread::spawn(move || {
+            let _ = std::fs::remove_dir_all(packed);
+        }));
+        Ok(())
     }
 
     fn ready_lower(&self, dir: &Path) -> Result<()> {
         let fs = dir.join("fs");
+        // A crash while the packed files were set aside leaves no `fs`.
+        if let Err(e) = std::fs::create_dir(&fs) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(Error::io(format!("create {}", fs.display()), e));
+            }
+        }
         let mut mounted = self.mounted();
         if attach::is_mountpoint(&fs)? {
             mounted.insert(fs);
@@ -127,6 +147,9 @@ impl Drop for Erofs {
     fn drop(&mut self) {
         for fs in self.mounted().drain() {
             let _ = attach::unmount(&fs);
+        }
+        for h in self.tidying().drain(..) {
+            let _ = h.join();
         }
     }
 }

@@ -134,6 +134,12 @@ fn removal_and_restart_leave_no_mounts() {
         fstype_on(&base.join("fs")).is_none(),
         "left mounted on drop"
     );
+    let leftovers: Vec<_> = std::fs::read_dir(root.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("new-"))
+        .collect();
+    assert!(leftovers.is_empty(), "packed files left: {leftovers:?}");
     let s = open(root.path());
     let m = s.mounts("b").unwrap();
     crate::testsuite::with_mounted(&m, |d| {
