@@ -227,6 +227,7 @@ impl Networks {
             ports: w.ports,
             joined,
         };
+        let started = std::time::Instant::now();
         if let Err(e) = self.bring_up(&mut rec, &w.dns).await {
             tracing::warn!(namespace = %ns, id = c.id, error = %e, "joining the networks failed; undoing");
             if let Err(e2) = self.tear_down(&rec).await {
@@ -234,6 +235,13 @@ impl Networks {
             }
             return Err(e);
         }
+        tracing::debug!(
+            namespace = %ns,
+            id = c.id,
+            in_process = rec.joined.iter().all(|j| j.in_process),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "joined its networks"
+        );
         let dir = self.files_dir(ns.as_str(), &c.id);
         joined_spec(&mut spec, at, &rec, &dir);
         Ok(Some(serde_json::to_vec(&spec)?))
@@ -379,8 +387,14 @@ impl Networks {
         if exited_at.is_some_and(|t| t > 0 && t < r.created) {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         self.tear_down(&r).await?;
-        tracing::info!(namespace = ns, id, "left its networks");
+        tracing::info!(
+            namespace = ns,
+            id,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "left its networks"
+        );
         Ok(())
     }
 
