@@ -12,6 +12,7 @@ use berth_proto::ttrpc_wire::{self as wire, FrameType, Header, HEADER_LEN};
 use prost::Message;
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
@@ -36,6 +37,8 @@ enum Behaviour {
 /// NRI's messages, with blocking sockets and one reader thread.
 struct TestPlugin {
     heard: Arc<Mutex<Vec<String>>>,
+    /// Its connection closed (its reader thread ended).
+    ended: mpsc::Receiver<()>,
     conn: UnixStream,
 }
 
@@ -70,13 +73,22 @@ impl TestPlugin {
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         };
+        Self::over(conn, name, idx, behaviour)
+    }
+
+    /// Speaks NRI on an established connection (a dialled one, or the one berthd hands a
+    /// plugin it starts).
+    fn over(conn: UnixStream, name: &str, idx: &str, behaviour: Behaviour) -> TestPlugin {
         let writer = Arc::new(Mutex::new(conn.try_clone().unwrap()));
         let heard = Arc::new(Mutex::new(vec![]));
         let (registered_tx, registered) = mpsc::channel();
         let (synced_tx, synced) = mpsc::channel();
         let mut reader = conn.try_clone().unwrap();
         let (h, w) = (heard.clone(), writer.clone());
+        let (ended_tx, ended) = mpsc::channel::<()>();
         std::thread::spawn(move || {
+            // Dropped when the thread ends: `ended` then reports a disconnect.
+            let _ended_tx = ended_tx;
             let mut pending: HashMap<u32, Vec<u8>> = HashMap::new();
             loop {
                 let mut head = [0u8; 8];
@@ -144,7 +156,7 @@ impl TestPlugin {
             "{reply:?}"
         );
         synced.recv_timeout(Duration::from_secs(10)).unwrap();
-        TestPlugin { heard, conn }
+        TestPlugin { heard, ended, conn }
     }
 
     fn heard(&self) -> Vec<String> {
@@ -342,4 +354,67 @@ async fn a_hung_plugin_is_dropped_and_the_pod_runs() {
         "{:?}",
         hung.heard()
     );
+}
+
+/// Not a test of its own: berthd runs this binary (through a script in `plugin_path`) as a
+/// plugin it starts, handing it its end of the plugin socket as fd 3 (NRI_PLUGIN_SOCKET).
+/// Run any other way, it does nothing.
+#[test]
+fn launched_plugin() {
+    let (Ok(fd), Ok(name), Ok(idx)) = (
+        std::env::var("NRI_PLUGIN_SOCKET"),
+        std::env::var("NRI_PLUGIN_NAME"),
+        std::env::var("NRI_PLUGIN_IDX"),
+    ) else {
+        return;
+    };
+    // SAFETY: berthd gave this process the descriptor for its plugin socket; nothing else
+    // in it owns that descriptor.
+    let conn = unsafe { UnixStream::from_raw_fd(fd.parse().unwrap()) };
+    let plugin = TestPlugin::over(conn, &name, &idx, Behaviour::Adjust);
+    // Served until berthd lets go (bounded, should berthd be killed and the socket linger).
+    let _ = plugin.ended.recv_timeout(Duration::from_secs(120));
+}
+
+#[tokio::test]
+async fn a_plugin_berthd_starts_joins_and_adjusts_like_a_dialled_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let script = plugins.join("10-launched");
+    let exe = std::env::current_exe().unwrap();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec {} --exact launched_plugin --nocapture >/dev/null 2>&1\n",
+            exe.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = format!(
+        "{}plugin_path = \"{}\"\n",
+        nri_config(&dir.path().join("nri.sock"), "5s"),
+        plugins.display()
+    );
+    let k = Kit::start_configured(&config);
+    pull(&k, &k.busybox).await.unwrap();
+    // The plugin joins as berthd starts; a pod made before it has synchronized would not be
+    // adjusted, so ask until one is.
+    let (pod, pod_config) = run_pod(&k, "launched-pod").await;
+    let mut seen = String::new();
+    for attempt in 0..50 {
+        let c = k.container_config(&format!("try{attempt}"), "sleep 1000");
+        let id = run_container(&k, &pod, &pod_config, c).await;
+        let env = exec(&k, &id, &["/bin/sh", "-c", "echo $NRI_ADJUSTED"], 10)
+            .await
+            .unwrap();
+        seen = String::from_utf8_lossy(&env.stdout).trim().to_string();
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen, "by-the-test-plugin");
 }
