@@ -39,6 +39,14 @@ if [ "${SOAK_RELEASE:-0}" = 1 ]; then
 fi
 SOAK_BIN=$(ls -t target/debug/deps/soak-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)
 [ -x "$SOAK_BIN" ] || { echo "soak: no soak test binary in target/debug/deps: build it (cargo test -p berth-tests --test soak --no-run)" >&2; exit 2; }
+# The run keeps copies of the binaries: others rebuilding target/ for hours would otherwise
+# swap berthd's shim under it (or remove it for a moment while cargo links a new one).
+BIN_FROM=${BERTH_BIN_DIR:-$PWD/target/debug}
+mkdir -p "$OUT/bin"
+find "$BIN_FROM" -maxdepth 1 -type f -executable -exec cp -p {} "$OUT/bin/" \;
+cp -p "$SOAK_BIN" "$OUT/bin/soak-test"
+SOAK_BIN="$OUT/bin/soak-test"
+export BERTH_BIN_DIR="$OUT/bin"
 
 echo "soak: $HOURS h from $(date -u +%FT%TZ), output in $OUT" >&2
 status=0
