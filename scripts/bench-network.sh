@@ -6,8 +6,9 @@
 # one release build, alternating, median of RUNS (default 21); and, from berthd's own timing
 # (`joined its networks` / `left its networks`, elapsed_us), the median join and leave of each
 # bridge path, which a loaded machine disturbs less than the whole run. With PERF=1, also where the
-# CPU goes on each bridge path: `perf record -a` across 20 runs, split by command
-# (`perf report --sort comm`), written to $WORK/perf-{inproc,cni}.txt. NO_BUILD=1 uses the
+# CPU goes on each bridge path: `perf record` of the daemon and every process it starts
+# (plugins, iptables, shims, the container) across 20 runs, split by command (`perf report
+# --sort comm`; samples at 999 Hz, so ~1 ms of CPU each), written to $WORK/perf-{inproc,cni}.txt. NO_BUILD=1 uses the
 # release binaries as they are. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -74,7 +75,7 @@ echo "  --network none:                        $none"
 echo "  default bridge, in-process:            $inproc   ($(echo "scale=2; $inproc / $none" | bc)x none; target <= 2x)"
 echo "  default bridge, CNI plugins (before):  $cni   ($(echo "scale=2; $cni / $none" | bc)x none)"
 span() { # DAEMON MESSAGE : median elapsed_us of the measured runs' lines, in ms
-  grep "$2" "$WORK/$1/berthd.log" | grep -v 'id=warm' | grep -o 'elapsed_us=[0-9]*' | cut -d= -f2 |
+  sed 's/\x1b\[[0-9;]*m//g' "$WORK/$1/berthd.log" | grep "$2" | grep -v 'id="\?warm' | grep -o 'elapsed_us=[0-9]*' | cut -d= -f2 |
     median | awk '{printf "%.1f", $1 / 1000}'
 }
 echo "berthd's own timing, median (ms):"
@@ -83,13 +84,16 @@ for d in inproc cni; do
 done
 
 if [ "${PERF:-0}" = 1 ]; then
+  pid_of=([0]="${PIDS[0]}" [1]="${PIDS[1]}")
   for m in inproc cni; do
-    perf record -q -a -F 999 -o "$WORK/perf-$m.data" &
+    p=${pid_of[0]}; [ "$m" = cni ] && p=${pid_of[1]}
+    perf record -q -F 999 -p "$p" -o "$WORK/perf-$m.data" &
     perf_pid=$!
     sleep 0.5
     for i in $(seq 20); do run "$m" "p$m$i" >/dev/null; done
     kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true
-    perf report -q -i "$WORK/perf-$m.data" --sort comm --stdio 2>/dev/null | head -25 >"$WORK/perf-$m.txt"
+    perf report -i "$WORK/perf-$m.data" --sort comm -F overhead,sample,comm --stdio 2>/dev/null |
+      grep -v '^$' | head -30 >"$WORK/perf-$m.txt"
     echo "perf split, 20 runs on the $m path ($WORK/perf-$m.txt):"
     cat "$WORK/perf-$m.txt"
   done
