@@ -40,9 +40,7 @@ impl Handler for Service {
                 ok(())
             }
             "Stats" => ok(self.stats()?),
-            "Checkpoint" => Err(Error::unimplemented(
-                "checkpoint needs CRIU, which berth does not drive",
-            )),
+            "Checkpoint" => ok(self.checkpoint(decode(p)?)?),
             other => Err(Error::unimplemented(format!(
                 "method {other} is not implemented"
             ))),

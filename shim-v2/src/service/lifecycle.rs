@@ -23,6 +23,13 @@ impl Service {
             )));
         }
         mount_bundle_rootfs(&r.rootfs, &self.bundle, &self.reaper)?;
+        if !r.checkpoint.is_empty() {
+            if let Ok(mut st) = self.state.lock() {
+                st.init = Some(self.created_for_restore(&r));
+            }
+            self.publish_create(r, 0);
+            return Ok(api::CreateTaskResponse { pid: 0 });
+        }
         let init = self.create_init(&r)?;
         let pid = init.pid;
         self.make_rro_mounts(pid)?;
@@ -77,7 +84,7 @@ impl Service {
     }
 
     /// The init's cgroup, watched: each OOM kill in it is published as `/tasks/oom`.
-    fn watch_cgroup(&self, pid: i32) -> Option<Cgroup> {
+    pub(super) fn watch_cgroup(&self, pid: i32) -> Option<Cgroup> {
         let cgroup = Cgroup::of_pid(pid);
         if let Some(cg) = &cgroup {
             let (events, id) = (self.events.clone(), self.id.clone());
@@ -130,7 +137,13 @@ impl Service {
 
     /// `runc start`: the created init runs its program.
     fn start_init(&self, p: &Proc) -> R<i32> {
-        self.runc(&["start", &self.id], Stdio3::default())?;
+        let pid = match &p.restore_from {
+            Some(image) => self.restore_init(p, image)?,
+            None => {
+                self.runc(&["start", &self.id], Stdio3::default())?;
+                p.pid
+            }
+        };
         self.update("", |p| {
             if p.exit.is_none() {
                 p.status = Status::Running as i32
@@ -140,10 +153,10 @@ impl Service {
             "/tasks/start",
             &ev::TaskStart {
                 container_id: self.id.clone(),
-                pid: p.pid as u32,
+                pid: pid as u32,
             },
         );
-        Ok(p.pid)
+        Ok(pid)
     }
 
     pub(super) fn kill(&self, r: api::KillRequest) -> R<()> {
@@ -181,7 +194,10 @@ impl Service {
             )));
         }
         if r.exec_id.is_empty() {
-            self.runc(&["delete", "--force", &self.id], Stdio3::default())?;
+            // A task created from a checkpoint and never started has nothing in runc.
+            if p.restore_from.is_none() {
+                self.runc(&["delete", "--force", &self.id], Stdio3::default())?;
+            }
             unmount_rootfs(&self.bundle);
             if let Ok(mut st) = self.state.lock() {
                 st.init = None;

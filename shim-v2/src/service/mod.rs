@@ -3,10 +3,12 @@
 //! - `state`: the record of each process (init and execs), how exits land in it, State, Wait;
 //! - `lifecycle`: the init's verbs (Create, Start, Kill, Delete);
 //! - `exec`: an exec's own path (Exec, and Start for an exec id);
+//! - `checkpoint`: Checkpoint, and the restore a task created from a checkpoint starts with;
 //! - `container`: verbs on the container as a whole (Pause, Resume, Update, Pids, Stats);
 //! - `io`: a process's stdio, the client's FIFOs or a terminal (and ResizePty, CloseIO);
 //! - `handler`: the ttrpc face, decoding each method's request and encoding its answer.
 
+mod checkpoint;
 mod container;
 mod exec;
 mod handler;

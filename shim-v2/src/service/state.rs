@@ -26,6 +26,8 @@ pub(super) struct Proc {
     /// process reads the end of its input when the client says so, not when a client (or
     /// berthd itself, restarting) closes its own end.
     pub stdin_hold: Option<Arc<OwnedFd>>,
+    /// A checkpoint image to restore the init from at Start, in place of `runc start`.
+    pub restore_from: Option<std::path::PathBuf>,
 }
 
 impl Proc {
