@@ -104,6 +104,7 @@ impl Builder {
             .info(ctx.ns.clone(), digest.clone())
             .await
             .ok()?;
+        super::usage::touch(file);
         Some(Descriptor {
             media_type: oci::OCI_MANIFEST.into(),
             digest,
@@ -143,12 +144,6 @@ fn timeless_key(config: &Value, stage: &Stage) -> String {
 /// Records the image a build produced under its timeless key (best effort: a lost
 /// record only means the next identical build writes the image again).
 fn remember(image_file: &std::path::Path, target: &Descriptor) {
-    if let Some(dir) = image_file.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let tmp = image_file.with_extension("tmp");
     let rec = json!({"digest": target.digest, "size": target.size});
-    if std::fs::write(&tmp, rec.to_string()).is_ok() {
-        let _ = std::fs::rename(&tmp, image_file);
-    }
+    super::usage::keep_record(image_file, &rec);
 }

@@ -70,13 +70,7 @@ impl RunSpec {
 /// Records a RUN's result in the cache (best effort: a lost record is only a cache miss).
 fn remember(cache_file: &std::path::Path, desc: &Descriptor, diff_id: &str) {
     let record = json!({"mediaType": desc.media_type, "digest": desc.digest, "size": desc.size, "diff_id": diff_id});
-    if let Some(dir) = cache_file.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let tmp = cache_file.with_extension("tmp");
-    if std::fs::write(&tmp, record.to_string()).is_ok() {
-        let _ = std::fs::rename(&tmp, cache_file);
-    }
+    super::usage::keep_record(cache_file, &record);
 }
 
 /// The uid, gid and extra groups `user` names in the rootfs (root when it is empty).
@@ -200,6 +194,7 @@ impl Builder {
             )
             .await
             .ok()?;
+        super::usage::touch(file);
         Some((desc, diff_id))
     }
 
