@@ -132,6 +132,15 @@ pub trait Snapshotter: Send + Sync {
         true
     }
 
+    /// For a snapshotter in another process (a proxy plugin), which may be stuck or gone: a
+    /// count that moves whenever a call that may change its snapshots (prepare, view, commit,
+    /// update, remove) starts or ends. The collector lists such a snapshotter before it stops
+    /// writers, and trusts that list only while the count has not moved. None (berth's own,
+    /// in process): listed while writers are stopped.
+    fn changes(&self) -> Option<u64> {
+        None
+    }
+
     /// For snapshotters whose committed layers hold only their own changes (overlayfs):
     /// a fresh staging directory whose `fs` a caller fills with one layer, independently of
     /// its parents, so layers can be extracted in parallel. None: layers must be applied

@@ -127,37 +127,25 @@ fn names_the_plugin(text: &str, plugin: &Plugin) {
     );
 }
 
-#[test]
-fn berthd_uses_a_proxy_snapshotter_and_outlives_its_failures() {
-    require_root();
-    let work = tempfile::tempdir().unwrap();
-    let socket = work.path().join("plugin.sock");
-    let mut plugin = Plugin::start(&work.path().join("plugin-root"), &socket);
-    let config = work.path().join("berthd.toml");
+/// berthd with the plugin on `socket` configured, each call under `timeout`.
+fn daemon_with_plugin(work: &Path, socket: &Path, timeout: &str) -> Daemon {
+    let config = work.join("berthd.toml");
     std::fs::write(
         &config,
         format!(
-            "[proxy_plugins.{NAME}]\ntype = \"snapshot\"\naddress = \"{}\"\ntimeout = \"10s\"\n",
+            "[proxy_plugins.{NAME}]\ntype = \"snapshot\"\naddress = \"{}\"\ntimeout = \"{timeout}\"\n",
             socket.display()
         ),
     )
     .unwrap();
-    let d = Daemon::start_with(move |cmd| {
+    Daemon::start_with(move |cmd| {
         cmd.arg("--config").arg(&config);
     })
-    .unwrap();
+    .unwrap()
+}
 
-    // Listed as containerd lists a proxy plugin.
-    let plugins = ok(&d.ctr(&["plugins", "ls"]));
-    assert!(
-        plugins
-            .lines()
-            .any(|l| l.contains("io.containerd.snapshotter.v1")
-                && l.contains(NAME)
-                && l.trim_end().ends_with("ok")),
-        "{plugins}"
-    );
-
+/// The test image as [`IMAGE`], not unpacked.
+fn import_image(d: &Daemon) {
     let (_image_dir, archive) = oci::busybox_archive();
     ok(&d.berth(
         &[
@@ -170,6 +158,28 @@ fn berthd_uses_a_proxy_snapshotter_and_outlives_its_failures() {
         ],
         None,
     ));
+}
+
+#[test]
+fn berthd_uses_a_proxy_snapshotter_and_outlives_its_failures() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let socket = work.path().join("plugin.sock");
+    let mut plugin = Plugin::start(&work.path().join("plugin-root"), &socket);
+    let d = daemon_with_plugin(work.path(), &socket, "10s");
+
+    // Listed as containerd lists a proxy plugin.
+    let plugins = ok(&d.ctr(&["plugins", "ls"]));
+    assert!(
+        plugins
+            .lines()
+            .any(|l| l.contains("io.containerd.snapshotter.v1")
+                && l.contains(NAME)
+                && l.trim_end().ends_with("ok")),
+        "{plugins}"
+    );
+
+    import_image(&d);
     ctr_run_echo(&d, "via-ctr", "through the plugin");
     let out = ok(&d.berth(
         &[
@@ -314,5 +324,152 @@ async fn cri_pods_run_on_a_proxy_snapshotter() {
     assert!(
         plugin.root.join("snapshots").read_dir().unwrap().count() >= 3,
         "the layer and both rootfs live in the plugin's root"
+    );
+}
+
+/// The rows of `ctr snapshots --snapshotter SNAPSHOTTER ls` (no header).
+fn snapshot_rows(d: &Daemon, snapshotter: &str) -> Vec<String> {
+    let out = ok(&d.ctr(&["snapshots", "--snapshotter", snapshotter, "ls"]));
+    out.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The digests `ctr content ls` lists.
+fn content_digests(d: &Daemon) -> Vec<String> {
+    ok(&d.ctr(&["content", "ls"]))
+        .split_whitespace()
+        .filter(|w| w.starts_with("sha256:"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits (bounded) until `done`; else fails saying `what`, with berthd's leases and
+/// snapshots.
+fn wait_until(d: &Daemon, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > Duration::from_secs(120) {
+            let leases = d.ctr(&["leases", "ls"]);
+            let overlay = d.ctr(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
+            let log = d.log_text();
+            let collections: Vec<&str> = log.lines().filter(|l| l.contains("collect")).collect();
+            panic!(
+                "{what}\nleases: {}\noverlayfs: {}\nberthd: {}",
+                String::from_utf8_lossy(&leases.stdout),
+                String::from_utf8_lossy(&overlay.stdout),
+                collections.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Garbage collection with the plugin stopped: it is left out (its snapshots kept), the rest
+/// is collected, and writers on overlayfs never wait for the plugin's deadline; once it is
+/// going again, what nothing refers to in it is collected too.
+#[test]
+fn collections_leave_a_stopped_plugin_out_and_collect_the_rest() {
+    require_root();
+    let work = tempfile::tempdir().unwrap();
+    let socket = work.path().join("plugin.sock");
+    let plugin = Plugin::start(&work.path().join("plugin-root"), &socket);
+    let d = daemon_with_plugin(work.path(), &socket, "20s");
+    import_image(&d);
+    // Unpacked in both: the plugin and overlayfs.
+    ctr_run_echo(&d, "on-plugin", "in the plugin");
+    let out = ok(&d.ctr(&[
+        "run",
+        "--rm",
+        "--snapshotter",
+        "overlayfs",
+        IMAGE,
+        "on-overlayfs",
+        "echo",
+        "on overlayfs",
+    ]));
+    assert!(out.contains("on overlayfs"), "{out}");
+    let blobs = content_digests(&d);
+    assert!(!blobs.is_empty(), "the image's blobs are listed");
+    assert!(!snapshot_rows(&d, NAME).is_empty());
+    let overlay_keys: Vec<String> = snapshot_rows(&d, "overlayfs")
+        .iter()
+        .filter_map(|r| r.split_whitespace().next().map(str::to_string))
+        .collect();
+    assert!(!overlay_keys.is_empty());
+    let on_disk = || {
+        std::fs::read_dir(plugin.root.join("snapshots"))
+            .unwrap()
+            .count()
+    };
+    let held = on_disk();
+
+    plugin.signal(libc::SIGSTOP);
+    // A call that ends when the stopped plugin's deadline does.
+    let mut witness = ctr_spawn(&d, &["snapshots", "--snapshotter", NAME, "ls"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // The deletion wakes a collection, which meets the stopped plugin.
+    ok(&d.ctr(&["images", "rm", IMAGE]));
+    std::thread::sleep(Duration::from_millis(500));
+    ok(&d.ctr(&[
+        "snapshots",
+        "--snapshotter",
+        "overlayfs",
+        "prepare",
+        "while-stopped",
+    ]));
+    ok(&d.ctr(&[
+        "snapshots",
+        "--snapshotter",
+        "overlayfs",
+        "commit",
+        "committed-while-stopped",
+        "while-stopped",
+    ]));
+    assert!(
+        witness.try_wait().unwrap().is_none(),
+        "a Prepare and a commit on overlayfs waited for the stopped plugin's deadline"
+    );
+    let out = witness.wait_with_output().unwrap();
+    assert!(!out.status.success());
+
+    // Still stopped: the image's content and its overlayfs snapshots are collected, the
+    // plugin's snapshots are all kept.
+    wait_until(&d, "the deleted image's content was not collected", || {
+        let left = content_digests(&d);
+        !blobs.iter().any(|b| left.contains(b))
+    });
+    // (ctr's own snapshots are gc roots, as containerd's ctr labels them.)
+    wait_until(
+        &d,
+        "the image's overlayfs snapshots were not collected",
+        || {
+            let left = snapshot_rows(&d, "overlayfs").join("\n");
+            !overlay_keys.iter().any(|k| left.contains(k.as_str()))
+        },
+    );
+    assert_eq!(on_disk(), held, "a snapshot of the stopped plugin went");
+
+    // Going again: the next collections take what nothing refers to in it.
+    plugin.signal(libc::SIGCONT);
+    wait_until(
+        &d,
+        "the plugin's unreferenced snapshots were not collected",
+        || {
+            let lease = ok(&d.ctr(&["leases", "create"]));
+            let id = lease.split_whitespace().next().unwrap().to_string();
+            // Deleting a lease with --sync runs a collection before it answers.
+            let _ = d.ctr(&["leases", "rm", "--sync", &id]);
+            d.ctr(&["snapshots", "--snapshotter", NAME, "ls"])
+                .status
+                .success()
+                && snapshot_rows(&d, NAME).is_empty()
+        },
+    );
+    assert!(
+        on_disk() < held,
+        "the plugin's root holds as much as before"
     );
 }

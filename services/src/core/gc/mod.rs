@@ -12,7 +12,8 @@
 //! What is not marked goes: content records (and the bytes once no namespace uses them),
 //! snapshots (children before parents) and expired images. Ingests no lease holds and
 //! nobody wrote to for [`INGEST_EXPIRY`] are removed: an abandoned upload does not stay for
-//! ever.
+//! ever. Snapshotters in other processes are listed before writers are stopped, and one that
+//! cannot be listed is left out of that collection with all its snapshots kept ([`survey`]).
 
 use crate::core::content::Content;
 use crate::core::context::Namespace;
@@ -27,8 +28,10 @@ use std::sync::Arc;
 pub mod fence;
 mod graph;
 mod legacy;
+mod survey;
 pub use fence::{Collector, GcFence, GcHandle, Operation};
 use graph::Node;
+use survey::{Remembered, Source, Survey};
 
 use berth_proto::vocab::labels::GC_EXPIRE as EXPIRE_LABEL;
 
@@ -49,7 +52,12 @@ pub struct Collected {
     pub ingests: usize,
     /// Expired images (`containerd.io/gc.expire`) nothing referred to.
     pub images: usize,
+    /// Snapshotters left out (a plugin that could not be listed): all their snapshots kept.
+    pub left_out: usize,
 }
+
+/// How soon a collection that left a snapshotter out is followed by another.
+const LEFT_OUT_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone)]
 pub struct Gc {
@@ -59,6 +67,8 @@ pub struct Gc {
     fence: GcFence,
     /// One collection at a time.
     running: Arc<tokio::sync::Mutex<()>>,
+    /// Each plugin's snapshots when it was last listed.
+    remembered: Remembered,
 }
 
 impl Gc {
@@ -75,6 +85,7 @@ impl Gc {
             snapshots,
             fence,
             running: Arc::default(),
+            remembered: Arc::default(),
         }
     }
 
@@ -101,13 +112,36 @@ impl Gc {
         let this = self.clone();
         let started = crate::core::metadata::now();
         tokio::spawn(async move {
-            log(this.collect_older_than(Some(started)).await);
+            let retry_pending = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let mut result = this.collect_older_than(Some(started)).await;
             loop {
+                this.retry_if_left_out(&result, &retry_pending);
+                log(result);
                 this.fence.woken().await;
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                log(this.collect().await);
+                result = this.collect().await;
             }
         })
+    }
+
+    /// After a collection that left a snapshotter out, another one a little later (one
+    /// pending at a time): a plugin that comes back gets collected without a deletion.
+    fn retry_if_left_out(
+        &self,
+        result: &Result<Collected>,
+        pending: &Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::sync::atomic::Ordering;
+        let left_out = matches!(result, Ok(c) if c.left_out > 0);
+        if !left_out || pending.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (fence, pending) = (self.fence.clone(), pending.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(LEFT_OUT_RETRY).await;
+            pending.store(false, Ordering::SeqCst);
+            fence.schedule();
+        });
     }
 
     /// Collects now, in every namespace.
@@ -119,15 +153,27 @@ impl Gc {
     /// (nanoseconds), so a client busy since this start is not raced.
     pub async fn collect_older_than(&self, cutoff: Option<i64>) -> Result<Collected> {
         let _one = self.running.lock().await;
+        // Before the fence: a stuck plugin holds up this collection, not the writers.
+        let (snapshots, remembered) = (self.snapshots.clone(), self.remembered.clone());
+        let survey = blocking(move || Ok(Survey::take(&snapshots, &remembered))).await?;
         self.fence.begin_collecting().await;
         let this = self.clone();
         let result = blocking(move || {
+            let survey = survey.settle(&this.snapshots, &this.remembered);
             let mut total = Collected::default();
+            for (name, why) in survey.left_out() {
+                tracing::warn!(
+                    snapshotter = name,
+                    reason = why,
+                    "garbage collection left this snapshotter out and kept all its snapshots"
+                );
+                total.left_out += 1;
+            }
             for (name, _) in this.store.namespace_list()? {
                 let Ok(ns) = Namespace::parse(&name) else {
                     continue;
                 };
-                let c = this.collect_namespace(&ns, cutoff)?;
+                let c = this.collect_namespace(&ns, cutoff, &survey)?;
                 total.content += c.content;
                 total.reclaimed += c.reclaimed;
                 total.snapshots += c.snapshots;
@@ -148,7 +194,12 @@ impl Gc {
     /// One namespace. `after_restart` (the run at start, over what a previous daemon left)
     /// also takes the active `extract-*` snapshots of unpacks that daemon was killed in:
     /// nothing can still be writing them, and unless a lease holds them nothing ever will.
-    fn collect_namespace(&self, ns: &Namespace, after_restart: Option<i64>) -> Result<Collected> {
+    fn collect_namespace(
+        &self,
+        ns: &Namespace,
+        after_restart: Option<i64>,
+        survey: &Survey,
+    ) -> Result<Collected> {
         let cutoff = after_restart.unwrap_or(i64::MAX);
         let mut out = Collected::default();
         let mut roots = Roots::default();
@@ -160,7 +211,7 @@ impl Gc {
         let images = self.store.image_list(ns)?;
         let blobs = self.store.blob_list(ns)?;
         let containers = self.store.container_list(ns)?;
-        let snapshots = self.snapshot_infos(ns)?;
+        let snapshots = self.snapshot_infos(ns, survey)?;
         let mut objects = graph::Objects {
             now,
             ..Default::default()
@@ -188,7 +239,7 @@ impl Gc {
             after_restart,
             cutoff,
         };
-        for (sn, infos) in &snapshots {
+        for (sn, (infos, kept)) in &snapshots {
             for (key, i) in infos {
                 objects.snapshots.insert(
                     (sn, key),
@@ -197,16 +248,19 @@ impl Gc {
                         labels: &i.labels,
                     },
                 );
-                if graph::is_root(&i.labels) || keeper.in_use(key, i) {
+                if *kept || graph::is_root(&i.labels) || keeper.in_use(key, i) {
                     roots.nodes.push(Node::snapshot(sn, key, false));
                 }
             }
         }
         let marked = graph::mark(&objects, std::mem::take(&mut roots.nodes));
-        for (sn, infos) in &snapshots {
+        for (sn, (infos, kept)) in &snapshots {
             let Ok(snap) = self.snapshots.get(sn) else {
                 continue;
             };
+            if *kept {
+                continue;
+            }
             out.snapshots += keeper.remove_unkept(snap.as_ref(), sn, infos, &marked);
         }
         for i in &images {
@@ -247,24 +301,40 @@ impl Gc {
         Ok(())
     }
 
-    /// The namespace's snapshots, by snapshotter and key (without the namespace).
-    fn snapshot_infos(
-        &self,
-        ns: &Namespace,
-    ) -> Result<BTreeMap<String, BTreeMap<String, berth_snapshotters::Info>>> {
+    /// The namespace's snapshots, by snapshotter and key (without the namespace), and
+    /// whether the snapshotter is left out (all of it kept; its snapshots as last listed).
+    fn snapshot_infos(&self, ns: &Namespace, survey: &Survey) -> Result<SnapshotsByName> {
         let mut all = BTreeMap::new();
         for name in self.snapshots.names() {
             let Ok(snap) = self.snapshots.get(&name) else {
                 continue;
             };
             let mut infos = BTreeMap::new();
-            snap.walk(&mut |i| {
+            let mut visit = |i: &berth_snapshotters::Info| {
                 if let Some(key) = unscope(ns, &i.name) {
                     infos.insert(key.to_string(), i.clone());
                 }
                 true
-            })?;
-            all.insert(name, infos);
+            };
+            let kept = match survey.source(&name) {
+                Source::Local => {
+                    snap.walk(&mut visit)?;
+                    false
+                }
+                Source::Listed(listed) => {
+                    for i in listed {
+                        visit(i);
+                    }
+                    false
+                }
+                Source::Kept(last) => {
+                    for i in last {
+                        visit(i);
+                    }
+                    true
+                }
+            };
+            all.insert(name, (infos, kept));
         }
         Ok(all)
     }
@@ -347,6 +417,9 @@ impl Gc {
         Ok(())
     }
 }
+
+/// A namespace's snapshots by snapshotter, then key; and whether the snapshotter is left out.
+type SnapshotsByName = BTreeMap<String, (BTreeMap<String, berth_snapshotters::Info>, bool)>;
 
 /// What a namespace's collection starts marking from.
 #[derive(Default)]
@@ -431,14 +504,21 @@ impl Collector for Gc {
 
 fn log(result: Result<Collected>) {
     match result {
-        Ok(c) if c != Collected::default() => tracing::info!(
-            content = c.content,
-            snapshots = c.snapshots,
-            leases = c.leases,
-            ingests = c.ingests,
-            images = c.images,
-            "garbage collected"
-        ),
+        Ok(c)
+            if c != (Collected {
+                left_out: c.left_out,
+                ..Collected::default()
+            }) =>
+        {
+            tracing::info!(
+                content = c.content,
+                snapshots = c.snapshots,
+                leases = c.leases,
+                ingests = c.ingests,
+                images = c.images,
+                "garbage collected"
+            )
+        }
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
     }

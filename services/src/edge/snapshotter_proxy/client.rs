@@ -19,6 +19,7 @@ use berth_snapshotters::{Error, Info, Labels, Mount, Result, Snapshotter, Usage}
 use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request, Status};
@@ -34,6 +35,9 @@ pub struct ProxySnapshotter {
     /// calls fail at once instead of each waiting out the stuck plugin (a collection walking
     /// it keeps every store's writers waiting meanwhile).
     missed: std::sync::Mutex<Option<Instant>>,
+    /// Moves at the start and end of each call that may change snapshots
+    /// ([`Snapshotter::changes`]).
+    changes: AtomicU64,
 }
 
 /// The plugin's own runtime; shut down without waiting, so dropping the snapshotter never
@@ -79,6 +83,7 @@ impl ProxySnapshotter {
             channel,
             runtime: OwnRuntime(Some(runtime)),
             missed: std::sync::Mutex::new(None),
+            changes: AtomicU64::new(0),
         })
     }
 
@@ -123,6 +128,14 @@ impl ProxySnapshotter {
             )),
             Err(_) => Err(self.unavailable(what, "the call was dropped")),
         }
+    }
+
+    /// Runs a call that may change snapshots, counted as it starts and as it ends.
+    fn changing<T>(&self, run: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        let out = run();
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        out
     }
 
     /// How long ago a call missed its deadline, if that was less than a deadline ago.
@@ -249,8 +262,10 @@ impl Snapshotter for ProxySnapshotter {
             }),
             info: Some(info_out(info)),
         };
-        self.keyed("update", &key, msg, |mut c, r| async move {
-            info_answer(c.update(r).await?.into_inner().info)
+        self.changing(|| {
+            self.keyed("update", &key, msg, |mut c, r| async move {
+                info_answer(c.update(r).await?.into_inner().info)
+            })
         })
     }
 
@@ -283,8 +298,10 @@ impl Snapshotter for ProxySnapshotter {
             parent: parent.unwrap_or_default().into(),
             labels: labels_out(&labels),
         };
-        self.keyed("prepare", key, msg, |mut c, r| async move {
-            Ok(mounts_in(c.prepare(r).await?.into_inner().mounts))
+        self.changing(|| {
+            self.keyed("prepare", key, msg, |mut c, r| async move {
+                Ok(mounts_in(c.prepare(r).await?.into_inner().mounts))
+            })
         })
     }
 
@@ -295,8 +312,10 @@ impl Snapshotter for ProxySnapshotter {
             parent: parent.unwrap_or_default().into(),
             labels: labels_out(&labels),
         };
-        self.keyed("view", key, msg, |mut c, r| async move {
-            Ok(mounts_in(c.view(r).await?.into_inner().mounts))
+        self.changing(|| {
+            self.keyed("view", key, msg, |mut c, r| async move {
+                Ok(mounts_in(c.view(r).await?.into_inner().mounts))
+            })
         })
     }
 
@@ -307,8 +326,10 @@ impl Snapshotter for ProxySnapshotter {
             key: key.into(),
             labels: labels_out(&labels),
         };
-        self.keyed("commit", key, msg, |mut c, r| async move {
-            c.commit(r).await.map(drop)
+        self.changing(|| {
+            self.keyed("commit", key, msg, |mut c, r| async move {
+                c.commit(r).await.map(drop)
+            })
         })
     }
 
@@ -317,8 +338,10 @@ impl Snapshotter for ProxySnapshotter {
             snapshotter: self.name.clone(),
             key: key.into(),
         };
-        self.keyed("remove", key, msg, |mut c, r| async move {
-            c.remove(r).await.map(drop)
+        self.changing(|| {
+            self.keyed("remove", key, msg, |mut c, r| async move {
+                c.remove(r).await.map(drop)
+            })
         })
     }
 
@@ -343,6 +366,10 @@ impl Snapshotter for ProxySnapshotter {
             }
         }
         Ok(())
+    }
+
+    fn changes(&self) -> Option<u64> {
+        Some(self.changes.load(Ordering::SeqCst))
     }
 
     fn cleanup(&self) -> Result<()> {
