@@ -696,3 +696,32 @@ fn cleanup_takes_the_in_process_rules_away() {
     };
     assert_eq!(iptables_lines(&format!("berth:{tag}:")), 0, "{report}");
 }
+
+#[test]
+fn a_network_made_again_replaces_the_rules_of_the_one_before() {
+    require_tool("/usr/lib/cni/bridge");
+    let (mut d, _img) = daemon_with_busybox("test.local/net");
+    // A container on the default network; the network's subnet, masqueraded.
+    let run_one = |d: &Daemon, id: &str| {
+        ok(&d.berth(&["containers", "run", "--rm", IMAGE, id, "/bin/true"], None));
+        let subnet = inspect(d, "bridge")["subnet"].as_str().unwrap().to_string();
+        assert!(
+            iptables_lines(&format!("-s {subnet} ")) > 0,
+            "its masquerade"
+        );
+        subnet
+    };
+    let before = run_one(&d, "first");
+    // The root's networks go while berthd is down (the state stays): the default network
+    // is made again on first use, on another bridge and subnet.
+    d.kill().unwrap();
+    std::fs::remove_file(d.root().join("io.berth.network.v1/net.d/bridge.conflist")).unwrap();
+    d.restart().unwrap();
+    let after = run_one(&d, "second");
+    assert_ne!(after, before);
+    assert_eq!(
+        iptables_lines(&format!("-s {before} ")),
+        0,
+        "the rules of the network before"
+    );
+}

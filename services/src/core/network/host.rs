@@ -349,7 +349,12 @@ pub(super) fn remove_commented(needle: &str) -> Result<()> {
         .output()
         .map_err(|e| Error::io("run iptables-save", e))?;
     let saved = String::from_utf8_lossy(&out.stdout);
-    for p in plan_by(&saved, |_, rule| rule.contains(needle)) {
+    remove_matching(&saved, |rule| rule.contains(needle))
+}
+
+/// Removes the IPv4 rules of `saved` (iptables-save's output) that `pick` chooses.
+pub(super) fn remove_matching(saved: &str, pick: impl Fn(&str) -> bool) -> Result<()> {
+    for p in plan_by(saved, |_, rule| pick(rule)) {
         restore("iptables", &p.restore_input())?;
     }
     Ok(())

@@ -56,7 +56,9 @@ impl Batch {
     }
 }
 
-/// The network's rules as (comment, table is nat, line): each comment names its rule.
+/// The network's rules as (comment, table is nat, line): each comment names its rule, the
+/// subnet and the bridge, so a rule left for an earlier network of the same name (a root
+/// wiped without `berthd cleanup`, then the network made again) is told apart.
 fn network_rules(tag: &str, d: &Definition) -> Vec<(String, bool, String)> {
     let (s, b) = (d.subnet, &d.bridge);
     let mut wanted = vec![];
@@ -87,7 +89,7 @@ fn network_rules(tag: &str, d: &Definition) -> Vec<(String, bool, String)> {
     wanted
         .into_iter()
         .map(|(what, nat, matches, target)| {
-            let c = network_comment(tag, &d.name, what);
+            let c = network_comment(tag, &d.name, &format!("{what}:{s}:{b}"));
             let line = format!("{matches} -m comment --comment {c} -j {target}");
             (c, nat, line)
         })
@@ -98,9 +100,7 @@ fn network_rules(tag: &str, d: &Definition) -> Vec<(String, bool, String)> {
 fn missing(saved: &str, wanted: Vec<(String, bool, String)>) -> Batch {
     let mut b = Batch::default();
     for (comment, nat, line) in wanted {
-        let present = saved
-            .lines()
-            .any(|l| l.split(' ').any(|w| w.trim_matches('"') == comment));
+        let present = saved.lines().any(|l| has_comment(l, &comment));
         if !present {
             if nat { &mut b.nat } else { &mut b.filter }.push(line);
         }
@@ -108,11 +108,21 @@ fn missing(saved: &str, wanted: Vec<(String, bool, String)>) -> Batch {
     b
 }
 
-/// Puts the network's masquerade and forwarding rules in place if any is missing, and
-/// turns IPv4 forwarding on (as the bridge plugin does for a gateway).
+fn has_comment(line: &str, comment: &str) -> bool {
+    line.split(' ').any(|w| w.trim_matches('"') == comment)
+}
+
+/// Puts the network's masquerade and forwarding rules in place if any is missing (and takes
+/// away rules of its name that are not its own: an earlier network's), and turns IPv4
+/// forwarding on (as the bridge plugin does for a gateway).
 pub fn ensure_network(tag: &str, d: &Definition) -> Result<()> {
     let saved = save()?;
-    let b = missing(&saved, network_rules(tag, d));
+    let wanted = network_rules(tag, d);
+    let name_prefix = network_comment(tag, &d.name, "");
+    super::host::remove_matching(&saved, |rule| {
+        rule.contains(&name_prefix) && !wanted.iter().any(|(c, _, _)| has_comment(rule, c))
+    })?;
+    let b = missing(&saved, wanted);
     if !b.is_empty() {
         restore(&b.input())?;
     }
@@ -250,13 +260,19 @@ mod tests {
             "{all:?}"
         );
         assert!(all.filter.iter().all(|l| l.starts_with("-I FORWARD")));
-        let saved = "*nat\n-A POSTROUTING -s 10.213.4.0/24 ! -o berth4 -m comment --comment \"berth:t1:net:n1:masq\" -j MASQUERADE\n";
+        let saved = "*nat\n-A POSTROUTING -s 10.213.4.0/24 ! -o berth4 -m comment --comment \"berth:t1:net:n1:masq:10.213.4.0/24:berth4\" -j MASQUERADE\n";
         let rest = missing(saved, network_rules("t1", &def(false)));
         assert_eq!(rest.nat.len(), 1);
         assert!(rest.nat[0].contains(":local"));
         // Internal: no masquerade beyond the bridge.
         let internal = missing("", network_rules("t1", &def(true)));
         assert!(!internal.nat.iter().any(|l| l.contains(":masq")));
+        // The same network made again on another subnet: the old rule is not its own.
+        let again = Definition {
+            subnet: Subnet::parse("10.213.5.0/24").unwrap(),
+            ..def(false)
+        };
+        assert_eq!(missing(saved, network_rules("t1", &again)).nat.len(), 2);
         // Another daemon's rule is not ours.
         let other = saved.replace("berth:t1:", "berth:t2:");
         assert_eq!(
