@@ -27,3 +27,14 @@ pub fn is_manifest(media_type: &str) -> bool {
 pub fn is_non_distributable(media_type: &str) -> bool {
     media_type.contains(".nondistributable.") || media_type.contains(".foreign.")
 }
+
+/// containerd's checkpoint media types: the CRIU image directory as a tar, the container's
+/// spec (a protobuf `Any`), the checkpoint and runtime options (protobuf `Any`s).
+pub const CHECKPOINT_CRIU_TAR: &str =
+    "application/vnd.containerd.container.criu.checkpoint.criu.tar";
+pub const CHECKPOINT_CONFIG: &str =
+    "application/vnd.containerd.container.checkpoint.config.v1+proto";
+pub const CHECKPOINT_OPTIONS: &str =
+    "application/vnd.containerd.container.checkpoint.options.v1+proto";
+pub const CHECKPOINT_RUNTIME_OPTIONS: &str =
+    "application/vnd.containerd.container.checkpoint.runtime.options+proto";

@@ -7,6 +7,7 @@
 pub mod archive;
 pub mod build;
 pub mod check;
+pub mod checkpoint;
 pub mod containers;
 pub mod content;
 pub mod context;

@@ -7,7 +7,17 @@ use crate::core::context::Namespace;
 use crate::core::error::{Error, Result};
 
 impl Tasks {
-    pub async fn create(&self, ns: Namespace, mut req: CreateTask) -> Result<u32> {
+    pub async fn create(&self, ns: Namespace, req: CreateTask) -> Result<u32> {
+        self.create_with(ns, req, None).await
+    }
+
+    /// Create, restoring from the CRIU images in `images` when given (see `checkpoint`).
+    pub(super) async fn create_with(
+        &self,
+        ns: Namespace,
+        mut req: CreateTask,
+        images: Option<std::path::PathBuf>,
+    ) -> Result<u32> {
         let id = req.container_id.clone();
         if self.get(&ns, &id).is_ok() {
             return Err(Error::already_exists(format!("task for container {id:?}")));
@@ -49,7 +59,7 @@ impl Tasks {
         };
         let spec = networked.as_deref().unwrap_or(&spec.value);
         let created = self
-            .create_in_bundle(&ns, &id, req, spec, binary, runtime)
+            .create_in_bundle(&ns, &id, req, spec, (binary, runtime), images)
             .await;
         if created.is_err() {
             self.leave_networks(&ns, &id).await;
@@ -65,16 +75,18 @@ impl Tasks {
         id: &str,
         req: CreateTask,
         spec: &[u8],
-        binary: std::path::PathBuf,
-        runtime: Option<String>,
+        (binary, runtime): (std::path::PathBuf, Option<String>),
+        images: Option<std::path::PathBuf>,
     ) -> Result<u32> {
         let bundle = self.cfg.bundle(ns.as_str(), id);
         let work = self.cfg.work(ns.as_str(), id);
         bundle::passable_dir(&bundle).and_then(|()| bundle::private_dir(&work))?;
-        let log = match bundle::prepare(&bundle, &work, spec)
-            .and_then(|()| bundle::open_log(&bundle, id))
-        {
-            Ok(log) => log,
+        let prepared = bundle::prepare(&bundle, &work, spec).and_then(|()| {
+            let images = images.map(|i| self.adopt_images(&work, &i)).transpose()?;
+            Ok((bundle::open_log(&bundle, id)?, images))
+        });
+        let (log, images) = match prepared {
+            Ok(done) => done,
             Err(e) => {
                 bundle::remove(&bundle, &work);
                 return Err(e);
@@ -85,7 +97,7 @@ impl Tasks {
         let created = async {
             let socket = launch.start_with(req.options.as_ref()).await?;
             let client = connected.insert(self.shims.connect(&socket).await?);
-            client.create(&bundle, req).await
+            client.create(&bundle, req, images.as_deref()).await
         }
         .await;
         match (created, connected) {

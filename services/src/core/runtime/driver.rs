@@ -50,7 +50,21 @@ pub struct Started {
 pub trait ShimApi: Send + Sync {
     /// Resolves once the shim's connection is gone.
     fn closed(&self) -> BoxFuture<'_, ()>;
-    fn create<'a>(&'a self, bundle: &'a Path, req: CreateTask) -> BoxFuture<'a, Result<u32>>;
+    /// Creates the task; with `checkpoint` (a directory of CRIU images), to be restored from
+    /// it at Start.
+    fn create<'a>(
+        &'a self,
+        bundle: &'a Path,
+        req: CreateTask,
+        checkpoint: Option<&'a Path>,
+    ) -> BoxFuture<'a, Result<u32>>;
+    /// Dumps the running task into `images` (CRIU), with the runtime's checkpoint options.
+    fn checkpoint<'a>(
+        &'a self,
+        id: &'a str,
+        images: &'a Path,
+        options: Option<AnyValue>,
+    ) -> BoxFuture<'a, Result<()>>;
     fn start<'a>(&'a self, p: &'a ProcessRef) -> BoxFuture<'a, Result<u32>>;
     fn state<'a>(&'a self, p: &'a ProcessRef) -> BoxFuture<'a, Result<ProcessState>>;
     fn delete<'a>(&'a self, p: &'a ProcessRef) -> BoxFuture<'a, Result<Exited>>;

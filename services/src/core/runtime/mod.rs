@@ -4,11 +4,13 @@
 //! [`driver::ShimWire`].
 //!
 //! - [`bundle`]: where a task's files live, and the shim's log.
+//! - [`checkpoint`]: a task dumped by CRIU, and a task created to be restored from a dump.
 //! - [`create`]: a new task: bundle, shim start, Create; nothing half-made on failure.
 //! - [`recover`]: reconnecting to the shims a previous daemon left.
 //! - [`shim`]: launching a shim binary (`start`, `delete`).
 
 pub mod bundle;
+mod checkpoint;
 mod create;
 pub mod driver;
 mod recover;

@@ -126,6 +126,11 @@ impl Daemon {
             .add_service(sized!(berth_proto::tasks::tasks_server::TasksServer::new(
                 grpc::tasks::TasksService {
                     core: self.tasks.clone(),
+                    checkpoints: crate::core::checkpoint::Checkpoints {
+                        tasks: self.tasks.clone(),
+                        content: self.content.clone(),
+                        store: self.store.clone(),
+                    },
                 }
             )))
             .add_service(sized!(SnapshotsServer::new(

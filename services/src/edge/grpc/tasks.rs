@@ -18,8 +18,13 @@ use berth_proto::tasks::{
 use berth_proto::types::Metric;
 use tonic::{Request, Response, Status};
 
+#[path = "tasks_checkpoint.rs"]
+mod checkpoint;
+
 pub struct TasksService {
     pub core: Tasks,
+    /// Checkpoint, and Create with a checkpoint (`checkpoint.rs` beside this file).
+    pub checkpoints: crate::core::checkpoint::Checkpoints,
 }
 
 mod convert {
@@ -98,29 +103,26 @@ impl TasksApi for TasksService {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         let cid = id(&r.container_id)?;
-        if r.checkpoint.is_some() {
-            return Err(Status::unimplemented(
-                "restoring from a checkpoint needs CRIU, which berth does not drive",
-            ));
+        let task = CreateTask {
+            container_id: cid.clone(),
+            rootfs: r.rootfs.into_iter().map(Into::into).collect(),
+            io: Stdio {
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+                terminal: r.terminal,
+            },
+            options: convert::any_in(r.options),
+        };
+        let pid = match r.checkpoint {
+            Some(c) => {
+                self.checkpoints
+                    .restore(ns, task, checkpoint::descriptor_in(c))
+                    .await
+            }
+            None => self.core.create(ns, task).await,
         }
-        let pid = self
-            .core
-            .create(
-                ns,
-                CreateTask {
-                    container_id: cid.clone(),
-                    rootfs: r.rootfs.into_iter().map(Into::into).collect(),
-                    io: Stdio {
-                        stdin: r.stdin,
-                        stdout: r.stdout,
-                        stderr: r.stderr,
-                        terminal: r.terminal,
-                    },
-                    options: convert::any_in(r.options),
-                },
-            )
-            .await
-            .map_err(status)?;
+        .map_err(status)?;
         Ok(Response::new(CreateTaskResponse {
             container_id: cid,
             pid,
@@ -280,11 +282,22 @@ impl TasksApi for TasksService {
 
     async fn checkpoint(
         &self,
-        _req: Request<CheckpointTaskRequest>,
+        req: Request<CheckpointTaskRequest>,
     ) -> Result<Response<CheckpointTaskResponse>, Status> {
-        Err(Status::unimplemented(
-            "checkpoint needs CRIU, which berth does not drive",
-        ))
+        let ctx = super::ctx(&req)?;
+        let r = req.into_inner();
+        let asked = checkpoint::request(id(&r.container_id)?, r.options)?;
+        let descriptors = self
+            .checkpoints
+            .checkpoint(ctx, asked, checkpoint::encode_spec)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(CheckpointTaskResponse {
+            descriptors: descriptors
+                .into_iter()
+                .map(checkpoint::descriptor_out)
+                .collect(),
+        }))
     }
 
     async fn update(&self, req: Request<UpdateTaskRequest>) -> Result<Response<()>, Status> {

@@ -154,7 +154,12 @@ impl ShimClient {
         self.conn.call(self.service, method, req, timeout).await
     }
 
-    pub async fn create(&self, bundle: &Path, req: CreateTask) -> Result<u32> {
+    pub async fn create(
+        &self,
+        bundle: &Path,
+        req: CreateTask,
+        checkpoint: Option<&Path>,
+    ) -> Result<u32> {
         let r: api::CreateTaskResponse = self
             .call(
                 "Create",
@@ -166,7 +171,9 @@ impl ShimClient {
                     stdin: req.io.stdin,
                     stdout: req.io.stdout,
                     stderr: req.io.stderr,
-                    checkpoint: String::new(),
+                    checkpoint: checkpoint
+                        .map(|c| c.display().to_string())
+                        .unwrap_or_default(),
                     parent_checkpoint: String::new(),
                     options: any_out(req.options),
                 },
@@ -303,6 +310,26 @@ impl ShimClient {
         .await
     }
 
+    /// A CRIU dump of the task into `images`; as long as it takes (a dump is as slow as
+    /// the container is large).
+    pub async fn checkpoint(
+        &self,
+        id: &str,
+        images: &Path,
+        options: Option<AnyValue>,
+    ) -> Result<()> {
+        self.call(
+            "Checkpoint",
+            &api::CheckpointTaskRequest {
+                id: id.to_string(),
+                path: images.display().to_string(),
+                options: any_out(options),
+            },
+            None,
+        )
+        .await
+    }
+
     /// Freezes (`pause`) or thaws the task.
     pub async fn pause(&self, id: &str, pause: bool) -> Result<()> {
         let id = id.to_string();
@@ -412,8 +439,21 @@ impl ShimApi for ShimClient {
     fn closed(&self) -> BoxFuture<'_, ()> {
         Box::pin(ShimClient::closed(self))
     }
-    fn create<'a>(&'a self, bundle: &'a Path, req: CreateTask) -> BoxFuture<'a, Result<u32>> {
-        Box::pin(ShimClient::create(self, bundle, req))
+    fn create<'a>(
+        &'a self,
+        bundle: &'a Path,
+        req: CreateTask,
+        checkpoint: Option<&'a Path>,
+    ) -> BoxFuture<'a, Result<u32>> {
+        Box::pin(ShimClient::create(self, bundle, req, checkpoint))
+    }
+    fn checkpoint<'a>(
+        &'a self,
+        id: &'a str,
+        images: &'a Path,
+        options: Option<AnyValue>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(ShimClient::checkpoint(self, id, images, options))
     }
     fn start<'a>(&'a self, p: &'a ProcessRef) -> BoxFuture<'a, Result<u32>> {
         Box::pin(ShimClient::start(self, p))

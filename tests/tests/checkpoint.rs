@@ -1,0 +1,169 @@
+//! Checkpoint and restore with CRIU: a process that counts in memory (the count lives in a
+//! shell variable, written out to /tmp/count) is checkpointed and restored into a new
+//! container, and counts on from where it was rather than from 1. Through Debian's `ctr`
+//! (on Debian's runc shim and on berth's shim with runc) and through `berth checkpoint` /
+//! `berth restore`. Skipped, saying so, where CRIU cannot work on this kernel (`criu
+//! check` fails: Debian 12's CRIU 3.17 predates kernel 6.13's vDSO layout; CRIU 4.1 or
+//! later is needed there).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
+
+use berth_tests::{import_as_base, oci, ok, stderr, Daemon};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "test.local/base:latest";
+const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done";
+const RUNC_SHIM: &str = "io.containerd.runc.v2";
+const BERTH_SHIM: &str = "io.containerd.berth.v2";
+
+/// Whether CRIU works here; prints why not when it does not.
+fn criu_works() -> bool {
+    match Command::new("criu").arg("check").output() {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "SKIP: `criu check` fails on this kernel, so nothing can be checkpointed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("SKIP: criu is not installed (apt-get install criu): {e}");
+            false
+        }
+    }
+}
+
+/// [`ok`], with the errors of the CRIU log a failure names.
+fn criu_ok(out: &std::process::Output) -> String {
+    if !out.status.success() {
+        let said = stderr(out);
+        if let Some(log) = said.split("log file: ").nth(1) {
+            let path = log.split(['"', '\\', ' ']).next().unwrap_or_default();
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error")).collect();
+            eprintln!("CRIU's errors in {path}:\n{}", errors.join("\n"));
+        }
+    }
+    ok(out)
+}
+
+/// The counter's value in container `id`, read by an exec; waits (up to 10 s) for the
+/// file to be there.
+fn count(d: &Daemon, id: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let out = d.ctr(&[
+            "tasks",
+            "exec",
+            "--exec-id",
+            &format!("read{n}"),
+            id,
+            "cat",
+            "/tmp/count",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if let Ok(v) = text.parse() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no count in {id}: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until the counter in `id` passes `past`, and returns what it read.
+fn counts_past(d: &Daemon, id: &str, past: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = count(d, id);
+        if v > past {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{id} stuck at {v} (<= {past})");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn remove(d: &Daemon, id: &str) {
+    let _ = d.ctr(&["tasks", "kill", "-s", "9", id]);
+    for _ in 0..50 {
+        if d.ctr(&["tasks", "delete", id]).status.success()
+            || !ok(&d.ctr(&["tasks", "ls"])).contains(id)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok(&d.ctr(&["containers", "delete", id]));
+}
+
+/// `ctr c checkpoint --task --image` of a running counter (which keeps running), then
+/// `ctr c restore --live` into a new container: the restored count goes on past the
+/// checkpoint's value.
+fn ctr_checkpoint_restore(runtime: &str, sfx: &str) {
+    if !criu_works() {
+        return;
+    }
+    // berth's shim runs this daemon's containers on runc: the native runtime has no CRIU.
+    let d = Daemon::start_with(|c| {
+        c.env("BERTH_SHIM_RUNTIME", "runc");
+    })
+    .unwrap();
+    let (_w, archive) = oci::busybox_archive();
+    import_as_base(&d, &archive);
+    let (id, restored) = (format!("count-{sfx}"), format!("again-{sfx}"));
+    let checkpoint = format!("test.local/checkpoint-{sfx}:1");
+    // berth's shim hands the client's FIFOs to the process itself (no copying pipes), and
+    // CRIU cannot dump a descriptor on a FIFO outside the container's mounts: on berth's
+    // shim the counter runs with its stdio on /dev/null.
+    let mut run = vec!["run", "-d", "--runtime", runtime];
+    if runtime == BERTH_SHIM {
+        run.push("--null-io");
+    }
+    run.extend([IMAGE, id.as_str(), "sh", "-c", COUNTER]);
+    ok(&d.ctr(&run));
+    // Far enough that a counter restarted from 1 could not get there between the restore
+    // and the first read (30 sleeps of 0.1 s).
+    let before = counts_past(&d, &id, 30);
+    criu_ok(&d.ctr(&[
+        "containers",
+        "checkpoint",
+        "--task",
+        "--image",
+        &id,
+        &checkpoint,
+    ]));
+    // The checkpointed container keeps running.
+    let after = counts_past(&d, &id, before);
+    let at_checkpoint = before;
+    remove(&d, &id);
+    criu_ok(&d.ctr(&["containers", "restore", "--live", &restored, &checkpoint]));
+    let resumed = count(&d, &restored);
+    eprintln!("{runtime}: checkpoint taken past {at_checkpoint}, restored at {resumed}");
+    assert!(
+        resumed > at_checkpoint,
+        "restored at {resumed}, checkpoint taken past {at_checkpoint}: counting restarted"
+    );
+    assert!(
+        resumed < after + 1000,
+        "restored count {resumed} is not the checkpoint's (about {at_checkpoint})"
+    );
+    counts_past(&d, &restored, resumed);
+    remove(&d, &restored);
+}
+
+#[test]
+fn ctr_checkpoint_and_restore_on_runc_shim() {
+    ctr_checkpoint_restore(RUNC_SHIM, "runc");
+}
+
+#[test]
+fn ctr_checkpoint_and_restore_on_berth_shim() {
+    ctr_checkpoint_restore(BERTH_SHIM, "berth");
+}
