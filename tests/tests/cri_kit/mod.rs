@@ -230,8 +230,12 @@ pub async fn pull(k: &Kit, image: &str) -> Result<String, tonic::Status> {
 
 pub async fn run_pod(k: &Kit, name: &str) -> (String, cri::PodSandboxConfig) {
     let config = k.pod_config(name);
-    let id = k
-        .rt()
+    (run_pod_configured(k, &config).await, config)
+}
+
+/// RunPodSandbox with a config of the test's own; the pod's id.
+pub async fn run_pod_configured(k: &Kit, config: &cri::PodSandboxConfig) -> String {
+    k.rt()
         .await
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(config.clone()),
@@ -240,8 +244,7 @@ pub async fn run_pod(k: &Kit, name: &str) -> (String, cri::PodSandboxConfig) {
         .await
         .unwrap()
         .into_inner()
-        .pod_sandbox_id;
-    (id, config)
+        .pod_sandbox_id
 }
 
 pub async fn run_container(

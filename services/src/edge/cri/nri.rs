@@ -52,12 +52,8 @@ impl Cri {
 
     pub(super) fn nri_pod(&self, s: &Sandbox) -> api::PodSandbox {
         let md = s.config.metadata.clone().unwrap_or_default();
-        let cgroup_parent = s
-            .config
-            .linux
-            .as_ref()
-            .map(|l| l.cgroup_parent.clone())
-            .unwrap_or_default();
+        let linux = s.config.linux.as_ref();
+        let cgroup_parent = linux.map(|l| l.cgroup_parent.clone()).unwrap_or_default();
         api::PodSandbox {
             id: s.id.clone(),
             name: md.name,
@@ -73,6 +69,8 @@ impl Cri {
                     self.cfg.systemd_cgroup(),
                 ),
                 cgroup_parent,
+                pod_overhead: linux.and_then(|l| l.overhead.as_ref()).map(nri_resources),
+                pod_resources: linux.and_then(|l| l.resources.as_ref()).map(nri_resources),
                 ..Default::default()
             }),
             pid: s.meta.pid,
@@ -288,6 +286,31 @@ impl Cri {
         } else {
             held.stop_pod_sandbox(&pod).await
         }
+    }
+
+    /// UpdatePodSandboxResources: plugins' error fails it before anything changes.
+    pub(super) async fn nri_update_pod(
+        &self,
+        s: &Sandbox,
+        overhead: Option<&cri::LinuxContainerResources>,
+        resources: Option<&cri::LinuxContainerResources>,
+    ) -> Result<()> {
+        let Some(nri) = self.nri() else {
+            return Ok(());
+        };
+        let held = nri.hold().await;
+        held.update_pod_sandbox(
+            &self.nri_pod(s),
+            overhead.map(nri_resources),
+            resources.map(nri_resources),
+        )
+        .await
+    }
+
+    pub(super) async fn nri_post_update_pod(&self, s: &Sandbox) {
+        let Some(nri) = self.nri() else { return };
+        let held = nri.hold().await;
+        held.post_update_pod_sandbox(&self.nri_pod(s)).await
     }
 
     /// Plugins' say on a container's new resources: their error fails the update; an

@@ -181,6 +181,43 @@ impl<'a> Held<'a> {
         self.forget(&pod.id);
     }
 
+    /// UpdatePodSandboxResources, before its limits are applied: a plugin's error fails it.
+    pub async fn update_pod_sandbox(
+        &self,
+        pod: &api::PodSandbox,
+        overhead: Option<api::LinuxResources>,
+        resources: Option<api::LinuxResources>,
+    ) -> Result<()> {
+        let req = api::UpdatePodSandboxRequest {
+            pod: Some(pod.clone()),
+            overhead_linux_resources: overhead,
+            linux_resources: resources,
+        };
+        self.each::<_, api::UpdatePodSandboxResponse>(
+            api::Event::UpdatePodSandbox,
+            "UpdatePodSandbox",
+            &req,
+            None,
+            true,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn post_update_pod_sandbox(&self, pod: &api::PodSandbox) {
+        let req = api::PostUpdatePodSandboxRequest {
+            pod: Some(pod.clone()),
+        };
+        self.notify(
+            api::Event::PostUpdatePodSandbox,
+            "PostUpdatePodSandbox",
+            &req,
+            pod,
+            None,
+        )
+        .await
+    }
+
     /// Asks every plugin for its adjustment of a container about to be created.
     pub async fn create_container(
         &self,

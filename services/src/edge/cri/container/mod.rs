@@ -14,7 +14,7 @@ mod update;
 
 use super::logs::{self, mkfifo, LogFile};
 use super::spec;
-use super::{ext_proto, init_ref, Container, ContainerMeta, Cri, CONFIG_EXT};
+use super::{ext_proto, init_ref, Container, ContainerMeta, Cri, Sandbox, CONFIG_EXT};
 use crate::core::error::{blocking, Error, Kind, Result};
 use crate::core::metadata::containers::{AnyValue, ContainerRecord};
 use crate::core::metadata::Labels;
@@ -93,13 +93,27 @@ fn signal_by_name(name: &str) -> Option<u32> {
 impl Cri {
     /// Tells GetContainerEvents subscribers about `c`.
     fn event(&self, c: &Container, kind: cri::ContainerEventType) {
-        let sandbox = self.sandbox(&c.meta.sandbox_id).ok();
+        self.pod_state_event(&c.id, &c.meta.sandbox_id, kind);
+    }
+
+    /// Tells GetContainerEvents subscribers about a pod's own (its sandbox's) step.
+    pub(in crate::edge::cri) fn sandbox_event(&self, s: &Sandbox, kind: cri::ContainerEventType) {
+        self.pod_state_event(&s.id, &s.id, kind);
+    }
+
+    /// An event as the evented PLEG (KEP-3386) takes it: the pod's status and that of
+    /// every container still in the pod (a deleted one is not), as ListContainers would
+    /// answer, so the kubelet needs no relist to act on it.
+    fn pod_state_event(&self, id: &str, sandbox_id: &str, kind: cri::ContainerEventType) {
+        let sandbox = self.sandbox(sandbox_id).ok();
+        let mut members = self.members(sandbox_id);
+        members.sort_by_key(|c| c.meta.created_at);
         let ev = cri::ContainerEventResponse {
-            container_id: c.id.clone(),
+            container_id: id.to_string(),
             container_event_type: kind as i32,
             created_at: crate::core::metadata::now(),
             pod_sandbox_status: sandbox.as_ref().map(|s| self.sandbox_status(s)),
-            containers_statuses: vec![self.container_status(c)],
+            containers_statuses: members.iter().map(|c| self.container_status(c)).collect(),
         };
         self.notify(ev);
     }

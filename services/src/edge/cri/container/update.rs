@@ -30,6 +30,15 @@ impl Cri {
         let _held = lock.lock().await;
         let mut c = self.container(&c.id)?;
         let resources = spec::update_resources(r);
+        // oom_score_adj is the process's, not the cgroup's: 0 is "not given" here (the
+        // kubelet never asks for 0), as berthd may not go below its own when restricted.
+        let oom = (r.oom_score_adj != 0).then(|| {
+            let own = self
+                .cfg
+                .restrict_oom_score_adj
+                .then(spec::own_oom_score_adj);
+            r.oom_score_adj.max(own.unwrap_or(i64::MIN))
+        });
         // The stored spec and config change too, so a restart keeps the new limits.
         let rec = self.records.get(self.ns.clone(), c.id.clone()).await?;
         if let Some(s) = &rec.spec {
@@ -37,6 +46,9 @@ impl Cri {
             let devices = v["linux"]["resources"]["devices"].clone();
             v["linux"]["resources"] = resources.clone();
             v["linux"]["resources"]["devices"] = devices;
+            if let Some(oom) = oom {
+                v["process"]["oomScoreAdj"] = serde_json::json!(oom);
+            }
             let update = ContainerRecord {
                 id: c.id.clone(),
                 spec: Some(AnyValue {
@@ -65,6 +77,14 @@ impl Cri {
                     },
                 )
                 .await?;
+            if let (Some(oom), pid @ 1..) = (oom, c.meta.pid) {
+                let path = format!("/proc/{pid}/oom_score_adj");
+                blocking(move || {
+                    std::fs::write(&path, oom.to_string())
+                        .map_err(|e| Error::io(format!("write {oom} to {path}"), e))
+                })
+                .await?;
+            }
         }
         if let Some(l) = c.config.linux.as_mut() {
             l.resources = Some(r.clone());

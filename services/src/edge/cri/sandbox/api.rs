@@ -18,7 +18,21 @@ impl Cri {
     }
 
     fn pod_record(&self, s: &Sandbox) -> SandboxRecord {
+        let mut extensions = std::collections::BTreeMap::new();
+        let linux = s.config.linux.as_ref();
+        if let Some(l) = linux.filter(|l| l.overhead.is_some() || l.resources.is_some()) {
+            let updated = cri::UpdatePodSandboxResourcesRequest {
+                pod_sandbox_id: s.id.clone(),
+                overhead: l.overhead.clone(),
+                resources: l.resources.clone(),
+            };
+            extensions.insert(
+                super::update::UPDATED_RESOURCES_EXT.to_string(),
+                crate::edge::cri::ext_proto(&updated),
+            );
+        }
         SandboxRecord {
+            extensions,
             id: s.id.clone(),
             runtime_name: self.cfg.runtime.clone(),
             labels: s.config.labels.clone().into_iter().collect(),

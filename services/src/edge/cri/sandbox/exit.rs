@@ -35,6 +35,7 @@ impl Cri {
             if let Err(e) = self.persist_sandbox(&sb).await {
                 tracing::warn!(sandbox = id, error = %e, "cannot record the sandbox's exit");
             }
+            self.sandbox_event(&sb, cri::ContainerEventType::ContainerStoppedEvent);
         }
     }
 }

@@ -9,6 +9,7 @@ mod remove;
 mod run;
 mod status;
 mod stop;
+mod update;
 
 use super::spec::{self, SandboxFiles};
 use super::{init_ref, Cri, Sandbox, SandboxMeta};

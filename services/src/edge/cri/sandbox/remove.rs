@@ -19,6 +19,7 @@ impl Cri {
         self.teardown_sandbox(&sb.id, false).await;
         self.sandboxes.remove(&sb.id);
         self.names.release(&sb.meta.name);
+        self.sandbox_event(&sb, cri::ContainerEventType::ContainerDeletedEvent);
         drop(_held);
         self.nri_pod_event(&sb, true).await;
         Ok(())

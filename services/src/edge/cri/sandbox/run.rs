@@ -48,6 +48,12 @@ impl Cri {
             },
         )
         .await
+        .inspect(|id| {
+            if let Ok(sb) = self.sandbox(id) {
+                self.sandbox_event(&sb, cri::ContainerEventType::ContainerCreatedEvent);
+                self.sandbox_event(&sb, cri::ContainerEventType::ContainerStartedEvent);
+            }
+        })
     }
 
     /// RunPodSandbox's steps, on a reserved name and id.

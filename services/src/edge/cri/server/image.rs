@@ -16,7 +16,9 @@ impl ImageService for CriService {
         r: Request<cri::StreamImagesRequest>,
     ) -> R<Self::StreamImagesStream> {
         let images = self.images(r.into_inner().filter).await?;
-        Ok(Response::new(one(cri::StreamImagesResponse { images })))
+        Ok(Response::new(chunked(images, |images| {
+            cri::StreamImagesResponse { images }
+        })))
     }
 
     async fn image_status(

@@ -25,8 +25,32 @@ pub struct CriService {
     pub cri: Cri,
 }
 
-fn one<T: Send + 'static>(v: T) -> Stream<T> {
-    Box::pin(futures::stream::iter([Ok(v)]))
+/// The most one message of a streamed list (KEP-5825) carries, well under gRPC's 4 MiB.
+const STREAM_PART: usize = 1 << 20;
+
+/// A list streamed as KEP-5825 asks: each item in exactly one message, every message a
+/// list of at least one item and at most [`STREAM_PART`] bytes (a bigger item goes alone),
+/// none at all for an empty list.
+fn chunked<I, T>(items: Vec<I>, wrap: fn(Vec<I>) -> T) -> Stream<T>
+where
+    I: prost::Message + Send + 'static,
+    T: Send + 'static,
+{
+    let mut parts = vec![];
+    let (mut part, mut size) = (vec![], 0);
+    for item in items {
+        let len = item.encoded_len() + 8;
+        if !part.is_empty() && size + len > STREAM_PART {
+            parts.push(Ok(wrap(std::mem::take(&mut part))));
+            size = 0;
+        }
+        size += len;
+        part.push(item);
+    }
+    if !part.is_empty() {
+        parts.push(Ok(wrap(part)));
+    }
+    Box::pin(futures::stream::iter(parts))
 }
 
 /// The caller's deadline from its `grpc-timeout` header.
@@ -52,6 +76,32 @@ fn unimplemented(what: &str) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parts(items: Vec<cri::Image>) -> Vec<Vec<String>> {
+        let s = chunked(items, |images| cri::StreamImagesResponse { images });
+        futures::executor::block_on(futures::StreamExt::collect::<Vec<_>>(s))
+            .into_iter()
+            .flatten()
+            .map(|r| r.images.into_iter().map(|i| i.id).collect())
+            .collect()
+    }
+
+    #[test]
+    fn streamed_lists_come_in_parts_of_at_least_one_item() {
+        assert!(parts(vec![]).is_empty(), "an empty list sends no message");
+        let small = |id: &str| cri::Image {
+            id: id.into(),
+            ..Default::default()
+        };
+        assert_eq!(parts(vec![small("a"), small("b")]), [["a", "b"]]);
+        let big = |id: &str| cri::Image {
+            id: id.into(),
+            repo_tags: vec!["x".repeat(STREAM_PART * 3 / 5)],
+            ..Default::default()
+        };
+        let got = parts(vec![big("a"), big("b"), small("c")]);
+        assert_eq!(got, [vec!["a"], vec!["b", "c"]]);
+    }
 
     #[test]
     fn grpc_timeouts_parse() {

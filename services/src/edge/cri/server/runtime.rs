@@ -106,9 +106,10 @@ impl RuntimeService for CriService {
         r: Request<cri::StreamPodSandboxesRequest>,
     ) -> R<Self::StreamPodSandboxesStream> {
         let f = r.into_inner().filter;
-        Ok(Response::new(one(cri::StreamPodSandboxesResponse {
-            pod_sandboxes: self.cri.sandbox_list(f.as_ref()),
-        })))
+        Ok(Response::new(chunked(
+            self.cri.sandbox_list(f.as_ref()),
+            |pod_sandboxes| cri::StreamPodSandboxesResponse { pod_sandboxes },
+        )))
     }
 
     async fn create_container(
@@ -179,9 +180,10 @@ impl RuntimeService for CriService {
         r: Request<cri::StreamContainersRequest>,
     ) -> R<Self::StreamContainersStream> {
         let f = r.into_inner().filter;
-        Ok(Response::new(one(cri::StreamContainersResponse {
-            containers: self.cri.container_list(f.as_ref()),
-        })))
+        Ok(Response::new(chunked(
+            self.cri.container_list(f.as_ref()),
+            |containers| cri::StreamContainersResponse { containers },
+        )))
     }
 
     async fn container_status(
@@ -337,8 +339,8 @@ impl RuntimeService for CriService {
         r: Request<cri::StreamContainerStatsRequest>,
     ) -> R<Self::StreamContainerStatsStream> {
         let stats = self.list_stats(r.into_inner().filter).await?;
-        Ok(Response::new(one(cri::StreamContainerStatsResponse {
-            container_stats: stats,
+        Ok(Response::new(chunked(stats, |container_stats| {
+            cri::StreamContainerStatsResponse { container_stats }
         })))
     }
 
@@ -371,8 +373,8 @@ impl RuntimeService for CriService {
         r: Request<cri::StreamPodSandboxStatsRequest>,
     ) -> R<Self::StreamPodSandboxStatsStream> {
         let stats = self.list_pod_stats(r.into_inner().filter).await?;
-        Ok(Response::new(one(cri::StreamPodSandboxStatsResponse {
-            pod_sandbox_stats: stats,
+        Ok(Response::new(chunked(stats, |pod_sandbox_stats| {
+            cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }
         })))
     }
 
@@ -476,9 +478,12 @@ impl RuntimeService for CriService {
         &self,
         _r: Request<cri::StreamPodSandboxMetricsRequest>,
     ) -> R<Self::StreamPodSandboxMetricsStream> {
-        Ok(Response::new(one(cri::StreamPodSandboxMetricsResponse {
-            pod_sandbox_metrics: self.cri.pod_sandbox_metrics().await,
-        })))
+        Ok(Response::new(chunked(
+            self.cri.pod_sandbox_metrics().await,
+            |pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            },
+        )))
     }
 
     async fn runtime_config(
@@ -501,8 +506,10 @@ impl RuntimeService for CriService {
         &self,
         r: Request<cri::UpdatePodSandboxResourcesRequest>,
     ) -> R<cri::UpdatePodSandboxResourcesResponse> {
+        let r = r.into_inner();
         self.cri
-            .sandbox(&r.into_inner().pod_sandbox_id)
+            .update_pod_sandbox_resources(&r.pod_sandbox_id, r.overhead, r.resources)
+            .await
             .map_err(status)?;
         Ok(Response::new(cri::UpdatePodSandboxResourcesResponse {}))
     }

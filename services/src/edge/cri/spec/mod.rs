@@ -263,7 +263,7 @@ pub fn process_args(cfg: &cri::ContainerConfig, image_config: &Value) -> Vec<Str
     a
 }
 
-fn own_oom_score_adj() -> i64 {
+pub fn own_oom_score_adj() -> i64 {
     std::fs::read_to_string("/proc/self/oom_score_adj")
         .ok()
         .and_then(|s| s.trim().parse().ok())
