@@ -325,6 +325,19 @@ async fn cri_pods_run_on_a_proxy_snapshotter() {
         plugin.root.join("snapshots").read_dir().unwrap().count() >= 3,
         "the layer and both rootfs live in the plugin's root"
     );
+    // ImageFsInfo reports what the plugin's Usage says of those snapshots (berthd's own
+    // directory for the snapshotter is empty).
+    let fs = k
+        .img()
+        .await
+        .image_fs_info(berth_proto::cri::v1::ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let image_fs = &fs.image_filesystems[0];
+    let used = image_fs.used_bytes.as_ref().map_or(0, |v| v.value);
+    let inodes = image_fs.inodes_used.as_ref().map_or(0, |v| v.value);
+    assert!(used > 0 && inodes > 0, "{image_fs:?}");
 }
 
 /// The rows of `ctr snapshots --snapshotter SNAPSHOTTER ls` (no header).

@@ -1,5 +1,7 @@
 //! ImageFsInfo: what the snapshotter's directory holds, measured at most every few
-//! seconds.
+//! seconds. A snapshotter in another process (a proxy plugin) keeps nothing in berthd's
+//! directory: for it, as containerd's CRI reports every snapshotter, the sum of what its
+//! Usage says of each of the CRI namespace's snapshots.
 
 use super::*;
 
@@ -37,9 +39,36 @@ impl Cri {
                 return Ok((dir, bytes, inodes));
             }
         }
-        let d2 = std::path::PathBuf::from(&dir);
-        let (bytes, inodes) = blocking(move || Ok(du(&d2))).await?;
+        let snapshotter = self.snapshots.get(&self.cfg.snapshotter)?;
+        let (bytes, inodes) = if snapshotter.changes().is_some() {
+            self.plugin_usage().await?
+        } else {
+            let d2 = std::path::PathBuf::from(&dir);
+            blocking(move || Ok(du(&d2))).await?
+        };
         self.fs_usage.set(bytes, inodes);
         Ok((dir, bytes, inodes))
+    }
+
+    /// The sum of a plugin's Usage of each snapshot in the CRI's namespace (a snapshot
+    /// removed meanwhile counts nothing).
+    async fn plugin_usage(&self) -> Result<(u64, u64)> {
+        let name = &self.cfg.snapshotter;
+        let infos = self
+            .snapshots
+            .list(self.ns.clone(), name, Default::default())
+            .await?;
+        let (mut bytes, mut inodes) = (0u64, 0u64);
+        for info in infos {
+            match self.snapshots.usage(self.ns.clone(), name, info.name).await {
+                Ok(u) => {
+                    bytes += u.size.max(0) as u64;
+                    inodes += u.inodes.max(0) as u64;
+                }
+                Err(e) if e.kind() == Kind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((bytes, inodes))
     }
 }
