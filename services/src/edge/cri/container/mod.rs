@@ -76,18 +76,23 @@ fn signal_by_name(name: &str) -> Option<u32> {
     if let Ok(v) = n.parse::<u32>() {
         return Some(v);
     }
-    Some(match n.as_str() {
-        "TERM" => libc::SIGTERM,
-        "KILL" => libc::SIGKILL,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "HUP" => libc::SIGHUP,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "WINCH" => libc::SIGWINCH,
-        "STOP" => libc::SIGSTOP,
-        _ => return None,
-    } as u32)
+    let n = n.replace('+', "PLUS").replace('-', "MINUS");
+    signal_number(cri::Signal::from_str_name(&format!("SIG{n}"))? as i32)
+}
+
+/// The signal StopContainer sends (KEP-4960's ContainerStatus.stop_signal): the config's,
+/// else the image's StopSignal, else SIGTERM.
+pub(in crate::edge::cri) fn effective_stop_signal(c: &Container) -> i32 {
+    if c.config.stop_signal != cri::Signal::RuntimeDefault as i32 {
+        return c.config.stop_signal;
+    }
+    let term = cri::Signal::Sigterm as i32;
+    let Some(n) = signal_by_name(&c.meta.stop_signal) else {
+        return term;
+    };
+    (1..=65)
+        .find(|&v| signal_number(v) == Some(n))
+        .unwrap_or(term)
 }
 
 impl Cri {
@@ -141,5 +146,17 @@ mod tests {
         assert_eq!(signal_by_name("SIGQUIT"), Some(libc::SIGQUIT as u32));
         assert_eq!(signal_by_name("9"), Some(9));
         assert_eq!(signal_by_name("NOPE"), None);
+        assert_eq!(signal_by_name("rtmin+1"), Some(libc::SIGRTMIN() as u32 + 1));
+        assert_eq!(signal_by_name("SIGPWR"), Some(libc::SIGPWR as u32));
+        let mut c = Container {
+            id: "c".into(),
+            config: Default::default(),
+            meta: Default::default(),
+        };
+        assert_eq!(effective_stop_signal(&c), cri::Signal::Sigterm as i32);
+        c.meta.stop_signal = "3".into();
+        assert_eq!(effective_stop_signal(&c), cri::Signal::Sigquit as i32);
+        c.config.stop_signal = cri::Signal::Sigusr1 as i32;
+        assert_eq!(effective_stop_signal(&c), cri::Signal::Sigusr1 as i32);
     }
 }

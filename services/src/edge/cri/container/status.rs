@@ -59,7 +59,7 @@ impl Cri {
                     supplemental_groups: c.meta.groups.clone(),
                 }),
             }),
-            stop_signal: c.config.stop_signal,
+            stop_signal: effective_stop_signal(c),
         }
     }
 }
