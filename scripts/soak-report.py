@@ -27,6 +27,7 @@ JUDGED = {
     "redb_bytes": 2 << 20,
     "root_bytes": 2 << 20,
     "build_cache_bytes": 256 << 10,
+    "state_bytes": 2 << 20,
 }
 # Plotted, not judged: cumulative counters (GC work, operations), which grow by design.
 COUNTERS = ["gc_runs", "gc_reclaimed_bytes", "gc_removed_blobs", "gc_removed_snapshots", "ops", "errors"]

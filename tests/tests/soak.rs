@@ -296,7 +296,7 @@ struct Watched {
     metrics: String,
 }
 
-const COLUMNS: &str = "elapsed_s,rss_kib,fds,threads,shims,mounts,content_bytes,content_blobs,redb_bytes,root_bytes,build_cache_bytes,gc_runs,gc_reclaimed_bytes,gc_removed_blobs,gc_removed_snapshots,ops,errors";
+const COLUMNS: &str = "elapsed_s,rss_kib,fds,threads,shims,mounts,content_bytes,content_blobs,redb_bytes,root_bytes,build_cache_bytes,state_bytes,gc_runs,gc_reclaimed_bytes,gc_removed_blobs,gc_removed_snapshots,ops,errors";
 
 fn proc_status(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -367,8 +367,9 @@ fn sample(w: &Watched, started: Instant, tally: &Tally) -> String {
     let metric = |k: &str| m.get(k).copied().unwrap_or(-1.0);
     let (root_bytes, redb_bytes) = disk_usage(&w.root);
     let (build_cache_bytes, _) = disk_usage(&w.root.join("io.berth.build.v1"));
+    let (state_bytes, _) = disk_usage(&w.state);
     format!(
-        "{},{},{fds},{},{shims},{mounts},{},{},{redb_bytes},{root_bytes},{build_cache_bytes},{},{},{},{},{},{}",
+        "{},{},{fds},{},{shims},{mounts},{},{},{redb_bytes},{root_bytes},{build_cache_bytes},{state_bytes},{},{},{},{},{},{}",
         started.elapsed().as_secs(),
         proc_status(w.pid, "VmRSS:"),
         proc_status(w.pid, "Threads:"),
