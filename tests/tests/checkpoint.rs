@@ -48,6 +48,18 @@ fn criu_ok(out: &std::process::Output) -> String {
     ok(out)
 }
 
+/// A daemon whose berth shims run containers on runc (the native runtime has no CRIU), with
+/// busybox imported as [`IMAGE`]; keep the directory while it runs.
+fn daemon_on_runc() -> (Daemon, tempfile::TempDir) {
+    let d = Daemon::start_with(|c| {
+        c.env("BERTH_SHIM_RUNTIME", "runc");
+    })
+    .unwrap();
+    let (work, archive) = oci::busybox_archive();
+    import_as_base(&d, &archive);
+    (d, work)
+}
+
 /// The counter's value in container `id`, read by an exec; waits (up to 10 s) for the
 /// file to be there.
 fn count(d: &Daemon, id: &str) -> u64 {
@@ -110,13 +122,7 @@ fn ctr_checkpoint_restore(runtime: &str, sfx: &str) {
     if !criu_works() {
         return;
     }
-    // berth's shim runs this daemon's containers on runc: the native runtime has no CRIU.
-    let d = Daemon::start_with(|c| {
-        c.env("BERTH_SHIM_RUNTIME", "runc");
-    })
-    .unwrap();
-    let (_w, archive) = oci::busybox_archive();
-    import_as_base(&d, &archive);
+    let (d, _w) = daemon_on_runc();
     let (id, restored) = (format!("count-{sfx}"), format!("again-{sfx}"));
     let checkpoint = format!("test.local/checkpoint-{sfx}:1");
     // berth's shim hands the client's FIFOs to the process itself (no copying pipes), and
@@ -166,4 +172,58 @@ fn ctr_checkpoint_and_restore_on_runc_shim() {
 #[test]
 fn ctr_checkpoint_and_restore_on_berth_shim() {
     ctr_checkpoint_restore(BERTH_SHIM, "berth");
+}
+
+/// Waits (up to 10 s) until `ctr tasks ls` shows `id` stopped.
+fn stopped(d: &Daemon, id: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let ls = ok(&d.ctr(&["tasks", "ls"]));
+        if ls
+            .lines()
+            .any(|l| l.starts_with(id) && l.contains("STOPPED"))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// `berth checkpoint --exit` stops the counter; `berth restore` brings it back in a new
+/// container, counting on; `berth checkpoint` without --exit leaves the restored one running,
+/// and a second restore counts on from there too.
+#[test]
+fn berth_checkpoint_exit_and_leave_running_then_restore() {
+    if !criu_works() {
+        return;
+    }
+    let (d, _w) = daemon_on_runc();
+    let run = ["run", "-d", "--null-io", "--runtime", BERTH_SHIM, IMAGE];
+    ok(&d.ctr(&[&run[..], &["cp-first", "sh", "-c", COUNTER]].concat()));
+    let before = counts_past(&d, "cp-first", 30);
+
+    ok(&d.berth(
+        &["checkpoint", "--exit", "cp-first", "test.local/cp-exit:1"],
+        None,
+    ));
+    assert!(stopped(&d, "cp-first"), "--exit left cp-first running");
+    ok(&d.berth(&["restore", "test.local/cp-exit:1", "cp-second"], None));
+    let resumed = count(&d, "cp-second");
+    eprintln!("--exit: checkpoint taken past {before}, restored at {resumed}");
+    assert!(resumed > before, "restored at {resumed}, was past {before}");
+
+    let before = counts_past(&d, "cp-second", resumed);
+    ok(&d.berth(
+        &["checkpoint", "cp-second", "test.local/cp-running:1"],
+        None,
+    ));
+    let still = counts_past(&d, "cp-second", before);
+    ok(&d.berth(&["restore", "test.local/cp-running:1", "cp-third"], None));
+    let third = count(&d, "cp-third");
+    eprintln!("running: checkpoint taken past {before}, restored at {third} (source at {still})");
+    assert!(third > before, "restored at {third}, was past {before}");
+    for id in ["cp-first", "cp-second", "cp-third"] {
+        remove(&d, id);
+    }
 }

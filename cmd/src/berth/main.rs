@@ -1,10 +1,12 @@
 //! berth: the command line for berthd (and any containerd-compatible daemon).
 
 mod build;
+mod builder;
 #[path = "../check_report.rs"]
 mod check_report;
 #[path = "../cli_docs.rs"]
 mod cli_docs;
+mod checkpoint;
 mod commit;
 mod containers;
 mod content;
@@ -89,6 +91,9 @@ enum Command {
     /// The whole engine: `system df [-v]`, `system prune [-a] [--volumes]`
     #[command(subcommand)]
     System(everyday::System),
+    /// The build cache: `builder prune [-a] [--keep-storage SIZE] [--filter until=DURATION]`
+    #[command(subcommand)]
+    Builder(builder::Cmd),
     /// Show containers or images as JSON
     Inspect(docker::InspectArgs),
     /// Live CPU, memory and process counts of running containers
@@ -107,6 +112,10 @@ enum Command {
     Tag(images::TagArgs),
     /// Make a new image from a container's changes (one new layer)
     Commit(commit::Commit),
+    /// Checkpoint a running container with CRIU into a checkpoint image (on runc)
+    Checkpoint(checkpoint::Checkpoint),
+    /// Create and start a container restored from a checkpoint image
+    Restore(checkpoint::Restore),
     /// Build an image from a Dockerfile (inside berthd)
     Build(build::Build),
     /// Daemon plugins
@@ -274,6 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wait(a) => everyday::wait(&client, a).await,
         Command::Port(a) => everyday::port(&client, a).await,
         Command::System(cmd) => everyday::system(&client, cmd).await,
+        Command::Builder(cmd) => builder::run(&client, cmd).await,
         Command::Containers(containers::Containers::Prune(a)) => {
             everyday::container_prune(&client, a).await
         }
@@ -286,6 +296,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tag(a) => images::run(&client, images::Cmd::Tag(a)).await,
         Command::Leases(cmd) => leases::run(&client, cmd).await,
         Command::Commit(c) => commit::run(&client, c).await,
+        Command::Checkpoint(c) => checkpoint::checkpoint(&client, c).await,
+        Command::Restore(r) => checkpoint::restore(&client, r).await,
         Command::Build(b) => build::run(&client, b).await,
         Command::Volumes(cmd) => volumes::run(&client, cmd).await,
         Command::Network(cmd) => networks::run(&client, cmd).await,
