@@ -227,3 +227,25 @@ fn berth_checkpoint_exit_and_leave_running_then_restore() {
         remove(&d, id);
     }
 }
+
+/// The native runtime has no CRIU driver: a checkpoint of its container is refused with a
+/// precondition that names runc, and the container keeps running.
+#[test]
+fn native_runtime_refuses_checkpoint_naming_runc() {
+    let d = Daemon::start().unwrap();
+    let (_w, archive) = oci::busybox_archive();
+    import_as_base(&d, &archive);
+    let run = ["run", "-d", "--null-io", "--runtime", BERTH_SHIM, IMAGE];
+    ok(&d.ctr(&[&run[..], &["native-count", "sh", "-c", COUNTER]].concat()));
+    let before = counts_past(&d, "native-count", 0);
+    let out = d.berth(&["checkpoint", "native-count", "test.local/no:1"], None);
+    assert!(!out.status.success(), "native checkpoint succeeded");
+    let said = stderr(&out);
+    assert!(
+        said.contains("FailedPrecondition") || said.contains("precondition"),
+        "{said}"
+    );
+    assert!(said.contains("runc"), "{said}");
+    counts_past(&d, "native-count", before);
+    remove(&d, "native-count");
+}
