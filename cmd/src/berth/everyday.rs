@@ -220,9 +220,10 @@ pub enum System {
     /// What images, containers and volumes take on disk, and what a prune would free
     Df(crate::df::DfArgs),
     /// Remove stopped containers, then (with -a) images no container uses, then (with
-    /// --volumes) volumes no container uses
+    /// --volumes) volumes no container uses, then build cache records that can no longer
+    /// hit (with -a: every one no running build uses)
     Prune {
-        /// Images no container uses, too
+        /// Images no container uses, and all the build cache, too
         #[arg(long, short = 'a')]
         all: bool,
         /// Volumes no container uses, too
@@ -289,7 +290,17 @@ pub async fn system(client: &Client, cmd: System) -> anyhow::Result<()> {
                 println!("Deleted Volumes:");
                 crate::volumes::run(client, crate::volumes::Cmd::Prune { all: false }).await?;
             }
-            Ok(())
+            // After the images: their layers gone, more records can no longer hit.
+            crate::builder::prune(
+                client,
+                crate::builder::PruneArgs {
+                    all,
+                    keep_storage: None,
+                    filter: vec![],
+                    force,
+                },
+            )
+            .await
         }
     }
 }

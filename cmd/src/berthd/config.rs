@@ -33,6 +33,8 @@ pub struct Config {
     pub nri: berth_services::edge::nri::NriConfig,
     /// Bounds on what layers inflate to; off by default. SIGHUP reloads them.
     pub limits: LimitsConfig,
+    /// `berth build`: how big and how old its cache of RUN steps and images may grow.
+    pub build: BuildConfig,
     /// Snapshotters served by other processes, as containerd configures them:
     /// `[proxy_plugins.NAME] type = "snapshot" address = "/run/NAME.sock"`.
     pub proxy_plugins: std::collections::BTreeMap<
@@ -105,6 +107,44 @@ impl LimitsConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuildConfig {
+    /// Bytes the build cache (`<root>/io.berth.build.v1`, as `du` counts it) may take; past
+    /// it the least recently used records go, at start and after every build. Records are
+    /// ~4 KiB each and name layers images hold, so the default (16 MiB) keeps ~4000.
+    pub cache_max_bytes: u64,
+    /// Records unused for longer go too ("7days", "48h"); empty: no age limit.
+    pub cache_max_age: String,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig {
+            cache_max_bytes: berth_services::core::build::DEFAULT_MAX_BYTES,
+            cache_max_age: String::new(),
+        }
+    }
+}
+
+impl BuildConfig {
+    /// The policy these settings describe; an age that does not parse is an error.
+    pub fn policy(&self) -> anyhow::Result<berth_services::core::build::CachePolicy> {
+        let max_age = match self.cache_max_age.trim() {
+            "" => None,
+            age => Some(humantime::parse_duration(age).map_err(|e| {
+                anyhow::anyhow!(
+                    "[build] cache_max_age {age:?}: {e} (write e.g. \"7days\" or \"48h\")"
+                )
+            })?),
+        };
+        Ok(berth_services::core::build::CachePolicy {
+            max_bytes: self.cache_max_bytes,
+            max_age,
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
@@ -128,6 +168,7 @@ impl Default for Config {
             runtime: Default::default(),
             nri: Default::default(),
             limits: Default::default(),
+            build: Default::default(),
             proxy_plugins: Default::default(),
         }
     }

@@ -410,7 +410,9 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
         .with_context(|| format!("chmod 0711 {}", cfg.state.display()))?;
     let _lock = lock_root(&cfg.root)?;
     cfg.limits.enforce();
+    let build_cache = cfg.build.policy()?;
     let daemon = open_daemon(&cfg).await?;
+    daemon.start_build_cache(build_cache).await;
     let router = daemon.router()?;
     let listener = bind_socket(&cfg.address)?;
     let cri_listener = match (&daemon.cri, cfg.cri.address.as_os_str().is_empty()) {

@@ -258,6 +258,7 @@ impl Made {
             tasks: self.tasks.clone(),
             root: root.join("io.berth.build.v1"),
             state: state.join("io.berth.build.v1"),
+            cache: Default::default(),
         }
     }
 
@@ -458,6 +459,13 @@ impl Started {
 }
 
 impl Daemon {
+    /// Puts the build cache's bound (`[build]` in berthd's config) in force: applied now
+    /// (after half-written records from a crash are cleared) and after every build.
+    pub async fn start_build_cache(&self, policy: crate::core::build::CachePolicy) {
+        self.builder.cache.set_policy(policy);
+        self.builder.start_cache().await;
+    }
+
     /// Opens (creating if needed) every store under `root`: the plugins in the order of
     /// what they require, then the parts built from them.
     pub fn open(

@@ -3,7 +3,7 @@
 
 use super::stage::Stage;
 use super::stage::{now_rfc3339, sha256_hex};
-use super::Builder;
+use super::{Builder, StepCtx};
 use crate::core::context::Ctx;
 use crate::core::error::{blocking, Error, Result};
 use crate::core::images::Descriptor;
@@ -15,21 +15,22 @@ use serde_json::{json, Value};
 impl Builder {
     /// The config, manifest and tags of the finished stage; an identical earlier build's
     /// image is returned as it is.
-    /// `snapshotter` holds the stage's snapshots: the config refers to the top one, as an
+    /// `sc.snapshotter` holds the stage's snapshots: the config refers to the top one, as an
     /// unpack's does, so they are kept with the image.
     pub(super) async fn write_image(
         &self,
-        ctx: &Ctx,
+        sc: &StepCtx<'_>,
         stage: &Stage,
-        snapshotter: &str,
         tags: &[String],
     ) -> Result<String> {
+        let (ctx, snapshotter) = (sc.ctx, sc.snapshotter);
         let mut config = stage.config.clone();
         config["rootfs"] = json!({"type": "layers", "diff_ids": stage.diff_ids});
         // An image identical but for its timestamps was built before: that one is the result,
         // so a rebuild with nothing changed creates nothing.
         let image_key = timeless_key(&config, stage);
         let image_file = self.root.join("images").join(format!("{image_key}.json"));
+        sc.holds.hold(&image_file);
         if let Some(target) = self.reusable(ctx, &image_file).await {
             self.tag(ctx, &target, tags).await?;
             return Ok(target.digest);

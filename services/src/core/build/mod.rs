@@ -11,6 +11,7 @@ pub mod dockerfile;
 mod from;
 mod image;
 mod layer;
+mod prune;
 mod run;
 mod stage;
 mod usage;
@@ -28,6 +29,7 @@ use crate::core::snapshots::Snapshots;
 use crate::core::unpack::Unpacker;
 use config::{arg_of, metadata_step};
 use dockerfile::Instruction;
+pub use prune::{CachePolicy, CacheState, PruneOptions, PruneReport, DEFAULT_MAX_BYTES};
 use stage::Stage;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -73,6 +75,8 @@ pub struct Builder {
     pub root: PathBuf,
     /// `<state>/io.berth.build.v1`: contexts and step logs while a build runs.
     pub state: PathBuf,
+    /// The cache's policy and the records running builds hold.
+    pub cache: CacheState,
 }
 
 /// What every step of one build shares.
@@ -85,6 +89,8 @@ pub(super) struct StepCtx<'a> {
     /// The extracted build context.
     pub context: &'a Path,
     pub progress: &'a mpsc::Sender<Progress>,
+    /// The cache records this build has read or written: no prune takes them meanwhile.
+    holds: &'a prune::BuildHolds,
 }
 
 impl Builder {
@@ -122,12 +128,16 @@ impl Builder {
         let text = req.dockerfile.clone();
         let instructions = blocking(move || dockerfile::parse(&text)).await?;
         let this = self.clone();
-        self.puller
+        let built = self
+            .puller
             .with_lease(ctx, move |ctx| async move {
                 this.build_leased(ctx, req, instructions, tags, progress)
                     .await
             })
-            .await
+            .await;
+        // Its records released, this build's new ones count against the bound like any.
+        self.enforce_cache_policy().await;
+        built
     }
 
     async fn build_leased(
@@ -147,6 +157,7 @@ impl Builder {
             .state
             .join(format!("build-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&work).map_err(|e| Error::io("create the build directory", e))?;
+        let holds = prune::BuildHolds::new(&self.cache);
         let result = async {
             let context = work.join("context");
             let sc = StepCtx {
@@ -156,10 +167,11 @@ impl Builder {
                 work: &work,
                 context: &context,
                 progress: &progress,
+                holds: &holds,
             };
             self.extract_context(&sc).await?;
             let stage = self.run_steps(&sc, &instructions).await?;
-            self.write_image(&ctx, &stage, &snapshotter, &tags).await
+            self.write_image(&sc, &stage, &tags).await
         }
         .await;
         let _ = std::fs::remove_dir_all(&work);

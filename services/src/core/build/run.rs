@@ -104,6 +104,7 @@ impl Builder {
         let key = spec.cache_key(&stage.chain);
         let cache_file = self.root.join("cache").join(format!("{key}.json"));
         if !req.no_cache {
+            sc.holds.hold(&cache_file);
             if let Some(hit) = self
                 .cached(ctx, snapshotter, &cache_file, &stage.chain)
                 .await
@@ -160,6 +161,7 @@ impl Builder {
                 return Err(ins.error(e));
             }
         };
+        sc.holds.hold(&cache_file);
         remember(&cache_file, &desc, &diff_id);
         stage.push_layer(&desc, &diff_id, chain);
         stage.history(ins, false);

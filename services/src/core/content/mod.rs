@@ -320,6 +320,12 @@ impl Content {
     pub fn has_blob_sync(&self, ns: &Namespace, digest: &str) -> Result<bool> {
         Ok(self.store.blob_get(ns, digest)?.is_some())
     }
+
+    /// Whether any namespace still holds `digest`'s bytes (garbage collection removes them
+    /// once none does).
+    pub fn bytes_present_sync(&self, digest: &str) -> Result<bool> {
+        Ok(self.local.blob_size(&Digest::parse(digest)?)?.is_some())
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! berth.services.build.v1.Build
 
 use super::{ctx, labels_in, status};
-use crate::core::build::{BuildRequest, Builder, Progress};
+use crate::core::build::{BuildRequest, Builder, Progress, PruneOptions};
 use berth_proto::berth::services::build::v1::{
     build_server::Build, BuildProgress, BuildRequest as PbBuildRequest, DiskUsageRequest,
-    DiskUsageResponse,
+    DiskUsageResponse, PruneRequest, PruneResponse,
 };
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -77,6 +78,21 @@ impl Build for BuildService {
         Ok(Response::new(DiskUsageResponse {
             records: usage.records,
             bytes: usage.bytes,
+        }))
+    }
+
+    async fn prune(&self, req: Request<PruneRequest>) -> Result<Response<PruneResponse>, Status> {
+        let r = req.into_inner();
+        let opts = PruneOptions {
+            all: r.all,
+            keep_bytes: (r.keep_bytes > 0).then_some(r.keep_bytes),
+            unused_for: (r.unused_for_seconds > 0)
+                .then(|| Duration::from_secs(r.unused_for_seconds)),
+        };
+        let report = self.core.prune(opts).await.map_err(status)?;
+        Ok(Response::new(PruneResponse {
+            records: report.records,
+            bytes: report.bytes,
         }))
     }
 }
