@@ -62,9 +62,12 @@ impl Service {
         Ok(())
     }
 
-    /// Runs the created exec `p`; its pid.
+    /// Runs the created exec `p`; its pid. A launch that fails leaves none of the runtime's
+    /// files behind (the spec stays for another Start, until Delete).
     pub(super) fn start_exec(&self, exec_id: String, p: &Proc) -> R<i32> {
-        let launched = self.launch_exec(&exec_id, p)?;
+        let launched = self.launch_exec(&exec_id, p).inspect_err(|_| {
+            self.remove_exec_files(&exec_id, &["pid", "log"]);
+        })?;
         let pid = launched.pid;
         let early = self.record_started(&exec_id, launched)?;
         self.exited.notify_all();
@@ -80,6 +83,15 @@ impl Service {
             publish_exit(&self.events, &self.id, exec_id, pid, e);
         }
         Ok(pid)
+    }
+
+    /// Removes the exec's files in the bundle with these extensions (spec `json`, `pid`,
+    /// runtime `log`): a long-running container sees thousands of execs, and an exec's files
+    /// serve only its launch.
+    pub(super) fn remove_exec_files(&self, exec_id: &str, extensions: &[&str]) {
+        for ext in extensions {
+            let _ = std::fs::remove_file(self.bundle.join(format!("exec-{exec_id}.{ext}")));
+        }
     }
 
     /// `runc exec --detach` with the exec's spec and stdio.
@@ -191,6 +203,16 @@ mod tests {
                 .starts_with("exec --detach --pid-file "),
             "{calls:?}"
         );
+        let exec_files = || {
+            let mut names: Vec<String> = std::fs::read_dir(&f.service.bundle)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("exec-"))
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(exec_files(), ["exec-e1.json", "exec-e1.pid"]);
         f.service
             .delete(api::DeleteRequest {
                 id: "c1".into(),
@@ -198,6 +220,7 @@ mod tests {
             })
             .unwrap();
         assert!(matches!(state(&f.service, "e1"), Err(Error::NotFound(_))));
+        assert!(exec_files().is_empty(), "{:?}", exec_files());
         // The init process is untouched by the exec's deletion.
         assert_eq!(
             state(&f.service, "").unwrap().status,

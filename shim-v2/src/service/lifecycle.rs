@@ -202,8 +202,11 @@ impl Service {
             if let Ok(mut st) = self.state.lock() {
                 st.init = None;
             }
-        } else if let Ok(mut st) = self.state.lock() {
-            st.execs.remove(&r.exec_id);
+        } else {
+            if let Ok(mut st) = self.state.lock() {
+                st.execs.remove(&r.exec_id);
+            }
+            self.remove_exec_files(&r.exec_id, &["json", "pid", "log"]);
         }
         let exit = p.exit.unwrap_or(Exit {
             status: 0,
