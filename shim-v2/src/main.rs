@@ -502,6 +502,10 @@ fn delete(a: &Args) -> Result<(), String> {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(berth_shim::native::HELPER) {
+        std::process::exit(berth_shim::native::helper_main(&args[1..]));
+    }
     let result = parse().and_then(|a| match a.action.as_str() {
         _ if a.version => {
             println!(

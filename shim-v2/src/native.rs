@@ -3,13 +3,14 @@
 //! speaks the same subset of runc's command line the task service uses (see [`Runtime`]),
 //! so the service and its tests do not know which runtime is behind them.
 //!
-//! Creating a process (`create`, `exec`) happens in a child forked for the purpose: the shim
-//! has several threads, and libcontainer's own clones run Rust code (allocation included)
-//! before they exec; a child made by glibc's `fork` is single-threaded with a consistent
-//! heap. The container's processes outlive that child and are reparented to the shim, the
-//! subreaper, like runc's. `start`, `kill`, `delete`, `pause`, `resume`, `ps` and `update`
-//! run in a forked child too: the serving shim itself never runs libcontainer's code, so
-//! none of it (nor serde_json, tracing, pathrs…) is mapped into its resident set.
+//! Each step runs in a helper process: the shim's own binary executed afresh with [`HELPER`]
+//! and runc's command line ([`helper_main`]), a single-threaded process whose locks are its
+//! own. (A fork of the serving shim, which has several threads, copied any lock one of them
+//! held; libcontainer's clones, ending through `std::process::exit`, then waited forever on
+//! std's thread-bookkeeping lock.) The container's processes outlive the helper and are
+//! reparented to the shim, the subreaper, like runc's. The serving shim itself never runs
+//! libcontainer's code, so none of it (nor serde_json, tracing, pathrs…) is mapped into its
+//! resident set.
 
 use crate::confine::{self, Plan};
 use crate::reaper::Reaper;
@@ -20,8 +21,10 @@ use libcontainer::oci_spec::runtime::LinuxResources;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::sync::Arc;
 
 /// The state directory of libcontainer's containers, one directory per container id.
@@ -100,14 +103,23 @@ impl Native {
         Container::load(dir).map_err(|e| failed(&format!("load container {id}"), e))
     }
 
-    /// Runs `work` in a forked child and waits for it; what it returns (its output, or its
-    /// error) comes back through a pipe. `log`, when given, receives libcontainer's own
-    /// messages (and the container processes `work` makes inherit the pipe until they exec:
-    /// the pipe is then read once the child is gone, never to its end).
-    fn in_child(
+    /// Runs runc's command line `args` in a helper process, and waits for it; what it
+    /// returns (its output, or its error) comes back through a pipe on the helper's
+    /// [`ANSWER_FD`]. `log`, when given, receives libcontainer's own messages (and the
+    /// container processes the helper makes inherit the pipe until they exec: the pipe is
+    /// then read once the helper is gone, never to its end).
+    ///
+    /// The helper is the shim's own binary executed afresh ([`helper_main`]), not a fork of
+    /// the serving shim: a fork copies whatever lock another of the shim's threads held at
+    /// that instant, and libcontainer's intermediate process ends through
+    /// `std::process::exit`, whose cleanup takes the lock std holds while a thread starts or
+    /// ends. A fork that landed while a request thread started or ended left that process
+    /// waiting forever, the exec's Start unanswered.
+    fn in_helper(
         &self,
+        args: &[&str],
+        stdio: Stdio3,
         log: Option<&Path>,
-        work: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<Vec<u8>, Failed> {
         if let Some(log) = log {
             let _ = std::fs::remove_file(log);
@@ -119,46 +131,56 @@ impl Native {
         }
         // SAFETY: both descriptors were just created and are owned here alone.
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let r_fd = std::os::fd::AsRawFd::as_raw_fd(&r);
-        let child = move || {
-            // SAFETY: the child's copy of the read end, which it does not use.
-            unsafe { libc::close(r_fd) };
-            if let Some(log) = log {
-                log_to(log);
-            }
-            let mut f = std::fs::File::from(w);
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
-                Ok(Ok(out)) => {
-                    let _ = std::io::Write::write_all(&mut f, &out);
-                    0
+        let given: String = [&stdio.stdin, &stdio.stdout, &stdio.stderr]
+            .iter()
+            .map(|fd| if fd.is_some() { '1' } else { '0' })
+            .collect();
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        if let Some(me) = std::env::args_os().next() {
+            cmd.arg0(me);
+        }
+        cmd.arg(HELPER)
+            .arg(&self.root)
+            .arg(log.unwrap_or(Path::new("")))
+            .arg(given)
+            .args(args);
+        let null = |fd: Option<OwnedFd>| fd.map(Stdio::from).unwrap_or_else(Stdio::null);
+        cmd.stdin(null(stdio.stdin))
+            .stdout(null(stdio.stdout))
+            .stderr(null(stdio.stderr));
+        let w_fd = w.as_raw_fd();
+        // SAFETY: runs in the forked child before it execs, and makes only async-signal-safe
+        // calls (dup2, fcntl) on a descriptor that stays open in the parent until `spawn`
+        // returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                let rc = if w_fd == ANSWER_FD {
+                    libc::fcntl(w_fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(w_fd, ANSWER_FD)
+                };
+                if rc < 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
-                Ok(Err(msg)) => {
-                    let _ = std::io::Write::write_all(&mut f, msg.as_bytes());
-                    1
-                }
-                Err(_) => 2,
-            }
+                Ok(())
+            })
         };
-        // SAFETY: glibc's fork leaves its heap consistent for the child, which runs `work`
-        // on its own copy and never returns into the shim's code. `w` and `work` moved into
-        // `child`: the parent's copies are dropped as `spawn` returns.
-        let pid = unsafe { crate::fork::spawn(child) }.map_err(|e| failed("fork", e))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| failed("start the native runtime's helper", e))?;
+        drop(cmd);
+        drop(w);
+        let pid = child.id() as i32;
         let mut out = vec![];
         let exit = if log.is_some() {
             let exit = self.reaper.wait(pid);
             // SAFETY: fcntl on a descriptor owned here.
-            unsafe {
-                libc::fcntl(
-                    std::os::fd::AsRawFd::as_raw_fd(&r),
-                    libc::F_SETFL,
-                    libc::O_NONBLOCK,
-                )
-            };
+            unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
             let _ = std::fs::File::from(r).read_to_end(&mut out);
             exit
         } else {
             // Nothing else holds the write end: read to its end (output of any size), then
-            // collect the child.
+            // collect the helper.
             let _ = std::fs::File::from(r).read_to_end(&mut out);
             self.reaper.wait(pid)
         };
@@ -168,113 +190,112 @@ impl Native {
         Err(helper_failure(&out, exit.status, log))
     }
 
-    fn create(&self, c: &Command, stdio: Stdio3, log: &Path) -> Result<(), Failed> {
-        let id = c.id()?.to_string();
+    /// Does what the helper was asked (runc's command line in `c`) in this process.
+    fn serve_helper(&self, c: &Command, stdio: Stdio3) -> Result<Vec<u8>, String> {
+        let done = |r: Result<(), Failed>| r.map(|()| vec![]).map_err(|f| f.0.to_string());
+        match c.verb {
+            "create" => self.create(c, stdio),
+            "exec" => self.exec(c, stdio),
+            "start" => done(self.start(c)),
+            "kill" => done(self.kill(c)),
+            "delete" => done(self.delete(c)),
+            "ps" => self.ps(c).map_err(|f| f.0.to_string()),
+            "update" => done(self.update(c)),
+            "pause" => done(self.pause(c, true)),
+            "resume" => done(self.pause(c, false)),
+            other => Err(format!("the native runtime has no {other:?}")),
+        }
+    }
+
+    /// `create`, in the helper: the spec is read there, so the serving shim never holds
+    /// its parsed tree.
+    fn create(&self, c: &Command, stdio: Stdio3) -> Result<Vec<u8>, String> {
+        let id = c.id().map_err(|f| f.0.to_string())?.to_string();
         let bundle = PathBuf::from(c.flag("--bundle").unwrap_or("."));
         let pid_file = c.flag("--pid-file").map(PathBuf::from);
         let console = c.flag("--console-socket").map(PathBuf::from);
         let root = self.root.clone();
         let cache = self.filter_cache();
-        let process_of = bundle.clone();
-        // The spec is read in the helper: the serving shim never holds its parsed tree.
-        self.in_child(Some(log), move || {
-            let (systemd, plan) = prepare_spec(&bundle).map_err(|f| f.0.to_string())?;
-            let joined = match (systemd, &plan.cgroups_path) {
-                (false, Some(path)) => {
-                    confine::join_unmanaged_cgroups(path)?;
-                    Some(path.clone())
-                }
-                _ => None,
-            };
-            // Everything after the join, so that a failure can leave the cgroups again.
-            let built = (move || -> Result<Vec<u8>, String> {
-                let confined = confine::for_init(&bundle, &cache)?;
-                let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
-                    .with_root_path(root)
-                    .map_err(|e| e.to_string())?
-                    .with_pid_file(pid_file)
-                    .map_err(|e| e.to_string())?
-                    .with_console_socket(console);
-                if let Some(c) = confined {
-                    b = b.with_executor(c);
-                }
-                b = with_stdio(b, stdio);
-                let ct = b
-                    .validate_id()
-                    .map_err(|e| e.to_string())?
-                    .as_init(bundle)
-                    .with_systemd(systemd)
-                    .with_detach(true)
-                    .build()
-                    .map_err(|e| format!("create container {id}: {e}"))?;
-                let init = ct
-                    .pid()
-                    .ok_or_else(|| format!("create container {id}: no init process"))?;
-                confine::after_create(&plan, init.as_raw())
-                    .map_err(|e| format!("create container {id}: {e}"))?;
-                Ok(vec![])
-            })();
-            if let (Err(_), Some(path)) = (&built, &joined) {
-                confine::leave_unmanaged_cgroups(path);
-            }
-            built
-        })
-        .map(drop)
-        .map_err(|f| {
-            Failed(crate::error::fold(
-                &f.0.to_string(),
-                &crate::error::bundle_process(&process_of),
-            ))
-        })
-    }
-
-    fn exec(&self, c: &Command, stdio: Stdio3, log: &Path) -> Result<(), Failed> {
-        let id = c.id()?.to_string();
-        let process = c
-            .flag("--process")
-            .map(PathBuf::from)
-            .ok_or_else(|| Failed::new("exec: no --process"))?;
-        let pid_file = c.flag("--pid-file").map(PathBuf::from);
-        let console = c.flag("--console-socket").map(PathBuf::from);
-        let cache = self.filter_cache();
-        let root = self.root.clone();
-        let process_of = process.clone();
-        self.in_child(Some(log), move || {
-            let ct =
-                Container::load(root.join(&id)).map_err(|e| format!("load container {id}: {e}"))?;
-            let bundle = ct.bundle().to_path_buf();
-            let cgroup = ct.spec().ok().map(|c| c.cgroup_path);
-            let path = cgroup.as_deref().and_then(Path::to_str);
-            if let (false, Some(path)) = (ct.systemd(), path.and_then(confine::cgroupfs_path)) {
+        let (systemd, plan) = prepare_spec(&bundle).map_err(|f| f.0.to_string())?;
+        let joined = match (systemd, &plan.cgroups_path) {
+            (false, Some(path)) => {
                 confine::join_unmanaged_cgroups(path)?;
+                Some(path.clone())
             }
-            let confined = confine::for_exec(&bundle, &process, &cache)?;
+            _ => None,
+        };
+        // Everything after the join, so that a failure can leave the cgroups again.
+        let built = (move || -> Result<Vec<u8>, String> {
+            let confined = confine::for_init(&bundle, &cache)?;
             let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
                 .with_root_path(root)
+                .map_err(|e| e.to_string())?
+                .with_pid_file(pid_file)
                 .map_err(|e| e.to_string())?
                 .with_console_socket(console);
             if let Some(c) = confined {
                 b = b.with_executor(c);
             }
-            let pid = with_stdio(b, stdio)
-                .as_tenant()
-                .with_process(Some(process))
+            b = with_stdio(b, stdio);
+            let ct = b
+                .validate_id()
+                .map_err(|e| e.to_string())?
+                .as_init(bundle)
+                .with_systemd(systemd)
                 .with_detach(true)
                 .build()
-                .map_err(|e| format!("exec in container {id}: {e}"))?;
-            if let Some(f) = pid_file {
-                std::fs::write(&f, pid.as_raw().to_string())
-                    .map_err(|e| format!("write {}: {e}", f.display()))?;
-            }
+                .map_err(|e| format!("create container {id}: {e}"))?;
+            let init = ct
+                .pid()
+                .ok_or_else(|| format!("create container {id}: no init process"))?;
+            confine::after_create(&plan, init.as_raw())
+                .map_err(|e| format!("create container {id}: {e}"))?;
             Ok(vec![])
-        })
-        .map(drop)
-        .map_err(|f| {
-            Failed(crate::error::fold(
-                &f.0.to_string(),
-                &crate::error::read_json(&process_of),
-            ))
-        })
+        })();
+        if let (Err(_), Some(path)) = (&built, &joined) {
+            confine::leave_unmanaged_cgroups(path);
+        }
+        built
+    }
+
+    /// `exec`, in the helper.
+    fn exec(&self, c: &Command, stdio: Stdio3) -> Result<Vec<u8>, String> {
+        let id = c.id().map_err(|f| f.0.to_string())?.to_string();
+        let process = c
+            .flag("--process")
+            .map(PathBuf::from)
+            .ok_or("exec: no --process")?;
+        let pid_file = c.flag("--pid-file").map(PathBuf::from);
+        let console = c.flag("--console-socket").map(PathBuf::from);
+        let cache = self.filter_cache();
+        let root = self.root.clone();
+        let ct =
+            Container::load(root.join(&id)).map_err(|e| format!("load container {id}: {e}"))?;
+        let bundle = ct.bundle().to_path_buf();
+        let cgroup = ct.spec().ok().map(|c| c.cgroup_path);
+        let path = cgroup.as_deref().and_then(Path::to_str);
+        if let (false, Some(path)) = (ct.systemd(), path.and_then(confine::cgroupfs_path)) {
+            confine::join_unmanaged_cgroups(path)?;
+        }
+        let confined = confine::for_exec(&bundle, &process, &cache)?;
+        let mut b = ContainerBuilder::new(id.clone(), SyscallType::default())
+            .with_root_path(root)
+            .map_err(|e| e.to_string())?
+            .with_console_socket(console);
+        if let Some(c) = confined {
+            b = b.with_executor(c);
+        }
+        let pid = with_stdio(b, stdio)
+            .as_tenant()
+            .with_process(Some(process))
+            .with_detach(true)
+            .build()
+            .map_err(|e| format!("exec in container {id}: {e}"))?;
+        if let Some(f) = pid_file {
+            std::fs::write(&f, pid.as_raw().to_string())
+                .map_err(|e| format!("write {}: {e}", f.display()))?;
+        }
+        Ok(vec![])
     }
 
     fn start(&self, c: &Command) -> Result<(), Failed> {
@@ -513,31 +534,92 @@ fn prepare_spec(bundle: &Path) -> Result<(bool, Plan), Failed> {
 
 impl Runtime for Native {
     fn run(&self, args: &[&str], _stdio: Stdio3) -> Result<Vec<u8>, Failed> {
-        let c = Command::parse(args)?;
-        let done = |r: Result<(), Failed>| r.map(|()| vec![]);
-        let call = || match c.verb {
-            "start" => done(self.start(&c)),
-            "kill" => done(self.kill(&c)),
-            "delete" => done(self.delete(&c)),
-            "ps" => self.ps(&c),
-            "update" => done(self.update(&c)),
-            "pause" => done(self.pause(&c, true)),
-            "resume" => done(self.pause(&c, false)),
-            other => Err(Failed::new(format!("the native runtime has no {other:?}"))),
-        };
-        self.in_child(None, || call().map_err(|f| f.0.to_string()))
+        self.in_helper(args, Stdio3::default(), None)
     }
 
     fn launch(&self, args: &[&str], stdio: Stdio3, log: &Path) -> Result<(), Failed> {
         let c = Command::parse(args)?;
-        match c.verb {
-            "create" => self.create(&c, stdio, log),
-            "exec" => self.exec(&c, stdio, log),
-            other => Err(Failed::new(format!(
-                "the native runtime cannot launch {other:?}"
-            ))),
+        // The process a failure is said of: the bundle's for create, the exec's own.
+        let process_of = |c: &Command| match c.verb {
+            "create" => crate::error::bundle_process(Path::new(c.flag("--bundle").unwrap_or("."))),
+            _ => c
+                .flag("--process")
+                .map(|p| crate::error::read_json(Path::new(p)))
+                .unwrap_or_default(),
+        };
+        if !matches!(c.verb, "create" | "exec") {
+            return Err(Failed::new(format!(
+                "the native runtime cannot launch {:?}",
+                c.verb
+            )));
         }
+        self.in_helper(args, stdio, Some(log))
+            .map(drop)
+            .map_err(|f| Failed(crate::error::fold(&f.0.to_string(), &process_of(&c))))
     }
+}
+
+/// The first argument that makes the shim's binary the native runtime's helper, followed by
+/// the state root, the log path (empty for none), which of stdin, stdout and stderr were
+/// given (`1` or `0` each), and runc's command line.
+pub const HELPER: &str = "native-runtime-helper";
+
+/// The helper's descriptor for its answer: its output, or its error message.
+const ANSWER_FD: i32 = 3;
+
+/// The helper's whole life (`args` follow [`HELPER`]): does the one thing asked and ends
+/// with its exit code (0 done, 1 failed, 2 panicked).
+pub fn helper_main(args: &[String]) -> i32 {
+    // SAFETY: the shim gave the helper this descriptor for its answer, and nothing else
+    // here owns it.
+    let answer = unsafe { OwnedFd::from_raw_fd(ANSWER_FD) };
+    // The container processes the helper makes must not keep it once they exec.
+    // SAFETY: fcntl on the descriptor owned just above.
+    unsafe { libc::fcntl(ANSWER_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let mut f = std::fs::File::from(answer);
+    let said = std::panic::catch_unwind(|| helper_work(args));
+    let (text, code) = match said {
+        Ok(Ok(out)) => (out, 0),
+        Ok(Err(msg)) => (msg.into_bytes(), 1),
+        Err(_) => (vec![], 2),
+    };
+    let _ = std::io::Write::write_all(&mut f, &text);
+    code
+}
+
+fn helper_work(args: &[String]) -> Result<Vec<u8>, String> {
+    let [root, log, given, rest @ ..] = args else {
+        return Err("the native runtime's helper: too few arguments".into());
+    };
+    if !log.is_empty() {
+        log_to(Path::new(log));
+    }
+    // A copy above the stdio numbers: libcontainer closes what it is given once it has
+    // made it the process's stdio, which would close the helper's own 0, 1 or 2.
+    let taken = |n: usize, fd: i32| {
+        if given.as_bytes().get(n) != Some(&b'1') {
+            return Ok(None);
+        }
+        // SAFETY: fcntl duplicates a descriptor the shim made the helper's stdio.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10) };
+        if copy < 0 {
+            return Err(format!("stdio: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: the copy was just made and is owned here alone.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(copy) }))
+    };
+    let stdio = Stdio3 {
+        stdin: taken(0, 0)?,
+        stdout: taken(1, 1)?,
+        stderr: taken(2, 2)?,
+    };
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let c = Command::parse(&rest).map_err(|f| f.0.to_string())?;
+    let native = Native {
+        root: PathBuf::from(root),
+        reaper: Arc::new(Reaper::default()),
+    };
+    native.serve_helper(&c, stdio)
 }
 
 #[cfg(test)]
