@@ -203,3 +203,47 @@ fn a_record_in_use_by_a_running_build_is_not_pruned() {
     ok(&d.berth(&["builder", "prune", "-a"], None));
     assert_eq!(records(&cache), 0, "the build ended: its records may go");
 }
+
+/// Without `-a`, a prune takes only the records that can no longer hit: those of an image
+/// removed (its layer collected), not those of an image still there.
+#[test]
+fn prune_without_all_takes_only_records_whose_layers_are_gone() {
+    let (d, work) = daemon();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM test.local/busybox:latest\nARG N\nRUN echo $N > /n\n",
+    )
+    .unwrap();
+    let build = |n: u32| {
+        ok(&d.berth(
+            &[
+                "build",
+                "-t",
+                &format!("test.local/dangling:{n}"),
+                "--build-arg",
+                &format!("N={n}"),
+                ctx.to_str().unwrap(),
+            ],
+            None,
+        ))
+    };
+    build(1);
+    build(2);
+    let cache = d.root().join("io.berth.build.v1");
+    let count = || records(&cache.join("cache")) + records(&cache.join("images"));
+    assert_eq!(count(), 4, "a RUN record and an image record per build");
+    ok(&d.berth(&["rmi", "--sync", "test.local/dangling:1"], None));
+    let out = ok(&d.berth(&["builder", "prune"], None));
+    assert!(out.contains("records: 2"), "{out}");
+    assert_eq!(
+        count(),
+        2,
+        "the removed image's two records go, the other's stay"
+    );
+    assert!(
+        run_hit(&build(2)),
+        "the kept image's RUN record no longer hits"
+    );
+}

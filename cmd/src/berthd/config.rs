@@ -357,4 +357,19 @@ mod tests {
             assert!(text.contains(key), "{key} missing from the defaults");
         }
     }
+
+    #[test]
+    fn the_build_section_is_the_cache_policy() {
+        let d = Config::default().build.policy().unwrap();
+        assert_eq!((d.max_bytes, d.max_age), (16 << 20, None));
+        let c: Config =
+            toml::from_str("[build]\ncache_max_bytes = 2097152\ncache_max_age = \"48h\"\n")
+                .unwrap();
+        let p = c.build.policy().unwrap();
+        assert_eq!(p.max_bytes, 2 << 20);
+        assert_eq!(p.max_age, Some(std::time::Duration::from_secs(48 * 3600)));
+        let bad: Config = toml::from_str("[build]\ncache_max_age = \"soon\"\n").unwrap();
+        let e = bad.build.policy().unwrap_err().to_string();
+        assert!(e.contains("cache_max_age"), "{e}");
+    }
 }
