@@ -34,7 +34,7 @@ pub struct CheckpointTask {
 }
 
 /// Removes a scratch directory however the work in it ends.
-struct Scratch(PathBuf);
+pub struct Scratch(pub PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {

@@ -6,6 +6,7 @@
 //!
 //! This module is a wire edge like `grpc/`: the CRI's own messages are its vocabulary.
 
+mod checkpoint;
 pub mod config;
 mod container;
 mod create;

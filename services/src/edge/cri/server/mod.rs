@@ -69,10 +69,6 @@ pub fn deadline<T>(req: &Request<T>) -> Option<Duration> {
     })
 }
 
-fn unimplemented(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not supported by berth yet"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -440,9 +440,14 @@ impl RuntimeService for CriService {
 
     async fn checkpoint_container(
         &self,
-        _r: Request<cri::CheckpointContainerRequest>,
+        r: Request<cri::CheckpointContainerRequest>,
     ) -> R<cri::CheckpointContainerResponse> {
-        Err(unimplemented("CheckpointContainer"))
+        let r = r.into_inner();
+        self.cri
+            .checkpoint_container(&r.container_id, &r.location)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(cri::CheckpointContainerResponse {}))
     }
 
     type GetContainerEventsStream = Stream<cri::ContainerEventResponse>;
