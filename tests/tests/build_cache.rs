@@ -75,29 +75,38 @@ fn build_cache_row(d: &Daemon) -> serde_json::Value {
         .clone()
 }
 
-#[test]
-fn builds_with_new_args_stay_within_the_bound_and_prune_empties_it() {
-    let (d, work) = daemon();
-    let ctx = work.path().join("ctx");
+/// A context whose RUN step's result depends on the build-arg N.
+fn arg_context(work: &Path) -> std::path::PathBuf {
+    let ctx = work.join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM test.local/busybox:latest\nARG N\nRUN echo $N > /n\n",
     )
     .unwrap();
-    let build = |n: u32| {
-        d.berth(
-            &[
-                "build",
-                "-t",
-                &format!("test.local/bounded:{n}"),
-                "--build-arg",
-                &format!("N={n}"),
-                ctx.to_str().unwrap(),
-            ],
-            None,
-        )
-    };
+    ctx
+}
+
+/// Builds `ctx` with N=`n` as `test.local/<name>:<n>`.
+fn build_with_arg(d: &Daemon, ctx: &Path, name: &str, n: u32) -> std::process::Output {
+    d.berth(
+        &[
+            "build",
+            "-t",
+            &format!("test.local/{name}:{n}"),
+            "--build-arg",
+            &format!("N={n}"),
+            ctx.to_str().unwrap(),
+        ],
+        None,
+    )
+}
+
+#[test]
+fn builds_with_new_args_stay_within_the_bound_and_prune_empties_it() {
+    let (d, work) = daemon();
+    let ctx = arg_context(work.path());
+    let build = |n: u32| build_with_arg(&d, &ctx, "bounded", n);
     let cache = d.root().join("io.berth.build.v1");
     let mut most = 0;
     for n in 0..10 {
@@ -209,26 +218,8 @@ fn a_record_in_use_by_a_running_build_is_not_pruned() {
 #[test]
 fn prune_without_all_takes_only_records_whose_layers_are_gone() {
     let (d, work) = daemon();
-    let ctx = work.path().join("ctx");
-    std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
-        "FROM test.local/busybox:latest\nARG N\nRUN echo $N > /n\n",
-    )
-    .unwrap();
-    let build = |n: u32| {
-        ok(&d.berth(
-            &[
-                "build",
-                "-t",
-                &format!("test.local/dangling:{n}"),
-                "--build-arg",
-                &format!("N={n}"),
-                ctx.to_str().unwrap(),
-            ],
-            None,
-        ))
-    };
+    let ctx = arg_context(work.path());
+    let build = |n: u32| ok(&build_with_arg(&d, &ctx, "dangling", n));
     build(1);
     build(2);
     let cache = d.root().join("io.berth.build.v1");
