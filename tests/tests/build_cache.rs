@@ -238,3 +238,35 @@ fn prune_without_all_takes_only_records_whose_layers_are_gone() {
         "the kept image's RUN record no longer hits"
     );
 }
+
+/// SIGHUP reloads `[build]`: a bound lowered while berthd runs applies after the next build.
+#[test]
+fn a_lowered_bound_applies_after_sighup() {
+    let (d, work) = daemon();
+    let ctx = arg_context(work.path());
+    for n in 1..=2 {
+        ok(&build_with_arg(&d, &ctx, "reloaded", n));
+    }
+    let cache = d.root().join("io.berth.build.v1");
+    let count = || records(&cache.join("cache")) + records(&cache.join("images"));
+    assert_eq!(count(), 4);
+    std::fs::write(
+        work.path().join("berthd.toml"),
+        "[build]\ncache_max_bytes = 1\n",
+    )
+    .unwrap();
+    let pid = d.pid().unwrap() as i32;
+    // SAFETY: a signal to the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let reloaded = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        d.log_text().contains("build cache bound reloaded")
+    });
+    assert!(reloaded, "no reload logged: {}", d.log_text());
+    ok(&build_with_arg(&d, &ctx, "reloaded", 3));
+    assert_eq!(
+        count(),
+        0,
+        "a 1-byte bound keeps no record once the build ends"
+    );
+}

@@ -34,6 +34,7 @@ pub struct Config {
     /// Bounds on what layers inflate to; off by default. SIGHUP reloads them.
     pub limits: LimitsConfig,
     /// `berth build`: how big and how old its cache of RUN steps and images may grow.
+    /// SIGHUP reloads it.
     pub build: BuildConfig,
     /// Snapshotters served by other processes, as containerd configures them:
     /// `[proxy_plugins.NAME] type = "snapshot" address = "/run/NAME.sock"`.

@@ -279,13 +279,14 @@ fn init_logging(cfg: &Config) -> anyhow::Result<LogReload> {
 }
 
 /// On SIGHUP: the config file is read again and what can change while running does — the
-/// log level, the registry settings and the limits; anything else waits for a restart (and
+/// log level, the registry settings, the limits and the build cache's bound; anything else waits for a restart (and
 /// says so).
 async fn reload_on_hangup(
     args: Args,
     running: Config,
     logs: LogReload,
     registry: berth_services::core::registry::SharedConfig,
+    build_cache: berth_services::core::build::CacheState,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -317,10 +318,22 @@ async fn reload_on_hangup(
             next.limits.enforce();
             tracing::info!(limits = ?next.limits, "SIGHUP: limits reloaded");
         }
+        if next.build != current.build {
+            match next.build.policy() {
+                Ok(p) => {
+                    build_cache.set_policy(p);
+                    tracing::info!(policy = ?p, "SIGHUP: build cache bound reloaded (applied after the next build)");
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "SIGHUP: keeping the build cache bound")
+                }
+            }
+        }
         let mut rest = next.clone();
         rest.log_level = current.log_level.clone();
         rest.registry = current.registry.clone();
         rest.limits = current.limits;
+        rest.build = current.build.clone();
         if rest != current {
             tracing::warn!("SIGHUP: other settings changed; they apply at the next start");
         }
@@ -445,6 +458,7 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
         cfg.clone(),
         logs,
         daemon.registry.clone(),
+        daemon.build_cache(),
     ));
     let engine = std::env::var(config::RUNTIME_ENV).unwrap_or_default();
     tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), state = %cfg.state.display(), runtime = %engine, "berthd serving");

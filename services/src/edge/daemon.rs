@@ -466,6 +466,11 @@ impl Daemon {
         self.builder.start_cache().await;
     }
 
+    /// The build cache's policy, for SIGHUP to replace (applied after the next build).
+    pub fn build_cache(&self) -> crate::core::build::CacheState {
+        self.builder.cache.clone()
+    }
+
     /// Opens (creating if needed) every store under `root`: the plugins in the order of
     /// what they require, then the parts built from them.
     pub fn open(
