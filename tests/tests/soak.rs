@@ -419,7 +419,11 @@ async fn hours_of_mixed_load_stay_flat() {
         .unwrap_or_else(|| (total / 30).clamp(Duration::from_secs(5), Duration::from_secs(60)));
 
     let metrics = format!("127.0.0.1:{}", free_port());
-    let k = Kit::start_configured(&format!("\n[metrics]\naddress = \"{metrics}\"\n"));
+    // A build cache bound small enough to be reached within minutes, so hours of builds show
+    // it holding (the default, 16 MiB, would take most of a two-hour run to fill).
+    let k = Kit::start_configured(&format!(
+        "\n[metrics]\naddress = \"{metrics}\"\n[build]\ncache_max_bytes = 1048576\n"
+    ));
     let (_archive_dir, archive) = oci::busybox_archive();
     import_as_base(&k.d, &archive);
     ok(&k.d.berth(
