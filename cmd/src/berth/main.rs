@@ -4,9 +4,9 @@ mod build;
 mod builder;
 #[path = "../check_report.rs"]
 mod check_report;
+mod checkpoint;
 #[path = "../cli_docs.rs"]
 mod cli_docs;
-mod checkpoint;
 mod commit;
 mod containers;
 mod content;
