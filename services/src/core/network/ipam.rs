@@ -74,8 +74,6 @@ pub fn allocate(
     let store = Store::open(data_dir, network)?;
     let first = u32::from(subnet.addr) + 1;
     let last = u32::from(subnet.addr) + (u32::MAX >> subnet.len) - 1;
-    let taken: std::collections::HashSet<Ipv4Addr> =
-        store.leases().into_iter().map(|(ip, _)| ip).collect();
     let after = std::fs::read_to_string(store.dir.join(LAST_RESERVED))
         .ok()
         .and_then(|s| s.trim().parse::<Ipv4Addr>().ok())
@@ -84,7 +82,9 @@ pub fn allocate(
     let start = after.map_or(first, |ip| if ip >= last { first } else { ip + 1 });
     let candidates = (start..=last).chain(first..start).map(Ipv4Addr::from);
     for ip in candidates {
-        if ip == gateway || taken.contains(&ip) {
+        // A leased address's file exists already: `create_new` below skips it, without
+        // reading every lease first.
+        if ip == gateway {
             continue;
         }
         let path = store.dir.join(ip.to_string());
