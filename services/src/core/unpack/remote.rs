@@ -100,16 +100,10 @@ impl Unpacker {
             ..
         } = *stack;
         let parent = (i > 0).then(|| scoped(&ctx.ns, &chains[i - 1]));
-        let Some(remote) = remote else {
-            return Ok(Prepared::Mounts(snap.prepare(
-                key,
-                parent.as_deref(),
-                Labels::new(),
-            )?));
-        };
-        match snap.prepare(key, parent.as_deref(), remote.labels(stack, i)) {
+        let labels = remote.map_or_else(Labels::new, |r| r.labels(stack, i));
+        match snap.prepare(key, parent.as_deref(), labels) {
             Ok(mounts) => Ok(Prepared::Mounts(mounts)),
-            Err(berth_snapshotters::Error::AlreadyExists(_)) => {
+            Err(berth_snapshotters::Error::AlreadyExists(_)) if remote.is_some() => {
                 snap.stat(&scoped(&ctx.ns, &chains[i])).map_err(|e| {
                     Error::from(e).context(format_args!(
                         "snapshotter {snapshotter} answered that layer {}'s snapshot exists, but it has none",
