@@ -316,24 +316,14 @@ impl Gc {
                 }
                 true
             };
-            let kept = match survey.source(&name) {
-                Source::Local => {
-                    snap.walk(&mut visit)?;
-                    false
-                }
-                Source::Listed(listed) => {
-                    for i in listed {
-                        visit(i);
-                    }
-                    false
-                }
-                Source::Kept(last) => {
-                    for i in last {
-                        visit(i);
-                    }
-                    true
-                }
-            };
+            let source = survey.source(&name);
+            match source {
+                Source::Local => snap.walk(&mut visit)?,
+                Source::Listed(infos) | Source::Kept(infos) => infos.iter().for_each(|i| {
+                    visit(i);
+                }),
+            }
+            let kept = matches!(source, Source::Kept(_));
             all.insert(name, (infos, kept));
         }
         Ok(all)
