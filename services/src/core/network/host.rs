@@ -342,16 +342,6 @@ fn iptables_cleanup(tool: &str, tag: &str, subnets: &[Subnet], done: &mut Cleane
     }
 }
 
-/// Removes every IPv4 rule whose comment contains `needle` (berth's own bridge networks
-/// comment each rule with what it belongs to).
-pub(super) fn remove_commented(needle: &str) -> Result<()> {
-    let out = Command::new("iptables-save")
-        .output()
-        .map_err(|e| Error::io("run iptables-save", e))?;
-    let saved = String::from_utf8_lossy(&out.stdout);
-    remove_matching(&saved, |rule| rule.contains(needle))
-}
-
 /// Removes the IPv4 rules of `saved` (iptables-save's output) that `pick` chooses.
 pub(super) fn remove_matching(saved: &str, pick: impl Fn(&str) -> bool) -> Result<()> {
     for p in plan_by(saved, |_, rule| pick(rule)) {

@@ -131,7 +131,7 @@ pub fn ensure_network(tag: &str, d: &Definition) -> Result<()> {
 
 /// Removes a network's rules (when the network goes).
 pub fn remove_network(tag: &str, network: &str) -> Result<()> {
-    super::host::remove_commented(&network_comment(tag, network, ""))
+    remove_commented(&network_comment(tag, network, ""))
 }
 
 /// A container's published ports: DNAT from the host's addresses (or the one each names),
@@ -203,7 +203,7 @@ pub fn unpublish(comment: &str, d: &Definition, ip: Ipv4Addr, ports: &[PortMappi
     if restore(&exact.input()).is_ok() {
         return Ok(());
     }
-    super::host::remove_commented(comment)
+    remove_commented(comment)
 }
 
 fn sysctl(path: &str) -> Result<()> {
@@ -228,6 +228,13 @@ fn save() -> Result<String> {
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Removes every IPv4 rule whose comment contains `needle` (each rule here is commented
+/// with what it belongs to).
+fn remove_commented(needle: &str) -> Result<()> {
+    let saved = save()?;
+    super::host::remove_matching(&saved, |rule| rule.contains(needle))
 }
 
 fn restore(input: &str) -> Result<()> {
