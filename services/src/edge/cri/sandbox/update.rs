@@ -102,7 +102,12 @@ pub(in crate::edge::cri) mod cgroups {
         Path::new(ROOT).join("cgroup.controllers").exists()
     }
 
+    /// Every file name here is built from the request (unified keys, hugepage sizes):
+    /// one that leaves the cgroup's directory is refused before anything is written.
     fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+        if file.contains('/') || file.starts_with('.') {
+            return Err(Error::invalid(format!("{file:?} is not a cgroup file")));
+        }
         let path = dir.join(file);
         std::fs::write(&path, value)
             .map_err(|e| Error::io(format!("write {value:?} to {}", path.display()), e))
@@ -227,18 +232,37 @@ pub(in crate::edge::cri) mod cgroups {
             )?;
         }
         for (k, v) in &r.unified {
-            if k.contains('/') || k.starts_with('.') {
-                return Err(Error::invalid(format!(
-                    "unified key {k:?} is not a cgroup file"
-                )));
-            }
             write(&d, k, v)?;
         }
         Ok(())
     }
 
+    #[cfg(test)]
+    #[test]
+    fn a_file_name_naming_another_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pod");
+        std::fs::create_dir(&dir).unwrap();
+        for name in ["hugetlb./../escaped.max", "../escaped", ".."] {
+            assert!(write(&dir, name, "1").is_err(), "{name}");
+        }
+        assert!(!tmp.path().join("escaped.max").exists());
+        assert!(!tmp.path().join("escaped").exists());
+        write(&dir, "memory.max", "1").unwrap();
+    }
+
     /// Writes `r` into the cgroup at `rel` (relative to each hierarchy's root).
     pub fn apply(rel: &Path, r: &cri::LinuxContainerResources) -> Result<()> {
+        // The pod's cgroup_parent names it: it stays under each hierarchy's root.
+        if !rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(Error::invalid(format!(
+                "cgroup {} is not under {ROOT}",
+                rel.display()
+            )));
+        }
         if unified() {
             v2(rel, r)
         } else {
@@ -281,5 +305,12 @@ mod tests {
         assert!(pod_total(None, None).is_none());
         assert_eq!(cgroups::weight(1024), 39);
         assert_eq!(cgroups::weight(2), 1);
+    }
+
+    #[test]
+    fn a_pod_cgroup_outside_the_hierarchy_is_refused() {
+        let r = cri::LinuxContainerResources::default();
+        let e = cgroups::apply(&pod_cgroup_dir("/kubepods/../../../tmp", false), &r).unwrap_err();
+        assert_eq!(e.kind(), crate::core::error::Kind::InvalidArgument, "{e}");
     }
 }
