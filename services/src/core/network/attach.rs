@@ -675,6 +675,14 @@ mod tests {
                 ),
             ],
             vec![(NETWORKS_LABEL, "b"), (DNS_LABEL, "dns.example")],
+            // The host address goes into an iptables-restore batch: no rule text rides in.
+            vec![
+                (NETWORKS_LABEL, "b"),
+                (
+                    PORTS_LABEL,
+                    r#"[{"hostPort":1,"containerPort":80,"protocol":"tcp","hostIP":"10.0.0.1/32 -j ACCEPT\n-A INPUT"}]"#,
+                ),
+            ],
         ] {
             let e = wanted(&container(&bad)).err().expect("refused");
             assert_eq!(
