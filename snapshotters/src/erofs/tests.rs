@@ -197,3 +197,24 @@ fn loop_devices_go_with_their_mount() {
         std::fs::read_to_string(&backing).unwrap()
     );
 }
+
+/// A committed layer whose image is gone or is not EROFS (damaged on disk) is refused when
+/// a snapshot above it is asked for: nothing is mounted and no snapshot is made.
+#[test]
+fn a_missing_or_damaged_image_is_refused() {
+    require_root();
+    let root = tempfile::tempdir().unwrap();
+    let base = root.path().join("snapshots/1");
+    let s = open(root.path());
+    s.prepare("a", None, Labels::new()).unwrap();
+    s.commit("A", "a", Labels::new()).unwrap();
+    std::fs::write(base.join(IMAGE), vec![0x5a; 8192]).unwrap();
+    assert!(s.prepare("b", Some("A"), Labels::new()).is_err());
+    std::fs::remove_file(base.join(IMAGE)).unwrap();
+    let e = s.prepare("c", Some("A"), Labels::new()).unwrap_err();
+    assert!(matches!(e, crate::Error::FailedPrecondition(_)), "{e}");
+    assert!(fstype_on(&base.join("fs")).is_none());
+    for key in ["b", "c"] {
+        assert!(matches!(s.stat(key), Err(crate::Error::NotFound(_))));
+    }
+}
