@@ -120,13 +120,13 @@ impl<'a> Held<'a> {
         }
     }
 
-    /// True the first time `what` happens to `id` (stop events are relayed once).
-    fn first(&self, what: &str, id: &str) -> bool {
-        lock(&self.inner.once).insert(format!("{what}:{id}"))
+    /// True the first time pod or container `id` stops (a stop is relayed once).
+    fn first_stop(&self, id: &str) -> bool {
+        lock(&self.inner.stopped).insert(id.to_string())
     }
 
     fn forget(&self, id: &str) {
-        lock(&self.inner.once).retain(|k| !k.ends_with(&format!(":{id}")));
+        lock(&self.inner.stopped).remove(id);
     }
 
     pub async fn run_pod_sandbox(&self, pod: &api::PodSandbox) -> Result<()> {
@@ -150,7 +150,7 @@ impl<'a> Held<'a> {
     }
 
     pub async fn stop_pod_sandbox(&self, pod: &api::PodSandbox) {
-        if !self.first("stop", &pod.id) {
+        if !self.first_stop(&pod.id) {
             return;
         }
         let req = api::StopPodSandboxRequest {
@@ -343,7 +343,7 @@ impl<'a> Held<'a> {
         pod: &api::PodSandbox,
         c: &api::Container,
     ) -> Vec<api::ContainerUpdate> {
-        if !self.first("stop", &c.id) {
+        if !self.first_stop(&c.id) {
             return vec![];
         }
         let req = api::StopContainerRequest {

@@ -62,8 +62,8 @@ pub(crate) struct Inner {
     gate: tokio::sync::RwLock<()>,
     /// Pods whose RunPodSandbox is being relayed: not listed, not usable yet.
     hidden: Mutex<HashSet<String>>,
-    /// Events relayed at most once per object ("stop:<id>").
-    once: Mutex<HashSet<String>>,
+    /// Pods and containers whose stop was relayed (it is relayed once).
+    stopped: Mutex<HashSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -115,7 +115,7 @@ impl Nri {
             plugins: Mutex::default(),
             gate: tokio::sync::RwLock::new(()),
             hidden: Mutex::default(),
-            once: Mutex::default(),
+            stopped: Mutex::default(),
         });
         if !inner.cfg.disable_connections {
             let path = inner.cfg.socket_path.clone();
