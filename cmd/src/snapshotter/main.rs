@@ -117,8 +117,14 @@ fn listen(address: &Path) -> anyhow::Result<tokio::net::UnixListener> {
         }
         _ => {}
     }
-    let listener = tokio::net::UnixListener::bind(address)
-        .with_context(|| format!("listen on {}", address.display()))?;
+    // Created owner-only (no window in which a looser socket accepts a connection); nothing
+    // else makes files while the server starts, so the process-wide umask is briefly ours.
+    // SAFETY: umask only swaps the process's file mode mask; the second call restores it.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = tokio::net::UnixListener::bind(address);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = bound.with_context(|| format!("listen on {}", address.display()))?;
     std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 0600 {}", address.display()))?;
     Ok(listener)
