@@ -25,6 +25,19 @@ pub struct Created {
     pub updates: Vec<api::ContainerUpdate>,
 }
 
+/// The StateChange event plugins without `event`'s own method take in its place.
+fn state_change(
+    event: api::Event,
+    pod: &api::PodSandbox,
+    container: Option<&api::Container>,
+) -> api::StateChangeEvent {
+    api::StateChangeEvent {
+        event: event as i32,
+        pod: Some(pod.clone()),
+        container: container.cloned(),
+    }
+}
+
 /// Removes a pod from the hidden set when dropped.
 pub struct Hidden<'a> {
     inner: &'a Inner,
@@ -101,11 +114,7 @@ impl<'a> Held<'a> {
         pod: &api::PodSandbox,
         container: Option<&api::Container>,
     ) {
-        let ev = api::StateChangeEvent {
-            event: event as i32,
-            pod: Some(pod.clone()),
-            container: container.cloned(),
-        };
+        let ev = state_change(event, pod, container);
         let _ = self
             .each::<_, api::Empty>(event, method, req, Some(&ev), false)
             .await;
@@ -133,11 +142,7 @@ impl<'a> Held<'a> {
         let req = api::RunPodSandboxRequest {
             pod: Some(pod.clone()),
         };
-        let ev = api::StateChangeEvent {
-            event: api::Event::RunPodSandbox as i32,
-            pod: Some(pod.clone()),
-            container: None,
-        };
+        let ev = state_change(api::Event::RunPodSandbox, pod, None);
         self.each::<_, api::RunPodSandboxResponse>(
             api::Event::RunPodSandbox,
             "RunPodSandbox",
@@ -267,11 +272,7 @@ impl<'a> Held<'a> {
             pod: Some(pod.clone()),
             container: Some(c.clone()),
         };
-        let ev = api::StateChangeEvent {
-            event: api::Event::StartContainer as i32,
-            pod: Some(pod.clone()),
-            container: Some(c.clone()),
-        };
+        let ev = state_change(api::Event::StartContainer, pod, Some(c));
         self.each::<_, api::StartContainerResponse>(
             api::Event::StartContainer,
             "StartContainer",
