@@ -140,26 +140,20 @@ struct Record {
     bytes: u64,
 }
 
-/// Every record under `root`, and the bytes `du` counts for the whole tree.
+/// Every record under `root`, and the bytes `du` counts for the whole tree: one walk.
 fn records_under(root: &Path) -> Result<(Vec<Record>, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let total = super::usage::usage_of(root)?.bytes;
+    let dirs = super::usage::RECORD_DIRS.map(|sub| root.join(sub));
     let mut records = vec![];
-    for sub in super::usage::RECORD_DIRS {
-        let Ok(entries) = std::fs::read_dir(root.join(sub)) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.extension().is_none_or(|x| x != "json") {
-                continue;
-            }
-            let Ok(meta) = e.metadata() else { continue };
+    let total = super::usage::walk(root, |path, meta| {
+        let in_record_dir = path.parent().is_some_and(|p| dirs.iter().any(|d| d == p));
+        if in_record_dir && path.extension().is_some_and(|x| x == "json") {
             let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
             let bytes = meta.blocks() * 512;
             records.push(Record { path, used, bytes });
         }
-    }
+    })?
+    .bytes;
     Ok((records, total))
 }
 

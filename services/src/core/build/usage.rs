@@ -6,7 +6,7 @@ use super::Builder;
 use crate::core::error::{blocking, Error, Result};
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The directories under the cache root that hold records.
 pub(super) const RECORD_DIRS: [&str; 2] = ["cache", "images"];
@@ -44,6 +44,14 @@ impl Builder {
 /// The records under `root` and the bytes everything there takes; a record removed while
 /// the tree is walked is left out, not an error.
 pub(super) fn usage_of(root: &Path) -> Result<CacheUsage> {
+    walk(root, |_, _| {})
+}
+
+/// [`usage_of`], handing each file (not directory) met to `each_file` with its metadata.
+pub(super) fn walk(
+    root: &Path,
+    mut each_file: impl FnMut(PathBuf, &std::fs::Metadata),
+) -> Result<CacheUsage> {
     let mut usage = CacheUsage::default();
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
@@ -60,8 +68,11 @@ pub(super) fn usage_of(root: &Path) -> Result<CacheUsage> {
                 Err(e) => return Err(Error::io(format!("build cache {}", path.display()), e)),
             };
             stack.extend(entries.flatten().map(|e| e.path()));
-        } else if path.extension().is_some_and(|x| x == "json") {
-            usage.records += 1;
+        } else {
+            if path.extension().is_some_and(|x| x == "json") {
+                usage.records += 1;
+            }
+            each_file(path, &meta);
         }
     }
     Ok(usage)
