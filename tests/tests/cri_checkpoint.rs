@@ -85,3 +85,29 @@ async fn checkpoint_container_writes_the_archive_and_the_container_runs_on() {
     })
     .await;
 }
+
+/// Runs everywhere (no CRIU needed): the archive goes only where the request names an
+/// absolute path, and nothing is written for a container that does not exist.
+#[tokio::test]
+async fn a_relative_location_or_an_unknown_container_is_refused() {
+    let k = Kit::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rt = k.rt().await;
+    let ask = |id: &str, location: String| cri::CheckpointContainerRequest {
+        container_id: id.into(),
+        location,
+        timeout: 10,
+    };
+    let err = rt
+        .checkpoint_container(ask("whatever", "relative/cp.tar".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    let archive = dir.path().join("cp.tar");
+    let err = rt
+        .checkpoint_container(ask("no-such-container", archive.display().to_string()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    assert!(!archive.exists(), "an archive was written for nothing");
+}
