@@ -18,7 +18,7 @@ use std::sync::Arc;
     about = "berth's snapshotters as a containerd proxy plugin (type snapshot)"
 )]
 struct Args {
-    /// The snapshotter to serve: overlayfs or native
+    /// The snapshotter to serve: overlayfs, native or erofs
     #[arg(long, default_value = berth_snapshotters::overlay::NAME)]
     snapshotter: String,
     /// Where the snapshots and their metadata live (the snapshotter's own directory)
