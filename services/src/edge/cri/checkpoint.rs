@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 impl Cri {
     pub async fn checkpoint_container(&self, id: &str, location: &str) -> Result<()> {
-        if location.is_empty() || !location.starts_with('/') {
+        if !location.starts_with('/') {
             return Err(Error::invalid(format!(
                 "checkpoint location {location:?} must be an absolute path"
             )));
