@@ -75,11 +75,12 @@ async fn store(
 }
 
 fn index_entry(d: &Descriptor) -> Value {
+    let (os, architecture) = crate::images::host_platform();
     json!({
         "mediaType": d.media_type,
         "digest": d.digest,
         "size": d.size,
-        "platform": {"os": "linux", "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64")},
+        "platform": {"os": os, "architecture": architecture},
     })
 }
 
