@@ -5,6 +5,7 @@
 
 use super::{Container, Cri, Sandbox};
 use crate::core::error::Result;
+use crate::core::spec::strings;
 use crate::edge::nri::{Host, Nri, NriConfig};
 use berth_proto::cri::v1 as cri;
 use berth_proto::nri as api;
@@ -20,16 +21,6 @@ pub(super) enum Happened {
     Updated,
     Stopped,
     Removed,
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 impl Cri {
