@@ -40,7 +40,7 @@ impl Tmux {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let screen = self.screen();
-            if self.shows(text, after) {
+            if lines_of(&screen, text) > after {
                 return;
             }
             assert!(
@@ -55,12 +55,13 @@ impl Tmux {
 impl Tmux {
     /// Whether the pane shows `text` as a line of its own more than `after` times.
     fn shows(&self, text: &str, after: usize) -> bool {
-        self.screen()
-            .lines()
-            .filter(|l| l.trim_end() == text)
-            .count()
-            > after
+        lines_of(&self.screen(), text) > after
     }
+}
+
+/// How many lines of `screen` are `text` alone.
+fn lines_of(screen: &str, text: &str) -> usize {
+    screen.lines().filter(|l| l.trim_end() == text).count()
 }
 
 impl Drop for Tmux {
