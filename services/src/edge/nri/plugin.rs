@@ -291,3 +291,34 @@ async fn runtime_call(
         (s, m) => Err((UNIMPLEMENTED, format!("{s}/{m} is not served here"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_must_name_a_two_digit_index_and_a_plain_name() {
+        let reg = |idx: &str, name: &str| api::RegisterPluginRequest {
+            plugin_name: name.into(),
+            plugin_idx: idx.into(),
+            ..Default::default()
+        };
+        assert!(valid_registration(&reg("10", "cpu-pinner_v1.2+x")).is_ok());
+        // Names reach the configuration directory's file names and the plugin order.
+        for (idx, name) in [
+            ("1", "p"),
+            ("100", "p"),
+            ("1a", "p"),
+            ("10", ""),
+            ("10", "../../etc/shadow"),
+            ("10", "a/b"),
+            ("10", "a b"),
+            ("10", "é"),
+        ] {
+            assert!(
+                valid_registration(&reg(idx, name)).is_err(),
+                "{idx}-{name} was taken"
+            );
+        }
+    }
+}
