@@ -13,7 +13,6 @@ use berth_tests::{bin, free_port, import_as_base, oci, ok, pids_matching, LoadMi
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,7 +28,6 @@ const PAUSE: Duration = Duration::from_millis(500);
 struct Tally {
     counts: Mutex<BTreeMap<String, (u64, u64)>>,
     errors: Mutex<std::fs::File>,
-    failed: AtomicU64,
     started: Instant,
 }
 
@@ -41,7 +39,6 @@ impl Tally {
             Ok(()) => entry.0 += 1,
             Err(e) => {
                 entry.1 += 1;
-                self.failed.fetch_add(1, Ordering::SeqCst);
                 let at = self.started.elapsed().as_secs();
                 let line = format!("{at}s {kind}: {}\n", e.trim());
                 eprint!("soak: error: {line}");
@@ -50,13 +47,11 @@ impl Tally {
         }
     }
 
-    fn total(&self) -> u64 {
-        self.counts
-            .lock()
-            .unwrap()
-            .values()
-            .map(|(a, b)| a + b)
-            .sum()
+    /// Operations so far, and of them those that failed.
+    fn totals(&self) -> (u64, u64) {
+        let counts = self.counts.lock().unwrap();
+        let failed = counts.values().map(|(_, b)| b).sum();
+        (counts.values().map(|(a, b)| a + b).sum(), failed)
     }
 
     /// A CRI call's outcome, counted; its answer when it succeeded.
@@ -368,6 +363,7 @@ fn sample(w: &Watched, started: Instant, tally: &Tally) -> String {
     let (root_bytes, redb_bytes) = disk_usage(&w.root);
     let (build_cache_bytes, _) = disk_usage(&w.root.join("io.berth.build.v1"));
     let (state_bytes, _) = disk_usage(&w.state);
+    let (ops, failed) = tally.totals();
     format!(
         "{},{},{fds},{},{shims},{mounts},{},{},{redb_bytes},{root_bytes},{build_cache_bytes},{state_bytes},{},{},{},{},{},{}",
         started.elapsed().as_secs(),
@@ -379,8 +375,8 @@ fn sample(w: &Watched, started: Instant, tally: &Tally) -> String {
         metric("berth_gc_reclaimed_bytes_total"),
         metric("berth_gc_removed_blobs_total"),
         metric("berth_gc_removed_snapshots_total"),
-        tally.total(),
-        tally.failed.load(Ordering::SeqCst),
+        ops,
+        failed,
     )
 }
 
@@ -441,7 +437,6 @@ async fn hours_of_mixed_load_stay_flat() {
     let tally = Arc::new(Tally {
         counts: Mutex::default(),
         errors: Mutex::new(std::fs::File::create(out.join("errors.log")).unwrap()),
-        failed: AtomicU64::new(0),
         started: Instant::now(),
     });
     let end = Instant::now() + total;
