@@ -2,7 +2,7 @@
 //! one end of a socket pair as fd 3 (NRI_PLUGIN_SOCKET=3) and joins like a dialled one.
 
 use super::{join, Inner};
-use crate::core::error::{Error, Result};
+use crate::core::error::{blocking, Error, Result};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -70,7 +70,12 @@ fn start_one(inner: &Arc<Inner>, path: &Path) -> Result<()> {
         join(conn, inner).await;
         let mut child = child;
         let _ = child.kill();
-        let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+        let _ = blocking(move || {
+            child
+                .wait()
+                .map_err(|e| Error::io("wait for an NRI plugin", e))
+        })
+        .await;
     });
     Ok(())
 }
