@@ -144,6 +144,11 @@ impl Networks {
         self.inner.dir.join("files").join(ns).join(id)
     }
 
+    /// host-local's leases, which the in-process bridge keeps in the same layout.
+    fn ipam_dir(&self) -> PathBuf {
+        self.inner.dir.join("ipam")
+    }
+
     fn cni_attachment(&self, r: &Record, j: &Joined, first: bool) -> cni::Attachment {
         cni::Attachment {
             id: format!("{}-{}-{}", r.namespace, r.id, self.inner.tag),
@@ -151,7 +156,7 @@ impl Networks {
             args: "IgnoreUnknown=1".into(),
             port_mappings: if first { r.ports.clone() } else { vec![] },
             ifname: j.ifname.clone(),
-            ipam_data_dir: Some(self.inner.dir.join("ipam")),
+            ipam_data_dir: Some(self.ipam_dir()),
         }
     }
 
@@ -175,7 +180,7 @@ impl Networks {
             id: a.id,
             netns: a.netns,
             ifname: a.ifname,
-            ipam_dir: a.ipam_data_dir.unwrap_or_default(),
+            ipam_dir: self.ipam_dir(),
             comment: nat::container_comment(&self.inner.tag, &Self::key(&r.namespace, &r.id)),
             ports: a.port_mappings,
         })
