@@ -19,9 +19,11 @@ pub struct NriConfig {
     /// Configure.
     pub plugin_config_path: PathBuf,
     /// How long a plugin has from connecting to registering, e.g. "5s".
-    pub plugin_registration_timeout: String,
+    #[serde(with = "duration_text")]
+    pub plugin_registration_timeout: Duration,
     /// How long a plugin has to answer any request; one that does not is dropped.
-    pub plugin_request_timeout: String,
+    #[serde(with = "duration_text")]
+    pub plugin_request_timeout: Duration,
     /// Refuse plugins that dial the socket (pre-started ones still run).
     pub disable_connections: bool,
 }
@@ -33,37 +35,48 @@ impl Default for NriConfig {
             socket_path: PathBuf::from("/var/run/nri/nri.sock"),
             plugin_path: PathBuf::new(),
             plugin_config_path: PathBuf::from("/etc/nri/conf.d"),
-            plugin_registration_timeout: "5s".into(),
-            plugin_request_timeout: "2s".into(),
+            plugin_registration_timeout: Duration::from_secs(5),
+            plugin_request_timeout: Duration::from_secs(2),
             disable_connections: false,
         }
     }
 }
 
-/// "500ms", "2s", "1m", or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
+/// "500ms", "2s", "1m30s" (Go's and humantime's notation), or a bare number of seconds; what
+/// cannot be read fails the configuration with the value named, rather than falling back.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        format!("{s:?} is not a duration ({e}): write it as \"500ms\", \"2s\" or \"1m\"")
+    })
+}
+
+/// The timeouts as text in the file, as containerd writes them.
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        super::parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 impl NriConfig {
     pub fn registration_timeout(&self) -> Duration {
-        parse_duration(&self.plugin_registration_timeout).unwrap_or(Duration::from_secs(5))
+        self.plugin_registration_timeout
     }
 
     pub fn request_timeout(&self) -> Duration {
-        parse_duration(&self.plugin_request_timeout).unwrap_or(Duration::from_secs(2))
+        self.plugin_request_timeout
     }
 }
 
@@ -73,11 +86,24 @@ mod tests {
 
     #[test]
     fn durations_read_as_containerd_writes_them() {
-        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_duration("2h"), None);
-        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("x")
+            .unwrap_err()
+            .contains("\"x\" is not a duration"));
+        assert!(parse_duration("-1").is_err());
+    }
+
+    #[test]
+    fn a_bad_timeout_fails_the_configuration() {
+        let c: NriConfig = toml::from_str("plugin_request_timeout = \"750ms\"\n").unwrap();
+        assert_eq!(c.request_timeout(), Duration::from_millis(750));
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(toml::from_str::<NriConfig>(&text).unwrap(), c);
+        let e = toml::from_str::<NriConfig>("plugin_request_timeout = \"soon\"\n").unwrap_err();
+        assert!(e.to_string().contains("soon"), "{e}");
     }
 }
