@@ -346,7 +346,8 @@ async fn bad_input_gets_clear_errors() {
         })
         .await
         .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("\"runc\""), "{e:?}");
 
     let (pod, pod_config) = run_pod(&k, "bad").await;
     // The same pod name twice is refused.

@@ -1,6 +1,7 @@
 //! berthd's `[cri]` settings, named as containerd's CRI plugin names them.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The containerd namespace every CRI object lives in.
@@ -40,7 +41,39 @@ pub struct CriConfig {
     /// where plain containers run. Whatever is named, the shim hands runc the specs the
     /// native runtime cannot isolate as runc does (a user namespace, seccomp notification).
     pub runtime_binary: String,
+    /// Runtime handlers beyond the default, by the name a RuntimeClass's `handler` gives:
+    /// `[cri.runtimes.NAME]`. "runc" and "berth" are the default's other names unless
+    /// configured here.
+    pub runtimes: BTreeMap<String, RuntimeHandler>,
 }
+
+/// One runtime handler: what a pod whose RunPodSandbox names it runs under. Every key
+/// left empty is the `[cri]` setting of the same meaning.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeHandler {
+    /// The shim (as `[cri] runtime`).
+    pub runtime_type: String,
+    /// The low-level runtime (as `[cri] runtime_binary`): `native`, `runc`, or the name or
+    /// path of another runc-compatible binary.
+    pub runtime: String,
+    /// The snapshotter the pod's images are unpacked into and its containers' root
+    /// filesystems prepared with: a built-in one or a `[proxy_plugins]` one.
+    pub snapshotter: String,
+}
+
+/// A runtime handler with every setting filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handler {
+    pub name: String,
+    pub runtime_type: String,
+    /// Empty: berthd's `runtime.engine`.
+    pub runtime_binary: String,
+    pub snapshotter: String,
+}
+
+/// The names the default handler also answers to, when not configured themselves.
+const DEFAULT_ALIASES: [&str; 2] = ["runc", "berth"];
 
 impl Default for CriConfig {
     fn default() -> Self {
@@ -57,6 +90,7 @@ impl Default for CriConfig {
             snapshotter: berth_snapshotters::overlay::NAME.into(),
             runtime: "io.containerd.berth.v2".into(),
             runtime_binary: String::new(),
+            runtimes: BTreeMap::new(),
         }
     }
 }
@@ -64,5 +98,99 @@ impl Default for CriConfig {
 impl CriConfig {
     pub fn systemd_cgroup(&self) -> bool {
         self.cgroup_driver == "systemd"
+    }
+
+    /// The handler `name` names (empty: the default), settings filled in from `[cri]`;
+    /// None when no such handler is configured.
+    pub fn handler(&self, name: &str) -> Option<Handler> {
+        match self.runtimes.get(name) {
+            Some(h) => Some(self.filled(name, h.clone())),
+            None if name.is_empty() || DEFAULT_ALIASES.contains(&name) => {
+                Some(self.filled(name, RuntimeHandler::default()))
+            }
+            None => None,
+        }
+    }
+
+    /// The default handler (`[cri.runtimes.""]` if configured, else `[cri]`'s settings).
+    pub fn default_handler(&self) -> Handler {
+        let own = self.runtimes.get("").cloned().unwrap_or_default();
+        self.filled("", own)
+    }
+
+    fn filled(&self, name: &str, h: RuntimeHandler) -> Handler {
+        let or = |own: String, shared: &str| {
+            if own.is_empty() {
+                shared.to_string()
+            } else {
+                own
+            }
+        };
+        Handler {
+            name: name.to_string(),
+            runtime_type: or(h.runtime_type, &self.runtime),
+            runtime_binary: or(h.runtime, &self.runtime_binary),
+            snapshotter: or(h.snapshotter, &self.snapshotter),
+        }
+    }
+
+    /// Every handler's name, the default's ("") first, then in name order.
+    pub fn handler_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = DEFAULT_ALIASES
+            .iter()
+            .map(|n| n.to_string())
+            .chain(self.runtimes.keys().cloned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        names.sort();
+        names.dedup();
+        names.insert(0, String::new());
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handlers_fill_in_from_cri_and_the_default_keeps_its_names() {
+        let mut cfg = CriConfig {
+            runtime_binary: "runc".into(),
+            ..Default::default()
+        };
+        cfg.runtimes.insert(
+            "native-fs".into(),
+            RuntimeHandler {
+                runtime: "native".into(),
+                snapshotter: "native".into(),
+                ..Default::default()
+            },
+        );
+        let default = cfg.handler("").unwrap();
+        assert_eq!(default, cfg.default_handler());
+        assert_eq!(default.snapshotter, "overlayfs");
+        assert_eq!(default.runtime_binary, "runc");
+        assert_eq!(default.runtime_type, "io.containerd.berth.v2");
+        assert_eq!(cfg.handler("runc").unwrap().snapshotter, "overlayfs");
+        assert_eq!(cfg.handler("berth").unwrap().runtime_binary, "runc");
+        let own = cfg.handler("native-fs").unwrap();
+        assert_eq!(
+            (own.snapshotter.as_str(), own.runtime_binary.as_str()),
+            ("native", "native")
+        );
+        assert_eq!(own.runtime_type, default.runtime_type);
+        assert!(cfg.handler("kata").is_none());
+        assert_eq!(cfg.handler_names(), ["", "berth", "native-fs", "runc"]);
+        // A configured "runc" replaces the alias.
+        cfg.runtimes.insert(
+            "runc".into(),
+            RuntimeHandler {
+                snapshotter: "native".into(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(cfg.handler("runc").unwrap().snapshotter, "native");
+        assert_eq!(cfg.handler_names(), ["", "berth", "native-fs", "runc"]);
     }
 }

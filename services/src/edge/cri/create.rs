@@ -8,12 +8,14 @@ use crate::core::metadata::containers::{ContainerRecord, Runtime};
 use crate::core::metadata::Labels;
 use serde::Serialize;
 
-/// What a new record carries beyond its id: the kind and labels, the image, and what the
-/// CRI keeps in its extensions (`meta` and the CRI config).
+/// What a new record carries beyond its id: the kind and labels, the image, the runtime
+/// handler (its shim and snapshotter), and what the CRI keeps in its extensions (`meta` and
+/// the CRI config).
 pub(super) struct NewRecord<'a, M, C> {
     pub kind: &'static str,
     pub labels: Labels,
     pub image: &'a ImageInfo,
+    pub handler: &'a super::config::Handler,
     pub meta: &'a M,
     pub config: &'a C,
 }
@@ -45,7 +47,7 @@ impl Cri {
         made.map(|()| id)
     }
 
-    /// The record of a new sandbox or container, with the CRI's runtime and snapshotter.
+    /// The record of a new sandbox or container, with its handler's runtime and snapshotter.
     pub(super) fn new_record<M, C>(
         &self,
         id: &str,
@@ -62,10 +64,10 @@ impl Cri {
             labels,
             image: r.image.names.first().cloned().unwrap_or_default(),
             runtime: Runtime {
-                name: self.cfg.runtime.clone(),
+                name: r.handler.runtime_type.clone(),
                 options: None,
             },
-            snapshotter: self.cfg.snapshotter.clone(),
+            snapshotter: r.handler.snapshotter.clone(),
             snapshot_key: id.to_string(),
             ..Default::default()
         };

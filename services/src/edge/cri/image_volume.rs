@@ -196,7 +196,7 @@ impl Cri {
         let image = self.image_find(reference).await?.ok_or_else(|| {
             Error::not_found(format!("image {reference:?} is not present: pull it first"))
         })?;
-        let parent = self.image_unpack(&image).await?;
+        let parent = self.image_unpack(&image, &self.cfg.snapshotter).await?;
         let mounts = self
             .snapshots
             .view(

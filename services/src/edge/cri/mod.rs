@@ -10,6 +10,7 @@ mod checkpoint;
 pub mod config;
 mod container;
 mod create;
+mod handler;
 
 mod image;
 mod image_volume;
@@ -55,6 +56,10 @@ pub struct SandboxMeta {
     pub name: String,
     pub created_at: i64,
     pub runtime_handler: String,
+    /// The snapshotter of its handler when it was made, where its containers' root
+    /// filesystems are; empty (pods made before handlers had their own): `[cri] snapshotter`.
+    #[serde(default)]
+    pub snapshotter: String,
     /// The pinned network namespace; empty for host-network pods.
     pub netns: String,
     pub ips: Vec<String>,

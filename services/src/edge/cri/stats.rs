@@ -69,7 +69,11 @@ impl Cri {
         }
         let usage = self
             .snapshots
-            .usage(self.ns.clone(), &self.cfg.snapshotter, c.id.clone())
+            .usage(
+                self.ns.clone(),
+                &self.container_snapshotter(c),
+                c.id.clone(),
+            )
             .await
             .ok();
         let root = self.snapshotter_root();

@@ -60,6 +60,7 @@ impl Cri {
         );
         let name_ref = name.as_str();
         let mounts = config.mounts.clone();
+        let snapshotter = self.pod_snapshotter(&sb);
         self.create_reserved(
             "container",
             &name,
@@ -72,7 +73,7 @@ impl Cri {
                 let _ = self.unmount_image_volumes(id, &mounts).await;
                 let _ = self
                     .snapshots
-                    .remove(self.ns.clone(), &self.cfg.snapshotter, id.to_string())
+                    .remove(self.ns.clone(), &snapshotter, id.to_string())
                     .await;
                 let _ = self.records.delete(self.ns.clone(), id.to_string()).await;
                 let _ = std::fs::remove_dir_all(self.container_state_dir(id));
@@ -92,12 +93,13 @@ impl Cri {
         image: ImageInfo,
         image_ref: String,
     ) -> Result<()> {
-        let parent = self.image_unpack(&image).await?;
+        let handler = self.pod_handler(sb);
+        let parent = self.image_unpack(&image, &handler.snapshotter).await?;
         let mounts = self
             .snapshots
             .prepare(
                 self.ctx(),
-                &self.cfg.snapshotter,
+                &handler.snapshotter,
                 id.to_string(),
                 parent,
                 Labels::new(),
@@ -151,6 +153,7 @@ impl Cri {
                 kind: "container",
                 labels,
                 image: &image,
+                handler: &handler,
                 meta: &meta,
                 config: &config,
             },

@@ -19,7 +19,11 @@ impl Cri {
         self.unmount_image_volumes(&c.id, &c.config.mounts).await?;
         match self
             .snapshots
-            .remove(self.ns.clone(), &self.cfg.snapshotter, c.id.clone())
+            .remove(
+                self.ns.clone(),
+                &self.container_snapshotter(&c),
+                c.id.clone(),
+            )
             .await
         {
             Ok(()) => {}

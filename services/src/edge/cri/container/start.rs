@@ -58,7 +58,7 @@ impl Cri {
                 CreateTask {
                     container_id: c.id.clone(),
                     io,
-                    options: self.runtime_options(),
+                    options: self.runtime_options(&sb),
                     ..Default::default()
                 },
             )

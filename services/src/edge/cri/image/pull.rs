@@ -1,13 +1,28 @@
-//! PullImage with berth's own puller, and the unpacking a container's or pod's image needs.
+//! PullImage with berth's own puller, and the unpacking a container's or pod's image needs:
+//! into the snapshotter of the runtime handler it is for.
 
 use super::*;
 
 impl Cri {
-    /// Pulls `reference` and records it under its tag, digest and id.
+    /// Pulls `reference` for runtime handler `handler` (empty: the default), unpacks it
+    /// into that handler's snapshotter, and records it under its tag, digest and id. Images
+    /// are one set whichever snapshotters hold them, as in containerd.
     pub async fn image_pull(
         &self,
         reference: &str,
         auth: Option<&cri::AuthConfig>,
+        handler: &str,
+    ) -> Result<ImageInfo> {
+        let snapshotter = self.runtime_handler(handler)?.snapshotter;
+        self.image_pull_into(reference, auth, snapshotter).await
+    }
+
+    /// Pulls `reference`, unpacked into `snapshotter`.
+    async fn image_pull_into(
+        &self,
+        reference: &str,
+        auth: Option<&cri::AuthConfig>,
+        snapshotter: String,
     ) -> Result<ImageInfo> {
         let r = crate::core::registry::parse_reference(reference)?;
         let name = crate::core::registry::image_name(&r);
@@ -26,7 +41,7 @@ impl Cri {
         let req = PullRequest {
             reference: reference.to_string(),
             name: Some(name.clone()),
-            unpack: Some(self.cfg.snapshotter.clone()),
+            unpack: Some(snapshotter),
             labels: [(MANAGED_LABEL.to_string(), "managed".to_string())].into(),
             access,
             ..Default::default()
@@ -58,17 +73,21 @@ impl Cri {
         })
     }
 
-    /// The image, pulled when missing (the sandbox image).
-    pub async fn image_ensure(&self, reference: &str) -> Result<ImageInfo> {
+    /// The image, pulled into `snapshotter` when missing (the sandbox image).
+    pub async fn image_ensure(&self, reference: &str, snapshotter: &str) -> Result<ImageInfo> {
         match self.image_find(reference).await? {
             Some(i) => Ok(i),
-            None => self.image_pull(reference, None).await,
+            None => {
+                self.image_pull_into(reference, None, snapshotter.to_string())
+                    .await
+            }
         }
     }
 
-    /// Makes sure the image's layers are unpacked; returns the top snapshot's name.
-    pub async fn image_unpack(&self, info: &ImageInfo) -> Result<String> {
-        let snapshotter = self.cfg.snapshotter.clone();
+    /// Makes sure the image's layers are unpacked in `snapshotter`; returns the top
+    /// snapshot's name.
+    pub async fn image_unpack(&self, info: &ImageInfo, snapshotter: &str) -> Result<String> {
+        let snapshotter = snapshotter.to_string();
         if self
             .snapshots
             .stat(self.ns.clone(), &snapshotter, info.chain_id.clone())

@@ -200,7 +200,11 @@ impl Cri {
         if let Some(fs) = fs {
             let used = self
                 .snapshots
-                .usage(self.ns.clone(), &self.cfg.snapshotter, c.id.clone())
+                .usage(
+                    self.ns.clone(),
+                    &self.container_snapshotter(c),
+                    c.id.clone(),
+                )
                 .await
                 .map(|u| u.size.max(0) as u64)
                 .unwrap_or(0);

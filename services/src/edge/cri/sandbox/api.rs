@@ -34,7 +34,7 @@ impl Cri {
         SandboxRecord {
             extensions,
             id: s.id.clone(),
-            runtime_name: self.cfg.runtime.clone(),
+            runtime_name: self.pod_handler(s).runtime_type,
             labels: s.config.labels.clone().into_iter().collect(),
             created_at: s.meta.created_at,
             updated_at: s.meta.created_at,

@@ -150,22 +150,4 @@ impl Cri {
                 .collect(),
         }
     }
-
-    /// runc options for every CRI task: the low-level runtime, and the systemd cgroup
-    /// driver when configured.
-    pub(super) fn runtime_options(&self) -> Option<AnyValue> {
-        if !self.cfg.systemd_cgroup() && self.cfg.runtime_binary.is_empty() {
-            return None;
-        }
-        use prost::Message;
-        let o = berth_proto::containerd::runc::v1::Options {
-            systemd_cgroup: self.cfg.systemd_cgroup(),
-            binary_name: self.cfg.runtime_binary.clone(),
-            ..Default::default()
-        };
-        Some(AnyValue {
-            type_url: "containerd.runc.v1.Options".into(),
-            value: o.encode_to_vec(),
-        })
-    }
 }

@@ -28,6 +28,10 @@ impl Cri {
     /// Removes whatever of a sandbox exists: task, network, netns, shm, files, snapshot,
     /// record. Used by Remove and to undo a failed Run.
     pub(in crate::edge::cri) async fn teardown_sandbox(&self, id: &str, undo_network: bool) {
+        let snapshotter = match self.sandbox(id) {
+            Ok(sb) => self.pod_snapshotter(&sb),
+            Err(_) => self.cfg.snapshotter.clone(),
+        };
         let _ = self
             .tasks
             .kill(self.ns.clone(), init_ref(id), libc::SIGKILL as u32, true)
@@ -55,7 +59,7 @@ impl Cri {
         .await;
         match self
             .snapshots
-            .remove(self.ns.clone(), &self.cfg.snapshotter, id.to_string())
+            .remove(self.ns.clone(), &snapshotter, id.to_string())
             .await
         {
             Ok(()) => {}

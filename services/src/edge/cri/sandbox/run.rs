@@ -2,6 +2,7 @@
 //! wired by CNI; undone when any step fails.
 
 use super::*;
+use crate::edge::cri::config::Handler;
 use crate::edge::cri::create::NewRecord;
 use crate::edge::cri::image::ImageInfo;
 
@@ -20,11 +21,7 @@ impl Cri {
                 "pod sandbox metadata needs a name, a namespace and a uid",
             ));
         }
-        if !handler.is_empty() && handler != "runc" && handler != "berth" {
-            return Err(Error::not_found(format!(
-                "runtime handler {handler:?}: this runtime has \"runc\" (the default)"
-            )));
-        }
+        let handler = self.runtime_handler(&handler)?;
         if let Some(u) = config
             .linux
             .as_ref()
@@ -62,9 +59,11 @@ impl Cri {
         id: &str,
         name: &str,
         config: cri::PodSandboxConfig,
-        handler: String,
+        handler: Handler,
     ) -> Result<()> {
-        let image = self.image_ensure(&self.cfg.sandbox_image).await?;
+        let image = self
+            .image_ensure(&self.cfg.sandbox_image, &handler.snapshotter)
+            .await?;
         let host_net = Self::host_network(&config);
         let userns_pod = spec::pod_userns(&config);
         // A user-namespaced pod's network namespace must belong to its user namespace (or
@@ -77,7 +76,8 @@ impl Cri {
             meta: SandboxMeta {
                 name: name.to_string(),
                 created_at: crate::core::metadata::now(),
-                runtime_handler: handler,
+                runtime_handler: handler.name.clone(),
+                snapshotter: handler.snapshotter.clone(),
                 netns: if host_net {
                     String::new()
                 } else {
@@ -86,7 +86,7 @@ impl Cri {
                 ..Default::default()
             },
         };
-        self.create_sandbox_record(&sb, &image).await?;
+        self.create_sandbox_record(&sb, &image, &handler).await?;
         self.write_pod_files(&sb, host_net, early_net).await?;
         if early_net {
             // Recorded before anything is wired, so a crash leaves what cleanup needs.
@@ -102,14 +102,21 @@ impl Cri {
 
     /// The record first (with a placeholder spec until the real one, which needs the netns,
     /// is written): whatever follows can be found and undone after a crash.
-    async fn create_sandbox_record(&self, sb: &Sandbox, image: &ImageInfo) -> Result<()> {
-        let parent = self.image_unpack(image).await?;
+    async fn create_sandbox_record(
+        &self,
+        sb: &Sandbox,
+        image: &ImageInfo,
+        handler: &Handler,
+    ) -> Result<()> {
+        let snapshotter = &handler.snapshotter;
+        let parent = self.image_unpack(image, snapshotter).await?;
         let mut record = self.new_record(
             &sb.id,
             NewRecord {
                 kind: "sandbox",
                 labels: sb.config.labels.clone().into_iter().collect(),
                 image,
+                handler,
                 meta: &sb.meta,
                 config: &sb.config,
             },
@@ -118,7 +125,7 @@ impl Cri {
         self.snapshots
             .prepare(
                 self.ctx(),
-                &self.cfg.snapshotter,
+                snapshotter,
                 sb.id.clone(),
                 parent,
                 Labels::new(),
@@ -128,7 +135,14 @@ impl Cri {
             type_url: crate::core::spec::SPEC_TYPE_URL.into(),
             value: b"{}".to_vec(),
         });
-        self.records.create(self.ns.clone(), record).await?;
+        if let Err(e) = self.records.create(self.ns.clone(), record).await {
+            // Not listed yet, so the teardown that follows would not know its snapshotter.
+            let _ = self
+                .snapshots
+                .remove(self.ns.clone(), snapshotter, sb.id.clone())
+                .await;
+            return Err(e);
+        }
         self.sandboxes.insert(&sb.id, sb.clone());
         Ok(())
     }
@@ -214,7 +228,7 @@ impl Cri {
             }),
             ..Default::default()
         };
-        rec.runtime.name = self.cfg.runtime.clone();
+        rec.runtime.name = self.pod_handler(sb).runtime_type;
         self.records
             .update(self.ns.clone(), rec, vec!["spec".into()])
             .await?;
@@ -230,7 +244,7 @@ impl Cri {
             self.ns.clone(),
             CreateTask {
                 container_id: id.clone(),
-                options: self.runtime_options(),
+                options: self.runtime_options(sb),
                 ..Default::default()
             },
         );

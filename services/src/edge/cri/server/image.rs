@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// The pod annotation naming the runtime handler an image is pulled for, as containerd's
+/// CRI read it before PullImage's ImageSpec carried the handler.
+const RUNTIME_HANDLER_ANNOTATION: &str = "io.containerd.cri.runtime-handler";
+
 #[tonic::async_trait]
 impl ImageService for CriService {
     async fn list_images(&self, r: Request<cri::ListImagesRequest>) -> R<cri::ListImagesResponse> {
@@ -46,11 +50,23 @@ impl ImageService for CriService {
     async fn pull_image(&self, r: Request<cri::PullImageRequest>) -> R<cri::PullImageResponse> {
         let limit = deadline(&r);
         let r = r.into_inner();
-        let spec = r.image.map(|i| i.image).unwrap_or_default();
+        let (spec, handler) = r
+            .image
+            .map(|i| (i.image, i.runtime_handler))
+            .unwrap_or_default();
         if spec.is_empty() {
             return Err(Status::invalid_argument("PullImage needs an image"));
         }
-        let pull = self.cri.image_pull(&spec, r.auth.as_ref());
+        // Clients from before the field named the handler in the pod's annotations.
+        let handler = match (handler.is_empty(), &r.sandbox_config) {
+            (true, Some(pod)) => pod
+                .annotations
+                .get(RUNTIME_HANDLER_ANNOTATION)
+                .cloned()
+                .unwrap_or_default(),
+            _ => handler,
+        };
+        let pull = self.cri.image_pull(&spec, r.auth.as_ref(), &handler);
         let pulled = match limit {
             Some(d) => tokio::time::timeout(d, pull).await.map_err(|_| {
                 status(Error::new(

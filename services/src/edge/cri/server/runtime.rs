@@ -421,16 +421,16 @@ impl RuntimeService for CriService {
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: vec![
-                cri::RuntimeHandler {
-                    name: String::new(),
+            runtime_handlers: self
+                .cri
+                .cfg
+                .handler_names()
+                .into_iter()
+                .map(|name| cri::RuntimeHandler {
+                    name,
                     features: Some(features),
-                },
-                cri::RuntimeHandler {
-                    name: "runc".into(),
-                    features: Some(features),
-                },
-            ],
+                })
+                .collect(),
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: true,
                 user_namespaces_host_network: false,
@@ -444,7 +444,7 @@ impl RuntimeService for CriService {
     ) -> R<cri::CheckpointContainerResponse> {
         let r = r.into_inner();
         self.cri
-            .checkpoint_container(&r.container_id, &r.location)
+            .checkpoint_container(&r.container_id, &r.location, r.timeout)
             .await
             .map_err(status)?;
         Ok(Response::new(cri::CheckpointContainerResponse {}))
