@@ -360,6 +360,30 @@ mod tests {
     }
 
     #[test]
+    fn cri_runtime_handlers_parse_and_round_trip() {
+        let c: Config = toml::from_str(
+            "[cri]\nsnapshotter = \"overlayfs\"\n[cri.runtimes.native-fs]\nruntime = \"native\"\nsnapshotter = \"native\"\n[cri.runtimes.lazy]\nsnapshotter = \"stargz\"\nruntime_type = \"io.containerd.runc.v2\"\n",
+        )
+        .unwrap();
+        let h = c.cri.handler("native-fs").unwrap();
+        assert_eq!(
+            (h.runtime_binary.as_str(), h.snapshotter.as_str()),
+            ("native", "native")
+        );
+        let lazy = c.cri.handler("lazy").unwrap();
+        assert_eq!(lazy.runtime_type, "io.containerd.runc.v2");
+        assert_eq!(lazy.runtime_binary, "");
+        assert_eq!(c.cri.handler("").unwrap().snapshotter, "overlayfs");
+        assert_eq!(toml::from_str::<Config>(&c.to_toml().unwrap()).unwrap(), c);
+        // Existing configs (no table) keep the default's names.
+        assert!(Config::default().cri.handler("runc").is_some());
+        let e = toml::from_str::<Config>("[cri.runtimes.x]\nsnapshoter = \"native\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("snapshoter"), "{e}");
+    }
+
+    #[test]
     fn the_build_section_is_the_cache_policy() {
         let d = Config::default().build.policy().unwrap();
         assert_eq!((d.max_bytes, d.max_age), (16 << 20, None));
