@@ -6,6 +6,8 @@ mod cleanup;
 #[path = "../cli_docs.rs"]
 mod cli_docs;
 mod config;
+#[path = "../daemon_files.rs"]
+mod daemon_files;
 
 use anyhow::{bail, Context};
 use berth_services::edge::daemon::{Daemon, VersionInfo};
@@ -13,7 +15,6 @@ use berth_services::edge::grpc::authority::AnyAuthority;
 use clap::{Parser, Subcommand};
 use config::Config;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
@@ -120,70 +121,14 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("chmod 0700 {}", dir.display()))
 }
 
-/// Holds `<root>/berthd.lock` for the life of the daemon; a second daemon on the same
-/// root is refused.
-struct RootLock {
-    _file: std::fs::File,
+/// `<root>/berthd.lock`, held for the life of the daemon.
+fn lock_root(root: &Path) -> anyhow::Result<daemon_files::RootLock> {
+    daemon_files::lock_root(root, "berthd.lock", "berthd")
 }
 
-fn lock_root(root: &Path) -> anyhow::Result<RootLock> {
-    use std::io::{Read, Seek, Write};
-    let path = root.join("berthd.lock");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))?;
-    // A predecessor just SIGKILLed may still be exiting (kill returns before the process has
-    // closed its files): give it a second before calling the root taken.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-    let rc = loop {
-        // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 || std::time::Instant::now() > deadline {
-            break rc;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    if rc != 0 {
-        let mut pid = String::new();
-        let _ = f.read_to_string(&mut pid);
-        bail!(
-            "another berthd (pid {}) is already using root {}; stop it or pass a different --root",
-            pid.trim(),
-            root.display()
-        );
-    }
-    f.set_len(0)?;
-    f.rewind()?;
-    write!(f, "{}", std::process::id())?;
-    Ok(RootLock { _file: f })
-}
-
+/// berthd's sockets: 0660, root's group.
 fn bind_socket(address: &Path) -> anyhow::Result<tokio::net::UnixListener> {
-    if let Some(parent) = address.parent() {
-        if !parent.exists() {
-            private_dir(parent)?;
-        }
-    }
-    // The root lock is held, so a socket file left here is stale.
-    match std::fs::remove_file(address) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("remove stale {}", address.display())),
-    }
-    // Created 0660 from the start (no window in which a looser socket exists); startup is
-    // single-minded here, so the process-wide umask is briefly ours.
-    // SAFETY: umask only swaps the process's file mode mask.
-    let old = unsafe { libc::umask(0o117) };
-    let bound = tokio::net::UnixListener::bind(address);
-    // SAFETY: as above, restoring the previous mask.
-    unsafe { libc::umask(old) };
-    let listener = bound.with_context(|| format!("listen on {}", address.display()))?;
-    std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("chmod 0660 {}", address.display()))?;
+    let listener = daemon_files::bind_socket(address, 0o660)?;
     std::os::unix::fs::chown(address, Some(0), Some(0)).ok();
     Ok(listener)
 }
@@ -223,21 +168,6 @@ fn raise_nofile_limit() {
             lim.rlim_cur = lim.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the daemon runs until killed.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
 }
 
@@ -464,7 +394,7 @@ async fn serve(cfg: Config, args: Args, logs: LogReload) -> anyhow::Result<()> {
     tracing::info!(address = %cfg.address.display(), root = %cfg.root.display(), state = %cfg.state.display(), runtime = %engine, "berthd serving");
     let incoming = accept_loop(listener);
     let result = router
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .serve_with_incoming_shutdown(incoming, daemon_files::stop_requested())
         .await;
     let _ = std::fs::remove_file(&cfg.address);
     if !cfg.cri.address.as_os_str().is_empty() {
