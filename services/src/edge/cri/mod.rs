@@ -7,6 +7,7 @@
 //! This module is a wire edge like `grpc/`: the CRI's own messages are its vocabulary.
 
 mod checkpoint;
+mod checkpoint_archive;
 pub mod config;
 mod container;
 mod create;
@@ -17,6 +18,7 @@ mod image_volume;
 pub mod logs;
 mod metrics;
 mod nri;
+mod restore;
 mod sandbox;
 pub mod seccomp;
 pub mod server;

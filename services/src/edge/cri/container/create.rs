@@ -27,7 +27,7 @@ impl Cri {
     pub async fn create_container(
         &self,
         sandbox_id: &str,
-        config: cri::ContainerConfig,
+        mut config: cri::ContainerConfig,
     ) -> Result<String> {
         let sb = self.sandbox(sandbox_id)?;
         // A stopped pod is never reused; one still announced to NRI plugins is not ready.
@@ -50,6 +50,12 @@ impl Cri {
             .map(|i| i.image.clone())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Error::invalid("the container config names no image"))?;
+        // A checkpoint to restore: the container is made of its base image.
+        let (restore, image_ref) = match self.checkpoint_named(&sb, &mut config, &image_ref).await?
+        {
+            Some((checkpoint, base)) => (Some(checkpoint), base),
+            None => (None, image_ref),
+        };
         let image = self.image_find(&image_ref).await?.ok_or_else(|| {
             Error::not_found(format!("image {image_ref:?} is not present: pull it first"))
         })?;
@@ -67,7 +73,11 @@ impl Cri {
             false,
             async move |id: &str| {
                 self.create_container_inner(id, name_ref, &sb, config, image, image_ref)
-                    .await
+                    .await?;
+                match restore {
+                    Some(checkpoint) => self.prepare_restore(id, &sb, checkpoint).await,
+                    None => Ok(()),
+                }
             },
             async |id: &str, _: &Error| {
                 let _ = self.unmount_image_volumes(id, &mounts).await;

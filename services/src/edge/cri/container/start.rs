@@ -52,9 +52,8 @@ impl Cri {
             None
         };
         let created = self
-            .tasks
-            .create(
-                self.ns.clone(),
+            .create_or_restore_task(
+                &c.id,
                 CreateTask {
                     container_id: c.id.clone(),
                     io,
