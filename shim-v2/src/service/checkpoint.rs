@@ -14,7 +14,6 @@ use berth_proto::containerd::task::v2 as api;
 use berth_proto::containerd::v1::types::Status;
 use prost::Message;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 const CHECKPOINT_OPTIONS: &str = "containerd.runc.v1.CheckpointOptions";
 
@@ -128,10 +127,10 @@ impl Service {
         }
     }
 
-    /// Start of a task created from a checkpoint: `runc restore --detach` with the client's
-    /// stdio (runc hands it to the restored process in place of the dumped one's).
+    /// Start of a task created from a checkpoint: `runc restore --detach` with new relayed
+    /// pipes (runc hands them to the restored process in place of the dumped one's pipes).
     pub(super) fn restore_init(&self, p: &Proc, image: &Path) -> R<i32> {
-        let (stdio, socket) = self.stdio_for("init", p.terminal, &p.stdin, &p.stdout, &p.stderr)?;
+        let mut io = self.stdio_for("init", p.terminal, &p.stdin, &p.stdout, &p.stderr)?;
         let pid_file = self.bundle.join("init.pid");
         let (bundle, pf) = (
             self.bundle.display().to_string(),
@@ -156,9 +155,11 @@ impl Service {
             head.push("--shell-job");
         }
         let log = self.bundle.join("runc.log");
-        self.launch(&head, socket.as_ref(), stdio, &log)
+        let stdio = std::mem::take(&mut io.stdio);
+        self.launch(&head, io.socket.as_ref(), stdio, &log)
             .map_err(explain)?;
-        let console = self.attach_console(socket.as_ref(), &p.stdin, &p.stdout)?;
+        let console = self.attach_console(io.socket.as_ref(), &p.stdin, &p.stdout)?;
+        let stdin_hold = io.stdin_hold(&p.stdin);
         let pid = read_pid(&pid_file)?;
         let cgroup = self.watch_cgroup(pid);
         if let Ok(mut st) = self.state.lock() {
@@ -166,7 +167,8 @@ impl Service {
             if let Some(init) = st.init.as_mut() {
                 init.pid = pid;
                 init.console = console;
-                init.stdin_hold = crate::stdio::hold_stdin(&p.stdin).map(Arc::new);
+                init.stdin_hold = stdin_hold;
+                init.relay = io.relay;
                 init.restore_from = None;
                 if init.exit.is_none() {
                     init.status = Status::Running as i32;

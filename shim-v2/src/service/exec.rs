@@ -3,11 +3,11 @@
 //! lock so that an exec ending at once is never lost.
 
 use super::state::Proc;
-use super::{publish_exit, Service, R};
+use super::{Service, R};
 use crate::error::Error;
 use crate::reaper::Exit;
 use crate::runc::read_pid;
-use crate::stdio::hold_stdin;
+use crate::stdio::Relay;
 use berth_proto::containerd::events as ev;
 use berth_proto::containerd::task::v2 as api;
 use berth_proto::containerd::v1::types::Status;
@@ -19,6 +19,7 @@ struct Launched {
     pid: i32,
     console: Option<Arc<OwnedFd>>,
     stdin_hold: Option<Arc<OwnedFd>>,
+    relay: Option<Arc<Relay>>,
 }
 
 impl Service {
@@ -80,7 +81,7 @@ impl Service {
             },
         );
         if let Some(e) = early {
-            publish_exit(&self.events, &self.id, exec_id, pid, e);
+            self.exits().exited(pid, e);
         }
         Ok(pid)
     }
@@ -98,38 +99,31 @@ impl Service {
     fn launch_exec(&self, exec_id: &str, p: &Proc) -> R<Launched> {
         let spec = self.bundle.join(format!("exec-{exec_id}.json"));
         let pid_file = self.bundle.join(format!("exec-{exec_id}.pid"));
-        let (stdio, socket) = self.stdio_for(
+        let mut io = self.stdio_for(
             &format!("exec-{exec_id}"),
             p.terminal,
             &p.stdin,
             &p.stdout,
             &p.stderr,
         )?;
-        // Non-terminal: the reader above exists, so the holder can open before the process
-        // runs. With a terminal the reader opens with the console, below.
-        let mut stdin_hold = if p.terminal {
-            None
-        } else {
-            hold_stdin(&p.stdin).map(Arc::new)
-        };
         let (sp, pf) = (spec.display().to_string(), pid_file.display().to_string());
         let log = self.bundle.join(format!("exec-{exec_id}.log"));
         let head = ["exec", "--detach", "--pid-file", &pf, "--process", &sp];
-        self.launch(&head, socket.as_ref(), stdio, &log)?;
-        let console = self.attach_console(socket.as_ref(), &p.stdin, &p.stdout)?;
-        if p.terminal {
-            stdin_hold = hold_stdin(&p.stdin).map(Arc::new);
-        }
+        let stdio = std::mem::take(&mut io.stdio);
+        self.launch(&head, io.socket.as_ref(), stdio, &log)?;
+        let console = self.attach_console(io.socket.as_ref(), &p.stdin, &p.stdout)?;
+        let stdin_hold = io.stdin_hold(&p.stdin);
         let pid = read_pid(&pid_file)?;
         Ok(Launched {
             pid,
             console,
             stdin_hold,
+            relay: io.relay,
         })
     }
 
-    /// Records the exec running, or stopped if its exit was reaped already (that exit,
-    /// returned, is then published by the caller).
+    /// Records the exec running; returns its exit if that was reaped already (the caller
+    /// then reports it).
     ///
     /// The pid is published and an exit already reaped is looked for under the state lock,
     /// which the reaper's hook also takes: an exit lands either before (found here) or after
@@ -142,11 +136,8 @@ impl Service {
             p.pid = launched.pid;
             p.console = launched.console;
             p.stdin_hold = launched.stdin_hold;
+            p.relay = launched.relay;
             p.status = Status::Running as i32;
-            if let Some(e) = early {
-                p.exit = Some(e);
-                p.status = Status::Stopped as i32;
-            }
         }
         Ok(early)
     }

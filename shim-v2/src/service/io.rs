@@ -1,17 +1,40 @@
-//! A process's stdio: the client's FIFOs handed to runc, or a console socket runc sends the
-//! pty master to, which is then wired to the FIFOs; ResizePty and CloseIO act on them.
+//! A process's stdio: pipes relayed to the client's FIFOs (see [`crate::stdio`]), or a
+//! console socket runc sends the pty master to, which is then wired to the FIFOs; ResizePty
+//! and CloseIO act on them.
 
 use super::{Service, R};
 use crate::console::{self, ConsoleSocket};
 use crate::error::Error;
 use crate::runc::Stdio3;
-use crate::stdio::open_io;
+use crate::stdio::{hold_stdin, open_io, relay, Relay};
 use berth_proto::containerd::task::v2 as api;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+/// What a process is launched with: the runtime's stdio, or a console socket for a
+/// terminal; the relay's drain and the held stdin write end, without one.
+pub(super) struct ProcIo {
+    pub stdio: Stdio3,
+    pub socket: Option<ConsoleSocket>,
+    pub relay: Option<Arc<Relay>>,
+    stdin_hold: Option<OwnedFd>,
+}
+
+impl ProcIo {
+    /// The stdin write end to hold until CloseIO, once the process runs: the relay's, or
+    /// with a terminal one opened now that the console's reader is.
+    pub fn stdin_hold(&mut self, stdin: &str) -> Option<Arc<OwnedFd>> {
+        match self.socket {
+            Some(_) => hold_stdin(stdin),
+            None => self.stdin_hold.take(),
+        }
+        .map(Arc::new)
+    }
+}
+
 impl Service {
-    /// runc's stdio: the client's FIFOs, or none and a console socket for a terminal.
+    /// The runtime's stdio: pipes relayed to the client's FIFOs, or none and a console
+    /// socket for a terminal.
     pub(super) fn stdio_for(
         &self,
         name: &str,
@@ -19,18 +42,24 @@ impl Service {
         stdin: &str,
         stdout: &str,
         stderr: &str,
-    ) -> R<(Stdio3, Option<ConsoleSocket>)> {
+    ) -> R<ProcIo> {
         if terminal {
             let sock = ConsoleSocket::bind(&self.bundle, name)
                 .map_err(|e| Error::internal(format!("console socket: {e}")))?;
-            return Ok((Stdio3::default(), Some(sock)));
+            return Ok(ProcIo {
+                stdio: Stdio3::default(),
+                socket: Some(sock),
+                relay: None,
+                stdin_hold: None,
+            });
         }
-        let stdio = Stdio3 {
-            stdin: open_io(stdin, false)?,
-            stdout: open_io(stdout, true)?,
-            stderr: open_io(stderr, true)?,
-        };
-        Ok((stdio, None))
+        let piped = relay(stdin, stdout, stderr)?;
+        Ok(ProcIo {
+            stdio: piped.stdio,
+            socket: None,
+            relay: Some(piped.relay),
+            stdin_hold: piped.stdin_hold,
+        })
     }
 
     /// With a console socket, takes the pty master runc sent and wires it to the client's

@@ -8,11 +8,9 @@ use crate::error::Error;
 use crate::reaper::Exit;
 use crate::rootfs::{mount_bundle_rootfs, unmount_rootfs};
 use crate::runc::{read_pid, Stdio3};
-use crate::stdio::hold_stdin;
 use berth_proto::containerd::events as ev;
 use berth_proto::containerd::task::v2 as api;
 use berth_proto::containerd::v1::types::Status;
-use std::sync::Arc;
 
 impl Service {
     pub(super) fn create(&self, r: api::CreateTaskRequest) -> R<api::CreateTaskResponse> {
@@ -45,23 +43,25 @@ impl Service {
     /// Runs `runc create` with the client's stdio (the rootfs goes again if it fails); the
     /// init's record, created.
     fn create_init(&self, r: &api::CreateTaskRequest) -> R<Proc> {
-        let (stdio, socket) = self.stdio_for("init", r.terminal, &r.stdin, &r.stdout, &r.stderr)?;
+        let mut io = self.stdio_for("init", r.terminal, &r.stdin, &r.stdout, &r.stderr)?;
         let pid_file = self.bundle.join("init.pid");
         let bundle = self.bundle.display().to_string();
         let pf = pid_file.display().to_string();
         let head = ["create", "--bundle", &bundle, "--pid-file", &pf];
         let log = self.bundle.join("runc.log");
-        if let Err(e) = self.launch(&head, socket.as_ref(), stdio, &log) {
+        let stdio = std::mem::take(&mut io.stdio);
+        if let Err(e) = self.launch(&head, io.socket.as_ref(), stdio, &log) {
             unmount_rootfs(&self.bundle);
             return Err(e);
         }
-        let console = self.attach_console(socket.as_ref(), &r.stdin, &r.stdout)?;
-        let stdin_hold = hold_stdin(&r.stdin).map(Arc::new);
+        let console = self.attach_console(io.socket.as_ref(), &r.stdin, &r.stdout)?;
+        let stdin_hold = io.stdin_hold(&r.stdin);
         let pid = read_pid(&pid_file)?;
         Ok(Proc {
             pid,
             console,
             stdin_hold,
+            relay: io.relay,
             ..Proc::created(
                 r.stdin.clone(),
                 r.stdout.clone(),

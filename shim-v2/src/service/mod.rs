@@ -58,23 +58,18 @@ impl Service {
             state: Arc::default(),
             exited: Arc::default(),
         });
-        let (state, events, cid, cv) = (
-            s.state.clone(),
-            s.events.clone(),
-            s.id.clone(),
-            s.exited.clone(),
-        );
-        reaper.on_exit(move |pid, exit| {
-            let exited = {
-                let Ok(mut st) = state.lock() else { return };
-                st.record_exit(pid, exit, &cid)
-            };
-            cv.notify_all();
-            if let Some(id) = exited {
-                publish_exit(&events, &cid, id, pid, exit);
-            }
-        });
+        let report = s.exits();
+        reaper.on_exit(move |pid, exit| report.exited(pid, exit));
         s
+    }
+
+    fn exits(&self) -> Exits {
+        Exits {
+            state: self.state.clone(),
+            events: self.events.clone(),
+            container_id: self.id.clone(),
+            exited: self.exited.clone(),
+        }
     }
 
     /// Runs a runc command to completion.
@@ -98,6 +93,55 @@ impl Service {
         }
         args.push(&self.id);
         self.runc.launch(&args, stdio, log).map_err(Error::from)
+    }
+}
+
+/// How a process's exit is reported (recorded, so Wait returns, and published), once the
+/// copies of its output have drained: a client that saw the exit has all of the output.
+#[derive(Clone)]
+struct Exits {
+    state: Arc<Mutex<State>>,
+    events: Arc<Publisher>,
+    container_id: String,
+    exited: Arc<std::sync::Condvar>,
+}
+
+/// How long the copies of an exited process's output may move no data before its exit is
+/// reported anyway (a child it left holds the pipe).
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Exits {
+    /// Process `pid` exited: reported now, or by a thread once its output has drained (the
+    /// reaper's thread, which calls this, must not wait).
+    fn exited(&self, pid: i32, exit: Exit) {
+        let relay = self.state.lock().ok().and_then(|st| st.undrained(pid));
+        let Some(relay) = relay else {
+            return self.report(pid, exit);
+        };
+        let me = self.clone();
+        let waiter = std::thread::Builder::new()
+            .name("drain".into())
+            .stack_size(64 << 10)
+            .spawn(move || {
+                relay.wait_drained(DRAIN_IDLE);
+                me.report(pid, exit)
+            });
+        if waiter.is_err() {
+            self.report(pid, exit);
+        }
+    }
+
+    fn report(&self, pid: i32, exit: Exit) {
+        let exited = {
+            let Ok(mut st) = self.state.lock() else {
+                return;
+            };
+            st.record_exit(pid, exit, &self.container_id)
+        };
+        self.exited.notify_all();
+        if let Some(id) = exited {
+            publish_exit(&self.events, &self.container_id, id, pid, exit);
+        }
     }
 }
 

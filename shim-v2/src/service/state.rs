@@ -5,6 +5,7 @@ use super::{Service, R};
 use crate::cgroups::Cgroup;
 use crate::error::Error;
 use crate::reaper::Exit;
+use crate::stdio::Relay;
 use berth_proto::containerd::task::v2 as api;
 use berth_proto::containerd::v1::types::Status;
 use std::collections::HashMap;
@@ -26,6 +27,8 @@ pub(super) struct Proc {
     /// process reads the end of its input when the client says so, not when a client (or
     /// berthd itself, restarting) closes its own end.
     pub stdin_hold: Option<Arc<OwnedFd>>,
+    /// The copies of its output (without a terminal): its exit is reported once drained.
+    pub relay: Option<Arc<Relay>>,
     /// A checkpoint image to restore the init from at Start, in place of `runc start`.
     pub restore_from: Option<std::path::PathBuf>,
 }
@@ -68,6 +71,16 @@ impl State {
         } else {
             self.execs.get_mut(exec_id)
         }
+    }
+
+    /// The output relay of the running process `pid`, while its copies are not drained.
+    pub fn undrained(&self, pid: i32) -> Option<Arc<Relay>> {
+        self.init
+            .iter()
+            .chain(self.execs.values())
+            .find(|p| p.pid == pid && p.exit.is_none())
+            .and_then(|p| p.relay.clone())
+            .filter(|r| !r.drained())
     }
 
     /// Marks the running process `pid` stopped with `exit`; returns its id (`init_id` for the
