@@ -20,6 +20,7 @@ pub mod runc;
 pub mod server;
 pub mod service;
 pub mod stdio;
+pub mod zygote;
 
 pub use berth_proto::ttrpc_wire as wire;
 

@@ -14,6 +14,7 @@ use berth_shim::rootfs::unmount_rootfs;
 use berth_shim::runc::{Runc, Runtime, Stdio3};
 use berth_shim::server::{Handler, Reply};
 use berth_shim::service::Service;
+use berth_shim::zygote::Zygote;
 use bootstrap::Given;
 use prost::Message;
 use std::io::Write;
@@ -204,11 +205,18 @@ fn runc_for(bundle: &Path, namespace: &str, binary: &str, reaper: Arc<Reaper>) -
     }
 }
 
-/// libcontainer's state for this namespace, beside runc's.
-fn native_for(bundle: &Path, namespace: &str, reaper: Arc<Reaper>) -> Native {
+/// libcontainer's state for this namespace, beside runc's; its steps run in the zygote's
+/// workers when there is one.
+fn native_for(
+    bundle: &Path,
+    namespace: &str,
+    reaper: Arc<Reaper>,
+    zygote: Option<Zygote>,
+) -> Native {
     Native {
         root: state_dir(bundle).join("native").join(namespace),
         reaper,
+        zygote,
     }
 }
 
@@ -220,16 +228,14 @@ fn runc_binary() -> Option<String> {
         .filter(|b| !b.is_empty() && b != "native")
 }
 
-/// The runtime named by `BERTH_SHIM_RUNTIME`; but a container whose spec asks for what the
+/// The runc-compatible binary that runs the bundle's container, or None for the native
+/// runtime: the one `BERTH_SHIM_RUNTIME` names; but a container whose spec asks for what the
 /// native runtime cannot give exactly as runc does runs under runc even when native is
 /// named (see [`native_cannot_honour`]).
-fn runtime_for(bundle: &Path, namespace: &str, reaper: Arc<Reaper>) -> Box<dyn Runtime> {
+fn runc_for_bundle(bundle: &Path) -> Option<String> {
     match runc_binary() {
-        None if native_cannot_honour(bundle).is_some() => {
-            Box::new(runc_for(bundle, namespace, "runc", reaper))
-        }
-        None => Box::new(native_for(bundle, namespace, reaper)),
-        Some(binary) => Box::new(runc_for(bundle, namespace, &binary, reaper)),
+        None if native_cannot_honour(bundle).is_some() => Some("runc".into()),
+        chosen => chosen,
     }
 }
 
@@ -341,6 +347,11 @@ fn start(a: &Args) -> Result<(), String> {
                 libc::dup2(null, fd);
             }
         }
+        // Joined here too (the parent's join reports failures), before the native runtime's
+        // zygote is forked: the zygote and its workers stay where the shim was put.
+        if let Some(cgroup) = given.shim_cgroup() {
+            let _ = bootstrap::join_cgroup(std::process::id() as i32, cgroup);
+        }
         let ttrpc = given.ttrpc_address();
         let code = match serve_at(a, &sock, ttrpc, requester) {
             Ok(()) => 0,
@@ -420,6 +431,13 @@ fn serve_at(
     requester: Option<Requester>,
 ) -> Result<(), String> {
     let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
+    let runc = runc_for_bundle(&bundle);
+    // Forked first, while this process has one thread: the reaper and the request threads
+    // come after (Zygote::start makes sure, and gives none otherwise).
+    let zygote = match runc {
+        None => Zygote::start(berth_shim::native::helper_main),
+        Some(_) => None,
+    };
     if let Some(parent) = sock.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     }
@@ -440,10 +458,14 @@ fn serve_at(
         .or(ttrpc)
         .unwrap_or_else(|| format!("{}.ttrpc", a.address));
     let reaper = Reaper::start();
+    let runtime: Box<dyn Runtime> = match runc {
+        None => Box::new(native_for(&bundle, &a.namespace, reaper.clone(), zygote)),
+        Some(binary) => Box::new(runc_for(&bundle, &a.namespace, &binary, reaper.clone())),
+    };
     let service = Service::new(
         a.id.clone(),
         bundle.clone(),
-        runtime_for(&bundle, &a.namespace, reaper.clone()),
+        runtime,
         reaper,
         Publisher::new(ttrpc, a.namespace.clone()),
     );
@@ -480,7 +502,7 @@ fn delete(a: &Args) -> Result<(), String> {
     };
     // Whichever runtime made the container: libcontainer's state says it was the native one.
     let reaper = Reaper::start();
-    let native = native_for(&bundle, &a.namespace, reaper.clone());
+    let native = native_for(&bundle, &a.namespace, reaper.clone(), None);
     let runtime: Box<dyn Runtime> = if native.has(&a.id) {
         Box::new(native)
     } else {

@@ -3,25 +3,28 @@
 //! speaks the same subset of runc's command line the task service uses (see [`Runtime`]),
 //! so the service and its tests do not know which runtime is behind them.
 //!
-//! Each step runs in a helper process: the shim's own binary executed afresh with [`HELPER`]
-//! and runc's command line ([`helper_main`]), a single-threaded process whose locks are its
-//! own. (A fork of the serving shim, which has several threads, copied any lock one of them
-//! held; libcontainer's clones, ending through `std::process::exit`, then waited forever on
-//! std's thread-bookkeeping lock.) The container's processes outlive the helper and are
-//! reparented to the shim, the subreaper, like runc's. The serving shim itself never runs
-//! libcontainer's code, so none of it (nor serde_json, tracing, pathrs…) is mapped into its
-//! resident set.
+//! Each step runs in a helper process ([`helper_main`], given [`HELPER`]'s arguments and
+//! runc's command line), a single-threaded process whose locks are its own: a worker of the
+//! shim's [`Zygote`] (forked while the shim had one thread), or, without one, the shim's own
+//! binary executed afresh. (A fork of the serving shim, which has several threads, copied
+//! any lock one of them held; libcontainer's clones, ending through `std::process::exit`,
+//! then waited forever on std's thread-bookkeeping lock.) The container's processes outlive
+//! the helper and are reparented to the shim, the subreaper, like runc's. The serving shim
+//! itself never runs libcontainer's code, so none of it (nor serde_json, tracing, pathrs…)
+//! is mapped into its resident set.
 
 use crate::confine::{self, Plan};
 use crate::reaper::Reaper;
 use crate::runc::{Failed, Runtime, Stdio3};
+use crate::zygote::{self, Zygote, ANSWER_FD};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::oci_spec::runtime::LinuxResources;
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -31,6 +34,8 @@ use std::sync::Arc;
 pub struct Native {
     pub root: PathBuf,
     pub reaper: Arc<Reaper>,
+    /// Forks the helpers; without it, each is the shim's binary executed afresh.
+    pub zygote: Option<Zygote>,
 }
 
 /// A runc command line, taken apart: its verb, flags with values, boolean flags, and the
@@ -109,12 +114,12 @@ impl Native {
     /// container processes the helper makes inherit the pipe until they exec: the pipe is
     /// then read once the helper is gone, never to its end).
     ///
-    /// The helper is the shim's own binary executed afresh ([`helper_main`]), not a fork of
-    /// the serving shim: a fork copies whatever lock another of the shim's threads held at
-    /// that instant, and libcontainer's intermediate process ends through
-    /// `std::process::exit`, whose cleanup takes the lock std holds while a thread starts or
-    /// ends. A fork that landed while a request thread started or ended left that process
-    /// waiting forever, the exec's Start unanswered.
+    /// The helper is a worker of the zygote, or the shim's own binary executed afresh
+    /// ([`helper_main`]); never a fork of the serving shim: a fork copies whatever lock
+    /// another of the shim's threads held at that instant, and libcontainer's intermediate
+    /// process ends through `std::process::exit`, whose cleanup takes the lock std holds
+    /// while a thread starts or ends. A fork that landed while a request thread started or
+    /// ended left that process waiting forever, the exec's Start unanswered.
     fn in_helper(
         &self,
         args: &[&str],
@@ -135,42 +140,28 @@ impl Native {
             .iter()
             .map(|fd| if fd.is_some() { '1' } else { '0' })
             .collect();
-        let mut cmd = std::process::Command::new("/proc/self/exe");
-        if let Some(me) = std::env::args_os().next() {
-            cmd.arg0(me);
-        }
-        cmd.arg(HELPER)
-            .arg(&self.root)
-            .arg(log.unwrap_or(Path::new("")))
-            .arg(given)
-            .args(args);
-        let null = |fd: Option<OwnedFd>| fd.map(Stdio::from).unwrap_or_else(Stdio::null);
-        cmd.stdin(null(stdio.stdin))
-            .stdout(null(stdio.stdout))
-            .stderr(null(stdio.stderr));
-        let w_fd = w.as_raw_fd();
-        // SAFETY: runs in the forked child before it execs, and makes only async-signal-safe
-        // calls (dup2, fcntl) on a descriptor that stays open in the parent until `spawn`
-        // returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                let rc = if w_fd == ANSWER_FD {
-                    libc::fcntl(w_fd, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(w_fd, ANSWER_FD)
-                };
-                if rc < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            })
+        let mut helper_args = vec![
+            self.root.as_os_str().as_bytes(),
+            log.map_or(&b""[..], |l| l.as_os_str().as_bytes()),
+            given.as_bytes(),
+        ];
+        helper_args.extend(args.iter().map(|a| a.as_bytes()));
+        let forked = self.zygote.as_ref().and_then(|z| {
+            let given = zygote::Given {
+                answer: w.as_fd(),
+                stdio: [&stdio.stdin, &stdio.stdout, &stdio.stderr]
+                    .map(|f| f.as_ref().map(AsFd::as_fd)),
+            };
+            z.spawn(&helper_args, given).ok()
+        });
+        let pid = match forked {
+            Some(pid) => {
+                drop(stdio);
+                pid
+            }
+            None => exec_helper(&helper_args, stdio, w.as_raw_fd())?,
         };
-        let child = cmd
-            .spawn()
-            .map_err(|e| failed("start the native runtime's helper", e))?;
-        drop(cmd);
         drop(w);
-        let pid = child.id() as i32;
         let mut out = vec![];
         let exit = if log.is_some() {
             let exit = self.reaper.wait(pid);
@@ -399,6 +390,41 @@ impl Native {
     }
 }
 
+/// The helper as the shim's own binary executed afresh, given `args` (what follows
+/// [`HELPER`]), `stdio` as its own and `w_fd` as its [`ANSWER_FD`]; returns its pid.
+fn exec_helper(args: &[&[u8]], stdio: Stdio3, w_fd: i32) -> Result<i32, Failed> {
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    if let Some(me) = std::env::args_os().next() {
+        cmd.arg0(me);
+    }
+    cmd.arg(HELPER)
+        .args(args.iter().map(|a| std::ffi::OsStr::from_bytes(a)));
+    let null = |fd: Option<OwnedFd>| fd.map(Stdio::from).unwrap_or_else(Stdio::null);
+    cmd.stdin(null(stdio.stdin))
+        .stdout(null(stdio.stdout))
+        .stderr(null(stdio.stderr));
+    // SAFETY: runs in the forked child before it execs, and makes only async-signal-safe
+    // calls (dup2, fcntl) on a descriptor that stays open in the parent until `spawn`
+    // returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if w_fd == ANSWER_FD {
+                libc::fcntl(w_fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(w_fd, ANSWER_FD)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let child = cmd
+        .spawn()
+        .map_err(|e| failed("start the native runtime's helper", e))?;
+    Ok(child.id() as i32)
+}
+
 /// What a failed helper child said: its own message (or its exit status), with
 /// libcontainer's account of what went wrong (its errors often end in a bare "internal")
 /// from the log the child wrote.
@@ -564,9 +590,6 @@ impl Runtime for Native {
 /// given (`1` or `0` each), and runc's command line.
 pub const HELPER: &str = "native-runtime-helper";
 
-/// The helper's descriptor for its answer: its output, or its error message.
-const ANSWER_FD: i32 = 3;
-
 /// The helper's whole life (`args` follow [`HELPER`]): does the one thing asked and ends
 /// with its exit code (0 done, 1 failed, 2 panicked).
 pub fn helper_main(args: &[String]) -> i32 {
@@ -618,6 +641,7 @@ fn helper_work(args: &[String]) -> Result<Vec<u8>, String> {
     let native = Native {
         root: PathBuf::from(root),
         reaper: Arc::new(Reaper::default()),
+        zygote: None,
     };
     native.serve_helper(&c, stdio)
 }
