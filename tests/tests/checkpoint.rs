@@ -125,15 +125,20 @@ fn ctr_checkpoint_restore(runtime: &str, sfx: &str) {
     let (d, _w) = daemon_on_runc();
     let (id, restored) = (format!("count-{sfx}"), format!("again-{sfx}"));
     let checkpoint = format!("test.local/checkpoint-{sfx}:1");
-    // berth's shim hands the client's FIFOs to the process itself (no copying pipes), and
-    // CRIU cannot dump a descriptor on a FIFO outside the container's mounts: on berth's
-    // shim the counter runs with its stdio on /dev/null.
-    let mut run = vec!["run", "-d", "--runtime", runtime];
-    if runtime == BERTH_SHIM {
-        run.push("--null-io");
-    }
-    run.extend([IMAGE, id.as_str(), "sh", "-c", COUNTER]);
-    ok(&d.ctr(&run));
+    // ctr's FIFOs stay with the shims, which give the process pipes (CRIU cannot dump a
+    // descriptor on a FIFO outside the container's mounts) and hand new ones to the
+    // restored process.
+    ok(&d.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        runtime,
+        IMAGE,
+        &id,
+        "sh",
+        "-c",
+        COUNTER,
+    ]));
     // Far enough that a counter restarted from 1 could not get there between the restore
     // and the first read (30 sleeps of 0.1 s).
     let before = counts_past(&d, &id, 30);
