@@ -16,6 +16,7 @@ use berth_proto::cri::v1 as cri;
 use berth_proto::vocab::time::rfc3339_nanos;
 use berth_snapshotters::Mount;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -143,8 +144,14 @@ impl Cri {
             write_members(&top, &scratch.0.join(archive::ROOTFS_DIFF), members)?;
             let part = PathBuf::from(format!("{}.part", location.display()));
             let io = |what: String| move |e| Error::io(what, e);
-            let mut out =
-                std::fs::File::create(&part).map_err(io(format!("create {}", part.display())))?;
+            // CRIU's images hold the container's memory: the archive is root's alone.
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&part)
+                .map_err(io(format!("create {}", part.display())))?;
             let tarred = crate::core::checkpoint::tar_dir(&top, &mut out)
                 .and_then(|()| out.sync_all().map_err(io("sync the archive".into())));
             if tarred.is_err() || abandoned.load(Ordering::SeqCst) {

@@ -188,6 +188,7 @@ pub fn decompressed(mut r: impl Read + 'static) -> Result<Box<dyn Read>> {
 /// out.
 pub fn unpack(r: impl Read, dir: &Path, skip: &[&str]) -> Result<()> {
     let read = tar_err("read the checkpoint archive");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
     let mut a = tar::Archive::new(r);
     a.set_preserve_permissions(true);
     for e in a.entries().map_err(&read)? {
@@ -309,11 +310,12 @@ mod tests {
         h.set_size(0);
         b.append_link(&mut h, "spec.dump", "/etc/shadow").unwrap();
         let bytes = b.into_inner().unwrap();
-        let to = tempfile::tempdir().unwrap();
-        unpack(bytes.as_slice(), to.path(), &[ROOTFS_DIFF]).unwrap();
-        assert!(to.path().join(CONFIG_DUMP).is_file());
-        assert!(!to.path().join(ROOTFS_DIFF).exists());
-        assert!(std::fs::symlink_metadata(to.path().join(SPEC_DUMP)).is_err());
+        let top = tempfile::tempdir().unwrap();
+        let to = top.path().join("not-yet");
+        unpack(bytes.as_slice(), &to, &[ROOTFS_DIFF]).unwrap();
+        assert!(to.join(CONFIG_DUMP).is_file());
+        assert!(!to.join(ROOTFS_DIFF).exists());
+        assert!(std::fs::symlink_metadata(to.join(SPEC_DUMP)).is_err());
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct CriConfig {
     /// `[cri.runtimes.NAME]`. "runc" and "berth" are the default's other names unless
     /// configured here.
     pub runtimes: BTreeMap<String, RuntimeHandler>,
+    /// CreateContainer from a checkpoint (an archive's path, or an image holding one)
+    /// restores it, with runc and CRIU. Off by default, as in containerd 2.3: restoring
+    /// replays process state from whoever wrote the checkpoint.
+    pub enable_experimental_restore_via_create: bool,
 }
 
 /// One runtime handler: what a pod whose RunPodSandbox names it runs under. Every key
@@ -91,6 +95,7 @@ impl Default for CriConfig {
             runtime: "io.containerd.berth.v2".into(),
             runtime_binary: String::new(),
             runtimes: BTreeMap::new(),
+            enable_experimental_restore_via_create: false,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! snapshot and its `deleted.files` removed, in the new pod. Its CRIU images wait in the
 //! container's state directory, and StartContainer restores the process tree from them
 //! (`runc restore`, in the new pod's namespaces) instead of starting it fresh. Restoring
-//! needs runc and CRIU: a pod on the native runtime is refused, saying so.
+//! needs runc and CRIU: a pod on the native runtime is refused, saying so. Off unless
+//! `[cri] enable_experimental_restore_via_create` (containerd 2.3's key and default).
 
 use super::checkpoint_archive as archive;
 use super::image::ImageInfo;
@@ -58,6 +59,12 @@ impl Cri {
         let Some(source) = self.checkpoint_source(image_ref).await? else {
             return Ok(None);
         };
+        if !self.cfg.enable_experimental_restore_via_create {
+            return Err(Error::precondition(format!(
+                "image {image_ref:?} is a checkpoint, and restoring one through CreateContainer is off: \
+                 set [cri] enable_experimental_restore_via_create = true in berthd's config to allow it"
+            )));
+        }
         self.require_runc(sb)?;
         let (config_dump, status) = match &source {
             Source::Archive(path) => {
@@ -231,6 +238,13 @@ impl Cri {
                 self.in_image_tree(sb, &image, move |tree| copy_tree(tree, &to))
                     .await?
             }
+        }
+        let inventory = dir.join(archive::CHECKPOINT_DIR).join("inventory.img");
+        if !tokio::fs::try_exists(&inventory).await.unwrap_or(false) {
+            return Err(Error::invalid(format!(
+                "the checkpoint has no CRIU images ({}/inventory.img): nothing to restore",
+                archive::CHECKPOINT_DIR
+            )));
         }
         let record = self.records.get(self.ns.clone(), id.to_string()).await?;
         let mounts = self
