@@ -80,6 +80,43 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(secs - offset)
 }
 
+/// A Go duration (`300ms`, `1h30m`, `5m`, `-1.5h`) in nanoseconds, as containerd's labels
+/// and Docker's flags carry them; None when it is not one (a bare number is not).
+pub fn go_duration(s: &str) -> Option<i128> {
+    let (negative, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    let mut total: f64 = 0.0;
+    let mut any = false;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale: f64 = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * scale;
+        any = true;
+    }
+    any.then_some(if negative { -total } else { total } as i128)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +151,15 @@ mod tests {
             Some(1_795_000_000)
         );
         assert_eq!(parse_rfc3339("not a time"), None);
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration("5m"), Some(300_000_000_000));
+        assert_eq!(go_duration("1h30m"), Some(5_400_000_000_000));
+        assert_eq!(go_duration("1.5s"), Some(1_500_000_000));
+        assert_eq!(go_duration("300ms"), Some(300_000_000));
+        assert_eq!(go_duration("5"), None);
+        assert_eq!(go_duration(""), None);
     }
 }

@@ -154,42 +154,6 @@ pub(super) fn expired(labels: &Labels, now: i64) -> bool {
         .is_some_and(|t| t < now)
 }
 
-/// A Go duration (`300ms`, `1h30m`, `5m`) in nanoseconds; None when it is not one.
-fn go_duration(s: &str) -> Option<i128> {
-    let (negative, mut rest) = match s.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    if rest == "0" {
-        return Some(0);
-    }
-    let mut total: f64 = 0.0;
-    let mut any = false;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale: f64 = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += number * scale;
-        any = true;
-    }
-    any.then_some(if negative { -total } else { total } as i128)
-}
-
 /// The snapshot a conditional label refers to, and whether a used-at time (seconds) meets
 /// one of its conditions (`usedat<D` or `usedat>D`, comma separated: any one suffices).
 fn conditional(key: &str, value: &str) -> Option<(Node, Vec<(bool, i128)>)> {
@@ -206,7 +170,7 @@ fn conditional(key: &str, value: &str) -> Option<(Node, Vec<(bool, i128)>)> {
             (_, Some(d)) if !d.starts_with('=') => (false, d),
             _ => continue,
         };
-        if let Some(ns) = go_duration(d) {
+        if let Some(ns) = berth_proto::vocab::time::go_duration(d) {
             tests.push((less, ns));
         }
     }
@@ -471,15 +435,5 @@ mod tests {
                 kept
             );
         }
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(go_duration("5m"), Some(300_000_000_000));
-        assert_eq!(go_duration("1h30m"), Some(5_400_000_000_000));
-        assert_eq!(go_duration("1.5s"), Some(1_500_000_000));
-        assert_eq!(go_duration("300ms"), Some(300_000_000));
-        assert_eq!(go_duration("5"), None);
-        assert_eq!(go_duration(""), None);
     }
 }
