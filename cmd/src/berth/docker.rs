@@ -40,6 +40,16 @@ pub struct LogsArgs {
     /// Only the last N lines (of what is there now)
     #[arg(long)]
     tail: Option<usize>,
+    /// Only lines from this time on: RFC 3339 (2026-12-06T21:00:00Z), Unix seconds, or a
+    /// duration before now (10m, 1h30m)
+    #[arg(long)]
+    since: Option<String>,
+    /// Only lines up to this time (as --since)
+    #[arg(long)]
+    until: Option<String>,
+    /// Each line prefixed with the time it was written
+    #[arg(long, short = 't')]
+    timestamps: bool,
     id: String,
 }
 
@@ -254,35 +264,29 @@ fn log_of(c: &Container) -> anyhow::Result<std::path::PathBuf> {
 }
 
 pub async fn logs(client: &Client, a: LogsArgs) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now();
+    let time = |flag: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|v| crate::run::parse_time_flag(flag, v, now))
+            .transpose()
+    };
+    let view = crate::run::View {
+        since: time("--since", &a.since)?,
+        until: time("--until", &a.until)?,
+        timestamps: a.timestamps,
+    };
     let c = names::find(client, &a.id).await?;
     let log = log_of(&c)?;
     let running = task_of(client, &c.id)
         .await
         .is_some_and(|p| status_name(p.status) == "RUNNING");
     if a.follow && running {
-        crate::run::follow(client, &c.id, &log).await?;
+        crate::run::follow_view(client, &c.id, &log, view).await?;
         return Ok(());
     }
     let text = std::fs::read(&log).map_err(|e| anyhow!("open the log {}: {e}", log.display()))?;
-    std::io::Write::write_all(&mut std::io::stdout(), last_lines(&text, a.tail))?;
+    crate::run::print_log(&text, view, a.tail)?;
     Ok(())
-}
-
-/// The last `n` lines of `text` (all of it without `n`).
-fn last_lines(text: &[u8], n: Option<usize>) -> &[u8] {
-    let Some(n) = n else { return text };
-    let body = text.strip_suffix(b"\n").unwrap_or(text);
-    let mut start = body.len();
-    for _ in 0..n {
-        match body[..start].iter().rposition(|b| *b == b'\n') {
-            Some(i) => start = i,
-            None => return if n == 0 { &text[text.len()..] } else { text },
-        }
-    }
-    if n == 0 {
-        return &text[text.len()..];
-    }
-    &text[start + 1..]
 }
 
 /// Whether the container passes every `ps --filter`.
@@ -457,7 +461,7 @@ pub(crate) async fn start_one(client: &Client, id: &str) -> anyhow::Result<()> {
     }
     mark_stopped(client, id, false).await?;
     let uri = log_of(&c)
-        .map(|l| format!("file://{}", l.display()))
+        .map(|l| berth_proto::vocab::crilog::log_uri(&l.display().to_string()))
         .unwrap_or_default();
     let mut tasks = client.tasks();
     tasks

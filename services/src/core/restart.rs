@@ -16,8 +16,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Label naming the file a detached container's output is appended to (`berth run -d`);
-/// a restarted task appends there too.
+/// Label naming the file a detached container's output is appended to (`berth run -d`),
+/// in the kubelet's log format ([`berth_proto::vocab::crilog::log_uri`]); a restarted task
+/// appends there too.
 pub const LOG_LABEL: &str = "berth.log";
 
 /// Label on a container record naming its restart policy (`no`, `on-failure[:N]`,
@@ -250,7 +251,7 @@ async fn start(tasks: &Tasks, ns: Namespace, c: &ContainerRecord) -> Result<()> 
     let log = c
         .labels
         .get(LOG_LABEL)
-        .map(|l| format!("file://{l}"))
+        .map(|l| berth_proto::vocab::crilog::log_uri(l))
         .unwrap_or_default();
     tasks
         .create(

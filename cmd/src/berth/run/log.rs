@@ -1,7 +1,9 @@
-//! Where a detached container's output goes (`run -d`, `--log`), and reading it back while
-//! the task runs (`berth logs -f`, `berth tasks attach`).
+//! Where a detached container's output goes (`run -d`, `--log`, written by the shim in the
+//! kubelet's log format), and reading it back while the task runs (`berth logs -f`,
+//! `berth tasks attach`).
 
 use super::attach::forward_signals;
+use super::logread::{Follower, View};
 use super::Run;
 use anyhow::{anyhow, Context};
 use berth_client::Client;
@@ -47,7 +49,11 @@ fn default_log(address: &Path, ns: &str, id: &str) -> PathBuf {
 /// Prints the log so far and what the task appends to it until the task exits (signals
 /// forwarded); returns its exit status.
 pub async fn follow(client: &Client, id: &str, log: &Path) -> anyhow::Result<u32> {
-    use std::io::Write;
+    follow_view(client, id, log, View::default()).await
+}
+
+/// [`follow`], printing the lines `view` shows (each to the stream it came from).
+pub async fn follow_view(client: &Client, id: &str, log: &Path, view: View) -> anyhow::Result<u32> {
     let mut waiter = {
         let mut t = client.tasks();
         let id = id.to_string();
@@ -64,12 +70,11 @@ pub async fn follow(client: &Client, id: &str, log: &Path) -> anyhow::Result<u32
         .await
         .with_context(|| format!("open the log {}", log.display()))?;
     let mut buf = vec![0u8; 64 << 10];
-    let mut out = std::io::stdout();
+    let mut out = Follower::new(view);
     let status = loop {
         let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf).await?;
         if n > 0 {
-            out.write_all(&buf[..n])?;
-            out.flush()?;
+            out.push(&buf[..n])?;
             continue;
         }
         tokio::select! {
@@ -83,9 +88,9 @@ pub async fn follow(client: &Client, id: &str, log: &Path) -> anyhow::Result<u32
         if n == 0 {
             break;
         }
-        out.write_all(&buf[..n])?;
+        out.push(&buf[..n])?;
     }
-    out.flush()?;
+    out.finish()?;
     forward.abort();
     Ok(status
         .map_err(|e| anyhow!("wait {id}: {}", e.message()))?

@@ -13,6 +13,7 @@ mod attach;
 mod container;
 mod image;
 mod log;
+mod logread;
 mod network;
 mod options;
 mod stdio;
@@ -23,7 +24,8 @@ mod volumes;
 pub use attach::start_and_wait;
 pub use container::STOP_SIGNAL_LABEL;
 pub use image::local_mounts;
-pub use log::{follow, LOG_LABEL};
+pub use log::{follow, follow_view, LOG_LABEL};
+pub use logread::{parse_time_flag, print_log, View};
 pub use options::{CtrRun, DockerRun, Run};
 pub use stdio::{stdio, Pumps, Streams};
 

@@ -32,7 +32,7 @@ impl TaskIo {
             _fifo_dir: None,
         };
         if let Some(log) = &r.log {
-            let uri = format!("file://{}", log.display());
+            let uri = berth_proto::vocab::crilog::log_uri(&log.display().to_string());
             return Ok(none(uri.clone(), uri));
         }
         if r.detach {
