@@ -1,9 +1,9 @@
 //! Runtime handlers with snapshotters of their own (`[cri.runtimes.NAME]`), as a
 //! RuntimeClass picks them: a pod on a handler whose snapshotter is `native` has its rootfs
 //! and its containers' in the native snapshotter while pods of the default handler stay on
-//! overlayfs; PullImage for the handler unpacks there; images are one list whichever
-//! snapshotters hold them; Status lists the handlers and an unknown one is refused, naming
-//! them; a handler may name a proxy plugin.
+//! overlayfs; a handler's runtime binary runs its pods and no others; PullImage for the
+//! handler unpacks there; images are one list whichever snapshotters hold them; Status lists
+//! the handlers and an unknown one is refused, naming them; a handler may name a proxy plugin.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod cri_kit;
@@ -17,6 +17,21 @@ use std::time::{Duration, Instant};
 
 const NATIVE_FS: &str =
     "[cri.runtimes.native-fs]\nruntime = \"native\"\nsnapshotter = \"native\"\n";
+
+/// A runc-compatible binary that notes each call's arguments in `log`, then runs runc.
+fn traced_runc(dir: &Path, log: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let runc = berth_tests::require_tool("runc");
+    let path = dir.join("traced-runc");
+    let script = format!(
+        "#!/bin/sh\necho \"$@\" >> '{}'\nexec '{}' \"$@\"\n",
+        log.display(),
+        runc.display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
 
 /// The snapshot keys `ctr -n k8s.io snapshots --snapshotter SNAPSHOTTER ls` lists.
 fn snapshot_keys(k: &Kit, snapshotter: &str) -> Vec<String> {
@@ -92,6 +107,16 @@ async fn pod_on(
 /// A container in the pod that prints `text`, once its log has it; the container's id.
 async fn prints(k: &Kit, pod: &(String, cri::PodSandboxConfig), text: &str) -> String {
     let c = k.container_config("hello", &format!("echo {text}"));
+    prints_from(k, pod, text, c).await
+}
+
+/// As [`prints`], the container configured as `c` (its script prints `text`).
+async fn prints_from(
+    k: &Kit,
+    pod: &(String, cri::PodSandboxConfig),
+    text: &str,
+    c: cri::ContainerConfig,
+) -> String {
     let id = cri_kit::run_container(k, &pod.0, &pod.1, c).await;
     let name = pod.1.metadata.as_ref().unwrap().name.clone();
     let log = k.logs().join(name).join("hello.log");
@@ -118,7 +143,13 @@ async fn remove_pod(k: &Kit, id: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_handler_runs_its_pods_from_its_own_snapshotter() {
-    let k = Kit::start_configured(NATIVE_FS);
+    let scratch = tempfile::tempdir().unwrap();
+    let trace = scratch.path().join("runc-calls");
+    let runc = traced_runc(scratch.path(), &trace);
+    let k = Kit::start_configured(&format!(
+        "{NATIVE_FS}[cri.runtimes.traced]\nruntime = \"{}\"\n",
+        runc.display()
+    ));
     let mut rt = k.rt().await;
     let handlers: Vec<String> = rt
         .status(cri::StatusRequest { verbose: false })
@@ -129,7 +160,7 @@ async fn a_handler_runs_its_pods_from_its_own_snapshotter() {
         .into_iter()
         .map(|h| h.name)
         .collect();
-    assert_eq!(handlers, ["", "berth", "native-fs", "runc"]);
+    assert_eq!(handlers, ["", "berth", "native-fs", "runc", "traced"]);
 
     // Pulled for the handler: unpacked into its snapshotter, not the default's.
     let image_id = pull_for(&k, "native-fs").await.unwrap();
@@ -138,18 +169,62 @@ async fn a_handler_runs_its_pods_from_its_own_snapshotter() {
     assert!(!snapshot_keys(&k, "overlayfs").contains(&chain));
 
     let native_pod = pod_on(&k, "on-native", "native-fs").await.unwrap();
-    let native_ctr = prints(&k, &native_pod, "from-a-native-rootfs").await;
+    // With busybox mounted as an image volume too: a view in the pod's snapshotter.
+    let text = "from-a-native-rootfs";
+    let mut c = k.container_config("hello", &format!("test -x /vol/bin/sh && echo {text}"));
+    c.mounts.push(cri::Mount {
+        container_path: "/vol".into(),
+        readonly: true,
+        image: Some(cri::ImageSpec {
+            image: k.busybox.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let native_ctr = prints_from(&k, &native_pod, text, c).await;
+    let volume = format!("{native_ctr}-image-volume-0");
     let default_pod = pod_on(&k, "on-default", "").await.unwrap();
     let default_ctr = prints(&k, &default_pod, "from-an-overlay-rootfs").await;
-    only_in(&k, &[&native_pod.0, &native_ctr], "native", "overlayfs");
+    only_in(
+        &k,
+        &[&native_pod.0, &native_ctr, &volume],
+        "native",
+        "overlayfs",
+    );
     only_in(&k, &[&default_pod.0, &default_ctr], "overlayfs", "native");
     // The default handler's pod unpacked the image into overlayfs on its own.
     assert!(snapshot_keys(&k, "overlayfs").contains(&chain));
     let st = cri_kit::pod_status(&k, &native_pod.0).await;
     assert_eq!(st.runtime_handler, "native-fs");
 
-    // One image, whichever snapshotters hold it.
+    // A handler's runtime runs its pod and containers, and only those.
+    let traced_pod = pod_on(&k, "traced", "traced").await.unwrap();
+    let traced_ctr = prints(&k, &traced_pod, "from-the-traced-runtime").await;
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    assert!(
+        calls.contains(&traced_pod.0) && calls.contains(&traced_ctr),
+        "{calls}"
+    );
+    for other in [&native_pod.0, &native_ctr, &default_pod.0, &default_ctr] {
+        assert!(!calls.contains(other.as_str()), "{other}: {calls}");
+    }
+    only_in(&k, &[&traced_pod.0, &traced_ctr], "overlayfs", "native");
+
+    // ImageFsInfo: the default snapshotter's row first, then the handlers' others.
     let mut img = k.img().await;
+    let fs = img.image_fs_info(cri::ImageFsInfoRequest {}).await;
+    let rows: Vec<(String, u64)> = fs
+        .unwrap()
+        .into_inner()
+        .image_filesystems
+        .into_iter()
+        .map(|u| (u.fs_id.unwrap().mountpoint, u.used_bytes.unwrap().value))
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows[0].0.ends_with(".overlayfs"), "{rows:?}");
+    assert!(rows[1].0.ends_with(".native") && rows[1].1 > 0, "{rows:?}");
+
+    // One image, whichever snapshotters hold it.
     let listed = img.list_images(cri::ListImagesRequest::default()).await;
     let images = listed.unwrap().into_inner().images;
     assert_eq!(images.iter().filter(|i| i.id == image_id).count(), 1);
@@ -164,7 +239,9 @@ async fn a_handler_runs_its_pods_from_its_own_snapshotter() {
     // Removal finds the snapshots where they are.
     remove_pod(&k, &native_pod.0).await;
     let native = snapshot_keys(&k, "native");
-    assert!(!native.contains(&native_pod.0) && !native.contains(&native_ctr));
+    for gone in [&native_pod.0, &native_ctr, &volume] {
+        assert!(!native.contains(gone), "{gone}: {native:?}");
+    }
     remove_pod(&k, &default_pod.0).await;
     let overlay = snapshot_keys(&k, "overlayfs");
     assert!(!overlay.contains(&default_pod.0) && !overlay.contains(&default_ctr));

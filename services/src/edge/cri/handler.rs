@@ -1,9 +1,28 @@
 //! Runtime handlers (a RuntimeClass's `handler`): the shim, low-level runtime and
 //! snapshotter a pod and its containers get, resolved from `[cri.runtimes]`.
 
-use super::config::Handler;
+use super::config::{CriConfig, Handler};
 use super::{AnyValue, Container, Cri, Sandbox};
 use crate::core::error::{Error, Result};
+
+/// Logs, at start, each handler whose snapshotter is none of `available`: its pods will
+/// not start (berthd serves the rest, as for a snapshotter that failed to open).
+pub(super) fn warn_unavailable(cfg: &CriConfig, available: &[String]) {
+    for name in cfg.handler_names() {
+        let Some(h) = cfg.handler(&name) else {
+            continue;
+        };
+        let known = h.snapshotter.is_empty() || available.contains(&h.snapshotter);
+        if !known {
+            tracing::warn!(
+                handler = name,
+                snapshotter = h.snapshotter,
+                available = available.join(", "),
+                "the runtime handler's snapshotter is not available here; its pods cannot start"
+            );
+        }
+    }
+}
 
 impl Cri {
     /// The handler a RunPodSandbox or PullImage names; an unknown one is refused, naming

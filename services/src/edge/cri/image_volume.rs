@@ -6,7 +6,7 @@
 //! (KEP-5365). The views live as long as the container and go with it, or with a creation that
 //! fails half way.
 
-use super::Cri;
+use super::{Cri, Sandbox};
 use crate::core::error::{blocking, Error, Kind, Result};
 use crate::core::metadata::Labels;
 use berth_proto::cri::v1 as cri;
@@ -140,17 +140,19 @@ impl Cri {
         self.container_state_dir(id).join("image-volumes")
     }
 
-    /// Mounts the image volumes among `config`'s mounts for container `id` of a pod
-    /// configured as `pod`, and records each image's id in its mount's `image_ref`. Every
-    /// mount is checked before anything is made; when one cannot be mounted, none stays.
+    /// Mounts the image volumes among `config`'s mounts for container `id` of pod `sb`
+    /// (views in the pod's snapshotter), and records each image's id in its mount's
+    /// `image_ref`. Every mount is checked before anything is made; when one cannot be
+    /// mounted, none stays.
     pub(super) async fn mount_image_volumes(
         &self,
         id: &str,
-        pod: &cri::PodSandboxConfig,
+        sb: &Sandbox,
         config: &mut cri::ContainerConfig,
     ) -> Result<Sources> {
         config.mounts.iter().try_for_each(check)?;
-        let mut labels = remap_labels(pod);
+        let snapshotter = self.pod_snapshotter(sb);
+        let mut labels = remap_labels(&sb.config);
         labels.insert(
             berth_proto::vocab::labels::GC_BREF_CONTAINER.to_string(),
             id.to_string(),
@@ -161,7 +163,9 @@ impl Cri {
             if image_of(m).is_none() {
                 continue;
             }
-            let mounted = self.mount_image_volume(id, index, m, labels.clone()).await;
+            let mounted = self
+                .mount_image_volume(id, index, m, labels.clone(), &snapshotter)
+                .await;
             let (source, image_id) = match mounted {
                 Ok(v) => v,
                 Err(e) => {
@@ -169,7 +173,10 @@ impl Cri {
                         "{MOUNT_FAILED}: image volume at {}",
                         m.container_path
                     ));
-                    if let Err(u) = self.unmount_image_volumes(id, &config.mounts).await {
+                    let undone = self
+                        .unmount_image_volumes(id, &config.mounts, &snapshotter)
+                        .await;
+                    if let Err(u) = undone {
                         tracing::warn!(container = id, error = %u, "cannot undo image volumes");
                     }
                     return Err(e);
@@ -183,29 +190,24 @@ impl Cri {
         Ok(sources)
     }
 
-    /// One image volume: the image's view (labelled `labels`) mounted on the host; returns
-    /// where to bind from and the image's id.
+    /// One image volume: the image's view in `snapshotter` (labelled `labels`) mounted on
+    /// the host; returns where to bind from and the image's id.
     async fn mount_image_volume(
         &self,
         id: &str,
         index: usize,
         m: &cri::Mount,
         labels: Labels,
+        snapshotter: &str,
     ) -> Result<(PathBuf, String)> {
         let reference = image_of(m).unwrap_or_default();
         let image = self.image_find(reference).await?.ok_or_else(|| {
             Error::not_found(format!("image {reference:?} is not present: pull it first"))
         })?;
-        let parent = self.image_unpack(&image, &self.cfg.snapshotter).await?;
+        let parent = self.image_unpack(&image, snapshotter).await?;
         let mounts = self
             .snapshots
-            .view(
-                self.ctx(),
-                &self.cfg.snapshotter,
-                view_key(id, index),
-                parent,
-                labels,
-            )
+            .view(self.ctx(), snapshotter, view_key(id, index), parent, labels)
             .await?;
         let target = self.image_volumes_dir(id).join(index.to_string());
         let rel = sub_path(m)?;
@@ -229,6 +231,7 @@ impl Cri {
         &self,
         id: &str,
         mounts: &[cri::Mount],
+        snapshotter: &str,
     ) -> Result<()> {
         let dir = self.image_volumes_dir(id);
         for (index, _) in mounts
@@ -249,7 +252,7 @@ impl Cri {
             .await?;
             match self
                 .snapshots
-                .remove(self.ns.clone(), &self.cfg.snapshotter, view_key(id, index))
+                .remove(self.ns.clone(), snapshotter, view_key(id, index))
                 .await
             {
                 Err(e) if e.kind() != Kind::NotFound => return Err(e),

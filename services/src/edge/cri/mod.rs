@@ -187,6 +187,7 @@ fn ext_proto<T: Message + prost::Name>(v: &T) -> AnyValue {
 
 impl Cri {
     pub fn new(cfg: CriConfig, p: Parts) -> Result<Self> {
+        handler::warn_unavailable(&cfg, &p.snapshots.names());
         Ok(Cri {
             cfg: Arc::new(cfg),
             ns: Namespace::parse(config::NAMESPACE)?,

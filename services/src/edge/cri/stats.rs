@@ -76,7 +76,7 @@ impl Cri {
             )
             .await
             .ok();
-        let root = self.snapshotter_root();
+        let root = self.snapshotter_root(&self.container_snapshotter(c));
         out.writable_layer = Some(cri::FilesystemUsage {
             timestamp: now,
             fs_id: Some(cri::FilesystemIdentifier { mountpoint: root }),
@@ -150,13 +150,10 @@ impl Cri {
         })
     }
 
-    /// Where the snapshotter keeps its layers and writable layers.
-    pub(super) fn snapshotter_root(&self) -> String {
-        crate::core::snapshots::snapshotter_root(
-            self.root.parent().unwrap_or(&self.root),
-            &self.cfg.snapshotter,
-        )
-        .display()
-        .to_string()
+    /// Where snapshotter `name` keeps its layers and writable layers.
+    pub(super) fn snapshotter_root(&self, name: &str) -> String {
+        crate::core::snapshots::snapshotter_root(self.root.parent().unwrap_or(&self.root), name)
+            .display()
+            .to_string()
     }
 }

@@ -160,17 +160,18 @@ impl Described {
     }
 }
 
-/// The image filesystem's last measured usage (when, bytes, inodes).
+/// Each image filesystem's (snapshotter's) last measured usage (when, bytes, inodes).
 #[derive(Default)]
-pub struct FsUsage(Mutex<Option<(Instant, u64, u64)>>);
+pub struct FsUsage(Mutex<HashMap<String, (Instant, u64, u64)>>);
 
 impl FsUsage {
-    pub fn get(&self) -> Option<(Instant, u64, u64)> {
-        *lock(&self.0)
+    pub fn get(&self, snapshotter: &str) -> Option<(Instant, u64, u64)> {
+        lock(&self.0).get(snapshotter).copied()
     }
 
-    pub fn set(&self, bytes: u64, inodes: u64) {
-        *lock(&self.0) = Some((Instant::now(), bytes, inodes));
+    pub fn set(&self, snapshotter: &str, bytes: u64, inodes: u64) {
+        let measured = (Instant::now(), bytes, inodes);
+        lock(&self.0).insert(snapshotter.to_string(), measured);
     }
 }
 

@@ -80,7 +80,7 @@ impl Cri {
                 }
             },
             async |id: &str, _: &Error| {
-                let _ = self.unmount_image_volumes(id, &mounts).await;
+                let _ = self.unmount_image_volumes(id, &mounts, &snapshotter).await;
                 let _ = self
                     .snapshots
                     .remove(self.ns.clone(), &snapshotter, id.to_string())
@@ -116,9 +116,7 @@ impl Cri {
             )
             .await?;
         let user = self.resolve_user(&config, &image, &mounts).await?;
-        let image_volumes = self
-            .mount_image_volumes(id, &sb.config, &mut config)
-            .await?;
+        let image_volumes = self.mount_image_volumes(id, sb, &mut config).await?;
         let mut oci =
             self.container_oci_spec(id, sb, &config, &image, user.clone(), &image_volumes)?;
         // Plugins adjust the spec; the gate stays held until the container is listed, so a

@@ -16,14 +16,12 @@ impl Cri {
         let _held = lock.lock().await;
         let _ = self.tasks.delete(self.ns.clone(), c.id.clone()).await;
         self.detach_logs(&c.id).await;
-        self.unmount_image_volumes(&c.id, &c.config.mounts).await?;
+        let snapshotter = self.container_snapshotter(&c);
+        self.unmount_image_volumes(&c.id, &c.config.mounts, &snapshotter)
+            .await?;
         match self
             .snapshots
-            .remove(
-                self.ns.clone(),
-                &self.container_snapshotter(&c),
-                c.id.clone(),
-            )
+            .remove(self.ns.clone(), &snapshotter, c.id.clone())
             .await
         {
             Ok(()) => {}

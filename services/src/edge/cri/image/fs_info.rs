@@ -1,4 +1,4 @@
-//! ImageFsInfo: what the snapshotter's directory holds, measured at most every few
+//! ImageFsInfo: what each snapshotter's directory holds, measured at most every few
 //! seconds. A snapshotter in another process (a proxy plugin) keeps nothing in berthd's
 //! directory: for it, as containerd's CRI reports every snapshotter, the sum of what its
 //! Usage says of each of the CRI namespace's snapshots.
@@ -30,30 +30,57 @@ fn du(dir: &std::path::Path) -> (u64, u64) {
 }
 
 impl Cri {
-    /// Bytes and inodes the snapshotter's directory holds.
-    pub async fn image_fs_usage(&self) -> Result<(String, u64, u64)> {
-        let dir = self.snapshotter_root();
+    /// (directory, bytes, inodes) of each snapshotter the CRI unpacks into: `[cri]
+    /// snapshotter`'s first (the kubelet reads the first), then the other handlers' in name
+    /// order, as containerd's CRI lists every snapshotter.
+    pub async fn image_fs_usage(&self) -> Result<Vec<(String, u64, u64)>> {
+        let mut names = vec![self.cfg.snapshotter.clone()];
+        for handler in self.cfg.handler_names() {
+            if let Some(h) = self.cfg.handler(&handler) {
+                if !names.contains(&h.snapshotter) {
+                    names.push(h.snapshotter);
+                }
+            }
+        }
+        names[1..].sort();
+        let mut out = Vec::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            match self.snapshotter_usage(name).await {
+                Ok(usage) => out.push(usage),
+                // A handler's snapshotter that is not available costs only its own row.
+                Err(e) if i > 0 => {
+                    tracing::debug!(snapshotter = name, error = %e, "no ImageFsInfo row")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes and inodes snapshotter `name` holds: its directory's, or for a plugin, what
+    /// its Usage says.
+    async fn snapshotter_usage(&self, name: &str) -> Result<(String, u64, u64)> {
+        let dir = self.snapshotter_root(name);
         // The kubelet asks every few seconds; a walk of a big store is not free.
-        if let Some((at, bytes, inodes)) = self.fs_usage.get() {
+        if let Some((at, bytes, inodes)) = self.fs_usage.get(name) {
             if at.elapsed() < std::time::Duration::from_secs(10) {
                 return Ok((dir, bytes, inodes));
             }
         }
-        let snapshotter = self.snapshots.get(&self.cfg.snapshotter)?;
+        let snapshotter = self.snapshots.get(name)?;
         let (bytes, inodes) = if snapshotter.changes().is_some() {
-            self.plugin_usage().await?
+            self.plugin_usage(name).await?
         } else {
             let d2 = std::path::PathBuf::from(&dir);
             blocking(move || Ok(du(&d2))).await?
         };
-        self.fs_usage.set(bytes, inodes);
+        self.fs_usage.set(name, bytes, inodes);
         Ok((dir, bytes, inodes))
     }
 
     /// The sum of a plugin's Usage of each snapshot in the CRI's namespace (a snapshot
     /// removed meanwhile counts nothing).
-    async fn plugin_usage(&self) -> Result<(u64, u64)> {
-        let name = &self.cfg.snapshotter;
+    async fn plugin_usage(&self, name: &str) -> Result<(u64, u64)> {
         let infos = self
             .snapshots
             .list(self.ns.clone(), name, Default::default())

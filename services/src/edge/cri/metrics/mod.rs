@@ -103,7 +103,7 @@ fn fs_samples(s: &mut Sink, fs: &Filesystem, used: u64) {
 impl Cri {
     /// ListPodSandboxMetrics: every ready pod, with its running containers.
     pub async fn pod_sandbox_metrics(&self) -> Vec<cri::PodSandboxMetrics> {
-        let root = std::path::PathBuf::from(self.snapshotter_root());
+        let root = std::path::PathBuf::from(self.snapshotter_root(&self.cfg.snapshotter));
         let fs = blocking(move || Ok(host::filesystem(&root)))
             .await
             .ok()

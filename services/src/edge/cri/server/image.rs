@@ -95,16 +95,22 @@ impl ImageService for CriService {
         &self,
         _r: Request<cri::ImageFsInfoRequest>,
     ) -> R<cri::ImageFsInfoResponse> {
-        let (mountpoint, bytes, inodes) = self.cri.image_fs_usage().await.map_err(status)?;
-        let usage = cri::FilesystemUsage {
-            timestamp: crate::core::metadata::now(),
-            fs_id: Some(cri::FilesystemIdentifier { mountpoint }),
-            used_bytes: Some(cri::UInt64Value { value: bytes }),
-            inodes_used: Some(cri::UInt64Value { value: inodes }),
-        };
+        let measured = self.cri.image_fs_usage().await.map_err(status)?;
+        let timestamp = crate::core::metadata::now();
+        let image_filesystems: Vec<cri::FilesystemUsage> = measured
+            .into_iter()
+            .map(|(mountpoint, bytes, inodes)| cri::FilesystemUsage {
+                timestamp,
+                fs_id: Some(cri::FilesystemIdentifier { mountpoint }),
+                used_bytes: Some(cri::UInt64Value { value: bytes }),
+                inodes_used: Some(cri::UInt64Value { value: inodes }),
+            })
+            .collect();
+        // The default snapshotter's row, as before handlers had snapshotters of their own.
+        let container_filesystems = image_filesystems.iter().take(1).cloned().collect();
         Ok(Response::new(cri::ImageFsInfoResponse {
-            image_filesystems: vec![usage.clone()],
-            container_filesystems: vec![usage],
+            image_filesystems,
+            container_filesystems,
         }))
     }
 }
