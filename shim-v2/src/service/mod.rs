@@ -17,6 +17,8 @@ mod lifecycle;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_exit;
 
 use crate::console::ConsoleSocket;
 use crate::error::{Error, Result};
@@ -31,7 +33,7 @@ use std::sync::{Arc, Mutex};
 pub struct Service {
     pub id: String,
     pub bundle: PathBuf,
-    runc: Box<dyn Runtime>,
+    runc: Arc<dyn Runtime>,
     reaper: Arc<Reaper>,
     events: Arc<Publisher>,
     state: Arc<Mutex<State>>,
@@ -52,7 +54,7 @@ impl Service {
         let s = Arc::new(Service {
             id,
             bundle,
-            runc,
+            runc: Arc::from(runc),
             reaper: reaper.clone(),
             events: Arc::new(events),
             state: Arc::default(),
@@ -69,6 +71,8 @@ impl Service {
             events: self.events.clone(),
             container_id: self.id.clone(),
             exited: self.exited.clone(),
+            bundle: self.bundle.clone(),
+            runc: self.runc.clone(),
         }
     }
 
@@ -104,6 +108,8 @@ struct Exits {
     events: Arc<Publisher>,
     container_id: String,
     exited: Arc<std::sync::Condvar>,
+    bundle: PathBuf,
+    runc: Arc<dyn Runtime>,
 }
 
 /// How long the copies of an exited process's output may move no data before its exit is
@@ -111,23 +117,52 @@ struct Exits {
 const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Exits {
-    /// Process `pid` exited: reported now, or by a thread once its output has drained (the
-    /// reaper's thread, which calls this, must not wait).
+    /// Process `pid` exited: reported now, or by a thread once what is left of the container
+    /// is killed (the init of a container that does not own its pid namespace) and its output
+    /// has drained (the reaper's thread, which calls this, must not wait).
     fn exited(&self, pid: i32, exit: Exit) {
-        let relay = self.state.lock().ok().and_then(|st| st.undrained(pid));
-        let Some(relay) = relay else {
-            return self.report(pid, exit);
+        let (relay, init) = match self.state.lock() {
+            Ok(st) => (
+                st.undrained(pid),
+                st.init
+                    .as_ref()
+                    .is_some_and(|p| p.pid == pid && p.exit.is_none()),
+            ),
+            Err(_) => (None, false),
         };
+        let kill_rest = init && shares_pid_namespace(&self.bundle);
+        if relay.is_none() && !kill_rest {
+            return self.report(pid, exit);
+        }
         let me = self.clone();
         let waiter = std::thread::Builder::new()
             .name("drain".into())
             .stack_size(64 << 10)
             .spawn(move || {
-                relay.wait_drained(DRAIN_IDLE);
+                if kill_rest {
+                    me.kill_left_behind();
+                }
+                if let Some(relay) = relay {
+                    relay.wait_drained(DRAIN_IDLE);
+                }
                 me.report(pid, exit)
             });
         if waiter.is_err() {
             self.report(pid, exit);
+        }
+    }
+
+    /// The init of a container in a pid namespace it does not own (a pod's shared one, the
+    /// host's) exited: its other processes live on (the kernel kills them only with the
+    /// namespace's own init), so they are killed here, as containerd's runc shim does, and
+    /// the container is gone when its exit is reported (its output's pipes closed with it).
+    fn kill_left_behind(&self) {
+        let sig = libc::SIGKILL.to_string();
+        if let Err(e) = self.runc.run(
+            &["kill", "--all", &self.container_id, &sig],
+            Stdio3::default(),
+        ) {
+            tracing::debug!(error = %e, "killing the container's remaining processes");
         }
     }
 
@@ -143,6 +178,23 @@ impl Exits {
             publish_exit(&self.events, &self.container_id, id, pid, exit);
         }
     }
+}
+
+/// Whether the bundle's spec puts the container in a pid namespace it does not own: one it
+/// joins by path, or the host's (no pid namespace asked for). A bundle without a readable
+/// spec (runc would not have run it) has nothing to say.
+fn shares_pid_namespace(bundle: &Path) -> bool {
+    let Ok(text) = std::fs::read(bundle.join("config.json")) else {
+        return false;
+    };
+    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return false;
+    };
+    let owns = spec["linux"]["namespaces"].as_array().is_some_and(|nss| {
+        nss.iter()
+            .any(|n| n["type"] == "pid" && n["path"].as_str().unwrap_or("").is_empty())
+    });
+    !owns
 }
 
 /// `/tasks/exit` for process `id` (the container's id for its init).
