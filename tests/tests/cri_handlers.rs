@@ -147,7 +147,7 @@ async fn a_handler_runs_its_pods_from_its_own_snapshotter() {
     let trace = scratch.path().join("runc-calls");
     let runc = traced_runc(scratch.path(), &trace);
     let k = Kit::start_configured(&format!(
-        "{NATIVE_FS}[cri.runtimes.traced]\nruntime = \"{}\"\n",
+        "{NATIVE_FS}[cri.runtimes.traced]\nruntime = \"{}\"\n[cri.runtimes.nowhere]\nsnapshotter = \"nosuch\"\n",
         runc.display()
     ));
     let mut rt = k.rt().await;
@@ -160,7 +160,10 @@ async fn a_handler_runs_its_pods_from_its_own_snapshotter() {
         .into_iter()
         .map(|h| h.name)
         .collect();
-    assert_eq!(handlers, ["", "berth", "native-fs", "runc", "traced"]);
+    assert_eq!(
+        handlers,
+        ["", "berth", "native-fs", "nowhere", "runc", "traced"]
+    );
 
     // Pulled for the handler: unpacked into its snapshotter, not the default's.
     let image_id = pull_for(&k, "native-fs").await.unwrap();
@@ -235,6 +238,14 @@ async fn a_handler_runs_its_pods_from_its_own_snapshotter() {
     assert!(e.message().contains("\"native-fs\""), "{e:?}");
     let e = pull_for(&k, "kata").await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    // A handler whose snapshotter is not here: its pods fail saying so, nothing left.
+    let e = pod_on(&k, "no-snapshotter", "nowhere").await.unwrap_err();
+    assert!(e.message().contains("\"nosuch\" is not available"), "{e:?}");
+    let mut rt = k.rt().await;
+    let pods = rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await;
+    assert_eq!(pods.unwrap().into_inner().items.len(), 3);
 
     // Removal finds the snapshots where they are.
     remove_pod(&k, &native_pod.0).await;
