@@ -117,9 +117,9 @@ async fn prints_from(
     text: &str,
     c: cri::ContainerConfig,
 ) -> String {
+    let pod_name = pod.1.metadata.as_ref().unwrap().name.clone();
+    let log = k.logs().join(pod_name).join(&c.log_path);
     let id = cri_kit::run_container(k, &pod.0, &pod.1, c).await;
-    let name = pod.1.metadata.as_ref().unwrap().name.clone();
-    let log = k.logs().join(name).join("hello.log");
     cri_kit::until("the container's output in its log", || async {
         std::fs::read_to_string(&log)
             .map(|t| t.contains(text))
@@ -256,6 +256,31 @@ async fn a_handler_runs_its_pods_from_its_own_snapshotter() {
     remove_pod(&k, &default_pod.0).await;
     let overlay = snapshot_keys(&k, "overlayfs");
     assert!(!overlay.contains(&default_pod.0) && !overlay.contains(&default_ctr));
+}
+
+/// A pod keeps the snapshotter it was made with across a SIGKILLed berthd, even when the
+/// configuration it comes back with no longer has the pod's handler: a new container of the
+/// pod is prepared there, and removal finds every snapshot there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_keeps_its_snapshotter_across_restarts() {
+    let mut k = Kit::start_configured(NATIVE_FS);
+    pull_for(&k, "native-fs").await.unwrap();
+    let pod = pod_on(&k, "kept", "native-fs").await.unwrap();
+    let before = prints(&k, &pod, "before-the-restart").await;
+    k.d.kill().unwrap();
+    let config = k.work.path().join("berthd.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(NATIVE_FS));
+    std::fs::write(&config, text.replace(NATIVE_FS, "")).unwrap();
+    k.d.restart().unwrap();
+    let c = k.container_config("after", "echo after-the-restart");
+    let after = prints_from(&k, &pod, "after-the-restart", c).await;
+    only_in(&k, &[&pod.0, &before, &after], "native", "overlayfs");
+    remove_pod(&k, &pod.0).await;
+    let native = snapshot_keys(&k, "native");
+    for gone in [&pod.0, &before, &after] {
+        assert!(!native.contains(gone), "{gone}: {native:?}");
+    }
 }
 
 /// A berth-snapshotter serving `native` on `socket`.
