@@ -305,3 +305,43 @@ fn status_json(s: &cri::ContainerStatus) -> serde_json::Value {
         "log_path": s.log_path,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_dump_uses_the_cri_json_names_restore_reads() {
+        let s = cri::ContainerStatus {
+            id: "c1".into(),
+            metadata: Some(cri::ContainerMetadata {
+                name: "counter".into(),
+                attempt: 2,
+            }),
+            image: Some(cri::ImageSpec {
+                image: "busybox".into(),
+                user_specified_image: "busybox:latest".into(),
+                ..Default::default()
+            }),
+            annotations: [("a".to_string(), "b".to_string())].into(),
+            ..Default::default()
+        };
+        let v = status_json(&s);
+        assert_eq!(v["metadata"]["name"], "counter");
+        assert_eq!(v["metadata"]["attempt"], 2);
+        assert_eq!(v["image"]["user_specified_image"], "busybox:latest");
+        assert_eq!(v["annotations"]["a"], "b");
+        assert!(v.get("created_at").is_some() && v.get("log_path").is_some());
+    }
+
+    #[test]
+    fn checkpoint_options_leave_the_container_running_and_name_the_work_path() {
+        use prost::Message;
+        let any = leave_running_in(Path::new("/scratch/archive"));
+        assert_eq!(any.type_url, "containerd.runc.v1.CheckpointOptions");
+        let o = berth_proto::containerd::runc::v1::CheckpointOptions::decode(any.value.as_slice())
+            .unwrap();
+        assert!(!o.exit);
+        assert_eq!(o.work_path, "/scratch/archive");
+    }
+}
