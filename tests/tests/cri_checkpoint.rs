@@ -37,6 +37,13 @@ fn criu_works() -> bool {
     }
 }
 
+/// Busybox pulled, a pod made, and container `name` running `script` in it: its id.
+async fn first_container(k: &Kit, name: &str, script: &str) -> String {
+    pull(k, &k.busybox).await.unwrap();
+    let (pod, pod_config) = run_pod(k, &format!("{name}-pod")).await;
+    run_container(k, &pod, &pod_config, k.container_config(name, script)).await
+}
+
 /// The archive's member names, without a leading "./".
 fn members(archive: &Path) -> Vec<String> {
     let out = Command::new("tar").arg("tf").arg(archive).output().unwrap();
@@ -152,15 +159,7 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     let k = Kit::start_configured(
         "runtime_binary = \"runc\"\nenable_experimental_restore_via_create = true\n",
     );
-    pull(&k, &k.busybox).await.unwrap();
-    let (pod, pod_config) = run_pod(&k, "cp").await;
-    let c = run_container(
-        &k,
-        &pod,
-        &pod_config,
-        k.container_config("counter", COUNTER),
-    )
-    .await;
+    let c = first_container(&k, "counter", COUNTER).await;
     // Far enough that a fresh start (counting from 1) cannot be taken for a restore.
     let mut before = 0;
     for _ in 0..300 {
@@ -305,4 +304,29 @@ async fn a_relative_location_or_an_unknown_container_is_refused() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
     assert!(!archive.exists(), "an archive was written for nothing");
+}
+
+/// The native runtime has no CRIU driver: CheckpointContainer on it is refused, naming
+/// runc, and writes no archive.
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpointing_on_the_native_runtime_is_refused_naming_runc() {
+    let k = Kit::start_with("native");
+    let c = first_container(&k, "sleeper", "sleep 600").await;
+    let archive = k.work.path().join("native.tar");
+    let err = k
+        .rt()
+        .await
+        .checkpoint_container(cri::CheckpointContainerRequest {
+            container_id: c,
+            location: archive.display().to_string(),
+            timeout: 30,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains("runc"), "{err}");
+    assert!(
+        !archive.exists(),
+        "an archive was written for a refused checkpoint"
+    );
 }
