@@ -147,7 +147,7 @@ async fn a_handler_runs_its_pods_from_its_own_snapshotter() {
     let trace = scratch.path().join("runc-calls");
     let runc = traced_runc(scratch.path(), &trace);
     let k = Kit::start_configured(&format!(
-        "{NATIVE_FS}[cri.runtimes.traced]\nruntime = \"{}\"\n[cri.runtimes.nowhere]\nsnapshotter = \"nosuch\"\n",
+        "{NATIVE_FS}[cri.runtimes.traced]\nruntime = \"{}\"\n[cri.runtimes.nowhere]\nsnapshotter = \"nosuch\"\nruntime = \"/nonexistent/runc\"\n",
         runc.display()
     ));
     let mut rt = k.rt().await;
@@ -238,7 +238,17 @@ async fn a_handler_runs_its_pods_from_its_own_snapshotter() {
     assert!(e.message().contains("\"native-fs\""), "{e:?}");
     let e = pull_for(&k, "kata").await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
-    // A handler whose snapshotter is not here: its pods fail saying so, nothing left.
+    // A handler whose snapshotter and runtime are not here: berthd said so at start, and
+    // its pods fail saying so, leaving nothing.
+    let log = k.d.log_text();
+    for said in [
+        "snapshotter is not available here",
+        "\"nosuch\"",
+        "runtime binary is neither",
+        "\"/nonexistent/runc\"",
+    ] {
+        assert!(log.contains(said), "{said}: {log}");
+    }
     let e = pod_on(&k, "no-snapshotter", "nowhere").await.unwrap_err();
     assert!(e.message().contains("\"nosuch\" is not available"), "{e:?}");
     let mut rt = k.rt().await;

@@ -5,8 +5,9 @@ use super::config::{CriConfig, Handler};
 use super::{AnyValue, Container, Cri, Sandbox};
 use crate::core::error::{Error, Result};
 
-/// Logs, at start, each handler whose snapshotter is none of `available`: its pods will
-/// not start (berthd serves the rest, as for a snapshotter that failed to open).
+/// Logs, at start, each handler whose snapshotter is none of `available` or whose runtime
+/// binary is nowhere to be found: its pods will not start (berthd serves the rest, as for
+/// a snapshotter that failed to open).
 pub(super) fn warn_unavailable(cfg: &CriConfig, available: &[String]) {
     for name in cfg.handler_names() {
         let Some(h) = cfg.handler(&name) else {
@@ -19,6 +20,16 @@ pub(super) fn warn_unavailable(cfg: &CriConfig, available: &[String]) {
                 snapshotter = h.snapshotter,
                 available = available.join(", "),
                 "the runtime handler's snapshotter is not available here; its pods cannot start"
+            );
+        }
+        let binary = h.runtime_binary.as_str();
+        let found = matches!(binary, "" | "native")
+            || crate::core::runtime::shim::locate(binary, None).is_some();
+        if !found {
+            tracing::warn!(
+                handler = name,
+                runtime = binary,
+                "the runtime handler's runtime binary is neither a path to a file nor on PATH; its pods cannot start"
             );
         }
     }
