@@ -239,6 +239,45 @@ fn receive(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)
     Ok((n as usize, fds))
 }
 
+/// What the zygote's command line (and its workers', which share its memory map) says after
+/// its first word: not the serving shim's arguments, by which tools and tests pick out the
+/// shim of a container (its `-id`, its daemon's socket).
+const TITLE: &[u8] = b"native-runtime-zygote";
+
+/// Writes [`TITLE`] over this process's arguments after the first, in the argument area
+/// `/proc/<pid>/cmdline` reads (as `setproctitle` does); left as it was where it does not fit.
+fn retitle() {
+    let Some((start, end)) = arg_bounds() else {
+        return;
+    };
+    // SAFETY: [start, end) is this process's argument area, on its own stack, mapped
+    // writable. Nothing reads it afterwards but the kernel: std keeps pointers into it only
+    // for `std::env::args`, which the zygote and its workers never call.
+    unsafe {
+        let area = std::slice::from_raw_parts_mut(start as *mut u8, end - start);
+        let Some(first) = area.iter().position(|b| *b == 0) else {
+            return;
+        };
+        let rest = &mut area[first + 1..];
+        if rest.len() <= TITLE.len() {
+            return;
+        }
+        rest.fill(0);
+        rest[..TITLE.len()].copy_from_slice(TITLE);
+    }
+}
+
+/// This process's `arg_start` and `arg_end`, the 48th and 49th fields of `/proc/self/stat`.
+fn arg_bounds() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, in parentheses, may hold spaces: count fields after its last ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(45);
+    let start = fields.next()?.parse().ok()?;
+    let end: usize = fields.next()?.parse().ok()?;
+    (start != 0 && end > start).then_some((start, end))
+}
+
 /// The zygote's life: requests in, a worker forked for each, until the shim is gone.
 fn zygote(sock: RawFd, parent: libc::pid_t, work: Work) -> ! {
     // SAFETY: prctl with integer arguments, then getppid: if the shim died before the
@@ -249,6 +288,7 @@ fn zygote(sock: RawFd, parent: libc::pid_t, work: Work) -> ! {
             libc::_exit(0);
         }
     }
+    retitle();
     // Nothing of the shim's but the socket and stdio: not its readiness pipe, not the
     // pidfd of its requester.
     // SAFETY: close_range on descriptor numbers; nothing in this process uses the others.
