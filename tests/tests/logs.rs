@@ -127,6 +127,25 @@ fn logs_keep_streams_and_times_and_pick_lines_by_time() {
     );
 }
 
+/// `logs -f` follows a running container's log with the same parsing: each stream to its
+/// own, until the task exits.
+#[test]
+fn logs_follow_parses_as_it_goes() {
+    let (d, _w) = daemon_with_busybox("test.local/busybox");
+    let script = "sleep 1; echo a; echo b >&2; sleep 1; printf c; sleep 0.5; echo d";
+    ok(&d.berth(
+        &["run", "-d", "--name", "fol", IMAGE, "sh", "-c", script],
+        None,
+    ));
+    let out = d
+        .berth_spawn(&["logs", "-f", "--timestamps", "fol"])
+        .wait_with_output()
+        .unwrap();
+    let (so, se) = (stamped(&ok(&out)), stamped(&stderr(&out)));
+    assert_eq!(texts(&so), ["a", "cd"]);
+    assert_eq!(texts(&se), ["b"]);
+}
+
 /// A process printing 10000 lines and exiting at once: by the time its exit shows, every
 /// line is in the log (the shim reports the exit after the copy of its output drained).
 fn the_tail_of_the_output_is_never_lost(d: &Daemon) {
