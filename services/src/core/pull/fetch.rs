@@ -217,6 +217,7 @@ impl LayerFetch {
         let (staged, budget) = (dir.to_path_buf(), self.budget.clone());
         blocking(move || {
             apply_blob_with(&content, &ns, &desc, |rd| {
+                let rd = std::io::BufReader::with_capacity(1 << 20, rd);
                 layer::apply_in_pull(rd, &staged, Whiteouts::Overlay, &budget)
             })
         })
@@ -455,7 +456,7 @@ fn spawn_applier(
     let prefix = writer.inner.received()?;
     Ok(std::thread::spawn(move || {
         let mut rd = ChannelReader {
-            prefix: Some(prefix),
+            prefix: Some(std::io::BufReader::with_capacity(1 << 20, prefix)),
             rx,
             chunk: bytes::Bytes::new(),
         };
@@ -504,31 +505,54 @@ fn nearly_full(writer: &NamespacedWriter) -> Result<()> {
     super::space::check(&data, &format!("ingest {}", writer.reference()))
 }
 
-/// Replays the bytes an ingest already holds, then reads the chunks that arrive.
+/// Replays the bytes an ingest already holds, then reads the chunks that arrive. It is the
+/// decompressor's buffer: the chunks are inflated where they are (copying them into a
+/// buffer of the decompressor's own was 1.5% of a pull's CPU, perf).
 struct ChannelReader {
-    prefix: Option<std::io::Take<std::fs::File>>,
+    prefix: Option<std::io::BufReader<std::io::Take<std::fs::File>>>,
     rx: std::sync::mpsc::Receiver<bytes::Bytes>,
     chunk: bytes::Bytes,
 }
 
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if let Some(p) = &mut self.prefix {
-            let n = p.read(buf)?;
-            if n > 0 {
-                return Ok(n);
-            }
-            self.prefix = None;
+impl std::io::BufRead for ChannelReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        let replayed = match &mut self.prefix {
+            Some(p) => p.fill_buf()?.is_empty(),
+            None => true,
+        };
+        if !replayed {
+            return match &mut self.prefix {
+                Some(p) => p.fill_buf(),
+                None => Ok(&[]),
+            };
         }
+        self.prefix = None;
         while self.chunk.is_empty() {
             match self.rx.recv() {
                 Ok(b) => self.chunk = b,
-                Err(_) => return Ok(0),
+                Err(_) => break,
             }
         }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk[..n]);
-        self.chunk = self.chunk.slice(n..);
+        Ok(&self.chunk)
+    }
+
+    fn consume(&mut self, n: usize) {
+        match &mut self.prefix {
+            Some(p) => p.consume(n),
+            None => {
+                let n = n.min(self.chunk.len());
+                bytes::Buf::advance(&mut self.chunk, n);
+            }
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let have = std::io::BufRead::fill_buf(self)?;
+        let n = buf.len().min(have.len());
+        buf[..n].copy_from_slice(&have[..n]);
+        std::io::BufRead::consume(self, n);
         Ok(n)
     }
 }

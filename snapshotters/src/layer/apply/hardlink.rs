@@ -3,7 +3,7 @@
 //! the target entry itself, so a symlink target never hands out a host file.
 
 use super::{entry_err, link_target, Applier, Place};
-use crate::layer::root::{clean, cstr, last_os_error, lstat_at};
+use crate::layer::root::{clean, cstr, lstat_at};
 use crate::Result;
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -33,11 +33,10 @@ impl Applier {
                 ))
             }
         }
-        place.clear()?;
         let ctname = cstr(&tname)?;
         // SAFETY: both names are single components in directory fds we hold; flag 0
         // links the entry itself, never what a symlink points to.
-        let rc = unsafe {
+        place.create("link", || unsafe {
             libc::linkat(
                 tdir.as_raw_fd(),
                 ctname.as_ptr(),
@@ -45,10 +44,7 @@ impl Applier {
                 cname.as_ptr(),
                 0,
             )
-        };
-        if rc != 0 {
-            return Err(entry_err(raw, last_os_error("link")));
-        }
+        })?;
         Ok(())
     }
 }

@@ -46,13 +46,16 @@ impl Applier {
             name,
             cname,
         } = *place;
-        match lstat_at(dir, name)? {
-            Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
-            Some(_) => {
-                place.clear()?;
-                mkdir(dir, cname, raw)?;
+        // A directory already there is kept; anything else there is replaced.
+        if let Err(e) = mkdir(dir, cname, raw) {
+            match lstat_at(dir, name)? {
+                Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+                Some(_) => {
+                    place.clear()?;
+                    mkdir(dir, cname, raw)?;
+                }
+                None => return Err(e),
             }
-            None => mkdir(dir, cname, raw)?,
         }
         let fd = open_at(
             dir,
@@ -77,14 +80,15 @@ impl Applier {
         let Place {
             raw, dir, cname, ..
         } = *place;
-        place.clear()?;
-        let fd = open_at(
-            dir,
-            cname,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-            0o600,
-            raw,
-        )?;
+        let flags =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: openat of a single name in a directory fd we hold; O_EXCL|O_NOFOLLOW never
+        // opens what is there, and never through a symlink.
+        let fd = place.create("open", || unsafe {
+            libc::openat(dir.as_raw_fd(), cname.as_ptr(), flags, 0o600)
+        })?;
+        // SAFETY: a fresh descriptor from the kernel, owned from here on.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         self.copy_contents(entry, &fd, raw)?;
         self.finish_fd(&fd, meta, Some(meta.mtime), raw)
     }
@@ -112,15 +116,12 @@ impl Applier {
 
     /// The link itself, whatever it points to: nothing here ever follows it.
     fn symlink(&self, target: &Path, place: &Place<'_>, meta: &Meta) -> Result<()> {
-        let Place {
-            raw, dir, cname, ..
-        } = *place;
-        place.clear()?;
+        let Place { dir, cname, .. } = *place;
         let ctarget = cstr(target.as_os_str())?;
         // SAFETY: NUL-terminated target and name; dir fd owned for the call.
-        if unsafe { libc::symlinkat(ctarget.as_ptr(), dir.as_raw_fd(), cname.as_ptr()) } != 0 {
-            return Err(entry_err(raw, last_os_error("symlink")));
-        }
+        place.create("symlink", || unsafe {
+            libc::symlinkat(ctarget.as_ptr(), dir.as_raw_fd(), cname.as_ptr())
+        })?;
         self.finish_at(place, meta)
     }
 
@@ -142,19 +143,15 @@ impl Applier {
             tar::EntryType::Block => libc::S_IFBLK,
             _ => libc::S_IFIFO,
         };
-        place.clear()?;
         // SAFETY: mknodat of a single name in a directory fd we hold.
-        let rc = unsafe {
+        place.create("mknod", || unsafe {
             libc::mknodat(
                 dir.as_raw_fd(),
                 cname.as_ptr(),
                 fmt | 0o600,
                 libc::makedev(major, minor),
             )
-        };
-        if rc != 0 {
-            return Err(entry_err(raw, last_os_error("mknod")));
-        }
+        })?;
         self.finish_at(place, meta)?;
         // SAFETY: fchmodat on a name in a directory fd we hold (not a symlink).
         if unsafe { libc::fchmodat(dir.as_raw_fd(), cname.as_ptr(), meta.mode, 0) } != 0 {
