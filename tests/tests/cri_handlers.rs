@@ -199,6 +199,14 @@ async fn a_handler_runs_its_pods_from_its_own_snapshotter() {
     assert!(snapshot_keys(&k, "overlayfs").contains(&chain));
     let st = cri_kit::pod_status(&k, &native_pod.0).await;
     assert_eq!(st.runtime_handler, "native-fs");
+    // Verbose statuses name the snapshotter, as containerd's do (`crictl inspect`).
+    let req = cri::ContainerStatusRequest {
+        container_id: native_ctr.clone(),
+        verbose: true,
+    };
+    let st = rt.container_status(req).await.unwrap().into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    assert_eq!(info["snapshotter"], "native", "{info}");
 
     // A handler's runtime runs its pod and containers, and only those.
     let traced_pod = pod_on(&k, "traced", "traced").await.unwrap();

@@ -69,6 +69,8 @@ impl RuntimeService for CriService {
                 "netns": s.meta.netns,
                 "cniResult": s.meta.cni_result,
                 "runtimeHandler": s.meta.runtime_handler,
+                "runtimeType": self.cri.pod_handler(&s).runtime_type,
+                "snapshotter": self.cri.pod_snapshotter(&s),
             });
             info.insert("info".to_string(), v.to_string());
         }
@@ -194,7 +196,12 @@ impl RuntimeService for CriService {
         let c = self.cri.container(&r.container_id).map_err(status)?;
         let mut info = std::collections::HashMap::new();
         if r.verbose {
-            let v = serde_json::json!({"pid": c.meta.pid, "sandboxID": c.meta.sandbox_id});
+            let v = serde_json::json!({
+                "pid": c.meta.pid,
+                "sandboxID": c.meta.sandbox_id,
+                "snapshotKey": c.id,
+                "snapshotter": self.cri.container_snapshotter(&c),
+            });
             info.insert("info".to_string(), v.to_string());
         }
         Ok(Response::new(cri::ContainerStatusResponse {
