@@ -549,7 +549,10 @@ impl LoadMix {
     pub fn step(&self, c: usize, i: u64) -> (&'static str, Vec<String>) {
         let ns = format!("load{c}");
         let tag = format!("test.local/t{c}:{i}");
-        let old_tag = format!("test.local/t{c}:{}", i.saturating_sub(2));
+        // The untag step follows the tag step, so it removes the tag made the step before;
+        // any other index names a tag no step made, and tags would pile up for the whole run
+        // (issue #30: 3,400 in a soak's hour, the metadata file growing with them).
+        let old_tag = format!("test.local/t{c}:{}", i.saturating_sub(1));
         let (run_id, exec_id) = (format!("c{c}-{i}"), format!("e{c}-{i}"));
         let (kind, args): (&str, Vec<&str>) = match (c + i as usize) % 6 {
             0 => (
@@ -597,9 +600,49 @@ impl LoadMix {
         (kind, args.into_iter().map(str::to_string).collect())
     }
 
-    /// Whether a step that failed with `stderr` failed as it may: removing a tag another
-    /// step has not made yet is "not found".
+    /// Whether a step that failed with `stderr` failed as it may: removing a tag whose tag
+    /// step failed (that failure is counted by itself) is "not found".
     pub fn expected_failure(kind: &str, stderr: &str) -> bool {
         kind == "untag" && stderr.contains("not found")
+    }
+}
+
+#[cfg(test)]
+mod load_mix_tests {
+    use super::LoadMix;
+    use std::collections::BTreeSet;
+
+    /// Every tag a client makes is removed by its own next step, so the tags alive stay
+    /// bounded however long the mix runs.
+    #[test]
+    fn untag_removes_every_tag_made() {
+        let mix = LoadMix {
+            archive: "a.tar".into(),
+            reference: "r".into(),
+            base: "b".into(),
+            service: "s".into(),
+        };
+        for c in 0..32 {
+            let mut alive = BTreeSet::new();
+            let (mut tags, mut removed) = (0, 0);
+            for i in 0..600 {
+                let (kind, args) = mix.step(c, i);
+                let name = args.last().unwrap().clone();
+                match kind {
+                    "tag" => {
+                        tags += 1;
+                        assert!(alive.insert(name));
+                    }
+                    "untag" if alive.remove(&name) => removed += 1,
+                    _ => {}
+                }
+                assert!(alive.len() <= 1, "client {c} step {i}: {alive:?} alive");
+            }
+            assert_eq!(tags, 100);
+            assert!(
+                removed >= tags - 1,
+                "client {c}: {removed} of {tags} tags removed"
+            );
+        }
     }
 }
