@@ -40,6 +40,10 @@ impl Splitter {
         let mut rest = data;
         while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
             self.take(&rest[..nl], stream, now, out);
+            // A line ends at "\n" or "\r\n", as the kubelet's readers take it.
+            if self.pending.last() == Some(&b'\r') {
+                self.pending.pop();
+            }
             record(out, now, stream, false, &self.pending);
             self.pending.clear();
             rest = &rest[nl + 1..];
@@ -152,7 +156,7 @@ mod tests {
         let mut s = Splitter::default();
         let mut out = vec![];
         s.push(b"one\ntw", "stdout", &mut out);
-        s.push(b"o\n\nthree", "stdout", &mut out);
+        s.push(b"o\r\n\nthree", "stdout", &mut out);
         s.finish("stdout", &mut out);
         let f = |t: &str| (false, false, t.to_string());
         assert_eq!(records(&out), [f("one"), f("two"), f(""), f("three")]);

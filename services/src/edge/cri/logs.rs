@@ -1,15 +1,11 @@
-//! Container output into the kubelet's log format: one record per line,
-//! `<RFC 3339 nanos> <stdout|stderr> <P|F> <text>`, where `P` marks a piece of a line longer
-//! than the record limit and `F` its end. Copied by berthd from the container's FIFOs; the
-//! file can be reopened after the kubelet rotates it.
+//! Container output into the kubelet's log format ([`crilog`] says it), copied by berthd from
+//! the container's FIFOs; the file can be reopened after the kubelet rotates it.
 
+use berth_proto::vocab::crilog;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncReadExt;
-
-/// Longest text in one record; longer lines are split into `P` records.
-pub const MAX_RECORD: usize = 16 * 1024;
 
 /// The log file a container's copiers write to; reopened in place on rotation.
 #[derive(Clone)]
@@ -90,54 +86,17 @@ impl LogFile {
         Ok(())
     }
 
-    fn write_record(&self, stream: &str, partial: bool, text: &[u8]) {
-        let ts = berth_proto::vocab::time::rfc3339_nanos(std::time::SystemTime::now());
-        let mut rec = Vec::with_capacity(text.len() + 48);
-        rec.extend_from_slice(ts.as_bytes());
-        rec.push(b' ');
-        rec.extend_from_slice(stream.as_bytes());
-        rec.extend_from_slice(if partial { b" P " } else { b" F " });
-        rec.extend_from_slice(text);
-        rec.push(b'\n');
+    /// Appends whole records (one write for all of them).
+    fn write_records(&self, records: &[u8]) {
+        if records.is_empty() {
+            return;
+        }
         let mut g = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = g.as_mut() {
-            if let Err(e) = f.write_all(&rec) {
+            if let Err(e) = f.write_all(records) {
                 tracing::warn!(path = %self.path.display(), error = %e, "cannot write the container log");
             }
         }
-    }
-}
-
-/// Splits a byte stream into log records: whole lines as `F`, pieces of over-long lines as
-/// `P`. `push` returns the records that are complete; `finish` flushes the rest.
-#[derive(Default)]
-pub struct Splitter {
-    pending: Vec<u8>,
-}
-
-impl Splitter {
-    pub fn push(&mut self, data: &[u8], out: &mut Vec<(bool, Vec<u8>)>) {
-        self.pending.extend_from_slice(data);
-        let mut start = 0;
-        while let Some(nl) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let mut line = &self.pending[start..start + nl];
-            while line.len() > MAX_RECORD {
-                out.push((true, line[..MAX_RECORD].to_vec()));
-                line = &line[MAX_RECORD..];
-            }
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            out.push((false, line.to_vec()));
-            start += nl + 1;
-        }
-        self.pending.drain(..start);
-        while self.pending.len() > MAX_RECORD {
-            out.push((true, self.pending[..MAX_RECORD].to_vec()));
-            self.pending.drain(..MAX_RECORD);
-        }
-    }
-
-    pub fn finish(&mut self) -> Option<Vec<u8>> {
-        (!self.pending.is_empty()).then(|| std::mem::take(&mut self.pending))
     }
 }
 
@@ -201,17 +160,16 @@ async fn copy_counted(
     log: LogFile,
 ) {
     let mut buf = vec![0u8; 32 * 1024];
-    let mut split = Splitter::default();
+    let mut split = crilog::Splitter::default();
     let mut out = Vec::new();
     loop {
         match rx.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => {
                 log.to_taps(stream, &buf[..n]);
-                split.push(&buf[..n], &mut out);
-                for (partial, text) in out.drain(..) {
-                    log.write_record(stream, partial, &text);
-                }
+                split.push(&buf[..n], stream, &mut out);
+                log.write_records(&out);
+                out.clear();
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
@@ -220,9 +178,8 @@ async fn copy_counted(
             }
         }
     }
-    if let Some(rest) = split.finish() {
-        log.write_record(stream, false, &rest);
-    }
+    split.finish(stream, &mut out);
+    log.write_records(&out);
     log.copier_done();
 }
 
@@ -255,35 +212,19 @@ mod tests {
     }
 
     #[test]
-    fn lines_split_into_full_and_partial_records() {
-        let mut s = Splitter::default();
-        let mut out = Vec::new();
-        s.push(b"one\ntw", &mut out);
-        assert_eq!(out, vec![(false, b"one".to_vec())]);
-        out.clear();
-        s.push(b"o\r\n", &mut out);
-        assert_eq!(out, vec![(false, b"two".to_vec())]);
-        out.clear();
-        let long = vec![b'x'; MAX_RECORD + 5];
-        s.push(&long, &mut out);
-        assert_eq!(out.len(), 1);
-        assert!(out[0].0 && out[0].1.len() == MAX_RECORD);
-        out.clear();
-        s.push(b"\n", &mut out);
-        assert_eq!(out, vec![(false, b"xxxxx".to_vec())]);
-        s.push(b"tail", &mut Vec::new());
-        assert_eq!(s.finish(), Some(b"tail".to_vec()));
-    }
-
-    #[test]
     fn records_have_the_kubelet_format() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.log");
         let log = LogFile::open(&p).unwrap();
-        log.write_record("stdout", false, b"hello");
+        let now = std::time::SystemTime::now();
+        let mut rec = vec![];
+        crilog::record(&mut rec, now, "stdout", false, b"hello");
+        log.write_records(&rec);
         std::fs::rename(&p, dir.path().join("c.log.1")).unwrap();
         log.reopen().unwrap();
-        log.write_record("stderr", true, b"again");
+        rec.clear();
+        crilog::record(&mut rec, now, "stderr", true, b"again");
+        log.write_records(&rec);
         let old = std::fs::read_to_string(dir.path().join("c.log.1")).unwrap();
         let parts: Vec<&str> = old.trim_end().splitn(4, ' ').collect();
         assert!(parts[0].ends_with('Z') && parts[0].contains('T'), "{old}");
