@@ -51,8 +51,14 @@ fi
 echo "  berth run --rm, default bridge network:    ${mbr}s   $(echo "scale=2; $mbr / $mb" | bc)x of --network none   (target <= 2x)"
 echo "  berthd + berth shim (the same ctr run):    ${mx}s   ratio $(echo "scale=2; $mx / $mc" | bc)x of 1.6"
 
-rss_sum() { # pattern -> total RSS in kB of matching processes
-  local t=0; for p in $(pgrep -f "$1" || true); do t=$((t + $(awk '/VmRSS/ {print $2}' /proc/$p/status))); done; echo $t
+rss_of() { # pids -> their total RSS in kB
+  local t=0 p; for p in "$@"; do t=$((t + $(awk '/VmRSS/ {print $2}' /proc/$p/status))); done; echo $t
+}
+pss_of() { # pids -> their total PSS in kB (shared pages split among the processes sharing them)
+  local t=0 p; for p in "$@"; do t=$((t + $(awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup))); done; echo $t
+}
+shim_pids() { # pattern -> the shims it matches and their children (berth's native-runtime zygote)
+  local p; for p in $(pgrep -f "$1" || true); do echo "$p"; pgrep -P "$p" -f native-runtime-zygote || true; done
 }
 # N containers started at once, ROUNDS_N times, alternating (median); the last round's
 # containers stay up for the memory figures. (Wait on the runs only: the daemons are
@@ -82,15 +88,15 @@ for r in $(seq "$ROUNDS_N"); do
   if [ "$r" -lt "$ROUNDS_N" ]; then stop_n "$CTRD_SOCK" cn; stop_n "$BERTH_SOCK" bn; fi
 done
 mnc=$(printf '%s\n' "${nc[@]}" | median); mnb=$(printf '%s\n' "${nb[@]}" | median)
-pss_sum() { # pattern -> total PSS in kB (shared pages split among the processes sharing them)
-  local t=0; for p in $(pgrep -f "$1" || true); do t=$((t + $(awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup))); done; echo $t
+# shellcheck disable=SC2046 # the pid lists split into arguments
+{
+  sc=$(rss_of $(shim_pids "containerd-shim-runc-v2 -namespace default -id cn")); sb=$(rss_of $(shim_pids "containerd-shim-berth-v2 .*-id bn[0-9]+ "))
+  pc=$(pss_of $(shim_pids "containerd-shim-runc-v2 -namespace default -id cn")); pb=$(pss_of $(shim_pids "containerd-shim-berth-v2 .*-id bn[0-9]+ "))
+  dc=$(rss_of $(pgrep -f "containerd --config $WORK")); db=$(rss_of $(pgrep -f "berthd --root $WORK"))
 }
-sc=$(rss_sum "containerd-shim-runc-v2 -namespace default -id cn"); sb=$(rss_sum "containerd-shim-berth-v2 .*-id bn[0-9]+ ")
-pc=$(pss_sum "containerd-shim-runc-v2 -namespace default -id cn"); pb=$(pss_sum "containerd-shim-berth-v2 .*-id bn[0-9]+ ")
-dc=$(rss_sum "containerd --config $WORK"); db=$(rss_sum "berthd --root $WORK")
 echo "$N containers started at once, median of $ROUNDS_N:"
 echo "  containerd: ${mnc}s   berth: ${mnb}s   ratio $(echo "scale=2; $mnb / $mnc" | bc)x (target <= 0.3x)   (each round: containerd ${nc[*]}; berth ${nb[*]})"
-echo "  RSS per shim: containerd-shim-runc-v2 $((sc / N)) kB, containerd-shim-berth-v2 $((sb / N)) kB   (target < 3072 kB)"
-echo "  PSS per shim: containerd-shim-runc-v2 $((pc / N)) kB, containerd-shim-berth-v2 $((pb / N)) kB"
+echo "  RSS per shim (berth: with its native-runtime zygote): containerd-shim-runc-v2 $((sc / N)) kB, containerd-shim-berth-v2 $((sb / N)) kB   (target < 3072 kB)"
+echo "  PSS per shim (berth: with its zygote): containerd-shim-runc-v2 $((pc / N)) kB, containerd-shim-berth-v2 $((pb / N)) kB"
 echo "  daemon RSS with $N containers: containerd $dc kB, berthd $db kB"
 stop_n "$CTRD_SOCK" cn; stop_n "$BERTH_SOCK" bn
