@@ -78,3 +78,61 @@ impl MetadataStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> ImageRecord {
+        ImageRecord {
+            name: name.to_string(),
+            target: Descriptor {
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                digest: format!("sha256:{}", "ab".repeat(32)),
+                size: 405,
+                annotations: Labels::new(),
+            },
+            ..Default::default()
+        }
+    }
+
+    fn entries(store: &MetadataStore) -> u64 {
+        store
+            .read(|txn| Ok(redb::ReadableTableMetadata::len(&txn.open_table(IMAGES)?)?))
+            .unwrap()
+    }
+
+    /// Tags made and removed (issue #30's soak) leave the table as they found it, and the
+    /// file stops growing: each delete frees its record's pages for the next write.
+    #[test]
+    fn churned_tags_leave_no_records_and_no_growth() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("meta.redb");
+        let store = MetadataStore::open(&path).unwrap();
+        let ns = Namespace::parse("default").unwrap();
+        for i in 0..50 {
+            store
+                .image_create(&ns, &record(&format!("kept:{i}")))
+                .unwrap();
+        }
+        let baseline = entries(&store);
+        let size = || std::fs::metadata(&path).unwrap().len();
+        let churn = |from: u64, to: u64| {
+            for i in from..to {
+                let name = format!("test.local/t0:{i}");
+                store.image_create(&ns, &record(&name)).unwrap();
+                store.image_delete(&ns, &name).unwrap();
+            }
+        };
+        churn(0, 100);
+        assert_eq!(entries(&store), baseline);
+        let warm = size();
+        churn(100, 1000);
+        assert_eq!(entries(&store), baseline);
+        assert_eq!(
+            size(),
+            warm,
+            "the file grew from {warm} bytes under churn alone"
+        );
+    }
+}
