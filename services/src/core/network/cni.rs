@@ -147,6 +147,15 @@ impl Network {
     pub async fn add(&self, bin_dir: &Path, a: &Attachment) -> Result<Value> {
         let mut prev: Option<Value> = None;
         for (i, plugin) in self.plugins.iter().enumerate() {
+            if prev.is_some() && is_plain_loopback(plugin) {
+                // With a previous result the loopback plugin only brings `lo` up and hands
+                // that result on unchanged: done here, without a process.
+                if let Err(e) = loopback(&a.netns, true).await {
+                    let _ = self.del_plugins(bin_dir, a, prev.as_ref(), i + 1).await;
+                    return Err(e);
+                }
+                continue;
+            }
             let conf = self.plugin_conf(plugin, a, prev.as_ref());
             match exec(bin_dir, "ADD", plugin, &conf, a).await {
                 Ok(r) => prev = Some(r),
@@ -175,13 +184,49 @@ impl Network {
         let mut first_err = None;
         for plugin in self.plugins[..n].iter().rev() {
             let conf = self.plugin_conf(plugin, a, result);
-            if let Err(e) = exec(bin_dir, "DEL", plugin, &conf, a).await {
+            let done = if is_plain_loopback(plugin) {
+                loopback(&a.netns, false).await
+            } else {
+                exec(bin_dir, "DEL", plugin, &conf, a).await.map(drop)
+            };
+            if let Err(e) = done {
                 tracing::warn!(id = a.id, error = %e, "CNI DEL failed");
                 first_err.get_or_insert(e);
             }
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// Whether the plugin is the loopback plugin with nothing configured (`{"type":
+/// "loopback"}`), whose work berth does itself: `lo` up on ADD, down on DEL.
+fn is_plain_loopback(plugin: &Value) -> bool {
+    plugin
+        .as_object()
+        .is_some_and(|m| m.len() == 1 && m.get("type").and_then(Value::as_str) == Some("loopback"))
+}
+
+/// The loopback plugin's work: `lo` in the namespace at `netns` up (ADD) or down (DEL). A DEL
+/// for a namespace that is gone has nothing to do, as the plugin says.
+async fn loopback(netns: &Path, up: bool) -> Result<()> {
+    let netns = netns.to_path_buf();
+    crate::core::error::blocking(move || {
+        let what = if up { "up" } else { "down" };
+        let set = || -> std::io::Result<()> {
+            let mut sock = super::netlink::Socket::open_in(&netns)?;
+            let lo = sock.link_index("lo")?;
+            if up {
+                sock.set_up(lo)
+            } else {
+                sock.set_down(lo)
+            }
+        };
+        match set() {
+            Err(e) if !up && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.map_err(|e| Error::io(format!("set lo {what} in {}", netns.display()), e)),
+        }
+    })
+    .await
 }
 
 async fn exec(
@@ -303,6 +348,44 @@ mod tests {
             "ips": [{"interface": 2, "address": "fd00::5/64"}, {"interface": 2, "address": "10.88.0.5/16"}, {"interface": 0, "address": "10.88.0.1/16"}]
         });
         assert_eq!(ips_on(&r, IFNAME), vec!["10.88.0.5", "fd00::5"]);
+    }
+
+    #[test]
+    fn only_a_loopback_plugin_with_nothing_configured_is_done_in_process() {
+        assert!(is_plain_loopback(&json!({"type": "loopback"})));
+        assert!(!is_plain_loopback(&json!({"type": "loopback", "x": 1})));
+        assert!(!is_plain_loopback(&json!({"type": "bridge"})));
+    }
+
+    #[tokio::test]
+    async fn loopback_comes_up_and_goes_down_in_the_namespace() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: making a network namespace needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ns = dir.path().join("ns");
+        super::super::netns::create_netns(&ns).unwrap();
+        let lo_up = || {
+            let out = std::process::Command::new("nsenter")
+                .arg(format!("--net={}", ns.display()))
+                .args(["ip", "-o", "link", "show", "lo"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(text.contains("lo:"), "{text}");
+            text.contains(",UP")
+        };
+        assert!(!lo_up());
+        loopback(&ns, true).await.unwrap();
+        assert!(lo_up());
+        loopback(&ns, false).await.unwrap();
+        assert!(!lo_up());
+        super::super::netns::remove_netns(&ns).unwrap();
+        // A DEL for a namespace already gone has nothing to do.
+        loopback(&ns, false).await.unwrap();
+        assert!(loopback(&ns, true).await.is_err());
     }
 
     #[tokio::test]

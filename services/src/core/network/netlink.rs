@@ -294,6 +294,11 @@ impl Socket {
         self.call(m).map(drop)
     }
 
+    pub fn set_down(&mut self, index: i32) -> io::Result<()> {
+        let m = Message::new(RTM_SETLINK, 0).ifinfo(libc::AF_UNSPEC as u8, index, 0, IFF_UP);
+        self.call(m).map(drop)
+    }
+
     /// Deletes the link called `name`; with a veth, its peer goes too.
     pub fn delete_link(&mut self, name: &str) -> io::Result<()> {
         let mut m = Message::new(RTM_DELLINK, 0).ifinfo(libc::AF_UNSPEC as u8, 0, 0, 0);
