@@ -490,3 +490,72 @@ fn many_entries_and_deep_nesting() {
     );
     let _ = Path::new("");
 }
+
+/// A name already taken (by a lower layer or earlier in the same layer) is cleared and made
+/// anew by the entry, whatever stood there, and a symlink standing there is never followed.
+#[test]
+fn names_in_the_way_are_replaced() {
+    let s = Scene::new();
+    let secret = s.outside.join("secret").display().to_string();
+    let lower = Layer::new()
+        .symlink("f", &secret)
+        .symlink("k", &secret)
+        .dir("d", 0o755)
+        .file("d/inner", b"inner")
+        .file("g", b"g")
+        .file("h", b"h")
+        .bytes();
+    s.apply(&lower, Whiteouts::Delete).unwrap();
+    let upper = Layer::new()
+        .file("f", b"new f")
+        .hardlink("k", "f")
+        .file("d", b"d is a file now")
+        .dir("g", 0o755)
+        .symlink("h", "f")
+        .file("twice", b"first")
+        .file("twice", b"second")
+        .bytes();
+    s.apply(&upper, Whiteouts::Delete).unwrap();
+    s.assert_outside_intact();
+    let read = |n: &str| std::fs::read(s.root.join(n)).unwrap();
+    assert_eq!(read("f"), b"new f");
+    assert!(std::fs::symlink_metadata(s.root.join("k"))
+        .unwrap()
+        .is_file());
+    assert_eq!(std::fs::metadata(s.root.join("f")).unwrap().nlink(), 2);
+    assert_eq!(read("d"), b"d is a file now");
+    assert!(std::fs::symlink_metadata(s.root.join("g"))
+        .unwrap()
+        .is_dir());
+    let h = std::fs::read_link(s.root.join("h")).unwrap();
+    assert_eq!(h, Path::new("f"));
+    assert_eq!(read("twice"), b"second");
+}
+
+/// File contents are written from the stream's chunks as they arrive: every size across
+/// block and chunk boundaries (the reading thread's chunks are 256 KiB) arrives whole.
+#[test]
+fn contents_of_every_size_arrive_whole() {
+    let s = Scene::new();
+    let sizes = [
+        0usize, 1, 511, 512, 513, 4096, 262_143, 262_144, 262_145, 700_001,
+    ];
+    let mut l = Layer::new();
+    for (i, n) in sizes.iter().enumerate() {
+        let data: Vec<u8> = (0..*n).map(|j| (j * 7 + i) as u8).collect();
+        l = l.file(&format!("f{i}"), &data);
+    }
+    let tar = l.bytes();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let applied = s.apply(&gz.finish().unwrap(), Whiteouts::Delete).unwrap();
+    assert_eq!(applied.size, tar.len() as u64);
+    for (i, n) in sizes.iter().enumerate() {
+        let data: Vec<u8> = (0..*n).map(|j| (j * 7 + i) as u8).collect();
+        assert_eq!(
+            std::fs::read(s.root.join(format!("f{i}"))).unwrap(),
+            data,
+            "f{i}"
+        );
+    }
+}
