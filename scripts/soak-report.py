@@ -18,6 +18,8 @@ import sys
 # Judged series and their tolerance floors, in the series' own units.
 JUDGED = {
     "rss_kib": 4 * 1024,
+    "rss_anon_kib": 2 * 1024,
+    "images": 8,
     "fds": 8,
     "threads": 4,
     "shims": 2,
@@ -63,7 +65,7 @@ def human(v, name):
             if abs(v) < 1024 or unit == "GiB":
                 return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
             v /= 1024
-    if name == "rss_kib":
+    if name.endswith("_kib"):
         return f"{v / 1024:.1f} MiB"
     return f"{v:.0f}"
 
