@@ -102,15 +102,24 @@ impl Applier {
         // SAFETY: fd is owned by `fd`; the File borrows it only for the copy.
         let mut file =
             std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) });
+        let direct = self.direct.clone();
+        let _to = direct.to(fd.as_raw_fd());
         loop {
+            let before = direct.sunk();
             let n = entry
                 .read(&mut self.buf)
-                .map_err(|e| entry_err(raw, format!("read: {e}")))?;
+                .map_err(|e| match direct.take_error() {
+                    Some(w) => entry_err(raw, format!("write: {w}")),
+                    None => entry_err(raw, format!("read: {e}")),
+                })?;
             if n == 0 {
                 return Ok(());
             }
-            std::io::Write::write_all(&mut *file, &self.buf[..n])
-                .map_err(|e| entry_err(raw, format!("write: {e}")))?;
+            // Bytes the parser made up (holes, padding) were not written on the way.
+            if direct.sunk() == before {
+                std::io::Write::write_all(&mut *file, &self.buf[..n])
+                    .map_err(|e| entry_err(raw, format!("write: {e}")))?;
+            }
         }
     }
 

@@ -107,6 +107,8 @@ struct Applier {
     /// case) reuse it instead of resolving it again.
     parent_cache: Option<(PathBuf, OwnedFd)>,
     buf: Vec<u8>,
+    /// Regular files' contents, written from the stream's chunks (see [`stream::Direct`]).
+    direct: std::sync::Arc<stream::Direct>,
 }
 
 impl Applier {
@@ -118,6 +120,7 @@ impl Applier {
             dir_times: vec![],
             parent_cache: None,
             buf: vec![0u8; 256 << 10],
+            direct: Default::default(),
         }
     }
 }

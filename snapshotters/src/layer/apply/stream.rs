@@ -7,9 +7,11 @@ use crate::hash::Sha256;
 use crate::{Error, Result};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{FromRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
+use std::sync::Mutex;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -140,6 +142,7 @@ fn parse(rx: Receiver<Chunk>, applier: &mut Applier) -> Result<u64> {
         pos: 0,
         total: 0,
         tail: None,
+        direct: applier.direct.clone(),
     };
     let mut entries = 0u64;
     let mut archive = tar::Archive::new(&mut chunks);
@@ -168,6 +171,78 @@ struct Chunks {
     total: u64,
     /// Zero bytes still to hand out once the stream has ended (None: not ended yet).
     tail: Option<u64>,
+    direct: Arc<Direct>,
+}
+
+/// A regular file's contents written straight from the chunk they arrived in. The tar
+/// parser reads an entry's data through [`Chunks`] in calls no larger than what is left of
+/// the entry; while a file is open for them ([`Direct::to`]), `Chunks` writes the bytes to it
+/// and hands the parser the count alone, sparing a copy of every byte into the applier's
+/// buffer (2.7% of a pull's CPU, perf). Bytes the parser makes up itself (a sparse entry's
+/// holes, the zeros after a short stream) are not written here: the applier sees that
+/// [`Direct::sunk`] did not move and writes them from its buffer.
+pub(super) struct Direct {
+    fd: AtomicI32,
+    sunk: AtomicU64,
+    /// The write that failed, for the applier to report as a write.
+    failed: Mutex<Option<std::io::Error>>,
+}
+
+impl Default for Direct {
+    fn default() -> Self {
+        Direct {
+            fd: AtomicI32::new(-1),
+            sunk: AtomicU64::new(0),
+            failed: Mutex::new(None),
+        }
+    }
+}
+
+/// While it lives, [`Chunks`] writes what it reads to the file it names.
+pub(super) struct DirectTo<'a>(&'a Direct);
+
+impl Drop for DirectTo<'_> {
+    fn drop(&mut self) {
+        self.0.fd.store(-1, Ordering::Relaxed);
+    }
+}
+
+impl Direct {
+    /// Sends what the parser reads to `fd` until the guard is dropped.
+    pub(super) fn to(&self, fd: RawFd) -> DirectTo<'_> {
+        self.fd.store(fd, Ordering::Relaxed);
+        DirectTo(self)
+    }
+
+    /// Bytes written so far.
+    pub(super) fn sunk(&self) -> u64 {
+        self.sunk.load(Ordering::Relaxed)
+    }
+
+    /// The write error that ended the last read, if one did.
+    pub(super) fn take_error(&self) -> Option<std::io::Error> {
+        self.failed.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Writes `data` to the open file; false when no file is open.
+    fn sink(&self, data: &[u8]) -> std::io::Result<bool> {
+        let fd = self.fd.load(Ordering::Relaxed);
+        if fd < 0 {
+            return Ok(false);
+        }
+        // SAFETY: the applier keeps `fd` open while the guard naming it lives; the File
+        // only borrows it for this write.
+        let mut file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+        if let Err(e) = std::io::Write::write_all(&mut *file, data) {
+            let kind = e.kind();
+            if let Ok(mut failed) = self.failed.lock() {
+                *failed = Some(e);
+            }
+            return Err(std::io::Error::new(kind, "write failed"));
+        }
+        self.sunk.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(true)
+    }
 }
 
 impl Read for Chunks {
@@ -191,7 +266,10 @@ impl Read for Chunks {
             }
         }
         let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        let data = &self.cur[self.pos..self.pos + n];
+        if !self.direct.sink(data)? {
+            buf[..n].copy_from_slice(data);
+        }
         self.pos += n;
         self.total += n as u64;
         Ok(n)
