@@ -194,9 +194,12 @@ impl Service {
             )));
         }
         if r.exec_id.is_empty() {
-            // A task created from a checkpoint and never started has nothing in runc.
+            let deleted = self.runc(&["delete", "--force", &self.id], Stdio3::default());
+            // A task created from a checkpoint whose restore never ran has nothing in runc
+            // (its delete fails, and that is fine); one whose restore failed part-way may
+            // have left runc's state, which the delete above removes.
             if p.restore_from.is_none() {
-                self.runc(&["delete", "--force", &self.id], Stdio3::default())?;
+                deleted?;
             }
             unmount_rootfs(&self.bundle);
             if let Ok(mut st) = self.state.lock() {
