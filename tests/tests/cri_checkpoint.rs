@@ -203,6 +203,21 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     );
     let spec: serde_json::Value = serde_json::from_slice(&member(&archive, "spec.dump")).unwrap();
     assert!(spec["process"]["args"].is_array(), "{spec}");
+    // checkpointctl names the pod and its namespace from these, as containerd writes them.
+    let ann = &spec["annotations"];
+    assert_eq!(ann["io.kubernetes.cri.sandbox-namespace"], "default", "{ann}");
+    assert!(
+        ann["io.kubernetes.cri.sandbox-uid"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("uid-")),
+        "{ann}"
+    );
+    assert!(
+        ann["io.kubernetes.cri.image-name"]
+            .as_str()
+            .is_some_and(|i| i.contains("busybox")),
+        "{ann}"
+    );
     let deleted: Vec<String> = serde_json::from_slice(&member(&archive, "deleted.files")).unwrap();
     assert_eq!(deleted, ["/bin/wc"]);
     let diff = k.work.path().join("rootfs-diff.tar");

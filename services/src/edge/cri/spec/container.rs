@@ -362,6 +362,23 @@ fn annotations(s: &ContainerSpec<'_>) -> HashMap<String, String> {
             .map(|m| m.name.clone())
             .unwrap_or_default(),
     );
+    // The pod's identity and the image, as containerd puts them on every container: tools
+    // reading a spec or a checkpoint's spec.dump (checkpointctl's pod and namespace) use them.
+    let pod = s.sandbox.metadata.clone().unwrap_or_default();
+    for (key, value) in [
+        ("io.kubernetes.cri.sandbox-name", pod.name),
+        ("io.kubernetes.cri.sandbox-namespace", pod.namespace),
+        ("io.kubernetes.cri.sandbox-uid", pod.uid),
+        (
+            "io.kubernetes.cri.image-name",
+            cfg.image
+                .as_ref()
+                .map(|i| i.image.clone())
+                .unwrap_or_default(),
+        ),
+    ] {
+        labels_ann.insert(key.into(), value);
+    }
     labels_ann
 }
 
