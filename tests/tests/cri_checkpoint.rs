@@ -205,7 +205,10 @@ async fn a_checkpointed_container_is_restored_in_a_new_pod_and_counts_on() {
     assert!(spec["process"]["args"].is_array(), "{spec}");
     // checkpointctl names the pod and its namespace from these, as containerd writes them.
     let ann = &spec["annotations"];
-    assert_eq!(ann["io.kubernetes.cri.sandbox-namespace"], "default", "{ann}");
+    assert_eq!(
+        ann["io.kubernetes.cri.sandbox-namespace"], "default",
+        "{ann}"
+    );
     assert!(
         ann["io.kubernetes.cri.sandbox-uid"]
             .as_str()
