@@ -23,8 +23,9 @@ clear_leftovers() {
   awk -v w="$WORK" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   # Loop devices of fresh_fs filesystems (detached once unmounted).
   losetup -j "$WORK/berth.img" 2>/dev/null | cut -d: -f1 | while read -r l; do losetup -d "$l" 2>/dev/null || true; done
-  for img in containerd containerd2; do
-    losetup -j "$WORK/$img.img" 2>/dev/null | cut -d: -f1 | while read -r l; do losetup -d "$l" 2>/dev/null || true; done
+  local fs
+  for fs in containerd containerd2; do
+    losetup -j "$WORK/$fs.img" 2>/dev/null | cut -d: -f1 | while read -r l; do losetup -d "$l" 2>/dev/null || true; done
   done
 }
 
