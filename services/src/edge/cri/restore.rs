@@ -50,15 +50,20 @@ impl Cri {
     /// the restored container's: its image the checkpoint's base image (returned, to be
     /// looked up as any), the original annotations under the request's, and containerd's
     /// `restored`, `checkpointedAt` and `checkpointImage`.
+    ///
+    /// Answers what the container is made of: the checkpoint if any, the image reference and
+    /// the image it names (looked up once here, for a checkpoint and a plain image alike).
     pub(super) async fn checkpoint_named(
         &self,
         sb: &Sandbox,
         config: &mut cri::ContainerConfig,
-        image_ref: &str,
-    ) -> Result<Option<(Checkpointed, String)>> {
-        let Some(source) = self.checkpoint_source(image_ref).await? else {
-            return Ok(None);
+        image_ref: String,
+    ) -> Result<(Option<Checkpointed>, String, Option<ImageInfo>)> {
+        let source = match self.checkpoint_source(&image_ref).await? {
+            Ok(source) => source,
+            Err(plain) => return Ok((None, image_ref, plain)),
         };
+        let image_ref = image_ref.as_str();
         if !self.cfg.enable_experimental_restore_via_create {
             return Err(Error::precondition(format!(
                 "image {image_ref:?} is a checkpoint, and restoring one through CreateContainer is off: \
@@ -102,27 +107,34 @@ impl Cri {
         if let Some(u) = status["image"]["user_specified_image"].as_str() {
             image.user_specified_image = u.to_string();
         }
-        Ok(Some((
-            Checkpointed {
+        let base_image = self.image_find(&base).await?;
+        Ok((
+            Some(Checkpointed {
                 source,
                 config: config_dump,
                 status,
-            },
+            }),
             base,
-        )))
+            base_image,
+        ))
     }
 
-    /// An archive on this host, or an image carrying a checkpoint annotation.
-    async fn checkpoint_source(&self, image_ref: &str) -> Result<Option<Source>> {
+    /// An archive on this host, or an image carrying a checkpoint annotation; else (Err) the
+    /// plain image `image_ref` names, if present.
+    async fn checkpoint_source(
+        &self,
+        image_ref: &str,
+    ) -> Result<std::result::Result<Source, Option<ImageInfo>>> {
         let path = Path::new(image_ref);
         if path.is_absolute() {
-            return match tokio::fs::metadata(path).await {
-                Ok(m) if m.is_file() => Ok(Some(Source::Archive(path.to_path_buf()))),
-                _ => Ok(None),
-            };
+            if let Ok(m) = tokio::fs::metadata(path).await {
+                if m.is_file() {
+                    return Ok(Ok(Source::Archive(path.to_path_buf())));
+                }
+            }
         }
         let Some(image) = self.image_find(image_ref).await? else {
-            return Ok(None);
+            return Ok(Err(None));
         };
         let target = image.target.clone();
         let mut marked = archive::CHECKPOINT_ANNOTATIONS
@@ -139,7 +151,11 @@ impl Cri {
                 .iter()
                 .any(|a| doc["annotations"].get(*a).is_some());
         }
-        Ok(marked.then_some(Source::Image(image)))
+        Ok(if marked {
+            Ok(Source::Image(image))
+        } else {
+            Err(Some(image))
+        })
     }
 
     /// Restoring runs `runc restore`: the pod's runtime must be runc.

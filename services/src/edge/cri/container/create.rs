@@ -51,12 +51,9 @@ impl Cri {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Error::invalid("the container config names no image"))?;
         // A checkpoint to restore: the container is made of its base image.
-        let (restore, image_ref) = match self.checkpoint_named(&sb, &mut config, &image_ref).await?
-        {
-            Some((checkpoint, base)) => (Some(checkpoint), base),
-            None => (None, image_ref),
-        };
-        let image = self.image_find(&image_ref).await?.ok_or_else(|| {
+        let (restore, image_ref, found) =
+            self.checkpoint_named(&sb, &mut config, image_ref).await?;
+        let image = found.ok_or_else(|| {
             Error::not_found(format!("image {image_ref:?} is not present: pull it first"))
         })?;
         let pm = sb.config.metadata.clone().unwrap_or_default();
