@@ -318,6 +318,33 @@ mod tests {
         assert!(std::fs::symlink_metadata(to.join(SPEC_DUMP)).is_err());
     }
 
+    /// A hostile archive (the kubelet hands berthd a path; anyone may have written the file)
+    /// writes nothing outside the scratch directory: entries climbing out with `..` are not
+    /// unpacked, absolute ones land inside.
+    #[test]
+    fn unpack_keeps_climbing_and_absolute_entries_inside() {
+        let mut b = tar::Builder::new(vec![]);
+        for name in ["../escaped", "checkpoint/../../escaped2", "/abs-escaped"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o600);
+            h.set_size(3);
+            // set_path refuses these names: write them into the header as an attacker would.
+            let raw = &mut h.as_old_mut().name;
+            raw[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            b.append(&h, &b"bad"[..]).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        let top = tempfile::tempdir().unwrap();
+        let to = top.path().join("scratch");
+        let _ = unpack(bytes.as_slice(), &to, &[]);
+        for outside in ["escaped", "escaped2"] {
+            assert!(!top.path().join(outside).exists(), "{outside} escaped");
+        }
+        assert!(!Path::new("/abs-escaped").exists());
+        assert!(to.join("abs-escaped").is_file());
+    }
+
     #[test]
     fn config_dump_uses_checkpointctls_names() {
         let c = ConfigDump {
