@@ -2,6 +2,7 @@
 //! into them (ADD when it comes up, DEL when it goes, with the ADD result kept for the DEL).
 //! Both the CRI's pods and `berth run`'s containers go through here.
 
+use super::cni_native;
 use crate::core::error::{Error, Kind, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -181,11 +182,30 @@ impl Network {
         result: Option<&Value>,
         n: usize,
     ) -> Result<()> {
+        self.del_plugins_with(bin_dir, a, result, n, true).await
+    }
+
+    /// DEL through the first `n` plugins, last first; with `native`, those whose DEL berth
+    /// knows exactly ([`cni_native`]) are done in process.
+    async fn del_plugins_with(
+        &self,
+        bin_dir: &Path,
+        a: &Attachment,
+        result: Option<&Value>,
+        n: usize,
+        native: bool,
+    ) -> Result<()> {
         let mut first_err = None;
         for plugin in self.plugins[..n].iter().rev() {
             let conf = self.plugin_conf(plugin, a, result);
+            let plan = native
+                .then(|| cni_native::plan(bin_dir, plugin, &conf, a))
+                .flatten();
             let done = if is_plain_loopback(plugin) {
                 loopback(&a.netns, false).await
+            } else if let Some(del) = plan {
+                let a = a.clone();
+                crate::core::error::blocking(move || cni_native::run(&del, &a)).await
             } else {
                 exec(bin_dir, "DEL", plugin, &conf, a).await.map(drop)
             };
@@ -386,6 +406,135 @@ mod tests {
         // A DEL for a namespace already gone has nothing to do.
         loopback(&ns, false).await.unwrap();
         assert!(loopback(&ns, true).await.is_err());
+    }
+
+    /// Runs `cmd` and gives its standard output.
+    fn sh(cmd: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The host's firewall rules, without counters and comments.
+    fn rules() -> Vec<String> {
+        let mut r: Vec<String> = sh("iptables-save 2>/dev/null; ip6tables-save 2>/dev/null")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(" [").next().unwrap_or(l).to_string())
+            .collect();
+        r.sort();
+        r
+    }
+
+    /// Deletes the test's bridge however the test ends.
+    struct BridgeGone(String);
+
+    impl Drop for BridgeGone {
+        fn drop(&mut self) {
+            sh(&format!("ip link del {} 2>/dev/null", self.0));
+        }
+    }
+
+    #[tokio::test]
+    async fn in_process_del_leaves_what_the_plugins_leave() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: CNI plugins need root");
+            return;
+        }
+        let bin = Path::new("/usr/lib/cni");
+        if !["bridge", "host-local", "portmap"]
+            .iter()
+            .all(|p| bin.join(p).is_file())
+        {
+            eprintln!("skipped: no CNI plugins in /usr/lib/cni (containernetworking-plugins)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tag = std::process::id() % 200 + 20;
+        let bridge = format!("cnt-native{tag}");
+        let _gone = BridgeGone(bridge.clone());
+        let ipam = dir.path().join("ipam");
+        let net = Network::parse(
+            json!({"cniVersion": "1.0.0", "name": "native-test", "plugins": [
+                {"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false,
+                 "hairpinMode": true, "ipam": {"type": "host-local", "dataDir": ipam,
+                 "ranges": [[{"subnet": format!("10.244.{tag}.0/24")}]],
+                 "routes": [{"dst": "0.0.0.0/0"}]}},
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "loopback"}]}),
+            Path::new("test.conflist"),
+        )
+        .unwrap();
+        let rules_before = rules();
+        let attach = |name: &str| {
+            let ns = dir.path().join(name);
+            super::super::netns::create_netns(&ns).unwrap();
+            Attachment {
+                id: format!("{name}{tag}"),
+                netns: ns,
+                args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p".into(),
+                ifname: IFNAME.into(),
+                ..Default::default()
+            }
+        };
+        let leases = || {
+            let mut v: Vec<String> = std::fs::read_dir(ipam.join("native-test"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        let host_veth = |r: &Value| r["interfaces"][1]["name"].as_str().unwrap().to_string();
+        let link_there =
+            |name: &str| sh(&format!("ip -o link show {name} 2>/dev/null")).contains(name);
+        let eth0_in = |a: &Attachment| {
+            sh(&format!(
+                "nsenter --net={} ip -o link show eth0 2>/dev/null",
+                a.netns.display()
+            ))
+            .contains("eth0")
+        };
+        // The real plugins add both; berth takes one away, the plugins the other.
+        let (a, b) = (attach("pa"), attach("pb"));
+        let (ra, rb) = (
+            net.add(bin, &a).await.unwrap(),
+            net.add(bin, &b).await.unwrap(),
+        );
+        let (va, vb) = (host_veth(&ra), host_veth(&rb));
+        assert!(link_there(&va) && link_there(&vb) && eth0_in(&a) && eth0_in(&b));
+        assert_eq!(leases().len(), 4, "{:?}", leases()); // two leases, lock, last reserved
+        let planned = |i: usize| {
+            let conf = net.plugin_conf(&net.plugins[i], &a, Some(&ra));
+            cni_native::plan(bin, &net.plugins[i], &conf, &a)
+        };
+        assert!(matches!(planned(0), Some(cni_native::Del::Bridge { .. })));
+        assert_eq!(planned(1), Some(cni_native::Del::Nothing));
+        net.del(bin, &a, Some(&ra)).await.unwrap();
+        assert!(!link_there(&va) && !eth0_in(&a), "berth's DEL left {va}");
+        let after_native = leases();
+        net.del_plugins_with(bin, &b, Some(&rb), net.plugins.len(), false)
+            .await
+            .unwrap();
+        assert!(!link_there(&vb) && !eth0_in(&b));
+        assert_eq!(after_native.len(), 3, "{after_native:?}");
+        assert_eq!(leases(), vec!["last_reserved_ip.0", "lock"]);
+        assert_eq!(rules(), rules_before);
+        // A second DEL has nothing to do; one for a namespace already gone gives the lease back.
+        net.del(bin, &a, Some(&ra)).await.unwrap();
+        let c = attach("pc");
+        let rc = net.add(bin, &c).await.unwrap();
+        super::super::netns::remove_netns(&c.netns).unwrap();
+        net.del(bin, &c, Some(&rc)).await.unwrap();
+        // (Its veth goes with the namespace, when the kernel gets round to it.)
+        assert_eq!(leases(), vec!["last_reserved_ip.0", "lock"]);
+        for x in [&a, &b] {
+            super::super::netns::remove_netns(&x.netns).unwrap();
+        }
+        assert_eq!(rules(), rules_before);
     }
 
     #[tokio::test]

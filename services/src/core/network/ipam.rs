@@ -135,6 +135,58 @@ pub fn release(data_dir: &Path, network: &str, id: &str, ifname: &str) -> Result
     Ok(())
 }
 
+/// Gives back `id`'s leases exactly as host-local's DEL does, for a CNI network whose
+/// host-local DEL berth does in process: the network's directory and its lock made if absent
+/// (0755 and 0750, as the plugin makes them), every file under it whose trimmed contents are
+/// `<id>\r\n<ifname>` removed, and only when none was, those holding `<id>` alone (an older
+/// host-local's leases). A lease that cannot be read or removed is passed over, as the
+/// plugin passes it over.
+pub fn release_as_host_local(data_dir: &Path, network: &str, id: &str, ifname: &str) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = data_dir.join(network);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
+        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    let lock = dir.join("lock");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o750)
+        .open(&lock)
+        .map_err(|e| Error::io(format!("open {}", lock.display()), e))?;
+    let store = Store::open(data_dir, network)?;
+    if !remove_holding(&store.dir, &owner(id, ifname)) {
+        remove_holding(&store.dir, id.trim());
+    }
+    Ok(())
+}
+
+/// Removes every file under `dir` (its subdirectories too) whose trimmed contents are
+/// `owner`; whether one was removed.
+fn remove_holding(dir: &Path, owner: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut found = false;
+    for e in entries.flatten() {
+        let path = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            found |= remove_holding(&path, owner);
+            continue;
+        }
+        let Ok(text) = std::fs::read(&path) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&text).trim() == owner && std::fs::remove_file(&path).is_ok() {
+            found = true;
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +221,50 @@ mod tests {
         release(dir.path(), "n", "old-id", "eth0").unwrap();
         assert!(!dir.path().join("n/10.9.0.6").exists());
         release(dir.path(), "absent", "x", "eth0").unwrap();
+    }
+
+    #[test]
+    fn host_local_release_takes_the_old_format_only_when_the_new_is_absent() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let n = dir.path().join("n");
+        std::fs::create_dir(&n).unwrap();
+        std::fs::write(n.join("10.9.0.2"), "pod-a\r\neth0").unwrap();
+        std::fs::write(n.join("10.9.0.3"), "pod-a").unwrap();
+        std::fs::write(n.join("10.9.0.4"), "pod-a\r\neth1").unwrap();
+        std::fs::write(n.join("last_reserved_ip.0"), "10.9.0.4").unwrap();
+        release_as_host_local(dir.path(), "n", "pod-a", "eth0").unwrap();
+        assert!(!n.join("10.9.0.2").exists());
+        assert!(
+            n.join("10.9.0.3").exists(),
+            "the id-only lease stays when a full one matched"
+        );
+        assert!(
+            n.join("10.9.0.4").exists(),
+            "another interface's lease stays"
+        );
+        assert!(n.join("last_reserved_ip.0").exists() && n.join("lock").exists());
+        release_as_host_local(dir.path(), "n", "pod-a", "eth0").unwrap();
+        assert!(
+            !n.join("10.9.0.3").exists(),
+            "with no full match the id-only lease goes"
+        );
+        // An absent network gets its directory and lock, as the plugin makes them.
+        release_as_host_local(dir.path(), "fresh", "pod-b", "eth0").unwrap();
+        let lock = std::fs::metadata(dir.path().join("fresh/lock")).unwrap();
+        assert_eq!(lock.permissions().mode() & 0o777, 0o750 & !umask());
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("fresh"))
+            .unwrap()
+            .collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    fn umask() -> u32 {
+        // SAFETY: umask has no preconditions; the old mask is set back at once.
+        unsafe {
+            let old = libc::umask(0o022);
+            libc::umask(old);
+            old
+        }
     }
 }

@@ -16,6 +16,7 @@
 mod attach;
 mod bridge;
 pub mod cni;
+mod cni_native;
 pub mod define;
 pub(crate) mod files;
 pub mod host;
