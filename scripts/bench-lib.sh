@@ -3,6 +3,8 @@
 # Source it; it expects WORK to be set.
 
 BERTH_SOCK="$WORK/berth.sock"
+# Where berthd, berth and the shim come from: a release build, or a copy of an older one.
+BERTH_BIN=${BERTH_BIN:-target/release}
 CTRD_SOCK="$WORK/containerd.sock"
 PIDS=()
 
@@ -57,7 +59,7 @@ fresh_root() {
 start_berthd() {
   clear_leftovers
   fresh_root "$WORK/berth"
-  target/release/berthd --root "$WORK/berth/root" --state "$WORK/berth/state" --address "$BERTH_SOCK" \
+  "$BERTH_BIN/berthd" --root "$WORK/berth/root" --state "$WORK/berth/state" --address "$BERTH_SOCK" \
     --log-level warn >"$WORK/berthd.log" 2>&1 &
   PIDS+=($!)
   wait_socket "$BERTH_SOCK"
