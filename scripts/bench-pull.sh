@@ -16,13 +16,15 @@ WORK=${BENCH_DIR:-/var/tmp/berth-bench}
 # FRESH_FS=0 reuses the host's filesystem as before.
 export FRESH_FS=${FRESH_FS:-1}
 mkdir -p "$WORK"
+fresh_build=${BERTH_BIN:-yes}
 source scripts/bench-lib.sh
 REG_PID=""
 # The registry first: cleanup_daemons waits for every background job.
 stop_all() { if [ -n "$REG_PID" ]; then kill "$REG_PID" 2>/dev/null || true; fi; cleanup_daemons; }
 trap stop_all EXIT
 
-cargo build --release --workspace --bins >&2
+# BERTH_BIN=DIR benches the binaries in DIR (an older build's copy) instead of a fresh build.
+if [ "$fresh_build" = yes ]; then cargo build --release --workspace --bins >&2; fi
 IMAGE="$WORK/unpack-image.tar"
 if [ ! -f "$IMAGE" ]; then
   make_image "$IMAGE" usr/include usr/share/doc usr/share/locale usr/bin usr/share/man usr/lib/python3
@@ -47,20 +49,37 @@ t1=$(now)
 gz=$(echo "$t1 - $t0" | bc)
 rm -rf "$blobdir"
 
+# CPU-seconds of a process and its reaped children (utime+stime+cutime+cstime).
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{sub(/.*\) /, ""); print ($12+$13+$14+$15)/hz}' "/proc/$1/stat"; }
+# Runs a client command, adding its CPU-seconds (user+sys) to $WORK/cpu-client.
+client() {
+  local TIMEFORMAT='%U %S'
+  if ! { time "$@" >/dev/null 2>"$WORK/client.err"; } 2>>"$WORK/cpu-client.raw"; then
+    cat "$WORK/client.err" >&2; return 1
+  fi
+}
+
 time_pull() { # containerd|containerd2|containerd2-tuned|berth
-  local t0 t1
+  local t0 t1 d0 d1 cl
+  : >"$WORK/cpu-client.raw"
   if [ "$1" = containerd ]; then
     start_containerd
-    t0=$(now); ctr -a "$CTRD_SOCK" images pull --plain-http "$REF" >/dev/null; t1=$(now)
+    d0=$(cpu_of "${PIDS[0]}")
+    t0=$(now); client ctr -a "$CTRD_SOCK" images pull --plain-http "$REF"; t1=$(now)
   elif [ "$1" = containerd2 ] || [ "$1" = containerd2-tuned ]; then
     if [ "$1" = containerd2-tuned ]; then start_containerd2 tuned; else start_containerd2; fi
-    t0=$(now); ctr2 images pull --plain-http "$REF" >/dev/null; t1=$(now)
+    d0=$(cpu_of "${PIDS[0]}")
+    t0=$(now); client ctr2 images pull --plain-http "$REF"; t1=$(now)
   else
     start_berthd
     awk '/VmRSS/ {print $2}' "/proc/${PIDS[0]}/status" >>"$WORK/rss-idle"
-    t0=$(now); target/release/berth -a "$BERTH_SOCK" images pull --plain-http "$REF" >/dev/null; t1=$(now)
+    d0=$(cpu_of "${PIDS[0]}")
+    t0=$(now); client "$BERTH_BIN/berth" -a "$BERTH_SOCK" images pull --plain-http "$REF"; t1=$(now)
     awk '/VmRSS/ {print $2}' "/proc/${PIDS[0]}/status" >>"$WORK/rss-pulled"
   fi
+  d1=$(cpu_of "${PIDS[0]}")
+  cl=$(awk '{s += $1 + $2} END {print s + 0}' "$WORK/cpu-client.raw")
+  echo "$1 $(echo "$d1 - $d0" | bc) $cl" >>"$WORK/cpu"
   cleanup_daemons; PIDS=()
   clear_leftovers
   sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
@@ -70,7 +89,7 @@ time_pull() { # containerd|containerd2|containerd2-tuned|berth
 c=(); c2=(); c2t=(); b=()
 ANCHOR2=0
 if have_containerd2; then ANCHOR2=1; fi
-rm -f "$WORK/rss-idle" "$WORK/rss-pulled"
+rm -f "$WORK/rss-idle" "$WORK/rss-pulled" "$WORK/cpu"
 for i in $(seq "$RUNS"); do
   c+=("$(time_pull containerd)")
   if [ "$ANCHOR2" = 1 ]; then
@@ -96,3 +115,8 @@ fi
 echo "berth throughput:                  $(echo "scale=1; $mib / $mb" | bc) MiB/s of gzip, pulled + verified + unpacked"
 echo "raw gzip -dc, one stream:          $(echo "scale=1; $mib / $gz" | bc) MiB/s of gzip (${gz}s for all layers, decode only)"
 echo "berthd RSS:                        $(median <"$WORK/rss-idle") kB idle, $(median <"$WORK/rss-pulled") kB after the pull (targets < 15360 and < 25600 kB)"
+echo "CPU-seconds per pull, medians (daemon and what it reaped + client; the machine has $(nproc) cores):"
+for k in containerd containerd2 containerd2-tuned berth; do
+  grep -q "^$k " "$WORK/cpu" || continue
+  printf '  %-18s daemon %6.2f  client %5.2f\n' "$k" "$(grep "^$k " "$WORK/cpu" | awk '{print $2}' | median)" "$(grep "^$k " "$WORK/cpu" | awk '{print $3}' | median)"
+done
