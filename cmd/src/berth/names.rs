@@ -139,14 +139,15 @@ pub(crate) async fn list(client: &Client, filters: Vec<String>) -> anyhow::Resul
 
 /// Containers named `name`: by label, or by id for those without one.
 async fn named(client: &Client, name: &str) -> anyhow::Result<Vec<Container>> {
-    let mut found = list(client, vec![format!("labels.\"{NAME_LABEL}\"=={name}")]).await?;
-    if let Ok(r) = client
-        .containers()
-        .get(GetContainerRequest {
-            id: name.to_string(),
-        })
-        .await
-    {
+    // Both asked at once: neither answer changes the other question.
+    let mut containers = client.containers();
+    let by_id = containers.get(GetContainerRequest {
+        id: name.to_string(),
+    });
+    let by_label = list(client, vec![format!("labels.\"{NAME_LABEL}\"=={name}")]);
+    let (found, by_id) = tokio::join!(by_label, by_id);
+    let mut found = found?;
+    if let Ok(r) = by_id {
         if let Some(c) = r.into_inner().container {
             if !found.iter().any(|f| f.id == c.id) && name_of(&c) == name {
                 found.push(c);

@@ -84,23 +84,31 @@ async fn run_container(client: &Client, mut r: Run) -> anyhow::Result<i32> {
         None => r.id.clone(),
     };
     names::check_name(&name)?;
-    names::ensure_free(client, &name).await?;
+    // The name is checked while the flags are and the image is unpacked: a taken name still
+    // fails the run first, and unpacking an image is harmless if it does.
+    let prepared = async {
+        if r.rm && r.restart != berth_services::core::restart::Policy::No {
+            anyhow::bail!(
+                "--rm and --restart {} cannot go together: a container that restarts is never removed",
+                r.restart
+            );
+        }
+        task::check_hosts(&r.add_host)?;
+        if r.host_network() && !r.add_host.is_empty() {
+            anyhow::bail!("--add-host needs a network of berth's: on --network host the container shares the host's /etc/hosts");
+        }
+        let networks = network::labels(&r)?;
+        let security = r.security()?;
+        let log = log::place(&r, client.namespace())?;
+        let unpacked = image::unpack(client, &r.image, &r.snapshotter).await?;
+        anyhow::Ok((networks, security, log, unpacked))
+    };
+    let (free, prepared) = tokio::join!(names::ensure_free(client, &name), prepared);
+    free?;
+    let (networks, security, log, unpacked) = prepared?;
     r.name = Some(name);
-    if r.rm && r.restart != berth_services::core::restart::Policy::No {
-        anyhow::bail!(
-            "--rm and --restart {} cannot go together: a container that restarts is never removed",
-            r.restart
-        );
-    }
-    task::check_hosts(&r.add_host)?;
-    if r.host_network() && !r.add_host.is_empty() {
-        anyhow::bail!("--add-host needs a network of berth's: on --network host the container shares the host's /etc/hosts");
-    }
-    let networks = network::labels(&r)?;
-    let security = r.security()?;
     r.seccomp = security.seccomp.clone();
-    r.log = log::place(&r, client.namespace())?;
-    let unpacked = image::unpack(client, &r.image, &r.snapshotter).await?;
+    r.log = log;
     r.image = unpacked.name;
     let config = unpacked.config;
     let mounts = image::prepare_rootfs(client, &r.snapshotter, &r.id, unpacked.chain_id).await?;
@@ -121,25 +129,34 @@ async fn run_container(client: &Client, mut r: Run) -> anyhow::Result<i32> {
     .await;
     // A detached --rm container is removed by berthd when it exits (see its restart module).
     if result.is_err() || (r.rm && !r.detach) {
-        remove(client, &r, anonymous).await;
+        // An attached --rm run that succeeded has deleted its task already (task::run).
+        remove(client, &r, anonymous, result.is_err()).await;
     }
     result
 }
 
-/// Removes what the run made: the container, its rootfs and its anonymous volumes (named
-/// ones never go with a container).
-async fn remove(client: &Client, r: &Run, anonymous: Vec<String>) {
-    let _ = client
-        .tasks()
-        .delete(berth_proto::tasks::DeleteTaskRequest {
-            container_id: r.id.clone(),
-        })
-        .await;
-    let _ = client
-        .containers()
-        .delete(berth_proto::containers::DeleteContainerRequest { id: r.id.clone() })
-        .await;
-    image::remove_rootfs(client, &r.snapshotter, &r.id).await;
+/// Removes what the run made: the task (when `task_left`), the container, its rootfs and
+/// its anonymous volumes (named ones never go with a container). The container record and
+/// its rootfs snapshot go side by side: neither removal waits on the other.
+async fn remove(client: &Client, r: &Run, anonymous: Vec<String>, task_left: bool) {
+    if task_left {
+        let _ = client
+            .tasks()
+            .delete(berth_proto::tasks::DeleteTaskRequest {
+                container_id: r.id.clone(),
+            })
+            .await;
+    }
+    let container = async {
+        let _ = client
+            .containers()
+            .delete(berth_proto::containers::DeleteContainerRequest { id: r.id.clone() })
+            .await;
+    };
+    tokio::join!(
+        container,
+        image::remove_rootfs(client, &r.snapshotter, &r.id)
+    );
     volumes::remove_volumes(client, anonymous, false).await;
 }
 
