@@ -26,11 +26,19 @@ impl Pumps {
         self.stdin_done.take()
     }
 
-    /// Waits for every copy to finish.
+    /// Waits for every copy to finish (all joined on one blocking thread: a thread each
+    /// would start a second one while the first is still on its way back to the pool).
     pub async fn join(self) {
-        for t in self.threads {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        let threads = self.threads;
+        if threads.is_empty() {
+            return;
         }
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 }
 
