@@ -4,6 +4,9 @@
 # stop, stopp, rmp; medians over ROUNDS and berth/containerd ratios. Both containerds get the
 # kit's configuration (same CNI conflist, sandbox image and registry); 2.3.4 reads it through its
 # own version-2 migration.
+# Then berth-bench-cri times the same lifecycle per RPC over one gRPC connection on each
+# endpoint (no crictl start-up in those figures), and crictl's own floor (`crictl version`) is
+# taken off the crictl medians: two more tables, in ms.
 #
 # Usage (root): CRICTL=/path/to/crictl scripts/bench-cri.sh [ROUNDS]
 #   KIT       the CRI test kit (registry, images, containerd anchor) [/work/shared/cri]
@@ -11,17 +14,36 @@
 #   CTRD2_BIN containerd 2.3.4's binaries from ../shared/containerd-suite/build.sh
 #             [$CONTAINERD_SUITE_DIR/bin or /tmp/containerd-suite/bin]; its column is left out
 #             when they are absent
+#   BENCH     the berth-bench-cri binary [target/release/berth-bench-cri]; the gRPC table is
+#             left out when it is absent
+#   GRPC_BLOCKS  berth-bench-cri runs of ROUNDS lifecycles per endpoint; berth's and 2.3.4's
+#             alternate [2]
+#   CNI_BRIDGE, CNI_SUBNET  a bridge name and subnet of your own in place of the kit's
+#             cni-berth0 and 10.88.0.0/16 (its conflist is rewritten after each render)
 # crictl is cri-tools v1.36.0, built by you; nothing of it lives in this repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-10}
 KIT=${KIT:-/work/shared/cri}
 BERTHD=${BERTHD:-target/release/berthd}
+BENCH=${BENCH:-target/release/berth-bench-cri}
+GRPC_BLOCKS=${GRPC_BLOCKS:-2}
+CNI_BRIDGE=${CNI_BRIDGE:-}
+CNI_SUBNET=${CNI_SUBNET:-}
 CRICTL=${CRICTL:-$(command -v crictl || true)}
 [ -x "$CRICTL" ] || { echo "set CRICTL to a crictl binary (cri-tools v1.36.0)" >&2; exit 2; }
 [ -x "$BERTHD" ] || { echo "$BERTHD is missing: cargo build --release" >&2; exit 2; }
+[ -x "$BENCH" ] || echo "no $BENCH (cargo build --release -p berth-cmd --bin berth-bench-cri): the gRPC-only table is left out" >&2
 export CRI_TEST_DIR=${CRI_TEST_DIR:-/tmp/berth-cri-test}
+CONFLIST=$CRI_TEST_DIR/cni/net.d/10-berth-test.conflist
+# own_cni: the kit's conflist (rendered again by every kit script) on CNI_BRIDGE/CNI_SUBNET.
+own_cni() {
+    [ -n "$CNI_BRIDGE" ] && sed -i "s#\"cni-berth0\"#\"$CNI_BRIDGE\"#" "$CONFLIST"
+    [ -n "$CNI_SUBNET" ] && sed -i "s#10\.88\.0\.0/16#$CNI_SUBNET#" "$CONFLIST"
+    return 0
+}
 "$KIT/write-runtime-config.sh" >/dev/null
+own_cni
 "$KIT/prepare-images.sh" >/dev/null 2>&1 || true
 IMG=registry.k8s.io/e2e-test-images/busybox:1.29-2
 
@@ -33,6 +55,7 @@ cleanup() {
     [ -n "$BPID" ] && kill "$BPID" 2>/dev/null && wait "$BPID" 2>/dev/null
     [ -n "$C2PID" ] && kill "$C2PID" 2>/dev/null && wait "$C2PID" 2>/dev/null
     "$KIT/stop-containerd-anchor.sh" >/dev/null 2>&1 || true
+    [ -n "$CNI_BRIDGE" ] && ip link delete "$CNI_BRIDGE" 2>/dev/null
     rm -rf "$W"
 }
 trap cleanup EXIT
@@ -65,6 +88,7 @@ rounds() {
         printf '{"metadata":{"name":"c"},"image":{"image":"%s"},"command":["sh","-c","trap \\"exit 0\\" TERM; sleep 3600 & wait"],"log_path":"c.log","linux":{}}' \
             "$IMG" >"$W/ctr.json"
         local s pod cid
+        s=$(now); "${c[@]}" version >/dev/null 2>&1; echo "floor $(echo "$(now) - $s" | bc)" >>"$out"
         s=$(now); pod=$("${c[@]}" runp "$W/pod.json" 2>/dev/null); echo "runp $(echo "$(now) - $s" | bc)" >>"$out"
         s=$(now); cid=$("${c[@]}" create "$pod" "$W/ctr.json" "$W/pod.json" 2>/dev/null); echo "create $(echo "$(now) - $s" | bc)" >>"$out"
         s=$(now); "${c[@]}" start "$cid" >/dev/null 2>&1; echo "start $(echo "$(now) - $s" | bc)" >>"$out"
@@ -79,11 +103,20 @@ rounds() {
         s=$(now); "${c[@]}" rmp "$pod" >/dev/null 2>&1; echo "rmp $(echo "$(now) - $s" | bc)" >>"$out"
     done
 }
+# grpc ENDPOINT OUTFILE: one berth-bench-cri run of ROUNDS lifecycles ("step seconds" lines);
+# a failure is reported and leaves the crictl figures standing.
+grpc() {
+    [ -x "$BENCH" ] || return 0
+    "$BENCH" --endpoint "$1" --rounds "$ROUNDS" --format lines --log-dir "$W/grpc-logs" >>"$2" ||
+        echo "berth-bench-cri failed on $1" >&2
+}
 median() { grep "^$1 " "$2" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
 
 rounds "unix://$W/berth.sock" "$W/berth.txt"
 ANCHOR=$("$KIT/start-containerd-anchor.sh" | tail -1)
+own_cni
 rounds "$ANCHOR" "$W/containerd.txt"
+for _ in $(seq "$GRPC_BLOCKS"); do grpc "$ANCHOR" "$W/containerd-grpc.txt"; done
 "$KIT/stop-containerd-anchor.sh" >/dev/null 2>&1 || true
 files=(berth containerd)
 if [ -x "$CTRD2_BIN/containerd" ] && [ -x "$CTRD2_BIN/containerd-shim-runc-v2" ]; then
@@ -95,9 +128,15 @@ if [ -x "$CTRD2_BIN/containerd" ] && [ -x "$CTRD2_BIN/containerd-shim-runc-v2" ]
     for _ in $(seq 100); do [ -S "$W/containerd2/containerd.sock" ] && break; sleep 0.1; done
     rounds "unix://$W/containerd2/containerd.sock" "$W/containerd2.txt"
     files+=(containerd2)
+    C2EP=unix://$W/containerd2/containerd.sock
 else
     echo "no containerd 2.3.4 at $CTRD2_BIN (build it with ../shared/containerd-suite/build.sh): its column is left out" >&2
 fi
+# berth's gRPC blocks alternate with 2.3.4's, so a change of load falls on both.
+for _ in $(seq "$GRPC_BLOCKS"); do
+    grpc "unix://$W/berth.sock" "$W/berth-grpc.txt"
+    if [ -n "${C2EP:-}" ]; then grpc "$C2EP" "$W/containerd2-grpc.txt"; fi
+done
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg); rounds: $ROUNDS (each figure includes crictl's own start-up)"
 if [ -f "$W/containerd2.txt" ]; then
     printf '%-10s %10s %14s %8s %16s %8s\n' step berth containerd-1.6 ratio containerd-2.3.4 ratio
@@ -117,3 +156,46 @@ for f in "${files[@]}"; do
     read -r _ secs bytes < <(grep '^gib ' "$W/$f.txt")
     printf '1 GiB through exec, %s: %s bytes in %.2f s (%.0f MiB/s)\n' "$f" "$bytes" "$secs" "$(echo "$bytes / 1048576 / $secs" | bc -l)"
 done
+
+# ms FILE STEP [FLOOR-STEP]: the median of STEP in FILE in ms, less FLOOR-STEP's; empty when absent.
+ms() {
+    [ -s "$1" ] && grep -q "^$2 " "$1" || return 0
+    local m f=0
+    m=$(median "$2" "$1")
+    [ -n "${3:-}" ] && f=$(median "$3" "$1")
+    awk -v m="$m" -v f="$f" 'BEGIN { printf "%.4f", (m - f) * 1000 }'
+}
+label() { case $1 in containerd) echo containerd-1.6 ;; containerd2) echo containerd-2.3.4 ;; *) echo "$1" ;; esac; }
+# ms_table SUFFIX FLOOR-STEP STEPS...: berth beside each containerd, in ms, with ratios.
+ms_table() {
+    local suffix=$1 floor=$2 k f b v
+    shift 2
+    printf '%-10s %10s' step berth
+    for f in "${files[@]:1}"; do printf ' %16s %6s' "$(label "$f")" ratio; done
+    echo
+    for k in "$@"; do
+        b=$(ms "$W/berth$suffix.txt" "$k" "$floor")
+        printf '%-10s %10s' "$k" "$([ -n "$b" ] && printf '%.2f' "$b" || echo -)"
+        for f in "${files[@]:1}"; do
+            v=$(ms "$W/$f$suffix.txt" "$k" "$floor")
+            if [ -n "$v" ] && [ -n "$b" ]; then
+                printf ' %16.2f %6.2f' "$v" "$(awk -v b="$b" -v v="$v" 'BEGIN { print b / v }')"
+            else
+                printf ' %16s %6s' - -
+            fi
+        done
+        echo
+    done
+}
+echo
+printf 'crictl floor (median of `crictl version`, ms):'
+for f in "${files[@]}"; do printf ' %s %.2f' "$(label "$f")" "$(ms "$W/$f.txt" floor)"; done
+echo
+echo "crictl minus its floor, medians in ms (ratio = berth / that containerd):"
+ms_table "" floor runp create start exec exec-sync stop stopp rmp
+if [ -s "$W/berth-grpc.txt" ]; then
+    echo
+    echo "gRPC only, one connection (berth-bench-cri, $GRPC_BLOCKS x $ROUNDS lifecycles), medians in ms:"
+    ms_table -grpc "" version runp create start exec-url exec exec-sync stop stopp rmp
+    echo "(exec-url: the Exec RPC alone; exec: Exec and its WebSocket stream to the end)"
+fi
