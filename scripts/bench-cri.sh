@@ -56,9 +56,37 @@ cleanup() {
     [ -n "$C2PID" ] && kill "$C2PID" 2>/dev/null && wait "$C2PID" 2>/dev/null
     "$KIT/stop-containerd-anchor.sh" >/dev/null 2>&1 || true
     [ -n "$CNI_BRIDGE" ] && ip link delete "$CNI_BRIDGE" 2>/dev/null
+    uncount
     rm -rf "$W"
 }
 trap cleanup EXIT
+
+# Each daemon, and what it starts after (shims, runtimes, CNI plugins, not the containers, which
+# go to cgroups of their own), counted in a cgroup of its own: CPU-seconds per lifecycle.
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then CGROOT=/sys/fs/cgroup; else CGROOT=/sys/fs/cgroup/cpuacct; fi
+CG=$CGROOT/bench-cri-$$
+# count NAME PID: PID (a daemon that has started nothing yet) into NAME's cgroup.
+count() {
+    [ -n "$2" ] && [ -d "$CGROOT" ] && mkdir -p "$CG/$1" && echo "$2" >"$CG/$1/cgroup.procs" 2>/dev/null ||
+        echo "cannot count $1's CPU (cgroup $CG/$1)" >&2
+}
+# cpu_ns NAME: NAME's cgroup's CPU so far, in ns.
+cpu_ns() {
+    if [ -f "$CG/$1/cpuacct.usage" ]; then cat "$CG/$1/cpuacct.usage"
+    elif [ -f "$CG/$1/cpu.stat" ]; then awk '$1 == "usage_usec" { print $2 * 1000 }' "$CG/$1/cpu.stat"
+    else echo 0; fi
+}
+# uncount: whatever is left goes back to the root cgroup, and the counting cgroups go.
+uncount() {
+    local g p
+    for g in "$CG"/*/; do
+        [ -d "$g" ] || continue
+        while read -r p; do echo "$p" >"$CGROOT/cgroup.procs" 2>/dev/null; done <"$g/cgroup.procs"
+        rmdir "$g" 2>/dev/null
+    done
+    rmdir "$CG" 2>/dev/null
+    return 0
+}
 
 cat >"$W/berthd.toml" <<CFG
 root = "$W/root"
@@ -74,6 +102,7 @@ restrict_oom_score_adj = true
 CFG
 "$BERTHD" -c "$W/berthd.toml" >"$W/berthd.log" 2>&1 &
 BPID=$!
+count berth "$BPID"
 for _ in $(seq 100); do [ -S "$W/berth.sock" ] && break; sleep 0.05; done
 
 now() { date +%s.%N; }
@@ -103,20 +132,25 @@ rounds() {
         s=$(now); "${c[@]}" rmp "$pod" >/dev/null 2>&1; echo "rmp $(echo "$(now) - $s" | bc)" >>"$out"
     done
 }
-# grpc ENDPOINT OUTFILE: one berth-bench-cri run of ROUNDS lifecycles ("step seconds" lines);
-# a failure is reported and leaves the crictl figures standing.
+# grpc ENDPOINT NAME: one berth-bench-cri run of ROUNDS lifecycles into $W/NAME-grpc.txt
+# ("step seconds" lines, and "cpu ns" of NAME's cgroup over the run); a failure is reported
+# and leaves the crictl figures standing.
 grpc() {
     [ -x "$BENCH" ] || return 0
-    "$BENCH" --endpoint "$1" --rounds "$ROUNDS" --format lines --log-dir "$W/grpc-logs" >>"$2" ||
+    local c0
+    c0=$(cpu_ns "$2")
+    "$BENCH" --endpoint "$1" --rounds "$ROUNDS" --format lines --log-dir "$W/grpc-logs" >>"$W/$2-grpc.txt" ||
         echo "berth-bench-cri failed on $1" >&2
+    echo "cpu $(($(cpu_ns "$2") - c0))" >>"$W/$2-grpc.txt"
 }
 median() { grep "^$1 " "$2" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
 
 rounds "unix://$W/berth.sock" "$W/berth.txt"
 ANCHOR=$("$KIT/start-containerd-anchor.sh" | tail -1)
+count containerd "$(cat "$CRI_TEST_DIR/containerd/containerd.pid" 2>/dev/null)"
 own_cni
 rounds "$ANCHOR" "$W/containerd.txt"
-for _ in $(seq "$GRPC_BLOCKS"); do grpc "$ANCHOR" "$W/containerd-grpc.txt"; done
+for _ in $(seq "$GRPC_BLOCKS"); do grpc "$ANCHOR" containerd; done
 "$KIT/stop-containerd-anchor.sh" >/dev/null 2>&1 || true
 files=(berth containerd)
 if [ -x "$CTRD2_BIN/containerd" ] && [ -x "$CTRD2_BIN/containerd-shim-runc-v2" ]; then
@@ -125,6 +159,7 @@ if [ -x "$CTRD2_BIN/containerd" ] && [ -x "$CTRD2_BIN/containerd-shim-runc-v2" ]
     sed "s#$CRI_TEST_DIR/containerd/#$W/containerd2/#g" "$CRI_TEST_DIR/containerd/config.toml" >"$W/containerd2.toml"
     PATH="$CTRD2_BIN:$PATH" setsid "$CTRD2_BIN/containerd" --config "$W/containerd2.toml" >"$W/containerd2.log" 2>&1 </dev/null &
     C2PID=$!
+    count containerd2 "$C2PID"
     for _ in $(seq 100); do [ -S "$W/containerd2/containerd.sock" ] && break; sleep 0.1; done
     rounds "unix://$W/containerd2/containerd.sock" "$W/containerd2.txt"
     files+=(containerd2)
@@ -134,8 +169,8 @@ else
 fi
 # berth's gRPC blocks alternate with 2.3.4's, so a change of load falls on both.
 for _ in $(seq "$GRPC_BLOCKS"); do
-    grpc "unix://$W/berth.sock" "$W/berth-grpc.txt"
-    if [ -n "${C2EP:-}" ]; then grpc "$C2EP" "$W/containerd2-grpc.txt"; fi
+    grpc "unix://$W/berth.sock" berth
+    if [ -n "${C2EP:-}" ]; then grpc "$C2EP" containerd2; fi
 done
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg); rounds: $ROUNDS (each figure includes crictl's own start-up)"
 if [ -f "$W/containerd2.txt" ]; then
@@ -198,4 +233,10 @@ if [ -s "$W/berth-grpc.txt" ]; then
     echo "gRPC only, one connection (berth-bench-cri, $GRPC_BLOCKS x $ROUNDS lifecycles), medians in ms:"
     ms_table -grpc "" version runp create start exec-url exec exec-sync stop stopp rmp
     echo "(exec-url: the Exec RPC alone; exec: Exec and its WebSocket stream to the end)"
+    printf 'CPU ms per lifecycle (daemon, shims, runtimes, CNI plugins; each its own cgroup):'
+    for f in "${files[@]}"; do
+        [ -s "$W/$f-grpc.txt" ] || continue
+        printf ' %s %.1f' "$(label "$f")" "$(awk -v n=$((GRPC_BLOCKS * ROUNDS)) '$1 == "cpu" { t += $2 } END { print t / n / 1e6 }' "$W/$f-grpc.txt")"
+    done
+    echo
 fi
