@@ -10,9 +10,11 @@
 //! A request is one datagram on a socketpair: a byte saying which of stdin, stdout and stderr
 //! come with it, then the worker's arguments, each ended by a NUL; with it, descriptors (the
 //! pipe for the worker's pid, the worker's answer descriptor, then the stdio given). The
-//! zygote forks an intermediate, which forks the worker, writes the worker's pid and exits:
-//! the worker is orphaned to the shim, the subreaper, whose reaper collects its exit as any
-//! child's, and the zygote only ever waits for its own intermediate, gone at once.
+//! zygote clones the worker as its parent's child (`CLONE_PARENT`: the worker is the shim's
+//! child from birth, its exit the shim's `SIGCHLD`, collected by the shim's reaper as any
+//! child's) and writes the worker's pid; the zygote has no child of its own to wait for.
+//! (An intermediate process forked by the zygote, forking the worker and exiting to orphan
+//! it to the shim, cost a process and a scheduling hop on every step of the runtime.)
 //!
 //! The zygote ends when the shim does: its end of the socketpair reads end-of-file, and the
 //! shim's death kills it besides (`PR_SET_PDEATHSIG`).
@@ -82,8 +84,8 @@ impl Zygote {
     }
 
     /// Has the zygote fork a worker running `work` with `args` and the descriptors `given`;
-    /// returns the worker's pid. The worker is this process's child once its intermediate
-    /// has exited (at once), and is waited for like any other (through the reaper).
+    /// returns the worker's pid. The worker is this process's child, waited for like any
+    /// other (through the reaper).
     pub fn spawn(&self, args: &[&[u8]], given: Given) -> std::io::Result<i32> {
         let mut request = vec![0u8];
         for (n, fd) in given.stdio.iter().enumerate() {
@@ -109,7 +111,7 @@ impl Zygote {
         fds.extend(given.stdio.iter().flatten().map(|fd| fd.as_raw_fd()));
         send(self.sock.as_raw_fd(), &request, &fds)?;
         drop(pid_w);
-        // The intermediate writes the pid; end-of-file means the zygote could not fork.
+        // The zygote writes the pid; end-of-file means it could not clone the worker.
         let mut pid = [0u8; 4];
         let mut got = 0;
         while got < pid.len() {
@@ -314,35 +316,35 @@ fn zygote(sock: RawFd, parent: libc::pid_t, work: Work) -> ! {
     unsafe { libc::_exit(0) }
 }
 
-/// Forks the intermediate, which forks the worker, writes its pid on the request's pid pipe
-/// and exits; waits for the intermediate.
+/// Clones the worker as a child of the zygote's parent, the shim, and writes its pid on the
+/// request's pid pipe.
 fn fork_worker(sock: RawFd, request: &[u8], fds: &[OwnedFd], work: Work) {
     if request.is_empty() || fds.len() < 2 {
         return;
     }
-    // SAFETY: the zygote has one thread; the child ends in _exit below.
-    let mid = unsafe { libc::fork() };
-    if mid == 0 {
-        // SAFETY: the intermediate has one thread too; the worker ends in _exit.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            let code = worker(sock, request, fds, work);
-            // SAFETY: ends the worker without running the shim's exit handlers.
-            unsafe { libc::_exit(code) };
-        }
-        if pid > 0 {
-            let bytes = pid.to_ne_bytes();
-            // SAFETY: writes a local buffer to the request's pid pipe.
-            unsafe { libc::write(fds[0].as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
-        }
-        // SAFETY: ends the intermediate.
-        unsafe { libc::_exit(0) };
+    // SAFETY: a fork-like clone (no new stack, no shared memory) of this single-threaded
+    // process; the child ends in _exit below. Raw clone skips glibc's fork handlers, which
+    // a process with one thread and no lock held has nothing to reset in; libcontainer's
+    // own processes are made the same way.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    } as libc::pid_t;
+    if pid == 0 {
+        let code = worker(sock, request, fds, work);
+        // SAFETY: ends the worker without running the shim's exit handlers.
+        unsafe { libc::_exit(code) };
     }
-    if mid > 0 {
-        // SAFETY: waits for the zygote's own child into a null status.
-        while unsafe { libc::waitpid(mid, std::ptr::null_mut(), 0) } < 0
-            && Error::last_os_error().kind() == ErrorKind::Interrupted
-        {}
+    if pid > 0 {
+        let bytes = pid.to_ne_bytes();
+        // SAFETY: writes a local buffer to the request's pid pipe.
+        unsafe { libc::write(fds[0].as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
     }
 }
 
