@@ -16,7 +16,7 @@ pub mod driver;
 mod recover;
 pub mod shim;
 pub mod types;
-mod warmup;
+pub mod warmup;
 
 pub use bundle::RuntimeConfig;
 pub use types::*;

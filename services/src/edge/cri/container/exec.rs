@@ -197,6 +197,9 @@ impl Cri {
                 c.id
             )));
         }
+        // The exec's process joins the container's cgroups a few milliseconds from now; the
+        // kernel's wait for a grace period before that move starts here instead.
+        crate::core::runtime::warmup::begin();
         let process = self.exec_spec(&c.id, &cmd, false).await?;
         let (exec_id, dir) = self.exec_dir(&c.id, "exec")?;
         let x = ExecSpec {

@@ -98,6 +98,12 @@ impl StreamServer {
 
     /// A fresh single-use URL for `p`.
     pub fn url_for(&self, p: Pending) -> String {
+        if let Pending::Exec(_) = p {
+            // The client connects and the exec's process joins the container's cgroups some
+            // milliseconds from now; the kernel's wait for a grace period before that move
+            // runs meanwhile.
+            crate::core::runtime::warmup::begin();
+        }
         let kind = match &p {
             Pending::Exec(_) => "exec",
             Pending::Attach(_) => "attach",
