@@ -24,6 +24,12 @@ impl Cri {
     /// The pause process is gone: its task is deleted (the shim goes) and the pod is not
     /// ready; its network stays until StopPodSandbox.
     pub(in crate::edge::cri) async fn sandbox_exited(&self, id: &str) {
+        self.pause_gone(id, true).await;
+    }
+
+    /// As [`Cri::sandbox_exited`]; without `record`, the pod's record is left to the caller,
+    /// which writes it next anyway (StopPodSandbox: one write of the stopped pod, not two).
+    pub(super) async fn pause_gone(&self, id: &str, record: bool) {
         match self.tasks.delete(self.ns.clone(), id.to_string()).await {
             Ok(_) => {}
             Err(e) if e.kind() == Kind::NotFound => {}
@@ -32,7 +38,9 @@ impl Cri {
         let Ok(mut sb) = self.sandbox(id) else { return };
         if sb.meta.pid != 0 {
             sb.meta.pid = 0;
-            if let Err(e) = self.persist_sandbox(&sb).await {
+            if !record {
+                self.sandboxes.insert(id, sb.clone());
+            } else if let Err(e) = self.persist_sandbox(&sb).await {
                 tracing::warn!(sandbox = id, error = %e, "cannot record the sandbox's exit");
             }
             self.sandbox_event(&sb, cri::ContainerEventType::ContainerStoppedEvent);

@@ -19,6 +19,9 @@ impl Cri {
         let lock = self.lock_for(&sb.id);
         let _held = lock.lock().await;
         let before = self.sandbox(&sb.id)?;
+        // A pod stopped before (RemovePodSandbox stops it again) has its record as this stop
+        // would write it: no second write (and fsync) of it.
+        let recorded = before.meta.stopped && !before.meta.network_ready && before.meta.pid == 0;
         // The pause process goes while CNI unwires its namespace.
         let kill = async {
             if before.meta.pid != 0 {
@@ -39,23 +42,39 @@ impl Cri {
                     Err(e) => tracing::debug!(sandbox = before.id, error = %e, "kill pause"),
                 }
             }
-            self.sandbox_exited(&before.id).await;
+            // Recorded with the rest below, in one write.
+            self.pause_gone(&before.id, false).await;
         };
         // DEL also when ADD may have been cut short (berthd died mid-ADD): CNI's DEL is
         // idempotent, and an address half-allocated is released.
         let half_wired = !before.meta.netns.is_empty() && !before.meta.stopped;
+        // The namespace is unpinned as soon as CNI is done with it.
         let unwire = async {
             if before.meta.network_ready || half_wired {
-                self.network_down(&before).await
-            } else {
-                Ok(())
+                self.network_down(&before).await?;
             }
+            self.unpin_network(&before).await
         };
-        let ((), unwired) = tokio::join!(kill, unwire);
-        unwired?;
+        let ((), unwound) = tokio::join!(kill, unwire);
         let mut sb = self.sandbox(&before.id)?;
+        if let Err(e) = unwound {
+            // Not stopped: the pause's exit alone is recorded.
+            if sb.meta.pid != before.meta.pid {
+                self.persist_sandbox(&sb).await?;
+            }
+            return Err(e);
+        }
         sb.meta.network_ready = false;
-        let (netns, shm) = (sb.meta.netns.clone(), self.sandbox_files(&sb).shm);
+        sb.meta.stopped = true;
+        if !recorded {
+            self.persist_sandbox(&sb).await?;
+        }
+        Ok(())
+    }
+
+    /// The pod's pinned network namespace and its /dev/shm go.
+    async fn unpin_network(&self, sb: &Sandbox) -> Result<()> {
+        let (netns, shm) = (sb.meta.netns.clone(), self.sandbox_files(sb).shm);
         blocking(move || {
             if !netns.is_empty() {
                 netns::remove_netns(Path::new(&netns))?;
@@ -65,10 +84,7 @@ impl Cri {
             }
             Ok(())
         })
-        .await?;
-        sb.meta.stopped = true;
-        self.persist_sandbox(&sb).await?;
-        Ok(())
+        .await
     }
 
     pub(in crate::edge::cri) async fn network_down(&self, sb: &Sandbox) -> Result<()> {
