@@ -49,19 +49,19 @@ impl Cri {
             self.sandbox_state_dir(id),
             self.sandbox_dir(id),
         );
-        let _ = blocking(move || {
+        // The pod's files and its snapshot are apart: both removals wait on the disk at once.
+        let files = blocking(move || {
             let _ = netns::remove_netns(&netns);
             unmount(&state.join("shm"));
             let _ = std::fs::remove_dir_all(&state);
             let _ = std::fs::remove_dir_all(&dir);
             Ok(())
-        })
-        .await;
-        match self
+        });
+        let snapshot = self
             .snapshots
-            .remove(self.ns.clone(), &snapshotter, id.to_string())
-            .await
-        {
+            .remove(self.ns.clone(), &snapshotter, id.to_string());
+        let (_, removed) = tokio::join!(files, snapshot);
+        match removed {
             Ok(()) => {}
             Err(e) if e.kind() == Kind::NotFound => {}
             Err(e) => {
