@@ -387,7 +387,10 @@ fn views(d: &Daemon, dir: &Path, spec: &Value, id: &str) -> (String, String, boo
     let native_state = d.state().join("native/default").join(id);
     let on_native = native_state.join("state.json").exists();
     let mut init = String::new();
-    for _ in 0..100 {
+    // The init writes its view once it runs: a deadline, not a count of tries, so a loaded
+    // machine (each ctr call slower) still waits long enough.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         let out = d.ctr(&[
             "tasks",
             "exec",
