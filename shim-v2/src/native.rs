@@ -184,6 +184,7 @@ impl Native {
     /// Does what the helper was asked (runc's command line in `c`) in this process.
     fn serve_helper(&self, c: &Command, stdio: Stdio3) -> Result<Vec<u8>, String> {
         let done = |r: Result<(), Failed>| r.map(|()| vec![]).map_err(|f| f.0.to_string());
+        let _step = self.step_lock(c);
         match c.verb {
             "create" => self.create(c, stdio),
             "exec" => self.exec(c, stdio),
@@ -196,6 +197,32 @@ impl Native {
             "resume" => done(self.pause(c, false)),
             other => Err(format!("the native runtime has no {other:?}")),
         }
+    }
+
+    /// Holds the container's state directory locked (`flock`) for the step `c`, until the
+    /// helper ends: exclusively for the steps that rewrite libcontainer's `state.json`,
+    /// shared for those that only read it. libcontainer rewrites that file in place, so a
+    /// step loading it while another step's helper wrote it read a cut file and failed: the
+    /// shim's `kill --all` after a stopped init, landing while the Kill that stopped it was
+    /// still saving the state, failed at once, and the container's other processes (holding
+    /// its output pipe) lived on until the drain grace ran out, 2 s on every such stop.
+    /// `create` takes none: nothing else exists for the container before it, and its init,
+    /// which inherits the helper's descriptors and waits for `start`, would hold the lock.
+    /// The descriptor closes on exec, so an exec's process does not keep the lock either.
+    fn step_lock(&self, c: &Command) -> Option<std::fs::File> {
+        let op = match c.verb {
+            "start" | "kill" | "delete" | "pause" | "resume" => libc::LOCK_EX,
+            "exec" | "ps" | "update" => libc::LOCK_SH,
+            _ => return None,
+        };
+        let dir = std::fs::File::open(self.root.join(c.id().ok()?)).ok()?;
+        // SAFETY: flock on a descriptor owned here; retried when a signal interrupts it.
+        while unsafe { libc::flock(dir.as_raw_fd(), op) } != 0 {
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return None;
+            }
+        }
+        Some(dir)
     }
 
     /// `create`, in the helper: the spec is read there, so the serving shim never holds
@@ -672,6 +699,38 @@ mod tests {
         assert!(k.switches.contains(&"--all"));
         assert!(Command::parse(&["create", "--bundle"]).is_err());
         assert!(Command::parse(&[]).is_err());
+    }
+
+    #[test]
+    fn steps_that_rewrite_the_state_exclude_each_other_and_readers_share() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("c1")).unwrap();
+        let native = Native {
+            root: d.path().to_path_buf(),
+            reaper: Arc::new(Reaper::default()),
+            zygote: None,
+        };
+        // Whether a lock of kind `op` on c1's directory could be taken now, from another
+        // open file description (as another helper process has).
+        let free = |op: i32| {
+            let f = std::fs::File::open(d.path().join("c1")).unwrap();
+            // SAFETY: flock on a descriptor owned by `f`.
+            unsafe { libc::flock(f.as_raw_fd(), op | libc::LOCK_NB) == 0 }
+        };
+        let step = |args: &[&str]| native.step_lock(&Command::parse(args).unwrap());
+        let kill = step(&["kill", "c1", "15"]).expect("kill locks");
+        assert!(!free(libc::LOCK_EX) && !free(libc::LOCK_SH));
+        drop(kill);
+        let exec = step(&["exec", "--process", "/p.json", "c1"]).expect("exec locks");
+        assert!(free(libc::LOCK_SH), "readers share");
+        assert!(!free(libc::LOCK_EX), "a writer waits for a reader");
+        drop(exec);
+        assert!(free(libc::LOCK_EX));
+        assert!(step(&["create", "--bundle", "/b", "c1"]).is_none());
+        assert!(
+            step(&["kill", "gone", "9"]).is_none(),
+            "no directory, no lock"
+        );
     }
 
     #[test]
