@@ -58,33 +58,6 @@ for runtime in runc native; do
 done
 sleep 1 # the last shims write their profiles as they exit
 
-python3 - "$SHIM" "$WORK"/cg/cg.*.out > shim-v2/link-order.txt <<'EOF'
-# Every function of the shim binary that ran (callgrind's name compression: a name is given
-# once, on an fn= or cfn= line, and then referred to by its number), kept if the binary
-# defines it.
-import re, subprocess, sys
-shim, outs = sys.argv[1], sys.argv[2:]
-ran = set()
-for path in outs:
-    objects, names, used, current = {}, {}, set(), None
-    for line in open(path, errors="replace"):
-        m = re.match(r"^(ob|cob|fn|cfn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
-        if not m:
-            continue
-        kind, num, name = m.groups()
-        table = objects if kind in ("ob", "cob") else names
-        if name:
-            table[num] = name
-        if kind == "ob":
-            current = num
-        elif kind == "fn":
-            used.add((current, num))
-    for ob, num in used:
-        if objects.get(ob, "").endswith("containerd-shim-berth-v2") and num in names:
-            ran.add(re.sub(r"'\d+$", "", names[num]))
-nm = subprocess.run(["nm", "--defined-only", shim], capture_output=True, text=True, check=True)
-defined = {l.split()[-1] for l in nm.stdout.splitlines() if l.split()}
-for name in sorted(ran & defined):
-    print(name)
-EOF
+# Every function of the shim binary that ran in any of the shims, one phase.
+python3 scripts/link-order.py "$SHIM" "$(IFS=,; echo "$WORK"/cg/cg.*.out)" > shim-v2/link-order.txt
 echo "shim-order: $(wc -l < shim-v2/link-order.txt) functions in shim-v2/link-order.txt" >&2
