@@ -6,7 +6,7 @@
 //! missing from the bin dir, and the plugin runs as before, so every outcome is the plugin's.
 //!
 //! - portmap with no port mappings: the plugin parses its configuration and returns; there
-//!   is nothing to do.
+//!   is nothing to do (and its ADD hands the previous result on: [`add_passes_on`]).
 //! - bridge with host-local IPAM and no IP masquerade: `eth0` (the ifname) is deleted inside
 //!   the namespace (its veth peer on the bridge goes with it; a namespace or link already gone
 //!   is fine), then host-local's leases of the id and ifname are given back
@@ -54,6 +54,16 @@ pub(super) fn plan(bin_dir: &Path, plugin: &Value, conf: &Value, a: &Attachment)
         }
         _ => None,
     }
+}
+
+/// Whether `plugin`'s ADD would print its previous result unchanged: portmap without port
+/// mappings (it parses its configuration, then prints the previous result in its CNI
+/// version, which is already the result's own).
+pub(super) fn add_passes_on(bin_dir: &Path, plugin: &Value, conf: &Value, a: &Attachment) -> bool {
+    plugin["type"] == "portmap"
+        && conf["prevResult"].is_object()
+        && conf["prevResult"]["cniVersion"] == conf["cniVersion"]
+        && plan(bin_dir, plugin, conf, a) == Some(Del::Nothing)
 }
 
 /// Does `del` for the attachment `a` (blocking: netlink and the lease files).
@@ -373,6 +383,13 @@ mod tests {
         let conf = json!({"type": "portmap", "name": "net", "cniVersion": "1.0.0",
             "prevResult": {"ips": [{"address": "10.231.0.5/16", "interface": 2}]}});
         assert_eq!(plan(bin.path(), &plugin, &conf, &pod()), Some(Del::Nothing));
+        assert!(
+            !add_passes_on(bin.path(), &plugin, &conf, &pod()),
+            "a result of another version"
+        );
+        let mut same = conf.clone();
+        same["prevResult"]["cniVersion"] = json!("1.0.0");
+        assert!(add_passes_on(bin.path(), &plugin, &same, &pod()));
         let mut mapped = conf.clone();
         mapped["runtimeConfig"] = json!({"portMappings": [{"hostPort": 80, "containerPort": 80}]});
         assert_eq!(plan(bin.path(), &plugin, &mapped, &pod()), None);
