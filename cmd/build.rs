@@ -1,5 +1,5 @@
-//! Records the git revision berth was built from, for the Version service; links the CLI and
-//! berthd position-dependent, and berthd's release build with its functions in the order of
+//! Records the git revision berth was built from, for the Version service; links the CLI
+//! position-dependent, and berthd's release build with its functions in the order of
 //! `berthd-link-order.txt`.
 fn main() {
     let rev = std::process::Command::new("git")
@@ -14,10 +14,10 @@ fn main() {
     // The CLI starts once per command: linked at a fixed address, it skips the loader's
     // ~20,000 relocations at every start (as the shim does; see shim-v2/build.rs).
     println!("cargo:rustc-link-arg-bin=berth=-no-pie");
-    // berthd too: as a PIE its ~39,000 relocations (a 913 KB table, read once) dirty every
-    // page of .data.rel.ro (650 KB) at start, and both stay resident: ~1.3 MB of an idle
-    // daemon's RSS (docs/perf/memory-2026-12-07.md).
-    println!("cargo:rustc-link-arg-bin=berthd=-no-pie");
+    // berthd stays a PIE: a long-running root daemon that parses what registries and clients
+    // send keeps its code at a random address (ASLR). Position-dependent it idled ~2 MB lower
+    // (its relocations dirty .data.rel.ro at start; docs/perf/memory-2026-12-07.md), a
+    // hardening trade not worth that much.
     order_berthd();
 }
 
