@@ -261,7 +261,13 @@ impl Tasks {
     }
 
     pub async fn start(&self, ns: Namespace, p: ProcessRef) -> Result<u32> {
-        self.get(&ns, &p.container_id)?.client.start(&p).await
+        let task = self.get(&ns, &p.container_id)?;
+        if !p.exec_id.is_empty() {
+            // An exec's process joins the container's cgroups while the shim sets it up: the
+            // kernel's grace-period wait for that move starts now (the init's was at create).
+            warmup::begin();
+        }
+        task.client.start(&p).await
     }
 
     pub async fn state(&self, ns: Namespace, p: ProcessRef) -> Result<ProcessState> {

@@ -7,7 +7,9 @@
 //! container start pays it once, when its init is moved into the container's cgroup: a
 //! third of a `run --rm`. berthd therefore moves itself into the cgroup it is already in, on
 //! a thread of its own, as soon as a task is to be created: the wait runs while the shim
-//! starts and mounts the rootfs, and the container's own move finds the lock warm.
+//! starts and mounts the rootfs, and the container's own move finds the lock warm. An exec's
+//! process moves too, so the start of an exec (and the CRI's ExecSync and Exec) warms it as
+//! well.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
