@@ -1,6 +1,9 @@
 //! Records the git revision berth was built from, for the Version service; links the CLI
 //! position-dependent, and berthd's release build with its functions in the order of
 //! `berthd-link-order.txt`.
+#[path = "../shim-v2/link_order.rs"]
+mod link_order;
+
 fn main() {
     let rev = std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
@@ -22,28 +25,12 @@ fn main() {
 }
 
 /// In release builds linked by lld with `berthd-link-order.txt` first (what berthd runs from
-/// start until idle, then what its requests add; recorded by `scripts/berthd-order.sh`): the
-/// kernel maps a binary 64 KB or a page-cache folio at a time around each fault, so start-up
-/// code scattered over 21 MB of text kept ~12 MB of it mapped in an idle berthd. Names the
-/// file has that a build lacks are skipped; rerun the script when they are many.
+/// start until idle, then what its requests add; recorded by `scripts/berthd-order.sh`):
+/// start-up code scattered over 21 MB of text kept ~12 MB of it mapped in an idle berthd.
 fn order_berthd() {
-    println!("cargo:rerun-if-changed=berthd-link-order.txt");
-    println!("cargo:rerun-if-env-changed=PATH");
-    if std::env::var("PROFILE").as_deref() != Ok("release") {
-        return;
-    }
-    let has_lld = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("ld.lld").is_file()));
-    if !has_lld {
-        println!("cargo:warning=ld.lld not found: berthd links without its function order (more memory when idle); apt-get install lld");
-        return;
-    }
-    let order = concat!(env!("CARGO_MANIFEST_DIR"), "/berthd-link-order.txt");
-    for arg in [
-        "-fuse-ld=lld".to_string(),
-        format!("-Wl,--symbol-ordering-file={order}"),
-        "-Wl,--no-warn-symbol-ordering".to_string(),
-    ] {
-        println!("cargo:rustc-link-arg-bin=berthd={arg}");
-    }
+    link_order::link_in_order(
+        "berthd-link-order.txt",
+        "rustc-link-arg-bin=berthd",
+        "berthd",
+    );
 }

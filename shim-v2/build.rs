@@ -9,28 +9,10 @@
 //!   a time around each fault, so code a shim uses spread over the whole 3.5 MB text made
 //!   every shim map ~1.3 MB of it; gathered, ~0.8 MB. Names the file has that a build lacks
 //!   (after a toolchain or dependency update) are skipped; rerun the script then.
-use std::path::Path;
+#[path = "link_order.rs"]
+mod link_order;
 
 fn main() {
     println!("cargo:rustc-link-arg-bins=-no-pie");
-    println!("cargo:rerun-if-changed=link-order.txt");
-    println!("cargo:rerun-if-env-changed=PATH");
-    if std::env::var("PROFILE").as_deref() != Ok("release") {
-        return;
-    }
-    let lld = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("ld.lld").is_file()));
-    if !lld {
-        println!(
-            "cargo:warning=ld.lld not found: the shim links without its function order (more memory per shim); apt-get install lld"
-        );
-        return;
-    }
-    let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("link-order.txt");
-    println!("cargo:rustc-link-arg-bins=-fuse-ld=lld");
-    println!(
-        "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
-        order.display()
-    );
-    println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    link_order::link_in_order("link-order.txt", "rustc-link-arg-bins", "the shim");
 }
