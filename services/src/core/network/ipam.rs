@@ -20,15 +20,22 @@ struct Store {
 }
 
 impl Store {
+    /// The network's directory and its lock are made if absent with host-local's own modes
+    /// (0755 and 0750), so berth and the plugin leave the same files.
     fn open(data_dir: &Path, network: &str) -> Result<Store> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let dir = data_dir.join(network);
-        std::fs::create_dir_all(&dir)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
             .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         let path = dir.join("lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o750)
             .open(&path)
             .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         // SAFETY: flock on a descriptor we own; it blocks this (pool) thread until ours.
@@ -137,26 +144,11 @@ pub fn release(data_dir: &Path, network: &str, id: &str, ifname: &str) -> Result
 
 /// Gives back `id`'s leases exactly as host-local's DEL does, for a CNI network whose
 /// host-local DEL berth does in process: the network's directory and its lock made if absent
-/// (0755 and 0750, as the plugin makes them), every file under it whose trimmed contents are
+/// (as [`Store::open`] makes them, with the plugin's modes), every file under it whose trimmed contents are
 /// `<id>\r\n<ifname>` removed, and only when none was, those holding `<id>` alone (an older
 /// host-local's leases). A lease that cannot be read or removed is passed over, as the
 /// plugin passes it over.
 pub fn release_as_host_local(data_dir: &Path, network: &str, id: &str, ifname: &str) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = data_dir.join(network);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(&dir)
-        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-    let lock = dir.join("lock");
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o750)
-        .open(&lock)
-        .map_err(|e| Error::io(format!("open {}", lock.display()), e))?;
     let store = Store::open(data_dir, network)?;
     if !remove_holding(&store.dir, &owner(id, ifname)) {
         remove_holding(&store.dir, id.trim());
