@@ -407,6 +407,45 @@ fn owner_mode_times_xattrs_devices() {
     assert_eq!((dm.mode() & 0o7777, dm.mtime()), (0o750, 1_600_000_000));
 }
 
+/// Owners and modes come out as the tar says whether they were set by a call or the name was
+/// made with them (root's own files under the umask): a set-gid directory's group and its
+/// set-gid bit are not passed on, modes the umask would cut are set in full.
+#[test]
+fn owners_and_modes_are_exact_whether_set_or_made_so() {
+    let s = Scene::new();
+    let owned = |name: &str, kind, mode, (uid, gid): (u64, u64)| {
+        let mut h = Layer::header(name, kind, 0, mode);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h
+    };
+    use tar::EntryType::{Directory as D, Regular as R};
+    let l = Layer::new()
+        .push(owned("sg", D, 0o2775, (0, 4321)), &[])
+        .push(owned("sg/f", R, 0o644, (0, 0)), &[])
+        .push(owned("sg/d", D, 0o755, (0, 0)), &[])
+        .push(owned("sg/d/f", R, 0o640, (0, 0)), &[])
+        .push(owned("wide", R, 0o777, (0, 0)), &[])
+        .push(owned("ro", D, 0o555, (0, 0)), &[])
+        .push(owned("ro/f", R, 0o444, (0, 0)), &[])
+        .push(owned("theirs", R, 0o644, (1234, 5678)), &[])
+        .push(owned("sticky", D, 0o1777, (0, 0)), &[]);
+    s.apply(&l.bytes(), Whiteouts::Delete).unwrap();
+    let got = |p: &str| {
+        let m = std::fs::symlink_metadata(s.root.join(p)).unwrap();
+        (m.uid(), m.gid(), m.mode() & 0o7777)
+    };
+    assert_eq!(got("sg"), (0, 4321, 0o2775));
+    assert_eq!(got("sg/f"), (0, 0, 0o644));
+    assert_eq!(got("sg/d"), (0, 0, 0o755));
+    assert_eq!(got("sg/d/f"), (0, 0, 0o640));
+    assert_eq!(got("wide"), (0, 0, 0o777));
+    assert_eq!(got("ro"), (0, 0, 0o555));
+    assert_eq!(got("ro/f"), (0, 0, 0o444));
+    assert_eq!(got("theirs"), (1234, 5678, 0o644));
+    assert_eq!(got("sticky"), (0, 0, 0o1777));
+}
+
 #[test]
 fn owner_ids_out_of_range_are_refused() {
     let s = Scene::new();

@@ -33,7 +33,7 @@ impl Applier {
         let kind = entry.header().entry_type();
         let meta = meta(entry, &raw)?;
         let keeps_dirs = keeps_dirs(kind);
-        let (parent_path, dir, name) = self.parent(&path, name, keeps_dirs, &raw)?;
+        let (parent_path, dir, name, setgid) = self.parent(&path, name, keeps_dirs, &raw)?;
         let cname = cstr(&name)?;
         let place = Place {
             raw: &raw,
@@ -41,40 +41,64 @@ impl Applier {
             dir: &dir,
             name: &name,
             cname: &cname,
+            born_owned: !setgid && self.creates.owns(&meta),
+            setgid,
         };
+        if meta.xattrs.iter().any(|(k, _)| k == DEFAULT_ACL) {
+            // Names made below it take their modes from the ACL, not from the umask.
+            self.creates.exact_modes = false;
+        }
         let result = self.make(entry, kind, &place, &meta);
         if keeps_dirs {
-            self.parent_cache = Some((parent_path, dir));
+            self.parent_cache = Some((parent_path, dir, setgid));
         }
         result?;
         self.created.insert(path);
         Ok(())
     }
 
-    /// The directory `path` is made in (the cached one when it is the same), its path and the
-    /// entry's name in it. The cache goes when this entry may change what it resolves to.
+    /// The directory `path` is made in (the cached one when it is the same), its path, the
+    /// entry's name in it, and whether the directory is set-gid (names made in it take its
+    /// group). The cache goes when this entry may change what it resolves to.
     fn parent(
         &mut self,
         path: &Path,
         name: OsString,
         keeps_dirs: bool,
         raw: &Path,
-    ) -> Result<(PathBuf, OwnedFd, OsString)> {
+    ) -> Result<(PathBuf, OwnedFd, OsString, bool)> {
         if !keeps_dirs
             || self
                 .parent_cache
                 .as_ref()
-                .is_some_and(|(p, _)| p.starts_with(path))
+                .is_some_and(|(p, _, _)| p.starts_with(path))
         {
             self.parent_cache = None;
         }
         let parent_path = path.parent().unwrap_or(Path::new("")).to_path_buf();
-        let (dir, name) = match self.parent_cache.take() {
-            Some((p, fd)) if p == parent_path => (fd, name),
-            _ => self.root.parent_of(path).map_err(|e| entry_err(raw, e))?,
+        let (dir, name, setgid) = match self.parent_cache.take() {
+            Some((p, fd, setgid)) if p == parent_path => (fd, name, setgid),
+            _ => {
+                let (fd, name) = self.root.parent_of(path).map_err(|e| entry_err(raw, e))?;
+                // Unknown (a failed stat) counts as set-gid: owners are then always set.
+                let setgid = fstat(&fd).is_none_or(|st| st.st_mode & libc::S_ISGID != 0);
+                (fd, name, setgid)
+            }
         };
-        Ok((parent_path, dir, name))
+        Ok((parent_path, dir, name, setgid))
     }
+}
+
+/// The xattr holding a directory's default ACL.
+const DEFAULT_ACL: &str = "system.posix_acl_default";
+
+fn fstat(fd: &OwnedFd) -> Option<libc::stat> {
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills the stat buffer for a descriptor we hold (O_PATH is allowed).
+    (unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } == 0)
+        // SAFETY: fstat succeeded, so it initialised the buffer.
+        .then(|| unsafe { st.assume_init() })
 }
 
 /// Anything but a plain file may change what a cached directory path resolves to.

@@ -3,6 +3,7 @@
 //! opened inside the root, by a name of one component and never through a symlink: whatever
 //! stands at the name already is removed first (a directory is kept for a directory).
 
+use super::metadata::Born;
 use super::{entry_err, link_target, Applier, Meta, Place};
 use crate::layer::root::{cstr, last_os_error, lstat_at};
 use crate::Result;
@@ -45,14 +46,18 @@ impl Applier {
             dir,
             name,
             cname,
+            ..
         } = *place;
+        let exact = self.creates.exact_mode(meta.mode);
+        let mode = exact.unwrap_or(0o700);
         // A directory already there is kept; anything else there is replaced.
-        if let Err(e) = mkdir(dir, cname, raw) {
+        let mut made = true;
+        if let Err(e) = mkdir(dir, cname, mode, raw) {
             match lstat_at(dir, name)? {
-                Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {}
+                Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => made = false,
                 Some(_) => {
                     place.clear()?;
-                    mkdir(dir, cname, raw)?;
+                    mkdir(dir, cname, mode, raw)?;
                 }
                 None => return Err(e),
             }
@@ -64,7 +69,11 @@ impl Applier {
             0,
             raw,
         )?;
-        self.finish_fd(&fd, meta, None, raw)?;
+        let born = Born {
+            owner: made && place.born_owned,
+            mode: made && exact.is_some() && !place.setgid,
+        };
+        self.finish_fd(&fd, meta, None, born, raw)?;
         self.dir_times.push((path.to_path_buf(), meta.mtime));
         Ok(())
     }
@@ -82,15 +91,23 @@ impl Applier {
         } = *place;
         let flags =
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // Made with its final mode when that comes out exact, else private until chmod'ed.
+        let exact = self.creates.exact_mode(meta.mode);
+        let mode = exact.unwrap_or(0o600);
         // SAFETY: openat of a single name in a directory fd we hold; O_EXCL|O_NOFOLLOW never
         // opens what is there, and never through a symlink.
         let fd = place.create("open", || unsafe {
-            libc::openat(dir.as_raw_fd(), cname.as_ptr(), flags, 0o600)
+            libc::openat(dir.as_raw_fd(), cname.as_ptr(), flags, mode)
         })?;
         // SAFETY: a fresh descriptor from the kernel, owned from here on.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         self.copy_contents(entry, &fd, raw)?;
-        self.finish_fd(&fd, meta, Some(meta.mtime), raw)
+        // O_EXCL: the file is new, so it has the owner and mode it was made with.
+        let born = Born {
+            owner: place.born_owned,
+            mode: exact.is_some(),
+        };
+        self.finish_fd(&fd, meta, Some(meta.mtime), born, raw)
     }
 
     fn copy_contents<R: Read>(
@@ -170,9 +187,9 @@ impl Applier {
     }
 }
 
-fn mkdir(dir: &OwnedFd, name: &std::ffi::CStr, raw: &Path) -> Result<()> {
+fn mkdir(dir: &OwnedFd, name: &std::ffi::CStr, mode: u32, raw: &Path) -> Result<()> {
     // SAFETY: mkdirat of a single name in a directory fd we hold.
-    if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o700) } != 0 {
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) } != 0 {
         return Err(entry_err(raw, last_os_error("mkdir")));
     }
     Ok(())

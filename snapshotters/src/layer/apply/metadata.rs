@@ -8,23 +8,34 @@ use crate::Result;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
+/// What a name just made has already (see [`super::Creates`]).
+#[derive(Clone, Copy)]
+pub(super) struct Born {
+    /// The entry's owner.
+    pub owner: bool,
+    /// The entry's mode.
+    pub mode: bool,
+}
+
 impl Applier {
-    /// Owner, mode, xattrs and (for files) times, set on an open descriptor.
+    /// Owner, mode, xattrs and (for files) times, set on an open descriptor; the owner and
+    /// the mode only where `born` says the name does not have them already.
     pub(super) fn finish_fd(
         &self,
         fd: &OwnedFd,
         meta: &Meta,
         mtime: Option<libc::timespec>,
+        born: Born,
         raw: &Path,
     ) -> Result<()> {
         let (uid, gid, mode, xattrs) = (meta.uid, meta.gid, meta.mode, &meta.xattrs);
         // SAFETY: plain syscalls on a descriptor we own.
         unsafe {
-            if libc::fchown(fd.as_raw_fd(), uid, gid) != 0 {
+            if !born.owner && libc::fchown(fd.as_raw_fd(), uid, gid) != 0 {
                 return Err(entry_err(raw, last_os_error("chown")));
             }
-            // After chown, which clears set-id bits.
-            if libc::fchmod(fd.as_raw_fd(), mode) != 0 {
+            // After chown, which clears set-id bits (a mode born exact has none to lose).
+            if !born.mode && libc::fchmod(fd.as_raw_fd(), mode) != 0 {
                 return Err(entry_err(raw, last_os_error("chmod")));
             }
         }

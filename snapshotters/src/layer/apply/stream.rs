@@ -58,6 +58,8 @@ pub(super) fn run(
         let hashing = scope.spawn(move || hash(hrx));
         let failed = &failed;
         let parser = scope.spawn(move || -> Result<u64> {
+            // A thread of its own: its umask can be its own, too.
+            applier.creates.exact_modes &= super::own_umask();
             let r = parse(rx, &mut applier);
             if r.is_err() {
                 failed.store(true, Ordering::SeqCst);
