@@ -13,6 +13,7 @@ pub mod overlay;
 pub mod storage;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
+pub mod view;
 pub mod whiteout;
 
 use std::collections::BTreeMap;

@@ -4,6 +4,9 @@
 use crate::core::error::{Error, Result};
 use crate::core::seccomp;
 use berth_snapshotters::layer::root::Root;
+use berth_snapshotters::mount::TempMount;
+use berth_snapshotters::view::{self, Found};
+use berth_snapshotters::Mount;
 use serde_json::{json, Value};
 use std::io::Read;
 use std::path::Path;
@@ -320,16 +323,40 @@ pub fn parse_size(s: &str) -> Option<i64> {
     (n > 0.0).then_some((n * mult as f64) as i64)
 }
 
+/// The most read of /etc/passwd or /etc/group.
+const ACCOUNTS_LIMIT: u64 = 4 << 20;
+
 /// Reads a file inside the rootfs, resolved by the kernel within it.
 fn read_in_root(root: &Path, rel: &str) -> Option<String> {
     let r = Root::open(root).ok()?;
     let fd = r.open_in(Path::new(rel), libc::O_RDONLY).ok()?;
     let mut s = String::new();
     std::fs::File::from(fd)
-        .take(4 << 20)
+        .take(ACCOUNTS_LIMIT)
         .read_to_string(&mut s)
         .ok()?;
     Some(s)
+}
+
+/// A file read from a snapshot's directories as [`read_in_root`] reads it in the mounted
+/// rootfs: absent, unreadable or not UTF-8 is empty.
+fn found_text(found: Found) -> String {
+    match found {
+        Found::Contents(bytes) => String::from_utf8(bytes).unwrap_or_default(),
+        Found::Nothing => String::new(),
+    }
+}
+
+/// [`resolve_user`] in the rootfs `mounts` stand for: /etc/passwd and /etc/group read straight
+/// from the snapshot's directories when they can be read exactly so (berth's overlay and bind
+/// shapes), else from the rootfs mounted for the purpose.
+pub fn resolve_user_in_mounts(mounts: &[Mount], user: &str) -> Result<(u32, u32, Vec<u32>)> {
+    let read = |rel: &str| view::read_file(mounts, Path::new(rel), ACCOUNTS_LIMIT);
+    if let Some((passwd, group)) = read("etc/passwd").and_then(|p| Some((p, read("etc/group")?))) {
+        return resolve_user_from(&found_text(passwd), &found_text(group), user);
+    }
+    let mounted = TempMount::new(mounts)?;
+    resolve_user(mounted.path(), user)
 }
 
 fn parse_id(s: &str, what: &str) -> Result<u32> {
@@ -344,12 +371,17 @@ fn parse_id(s: &str, what: &str) -> Result<u32> {
 
 /// Resolves `user` against the rootfs: (uid, gid, supplementary gids including the primary).
 pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>)> {
+    let passwd = read_in_root(rootfs, "etc/passwd").unwrap_or_default();
+    let group = read_in_root(rootfs, "etc/group").unwrap_or_default();
+    resolve_user_from(&passwd, &group, user)
+}
+
+/// [`resolve_user`] against the contents of /etc/passwd and /etc/group.
+fn resolve_user_from(passwd: &str, group: &str, user: &str) -> Result<(u32, u32, Vec<u32>)> {
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let passwd = read_in_root(rootfs, "etc/passwd").unwrap_or_default();
-    let group = read_in_root(rootfs, "etc/group").unwrap_or_default();
     let entry = passwd
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
@@ -400,6 +432,76 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, Vec<u32>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An active overlay snapshot over two layers written as the overlay snapshotter stores
+    /// them: the top one replaces /etc/group with a symlink and whites out /etc/shadow.
+    fn account_layers(dir: &Path) -> Vec<Mount> {
+        let (bottom, top) = (dir.join("l0"), dir.join("l1"));
+        for d in [bottom.join("etc"), top.join("etc"), top.join("usr/share")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        for d in ["upper", "work"] {
+            std::fs::create_dir(dir.join(d)).unwrap();
+        }
+        let passwd = "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1::/:/bin/false\napp:x:1000:1000::/home/app:/bin/sh\n";
+        std::fs::write(bottom.join("etc/passwd"), passwd).unwrap();
+        std::fs::write(bottom.join("etc/group"), "root:x:0:\nold:x:9:app\n").unwrap();
+        std::fs::write(bottom.join("etc/shadow"), "").unwrap();
+        let group = "root:x:0:\nstaff:x:50:app\nusers:x:100:daemon,app\napp:x:1000:\n";
+        std::fs::write(top.join("usr/share/group"), group).unwrap();
+        std::os::unix::fs::symlink("../usr/share/group", top.join("etc/group")).unwrap();
+        let whiteout =
+            std::ffi::CString::new(top.join("etc/shadow").into_os_string().into_encoded_bytes())
+                .unwrap();
+        // SAFETY: a NUL-terminated path; a 0/0 character device is overlayfs' whiteout.
+        let made = unsafe { libc::mknod(whiteout.as_ptr(), libc::S_IFCHR, 0) };
+        assert_eq!(made, 0, "{}", std::io::Error::last_os_error());
+        vec![Mount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![
+                "index=off".into(),
+                format!("workdir={}", dir.join("work").display()),
+                format!("upperdir={}", dir.join("upper").display()),
+                format!("lowerdir={}:{}", top.display(), bottom.display()),
+            ],
+        }]
+    }
+
+    /// Users resolve from the snapshot's directories exactly as in its mounted rootfs.
+    #[test]
+    fn users_resolve_alike_without_a_mount() {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "this test mounts an overlay: run as root");
+        let dir = tempfile::tempdir().unwrap();
+        let mounts = account_layers(dir.path());
+        let direct = view::read_file(&mounts, Path::new("etc/group"), ACCOUNTS_LIMIT);
+        assert!(direct.is_some(), "the layers are read without a mount");
+        let mounted = TempMount::new(&mounts).unwrap();
+        for user in [
+            "0",
+            "root",
+            "daemon",
+            "app",
+            "app:staff",
+            "app:100",
+            "1000:7",
+            "4242",
+            "4242:staff",
+            "nobody",
+            "app:nogroup",
+            "1:old",
+        ] {
+            let without = resolve_user_in_mounts(&mounts, user).map_err(|e| e.to_string());
+            let with = resolve_user(mounted.path(), user).map_err(|e| e.to_string());
+            assert_eq!(without, with, "{user}");
+        }
+        assert_eq!(
+            resolve_user_in_mounts(&mounts, "app").unwrap(),
+            (1000, 1000, vec![1000, 50, 100])
+        );
+    }
 
     #[test]
     fn image_config_applies() {

@@ -274,11 +274,8 @@ impl Cri {
             (None, false) => user.clone(),
         };
         let m = mounts.to_vec();
-        let (uid, gid, mut groups) = blocking(move || {
-            let mounted = berth_snapshotters::mount::TempMount::new(&m)?;
-            crate::core::spec::resolve_user(mounted.path(), &spec_user)
-        })
-        .await?;
+        let (uid, gid, mut groups) =
+            blocking(move || crate::core::spec::resolve_user_in_mounts(&m, &spec_user)).await?;
         let strict = sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32;
         if strict {
             groups = vec![gid];
