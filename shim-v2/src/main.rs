@@ -1,5 +1,6 @@
 //! containerd-shim-berth-v2: `start` (launch a detached shim and tell the caller its
-//! address, in the caller's protocol: [`bootstrap`]), `delete` (clean up after a shim that is
+//! address, in the caller's protocol: [`bootstrap`]), `launch` (be that detached shim, run
+//! by berthd itself: no `start` process in between), `delete` (clean up after a shim that is
 //! gone), and the shim itself (`serve`), which removes its socket when it exits and gives up
 //! when the daemon that started it goes before asking for a task.
 
@@ -314,12 +315,19 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     find(hay, needle).is_some()
 }
 
-fn start(a: &Args) -> Result<(), String> {
+/// What `start` and `launch` begin with: what the caller gave on stdin, the bundle (the
+/// working directory), the socket to serve on (no address recorded yet), and the caller
+/// watched.
+fn begin(a: &Args) -> Result<(Given, PathBuf, PathBuf, Option<Requester>), String> {
     let given = Given::read(&a.id, &a.namespace)?;
     let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
     let sock = socket_path(&bundle, &a.namespace, &a.id, given.socket_dir().as_deref());
     let _ = std::fs::remove_file(bundle.join("address"));
-    let requester = Requester::watch()?;
+    Ok((given, bundle, sock, Requester::watch()?))
+}
+
+fn start(a: &Args) -> Result<(), String> {
+    let (given, bundle, sock, requester) = begin(a)?;
     // The serving shim says it is listening by writing a byte to fd 3.
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills two descriptors into the array.
@@ -375,6 +383,36 @@ fn start(a: &Args) -> Result<(), String> {
         let _ = std::fs::remove_file(bundle.join("address"));
     }
     started
+}
+
+/// `launch`: the serving shim run directly by its caller (berthd, for its own shim), without
+/// `start`'s process in between: one fork, one exit and one wake-up of the caller fewer on
+/// every task's start. It reads what `start` reads on stdin, joins the cgroup it names,
+/// leaves its address in the bundle's `address` file, and says it listens by writing one
+/// byte on its stdout (the caller's pipe), which it then closes. Errors before that are told
+/// on stderr, which it closes too (nothing of the caller's stays open in the zygote).
+fn launch(a: &Args) -> Result<(), String> {
+    let (given, _, sock, requester) = begin(a)?;
+    if let Some(cgroup) = given.shim_cgroup() {
+        bootstrap::join_cgroup(std::process::id() as i32, cgroup)?;
+    }
+    // SAFETY: this process's own descriptors: a session of its own, its stdout (the caller's
+    // pipe) moved to fd 3 where `serve_at` writes its ready byte, stdio on /dev/null.
+    unsafe {
+        libc::setsid();
+        if libc::dup2(1, READY_FD) != READY_FD {
+            return Err(format!("dup2: {}", std::io::Error::last_os_error()));
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+        if null > 2 {
+            libc::close(null);
+        }
+    }
+    let ttrpc = given.ttrpc_address();
+    serve_at(a, &sock, ttrpc, requester)
 }
 
 /// The parent's half of `start` once the serving shim is forked: it joins the cgroup the
@@ -538,10 +576,11 @@ fn main() {
         }
         _ if a.info => info::run(&runc_binary().unwrap_or_else(|| "runc".into())),
         "start" => start(&a),
+        "launch" => launch(&a),
         "serve" => serve(&a),
         "delete" => delete(&a),
         other => Err(format!(
-            "unknown action {other:?}; expected start or delete"
+            "unknown action {other:?}; expected start, launch or delete"
         )),
     });
     if let Err(e) = result {

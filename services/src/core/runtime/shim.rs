@@ -128,6 +128,9 @@ pub fn locate(name: &str, first: Option<PathBuf>) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The binary of berth's own shim (`io.containerd.berth.v2`).
+pub const OWN_SHIM: &str = "containerd-shim-berth-v2";
+
 /// The environment variable berth's shim reads its low-level runtime from (`native`,
 /// `runc`, or a runc-compatible binary).
 pub const RUNTIME_ENV: &str = "BERTH_SHIM_RUNTIME";
@@ -169,8 +172,11 @@ impl Launch<'_> {
             .env("TTRPC_ADDRESS", &self.ttrpc_address)
             .env("GRPC_ADDRESS", self.address)
             .env("NAMESPACE", self.namespace)
-            .envs(self.runtime.map(|r| (RUNTIME_ENV, r)))
-            .process_group(0);
+            .envs(self.runtime.map(|r| (RUNTIME_ENV, r)));
+        if action != "launch" {
+            // `launch` makes a session of its own, which a group leader cannot.
+            cmd.process_group(0);
+        }
         cmd
     }
 
@@ -192,6 +198,9 @@ impl Launch<'_> {
             socket_dir: &socket_dir,
             options,
         });
+        if self.binary.file_name() == Some(std::ffi::OsStr::new(OWN_SHIM)) {
+            return self.launch(input).await;
+        }
         let out = self.run("start", input).await?;
         let socket = self.usable(self.shims.decode_started(&out));
         let socket = match socket {
@@ -208,6 +217,55 @@ impl Launch<'_> {
             return Err(e);
         }
         Ok(socket)
+    }
+
+    /// Runs berth's own shim as the serving shim itself (`<shim> launch`, reading `start`'s
+    /// stdin): no `start` process between berthd and it. It says it listens with a byte on
+    /// its stdout, its address already in the bundle. A shim that does not come up is
+    /// killed and its socket removed; one that does is reaped by tokio once it exits.
+    async fn launch(&self, input: Vec<u8>) -> Result<PathBuf> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let io = |e| Error::io(format!("launch {}", self.binary.display()), e);
+        let mut cmd = self.command("launch");
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io)?;
+        let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
+        let ready = async {
+            if let Some(mut w) = stdin {
+                // A shim that reads nothing closes its end; its failure is told below.
+                let _ = w.write_all(&input).await;
+            }
+            let mut byte = [0u8; 1];
+            match stdout {
+                Some(mut r) => r.read(&mut byte).await.is_ok_and(|n| n == 1),
+                None => false,
+            }
+        };
+        let ready = tokio::time::timeout(SHIM_COMMAND_TIMEOUT, ready).await;
+        let socket = bundle_socket(self.bundle);
+        if let (Ok(true), Some(socket)) = (ready, &socket) {
+            return Ok(socket.clone());
+        }
+        let _ = child.start_kill();
+        let status = child.wait().await.map_err(io)?;
+        let mut said = Vec::new();
+        if let Some(r) = child.stderr.take() {
+            let mut head = r.take(MAX_STDERR as u64);
+            let read = head.read_to_end(&mut said);
+            let _ = tokio::time::timeout(Duration::from_secs(1), read).await;
+        }
+        if let Some(s) = socket {
+            remove_shim_at(s).await;
+        }
+        Err(Error::precondition(format!(
+            "shim {} launch failed ({status}): {}",
+            self.binary.display(),
+            String::from_utf8_lossy(&said).trim()
+        )))
     }
 
     /// Where a shim that asks its caller puts its socket: `<state>/s`, beside the bundles.
