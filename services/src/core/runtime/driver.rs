@@ -93,6 +93,8 @@ pub trait ShimWire: Send + Sync {
     /// Connects to the shim listening on `socket`, on whichever Task API version (2 or 3)
     /// it serves.
     fn connect<'a>(&'a self, socket: &'a Path) -> BoxFuture<'a, Result<Box<dyn ShimApi>>>;
+    /// Connects to a shim known to serve the Task API v2 (berth's own), without asking.
+    fn connect_v2<'a>(&'a self, socket: &'a Path) -> BoxFuture<'a, Result<Box<dyn ShimApi>>>;
     /// What `<shim> delete` printed on stdout; garbage reads as nothing.
     fn decode_deleted(&self, stdout: &[u8]) -> Exited;
     /// The runtime options a task is created with: runc's options with runc's state

@@ -108,9 +108,9 @@ pub fn runc_options(given: Option<AnyValue>, runc_root: &Path) -> (AnyValue, Opt
 }
 
 impl ShimClient {
-    /// Connects to a shim known to serve the Task API v2, without asking (tests' fake shims,
-    /// some of which answer nothing): berthd itself always [`negotiate`](Self::negotiate)s.
-    #[cfg(test)]
+    /// Connects to a shim known to serve the Task API v2, without asking: berth's own shim
+    /// (a Connect call less on every task's start) and tests' fake shims, some of which
+    /// answer nothing. Any other shim is asked: [`negotiate`](Self::negotiate).
     pub async fn connect(socket: &Path) -> Result<Self> {
         Ok(ShimClient {
             conn: ttrpc::Client::connect(socket).await?,
@@ -418,6 +418,13 @@ impl ShimWire for TtrpcShims {
     fn connect<'a>(&'a self, socket: &'a Path) -> BoxFuture<'a, Result<Box<dyn ShimApi>>> {
         Box::pin(async move {
             let c: Box<dyn ShimApi> = Box::new(ShimClient::negotiate(socket).await?);
+            Ok(c)
+        })
+    }
+
+    fn connect_v2<'a>(&'a self, socket: &'a Path) -> BoxFuture<'a, Result<Box<dyn ShimApi>>> {
+        Box::pin(async move {
+            let c: Box<dyn ShimApi> = Box::new(ShimClient::connect(socket).await?);
             Ok(c)
         })
     }
