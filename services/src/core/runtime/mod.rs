@@ -241,10 +241,26 @@ impl Tasks {
     }
 
     fn unregister(&self, ns: &Namespace, id: &str, task: &ShimTask) {
+        self.forget(ns, id);
+        bundle::remove(&task.bundle, &self.cfg.work(ns.as_str(), id));
+    }
+
+    /// Takes the task out of the table.
+    fn forget(&self, ns: &Namespace, id: &str) {
         if let Ok(mut m) = self.tasks.lock() {
             m.remove(&(ns.to_string(), id.to_string()));
         }
-        bundle::remove(&task.bundle, &self.cfg.work(ns.as_str(), id));
+    }
+
+    /// [`unregister`](Self::unregister), the bundle removed on a blocking thread.
+    async fn unregister_off_thread(&self, ns: &Namespace, id: &str, task: &ShimTask) {
+        self.forget(ns, id);
+        let (bundle, work) = (task.bundle.clone(), self.cfg.work(ns.as_str(), id));
+        let _ = crate::core::error::blocking(move || {
+            bundle::remove(&bundle, &work);
+            Ok(())
+        })
+        .await;
     }
 
     /// The ids of the namespace's tasks.
@@ -316,8 +332,12 @@ impl Tasks {
         task.deleting.store(true, Ordering::SeqCst);
         let exited = match task.client.delete(&init(&id)).await {
             Ok(r) => {
-                task.client.shutdown(&id, false).await;
-                r
+                // The shim is told to go (the request is written at the first poll) while
+                // its bundle is removed on a blocking thread: neither waits for the other.
+                let removed = self.unregister_off_thread(&ns, &id, &task);
+                let ((), ()) = tokio::join!(task.client.shutdown(&id, false), removed);
+                self.leave_networks(&ns, &id).await;
+                return Ok(r);
             }
             Err(e) if e.kind() == Kind::Unavailable => self.shim_delete(&ns, &id, &task).await?,
             Err(e) => {
