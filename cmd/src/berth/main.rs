@@ -321,8 +321,15 @@ async fn run_and_exit(
 ) -> anyhow::Result<()> {
     r.address = address.to_path_buf();
     match run::run(client, r).await {
-        Ok(0) => Ok(()),
-        Ok(code) => std::process::exit(code),
+        // Exits here, its output flushed, whatever the code: the runtime's shutdown (its
+        // threads joined, the connection and every allocation dropped one by one) would be
+        // a millisecond of a short run's wall time, for nothing the kernel does not undo.
+        Ok(code) => {
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+            std::process::exit(code)
+        }
         Err(f) => {
             eprintln!("berth: {f}");
             std::process::exit(f.code);
