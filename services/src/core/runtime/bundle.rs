@@ -85,6 +85,56 @@ pub(super) fn remove(bundle: &Path, work: &Path) {
     let _ = std::fs::remove_dir_all(work);
 }
 
+/// Where retired bundles and work directories wait to be removed: `.retired` beside the
+/// namespaces' directories (no namespace can be so named).
+const RETIRED: &str = ".retired";
+
+/// Takes a deleted task's bundle and work directory out of their places, a rename each (their
+/// names are free at once for a new task of the same id), for [`remove_retired`] to remove
+/// off the answer's path; returns where they went. What cannot be moved is removed in place
+/// now. A daemon that stops before removing them leaves them to [`sweep_retired`].
+pub(super) fn retire(cfg: &RuntimeConfig, bundle: &Path, work: &Path) -> Vec<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut moved = vec![];
+    for (dir, top) in [(bundle, cfg.bundles()), (work, cfg.root.join(TASK_DIR))] {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let to = top
+            .join(RETIRED)
+            .join(format!("{}-{n}", std::process::id()));
+        let renamed = made_private(&top.join(RETIRED)).then(|| std::fs::rename(dir, &to));
+        match renamed {
+            Some(Ok(())) => moved.push(to),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            _ => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+    moved
+}
+
+/// Whether `dir` is there, made 0700 if it was not.
+fn made_private(dir: &Path) -> bool {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::AlreadyExists,
+    }
+}
+
+/// Removes what [`retire`] moved.
+pub(super) fn remove_retired(dirs: &[PathBuf]) {
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Removes whatever a previous daemon retired and did not get to remove.
+pub(super) fn sweep_retired(cfg: &RuntimeConfig) {
+    let _ = std::fs::remove_dir_all(cfg.bundles().join(RETIRED));
+    let _ = std::fs::remove_dir_all(cfg.root.join(TASK_DIR).join(RETIRED));
+}
+
 /// The socket a shim left in its bundle's `address` file.
 pub(super) fn shim_socket(bundle: &Path) -> PathBuf {
     let address = std::fs::read_to_string(bundle.join("address")).unwrap_or_default();
@@ -163,5 +213,42 @@ mod tests {
         assert_eq!(shim_socket(&bundle), PathBuf::from("/run/x.sock"));
         remove(&bundle, &work);
         assert!(!bundle.exists() && !work.exists());
+    }
+
+    #[test]
+    fn retired_directories_free_their_names_at_once_and_go_later_or_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = RuntimeConfig {
+            root: dir.path().join("root"),
+            state: dir.path().join("state"),
+            address: dir.path().join("berth.sock"),
+        };
+        let lay_out = || {
+            let (bundle, work) = (cfg.bundle("default", "c1"), cfg.work("default", "c1"));
+            passable_dir(&bundle).unwrap();
+            private_dir(&work).unwrap();
+            prepare(&bundle, &work, br#"{"ociVersion":"1.0.2"}"#).unwrap();
+            (bundle, work)
+        };
+        let (bundle, work) = lay_out();
+        let retired = retire(&cfg, &bundle, &work);
+        assert_eq!(retired.len(), 2);
+        assert!(!bundle.exists() && !work.exists(), "the names are free");
+        assert!(retired.iter().all(|d| d.is_dir()), "kept until removed");
+        let again = lay_out();
+        let left = retire(&cfg, &again.0, &again.1);
+        remove_retired(&retired);
+        assert!(retired.iter().all(|d| !d.exists()));
+        assert!(
+            left.iter().all(|d| d.exists()),
+            "a daemon that stopped left these"
+        );
+        sweep_retired(&cfg);
+        assert!(
+            left.iter().all(|d| !d.exists()),
+            "the next start sweeps them"
+        );
+        let nothing = retire(&cfg, &bundle, &work);
+        assert!(nothing.is_empty(), "nothing there, nothing moved");
     }
 }

@@ -252,15 +252,15 @@ impl Tasks {
         }
     }
 
-    /// [`unregister`](Self::unregister), the bundle removed on a blocking thread.
-    async fn unregister_off_thread(&self, ns: &Namespace, id: &str, task: &ShimTask) {
+    /// Takes the task out of the table and its directories out of their places (on a
+    /// blocking thread); returns where they went ([`bundle::retire`]).
+    async fn retire(&self, ns: &Namespace, id: &str, task: &ShimTask) -> Vec<PathBuf> {
         self.forget(ns, id);
+        let cfg = self.cfg.clone();
         let (bundle, work) = (task.bundle.clone(), self.cfg.work(ns.as_str(), id));
-        let _ = crate::core::error::blocking(move || {
-            bundle::remove(&bundle, &work);
-            Ok(())
-        })
-        .await;
+        crate::core::error::blocking(move || Ok(bundle::retire(&cfg, &bundle, &work)))
+            .await
+            .unwrap_or_default()
     }
 
     /// The ids of the namespace's tasks.
@@ -333,9 +333,12 @@ impl Tasks {
         let exited = match task.client.delete(&init(&id)).await {
             Ok(r) => {
                 // The shim is told to go (the request is written at the first poll) while
-                // its bundle is removed on a blocking thread: neither waits for the other.
-                let removed = self.unregister_off_thread(&ns, &id, &task);
-                let ((), ()) = tokio::join!(task.client.shutdown(&id, false), removed);
+                // its bundle and work directory are moved out of their places on a blocking
+                // thread; they are removed after the answer (on a loaded disk, a dozen
+                // unlinks waited for the journal for tens of milliseconds).
+                let retired = self.retire(&ns, &id, &task);
+                let ((), retired) = tokio::join!(task.client.shutdown(&id, false), retired);
+                tokio::task::spawn_blocking(move || bundle::remove_retired(&retired));
                 self.leave_networks(&ns, &id).await;
                 return Ok(r);
             }

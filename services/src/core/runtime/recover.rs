@@ -8,6 +8,12 @@ use std::path::PathBuf;
 
 impl Tasks {
     pub async fn recover(&self) {
+        let cfg = self.cfg.clone();
+        let _ = crate::core::error::blocking(move || {
+            bundle::sweep_retired(&cfg);
+            Ok(())
+        })
+        .await;
         let Ok(namespaces) = std::fs::read_dir(self.cfg.bundles()) else {
             return;
         };
