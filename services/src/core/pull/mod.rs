@@ -218,6 +218,7 @@ impl Puller {
             let (unpack, image) = (req.unpack.clone(), name.clone());
             blocking(move || this.plan_unpack(&ctx, unpack, (&first, &image))).await?
         };
+        tracing::debug!(image = %name, "pull resolved and planned");
         let jobs = layer_jobs(&resolution.manifests, |i| {
             plan.as_ref().map_or(LayerPlan::Fetch, |p| p.layer(i))
         });
@@ -248,9 +249,11 @@ impl Puller {
             created_at: 0,
             updated_at: 0,
         };
+        tracing::debug!(image = %name, "pull's layers fetched and unpacked");
         let chain_id = self
             .record_image(&ctx, plan, first, record, platforms.first().cloned())
             .await?;
+        tracing::debug!(image = %name, "pull's snapshots committed, image recorded");
         report(&progress, "saved", &name, &[], 0, 0);
         report(&progress, "complete", &name, &[], 0, 0);
         Ok(Pulled {
