@@ -50,7 +50,7 @@ impl LayerFetch {
         jobs.sort_by_key(|j| std::cmp::Reverse(j.desc.size));
         let this = Arc::new(self);
         let mut set = tokio::task::JoinSet::new();
-        let mut queue = jobs.into_iter().enumerate().peekable();
+        let mut queue = jobs.into_iter().peekable();
         let mut fetched = Fetched { blobs: 0, bytes: 0 };
         let mut failure: Option<Error> = None;
         loop {
@@ -68,10 +68,10 @@ impl LayerFetch {
                         failure.get_or_insert(Error::new(Kind::Internal, "download limiter closed"));
                         continue;
                     };
-                    let Some((rank, job)) = queue.next() else { continue };
+                    let Some(job) = queue.next() else { continue };
                     let this = this.clone();
                     set.spawn(async move {
-                        let r = this.layer(&job, permit, rank == 0).await;
+                        let r = this.layer(&job, permit).await;
                         (job.unpack.map(|(i, _)| i), r)
                     });
                 }
@@ -128,12 +128,11 @@ impl LayerFetch {
 
     /// One layer, in its download slot: fetched (teed into the unpack when it has a staging
     /// directory), or unpacked from the content store when only the snapshot is missing (in
-    /// the slot as well: rare, and it bounds those unpacks too). `lead`: the pull's largest.
+    /// the slot as well: rare, and it bounds those unpacks too).
     async fn layer(
         &self,
         job: &LayerJob,
         permit: tokio::sync::OwnedSemaphorePermit,
-        lead: bool,
     ) -> Result<LayerOutcome> {
         let digest = job.desc.digest.clone();
         let size = job.desc.size;
@@ -163,7 +162,7 @@ impl LayerFetch {
         let unpack = job
             .unpack
             .as_ref()
-            .map(|(_, d)| (d.clone(), self.budget.clone(), lead));
+            .map(|(_, d)| (d.clone(), self.budget.clone()));
         let (digest2, source) = (digest.clone(), self.source.clone());
         let sink = tokio::task::spawn_blocking(move || {
             consume(content, writer, rx, unpack, &digest2, size, source)
@@ -429,7 +428,7 @@ fn consume(
     content: Content,
     mut writer: NamespacedWriter,
     rx: mpsc::Receiver<Chunk>,
-    unpack: Option<(std::path::PathBuf, layer::PullBudget, bool)>,
+    unpack: Option<(std::path::PathBuf, layer::PullBudget)>,
     digest: &str,
     size: i64,
     labels: Labels,
@@ -438,7 +437,7 @@ fn consume(
     let ns = writer.ctx().ns.clone();
     let (atx, arx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(64);
     let applier = match unpack {
-        Some((dir, budget, lead)) => Some(spawn_applier(&writer, arx, dir, budget, lead)?),
+        Some((dir, budget)) => Some(spawn_applier(&writer, arx, dir, budget)?),
         None => None,
     };
     let to_apply = applier.is_some().then_some(atx);
@@ -489,13 +488,9 @@ fn spawn_applier(
     rx: std::sync::mpsc::Receiver<bytes::Bytes>,
     dir: std::path::PathBuf,
     budget: layer::PullBudget,
-    lead: bool,
 ) -> Result<std::thread::JoinHandle<berth_snapshotters::Result<String>>> {
     let prefix = writer.inner.received()?;
     Ok(std::thread::spawn(move || {
-        if !lead {
-            yield_to_the_lead();
-        }
         let mut rd = ChannelReader {
             prefix: Some(std::io::BufReader::with_capacity(1 << 20, prefix)),
             rx,
@@ -503,24 +498,6 @@ fn spawn_applier(
         };
         layer::apply_in_pull(&mut rd, &dir, Whiteouts::Overlay, &budget).map(|a| a.diff_id)
     }))
-}
-
-/// How much lower the CPU priority of the other layers' unpacks is than the largest's.
-const BEHIND_THE_LEAD: libc::c_int = 4;
-
-/// Lowers the calling thread's CPU priority (and that of the threads it starts: its unpack's
-/// hasher and parser) a little below the largest layer's. That layer's inflate is the
-/// longest chain of a pull; with all layers equal it got a share of the cores like the
-/// others and ran alone at the end, one core idle (debug log and perf sched, 2026-12-07).
-/// Below it, the other layers take what it leaves; the thread ends with the layer.
-fn yield_to_the_lead() {
-    // SAFETY: gettid, getpriority and setpriority on this thread only. Raising one's own
-    // nice value needs no privilege; a failure leaves the priority as it was.
-    unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        let nice = libc::getpriority(libc::PRIO_PROCESS, tid);
-        libc::setpriority(libc::PRIO_PROCESS, tid, (nice + BEHIND_THE_LEAD).min(19));
-    }
 }
 
 /// Writes every chunk into the ingest and passes it on to the unpack, until the download
