@@ -446,13 +446,38 @@ const READY_FD: i32 = 3;
 /// The serving shim's socket, removed when the process exits (`exit` runs it: a Shutdown,
 /// or a start given up). Only the process that registered it removes it: children forked
 /// for containers share the handler but not the socket.
-static SERVED_SOCKET: OnceLock<(u32, PathBuf)> = OnceLock::new();
+static SERVED_SOCKET: OnceLock<Served> = OnceLock::new();
+
+/// The socket a shim bound: its path, and the file it made there (device and inode).
+struct Served {
+    pid: u32,
+    path: PathBuf,
+    file: (u64, u64),
+}
+
+/// The device and inode of what stands at `path` (not following a symlink).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+impl Served {
+    /// Removes the socket if this process made it and it is still the file at its name.
+    /// The name may be another shim's by now: a task of the same id, made once this one was
+    /// told to go (its bundle moved aside, or the same hashed socket path), binds it before
+    /// this process ends.
+    fn remove(&self) {
+        if self.pid == std::process::id() && file_id(&self.path) == Some(self.file) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
 
 extern "C" fn remove_served_socket() {
-    if let Some((pid, path)) = SERVED_SOCKET.get() {
-        if *pid == std::process::id() {
-            let _ = std::fs::remove_file(path);
-        }
+    if let Some(s) = SERVED_SOCKET.get() {
+        s.remove();
     }
 }
 
@@ -482,10 +507,12 @@ fn serve_at(
     let _ = std::fs::remove_file(sock);
     let listener =
         UnixListener::bind(sock).map_err(|e| format!("listen on {}: {e}", sock.display()))?;
-    if SERVED_SOCKET
-        .set((std::process::id(), sock.to_path_buf()))
-        .is_ok()
-    {
+    let served = file_id(sock).map(|file| Served {
+        pid: std::process::id(),
+        path: sock.to_path_buf(),
+        file,
+    });
+    if served.is_some_and(|s| SERVED_SOCKET.set(s).is_ok()) {
         // SAFETY: registers a handler with no arguments that only removes a file.
         unsafe { libc::atexit(remove_served_socket) };
     }
@@ -649,5 +676,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(native_cannot_honour(d2.path()), None);
+    }
+
+    #[test]
+    fn a_shim_removes_only_the_socket_it_made() {
+        use std::os::unix::net::UnixListener;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("shim.sock");
+        let _old = UnixListener::bind(&path).unwrap();
+        let served = Served {
+            pid: std::process::id(),
+            path: path.clone(),
+            file: file_id(&path).unwrap(),
+        };
+        // A task of the same id binds the name again before the old shim exits.
+        std::fs::remove_file(&path).unwrap();
+        let _new = UnixListener::bind(&path).unwrap();
+        served.remove();
+        assert!(path.exists(), "the new shim's socket was removed");
+        // Its own socket, still at the name, goes.
+        let mine = Served {
+            file: file_id(&path).unwrap(),
+            ..served
+        };
+        mine.remove();
+        assert!(!path.exists());
+        // Another process's registration (a forked child) removes nothing.
+        let _again = UnixListener::bind(&path).unwrap();
+        let child = Served {
+            pid: std::process::id() + 1,
+            path: path.clone(),
+            file: file_id(&path).unwrap(),
+        };
+        child.remove();
+        assert!(path.exists());
     }
 }
