@@ -9,8 +9,7 @@ use anyhow::{anyhow, bail, Context};
 use berth_client::Client;
 use berth_proto::containers::{container::Runtime, Container, CreateContainerRequest};
 use berth_services::core::restart::{Policy, AUTO_REMOVE_LABEL, POLICY_LABEL};
-use berth_services::spec::{self, resolve_user, Options, SPEC_TYPE_URL};
-use berth_snapshotters::mount::TempMount;
+use berth_services::spec::{self, Options, SPEC_TYPE_URL};
 use std::collections::HashMap;
 
 /// Label carrying the image's STOPSIGNAL, as containerd names it; `berth tasks kill`
@@ -119,11 +118,10 @@ fn user_ids(
             .map(str::to_string)
     });
     Ok(match &user {
-        Some(u) => {
-            let mounted = TempMount::new(&local_mounts(mounts))
-                .context("mount the rootfs to resolve the user")?;
-            resolve_user(mounted.path(), u)?
-        }
+        // Read from the snapshot's directories where that is exact, else from the rootfs
+        // mounted for the purpose.
+        Some(u) => spec::resolve_user_in_mounts(&local_mounts(mounts), u)
+            .context("resolve the user in the rootfs")?,
         None => (0, 0, vec![0]),
     })
 }

@@ -82,11 +82,7 @@ async fn resolve_user(
         return Ok((0, 0, vec![0]));
     }
     let (m, u) = (mounts.to_vec(), user.to_string());
-    blocking(move || {
-        let mounted = berth_snapshotters::mount::TempMount::new(&m)?;
-        crate::core::spec::resolve_user(mounted.path(), &u)
-    })
-    .await
+    blocking(move || crate::core::spec::resolve_user_in_mounts(&m, &u)).await
 }
 
 impl Builder {
