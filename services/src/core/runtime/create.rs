@@ -96,7 +96,7 @@ impl Tasks {
         let mut connected: Option<Box<dyn ShimApi>> = None;
         let created = async {
             let socket = launch.start_with(req.options.as_ref()).await?;
-            let client = match own_shim(&binary) {
+            let client = match super::shim::is_own_shim(&binary) {
                 true => self.shims.connect_v2(&socket).await?,
                 false => self.shims.connect(&socket).await?,
             };
@@ -126,11 +126,6 @@ impl Tasks {
             }
         }
     }
-}
-
-/// Whether `binary` is berth's own shim, which serves the Task API v2 (and only it).
-fn own_shim(binary: &std::path::Path) -> bool {
-    binary.file_name() == Some(std::ffi::OsStr::new(super::shim::OWN_SHIM))
 }
 
 /// Refuses, before any shim starts, a runtime binary (runc options' `binary_name`) that is

@@ -129,7 +129,13 @@ pub fn locate(name: &str, first: Option<PathBuf>) -> Option<PathBuf> {
 }
 
 /// The binary of berth's own shim (`io.containerd.berth.v2`).
-pub const OWN_SHIM: &str = "containerd-shim-berth-v2";
+const OWN_SHIM: &str = "containerd-shim-berth-v2";
+
+/// Whether `binary` is berth's own shim: berthd runs it with `launch` and knows it serves the
+/// Task API v2 (and only it).
+pub fn is_own_shim(binary: &Path) -> bool {
+    binary.file_name() == Some(std::ffi::OsStr::new(OWN_SHIM))
+}
 
 /// The environment variable berth's shim reads its low-level runtime from (`native`,
 /// `runc`, or a runc-compatible binary).
@@ -198,7 +204,7 @@ impl Launch<'_> {
             socket_dir: &socket_dir,
             options,
         });
-        if self.binary.file_name() == Some(std::ffi::OsStr::new(OWN_SHIM)) {
+        if is_own_shim(self.binary) {
             return self.launch(input).await;
         }
         let out = self.run("start", input).await?;
