@@ -240,27 +240,21 @@ impl Tasks {
         Ok(task)
     }
 
-    fn unregister(&self, ns: &Namespace, id: &str, task: &ShimTask) {
-        self.forget(ns, id);
-        bundle::remove(&task.bundle, &self.cfg.work(ns.as_str(), id));
-    }
-
-    /// Takes the task out of the table.
-    fn forget(&self, ns: &Namespace, id: &str) {
+    /// Takes the task out of the table and its bundle and work directory out of their places,
+    /// a rename each on a blocking thread ([`bundle::retire`]): their names are free at once,
+    /// and they are removed off the answer's path (on a loaded disk, a dozen unlinks waited
+    /// for the journal for tens of milliseconds).
+    async fn unregister(&self, ns: &Namespace, id: &str, task: &ShimTask) {
         if let Ok(mut m) = self.tasks.lock() {
             m.remove(&(ns.to_string(), id.to_string()));
         }
-    }
-
-    /// Takes the task out of the table and its directories out of their places (on a
-    /// blocking thread); returns where they went ([`bundle::retire`]).
-    async fn retire(&self, ns: &Namespace, id: &str, task: &ShimTask) -> Vec<PathBuf> {
-        self.forget(ns, id);
         let cfg = self.cfg.clone();
         let (bundle, work) = (task.bundle.clone(), self.cfg.work(ns.as_str(), id));
-        crate::core::error::blocking(move || Ok(bundle::retire(&cfg, &bundle, &work)))
-            .await
-            .unwrap_or_default()
+        let retired =
+            crate::core::error::blocking(move || Ok(bundle::retire(&cfg, &bundle, &work)))
+                .await
+                .unwrap_or_default();
+        tokio::task::spawn_blocking(move || bundle::remove_retired(&retired));
     }
 
     /// The ids of the namespace's tasks.
@@ -325,30 +319,29 @@ impl Tasks {
     pub async fn delete(&self, ns: Namespace, id: String) -> Result<Exited> {
         let task = self.get(&ns, &id)?;
         if let Some(d) = task.dead() {
-            self.unregister(&ns, &id, &task);
+            self.unregister(&ns, &id, &task).await;
             self.leave_networks(&ns, &id).await;
             return Ok(d);
         }
         task.deleting.store(true, Ordering::SeqCst);
-        let exited = match task.client.delete(&init(&id)).await {
-            Ok(r) => {
-                // The shim is told to go (the request is written at the first poll) while
-                // its bundle and work directory are moved out of their places on a blocking
-                // thread; they are removed after the answer (on a loaded disk, a dozen
-                // unlinks waited for the journal for tens of milliseconds).
-                let retired = self.retire(&ns, &id, &task);
-                let ((), retired) = tokio::join!(task.client.shutdown(&id, false), retired);
-                tokio::task::spawn_blocking(move || bundle::remove_retired(&retired));
-                self.leave_networks(&ns, &id).await;
-                return Ok(r);
+        let (exited, told) = match task.client.delete(&init(&id)).await {
+            Ok(r) => (r, true),
+            Err(e) if e.kind() == Kind::Unavailable => {
+                (self.shim_delete(&ns, &id, &task).await?, false)
             }
-            Err(e) if e.kind() == Kind::Unavailable => self.shim_delete(&ns, &id, &task).await?,
             Err(e) => {
                 task.deleting.store(false, Ordering::SeqCst);
                 return Err(e);
             }
         };
-        self.unregister(&ns, &id, &task);
+        // A shim that answered is told to go (the request is written at the first poll)
+        // while its directories are moved aside.
+        let shutdown = async {
+            if told {
+                task.client.shutdown(&id, false).await;
+            }
+        };
+        tokio::join!(shutdown, self.unregister(&ns, &id, &task));
         self.leave_networks(&ns, &id).await;
         Ok(exited)
     }
