@@ -326,15 +326,18 @@ pub fn parse_size(s: &str) -> Option<i64> {
 /// The most read of /etc/passwd or /etc/group.
 const ACCOUNTS_LIMIT: u64 = 4 << 20;
 
-/// Reads a file inside the rootfs, resolved by the kernel within it.
+/// Reads a regular file inside the rootfs, resolved by the kernel within it. Anything else
+/// there reads as nothing: an image's FIFO at the name would block the open and the read,
+/// and a device would be read from.
 fn read_in_root(root: &Path, rel: &str) -> Option<String> {
     let r = Root::open(root).ok()?;
-    let fd = r.open_in(Path::new(rel), libc::O_RDONLY).ok()?;
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let file = std::fs::File::from(r.open_in(Path::new(rel), flags).ok()?);
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
     let mut s = String::new();
-    std::fs::File::from(fd)
-        .take(ACCOUNTS_LIMIT)
-        .read_to_string(&mut s)
-        .ok()?;
+    file.take(ACCOUNTS_LIMIT).read_to_string(&mut s).ok()?;
     Some(s)
 }
 
@@ -466,6 +469,39 @@ mod tests {
                 format!("lowerdir={}:{}", top.display(), bottom.display()),
             ],
         }]
+    }
+
+    /// An image whose /etc/passwd and /etc/group are a FIFO and a device resolves as if they
+    /// were empty, instead of blocking on the FIFO or reading the device.
+    #[test]
+    fn accounts_that_are_not_regular_files_read_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        for (name, kind, dev) in [
+            ("passwd", libc::S_IFIFO, 0),
+            ("group", libc::S_IFCHR, libc::makedev(1, 5)),
+        ] {
+            let c = std::ffi::CString::new(etc.join(name).into_os_string().into_encoded_bytes())
+                .unwrap();
+            // SAFETY: a NUL-terminated path; mknod makes the node or fails.
+            let made = unsafe { libc::mknod(c.as_ptr(), kind | 0o644, dev) };
+            assert_eq!(made, 0, "{}", std::io::Error::last_os_error());
+        }
+        let root = dir.path().to_path_buf();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send((
+                resolve_user(&root, "0:0").map_err(|e| e.to_string()),
+                resolve_user(&root, "app").map_err(|e| e.to_string()),
+            ));
+        });
+        // A deadline only to tell a blocked read from an answer, not a speed.
+        let (numeric, named) = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("resolving the user blocked on the FIFO");
+        assert_eq!(numeric, Ok((0, 0, vec![0])));
+        assert!(named.is_err(), "{named:?}");
     }
 
     /// Users resolve from the snapshot's directories exactly as in its mounted rootfs.
