@@ -42,7 +42,16 @@ async fn resources_on(k: Kit) {
         .await
         .unwrap()
         .into_inner();
-    let parent = format!("/berth-test-pod-{}", std::process::id());
+    // One parent per kit: the tests of this file share a process and run at once.
+    let parent = format!(
+        "/berth-test-pod-{}",
+        k.work
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches('.')
+    );
     let mut pod_config = k.pod_config("res");
     pod_config.linux.as_mut().unwrap().cgroup_parent = parent.clone();
     let pod = run_pod_configured(&k, &pod_config).await;
