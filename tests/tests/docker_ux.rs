@@ -235,13 +235,19 @@ fn run_flags_shape_the_container() {
     one_line_error(&bad);
 }
 
-fn eventually(what: &str, cond: impl Fn() -> bool) {
+/// Waits up to 30 s for `cond`; a timeout shows the end of berthd's log.
+fn eventually(d: &Daemon, what: &str, cond: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
+        if std::time::Instant::now() >= deadline {
+            let log = d.log_text();
+            let said: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+            let tail = &said[said.len().saturating_sub(40)..];
+            panic!(
+                "timed out waiting until {what}; berthd's log ends (debug lines left out):\n{}",
+                tail.join("\n")
+            );
+        }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
@@ -256,7 +262,7 @@ fn detached_rm_is_removed_by_berthd_when_it_exits() {
         None,
     ));
     assert!(ok(&d.berth(&["ps", "-a"], None)).contains("gone"));
-    eventually("berthd removed the --rm container", || {
+    eventually(&d, "berthd removed the --rm container", || {
         ok(&d.berth(&["ps", "-aq"], None)).is_empty()
     });
 }
@@ -282,12 +288,12 @@ fn restart_on_failure_gives_up_after_its_count() {
     let inspect = || -> serde_json::Value {
         serde_json::from_str(&ok(&d.berth(&["inspect", "flaky"], None))).unwrap()
     };
-    eventually("two restarts, then the container stays stopped", || {
+    eventually(&d, "two restarts, then the container stays stopped", || {
         let v = inspect();
         v[0]["RestartCount"] == 2 && v[0]["State"]["Status"] == "Exited (3)"
     });
     // The last run's output may reach the log file just after its exit is reported.
-    eventually("three runs logged", || {
+    eventually(&d, "three runs logged", || {
         ok(&d.berth(&["logs", "flaky"], None)) == "run\nrun\nrun\n"
     });
     // A container that succeeds is not restarted by on-failure; always restarts it until
@@ -320,7 +326,7 @@ fn restart_on_failure_gives_up_after_its_count() {
         ],
         None,
     ));
-    eventually("always restarted it", || {
+    eventually(&d, "always restarted it", || {
         serde_json::from_str::<serde_json::Value>(&ok(&d.berth(&["inspect", "keeper"], None)))
             .unwrap()[0]["RestartCount"]
             .as_u64()
@@ -464,15 +470,18 @@ fn berthd_starting_after_a_reboot_starts_always_and_unless_stopped_containers() 
             .to_string()
     };
     eventually(
+        &d,
         "berthd started the always and unless-stopped containers",
         || status("always") == "Up" && status("unless") == "Up",
     );
     let ps = ok(&d.berth(&["ps"], None));
     assert!(ps.contains("always") && ps.contains("unless"), "{ps}");
     assert!(!ps.contains("held") && !ps.contains("never"), "{ps}");
-    // They run as before: their command, and their restart policy still holds.
-    let top = ok(&d.berth(&["top", "always"], None));
-    assert!(top.contains("sleep 1000"), "{top}");
+    // They run as before: their command (once the started init has executed it; a task is
+    // running from its start's answer on), and their restart policy still holds.
+    eventually(&d, "the always container runs sleep 1000", || {
+        ok(&d.berth(&["top", "always"], None)).contains("sleep 1000")
+    });
 }
 
 /// `du` of `args`, in bytes (its first column).
@@ -544,7 +553,7 @@ fn system_df_counts_what_du_counts() {
         ],
         None,
     ));
-    eventually("the container wrote its file", || {
+    eventually(&d, "the container wrote its file", || {
         ok(&d.berth(&["logs", "writer"], None)) == "done\n"
     });
     let v = df();

@@ -727,3 +727,104 @@ fn a_network_made_again_replaces_the_rules_of_the_one_before() {
         "the rules of the network before"
     );
 }
+
+/// A bridge some other owner made on the host, deleted when the test ends.
+struct ForeignBridge(String);
+
+impl ForeignBridge {
+    fn make(name: &str, gateway: &str, len: &str) -> ForeignBridge {
+        let b = ForeignBridge(name.to_string());
+        let addr = format!("{gateway}/{len}");
+        for args in [
+            &["link", "add", name, "type", "bridge"][..],
+            &["link", "set", name, "alias", "berth:someone-else"][..],
+            &["addr", "add", &addr, "dev", name][..],
+            &["link", "set", name, "up"][..],
+        ] {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", stderr(&out));
+        }
+        b
+    }
+
+    fn alias(&self) -> String {
+        std::fs::read_to_string(format!("/sys/class/net/{}/ifalias", self.0))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for ForeignBridge {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn a_network_whose_bridge_and_subnet_another_took_moves_to_free_ones() {
+    require_tool("/usr/lib/cni/bridge");
+    let (mut d, _img) = daemon_with_busybox("test.local/net");
+    let addr_in = |d: &Daemon, id: &str| -> String {
+        ok(&d.berth(
+            &[
+                "containers",
+                "run",
+                "--rm",
+                IMAGE,
+                id,
+                "/bin/busybox",
+                "ip",
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "eth0",
+            ],
+            None,
+        ))
+    };
+    addr_in(&d, "first");
+    let before = inspect(&d, "bridge");
+    let bridge = before["bridge"].as_str().unwrap().to_string();
+    let subnet = before["subnet"].as_str().unwrap().to_string();
+    let gateway = before["gateway"].as_str().unwrap().to_string();
+    // A reboot: berthd and what it put on the host are gone; its root stays.
+    d.kill().unwrap();
+    ok(&d.cleanup());
+    std::fs::remove_dir_all(d.state()).unwrap();
+    // Meanwhile another owner's bridge took the name, the gateway and so the subnet.
+    let len = subnet.split('/').nth(1).unwrap();
+    let foreign = ForeignBridge::make(&bridge, &gateway, len);
+    d.restart().unwrap();
+    let addr = addr_in(&d, "second");
+    let after = inspect(&d, "bridge");
+    let (new_bridge, new_subnet) = (
+        after["bridge"].as_str().unwrap(),
+        after["subnet"].as_str().unwrap(),
+    );
+    assert_ne!(new_bridge, bridge, "{after}");
+    assert_ne!(new_subnet, subnet, "{after}");
+    let prefix = new_subnet.rsplit_once('.').unwrap().0;
+    assert!(
+        addr.contains(&format!("inet {prefix}.")),
+        "{addr} not in {after}"
+    );
+    // The other's bridge is untouched and has no port of ours; ours carries our alias.
+    assert_eq!(foreign.alias(), "berth:someone-else");
+    assert_eq!(ports_of(&bridge), 0);
+    let ours = std::fs::read_to_string(format!("/sys/class/net/{new_bridge}/ifalias")).unwrap();
+    assert!(ours.trim().starts_with("berth:"), "{ours}");
+    assert_ne!(ours.trim(), "berth:someone-else");
+    let link = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &bridge])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains(&format!("{gateway}/{len}")),
+        "{}",
+        String::from_utf8_lossy(&link.stdout)
+    );
+}

@@ -208,7 +208,7 @@ impl Networks {
         self.detach_locked(ns.as_str(), &c.id, None).await?;
         let mut joined = vec![];
         for (i, name) in w.networks.iter().enumerate() {
-            let net = self.ensure(name).await?;
+            let net = self.settle(self.ensure(name).await?).await?;
             let in_process =
                 self.inner.in_process && Definition::from_conflist(&net.conf).is_some();
             joined.push(Joined {

@@ -340,6 +340,112 @@ impl Networks {
         .await
     }
 
+    /// The network as this daemon can use it now. One of berth's own networks keeps its
+    /// bridge and subnet while the bridge is this daemon's, or is gone with its subnet
+    /// routed nowhere (it is made again here). Otherwise another daemon on the host took the
+    /// name or the subnet while this one was down (a reboot, a `berthd cleanup`): no
+    /// container of ours can be on that bridge, so the network moves to a bridge and subnet
+    /// that are free, as creating it would have chosen, and its file says so from then on.
+    async fn settle(&self, net: cni::Network) -> Result<cni::Network> {
+        let Some(def) = Definition::from_conflist(&net.conf) else {
+            return Ok(net);
+        };
+        // The common case, one read: the bridge carries this daemon's alias.
+        let alias = host::bridge_alias(&self.inner.tag);
+        if !def.bridge.contains('/')
+            && std::fs::read_to_string(format!("/sys/class/net/{}/ifalias", def.bridge))
+                .is_ok_and(|a| a.trim() == alias)
+        {
+            return Ok(net);
+        }
+        let _g = self.inner.defs.lock().await;
+        let host_lock = blocking(hostlock::take).await?;
+        // Under both locks: what the file says now (a container of ours may have moved it).
+        let net = self
+            .find(&net.name)
+            .await?
+            .ok_or_else(|| not_found(&net.name))?;
+        let Some(def) = Definition::from_conflist(&net.conf) else {
+            return Ok(net);
+        };
+        let (dir, d) = (self.inner.dir.clone(), def.clone());
+        let (ours, exists, routes) = blocking(move || {
+            Ok((
+                host::owns_bridge(&dir, &d),
+                netlink::link_exists(&d.bridge),
+                define::host_routes(),
+            ))
+        })
+        .await?;
+        if ours {
+            return Ok(net);
+        }
+        let routed = routes.iter().any(|r| r.overlaps(&def.subnet));
+        if !exists && !routed {
+            claim_bridge(
+                std::iter::once(def.bridge.clone()),
+                def.subnet,
+                def.gateway,
+                &alias,
+            )
+            .await?;
+            return Ok(net);
+        }
+        // Moved: what the daemon's other networks hold stays theirs.
+        let conf_dir = self.inner.conf_dir.clone();
+        let others: Vec<Definition> = blocking(move || conflists(&conf_dir))
+            .await?
+            .iter()
+            .filter(|n| n.name != def.name)
+            .filter_map(|n| Definition::from_conflist(&n.conf))
+            .collect();
+        let taken: Vec<Subnet> = others.iter().map(|d| d.subnet).collect();
+        let (subnet, gateway) = if routed || taken.iter().any(|t| t.overlaps(&def.subnet)) {
+            let s = define::free_subnet(&taken, &routes)?;
+            (s, s.first_host())
+        } else {
+            (def.subnet, def.gateway)
+        };
+        let used: Vec<String> = others.iter().map(|d| d.bridge.clone()).collect();
+        let bridge = claim_bridge(
+            define::bridge_names(&def.name, &self.inner.conf_dir)
+                .into_iter()
+                .filter(|b| *b != def.bridge && !used.contains(b)),
+            subnet,
+            gateway,
+            &alias,
+        )
+        .await?;
+        let moved = Definition {
+            bridge,
+            subnet,
+            gateway,
+            ..def.clone()
+        };
+        let text = serde_json::to_vec_pretty(&moved.conflist())?;
+        let file = net.file.clone();
+        if let Err(e) = blocking(move || write_atomic(&file, &text)).await {
+            delete_link(&moved.bridge).await;
+            return Err(e);
+        }
+        drop(host_lock);
+        // Its rules were for the old bridge and subnet: the next container adds the new.
+        let (tag, name) = (self.inner.tag.clone(), def.name.clone());
+        if let Err(e) = blocking(move || nat::remove_network(&tag, &name)).await {
+            tracing::warn!(network = def.name, error = %e, "cannot remove the network's old rules");
+        }
+        self.forget_prepared(&def.name).await;
+        tracing::warn!(
+            network = def.name,
+            from = %format!("{} {}", def.bridge, def.subnet),
+            to = %format!("{} {}", moved.bridge, moved.subnet),
+            "the network's bridge or subnet is another's on this host now; moved it"
+        );
+        self.find(&def.name)
+            .await?
+            .ok_or_else(|| not_found(&def.name))
+    }
+
     /// Puts in place what every container of one of berth's own networks relies on: its
     /// bridge (made again if it went, as the bridge plugin would) and its masquerade and
     /// forwarding rules. Once per network per run, unless the bridge disappears.
