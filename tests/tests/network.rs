@@ -733,10 +733,14 @@ struct ForeignBridge(String);
 
 impl ForeignBridge {
     fn make(name: &str, gateway: &str, len: &str) -> ForeignBridge {
+        let out = Command::new("ip")
+            .args(["link", "add", name, "type", "bridge"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip link add {name}: {}", stderr(&out));
         let b = ForeignBridge(name.to_string());
         let addr = format!("{gateway}/{len}");
         for args in [
-            &["link", "add", name, "type", "bridge"][..],
             &["link", "set", name, "alias", "berth:someone-else"][..],
             &["addr", "add", &addr, "dev", name][..],
             &["link", "set", name, "up"][..],
@@ -752,6 +756,26 @@ impl ForeignBridge {
             .unwrap_or_default()
             .trim()
             .to_string()
+    }
+}
+
+/// The lock every berthd on the host takes to choose a subnet and a bridge.
+struct HostLock {
+    _held: std::fs::File,
+}
+
+impl HostLock {
+    fn take() -> HostLock {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/berth-networks.lock")
+            .unwrap();
+        // SAFETY: flock on a descriptor this function owns; released when it closes.
+        assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+        HostLock { _held: f }
     }
 }
 
@@ -791,13 +815,17 @@ fn a_network_whose_bridge_and_subnet_another_took_moves_to_free_ones() {
     let bridge = before["bridge"].as_str().unwrap().to_string();
     let subnet = before["subnet"].as_str().unwrap().to_string();
     let gateway = before["gateway"].as_str().unwrap().to_string();
-    // A reboot: berthd and what it put on the host are gone; its root stays.
+    // A reboot: berthd and what it put on the host are gone; its root stays. Meanwhile
+    // another owner's bridge took the name, the gateway and so the subnet. Under the host's
+    // network lock, so that no other test's daemon claims the name first.
     d.kill().unwrap();
-    ok(&d.cleanup());
-    std::fs::remove_dir_all(d.state()).unwrap();
-    // Meanwhile another owner's bridge took the name, the gateway and so the subnet.
     let len = subnet.split('/').nth(1).unwrap();
-    let foreign = ForeignBridge::make(&bridge, &gateway, len);
+    let foreign = {
+        let _lock = HostLock::take();
+        ok(&d.cleanup());
+        ForeignBridge::make(&bridge, &gateway, len)
+    };
+    std::fs::remove_dir_all(d.state()).unwrap();
     d.restart().unwrap();
     let addr = addr_in(&d, "second");
     let after = inspect(&d, "bridge");
