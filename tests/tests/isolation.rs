@@ -86,7 +86,7 @@ fn base_spec(rootfs: &Path, id: &str) -> Value {
     spec["process"]["args"] = json!([
         "/bin/sh",
         "-c",
-        format!("(set -- init; {PROBE}) > /dev/shm/init.txt 2>&1; exec sleep 1000"),
+        format!("(set -- init; {PROBE}echo '## end') > /dev/shm/init.txt 2>&1; exec sleep 1000"),
     ]);
     spec["process"]["env"] = json!(["PATH=/bin", "HOME=/tmp"]);
     spec["hostname"] = json!("iso");
@@ -387,8 +387,9 @@ fn views(d: &Daemon, dir: &Path, spec: &Value, id: &str) -> (String, String, boo
     let native_state = d.state().join("native/default").join(id);
     let on_native = native_state.join("state.json").exists();
     let mut init = String::new();
-    // The init writes its view once it runs: a deadline, not a count of tries, so a loaded
-    // machine (each ctr call slower) still waits long enough.
+    // The init writes its view once it runs, its last line `## end` (a read before that
+    // may end within the mount table, at a line's end): a deadline, not a count of tries,
+    // so a loaded machine (each ctr call slower) still waits long enough.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::time::Instant::now() < deadline {
         let out = d.ctr(&[
@@ -401,7 +402,8 @@ fn views(d: &Daemon, dir: &Path, spec: &Value, id: &str) -> (String, String, boo
             "/dev/shm/init.txt",
         ]);
         init = String::from_utf8_lossy(&out.stdout).into_owned();
-        if out.status.success() && init.contains("## mounts") && init.ends_with('\n') {
+        if out.status.success() && init.ends_with("## end\n") {
+            init.truncate(init.len() - "## end\n".len());
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
