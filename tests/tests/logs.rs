@@ -74,7 +74,10 @@ fn texts(lines: &[(i128, String)]) -> Vec<&str> {
 #[test]
 fn logs_keep_streams_and_times_and_pick_lines_by_time() {
     let (d, _w) = daemon_with_busybox("test.local/busybox");
-    let script = "echo one; echo oops >&2; sleep 1; echo two; sleep 1; echo three >&2; echo last";
+    // Lines of the two streams leave on two pipes: a second between them keeps their order
+    // in the log, which --tail reads, however loaded the machine.
+    let script =
+        "echo one; echo oops >&2; sleep 1; echo two; sleep 1; echo three >&2; sleep 1; echo last";
     ok(&d.berth(
         &["run", "-d", "--name", "ts", IMAGE, "sh", "-c", script],
         None,
