@@ -12,10 +12,20 @@ cleanup_daemons() {
   local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  berth_host_cleanup
+}
+
+# What the bench's berthd put on the host outside WORK (its bridges and iptables rules; its
+# shims and mounts too): each run's fresh root made another network, and left it.
+berth_host_cleanup() {
+  [ -d "$WORK/berth/root" ] || return 0
+  "$BERTH_BIN/berthd" --root "$WORK/berth/root" --state "$WORK/berth/state" \
+    --address "$BERTH_SOCK" cleanup >/dev/null 2>&1 || true
 }
 
 # Leftovers of an interrupted run: shims and mounts under WORK.
 clear_leftovers() {
+  berth_host_cleanup
   pkill -f "containerd-shim-.* -address $WORK/" 2>/dev/null || true
   # containerd's runc shim keeps runc state in the shared /run/containerd/runc: drop the
   # bench's own containers (ids cN, cnN) left there.
