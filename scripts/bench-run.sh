@@ -26,24 +26,19 @@ if [ "$ANCHOR2" = 1 ]; then ctr2 images import --base-name bench.local/busybox "
 
 # Each row: a container with its own network namespace holding only loopback (ctr's default),
 # except "default bridge": berth's own default network (an address, a route, NAT).
-# SETTLE seconds pass before each timed run, so that no engine's run shares the two cores with
-# the tail of the run before it (a shim exiting, a daemon's garbage collection), which is
-# another engine's half the time; SETTLE=0 runs them back to back.
-SETTLE=${SETTLE:-0.3}
-settle() { sleep "$SETTLE"; }
 c=(); c2=(); b=(); bbr=(); bc=()
 for i in $(seq "$RUNS"); do
-  settle; t0=$(now); ctr -a "$CTRD_SOCK" run --rm "$REF" "c$i" /bin/true; t1=$(now); c+=("$(echo "$t1 - $t0" | bc)")
+  t0=$(now); ctr -a "$CTRD_SOCK" run --rm "$REF" "c$i" /bin/true; t1=$(now); c+=("$(echo "$t1 - $t0" | bc)")
   if [ "$ANCHOR2" = 1 ]; then
-    settle; t0=$(now); ctr2 run --rm "$REF" "c2$i" /bin/true; t1=$(now); c2+=("$(echo "$t1 - $t0" | bc)")
+    t0=$(now); ctr2 run --rm "$REF" "c2$i" /bin/true; t1=$(now); c2+=("$(echo "$t1 - $t0" | bc)")
   fi
-  settle; t0=$(now); target/release/berth -a "$BERTH_SOCK" containers run --rm --network none "$REF" "b$i" /bin/true; t1=$(now); b+=("$(echo "$t1 - $t0" | bc)")
-  settle; t0=$(now); target/release/berth -a "$BERTH_SOCK" run --rm "$REF" /bin/true; t1=$(now); bbr+=("$(echo "$t1 - $t0" | bc)")
-  settle; t0=$(now); ctr -a "$BERTH_SOCK" run --rm --runtime io.containerd.berth.v2 "$REF" "x$i" /bin/true; t1=$(now); bc+=("$(echo "$t1 - $t0" | bc)")
+  t0=$(now); target/release/berth -a "$BERTH_SOCK" containers run --rm --network none "$REF" "b$i" /bin/true; t1=$(now); b+=("$(echo "$t1 - $t0" | bc)")
+  t0=$(now); target/release/berth -a "$BERTH_SOCK" run --rm "$REF" /bin/true; t1=$(now); bbr+=("$(echo "$t1 - $t0" | bc)")
+  t0=$(now); ctr -a "$BERTH_SOCK" run --rm --runtime io.containerd.berth.v2 "$REF" "x$i" /bin/true; t1=$(now); bc+=("$(echo "$t1 - $t0" | bc)")
 done
 mc=$(printf '%s\n' "${c[@]}" | median); mb=$(printf '%s\n' "${b[@]}" | median); mx=$(printf '%s\n' "${bc[@]}" | median)
 mbr=$(printf '%s\n' "${bbr[@]}" | median)
-echo "run --rm /bin/true, median of $RUNS (each after a ${SETTLE}s pause):"
+echo "run --rm /bin/true, median of $RUNS:"
 echo "  containerd 1.6 + runc shim (ctr run):      ${mc}s"
 if [ "$ANCHOR2" = 1 ]; then
   mc2=$(printf '%s\n' "${c2[@]}" | median)
