@@ -318,21 +318,9 @@ impl Tasks {
     /// Deletes a stopped task: the shim removes the container and goes; its bundle goes too.
     pub async fn delete(&self, ns: Namespace, id: String) -> Result<Exited> {
         let task = self.get(&ns, &id)?;
-        if let Some(d) = task.dead() {
-            self.unregister(&ns, &id, &task).await;
-            self.leave_networks(&ns, &id).await;
-            return Ok(d);
-        }
-        task.deleting.store(true, Ordering::SeqCst);
-        let (exited, told) = match task.client.delete(&init(&id)).await {
-            Ok(r) => (r, true),
-            Err(e) if e.kind() == Kind::Unavailable => {
-                (self.shim_delete(&ns, &id, &task).await?, false)
-            }
-            Err(e) => {
-                task.deleting.store(false, Ordering::SeqCst);
-                return Err(e);
-            }
+        let (exited, told) = match task.dead() {
+            Some(d) => (d, false),
+            None => self.delete_in_shim(&ns, &id, &task).await?,
         };
         // A shim that answered is told to go (the request is written at the first poll)
         // while its directories are moved aside.
@@ -344,6 +332,27 @@ impl Tasks {
         tokio::join!(shutdown, self.unregister(&ns, &id, &task));
         self.leave_networks(&ns, &id).await;
         Ok(exited)
+    }
+
+    /// The shim deletes the task's init; true when the shim answered (it is then told to
+    /// go). A shim that is gone is replaced by `<shim> delete`.
+    async fn delete_in_shim(
+        &self,
+        ns: &Namespace,
+        id: &str,
+        task: &ShimTask,
+    ) -> Result<(Exited, bool)> {
+        task.deleting.store(true, Ordering::SeqCst);
+        match task.client.delete(&init(id)).await {
+            Ok(r) => Ok((r, true)),
+            Err(e) if e.kind() == Kind::Unavailable => {
+                Ok((self.shim_delete(ns, id, task).await?, false))
+            }
+            Err(e) => {
+                task.deleting.store(false, Ordering::SeqCst);
+                Err(e)
+            }
+        }
     }
 
     /// A deleted task's container leaves its networks (if its exit did not already).
