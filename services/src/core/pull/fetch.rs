@@ -58,7 +58,7 @@ impl LayerFetch {
             tokio::select! {
                 biased;
                 Some(joined) = set.join_next(), if !set.is_empty() => {
-                    let failed = this.joined(joined, unpacked, &mut fetched, &mut failure);
+                    let failed = take_joined(joined, unpacked, &mut fetched, &mut failure);
                     if failed {
                         set.abort_all();
                     }
@@ -82,48 +82,6 @@ impl LayerFetch {
             Some(e) => Err(e),
             None => Ok(fetched),
         }
-    }
-
-    /// Takes in one finished job; true when it is the pull's first failure.
-    fn joined(
-        &self,
-        joined: std::result::Result<(Option<usize>, Result<LayerOutcome>), tokio::task::JoinError>,
-        unpacked: &Resolved,
-        fetched: &mut Fetched,
-        failure: &mut Option<Error>,
-    ) -> bool {
-        let first = failure.is_none();
-        let (index, r) = match joined {
-            Ok(v) => v,
-            Err(e) => {
-                failure.get_or_insert(Error::new(
-                    Kind::Internal,
-                    format!("layer task failed: {e}"),
-                ));
-                return first;
-            }
-        };
-        let outcome = match r {
-            Ok(o) => o,
-            Err(e) => {
-                failure.get_or_insert(e);
-                return first;
-            }
-        };
-        if outcome.fetched > 0 {
-            fetched.blobs += 1;
-            fetched.bytes += outcome.fetched;
-        }
-        if let (Some(i), Some(diff_id)) = (index, outcome.diff_id) {
-            if diff_id != unpacked.diff_ids[i] {
-                failure.get_or_insert(Error::precondition(format!(
-                    "layer {} unpacks to {diff_id}, but the image config says {}; the image is inconsistent",
-                    unpacked.layers[i].digest, unpacked.diff_ids[i]
-                )));
-                return first;
-            }
-        }
-        false
     }
 
     /// One layer, in its download slot: fetched (teed into the unpack when it has a staging
@@ -534,6 +492,47 @@ fn write_chunks(
         }
     }
     None
+}
+
+/// Takes in one finished job; true when it is the pull's first failure.
+fn take_joined(
+    joined: std::result::Result<(Option<usize>, Result<LayerOutcome>), tokio::task::JoinError>,
+    unpacked: &Resolved,
+    fetched: &mut Fetched,
+    failure: &mut Option<Error>,
+) -> bool {
+    let first = failure.is_none();
+    let (index, r) = match joined {
+        Ok(v) => v,
+        Err(e) => {
+            failure.get_or_insert(Error::new(
+                Kind::Internal,
+                format!("layer task failed: {e}"),
+            ));
+            return first;
+        }
+    };
+    let outcome = match r {
+        Ok(o) => o,
+        Err(e) => {
+            failure.get_or_insert(e);
+            return first;
+        }
+    };
+    if outcome.fetched > 0 {
+        fetched.blobs += 1;
+        fetched.bytes += outcome.fetched;
+    }
+    if let (Some(i), Some(diff_id)) = (index, outcome.diff_id) {
+        if diff_id != unpacked.diff_ids[i] {
+            failure.get_or_insert(Error::precondition(format!(
+                "layer {} unpacks to {diff_id}, but the image config says {}; the image is inconsistent",
+                unpacked.layers[i].digest, unpacked.diff_ids[i]
+            )));
+            return first;
+        }
+    }
+    false
 }
 
 /// Starts the writeback of an ingest's bytes as they arrive, so the fsync that commits the
