@@ -856,3 +856,52 @@ fn a_network_whose_bridge_and_subnet_another_took_moves_to_free_ones() {
         String::from_utf8_lossy(&link.stdout)
     );
 }
+
+#[test]
+fn a_bridge_deleted_while_berthd_runs_is_made_again_for_the_next_container() {
+    require_tool("/usr/lib/cni/bridge");
+    let (d, _img) = daemon_with_busybox("test.local/net");
+    let run = |id: &str| {
+        ok(&d.berth(
+            &[
+                "containers",
+                "run",
+                "--rm",
+                IMAGE,
+                id,
+                "/bin/busybox",
+                "ip",
+                "-4",
+                "-o",
+                "addr",
+                "show",
+                "eth0",
+            ],
+            None,
+        ))
+    };
+    run("before");
+    let bridge = bridge_of(&d, "bridge");
+    let alias = std::fs::read_to_string(format!("/sys/class/net/{bridge}/ifalias")).unwrap();
+    let out = Command::new("ip")
+        .args(["link", "delete", &bridge])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Made again (or, had another test's daemon claimed the name meanwhile, moved): the
+    // network's bridge is there with this daemon's alias, and the container is on it.
+    let addr = run("after");
+    let now = inspect(&d, "bridge");
+    let (bridge, subnet) = (
+        now["bridge"].as_str().unwrap(),
+        now["subnet"].as_str().unwrap(),
+    );
+    let again = std::fs::read_to_string(format!("/sys/class/net/{bridge}/ifalias")).unwrap();
+    assert_eq!(again, alias);
+    let prefix = subnet.rsplit_once('.').unwrap().0;
+    assert!(addr.contains(&format!("inet {prefix}.")), "{addr}");
+    assert!(
+        iptables_lines(&format!("-s {subnet} ")) > 0,
+        "its masquerade"
+    );
+}

@@ -234,17 +234,9 @@ impl Networks {
             None => subnet.first_host(),
         };
         let used: Vec<String> = existing.iter().map(|(_, d)| d.bridge.clone()).collect();
-        let bridge = claim_bridge(
-            define::bridge_names(&req.name, &self.inner.conf_dir)
-                .into_iter()
-                .filter(|b| !used.contains(b)),
-            subnet,
-            gateway,
-            &host::bridge_alias(&self.inner.tag),
-        )
-        .await?;
+        let path = self.file(&req.name);
         let def = Definition {
-            bridge,
+            bridge: String::new(),
             name: req.name,
             subnet,
             gateway,
@@ -252,13 +244,7 @@ impl Networks {
             labels: req.labels,
             created: crate::core::metadata::now() / 1_000_000_000,
         };
-        let path = self.file(&def.name);
-        let text = serde_json::to_vec_pretty(&def.conflist())?;
-        let p = path.clone();
-        if let Err(e) = blocking(move || write_atomic(&p, &text)).await {
-            delete_link(&def.bridge).await;
-            return Err(e);
-        }
+        let def = self.claim_and_write(def, &used, &path).await?;
         tracing::info!(network = def.name, subnet = %def.subnet, "network created");
         Ok(NetworkInfo {
             name: def.name.clone(),
@@ -266,6 +252,34 @@ impl Networks {
             file: path,
             endpoints: vec![],
         })
+    }
+
+    /// Gives `def` a bridge, the first of its network's names that no name in `used` is and
+    /// no one on the host has, made with its subnet and gateway (under the host lock, which
+    /// the caller holds), and writes `def` to `path`; the bridge goes again if the file
+    /// cannot be written.
+    async fn claim_and_write(
+        &self,
+        mut def: Definition,
+        used: &[String],
+        path: &Path,
+    ) -> Result<Definition> {
+        def.bridge = claim_bridge(
+            define::bridge_names(&def.name, &self.inner.conf_dir)
+                .into_iter()
+                .filter(|b| !used.contains(b)),
+            def.subnet,
+            def.gateway,
+            &host::bridge_alias(&self.inner.tag),
+        )
+        .await?;
+        let text = serde_json::to_vec_pretty(&def.conflist())?;
+        let p = path.to_path_buf();
+        if let Err(e) = blocking(move || write_atomic(&p, &text)).await {
+            delete_link(&def.bridge).await;
+            return Err(e);
+        }
+        Ok(def)
     }
 
     /// Removes a network no container is on, the default one too, and its bridge (when the
@@ -389,6 +403,9 @@ impl Networks {
                 &alias,
             )
             .await?;
+            drop(host_lock);
+            // Its rules are put in place again with the bridge, as the bridge plugin would.
+            self.forget_prepared(&def.name).await;
             return Ok(net);
         }
         // Moved: what the daemon's other networks hold stays theirs.
@@ -406,28 +423,18 @@ impl Networks {
         } else {
             (def.subnet, def.gateway)
         };
-        let used: Vec<String> = others.iter().map(|d| d.bridge.clone()).collect();
-        let bridge = claim_bridge(
-            define::bridge_names(&def.name, &self.inner.conf_dir)
-                .into_iter()
-                .filter(|b| *b != def.bridge && !used.contains(b)),
-            subnet,
-            gateway,
-            &alias,
-        )
-        .await?;
+        // Not the name it had: that one is another's now.
+        let used: Vec<String> = others
+            .iter()
+            .map(|d| d.bridge.clone())
+            .chain([def.bridge.clone()])
+            .collect();
         let moved = Definition {
-            bridge,
             subnet,
             gateway,
             ..def.clone()
         };
-        let text = serde_json::to_vec_pretty(&moved.conflist())?;
-        let file = net.file.clone();
-        if let Err(e) = blocking(move || write_atomic(&file, &text)).await {
-            delete_link(&moved.bridge).await;
-            return Err(e);
-        }
+        let moved = self.claim_and_write(moved, &used, &net.file).await?;
         drop(host_lock);
         // Its rules were for the old bridge and subnet: the next container adds the new.
         let (tag, name) = (self.inner.tag.clone(), def.name.clone());
@@ -446,24 +453,13 @@ impl Networks {
             .ok_or_else(|| not_found(&def.name))
     }
 
-    /// Puts in place what every container of one of berth's own networks relies on: its
-    /// bridge (made again if it went, as the bridge plugin would) and its masquerade and
-    /// forwarding rules. Once per network per run, unless the bridge disappears.
+    /// Puts in place the masquerade and forwarding rules every container of one of berth's
+    /// own networks relies on (its bridge is [`Networks::settle`]'s): once per network per
+    /// run, or again once its bridge was made again.
     async fn prepare(&self, def: &Definition) -> Result<()> {
-        let bridge_exists = netlink::link_exists(&def.bridge);
         let mut prepared = self.inner.prepared.lock().await;
-        if prepared.contains(&def.name) && bridge_exists {
+        if prepared.contains(&def.name) {
             return Ok(());
-        }
-        if !bridge_exists {
-            let _host = blocking(hostlock::take).await?;
-            claim_bridge(
-                std::iter::once(def.bridge.clone()),
-                def.subnet,
-                def.gateway,
-                &host::bridge_alias(&self.inner.tag),
-            )
-            .await?;
         }
         let (tag, d) = (self.inner.tag.clone(), def.clone());
         blocking(move || nat::ensure_network(&tag, &d)).await?;
