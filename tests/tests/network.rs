@@ -728,6 +728,14 @@ fn a_network_made_again_replaces_the_rules_of_the_one_before() {
     );
 }
 
+/// A `--rm` container `id` on the default network: its eth0's IPv4 addresses as `ip -o` shows them.
+fn eth0_of_a_run(d: &Daemon, id: &str) -> String {
+    let cmd = ["/bin/busybox", "ip", "-4", "-o", "addr", "show", "eth0"];
+    let mut args = vec!["containers", "run", "--rm", IMAGE, id];
+    args.extend(cmd);
+    ok(&d.berth(&args, None))
+}
+
 /// A bridge some other owner made on the host, deleted when the test ends.
 struct ForeignBridge(String);
 
@@ -791,26 +799,7 @@ impl Drop for ForeignBridge {
 fn a_network_whose_bridge_and_subnet_another_took_moves_to_free_ones() {
     require_tool("/usr/lib/cni/bridge");
     let (mut d, _img) = daemon_with_busybox("test.local/net");
-    let addr_in = |d: &Daemon, id: &str| -> String {
-        ok(&d.berth(
-            &[
-                "containers",
-                "run",
-                "--rm",
-                IMAGE,
-                id,
-                "/bin/busybox",
-                "ip",
-                "-4",
-                "-o",
-                "addr",
-                "show",
-                "eth0",
-            ],
-            None,
-        ))
-    };
-    addr_in(&d, "first");
+    eth0_of_a_run(&d, "first");
     let before = inspect(&d, "bridge");
     let bridge = before["bridge"].as_str().unwrap().to_string();
     let subnet = before["subnet"].as_str().unwrap().to_string();
@@ -827,7 +816,7 @@ fn a_network_whose_bridge_and_subnet_another_took_moves_to_free_ones() {
     };
     std::fs::remove_dir_all(d.state()).unwrap();
     d.restart().unwrap();
-    let addr = addr_in(&d, "second");
+    let addr = eth0_of_a_run(&d, "second");
     let after = inspect(&d, "bridge");
     let (new_bridge, new_subnet) = (
         after["bridge"].as_str().unwrap(),
@@ -861,26 +850,7 @@ fn a_network_whose_bridge_and_subnet_another_took_moves_to_free_ones() {
 fn a_bridge_deleted_while_berthd_runs_is_made_again_for_the_next_container() {
     require_tool("/usr/lib/cni/bridge");
     let (d, _img) = daemon_with_busybox("test.local/net");
-    let run = |id: &str| {
-        ok(&d.berth(
-            &[
-                "containers",
-                "run",
-                "--rm",
-                IMAGE,
-                id,
-                "/bin/busybox",
-                "ip",
-                "-4",
-                "-o",
-                "addr",
-                "show",
-                "eth0",
-            ],
-            None,
-        ))
-    };
-    run("before");
+    eth0_of_a_run(&d, "before");
     let bridge = bridge_of(&d, "bridge");
     let alias = std::fs::read_to_string(format!("/sys/class/net/{bridge}/ifalias")).unwrap();
     let out = Command::new("ip")
@@ -890,7 +860,7 @@ fn a_bridge_deleted_while_berthd_runs_is_made_again_for_the_next_container() {
     assert!(out.status.success(), "{}", stderr(&out));
     // Made again (or, had another test's daemon claimed the name meanwhile, moved): the
     // network's bridge is there with this daemon's alias, and the container is on it.
-    let addr = run("after");
+    let addr = eth0_of_a_run(&d, "after");
     let now = inspect(&d, "bridge");
     let (bridge, subnet) = (
         now["bridge"].as_str().unwrap(),
