@@ -1,6 +1,7 @@
 //! containerd-shim-berth-v2: `start` (launch a detached shim and tell the caller its
 //! address, in the caller's protocol: [`bootstrap`]), `launch` (be that detached shim, run
-//! by berthd itself: no `start` process in between), `delete` (clean up after a shim that is
+//! by berthd itself: no `start` process in between), `standby` (a shim berthd starts before
+//! it has a task for it, which becomes `launch` once given one), `delete` (clean up after a shim that is
 //! gone), and the shim itself (`serve`), which removes its socket when it exits and gives up
 //! when the daemon that started it goes before asking for a task.
 
@@ -73,13 +74,17 @@ fn parse() -> Result<Args, String> {
             "address" => a.address = value()?,
             "publish-binary" => a.publish_binary = value()?,
             "bundle" => a.bundle = Some(PathBuf::from(value()?)),
+            // Room in the argument area for the task's words (see `standby`).
+            "slot" => drop(value()?),
             "debug" => {}
             "v" | "version" => a.version = true,
             "info" => a.info = true,
             other => return Err(format!("unknown flag -{other}")),
         }
     }
-    if !a.version && !a.info && (a.id.is_empty() || a.namespace.is_empty()) {
+    // A standby shim learns its namespace and id with its task.
+    let unnamed = a.id.is_empty() || a.namespace.is_empty();
+    if !a.version && !a.info && a.action != "standby" && unnamed {
         return Err("-namespace and -id are required".into());
     }
     Ok(a)
@@ -315,19 +320,19 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     find(hay, needle).is_some()
 }
 
-/// What `start` and `launch` begin with: what the caller gave on stdin, the bundle (the
-/// working directory), the socket to serve on (no address recorded yet), and the caller
-/// watched.
-fn begin(a: &Args) -> Result<(Given, PathBuf, PathBuf, Option<Requester>), String> {
-    let given = Given::read(&a.id, &a.namespace)?;
+/// What `start` and `launch` begin with, once they read what the caller gave: the bundle
+/// (the working directory), the socket to serve on (no address recorded yet), and the
+/// caller watched.
+fn begin(a: &Args, given: &Given) -> Result<(PathBuf, PathBuf, Option<Requester>), String> {
     let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
     let sock = socket_path(&bundle, &a.namespace, &a.id, given.socket_dir().as_deref());
     let _ = std::fs::remove_file(bundle.join("address"));
-    Ok((given, bundle, sock, Requester::watch()?))
+    Ok((bundle, sock, Requester::watch()?))
 }
 
 fn start(a: &Args) -> Result<(), String> {
-    let (given, bundle, sock, requester) = begin(a)?;
+    let given = Given::read(&a.id, &a.namespace)?;
+    let (bundle, sock, requester) = begin(a, &given)?;
     // The serving shim says it is listening by writing a byte to fd 3.
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 fills two descriptors into the array.
@@ -361,7 +366,7 @@ fn start(a: &Args) -> Result<(), String> {
             let _ = bootstrap::join_cgroup(std::process::id() as i32, cgroup);
         }
         let ttrpc = given.ttrpc_address();
-        let code = match serve_at(a, &sock, ttrpc, requester) {
+        let code = match serve_at(a, &sock, ttrpc, requester, ZygoteFrom::Fork) {
             Ok(()) => 0,
             Err(_) => 1,
         };
@@ -392,9 +397,18 @@ fn start(a: &Args) -> Result<(), String> {
 /// byte on its stdout (the caller's pipe), which it then closes. Errors before that are told
 /// on stderr, which it closes too (nothing of the caller's stays open in the zygote).
 fn launch(a: &Args) -> Result<(), String> {
-    let (given, _, sock, requester) = begin(a)?;
+    let given = Given::read(&a.id, &a.namespace)?;
+    serve_launched(a, given, ZygoteFrom::Fork)
+}
+
+fn serve_launched(a: &Args, given: Given, zygote: ZygoteFrom) -> Result<(), String> {
+    let (_, sock, requester) = begin(a, &given)?;
     if let Some(cgroup) = given.shim_cgroup() {
         bootstrap::join_cgroup(std::process::id() as i32, cgroup)?;
+        // The workers are the zygote's forks: they start where it is.
+        if let ZygoteFrom::Forked(Some(z)) = &zygote {
+            bootstrap::join_cgroup(z.pid(), cgroup)?;
+        }
     }
     // SAFETY: this process's own descriptors: a session of its own, its stdout (the caller's
     // pipe) moved to fd 3 where `serve_at` writes its ready byte, stdio on /dev/null.
@@ -412,7 +426,122 @@ fn launch(a: &Args) -> Result<(), String> {
         }
     }
     let ttrpc = given.ttrpc_address();
-    serve_at(a, &sock, ttrpc, requester)
+    serve_at(a, &sock, ttrpc, requester, zygote)
+}
+
+/// What a standby shim is told its task with begins with (see [`standby`]).
+const STANDBY_TASK: &[u8] = b"berth-standby-1";
+
+/// The task a standby shim is given: its namespace, id, bundle and low-level runtime (None:
+/// the one berthd runs with), and what `launch` reads on stdin.
+struct Assigned<'a> {
+    namespace: &'a str,
+    id: &'a str,
+    bundle: &'a Path,
+    runtime: Option<&'a str>,
+    input: &'a [u8],
+}
+
+impl<'a> Assigned<'a> {
+    /// Five NUL-ended words (the [`STANDBY_TASK`] mark first), then the input.
+    fn decode(message: &'a [u8]) -> Option<Assigned<'a>> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut words = message.splitn(6, |b| *b == 0);
+        let mut word = || std::str::from_utf8(words.next()?).ok();
+        if word()?.as_bytes() != STANDBY_TASK {
+            return None;
+        }
+        let (namespace, id, bundle, runtime) = (word()?, word()?, word()?, word()?);
+        let input = words.next()?;
+        let bundle = Path::new(std::ffi::OsStr::from_bytes(bundle.as_bytes()));
+        let plain = |w: &str| !w.is_empty() && !w.contains('/');
+        (plain(namespace) && plain(id) && bundle.is_absolute()).then_some(Assigned {
+            namespace,
+            id,
+            bundle,
+            runtime: Some(runtime).filter(|r| !r.is_empty()),
+            input,
+        })
+    }
+}
+
+/// `standby`: a serving shim started before there is a task for it. berthd keeps one ready
+/// (loaded, relocated, its zygote forked, all of which a task's start would otherwise wait
+/// for) and gives it the next task of its own shim by writing an [`Assigned`] on its stdin
+/// and closing it; from there it is `launch` for that task, its command line rewritten to
+/// the one `launch` would have had (tools and tests find a task's shim by its `-id`). End
+/// of input with nothing written (berthd gone, or done with it) ends it.
+fn standby(a: &Args) -> Result<(), String> {
+    // SAFETY: a session of its own (as `launch` makes), then the caller's pipes moved off
+    // stdio while the zygote is forked, so that it holds none of them (its descriptors but
+    // its socket and stdio are closed when it starts), and back.
+    let zygote = unsafe {
+        libc::setsid();
+        let saved: Vec<i32> = (0..3)
+            .map(|fd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10))
+            .collect();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+        let zygote = match runc_binary() {
+            None => Zygote::start(berth_shim::native::helper_main),
+            Some(_) => None,
+        };
+        for (fd, s) in saved.into_iter().enumerate() {
+            libc::dup2(s, fd as i32);
+            libc::close(s);
+        }
+        libc::close(null);
+        zygote
+    };
+    let message = bootstrap::read_stdin()?;
+    if message.is_empty() {
+        return Ok(());
+    }
+    let task = Assigned::decode(&message).ok_or("standby: stdin holds no task from berthd")?;
+    // Taken off the idle class berthd keeps a standby shim in (berthd moved this process
+    // back already; the zygote is this process's to move).
+    let normal = libc::sched_param { sched_priority: 0 };
+    if let Some(z) = &zygote {
+        // SAFETY: sched_setscheduler with the pid of this process's child and a local param.
+        unsafe { libc::sched_setscheduler(z.pid(), libc::SCHED_OTHER, &normal) };
+    }
+    std::env::set_current_dir(task.bundle)
+        .map_err(|e| format!("bundle {}: {e}", task.bundle.display()))?;
+    if let Some(r) = task.runtime {
+        // One thread (the zygote is another process): nothing reads the environment now.
+        std::env::set_var(RUNTIME_ENV, r);
+    }
+    let words: Vec<&str> = vec![
+        "-namespace",
+        task.namespace,
+        "-address",
+        &a.address,
+        "-publish-binary",
+        &a.publish_binary,
+        "-id",
+        task.id,
+        "launch",
+    ];
+    let mut args = vec![];
+    for w in words {
+        args.extend_from_slice(w.as_bytes());
+        args.push(0);
+    }
+    berth_shim::zygote::set_arguments(&args);
+    let a = Args {
+        namespace: task.namespace.to_string(),
+        id: task.id.to_string(),
+        address: a.address.clone(),
+        publish_binary: a.publish_binary.clone(),
+        bundle: None,
+        action: "launch".into(),
+        version: false,
+        info: false,
+    };
+    let given = Given::decode(task.input, &a.id, &a.namespace);
+    serve_launched(&a, given, ZygoteFrom::Forked(zygote))
 }
 
 /// The parent's half of `start` once the serving shim is forked: it joins the cgroup the
@@ -484,7 +613,15 @@ extern "C" fn remove_served_socket() {
 fn serve(a: &Args) -> Result<(), String> {
     let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
     let sock = socket_path(&bundle, &a.namespace, &a.id, None);
-    serve_at(a, &sock, None, None)
+    serve_at(a, &sock, None, None, ZygoteFrom::Fork)
+}
+
+/// Where the serving shim's native-runtime zygote comes from.
+enum ZygoteFrom {
+    /// Forked by `serve_at` if the bundle's container runs on the native runtime.
+    Fork,
+    /// Forked already, by a standby shim (none where the runtime it had was runc).
+    Forked(Option<Zygote>),
 }
 
 fn serve_at(
@@ -492,14 +629,17 @@ fn serve_at(
     sock: &Path,
     ttrpc: Option<String>,
     requester: Option<Requester>,
+    zygote: ZygoteFrom,
 ) -> Result<(), String> {
     let bundle = std::env::current_dir().map_err(|e| e.to_string())?;
     let runc = runc_for_bundle(&bundle);
     // Forked first, while this process has one thread: the reaper and the request threads
-    // come after (Zygote::start makes sure, and gives none otherwise).
-    let zygote = match runc {
-        None => Zygote::start(berth_shim::native::helper_main),
-        Some(_) => None,
+    // come after (Zygote::start makes sure, and gives none otherwise). A zygote forked for a
+    // container that runs on runc ends when it is dropped (its socket reads end-of-file).
+    let zygote = match (runc.is_none(), zygote) {
+        (false, _) => None,
+        (true, ZygoteFrom::Forked(Some(z))) => Some(z),
+        (true, _) => Zygote::start(berth_shim::native::helper_main),
     };
     if let Some(parent) = sock.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
@@ -604,10 +744,11 @@ fn main() {
         _ if a.info => info::run(&runc_binary().unwrap_or_else(|| "runc".into())),
         "start" => start(&a),
         "launch" => launch(&a),
+        "standby" => standby(&a),
         "serve" => serve(&a),
         "delete" => delete(&a),
         other => Err(format!(
-            "unknown action {other:?}; expected start, launch or delete"
+            "unknown action {other:?}; expected start, launch, standby or delete"
         )),
     });
     if let Err(e) = result {

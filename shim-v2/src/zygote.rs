@@ -28,6 +28,7 @@ pub type Work = fn(&[String]) -> i32;
 /// The shim's end of the zygote.
 pub struct Zygote {
     sock: OwnedFd,
+    pid: libc::pid_t,
 }
 
 /// The descriptors a worker is given: its answer descriptor and, where given, its stdio.
@@ -80,7 +81,12 @@ impl Zygote {
             zygote(theirs.as_raw_fd(), parent, work);
         }
         drop(theirs);
-        Some(Zygote { sock: ours })
+        Some(Zygote { sock: ours, pid })
+    }
+
+    /// The zygote's pid (a standby shim moves it along with itself when it takes a task).
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
     }
 
     /// Has the zygote fork a worker running `work` with `args` and the descriptors `given`;
@@ -244,29 +250,36 @@ fn receive(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)
 /// What the zygote's command line (and its workers', which share its memory map) says after
 /// its first word: not the serving shim's arguments, by which tools and tests pick out the
 /// shim of a container (its `-id`, its daemon's socket).
-const TITLE: &[u8] = b"native-runtime-zygote";
+const TITLE: &[u8] = b"native-runtime-zygote\0";
 
-/// Writes [`TITLE`] over this process's arguments after the first, in the argument area
-/// `/proc/<pid>/cmdline` reads (as `setproctitle` does); left as it was where it does not fit.
+/// Writes [`TITLE`] over this process's arguments after the first.
 fn retitle() {
+    set_arguments(TITLE);
+}
+
+/// Writes `rest` (arguments, each ended by a NUL) over this process's arguments after the
+/// first, in the argument area `/proc/<pid>/cmdline` reads (as `setproctitle` does), the
+/// room left filled with NULs; false, and nothing written, where it does not fit.
+pub fn set_arguments(rest: &[u8]) -> bool {
     let Some((start, end)) = arg_bounds() else {
-        return;
+        return false;
     };
     // SAFETY: [start, end) is this process's argument area, on its own stack, mapped
     // writable. Nothing reads it afterwards but the kernel: std keeps pointers into it only
-    // for `std::env::args`, which the zygote and its workers never call.
+    // for `std::env::args`, which nothing calls once the arguments were parsed.
     unsafe {
         let area = std::slice::from_raw_parts_mut(start as *mut u8, end - start);
         let Some(first) = area.iter().position(|b| *b == 0) else {
-            return;
+            return false;
         };
-        let rest = &mut area[first + 1..];
-        if rest.len() <= TITLE.len() {
-            return;
+        let room = &mut area[first + 1..];
+        if room.len() < rest.len() {
+            return false;
         }
-        rest.fill(0);
-        rest[..TITLE.len()].copy_from_slice(TITLE);
+        room.fill(0);
+        room[..rest.len()].copy_from_slice(rest);
     }
+    true
 }
 
 /// This process's `arg_start` and `arg_end`, the 48th and 49th fields of `/proc/self/stat`.

@@ -496,6 +496,24 @@ fn berths_shim_joins_the_cgroup_its_caller_names() {
 /// Tasks.Create with runc options naming a shim cgroup (TestShimInCgroup in containerd's
 /// suite): berthd gives the options to the shim at `start`, and the shim joins the cgroup.
 async fn shim_cgroup_through_berthd(d: &Daemon, runtime: &str, id: &str) {
+    shim_cgroup_task(d, runtime, id, |pid, cgroup| {
+        let procs = cgroup.devices_procs();
+        assert!(
+            procs.lines().any(|p| p == pid.to_string()),
+            "{runtime}: shim {pid} is not in the cgroup it was given: {procs:?}"
+        );
+    })
+    .await
+}
+
+/// Creates task `id` on `runtime` with a shim cgroup, runs `check` with its shim's pid and
+/// the cgroup, and removes the task.
+async fn shim_cgroup_task(
+    d: &Daemon,
+    runtime: &str,
+    id: &str,
+    check: impl FnOnce(i32, &TestCgroup),
+) {
     use containerd_client::services::v1::CreateTaskRequest;
     use containerd_client::with_namespace;
     use tonic::Request;
@@ -530,12 +548,7 @@ async fn shim_cgroup_through_berthd(d: &Daemon, runtime: &str, id: &str) {
         .unwrap();
     let serving = shims_for(id);
     assert_eq!(serving.len(), 1, "one shim serves {id}");
-    let pid = serving[0].to_string();
-    let procs = cgroup.devices_procs();
-    assert!(
-        procs.lines().any(|p| p == pid),
-        "{runtime}: shim {pid} is not in the cgroup it was given: {procs:?}"
-    );
+    check(serving[0], &cgroup);
     kill_and_delete(d, id);
 }
 
@@ -553,4 +566,100 @@ async fn berthd_hands_the_shim_cgroup_to_the_shim() {
     if shim2.is_none() {
         eprintln!("the runc shim was Debian's 1.6 one: no containerd 2.x shim on this machine");
     }
+}
+
+/// The standby shim of daemon `d` (started ahead of its next task), if there is one.
+fn standby_of(d: &Daemon) -> Option<i32> {
+    let socket = d.socket();
+    let mut marker = b"-address\x00".to_vec();
+    marker.extend_from_slice(socket.as_os_str().as_encoded_bytes());
+    pids_matching(&marker)
+        .into_iter()
+        .find(|p| pids_matching(b"\x00standby\x00").contains(p))
+}
+
+/// The scheduling policy of `pid` (the 41st field of its stat: 0 normal, 5 idle).
+fn policy(pid: i32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(38)?.parse().ok()
+}
+
+/// The native-runtime zygote forked by shim `pid`.
+fn zygote_of(pid: i32) -> Option<i32> {
+    pids_matching(b"native-runtime-zygote")
+        .into_iter()
+        .find(|z| {
+            std::fs::read_to_string(format!("/proc/{z}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.to_string()))
+                .and_then(|r| r.split_whitespace().nth(1).map(str::to_string))
+                == Some(pid.to_string())
+        })
+}
+
+/// berthd keeps a standby shim (idle class, zygote forked) once its own shim ran a task; the
+/// next task gets that very process, in the normal class, with the command line `launch`
+/// would have had, in (with its zygote) the cgroup the task names; and a daemon that is
+/// killed takes its standby shim along.
+#[tokio::test]
+async fn a_standby_shim_takes_the_next_task_and_goes_with_its_daemon() {
+    let mut d = Daemon::start().unwrap();
+    let _w = with_busybox(&d);
+    let run = "containers run --rm --network none".split(' ');
+    let args: Vec<&str> = run.chain([IMAGE, "first", "/bin/echo", "one"]).collect();
+    let out = ok(&d.berth(&args, None));
+    assert_eq!(out.trim(), "one");
+    let mut standby = None;
+    assert!(eventually(|| {
+        standby = standby_of(&d);
+        standby.is_some()
+    }));
+    let standby = standby.unwrap();
+    assert!(
+        eventually(|| policy(standby) == Some(5)),
+        "standby shim not in the idle class"
+    );
+    let zygote = zygote_of(standby).expect("the standby shim's zygote");
+
+    shim_cgroup_task(&d, BERTH_SHIM, "second", |shim, cgroup| {
+        assert_eq!(shim, standby, "the standby shim did not take the task");
+        assert_eq!(policy(shim), Some(0), "the shim stays in the idle class");
+        assert_eq!(
+            policy(zygote),
+            Some(0),
+            "the zygote stays in the idle class"
+        );
+        let cmd = std::fs::read(format!("/proc/{shim}/cmdline")).unwrap();
+        let words: Vec<&[u8]> = cmd.split(|b| *b == 0).filter(|w| !w.is_empty()).collect();
+        assert_eq!(
+            &words[words.len() - 3..],
+            [&b"-id"[..], b"second", b"launch"]
+        );
+        assert!(words
+            .windows(2)
+            .any(|w| w == [&b"-namespace"[..], b"default"]));
+        let procs = cgroup.devices_procs();
+        for p in [shim, zygote] {
+            assert!(
+                procs.lines().any(|l| l == p.to_string()),
+                "{p} not in {procs:?}"
+            );
+        }
+    })
+    .await;
+    let mut next = None;
+    assert!(eventually(|| {
+        next = standby_of(&d).filter(|p| *p != standby);
+        next.is_some()
+    }));
+    let next = next.unwrap();
+    d.kill().unwrap();
+    let gone = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    };
+    assert!(
+        eventually(|| gone(next)),
+        "the standby shim outlived its daemon"
+    );
 }

@@ -194,14 +194,21 @@ impl Service {
             )));
         }
         if r.exec_id.is_empty() {
-            let deleted = self.runc(&["delete", "--force", &self.id], Stdio3::default());
+            // The rootfs is detached while the runtime deletes the container (its cgroups,
+            // its state): neither needs the other, and the unmount waits on the disk (the
+            // overlay syncs its upper layer) and on an RCU grace period.
+            let deleted = std::thread::scope(|s| {
+                let unmounted = s.spawn(|| unmount_rootfs(&self.bundle));
+                let deleted = self.runc(&["delete", "--force", &self.id], Stdio3::default());
+                let _ = unmounted.join();
+                deleted
+            });
             // A task created from a checkpoint whose restore never ran has nothing in runc
             // (its delete fails, and that is fine); one whose restore failed part-way may
             // have left runc's state, which the delete above removes.
             if p.restore_from.is_none() {
                 deleted?;
             }
-            unmount_rootfs(&self.bundle);
             if let Ok(mut st) = self.state.lock() {
                 st.init = None;
             }

@@ -15,6 +15,7 @@ mod create;
 pub mod driver;
 mod recover;
 pub mod shim;
+mod standby;
 pub mod types;
 pub mod warmup;
 

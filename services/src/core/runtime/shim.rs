@@ -226,19 +226,64 @@ impl Launch<'_> {
     }
 
     /// Runs berth's own shim as the serving shim itself (`<shim> launch`, reading `start`'s
-    /// stdin): no `start` process between berthd and it. It says it listens with a byte on
-    /// its stdout, its address already in the bundle. A shim that does not come up is
-    /// killed and its socket removed; one that does is reaped by tokio once it exits.
+    /// stdin): no `start` process between berthd and it; or gives the task to the standby
+    /// shim berthd keeps ready ([`super::standby`]), which then does the same. It says it
+    /// listens with a byte on its stdout, its address already in the bundle. A shim that
+    /// does not come up is killed and its socket removed (a standby shim that fails is
+    /// followed by a launch of a fresh one); one that does is reaped by tokio once it exits.
     async fn launch(&self, input: Vec<u8>) -> Result<PathBuf> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let key = super::standby::Key {
+            binary: self.binary.to_path_buf(),
+            address: self.address.to_path_buf(),
+            ttrpc_address: self.ttrpc_address.clone(),
+            daemon: daemon_exe(),
+        };
+        let standby = super::standby::fits(self.namespace, self.id)
+            .then(|| super::standby::take(&key))
+            .flatten();
+        let launched = match standby {
+            Some(child) => {
+                let task = super::standby::task(
+                    self.namespace,
+                    self.id,
+                    self.bundle,
+                    self.runtime,
+                    &input,
+                );
+                match self.serving(child, task).await {
+                    Ok(socket) => Ok(socket),
+                    Err(e) => {
+                        tracing::warn!(id = self.id, error = %e, "the standby shim failed its task; launching one for it");
+                        self.launch_fresh(input).await
+                    }
+                }
+            }
+            None => self.launch_fresh(input).await,
+        };
+        // The next task's shim starts now, in the idle class: it waits for no one.
+        let dir = self.socket_dir().parent().map(Path::to_path_buf);
+        if let (Ok(_), Some(dir)) = (&launched, dir) {
+            tokio::spawn(async move { super::standby::replenish(key, dir) });
+        }
+        launched
+    }
+
+    async fn launch_fresh(&self, input: Vec<u8>) -> Result<PathBuf> {
         let io = |e| Error::io(format!("launch {}", self.binary.display()), e);
-        let mut cmd = self.command("launch");
-        let mut child = cmd
+        let child = self
+            .command("launch")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(io)?;
+        self.serving(child, input).await
+    }
+
+    /// Gives a launched (or standby) shim `input` on its stdin and waits for its ready byte.
+    async fn serving(&self, mut child: tokio::process::Child, input: Vec<u8>) -> Result<PathBuf> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let io = |e| Error::io(format!("launch {}", self.binary.display()), e);
         let (stdin, stdout) = (child.stdin.take(), child.stdout.take());
         let ready = async {
             if let Some(mut w) = stdin {
