@@ -875,3 +875,53 @@ fn a_bridge_deleted_while_berthd_runs_is_made_again_for_the_next_container() {
         "its masquerade"
     );
 }
+
+/// berth's own network is left in two steps: the published port's rules go before the task's
+/// deletion returns, the veth (whose deletion waits for an RCU grace period), lease and record
+/// in the background. Right after `run --rm` returns, no rule names the container and the
+/// network lists it no more; `network rm` at once waits for the rest and leaves nothing.
+#[test]
+fn a_container_leaves_its_network_in_the_background_its_ports_first() {
+    require_tool("/usr/lib/cni/bridge");
+    let (d, _img) = daemon_with_busybox("test.local/net");
+    ok(&d.berth(&["network", "create", "quick"], None));
+    let bridge = bridge_of(&d, "quick");
+    let publish = format!("127.0.0.1:{}:80", free_port());
+    let run = [
+        "containers",
+        "run",
+        "--rm",
+        "--network",
+        "quick",
+        "-p",
+        &publish,
+    ];
+    let run_one = |id| {
+        let args: Vec<&str> = run
+            .iter()
+            .copied()
+            .chain([IMAGE, id, "/bin/true"])
+            .collect();
+        ok(&d.berth(&args, None));
+    };
+    run_one("q1");
+    assert_eq!(rules_naming("q1"), 0, "q1's port rules outlived its task");
+    assert_eq!(inspect(&d, "quick")["containers"], serde_json::json!([]));
+    run_one("q2");
+    ok(&d.berth(&["network", "rm", "quick"], None));
+    assert_eq!(rules_naming("q2"), 0, "q2's port rules outlived its task");
+    assert_eq!(
+        attachments(&d),
+        0,
+        "an attachment record outlived network rm"
+    );
+    assert_eq!(leases(&d, "quick"), Vec::<String>::new());
+    let link = Command::new("ip")
+        .args(["link", "show", &bridge])
+        .output()
+        .unwrap();
+    assert!(
+        !link.status.success(),
+        "bridge {bridge} outlived network rm"
+    );
+}

@@ -14,6 +14,7 @@ use crate::core::error::{blocking, Error, Result};
 use crate::core::metadata::containers::ContainerRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,7 +129,7 @@ fn wanted(c: &ContainerRecord) -> Result<Option<Wanted>> {
 }
 
 impl Networks {
-    fn key(ns: &str, id: &str) -> String {
+    pub(super) fn key(ns: &str, id: &str) -> String {
         format!("{ns}/{id}")
     }
 
@@ -235,7 +236,7 @@ impl Networks {
         let started = std::time::Instant::now();
         if let Err(e) = self.bring_up(&mut rec, &w.dns).await {
             tracing::warn!(namespace = %ns, id = c.id, error = %e, "joining the networks failed; undoing");
-            if let Err(e2) = self.tear_down(&rec).await {
+            if let Err(e2) = self.tear_down(&rec, false).await {
                 tracing::warn!(namespace = %ns, id = c.id, error = %e2, "undoing a failed join");
             }
             return Err(e);
@@ -315,12 +316,16 @@ impl Networks {
     }
 
     /// DEL from every network joined (last first), then the namespace, files and record.
-    /// A DEL that fails keeps the record, so the next detach (or start) tries again.
-    async fn tear_down(&self, r: &Record) -> Result<()> {
+    /// A DEL that fails keeps the record, so the next detach (or start) tries again. With
+    /// `ports_freed`, the published ports' rules went already ([`Self::free_ports`]).
+    async fn tear_down(&self, r: &Record, ports_freed: bool) -> Result<()> {
         let mut failed = None;
         for (i, j) in r.joined.iter().enumerate().rev() {
-            let a = self.cni_attachment(r, j, i == 0);
+            let mut a = self.cni_attachment(r, j, i == 0);
             let left = if j.in_process {
+                if ports_freed {
+                    a.port_mappings.clear();
+                }
                 self.leave_in_process(r, j, a).await
             } else {
                 match cni::Network::parse(j.conf.clone(), Path::new(&j.network)) {
@@ -373,27 +378,89 @@ impl Networks {
 
     /// Leaves every network the container joined; nothing to do if it joined none. With
     /// `exited_at`, an attachment made after that exit (a newer task's) is left alone.
+    ///
+    /// A container on berth's own networks only is left in two steps: its published ports'
+    /// rules go before this returns (another container may publish them at once); its veth
+    /// (whose deletion waits for an RCU grace period, 12–30 ms), its address lease, its
+    /// namespace and its record go after, in the background, under the container's lock.
+    /// So a new attachment of the same container waits for them (its veth has the same
+    /// name), the address is not handed out while the old veth holds it, and a daemon that
+    /// stops meanwhile leaves the record for its next start to finish. A detach that finds
+    /// the container leaving waits only until its ports are free.
     pub async fn detach(&self, ns: &str, id: &str, exited_at: Option<i64>) -> Result<()> {
         let key = Self::key(ns, id);
+        let leaving = self.leaving(&key);
+        if let Some(mut freed) = leaving {
+            // Err: the leave failed before the ports went; it is done again below.
+            if freed.wait_for(|f| *f).await.is_ok() {
+                return Ok(());
+            }
+        }
         let lock = self.lock_for(&key);
-        let result = {
-            let _g = lock.lock().await;
-            self.detach_locked(ns, id, exited_at).await
-        };
+        let guard = lock.clone().lock_owned().await;
         drop(lock);
-        self.forget_lock(&key);
-        result
-    }
-
-    async fn detach_locked(&self, ns: &str, id: &str, exited_at: Option<i64>) -> Result<()> {
         let Some(r) = self.load(ns, id).await? else {
+            drop(guard);
+            self.forget_lock(&key);
             return Ok(());
         };
+        if exited_at.is_some_and(|t| t > 0 && t < r.created)
+            || r.joined.is_empty()
+            || !r.joined.iter().all(|j| j.in_process)
+        {
+            let result = self.detach_record(ns, id, r, exited_at).await;
+            drop(guard);
+            self.forget_lock(&key);
+            return result;
+        }
+        let started = std::time::Instant::now();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.set_leaving(&key, Some(rx));
+        if let Err(e) = self.free_ports(&r).await {
+            // Left at once instead, which tries the ports again and keeps the record if
+            // that fails.
+            self.set_leaving(&key, None);
+            drop(tx);
+            tracing::debug!(namespace = ns, id, error = %e, "freeing the ports failed; leaving at once");
+            let result = self.tear_down(&r, false).await;
+            drop(guard);
+            self.forget_lock(&key);
+            return result;
+        }
+        let _ = tx.send(true);
+        let this = self.clone();
+        let (ns, id) = (ns.to_string(), id.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = this.tear_down(&r, true).await {
+                tracing::warn!(namespace = ns, id, error = %e, "cannot leave the networks");
+            } else {
+                tracing::info!(
+                    namespace = ns,
+                    id,
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "left its networks"
+                );
+            }
+            this.set_leaving(&key, None);
+            drop(guard);
+            this.forget_lock(&key);
+        });
+        Ok(())
+    }
+
+    /// Leaves the networks on record at once (with the container's lock held).
+    async fn detach_record(
+        &self,
+        ns: &str,
+        id: &str,
+        r: Record,
+        exited_at: Option<i64>,
+    ) -> Result<()> {
         if exited_at.is_some_and(|t| t > 0 && t < r.created) {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        self.tear_down(&r).await?;
+        self.tear_down(&r, false).await?;
         tracing::info!(
             namespace = ns,
             id,
@@ -401,6 +468,61 @@ impl Networks {
             "left its networks"
         );
         Ok(())
+    }
+
+    async fn detach_locked(&self, ns: &str, id: &str, exited_at: Option<i64>) -> Result<()> {
+        match self.load(ns, id).await? {
+            Some(r) => self.detach_record(ns, id, r, exited_at).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Takes away the rules of the ports the container published on berth's own networks.
+    async fn free_ports(&self, r: &Record) -> Result<()> {
+        if r.ports.is_empty() {
+            return Ok(());
+        }
+        for (i, j) in r.joined.iter().enumerate() {
+            let a = self.cni_attachment(r, j, i == 0);
+            if a.port_mappings.is_empty() {
+                continue;
+            }
+            let join = self.in_process_join(r, j, a)?;
+            let Some(ip) = j.ips().first().and_then(|ip| ip.parse().ok()) else {
+                continue;
+            };
+            blocking(move || nat::unpublish(&join.comment, &join.def, ip, &join.ports)).await?;
+        }
+        Ok(())
+    }
+
+    /// The containers leaving in the background now.
+    pub(super) fn leaving_keys(&self) -> HashSet<String> {
+        let leaving = self.inner.leaving.lock().unwrap_or_else(|e| e.into_inner());
+        leaving.keys().cloned().collect()
+    }
+
+    /// Waits until the containers leaving in the background now have left.
+    pub(super) async fn wait_left(&self) {
+        for key in self.leaving_keys() {
+            let lock = self.lock_for(&key);
+            drop(lock.lock().await);
+            drop(lock);
+            self.forget_lock(&key);
+        }
+    }
+
+    fn leaving(&self, key: &str) -> Option<tokio::sync::watch::Receiver<bool>> {
+        let leaving = self.inner.leaving.lock().unwrap_or_else(|e| e.into_inner());
+        leaving.get(key).cloned()
+    }
+
+    fn set_leaving(&self, key: &str, freed: Option<tokio::sync::watch::Receiver<bool>>) {
+        let mut leaving = self.inner.leaving.lock().unwrap_or_else(|e| e.into_inner());
+        match freed {
+            Some(rx) => leaving.insert(key.to_string(), rx),
+            None => leaving.remove(key),
+        };
     }
 
     /// Every attachment on record, as (namespace, id).

@@ -111,6 +111,9 @@ struct Inner {
     defs: tokio::sync::Mutex<()>,
     /// One lock per attached container, so attach and detach of one never interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Containers leaving berth's own networks in the background (see `Networks::detach`):
+    /// true once their published ports are free.
+    leaving: Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
     /// Whether berth's own networks are joined in-process.
     in_process: bool,
     /// berth's own networks whose bridge and netfilter rules this run has put in place;
@@ -146,6 +149,7 @@ impl Networks {
                 tag,
                 defs: Default::default(),
                 locks: Default::default(),
+                leaving: Default::default(),
                 in_process: cfg.in_process_bridge,
                 prepared: Default::default(),
             }),
@@ -160,12 +164,15 @@ impl Networks {
         self.inner.conf_dir.join(format!("{name}.conflist"))
     }
 
-    /// Every network in the conf dir, by name, with the containers on each.
+    /// Every network in the conf dir, by name, with the containers on each (not those
+    /// leaving in the background: their tasks are deleted).
     pub async fn list(&self) -> Result<Vec<NetworkInfo>> {
         let conf_dir = self.inner.conf_dir.clone();
         let dir = self.inner.dir.clone();
+        let leaving = self.leaving_keys();
         blocking(move || {
-            let endpoints = attach::endpoints(&dir);
+            let mut endpoints = attach::endpoints(&dir);
+            endpoints.retain(|(_, e)| !leaving.contains(&Self::key(&e.namespace, &e.container_id)));
             Ok(conflists(&conf_dir)?
                 .into_iter()
                 .map(|net| info(net, &endpoints))
@@ -286,6 +293,8 @@ impl Networks {
     /// bridge is still this daemon's).
     pub async fn remove(&self, name: &str) -> Result<()> {
         let _g = self.inner.defs.lock().await;
+        // A container still leaving in the background has its veth on the bridge.
+        self.wait_left().await;
         let net = self.get(name).await?;
         if let Some(e) = net.endpoints.first() {
             return Err(Error::precondition(format!(
