@@ -204,14 +204,24 @@ impl Network {
             let plan = native
                 .then(|| cni_native::plan(bin_dir, plugin, &conf, a))
                 .flatten();
-            let done = if is_plain_loopback(plugin) {
-                loopback(&a.netns, false).await
-            } else if let Some(del) = plan {
-                let a = a.clone();
-                crate::core::error::blocking(move || cni_native::run(&del, &a)).await
-            } else {
-                exec(bin_dir, "DEL", plugin, &conf, a).await.map(drop)
+            let del = || async {
+                if is_plain_loopback(plugin) {
+                    loopback(&a.netns, false).await
+                } else if let Some(del) = plan.clone() {
+                    let a = a.clone();
+                    crate::core::error::blocking(move || cni_native::run(&del, &a)).await
+                } else {
+                    exec(bin_dir, "DEL", plugin, &conf, a).await.map(drop)
+                }
             };
+            // DEL is idempotent: one that failed (a netfilter table busy with another
+            // writer, say) is tried once more before the record is kept for later.
+            let mut done = del().await;
+            if let Err(e) = &done {
+                tracing::debug!(id = a.id, error = %e, "CNI DEL failed; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                done = del().await;
+            }
             if let Err(e) = done {
                 tracing::warn!(id = a.id, error = %e, "CNI DEL failed");
                 first_err.get_or_insert(e);
@@ -409,6 +419,47 @@ mod tests {
         // A DEL for a namespace already gone has nothing to do.
         loopback(&ns, false).await.unwrap();
         assert!(loopback(&ns, true).await.is_err());
+    }
+
+    /// A DEL that fails once (a netfilter table busy with another writer) is tried again:
+    /// the plugin's second answer is the one that counts.
+    #[tokio::test]
+    async fn a_del_that_fails_once_is_tried_again() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plugin = dir.path().join("flaky");
+        let (tried, done) = (dir.path().join("tried"), dir.path().join("done"));
+        std::fs::write(
+            &plugin,
+            format!(
+                "#!/bin/sh\ncat >/dev/null\nif [ ! -e {t} ]; then touch {t}; \
+                 echo '{{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"busy\"}}'; exit 1; fi\n\
+                 touch {d}\n",
+                t = tried.display(),
+                d = done.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = json!({"cniVersion": "1.0.0", "name": "flaky", "plugins": [{"type": "flaky"}]});
+        let net = Network::parse(conf, &dir.path().join("flaky.conflist")).unwrap();
+        let a = Attachment {
+            id: "c1".into(),
+            netns: dir.path().join("ns"),
+            args: String::new(),
+            port_mappings: vec![],
+            ifname: IFNAME.into(),
+            ipam_data_dir: None,
+        };
+        net.del(dir.path(), &a, None).await.unwrap();
+        assert!(done.exists(), "the second DEL did not run");
+        // One that keeps failing is told.
+        std::fs::write(
+            &plugin,
+            "#!/bin/sh\ncat >/dev/null\necho '{\"code\":11,\"msg\":\"busy\"}'\nexit 1\n",
+        )
+        .unwrap();
+        assert!(net.del(dir.path(), &a, None).await.is_err());
     }
 
     /// Runs `cmd` and gives its standard output.

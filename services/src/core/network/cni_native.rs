@@ -27,7 +27,7 @@ const DEFAULT_IPAM_DIR: &str = "/var/lib/cni/networks";
 const VERSIONS: [&str; 4] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
 
 /// What berth does in place of a plugin's DEL.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Del {
     /// The plugin would return without doing anything.
     Nothing,
