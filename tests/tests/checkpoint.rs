@@ -233,6 +233,28 @@ fn berth_checkpoint_exit_and_leave_running_then_restore() {
     }
 }
 
+/// A process holding open a file it wrote in its container's read-write layer is restored:
+/// `berth checkpoint` stores the layer (containerd's rw tar) and `berth restore` applies it
+/// before CRIU reopens the file. Without the layer this restore fails every time.
+#[test]
+fn a_process_holding_a_file_it_wrote_is_restored_with_it() {
+    if !criu_works() {
+        return;
+    }
+    let (d, _w) = daemon_on_runc();
+    let holder = "echo 7 > /tmp/count; exec 3</tmp/count; while :; do sleep 0.1; done";
+    let run = ["run", "-d", "--null-io", "--runtime", BERTH_SHIM, IMAGE];
+    ok(&d.ctr(&[&run[..], &["hold-first", "sh", "-c", holder]].concat()));
+    assert_eq!(count(&d, "hold-first"), 7);
+    let image = "test.local/hold:1";
+    ok(&d.berth(&["checkpoint", "--exit", "hold-first", image], None));
+    ok(&d.berth(&["restore", image, "hold-second"], None));
+    assert_eq!(count(&d, "hold-second"), 7);
+    for id in ["hold-first", "hold-second"] {
+        remove(&d, id);
+    }
+}
+
 /// The native runtime has no CRIU driver: a checkpoint of its container is refused with a
 /// precondition that names runc, and the container keeps running.
 #[test]

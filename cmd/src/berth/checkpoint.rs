@@ -120,6 +120,7 @@ async fn checkpoint_leased(client: &Client, c: Checkpoint) -> anyhow::Result<()>
     .await?;
     let mut parts = vec![image];
     parts.extend(dumped);
+    parts.push(rw_layer(client, &container).await?);
     parts.push(opts_blob);
     let gc: HashMap<String, String> = parts
         .iter()
@@ -160,6 +161,20 @@ async fn checkpoint_leased(client: &Client, c: Checkpoint) -> anyhow::Result<()>
     println!("{}", c.image);
     Ok(())
 }
+
+/// The container's changes to its image (its snapshot against the snapshot's parent) as an
+/// uncompressed tar in the content store, typed as containerd's read-write layer: a restore
+/// applies it before CRIU reopens the files the processes had open in it.
+async fn rw_layer(client: &Client, container: &Container) -> anyhow::Result<Descriptor> {
+    let reference = format!("checkpoint-rw-{}", container.id);
+    let mut layer =
+        crate::commit::container_layer(client, container, LAYER_TAR, &reference, false).await?;
+    layer.media_type = media::CHECKPOINT_RW.into();
+    Ok(layer)
+}
+
+/// An uncompressed OCI layer.
+const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// What image `name` points at.
 async fn image_target(client: &Client, name: &str) -> anyhow::Result<Descriptor> {
@@ -232,7 +247,7 @@ pub async fn restore(client: &Client, r: Restore) -> anyhow::Result<()> {
         })
         .await?
         .into_inner();
-    client
+    let mounts = client
         .snapshots()
         .prepare(PrepareSnapshotRequest {
             snapshotter: snapshotter.clone(),
@@ -240,7 +255,24 @@ pub async fn restore(client: &Client, r: Restore) -> anyhow::Result<()> {
             parent: unpacked.chain_id,
             labels: HashMap::new(),
         })
-        .await?;
+        .await?
+        .into_inner()
+        .mounts;
+    // The read-write layer (a checkpoint of ctr's without --rw, or of an older berth, has
+    // none): the files the processes had open are where CRIU looks for them.
+    if let Ok(rw) = entry(&index, media::CHECKPOINT_RW) {
+        client
+            .diff()
+            .apply(berth_proto::diff::ApplyRequest {
+                diff: Some(descriptor(rw)),
+                mounts,
+                payloads: HashMap::new(),
+            })
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("apply the checkpoint's read-write layer: {}", e.message())
+            })?;
+    }
     client
         .containers()
         .create(CreateContainerRequest {

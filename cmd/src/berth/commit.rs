@@ -253,7 +253,6 @@ async fn committable(client: &Client, id: &str) -> anyhow::Result<Container> {
 /// under `view_key`) and the container's snapshot itself.
 async fn diff_mounts(
     client: &Client,
-    c: &Commit,
     container: &Container,
     view_key: &str,
 ) -> anyhow::Result<(Vec<Mount>, Vec<Mount>)> {
@@ -265,7 +264,7 @@ async fn diff_mounts(
             key: container.snapshot_key.clone(),
         })
         .await
-        .map_err(|e| anyhow::anyhow!("snapshot of {}: {}", c.container, e.message()))?
+        .map_err(|e| anyhow::anyhow!("snapshot of {}: {}", container.id, e.message()))?
         .into_inner()
         .info
         .unwrap_or_default();
@@ -300,34 +299,8 @@ async fn new_layer(
     c: &Commit,
     container: &Container,
 ) -> anyhow::Result<(Descriptor, String)> {
-    let view_key = format!("commit-{}-{}", c.container, std::process::id());
-    let (lower, upper) = diff_mounts(client, c, container, &view_key).await?;
-    let paused = c.pause && pause_if_running(client, &c.container).await?;
-    let diffed = client
-        .diff()
-        .diff(DiffRequest {
-            left: lower,
-            right: upper,
-            media_type: LAYER_GZIP.into(),
-            r#ref: format!("commit-{}", c.container),
-            labels: HashMap::new(),
-        })
-        .await;
-    if paused {
-        resume(client, &c.container).await?;
-    }
-    let _ = client
-        .snapshots()
-        .remove(RemoveSnapshotRequest {
-            snapshotter: container.snapshotter.clone(),
-            key: view_key,
-        })
-        .await;
-    let layer = diffed
-        .map_err(|e| anyhow::anyhow!("diff of {}: {}", c.container, e.message()))?
-        .into_inner()
-        .diff
-        .ok_or_else(|| anyhow::anyhow!("the daemon returned no layer"))?;
+    let reference = format!("commit-{}", c.container);
+    let layer = container_layer(client, container, LAYER_GZIP, &reference, c.pause).await?;
     let diff_id = client
         .content()
         .info(InfoRequest {
@@ -345,6 +318,46 @@ async fn new_layer(
             anyhow::anyhow!("layer {} has no uncompressed digest label", layer.digest)
         })?;
     Ok((layer, diff_id))
+}
+
+/// The container's changes to its snapshot's parent as a layer of `media_type` in the
+/// content store, written under `reference`; the container is paused meanwhile when `pause`
+/// (and running).
+pub(crate) async fn container_layer(
+    client: &Client,
+    container: &Container,
+    media_type: &str,
+    reference: &str,
+    pause: bool,
+) -> anyhow::Result<Descriptor> {
+    let view_key = format!("{reference}-{}", std::process::id());
+    let (lower, upper) = diff_mounts(client, container, &view_key).await?;
+    let paused = pause && pause_if_running(client, &container.id).await?;
+    let diffed = client
+        .diff()
+        .diff(DiffRequest {
+            left: lower,
+            right: upper,
+            media_type: media_type.into(),
+            r#ref: reference.into(),
+            labels: HashMap::new(),
+        })
+        .await;
+    if paused {
+        resume(client, &container.id).await?;
+    }
+    let _ = client
+        .snapshots()
+        .remove(RemoveSnapshotRequest {
+            snapshotter: container.snapshotter.clone(),
+            key: view_key,
+        })
+        .await;
+    diffed
+        .map_err(|e| anyhow::anyhow!("diff of {}: {}", container.id, e.message()))?
+        .into_inner()
+        .diff
+        .ok_or_else(|| anyhow::anyhow!("the daemon returned no layer"))
 }
 
 async fn resume(client: &Client, id: &str) -> anyhow::Result<()> {

@@ -36,5 +36,7 @@ pub const CHECKPOINT_CONFIG: &str =
     "application/vnd.containerd.container.checkpoint.config.v1+proto";
 pub const CHECKPOINT_OPTIONS: &str =
     "application/vnd.containerd.container.checkpoint.options.v1+proto";
+/// The container's read-write layer (its changes to the image), an uncompressed tar.
+pub const CHECKPOINT_RW: &str = "application/vnd.containerd.container.rw.tar";
 pub const CHECKPOINT_RUNTIME_OPTIONS: &str =
     "application/vnd.containerd.container.checkpoint.runtime.options+proto";
