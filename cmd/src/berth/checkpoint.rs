@@ -168,13 +168,11 @@ async fn checkpoint_leased(client: &Client, c: Checkpoint) -> anyhow::Result<()>
 async fn rw_layer(client: &Client, container: &Container) -> anyhow::Result<Descriptor> {
     let reference = format!("checkpoint-rw-{}", container.id);
     let mut layer =
-        crate::commit::container_layer(client, container, LAYER_TAR, &reference, false).await?;
+        crate::commit::container_layer(client, container, media::OCI_LAYER, &reference, false)
+            .await?;
     layer.media_type = media::CHECKPOINT_RW.into();
     Ok(layer)
 }
-
-/// An uncompressed OCI layer.
-const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// What image `name` points at.
 async fn image_target(client: &Client, name: &str) -> anyhow::Result<Descriptor> {

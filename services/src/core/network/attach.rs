@@ -404,15 +404,29 @@ impl Networks {
             self.forget_lock(&key);
             return Ok(());
         };
-        if exited_at.is_some_and(|t| t > 0 && t < r.created)
+        let at_once = exited_at.is_some_and(|t| t > 0 && t < r.created)
             || r.joined.is_empty()
-            || !r.joined.iter().all(|j| j.in_process)
-        {
-            let result = self.detach_record(ns, id, r, exited_at).await;
-            drop(guard);
-            self.forget_lock(&key);
-            return result;
+            || !r.joined.iter().all(|j| j.in_process);
+        if !at_once {
+            return self.leave_in_background(ns, id, &key, r, guard).await;
         }
+        let result = self.detach_record(ns, id, r, exited_at).await;
+        drop(guard);
+        self.forget_lock(&key);
+        result
+    }
+
+    /// The two-step leave of [`Self::detach`]: the ports now, the rest in the background
+    /// with `guard` (the container's lock) held until it is done.
+    async fn leave_in_background(
+        &self,
+        ns: &str,
+        id: &str,
+        key: &str,
+        r: Record,
+        guard: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Result<()> {
+        let key = key.to_string();
         let started = std::time::Instant::now();
         let (tx, rx) = tokio::sync::watch::channel(false);
         self.set_leaving(&key, Some(rx));
